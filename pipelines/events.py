@@ -1,0 +1,515 @@
+"""The event contract: one envelope, one typed payload per event type, and the rules for
+what may travel on `payments.events`.
+
+Every other part of Clearline reads events through `decode` and builds them through
+`Event` + `encode`, so the contract is enforced in one place:
+
+* money is an integer count of minor units plus an ISO 4217 code, never a float;
+* each payload is a frozen dataclass below; its annotations *are* the schema, so the
+  validator and the typed record can never drift apart;
+* validation collects every problem with its field path ("payload.amount.minor") and a
+  reason a person can act on, instead of stopping at the first;
+* nothing that looks like a card number (13–19 digits, Luhn-valid) may appear anywhere:
+  such a message is refused and the number redacted in the error;
+* `schema_version` lets readers accept every version they know; a new version may only
+  add event types or optional fields, never reinterpret one.
+
+Signing is HMAC-SHA256 over the exact message bytes with the tenant's key (see
+`pipelines.signing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Literal, Mapping
+
+from pipelines.currency import is_currency
+
+SCHEMA_VERSION = 1
+PLATFORM = "platform"  # merchant_id and reseller_id of the platform's own events (payouts)
+KNOWN_SCHEMA_VERSIONS = frozenset({1})
+MAX_MESSAGE_BYTES = 64 * 1024
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+_DECIMAL = re.compile(r"^\d{1,12}(\.\d{1,12})?$")
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in integer minor units of an ISO 4217 currency (1999 USD = $19.99)."""
+
+    minor: int
+    currency: str
+
+
+Method = Literal["card", "ach"]
+PaymentMethod = Literal["card", "ach", "terms"]
+SettlementRecord = Literal["charge", "refund", "chargeback", "chargeback_reversal", "fee"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCreated:
+    """A buyer's order; on terms it is also the underwriting request the risk flow scores."""
+
+    order_id: str
+    buyer_id: str
+    amount: Money
+    payment_method: PaymentMethod
+    terms_days: int
+    due_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentAuthorized:
+    """A hold on the buyer's instrument; captures draw on it, a void releases the rest."""
+
+    payment_id: str
+    order_id: str
+    buyer_id: str
+    processor: str
+    method: Method
+    amount: Money
+    instrument_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentCaptured:
+    payment_id: str
+    capture_id: str
+    processor: str
+    amount: Money
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentVoided:
+    """Releases what is left of an authorization (after partial captures, or all of it)."""
+
+    payment_id: str
+    processor: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefunded:
+    payment_id: str
+    refund_id: str
+    processor: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackOpened:
+    payment_id: str
+    chargeback_id: str
+    processor: str
+    amount: Money
+    reason_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargebackReversed:
+    payment_id: str
+    chargeback_id: str
+    processor: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettlement:
+    """The processor's notice that one item settled into a payout batch, net of its fee.
+
+    `gross` is in the presentment currency, `net` and `fee` in the settlement currency;
+    `fx_rate` (decimal text, settlement per presentment unit) is set when they differ.
+    """
+
+    processor: str
+    settlement_id: str
+    batch_id: str
+    record_type: SettlementRecord
+    payment_id: str
+    gross: Money
+    fee: Money
+    net: Money
+    available_on: date
+    fx_rate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorPayout:
+    """A payout batch sent to the platform's bank account: the sum of its lines' net."""
+
+    processor: str
+    payout_id: str
+    amount: Money
+    arrival_date: date
+    line_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerRepayment:
+    order_id: str
+    buyer_id: str
+    repayment_id: str
+    amount: Money
+    due_date: date
+    days_late: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerDefault:
+    """The platform writes off what a buyer still owes on an order."""
+
+    order_id: str
+    buyer_id: str
+    amount: Money
+    days_past_due: int
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantPayout:
+    payout_id: str
+    amount: Money
+    value_date: date
+    order_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeeCharged:
+    """A fee the platform charges a merchant (take rate on financed orders, dispute fee)."""
+
+    fee_id: str
+    kind: Literal["platform_fee", "dispute_fee"]
+    amount: Money
+    reference: str
+
+
+PAYLOADS: dict[str, type] = {
+    "order.created": OrderCreated,
+    "payment.authorized": PaymentAuthorized,
+    "payment.captured": PaymentCaptured,
+    "payment.voided": PaymentVoided,
+    "payment.refunded": PaymentRefunded,
+    "chargeback.opened": ChargebackOpened,
+    "chargeback.reversed": ChargebackReversed,
+    "processor.settlement": ProcessorSettlement,
+    "processor.payout": ProcessorPayout,
+    "buyer.repayment": BuyerRepayment,
+    "buyer.default": BuyerDefault,
+    "merchant.payout": MerchantPayout,
+    "fee.charged": FeeCharged,
+}
+EVENT_TYPES = tuple(PAYLOADS)
+Payload = typing.Union[tuple(PAYLOADS.values())]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    merchant_id: str
+    reseller_id: str
+    payload: Payload
+    schema_version: int = SCHEMA_VERSION
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ContractError(ValueError):
+    """An event breaks the contract. `issues` names each field path and why."""
+
+    def __init__(self, issues: list[Issue]):
+        self.issues = issues
+        super().__init__("; ".join(map(str, issues)))
+
+    @property
+    def reason(self) -> str:
+        """A short machine-sortable reason: the first issue's kind of problem."""
+        return self.issues[0].reason.split(":")[0] if self.issues else "invalid"
+
+
+# ------------------------------------------------------------------------- PAN guard
+
+_PAN_CANDIDATE = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _pan_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in _PAN_CANDIDATE.finditer(text):
+        digits = re.sub(r"[ \-]", "", m.group())
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+            spans.append(m.span())
+    return spans
+
+
+def contains_pan(text: str) -> bool:
+    """True if a Luhn-valid 13–19 digit run (spaces or dashes allowed) is in `text`."""
+    return bool(_pan_spans(text))
+
+
+def redact_pans(text: str) -> str:
+    """`text` with every PAN-like run masked but its last four digits, as PCI DSS allows."""
+    out, last = [], 0
+    for start, end in _pan_spans(text):
+        digits = re.sub(r"[ \-]", "", text[start:end])
+        out += [text[last:start], "*" * (len(digits) - 4) + digits[-4:]]
+        last = end
+    return "".join(out) + text[last:]
+
+
+# --------------------------------------------------------------------- encode/decode
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, Money):
+        return {"minor": value.minor, "currency": value.currency}
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The wire form of an event as plain JSON types (money as {minor, currency}).
+
+    Optional fields that are absent are written as null, so the form has one spelling
+    and the generator's vectorised JSON is byte-identical to `encode`."""
+    payload = {f.name: _to_wire(getattr(event.payload, f.name)) for f in dataclasses.fields(event.payload)}
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": _to_wire(event.occurred_at),
+        "merchant_id": event.merchant_id,
+        "reseller_id": event.reseller_id,
+        "schema_version": event.schema_version,
+        "payload": payload,
+    }
+
+
+def encode(event: Event) -> bytes:
+    """Canonical JSON bytes: compact, keys in contract order, what gets signed."""
+    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(raw: bytes | str) -> Event:
+    """Parse and validate one message; raises ContractError naming every problem."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ContractError([Issue("", f"oversize: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")])
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ContractError([Issue("", f"encoding: not UTF-8 at byte {exc.start}")]) from None
+    if contains_pan(text):
+        raise ContractError([Issue("", f"pan: a card number appears in the event: {redact_pans(text)[:300]}")])
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError([Issue("", f"json: malformed at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+    return from_dict(doc)
+
+
+def from_dict(doc: Any) -> Event:
+    """Validate an already-parsed JSON document into a typed Event."""
+    issues: list[Issue] = []
+    if not isinstance(doc, dict):
+        raise ContractError([Issue("", f"type: the event must be a JSON object, got {_kind(doc)}")])
+    _no_extra(doc, _ENVELOPE, "", issues)
+    event_id = _check_id(doc, "event_id", "", issues)
+    merchant_id = _check_id(doc, "merchant_id", "", issues)
+    reseller_id = _check_id(doc, "reseller_id", "", issues)
+    occurred_at = _field(doc, "occurred_at", datetime, "", issues)
+    version = _field(doc, "schema_version", int, "", issues)
+    if isinstance(version, int) and version not in KNOWN_SCHEMA_VERSIONS:
+        issues.append(Issue("schema_version", f"version: {version} is not one this reader knows ({sorted(KNOWN_SCHEMA_VERSIONS)})"))
+    event_type = doc.get("event_type")
+    cls = PAYLOADS.get(event_type) if isinstance(event_type, str) else None
+    if "event_type" not in doc:
+        issues.append(Issue("event_type", "missing: required field"))
+    elif cls is None:
+        issues.append(Issue("event_type", f"unknown: {event_type!r} is not an event type (one of {', '.join(EVENT_TYPES)})"))
+    payload = None
+    if "payload" not in doc:
+        issues.append(Issue("payload", "missing: required field"))
+    elif not isinstance(doc["payload"], dict):
+        issues.append(Issue("payload", f"type: expected an object, got {_kind(doc['payload'])}"))
+    elif cls is not None:
+        payload = _build(cls, doc["payload"], "payload", issues)
+    if issues:
+        raise ContractError(issues)
+    return Event(event_id, event_type, occurred_at, merchant_id, reseller_id, payload, version)
+
+
+# ------------------------------------------------------------------------ validation
+
+_ENVELOPE = ("event_id", "event_type", "occurred_at", "merchant_id", "reseller_id", "schema_version", "payload")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number with a fraction"}.get(type(value), type(value).__name__)
+
+
+def _no_extra(doc: dict, allowed: tuple[str, ...], prefix: str, issues: list[Issue]) -> None:
+    for key in doc:
+        if key not in allowed:
+            issues.append(Issue(f"{prefix}{key}", f"unknown: field not in the contract (expected {', '.join(allowed)})"))
+
+
+def _check_id(doc: dict, name: str, prefix: str, issues: list[Issue]) -> str | None:
+    value = _field(doc, name, str, prefix, issues)
+    if isinstance(value, str) and not _ID.match(value):
+        issues.append(Issue(prefix + name, f"format: {value[:80]!r} is not an identifier (1–64 of A-Z a-z 0-9 _ . : -)"))
+        return None
+    return value
+
+
+def _field(doc: dict, name: str, typ: Any, prefix: str, issues: list[Issue], optional: bool = False) -> Any:
+    path = prefix + name
+    if name not in doc or doc[name] is None:
+        if not optional:
+            issues.append(Issue(path, "missing: required field"))
+        return None
+    return _coerce(doc[name], typ, path, issues)
+
+
+def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
+    if typ is Money:
+        return _money(value, path, issues)
+    if typing.get_origin(typ) is Literal:
+        allowed = typing.get_args(typ)
+        if value not in allowed:
+            issues.append(Issue(path, f"enum: {value!r} is not one of {', '.join(map(str, allowed))}"))
+            return None
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            issues.append(Issue(path, f"type: expected true or false, got {_kind(value)}"))
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            issues.append(Issue(path, f"type: expected an integer, got {_kind(value)}"))
+            return None
+        return value
+    if typ is str:
+        if not isinstance(value, str) or not value:
+            issues.append(Issue(path, f"type: expected a non-empty string, got {_kind(value)}"))
+            return None
+        return value
+    if typ is datetime:
+        return _timestamp(value, path, issues)
+    if typ is date:
+        return _calendar_date(value, path, issues)
+    raise TypeError(f"contract field type {typ!r} has no validator")  # a programming error
+
+
+def _calendar_date(value: Any, path: str, issues: list[Issue]) -> date | None:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    issues.append(Issue(path, f"format: {str(value)[:40]!r} is not a date (YYYY-MM-DD)"))
+    return None
+
+
+def _timestamp(value: Any, path: str, issues: list[Issue]) -> datetime | None:
+    if not isinstance(value, str):
+        issues.append(Issue(path, f"type: expected an RFC 3339 UTC timestamp string, got {_kind(value)}"))
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        issues.append(Issue(path, f"format: {value[:40]!r} is not an RFC 3339 timestamp"))
+        return None
+    if ts.utcoffset() is None or ts.utcoffset().total_seconds() != 0:
+        issues.append(Issue(path, f"timezone: {value!r} must be UTC (end in Z or +00:00)"))
+        return None
+    return ts.astimezone(timezone.utc)
+
+
+def _money(value: Any, path: str, issues: list[Issue]) -> Money | None:
+    if not isinstance(value, dict):
+        issues.append(Issue(path, f"type: expected money as {{minor, currency}}, got {_kind(value)}"))
+        return None
+    before = len(issues)
+    _no_extra(value, ("minor", "currency"), path + ".", issues)
+    minor = value.get("minor")
+    if "minor" not in value:
+        issues.append(Issue(path + ".minor", "missing: required field"))
+    elif isinstance(minor, float):
+        issues.append(Issue(path + ".minor", f"type: {minor!r} has a fraction; money is an integer count of minor units"))
+    elif isinstance(minor, bool) or not isinstance(minor, int):
+        issues.append(Issue(path + ".minor", f"type: expected an integer count of minor units, got {_kind(minor)}"))
+    currency = value.get("currency")
+    if "currency" not in value:
+        issues.append(Issue(path + ".currency", "missing: required field"))
+    elif not is_currency(currency):
+        issues.append(Issue(path + ".currency", f"currency: {currency!r} is not an ISO 4217 code"))
+    return Money(minor, currency) if len(issues) == before else None
+
+
+def _hints(cls: type) -> dict[str, tuple[Any, bool]]:
+    """Field name -> (type, optional) from the payload dataclass's annotations."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        optional = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
+        out[name] = (next(a for a in args if a is not type(None)) if optional else hint, optional)
+    return out
+
+
+_PAYLOAD_FIELDS = {cls: _hints(cls) for cls in PAYLOADS.values()}
+
+
+def _build(cls: type, doc: dict, prefix: str, issues: list[Issue]) -> Any:
+    fields = _PAYLOAD_FIELDS[cls]
+    before = len(issues)
+    _no_extra(doc, tuple(fields), prefix + ".", issues)
+    values = {}
+    for name, (typ, optional) in fields.items():
+        if typ is str and name.endswith("_id"):
+            values[name] = None if optional and doc.get(name) is None else _check_id(doc, name, prefix + ".", issues)
+        else:
+            values[name] = _field(doc, name, typ, prefix + ".", issues, optional)
+    _check_amounts(values, prefix, issues)
+    return cls(**values) if len(issues) == before else None
+
+
+def _check_amounts(values: Mapping[str, Any], prefix: str, issues: list[Issue]) -> None:
+    """Money in payloads is a magnitude; direction comes from the event type."""
+    for name, value in values.items():
+        if isinstance(value, Money) and value.minor < 0:
+            issues.append(Issue(f"{prefix}.{name}.minor", f"sign: {value.minor} is negative; amounts are magnitudes"))
+    rate = values.get("fx_rate")
+    if rate is not None and not _DECIMAL.match(rate):
+        issues.append(Issue(f"{prefix}.fx_rate", f"format: {rate!r} is not a positive decimal rate"))
