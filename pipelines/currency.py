@@ -7,6 +7,8 @@ reports. Kept as data here rather than a dependency: the table changes once a ye
 
 from __future__ import annotations
 
+import re
+
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE = "BHD IQD JOD KWD LYD OMR TND"
 _FOUR = "CLF UYW"
@@ -40,16 +42,17 @@ def minor_to_decimal(minor: int, currency: str) -> str:
     return f"{sign}{units}.{frac:0{exp}d}" if exp else f"{sign}{units}"
 
 
+_DECIMAL_TEXT = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
+
+
 def decimal_to_minor(text: str, currency: str) -> int:
     """Exact minor units of a decimal text; refuses more decimals than the currency has."""
     exp = EXPONENT[currency]
-    s = text.strip()
-    sign = -1 if s.startswith("-") else 1
-    s = s.lstrip("+-")
-    units, _, frac = s.partition(".")
-    frac = frac.rstrip("0") if len(frac) > exp else frac
-    if not (units or frac) or not (units or "0").isdigit() or (frac and not frac.isdigit()):
+    m = _DECIMAL_TEXT.fullmatch(text.strip())
+    if not m or not (m.group(2) or m.group(3)):
         raise ValueError(f"not a decimal amount: {text!r}")
+    sign, units, frac = m.group(1), m.group(2) or "0", (m.group(3) or "").rstrip("0")
     if len(frac) > exp:
         raise ValueError(f"{text!r} has more decimals than {currency} allows ({exp})")
-    return sign * (int(units or "0") * 10**exp + int(frac.ljust(exp, "0") or "0"))
+    minor = int(units) * 10**exp + int(frac.ljust(exp, "0") or "0")
+    return -minor if sign == "-" else minor

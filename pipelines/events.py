@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 from pipelines.currency import is_currency
 
@@ -35,8 +35,10 @@ SCHEMA_VERSION = 1
 PLATFORM = "platform"  # merchant_id and reseller_id of the platform's own events (payouts)
 KNOWN_SCHEMA_VERSIONS = frozenset({1})
 MAX_MESSAGE_BYTES = 64 * 1024
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
-_DECIMAL = re.compile(r"^\d{1,12}(\.\d{1,12})?$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,12})?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
 
 # ---------------------------------------------------------------------------- records
@@ -249,7 +251,8 @@ class ContractError(ValueError):
 
 # ------------------------------------------------------------------------- PAN guard
 
-_PAN_CANDIDATE = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
+# A run of digits in groups split by single spaces or dashes ("4111 1111 1111 1111").
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ \-][0-9]+)*(?![0-9])")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -263,27 +266,59 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _pan_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of card-number-like digits: 13–19 Luhn-valid digits made of whole groups.
+
+    A card number is often written next to other figures ("4111 1111 1111 1111 12/26"),
+    so every run of consecutive groups is tried, not only the whole run."""
     spans = []
-    for m in _PAN_CANDIDATE.finditer(text):
-        digits = re.sub(r"[ \-]", "", m.group())
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-            spans.append(m.span())
+    for m in _DIGIT_RUN.finditer(text):
+        if sum(ch.isdigit() for ch in m.group()) < 13:
+            continue
+        groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"[0-9]+", m.group())]
+        i = 0
+        while i < len(groups):
+            longest, digits = None, ""
+            for j in range(i, len(groups)):
+                digits += text[groups[j][0]:groups[j][1]]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and _luhn_ok(digits):
+                    longest = j
+            if longest is not None:
+                spans.append((groups[i][0], groups[longest][1]))
+                i = longest
+            i += 1
     return spans
 
 
 def contains_pan(text: str) -> bool:
-    """True if a Luhn-valid 13–19 digit run (spaces or dashes allowed) is in `text`."""
+    """True if a Luhn-valid 13–19 digit number (spaces or dashes allowed) is in `text`."""
     return bool(_pan_spans(text))
 
 
 def redact_pans(text: str) -> str:
-    """`text` with every PAN-like run masked but its last four digits, as PCI DSS allows."""
+    """`text` with every PAN-like number masked but its last four digits, as PCI DSS allows."""
     out, last = [], 0
     for start, end in _pan_spans(text):
         digits = re.sub(r"[ \-]", "", text[start:end])
         out += [text[last:start], "*" * (len(digits) - 4) + digits[-4:]]
         last = end
     return "".join(out) + text[last:]
+
+
+def _pan_paths(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, redacted text) of every parsed string or number holding a PAN, keys too."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if contains_pan(str(k)):
+                yield sub, redact_pans(str(k))
+            yield from _pan_paths(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _pan_paths(v, f"{path}[{i}]")
+    elif isinstance(value, (str, int)) and not isinstance(value, bool) and contains_pan(str(value)):
+        yield path, redact_pans(str(value))
 
 
 # --------------------------------------------------------------------- encode/decode
@@ -293,7 +328,7 @@ def _to_wire(value: Any) -> Any:
     if isinstance(value, Money):
         return {"minor": value.minor, "currency": value.currency}
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     if isinstance(value, date):
         return value.isoformat()
     return value
@@ -323,8 +358,9 @@ def encode(event: Event) -> bytes:
 
 def decode(raw: bytes | str) -> Event:
     """Parse and validate one message; raises ContractError naming every problem."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ContractError([Issue("", f"oversize: {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")])
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise ContractError([Issue("", f"oversize: {size} bytes, the limit is {MAX_MESSAGE_BYTES}")])
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
@@ -335,6 +371,10 @@ def decode(raw: bytes | str) -> Event:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ContractError([Issue("", f"json: malformed at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+    if "\\" in text:  # escapes can spell digits the raw scan cannot see ("\u0034…")
+        hidden = [Issue(path, f"pan: a card number appears in the field: {masked[:80]}") for path, masked in _pan_paths(doc)]
+        if hidden:
+            raise ContractError(hidden)
     return from_dict(doc)
 
 
@@ -353,7 +393,7 @@ def from_dict(doc: Any) -> Event:
         issues.append(Issue("schema_version", f"version: {version} is not one this reader knows ({sorted(KNOWN_SCHEMA_VERSIONS)})"))
     event_type = doc.get("event_type")
     cls = PAYLOADS.get(event_type) if isinstance(event_type, str) else None
-    if "event_type" not in doc:
+    if event_type is None:
         issues.append(Issue("event_type", "missing: required field"))
     elif cls is None:
         issues.append(Issue("event_type", f"unknown: {event_type!r} is not an event type (one of {', '.join(EVENT_TYPES)})"))
@@ -387,7 +427,7 @@ def _no_extra(doc: dict, allowed: tuple[str, ...], prefix: str, issues: list[Iss
 
 def _check_id(doc: dict, name: str, prefix: str, issues: list[Issue]) -> str | None:
     value = _field(doc, name, str, prefix, issues)
-    if isinstance(value, str) and not _ID.match(value):
+    if isinstance(value, str) and not _ID.fullmatch(value):
         issues.append(Issue(prefix + name, f"format: {value[:80]!r} is not an identifier (1–64 of A-Z a-z 0-9 _ . : -)"))
         return None
     return value
@@ -433,7 +473,7 @@ def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
 
 
 def _calendar_date(value: Any, path: str, issues: list[Issue]) -> date | None:
-    if isinstance(value, str) and len(value) == 10:
+    if isinstance(value, str) and _DATE.fullmatch(value):
         try:
             return date.fromisoformat(value)
         except ValueError:
@@ -447,6 +487,8 @@ def _timestamp(value: Any, path: str, issues: list[Issue]) -> datetime | None:
         issues.append(Issue(path, f"type: expected an RFC 3339 UTC timestamp string, got {_kind(value)}"))
         return None
     try:
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         issues.append(Issue(path, f"format: {value[:40]!r} is not an RFC 3339 timestamp"))
@@ -511,5 +553,5 @@ def _check_amounts(values: Mapping[str, Any], prefix: str, issues: list[Issue]) 
         if isinstance(value, Money) and value.minor < 0:
             issues.append(Issue(f"{prefix}.{name}.minor", f"sign: {value.minor} is negative; amounts are magnitudes"))
     rate = values.get("fx_rate")
-    if rate is not None and not _DECIMAL.match(rate):
+    if rate is not None and (not _DECIMAL.fullmatch(rate) or not rate.strip("0.")):
         issues.append(Issue(f"{prefix}.fx_rate", f"format: {rate!r} is not a positive decimal rate"))

@@ -56,6 +56,6 @@ def verify(body: bytes, signature: str | bytes | None, key: bytes) -> bool:
     """True only if `signature` is this key's HMAC of exactly these bytes."""
     if isinstance(signature, bytes):
         signature = signature.decode("ascii", "replace")
-    if not signature or not signature.startswith(_SCHEME):
+    if not signature or not signature.isascii() or not signature.startswith(_SCHEME):
         return False
     return hmac.compare_digest(signature, sign(body, key))

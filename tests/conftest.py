@@ -1,0 +1,32 @@
+"""Shared fixtures: a small generated world (made once per test session) and the real
+Kafka broker (`clearline kafka up` normally started it; otherwise it is started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.world.generate import WorldOptions, generate
+
+SMALL = WorldOptions(days=120, merchants=12, seed=11)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> tuple[Path, dict]:
+    """A 120-day, 12-merchant world with discrepancies injected at the configured rate."""
+    out = tmp_path_factory.mktemp("world")
+    return out, generate(SMALL, out)
+
+
+@pytest.fixture(scope="session")
+def clean_world(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("clean-world")
+    return out, generate(WorldOptions(days=60, merchants=8, seed=5, discrepancy_rate=0.0), out)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    from pipelines import broker, config
+    broker.up()
+    return config.bootstrap_servers()
