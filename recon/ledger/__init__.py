@@ -1,0 +1,1 @@
+"""The double-entry ledger: posting rules, the store, invariants and the hash chain."""
