@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.world.ids import letter_ids
-from pipelines.world.settlement import fx_rate_micro, rate_text
+from pipelines.world.settlement import convert, fx_rate_micro, rate_text
 
 LINE_KINDS = (
     "missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
@@ -122,7 +122,7 @@ def _fx_mismatch(rows: pl.DataFrame) -> pl.DataFrame:
     present, settle = rows["gross_currency"].to_numpy(), rows["net_currency"].to_numpy()
     day = rows["available_on"].cast(pl.Int64).to_numpy()
     rate = fx_rate_micro(present, settle, day) * 985 // 1000
-    new_net = np.where(is_fx, (gross * rate + 500_000) // 1_000_000 - rows["fee_minor"].to_numpy(), rows["net_minor"].to_numpy())
+    new_net = np.where(is_fx, convert(gross, rate, present, settle) - rows["fee_minor"].to_numpy(), rows["net_minor"].to_numpy())
     swap = {"USD": "CAD", "EUR": "USD", "GBP": "EUR"}
     new_ccy = np.where(is_fx, present, np.array([swap.get(c, "USD") for c in present]))
     new_rate = np.where(is_fx, rate_text(rate), None)

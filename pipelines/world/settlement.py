@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pipelines.currency import EXPONENT
 from pipelines.world.ids import letter_ids
 from pipelines.world.lifecycle import DAY, HOUR
 
@@ -29,6 +30,16 @@ def fx_rate_micro(present: np.ndarray, settle: np.ndarray, day: np.ndarray) -> n
     den = np.array([_USD_MICRO[c] for c in settle], dtype=np.int64)
     same = present == settle
     return np.where(same, 1_000_000, (num + den // 2) // den)
+
+
+def convert(minor: np.ndarray, rate_micro: np.ndarray, present: np.ndarray, settle: np.ndarray) -> np.ndarray:
+    """Minor units of `present` currency into minor units of `settle`, rounded half up.
+
+    The rate is per whole unit, so the currencies' minor-unit exponents enter (JPY has none)."""
+    shift = np.array([EXPONENT[s] - EXPONENT[p] for p, s in zip(present, settle)], dtype=np.int64)
+    num = minor * rate_micro * 10 ** np.maximum(shift, 0)
+    den = 1_000_000 * 10 ** np.maximum(-shift, 0)
+    return (num + den // 2) // den
 
 
 def rate_text(rate_micro: np.ndarray) -> np.ndarray:
@@ -84,7 +95,7 @@ def settlement_lines(cfg: dict, tables: dict[str, pl.DataFrame], merchants: pl.D
     day = t // DAY
     rate = fx_rate_micro(present, settle, day)
     gross = np.where(kind == "fee", 0, lines["amount_minor"].to_numpy())
-    converted = (gross * rate + 500_000) // 1_000_000
+    converted = convert(gross, rate, present, settle)
     fee_cols = {k: np.zeros(n, dtype=np.int64) for k in ("fee", "commission_minor", "markup_minor", "scheme_fee_minor", "interchange_minor")}
     delay = np.zeros(n, dtype=np.int64)
     weekly = np.zeros(n, dtype=bool)
@@ -164,7 +175,7 @@ def merchant_payouts(lines: pl.DataFrame, tables: dict[str, pl.DataFrame], merch
     owed = pl.concat([
         terms.select("merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=pl.col("amount_minor")),
         fees.select("merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=-pl.col("amount_minor")),
-        lines.filter(pl.col("record_type") != "fee").select("merchant", day=pl.col("available_on"), amount=pl.col("net_minor")),
+        lines.filter((pl.col("record_type") != "fee") & pl.col("batch_id").is_not_null()).select("merchant", day=pl.col("available_on"), amount=pl.col("net_minor")),
     ])
     totals = owed.group_by("merchant", "day").agg(amount=pl.col("amount").sum(), items=pl.len())
     paid = _roll_forward(totals.drop("items"), ["merchant"], "day")
