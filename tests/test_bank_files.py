@@ -25,7 +25,7 @@ from pipelines import config
 from pipelines.world.bank_files import CAMT_NS, write_bank_statements
 from pipelines.currency import decimal_to_minor
 
-ACCOUNTS = config.load("world")["bank_accounts"]
+ACCOUNTS = config.load("platform")["bank_accounts"]
 DAY1 = date(2026, 1, 7)
 OPENING = {"USD": 25_000_000, "EUR": -1_234_56, "GBP": 0}
 LONG_TEXT = " ".join(["MERCHANT PAYOUT m_0042 SETTLEMENT WEEK 2"] * 5)  # > 140 and > 65 characters

@@ -1,7 +1,7 @@
 """Bank statements in the three formats the platform's banks send: BAI2, camt.053, MT940.
 
 The world generator produces bank lines as a table; reconciliation must read what banks
-really deliver. Each operating account in `configs/world.yaml` (`bank_accounts`) names its
+really deliver. Each operating account in `configs/platform.yaml` (`bank_accounts`) names its
 statement format, and this module writes one statement per account per day that has
 lines (a day without movements gets no statement; the next statement opens at the last
 closing balance). Balances chain: a statement opens at the previous one's closing
@@ -122,7 +122,7 @@ def write_bank_statements(
     `bank_lines`: account_currency, line_id, booking_date, value_date, amount_minor
     (+ credit, - debit), currency, bank_reference, customer_reference, text, kind.
     `opening_balances`: minor units per account currency at the start of the world.
-    `accounts_cfg`: `bank_accounts` from configs/world.yaml (format, bank, account, ...).
+    `accounts_cfg`: `bank_accounts` from configs/platform.yaml (format, bank, account, ...).
     """
     unknown = set(bank_lines["account_currency"].unique().to_list()) - set(accounts_cfg)
     if unknown:

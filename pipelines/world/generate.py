@@ -33,8 +33,6 @@ from pipelines.world.ids import letter_ids
 from pipelines.world.lifecycle import DAY, HOUR, SECOND, simulate
 from pipelines.world.settlement import bank_lines, merchant_payouts, processor_payouts, settlement_lines
 
-OPENING_BALANCE_MINOR = 250_000_000  # each operating account opens with 2.5M in its currency
-
 
 class WorldOptionError(ValueError):
     """An option to `generate` is out of range; the message names it and the range."""
@@ -190,6 +188,7 @@ def _write(out: Path, ev: pl.DataFrame, ents, orders: pl.DataFrame, lines: pl.Da
         payment_method="method",
     )
     files += settlement_files.write_settlement_reports(report_lines, out / "settlements")
-    opening = {ccy: OPENING_BALANCE_MINOR for ccy in cfg["bank_accounts"]}
-    files += bank_files.write_bank_statements(bank, opening, cfg["bank_accounts"], out / "bank")
+    accounts = config.load("platform")["bank_accounts"]
+    opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
+    files += bank_files.write_bank_statements(bank, opening, accounts, out / "bank")
     return files
