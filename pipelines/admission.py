@@ -34,30 +34,33 @@ def sniff_event_id(raw: bytes | None) -> str | None:
 
 
 def admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys) -> events.Event | Refusal:
-    """The event in a consumed message, or why it may not be posted."""
-    event_id = sniff_event_id(raw)
+    """The event in a consumed message, or why it may not be posted.
+
+    A refusal names the event_id only once the signature has verified: the ledger keeps a
+    rejected id for good, so a forged message must not be able to claim the id of a real
+    event that has not arrived yet."""
     if raw is None:
         return Refusal("empty", "the message has no value (a tombstone?); events must carry a JSON body", None)
     header = {k: v for k, v in headers}
     tenant = header.get(TENANT_HEADER, b"").decode("utf-8", "replace")
     if not tenant:
-        return Refusal("tenant", f"no {TENANT_HEADER} header: the producer must name the signing tenant", event_id)
+        return Refusal("tenant", f"no {TENANT_HEADER} header: the producer must name the signing tenant", None)
     try:
         key = keys.key(tenant)
     except UnknownTenant as exc:
-        return Refusal("tenant", str(exc), event_id)
+        return Refusal("tenant", str(exc), None)
     if not verify(raw, header.get(SIGNATURE_HEADER), key):
         return Refusal("signature", f"HMAC-SHA256 signature missing or wrong for tenant {tenant!r}: the bytes were "
-                       "altered after signing or signed with another key", event_id)
+                       "altered after signing or signed with another key", None)
     try:
         event = events.decode(raw)
     except events.ContractError as exc:
-        detail = str(exc)
-        if exc.reason == "pan":
-            event_id = None  # never echo anything from a message that carries a card number
-        return Refusal(f"contract:{exc.reason}", detail[:2000], event_id)
+        # never echo an id from a message that carries a card number
+        event_id = None if exc.reason == "pan" else sniff_event_id(raw)
+        return Refusal(f"contract:{exc.reason}", str(exc)[:2000], event_id)
     if event.reseller_id != tenant:
-        return Refusal("tenant", f"signed by tenant {tenant!r} but reseller_id is {event.reseller_id!r}", event.event_id)
+        # no id: one tenant must not be able to claim the ids of another tenant's events
+        return Refusal("tenant", f"signed by tenant {tenant!r} but reseller_id is {event.reseller_id!r}", None)
     return event
 
 
