@@ -8,11 +8,11 @@ accounting adds up: consumed = posted + duplicate + dead-lettered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from pipelines.events import Money
+from pipelines.events import Event, Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class Posted:
     tenant: str
     occurred_at: datetime
     postings: tuple[Posting, ...]
+    event: Event | None = field(default=None, compare=False)  # for the archive; not stored
 
 
 @dataclass(frozen=True, slots=True)

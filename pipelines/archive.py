@@ -1,0 +1,77 @@
+"""The event archive: every event the ledger posted, with where it was consumed, as Parquet
+partitioned by event date — the stable input for backtests, training and replays.
+
+    <root>/event_date=2026-01-05/p0-o000000001234-o000000005678.parquet
+
+Each file holds one committed batch's new events of one partition and one date; its name
+carries the partition and offset range. A file is written (atomically, by rename) before
+the ledger commits the batch, so after a crash a file whose offsets the ledger never
+committed is an orphan: `remove_uncommitted` deletes it at start-up and the replay writes
+those events again. That is how the archive holds every event exactly once.
+
+Columns: event_id, event_type, occurred_at (UTC), merchant_id, reseller_id,
+schema_version, payload (JSON text, the contract's wire form), topic, partition, offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+
+from pipelines import events
+from recon.ledger.model import Source
+
+_NAME = re.compile(r"p(\d+)-o(\d+)-o(\d+)\.parquet")
+SCHEMA = {
+    "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
+    "merchant_id": pl.String, "reseller_id": pl.String, "schema_version": pl.Int64,
+    "payload": pl.String, "topic": pl.String, "partition": pl.Int64, "offset": pl.Int64,
+}
+
+
+def write_batch(root: Path, rows: list[tuple[events.Event, Source]]) -> list[Path]:
+    """Write one batch's new events, one file per (event date, partition)."""
+    groups: dict[tuple[str, int], list] = defaultdict(list)
+    for event, source in rows:
+        groups[(event.occurred_at.date().isoformat(), source.partition)].append((event, source))
+    written = []
+    for (day, partition), group in sorted(groups.items()):
+        offsets = [s.offset for _, s in group]
+        folder = root / f"event_date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
+        frame = pl.DataFrame(
+            [(e.event_id, e.event_type, e.occurred_at, e.merchant_id, e.reseller_id, e.schema_version,
+              json.dumps(events.to_dict(e)["payload"], separators=(",", ":"), ensure_ascii=False), s.topic, s.partition, s.offset)
+             for e, s in group],
+            schema=SCHEMA, orient="row",
+        )
+        tmp = path.with_suffix(".tmp")
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def remove_uncommitted(root: Path, next_offsets: dict[int, int]) -> list[Path]:
+    """Delete files holding offsets the ledger never committed (left by a crash)."""
+    removed = []
+    for path in sorted(root.glob("event_date=*/*")):
+        m = _NAME.fullmatch(path.name)
+        if path.suffix == ".tmp" or (m and int(m.group(2)) >= next_offsets.get(int(m.group(1)), 0)):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def scan(root: Path) -> pl.LazyFrame:
+    """The whole archive as one lazy frame (empty with the right columns if none yet)."""
+    files = sorted(root.glob("event_date=*/*.parquet"))
+    if not files:
+        return pl.LazyFrame(schema=SCHEMA)
+    return pl.scan_parquet(files).select(list(SCHEMA))

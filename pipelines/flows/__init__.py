@@ -1,0 +1,1 @@
+"""Bytewax dataflows. Each is wiring: it names the steps and calls the functional core."""

@@ -1,0 +1,118 @@
+"""The ledger dataflow: payments.events → admission → posting rules → the ledger store.
+
+    KafkaSource (all partitions, offsets in Bytewax recovery)
+      → map  to_outcome: admit (signature, tenant, contract, PAN) and post — or refuse
+      → sink LedgerWriter: one DuckDB shard per worker; per batch, in this order:
+             dead letters produced and flushed (at least once, keyed by origin offset),
+             archive files written, store transaction committed, snapshot published.
+
+Exactly once comes from the store, not from Kafka: the store keeps the next offset per
+partition in the same transaction as the postings, and skips what a resumed Bytewax
+replays from its last snapshot; event_id is a primary key, so a re-sent event is a
+duplicate, never a second posting.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+from confluent_kafka import Message
+
+from pipelines import config
+from pipelines.admission import Refusal, admit, redacted_raw
+from pipelines.events import Event
+from pipelines.flows import ledger_metrics as metrics
+from pipelines.flows.ledger_writer import LedgerWriter
+from pipelines.kafka_source import PartitionSource
+from pipelines.signing import TenantKeys
+from recon.ledger.model import Outcome, Posted, Rejected, Source
+from recon.ledger.posting import post
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Everything the flow needs, from configs/ledger.yaml unless overridden."""
+
+    bootstrap: str
+    topic: str
+    deadletter_topic: str
+    state_dir: Path
+    batch_size: int
+    metrics_port: int = 0
+    once: bool = False
+
+    @classmethod
+    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
+                    deadletter_topic: str | None = None, once: bool = False) -> "LedgerSettings":
+        cfg = config.load("ledger")
+        return cls(
+            bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
+            deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
+            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]), once=once,
+        )
+
+
+def to_outcome(msg: Message, keys: TenantKeys) -> Outcome:
+    """One consumed message → Posted (its postings) or Rejected (why, with its bytes)."""
+    source = Source(msg.topic(), msg.partition(), msg.offset())
+    raw = msg.value()
+    admitted = admit(raw, msg.headers() or [], keys)
+    if isinstance(admitted, Refusal):
+        return Rejected(source, admitted.event_id, admitted.reason, admitted.detail, redacted_raw(raw, admitted))
+    return _posted(source, admitted, raw)
+
+
+def _posted(source: Source, event: Event, raw: bytes) -> Outcome:
+    try:
+        postings = post(event)
+    except ValueError as exc:  # a rule that cannot post this event says why
+        return Rejected(source, event.event_id, "posting", str(exc), raw)
+    return Posted(source, event.event_id, event.event_type, event.reseller_id, event.occurred_at, postings, event)
+
+
+class _LedgerSink(DynamicSink[Outcome]):
+    def __init__(self, settings: LedgerSettings):
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Outcome]:
+        return LedgerWriter(self._settings, shard=worker_index)
+
+
+def build_flow(settings: LedgerSettings) -> Dataflow:
+    keys = TenantKeys.from_config()
+    flow = Dataflow("ledger")
+    source = PartitionSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size)
+    messages = op.input("consume", flow, source)
+    outcomes = op.map("admit_and_post", messages, lambda m: to_outcome(m, keys))
+    op.output("ledger_store", outcomes, _LedgerSink(settings))
+    return flow
+
+
+def run(settings: LedgerSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    """Run the flow in this process until it is caught up (`once`) or told to stop.
+
+    SIGTERM stops it like Ctrl-C: Bytewax finishes nothing half-way that matters, since
+    every committed batch is whole in the store and the rest is replayed on resume."""
+    cfg = config.load("ledger")["recovery"]
+    recovery = settings.state_dir / "recovery"
+    if not any(recovery.glob("part-*.sqlite3")):
+        recovery.mkdir(parents=True, exist_ok=True)
+        init_db_dir(recovery, int(cfg["partitions"]))
+    signal.signal(signal.SIGTERM, _interrupt)
+    metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
+    cli_main(
+        build_flow(settings), workers_per_process=1, process_id=process_id, addresses=addresses,
+        epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
+        recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
+    )
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
