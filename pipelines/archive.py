@@ -10,12 +10,12 @@ committed is an orphan: `remove_uncommitted` deletes it at start-up and the repl
 those events again. That is how the archive holds every event exactly once.
 
 Columns: event_id, event_type, occurred_at (UTC), merchant_id, reseller_id,
-schema_version, payload (JSON text, the contract's wire form), topic, partition, offset.
+schema_version, body (the message exactly as consumed: contract JSON, signed bytes),
+topic, partition, offset. Readers parse `body` with `pipelines.events.decode`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
@@ -30,25 +30,25 @@ _NAME = re.compile(r"p(\d+)-o(\d+)-o(\d+)\.parquet")
 SCHEMA = {
     "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
     "merchant_id": pl.String, "reseller_id": pl.String, "schema_version": pl.Int64,
-    "payload": pl.String, "topic": pl.String, "partition": pl.Int64, "offset": pl.Int64,
+    "body": pl.Binary, "topic": pl.String, "partition": pl.Int64, "offset": pl.Int64,
 }
 
 
-def write_batch(root: Path, rows: list[tuple[events.Event, Source]]) -> list[Path]:
+def write_batch(root: Path, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
     """Write one batch's new events, one file per (event date, partition)."""
     groups: dict[tuple[str, int], list] = defaultdict(list)
-    for event, source in rows:
-        groups[(event.occurred_at.date().isoformat(), source.partition)].append((event, source))
+    for event, source, body in rows:
+        groups[(event.occurred_at.date().isoformat(), source.partition)].append((event, source, body))
     written = []
     for (day, partition), group in sorted(groups.items()):
-        offsets = [s.offset for _, s in group]
+        offsets = [s.offset for _, s, _ in group]
         folder = root / f"event_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
         frame = pl.DataFrame(
             [(e.event_id, e.event_type, e.occurred_at, e.merchant_id, e.reseller_id, e.schema_version,
-              json.dumps(events.to_dict(e)["payload"], separators=(",", ":"), ensure_ascii=False), s.topic, s.partition, s.offset)
-             for e, s in group],
+              body, s.topic, s.partition, s.offset)
+             for e, s, body in group],
             schema=SCHEMA, orient="row",
         )
         tmp = path.with_suffix(".tmp")

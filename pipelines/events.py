@@ -252,7 +252,7 @@ class ContractError(ValueError):
 # ------------------------------------------------------------------------- PAN guard
 
 # A run of digits in groups split by single spaces or dashes ("4111 1111 1111 1111").
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ \-][0-9]+)*(?![0-9])")
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,}(?![0-9])")  # 13 digits or more
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -272,8 +272,6 @@ def _pan_spans(text: str) -> list[tuple[int, int]]:
     so every run of consecutive groups is tried, not only the whole run."""
     spans = []
     for m in _DIGIT_RUN.finditer(text):
-        if sum(ch.isdigit() for ch in m.group()) < 13:
-            continue
         groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"[0-9]+", m.group())]
         i = 0
         while i < len(groups):
@@ -445,7 +443,7 @@ def _field(doc: dict, name: str, typ: Any, prefix: str, issues: list[Issue], opt
 def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
     if typ is Money:
         return _money(value, path, issues)
-    if typing.get_origin(typ) is Literal:
+    if typ in _LITERALS:
         allowed = typing.get_args(typ)
         if value not in allowed:
             issues.append(Issue(path, f"enum: {value!r} is not one of {', '.join(map(str, allowed))}"))
@@ -531,6 +529,7 @@ def _hints(cls: type) -> dict[str, tuple[Any, bool]]:
 
 
 _PAYLOAD_FIELDS = {cls: _hints(cls) for cls in PAYLOADS.values()}
+_LITERALS = frozenset(t for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal)
 
 
 def _build(cls: type, doc: dict, prefix: str, issues: list[Issue]) -> Any:

@@ -74,7 +74,7 @@ def _posted(source: Source, event: Event, raw: bytes) -> Outcome:
         postings = post(event)
     except ValueError as exc:  # a rule that cannot post this event says why
         return Rejected(source, event.event_id, "posting", str(exc), raw)
-    return Posted(source, event.event_id, event.event_type, event.reseller_id, event.occurred_at, postings, event)
+    return Posted(source, event.event_id, event.event_type, event.reseller_id, event.occurred_at, postings, event, raw)
 
 
 class _LedgerSink(DynamicSink[Outcome]):

@@ -83,7 +83,7 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
 
     def write_batch(self, items: list[Outcome]) -> None:
         fresh = self._new_events(items)
-        archive.write_batch(self._paths["archive"], [(o.event, o.source) for o in fresh])
+        archive.write_batch(self._paths["archive"], [(o.event, o.source, o.body) for o in fresh])
         result = self._store.apply(items)
         for (topic, partition), offset in self._store.resume().items():
             self._next[(topic, partition)] = offset

@@ -1,0 +1,95 @@
+"""Benchmark: events per second through the ledger flow, from the real broker into the store.
+
+Generates a world, produces it to a fresh topic, then in the same run:
+
+* baseline: a raw confluent-kafka consumer reads the whole topic (all partitions, no
+  processing) — the ceiling the broker and client give this machine;
+* the flow: `clearline ledger run --once` over the same topic into a fresh store
+  (admission, signature, contract, posting rules, DuckDB commit, archive, snapshots),
+  timed from start to exit, with the child's peak RSS.
+
+Run at two sizes to see whether memory grows with the number of events.
+
+    python bench/ledger_throughput.py --merchants 450 --days 120 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipelines import broker, config
+from pipelines.produce import produce_world
+from pipelines.world.generate import WorldOptions, generate
+
+
+def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    seen, eof, start = 0, 0, time.perf_counter()
+    while eof < 4:
+        for msg in consumer.consume(10_000, timeout=1.0):
+            if msg.error() is None:
+                seen += 1
+            elif msg.error().code() == msg.error()._PARTITION_EOF:
+                eof += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    assert seen == expected, (seen, expected)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=120)
+    ap.add_argument("--merchants", type=int, default=450)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    broker.up()
+    bootstrap = config.bootstrap_servers()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic, dlq = f"bench.ledger.{uuid.uuid4().hex[:8]}", f"bench.dlq.{uuid.uuid4().hex[:8]}"
+    for name in (topic, dlq):
+        admin.create_topics([NewTopic(name, 4, 1)])[name].result(30)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            world = Path(tmp) / "world"
+            manifest = generate(WorldOptions(args.days, args.merchants, args.seed), world)
+            produced = produce_world(world, topic=topic)
+            assert produced.failed == 0
+            n = produced.delivered
+            base_s = raw_consume(bootstrap, topic, n)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--topic", topic,
+                            "--deadletter-topic", dlq, "--state-dir", str(Path(tmp) / "state")], check=True)
+            flow_s = time.perf_counter() - start
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    finally:
+        for name in (topic, dlq):
+            admin.delete_topics([name])[name].result(30)
+    result = {
+        "events": n, "world_events": manifest["events"],
+        "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
+        "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
+        "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
+        "flow_peak_rss_mib": round(peak),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+    }
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
