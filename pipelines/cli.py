@@ -197,12 +197,29 @@ def produce(world, rate, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly
 def demo(out_dir, days, merchants, seed, as_json):
-    """The main job end to end: generate a world, start Kafka, produce it, summarise."""
+    """The main job end to end: generate a world, start Kafka, produce it, run the ledger
+    flow until caught up, check its invariants and verify its chain, and summarise."""
+    import subprocess
+    import time
     from pipelines import broker
+    from pipelines.ledger_access import snapshot
+    from recon.ledger import accounts, chain, invariants
     manifest = _generate(days, merchants, seed, out_dir / "world", None, quiet=as_json)
     with console.status("starting Kafka…"):
         kafka_status = broker.up()
     produced = _produce(out_dir / "world", None, quiet=as_json)
+    state = out_dir / "ledger"
+    started = time.monotonic()
+    with console.status("ledger flow: posting every event (Bytewax, until caught up)…"):
+        subprocess.run([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--state-dir", str(state)],
+                       check=True, stdout=subprocess.DEVNULL)
+    ledger_s = time.monotonic() - started
+    snap = snapshot(state)
+    stats = snap.stats()
+    events_topic = [p for p in stats["partitions"] if p["topic"] != "genesis"]
+    totals = {k: sum(p[k] for p in events_topic) for k in ("consumed", "posted", "duplicate", "dead_lettered")}
+    violations = invariants.check(snap, floor_of=accounts.floor_of, normal_side=accounts.normal_side)
+    verified = chain.verify(snap)
     summary = {
         "world": str(out_dir / "world"), "days": days, "merchants": merchants, "buyers": manifest["buyers"],
         "orders": manifest["orders"], "events": manifest["events"],
@@ -211,9 +228,13 @@ def demo(out_dir, days, merchants, seed, as_json):
         "injected_discrepancies": sum(manifest["discrepancies"].values()),
         "kafka": kafka_status.get("bootstrap"), "delivered": produced["delivered"], "failed": produced["failed"],
         "produce_events_per_second": produced["events_per_second"],
+        "ledger": str(state), "ledger_consumed": totals["consumed"], "ledger_posted": totals["posted"],
+        "ledger_duplicates": totals["duplicate"], "ledger_dead_lettered": totals["dead_lettered"],
+        "ledger_postings": stats["totals"]["chain_length"], "ledger_seconds": round(ledger_s, 1),
+        "invariants_hold": not violations, "chain_verified": verified.ok, "chain_head": verified.head,
     }
     _emit(as_json, summary, _kv_table("clearline demo", summary))
-    if produced["failed"]:
+    if produced["failed"] or violations or not verified.ok:
         sys.exit(1)
 
 

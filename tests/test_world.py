@@ -170,3 +170,10 @@ def test_generate_json_reports_the_manifest(tmp_path):
     manifest = json.loads(result.output)
     assert manifest == json.loads((tmp_path / "w/world.json").read_text())
     assert manifest["events"] == sum(manifest["events_by_type"].values())
+
+
+def test_two_worlds_share_no_event_id(tmp_path):
+    generate(WorldOptions(days=10, merchants=3, seed=1), tmp_path / "a")
+    generate(WorldOptions(days=10, merchants=3, seed=2), tmp_path / "b")
+    ids = [{e.event_id for e in _events(tmp_path / w)} for w in ("a", "b")]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]

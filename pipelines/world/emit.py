@@ -45,8 +45,11 @@ def payload_json(event_type: str, df: pl.DataFrame) -> pl.Series:
     return df.select(pl.struct(exprs).struct.json_encode().alias("payload"))["payload"]
 
 
-def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_us: int) -> pl.DataFrame:
-    """One row per event before `end_us`, in event-time order, with its JSON body."""
+def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_us: int, world_tag: str) -> pl.DataFrame:
+    """One row per event before `end_us`, in event-time order, with its JSON body.
+
+    Event ids are `evt_<world tag>_<counter>`: unique within a world by the counter and
+    across worlds by the tag, so two worlds published to one topic never share an id."""
     parts = []
     for event_type, df in tables.items():
         df = df.filter(pl.col("t") < end_us)
@@ -56,7 +59,7 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
         ))
     ev = pl.concat(parts).sort("t", "event_type", "payload")
     ev = ev.with_columns(
-        event_id=pl.Series(letter_ids("evt_", 0, ev.height, 8)),
+        event_id=pl.Series(letter_ids(f"evt_{world_tag}_", 0, ev.height, 8)),
         occurred_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"),
         merchant_id=merchants["merchant_id"].gather(ev["merchant"]),
         reseller_id=merchants["reseller_id"].gather(ev["merchant"]),

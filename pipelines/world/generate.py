@@ -15,6 +15,7 @@ The same options and seed give byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -98,7 +99,7 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
         ents.merchants.select("merchant_id", "reseller_id"),
         pl.DataFrame({"merchant_id": [events.PLATFORM], "reseller_id": [events.PLATFORM]}),
     ])
-    ev = build_events(tables, emit_merchants, end_us)
+    ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
     ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
 
     progress("writing files")
@@ -116,6 +117,12 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     }
     (out / "world.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def world_tag(opts: WorldOptions, start: date) -> str:
+    """Six letters that name this world (its options and seed) inside its event ids."""
+    digest = hashlib.sha256(f"{opts.seed}|{opts.days}|{opts.merchants}|{start}|{opts.discrepancy_rate}".encode()).digest()
+    return "".join(chr(ord("a") + b % 26) for b in digest[:6])
 
 
 def _dispute_fees(cfg: dict, chargebacks: pl.DataFrame, merchants: pl.DataFrame) -> pl.DataFrame:
