@@ -253,6 +253,7 @@ class ContractError(ValueError):
 
 # A run of digits in groups split by single spaces or dashes ("4111 1111 1111 1111").
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,}(?![0-9])")  # 13 digits or more
+_MAYBE_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")  # a cheap necessary condition for _DIGIT_RUN
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -270,7 +271,9 @@ def _pan_spans(text: str) -> list[tuple[int, int]]:
 
     A card number is often written next to other figures ("4111 1111 1111 1111 12/26"),
     so every run of consecutive groups is tried, not only the whole run."""
-    spans = []
+    spans: list[tuple[int, int]] = []
+    if not _MAYBE_RUN.search(text):
+        return spans
     for m in _DIGIT_RUN.finditer(text):
         groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"[0-9]+", m.group())]
         i = 0
