@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines import events
 from recon.ledger.model import Source
@@ -33,26 +35,28 @@ SCHEMA = {
     "body": pl.Binary, "topic": pl.String, "partition": pl.Int64, "offset": pl.Int64,
 }
 
+_ARROW = pa.schema([
+    ("event_id", pa.string()), ("event_type", pa.string()), ("occurred_at", pa.timestamp("us", tz="UTC")),
+    ("merchant_id", pa.string()), ("reseller_id", pa.string()), ("schema_version", pa.int64()),
+    ("body", pa.binary()), ("topic", pa.string()), ("partition", pa.int64()), ("offset", pa.int64()),
+])
+
 
 def write_batch(root: Path, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
     """Write one batch's new events, one file per (event date, partition)."""
-    groups: dict[tuple[str, int], list] = defaultdict(list)
-    for event, source, body in rows:
-        groups[(event.occurred_at.date().isoformat(), source.partition)].append((event, source, body))
+    groups: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: {k: [] for k in SCHEMA})
+    for e, s, body in rows:
+        cols = groups[(e.occurred_at.date().isoformat(), s.partition)]
+        for k, v in zip(SCHEMA, (e.event_id, e.event_type, e.occurred_at, e.merchant_id, e.reseller_id,
+                                  e.schema_version, body, s.topic, s.partition, s.offset)):
+            cols[k].append(v)
     written = []
-    for (day, partition), group in sorted(groups.items()):
-        offsets = [s.offset for _, s, _ in group]
+    for (day, partition), cols in sorted(groups.items()):
         folder = root / f"event_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
-        frame = pl.DataFrame(
-            [(e.event_id, e.event_type, e.occurred_at, e.merchant_id, e.reseller_id, e.schema_version,
-              body, s.topic, s.partition, s.offset)
-             for e, s, body in group],
-            schema=SCHEMA, orient="row",
-        )
+        path = folder / f"p{partition}-o{min(cols['offset']):012d}-o{max(cols['offset']):012d}.parquet"
         tmp = path.with_suffix(".tmp")
-        frame.write_parquet(tmp)
+        pq.write_table(pa.table(cols, schema=_ARROW), tmp)
         os.replace(tmp, path)
         written.append(path)
     return written

@@ -69,7 +69,8 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
         paths = shard_paths(settings.state_dir, shard)
         paths["store"].parent.mkdir(parents=True, exist_ok=True)
         self._paths = paths
-        self._store = LedgerStore(paths["store"])
+        # rows kept for the snapshot publisher: a few seconds of postings, so memory stays flat
+        self._store = LedgerStore(paths["store"], keep_recent_rows=200_000)
         self._dlq_topic = settings.deadletter_topic
         self._producer = Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
                                    "acks": "all", "linger.ms": 5})
