@@ -446,7 +446,7 @@ def _field(doc: dict, name: str, typ: Any, prefix: str, issues: list[Issue], opt
 def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
     if typ is Money:
         return _money(value, path, issues)
-    if typ in _LITERALS:
+    if id(typ) in _LITERALS:
         allowed = typing.get_args(typ)
         if value not in allowed:
             issues.append(Issue(path, f"enum: {value!r} is not one of {', '.join(map(str, allowed))}"))
@@ -532,7 +532,8 @@ def _hints(cls: type) -> dict[str, tuple[Any, bool]]:
 
 
 _PAYLOAD_FIELDS = {cls: _hints(cls) for cls in PAYLOADS.values()}
-_LITERALS = frozenset(t for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal)
+# by identity: hashing a Literal type costs more than the check it guards
+_LITERALS = frozenset(id(t) for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal)
 
 
 def _build(cls: type, doc: dict, prefix: str, issues: list[Issue]) -> Any:
