@@ -19,9 +19,12 @@ from pipelines.events import (
     MerchantPayout, Money, OrderCreated, PaymentAuthorized, PaymentCaptured, PaymentRefunded, PaymentVoided,
     ProcessorPayout, ProcessorSettlement,
 )
-from pipelines.world.generate import OPENING_BALANCE_MINOR, WorldOptions, generate
+from pipelines import config
+from pipelines.world.generate import WorldOptions, generate
 from recon.ledger.accounts import CHART, account_key, floor_of, normal_side, parse_account
 from recon.ledger.posting import PostingError, balances, capital, check_floors, post
+
+OPENING = {ccy: spec["opening_balance_minor"] for ccy, spec in config.load("platform")["bank_accounts"].items()}
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
 DAY0 = date(2026, 1, 7)
@@ -626,7 +629,7 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
     evs = [events.decode(line) for line in (tmp_path / "events/events.jsonl").read_bytes().splitlines()]
     evs.sort(key=lambda e: (e.occurred_at, e.event_id))
     bal = defaultdict(int)
-    for leg in (p for ccy in ("USD", "EUR", "GBP") for p in capital(Money(OPENING_BALANCE_MINOR, ccy))):
+    for leg in (p for ccy, minor in OPENING.items() for p in capital(Money(minor, ccy))):
         bal[(leg.account, leg.amount.currency)] += leg.amount.minor if leg.side == "debit" else -leg.amount.minor
     for e in evs:
         touched = balances(posted(e))
@@ -735,7 +738,7 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
     assert all(balance(f"{t}:credit_loss_expense", c) == v for (t, c), v in written_off.items())
 
     # the bank: opening balance + processor payouts + repayments − merchant payouts
-    bank = defaultdict(lambda: OPENING_BALANCE_MINOR)
+    bank = defaultdict(int, OPENING)
     for e in by_type["processor.payout"] + by_type["buyer.repayment"]:
         bank[e.payload.amount.currency] += e.payload.amount.minor
     for e in by_type["merchant.payout"]:
