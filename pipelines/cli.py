@@ -8,6 +8,7 @@ exit, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -26,10 +27,11 @@ out = Console()
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from pipelines.broker import BrokerError
+    from pipelines.flows.ledger_metrics import MetricsPortBusy
     from pipelines.ledger_access import LedgerNotFound
     from pipelines.produce import WorldNotFound
     from pipelines.world.generate import WorldOptionError
-    return (ConfigError, BrokerError, WorldNotFound, WorldOptionError, LedgerNotFound)
+    return (ConfigError, BrokerError, WorldNotFound, WorldOptionError, LedgerNotFound, MetricsPortBusy)
 
 
 def friendly(fn):
@@ -275,19 +277,20 @@ def ledger() -> None:
 @click.option("--once", is_flag=True, help="Stop when caught up with the end of every partition.")
 @click.option("--topic", default=None, help="Topic to consume [default: configs/ledger.yaml].")
 @click.option("--deadletter-topic", default=None, help="Where refused messages go [default: configs/ledger.yaml].")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port, 0 for none [default: configs/ledger.yaml]; process i of a cluster adds i.")
 @_state_dir
 @click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster.")
 @click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
 @friendly
-def ledger_run(once, topic, deadletter_topic, state_dir, process_id, addresses):
+def ledger_run(once, topic, deadletter_topic, metrics_port, state_dir, process_id, addresses):
     """Consume payments.events into the ledger (Bytewax, recovery on). SIGTERM stops it
     cleanly; running it again resumes where it left off."""
     from pipelines.flows.ledger import LedgerSettings, run
     settings = LedgerSettings.from_config(state_dir, topic=topic, deadletter_topic=deadletter_topic, once=once)
-    try:
-        run(settings, process_id=process_id, addresses=list(addresses) or None)
-    except KeyboardInterrupt:
-        console.print("ledger flow stopped; run it again to resume")
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics_port=metrics_port)
+    if run(settings, process_id=process_id, addresses=list(addresses) or None):
+        console.print("ledger flow stopped by signal after committing its last batch; run it again to resume")
 
 
 def _as_of(value: str | None):
@@ -384,7 +387,7 @@ def rebuild(state_dir, topic, as_json):
     before = snapshot(root).stats()
     fresh = root.with_name(root.name + ".rebuild")
     shutil.rmtree(fresh, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--state-dir", str(fresh)]
+    cmd = [sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--state-dir", str(fresh), "--metrics-port", "0"]
     subprocess.run(cmd + (["--topic", topic] if topic else []), check=True)
     after = snapshot(fresh).stats()
     same_input = before["totals"]["consumed"] == after["totals"]["consumed"]

@@ -11,11 +11,16 @@ partition when it reaches the end that partition had.
 from __future__ import annotations
 
 import logging
+import threading
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
+
+# Set to end every partition at its next poll: the graceful stop (SIGTERM). The dataflow
+# then completes like a --once run: the sink commits what it has and closes.
+STOP = threading.Event()
 
 
 class _Partition(StatefulSourcePartition[Message, int]):
@@ -27,7 +32,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
         self._eof = False
 
     def next_batch(self) -> list[Message]:
-        if self._eof:
+        if self._eof or STOP.is_set():
             raise StopIteration()
         batch = []
         for msg in self._consumer.consume(self._batch_size, 0.05):

@@ -91,7 +91,8 @@ def run(small_world, kafka_bootstrap, tmp_path_factory):
         producer.produce(topic, body, b"m_bad", headers=headers)
     assert producer.flush(60) == 0
     state = tmp_path_factory.mktemp("ledger") / "state"
-    clearline("ledger", "run", "--once", "--topic", topic, "--deadletter-topic", dlq, "--state-dir", str(state))
+    clearline("ledger", "run", "--once", "--topic", topic, "--deadletter-topic", dlq, "--state-dir", str(state),
+              "--metrics-port", "0")
     yield {"state": state, "topic": topic, "dlq": dlq, "manifest": manifest, "resent": len(resent), "bad": bad,
            "event_ids": {json.loads(b)["event_id"] for b, _, _ in messages}, "bootstrap": kafka_bootstrap}
     for name in (topic, dlq):
@@ -166,3 +167,46 @@ def test_a_changed_posting_fails_verify_and_is_named(run, tmp_path):
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert not report["ok"] and any(event_id in link for link in report["first_bad_links"])
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bootstrap, tmp_path):
+    import signal
+    import time
+    import urllib.request
+    from pipelines.produce import produce_world
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic = f"test.metrics.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    try:
+        world, manifest = small_world
+        produce_world(world, topic=topic)
+        port = _free_port()
+        flow = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--topic", topic,
+                                 "--state-dir", str(tmp_path / "state"), "--metrics-port", str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        posted, deadline = 0.0, time.monotonic() + 120
+        while posted < manifest["events"] and time.monotonic() < deadline and flow.poll() is None:
+            time.sleep(1)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith('clearline_ledger_messages_total{outcome="posted"}'):
+                    posted = float(line.split()[-1])
+        assert posted == manifest["events"], flow.stderr.read() if flow.poll() is not None else posted
+        assert "clearline_ledger_offset_accounting_ok 1.0" in text
+        flow.send_signal(signal.SIGTERM)
+        _, err = flow.communicate(timeout=60)
+        assert flow.returncode == 0, err[-2000:]
+        assert "Traceback" not in err and "stopped" in err
+        assert _topic_totals(tmp_path / "state", topic)["posted"] == manifest["events"]
+    finally:
+        admin.delete_topics([topic])[topic].result(30)

@@ -31,7 +31,7 @@ from pipelines.admission import Refusal, admit, redacted_raw
 from pipelines.events import Event
 from pipelines.flows import ledger_metrics as metrics
 from pipelines.flows.ledger_writer import LedgerWriter
-from pipelines.kafka_source import PartitionSource
+from pipelines.kafka_source import STOP, PartitionSource
 from pipelines.signing import TenantKeys
 from recon.ledger.model import Outcome, Posted, Rejected, Source
 from recon.ledger.posting import post
@@ -95,24 +95,24 @@ def build_flow(settings: LedgerSettings) -> Dataflow:
     return flow
 
 
-def run(settings: LedgerSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
-    """Run the flow in this process until it is caught up (`once`) or told to stop.
+def run(settings: LedgerSettings, process_id: int | None = None, addresses: list[str] | None = None) -> bool:
+    """Run the flow in this process until it is caught up (`once`) or told to stop;
+    returns True if a signal stopped it.
 
-    SIGTERM stops it like Ctrl-C: Bytewax finishes nothing half-way that matters, since
-    every committed batch is whole in the store and the rest is replayed on resume."""
+    SIGTERM (and SIGINT) end every input partition at its next poll, so the flow drains
+    like a --once run: the last batch is committed, the snapshot published, the store
+    closed. Whatever was read but not committed is read again on resume."""
     cfg = config.load("ledger")["recovery"]
     recovery = settings.state_dir / "recovery"
     if not any(recovery.glob("part-*.sqlite3")):
         recovery.mkdir(parents=True, exist_ok=True)
         init_db_dir(recovery, int(cfg["partitions"]))
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: STOP.set())
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
     cli_main(
         build_flow(settings), workers_per_process=1, process_id=process_id, addresses=addresses,
         epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    return STOP.is_set()

@@ -22,9 +22,17 @@ ACCOUNTING_OK = Gauge("clearline_ledger_offset_accounting_ok", "1 if consumed = 
 _last = [time.monotonic()]
 
 
+class MetricsPortBusy(OSError):
+    """The metrics port is taken (another flow on this machine?)."""
+
+
 def serve(port: int) -> None:
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        try:
+            start_http_server(port, addr="127.0.0.1")
+        except OSError as exc:
+            raise MetricsPortBusy(f"cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}): another ledger flow "
+                                  "may be running; pass --metrics-port with a free port, or 0 for none") from None
 
 
 def observe_batch(result: BatchResult, store: LedgerStore) -> None:
