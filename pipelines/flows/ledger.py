@@ -46,6 +46,7 @@ class LedgerSettings:
     state_dir: Path
     batch_size: int
     metrics_port: int = 0
+    duckdb_memory_limit: str = "512MB"
     once: bool = False
 
     @classmethod
@@ -55,7 +56,8 @@ class LedgerSettings:
         return cls(
             bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
             deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
-            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]), once=once,
+            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
+            duckdb_memory_limit=str(cfg["duckdb_memory_limit"]), once=once,
         )
 
 
