@@ -213,7 +213,7 @@ def _compact(root: Path, table: str, files: list[dict], fanout: int, max_level: 
             break
         dest = root / table / f"{Path(run[0]['file']).name.split('_')[0]}_{run[0]['from']:012d}_{run[-1]['to']:012d}.parquet"
         listing = ", ".join(f"'{root / f['file']}'" for f in run)
-        with duckdb.connect() as con:
+        with duckdb.connect(config={"memory_limit": "256MB", "threads": 1}) as con:  # beside a running flow
             con.execute("SET TimeZone = 'UTC'")
             rows = _copy(con, f"SELECT * FROM read_parquet([{listing}])", dest)
         del files[-fanout:]
