@@ -1,10 +1,10 @@
 """The event archive: every event the ledger posted, with where it was consumed, as Parquet
 partitioned by event date — the stable input for backtests, training and replays.
 
-    <root>/event_date=2026-01-05/p0-o000000001234-o000000005678.parquet
+    <root>/event_date=2026-01-05/s0-p0-o000000001234-o000000005678.parquet
 
 Each file holds one committed batch's new events of one partition and one date; its name
-carries the partition and offset range. A file is written (atomically, by rename) before
+carries the ledger shard that wrote it, the partition and the offset range. A file is written (atomically, by rename) before
 the ledger commits the batch, so after a crash a file whose offsets the ledger never
 committed is an orphan: `remove_uncommitted` deletes it at start-up and the replay writes
 those events again. That is how the archive holds every event exactly once.
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pipelines import events
 from recon.ledger.model import Source
 
-_NAME = re.compile(r"p(\d+)-o(\d+)-o(\d+)\.parquet")
+_NAME = re.compile(r"s(\d+)-p(\d+)-o(\d+)-o(\d+)\.parquet")
 SCHEMA = {
     "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
     "merchant_id": pl.String, "reseller_id": pl.String, "schema_version": pl.Int64,
@@ -42,7 +42,7 @@ _ARROW = pa.schema([
 ])
 
 
-def write_batch(root: Path, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
+def write_batch(root: Path, shard: int, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
     """Write one batch's new events, one file per (event date, partition)."""
     groups: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: {k: [] for k in SCHEMA})
     for e, s, body in rows:
@@ -54,7 +54,7 @@ def write_batch(root: Path, rows: list[tuple[events.Event, Source, bytes]]) -> l
     for (day, partition), cols in sorted(groups.items()):
         folder = root / f"event_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"p{partition}-o{min(cols['offset']):012d}-o{max(cols['offset']):012d}.parquet"
+        path = folder / f"s{shard}-p{partition}-o{min(cols['offset']):012d}-o{max(cols['offset']):012d}.parquet"
         tmp = path.with_suffix(".tmp")
         pq.write_table(pa.table(cols, schema=_ARROW), tmp)
         os.replace(tmp, path)
@@ -62,12 +62,13 @@ def write_batch(root: Path, rows: list[tuple[events.Event, Source, bytes]]) -> l
     return written
 
 
-def remove_uncommitted(root: Path, next_offsets: dict[int, int]) -> list[Path]:
-    """Delete files holding offsets the ledger never committed (left by a crash)."""
+def remove_uncommitted(root: Path, shard: int, next_offsets: dict[int, int]) -> list[Path]:
+    """Delete this shard's files holding offsets its ledger never committed (left by a
+    crash). Other shards' files are theirs to judge: their offsets are not in this store."""
     removed = []
-    for path in sorted(root.glob("event_date=*/*")):
+    for path in sorted(root.glob(f"event_date=*/s{shard}-*")):
         m = _NAME.fullmatch(path.name)
-        if path.suffix == ".tmp" or (m and int(m.group(2)) >= next_offsets.get(int(m.group(1)), 0)):
+        if path.suffix == ".tmp" or (m and int(m.group(3)) >= next_offsets.get(int(m.group(2)), 0)):
             path.unlink()
             removed.append(path)
     return removed

@@ -27,11 +27,12 @@ out = Console()
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from pipelines.broker import BrokerError
+    from pipelines.flows.ledger import LedgerStateError
     from pipelines.flows.ledger_metrics import MetricsPortBusy
     from pipelines.ledger_access import LedgerNotFound
     from pipelines.produce import WorldNotFound
     from pipelines.world.generate import WorldOptionError
-    return (ConfigError, BrokerError, WorldNotFound, WorldOptionError, LedgerNotFound, MetricsPortBusy)
+    return (ConfigError, BrokerError, WorldNotFound, WorldOptionError, LedgerNotFound, MetricsPortBusy, LedgerStateError)
 
 
 def friendly(fn):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ class PartitionSource(FixedPartitionedSource[Message, int]):
         self._bootstrap, self._topic, self._once, self._batch_size = bootstrap, topic, once, batch_size
 
     def list_parts(self) -> list[str]:
-        meta = AdminClient({"bootstrap.servers": self._bootstrap}).list_topics(self._topic, timeout=30)
+        try:
+            meta = AdminClient({"bootstrap.servers": self._bootstrap}).list_topics(self._topic, timeout=30)
+        except KafkaException as exc:
+            raise RuntimeError(f"no Kafka broker answers at {self._bootstrap}: {exc.args[0].str()}") from None
         topic = meta.topics.get(self._topic)
         if topic is None or topic.error is not None:
             raise RuntimeError(f"topic {self._topic!r} not found on {self._bootstrap}: run `clearline kafka up`")

@@ -14,7 +14,10 @@ duplicate, never a second posting.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -105,10 +108,9 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
     like a --once run: the last batch is committed, the snapshot published, the store
     closed. Whatever was read but not committed is read again on resume."""
     cfg = config.load("ledger")["recovery"]
-    recovery = settings.state_dir / "recovery"
-    if not any(recovery.glob("part-*.sqlite3")):
-        recovery.mkdir(parents=True, exist_ok=True)
-        init_db_dir(recovery, int(cfg["partitions"]))
+    _claim_shape(settings, len(addresses) if addresses else 1)
+    recovery = _recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
+    _require_topic(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: STOP.set())
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
@@ -118,3 +120,50 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )
     return STOP.is_set()
+
+
+class LedgerStateError(RuntimeError):
+    """The state folder or the topic does not fit this run; the message says how."""
+
+
+def _claim_shape(settings: LedgerSettings, processes: int) -> None:
+    """A state folder belongs to one cluster shape. Bytewax assigns partitions by the
+    number of processes, and each shard's store only knows the partitions it owned, so
+    running the same folder with another count would split a partition's chain and
+    uniqueness across shards. Refuse instead."""
+    path = settings.state_dir / "cluster.json"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        recorded = json.loads(path.read_text())["processes"]
+        if recorded != processes:
+            raise LedgerStateError(
+                f"{settings.state_dir} was built by {recorded} process(es); this run has {processes}. "
+                f"Run it with {recorded}, or rebuild into a new --state-dir with {processes}")
+        return
+    tmp = path.with_name(f"cluster.json.{os.getpid()}")
+    tmp.write_text(json.dumps({"processes": processes}))
+    os.replace(tmp, path)
+
+
+def _recovery_dir(state_dir: Path, partitions: int, first: bool) -> Path:
+    """Bytewax's recovery partitions, made once, atomically, by the first process; the
+    others wait for them (two processes creating them at once lock each other out)."""
+    recovery = state_dir / "recovery"
+    if first and not recovery.exists():
+        tmp = state_dir / f"recovery.tmp-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        init_db_dir(tmp, partitions)
+        os.rename(tmp, recovery)
+    deadline = time.monotonic() + 60
+    while not recovery.exists():
+        if time.monotonic() > deadline:
+            raise LedgerStateError(f"{recovery} did not appear within 60 s: is process 0 of the cluster running?")
+        time.sleep(0.2)
+    return recovery
+
+
+def _require_topic(settings: LedgerSettings) -> None:
+    try:
+        PartitionSource(settings.bootstrap, settings.topic, once=True).list_parts()
+    except RuntimeError as exc:
+        raise LedgerStateError(str(exc)) from None

@@ -69,6 +69,7 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
         paths = shard_paths(settings.state_dir, shard)
         paths["store"].parent.mkdir(parents=True, exist_ok=True)
         self._paths = paths
+        self._shard = shard
         # rows kept for the snapshot publisher: a few seconds of postings, so memory stays flat
         self._store = LedgerStore(paths["store"], keep_recent_rows=200_000)
         self._store.con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
@@ -78,14 +79,14 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
         if shard == 0 and not self._store.resume().get((GENESIS_TOPIC, 0)):
             self._store.apply(opening_balances())
         self._next = {k: v for k, v in self._store.resume().items()}
-        archive.remove_uncommitted(paths["archive"], {p: o for (t, p), o in self._next.items() if t == settings.topic})
+        archive.remove_uncommitted(paths["archive"], shard, {p: o for (t, p), o in self._next.items() if t == settings.topic})
         self._forward_unsent()
         self._publisher = SnapshotPublisher(self._store, paths["snapshot"]).start()
         metrics.observe_store(self._store)
 
     def write_batch(self, items: list[Outcome]) -> None:
         fresh = self._new_events(items)
-        archive.write_batch(self._paths["archive"], [(o.event, o.source, o.body) for o in fresh])
+        archive.write_batch(self._paths["archive"], self._shard, [(o.event, o.source, o.body) for o in fresh])
         result = self._store.apply(items)
         for (topic, partition), offset in self._store.resume().items():
             self._next[(topic, partition)] = offset
