@@ -19,6 +19,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ledger_harness import free_ports
 from pipelines import broker, config
 
 
@@ -44,17 +45,6 @@ def private(tmp_path, monkeypatch) -> SimpleNamespace:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     return SimpleNamespace(port=port, controller_port=controller_port,
                            home=tmp_path / "home" / "kafka", installed_libs=installed_libs)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def rewrite(path, **changes) -> None:

@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ledger_harness import free_ports
 from pipelines import archive
 from pipelines.produce import world_messages
 from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
@@ -169,13 +170,6 @@ def test_a_changed_posting_fails_verify_and_is_named(run, tmp_path):
     assert not report["ok"] and any(event_id in link for link in report["first_bad_links"])
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bootstrap, tmp_path):
     import signal
     import time
@@ -187,7 +181,7 @@ def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bo
     try:
         world, manifest = small_world
         produce_world(world, topic=topic)
-        port = _free_port()
+        (port,) = free_ports(1)
         flow = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--topic", topic,
                                  "--state-dir", str(tmp_path / "state"), "--metrics-port", str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
