@@ -33,9 +33,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines import archive, config
-from recon.ledger.snapshot import SnapshotNotFound, read_snapshot
+from pipelines.flows.ledger_writer import GENESIS_TOPIC
+from recon.ledger.snapshot import read_snapshot
 
-GENESIS_TOPIC = "genesis"
 # librdkafka logs every refused connection to stderr unless given a logger; while a
 # private broker is down on purpose those lines are noise, so they go to logging.
 _kafka_log = logging.getLogger("ledger_harness.kafka")
