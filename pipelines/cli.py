@@ -9,70 +9,18 @@ exit, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines.config import ConfigError
+from pipelines.cli_support import console, emit, frame_table, friendly, kv_table, user_errors
 
-console = Console(stderr=True)
-out = Console()
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from pipelines.broker import BrokerError
-    from pipelines.flows.ledger import LedgerStateError
-    from pipelines.flows.ledger_metrics import MetricsPortBusy
-    from pipelines.ledger_access import LedgerNotFound
-    from pipelines.produce import WorldNotFound
-    from pipelines.world.generate import WorldOptionError
-    return (ConfigError, BrokerError, WorldNotFound, WorldOptionError, LedgerNotFound, MetricsPortBusy, LedgerStateError)
-
-
-def friendly(fn):
-    """Turn the project's known errors into `error: …` and exit status 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except _known_errors() as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            sys.exit(2)
-    return wrapper
-
-
-def _emit(as_json: bool, data: dict, table: Table | None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    elif table is not None:
-        out.print(table)
-
-
-def _kv_table(title: str, rows: dict) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for k, v in rows.items():
-        table.add_row(k.replace("_", " "), _cell(v))
-    return table
-
-
-def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value)) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
-    return str(value)
+user_errors("pipelines.broker:BrokerError", "pipelines.produce:WorldNotFound",
+            "pipelines.world.generate:WorldOptionError", "pipelines.ledger_access:LedgerNotFound",
+            "pipelines.flows.ledger_metrics:MetricsPortBusy", "pipelines.flows.ledger:LedgerStateError")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,7 +65,7 @@ def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, as_json):
     summary = {k: manifest[k] for k in ("days", "merchants", "buyers", "orders", "events", "settlement_lines", "payouts", "bank_lines")}
     summary["discrepancies"] = sum(manifest["discrepancies"].values())
     summary["files"] = len(manifest["files"])
-    _emit(as_json, manifest, _kv_table(f"world written to {out_dir}", summary))
+    emit(as_json, manifest, kv_table(f"world written to {out_dir}", summary))
 
 
 # ------------------------------------------------------------------------------- kafka
@@ -128,7 +76,7 @@ def kafka() -> None:
 
 
 def _status_table(status: dict) -> Table:
-    table = _kv_table("kafka", {k: v for k, v in status.items() if k != "topics"})
+    table = kv_table("kafka", {k: v for k, v in status.items() if k != "topics"})
     for name, parts in sorted((status.get("topics") or {}).items()):
         table.add_row(f"topic {name}", f"{parts} partitions")
     return table
@@ -142,7 +90,7 @@ def up(as_json):
     from pipelines import broker
     with console.status("starting Kafka (installs from Maven Central on first use)…"):
         status = broker.up()
-    _emit(as_json, status, _status_table(status))
+    emit(as_json, status, _status_table(status))
 
 
 @kafka.command()
@@ -152,7 +100,7 @@ def down(as_json):
     """Stop the broker this machine started. Harmless if it is not running."""
     from pipelines import broker
     status = broker.down()
-    _emit(as_json, status, _kv_table("kafka", status))
+    emit(as_json, status, kv_table("kafka", status))
 
 
 @kafka.command()
@@ -162,7 +110,7 @@ def status(as_json):
     """Whether the broker answers, and its topics."""
     from pipelines import broker
     current = broker.status()
-    _emit(as_json, current, _status_table(current))
+    emit(as_json, current, _status_table(current))
 
 
 # ----------------------------------------------------------------------------- produce
@@ -185,7 +133,7 @@ def _produce(world: Path, rate: float | None, quiet: bool) -> dict:
 def produce(world, rate, as_json):
     """Publish a generated world's events to payments.events, signed and keyed by merchant."""
     report = _produce(world, rate, quiet=as_json)
-    _emit(as_json, report, _kv_table("produced", report))
+    emit(as_json, report, kv_table("produced", report))
     if report["failed"]:
         sys.exit(1)
 
@@ -236,7 +184,7 @@ def demo(out_dir, days, merchants, seed, as_json):
         "ledger_postings": stats["totals"]["chain_length"], "ledger_seconds": round(ledger_s, 1),
         "invariants_hold": not violations, "chain_verified": verified.ok, "chain_head": verified.head,
     }
-    _emit(as_json, summary, _kv_table("clearline demo", summary))
+    emit(as_json, summary, kv_table("clearline demo", summary))
     if produced["failed"] or violations or not verified.ok:
         sys.exit(1)
 
@@ -250,23 +198,6 @@ _state_dir = click.option("--state-dir", type=click.Path(file_okay=False, path_t
 def _ledger_dir(state_dir: Path | None) -> Path:
     from pipelines.flows.ledger import LedgerSettings
     return LedgerSettings.from_config(state_dir).state_dir
-
-
-_MONEY_COLUMNS = {"debit", "credit", "balance", "amount_minor", "running_balance"}
-
-
-def _frame_table(title: str, frame) -> Table:
-    """A table for people: money columns as decimals of their row's currency."""
-    from pipelines.currency import minor_to_decimal
-    table = Table(title=title, title_justify="left")
-    for col in frame.columns:
-        table.add_column(col.removesuffix("_minor"), justify="right" if frame[col].dtype.is_numeric() else "left")
-    money = "currency" in frame.columns
-    for row in frame.iter_rows(named=True):
-        table.add_row(*(
-            minor_to_decimal(int(v), row["currency"]) if money and k in _MONEY_COLUMNS and v is not None else _cell(v)
-            for k, v in row.items()))
-    return table
 
 
 @main.group()
@@ -316,7 +247,7 @@ def balances(as_of, account, tenant, state_dir, as_json):
     """Balances per account and currency (debit positive), from the latest snapshot."""
     from pipelines.ledger_access import snapshot
     frame = snapshot(_ledger_dir(state_dir)).balances(_as_of(as_of), account, tenant)
-    _emit(as_json, {"balances": frame.to_dicts()}, _frame_table("balances", frame))
+    emit(as_json, {"balances": frame.to_dicts()}, frame_table("balances", frame))
 
 
 @ledger.command()
@@ -331,7 +262,7 @@ def statement(account, from_, to, state_dir, as_json):
     from pipelines.ledger_access import snapshot
     frame = snapshot(_ledger_dir(state_dir)).statement(account, _as_of(from_), _as_of(to))
     shown = frame.select("occurred_at", "event_id", "event_type", "debit", "credit", "balance", "currency")
-    _emit(as_json, {"account": account, "postings": frame.to_dicts()}, _frame_table(f"statement of {account}", shown))
+    emit(as_json, {"account": account, "postings": frame.to_dicts()}, frame_table(f"statement of {account}", shown))
 
 
 @ledger.command()
@@ -347,7 +278,7 @@ def check(state_dir, as_json):
     violations = invariants.check(snap, floor_of=accounts.floor_of, normal_side=accounts.normal_side)
     totals = snap.stats()["totals"]
     report = {"ok": not violations, "violations": [str(v) for v in violations], **totals}
-    _emit(as_json, report, _kv_table("ledger check: " + ("all invariants hold" if not violations else f"{len(violations)} violations"), report))
+    emit(as_json, report, kv_table("ledger check: " + ("all invariants hold" if not violations else f"{len(violations)} violations"), report))
     if violations:
         sys.exit(1)
 
@@ -368,7 +299,7 @@ def verify(state_dir, as_json):
     report = {"ok": not bad, "source": "store" if stores is not None else "snapshot (the flow holds the store)",
               "postings": sum(r.postings for r in results), "chains": sum(r.partitions for r in results),
               "heads": [r.head for r in results], "first_bad_links": bad}
-    _emit(as_json, report, _kv_table("ledger verify: " + ("chain intact" if not bad else "CHAIN BROKEN"), report))
+    emit(as_json, report, kv_table("ledger verify: " + ("chain intact" if not bad else "CHAIN BROKEN"), report))
     if bad:
         sys.exit(1)
 
@@ -396,7 +327,7 @@ def rebuild(state_dir, topic, as_json):
               "identical": before["head"] == after["head"], "consumed": before["totals"]["consumed"],
               "rebuilt_consumed": after["totals"]["consumed"],
               "note": "" if same_input else "the topic has grown since the ledger last committed; heads cover different offsets"}
-    _emit(as_json, report, _kv_table("ledger rebuild", report))
+    emit(as_json, report, kv_table("ledger rebuild", report))
     if same_input and not report["identical"]:
         sys.exit(1)
 
