@@ -1,0 +1,108 @@
+"""The normalised lines reconciliation works on, whatever file they came from.
+
+Intake turns every processor settlement report and every bank statement into these two
+records (and the same columns as Polars frames); matching reads nothing else. Money is
+integer minor units plus an ISO 4217 code, signed from the platform's point of view: a
+processor line's `net` is what the processor owes the platform for it (a refund or a fee
+is negative), a bank line's `amount` is a credit (+) or debit (-) on the platform's
+account. Every line keeps its evidence: the file it came from and its line number there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+
+import polars as pl
+
+from pipelines.events import Money
+
+# What a processor line records. "fee" is a stand-alone fee line (no payment behind it).
+RECORD_TYPES = ("charge", "refund", "chargeback", "chargeback_reversal", "fee")
+BANK_FORMATS = ("bai2", "camt053", "mt940")
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementLine:
+    """One line of a processor's settlement report: one item settled into a payout batch.
+
+    `line_id` is the processor's own id for the line (Adyen's Modification Reference,
+    Stripe's balance_transaction_id, Checkout.com's Action ID); `payment_id` is the
+    platform's payment reference the processor echoes back (None for a stand-alone fee).
+    `gross` is in the presentment currency, `fee` and `net` in the settlement currency;
+    `fx_rate` is the decimal text of settlement units per presentment unit, None when
+    the two currencies are the same.
+    """
+
+    processor: str
+    line_id: str
+    payment_id: str | None
+    payout_id: str
+    record_type: str
+    merchant_id: str | None
+    gross: Money
+    fee: Money
+    net: Money
+    fx_rate: str | None
+    created_at: datetime
+    value_date: date
+    source_file: str
+    line_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class BankLine:
+    """One entry on a bank statement of one of the platform's accounts.
+
+    `bank_ref` is the bank's own reference for the entry (BAI2 bank reference, camt.053
+    AcctSvcrRef, MT940 bank reference); `reference` is the customer reference the payer
+    or the platform gave (a processor payout id, a merchant payout id, a buyer's order),
+    and `text` the free text beside it.
+    """
+
+    format: str
+    account: str
+    bank_ref: str
+    reference: str | None
+    text: str | None
+    amount: Money
+    booking_date: date
+    value_date: date
+    source_file: str
+    line_no: int
+
+
+def _flat_schema(record: type) -> dict[str, pl.DataType]:
+    """Polars columns for a record: Money fields become `<name>_minor` and `<name>_currency`."""
+    kinds = {"str": pl.String(), "str | None": pl.String(), "int": pl.Int64(), "date": pl.Date(),
+             "datetime": pl.Datetime("us", "UTC")}
+    schema: dict[str, pl.DataType] = {}
+    for f in fields(record):
+        if f.type == "Money":
+            schema[f"{f.name}_minor"] = pl.Int64()
+            schema[f"{f.name}_currency"] = pl.String()
+        else:
+            schema[f.name] = kinds[f.type]
+    return schema
+
+
+SETTLEMENT_SCHEMA = _flat_schema(SettlementLine)
+BANK_SCHEMA = _flat_schema(BankLine)
+
+
+def flat(line: SettlementLine | BankLine) -> dict:
+    """One record as a flat row of its frame schema."""
+    row: dict = {}
+    for f in fields(line):
+        value = getattr(line, f.name)
+        if isinstance(value, Money):
+            row[f"{f.name}_minor"] = value.minor
+            row[f"{f.name}_currency"] = value.currency
+        else:
+            row[f.name] = value
+    return row
+
+
+def frame(lines: list[SettlementLine] | list[BankLine], record: type) -> pl.DataFrame:
+    """Records as a frame with the record's schema, also when there are none."""
+    return pl.DataFrame([flat(line) for line in lines], schema=_flat_schema(record), orient="row")
