@@ -1,0 +1,64 @@
+"""What a parser hands on: the file's format, its normalised lines and the facts to check.
+
+A parser never decides whether a file is good: it reads what is there, notes what it
+could not normalise (`problems`, per line) and the totals the file declares about itself
+(`controls`), and the suite judges all of it at once, so a report names every broken rule
+rather than the first. Only a file that cannot be read at all raises `ParseError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+PROCESSOR_FORMATS = ("adyen", "stripe", "checkoutcom")
+BANK_FORMATS = ("bai2", "camt053", "mt940")
+
+# One row per declared control: its name, the line that declares it, and the declared
+# and recomputed values (minor units or counts). The suite expects the two to be equal.
+CONTROL_SCHEMA = {"control": pl.String(), "line_no": pl.Int64(), "declared": pl.Int64(), "computed": pl.Int64()}
+PROBLEM_SCHEMA = {"line_no": pl.Int64(), "problem": pl.String()}
+
+
+class ParseError(ValueError):
+    """The file cannot be read as any supported format; `line_no` says where (1-based)."""
+
+    def __init__(self, reason: str, line_no: int | None = None) -> None:
+        self.reason, self.line_no = reason, line_no
+        super().__init__(f"line {line_no}: {reason}" if line_no else reason)
+
+
+@dataclass
+class Problems:
+    """Values a parser could not normalise, each with the line it sits on."""
+
+    items: list[tuple[int, str]] = field(default_factory=list)
+
+    def note(self, line_no: int, problem: str) -> None:
+        self.items.append((line_no, problem))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.items, schema=PROBLEM_SCHEMA, orient="row")
+
+
+def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=CONTROL_SCHEMA, orient="row")
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """One file read: `lines` has `recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
+    `BANK_SCHEMA` (bank formats); values that could not be normalised are null there and
+    explained in `problems`."""
+
+    path: Path
+    format: str
+    lines: pl.DataFrame
+    controls: pl.DataFrame
+    problems: pl.DataFrame
+
+    @property
+    def kind(self) -> str:
+        return "processor" if self.format in PROCESSOR_FORMATS else "bank"
