@@ -1,0 +1,305 @@
+"""The risk features, defined once: their names, windows, and the pure functions that
+update an entity's state with one event and read its features as of a moment.
+
+The streaming runtime calls these functions event by event; the batch runtime computes
+the same values vectorised over a whole archive, and the parity test proves both agree
+on every order. The rules both follow:
+
+* Event time. A value "as of" `at` is computed from the entity's events with
+  `occurred_at` strictly before `at`; events at exactly `at` (the order itself, or
+  anything simultaneous) are not seen. So the model never sees the order it scores, nor
+  anything later (no leakage). A window of w is `[at - w, at)`.
+* Money is integer minor units. An amount feature sums only amounts in the currency of
+  the order being scored (the "reading currency"); other currencies are left out, not
+  converted, because there is no rate in the contract to convert with honestly. Counts
+  and rates count every currency. (In the generated world each buyer and merchant trades
+  in one currency, so nothing is left out there.)
+* Rates are floats (they are not money): a count divided by a count, null when the
+  denominator is zero. The merchant's ticket z-score is computed from exact integer sums
+  with one fixed formula (`ticket_zscore`), so both runtimes round identically.
+* Refunds and chargebacks name a payment, not a buyer: they count for the buyer whose
+  `payment.authorized` named that payment (the runtimes attribute them before calling
+  these functions).
+* The contract has no decline event: the merchant's "decline rate" is the share of its
+  authorizations released by a void instead of being captured.
+* Exposure is what was financed (terms orders) minus what was repaid. A written-off
+  order stays in exposure: a write-off is a loss, not a repayment.
+* Days past due: over the buyer's terms orders that are still open (not fully repaid, not
+  written off), the largest number of whole days from the due date to `at`'s UTC date;
+  0 when none is overdue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Mapping
+
+from pipelines.events import Event
+
+# --------------------------------------------------------------------------- the spec
+
+
+class FeatureConfigError(ValueError):
+    """configs/features.yaml does not say what it must; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """Windows (label, seconds), ascending, for the buyer's order counts and amounts; the
+    merchant's window; and how late an event may arrive and still count in event time."""
+
+    windows: tuple[tuple[str, int], ...]
+    merchant_window: tuple[str, int]
+    allowed_lateness_s: int
+
+    @property
+    def retention_s(self) -> int:
+        """How far back state must remember individual orders to answer every window."""
+        return max(self.windows[-1][1], self.merchant_window[1])
+
+
+DEFAULT_SPEC = Spec(windows=(("1h", 3600), ("24h", 86400), ("7d", 604800), ("30d", 2592000)),
+                    merchant_window=("30d", 2592000), allowed_lateness_s=3600)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(label: Any, where: str) -> int:
+    text = str(label)
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise FeatureConfigError(f"{where}: {text!r} is not a duration like 90s, 15m, 1h or 7d")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def spec_from_config(cfg: Mapping[str, Any]) -> Spec:
+    """The Spec a loaded `configs/features.yaml` describes (windows as labels like "24h")."""
+    try:
+        labels, merchant, lateness = cfg["windows"], cfg["merchant_window"], cfg["allowed_lateness"]
+    except KeyError as exc:
+        raise FeatureConfigError(f"configs/features.yaml: missing key {exc.args[0]!r}") from None
+    if not isinstance(labels, list) or not labels:
+        raise FeatureConfigError("configs/features.yaml: windows must be a non-empty list like [1h, 24h]")
+    windows = tuple((str(w), _seconds(w, "windows")) for w in labels)
+    if [s for _, s in windows] != sorted({s for _, s in windows}):
+        raise FeatureConfigError(f"configs/features.yaml: windows must be distinct and ascending, got {labels}")
+    return Spec(windows, (str(merchant), _seconds(merchant, "merchant_window")),
+                _seconds(lateness, "allowed_lateness"))
+
+
+# --------------------------------------------------------------------------- names
+
+def buyer_feature_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
+    return (*(f"buyer_orders_{w}" for w, _ in spec.windows), *(f"buyer_amount_{w}" for w, _ in spec.windows),
+            "buyer_exposure_minor", "buyer_days_past_due", "buyer_late_repayment_rate",
+            "buyer_refund_rate", "buyer_chargeback_rate", "buyer_distinct_merchants", "buyer_defaults")
+
+
+def merchant_feature_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
+    w = spec.merchant_window[0]
+    return (f"merchant_orders_{w}", f"merchant_volume_{w}", f"merchant_avg_ticket_{w}", "merchant_ticket_zscore",
+            "merchant_decline_rate", "merchant_refund_rate", "merchant_chargeback_rate")
+
+
+def float_features(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
+    """The features that are Float64 (rates and the z-score); every other one is Int64."""
+    return frozenset(n for n in (*buyer_feature_names(spec), *merchant_feature_names(spec))
+                     if n.endswith("_rate") or n.endswith("_zscore"))
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One event flattened to what the features read. `buyer_id` is set for refunds and
+    chargebacks once attributed through their payment's authorization."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    merchant_id: str
+    buyer_id: str | None = None
+    order_id: str | None = None
+    payment_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    payment_method: str | None = None
+    terms_days: int | None = None
+    due_date: date | None = None
+    days_late: int | None = None
+
+
+FACT_FIELDS = tuple(f.name for f in dataclasses.fields(Fact))
+BUYER_EVENTS = frozenset({"order.created", "payment.authorized", "payment.refunded", "chargeback.opened",
+                          "buyer.repayment", "buyer.default"})
+MERCHANT_EVENTS = frozenset({"order.created", "payment.authorized", "payment.voided", "payment.refunded",
+                             "chargeback.opened"})
+NEEDS_ATTRIBUTION = frozenset({"payment.refunded", "chargeback.opened"})  # carry a payment, not a buyer
+
+
+def fact_of(event: Event, buyer_id: str | None = None) -> Fact:
+    """Flatten a decoded contract event (payload fields by name; absent ones stay None)."""
+    p = event.payload
+    amount = getattr(p, "amount", None)
+    return Fact(event.event_id, event.event_type, event.occurred_at, event.merchant_id,
+                buyer_id or getattr(p, "buyer_id", None), getattr(p, "order_id", None), getattr(p, "payment_id", None),
+                amount.minor if amount else None, amount.currency if amount else None,
+                getattr(p, "payment_method", None), getattr(p, "terms_days", None),
+                getattr(p, "due_date", None), getattr(p, "days_late", None))
+
+
+def is_underwriting_request(f: Fact) -> bool:
+    """An order on terms: the request the risk flow scores, one feature row each."""
+    return f.event_type == "order.created" and f.payment_method == "terms"
+
+
+# --------------------------------------------------------------------------- buyer
+
+
+def _add(pairs: tuple[tuple[str, int], ...], key: str, amount: int) -> tuple[tuple[str, int], ...]:
+    """A small per-currency counter kept as sorted pairs, so state stays hashable and plain."""
+    d = dict(pairs)
+    d[key] = d.get(key, 0) + amount
+    return tuple(sorted(d.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    order_id: str
+    created_at: datetime
+    due_date: date
+    outstanding_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerState:
+    orders: tuple[tuple[datetime, int, str], ...] = ()  # (occurred_at, minor, currency) within retention
+    financed: tuple[tuple[str, int], ...] = ()          # per currency, lifetime
+    repaid: tuple[tuple[str, int], ...] = ()
+    open_orders: tuple[OpenOrder, ...] = ()
+    repayments: int = 0
+    late_repayments: int = 0
+    payments: int = 0
+    refunds: int = 0
+    chargebacks: int = 0
+    defaults: int = 0
+    merchants: frozenset[str] = frozenset()
+
+
+def _recent(orders: tuple, at: datetime, spec: Spec) -> tuple:
+    horizon = at - timedelta(seconds=spec.retention_s)
+    return tuple(o for o in orders if o[0] >= horizon)
+
+
+def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState:
+    """The buyer's state after one event (events must come in event-time order, except
+    late ones, which are applied for the future but were missed by reads in their past)."""
+    t = f.event_type
+    if t == "order.created":
+        orders = _recent((*s.orders, (f.occurred_at, f.amount_minor, f.currency)), f.occurred_at, spec)
+        s = dataclasses.replace(s, orders=orders, merchants=s.merchants | {f.merchant_id})
+        if f.payment_method == "terms":
+            due = f.due_date or (f.occurred_at + timedelta(days=f.terms_days or 0)).date()
+            s = dataclasses.replace(s, financed=_add(s.financed, f.currency, f.amount_minor),
+                                    open_orders=(*s.open_orders, OpenOrder(f.order_id, f.occurred_at, due, f.amount_minor)))
+        return s
+    if t == "buyer.repayment":
+        still_open = tuple(o if o.order_id != f.order_id else
+                           dataclasses.replace(o, outstanding_minor=o.outstanding_minor - f.amount_minor)
+                           for o in s.open_orders)
+        return dataclasses.replace(s, repaid=_add(s.repaid, f.currency, f.amount_minor),
+                                   open_orders=tuple(o for o in still_open if o.outstanding_minor > 0),
+                                   repayments=s.repayments + 1, late_repayments=s.late_repayments + (f.days_late > 0))
+    if t == "buyer.default":
+        return dataclasses.replace(s, defaults=s.defaults + 1,
+                                   open_orders=tuple(o for o in s.open_orders if o.order_id != f.order_id))
+    if t == "payment.authorized":
+        return dataclasses.replace(s, payments=s.payments + 1)
+    if t == "payment.refunded":
+        return dataclasses.replace(s, refunds=s.refunds + 1)
+    if t == "chargeback.opened":
+        return dataclasses.replace(s, chargebacks=s.chargebacks + 1)
+    return s
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def days_past_due(due: date, at: datetime) -> int:
+    return max(0, (at.date() - due).days)
+
+
+def read_buyer(s: BuyerState, at: datetime, currency: str, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
+    """The buyer's features as of `at` (state must hold only events before `at`)."""
+    inside = {label: [o for o in s.orders if at - timedelta(seconds=secs) <= o[0] < at] for label, secs in spec.windows}
+    out: dict[str, Any] = {f"buyer_orders_{label}": len(rows) for label, rows in inside.items()}
+    out.update({f"buyer_amount_{label}": sum(m for _, m, c in rows if c == currency) for label, rows in inside.items()})
+    out["buyer_exposure_minor"] = dict(s.financed).get(currency, 0) - dict(s.repaid).get(currency, 0)
+    out["buyer_days_past_due"] = max((days_past_due(o.due_date, at) for o in s.open_orders if o.created_at < at), default=0)
+    out["buyer_late_repayment_rate"] = rate(s.late_repayments, s.repayments)
+    out["buyer_refund_rate"] = rate(s.refunds, s.payments)
+    out["buyer_chargeback_rate"] = rate(s.chargebacks, s.payments)
+    out["buyer_distinct_merchants"] = len(s.merchants)
+    out["buyer_defaults"] = s.defaults
+    return out
+
+
+# --------------------------------------------------------------------------- merchant
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantState:
+    orders: tuple[tuple[datetime, int, str], ...] = ()  # within retention
+    payments: int = 0
+    voids: int = 0
+    refunds: int = 0
+    chargebacks: int = 0
+
+
+def apply_merchant(s: MerchantState, f: Fact, spec: Spec = DEFAULT_SPEC) -> MerchantState:
+    t = f.event_type
+    if t == "order.created":
+        return dataclasses.replace(s, orders=_recent((*s.orders, (f.occurred_at, f.amount_minor, f.currency)), f.occurred_at, spec))
+    if t == "payment.authorized":
+        return dataclasses.replace(s, payments=s.payments + 1)
+    if t == "payment.voided":
+        return dataclasses.replace(s, voids=s.voids + 1)
+    if t == "payment.refunded":
+        return dataclasses.replace(s, refunds=s.refunds + 1)
+    if t == "chargeback.opened":
+        return dataclasses.replace(s, chargebacks=s.chargebacks + 1)
+    return s
+
+
+def ticket_zscore(amount: int, n: int, total: int, squares: int) -> float | None:
+    """(amount - mean) / sample std of n tickets with sum `total` and sum of squares
+    `squares`, from exact integers: (n·x − S) / sqrt(n·(n·Q − S²) / (n − 1)). Null with
+    fewer than two tickets or no spread. One formula, so both runtimes round alike."""
+    if n < 2:
+        return None
+    spread = n * squares - total * total
+    if spread <= 0:
+        return None
+    return float(n * amount - total) / math.sqrt(float(n * spread) / float(n - 1))
+
+
+def read_merchant(s: MerchantState, at: datetime, currency: str, amount: int, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
+    """The merchant's features as of `at`, and the z-score of this order's amount."""
+    label, secs = spec.merchant_window
+    since = at - timedelta(seconds=secs)
+    inside = [o for o in s.orders if since <= o[0] < at]
+    same = [m for _, m, c in inside if c == currency]
+    n, total = len(same), sum(same)
+    return {
+        f"merchant_orders_{label}": len(inside),
+        f"merchant_volume_{label}": total,
+        f"merchant_avg_ticket_{label}": total // n if n else None,
+        "merchant_ticket_zscore": ticket_zscore(amount, n, total, sum(m * m for m in same)),
+        "merchant_decline_rate": rate(s.voids, s.payments),
+        "merchant_refund_rate": rate(s.refunds, s.payments),
+        "merchant_chargeback_rate": rate(s.chargebacks, s.payments),
+    }
