@@ -20,12 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, Spec, buyer_feature_names, float_features,
-                                  merchant_feature_names)
+from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, ORDER_COLUMNS, Spec, buyer_feature_names,
+                                  float_features, merchant_feature_names)
 
 MODEL_FEATURES: tuple[str, ...] = (*buyer_feature_names(DEFAULT_SPEC), *merchant_feature_names(DEFAULT_SPEC))
-ORDER_COLUMNS = ("order_id", "buyer_id", "merchant_id", "event_id", "decision_time", "amount_minor", "currency",
-                 "terms_days")
 
 FACTS_SCHEMA = {
     "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"), "merchant_id": pl.String,

@@ -156,6 +156,37 @@ def is_underwriting_request(f: Fact) -> bool:
     return f.event_type == "order.created" and f.payment_method == "terms"
 
 
+# what identifies an underwriting request in a feature row, before the features
+ORDER_COLUMNS = ("order_id", "buyer_id", "merchant_id", "event_id", "decision_time", "amount_minor", "currency",
+                 "terms_days")
+
+
+def request_columns(f: Fact) -> dict[str, Any]:
+    return {"order_id": f.order_id, "buyer_id": f.buyer_id, "merchant_id": f.merchant_id, "event_id": f.event_id,
+            "decision_time": f.occurred_at, "amount_minor": f.amount_minor, "currency": f.currency,
+            "terms_days": f.terms_days}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """What is known about one payment: the buyer its authorization named (None until
+    seen), and its refunds and chargebacks that came before the authorization did."""
+
+    buyer_id: str | None = None
+    waiting: tuple[Fact, ...] = ()
+
+
+def attribute_payment(known: Attribution | None, f: Fact) -> tuple[Attribution, list[Fact]]:
+    """Pass an authorization through and remember its buyer; give refunds and chargebacks
+    that buyer, holding them until the authorization arrives if it has not yet."""
+    known = known or Attribution()
+    if f.event_type == "payment.authorized":
+        return Attribution(f.buyer_id), [f, *(dataclasses.replace(w, buyer_id=f.buyer_id) for w in known.waiting)]
+    if known.buyer_id is None:
+        return dataclasses.replace(known, waiting=(*known.waiting, f)), []
+    return known, [dataclasses.replace(f, buyer_id=known.buyer_id)]
+
+
 # --------------------------------------------------------------------------- buyer
 
 
