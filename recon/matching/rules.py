@@ -1,0 +1,71 @@
+"""The tolerances and deadlines every matching rule reads, and the small rules they share.
+
+Tolerances decide what still counts as the same (an amount a minor unit off, a date a day
+off); deadlines decide when "not arrived yet" becomes a break. Both come from the
+`matching:` section of configs/recon.yaml, handed in as a dict (recon/ reads no files).
+Deadlines are in event time: a record is overdue when the watermark's day reaches its
+expected day plus the deadline, so a replay decides exactly as the live run did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import polars as pl
+
+
+class MatchingConfigError(ValueError):
+    """The `matching:` section of configs/recon.yaml is missing a setting or has a bad one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerances:
+    amount_minor: int
+    date_window_days: int
+    bank_date_window_days: int
+    processor_line_deadline_days: int
+    ledger_record_deadline_days: int
+    bank_line_deadline_days: int
+    unknown_payout_arrival_days: int
+
+    @classmethod
+    def from_config(cls, matching: dict) -> Tolerances:
+        """From the `matching:` dict; names the setting that is missing or not a count."""
+        deadlines = matching.get("deadline_days") or {}
+        values = {
+            "amount_minor": matching.get("amount_tolerance_minor"),
+            "date_window_days": matching.get("date_window_days"),
+            "bank_date_window_days": matching.get("bank_date_window_days"),
+            "processor_line_deadline_days": deadlines.get("processor_line"),
+            "ledger_record_deadline_days": deadlines.get("ledger_record"),
+            "bank_line_deadline_days": deadlines.get("bank_line"),
+            "unknown_payout_arrival_days": matching.get("unknown_payout_arrival_days"),
+        }
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MatchingConfigError(
+                    f"configs/recon.yaml matching: {name} must be a whole number >= 0, got {value!r}")
+        return cls(**values)
+
+
+def as_of_day(watermark: datetime | date) -> date:
+    """The UTC day of the watermark: deadlines count whole days."""
+    if isinstance(watermark, datetime):
+        return watermark.astimezone(timezone.utc).date()
+    return watermark
+
+
+def overdue(since: str, days: int, as_of: date) -> pl.Expr:
+    """True where the day in column `since` plus `days` has been reached by `as_of`."""
+    return pl.col(since).dt.offset_by(f"{days}d") <= pl.lit(as_of)
+
+
+def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Expr:
+    """'file:line' of a reported line, the way a person opens it."""
+    return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(line_col).cast(pl.String))
+
+
+def first_per(keys: list[str]) -> pl.Expr:
+    """True for the first row of each key group in the frame's (canonical) order."""
+    return pl.int_range(pl.len()).over(keys) == 0

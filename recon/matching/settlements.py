@@ -1,0 +1,175 @@
+"""Ledger ↔ processor: each expected settlement against the line a processor reported.
+
+Key: (processor, the processor's line id), which the ledger learns from the processor's
+settlement notice. One-to-one on the key; a second line under the same id, or a line the
+ledger never expected that repeats another line field for field, is a duplicate.
+
+A matched pair is compared field by field in a fixed order, and the first difference
+names the variance, so one broken line is one variance: currency, then FX rate (both
+currency_fx_mismatch: the net follows the rate), gross (amount_mismatch), fee
+(fee_mismatch), net (amount_mismatch; currency_fx_mismatch on a converted line, whose
+net moves with the rate), value date outside the window (late_settlement).
+An expected line nobody reported is pending until its deadline, then
+missing_at_processor; a reported line the ledger has no record of likewise becomes
+missing_in_ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from recon.matching.rules import Tolerances, evidence, first_per, overdue
+from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
+
+# What makes two reported lines "the same line twice" when their ids differ.
+FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_currency", "fee_minor",
+               "net_minor", "net_currency", "value_date", "payout_id"]
+_EXP = "exp_"
+
+
+def _rate(col: str) -> pl.Expr:
+    """A rate's decimal text in one spelling: '0.927700' and '0.9277' agree, no rate is 1."""
+    text = pl.col(col).fill_null("1")
+    return pl.when(text.str.contains(r"\.")).then(text.str.strip_chars_end("0").str.strip_chars_end(".")).otherwise(text)
+
+
+def _list(*cols: str) -> pl.Expr:
+    """The non-null values of `cols` as one list column."""
+    return pl.concat_list([pl.col(c) for c in cols]).list.drop_nulls()
+
+
+def _money(prefix: str, name: str) -> pl.Expr:
+    return money_text(pl.col(f"{prefix}{name}_minor"), pl.col(f"{prefix}{name}_currency"))
+
+
+def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+    """Raw variances of matched pairs (expected columns prefixed `exp_`), first difference only."""
+    e, t = _EXP, tol.amount_minor
+    off = lambda name: (pl.col(f"{e}{name}_minor") - pl.col(f"{name}_minor")).abs()  # noqa: E731
+    days = (pl.col("value_date") - pl.col(f"{e}available_on")).dt.total_days().abs()
+    lit, col = pl.lit, pl.col
+    # A stand-alone fee line carries its fee as its net (Adyen reports it only as a net
+    # debit, with no fee breakdown), so only its net is compared. A converted line whose
+    # report gives no rate (Stripe) shows a wrong rate only in its net.
+    fee_line = col(f"{e}record_type") == "fee"
+    converted = col(f"{e}gross_currency") != col(f"{e}net_currency")
+    rules = [  # (condition, category, field, expected, actual, amount, amount's currency)
+        (col(f"{e}gross_currency") != col("gross_currency"), lit("currency_fx_mismatch"), lit("currency"),
+         col(f"{e}gross_currency"), col("gross_currency"), off("net"), col(f"{e}net_currency")),
+        (col(f"{e}net_currency") != col("net_currency"), lit("currency_fx_mismatch"), lit("settlement currency"),
+         col(f"{e}net_currency"), col("net_currency"), col("net_minor").abs(), col("net_currency")),
+        (col("fx_rate").is_not_null() & (_rate(f"{e}fx_rate") != _rate("fx_rate")), lit("currency_fx_mismatch"),
+         lit("fx_rate"), col(f"{e}fx_rate").fill_null("none"), col("fx_rate"), off("net"), col(f"{e}net_currency")),
+        (~fee_line & (off("gross") > t), lit("amount_mismatch"), lit("gross"), _money(e, "gross"), _money("", "gross"),
+         off("gross"), col(f"{e}gross_currency")),
+        (~fee_line & (off("fee") > t), lit("fee_mismatch"), lit("fee"), _money(e, "fee"), _money("", "fee"), off("fee"),
+         col(f"{e}fee_currency")),
+        (fee_line & (off("net") > t), lit("fee_mismatch"), lit("fee"), _money(e, "fee"),
+         money_text(-col("net_minor"), col("net_currency")), off("net"), col(f"{e}net_currency")),
+        (converted & (off("net") > t), lit("currency_fx_mismatch"), lit("converted net"), _money(e, "net"),
+         _money("", "net"), off("net"), col(f"{e}net_currency")),
+        (off("net") > t, lit("amount_mismatch"), lit("net"), _money(e, "net"), _money("", "net"), off("net"), col(f"{e}net_currency")),
+        (days > tol.date_window_days, lit("late_settlement"), lit("available_on"), col(f"{e}available_on").cast(pl.String),
+         col("value_date").cast(pl.String), col("net_minor").abs(), col("net_currency")),
+    ]
+
+    def pick(i: int) -> pl.Expr:
+        chain = pl.when(rules[0][0]).then(rules[0][i])
+        for rule in rules[1:]:
+            chain = chain.when(rule[0]).then(rule[i])
+        return chain.otherwise(None)
+
+    return pairs.select(
+        category=pick(1), processor="processor", reference="line_id", payout_id="payout_id",
+        amount_minor=pick(5).cast(pl.Int64), currency=pick(6), field=pick(2),
+        expected=pick(3).cast(pl.String), actual=pick(4).cast(pl.String), since=pl.col("value_date"),
+        ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list("evidence"),
+        key=pl.concat_str("processor", pl.lit("|"), "line_id"),
+    ).filter(pl.col("category").is_not_null())
+
+
+def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(raw variances, pending) of the ledger's expected settlements against reported lines.
+
+    `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `recon.lines.SETTLEMENT_SCHEMA`.
+    The result does not depend on the order of either input."""
+    lines = lines.sort("processor", "line_id", "source_file", "line_no").with_columns(
+        first=first_per(["processor", "line_id"]), evidence=evidence())
+    exp = expected.sort("processor", "settlement_id", "event_id").filter(
+        first_per(["processor", "settlement_id"])).rename(lambda c: _EXP + c)
+    keys = dict(left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
+    firsts = lines.filter("first")
+    pairs = exp.join(firsts, how="inner", coalesce=False, **keys)
+    missing = exp.join(firsts, how="anti", **keys)
+    unexpected = firsts.join(exp, how="anti", left_on=["processor", "line_id"], right_on=keys["left_on"])
+
+    dups = _duplicates(lines, pairs)
+    unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
+    raw = [compare(pairs, tol), _missing_at_processor(missing, tol, as_of), _duplicate(dups),
+           _missing_in_ledger(unknown, tol, as_of)]
+    pending = pl.concat([
+        missing.filter(~overdue(f"{_EXP}available_on", tol.processor_line_deadline_days, as_of)).select(
+            awaiting=pl.lit("processor line"), processor=f"{_EXP}processor", reference=f"{_EXP}settlement_id",
+            amount_minor=f"{_EXP}net_minor", currency=f"{_EXP}net_currency", since=f"{_EXP}available_on",
+            due_on=pl.col(f"{_EXP}available_on").dt.offset_by(f"{tol.processor_line_deadline_days}d")),
+        unknown.filter(~overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
+            awaiting=pl.lit("ledger record"), processor="processor", reference="line_id", amount_minor="net_minor",
+            currency="net_currency", since="value_date",
+            due_on=pl.col("value_date").dt.offset_by(f"{tol.ledger_record_deadline_days}d")),
+    ]).cast(PENDING_SCHEMA)
+    return pl.concat([r.cast(RAW_SCHEMA) for r in raw]), pending
+
+
+def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
+    e = _EXP
+    return missing.filter(overdue(f"{e}available_on", tol.processor_line_deadline_days, as_of)).select(
+        category=pl.lit("missing_at_processor"), processor=f"{e}processor", reference=f"{e}settlement_id",
+        payout_id=f"{e}payout_id", amount_minor=pl.col(f"{e}net_minor").abs(), currency=f"{e}net_currency",
+        field=pl.lit("line"), expected=pl.concat_str(pl.lit("net "), _money(e, "net")), actual=pl.lit(ABSENT),
+        since=f"{e}available_on", ledger_event_ids=_list(f"{e}event_id"), evidence=pl.lit([], pl.List(pl.String)),
+        key=pl.concat_str(f"{e}processor", pl.lit("|"), f"{e}settlement_id"),
+    )
+
+
+def _duplicates(lines: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Reported lines that repeat an earlier one: the same id again, or (for lines the
+    ledger never expected) the same fields as a line that comes first, matched lines first.
+    Each with the `original` line id and its evidence."""
+    matched = pairs.select("processor", "line_id", expected=pl.lit(True))
+    ranked = lines.join(matched, on=["processor", "line_id"], how="left").with_columns(
+        expected=pl.col("expected").fill_null(False) & pl.col("first"))
+    ranked = ranked.sort([*FINGERPRINT, "expected", "first", "line_id", "source_file", "line_no"],
+                         descending=[False] * len(FINGERPRINT) + [True, True, False, False, False], nulls_last=True)
+    by_id = ranked.sort("processor", "line_id", "first", "source_file", "line_no", descending=[False, False, True, False, False])
+    same_id = by_id.with_columns(
+        original=pl.col("line_id").first().over("processor", "line_id"),
+        original_evidence=pl.col("evidence").first().over("processor", "line_id"),
+    ).filter(~pl.col("first"))
+    same_fields = ranked.filter("first").with_columns(
+        original=pl.col("line_id").first().over(FINGERPRINT),
+        original_evidence=pl.col("evidence").first().over(FINGERPRINT),
+    ).filter(~pl.col("expected") & (pl.col("original") != pl.col("line_id")))
+    return pl.concat([same_id, same_fields])
+
+
+def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
+    return dups.select(
+        category=pl.lit("duplicate"), processor="processor", reference="line_id", payout_id="payout_id",
+        amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line_id"),
+        expected=pl.concat_str(pl.lit("one line "), "original"), actual=pl.concat_str(pl.lit("again as "), "line_id"),
+        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)),
+        evidence=pl.concat_list("original_evidence", "evidence"),
+        key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), "evidence"),
+    )
+
+
+def _missing_in_ledger(unknown: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
+    return unknown.filter(overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
+        category=pl.lit("missing_in_ledger"), processor="processor", reference="line_id", payout_id="payout_id",
+        amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line"),
+        expected=pl.lit(ABSENT), actual=pl.concat_str(pl.lit("net "), _money("", "net")),
+        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)), evidence=pl.concat_list("evidence"),
+        key=pl.concat_str("processor", pl.lit("|"), "line_id"),
+    )
