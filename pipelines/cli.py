@@ -332,5 +332,8 @@ def rebuild(state_dir, topic, as_json):
         sys.exit(1)
 
 
+from pipelines import cli_features; main.add_command(cli_features.features)  # noqa: E402,E702
+
+
 if __name__ == "__main__":
     main()
