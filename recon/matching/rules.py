@@ -27,6 +27,7 @@ class Tolerances:
     processor_line_deadline_days: int
     ledger_record_deadline_days: int
     bank_line_deadline_days: int
+    unexplained_deadline_days: int
     unknown_payout_arrival_days: int
 
     @classmethod
@@ -40,6 +41,7 @@ class Tolerances:
             "processor_line_deadline_days": deadlines.get("processor_line"),
             "ledger_record_deadline_days": deadlines.get("ledger_record"),
             "bank_line_deadline_days": deadlines.get("bank_line"),
+            "unexplained_deadline_days": deadlines.get("unexplained_bank_line"),
             "unknown_payout_arrival_days": matching.get("unknown_payout_arrival_days"),
         }
         for name, value in values.items():

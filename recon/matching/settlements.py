@@ -51,16 +51,17 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     days = (pl.col("value_date") - pl.col(f"{e}available_on")).dt.total_days().abs()
     lit, col = pl.lit, pl.col
     # A stand-alone fee line carries its fee as its net (Adyen reports it only as a net
-    # debit, with no fee breakdown), so only its net is compared. A converted line whose
+    # debit, with no fee breakdown; reports give it no gross, so no presentment currency
+    # or rate either), so only its net and settlement currency are compared. A converted line whose
     # report gives no rate (Stripe) shows a wrong rate only in its net.
     fee_line = col(f"{e}record_type") == "fee"
     converted = col(f"{e}gross_currency") != col(f"{e}net_currency")
     rules = [  # (condition, category, field, expected, actual, amount, amount's currency)
-        (col(f"{e}gross_currency") != col("gross_currency"), lit("currency_fx_mismatch"), lit("currency"),
+        (~fee_line & (col(f"{e}gross_currency") != col("gross_currency")), lit("currency_fx_mismatch"), lit("currency"),
          col(f"{e}gross_currency"), col("gross_currency"), off("net"), col(f"{e}net_currency")),
         (col(f"{e}net_currency") != col("net_currency"), lit("currency_fx_mismatch"), lit("settlement currency"),
          col(f"{e}net_currency"), col("net_currency"), col("net_minor").abs(), col("net_currency")),
-        (col("fx_rate").is_not_null() & (_rate(f"{e}fx_rate") != _rate("fx_rate")), lit("currency_fx_mismatch"),
+        (~fee_line & col("fx_rate").is_not_null() & (_rate(f"{e}fx_rate") != _rate("fx_rate")), lit("currency_fx_mismatch"),
          lit("fx_rate"), col(f"{e}fx_rate").fill_null("none"), col("fx_rate"), off("net"), col(f"{e}net_currency")),
         (~fee_line & (off("gross") > t), lit("amount_mismatch"), lit("gross"), _money(e, "gross"), _money("", "gross"),
          off("gross"), col(f"{e}gross_currency")),

@@ -1,0 +1,56 @@
+"""One reconciliation pass: the ledger's expectations, the processors' lines and the bank's
+lines in; variances and what is still pending out.
+
+A stream calls this on the state it holds whenever its watermark moves; a batch calls it
+once on frames read from a date range. The watermark (`as_of`) is the latest event time
+seen in the inputs, so a replay of the same inputs decides every deadline the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import polars as pl
+
+from recon.matching import bank, settlements
+from recon.matching.rules import Tolerances, as_of_day
+from recon.matching.variance import finish
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Frames with the schemas of `expectations` (settlements, movements) and `recon.lines`."""
+
+    expected_settlements: pl.DataFrame
+    expected_movements: pl.DataFrame
+    settlement_lines: pl.DataFrame
+    bank_lines: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class Result:
+    variances: pl.DataFrame   # variance.SCHEMA, one row per break
+    pending: pl.DataFrame     # variance.PENDING_SCHEMA: not arrived yet, not a break before due_on
+    as_of: date
+
+
+def watermark(*times: datetime | date | None) -> datetime | None:
+    """The latest of the inputs' event times (a date counts as its midnight, UTC)."""
+    moments = [t if isinstance(t, datetime) else datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+               for t in times if t is not None]
+    return max(moments) if moments else None
+
+
+def input_watermark(inputs: Inputs, latest_event: datetime | None) -> datetime | None:
+    """The watermark of a batch: the latest ledger event time and the latest day a
+    processor or bank line carries."""
+    return watermark(latest_event, inputs.settlement_lines["value_date"].max(), inputs.bank_lines["booking_date"].max())
+
+
+def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result:
+    day = as_of_day(as_of)
+    line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
+    bank_raw, bank_pending = bank.match(inputs.expected_movements, inputs.settlement_lines, inputs.bank_lines, tol, day)
+    pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
+    return Result(finish(pl.concat([line_raw, bank_raw]), day), pending, day)

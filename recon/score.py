@@ -1,0 +1,72 @@
+"""How well the matcher found what was injected: precision and recall per category,
+against a generated world's ground truth (`truth/discrepancies.csv`).
+
+A found variance counts only when its category, what it is about and its amount and
+currency all agree with one truth row: a line-level break by (processor, line id), a
+payout missing from the bank by its payout id, and an unexplained bank line (its bank
+id exists only inside the generator) by currency and amount. Each truth row can be
+claimed once, so a break reported twice costs precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from recon.matching.variance import CATEGORIES
+
+_LINE_KINDS = ("missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
+               "currency_fx_mismatch", "duplicate", "late_settlement")
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    category: str
+    injected: int
+    found: int
+    correct: int
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.found if self.found else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.injected if self.injected else 1.0
+
+
+def _key(kind: pl.Expr, processor: pl.Expr, line_id: pl.Expr, payout_id: pl.Expr) -> pl.Expr:
+    amount = pl.concat_str(pl.col("amount_minor").cast(pl.String), pl.lit(" "), pl.col("currency"))
+    return (
+        pl.when(kind.is_in(list(_LINE_KINDS))).then(pl.concat_str(processor, pl.lit("|"), line_id, pl.lit("|"), amount))
+        .when(kind == "payout_not_in_bank").then(pl.concat_str(payout_id, pl.lit("|"), amount))
+        .otherwise(amount)
+    )
+
+
+def _claimable(frame: pl.DataFrame, kind: str, key: pl.Expr) -> pl.DataFrame:
+    """(kind, key, n-th occurrence of that key) so equal keys pair up one by one."""
+    return frame.select(kind=pl.col(kind), key=key).with_columns(nth=pl.int_range(pl.len()).over("kind", "key"))
+
+
+def score(truth: pl.DataFrame, variances: pl.DataFrame) -> list[CategoryScore]:
+    """Per category: injected (truth rows), found (variances) and correct (agreeing pairs)."""
+    t = _claimable(truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
+    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
+    correct = t.join(v, on=["kind", "key", "nth"], how="inner")
+    count = lambda df: dict(df.group_by("kind").len().iter_rows())  # noqa: E731
+    injected, found, right = count(t), count(v), count(correct)
+    kinds = list(CATEGORIES) + sorted(set(found) - set(CATEGORIES))
+    return [CategoryScore(k, injected.get(k, 0), found.get(k, 0), right.get(k, 0)) for k in kinds]
+
+
+def misses(truth: pl.DataFrame, variances: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(truth rows nobody found, variances that match no truth row), for a person to read."""
+    t = _claimable(truth.with_row_index("row"), "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
+    t = t.with_columns(row=truth.with_row_index("row")["row"])
+    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
+    v = v.with_columns(variance_id=variances["variance_id"])
+    missed = truth.with_row_index("row").join(t.join(v, on=["kind", "key", "nth"], how="anti").select("row"), on="row").drop("row")
+    extra = variances.join(v.join(t, on=["kind", "key", "nth"], how="anti").select("variance_id"), on="variance_id")
+    return missed, extra
