@@ -1,7 +1,7 @@
 """The ledger dataflow: payments.events → admission → posting rules → the ledger store.
 
-    KafkaSource (all partitions, offsets in Bytewax recovery)
-      → map  to_outcome: admit (signature, tenant, contract, PAN) and post — or refuse
+    PartitionSource (all partitions, offsets in Bytewax recovery; one item per poll batch)
+      → map  to_outcomes: admit (signature, tenant, contract, PAN) and post — or refuse
       → sink LedgerWriter: one DuckDB shard per worker; per batch, in this order:
              dead letters produced and flushed (at least once, keyed by origin offset),
              archive files written, store transaction committed, snapshot published.
@@ -74,6 +74,10 @@ def to_outcome(msg: Message, keys: TenantKeys) -> Outcome:
     return _posted(source, admitted, raw)
 
 
+def to_outcomes(msgs: list[Message], keys: TenantKeys) -> list[Outcome]:
+    return [to_outcome(m, keys) for m in msgs]
+
+
 def _posted(source: Source, event: Event, raw: bytes) -> Outcome:
     try:
         postings = post(event)
@@ -82,11 +86,11 @@ def _posted(source: Source, event: Event, raw: bytes) -> Outcome:
     return Posted(source, event.event_id, event.event_type, event.reseller_id, event.occurred_at, postings, event, raw)
 
 
-class _LedgerSink(DynamicSink[Outcome]):
+class _LedgerSink(DynamicSink[list[Outcome]]):
     def __init__(self, settings: LedgerSettings):
         self._settings = settings
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Outcome]:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[list[Outcome]]:
         return LedgerWriter(self._settings, shard=worker_index)
 
 
@@ -94,8 +98,8 @@ def build_flow(settings: LedgerSettings) -> Dataflow:
     keys = TenantKeys.from_config()
     flow = Dataflow("ledger")
     source = PartitionSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size)
-    messages = op.input("consume", flow, source)
-    outcomes = op.map("admit_and_post", messages, lambda m: to_outcome(m, keys))
+    batches = op.input("consume", flow, source)
+    outcomes = op.map("admit_and_post", batches, lambda msgs: to_outcomes(msgs, keys))
     op.output("ledger_store", outcomes, _LedgerSink(settings))
     return flow
 

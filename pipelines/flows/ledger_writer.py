@@ -2,9 +2,11 @@
 
 Per batch, in this order, so that a crash anywhere loses and repeats nothing:
 
-1. the archive files of the batch's new events are written (a crash before 3 leaves
-   orphans that start-up deletes: their offsets were never committed);
-2. the store commits the batch in one transaction (postings, rejections, offsets);
+1. the store writes the batch in one transaction (postings, rejections, offsets) and,
+   just before it commits, hands the events it newly posted to the archive, whose files
+   are written then (a crash before the commit leaves orphans that start-up deletes:
+   their offsets were never committed);
+2. the store commits;
 3. dead letters of the batch go to the dead-letter topic and are flushed; the store's
    version they cover is then recorded, and start-up re-sends anything after it (so the
    topic gets each dead letter at least once, identified by its origin offset);
@@ -64,7 +66,7 @@ def opening_balances() -> list[Posted]:
     ]
 
 
-class LedgerWriter(StatelessSinkPartition[Outcome]):
+class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
     def __init__(self, settings: "LedgerSettings", shard: int):
         paths = shard_paths(settings.state_dir, shard)
         paths["store"].parent.mkdir(parents=True, exist_ok=True)
@@ -78,18 +80,17 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
                                    "acks": "all", "linger.ms": 5})
         if shard == 0 and not self._store.resume().get((GENESIS_TOPIC, 0)):
             self._store.apply(opening_balances())
-        self._next = {k: v for k, v in self._store.resume().items()}
-        archive.remove_uncommitted(paths["archive"], shard, {p: o for (t, p), o in self._next.items() if t == settings.topic})
+        archive.remove_uncommitted(paths["archive"], shard,
+                                   {p: o for (t, p), o in self._store.resume().items() if t == settings.topic})
         self._forward_unsent()
         self._publisher = SnapshotPublisher(self._store, paths["snapshot"]).start()
         metrics.observe_store(self._store)
 
-    def write_batch(self, items: list[Outcome]) -> None:
-        fresh = self._new_events(items)
-        archive.write_batch(self._paths["archive"], self._shard, [(o.event, o.source, o.body) for o in fresh])
-        result = self._store.apply(items)
-        for (topic, partition), offset in self._store.resume().items():
-            self._next[(topic, partition)] = offset
+    def write_batch(self, batches: list[list[Outcome]]) -> None:
+        """Everything Bytewax collected since the last call (several poll batches, of any
+        partitions) is one store transaction."""
+        items = [o for batch in batches for o in batch]
+        result = self._store.apply(items, before_commit=self._archive)
         if result.dead_letters:
             self._send_dead_letters(result.dead_letters, {o.source: o for o in items if isinstance(o, Rejected)})
         self._mark_sent(result.version)
@@ -103,21 +104,11 @@ class LedgerWriter(StatelessSinkPartition[Outcome]):
 
     # ------------------------------------------------------------------ helpers
 
-    def _new_events(self, items: list[Outcome]) -> list[Posted]:
-        """The batch's Posted that the store will post: not replayed, first of their id in
-        the batch, and an id the store has never seen (one indexed look-up per batch)."""
-        seen: set[str] = set()
-        candidates = []
-        for o in items:
-            if isinstance(o, Posted) and o.source.offset >= self._next.get((o.source.topic, o.source.partition), 0) \
-                    and o.event_id not in seen:
-                seen.add(o.event_id)
-                candidates.append(o)
-        if not candidates:
-            return []
-        known = {row[0] for row in self._store.cursor().execute(
-            "SELECT event_id FROM events WHERE event_id IN (SELECT unnest($ids))", {"ids": list(seen)}).fetchall()}
-        return [o for o in candidates if o.event_id not in known]
+    def _archive(self, fresh: list[Posted]) -> None:
+        """The batch's newly posted events into the archive, inside the store's
+        transaction: the store has classified them by its unique key, and the files
+        exist before the offsets that cover them are committed."""
+        archive.write_batch(self._paths["archive"], self._shard, [(o.event, o.source, o.body) for o in fresh])
 
     def _send_dead_letters(self, letters: list[Rejected], originals: dict[Source, Rejected]) -> None:
         for letter in letters:

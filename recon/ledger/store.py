@@ -76,7 +76,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import polars as pl
@@ -328,12 +328,19 @@ class LedgerStore:
 
     # ------------------------------------------------------------------------ apply
 
-    def apply(self, outcomes: Iterable[Outcome]) -> BatchResult:
-        """Write one batch of outcomes in one transaction; see the module docstring."""
-        with self._lock:
-            return self._apply(list(outcomes))
+    def apply(self, outcomes: Iterable[Outcome],
+              before_commit: Callable[[list[Posted]], None] | None = None) -> BatchResult:
+        """Write one batch of outcomes in one transaction; see the module docstring.
 
-    def _apply(self, outcomes: list[Outcome]) -> BatchResult:
+        `before_commit` is called with the batch's newly posted events (in topic,
+        partition, offset order) inside the transaction, just before it commits: work
+        that must happen before the commit (the flow's archive) learns which events are
+        new from the unique key itself, without a look-up of its own. If it raises, the
+        batch is rolled back."""
+        with self._lock:
+            return self._apply(list(outcomes), before_commit)
+
+    def _apply(self, outcomes: list[Outcome], before_commit: Callable[[list[Posted]], None] | None) -> BatchResult:
         res = BatchResult(version=self.version)
         outcomes.sort(key=_order)
         state: dict[tuple[str, int], PartitionState] = {}
@@ -393,6 +400,7 @@ class LedgerStore:
                     prior[eid] = _Prior(status, Source(topic, partition, offset), reason)
 
             decided: dict[str, _Prior] = {}
+            new_posted: list[Posted] = []
             heads: dict[tuple[str, int], bytes] = {}   # raw chain heads of the partitions touched
             st = None
             for o, origin in kept:
@@ -414,6 +422,7 @@ class LedgerStore:
                 if is_posted:
                     if new:
                         st.posted += 1
+                        new_posted.append(o)
                         if o.postings:
                             if tp not in heads:
                                 heads[tp] = bytes.fromhex(st.head)
@@ -454,6 +463,8 @@ class LedgerStore:
                 con.register("_ledger_offsets", _table([st.row() for st in fresh], OFFSETS_SCHEMA))
                 con.execute("INSERT INTO offsets SELECT * FROM _ledger_offsets")
                 con.unregister("_ledger_offsets")
+            if before_commit is not None:
+                before_commit(new_posted)
             con.commit()
         except BaseException:
             con.rollback()
