@@ -1,0 +1,1 @@
+"""Where variances live after a run: the store a finance team works from."""

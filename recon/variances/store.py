@@ -1,0 +1,121 @@
+"""The variance store: every variance ever found, with the status a finance team gives it.
+
+DuckDB under the recon state folder (`var/recon/variances.duckdb`), keyed by variance id.
+A run records what it found: a new variance opens; one found again gets its facts and
+age refreshed but keeps its status, assignee and note, because its id is the same for
+the same break (see `recon.matching.variance`). People move a variance with `move`:
+assigned to someone, or resolved with a note. Every change is a row in `history`.
+
+One process owns the file while it writes (DuckDB takes one writer and no other reader),
+so a store is opened, used and closed by one command; nothing holds it open.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from recon.matching.variance import SCHEMA
+
+STATUSES = ("open", "assigned", "resolved")
+_FACTS = [c for c in SCHEMA if c != "variance_id"]
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS variances (
+    variance_id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, processor VARCHAR, reference VARCHAR,
+    payout_id VARCHAR, amount_minor BIGINT NOT NULL, currency VARCHAR NOT NULL, field VARCHAR,
+    expected VARCHAR, actual VARCHAR, since DATE, age_days BIGINT, ledger_event_ids VARCHAR[],
+    evidence VARCHAR[], status VARCHAR NOT NULL, assignee VARCHAR, note VARCHAR,
+    first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    variance_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
+    assignee VARCHAR, note VARCHAR
+);
+"""
+
+
+class VarianceNotFound(LookupError):
+    """No variance with that id in the store."""
+
+
+class BadTransition(ValueError):
+    """A status change the store refuses (no note, no assignee); the message says why."""
+
+
+class VarianceStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.con = duckdb.connect(str(path))
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(_DDL)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> VarianceStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def record(self, variances: pl.DataFrame, seen_at: datetime | None = None) -> dict[str, int]:
+        """Store a run's variances; statuses of ones already known are kept. Returns how
+        many were new and how many seen again."""
+        seen_at = seen_at or datetime.now(timezone.utc)
+        incoming = variances.select(list(SCHEMA)).to_arrow()  # noqa: F841  (read by DuckDB by name)
+        self.con.execute("BEGIN")
+        try:
+            new = self.con.execute(
+                "SELECT count(*) FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)"
+            ).fetchone()[0]
+            self.con.execute(
+                "INSERT INTO history SELECT variance_id, ?, 'open', NULL, 'found' FROM incoming i "
+                "WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)", [seen_at])
+            cols = ", ".join(SCHEMA)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _FACTS)
+            self.con.execute(
+                f"INSERT INTO variances SELECT {cols}, 'open', NULL, NULL, ?, ? FROM incoming "
+                f"ON CONFLICT (variance_id) DO UPDATE SET {updates}, last_seen = excluded.last_seen",
+                [seen_at, seen_at])
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        return {"new": new, "seen_again": variances.height - new}
+
+    def move(self, variance_id: str, note: str, assignee: str | None = None, at: datetime | None = None) -> dict:
+        """Assign the variance to `assignee`, or resolve it when no assignee is given.
+        A note is always required: it is what the next person reads."""
+        if not note or not note.strip():
+            raise BadTransition("a note is required: say what was found or done")
+        if assignee is not None and not assignee.strip():
+            raise BadTransition("--assign needs a name")
+        current = self.get(variance_id)
+        status = "assigned" if assignee else "resolved"
+        assignee = assignee or current["assignee"]
+        at = at or datetime.now(timezone.utc)
+        self.con.execute("BEGIN")
+        self.con.execute("UPDATE variances SET status = ?, assignee = ?, note = ? WHERE variance_id = ?",
+                         [status, assignee, note, variance_id])
+        self.con.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?)", [variance_id, at, status, assignee, note])
+        self.con.execute("COMMIT")
+        return self.get(variance_id)
+
+    def get(self, variance_id: str) -> dict:
+        rows = self.con.sql("SELECT * FROM variances WHERE variance_id = ?", params=[variance_id]).pl()
+        if rows.is_empty():
+            raise VarianceNotFound(f"no variance {variance_id!r} in {self.path} (ids look like var_ and 20 hex digits)")
+        return rows.row(0, named=True)
+
+    def history(self, variance_id: str) -> pl.DataFrame:
+        return self.con.sql("SELECT * FROM history WHERE variance_id = ? ORDER BY changed_at, status", params=[variance_id]).pl()
+
+    def frame(self, status: str | None = None) -> pl.DataFrame:
+        """Every stored variance (or those with `status`), oldest break first."""
+        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+        return self.con.sql(f"SELECT * FROM variances {where} ORDER BY since, variance_id", params=args).pl()
