@@ -54,3 +54,13 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     bank_raw, bank_pending = bank.match(inputs.expected_movements, inputs.settlement_lines, inputs.bank_lines, tol, day)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     return Result(finish(pl.concat([line_raw, bank_raw]), day), pending, day)
+
+
+def within(variances: pl.DataFrame, start: date | None, end: date | None) -> pl.DataFrame:
+    """The variances whose `since` day is in [start, end] (either side open when None)."""
+    keep = pl.lit(True)
+    if start is not None:
+        keep &= pl.col("since") >= start
+    if end is not None:
+        keep &= pl.col("since") <= end
+    return variances.filter(keep)

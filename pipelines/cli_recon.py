@@ -1,0 +1,224 @@
+"""`clearline recon`: reconcile the ledger against processor reports and bank statements.
+
+    clearline recon [--from D1] [--to D2] --world DIR | --archive DIR --files DIR
+                                         batch run over stored inputs -> variance store
+    clearline recon score --truth FILE --world DIR   precision and recall per category
+    clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
+
+The batch run reads the ledger's expectations (a world's events, or the ledger's event
+archive) and every processor report and bank statement under a folder, through intake's
+parsers; it decides deadlines at the inputs' watermark, exactly as the stream does at
+the same point, and keeps the variances whose `since` day falls in the range.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipelines.cli_support import console, emit, friendly, frame_table, kv_table, user_errors
+
+user_errors("pipelines.cli_recon:ReconInputError", "recon.matching.rules:MatchingConfigError",
+            "recon.variances.store:VarianceNotFound", "recon.variances.store:BadTransition",
+            "recon.intake.model:ParseError")
+
+DEFAULT_STATE_DIR = Path("var/recon")
+
+
+class ReconInputError(ValueError):
+    """An input to a batch run is missing or unusable; the message names it and why."""
+
+
+def _tolerances():
+    from pipelines import config
+    from recon.matching.rules import MatchingConfigError, Tolerances
+    matching = config.load("recon").get("matching")
+    if not isinstance(matching, dict):
+        raise MatchingConfigError("configs/recon.yaml has no matching: section")
+    return Tolerances.from_config(matching)
+
+
+def _report_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise ReconInputError(f"no folder of reports and statements at {root}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _parse_all(files: list[Path], quiet: bool):
+    """Settlement and bank line frames of every file, through intake's parsers. A file
+    with lines intake could not normalise stops the run, naming the file and the lines:
+    reconciling without it would report its lines as missing."""
+    import polars as pl
+    from recon.intake.model import ParseError
+    from recon.intake.parse import parse_file
+    from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+    settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("reading reports and statements", total=len(files))
+        for path in files:
+            try:
+                parsed = parse_file(path)
+            except ParseError as exc:
+                raise ReconInputError(f"{path}: {exc}") from None
+            if parsed.problems.height:
+                first = parsed.problems.row(0, named=True)
+                raise ReconInputError(f"{path}: {parsed.problems.height} line(s) intake could not read, first at line "
+                                      f"{first['line_no']}: {first['problem']}")
+            (settle if parsed.kind == "processor" else bank).append(parsed.lines)
+            bar.advance(task)
+    return pl.concat(settle), pl.concat(bank)
+
+
+def load_inputs(world: Path | None, archive: Path | None, files: Path | None, quiet: bool = True):
+    """(reconcile.Inputs, latest event time) from a generated world's folder, or from the
+    ledger's event archive plus a folder of reports and statements."""
+    import polars as pl
+    from recon.matching import expectations
+    from recon.matching.reconcile import Inputs
+    if world is None and (archive is None or files is None):
+        raise ReconInputError("give --world DIR, or --archive DIR with --files DIR")
+    if world is not None:
+        events_file = world / "events" / "events.parquet"
+        if not events_file.is_file():
+            raise ReconInputError(f"{world} is not a generated world: {events_file} is missing")
+        scan = pl.scan_parquet(events_file)
+        expected = expectations.from_events(scan)
+        files = files or world
+        report_files = _report_files(files / "settlements") + _report_files(files / "bank")
+    else:
+        from pipelines import archive as event_archive
+        if not archive.is_dir():
+            raise ReconInputError(f"no ledger event archive at {archive}")
+        scan = event_archive.scan(archive)
+        expected = expectations.from_archive(scan)
+        report_files = _report_files(files)
+    latest = scan.select(pl.col("occurred_at").max()).collect().item()
+    settle, bank = _parse_all(report_files, quiet)
+    return Inputs(expected[0], expected[1], settle, bank), latest
+
+
+def run_batch(world, archive, files, start: date | None, end: date | None, quiet: bool = True):
+    from recon.matching.reconcile import input_watermark, reconcile, within
+    inputs, latest = load_inputs(world, archive, files, quiet)
+    as_of = input_watermark(inputs, latest)
+    if as_of is None:
+        raise ReconInputError("the inputs hold no events and no lines: nothing to reconcile")
+    with console.status("matching"):
+        result = reconcile(inputs, _tolerances(), as_of)
+    return result, within(result.variances, start, end)
+
+
+def _summary(variances) -> dict:
+    import polars as pl
+    counts = dict(variances.group_by("category").len().sort("category").iter_rows())
+    money = (variances.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency"))
+    from pipelines.currency import minor_to_decimal
+    return {"variances": variances.height, "by_category": counts,
+            "amount_by_currency": {c: minor_to_decimal(m, c) for c, m in money.iter_rows()}}
+
+
+_world = click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="A generated world's folder: its events, settlement reports and bank statements.")
+_state = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
+                      show_default=True, help="Recon state folder (the variance store lives here).")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (YYYY-MM-DD) of variances to report.")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (YYYY-MM-DD) of variances to report.")
+@_world
+@click.option("--archive", type=click.Path(file_okay=False, path_type=Path), default=None, help="The ledger's event archive folder.")
+@click.option("--files", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of processor settlement reports and bank statements (searched recursively).")
+@_state
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and every variance as JSON.")
+@click.pass_context
+@friendly
+def recon(ctx, start, end, world, archive, files, state_dir, as_json):
+    """Reconcile the ledger against processor reports and bank statements: a batch run
+    over stored inputs, recorded in the variance store (statuses are kept)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from recon.variances.store import VarianceStore
+    start, end = (d.date() if d else None for d in (start, end))
+    if start and end and start > end:
+        raise click.BadParameter(f"--from {start} is after --to {end}")
+    result, variances = run_batch(world, archive, files, start, end, quiet=as_json)
+    with VarianceStore(state_dir / "variances.duckdb") as store:
+        stored = store.record(variances)
+    report = {"as_of": result.as_of.isoformat(), "from": start and start.isoformat(), "to": end and end.isoformat(),
+              **_summary(variances), "pending": result.pending.height, **stored}
+    if as_json:
+        emit(True, {**report, "items": variances.to_dicts()}, None)
+        return
+    emit(False, report, kv_table(f"reconciliation as of {result.as_of}", report))
+    if variances.height:
+        import polars as pl
+        shown = variances.head(50).select(
+            "variance_id", "category", "reference", "amount_minor", "currency", "age_days",
+            difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"))
+        emit(False, {}, frame_table(f"variances (first {shown.height} of {variances.height})", shown))
+
+
+@recon.command()
+@click.option("--truth", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The world's truth/discrepancies.csv.")
+@_world
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@friendly
+def score(truth, world, as_json):
+    """Precision and recall per variance category against a generated world's truth."""
+    import polars as pl
+    from rich.table import Table
+    from pipelines.world.discrepancies import TRUTH_SCHEMA
+    from recon.score import misses
+    from recon.score import score as score_of
+    if world is None:
+        raise ReconInputError("--world DIR is required: the world whose files are reconciled")
+    try:
+        truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
+    except pl.exceptions.PolarsError as exc:
+        raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
+    result, variances = run_batch(world, None, None, None, None, quiet=as_json)
+    scores = score_of(truth_rows, variances)
+    missed, extra = misses(truth_rows, variances)
+    report = {
+        "as_of": result.as_of.isoformat(), "variances": variances.height, "injected": truth_rows.height,
+        "pending": result.pending.height, "missed": missed.height, "unexpected": extra.height,
+        "perfect": all(s.precision == 1.0 and s.recall == 1.0 for s in scores),
+        "categories": {s.category: {"injected": s.injected, "found": s.found, "correct": s.correct,
+                                    "precision": s.precision, "recall": s.recall} for s in scores},
+    }
+    table = Table(title=f"recon score as of {result.as_of}: " + ("every injected break found and classified"
+                                                                  if report["perfect"] else "NOT PERFECT"), title_justify="left")
+    for col in ("category", "injected", "found", "correct", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for s in scores:
+        table.add_row(s.category, str(s.injected), str(s.found), str(s.correct), f"{s.precision:.3f}", f"{s.recall:.3f}")
+    emit(as_json, report, table)
+
+
+@recon.command()
+@click.argument("variance_id")
+@click.option("--note", required=True, help="What was found or done (required).")
+@click.option("--assign", "assignee", default=None, help="Assign to this person instead of resolving.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Recon state folder [default: the one given to `clearline recon`, else var/recon].")
+@click.option("--json", "as_json", is_flag=True, help="Print the variance as JSON.")
+@click.pass_context
+@friendly
+def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
+    """Resolve a variance with a note, or assign it to someone (--assign)."""
+    from recon.variances.store import VarianceStore
+    path = (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
+    if not path.is_file():
+        raise ReconInputError(f"no variance store at {path}: run `clearline recon` first")
+    with VarianceStore(path) as store:
+        row = store.move(variance_id, note, assignee)
+    shown = {k: row[k] for k in ("variance_id", "category", "reference", "status", "assignee", "note")}
+    emit(as_json, {**row, "since": str(row["since"]), "first_seen": str(row["first_seen"]),
+                   "last_seen": str(row["last_seen"])}, kv_table(f"variance {variance_id}", shown))
