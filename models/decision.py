@@ -1,0 +1,165 @@
+"""One underwriting decision, the same way everywhere: the streaming risk flow and the HTTP
+decision API both call `decide`.
+
+    request + features + champion + challenger + policy  ->  Decision
+
+The champion's score goes through the policy; the challenger is scored in the shadow
+(recorded, never acted on). No champion, the kill switch, or features the feature store
+does not have for this request all still get a decision — by the policy's conservative
+rules, with the reason — never an exception: a checkout waiting on a decision must get one.
+The record keeps everything needed to explain and replay the decision: the request, the
+feature values used, the model version, the score, the policy's reasons and the features
+that moved the score most.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from models import policy as pol
+from models.policy import Outcome, Policy
+from models.reasons import ReasonCode
+from models.scorer import ModelRef, Scorer
+from pipelines.events import Event, Money, OrderCreated
+
+
+class NotAnUnderwritingRequest(ValueError):
+    """Only an order.created on terms asks for an underwriting decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnderwritingRequest:
+    event_id: str
+    order_id: str
+    buyer_id: str
+    merchant_id: str
+    decision_time: datetime       # the order's event time: features are as of this instant
+    amount: Money
+    terms_days: int
+
+    @classmethod
+    def from_event(cls, event: Event) -> UnderwritingRequest:
+        p = event.payload
+        if not isinstance(p, OrderCreated) or p.payment_method != "terms":
+            raise NotAnUnderwritingRequest(f"event {event.event_id} ({event.event_type}) is not an order on terms")
+        return cls(event.event_id, p.order_id, p.buyer_id, event.merchant_id, event.occurred_at, p.amount, p.terms_days)
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """What the challenger would have decided (recorded only)."""
+
+    model: ModelRef
+    score: float
+    outcome: Outcome
+    credit_limit: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request: UnderwritingRequest
+    outcome: Outcome
+    credit_limit: Money
+    policy_reasons: tuple[str, ...]
+    model: ModelRef | None = None            # None: decided by the conservative rules
+    score: float | None = None
+    band: str | None = None
+    reason_codes: tuple[ReasonCode, ...] = ()
+    inputs: tuple[tuple[str, Any], ...] = ()   # feature values as received
+    missing_features: tuple[str, ...] = ()
+    challenger: Shadow | None = None
+    kill_switch: bool = field(default=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision record as plain JSON-able data (money as minor units + currency)."""
+        r = self.request
+        return {
+            "event_id": r.event_id, "order_id": r.order_id, "buyer_id": r.buyer_id, "merchant_id": r.merchant_id,
+            "decision_time": r.decision_time.isoformat(), "amount": _money(r.amount), "terms_days": r.terms_days,
+            "decision": self.outcome, "credit_limit": _money(self.credit_limit), "policy_reasons": list(self.policy_reasons),
+            "model": None if self.model is None else {"name": self.model.name, "version": self.model.version},
+            "score": self.score, "band": self.band,
+            "reason_codes": [{"feature": c.feature, "value": c.value, "reference": c.reference, "delta": c.delta}
+                             for c in self.reason_codes],
+            "inputs": dict(self.inputs), "missing_features": list(self.missing_features),
+            "challenger": None if self.challenger is None else {
+                "model": {"name": self.challenger.model.name, "version": self.challenger.model.version},
+                "score": self.challenger.score, "decision": self.challenger.outcome,
+                "credit_limit": _money(self.challenger.credit_limit)},
+            "kill_switch": self.kill_switch,
+        }
+
+
+def _money(m: Money) -> dict[str, Any]:
+    return {"minor": m.minor, "currency": m.currency}
+
+
+def usable_features(features: Mapping[str, Any] | None, wanted: tuple[str, ...]) -> tuple[dict[str, float | None], tuple[str, ...]]:
+    """The wanted features as numbers (None/NaN: known to be unknown, the model imputes)
+    and the names that are absent or not numbers — those make the request unscorable."""
+    values: dict[str, float | None] = {}
+    missing = []
+    for name in wanted:
+        raw = (features or {}).get(name, _ABSENT)
+        if raw is _ABSENT or isinstance(raw, (bool, str, bytes)):
+            missing.append(name)
+            continue
+        try:
+            number = None if raw is None else float(raw)
+        except (TypeError, ValueError):
+            missing.append(name)
+            continue
+        values[name] = None if number is None or math.isnan(number) else number
+    return values, tuple(missing)
+
+
+_ABSENT = object()
+
+
+def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, champion: Scorer | None,
+           challenger: Scorer | None, policy: Policy) -> Decision:
+    """Decide one request; always returns exactly one Decision."""
+    inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
+    if policy.kill_switch:
+        return _fallback(request, policy, pol.KILL_SWITCH, inputs, kill_switch=True)
+    if champion is None:
+        return _fallback(request, policy, pol.NO_CHAMPION, inputs)
+    values, missing = usable_features(features, champion.features)
+    if missing:
+        return _fallback(request, policy, pol.FEATURES_UNAVAILABLE, inputs, missing=missing)
+    score, reasons = champion.explain(values, policy.reason_codes)
+    outcome = pol.by_score(policy, score, request.amount)
+    return Decision(request, outcome.outcome, outcome.credit_limit, outcome.reasons, champion.ref, score,
+                    outcome.band, reasons, inputs, challenger=_shadow(request, features, challenger, policy))
+
+
+def _fallback(request: UnderwritingRequest, policy: Policy, why: str, inputs, missing: tuple[str, ...] = (),
+              kill_switch: bool = False) -> Decision:
+    outcome = pol.conservative(policy, request.amount, why)
+    return Decision(request, outcome.outcome, outcome.credit_limit, outcome.reasons, inputs=inputs,
+                    missing_features=missing, kill_switch=kill_switch)
+
+
+def _shadow(request: UnderwritingRequest, features: Mapping[str, Any] | None, challenger: Scorer | None,
+            policy: Policy) -> Shadow | None:
+    if challenger is None:
+        return None
+    values, missing = usable_features(features, challenger.features)
+    if missing:
+        return None
+    score = challenger.score(values)
+    outcome = pol.by_score(policy, score, request.amount)
+    return Shadow(challenger.ref, score, outcome.outcome, outcome.credit_limit)
+
+
+def _plain(value: Any) -> Any:
+    """A feature value as recorded: numbers as float, None as None, anything else as text."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Real):
+        return None if math.isnan(value) else float(value)
+    return str(value)

@@ -1,0 +1,170 @@
+"""`clearline train` and `clearline models …`: train the underwriting models on matured
+outcomes, log and register them in MLflow, and manage the champion/challenger aliases.
+
+The commands are wiring: events and features come from `features.batch`, labels, the
+training set, fitting and the registry from `models/`; configuration from configs/.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines import config
+from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
+
+user_errors("models.registry:RegistryError", "models.training_set:TrainingSetError", "models.labels:LabelError",
+            "models.train:ModelConfigError", "features.batch:EventsReadError", "pipelines.cli_models:NoTrainingInput")
+
+
+class NoTrainingInput(Exception):
+    """Neither a world nor the ledger's event archive to train from."""
+
+
+def _registry():
+    from models.registry import Registry, RegistrySettings
+    return Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
+
+
+def _events_source(world: Path | None) -> Path:
+    if world is not None:
+        if not (world / "events" / "events.parquet").is_file():
+            raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
+                                  "make one with `clearline generate --out DIR`")
+        return world
+    from pipelines.flows.ledger import LedgerSettings
+    archive = LedgerSettings.from_config().state_dir / "archive"
+    if not any(archive.glob("event_date=*/*.parquet")):
+        raise NoTrainingInput(f"no event archive at {archive}: run the ledger flow first "
+                              "(`clearline ledger run --once`) or train on a world with --world DIR")
+    return archive
+
+
+def _cutoff(value: str | None, latest: datetime) -> datetime:
+    if value is None:
+        return latest
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 timestamp", param_hint="--cutoff") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+@click.command()
+@click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Train on a generated world [default: the ledger flow's event archive].")
+@click.option("--cutoff", default=None, help="Training cut-off, ISO 8601 UTC [default: the latest event].")
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@friendly
+def train(world, cutoff, as_json):
+    """Build the point-in-time training set (orders on terms whose outcome window has
+    closed), fit the scorecard and the gradient-boosted model, report each one's AUC
+    beside the oracle AUC, log and register both in MLflow. With no champion yet, the
+    better model becomes champion and the other challenger."""
+    import polars as pl
+    from features.batch import MODEL_FEATURES, order_features, read_events
+    from models import labels, training_set
+    from models.train import fit_all
+    cfg = config.load("models")
+    source = _events_source(world)
+    steps = ["reading events", "features as of each order", "labels and training set",
+             *(f"fitting {k}" for k in cfg["models"]), *(f"logging {k} to MLflow" for k in cfg["models"])]
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=as_json, transient=True) as bar:
+        task = bar.add_task("training", total=len(steps))
+
+        def step(name: str) -> None:
+            bar.update(task, completed=steps.index(name), description=name)
+        step("reading events")
+        facts = read_events(source)
+        step("features as of each order")
+        rows = order_features(facts)
+        step("labels and training set")
+        window = labels.outcome_window_days(cfg)
+        at = _cutoff(cutoff, facts["occurred_at"].max())
+        ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES), at, cfg["training_set"])
+        truth_file = None if world is None else world / "truth" / "orders.parquet"
+        truth = pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
+        trained = fit_all(ts, cfg["models"], truth, int(cfg.get("threads", 1)), on_model=lambda k: step(f"fitting {k}"))
+        registry = _registry()
+        params = {"source": str(source), "outcome_window_days": window}
+        logged = []
+        for model in trained:
+            step(f"logging {model.key} to MLflow")
+            logged.append(registry.log(model, ts, params))
+        aliases = {}
+        if registry.holder("champion") is None:
+            ranked = sorted(logged, key=lambda v: -v.metrics["auc"])
+            for alias, version in zip(("champion", "challenger"), ranked):
+                registry.promote(version.name, version.version, alias)
+                aliases[alias] = {"name": version.name, "version": version.version}
+        bar.update(task, completed=len(steps))
+    report = {"source": str(source), "tracking_uri": registry.settings.tracking_uri,
+              "training_set": {**ts.summary(), "outcome_window_days": window},
+              "models": [{"model": m.key, "name": v.name, "version": v.version, **{k: round(x, 4) for k, x in m.metrics.items()}}
+                         for m, v in zip(trained, logged)],
+              "aliases_set": aliases,
+              "note": "" if aliases else "a champion already exists; promote with `clearline models promote NAME VERSION --alias …`"}
+    if not as_json:
+        out.print(kv_table("training set", report["training_set"]))
+    emit(as_json, report, _models_table(report["models"], aliases))
+
+
+def _models_table(models: list[dict], aliases: dict) -> Table:
+    table = Table(title="models (AUC on the later, held-out orders)", title_justify="left")
+    for col in ("model", "registered as", "AUC", "oracle AUC", "AUC / oracle", "Brier", "alias"):
+        table.add_column(col, justify="left" if col in ("model", "registered as", "alias") else "right")
+    for m in models:
+        alias = ", ".join(a for a, ref in aliases.items() if ref == {"name": m["name"], "version": m["version"]})
+        table.add_row(m["model"], f"{m['name']} v{m['version']}", f"{m['auc']:.4f}",
+                      f"{m['oracle_auc']:.4f}" if "oracle_auc" in m else "n/a (no truth)",
+                      f"{m['auc_ratio']:.3f}" if "auc_ratio" in m else "n/a", f"{m['brier']:.4f}", alias)
+    return table
+
+
+@click.group()
+def models() -> None:
+    """The registered underwriting models and their champion/challenger aliases."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@friendly
+def list_models(as_json):
+    """Every registered version with its aliases and evaluation metrics."""
+    registry = _registry()
+    versions = [v.as_dict() for v in registry.versions()]
+    table = Table(title=f"registered models ({registry.settings.tracking_uri})", title_justify="left")
+    for col in ("name", "version", "aliases", "AUC", "oracle AUC", "AUC / oracle", "Brier", "created (UTC)"):
+        table.add_column(col, justify="right" if col not in ("name", "aliases") else "left")
+    for v in versions:
+        created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(v["name"], v["version"], ", ".join(v["aliases"]), *(
+            f"{v[k]:.4f}" if k in v else "n/a" for k in ("auc", "oracle_auc", "auc_ratio", "brier")), created)
+    if not versions:
+        console.print("no registered models yet: run `clearline train`")
+    emit(as_json, {"tracking_uri": registry.settings.tracking_uri, "versions": versions}, table if versions else None)
+
+
+@models.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--alias", type=click.Choice(["champion", "challenger"]), required=True,
+              help="The alias to give; it moves from whichever version held it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@friendly
+def promote(name, version, alias, as_json):
+    """Give NAME VERSION the champion or challenger alias."""
+    registry = _registry()
+    before = registry.holder(alias)
+    ref = registry.promote(name, version, alias)
+    report = {"alias": alias, "name": ref.name, "version": ref.version,
+              "previous": None if before is None else {"name": before.name, "version": before.version}}
+    emit(as_json, report, kv_table(f"{alias} is now {ref.name} v{ref.version}", report))
+
+
+COMMANDS = (train, models)
