@@ -256,7 +256,7 @@ def _merchant_features(rows: pl.DataFrame, facts: pl.DataFrame, spec: Spec) -> p
     })
     orders = facts.filter(pl.col("event_type") == "order.created")
     big = pl.col("amount_minor").cast(pl.Int128)
-    tickets = _cumulative(orders, ["merchant_id", "currency"], {"n": pl.lit(1, pl.Int64), "s": big, "q": big * big})
+    tickets = _cumulative(orders, ["merchant_id", "currency"], {"n": _is("order.created"), "s": big, "q": big * big})
     label, secs = spec.merchant_window
     at = pl.col("decision_time")
     since = at - timedelta(seconds=secs)
