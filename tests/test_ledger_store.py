@@ -249,20 +249,38 @@ def test_every_consumed_offset_is_accounted_for(logs, data):
 def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
     store.apply([posted(0, 0, "evt_0")])
     import recon.ledger.store as mod
-    real = mod._table
+    real = mod._columns
 
     def boom(cols, schema):
         if schema is mod.POSTINGS_SCHEMA:
             raise OSError("disk full")
         return real(cols, schema)
-    monkeypatch.setattr(mod, "_table", boom)
+    monkeypatch.setattr(mod, "_columns", boom)
     with pytest.raises(OSError):
         store.apply([posted(0, 1, "evt_1"), rejected(0, 2, None)])
-    monkeypatch.setattr(mod, "_table", real)
+    monkeypatch.setattr(mod, "_columns", real)
     assert counters(store)["consumed"] == 1 and n_rows(store, "events") == 1 and n_rows(store, "rejections") == 0
     r = store.apply([posted(0, 1, "evt_1"), rejected(0, 2, None)])
     assert (r.posted, r.dead_lettered) == (1, 1)
     assert invariants.check(store) == [] and chain.verify(store).ok
+
+
+def test_before_commit_sees_exactly_the_newly_posted_events_and_can_veto_the_batch(store):
+    store.apply([posted(0, 0, "evt_0"), rejected(0, 1, "evt_bad")])
+    seen = []
+    batch = [posted(0, 2, "evt_0"), posted(0, 3, "evt_new"), posted(0, 4, "evt_new"), posted(0, 5, "evt_bad"),
+             posted(0, 6, "evt_legs", legs=[("rs_1:fee_revenue:platform_fee", "credit", 5)]), posted(0, 1, "evt_x")]
+    with pytest.raises(OSError):
+        store.apply(batch, before_commit=lambda fresh: (seen.extend(fresh), _raise(OSError("archive disk full"))))
+    assert [o.event_id for o in seen] == ["evt_new"]  # not duplicates, rejected ids, bad legs, replays
+    assert counters(store)["consumed"] == 2 and n_rows(store, "events") == 2
+    seen.clear()
+    r = store.apply(batch, before_commit=seen.extend)
+    assert [o.event_id for o in seen] == ["evt_new"] and (r.posted, r.duplicate, r.dead_lettered) == (1, 2, 2)
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def test_the_store_cannot_commit_a_broken_offset_count(store):

@@ -50,6 +50,7 @@ class LedgerSettings:
     batch_size: int
     metrics_port: int = 0
     duckdb_memory_limit: str = "512MB"
+    publish_interval_s: float = 5.0
     once: bool = False
 
     @classmethod
@@ -60,7 +61,8 @@ class LedgerSettings:
             bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
             deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
             batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
-            duckdb_memory_limit=str(cfg["duckdb_memory_limit"]), once=once,
+            duckdb_memory_limit=str(cfg["duckdb_memory_limit"]),
+            publish_interval_s=float(cfg["publish_interval_s"]), once=once,
         )
 
 

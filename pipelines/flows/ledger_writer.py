@@ -83,7 +83,8 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         archive.remove_uncommitted(paths["archive"], shard,
                                    {p: o for (t, p), o in self._store.resume().items() if t == settings.topic})
         self._forward_unsent()
-        self._publisher = SnapshotPublisher(self._store, paths["snapshot"]).start()
+        self._publisher = SnapshotPublisher(self._store, paths["snapshot"],
+                                            interval_s=settings.publish_interval_s).start()
         metrics.observe_store(self._store)
 
     def write_batch(self, batches: list[list[Outcome]]) -> None:

@@ -71,6 +71,19 @@ def canonical(event_id: str, seq: int, account: str, side: str, amount_minor: in
             f"{_q(currency)},{_q(occurred_at_iso)}]").encode()
 
 
+_QUOTED: dict[str, str] = {}
+
+
+def _quoted(text: str) -> str:
+    """`_q(text)`, remembered: accounts and currencies recur in almost every event."""
+    q = _QUOTED.get(text)
+    if q is None:
+        if len(_QUOTED) > 1_000_000:  # bounded: memory must not grow with the ledger
+            _QUOTED.clear()
+        q = _QUOTED[text] = _q(text)
+    return q
+
+
 def leg_hashes(prev: bytes, event_id: str, occurred_at_iso: str,
                legs: Iterable[tuple[str, str, int, str]]) -> list[bytes]:
     """The chain digests of one event's legs (account, side, amount_minor, currency) with
@@ -81,7 +94,8 @@ def leg_hashes(prev: bytes, event_id: str, occurred_at_iso: str,
     out = []
     sha = hashlib.sha256
     for seq, (account, side, amount, currency) in enumerate(legs):
-        prev = sha(prev + f"{head}{seq},{_q(account)},{_q(side)},{int(amount)},{_q(currency)}{tail}".encode()).digest()
+        prev = sha(prev + f"{head}{seq},{_quoted(account)},{_quoted(side)},{int(amount)},{_quoted(currency)}{tail}"
+                   .encode()).digest()
         out.append(prev)
     return out
 

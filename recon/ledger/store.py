@@ -381,7 +381,7 @@ class LedgerStore:
             else:
                 ev_rows.append((eid, "rejected", None, None, None, s.topic, s.partition, s.offset, 0,
                                 o.reason, o.detail, version))
-        po_rows: list[tuple] = []
+        po_cols: dict[str, list] = {name: [] for name in POSTINGS_SCHEMA.names}
         rj_rows: list[tuple] = []
         con = self.con
         con.begin()
@@ -426,7 +426,7 @@ class LedgerStore:
                         if o.postings:
                             if tp not in heads:
                                 heads[tp] = bytes.fromhex(st.head)
-                            heads[tp] = _chain_legs(o, heads[tp], po_rows, version)
+                            heads[tp] = _chain_legs(o, heads[tp], po_cols)
                             st.chain_length += len(o.postings)
                         continue
                     p = decided[eid]
@@ -442,8 +442,10 @@ class LedgerStore:
             for tp, raw in heads.items():
                 state[tp].head = raw.hex()
 
-            if po_rows:
-                po_tbl = _table(po_rows, POSTINGS_SCHEMA)
+            n_legs = len(po_cols["seq"])
+            if n_legs:
+                po_cols["version"] = [version] * n_legs
+                po_tbl = _columns(po_cols, POSTINGS_SCHEMA)
                 con.register("_ledger_postings", po_tbl)
                 con.execute("INSERT INTO postings SELECT * FROM _ledger_postings")
                 con.unregister("_ledger_postings")
@@ -481,7 +483,7 @@ class LedgerStore:
             ev_tbl = ev_tbl.filter(pa.array([r[0] in inserted for r in ev_rows]))
         self._remember(version, {"events": ev_tbl, "postings": po_tbl, "rejections": rj_tbl})
         res.consumed = res.posted + res.duplicate + res.dead_lettered
-        res.postings = len(po_rows)
+        res.postings = n_legs
         res.version = version
         return res
 
@@ -571,30 +573,44 @@ def _order(o: Outcome) -> tuple[str, int, int]:
     return s.topic, s.partition, s.offset
 
 
-def _chain_legs(o: Posted, prev: bytes, rows: list[tuple], version: int) -> bytes:
-    """Append the rows of a newly posted event's legs, chained onto `prev` (the partition's
-    raw head); returns the new head."""
+def _chain_legs(o: Posted, prev: bytes, cols: dict[str, list]) -> bytes:
+    """Append a newly posted event's legs to the postings columns (all but `version`),
+    chained onto `prev` (the partition's raw head); returns the new head."""
     s = o.source
     legs = o.postings
-    hashes = chain.leg_hashes(prev, o.event_id, chain.iso_utc(o.occurred_at),
-                              [(p.account, p.side, p.amount.minor, p.amount.currency) for p in legs])
-    us = chain.epoch_us(o.occurred_at)
-    topic, partition, offset, eid = s.topic, s.partition, s.offset, o.event_id
-    prev_hex = prev.hex()
-    for seq, (leg, h) in enumerate(zip(legs, hashes)):
-        h = h.hex()
-        amount = leg.amount
-        rows.append((topic, partition, offset, seq, eid, leg.account, leg.side, amount.minor, amount.currency,
-                     us, prev_hex, h, version))
-        prev_hex = h
-    return hashes[-1]
+    n = len(legs)
+    accounts = [p.account for p in legs]
+    sides = [p.side for p in legs]
+    amounts = [p.amount.minor for p in legs]
+    currencies = [p.amount.currency for p in legs]
+    raw = chain.leg_hashes(prev, o.event_id, chain.iso_utc(o.occurred_at), zip(accounts, sides, amounts, currencies))
+    hashes = [h.hex() for h in raw]
+    cols["topic"] += [s.topic] * n
+    cols["partition"] += [s.partition] * n
+    cols["offset"] += [s.offset] * n
+    cols["seq"] += range(n)
+    cols["event_id"] += [o.event_id] * n
+    cols["account"] += accounts
+    cols["side"] += sides
+    cols["amount_minor"] += amounts
+    cols["currency"] += currencies
+    cols["occurred_at"] += [chain.epoch_us(o.occurred_at)] * n
+    cols["prev_hash"].append(prev.hex())
+    cols["prev_hash"] += hashes[:-1]
+    cols["hash"] += hashes
+    return raw[-1]
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     """Row tuples as an Arrow table; timestamp columns arrive as epoch microseconds."""
-    cols = list(zip(*rows))
+    return _columns(dict(zip(schema.names, zip(*rows))), schema)
+
+
+def _columns(cols: dict[str, Sequence], schema: pa.Schema) -> pa.Table:
+    """Columns (by name) as an Arrow table; timestamp columns arrive as epoch microseconds."""
     arrays = []
-    for f, col in zip(schema, cols):
+    for f in schema:
+        col = cols[f.name]
         if f.type == _TS:
             arrays.append(pa.array(col, pa.int64()).cast(_TS))
         else:
