@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recon.intake import adyen, checkoutcom, stripe
+from recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
 from recon.intake.detect import detect
 from recon.intake.model import ParsedFile
 from recon.intake.reading import decode
@@ -20,12 +20,13 @@ from recon.intake.reading import decode
 Frames = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
 
 
-def _processor(module) -> Callable[[str, str], Frames]:
+def _frames(module) -> Callable[[str, str], Frames]:
     return lambda text, name: module.parse(text, name).frames()
 
 
 PARSERS: dict[str, Callable[[str, str], Frames]] = {
-    "adyen": _processor(adyen), "stripe": _processor(stripe), "checkoutcom": _processor(checkoutcom),
+    "adyen": _frames(adyen), "stripe": _frames(stripe), "checkoutcom": _frames(checkoutcom),
+    "bai2": _frames(bai2_statement), "camt053": _frames(camt053), "mt940": _frames(mt940_statement),
 }
 
 

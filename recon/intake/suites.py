@@ -1,0 +1,259 @@
+"""Great Expectations suites, one per format, that a file must pass before any line is used.
+
+Each file becomes one pandas batch of three kinds of rows: its normalised lines
+(`kind == "line"`), the control totals it declares (`"control"`: declared vs recomputed)
+and the values the parser could not normalise (`"problem"`). The suite for its format
+checks them together with row conditions, so one validation names every broken rule and,
+through `line_no`, every row that broke it. GX runs in an ephemeral context (no project
+folder, nothing written) with a pandas datasource; GX 1.24 has no Polars datasource.
+
+Rules, every format: columns and types of `recon.lines`; required values present; ISO
+4217 codes (`pipelines.currency.EXPONENT`); no duplicate lines; declared control totals
+equal to the recomputed ones; nothing the parser could not read. Processor formats add
+the sign convention per record type and net = gross - fee where no conversion happened;
+bank formats their own references rule (see `_bank_rules`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import polars as pl
+
+from pipelines.currency import EXPONENT
+from recon.intake.model import PROCESSOR_FORMATS, ParsedFile
+from recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
+
+LINE = 'kind=="line"'
+MAX_ROWS = 50  # rows listed per broken rule in a report; the count is always complete
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One broken rule: what it says, how many rows break it, and (up to MAX_ROWS) which."""
+
+    rule: str
+    expectation: str
+    count: int
+    rows: list[dict[str, Any]]  # line_no, the control's name, and the observed values
+    observed: Any = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    suite: str
+    rules: int
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def _rule(expectation, text: str):
+    expectation.meta = {"rule": text}
+    return expectation
+
+
+def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str], unique: list[str]) -> list:
+    codes = sorted(EXPONENT)
+    integers = [c for c, t in schema.items() if t == pl.Int64()]
+    texts = [c for c, t in schema.items() if t == pl.String()]
+    days = [c for c, t in schema.items() if t == pl.Date()]
+    moments = [c for c, t in schema.items() if isinstance(t, pl.Datetime)]
+    rules = [
+        _rule(gxe.ExpectTableColumnsToMatchSet(column_set=[*schema, "kind", "control", "declared", "computed",
+                                                            "problem", "file", *DERIVED], exact_match=True),
+              "the normalised columns are exactly those of recon.lines"),
+        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["Int64Dtype"]), f"{c} is an integer")
+          for c in integers),
+        *(_rule(gxe.ExpectColumnValuesToBeOfType(column=c, type_="str"), f"{c} is text") for c in texts),
+        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[ms]", "datetime64[us]"]),
+                f"{c} is a date") for c in days),
+        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[us]"]), f"{c} is a time (UTC)")
+          for c in moments),
+        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=LINE, condition_parser="pandas"),
+                f"{c} is present on every line") for c in required),
+        *(_rule(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, row_condition=LINE, condition_parser="pandas"),
+                f"{c} is an active ISO 4217 code") for c in currencies),
+        _rule(gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], row_condition=LINE,
+                                                  condition_parser="pandas"),
+              f"no line appears twice in a file (same {', '.join(unique)})"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="control_gap", min_value=0, max_value=0,
+                                                row_condition='kind=="control"', condition_parser="pandas"),
+              "every control total the file declares equals the one recomputed from its lines"),
+        _rule(gxe.ExpectColumnValuesToBeNull(column="problem"), "every value could be read and normalised"),
+    ]
+    return rules
+
+
+def _processor_rules(gxe) -> list:
+    def when(condition: str) -> dict:
+        return {"row_condition": f'{LINE} and {condition}', "condition_parser": "pandas"}
+    rules = _common_rules(
+        gxe, SETTLEMENT_SCHEMA,
+        required=["line_id", "payout_id", "record_type", "gross_minor", "fee_minor", "net_minor", "created_at", "value_date"],
+        currencies=["gross_currency", "fee_currency", "net_currency"], unique=["line_id"],
+    )
+    return rules + [
+        _rule(gxe.ExpectColumnValuesToBeInSet(column="record_type", value_set=list(RECORD_TYPES), **when("record_type.notnull()")),
+              f"record_type is one of {', '.join(RECORD_TYPES)}"),
+        _rule(gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **when('record_type!="fee"')),
+              "every line but a stand-alone fee names the platform's payment (payment_id)"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0, **when("fee_minor.notnull()")),
+              "fees are positive amounts the processor keeps"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", min_value=0,
+                                                **when('record_type in ["charge", "chargeback_reversal"]')),
+              "charges and chargeback reversals have gross >= 0 (money to the platform)"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", max_value=0,
+                                                **when('record_type in ["refund", "chargeback"]')),
+              "refunds and chargebacks have gross <= 0 (money from the platform)"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **when('record_type=="fee"')),
+              "a stand-alone fee has net <= 0"),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_gap", min_value=0, max_value=0, **when("net_gap.notnull()")),
+              "net = gross - fee on every line without a currency conversion"),
+    ]
+
+
+def _bank_rules(gxe) -> list:
+    """References: bank formats make none of them mandatory (BAI2 spec samples carry only
+    text), so a line must carry at least one of bank_ref, reference or text."""
+    rules = _common_rules(
+        gxe, BANK_SCHEMA, required=["account", "amount_minor", "booking_date", "value_date"],
+        currencies=["amount_currency"],
+        unique=["account", "bank_ref", "reference", "text", "amount_minor", "booking_date", "value_date"],
+    )
+    return rules + [
+        _rule(gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], row_condition=LINE,
+                                              condition_parser="pandas"),
+              "every line carries a bank reference, a customer reference or a text"),
+    ]
+
+
+DERIVED = ("control_gap", "net_gap", "identified")
+
+
+@lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return gx, context, context.data_sources.add_pandas("intake").add_dataframe_asset("file") \
+        .add_batch_definition_whole_dataframe("whole")
+
+
+@lru_cache(maxsize=None)
+def suite(fmt: str):
+    """The GX suite for a format (built once per process)."""
+    gx, _, _ = _context()
+    import great_expectations.expectations as gxe
+    rules = _processor_rules(gxe) if fmt in PROCESSOR_FORMATS else _bank_rules(gxe)
+    built = gx.ExpectationSuite(name=f"intake.{fmt}")
+    for rule in rules:
+        built.add_expectation(rule)
+    return built
+
+
+def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
+    """Lines, controls and problems of one file as rows of one frame, with derived checks."""
+    lines = parsed.lines.with_columns(kind=pl.lit("line"))
+    if parsed.kind == "processor":
+        same = pl.col("gross_currency") == pl.col("net_currency")
+        gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
+        lines = lines.with_columns(net_gap=gap.cast(pl.Int64), identified=pl.lit(True))
+    else:
+        known = pl.any_horizontal((pl.col(c).is_not_null() & (pl.col(c) != "")) for c in ("bank_ref", "reference", "text"))
+        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64), identified=known)
+    controls = parsed.controls.with_columns(
+        kind=pl.lit("control"),
+        control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null()).then(pl.lit(None, pl.Int64))
+        .otherwise(pl.col("declared") - pl.col("computed")),
+    )
+    missing = controls.filter(pl.col("control_gap").is_null()).select(
+        "line_no", problem=pl.format("{}: the declared or recomputed total could not be read", "control"))
+    problems = pl.concat([parsed.problems, missing]).with_columns(kind=pl.lit("problem"))
+    return pl.concat([lines, controls, problems], how="diagonal_relaxed").with_columns(
+        pl.col("control_gap", "net_gap").cast(pl.Int64))
+
+
+def _pandas(frame: pl.DataFrame):
+    """pandas for GX: nullable integers stay integers, UTC times become naive UTC."""
+    moments = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+    data = frame.with_columns(pl.col(moments).dt.replace_time_zone(None)).to_pandas()
+    return data.astype({c: "Int64" for c, t in frame.schema.items() if t == pl.Int64})
+
+
+def validate(parsed: ParsedFile) -> Verdict:
+    """Run the format's suite on one parsed file."""
+    return validate_many([parsed])[0]
+
+
+def validate_many(files: list[ParsedFile]) -> list[Verdict]:
+    """Verdicts for many files, in order: one GX run per format, not per file.
+
+    GX costs about a second a run whatever the size, so the files of one format share
+    a batch with a `file` column. Every rule is per row or per file (uniqueness includes
+    `file`), so a file's verdict never depends on the files beside it.
+    """
+    _, _, batch_definition = _context()
+    verdicts: list[Verdict | None] = [None] * len(files)
+    formats = {f.format for f in files}
+    for fmt in sorted(formats):
+        members = [i for i, f in enumerate(files) if f.format == fmt]
+        frame = pl.concat([validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64)) for i in members],
+                          how="diagonal_relaxed")
+        checked = suite(fmt)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": _pandas(frame)})
+        result = batch.validate(checked, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": ["file", "line_no", "control"]})
+        failures = [_failure(r) for r in result.results if not r.success]
+        for i in members:
+            mine = [_for_file(failure, i) for failure in failures]
+            verdicts[i] = Verdict(checked.name, len(checked.expectations), [f for f in mine if f is not None])
+    return verdicts  # type: ignore[return-value]
+
+
+def _for_file(failure: Failure, index: int) -> Failure | None:
+    """The part of a failure that concerns one file; a table-level failure concerns all."""
+    if not failure.rows:
+        return failure
+    rows = [{k: v for k, v in row.items() if k != "file"} for row in failure.rows if row.get("file") == index]
+    if not rows:
+        return None
+    return Failure(failure.rule, failure.expectation, len(rows), rows[:MAX_ROWS])
+
+
+def _failure(result) -> Failure:
+    config = result.expectation_config
+    found = result.result or {}
+    rows = [{k: _plain(v) for k, v in row.items() if k != "control" or v is not None}
+            for row in (found.get("unexpected_index_list") or [])]
+    error = (result.exception_info or {}).get("exception_message")
+    return Failure(
+        rule=(config.meta or {}).get("rule", config.type), expectation=config.type,
+        count=int(found.get("unexpected_count") or len(rows)), rows=rows,
+        observed=_plain(found.get("observed_value")) if not rows else None,
+    ) if not error else Failure(config.meta.get("rule", config.type), config.type, 0, [], f"could not run: {error}")
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pandas scalars as plain Python for JSON reports."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            return value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    try:
+        import pandas as pd
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:
+        pass
+    return value if isinstance(value, (int, float, str, bool, dict)) else str(value)
