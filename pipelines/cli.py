@@ -335,6 +335,7 @@ def rebuild(state_dir, topic, as_json):
 from pipelines import cli_features; main.add_command(cli_features.features)  # noqa: E402,E702
 from pipelines import cli_recon; main.add_command(cli_recon.recon)  # noqa: E402,E702
 from pipelines import cli_models; main.add_command(cli_models.train); main.add_command(cli_models.models)  # noqa: E402,E702
+from pipelines import cli_report; main.add_command(cli_report.report)  # noqa: E402,E702
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""`clearline report variances`: the variance report finance teams work from.
+
+    clearline report variances [--from D1] [--to D2] --out DIR [--state-dir var/recon]
+
+Reads the variance store the reconciliation run writes and leaves `variances.html`
+(totals, ageing, SLA tiers, trend, every variance with its evidence) beside CSV and XLSX
+exports of every open variance.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import click
+
+from pipelines.cli_support import emit, friendly, kv_table, user_errors
+
+user_errors("recon.report.summary:ReportConfigError", "pipelines.cli_report:NoVariances")
+
+
+class NoVariances(LookupError):
+    """There is no variance store to report on."""
+
+
+@click.group()
+def report() -> None:
+    """Reports for people: the variance report."""
+
+
+@report.command()
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="First day a variance is counted from [default: the earliest stored].")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Last day [default: the latest stored].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for variances.html and the CSV/XLSX exports.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/recon"),
+              show_default=True, help="Recon state folder holding variances.duckdb.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and the totals as JSON.")
+@friendly
+def variances(start, end, out_dir, state_dir, as_json):
+    """Write the variance report (HTML) and exports of open variances (CSV, XLSX)."""
+    from pipelines import config
+    from recon.report.render import write
+    from recon.report.summary import ReportRules, build
+    from recon.variances.store import VarianceStore
+    path = state_dir / "variances.duckdb"
+    if not path.exists():
+        raise NoVariances(f"no variance store at {path}: run `clearline recon` first")
+    with VarianceStore(path) as store:
+        stored = store.frame()
+    first = start.date() if start else (stored["since"].min() or date.today())
+    last = end.date() if end else (stored["since"].max() or date.today())
+    result = build(stored, ReportRules.from_config(config.load("reports")), first, last, datetime.now(timezone.utc))
+    paths = write(result, out_dir)
+    summary = {"from": first, "to": last, "variances": result.variances.height,
+               "open": int((result.variances["status"] != "resolved").sum()),
+               "by_category": {r["category"]: r["len"] for r in result.variances.group_by("category").len().sort("category").iter_rows(named=True)},
+               **{k: str(v) for k, v in paths.items()}}
+    emit(as_json, summary, kv_table("variance report", summary))
