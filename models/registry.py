@@ -51,16 +51,28 @@ class RegistrySettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], root: Path) -> RegistrySettings:
-        """From the loaded configs/models.yaml; MLFLOW_TRACKING_URI wins over it."""
+        """From the loaded configs/models.yaml. MLFLOW_TRACKING_URI wins over it; with a
+        SQLite URI from there, artifacts go beside the database file; with a server,
+        the server decides where artifacts go."""
         section = cfg.get("mlflow") or {}
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or str(section.get("tracking_uri", "sqlite:///var/mlflow/mlflow.db"))
-        artifacts = None
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
-        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            local = Path(section.get("artifact_root", "var/mlflow/artifacts"))
-            artifacts = (local if local.is_absolute() else root / local).resolve().as_uri()
-        return cls(uri, artifacts, str(section.get("experiment", "clearline-underwriting")))
+        experiment = str(section.get("experiment", "clearline-underwriting"))
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            db = _sqlite_file(env)
+            return cls(env, None if db is None else (db.parent / "artifacts").resolve().as_uri(), experiment)
+        try:
+            uri, local = str(section["tracking_uri"]), Path(section["artifact_root"])
+        except KeyError as exc:
+            raise RegistryError(f"configs/models.yaml: mlflow.{exc.args[0]} is missing") from None
+        db = _sqlite_file(uri)
+        if db is not None and not db.is_absolute():
+            uri = f"sqlite:///{root / db}"
+        return cls(uri, (local if local.is_absolute() else root / local).resolve().as_uri(), experiment)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative, or absolute with four slashes)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,9 @@ class VersionInfo:
 class Registry:
     def __init__(self, settings: RegistrySettings):
         self.settings = settings
-        if settings.tracking_uri.startswith("sqlite:///"):
-            Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = _sqlite_file(settings.tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
         # log_model only exists in MLflow's fluent API, which reads the process-wide URI.
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.set_registry_uri(settings.tracking_uri)
