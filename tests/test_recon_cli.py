@@ -1,0 +1,81 @@
+"""`clearline recon`: the batch run, score and resolve as a person or a script uses them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from click.testing import CliRunner
+
+from pipelines.cli import main
+from recon.variances.store import VarianceStore
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["recon", *args], catch_exceptions=False)
+
+
+def says(result, message: str) -> bool:
+    """Whether the output holds `message`, however the console wrapped it."""
+    return "".join(message.split()) in "".join(result.output.split())
+
+
+def test_score_prints_precision_and_recall_per_category(small_world):
+    world, manifest = small_world
+    result = run("score", "--truth", str(world / "truth" / "discrepancies.csv"), "--world", str(world), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["perfect"] is True
+    assert report["injected"] == sum(manifest["discrepancies"].values())
+    for category, figures in report["categories"].items():
+        assert figures["injected"] == manifest["discrepancies"][category]
+        assert figures["precision"] == figures["recall"] == 1.0
+
+
+def test_a_batch_run_records_variances_and_a_resolution_survives_the_next_run(small_world, tmp_path):
+    world, _ = small_world
+    state = tmp_path / "recon"
+    args = ("--world", str(world), "--from", "2026-02-01", "--to", "2026-02-28", "--state-dir", str(state), "--json")
+    first = json.loads(run(*args).output)
+    assert first["variances"] == len(first["items"]) > 0 and first["new"] == first["variances"]
+    assert all("2026-02-01" <= item["since"] <= "2026-02-28" for item in first["items"])
+    vid = first["items"][0]["variance_id"]
+
+    assigned = run("resolve", vid, "--note", "asked the processor", "--assign", "ann", "--state-dir", str(state), "--json")
+    assert json.loads(assigned.output)["status"] == "assigned"
+    resolved = run("--state-dir", str(state), "resolve", vid, "--note", "credited on 2026-03-04")
+    assert resolved.exit_code == 0 and "resolved" in resolved.output
+
+    again = json.loads(run(*args).output)
+    assert again["new"] == 0 and again["seen_again"] == first["variances"]
+    with VarianceStore(state / "variances.duckdb") as store:
+        row = store.get(vid)
+    assert (row["status"], row["assignee"], row["note"]) == ("resolved", "ann", "credited on 2026-03-04")
+
+
+def test_mistakes_are_one_clear_line_not_a_traceback(small_world, tmp_path):
+    world, _ = small_world
+    cases = [
+        (("--world", str(tmp_path / "nowhere")), "is not a generated world"),
+        (("--world", str(world), "--from", "2026-03-01", "--to", "2026-02-01"), "is after"),
+        (("resolve", "var_nope", "--note", "x", "--state-dir", str(tmp_path)), "no variance store"),
+        (("score", "--truth", str(world / "world.json"), "--world", str(world)), "is not a truth file"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert says(result, message) and "Traceback" not in result.output
+
+
+def test_a_report_intake_cannot_read_stops_the_run_naming_the_file(small_world, tmp_path):
+    world, _ = small_world
+    files = tmp_path / "files"
+    shutil.copytree(world / "settlements", files / "settlements")
+    shutil.copytree(world / "bank", files / "bank")
+    broken = sorted((files / "settlements" / "stripe").glob("*.csv"))[0]
+    broken.write_text(broken.read_text().replace(",", ";", 40))
+    archive_args = ("--archive", str(tmp_path / "no-archive"), "--files", str(files))
+    assert says(run(*archive_args), "no ledger event archive")
+    result = run("--world", str(world), "--files", str(files))
+    assert result.exit_code == 2
+    assert says(result, broken.name)
