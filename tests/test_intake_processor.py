@@ -82,7 +82,7 @@ def test_generated_world_reads_without_problems(small_world) -> None:
     assert got.null_count().select(pl.exclude("payment_id", "fx_rate", "merchant_id")).sum_horizontal().item() == 0
 
 
-I64_SAFE = st.integers(min_value=-(2**62), max_value=2**62)
+I64_SAFE = st.integers(min_value=-(2**59), max_value=2**59)  # a batch of 8 still sums within i64
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,7 +12,7 @@ from datetime import date
 
 import polars as pl
 
-from recon.intake.model import Problems, controls_frame
+from recon.intake.model import Problems, controls_frame, fits_i64
 from recon.intake.processor import money
 from recon.lines import BankLine, frame
 
@@ -26,6 +26,9 @@ class BankFile:
     def add(self, fmt: str, account: str, bank_ref: str | None, reference: str | None, text: str | None,
             amount: int | None, currency: str, booked: date | None, value: date | None,
             source_file: str, line_no: int) -> None:
+        if amount is not None and not fits_i64(amount):
+            self.problems.note(line_no, f"amount {amount} is beyond the range of a 64-bit count of minor units")
+            amount = None
         self.lines.append(BankLine(
             format=fmt, account=account, bank_ref=bank_ref or "", reference=reference, text=text,
             amount=money(amount, currency), booking_date=booked, value_date=value or booked,

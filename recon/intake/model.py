@@ -43,8 +43,16 @@ class Problems:
         return pl.DataFrame(self.items, schema=PROBLEM_SCHEMA, orient="row")
 
 
+def fits_i64(value: int) -> bool:
+    """Frames hold money as i64; a larger amount in a file is a problem, never a crash."""
+    return -(2**63) <= value < 2**63
+
+
 def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=CONTROL_SCHEMA, orient="row")
+    """Controls as a frame; a total beyond 64 bits is unreadable (None)."""
+    def fit(value: int | None) -> int | None:
+        return value if value is None or fits_i64(value) else None
+    return pl.DataFrame([(c, n, fit(d), fit(k)) for c, n, d, k in rows], schema=CONTROL_SCHEMA, orient="row")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipelines.currency import EXPONENT, decimal_to_minor
-from recon.intake.model import Problems
+from recon.intake.model import Problems, fits_i64
 
 
 def optional(text: str | None) -> str | None:
@@ -38,10 +38,14 @@ def minor(text: str, currency: str, what: str, line_no: int, problems: Problems,
     if currency not in EXPONENT:
         return None
     try:
-        return decimal_to_minor(text, currency)
+        value = decimal_to_minor(text, currency)
     except ValueError as exc:
         problems.note(line_no, f"{what}: {exc}")
         return None
+    if not fits_i64(value):
+        problems.note(line_no, f"{what}: {text!r} is beyond the range of a 64-bit count of minor units")
+        return None
+    return value
 
 
 def credit_minus_debit(credit: str, debit: str, currency: str, what: str, line_no: int, problems: Problems) -> int | None:
