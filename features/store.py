@@ -131,3 +131,13 @@ def online_features(store, entity: str, entity_id: str, spec: Spec = DEFAULT_SPE
     refs = [f"{view_name(entity)}:{n}" for n in ("currency", *feature_names(entity, spec))]
     got = store.get_online_features(features=refs, entity_rows=[{f"{entity}_id": entity_id}]).to_dict()
     return {k: got[k][0] for k in (f"{entity}_id", "currency", *feature_names(entity, spec))}
+
+
+def point_in_time(store, entity: str, entity_rows: pl.DataFrame, spec: Spec = DEFAULT_SPEC) -> pl.DataFrame:
+    """The offline history joined point-in-time to `entity_rows` (`<entity>_id`,
+    `event_timestamp`): each row gets the features of the latest history row at or
+    before its timestamp (ties broken by `created`, and only rows created by then)."""
+    refs = [f"{view_name(entity)}:{n}" for n in ("currency", *feature_names(entity, spec))]
+    job = store.get_historical_features(entity_df=entity_rows.to_pandas(), features=refs,
+                                        filter_by_created_timestamp=True)
+    return pl.from_pandas(job.to_df())

@@ -1,0 +1,172 @@
+"""The Feast feature store through the adapter, for real: a repo applied in a tmp folder,
+rows pushed online and offline, read back online and point-in-time; SQLite by default,
+Redis (a real redis-server) by configuration; and the `clearline features` commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import warnings
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from features import batch, store
+from features.streaming import run_bounded
+from ledger_harness import free_ports
+from pipelines import config, events
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
+
+
+@pytest.fixture(scope="module")
+def world_rows(small_world):
+    world, _ = small_world
+    return batch.order_features(batch.read_events(world))
+
+
+def settings(tmp_path, **kw) -> store.FeastSettings:
+    return store.settings_from_config(config.load("features"), config.REPO_ROOT, tmp_path / "feast", **kw)
+
+
+def latest(history: pl.DataFrame, entity: str) -> pl.DataFrame:
+    """Per entity its last row, for entities whose last instant has a single row."""
+    key = f"{entity}_id"
+    last = history.group_by(key).agg(pl.col("event_timestamp").max())
+    rows = history.join(last, on=[key, "event_timestamp"])
+    return rows.filter(pl.len().over(key) == 1)
+
+
+def check_online(fs, history: pl.DataFrame, entity: str) -> int:
+    expected = latest(history, entity)
+    for row in expected.iter_rows(named=True):
+        got = store.online_features(fs, entity, row[f"{entity}_id"])
+        want = {k: v for k, v in row.items() if k not in ("event_timestamp", "created")}
+        assert got == want
+    return expected.height
+
+
+def test_pushed_rows_read_back_online_and_point_in_time(tmp_path, world_rows):
+    s = settings(tmp_path)
+    report = store.apply(s)
+    assert report["online_store"] == "sqlite" and (s.data_dir / "feature_store.yaml").exists()
+    fs = store.open_store(s)
+    for entity in ("buyer", "merchant"):
+        history = batch.feature_history(world_rows, entity)
+        assert store.push(fs, history, entity) == world_rows.height
+        assert check_online(fs, history, entity) > 5
+        offline = pl.read_parquet(s.data_dir / "offline" / f"{entity}_history.parquet")
+        assert offline.height == history.height
+    assert store.online_features(fs, "buyer", "nobody")["currency"] is None
+
+    history = batch.feature_history(world_rows, "buyer")
+    sample = history.filter(pl.len().over("buyer_id", "event_timestamp") == 1).sample(25, seed=3)
+    joined = store.point_in_time(fs, "buyer", sample.select("buyer_id", "event_timestamp"))
+    joined = joined.with_columns(pl.col("event_timestamp").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    expected = sample.drop("created").sort("buyer_id", "event_timestamp")
+    got = joined.select(expected.columns).sort("buyer_id", "event_timestamp")
+    assert got.cast(expected.schema).equals(expected)
+
+
+def test_nulls_survive_the_round_trip(tmp_path, world_rows):
+    s = settings(tmp_path)
+    store.apply(s)
+    fs = store.open_store(s)
+    history = batch.feature_history(world_rows, "merchant")
+    no_spread = history.filter(pl.col("merchant_ticket_zscore").is_null()).unique("merchant_id", keep="first")
+    assert no_spread.height > 0  # early requests, before a merchant has two tickets
+    store.push(fs, no_spread, "merchant", offline=False)
+    for row in no_spread.iter_rows(named=True):
+        got = store.online_features(fs, "merchant", row["merchant_id"])
+        assert got["merchant_ticket_zscore"] is None
+        assert got == {k: v for k, v in row.items() if k not in ("event_timestamp", "created")}
+
+
+def test_streaming_rows_push_to_the_online_store(tmp_path, small_world):
+    world, _ = small_world
+    arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
+    _, rows, _ = run_bounded(arrived)
+    s = settings(tmp_path)
+    store.apply(s)
+    fs = store.open_store(s)
+    frame = store.rows_frame(rows, "buyer")
+    assert frame.height == sum(r.entity == "buyer" for r in rows) > 50
+    store.push(fs, frame, "buyer", offline=False)
+    assert check_online(fs, frame, "buyer") > 5
+
+
+def test_a_push_with_the_wrong_columns_is_refused(tmp_path, world_rows):
+    s = settings(tmp_path)
+    store.apply(s)
+    with pytest.raises(store.FeatureStoreError, match="expected columns"):
+        store.push(store.open_store(s), batch.feature_history(world_rows, "buyer").drop("currency"), "buyer")
+
+
+def test_an_unknown_online_store_is_named(tmp_path):
+    cfg = dict(config.load("features"), feast={"online_store": "memcached"})
+    with pytest.raises(store.FeatureStoreError, match="memcached"):
+        store.settings_from_config(cfg, tmp_path)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on this machine (apt-get install redis-server)")
+    (port,) = free_ports(1)
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        import redis
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_redis_online_store_keeps_the_newest_row(tmp_path, world_rows, redis_url):
+    cfg = config.load("features")
+    cfg = dict(cfg, feast=dict(cfg["feast"], online_store="redis", redis={"connection_string": redis_url}))
+    s = store.settings_from_config(cfg, tmp_path, tmp_path / "feast")
+    assert store.apply(s)["online_store"] == "redis"
+    fs = store.open_store(s)
+    history = batch.feature_history(world_rows, "buyer")
+    store.push(fs, history, "buyer", offline=False)
+    assert check_online(fs, history, "buyer") > 5
+    # a second writer pushing an older row afterwards does not overwrite the newer one
+    newest = latest(history, "buyer").row(0, named=True)
+    older = history.filter((pl.col("buyer_id") == newest["buyer_id"])).sort("event_timestamp").head(1)
+    assert older["buyer_orders_30d"][0] != newest["buyer_orders_30d"] or older["buyer_exposure_minor"][0] != newest["buyer_exposure_minor"]
+    store.push(fs, older, "buyer", offline=False)
+    assert store.online_features(fs, "buyer", newest["buyer_id"])["buyer_exposure_minor"] == newest["buyer_exposure_minor"]
+
+
+def test_the_features_commands(tmp_path, small_world, world_rows):
+    from pipelines.cli import main
+    world, _ = small_world
+    runner = CliRunner()
+    where = ["--feast-dir", str(tmp_path / "feast")]
+    got = runner.invoke(main, ["features", "get", "--buyer", "b_0000001", *where])
+    assert got.exit_code == 2 and "run `clearline features apply` first" in " ".join(got.output.split())
+    assert runner.invoke(main, ["features", "apply", *where, "--json"]).exit_code == 0
+    pushed = runner.invoke(main, ["features", "push", "--events", str(world), *where, "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.stdout)["requests"] == world_rows.height
+    buyer = latest(batch.feature_history(world_rows, "buyer"), "buyer").row(0, named=True)
+    got = runner.invoke(main, ["features", "get", "--buyer", buyer["buyer_id"], "--merchant", buyer["buyer_id"], *where, "--json"])
+    doc = json.loads(got.stdout)
+    assert doc["buyer"]["buyer_exposure_minor"] == buyer["buyer_exposure_minor"]
+    assert doc["merchant"]["currency"] is None  # a buyer id is no merchant
+    table = runner.invoke(main, ["features", "get", "--buyer", buyer["buyer_id"], *where])
+    assert table.exit_code == 0 and "buyer days past due" in table.output
+    bad = runner.invoke(main, ["features", "push", "--events", str(tmp_path), *where])
+    assert bad.exit_code == 2 and "neither a world folder" in " ".join(bad.output.split())
