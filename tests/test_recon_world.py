@@ -44,7 +44,7 @@ def test_every_variance_carries_its_amount_text_and_evidence(small_run):
     assert (variances["age_days"] == (pl.Series([result.as_of] * variances.height) - variances["since"]).dt.total_days()).all()
     line_level = variances.filter(~pl.col("category").is_in(["payout_not_in_bank", "unexplained_bank_line"]))
     assert (line_level["evidence"].list.len() + line_level["ledger_event_ids"].list.len() >= 1).all()
-    evidence = variances["evidence"].explode().drop_nulls()
+    evidence = variances["evidence"].explode(empty_as_null=False).drop_nulls()
     assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$").all()
     fee = variances.filter(pl.col("category") == "fee_mismatch").row(0, named=True)
     assert fee["expected"].endswith(fee["currency"]) and fee["actual"].endswith(fee["currency"])

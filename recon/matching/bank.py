@@ -24,7 +24,7 @@ from datetime import date
 
 import polars as pl
 
-from recon.matching.rules import Tolerances, evidence, first_per, overdue
+from recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
 from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
@@ -91,17 +91,12 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
         (col("date_known") & (days > tol.bank_date_window_days), lit("late_settlement"), lit("booking_date"),
          col("expected_on").cast(pl.String), col("booking_date").cast(pl.String), col("amount_minor").abs(), col("currency")),
     ]
-
-    def pick(i: int) -> pl.Expr:
-        chain = pl.when(rules[0][0]).then(rules[0][i])
-        for rule in rules[1:]:
-            chain = chain.when(rule[0]).then(rule[i])
-        return chain.otherwise(None)
+    category, field, expected, actual, amount, currency = first_difference(rules)
 
     return pairs.select(
-        category=pick(1), processor="processor", reference="reference_exp",
+        category=category, processor="processor", reference="reference_exp",
         payout_id=pl.when(col("kind") == "processor_payout").then(col("reference_exp")),
-        amount_minor=pick(5).cast(pl.Int64), currency=pick(6), field=pick(2), expected=pick(3), actual=pick(4),
+        amount_minor=amount.cast(pl.Int64), currency=currency, field=field, expected=expected, actual=actual,
         since="booking_date", ledger_event_ids="ledger_event_ids",
         evidence=pl.concat_list(pl.concat_list("evidence_line"), "evidence"),
         key=pl.concat_str("kind", lit("|"), "reference_exp", lit("|"), "evidence_line"),

@@ -71,3 +71,16 @@ def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Exp
 def first_per(keys: list[str]) -> pl.Expr:
     """True for the first row of each key group in the frame's (canonical) order."""
     return pl.int_range(pl.len()).over(keys) == 0
+
+
+def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:
+    """Rules are (condition, value, value, ...) in priority order; per value position, the
+    value of the first rule whose condition holds, null where none does. One broken record
+    is then one variance, named by its most telling difference."""
+    picked = []
+    for i in range(1, len(rules[0])):
+        chain = pl.when(rules[0][0]).then(rules[0][i])
+        for rule in rules[1:]:
+            chain = chain.when(rule[0]).then(rule[i])
+        picked.append(chain.otherwise(None))
+    return picked

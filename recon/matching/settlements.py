@@ -20,7 +20,7 @@ from datetime import date
 
 import polars as pl
 
-from recon.matching.rules import Tolerances, evidence, first_per, overdue
+from recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
 from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 # What makes two reported lines "the same line twice" when their ids differ.
@@ -75,17 +75,12 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
         (days > tol.date_window_days, lit("late_settlement"), lit("available_on"), col(f"{e}available_on").cast(pl.String),
          col("value_date").cast(pl.String), col("net_minor").abs(), col("net_currency")),
     ]
-
-    def pick(i: int) -> pl.Expr:
-        chain = pl.when(rules[0][0]).then(rules[0][i])
-        for rule in rules[1:]:
-            chain = chain.when(rule[0]).then(rule[i])
-        return chain.otherwise(None)
+    category, field, expected, actual, amount, currency = first_difference(rules)
 
     return pairs.select(
-        category=pick(1), processor="processor", reference="line_id", payout_id="payout_id",
-        amount_minor=pick(5).cast(pl.Int64), currency=pick(6), field=pick(2),
-        expected=pick(3).cast(pl.String), actual=pick(4).cast(pl.String), since=pl.col("value_date"),
+        category=category, processor="processor", reference="line_id", payout_id="payout_id",
+        amount_minor=amount.cast(pl.Int64), currency=currency, field=field,
+        expected=expected.cast(pl.String), actual=actual.cast(pl.String), since=pl.col("value_date"),
         ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list("evidence"),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     ).filter(pl.col("category").is_not_null())
