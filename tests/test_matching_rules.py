@@ -18,7 +18,7 @@ from recon.lines import BankLine, SettlementLine, frame
 from recon.matching import expectations as ex
 from recon.matching.reconcile import Inputs, reconcile
 from recon.matching.rules import MatchingConfigError, Tolerances
-from recon.matching.variance import CATEGORIES, records
+from recon.matching.variance import CATEGORIES, money_text, records
 
 MATCHING = {
     "amount_tolerance_minor": 1, "date_window_days": 1, "bank_date_window_days": 3,
@@ -297,3 +297,12 @@ def test_a_repayment_the_bank_never_booked_is_reported_after_its_deadline():
 def test_a_bad_matching_config_names_the_setting(broken, name):
     with pytest.raises(MatchingConfigError, match=name):
         Tolerances.from_config({**MATCHING, **broken})
+
+
+@pytest.mark.parametrize("minor, currency, text", [
+    (290, "EUR", "2.90 EUR"), (-1999, "USD", "-19.99 USD"), (5, "GBP", "0.05 GBP"), (1999, "JPY", "1999 JPY"),
+    (1234, "KWD", "1.234 KWD"), (77, "XYZ", "77 minor units of XYZ"),
+])
+def test_money_is_written_in_its_currencys_decimals(minor, currency, text):
+    frame_ = pl.DataFrame({"m": [minor], "c": [currency]})
+    assert frame_.select(money_text(pl.col("m"), pl.col("c"))).item() == text

@@ -20,7 +20,7 @@ in the same frames, so the matching rules cannot tell them apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 import polars as pl
 

@@ -67,14 +67,16 @@ def variance_id(category: str, key: str) -> str:
 
 
 def money_text(minor: pl.Expr, currency: pl.Expr) -> pl.Expr:
-    """'2.90 EUR' for (290, 'EUR'), exponent-aware (JPY has no decimals), integers only."""
-    exp = currency.replace_strict(EXPONENT, default=2, return_dtype=pl.Int64)
+    """'2.90 EUR' for (290, 'EUR'), exponent-aware (JPY has no decimals), integers only.
+    A code outside ISO 4217 (intake's suite refuses those) shows its raw minor units."""
+    exp = currency.replace_strict(EXPONENT, default=None, return_dtype=pl.Int64)
     scale = pl.lit(10, pl.Int64).pow(exp)
-    units = minor.abs() // scale
+    units = (minor.abs() // scale).cast(pl.String)
     frac = (minor.abs() % scale).cast(pl.String).str.zfill(exp)
     sign = pl.when(minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-    number = pl.when(exp == 0).then(pl.concat_str(sign, units.cast(pl.String))).otherwise(
-        pl.concat_str(sign, units.cast(pl.String), pl.lit("."), frac))
+    number = (pl.when(exp.is_null()).then(pl.concat_str(minor.cast(pl.String), pl.lit(" minor units of")))
+              .when(exp == 0).then(pl.concat_str(sign, units))
+              .otherwise(pl.concat_str(sign, units, pl.lit("."), frac)))
     return pl.concat_str(number, pl.lit(" "), currency)
 
 

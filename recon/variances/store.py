@@ -67,7 +67,7 @@ class VarianceStore:
         """Store a run's variances; statuses of ones already known are kept. Returns how
         many were new and how many seen again."""
         seen_at = seen_at or datetime.now(timezone.utc)
-        incoming = variances.select(list(SCHEMA)).to_arrow()  # noqa: F841  (read by DuckDB by name)
+        self.con.register("incoming", variances.select(list(SCHEMA)).to_arrow())
         self.con.execute("BEGIN")
         try:
             new = self.con.execute(
@@ -86,6 +86,8 @@ class VarianceStore:
         except Exception:
             self.con.execute("ROLLBACK")
             raise
+        finally:
+            self.con.unregister("incoming")
         return {"new": new, "seen_again": variances.height - new}
 
     def move(self, variance_id: str, note: str, assignee: str | None = None, at: datetime | None = None) -> dict:
