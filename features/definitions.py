@@ -220,9 +220,22 @@ class BuyerState:
     merchants: frozenset[str] = frozenset()
 
 
-def _recent(orders: tuple, at: datetime, spec: Spec) -> tuple:
-    horizon = at - timedelta(seconds=spec.retention_s)
-    return tuple(o for o in orders if o[0] >= horizon)
+def _with_order(orders: tuple, f: Fact, spec: Spec) -> tuple:
+    """The recent orders with this one added, forgetting those no window can reach."""
+    horizon = f.occurred_at - timedelta(seconds=spec.retention_s)
+    return tuple(o for o in (*orders, (f.occurred_at, f.amount_minor, f.currency)) if o[0] >= horizon)
+
+
+# events that only bump a counter, by the state field they bump (where the state has it)
+_COUNTERS = {"payment.authorized": "payments", "payment.voided": "voids", "payment.refunded": "refunds",
+             "chargeback.opened": "chargebacks"}
+
+
+def _counted(s: Any, event_type: str) -> Any:
+    field = _COUNTERS.get(event_type)
+    if field is None or not hasattr(s, field):
+        return s
+    return dataclasses.replace(s, **{field: getattr(s, field) + 1})
 
 
 def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState:
@@ -230,8 +243,7 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
     late ones, which are applied for the future but were missed by reads in their past)."""
     t = f.event_type
     if t == "order.created":
-        orders = _recent((*s.orders, (f.occurred_at, f.amount_minor, f.currency)), f.occurred_at, spec)
-        s = dataclasses.replace(s, orders=orders, merchants=s.merchants | {f.merchant_id})
+        s = dataclasses.replace(s, orders=_with_order(s.orders, f, spec), merchants=s.merchants | {f.merchant_id})
         if f.payment_method == "terms":
             due = f.due_date or (f.occurred_at + timedelta(days=f.terms_days or 0)).date()
             s = dataclasses.replace(s, financed=_add(s.financed, f.currency, f.amount_minor),
@@ -247,13 +259,7 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
     if t == "buyer.default":
         return dataclasses.replace(s, defaults=s.defaults + 1,
                                    open_orders=tuple(o for o in s.open_orders if o.order_id != f.order_id))
-    if t == "payment.authorized":
-        return dataclasses.replace(s, payments=s.payments + 1)
-    if t == "payment.refunded":
-        return dataclasses.replace(s, refunds=s.refunds + 1)
-    if t == "chargeback.opened":
-        return dataclasses.replace(s, chargebacks=s.chargebacks + 1)
-    return s
+    return _counted(s, t)
 
 
 def rate(numerator: int, denominator: int) -> float | None:
@@ -292,18 +298,9 @@ class MerchantState:
 
 
 def apply_merchant(s: MerchantState, f: Fact, spec: Spec = DEFAULT_SPEC) -> MerchantState:
-    t = f.event_type
-    if t == "order.created":
-        return dataclasses.replace(s, orders=_recent((*s.orders, (f.occurred_at, f.amount_minor, f.currency)), f.occurred_at, spec))
-    if t == "payment.authorized":
-        return dataclasses.replace(s, payments=s.payments + 1)
-    if t == "payment.voided":
-        return dataclasses.replace(s, voids=s.voids + 1)
-    if t == "payment.refunded":
-        return dataclasses.replace(s, refunds=s.refunds + 1)
-    if t == "chargeback.opened":
-        return dataclasses.replace(s, chargebacks=s.chargebacks + 1)
-    return s
+    if f.event_type == "order.created":
+        return dataclasses.replace(s, orders=_with_order(s.orders, f, spec))
+    return _counted(s, f.event_type)
 
 
 def ticket_zscore(amount: int, n: int, total: int, squares: int) -> float | None:
