@@ -1,0 +1,159 @@
+"""The shell around the pure intake: files in; Parquet, Kafka, quarantine and ledger out.
+
+For each file: hash it; a hash the intake ledger has seen is a no-op (said so, with the
+first outcome). Otherwise parse it (a file that cannot be read is quarantined with the
+error and its line), run its format's suite (all files of one call together, one GX run
+per format), and then either quarantine it with its report, or write its lines to the
+Parquet store, publish them to `payments.settlements` and record it as accepted. The
+ledger records a file only when all of that is done, so a crash or a broker that does not
+acknowledge leaves the file to be tried again (at least once, never half).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from recon.intake import quarantine as q
+from recon.intake.model import ParsedFile, ParseError
+from recon.intake.parse import parse_bytes
+from recon.intake.publish import publish
+from recon.intake.registry import Registry
+from recon.intake.store import write_lines
+from recon.intake.suites import validate_many
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("accepted", "duplicate", "quarantined", "failed")
+
+
+class IntakeConfigError(ValueError):
+    """configs/recon.yaml has no usable `intake:` section."""
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    state_dir: Path
+    topic: str
+    poll_seconds: float
+    settle_seconds: float
+    delivery_timeout_seconds: float
+
+    @classmethod
+    def from_config(cls, recon_cfg: dict[str, Any], state_dir: Path | None = None) -> IntakeSettings:
+        section = recon_cfg.get("intake")
+        if not isinstance(section, dict):
+            raise IntakeConfigError("configs/recon.yaml has no intake: section")
+        try:
+            return cls(Path(state_dir or section["state_dir"]), str(section["topic"]), float(section["poll_seconds"]),
+                       float(section["settle_seconds"]), float(section["delivery_timeout_seconds"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntakeConfigError(f"configs/recon.yaml intake: {exc!r} is missing or not a number") from None
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.state_dir / "quarantine"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "intake.sqlite"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    sha256: str
+    status: str
+    format: str | None = None
+    lines: int = 0
+    reason: str | None = None
+    kept_as: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Intake:
+    """`producer`: a confluent_kafka Producer, or None to keep lines out of Kafka (the
+    Parquet store still gets them; said in every outcome's reason)."""
+
+    def __init__(self, settings: IntakeSettings, producer=None) -> None:
+        self.settings, self.producer = settings, producer
+        self.registry = Registry(settings.registry_path)
+
+    def ingest(self, paths: Sequence[Path], processed_dir: Path | None = None,
+               on_done: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+        """Outcomes in the order of `paths`. With `processed_dir` (an inbox), every file
+        leaves its folder: accepted and duplicate files into `processed_dir`, bad ones into
+        the quarantine; without it the files stay where they are (bad ones are copied)."""
+        move = processed_dir is not None
+        outcomes: dict[int, Outcome] = {}
+        pending: list[tuple[int, Path, str, ParsedFile]] = []
+        first_in_call: dict[str, str] = {}
+
+        def done(i: int, outcome: Outcome) -> None:
+            outcomes[i] = outcome
+            on_done(outcome)
+
+        for i, path in enumerate(paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                done(i, Outcome(str(path), "", "failed", reason=f"cannot read the file: {exc.strerror}"))
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            earlier = self.registry.seen(sha)
+            if earlier or sha in first_in_call:
+                said = (f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}" if earlier
+                        else f"same content as {first_in_call[sha]} in this run")
+                kept = q.place(path, sha, processed_dir, move=True) if move else None
+                done(i, Outcome(str(path), sha, "duplicate", earlier.format if earlier else None, 0,
+                                f"{said}: nothing done", str(kept) if kept else None))
+                continue
+            first_in_call[sha] = path.name
+            try:
+                parsed = parse_bytes(data, path.name, path)
+            except ParseError as exc:
+                done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, exc), None, 0, move))
+                continue
+            except Exception as exc:  # a parser library's own failure on a strange file: still the file's fault
+                log.exception("parser failed on %s", path)
+                error = ParseError(f"the parser failed: {type(exc).__name__}: {exc}")
+                done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, error), None, 0, move))
+                continue
+            pending.append((i, path, sha, parsed))
+
+        verdicts = validate_many([parsed for *_, parsed in pending]) if pending else []
+        for (i, path, sha, parsed), verdict in zip(pending, verdicts):
+            if verdict.passed:
+                done(i, self._accept(path, sha, parsed, processed_dir))
+            else:
+                report = q.validation_report(path.name, sha, parsed.format, parsed.lines.height, verdict)
+                done(i, self._quarantine(path, sha, report, parsed.format, parsed.lines.height, move))
+        return [outcomes[i] for i in range(len(paths))]
+
+    def _quarantine(self, path: Path, sha: str, report: dict, fmt: str | None, lines: int, move: bool) -> Outcome:
+        kept = q.quarantine(path, sha, self.settings.quarantine_dir, report, move=move)
+        self.registry.record(sha, path.name, fmt, "quarantined", lines, report["reason"], kept)
+        return Outcome(str(path), sha, "quarantined", fmt, lines, report["reason"], str(kept))
+
+    def _accept(self, path: Path, sha: str, parsed: ParsedFile, processed_dir: Path | None) -> Outcome:
+        stored = write_lines(self.settings.state_dir, parsed, sha)
+        note = None
+        if self.producer is None:
+            note = "not published to Kafka (publishing off)"
+        else:
+            delivery = publish(self.producer, self.settings.topic, parsed, sha, self.settings.delivery_timeout_seconds)
+            if delivery.failed:
+                errors = "; ".join(f"{n}x {e}" for e, n in delivery.errors.most_common(3))
+                return Outcome(str(path), sha, "failed", parsed.format, parsed.lines.height,
+                               f"{delivery.failed} of {parsed.lines.height} lines not acknowledged by Kafka "
+                               f"({errors}); the file stays to be ingested again")
+        self.registry.record(sha, path.name, parsed.format, "accepted", parsed.lines.height, note, stored)
+        kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
+        return Outcome(str(path), sha, "accepted", parsed.format, parsed.lines.height, note,
+                       str(kept) if kept else None)
