@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -24,6 +24,7 @@ from models import policy as pol
 from models.policy import Outcome, Policy
 from models.reasons import ReasonCode
 from models.scorer import ModelRef, Scorer
+from models.training_set import REQUEST_FEATURES
 from pipelines.events import Event, Money, OrderCreated
 
 
@@ -47,6 +48,10 @@ class UnderwritingRequest:
         if not isinstance(p, OrderCreated) or p.payment_method != "terms":
             raise NotAnUnderwritingRequest(f"event {event.event_id} ({event.event_type}) is not an order on terms")
         return cls(event.event_id, p.order_id, p.buyer_id, event.merchant_id, event.occurred_at, p.amount, p.terms_days)
+
+    def model_inputs(self) -> dict[str, float]:
+        """The order's own fields the models read (REQUEST_FEATURES), beside the stored features."""
+        return dict(zip(REQUEST_FEATURES, (float(self.amount.minor), float(self.terms_days)), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,7 @@ class Decision:
     inputs: tuple[tuple[str, Any], ...] = ()   # feature values as received
     missing_features: tuple[str, ...] = ()
     challenger: Shadow | None = None
-    kill_switch: bool = field(default=False)
+    kill_switch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The decision record as plain JSON-able data (money as minor units + currency)."""
@@ -122,7 +127,11 @@ _ABSENT = object()
 
 def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, champion: Scorer | None,
            challenger: Scorer | None, policy: Policy) -> Decision:
-    """Decide one request; always returns exactly one Decision."""
+    """Decide one request; always returns exactly one Decision. `features` are the
+    feature store's values for this request (None: it has none); the order's own fields
+    (amount, terms) are added from the request."""
+    if features is not None:
+        features = {**features, **request.model_inputs()}
     inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
     if policy.kill_switch:
         return _fallback(request, policy, pol.KILL_SWITCH, inputs, kill_switch=True)

@@ -137,9 +137,9 @@ def test_every_request_gets_exactly_one_decision(champion, features, amount, kil
                champion if with_challenger else None, policy)
     assert d.outcome in OUTCOMES and d.credit_limit.currency == amount.currency
     json.dumps(d.to_dict())  # the record is always plain JSON
-    usable = features is not None and all(
+    usable = features is not None and all(  # amount_minor always comes from the request
         f in features and (features[f] is None or isinstance(features[f], (int, float))) and not isinstance(features[f], bool)
-        for f in FEATURES)
+        for f in FEATURES if f != "amount_minor")
     if kill:
         assert d.kill_switch and d.model is None and pol.KILL_SWITCH in d.policy_reasons
     elif not with_champion:
@@ -154,19 +154,21 @@ def test_every_request_gets_exactly_one_decision(champion, features, amount, kil
 def test_missing_features_get_a_policy_decision_not_an_error(champion):
     d = decide(_request(Money(20_000, "USD")), {"buyer_orders_30d": 3}, champion, None, POLICY)
     assert d.outcome == "approve" and d.policy_reasons == (pol.FEATURES_UNAVAILABLE, pol.WITHIN_LIMIT)
-    assert d.missing_features == ("buyer_late_repayment_rate", "amount_minor")
+    assert d.missing_features == ("buyer_late_repayment_rate",)
     assert d.credit_limit == Money(POLICY.conservative.limit_minor["USD"], "USD")
     big = decide(_request(Money(2_000_000, "USD")), None, champion, None, POLICY)
     assert big.outcome == POLICY.conservative.over_limit and pol.OVER_LIMIT in big.policy_reasons
 
 
 def test_a_decision_record_names_model_inputs_reasons_and_shadow(champion):
-    features = {"buyer_late_repayment_rate": 0.9, "buyer_orders_30d": 2, "amount_minor": 40_000, "unused": 1}
+    features = {"buyer_late_repayment_rate": 0.9, "buyer_orders_30d": 2, "amount_minor": 1, "unused": 1}
     d = decide(_request(Money(40_000, "EUR")), features, champion, champion, POLICY)
     record = json.loads(json.dumps(d.to_dict()))
     assert record["model"] == {"name": "clearline-scorecard", "version": "3"}
-    assert record["inputs"] == {"amount_minor": 40000.0, "buyer_late_repayment_rate": 0.9, "buyer_orders_30d": 2.0, "unused": 1.0}
-    assert record["score"] == pytest.approx(champion.score(features))
+    # the order's own amount and terms come from the request, not from the feature store
+    assert record["inputs"] == {"amount_minor": 40000.0, "buyer_late_repayment_rate": 0.9, "buyer_orders_30d": 2.0,
+                                "terms_days": 30.0, "unused": 1.0}
+    assert record["score"] == pytest.approx(champion.score({**features, "amount_minor": 40_000}))
     assert record["challenger"]["score"] == pytest.approx(record["score"])
     codes = record["reason_codes"]
     assert 1 <= len(codes) <= POLICY.reason_codes
@@ -177,7 +179,7 @@ def test_a_decision_record_names_model_inputs_reasons_and_shadow(champion):
 
 
 def test_unknown_values_are_imputed_not_unavailable(champion):
-    d = decide(_request(Money(1_000, "GBP")), {"buyer_late_repayment_rate": None, "buyer_orders_30d": float("nan"),
-                                               "amount_minor": 1_000}, champion, None, POLICY)
+    d = decide(_request(Money(1_000, "GBP")), {"buyer_late_repayment_rate": None, "buyer_orders_30d": float("nan")},
+               champion, None, POLICY)
     assert d.model is not None and d.missing_features == ()
     assert d.to_dict()["inputs"]["buyer_orders_30d"] is None
