@@ -43,7 +43,7 @@ def parse(text: str, source_file: str) -> BankFile:
     try:
         parsed = bai2.parse_from_lines(numbered, check_integrity=False)
     except (ParsingException, NotSupportedYetException, IntegrityException, ValueError, KeyError,
-            IndexError, StopIteration) as exc:
+            IndexError, AttributeError, TypeError, StopIteration) as exc:  # what the package raises on bad input
         line = numbered.numbers[max(numbered.consumed - 1, 0)]
         raise ParseError(f"not a readable BAI2 file: {exc or type(exc).__name__}", line) from None
     if numbered.consumed < len(numbered.lines):
@@ -74,9 +74,9 @@ def parse(text: str, source_file: str) -> BankFile:
                         value, source_file, line_no)
             summaries = {s.type_code.code: (s.amount, s.item_count) for s in account.header.summary_items}
             mine = out.lines[first:]
-            for code, direction, sign in (("100", "credits", 1), ("400", "debits", -1)):
+            for code, direction in (("100", "credits"), ("400", "debits")):
                 if code in summaries:
-                    amounts = [sign * line.amount.minor for line in mine if sign * line.amount.minor > 0]
+                    amounts = [d.amount for d in account.children if d.type_code.transaction.value == direction[:-1]]
                     out.control(f"03 account {number} {code} total {direction} = sum of {direction[:-1]} details", header_line,
                                 summaries[code][0], sum(amounts))
                     if summaries[code][1] is not None:

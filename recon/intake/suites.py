@@ -26,7 +26,16 @@ from pipelines.currency import EXPONENT
 from recon.intake.model import PROCESSOR_FORMATS, ParsedFile
 from recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
 
-LINE = 'kind=="line"'
+
+def _kind(kind: str):
+    from great_expectations.expectations.row_conditions import Column
+    return Column("kind") == kind
+
+
+def _on_lines(condition=None) -> dict:
+    """Row condition: line rows only, and `condition` (a GX Condition) when given."""
+    return {"row_condition": _kind("line") if condition is None else _kind("line") & condition}
+
 MAX_ROWS = 50  # rows listed per broken rule in a report; the count is always complete
 
 
@@ -74,15 +83,14 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
                 f"{c} is a date") for c in days),
         *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[us]"]), f"{c} is a time (UTC)")
           for c in moments),
-        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=LINE, condition_parser="pandas"),
+        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, **_on_lines()),
                 f"{c} is present on every line") for c in required),
-        *(_rule(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, row_condition=LINE, condition_parser="pandas"),
+        *(_rule(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, **_on_lines()),
                 f"{c} is an active ISO 4217 code") for c in currencies),
-        _rule(gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], row_condition=LINE,
-                                                  condition_parser="pandas"),
+        _rule(gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
               f"no line appears twice in a file (same {', '.join(unique)})"),
         _rule(gxe.ExpectColumnValuesToBeBetween(column="control_gap", min_value=0, max_value=0,
-                                                row_condition='kind=="control"', condition_parser="pandas"),
+                                                row_condition=_kind("control")),
               "every control total the file declares equals the one recomputed from its lines"),
         _rule(gxe.ExpectColumnValuesToBeNull(column="problem"), "every value could be read and normalised"),
     ]
@@ -90,29 +98,29 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
 
 
 def _processor_rules(gxe) -> list:
-    def when(condition: str) -> dict:
-        return {"row_condition": f'{LINE} and {condition}', "condition_parser": "pandas"}
+    from great_expectations.expectations.row_conditions import Column
+    record_type = Column("record_type")
     rules = _common_rules(
         gxe, SETTLEMENT_SCHEMA,
         required=["line_id", "payout_id", "record_type", "gross_minor", "fee_minor", "net_minor", "created_at", "value_date"],
         currencies=["gross_currency", "fee_currency", "net_currency"], unique=["line_id"],
     )
     return rules + [
-        _rule(gxe.ExpectColumnValuesToBeInSet(column="record_type", value_set=list(RECORD_TYPES), **when("record_type.notnull()")),
+        _rule(gxe.ExpectColumnValuesToBeInSet(column="record_type", value_set=list(RECORD_TYPES), **_on_lines(record_type.is_not_null())),
               f"record_type is one of {', '.join(RECORD_TYPES)}"),
-        _rule(gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **when('record_type!="fee"')),
+        _rule(gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **_on_lines(record_type != "fee")),
               "every line but a stand-alone fee names the platform's payment (payment_id)"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0, **when("fee_minor.notnull()")),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0, **_on_lines(Column("fee_minor").is_not_null())),
               "fees are positive amounts the processor keeps"),
         _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", min_value=0,
-                                                **when('record_type in ["charge", "chargeback_reversal"]')),
+                                                **_on_lines(record_type.is_in(["charge", "chargeback_reversal"]))),
               "charges and chargeback reversals have gross >= 0 (money to the platform)"),
         _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", max_value=0,
-                                                **when('record_type in ["refund", "chargeback"]')),
+                                                **_on_lines(record_type.is_in(["refund", "chargeback"]))),
               "refunds and chargebacks have gross <= 0 (money from the platform)"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **when('record_type=="fee"')),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **_on_lines(record_type == "fee")),
               "a stand-alone fee has net <= 0"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_gap", min_value=0, max_value=0, **when("net_gap.notnull()")),
+        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_gap", min_value=0, max_value=0, **_on_lines(Column("net_gap").is_not_null())),
               "net = gross - fee on every line without a currency conversion"),
     ]
 
@@ -126,8 +134,7 @@ def _bank_rules(gxe) -> list:
         unique=["account", "bank_ref", "reference", "text", "amount_minor", "booking_date", "value_date"],
     )
     return rules + [
-        _rule(gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], row_condition=LINE,
-                                              condition_parser="pandas"),
+        _rule(gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], **_on_lines()),
               "every line carries a bank reference, a customer reference or a text"),
     ]
 
