@@ -27,6 +27,7 @@ from pipelines.events import (
     ContractError,
     Event,
     Money,
+    _fast_decode,
     contains_pan,
     decode,
     encode,
@@ -770,3 +771,59 @@ def test_card_number_hidden_in_json_escapes_is_refused(how):
         message = raw(set_path(doc_for("payment.authorized"), "payload.instrument_token", token)).decode()
     assert PAN in json.loads(message)["payload"]["instrument_token"]
     assert problems(message.encode()) == [("payload.instrument_token", "pan")]  # the field is named, its number masked
+
+
+# ------------------------------------------------------------------------ fast path
+
+_tricky_text = st.sampled_from([
+    "", " ", "evt_1\n", "evt 1", "é", "٣", "2024-03-14", "2024-3-14", "2024-03-14T09:26:53Z", "2024-03-14t09:26:53z",
+    "2024-03-14T09:26:53.1234567Z", "2024-03-14T09:26:53+01:00", "2024-03-14T09:26:53", "2024-03-14 09:26:53Z",
+    "2024-02-30", "USD", "usd", "XXX", "1.0845", "0.000", "1e3", "-1", "card", "terms", "platform_fee", "charge",
+    "payment.captured", "a" * 64, "a" * 65, "x:y.z-1",
+])
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | _tricky_text
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["minor", "currency", "x"]), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def mutated_docs(draw) -> dict:
+    """A valid document with a few fields replaced, removed or added, anywhere."""
+    doc = doc_for(draw(st.sampled_from(EVENT_TYPES)))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [k for k in doc if k != "payload"] + [f"payload.{k}" for k in doc["payload"]] + [
+            f"payload.{k}.{m}" for k, v in doc["payload"].items() if isinstance(v, dict) for m in v]
+        path = draw(st.sampled_from(paths + ["payload.extra", "extra"]))
+        value = draw(st.just(DELETE) | _json_values)
+        try:
+            set_path(doc, path, value)
+        except (KeyError, TypeError):
+            pass
+    return doc
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_docs())
+def test_the_fast_path_only_accepts_what_the_full_validator_accepts_and_builds_the_same_event(doc):
+    message = raw(doc)
+    fast = _fast_decode(message)
+    if fast is not None:
+        assert fast == from_dict(json.loads(message))
+    else:  # a shortcut that gives up still leaves the decision to the full validator
+        assert decode(message) == from_dict(json.loads(message)) if _accepted(message) else problems(message)
+
+
+def _accepted(message: bytes) -> bool:
+    try:
+        from_dict(json.loads(message))
+        return True
+    except ContractError:
+        return False
+
+
+@given(events())
+def test_the_fast_path_accepts_every_valid_event(event):
+    assert _fast_decode(encode(event)) == event
