@@ -150,10 +150,20 @@ def _check(tenant: str, name: str, sub: str | None) -> AccountSpec:
     return spec
 
 
+_KEYS: dict[tuple[str, str, str | None], str] = {}
+
+
 def account_key(tenant: str, name: str, sub: str | None = None) -> str:
-    """ "<tenant>:<name>[:<sub>]" for an account of the chart, checked against it."""
-    _check(tenant, name, sub)
-    return f"{tenant}:{name}" if sub is None else f"{tenant}:{name}:{sub}"
+    """ "<tenant>:<name>[:<sub>]" for an account of the chart, checked against it. Keys
+    already checked are remembered (a bounded cache: the posting rules ask for the same
+    few thousand accounts again and again)."""
+    key = _KEYS.get((tenant, name, sub))
+    if key is None:
+        _check(tenant, name, sub)
+        if len(_KEYS) > 200_000:
+            _KEYS.clear()
+        key = _KEYS[(tenant, name, sub)] = f"{tenant}:{name}" if sub is None else f"{tenant}:{name}:{sub}"
+    return key
 
 
 def parse_account(key: str) -> AccountRef:
