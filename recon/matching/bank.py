@@ -33,21 +33,30 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     "ledger_event_ids": pl.List(pl.String()), "evidence": pl.List(pl.String()),
 }
 _NONE = pl.lit([], pl.List(pl.String))
+_LINE = ["source_file", "line_no"]  # what tells one bank line from another
 
 
 def payout_batches(lines: pl.DataFrame) -> pl.DataFrame:
-    """Each processor payout as its report shows it: the sum of its lines' net, its last
-    line's value date and every line as evidence."""
-    return lines.sort("source_file", "line_no").group_by("processor", "payout_id").agg(
+    """Each processor payout as its report shows it: the sum of its lines' net and its last
+    line's value date."""
+    return lines.group_by("processor", "payout_id").agg(
         amount_minor=pl.col("net_minor").sum(), currency=pl.col("net_currency").min(),
-        last_value=pl.col("value_date").max(), evidence=evidence(),
+        last_value=pl.col("value_date").max(),
     )
+
+
+def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
+    """`batches` (processor, reference) with every line of each as evidence, in file order."""
+    own = lines.join(batches.select("processor", payout_id="reference"), on=["processor", "payout_id"], how="semi")
+    found = own.sort("source_file", "line_no").group_by("processor", "payout_id").agg(found=evidence())
+    return batches.join(found, left_on=["processor", "reference"], right_on=["processor", "payout_id"], how="left").with_columns(
+        evidence=pl.when(pl.col("kind") == "processor_payout").then(pl.col("found").fill_null([])).otherwise("evidence")).drop("found")
 
 
 def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     """Everything that may explain a bank line, from the ledger's expected bank movements
     (`expectations.BANK_SCHEMA`) and the processors' reported lines."""
-    ledger = movements.sort("kind", "reference", "event_id").filter(first_per(["kind", "reference"]))
+    ledger = first_per(movements, ["kind", "reference"], ["event_id"])[0]
     payouts = ledger.filter(pl.col("kind") == "processor_payout")
     batches = payout_batches(lines).join(
         payouts.select("reference", "event_id", "expected_on"), left_on="payout_id", right_on="reference", how="left")
@@ -56,7 +65,7 @@ def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) ->
         currency="currency",
         expected_on=pl.coalesce("expected_on", pl.col("last_value").dt.offset_by(f"{tol.unknown_payout_arrival_days}d")),
         date_known=pl.col("expected_on").is_not_null(), may_be_missing=pl.lit(True),
-        ledger_event_ids=pl.concat_list("event_id").list.drop_nulls(), evidence="evidence",
+        ledger_event_ids=pl.concat_list("event_id").list.drop_nulls(), evidence=_NONE,
     )
     from_ledger = ledger.join(batches, left_on=["processor", "reference"], right_on=["processor", "payout_id"], how="anti").select(
         "kind", "processor", "reference", "amount_minor", currency="amount_currency", expected_on="expected_on",
@@ -74,7 +83,7 @@ def _pairs_by_amount(lines: pl.DataFrame, cands: pl.DataFrame, tol: Tolerances) 
                        how="inner", coalesce=False, suffix="_exp")
     days = (pl.col("booking_date") - pl.col("expected_on")).dt.total_days()
     pairs = pairs.filter(days.is_between(-tol.bank_date_window_days, tol.bank_line_deadline_days))
-    return pairs.filter((pl.len().over("evidence_line") == 1) & (pl.len().over("kind", "reference_exp") == 1))
+    return pairs.filter((pl.len().over(_LINE) == 1) & (pl.len().over("kind", "reference_exp") == 1))
 
 
 def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
@@ -92,14 +101,14 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
          col("expected_on").cast(pl.String), col("booking_date").cast(pl.String), col("amount_minor").abs(), col("currency")),
     ]
     category, field, expected, actual, amount, currency = first_difference(rules)
-
+    pairs = pairs.filter(pl.any_horizontal(rule[0] for rule in rules))
     return pairs.select(
         category=category, processor="processor", reference="reference_exp",
         payout_id=pl.when(col("kind") == "processor_payout").then(col("reference_exp")),
         amount_minor=amount.cast(pl.Int64), currency=currency, field=field, expected=expected, actual=actual,
         since="booking_date", ledger_event_ids="ledger_event_ids",
-        evidence=pl.concat_list(pl.concat_list("evidence_line"), "evidence"),
-        key=pl.concat_str("kind", lit("|"), "reference_exp", lit("|"), "evidence_line"),
+        evidence=pl.concat_list(pl.concat_list(evidence()), "evidence"),
+        key=pl.concat_str("kind", lit("|"), "reference_exp", lit("|"), evidence()),
     ).filter(col("category").is_not_null())
 
 
@@ -109,26 +118,23 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
     them. Inputs: `expectations.BANK_SCHEMA`, `recon.lines` settlement and bank frames.
     The result does not depend on the order of any input."""
     cands = candidates(movements, settlement_lines, tol)
-    lines = bank_lines.sort("reference", "booking_date", "account", "bank_ref", "source_file", "line_no",
-                            nulls_last=True).with_columns(
-        first=pl.col("reference").is_null() | first_per(["reference"]), evidence_line=evidence())
-    firsts = lines.filter("first")
-    keyed = firsts.filter(pl.col("reference").is_not_null()).join(
-        cands.rename({"reference": "reference_exp"}), left_on="reference", right_on="reference_exp",
-        how="inner", coalesce=False, suffix="_exp")
-    open_lines = firsts.join(keyed.select("evidence_line"), on="evidence_line", how="anti")
+    referenced = bank_lines.filter(pl.col("reference").is_not_null())
+    firsts, repeats = first_per(referenced, ["reference"], ["booking_date", "account", "bank_ref", *_LINE])
+    keyed = firsts.join(cands.rename({"reference": "reference_exp"}), left_on="reference", right_on="reference_exp",
+                        how="inner", coalesce=False, suffix="_exp")
+    open_lines = pl.concat([firsts, bank_lines.filter(pl.col("reference").is_null())]).join(keyed.select(_LINE), on=_LINE, how="anti")
     open_cands = cands.join(keyed.select("kind", reference="reference_exp"), on=["kind", "reference"], how="anti")
     by_amount = _pairs_by_amount(open_lines, open_cands.rename({"reference": "reference_exp"}), tol)
     pairs = pl.concat([keyed, by_amount.select(keyed.columns)])
     unbooked = open_cands.join(by_amount.select("kind", reference="reference_exp"), on=["kind", "reference"], how="anti")
-    unexplained = open_lines.join(by_amount.select("evidence_line"), on="evidence_line", how="anti")
+    unexplained = open_lines.join(by_amount.select(_LINE), on=_LINE, how="anti")
 
     may_miss = unbooked.filter("may_be_missing")
     late_cands = overdue("expected_on", tol.bank_line_deadline_days, as_of)
     late_lines = overdue("booking_date", tol.unexplained_deadline_days, as_of)
     raw = [
         compare(pairs, tol),
-        may_miss.filter(late_cands).select(
+        _batch_evidence(may_miss.filter(late_cands), settlement_lines).select(
             category=pl.lit("payout_not_in_bank"), processor="processor", reference="reference",
             payout_id=pl.when(pl.col("kind") == "processor_payout").then(pl.col("reference")),
             amount_minor=pl.col("amount_minor").abs(), currency="currency", field=pl.lit("bank line"),
@@ -136,12 +142,12 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
             actual=pl.lit(ABSENT), since="expected_on", ledger_event_ids="ledger_event_ids", evidence="evidence",
             key=pl.concat_str("kind", pl.lit("|"), "reference"),
         ),
-        lines.with_columns(original=pl.col("evidence_line").first().over("reference")).filter(~pl.col("first")).select(
+        repeats.join(firsts.select("reference", original=evidence()), on="reference").select(
             category=pl.lit("duplicate"), processor=pl.lit(None, pl.String), reference="reference",
             payout_id=pl.lit(None, pl.String), amount_minor=pl.col("amount_minor").abs(), currency="amount_currency",
             field=pl.lit("reference"), expected=pl.concat_str(pl.lit("one bank line "), "reference"),
             actual=pl.concat_str(pl.lit("again as "), "bank_ref"), since="booking_date", ledger_event_ids=_NONE,
-            evidence=pl.concat_list("original", "evidence_line"), key=pl.concat_str(pl.lit("bank|"), "evidence_line"),
+            evidence=pl.concat_list("original", evidence()), key=pl.concat_str(pl.lit("bank|"), evidence()),
         ),
         unexplained.filter(late_lines).select(
             category=pl.lit("unexplained_bank_line"), processor=pl.lit(None, pl.String),
@@ -149,7 +155,7 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
             amount_minor=pl.col("amount_minor").abs(), currency="amount_currency", field=pl.lit("bank line"),
             expected=pl.lit(ABSENT), actual=pl.concat_str(pl.col("text").fill_null(""), pl.lit(" "),
                                                           money_text(pl.col("amount_minor"), pl.col("amount_currency"))),
-            since="booking_date", ledger_event_ids=_NONE, evidence=pl.concat_list("evidence_line"),
+            since="booking_date", ledger_event_ids=_NONE, evidence=pl.concat_list(evidence()),
             key=pl.concat_str("account", pl.lit("|"), "bank_ref", pl.lit("|"), pl.col("booking_date").cast(pl.String)),
         ),
     ]

@@ -68,9 +68,14 @@ def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Exp
     return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(line_col).cast(pl.String))
 
 
-def first_per(keys: list[str]) -> pl.Expr:
-    """True for the first row of each key group in the frame's (canonical) order."""
-    return pl.int_range(pl.len()).over(keys) == 0
+def first_per(frame: pl.DataFrame, keys: list[str], order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the first row of each key, every later row): first by `order`, whatever order the
+    frame came in. Only rows whose key repeats are sorted, so the common case of unique
+    keys costs one hash pass, not a sort of millions of rows."""
+    maybe = pl.struct(keys).hash().is_duplicated()  # equal keys hash alike; the few collisions sort apart below
+    groups = frame.filter(maybe).sort(*keys, *order)
+    leads = pl.int_range(pl.len()).over(keys) == 0
+    return pl.concat([frame.filter(~maybe), groups.filter(leads)]), groups.filter(~leads)
 
 
 def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:

@@ -76,12 +76,12 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
          col("value_date").cast(pl.String), col("net_minor").abs(), col("net_currency")),
     ]
     category, field, expected, actual, amount, currency = first_difference(rules)
-
+    pairs = pairs.filter(pl.any_horizontal(rule[0] for rule in rules))  # text only for the few that differ
     return pairs.select(
         category=category, processor="processor", reference="line_id", payout_id="payout_id",
         amount_minor=amount.cast(pl.Int64), currency=currency, field=field,
         expected=expected.cast(pl.String), actual=actual.cast(pl.String), since=pl.col("value_date"),
-        ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list("evidence"),
+        ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list(evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     ).filter(pl.col("category").is_not_null())
 
@@ -91,17 +91,15 @@ def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: d
 
     `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `recon.lines.SETTLEMENT_SCHEMA`.
     The result does not depend on the order of either input."""
-    lines = lines.sort("processor", "line_id", "source_file", "line_no").with_columns(
-        first=first_per(["processor", "line_id"]), evidence=evidence())
-    exp = expected.sort("processor", "settlement_id", "event_id").filter(
-        first_per(["processor", "settlement_id"])).rename(lambda c: _EXP + c)
-    keys = dict(left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
-    firsts = lines.filter("first")
-    pairs = exp.join(firsts, how="inner", coalesce=False, **keys)
-    missing = exp.join(firsts, how="anti", **keys)
-    unexpected = firsts.join(exp, how="anti", left_on=["processor", "line_id"], right_on=keys["left_on"])
-
-    dups = _duplicates(lines, pairs)
+    firsts, repeats = first_per(lines, ["processor", "line_id"], ["source_file", "line_no"])
+    exp = first_per(expected, ["processor", "settlement_id"], ["event_id"])[0].rename(lambda c: _EXP + c)
+    joined = exp.join(firsts, how="full", coalesce=False,
+                      left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
+    reported, known = pl.col("line_id").is_not_null(), pl.col(f"{_EXP}event_id").is_not_null()
+    pairs = joined.filter(reported & known)
+    missing = joined.filter(~reported).select(exp.columns)
+    unexpected = joined.filter(~known).select(firsts.columns)
+    dups = _duplicates(firsts, repeats, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
     raw = [compare(pairs, tol), _missing_at_processor(missing, tol, as_of), _duplicate(dups),
            _missing_in_ledger(unknown, tol, as_of)]
@@ -129,25 +127,22 @@ def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -
     )
 
 
-def _duplicates(lines: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
-    """Reported lines that repeat an earlier one: the same id again, or (for lines the
-    ledger never expected) the same fields as a line that comes first, matched lines first.
-    Each with the `original` line id and its evidence."""
-    matched = pairs.select("processor", "line_id", expected=pl.lit(True))
-    ranked = lines.join(matched, on=["processor", "line_id"], how="left").with_columns(
-        expected=pl.col("expected").fill_null(False) & pl.col("first"))
-    ranked = ranked.sort([*FINGERPRINT, "expected", "first", "line_id", "source_file", "line_no"],
-                         descending=[False] * len(FINGERPRINT) + [True, True, False, False, False], nulls_last=True)
-    by_id = ranked.sort("processor", "line_id", "first", "source_file", "line_no", descending=[False, False, True, False, False])
-    same_id = by_id.with_columns(
-        original=pl.col("line_id").first().over("processor", "line_id"),
-        original_evidence=pl.col("evidence").first().over("processor", "line_id"),
-    ).filter(~pl.col("first"))
-    same_fields = ranked.filter("first").with_columns(
-        original=pl.col("line_id").first().over(FINGERPRINT),
-        original_evidence=pl.col("evidence").first().over(FINGERPRINT),
+def _duplicates(firsts: pl.DataFrame, repeats: pl.DataFrame, unexpected: pl.DataFrame) -> pl.DataFrame:
+    """Reported lines that repeat another one, each with the `original` line id and its
+    evidence: a later line under an id already seen, and a line the ledger never expected
+    whose fields are all those of a line that ranks before it (a line the ledger expected
+    first, then by line id). Only the few unexpected lines are compared field by field."""
+    same_id = repeats.join(firsts.select("processor", "line_id", original="line_id", original_evidence=evidence()),
+                           on=["processor", "line_id"])
+    group = unexpected.select(FINGERPRINT).unique().join(firsts, on=FINGERPRINT, nulls_equal=True).join(
+        unexpected.select("processor", "line_id", unexpected=pl.lit(True)), on=["processor", "line_id"], how="left")
+    group = group.with_columns(expected=pl.col("unexpected").is_null()).sort(
+        *FINGERPRINT, "expected", "line_id", "source_file", "line_no",
+        descending=[False] * len(FINGERPRINT) + [True, False, False, False], nulls_last=True)
+    same_fields = group.with_columns(
+        original=pl.col("line_id").first().over(FINGERPRINT), original_evidence=evidence().first().over(FINGERPRINT),
     ).filter(~pl.col("expected") & (pl.col("original") != pl.col("line_id")))
-    return pl.concat([same_id, same_fields])
+    return pl.concat([same_id, same_fields.select(same_id.columns)])
 
 
 def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
@@ -156,8 +151,8 @@ def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
         amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line_id"),
         expected=pl.concat_str(pl.lit("one line "), "original"), actual=pl.concat_str(pl.lit("again as "), "line_id"),
         since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)),
-        evidence=pl.concat_list("original_evidence", "evidence"),
-        key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), "evidence"),
+        evidence=pl.concat_list("original_evidence", evidence()),
+        key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
     )
 
 
@@ -166,6 +161,6 @@ def _missing_in_ledger(unknown: pl.DataFrame, tol: Tolerances, as_of: date) -> p
         category=pl.lit("missing_in_ledger"), processor="processor", reference="line_id", payout_id="payout_id",
         amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line"),
         expected=pl.lit(ABSENT), actual=pl.concat_str(pl.lit("net "), _money("", "net")),
-        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)), evidence=pl.concat_list("evidence"),
+        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)), evidence=pl.concat_list(evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     )
