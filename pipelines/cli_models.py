@@ -30,14 +30,14 @@ def _registry():
     return Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
 
 
-def _events_source(world: Path | None) -> Path:
+def _events_source(world: Path | None, state_dir: Path | None) -> Path:
     if world is not None:
         if not (world / "events" / "events.parquet").is_file():
             raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
                                   "make one with `clearline generate --out DIR`")
         return world
     from pipelines.flows.ledger import LedgerSettings
-    archive = LedgerSettings.from_config().state_dir / "archive"
+    archive = LedgerSettings.from_config(state_dir).state_dir / "archive"
     if not any(archive.glob("event_date=*/*.parquet")):
         raise NoTrainingInput(f"no event archive at {archive}: run the ledger flow first "
                               "(`clearline ledger run --once`) or train on a world with --world DIR")
@@ -57,10 +57,12 @@ def _cutoff(value: str | None, latest: datetime) -> datetime:
 @click.command()
 @click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Train on a generated world [default: the ledger flow's event archive].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].")
 @click.option("--cutoff", default=None, help="Training cut-off, ISO 8601 UTC [default: the latest event].")
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @friendly
-def train(world, cutoff, as_json):
+def train(world, state_dir, cutoff, as_json):
     """Build the point-in-time training set (orders on terms whose outcome window has
     closed), fit the scorecard and the gradient-boosted model, report each one's AUC
     beside the oracle AUC, log and register both in MLflow. With no champion yet, the
@@ -70,7 +72,9 @@ def train(world, cutoff, as_json):
     from models import labels, training_set
     from models.train import fit_all
     cfg = config.load("models")
-    source = _events_source(world)
+    if world is not None and state_dir is not None:
+        raise click.BadParameter("--world and --state-dir name two different sources; give one")
+    source = _events_source(world, state_dir)
     steps = ["reading events", "features as of each order", "labels and training set",
              *(f"fitting {k}" for k in cfg["models"]), *(f"logging {k} to MLflow" for k in cfg["models"])]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

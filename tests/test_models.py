@@ -256,3 +256,36 @@ def test_train_and_models_commands(world, store):
     assert unknown.exit_code == 2 and "error: no version 9" in unknown.output and "Traceback" not in unknown.output
     missing = runner.invoke(main, ["train", "--world", str(world / "nope")])
     assert missing.exit_code == 2 and "not a generated world" in missing.output
+
+
+def _archive(world: Path, state: Path) -> None:
+    """The world's events as the ledger flow archives them: the archive's columns (the
+    consumed bytes in `body`), one Parquet file per event date."""
+    from pipelines.archive import SCHEMA
+    events = pl.read_parquet(world / "events" / "events.parquet")  # same order as events.jsonl
+    frame = events.with_columns(
+        body=pl.Series((world / "events" / "events.jsonl").read_bytes().splitlines(), dtype=pl.Binary),
+        topic=pl.lit("payments.events"), partition=pl.lit(0, pl.Int64), offset=pl.int_range(pl.len(), dtype=pl.Int64),
+    ).select(list(SCHEMA)).cast(SCHEMA)
+    for (day,), part in frame.group_by(pl.col("occurred_at").dt.date()):
+        folder = state / "archive" / f"event_date={day}"
+        folder.mkdir(parents=True)
+        part.write_parquet(folder / f"s0-p0-o{part['offset'].min():012d}-o{part['offset'].max():012d}.parquet")
+
+
+@pytest.mark.slow
+def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
+    from pipelines.cli import main
+    runner = CliRunner()
+    state = tmp_path / "ledger"
+    nothing = runner.invoke(main, ["train", "--state-dir", str(state)])
+    assert nothing.exit_code == 2 and "no event archive at" in nothing.output
+    _archive(world, state)
+    result = runner.invoke(main, ["train", "--state-dir", str(state), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["source"] == str(state / "archive")
+    assert all("oracle_auc" not in m and 0.7 < m["auc"] < 1.0 for m in report["models"])  # an archive has no truth
+    assert set(report["aliases_set"]) == {"champion", "challenger"}
+    both = runner.invoke(main, ["train", "--world", str(world), "--state-dir", str(state)])
+    assert both.exit_code == 2 and "two different sources" in both.output
