@@ -40,6 +40,9 @@ class _Numbered:
 
 def parse(text: str, source_file: str) -> BankFile:
     numbered = _Numbered(text)
+    if not numbered.lines[-1].startswith("99,"):
+        raise ParseError(f"the file ends without its 99 file trailer (last record {numbered.lines[-1][:3]!r}): "
+                         "truncated", numbered.numbers[-1])
     try:
         parsed = bai2.parse_from_lines(numbered, check_integrity=False)
     except (ParsingException, NotSupportedYetException, IntegrityException, ValueError, KeyError,
@@ -48,8 +51,6 @@ def parse(text: str, source_file: str) -> BankFile:
         raise ParseError(f"not a readable BAI2 file: {exc or type(exc).__name__}", line) from None
     if numbered.consumed < len(numbered.lines):
         raise ParseError("records after the 99 file trailer", numbered.numbers[numbered.consumed])
-    if parsed.trailer.file_control_total is None:
-        raise ParseError("no 99 file trailer: the file is truncated", numbered.numbers[-1])
     out = BankFile()
     position = len(parsed.header.rows)  # records read so far, in document order
     group_totals = []

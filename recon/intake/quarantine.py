@@ -45,7 +45,7 @@ def reason(verdict: Verdict) -> str:
 
 
 def _where(row: dict[str, Any]) -> str:
-    values = ", ".join(f"{k}={v!r}" for k, v in row.items() if k not in ("line_no", "control"))
+    values = ", ".join(f"{k}={v!r}" for k, v in row.items() if k not in ("line_no", "control", "control_gap"))
     control = f" {row['control']}" if row.get("control") else ""
     return f"line {row.get('line_no')}{control}: {values}" if values else f"line {row.get('line_no')}{control}"
 

@@ -83,8 +83,6 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
                 f"{c} is a date") for c in days),
         *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[us]"]), f"{c} is a time (UTC)")
           for c in moments),
-        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, **_on_lines()),
-                f"{c} is present on every line") for c in required),
         *(_rule(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, **_on_lines()),
                 f"{c} is an active ISO 4217 code") for c in currencies),
         _rule(gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
@@ -93,6 +91,8 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
                                                 row_condition=_kind("control")),
               "every control total the file declares equals the one recomputed from its lines"),
         _rule(gxe.ExpectColumnValuesToBeNull(column="problem"), "every value could be read and normalised"),
+        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, **_on_lines()),
+                f"{c} is present on every line") for c in required),
     ]
     return rules
 
@@ -215,8 +215,9 @@ def validate_many(files: list[ParsedFile]) -> list[Verdict]:
         checked = suite(fmt)
         batch = batch_definition.get_batch(batch_parameters={"dataframe": _pandas(frame)})
         result = batch.validate(checked, result_format={
-            "result_format": "COMPLETE", "unexpected_index_column_names": ["file", "line_no", "control"]})
-        failures = [_failure(r) for r in result.results if not r.success]
+            "result_format": "COMPLETE", "unexpected_index_column_names": ["file", "line_no", "control", "declared", "computed"]})
+        order = {e.meta["rule"]: i for i, e in enumerate(checked.expectations)}
+        failures = sorted((_failure(r) for r in result.results if not r.success), key=lambda f: order.get(f.rule, 0))
         for i in members:
             mine = [_for_file(failure, i) for failure in failures]
             verdicts[i] = Verdict(checked.name, len(checked.expectations), [f for f in mine if f is not None])
@@ -236,7 +237,8 @@ def _for_file(failure: Failure, index: int) -> Failure | None:
 def _failure(result) -> Failure:
     config = result.expectation_config
     found = result.result or {}
-    rows = [{k: _plain(v) for k, v in row.items() if k != "control" or v is not None}
+    index_only = ("control", "declared", "computed")  # said on control rows, empty on the others
+    rows = [{k: _plain(v) for k, v in row.items() if k not in index_only or _plain(v) is not None}
             for row in (found.get("unexpected_index_list") or [])]
     error = (result.exception_info or {}).get("exception_message")
     return Failure(
