@@ -20,9 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, ORDER_COLUMNS, Spec, buyer_feature_names,
-                                  float_features, merchant_feature_names)
+from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, NEEDS_ATTRIBUTION, ORDER_COLUMNS,
+                                  Spec, buyer_feature_names, float_features, merchant_feature_names)
 
+FEATURE_EVENTS = sorted(BUYER_EVENTS | MERCHANT_EVENTS)
 MODEL_FEATURES: tuple[str, ...] = (*buyer_feature_names(DEFAULT_SPEC), *merchant_feature_names(DEFAULT_SPEC))
 
 FACTS_SCHEMA = {
@@ -76,7 +77,8 @@ def read_events(path: Path | str) -> pl.DataFrame:
 
 def normalise(frame: pl.DataFrame, where: str = "events") -> pl.DataFrame:
     """One frame of facts (FACTS_SCHEMA) from either stored form, checked for what the
-    features need, sorted by event time then event id."""
+    features need, sorted by event time then event id. Only the event types some feature
+    reads are decoded and kept (settlements, payouts, captures and fees are not)."""
     if set(FACTS_SCHEMA) <= set(frame.columns):
         facts = frame.select(list(FACTS_SCHEMA))
     elif "payload" in frame.columns or "body" in frame.columns:
@@ -92,6 +94,7 @@ def _decode(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         text = pl.col("body").cast(pl.String).str.json_decode(pl.Struct({"payload": _PAYLOAD})).struct.field("payload")
     else:
         text = pl.col("payload").str.json_decode(_PAYLOAD)
+    frame = frame.filter(pl.col("event_type").is_in(FEATURE_EVENTS))
     try:
         p = frame.select("event_id", "event_type", pl.col("occurred_at").cast(pl.Datetime("us", "UTC")),
                          "merchant_id", text.alias("p"))
@@ -124,11 +127,13 @@ def _check(facts: pl.DataFrame, where: str) -> None:
 
 
 def _cumulative(rows: pl.DataFrame, by: list[str], values: dict[str, pl.Expr]) -> pl.DataFrame:
-    """Per entity, the running totals after each timestamp (events at one time summed)."""
-    per_time = rows.group_by([*by, "occurred_at"]).agg(**{k: v.sum() for k, v in values.items()})
-    return (per_time.sort([*by, "occurred_at"])
-            .with_columns(pl.col(k).cum_sum().over(by) for k in values)
-            .rename({"occurred_at": "_t"}).sort("_t"))
+    """Per entity, the running totals after each timestamp: `rows` must be in time order
+    (facts are); of the events at one instant only the last row, holding them all, is kept.
+    Rows that change no total are left out first (most events matter to few totals)."""
+    keyed = rows.select(*by, "occurred_at", **values).filter(pl.any_horizontal(pl.col(k) != 0 for k in values))
+    run = keyed.with_columns(pl.col(k).cum_sum().over(by) for k in values)
+    following = pl.col("occurred_at").shift(-1).over(by)
+    return run.filter(following.is_null() | (following != pl.col("occurred_at"))).rename({"occurred_at": "_t"})
 
 
 def _before(left: pl.DataFrame, series: pl.DataFrame, by: list[str], at: pl.Expr, prefix: str) -> pl.DataFrame:
@@ -157,13 +162,13 @@ def _amount_if(event_type: str, extra: pl.Expr = pl.lit(True)) -> pl.Expr:
 
 
 def attribute(facts: pl.DataFrame) -> pl.DataFrame:
-    """Refunds and chargebacks get the buyer named by their payment's authorization."""
+    """Refunds and chargebacks get the buyer named by their payment's authorization (the
+    first, facts being in time order); without one they stay unattributed."""
     auth = (facts.filter(pl.col("event_type") == "payment.authorized")
-            .group_by("payment_id").agg(pl.col("buyer_id").sort_by("occurred_at").first().alias("_auth_buyer")))
-    return (facts.join(auth, on="payment_id", how="left", maintain_order="left")
-            .with_columns(pl.when(pl.col("event_type").is_in(NEEDS_ATTRIBUTION)).then(pl.col("_auth_buyer"))
-                          .otherwise(pl.col("buyer_id")).alias("buyer_id"))
-            .drop("_auth_buyer"))
+            .group_by("payment_id").agg(pl.col("buyer_id").first()))
+    by_payment = pl.col("payment_id").replace_strict(auth["payment_id"], auth["buyer_id"], default=None)
+    return facts.with_columns(pl.when(pl.col("event_type").is_in(NEEDS_ATTRIBUTION)).then(by_payment)
+                              .otherwise(pl.col("buyer_id")).alias("buyer_id"))
 
 
 def underwriting_requests(facts: pl.DataFrame) -> pl.DataFrame:
@@ -241,7 +246,9 @@ def _days_past_due(rows: pl.DataFrame, facts: pl.DataFrame) -> pl.DataFrame:
     written_off = (facts.filter(pl.col("event_type") == "buyer.default")
                    .group_by("order_id").agg(pl.col("occurred_at").min().alias("off_at")))
     terms = (terms.join(repaid, on="order_id", how="left").join(written_off, on="order_id", how="left")
-             .select("buyer_id", "created_at", "due", pl.min_horizontal("paid_at", "off_at").alias("closed_at")))
+             .select("buyer_id", "created_at", "due", pl.min_horizontal("paid_at", "off_at").alias("closed_at"))
+             # only an order still open after its due date can ever be past due: most are not
+             .filter(pl.col("closed_at").is_null() | (pl.col("closed_at").dt.date() > pl.col("due"))))
     at = pl.col("decision_time")
     return (rows.select("event_id", "buyer_id", "decision_time").join(terms, on="buyer_id")
             .filter((pl.col("created_at") < at) & (pl.col("closed_at").is_null() | (pl.col("closed_at") >= at)))
