@@ -121,6 +121,10 @@ def _check(facts: pl.DataFrame, where: str) -> None:
         raise EventsReadError(f"{where}: {bad.height} event(s) lack fields the features need, first "
                               f"{first['event_id']} ({first['event_type']}): " +
                               ", ".join(k for k, v in first.items() if v is None))
+    repeated = facts.filter(pl.col("event_id").is_duplicated())
+    if repeated.height:  # an archive holds each event once; counting one twice would be wrong
+        raise EventsReadError(f"{where}: {repeated['event_id'].n_unique()} event id(s) appear more than once, "
+                              f"first {repeated['event_id'][0]}: read events that were deduplicated (the archive)")
 
 
 # --------------------------------------------------------------------------- as-of machinery

@@ -345,6 +345,7 @@ def test_order_features_has_the_promised_columns_and_types(small_world):
         expected = pl.Float64 if name.endswith(("_rate", "_zscore")) else pl.Int64
         assert rows[name].dtype == expected, name
     assert rows.select(pl.col("buyer_orders_30d").max()).item() > 0  # the world has history to see
+    assert batch.order_features(pl.read_parquet(world / "events" / "events.parquet")).equals(rows)  # raw frame too
 
 
 def test_a_malformed_event_is_named(tmp_path):
@@ -357,6 +358,10 @@ def test_a_malformed_event_is_named(tmp_path):
                   "schema_version": [1, 1], "payload": [json.dumps(good), json.dumps(broken)]}
                  ).write_parquet(tmp_path / "events" / "events.parquet")
     with pytest.raises(batch.EventsReadError, match=r"e2 \(order.created\): buyer_id"):
+        batch.read_events(tmp_path)
+    twice = pl.read_parquet(tmp_path / "events" / "events.parquet").head(1)
+    pl.concat([twice, twice]).write_parquet(tmp_path / "events" / "events.parquet")
+    with pytest.raises(batch.EventsReadError, match="1 event id.* more than once, first e1"):
         batch.read_events(tmp_path)
     (tmp_path / "events" / "events.parquet").unlink()
     with pytest.raises(batch.EventsReadError, match="neither a world folder"):
