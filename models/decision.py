@@ -49,6 +49,12 @@ class UnderwritingRequest:
             raise NotAnUnderwritingRequest(f"event {event.event_id} ({event.event_type}) is not an order on terms")
         return cls(event.event_id, p.order_id, p.buyer_id, event.merchant_id, event.occurred_at, p.amount, p.terms_days)
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> UnderwritingRequest:
+        """From a row of `features.batch.order_features` (its order columns)."""
+        return cls(row["event_id"], row["order_id"], row["buyer_id"], row["merchant_id"], row["decision_time"],
+                   Money(int(row["amount_minor"]), row["currency"]), int(row["terms_days"]))
+
     def model_inputs(self) -> dict[str, float]:
         """The order's own fields the models read (REQUEST_FEATURES), beside the stored features."""
         return dict(zip(REQUEST_FEATURES, (float(self.amount.minor), float(self.terms_days)), strict=True))
@@ -105,7 +111,8 @@ def _money(m: Money) -> dict[str, Any]:
 
 def usable_features(features: Mapping[str, Any] | None, wanted: tuple[str, ...]) -> tuple[dict[str, float | None], tuple[str, ...]]:
     """The wanted features as numbers (None/NaN: known to be unknown, the model imputes)
-    and the names that are absent or not numbers — those make the request unscorable."""
+    and the names that are absent, not numbers, or infinite — those make the request
+    unscorable."""
     values: dict[str, float | None] = {}
     missing = []
     for name in wanted:
@@ -116,6 +123,9 @@ def usable_features(features: Mapping[str, Any] | None, wanted: tuple[str, ...])
         try:
             number = None if raw is None else float(raw)
         except (TypeError, ValueError):
+            missing.append(name)
+            continue
+        if number is not None and math.isinf(number):
             missing.append(name)
             continue
         values[name] = None if number is None or math.isnan(number) else number

@@ -68,7 +68,9 @@ class Policy:
             policy = cls(float(cut["approve_below"]), float(cut["decline_from"]), bands,
                          Conservative(_limits(cons["limit_minor"], "conservative"), cons["over_limit"]),
                          bool(cfg.get("kill_switch", False)), int(cfg.get("reason_codes", 4)))
-        except (KeyError, TypeError) as exc:
+        except PolicyError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"policy: missing or malformed entry {exc}") from None
         policy.check()
         return policy

@@ -112,7 +112,7 @@ class Registry:
         """One run per model: parameters, metrics, the model with signature and input
         example, registered under the model's name. Returns the new version."""
         example = frame(ts.train.head(5), model.features)
-        signature = infer_signature(example, model.pipeline.predict_proba(example)[:, 1])
+        signature = infer_signature(example, model.pipeline.predict_proba(example))  # as pyfunc serves it
         summary = ts.summary()
         with mlflow.start_run(experiment_id=self._experiment_id(), run_name=model.key) as run:
             mlflow.log_params({**{f"model.{k}": v for k, v in model.params.items()}, **params,

@@ -18,11 +18,16 @@ from pipelines import config
 from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
 
 user_errors("models.registry:RegistryError", "models.training_set:TrainingSetError", "models.labels:LabelError",
-            "models.train:ModelConfigError", "features.batch:EventsReadError", "pipelines.cli_models:NoTrainingInput")
+            "models.train:ModelConfigError", "models.policy:PolicyError", "features.batch:EventsReadError",
+            "pipelines.cli_models:NoTrainingInput", "pipelines.cli_models:OrderNotFound")
 
 
 class NoTrainingInput(Exception):
-    """Neither a world nor the ledger's event archive to train from."""
+    """Neither a world nor the ledger's event archive to read events from."""
+
+
+class OrderNotFound(Exception):
+    """The order asked for is not an order on terms in the events read."""
 
 
 def _registry():
@@ -31,6 +36,8 @@ def _registry():
 
 
 def _events_source(world: Path | None, state_dir: Path | None) -> Path:
+    if world is not None and state_dir is not None:
+        raise click.BadParameter("--world and --state-dir name two different sources; give one")
     if world is not None:
         if not (world / "events" / "events.parquet").is_file():
             raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
@@ -54,11 +61,15 @@ def _cutoff(value: str | None, latest: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
+def _source_options(fn):
+    fn = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].")(fn)
+    return click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="A generated world [default: the ledger flow's event archive].")(fn)
+
+
 @click.command()
-@click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Train on a generated world [default: the ledger flow's event archive].")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].")
+@_source_options
 @click.option("--cutoff", default=None, help="Training cut-off, ISO 8601 UTC [default: the latest event].")
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @friendly
@@ -72,8 +83,6 @@ def train(world, state_dir, cutoff, as_json):
     from models import labels, training_set
     from models.train import fit_all
     cfg = config.load("models")
-    if world is not None and state_dir is not None:
-        raise click.BadParameter("--world and --state-dir name two different sources; give one")
     source = _events_source(world, state_dir)
     steps = ["reading events", "features as of each order", "labels and training set",
              *(f"fitting {k}" for k in cfg["models"]), *(f"logging {k} to MLflow" for k in cfg["models"])]
@@ -169,6 +178,56 @@ def promote(name, version, alias, as_json):
     report = {"alias": alias, "name": ref.name, "version": ref.version,
               "previous": None if before is None else {"name": before.name, "version": before.version}}
     emit(as_json, report, kv_table(f"{alias} is now {ref.name} v{ref.version}", report))
+
+
+@models.command("decide")
+@click.argument("order_id")
+@_source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the decision record as JSON.")
+@friendly
+def decide_order(order_id, world, state_dir, as_json):
+    """Decide ORDER_ID (an order on terms) as the risk flow would: its features as of its
+    own time, the champion's score with the challenger in the shadow, the policy in
+    configs/policy.yaml, and the reason codes. Prints the decision record."""
+    import polars as pl
+    from features.batch import MODEL_FEATURES, order_features, read_events
+    from models.decision import UnderwritingRequest, decide
+    from models.policy import Policy
+    from models.registry import RegistryError
+    source = _events_source(world, state_dir)
+    policy = Policy.from_config(config.load("policy"))
+    with console.status("features as of the order…"):
+        rows = order_features(read_events(source)).filter(pl.col("order_id") == order_id)
+    if rows.is_empty():
+        raise OrderNotFound(f"{order_id}: no order on terms with this id in {source}")
+    registry = _registry()
+    champion = registry.load("champion", int(config.load("models").get("threads", 1)))
+    if champion is None:
+        raise RegistryError(f"no champion in {registry.settings.tracking_uri}: run `clearline train`, or "
+                            "`clearline models promote NAME VERSION --alias champion`")
+    row = rows.row(0, named=True)
+    decision = decide(UnderwritingRequest.from_row(row), {f: row[f] for f in MODEL_FEATURES}, champion,
+                      registry.load("challenger"), policy)
+    record = decision.to_dict()
+    table = kv_table(f"{order_id}: {record['decision']}", {
+        **{k: record[k] for k in ("decision", "band", "policy_reasons", "decision_time", "buyer_id")},
+        "score": f"{record['score']:.4f}"})
+    table.add_row("amount", _money_text(record["amount"]))
+    table.add_row("credit limit", _money_text(record["credit_limit"]))
+    table.add_row("model", f"{record['model']['name']} v{record['model']['version']}")
+    for code in record["reason_codes"]:
+        value = "unknown" if code["value"] is None else f"{code['value']:g}"
+        table.add_row(f"reason: {code['feature']}", f"{value} vs median {code['reference']:g} ({code['delta']:+.4f})")
+    if record["challenger"]:
+        shadow = record["challenger"]
+        table.add_row("challenger (shadow)", f"{shadow['model']['name']} v{shadow['model']['version']}: "
+                                             f"{shadow['score']:.4f} → {shadow['decision']}")
+    emit(as_json, record, table)
+
+
+def _money_text(money: dict) -> str:
+    from pipelines.currency import minor_to_decimal
+    return f"{minor_to_decimal(money['minor'], money['currency'])} {money['currency']}"
 
 
 COMMANDS = (train, models)

@@ -22,7 +22,6 @@ from models.reasons import explain
 from models.train import fit_all, frame
 from models.training_set import TrainingSetError
 from pipelines import config
-from pipelines.events import Money
 from pipelines.world.generate import WorldOptions, generate
 
 UTC = timezone.utc
@@ -219,9 +218,7 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
     model = next(m for m in trained if m.key == "gbm")
     assert champion.reference == pytest.approx(model.reference)
     row = ts.evaluation.row(0, named=True)
-    request = UnderwritingRequest(row["event_id"], row["order_id"], row["buyer_id"], row["merchant_id"],
-                                  row["decision_time"], Money(row["amount_minor"], row["currency"]), row["terms_days"])
-    decision = decide(request, row, champion, None, Policy.from_config(config.load("policy")))
+    decision = decide(UnderwritingRequest.from_row(row), row, champion, None, Policy.from_config(config.load("policy")))
     expected = model.pipeline.predict_proba(frame(ts.evaluation.head(1), ts.features))[:, 1][0]
     assert decision.model == champion.ref and decision.score == pytest.approx(expected)
     assert decision.reason_codes and all(c.feature in ts.features for c in decision.reason_codes)
@@ -231,6 +228,9 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
 def test_train_and_models_commands(world, store):
     from pipelines.cli import main
     runner = CliRunner()
+    order = pl.read_parquet(world / "truth" / "orders.parquet").filter(pl.col("payment_method") == "terms")["order_id"][-1]
+    unready = runner.invoke(main, ["models", "decide", order, "--world", str(world)])
+    assert unready.exit_code == 2 and "error: no champion" in unready.output
     first = runner.invoke(main, ["train", "--world", str(world), "--json"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
@@ -251,6 +251,14 @@ def test_train_and_models_commands(world, store):
     other = next(m for m in report["models"] if m["name"] != best["name"])
     moved = runner.invoke(main, ["models", "promote", other["name"], "2", "--alias", "champion", "--json"])
     assert json.loads(moved.stdout)["previous"] == {"name": best["name"], "version": "1"}
+
+    decided = runner.invoke(main, ["models", "decide", order, "--world", str(world), "--json"])
+    record = json.loads(decided.stdout)
+    assert record["order_id"] == order and record["model"] == {"name": other["name"], "version": "2"}
+    assert record["challenger"]["model"] == {"name": other["name"], "version": "1"}  # set by the first train, kept
+    assert record["decision"] in ("approve", "review", "decline") and record["reason_codes"]
+    assert set(record["inputs"]) == set(MODEL_FEATURES) | {"amount_minor", "terms_days"}
+    assert "error: ord_nope: no order on terms" in runner.invoke(main, ["models", "decide", "ord_nope", "--world", str(world)]).output
 
     unknown = runner.invoke(main, ["models", "promote", other["name"], "9", "--alias", "champion"])
     assert unknown.exit_code == 2 and "error: no version 9" in unknown.output and "Traceback" not in unknown.output

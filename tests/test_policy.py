@@ -97,6 +97,7 @@ def _cfg(**changes) -> dict:
     ({"conservative": {"limit_minor": {"USD": 10**9, "EUR": 1, "GBP": 1}, "over_limit": "review"}}, "USD limit 1000000000 exceeds an approving band"),
     ({"conservative": {"limit_minor": {"USD": 1, "EUR": 1, "GBP": 1}, "over_limit": "approve"}}, "must be review or decline"),
     ({"cutoffs": {"approve_below": 0.1}}, "missing or malformed entry 'decline_from'"),
+    ({"conservative": {"limit_minor": "USD", "over_limit": "review"}}, "missing or malformed entry"),
 ])
 def test_a_bad_policy_file_is_named(change, message):
     with pytest.raises(PolicyError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -124,7 +125,7 @@ def _request(amount: Money) -> UnderwritingRequest:
     return UnderwritingRequest("evt_1", "ord_1", "b_1", "m_1", datetime(2026, 3, 1, 12, tzinfo=timezone.utc), amount, 30)
 
 
-feature_values = st.one_of(st.none(), st.floats(min_value=-1e9, max_value=1e9), st.just(float("nan")),
+feature_values = st.one_of(st.none(), st.floats(min_value=-1e9, max_value=1e9), st.sampled_from([float("nan"), float("inf")]),
                            st.integers(-10**6, 10**6), st.text(max_size=3), st.booleans())
 feature_maps = st.one_of(st.none(), st.dictionaries(st.sampled_from(FEATURES + ("other",)), feature_values))
 
@@ -139,7 +140,7 @@ def test_every_request_gets_exactly_one_decision(champion, features, amount, kil
     json.dumps(d.to_dict())  # the record is always plain JSON
     usable = features is not None and all(  # amount_minor always comes from the request
         f in features and (features[f] is None or isinstance(features[f], (int, float))) and not isinstance(features[f], bool)
-        for f in FEATURES if f != "amount_minor")
+        and features[f] != float("inf") for f in FEATURES if f != "amount_minor")
     if kill:
         assert d.kill_switch and d.model is None and pol.KILL_SWITCH in d.policy_reasons
     elif not with_champion:
