@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
@@ -79,3 +80,21 @@ def test_a_report_intake_cannot_read_stops_the_run_naming_the_file(small_world, 
     result = run("--world", str(world), "--files", str(files))
     assert result.exit_code == 2
     assert says(result, broken.name)
+
+
+@pytest.mark.slow
+def test_the_ledger_archive_gives_the_same_variances_as_the_worlds_events(small_world, tmp_path):
+    from pipelines import archive, events
+    from recon.ledger.model import Source
+    world, _ = small_world
+    bodies = (world / "events" / "events.jsonl").read_bytes().splitlines()
+    archive.write_batch(tmp_path / "archive", 0,
+                        [(events.decode(b), Source("payments.events", 0, n), b) for n, b in enumerate(bodies)])
+    from_world = json.loads(run("--world", str(world), "--state-dir", str(tmp_path / "a"), "--json").output)
+    files = tmp_path / "files"
+    shutil.copytree(world / "settlements", files / "settlements")
+    shutil.copytree(world / "bank", files / "bank")
+    from_archive = json.loads(run("--archive", str(tmp_path / "archive"), "--files", str(files),
+                                  "--state-dir", str(tmp_path / "b"), "--json").output)
+    assert from_archive["as_of"] == from_world["as_of"]
+    assert [v["variance_id"] for v in from_archive["items"]] == [v["variance_id"] for v in from_world["items"]]
