@@ -50,6 +50,7 @@ class LateEvent:
     event_type: str
     occurred_at: datetime
     watermark: datetime
+    request: bool = False  # an underwriting request, which therefore gets no feature row
 
     @property
     def behind_s(self) -> float:
@@ -115,7 +116,8 @@ def on_fact(entity: Entity, clock: Clock, f: Fact, spec: Spec = DEFAULT_SPEC) ->
     """The entity's clock after one arriving event, and what became final."""
     mark = clock.watermark(spec)
     if mark is not None and f.occurred_at < mark:
-        late = LateEvent(entity.name, entity.key(f), f.event_id, f.event_type, f.occurred_at, mark)
+        late = LateEvent(entity.name, entity.key(f), f.event_id, f.event_type, f.occurred_at, mark,
+                         is_underwriting_request(f))
         return dataclasses.replace(clock, state=entity.apply(clock.state, f, spec), late=clock.late + 1), [late]
     pending = list(clock.pending)
     bisect.insort(pending, f, key=_order)

@@ -69,12 +69,24 @@ def feature_steps(events: Stream[Event], spec: Spec = DEFAULT_SPEC
     merchant_out = _per_entity(MERCHANT, facts, spec)
     outputs = op.merge("outputs", buyer_out, merchant_out)
     split = op.branch("late_or_row", outputs, lambda o: isinstance(o, LateEvent))
-    rows: Stream[FeatureRow] = split.falses
-    by_request = lambda name: op.key_on(f"{name}_request", op.filter(f"{name}_rows", rows, lambda r: r.entity == name),  # noqa: E731
-                                        lambda r: r.request.event_id)
-    joined = op.join("order_join", by_request("buyer"), by_request("merchant"))
-    orders = op.map("order_row", op.key_rm("order_unkey", joined), lambda pair: order_row(*pair))
-    return orders, rows, split.trues
+    joined = op.join("order_join", _request_side("buyer", outputs), _request_side("merchant", outputs))
+    orders = op.filter_map("order_row", op.key_rm("order_unkey", joined), _complete_row)
+    return orders, split.falses, split.trues
+
+
+def _request_side(entity: str, outputs: Stream[Output]) -> Stream[tuple[str, Output]]:
+    """One entity's answer per request, keyed by the request's event id: its feature row,
+    or the report that the request came late, so the join never waits for a row that
+    will not come."""
+    mine = op.filter(f"{entity}_answers", outputs, lambda o: o.entity == entity and (isinstance(o, FeatureRow) or o.request))
+    return op.key_on(f"{entity}_request", mine, lambda o: o.request.event_id if isinstance(o, FeatureRow) else o.event_id)
+
+
+def _complete_row(pair: tuple[Output, Output]) -> dict[str, Any] | None:
+    """The order row when both entities have features for the request (a late request
+    has none: it is on the late output)."""
+    buyer, merchant = pair
+    return order_row(buyer, merchant) if isinstance(buyer, FeatureRow) and isinstance(merchant, FeatureRow) else None
 
 
 def run_bounded(events: Iterable[Event], spec: Spec = DEFAULT_SPEC

@@ -32,19 +32,21 @@ def test_streaming_and_batch_agree_on_every_request_of_a_world(small_world):
     assert len(entity_rows) == 2 * expected.height
 
 
-def test_an_event_beyond_the_allowed_lateness_comes_out_on_the_side_output(small_world):
+def test_a_request_beyond_the_allowed_lateness_comes_out_on_the_side_output(small_world):
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:3000]]
-    first_order = next(e for e in arrived if e.event_type == "order.created")
-    copy = dataclasses.replace(first_order, event_id="evt_late_copy",
-                               payload=dataclasses.replace(first_order.payload, order_id="ord_late_copy"))
-    buyer_events = [e for e in arrived if getattr(e.payload, "buyer_id", None) == first_order.payload.buyer_id]
+    request = next(e for e in arrived if e.event_type == "order.created" and e.payload.payment_method == "terms")
+    copy = dataclasses.replace(request, event_id="evt_late_copy",
+                               payload=dataclasses.replace(request.payload, order_id="ord_late_copy"))
+    buyer_events = [e for e in arrived if getattr(e.payload, "buyer_id", None) == request.payload.buyer_id]
     # arrives after the buyer's last event, more than the allowed hour after it happened
     assert buyer_events[-1].occurred_at - copy.occurred_at > timedelta(hours=2)
     where = arrived.index(buyer_events[-1]) + 1
 
-    _, _, late = run_bounded([*arrived[:where], copy, *arrived[where:]])
+    orders, _, late = run_bounded([*arrived[:where], copy, *arrived[where:]])
+    on_time, _, _ = run_bounded(arrived)
 
-    assert {(x.event_id, x.entity) for x in late} >= {("evt_late_copy", "buyer")}
-    assert all(x.event_id == "evt_late_copy" for x in late)
-    assert all(x.behind_s > 3600 for x in late)
+    assert ("evt_late_copy", "buyer", True) in {(x.event_id, x.entity, x.request) for x in late}
+    assert all(x.event_id == "evt_late_copy" and x.behind_s > 3600 for x in late)
+    assert "evt_late_copy" not in {r["event_id"] for r in orders}  # no features that could hold its future
+    assert len(orders) == len(on_time)
