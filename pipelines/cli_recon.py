@@ -4,6 +4,7 @@
                                          batch run over stored inputs -> variance store
     clearline recon score --truth FILE --world DIR   precision and recall per category
     clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
+    clearline recon list [--status open|assigned|resolved] [--category C]
 
 The batch run reads the ledger's expectations (a world's events, or the ledger's event
 archive) and every processor report and bank statement under a folder, through intake's
@@ -202,6 +203,16 @@ def score(truth, world, as_json):
     emit(as_json, report, table)
 
 
+def _open_store(ctx, state_dir: Path | None, work):
+    """`work(store)` on the variance store of `--state-dir` (this command's, else the group's)."""
+    from recon.variances.store import VarianceStore
+    path = (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
+    if not path.is_file():
+        raise ReconInputError(f"no variance store at {path}: run `clearline recon` first")
+    with VarianceStore(path) as store:
+        return work(store)
+
+
 @recon.command()
 @click.argument("variance_id")
 @click.option("--note", required=True, help="What was found or done (required).")
@@ -213,12 +224,29 @@ def score(truth, world, as_json):
 @friendly
 def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     """Resolve a variance with a note, or assign it to someone (--assign)."""
-    from recon.variances.store import VarianceStore
-    path = (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
-    if not path.is_file():
-        raise ReconInputError(f"no variance store at {path}: run `clearline recon` first")
-    with VarianceStore(path) as store:
-        row = store.move(variance_id, note, assignee)
+    row = _open_store(ctx, state_dir, lambda store: store.move(variance_id, note, assignee))
     shown = {k: row[k] for k in ("variance_id", "category", "reference", "status", "assignee", "note")}
     emit(as_json, {**row, "since": str(row["since"]), "first_seen": str(row["first_seen"]),
                    "last_seen": str(row["last_seen"])}, kv_table(f"variance {variance_id}", shown))
+
+
+@recon.command("list")
+@click.option("--status", type=click.Choice(["open", "assigned", "resolved"]), default=None, help="Only variances with this status.")
+@click.option("--category", default=None, help="Only variances of this category.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Recon state folder [default: the one given to `clearline recon`, else var/recon].")
+@click.option("--json", "as_json", is_flag=True, help="Print every variance as JSON.")
+@click.pass_context
+@friendly
+def list_(ctx, status, category, state_dir, as_json):
+    """The stored variances with their status, oldest break first."""
+    import polars as pl
+    rows = _open_store(ctx, state_dir, lambda store: store.frame(status))
+    if category:
+        rows = rows.filter(pl.col("category") == category)
+    if as_json:
+        emit(True, {"variances": rows.height, "items": rows.to_dicts()}, None)
+        return
+    shown = rows.select("variance_id", "category", "reference", "amount_minor", "currency", "since", "status", "assignee",
+                        difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"))
+    emit(False, {}, frame_table(f"{rows.height} variance(s)" + (f", {status}" if status else ""), shown))

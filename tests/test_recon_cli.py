@@ -52,6 +52,10 @@ def test_a_batch_run_records_variances_and_a_resolution_survives_the_next_run(sm
     with VarianceStore(state / "variances.duckdb") as store:
         row = store.get(vid)
     assert (row["status"], row["assignee"], row["note"]) == ("resolved", "ann", "credited on 2026-03-04")
+    listed = json.loads(run("list", "--status", "resolved", "--state-dir", str(state), "--json").output)
+    assert [item["variance_id"] for item in listed["items"]] == [vid]
+    still_open = json.loads(run("--state-dir", str(state), "list", "--status", "open", "--json").output)
+    assert still_open["variances"] == first["variances"] - 1
 
 
 def test_mistakes_are_one_clear_line_not_a_traceback(small_world, tmp_path):
