@@ -21,6 +21,7 @@ from pipelines.world.settlement_files import (
 )
 from recon.intake import adyen, checkoutcom, stripe
 from recon.intake.parse import parse_file
+from recon.intake.suites import validate_many
 from recon.lines import SETTLEMENT_SCHEMA
 from tests.test_settlement_files import DAY2, Lines, world_lines
 
@@ -73,13 +74,17 @@ def test_every_layout_reads_back_to_the_written_lines(tmp_path) -> None:
     assert sorted(controls["declared"].to_list()) == sorted((-payouts["net_minor"]).to_list())
 
 
-def test_generated_world_reads_without_problems(small_world) -> None:
+def test_generated_world_reads_and_passes_its_suites(small_world) -> None:
     out, summary = small_world
     paths = sorted((out / "settlements").rglob("*.csv"))
     got, _, problems = read_all(paths)
     assert problems == []
     assert got.height == summary["settlement_lines"]
     assert got.null_count().select(pl.exclude("payment_id", "fx_rate", "merchant_id")).sum_horizontal().item() == 0
+    fees = got.filter(pl.col("record_type") == "fee")
+    assert fees.height > 0 and (fees["fee_minor"] == -fees["net_minor"]).all() and (fees["fee_minor"] > 0).all()
+    parsed = [parse_file(p) for p in paths]
+    assert [(f.path.name, v.failures) for f, v in zip(parsed, validate_many(parsed)) if not v.passed] == []
 
 
 I64_SAFE = st.integers(min_value=-(2**59), max_value=2**59)  # a batch of 8 still sums within i64

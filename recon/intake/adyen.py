@@ -2,7 +2,8 @@
 
 Signs: a line's gross and net are Credit - Debit (a refund or chargeback is a debit, so
 negative, as `recon.lines` wants); fee is the sum of Commission, Markup, Scheme Fees and
-Interchange (NC), positive. Fee rows have no gross: gross is 0 in the Gross Currency.
+Interchange (NC), positive; a Fee row without that breakdown states its fee only as its
+Net Debit, so there fee = -net. Fee rows have no gross: gross is 0 in the Gross Currency.
 The MerchantPayout row is the batch's control total (see `processor`).
 """
 
@@ -43,6 +44,9 @@ def parse(text: str, source_file: str) -> ProcessorFile:
             p.note(line_no, f"Type: unknown record type {row['Type']!r}")
         gross = n.credit_minus_debit(row["Gross Credit (GC)"], row["Gross Debit (GC)"], gross_ccy, "Gross (GC)", line_no, p)
         parts = [n.minor(row[c], net_ccy, c, line_no, p, empty=0) for c in FEE_COLUMNS]
+        fee = None if None in parts else sum(parts)
+        if record_type == "fee" and not any(row[c].strip() for c in FEE_COLUMNS):
+            fee = None if net is None else -net  # a Fee row without a breakdown: its Net Debit is the fee
         out.lines.append(SettlementLine(
             processor="adyen",
             line_id=row["Modification Reference"],
@@ -51,7 +55,7 @@ def parse(text: str, source_file: str) -> ProcessorFile:
             record_type=record_type,
             merchant_id=n.optional(row["Merchant Account"]),
             gross=money(gross, gross_ccy),
-            fee=money(None if None in parts else sum(parts), net_ccy),
+            fee=money(fee, net_ccy),
             net=money(net, net_ccy),
             fx_rate=n.fx_rate(row["Exchange Rate"], gross_ccy, net_ccy),
             created_at=n.moment(row["Creation Date"], "%Y-%m-%d %H:%M:%S", "Creation Date", line_no, p,

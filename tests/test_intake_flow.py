@@ -1,0 +1,184 @@
+"""Intake end to end: the real broker, the inbox watcher, the command line.
+
+A generated world's reports and statements go through `Intake` into a fresh topic and the
+Parquet store: one message per validated line, keyed so a payout batch or a statement
+stays in one partition, carrying the file hash and line number; the same files again
+publish nothing. The inbox empties itself into processed/ and the quarantine and stops on
+its event; `clearline ingest` reports, exits 1 on a quarantined file, and its watcher
+stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import Consumer, TopicPartition
+
+from pipelines.cli_intake import ingest as ingest_command
+from pipelines.produce import producer
+from recon.intake.ingest import Intake, IntakeSettings
+from recon.intake.store import read_lines
+from recon.intake.watch import watch
+from tests.ledger_harness import fresh_topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def world_files(world: Path) -> list[Path]:
+    return sorted(p for sub in ("settlements", "bank") for p in (world / sub).rglob("*") if p.is_file())
+
+
+def settings(state: Path, topic: str = "unused", timeout: float = 30) -> IntakeSettings:
+    return IntakeSettings(state, topic, poll_seconds=0.1, settle_seconds=0, delivery_timeout_seconds=timeout)
+
+
+def consume_all(bootstrap: str, topic: str) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"intake-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    messages, deadline = [], time.monotonic() + 60
+    while sum(1 for m in messages) < sum(ends.values()) and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            messages.append(message)
+    consumer.close()
+    return messages
+
+
+@pytest.mark.kafka
+def test_world_files_reach_the_topic_and_the_store_once(small_world, kafka_bootstrap, tmp_path) -> None:
+    world, summary = small_world
+    with fresh_topics(kafka_bootstrap, "test.intake") as (topic, _):
+        intake = Intake(settings(tmp_path / "state", topic), producer(30))
+        files = world_files(world)
+        outcomes = intake.ingest(files)
+        assert {o.status for o in outcomes} == {"accepted"}, [o.reason for o in outcomes if o.status != "accepted"]
+        messages = consume_all(kafka_bootstrap, topic)
+        bodies = [json.loads(m.value()) for m in messages]
+        assert len(bodies) == summary["settlement_lines"] + summary["bank_lines"]
+        assert len({(b["file_sha256"], b["line_no"]) for b in bodies}) == len(bodies)
+        assert {b["file_sha256"] for b in bodies} == {o.sha256 for o in outcomes}
+        partitions = defaultdict(set)
+        for message, body in zip(messages, bodies):
+            key = body["payout_id"] if body["kind"] == "processor" else body["account"]
+            assert message.key().decode() == key
+            partitions[key].add(message.partition())
+        assert all(len(p) == 1 for p in partitions.values()), "a batch or statement stays in one partition"
+        processor, bank = read_lines(tmp_path / "state", "processor"), read_lines(tmp_path / "state", "bank")
+        assert (processor.height, bank.height) == (summary["settlement_lines"], summary["bank_lines"])
+        charge = next(b for b in bodies if b["kind"] == "processor" and b["record_type"] == "charge")
+        assert isinstance(charge["net_minor"], int) and charge["net_currency"] in ("USD", "EUR", "GBP")
+
+        again = intake.ingest(files)
+        assert {o.status for o in again} == {"duplicate"}
+        assert len(consume_all(kafka_bootstrap, topic)) == len(bodies), "the same files publish nothing"
+
+
+@pytest.mark.kafka
+def test_lines_kafka_does_not_take_leave_the_file_to_be_tried_again(small_world, kafka_bootstrap, tmp_path) -> None:
+    world, _ = small_world
+    path = world_files(world)[0]
+    missing = f"test.intake.absent.{uuid.uuid4().hex[:8]}"  # auto-creation is off: the topic does not exist
+    intake = Intake(settings(tmp_path / "state", missing, timeout=5), producer(5))
+    (outcome,) = intake.ingest([path])
+    assert outcome.status == "failed" and "not acknowledged by Kafka" in outcome.reason
+    assert intake.registry.seen(outcome.sha256) is None, "not recorded: the next run tries it again"
+
+
+def test_inbox_empties_into_processed_and_quarantine_and_stops(small_world, tmp_path) -> None:
+    world, _ = small_world
+    inbox, state = tmp_path / "inbox", tmp_path / "state"
+    inbox.mkdir()
+    good = world_files(world)[:3]
+    intake = Intake(settings(state))
+    stop = threading.Event()
+    seen: list = []
+    runner = threading.Thread(target=lambda: seen.extend(watch(intake, inbox, stop)))
+    runner.start()
+    try:
+        for path in good:
+            shutil.copy(path, inbox / path.name)
+        (inbox / "broken.sta").write_text(":20:X\r\n:25:ACC\r\n:60F:C260101GBP1,00\r\n")
+        deadline = time.monotonic() + 60
+        while any(p.is_file() for p in inbox.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive(), "the watcher stops when told"
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == sorted(p.name for p in good)
+    assert (state / "quarantine" / "broken.sta").is_file()
+    assert "no closing balance" in (state / "quarantine" / "broken.sta.report.txt").read_text()
+    assert sorted(o.status for o in seen) == ["accepted"] * 3 + ["quarantined"]
+
+
+def test_cli_reports_and_exits_1_on_a_quarantined_file(small_world, tmp_path) -> None:
+    world, _ = small_world
+    files = world_files(world)[:2]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("not,a,report\n1,2,3\n")
+    base = ["--state-dir", str(tmp_path / "state"), "--no-publish", "--json"]
+    result = CliRunner().invoke(ingest_command, [*map(str, files), str(bad), *base])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert (report["files"], report["accepted"], report["quarantined"]) == (3, 2, 1)
+    assert report["problems"][0]["file"] == str(bad) and "not a known settlement report" in report["problems"][0]["reason"]
+    again = CliRunner().invoke(ingest_command, [*map(str, files), *base])
+    assert again.exit_code == 0 and json.loads(again.stdout)["duplicate"] == 2
+    nothing = CliRunner().invoke(ingest_command, ["--state-dir", str(tmp_path / "state")])
+    assert nothing.exit_code == 2 and "give files or folders" in nothing.output
+
+
+def test_cli_watch_once_processes_the_inbox_and_exits(small_world, tmp_path) -> None:
+    world, _ = small_world
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for path in world_files(world)[:2]:
+        shutil.copy(path, inbox / path.name)
+    result = CliRunner().invoke(ingest_command, ["--watch", str(inbox), "--once", "--no-publish", "--json",
+                                                 "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accepted"] == 2
+    assert len(list((inbox / "processed").iterdir())) == 2 and not [p for p in inbox.iterdir() if p.is_file()]
+
+
+@pytest.mark.slow
+def test_watcher_process_stops_cleanly_on_sigterm(small_world, tmp_path) -> None:
+    world, _ = small_world
+    inbox = tmp_path / "inbox"
+    command = [sys.executable, "-m", "pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
+               "--state-dir", str(tmp_path / "state")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    try:
+        path = world_files(world)[0]
+        shutil.copy(path, inbox.parent / path.name)
+        deadline = time.monotonic() + 60
+        while not inbox.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.replace(inbox.parent / path.name, inbox / path.name)
+        while not (inbox / "processed" / path.name).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (inbox / "processed" / path.name).exists()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "accepted" in err and "Traceback" not in err
