@@ -306,3 +306,18 @@ def test_a_bad_matching_config_names_the_setting(broken, name):
 def test_money_is_written_in_its_currencys_decimals(minor, currency, text):
     frame_ = pl.DataFrame({"m": [minor], "c": [currency]})
     assert frame_.select(money_text(pl.col("m"), pl.col("c"))).item() == text
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books, st.integers(0, 25), st.integers(0, 25))
+def test_as_the_watermark_moves_on_pending_turns_into_variances_and_nothing_is_lost(specs, d1, d2):
+    book = Book(specs)
+    book.lines = book.lines[1:]  # one line never reported
+    book.drop_bank.add(book.movements[0].reference)  # one payout never booked
+    book.bank_extra.append(bank_line("wire_9", Money(4_200, "GBP"), DAY0 + timedelta(days=9), 99))
+    early, late = sorted((d1, d2))
+    at = lambda d: datetime.combine(DAY0 + timedelta(days=d), datetime.min.time(), timezone.utc)  # noqa: E731
+    first, then = book.run(as_of=at(early)), book.run(as_of=at(late))
+    assert set(first.variances["variance_id"]) <= set(then.variances["variance_id"])
+    assert then.variances.height + then.pending.height == first.variances.height + first.pending.height
+    assert (then.pending["due_on"] > then.as_of).all()
