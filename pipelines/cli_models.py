@@ -51,9 +51,9 @@ def _events_source(world: Path | None, state_dir: Path | None) -> Path:
     return archive
 
 
-def _cutoff(value: str | None, latest: datetime) -> datetime:
+def _cutoff(value: str | None) -> datetime | None:
     if value is None:
-        return latest
+        return None
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -84,6 +84,7 @@ def train(world, state_dir, cutoff, as_json):
     from models.train import fit_all
     cfg = config.load("models")
     source = _events_source(world, state_dir)
+    at = _cutoff(cutoff)
     steps = ["reading events", "features as of each order", "labels and training set",
              *(f"fitting {k}" for k in cfg["models"]), *(f"logging {k} to MLflow" for k in cfg["models"])]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -98,8 +99,8 @@ def train(world, state_dir, cutoff, as_json):
         rows = order_features(facts)
         step("labels and training set")
         window = labels.outcome_window_days(cfg)
-        at = _cutoff(cutoff, facts["occurred_at"].max())
-        ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES), at, cfg["training_set"])
+        ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES),
+                                at or facts["occurred_at"].max(), cfg["training_set"])
         truth_file = None if world is None else world / "truth" / "orders.parquet"
         truth = pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
         trained = fit_all(ts, cfg["models"], truth, int(cfg.get("threads", 1)), on_model=lambda k: step(f"fitting {k}"))

@@ -264,6 +264,10 @@ def test_train_and_models_commands(world, store):
     assert unknown.exit_code == 2 and "error: no version 9" in unknown.output and "Traceback" not in unknown.output
     missing = runner.invoke(main, ["train", "--world", str(world / "nope")])
     assert missing.exit_code == 2 and "not a generated world" in missing.output
+    bad_cutoff = runner.invoke(main, ["train", "--world", str(world), "--cutoff", "last tuesday"])
+    assert bad_cutoff.exit_code == 2 and "'last tuesday' is not an ISO 8601 timestamp" in bad_cutoff.output
+    early = runner.invoke(main, ["train", "--world", str(world), "--cutoff", "2026-04-01"])
+    assert early.exit_code == 2 and "error: only 0 orders on terms with a matured outcome" in early.output
 
 
 def _archive(world: Path, state: Path) -> None:
