@@ -21,10 +21,9 @@ from pipelines.world.bank_files import write_bank_statements
 from recon.intake.parse import parse_file
 from recon.intake.suites import validate_many
 from recon.lines import BANK_SCHEMA
-from tests.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, world_bank_lines
+from tests.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, movement, world_bank_lines
 
 SAMPLES = Path(__file__).parent / "data" / "bank_samples"
-FORMAT_OF = {"bai2": "bai2", "camt053": "camt053", "mt940": "mt940"}
 
 
 def expected(lines: pl.DataFrame) -> list[tuple]:
@@ -72,13 +71,6 @@ def test_generated_world_bank_files_pass_their_suites(small_world) -> None:
     verdicts = validate_many(parsed)
     assert [(f.path.name, v.failures) for f, v in zip(parsed, verdicts) if not v.passed] == []
     assert sum(f.lines.height for f in parsed) == summary["bank_lines"]
-
-
-movement = st.tuples(
-    st.integers(min_value=-(10**11), max_value=10**11),
-    st.sampled_from(["processor_payout", "merchant_payout", "buyer_repayment", "fee", "other"]),
-    st.integers(min_value=0, max_value=2),
-)
 
 
 @settings(max_examples=25, deadline=None)
@@ -159,3 +151,16 @@ def test_real_statement_in_a_withdrawn_currency_is_refused() -> None:
     currency = next(f for f in verdict.failures if "ISO 4217" in f.rule)
     assert {row["amount_currency"] for row in currency.rows} == {"DEM"}
     assert currency.count == 11 and [row["line_no"] for row in currency.rows][:2] == [5, 7]
+
+
+def test_mt940_reversal_marks_sign_like_the_money_moves(tmp_path) -> None:
+    """RC (a credit reversed) takes money out, RD (a debit reversed) puts it back."""
+    path = tmp_path / "reversals.sta"
+    path.write_text("\r\n".join([
+        ":20:REV1", ":25:GB29NWBK60161331926819", ":28C:1/1", ":60F:C260105GBP100,00",
+        ":61:2601050105RC30,00NTRFpo_1//B1", ":86:/EREF/po_1/REMI/CREDIT REVERSED",
+        ":61:2601050105RD5,50NTRFpo_2//B2", ":86:/EREF/po_2/REMI/DEBIT REVERSED",
+        ":62F:C260105GBP75,50", ""]))
+    parsed = parse_file(path)
+    assert parsed.lines["amount_minor"].to_list() == [-3_000, 550]
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list() == [7_550]

@@ -2,8 +2,7 @@
 
 A file may hold several statements; each (from its `:20:`) is parsed on its own so that
 its opening (:60F:/:60M:) and closing (:62F:/:62M:) balances check its own lines, as a
-control. Signs: the D/C mark (the package signs the amount: debit -, credit +; RD/RC
-reversals flip it). Value date from :61:, booking date its entry date (the value date when
+control. Signs: the D/C mark (the package signs the amount: D and RC -, C and RD +). Value date from :61:, booking date its entry date (the value date when
 the bank leaves it out). References: the :61: bank reference after `//`; the customer
 reference is the `/EREF/` field of a structured :86: (the full one: the :61: field holds
 only 16 characters) or else the :61: reference unless NONREF; the text is `/REMI/` or the
@@ -21,6 +20,9 @@ from recon.intake.bank import BankFile
 from recon.intake.model import ParseError
 from recon.intake.normalise import currency_code, minor, optional
 
+# Sign reversals too: RC (reversal of a credit) takes money out, RD puts it back; and read
+# a lower-case d/c mark as its upper-case self (both off by default in mt-940 5.x).
+_OPTIONS = mt940.Options(reversal_sign=True, case_insensitive_marks=True)
 _STATEMENT = re.compile(r"^:20:", re.MULTILINE)
 _FIELD = r"/{key}/(.*?)(?=/[A-Z]{{4}}/|$)"
 _EREF, _REMI = re.compile(_FIELD.format(key="EREF")), re.compile(_FIELD.format(key="REMI"))
@@ -43,7 +45,7 @@ def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> 
     tag_lines = [first_line + i for i, line in enumerate(lines) if line.startswith(":61:")]
     closing_at = next((first_line + i for i, line in enumerate(lines) if line.startswith((":62F:", ":62M:"))), None)
     try:
-        parsed = mt940.parse(chunk)
+        parsed = mt940.parse(chunk, options=_OPTIONS)
         transactions = list(parsed)
     except Exception as exc:  # the package raises bare ValueErrors, RuntimeErrors and KeyErrors
         raise ParseError(f"not a readable MT940 statement: {exc}", first_line) from None
