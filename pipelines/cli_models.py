@@ -31,7 +31,9 @@ class OrderNotFound(Exception):
 
 
 def _registry():
+    import logging
     from models.registry import Registry, RegistrySettings
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO chatter is not for people at a terminal
     return Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
 
 

@@ -108,6 +108,17 @@ def test_too_little_history_is_a_clear_error():
         training_set.build(rows, lab, ("f",), _t(200), {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 1})
 
 
+def test_both_models_fit_a_short_history_with_empty_and_constant_features():
+    rows, lab = _rows(400, 7)
+    rows = rows.with_columns(never=pl.lit(None, pl.Float64), same=pl.lit(3.0))
+    ts = training_set.build(rows, lab, ("f", "never", "same"), _t(200),
+                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
+    trained = fit_all(ts, CFG["models"], None, threads=1)
+    assert {m.key for m in trained} == {"scorecard", "gbm"}
+    assert all(0.0 <= m.auc <= 1.0 and "oracle_auc" not in m.metrics for m in trained)
+    assert trained[0].reference["never"] == 0.0 and trained[0].reference["same"] == 3.0
+
+
 # ---------------------------------------------------------------------------- reason codes
 
 
