@@ -1,15 +1,18 @@
 """`clearline recon`: reconcile the ledger against processor reports and bank statements.
 
-    clearline recon [--from D1] [--to D2] --world DIR | --archive DIR --files DIR
+    clearline recon [--from D1] [--to D2] [--archive DIR] [--state-dir DIR]
                                          batch run over stored inputs -> variance store
+    clearline recon --world DIR [...]    the same over a generated world's files
     clearline recon score --truth FILE --world DIR   precision and recall per category
     clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
     clearline recon list [--status open|assigned|resolved] [--category C]
 
-The batch run reads the ledger's expectations (a world's events, or the ledger's event
-archive) and every processor report and bank statement under a folder, through intake's
-parsers; it decides deadlines at the inputs' watermark, exactly as the stream does at
-the same point, and keeps the variances whose `since` day falls in the range.
+The batch run reads the stored inputs: the ledger's expectations from its event archive
+and the processor and bank lines intake validated into its Parquet store (under the
+recon state folder). With --world it reads a generated world's events and its files
+through intake's parsers instead. It decides deadlines at the inputs' watermark, exactly
+as the stream does at the same point, and keeps the variances whose `since` day falls in
+the range.
 """
 
 from __future__ import annotations
@@ -74,37 +77,43 @@ def _parse_all(files: list[Path], quiet: bool):
     return pl.concat(settle), pl.concat(bank)
 
 
-def load_inputs(world: Path | None, archive: Path | None, files: Path | None, quiet: bool = True):
-    """(reconcile.Inputs, latest event time) from a generated world's folder, or from the
-    ledger's event archive plus a folder of reports and statements."""
+def _default_archive() -> Path:
+    from pipelines import config
+    return Path(config.load("ledger")["state_dir"]) / "archive"
+
+
+def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet: bool = True):
+    """(reconcile.Inputs, latest event time): a generated world's events and files, or the
+    stored inputs — the ledger's event archive and intake's store of validated lines."""
     import polars as pl
     from recon.matching import expectations
     from recon.matching.reconcile import Inputs
-    if world is None and (archive is None or files is None):
-        raise ReconInputError("give --world DIR, or --archive DIR with --files DIR")
     if world is not None:
         events_file = world / "events" / "events.parquet"
         if not events_file.is_file():
             raise ReconInputError(f"{world} is not a generated world: {events_file} is missing")
         scan = pl.scan_parquet(events_file)
         expected = expectations.from_events(scan)
-        files = files or world
-        report_files = _report_files(files / "settlements") + _report_files(files / "bank")
+        settle, bank = _parse_all(_report_files(world / "settlements") + _report_files(world / "bank"), quiet)
     else:
         from pipelines import archive as event_archive
+        from recon.intake.store import read_lines
+        archive = archive or _default_archive()
         if not archive.is_dir():
-            raise ReconInputError(f"no ledger event archive at {archive}")
+            raise ReconInputError(f"no ledger event archive at {archive}: run `clearline ledger run`, or give --archive DIR")
+        if not (state_dir / "lines").is_dir():
+            raise ReconInputError(f"no validated lines under {state_dir / 'lines'}: run `clearline ingest` first")
         scan = event_archive.scan(archive)
         expected = expectations.from_archive(scan)
-        report_files = _report_files(files)
+        settle, bank = read_lines(state_dir, "processor"), read_lines(state_dir, "bank")
     latest = scan.select(pl.col("occurred_at").max()).collect().item()
-    settle, bank = _parse_all(report_files, quiet)
     return Inputs(expected[0], expected[1], settle, bank), latest
 
 
-def run_batch(world, archive, files, start: date | None, end: date | None, quiet: bool = True):
+def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: date | None, end: date | None,
+              quiet: bool = True):
     from recon.matching.reconcile import input_watermark, reconcile, within
-    inputs, latest = load_inputs(world, archive, files, quiet)
+    inputs, latest = load_inputs(world, archive, state_dir, quiet)
     as_of = input_watermark(inputs, latest)
     if as_of is None:
         raise ReconInputError("the inputs hold no events and no lines: nothing to reconcile")
@@ -125,21 +134,20 @@ def _summary(variances) -> dict:
 _world = click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
                       help="A generated world's folder: its events, settlement reports and bank statements.")
 _state = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
-                      show_default=True, help="Recon state folder (the variance store lives here).")
+                      show_default=True, help="Recon state folder: intake's validated lines and the variance store.")
 
 
 @click.group(invoke_without_command=True)
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (YYYY-MM-DD) of variances to report.")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (YYYY-MM-DD) of variances to report.")
 @_world
-@click.option("--archive", type=click.Path(file_okay=False, path_type=Path), default=None, help="The ledger's event archive folder.")
-@click.option("--files", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of processor settlement reports and bank statements (searched recursively).")
+@click.option("--archive", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The ledger's event archive [default: archive/ under state_dir in configs/ledger.yaml].")
 @_state
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every variance as JSON.")
 @click.pass_context
 @friendly
-def recon(ctx, start, end, world, archive, files, state_dir, as_json):
+def recon(ctx, start, end, world, archive, state_dir, as_json):
     """Reconcile the ledger against processor reports and bank statements: a batch run
     over stored inputs, recorded in the variance store (statuses are kept)."""
     if ctx.invoked_subcommand is not None:
@@ -148,7 +156,7 @@ def recon(ctx, start, end, world, archive, files, state_dir, as_json):
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
-    result, variances = run_batch(world, archive, files, start, end, quiet=as_json)
+    result, variances = run_batch(world, archive, state_dir, start, end, quiet=as_json)
     with VarianceStore(state_dir / "variances.duckdb") as store:
         stored = store.record(variances)
     report = {"as_of": result.as_of.isoformat(), "from": start and start.isoformat(), "to": end and end.isoformat(),
@@ -184,7 +192,7 @@ def score(truth, world, as_json):
         truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
     except pl.exceptions.PolarsError as exc:
         raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
-    result, variances = run_batch(world, None, None, None, None, quiet=as_json)
+    result, variances = run_batch(world, None, DEFAULT_STATE_DIR, None, None, quiet=as_json)
     scores = score_of(truth_rows, variances)
     missed, extra = misses(truth_rows, variances)
     report = {

@@ -74,31 +74,34 @@ def test_mistakes_are_one_clear_line_not_a_traceback(small_world, tmp_path):
 
 def test_a_report_intake_cannot_read_stops_the_run_naming_the_file(small_world, tmp_path):
     world, _ = small_world
-    files = tmp_path / "files"
-    shutil.copytree(world / "settlements", files / "settlements")
-    shutil.copytree(world / "bank", files / "bank")
-    broken = sorted((files / "settlements" / "stripe").glob("*.csv"))[0]
+    copy = tmp_path / "world"
+    for part in ("events", "settlements", "bank"):
+        shutil.copytree(world / part, copy / part)
+    broken = sorted((copy / "settlements" / "stripe").glob("*.csv"))[0]
     broken.write_text(broken.read_text().replace(",", ";", 40))
-    archive_args = ("--archive", str(tmp_path / "no-archive"), "--files", str(files))
-    assert says(run(*archive_args), "no ledger event archive")
-    result = run("--world", str(world), "--files", str(files))
+    result = run("--world", str(copy), "--state-dir", str(tmp_path / "recon"))
     assert result.exit_code == 2
     assert says(result, broken.name)
+    assert says(run("--archive", str(tmp_path / "no-archive")), "no ledger event archive")
+    (tmp_path / "archive").mkdir()
+    assert says(run("--archive", str(tmp_path / "archive"), "--state-dir", str(tmp_path / "empty")), "run `clearline ingest` first")
 
 
 @pytest.mark.slow
-def test_the_ledger_archive_gives_the_same_variances_as_the_worlds_events(small_world, tmp_path):
+def test_stored_inputs_give_the_same_variances_as_the_worlds_files(small_world, tmp_path):
+    """The ledger's event archive plus the lines intake validated into its store (through
+    the real `clearline ingest`, suites and all) reconcile exactly like the world's files."""
     from pipelines import archive, events
     from recon.ledger.model import Source
     world, _ = small_world
     bodies = (world / "events" / "events.jsonl").read_bytes().splitlines()
     archive.write_batch(tmp_path / "archive", 0,
                         [(events.decode(b), Source("payments.events", 0, n), b) for n, b in enumerate(bodies)])
+    state = tmp_path / "recon"
+    ingested = CliRunner().invoke(main, ["ingest", str(world / "settlements"), str(world / "bank"), "--no-publish",
+                                         "--state-dir", str(state), "--json"], catch_exceptions=False)
+    assert json.loads(ingested.output)["quarantined"] == 0
     from_world = json.loads(run("--world", str(world), "--state-dir", str(tmp_path / "a"), "--json").output)
-    files = tmp_path / "files"
-    shutil.copytree(world / "settlements", files / "settlements")
-    shutil.copytree(world / "bank", files / "bank")
-    from_archive = json.loads(run("--archive", str(tmp_path / "archive"), "--files", str(files),
-                                  "--state-dir", str(tmp_path / "b"), "--json").output)
-    assert from_archive["as_of"] == from_world["as_of"]
-    assert [v["variance_id"] for v in from_archive["items"]] == [v["variance_id"] for v in from_world["items"]]
+    stored = json.loads(run("--archive", str(tmp_path / "archive"), "--state-dir", str(state), "--json").output)
+    assert stored["as_of"] == from_world["as_of"]
+    assert [v["variance_id"] for v in stored["items"]] == [v["variance_id"] for v in from_world["items"]]
