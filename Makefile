@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test kafka-up kafka-down bench
+.PHONY: install demo test kafka-up kafka-down bench bench-recon
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,3 +28,15 @@ kafka-down: install
 
 bench: install
 	$(PY) bench/generate_throughput.py
+
+# datacompy (the recon benchmark's baseline) pins Polars below 1.45, so the benchmark has
+# a virtual environment of its own rather than holding the project's Polars back.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e . datacompy
+	touch $@
+
+bench-recon: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/recon_scale.py

@@ -1,0 +1,223 @@
+"""Benchmark: a batch three-way reconciliation at 10 million lines, beside datacompy and a
+bare DuckDB join of the ledger/processor pair.
+
+Synthesises, straight into Parquet in the matcher's input schemas (the generator's
+simulation would take a quarter of an hour to make 10 M settlement lines, and the point
+here is the matcher, not the simulation):
+
+* the ledger's expected settlements (one per processor line it expects) and expected bank
+  movements (one per payout batch: the sum of its lines' net),
+* the processors' lines: the same lines with a small share of breaks planted — net
+  amount, fee, FX rate, value date changed; lines missing; lines the ledger never saw;
+  lines reported twice,
+* the bank's lines: one credit per payout batch, some missing, some nobody expected.
+
+Then, timed, in one process run:
+
+1. the three-way run: read the four Parquet inputs, `recon.matching.reconcile.reconcile`,
+   write the variances to Parquet — with the process's peak RSS at its end (before any
+   baseline runs);
+2. baseline A: datacompy's Polars comparison of the ledger/processor pair (join on the
+   line id, compare net, fee, value date);
+3. baseline B: a bare DuckDB full outer join of the same pair from the same Parquet files,
+   counting rows that differ or lack a partner.
+
+datacompy pins Polars below 1.45 while the project runs on the newest Polars, so the
+benchmark runs in its own virtual environment:
+
+    make bench-recon                                    # 10 M lines
+    .venv-bench/bin/python bench/recon_scale.py --lines 1000000 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from recon.matching import expectations
+from recon.matching.reconcile import Inputs, reconcile
+from recon.matching.rules import Tolerances
+
+PROCESSORS = ("adyen", "stripe", "checkoutcom")
+CURRENCIES = ("EUR", "USD", "GBP")
+START = date(2026, 1, 1)
+BREAK_RATE = 0.0002  # per planted category: 2,000 breaks of each kind at 10 M lines
+AS_OF = datetime(2027, 3, 1, tzinfo=timezone.utc)  # every deadline has passed: breaks, not "not arrived yet"
+
+
+def _ids(prefix: str, n: int) -> pl.Expr:
+    return pl.format(f"{prefix}{{}}", pl.int_range(n, dtype=pl.Int64).cast(pl.String).str.zfill(10))
+
+
+def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
+    """Write the four inputs under `folder`; return how many breaks of each kind were planted.
+
+    As in a generated world, each side is internally consistent: a changed line changes
+    its batch's bank credit, so line breaks are found on the lines, not again on payouts."""
+    rng = np.random.default_rng(seed)
+    proc = rng.integers(0, len(PROCESSORS), n)
+    ccy = rng.integers(0, len(CURRENCIES), n)
+    day = np.sort(rng.integers(0, 365, n))
+    gross = rng.integers(500, 500_000, n)
+    fee = gross * 29 // 1000 + 30
+    base = pl.DataFrame({
+        "processor": np.array(PROCESSORS)[proc], "currency": np.array(CURRENCIES)[ccy],
+        "available_on": pl.Series(day.astype("timedelta64[D]") + np.datetime64(START)).cast(pl.Date),
+        "gross": gross, "fee": fee,
+    }).with_columns(
+        settlement_id=_ids("stl_", n), payment_id=_ids("pay_", n), event_id=_ids("evt_", n),
+        merchant_id=pl.format("m_{}", (pl.int_range(n) % 5000).cast(pl.String).str.zfill(5)),
+        payout_id=pl.format("po_{}_{}_{}", "processor", pl.col("currency").str.to_lowercase(),
+                            pl.col("available_on").dt.strftime("%Y%m%d")))
+    expected = base.select(
+        "event_id", "processor", "settlement_id", "payout_id", record_type=pl.lit("charge"), payment_id="payment_id",
+        merchant_id="merchant_id", gross_minor="gross", gross_currency="currency", fee_minor="fee", fee_currency="currency",
+        net_minor=pl.col("gross") - pl.col("fee"), net_currency="currency", available_on="available_on",
+        fx_rate=pl.lit(None, pl.String)).cast(expectations.SETTLEMENT_SCHEMA)
+
+    k = max(int(n * BREAK_RATE), 1)
+    picks = rng.choice(n, size=6 * k, replace=False)
+    amount_rows, fee_rows, late_rows, missing_rows, dup_rows, _ = np.split(picks, 6)
+    lines = expected.with_row_index("i").with_columns(
+        net_minor=pl.when(pl.col("i").is_in(amount_rows)).then(pl.col("net_minor") - 777).otherwise("net_minor"),
+        fee_minor=pl.when(pl.col("i").is_in(fee_rows)).then(pl.col("fee_minor") + 55).otherwise("fee_minor"),
+        value_date=pl.when(pl.col("i").is_in(late_rows)).then(pl.col("available_on") + pl.duration(days=9))
+        .otherwise("available_on"))
+    lines = lines.with_columns(net_minor=pl.when(pl.col("i").is_in(fee_rows)).then(pl.col("gross_minor") - pl.col("fee_minor"))
+                               .otherwise("net_minor"))
+    unknown = lines.head(k).with_columns(settlement_id=pl.format("stx_{}", "settlement_id"),
+                                         payment_id=pl.format("payx_{}", "payment_id"))
+    reported = pl.concat([lines.filter(~pl.col("i").is_in(missing_rows)), lines.filter(pl.col("i").is_in(dup_rows)), unknown])
+    reported = reported.select(
+        "processor", line_id="settlement_id", payment_id="payment_id", payout_id="payout_id", record_type="record_type",
+        merchant_id="merchant_id", gross_minor="gross_minor", gross_currency="gross_currency", fee_minor="fee_minor",
+        fee_currency="fee_currency", net_minor="net_minor", net_currency="net_currency", fx_rate="fx_rate",
+        created_at=pl.col("available_on").cast(pl.Datetime("us", "UTC")) - pl.duration(days=2),
+        value_date="value_date", source_file=pl.format("{}_{}.csv", "processor", "payout_id"),
+        line_no=pl.int_range(pl.len()) + 2).cast(SETTLEMENT_SCHEMA)
+
+    payouts = expected.group_by("processor", "payout_id", "net_currency").agg(
+        amount_minor=pl.col("net_minor").sum(), day=pl.col("available_on").max()).sort("payout_id")
+    movements = payouts.select(
+        event_id=pl.format("evt_po_{}", "payout_id"), kind=pl.lit("processor_payout"), processor="processor",
+        reference="payout_id", amount_minor="amount_minor", amount_currency="net_currency",
+        expected_on=pl.col("day") + pl.duration(days=1)).cast(expectations.BANK_SCHEMA)
+    # The bank credits what the processor paid: the sum of the lines it reported per batch
+    # (a processor's report and its payout agree with each other, not with the ledger).
+    paid = reported.group_by("payout_id").agg(paid_minor=pl.col("net_minor").sum())
+    unbanked = max(payouts.height // 500, 1)
+    bank = movements.join(paid, left_on="reference", right_on="payout_id").sort("reference").slice(unbanked).select(
+        format=pl.lit("camt053"), account=pl.format("ACCT-{}", "amount_currency"),
+        bank_ref=pl.format("BR{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)),
+        reference="reference", text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "reference"),
+        amount_minor="paid_minor", amount_currency="amount_currency", booking_date="expected_on",
+        value_date="expected_on", source_file=pl.format("stmt_{}.xml", "amount_currency"), line_no=pl.lit(0))
+    stray = bank.head(unbanked).with_columns(reference=pl.lit(None, pl.String), text=pl.lit("INCOMING WIRE"),
+                                             bank_ref=pl.format("BX{}", "bank_ref"), amount_minor=pl.col("amount_minor") // 7)
+    bank = (pl.concat([bank, stray]).sort("account", "booking_date", "bank_ref")
+            .with_columns(line_no=pl.int_range(pl.len()).over("source_file") + 1).cast(BANK_SCHEMA))
+
+    expected.write_parquet(folder / "expected_settlements.parquet")
+    movements.write_parquet(folder / "expected_movements.parquet")
+    reported.write_parquet(folder / "settlement_lines.parquet")
+    bank.write_parquet(folder / "bank_lines.parquet")
+    return {"amount_mismatch": k, "fee_mismatch": k, "late_settlement": k, "missing_at_processor": k,
+            "duplicate": k, "missing_in_ledger": k, "payout_not_in_bank": unbanked, "unexplained_bank_line": unbanked}
+
+
+def pair_part(folder: Path, tol: Tolerances) -> float:
+    """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
+    from recon.matching import settlements
+    start = time.perf_counter()
+    settlements.match(pl.read_parquet(folder / "expected_settlements.parquet"),
+                      pl.read_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
+    return time.perf_counter() - start
+
+
+def three_way(folder: Path, tol: Tolerances) -> tuple[float, pl.DataFrame]:
+    start = time.perf_counter()
+    inputs = Inputs(*(pl.read_parquet(folder / f"{name}.parquet") for name in
+                      ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")))
+    result = reconcile(inputs, tol, AS_OF)
+    result.variances.write_parquet(folder / "variances.parquet")
+    return time.perf_counter() - start, result.variances
+
+
+def datacompy_pair(folder: Path) -> float:
+    import datacompy
+    start = time.perf_counter()
+    ledger = pl.read_parquet(folder / "expected_settlements.parquet",
+                             columns=["settlement_id", "net_minor", "fee_minor", "available_on"])
+    lines = pl.read_parquet(folder / "settlement_lines.parquet", columns=["line_id", "net_minor", "fee_minor", "value_date"])
+    compare = datacompy.PolarsCompare(ledger.rename({"settlement_id": "line_id", "available_on": "value_date"}), lines,
+                                      join_columns=["line_id"], df1_name="ledger", df2_name="processor")
+    compare.report()
+    return time.perf_counter() - start
+
+
+def duckdb_pair(folder: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    con = duckdb.connect()
+    differing = con.execute(f"""
+        SELECT count(*) FROM read_parquet('{folder / 'expected_settlements.parquet'}') e
+        FULL OUTER JOIN read_parquet('{folder / 'settlement_lines.parquet'}') l ON e.settlement_id = l.line_id
+        WHERE e.settlement_id IS NULL OR l.line_id IS NULL OR e.net_minor <> l.net_minor
+           OR e.fee_minor <> l.fee_minor OR e.available_on <> l.value_date""").fetchone()[0]
+    con.close()
+    return time.perf_counter() - start, differing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=10_000_000, help="Processor lines (and ledger expectations).")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from pipelines import config
+    tol = Tolerances.from_config(config.load("recon")["matching"])
+    with tempfile.TemporaryDirectory(prefix="recon-scale-") as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        # In a child process, so this process's peak RSS is the three-way run's own.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            planted = pool.submit(synthesise, args.lines, args.seed, folder).result()
+        made = time.perf_counter() - t0
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        elapsed, variances = three_way(folder, tol)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        found = {r["category"]: r["len"] for r in variances.group_by("category").len().iter_rows(named=True)}
+        del variances
+        pair = pair_part(folder, tol)
+        dc = datacompy_pair(folder)
+        db, differing = duckdb_pair(folder)
+    report = {
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"Python {platform.python_version()}, Polars {pl.__version__}, DuckDB {duckdb.__version__}",
+        "lines": args.lines, "synthesise_s": round(made, 2), "three_way_s": round(elapsed, 2),
+        "peak_rss_mib": round(peak_mib), "rss_before_run_mib": round(rss_before / 1024),
+        "planted": planted, "found": found, "found_equals_planted": found == planted,
+        "ledger_processor_part_s": round(pair, 2), "datacompy_pair_s": round(dc, 2), "duckdb_pair_s": round(db, 2), "duckdb_pair_differing": differing,
+        "ratio_datacompy_over_pair_part": round(dc / pair, 2), "ratio_duckdb_over_three_way": round(db / elapsed, 2),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        print(f"{key:>32}: {value}")
+
+
+if __name__ == "__main__":
+    main()
