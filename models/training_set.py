@@ -55,17 +55,20 @@ def build(order_rows: pl.DataFrame, labels: pl.DataFrame, feature_names: tuple[s
           cfg: dict) -> TrainingSet:
     """Join features to matured labels and split by time. `cfg` is the training_set
     section of `configs/models.yaml` (evaluation_share, min_orders, min_defaults)."""
-    share = float(cfg["evaluation_share"])
+    try:
+        share, min_orders, min_defaults = float(cfg["evaluation_share"]), int(cfg["min_orders"]), int(cfg["min_defaults"])
+    except KeyError as exc:
+        raise TrainingSetError(f"configs/models.yaml: training_set.{exc.args[0]} is missing") from None
     if not 0.0 < share < 1.0:
         raise TrainingSetError(f"configs/models.yaml: training_set.evaluation_share must be between 0 and 1, got {share}")
     rows = (order_rows.join(matured(labels, cutoff), on="order_id", how="inner")
             .filter(pl.col("decision_time") < cutoff)
             .sort("decision_time", "order_id"))
     defaults = int(rows["defaulted"].sum()) if rows.height else 0
-    if rows.height < int(cfg["min_orders"]) or defaults < int(cfg["min_defaults"]):
+    if rows.height < min_orders or defaults < min_defaults:
         raise TrainingSetError(
             f"only {rows.height} orders on terms with a matured outcome ({defaults} defaults) before "
-            f"{cutoff.isoformat()}; training needs at least {cfg['min_orders']} orders and {cfg['min_defaults']} "
+            f"{cutoff.isoformat()}; training needs at least {min_orders} orders and {min_defaults} "
             "defaults — a longer world or archive (an order's outcome is known terms_days + the outcome window "
             "after it)")
     split_time = rows["decision_time"][rows.height - math.ceil(rows.height * share)]

@@ -88,7 +88,7 @@ def train(world, state_dir, cutoff, as_json):
     source = _events_source(world, state_dir)
     at = _cutoff(cutoff)
     steps = ["reading events", "features as of each order", "labels and training set",
-             *(f"fitting {k}" for k in cfg["models"]), *(f"logging {k} to MLflow" for k in cfg["models"])]
+             *(f"fitting {k}" for k in cfg.get("models", {})), *(f"logging {k} to MLflow" for k in cfg.get("models", {}))]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=as_json, transient=True) as bar:
         task = bar.add_task("training", total=len(steps))
@@ -102,10 +102,10 @@ def train(world, state_dir, cutoff, as_json):
         step("labels and training set")
         window = labels.outcome_window_days(cfg)
         ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES),
-                                at or facts["occurred_at"].max(), cfg["training_set"])
+                                at or facts["occurred_at"].max(), cfg.get("training_set", {}))
         truth_file = None if world is None else world / "truth" / "orders.parquet"
         truth = pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
-        trained = fit_all(ts, cfg["models"], truth, int(cfg.get("threads", 1)), on_model=lambda k: step(f"fitting {k}"))
+        trained = fit_all(ts, cfg.get("models", {}), truth, int(cfg.get("threads", 1)), on_model=lambda k: step(f"fitting {k}"))
         registry = _registry()
         params = {"source": str(source), "outcome_window_days": window}
         logged = []
