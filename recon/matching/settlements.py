@@ -27,6 +27,10 @@ from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_te
 FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_currency", "fee_minor",
                "net_minor", "net_currency", "value_date", "payout_id"]
 _EXP = "exp_"
+_EXP_COMPARED = ["event_id", "processor", "settlement_id", "payout_id", "record_type", "gross_minor", "gross_currency",
+                 "fee_minor", "fee_currency", "net_minor", "net_currency", "available_on", "fx_rate"]
+_LINE_COMPARED = ["processor", "line_id", "payout_id", "gross_minor", "gross_currency", "fee_minor", "fee_currency", "net_minor",
+                  "net_currency", "fx_rate", "value_date", "source_file", "line_no"]
 
 
 def _rate(col: str) -> pl.Expr:
@@ -93,12 +97,16 @@ def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: d
     The result does not depend on the order of either input."""
     firsts, repeats = first_per(lines, ["processor", "line_id"], ["source_file", "line_no"])
     exp = first_per(expected, ["processor", "settlement_id"], ["event_id"])[0].rename(lambda c: _EXP + c)
-    joined = exp.join(firsts, how="full", coalesce=False,
-                      left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
-    reported, known = pl.col("line_id").is_not_null(), pl.col(f"{_EXP}event_id").is_not_null()
-    pairs = joined.filter(reported & known)
-    missing = joined.filter(~reported).select(exp.columns)
-    unexpected = joined.filter(~known).select(firsts.columns)
+    # Join only what the comparison reads, with row numbers to fetch the rest of the few
+    # rows that need it: at ten million lines the full rows would double the memory.
+    exp, firsts = exp.with_row_index("_e"), firsts.with_row_index("_l")
+    joined = exp.select("_e", *(f"{_EXP}{c}" for c in _EXP_COMPARED)).join(
+        firsts.select("_l", *_LINE_COMPARED), how="full", coalesce=False,
+        left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
+    pairs = joined.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
+    missing = exp.gather(joined.filter(pl.col("_l").is_null())["_e"]).drop("_e")
+    unexpected = firsts.gather(joined.filter(pl.col("_e").is_null())["_l"]).drop("_l")
+    firsts = firsts.drop("_l")
     dups = _duplicates(firsts, repeats, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
     raw = [compare(pairs, tol), _missing_at_processor(missing, tol, as_of), _duplicate(dups),
