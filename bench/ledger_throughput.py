@@ -8,9 +8,12 @@ Generates a world, produces it to a fresh topic, then in the same run:
   (admission, signature, contract, posting rules, DuckDB commit, archive, snapshots),
   timed from start to exit, with the child's peak RSS.
 
-Run at two sizes to see whether memory grows with the number of events.
+Run at two sizes to see whether memory grows with the number of events. With
+`--processes 2` the flow runs in Bytewax cluster mode (`-i/-a`), one process and one
+store shard per core, the partitions split between them; peak RSS is then the largest
+process's.
 
-    python bench/ledger_throughput.py --merchants 450 --days 120 [--json]
+    python bench/ledger_throughput.py --merchants 450 --days 120 [--processes 2] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import platform
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,11 +55,31 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return elapsed
 
 
+def run_flow(topic: str, dlq: str, state: Path, processes: int) -> None:
+    """`clearline ledger run --once` as one process, or as a cluster of `processes`."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--topic", topic,
+           "--deadletter-topic", dlq, "--state-dir", str(state), "--metrics-port", "0"]
+    if processes == 1:
+        subprocess.run(cmd, check=True)
+        return
+    socks = [socket.socket() for _ in range(processes)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    addresses = [a for sock in socks for a in ("-a", f"127.0.0.1:{sock.getsockname()[1]}")]
+    for sock in socks:
+        sock.close()
+    flows = [subprocess.Popen([*cmd, "-i", str(i), *addresses]) for i in range(processes)]
+    codes = [f.wait() for f in flows]
+    if any(codes):
+        raise SystemExit(f"a flow process failed: exit codes {codes}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=120)
     ap.add_argument("--merchants", type=int, default=450)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--processes", type=int, default=1, help="flow processes (Bytewax cluster mode)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     broker.up()
@@ -73,8 +97,7 @@ def main() -> None:
             n = produced.delivered
             base_s = raw_consume(bootstrap, topic, n)
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--topic", topic,
-                            "--deadletter-topic", dlq, "--state-dir", str(Path(tmp) / "state")], check=True)
+            run_flow(topic, dlq, Path(tmp) / "state", args.processes)
             flow_s = time.perf_counter() - start
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
@@ -85,7 +108,7 @@ def main() -> None:
         "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
         "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
-        "flow_peak_rss_mib": round(peak),
+        "flow_processes": args.processes, "flow_peak_rss_mib": round(peak),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
     }
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -44,19 +45,28 @@ _ARROW = pa.schema([
 
 def write_batch(root: Path, shard: int, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
     """Write one batch's new events, one file per (event date, partition)."""
-    groups: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: {k: [] for k in SCHEMA})
-    for e, s, body in rows:
-        cols = groups[(e.occurred_at.date().isoformat(), s.partition)]
-        for k, v in zip(SCHEMA, (e.event_id, e.event_type, e.occurred_at, e.merchant_id, e.reseller_id,
-                                  e.schema_version, body, s.topic, s.partition, s.offset)):
-            cols[k].append(v)
+    groups: dict[tuple[str, int], list[tuple[events.Event, Source, bytes]]] = defaultdict(list)
+    days: dict[date, str] = {}
+    for row in rows:
+        day = row[0].occurred_at.date()
+        text = days.get(day) or days.setdefault(day, day.isoformat())
+        groups[(text, row[1].partition)].append(row)
     written = []
-    for (day, partition), cols in sorted(groups.items()):
+    for (day, partition), group in sorted(groups.items()):
         folder = root / f"event_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"s{shard}-p{partition}-o{min(cols['offset']):012d}-o{max(cols['offset']):012d}.parquet"
+        offsets = [s.offset for _, s, _ in group]
+        cols = {
+            "event_id": [e.event_id for e, _, _ in group], "event_type": [e.event_type for e, _, _ in group],
+            "occurred_at": [e.occurred_at for e, _, _ in group], "merchant_id": [e.merchant_id for e, _, _ in group],
+            "reseller_id": [e.reseller_id for e, _, _ in group],
+            "schema_version": [e.schema_version for e, _, _ in group], "body": [b for _, _, b in group],
+            "topic": [s.topic for _, s, _ in group], "partition": [partition] * len(group), "offset": offsets,
+        }
+        path = folder / f"s{shard}-p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
         tmp = path.with_suffix(".tmp")
-        pq.write_table(pa.table(cols, schema=_ARROW), tmp)
+        # no dictionaries: most columns are unique per row, and trying costs more than it saves
+        pq.write_table(pa.table(cols, schema=_ARROW), tmp, use_dictionary=False)
         os.replace(tmp, path)
         written.append(path)
     return written

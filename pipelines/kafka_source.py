@@ -80,6 +80,9 @@ class PartitionSource(FixedPartitionedSource[list[Message], int]):
             "bootstrap.servers": self._bootstrap, "group.id": "clearline-unused",  # offsets live in recovery
             "enable.auto.commit": False, "enable.partition.eof": self._once,
             "fetch.max.bytes": 8 * 1024 * 1024, "reconnect.backoff.max.ms": 2000,
+            # librdkafka prefetches up to 64 MiB per consumer by default, one consumer per
+            # partition: bound it, or memory grows with the backlog instead of the batch
+            "queued.max.messages.kbytes": 16 * 1024,
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _Partition(config, self._topic, int(for_part), offset, self._batch_size)

@@ -50,6 +50,7 @@ class LedgerSettings:
     batch_size: int
     metrics_port: int = 0
     duckdb_memory_limit: str = "512MB"
+    duckdb_checkpoint_threshold: str = "256MB"
     publish_interval_s: float = 5.0
     once: bool = False
 
@@ -62,6 +63,7 @@ class LedgerSettings:
             deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
             batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
             duckdb_memory_limit=str(cfg["duckdb_memory_limit"]),
+            duckdb_checkpoint_threshold=str(cfg["duckdb_checkpoint_threshold"]),
             publish_interval_s=float(cfg["publish_interval_s"]), once=once,
         )
 

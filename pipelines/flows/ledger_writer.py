@@ -75,6 +75,7 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         # rows kept for the snapshot publisher: a few seconds of postings, so memory stays flat
         self._store = LedgerStore(paths["store"], keep_recent_rows=200_000)
         self._store.con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+        self._store.con.execute("SET checkpoint_threshold = ?", [settings.duckdb_checkpoint_threshold])
         self._dlq_topic = settings.deadletter_topic
         self._producer = Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
                                    "acks": "all", "linger.ms": 5})

@@ -160,7 +160,7 @@ def account_key(tenant: str, name: str, sub: str | None = None) -> str:
     key = _KEYS.get((tenant, name, sub))
     if key is None:
         _check(tenant, name, sub)
-        if len(_KEYS) > 200_000:
+        if len(_KEYS) > 50_000:
             _KEYS.clear()
         key = _KEYS[(tenant, name, sub)] = f"{tenant}:{name}" if sub is None else f"{tenant}:{name}:{sub}"
     return key

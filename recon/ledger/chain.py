@@ -78,7 +78,7 @@ def _quoted(text: str) -> str:
     """`_q(text)`, remembered: accounts and currencies recur in almost every event."""
     q = _QUOTED.get(text)
     if q is None:
-        if len(_QUOTED) > 1_000_000:  # bounded: memory must not grow with the ledger
+        if len(_QUOTED) > 50_000:  # bounded: memory must not grow with the ledger
             _QUOTED.clear()
         q = _QUOTED[text] = _q(text)
     return q
