@@ -119,6 +119,9 @@ class Registry:
                                **{k: v for k, v in summary.items() if isinstance(v, str)}})
             mlflow.log_metrics({**model.metrics, **{k: float(v) for k, v in summary.items() if isinstance(v, int)}})
             mlflow.set_tags({"clearline.model": model.key})
+            mlflow.log_dict({"training_set": summary, "params": dict(params), "metrics": model.metrics,
+                             "features": list(model.features), "reference_medians": model.reference},
+                            "training_report.json")
             info = mlflow.sklearn.log_model(
                 model.pipeline, name="model", signature=signature, input_example=example,
                 registered_model_name=model.registered_name, pyfunc_predict_fn="predict_proba",

@@ -211,6 +211,11 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
     run = registry.client.get_run(sc.run_id)
     assert run.data.metrics["auc"] == pytest.approx(trained[0].auc) and "oracle_auc" in run.data.metrics
     assert run.data.params["source"] == "test" and run.data.params["model.C"] == str(CFG["models"]["scorecard"]["C"])
+    report = json.loads(Path(registry.client.download_artifacts(sc.run_id, "training_report.json", str(tmp_path))).read_text())
+    assert report["training_set"] == json.loads(json.dumps(ts.summary())) and report["features"] == list(ts.features)
+    import mlflow
+    info = mlflow.models.get_model_info(f"models:/{sc.name}/{sc.version}")
+    assert info.signature.inputs.input_names() == list(ts.features) and info.saved_input_example_info is not None
 
     registry.promote(sc.name, sc.version, "champion")
     registry.promote(gb.name, gb.version, "challenger")
@@ -224,8 +229,10 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
     with pytest.raises(RegistryError, match="alias must be one of"):
         registry.promote(gb.name, "1", "king")
 
-    champion = registry.load("champion")
+    champion = registry.load("champion", threads=1)
     assert champion.ref.name == gb.name and champion.features == ts.features
+    from threadpoolctl import threadpool_info
+    assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"} == {1}  # serving: one thread
     model = next(m for m in trained if m.key == "gbm")
     assert champion.reference == pytest.approx(model.reference)
     row = ts.evaluation.row(0, named=True)
