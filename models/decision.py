@@ -138,11 +138,14 @@ _ABSENT = object()
 def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, champion: Scorer | None,
            challenger: Scorer | None, policy: Policy) -> Decision:
     """Decide one request; always returns exactly one Decision. `features` are the
-    feature store's values for this request (None: it has none); the order's own fields
+    feature store's values for this request; None, empty, or every value None (how Feast
+    answers for an entity it has never seen) mean it has none. The order's own fields
     (amount, terms) are added from the request."""
-    if features is not None:
+    has_row = features is not None and any(v is not None for v in features.values())
+    if has_row:
         features = {**features, **request.model_inputs()}
     inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
+    features = features if has_row else None
     if policy.kill_switch:
         return _fallback(request, policy, pol.KILL_SWITCH, inputs, kill_switch=True)
     if champion is None:

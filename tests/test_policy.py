@@ -138,7 +138,7 @@ def test_every_request_gets_exactly_one_decision(champion, features, amount, kil
                champion if with_challenger else None, policy)
     assert d.outcome in OUTCOMES and d.credit_limit.currency == amount.currency
     json.dumps(d.to_dict())  # the record is always plain JSON
-    usable = features is not None and all(  # amount_minor always comes from the request
+    usable = features is not None and any(v is not None for v in features.values()) and all(  # amount from the request
         f in features and (features[f] is None or isinstance(features[f], (int, float))) and not isinstance(features[f], bool)
         and features[f] != float("inf") for f in FEATURES if f != "amount_minor")
     if kill:
@@ -177,6 +177,14 @@ def test_a_decision_record_names_model_inputs_reasons_and_shadow(champion):
     assert codes[0]["feature"] == "buyer_late_repayment_rate" and codes[0]["delta"] > 0
     assert abs(codes[0]["delta"]) >= max(abs(c["delta"]) for c in codes)
     assert record["amount"] == {"minor": 40000, "currency": "EUR"} and record["decision_time"].startswith("2026-03-01T12")
+
+
+def test_a_row_of_nothing_but_nulls_is_no_row(champion):
+    """Feast answers an entity it has never seen with None for every feature."""
+    d = decide(_request(Money(1_000, "GBP")), {"buyer_late_repayment_rate": None, "buyer_orders_30d": None},
+               champion, champion, POLICY)
+    assert d.model is None and d.policy_reasons[0] == pol.FEATURES_UNAVAILABLE and d.challenger is None
+    assert d.to_dict()["inputs"] == {"buyer_late_repayment_rate": None, "buyer_orders_30d": None}
 
 
 def test_unknown_values_are_imputed_not_unavailable(champion):
