@@ -72,7 +72,10 @@ def first_per(frame: pl.DataFrame, keys: list[str], order: list[str]) -> tuple[p
     """(the first row of each key, every later row): first by `order`, whatever order the
     frame came in. Only rows whose key repeats are sorted, so the common case of unique
     keys costs one hash pass, not a sort of millions of rows."""
-    maybe = pl.struct(keys).hash().is_duplicated()  # equal keys hash alike; the few collisions sort apart below
+    # equal keys hash alike; the few collisions of unequal keys sort apart below
+    maybe = frame.select(pl.struct(keys).hash().is_duplicated()).to_series()
+    if not maybe.any():
+        return frame, frame.clear()
     groups = frame.filter(maybe).sort(*keys, *order)
     leads = pl.int_range(pl.len()).over(keys) == 0
     return pl.concat([frame.filter(~maybe), groups.filter(leads)]), groups.filter(~leads)
