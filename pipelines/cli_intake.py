@@ -118,9 +118,10 @@ def _ingest_files(intake, files: list[Path], quiet: bool):
 
 
 def _watch(intake, inbox: Path, once: bool, quiet: bool):
+    """The inbox loop; SIGTERM and Ctrl-C end it after the files in hand are done."""
     from recon.intake.watch import watch
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def said(outcomes) -> None:
         if not quiet:
@@ -131,8 +132,6 @@ def _watch(intake, inbox: Path, once: bool, quiet: bool):
         console.print(f"watching {inbox} (Ctrl-C or SIGTERM to stop)")
     try:
         return watch(intake, inbox, stop, once=once, on_outcomes=said)
-    except KeyboardInterrupt:
-        stop.set()
-        return []
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

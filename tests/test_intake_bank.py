@@ -22,6 +22,7 @@ from recon.intake.parse import parse_file
 from recon.intake.suites import validate_many
 from recon.lines import BANK_SCHEMA
 from tests.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, movement, world_bank_lines
+from tests.test_intake_processor import intake_world  # noqa: F401 (fixture)
 
 SAMPLES = Path(__file__).parent / "data" / "bank_samples"
 
@@ -64,8 +65,9 @@ def test_world_statements_read_back_exactly(tmp_path) -> None:
                 assert text[row["line_no"] - 1].strip().startswith("<Ntry")
 
 
-def test_generated_world_bank_files_pass_their_suites(small_world) -> None:
-    out, summary = small_world
+@pytest.mark.slow
+def test_generated_world_bank_files_pass_their_suites(intake_world) -> None:
+    out, summary = intake_world
     paths = sorted(p for p in (out / "bank").rglob("*") if p.is_file())
     parsed = [parse_file(p) for p in paths]
     verdicts = validate_many(parsed)

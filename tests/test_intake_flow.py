@@ -32,6 +32,7 @@ from recon.intake.ingest import Intake, IntakeSettings
 from recon.intake.store import read_lines
 from recon.intake.watch import watch
 from tests.ledger_harness import fresh_topics
+from tests.test_intake_processor import intake_world  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,8 +62,9 @@ def consume_all(bootstrap: str, topic: str) -> list:
 
 
 @pytest.mark.kafka
-def test_world_files_reach_the_topic_and_the_store_once(small_world, kafka_bootstrap, tmp_path) -> None:
-    world, summary = small_world
+@pytest.mark.slow
+def test_world_files_reach_the_topic_and_the_store_once(intake_world, kafka_bootstrap, tmp_path) -> None:
+    world, summary = intake_world
     with fresh_topics(kafka_bootstrap, "test.intake") as (topic, _):
         intake = Intake(settings(tmp_path / "state", topic), producer(30))
         files = world_files(world)
@@ -90,8 +92,8 @@ def test_world_files_reach_the_topic_and_the_store_once(small_world, kafka_boots
 
 
 @pytest.mark.kafka
-def test_lines_kafka_does_not_take_leave_the_file_to_be_tried_again(small_world, kafka_bootstrap, tmp_path) -> None:
-    world, _ = small_world
+def test_lines_kafka_does_not_take_leave_the_file_to_be_tried_again(intake_world, kafka_bootstrap, tmp_path) -> None:
+    world, _ = intake_world
     path = world_files(world)[0]
     missing = f"test.intake.absent.{uuid.uuid4().hex[:8]}"  # auto-creation is off: the topic does not exist
     intake = Intake(settings(tmp_path / "state", missing, timeout=5), producer(5))
@@ -100,8 +102,8 @@ def test_lines_kafka_does_not_take_leave_the_file_to_be_tried_again(small_world,
     assert intake.registry.seen(outcome.sha256) is None, "not recorded: the next run tries it again"
 
 
-def test_inbox_empties_into_processed_and_quarantine_and_stops(small_world, tmp_path) -> None:
-    world, _ = small_world
+def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp_path) -> None:
+    world, _ = intake_world
     inbox, state = tmp_path / "inbox", tmp_path / "state"
     inbox.mkdir()
     good = world_files(world)[:3]
@@ -127,8 +129,8 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(small_world, tmp_
     assert sorted(o.status for o in seen) == ["accepted"] * 3 + ["quarantined"]
 
 
-def test_cli_reports_and_exits_1_on_a_quarantined_file(small_world, tmp_path) -> None:
-    world, _ = small_world
+def test_cli_reports_and_exits_1_on_a_quarantined_file(intake_world, tmp_path) -> None:
+    world, _ = intake_world
     files = world_files(world)[:2]
     bad = tmp_path / "bad.csv"
     bad.write_text("not,a,report\n1,2,3\n")
@@ -144,8 +146,8 @@ def test_cli_reports_and_exits_1_on_a_quarantined_file(small_world, tmp_path) ->
     assert nothing.exit_code == 2 and "give files or folders" in nothing.output
 
 
-def test_cli_watch_once_processes_the_inbox_and_exits(small_world, tmp_path) -> None:
-    world, _ = small_world
+def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) -> None:
+    world, _ = intake_world
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for path in world_files(world)[:2]:
@@ -158,8 +160,8 @@ def test_cli_watch_once_processes_the_inbox_and_exits(small_world, tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_watcher_process_stops_cleanly_on_sigterm(small_world, tmp_path) -> None:
-    world, _ = small_world
+def test_watcher_process_stops_cleanly_on_sigterm(intake_world, tmp_path) -> None:
+    world, _ = intake_world
     inbox = tmp_path / "inbox"
     command = [sys.executable, "-m", "pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
                "--state-dir", str(tmp_path / "state")]

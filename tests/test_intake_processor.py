@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.world.generate import WorldOptions, generate
 from pipelines.world.settlement_files import (
     ADYEN_COLUMNS, CHECKOUT_COLUMNS, STRIPE_COLUMNS, write_settlement_reports,
 )
@@ -26,6 +27,14 @@ from recon.lines import SETTLEMENT_SCHEMA
 from tests.test_settlement_files import DAY2, Lines, world_lines
 
 KEY = ["processor", "line_id"]
+
+
+@pytest.fixture(scope="module")
+def intake_world(tmp_path_factory) -> tuple[Path, dict]:
+    """A 45-day, 6-merchant world with discrepancies: every record type, ~1,100
+    settlement and ~370 bank lines (small enough to validate in a few seconds)."""
+    out = tmp_path_factory.mktemp("intake-world")
+    return out, generate(WorldOptions(days=45, merchants=6, seed=3), out)
 
 
 def expected(lines: pl.DataFrame) -> pl.DataFrame:
@@ -74,8 +83,9 @@ def test_every_layout_reads_back_to_the_written_lines(tmp_path) -> None:
     assert sorted(controls["declared"].to_list()) == sorted((-payouts["net_minor"]).to_list())
 
 
-def test_generated_world_reads_and_passes_its_suites(small_world) -> None:
-    out, summary = small_world
+@pytest.mark.slow
+def test_generated_world_reads_and_passes_its_suites(intake_world) -> None:
+    out, summary = intake_world
     paths = sorted((out / "settlements").rglob("*.csv"))
     got, _, problems = read_all(paths)
     assert problems == []
