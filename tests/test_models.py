@@ -13,6 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.batch import MODEL_FEATURES, order_features, read_events
 from models import labels, training_set
@@ -117,6 +119,36 @@ def test_both_models_fit_a_short_history_with_empty_and_constant_features():
     assert {m.key for m in trained} == {"scorecard", "gbm"}
     assert all(0.0 <= m.auc <= 1.0 and "oracle_auc" not in m.metrics for m in trained)
     assert trained[0].reference["never"] == 0.0 and trained[0].reference["same"] == 3.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.booleans(), st.integers(0, 200)), min_size=1, max_size=60),
+       st.integers(100, 500), st.floats(0.05, 0.95))
+def test_split_properties(orders, cutoff_day, share):
+    """Any history: only matured orders, nothing on both sides, every training order
+    decided before every evaluation order."""
+    ids = [f"o{i:03d}" for i in range(len(orders))]
+    rows = pl.DataFrame({"order_id": ids, "decision_time": [_t(d, 8 + i % 9) for i, (d, _, _) in enumerate(orders)],
+                         "f": [float(i) for i in range(len(orders))]})
+    lab = pl.DataFrame({"order_id": ids, "defaulted": [b for _, b, _ in orders],
+                        "matures_at": [_t(d + lag) for d, _, lag in orders]})
+    cutoff = _t(cutoff_day)
+    try:
+        ts = training_set.build(rows, lab, ("f",), cutoff, {"evaluation_share": share, "min_orders": 2, "min_defaults": 1})
+    except TrainingSetError:
+        return
+    eligible = lab.filter(pl.col("matures_at") <= cutoff).join(rows, on="order_id").filter(pl.col("decision_time") < cutoff)
+    assert sorted([*ts.train["order_id"], *ts.evaluation["order_id"]]) == sorted(eligible["order_id"])
+    assert ts.train.height and ts.evaluation.height
+    assert ts.train["decision_time"].max() < ts.evaluation["decision_time"].min() == ts.split_time
+
+
+@given(st.integers(-5, 200), st.sampled_from([30, 60]))
+def test_a_default_is_a_label_exactly_when_it_falls_inside_the_window(days_after_due, terms):
+    facts = _facts([_order("o", 0, terms=terms),
+                    {"event_type": "buyer.default", "occurred_at": _t(terms + days_after_due, 0), "order_id": "o"}])
+    row = labels.outcomes(facts, WINDOW).row(0, named=True)
+    assert row["defaulted"] == (days_after_due <= WINDOW)
 
 
 # ---------------------------------------------------------------------------- reason codes
