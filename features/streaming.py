@@ -2,7 +2,7 @@
 buyer and per merchant, in event time (`features.event_time`).
 
 Wiring only: events become facts; refunds and chargebacks are attributed to a buyer
-through their payment's authorization (keyed by payment); buyer and merchant events go
+through their payment's authorization (in one ordered step); buyer and merchant events go
 to one stateful operator each (keyed by entity), which keeps the entity's `Clock` and
 emits feature rows as they become final and late events on a side output; the two
 entity rows of a request are joined into one order row with the columns of
@@ -21,8 +21,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, Fact, Spec, attribute_payment, fact_of,
-                                  request_columns)
+from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, NEEDS_ATTRIBUTION, Attribution, Fact, Spec,
+                                  attribute_payment, fact_of, request_columns)
 from features.event_time import BUYER, MERCHANT, Clock, Entity, FeatureRow, LateEvent, Output, flush, on_fact
 from pipelines.events import Event
 
@@ -46,6 +46,29 @@ class _EntityLogic(StatefulLogic[Fact, Output, Clock]):
         return self.clock  # frozen: safe to hand to the recovery store as is
 
 
+_ALL = "all"
+
+
+class _Attributor(StatefulLogic[Fact, Fact, dict]):
+    """Gives refunds and chargebacks their buyer (`attribute_payment`), one payment at a
+    time, while every buyer event passes through it in arrival order. One key on purpose:
+    a branch for the payment events merged back later would let them overtake or fall
+    behind the buyer's other events by up to a whole input batch, and in event time that
+    is lateness. The map holds one small entry per payment seen."""
+
+    def __init__(self, resumed: dict | None):
+        self.payments: dict[str, Attribution] = dict(resumed or {})
+
+    def on_item(self, value: Fact) -> tuple[Iterable[Fact], bool]:
+        if value.event_type not in NEEDS_ATTRIBUTION and value.event_type != "payment.authorized":
+            return [value], StatefulLogic.RETAIN
+        self.payments[value.payment_id], out = attribute_payment(self.payments.get(value.payment_id), value)
+        return out, StatefulLogic.RETAIN
+
+    def snapshot(self) -> dict:
+        return dict(self.payments)  # its values are frozen
+
+
 def _per_entity(entity: Entity, facts: Stream[Fact], spec: Spec) -> Stream[Output]:
     keyed = op.key_on(f"{entity.name}_key", op.filter(f"{entity.name}_events", facts, entity.wants), entity.key)
     features = op.stateful(f"{entity.name}_features", keyed, lambda clock: _EntityLogic(entity, spec, clock))
@@ -62,10 +85,10 @@ def feature_steps(events: Stream[Event], spec: Spec = DEFAULT_SPEC
     """Add the feature steps to a dataflow: order rows, per-entity rows (what changes in
     the feature store), and late events."""
     facts = op.map("fact", events, fact_of)
-    needs = op.branch("needs_buyer", facts, lambda f: f.event_type in NEEDS_ATTRIBUTION or f.event_type == "payment.authorized")
-    by_payment = op.key_on("payment_key", needs.trues, lambda f: f.payment_id)
-    attributed = op.key_rm("payment_unkey", op.stateful_flat_map("attribute", by_payment, attribute_payment))
-    buyer_out = _per_entity(BUYER, op.merge("buyer_facts", needs.falses, attributed), spec)
+    for_buyers = op.filter("buyer_facts", facts, lambda f: f.event_type in BUYER_EVENTS)
+    in_order = op.key_on("attribution_key", for_buyers, lambda _: _ALL)
+    attributed = op.key_rm("attribution_unkey", op.stateful("attribute", in_order, _Attributor))
+    buyer_out = _per_entity(BUYER, attributed, spec)
     merchant_out = _per_entity(MERCHANT, facts, spec)
     outputs = op.merge("outputs", buyer_out, merchant_out)
     split = op.branch("late_or_row", outputs, lambda o: isinstance(o, LateEvent))
@@ -89,15 +112,16 @@ def _complete_row(pair: tuple[Output, Output]) -> dict[str, Any] | None:
     return order_row(buyer, merchant) if isinstance(buyer, FeatureRow) and isinstance(merchant, FeatureRow) else None
 
 
-def run_bounded(events: Iterable[Event], spec: Spec = DEFAULT_SPEC
+def run_bounded(events: Iterable[Event], spec: Spec = DEFAULT_SPEC, batch_size: int = 1
                 ) -> tuple[list[dict[str, Any]], list[FeatureRow], list[LateEvent]]:
     """Run the feature steps as a real Bytewax dataflow over a finite list of events
-    (their list order is the arrival order); at its end everything pending is final."""
+    (their list order is the arrival order, fed `batch_size` at a time); at its end
+    everything pending is final."""
     orders: list[dict[str, Any]] = []
     rows: list[FeatureRow] = []
     late: list[LateEvent] = []
     flow = Dataflow("features_bounded")
-    o, r, x = feature_steps(op.input("events", flow, TestingSource(list(events))), spec)
+    o, r, x = feature_steps(op.input("events", flow, TestingSource(list(events), batch_size)), spec)
     op.output("orders_out", o, TestingSink(orders))
     op.output("rows_out", r, TestingSink(rows))
     op.output("late_out", x, TestingSink(late))

@@ -14,8 +14,13 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, cluster_main, run_main
+
 from features import batch, store
-from features.streaming import run_bounded
+from features.feast_sink import FeastOnlineSink, push_steps
+from features.streaming import feature_steps, run_bounded
 from ledger_harness import free_ports
 from pipelines import config, events
 
@@ -98,6 +103,34 @@ def test_streaming_rows_push_to_the_online_store(tmp_path, small_world):
     assert check_online(fs, frame, "buyer") > 5
 
 
+def sink_flow(arrived, settings) -> Dataflow:
+    flow = Dataflow("features_to_feast")
+    _, rows, _ = feature_steps(op.input("events", flow, TestingSource(arrived, batch_size=1000)))
+    push_steps(rows, settings)
+    return flow
+
+
+def test_the_streaming_runtime_pushes_through_the_feast_sink(tmp_path, small_world):
+    world, _ = small_world
+    arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
+    _, rows, _ = run_bounded(arrived)
+    s = settings(tmp_path)
+    store.apply(s)
+    run_main(sink_flow(arrived, s))
+    fs = store.open_store(s)
+    for entity in ("buyer", "merchant"):
+        expected = store.rows_frame(rows, entity)
+        assert check_online(fs, expected, entity) > 3
+        offline = pl.read_parquet(s.data_dir / "offline" / f"{entity}_history.parquet")
+        assert offline.sort(f"{entity}_id", "event_timestamp").equals(expected.sort(f"{entity}_id", "event_timestamp"))
+
+
+def test_several_workers_may_not_share_a_sqlite_online_store(tmp_path):
+    s = settings(tmp_path)
+    with pytest.raises(store.FeatureStoreError, match="2 workers.*online_store: redis"):
+        FeastOnlineSink(s).build("feast", 0, 2)
+
+
 def test_a_push_with_the_wrong_columns_is_refused(tmp_path, world_rows):
     s = settings(tmp_path)
     store.apply(s)
@@ -148,6 +181,23 @@ def test_redis_online_store_keeps_the_newest_row(tmp_path, world_rows, redis_url
     assert older["buyer_orders_30d"][0] != newest["buyer_orders_30d"] or older["buyer_exposure_minor"][0] != newest["buyer_exposure_minor"]
     store.push(fs, older, "buyer", offline=False)
     assert store.online_features(fs, "buyer", newest["buyer_id"])["buyer_exposure_minor"] == newest["buyer_exposure_minor"]
+
+
+def test_two_workers_push_through_redis(tmp_path, small_world, redis_url):
+    world, _ = small_world
+    arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
+    _, rows, _ = run_bounded(arrived)
+    cfg = config.load("features")
+    cfg = dict(cfg, feast=dict(cfg["feast"], online_store="redis", redis={"connection_string": redis_url}))
+    s = store.settings_from_config(cfg, tmp_path, tmp_path / "feast")
+    store.apply(s)
+    cluster_main(sink_flow(arrived, s), [], 0, worker_count_per_proc=2)
+    fs = store.open_store(s)
+    for entity in ("buyer", "merchant"):
+        expected = store.rows_frame(rows, entity)
+        assert check_online(fs, expected, entity) > 3
+        offline = pl.read_parquet(s.data_dir / "offline" / f"{entity}_history.parquet")
+        assert offline.height == expected.height  # one writer: no append lost
 
 
 def test_the_features_commands(tmp_path, small_world, world_rows):

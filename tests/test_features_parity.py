@@ -8,19 +8,23 @@ import dataclasses
 from datetime import timedelta
 
 import polars as pl
+import pytest
 
 from features import batch
 from features.streaming import run_bounded
 from pipelines import events
 
 
-def test_streaming_and_batch_agree_on_every_request_of_a_world(small_world):
+@pytest.mark.parametrize("batch_size", [1, 1000])
+def test_streaming_and_batch_agree_on_every_request_of_a_world(small_world, batch_size):
+    """Also with the input fed a thousand events at a time, as Kafka polls do when
+    catching up: no step may reorder a buyer's events by a batch."""
     world, manifest = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()]
     out_of_order = sum(1 for a, b in zip(arrived, arrived[1:]) if b.occurred_at < a.occurred_at)
     assert out_of_order > 0  # the world's late arrivals are exercised
 
-    orders, entity_rows, late = run_bounded(arrived)
+    orders, entity_rows, late = run_bounded(arrived, batch_size=batch_size)
 
     expected = batch.order_features(batch.read_events(world))
     streamed = pl.DataFrame(orders, schema=expected.schema, orient="row").sort("decision_time", "event_id")
