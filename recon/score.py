@@ -46,14 +46,20 @@ def _key(kind: pl.Expr, processor: pl.Expr, line_id: pl.Expr, payout_id: pl.Expr
 
 
 def _claimable(frame: pl.DataFrame, kind: str, key: pl.Expr) -> pl.DataFrame:
-    """(kind, key, n-th occurrence of that key) so equal keys pair up one by one."""
-    return frame.select(kind=pl.col(kind), key=key).with_columns(nth=pl.int_range(pl.len()).over("kind", "key"))
+    """(row, kind, key, n-th occurrence of that key) so equal keys pair up one by one."""
+    return frame.with_row_index("row").select("row", kind=pl.col(kind), key=key).with_columns(
+        nth=pl.int_range(pl.len()).over("kind", "key"))
+
+
+def _sides(truth: pl.DataFrame, variances: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    t = _claimable(truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
+    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
+    return t, v
 
 
 def score(truth: pl.DataFrame, variances: pl.DataFrame) -> list[CategoryScore]:
     """Per category: injected (truth rows), found (variances) and correct (agreeing pairs)."""
-    t = _claimable(truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
-    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
+    t, v = _sides(truth, variances)
     correct = t.join(v, on=["kind", "key", "nth"], how="inner")
     count = lambda df: dict(df.group_by("kind").len().iter_rows())  # noqa: E731
     injected, found, right = count(t), count(v), count(correct)
@@ -63,10 +69,8 @@ def score(truth: pl.DataFrame, variances: pl.DataFrame) -> list[CategoryScore]:
 
 def misses(truth: pl.DataFrame, variances: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(truth rows nobody found, variances that match no truth row), for a person to read."""
-    t = _claimable(truth.with_row_index("row"), "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
-    t = t.with_columns(row=truth.with_row_index("row")["row"])
-    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
-    v = v.with_columns(variance_id=variances["variance_id"])
-    missed = truth.with_row_index("row").join(t.join(v, on=["kind", "key", "nth"], how="anti").select("row"), on="row").drop("row")
-    extra = variances.join(v.join(t, on=["kind", "key", "nth"], how="anti").select("variance_id"), on="variance_id")
+    t, v = _sides(truth, variances)
+    on = ["kind", "key", "nth"]
+    missed = truth.with_row_index("row").join(t.join(v, on=on, how="anti").select("row"), on="row").drop("row")
+    extra = variances.with_row_index("row").join(v.join(t, on=on, how="anti").select("row"), on="row").drop("row")
     return missed, extra
