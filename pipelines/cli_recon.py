@@ -124,9 +124,9 @@ def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: 
 
 def _summary(variances) -> dict:
     import polars as pl
-    counts = dict(variances.group_by("category").len().sort("category").iter_rows())
-    money = (variances.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency"))
     from pipelines.currency import minor_to_decimal
+    counts = dict(variances.group_by("category").len().sort("category").iter_rows())
+    money = variances.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency")
     return {"variances": variances.height, "by_category": counts,
             "amount_by_currency": {c: minor_to_decimal(m, c) for c, m in money.iter_rows()}}
 
