@@ -19,7 +19,8 @@ from pipelines.cli_support import console, emit, friendly, kv_table, out, user_e
 
 user_errors("models.registry:RegistryError", "models.training_set:TrainingSetError", "models.labels:LabelError",
             "models.train:ModelConfigError", "models.policy:PolicyError", "features.batch:EventsReadError",
-            "pipelines.cli_models:NoTrainingInput", "pipelines.cli_models:OrderNotFound")
+            "pipelines.cli_models:NoTrainingInput", "pipelines.cli_models:OrderNotFound",
+            "mlflow.exceptions:MlflowException")  # e.g. a tracking server that does not answer
 
 
 class NoTrainingInput(Exception):

@@ -351,3 +351,12 @@ def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
     assert set(report["aliases_set"]) == {"champion", "challenger"}
     both = runner.invoke(main, ["train", "--world", str(world), "--state-dir", str(state)])
     assert both.exit_code == 2 and "two different sources" in both.output
+
+
+def test_a_tracking_server_that_does_not_answer_is_an_error_line(monkeypatch):
+    from pipelines.cli import main
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    result = CliRunner().invoke(main, ["models", "list"])
+    assert result.exit_code == 2 and "error: API request to http://127.0.0.1:9" in result.output
+    assert "Traceback" not in result.output
