@@ -58,7 +58,7 @@ def _intake(state_dir: Path | None, publish: bool):
 
 def summary(outcomes) -> dict:
     statuses = Counter(o.status for o in outcomes)
-    lines = Counter()
+    lines: Counter[str] = Counter()
     for o in outcomes:
         if o.status == "accepted":
             lines[o.format] += o.lines

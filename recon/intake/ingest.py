@@ -110,7 +110,7 @@ class Intake:
             if earlier or sha in first_in_call:
                 said = (f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}" if earlier
                         else f"same content as {first_in_call[sha]} in this run")
-                kept = q.place(path, sha, processed_dir, move=True) if move else None
+                kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
                 done(i, Outcome(str(path), sha, "duplicate", earlier.format if earlier else None, 0,
                                 f"{said}: nothing done", str(kept) if kept else None))
                 continue
