@@ -90,17 +90,18 @@ def test_nulls_survive_the_round_trip(tmp_path, world_rows):
         assert got == {k: v for k, v in row.items() if k not in ("event_timestamp", "created")}
 
 
-def test_streaming_rows_push_to_the_online_store(tmp_path, small_world):
+@pytest.fixture(scope="module")
+def streamed(small_world):
+    """The first 4,000 events of the world and the streaming runtime's rows for them."""
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
-    _, rows, _ = run_bounded(arrived)
-    s = settings(tmp_path)
-    store.apply(s)
-    fs = store.open_store(s)
-    frame = store.rows_frame(rows, "buyer")
-    assert frame.height == sum(r.entity == "buyer" for r in rows) > 50
-    store.push(fs, frame, "buyer", offline=False)
-    assert check_online(fs, frame, "buyer") > 5
+    return arrived, run_bounded(arrived)[1]
+
+
+def redis_settings(tmp_path, url: str) -> store.FeastSettings:
+    cfg = config.load("features")
+    cfg = dict(cfg, feast=dict(cfg["feast"], online_store="redis", redis={"connection_string": url}))
+    return store.settings_from_config(cfg, tmp_path, tmp_path / "feast")
 
 
 def sink_flow(arrived, settings) -> Dataflow:
@@ -110,10 +111,8 @@ def sink_flow(arrived, settings) -> Dataflow:
     return flow
 
 
-def test_the_streaming_runtime_pushes_through_the_feast_sink(tmp_path, small_world):
-    world, _ = small_world
-    arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
-    _, rows, _ = run_bounded(arrived)
+def test_the_streaming_runtime_pushes_through_the_feast_sink(tmp_path, streamed):
+    arrived, rows = streamed
     s = settings(tmp_path)
     store.apply(s)
     run_main(sink_flow(arrived, s))
@@ -167,9 +166,7 @@ def redis_url(tmp_path):
 
 
 def test_redis_online_store_keeps_the_newest_row(tmp_path, world_rows, redis_url):
-    cfg = config.load("features")
-    cfg = dict(cfg, feast=dict(cfg["feast"], online_store="redis", redis={"connection_string": redis_url}))
-    s = store.settings_from_config(cfg, tmp_path, tmp_path / "feast")
+    s = redis_settings(tmp_path, redis_url)
     assert store.apply(s)["online_store"] == "redis"
     fs = store.open_store(s)
     history = batch.feature_history(world_rows, "buyer")
@@ -183,13 +180,9 @@ def test_redis_online_store_keeps_the_newest_row(tmp_path, world_rows, redis_url
     assert store.online_features(fs, "buyer", newest["buyer_id"])["buyer_exposure_minor"] == newest["buyer_exposure_minor"]
 
 
-def test_two_workers_push_through_redis(tmp_path, small_world, redis_url):
-    world, _ = small_world
-    arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:4000]]
-    _, rows, _ = run_bounded(arrived)
-    cfg = config.load("features")
-    cfg = dict(cfg, feast=dict(cfg["feast"], online_store="redis", redis={"connection_string": redis_url}))
-    s = store.settings_from_config(cfg, tmp_path, tmp_path / "feast")
+def test_two_workers_push_through_redis(tmp_path, streamed, redis_url):
+    arrived, rows = streamed
+    s = redis_settings(tmp_path, redis_url)
     store.apply(s)
     cluster_main(sink_flow(arrived, s), [], 0, worker_count_per_proc=2)
     fs = store.open_store(s)
