@@ -15,6 +15,7 @@ millions of events: no Python per row.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def _decode(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         p = frame.select("event_id", "event_type", pl.col("occurred_at").cast(pl.Datetime("us", "UTC")),
                          "merchant_id", text.alias("p"))
     except pl.exceptions.PolarsError as exc:
-        raise EventsReadError(f"{where}: an event's JSON could not be parsed: {str(exc).splitlines()[0]}") from None
+        raise EventsReadError(f"{where}: {_unparsable(frame)}: {str(exc).splitlines()[0]}") from None
     q = pl.col("p")
     return p.select(
         "event_id", "event_type", "occurred_at", "merchant_id",
@@ -111,6 +112,17 @@ def _decode(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     )
 
 
+def _unparsable(frame: pl.DataFrame) -> str:
+    """Name the first event whose JSON does not parse (only looked for after a failure)."""
+    column = "body" if "body" in frame.columns else "payload"
+    for event_id, text in frame.select("event_id", column).iter_rows():
+        try:
+            json.loads(text)
+        except (ValueError, TypeError):
+            return f"event {event_id}: its {column} is not JSON"
+    return "an event's JSON could not be read"
+
+
 def _check(facts: pl.DataFrame, where: str) -> None:
     bad = facts.filter(pl.col("occurred_at").is_null() | pl.col("event_id").is_null())
     for event_type, fields in _REQUIRED.items():
@@ -118,9 +130,10 @@ def _check(facts: pl.DataFrame, where: str) -> None:
         bad = pl.concat([bad, facts.filter((pl.col("event_type") == event_type) & missing)])
     if bad.height:
         first = bad.row(0, named=True)
+        needed = ("event_id", "occurred_at", *_REQUIRED.get(first["event_type"], ()))
         raise EventsReadError(f"{where}: {bad.height} event(s) lack fields the features need, first "
                               f"{first['event_id']} ({first['event_type']}): " +
-                              ", ".join(k for k, v in first.items() if v is None))
+                              ", ".join(k for k in needed if first[k] is None))
     repeated = facts.filter(pl.col("event_id").is_duplicated())
     if repeated.height:  # an archive holds each event once; counting one twice would be wrong
         raise EventsReadError(f"{where}: {repeated['event_id'].n_unique()} event id(s) appear more than once, "
