@@ -188,3 +188,11 @@ def test_a_quarantined_file_sent_again_is_a_no_op_that_says_so(run) -> None:
     path = run["folder"] / "adyen-empty.csv"
     (outcome,) = Intake(settings(run["state"])).ingest([path])
     assert outcome.status == "duplicate" and "already quarantined" in outcome.reason
+
+
+def test_detection_is_by_content_not_by_name(good, tmp_path) -> None:
+    from recon.intake.parse import parse_file
+    for fmt, path in good.items():
+        disguised = tmp_path / f"{fmt}-statement.txt"
+        disguised.write_bytes(path.read_bytes())
+        assert parse_file(disguised).format == fmt

@@ -129,7 +129,10 @@ class Intake:
 
         verdicts = validate_many([parsed for *_, parsed in pending]) if pending else []
         for (i, path, sha, parsed), verdict in zip(pending, verdicts):
-            if verdict.passed:
+            if verdict.errors:  # not the file's fault: leave it unrecorded, to be judged again
+                done(i, Outcome(str(path), sha, "failed", parsed.format, parsed.lines.height,
+                                f"the suite could not run ({'; '.join(verdict.errors)}); the file stays to be ingested again"))
+            elif verdict.passed:
                 done(i, self._accept(path, sha, parsed, processed_dir))
             else:
                 report = q.validation_report(path.name, sha, parsed.format, parsed.lines.height, verdict)

@@ -48,6 +48,7 @@ class Failure:
     count: int
     rows: list[dict[str, Any]]  # line_no, the control's name, and the observed values
     observed: Any = None
+    error: str | None = None  # the expectation itself could not run: says nothing about the file
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def errors(self) -> list[str]:
+        """Rules that could not run (a fault of the suite, not of the file)."""
+        return [f"{f.rule}: {f.error}" for f in self.failures if f.error]
 
 
 def _rule(expectation, text: str):
@@ -240,12 +246,12 @@ def _failure(result) -> Failure:
     index_only = ("control", "declared", "computed")  # said on control rows, empty on the others
     rows = [{k: _plain(v) for k, v in row.items() if k not in index_only or _plain(v) is not None}
             for row in (found.get("unexpected_index_list") or [])]
+    rule = (config.meta or {}).get("rule", config.type)
     error = (result.exception_info or {}).get("exception_message")
-    return Failure(
-        rule=(config.meta or {}).get("rule", config.type), expectation=config.type,
-        count=int(found.get("unexpected_count") or len(rows)), rows=rows,
-        observed=_plain(found.get("observed_value")) if not rows else None,
-    ) if not error else Failure(config.meta.get("rule", config.type), config.type, 0, [], f"could not run: {error}")
+    if error:
+        return Failure(rule, config.type, 0, [], error=error)
+    return Failure(rule, config.type, count=int(found.get("unexpected_count") or len(rows)), rows=rows,
+                   observed=_plain(found.get("observed_value")) if not rows else None)
 
 
 def _plain(value: Any) -> Any:
