@@ -353,6 +353,7 @@ def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
     assert both.exit_code == 2 and "two different sources" in both.output
 
 
+@pytest.mark.slow
 def test_a_tracking_server_that_does_not_answer_is_an_error_line(monkeypatch):
     from pipelines.cli import main
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
