@@ -2,8 +2,9 @@
 lines in; variances and what is still pending out.
 
 A stream calls this on the state it holds whenever its watermark moves; a batch calls it
-once on frames read from a date range. The watermark (`as_of`) is the latest event time
-seen in the inputs, so a replay of the same inputs decides every deadline the same way.
+once on the stored inputs and keeps the variances of its date range (`within`). The
+watermark (`as_of`) is the latest event time seen in the inputs, so a replay of the same
+inputs decides every deadline the same way.
 """
 
 from __future__ import annotations
