@@ -54,8 +54,8 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     off = lambda name: (pl.col(f"{e}{name}_minor") - pl.col(f"{name}_minor")).abs()  # noqa: E731
     days = (pl.col("value_date") - pl.col(f"{e}available_on")).dt.total_days().abs()
     lit, col = pl.lit, pl.col
-    # A stand-alone fee line carries its fee as its net (Adyen reports it only as a net
-    # debit, with no fee breakdown; reports give it no gross, so no presentment currency
+    # A stand-alone fee line carries its fee as its net (Adyen writes it only as a net
+    # debit, with no fee breakdown; no report gives it a gross, so no presentment currency
     # or rate either), so only its net and settlement currency are compared. A converted line whose
     # report gives no rate (Stripe) shows a wrong rate only in its net.
     fee_line = col(f"{e}record_type") == "fee"
