@@ -126,6 +126,11 @@ def push(store, frame: pl.DataFrame, entity: str, online: bool = True, offline: 
     return frame.height
 
 
+def latest_rows(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
+    """Each entity's newest row: all the online store keeps, so all a backfill need push."""
+    return frame.sort(TIMESTAMP, CREATED, maintain_order=True).unique(f"{entity}_id", keep="last", maintain_order=True)
+
+
 def online_features(store, entity: str, entity_id: str, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
     """The entity's latest online features (all None when nothing was pushed for it)."""
     refs = [f"{view_name(entity)}:{n}" for n in ("currency", *feature_names(entity, spec))]

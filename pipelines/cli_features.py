@@ -69,7 +69,8 @@ def apply(feast_dir, online_store, as_json):
 @friendly
 def push(events_path, feast_dir, online_store, online_only, as_json):
     """Compute every underwriting request's features from the events (batch runtime) and
-    push them: the latest per buyer and merchant online, all of them to the offline history."""
+    push them: each buyer's and merchant's latest row online, every row to the offline
+    history."""
     import warnings
     from features import batch, store
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")  # Feast's offline writer
@@ -84,10 +85,11 @@ def push(events_path, feast_dir, online_store, online_only, as_json):
         pushed = {}
         for entity in ("buyer", "merchant"):
             bar.update(task, advance=1, description=f"pushing {entity} features")
-            pushed[entity] = store.push(fs, batch.feature_history(rows, entity, spec), entity, offline=not online_only)
+            history = batch.feature_history(rows, entity, spec)
+            pushed[f"{entity}s_online"] = store.push(fs, store.latest_rows(history, entity), entity, offline=False)
+            pushed[f"{entity}_rows_offline"] = 0 if online_only else store.push(fs, history, entity, online=False)
         bar.update(task, advance=1)
-    report = {"events": events.height, "requests": rows.height, "buyer_rows": pushed["buyer"],
-              "merchant_rows": pushed["merchant"], "offline": not online_only}
+    report = {"events_read": events.height, "requests": rows.height, **pushed}
     emit(as_json, report, kv_table("features pushed", report))
 
 

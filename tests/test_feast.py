@@ -203,7 +203,9 @@ def test_the_features_commands(tmp_path, small_world, world_rows):
     assert runner.invoke(main, ["features", "apply", *where, "--json"]).exit_code == 0
     pushed = runner.invoke(main, ["features", "push", "--events", str(world), *where, "--json"])
     assert pushed.exit_code == 0, pushed.output
-    assert json.loads(pushed.stdout)["requests"] == world_rows.height
+    report = json.loads(pushed.stdout)
+    assert report["requests"] == report["buyer_rows_offline"] == world_rows.height
+    assert report["buyers_online"] == world_rows["buyer_id"].n_unique()
     buyer = latest(batch.feature_history(world_rows, "buyer"), "buyer").row(0, named=True)
     got = runner.invoke(main, ["features", "get", "--buyer", buyer["buyer_id"], "--merchant", buyer["buyer_id"], *where, "--json"])
     doc = json.loads(got.stdout)
