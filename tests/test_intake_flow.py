@@ -112,10 +112,14 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp
     seen: list = []
     runner = threading.Thread(target=lambda: seen.extend(watch(intake, inbox, stop)))
     runner.start()
+    staging = tmp_path / "staging"  # files arrive whole (renamed in), as senders deliver them
+    staging.mkdir()
     try:
         for path in good:
-            shutil.copy(path, inbox / path.name)
-        (inbox / "broken.sta").write_text(":20:X\r\n:25:ACC\r\n:60F:C260101GBP1,00\r\n")
+            shutil.copy(path, staging / path.name)
+            os.replace(staging / path.name, inbox / path.name)
+        (staging / "broken.sta").write_text(":20:X\r\n:25:ACC\r\n:60F:C260101GBP1,00\r\n")
+        os.replace(staging / "broken.sta", inbox / "broken.sta")
         deadline = time.monotonic() + 60
         while any(p.is_file() for p in inbox.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -127,6 +131,18 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp
     assert (state / "quarantine" / "broken.sta").is_file()
     assert "no closing balance" in (state / "quarantine" / "broken.sta.report.txt").read_text()
     assert sorted(o.status for o in seen) == ["accepted"] * 3 + ["quarantined"]
+
+
+def test_a_file_still_being_written_waits_for_the_next_poll(tmp_path) -> None:
+    from recon.intake.watch import ready_files
+    (tmp_path / "old.csv").write_text("x")
+    (tmp_path / "fresh.csv").write_text("x")
+    (tmp_path / "partial.csv.part").write_text("x")
+    (tmp_path / ".hidden").write_text("x")
+    old = time.time() - 10
+    os.utime(tmp_path / "old.csv", (old, old))
+    assert [p.name for p in ready_files(tmp_path, settle_seconds=2)] == ["old.csv"]
+    assert [p.name for p in ready_files(tmp_path, settle_seconds=2, now=time.time() + 5)] == ["fresh.csv", "old.csv"]
 
 
 def test_cli_reports_and_exits_1_on_a_quarantined_file(intake_world, tmp_path) -> None:
