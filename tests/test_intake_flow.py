@@ -176,27 +176,27 @@ def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) ->
 
 
 @pytest.mark.slow
-def test_watcher_process_stops_cleanly_on_sigterm(intake_world, tmp_path) -> None:
-    world, _ = intake_world
-    inbox = tmp_path / "inbox"
+def test_watcher_process_stops_cleanly_on_sigterm(tmp_path) -> None:
+    inbox, staging = tmp_path / "inbox", tmp_path / "staging"
+    staging.mkdir()
     command = [sys.executable, "-m", "pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
                "--state-dir", str(tmp_path / "state")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "COLUMNS": "200"})
     try:
-        path = world_files(world)[0]
-        shutil.copy(path, inbox.parent / path.name)
         deadline = time.monotonic() + 60
         while not inbox.is_dir() and time.monotonic() < deadline:
             time.sleep(0.1)
-        os.replace(inbox.parent / path.name, inbox / path.name)
-        while not (inbox / "processed" / path.name).exists() and time.monotonic() < deadline:
+        (staging / "garbled.sta").write_text(":20:X\r\n:25:ACC\r\n")  # unreadable: quarantined at once
+        os.replace(staging / "garbled.sta", inbox / "garbled.sta")
+        kept = tmp_path / "state" / "quarantine" / "garbled.sta.report.txt"
+        while not kept.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert (inbox / "processed" / path.name).exists()
+        assert kept.exists() and not (inbox / "garbled.sta").exists()
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err
-    assert "accepted" in err and "Traceback" not in err
+    assert "quarantined garbled.sta" in err and "Traceback" not in err
