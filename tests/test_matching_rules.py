@@ -293,6 +293,8 @@ def test_a_repayment_the_bank_never_booked_is_reported_after_its_deadline():
     ({"amount_tolerance_minor": -1}, "amount_minor"),
     ({"deadline_days": {"processor_line": 8}}, "ledger_record_deadline_days"),
     ({"date_window_days": "1"}, "date_window_days"),
+    ({"date_windows_days": 1}, "unknown setting.*date_windows_days"),
+    ({"deadline_days": {**MATCHING["deadline_days"], "processor_lines": 8}}, "deadline_days.processor_lines"),
 ])
 def test_a_bad_matching_config_names_the_setting(broken, name):
     with pytest.raises(MatchingConfigError, match=name):

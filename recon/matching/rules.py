@@ -19,6 +19,11 @@ class MatchingConfigError(ValueError):
     """The `matching:` section of configs/recon.yaml is missing a setting or has a bad one."""
 
 
+_KEYS = {"amount_tolerance_minor", "date_window_days", "bank_date_window_days", "deadline_days",
+         "unknown_payout_arrival_days"}
+_DEADLINES = {"processor_line", "ledger_record", "bank_line", "unexplained_bank_line"}
+
+
 @dataclass(frozen=True, slots=True)
 class Tolerances:
     amount_minor: int
@@ -44,6 +49,9 @@ class Tolerances:
             "unexplained_deadline_days": deadlines.get("unexplained_bank_line"),
             "unknown_payout_arrival_days": matching.get("unknown_payout_arrival_days"),
         }
+        unknown = sorted(set(matching) - _KEYS) + sorted(f"deadline_days.{k}" for k in set(deadlines) - _DEADLINES)
+        if unknown:
+            raise MatchingConfigError(f"configs/recon.yaml matching: unknown setting(s) {', '.join(unknown)}")
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MatchingConfigError(
