@@ -323,3 +323,20 @@ def test_as_the_watermark_moves_on_pending_turns_into_variances_and_nothing_is_l
     assert set(first.variances["variance_id"]) <= set(then.variances["variance_id"])
     assert then.variances.height + then.pending.height == first.variances.height + first.pending.height
     assert (then.pending["due_on"] > then.as_of).all()
+
+
+@pytest.mark.parametrize("change, category, amount", [
+    (lambda b: replace(b, amount=Money(b.amount.minor - 10, b.amount.currency)), "amount_mismatch", 10),
+    (lambda b: replace(b, booking_date=b.booking_date + timedelta(days=TOL.bank_date_window_days + 1)), "late_settlement", None),
+    (lambda b: replace(b, amount=Money(b.amount.minor, "CAD")), "currency_fx_mismatch", None),
+])
+def test_a_bank_line_that_differs_from_its_payout_is_one_variance(change, category, amount):
+    book = Book([("stripe", "charge", 10_000, "USD", 0, False), ("stripe", "charge", 20_000, "USD", 0, False)])
+    payout = next(b for b in book.bank() if b.reference == book.lines[0].payout_id)
+    book.drop_bank.add(payout.reference)
+    book.bank_extra.append(change(payout))
+    (v,) = records(book.run().variances)
+    assert (v.category, v.reference, v.payout_id) == (category, payout.reference, payout.reference)
+    assert v.amount.minor == (amount if amount is not None else abs(payout.amount.minor))
+    assert v.ledger_event_ids == (f"evt_po_{payout.reference}",)
+    assert len(v.evidence) == 3  # the bank line and the two settlement lines of the batch

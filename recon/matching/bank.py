@@ -45,11 +45,12 @@ def payout_batches(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
-    """`batches` (processor, reference) with every line of each as evidence, in file order."""
-    own = lines.join(batches.select("processor", payout_id="reference"), on=["processor", "payout_id"], how="semi")
+def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame, reference: str = "reference") -> pl.DataFrame:
+    """`batches` (kind, processor, `reference`) with every line of each processor payout
+    as its evidence, in file order."""
+    own = lines.join(batches.select("processor", payout_id=reference), on=["processor", "payout_id"], how="semi")
     found = own.sort("source_file", "line_no").group_by("processor", "payout_id").agg(found=evidence())
-    return batches.join(found, left_on=["processor", "reference"], right_on=["processor", "payout_id"], how="left").with_columns(
+    return batches.join(found, left_on=["processor", reference], right_on=["processor", "payout_id"], how="left").with_columns(
         evidence=pl.when(pl.col("kind") == "processor_payout").then(pl.col("found").fill_null([])).otherwise("evidence")).drop("found")
 
 
@@ -86,8 +87,9 @@ def _pairs_by_amount(lines: pl.DataFrame, cands: pl.DataFrame, tol: Tolerances) 
     return pairs.filter((pl.len().over(_LINE) == 1) & (pl.len().over("kind", "reference_exp") == 1))
 
 
-def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
-    """Raw variances of (bank line, candidate) pairs: the first difference only."""
+def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+    """Raw variances of (bank line, candidate) pairs: the first difference only, with the
+    bank line and the payout's settlement lines as evidence."""
     col, lit = pl.col, pl.lit
     off = (col("amount_minor") - col("amount_minor_exp")).abs()
     days = (col("booking_date") - col("expected_on")).dt.total_days().abs()
@@ -101,7 +103,7 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
          col("expected_on").cast(pl.String), col("booking_date").cast(pl.String), col("amount_minor").abs(), col("currency")),
     ]
     category, field, expected, actual, amount, currency = first_difference(rules)
-    pairs = pairs.filter(pl.any_horizontal(rule[0] for rule in rules))
+    pairs = _batch_evidence(pairs.filter(pl.any_horizontal(rule[0] for rule in rules)), settlement_lines, "reference_exp")
     return pairs.select(
         category=category, processor="processor", reference="reference_exp",
         payout_id=pl.when(col("kind") == "processor_payout").then(col("reference_exp")),
@@ -133,7 +135,7 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
     late_cands = overdue("expected_on", tol.bank_line_deadline_days, as_of)
     late_lines = overdue("booking_date", tol.unexplained_deadline_days, as_of)
     raw = [
-        compare(pairs, tol),
+        compare(pairs, settlement_lines, tol),
         _batch_evidence(may_miss.filter(late_cands), settlement_lines).select(
             category=pl.lit("payout_not_in_bank"), processor="processor", reference="reference",
             payout_id=pl.when(pl.col("kind") == "processor_payout").then(pl.col("reference")),
