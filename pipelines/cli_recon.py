@@ -36,7 +36,7 @@ class ReconInputError(ValueError):
     """An input to a batch run is missing or unusable; the message names it and why."""
 
 
-def _tolerances():
+def tolerances():
     from pipelines import config
     from recon.matching.rules import MatchingConfigError, Tolerances
     matching = config.load("recon").get("matching")
@@ -45,13 +45,13 @@ def _tolerances():
     return Tolerances.from_config(matching)
 
 
-def _report_files(root: Path) -> list[Path]:
+def report_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise ReconInputError(f"no folder of reports and statements at {root}")
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def _parse_all(files: list[Path], quiet: bool):
+def parse_all(files: list[Path], quiet: bool):
     """Settlement and bank line frames of every file, through intake's parsers. A file
     with lines intake could not normalise stops the run, naming the file and the lines:
     reconciling without it would report its lines as missing."""
@@ -94,7 +94,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
             raise ReconInputError(f"{world} is not a generated world: {events_file} is missing")
         scan = pl.scan_parquet(events_file)
         expected = expectations.from_events(scan)
-        settle, bank = _parse_all(_report_files(world / "settlements") + _report_files(world / "bank"), quiet)
+        settle, bank = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
     else:
         from pipelines import archive as event_archive
         from recon.intake.store import read_lines
@@ -118,7 +118,7 @@ def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: 
     if as_of is None:
         raise ReconInputError("the inputs hold no events and no lines: nothing to reconcile")
     with console.status("matching"):
-        result = reconcile(inputs, _tolerances(), as_of)
+        result = reconcile(inputs, tolerances(), as_of)
     return result, within(result.variances, start, end)
 
 

@@ -70,7 +70,7 @@ def test_a_date_range_gives_exactly_the_variances_of_that_range(small_run):
 def test_a_rerun_over_the_same_inputs_gives_the_same_variances(small_run, small_world):
     world, first, variances = small_run
     inputs, latest = load_inputs(world, None, None)
-    from pipelines.cli_recon import _tolerances
-    again = reconcile(inputs, _tolerances(), input_watermark(inputs, latest))
+    from pipelines.cli_recon import tolerances
+    again = reconcile(inputs, tolerances(), input_watermark(inputs, latest))
     assert again.as_of == first.as_of
     assert again.variances.equals(variances)
