@@ -3,8 +3,10 @@
     PartitionSource (all partitions, offsets in Bytewax recovery; one item per poll batch)
       → map  to_outcomes: admit (signature, tenant, contract, PAN) and post — or refuse
       → sink LedgerWriter: one DuckDB shard per worker; per batch, in this order:
-             dead letters produced and flushed (at least once, keyed by origin offset),
-             archive files written, store transaction committed, snapshot published.
+             store transaction written, archive files of its new events written,
+             committed; dead letters produced and flushed (at least once, keyed by
+             origin offset); the snapshot publisher told (it publishes at most every
+             publish_interval_s).
 
 Exactly once comes from the store, not from Kafka: the store keeps the next offset per
 partition in the same transaction as the postings, and skips what a resumed Bytewax
@@ -15,10 +17,7 @@ duplicate, never a second posting.
 from __future__ import annotations
 
 import gc
-import json
-import os
 import signal
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
@@ -34,6 +33,8 @@ from pipelines import config
 from pipelines.admission import Refusal, admit, redacted_raw
 from pipelines.events import Event
 from pipelines.flows import ledger_metrics as metrics
+from pipelines.flows.flow_state import FlowStateError as LedgerStateError  # noqa: F401 (the CLI names it)
+from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
 from pipelines.flows.ledger_writer import LedgerWriter
 from pipelines.kafka_source import STOP, PartitionSource
 from pipelines.signing import TenantKeys
@@ -121,9 +122,9 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
     # hold no cycles); at the default thresholds (700 allocations) the cyclic collector
     # walks every live object of the batch in hand over and over: ~40 % of admission.
     gc.set_threshold(100_000, 50, 1000)
-    _claim_shape(settings, len(addresses) if addresses else 1)
-    recovery = _recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
-    _require_topic(settings)
+    claim_shape(settings.state_dir, len(addresses) if addresses else 1)
+    recovery = recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
+    require_topic(settings.bootstrap, settings.topic)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: STOP.set())
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
@@ -133,50 +134,3 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )
     return STOP.is_set()
-
-
-class LedgerStateError(RuntimeError):
-    """The state folder or the topic does not fit this run; the message says how."""
-
-
-def _claim_shape(settings: LedgerSettings, processes: int) -> None:
-    """A state folder belongs to one cluster shape. Bytewax assigns partitions by the
-    number of processes, and each shard's store only knows the partitions it owned, so
-    running the same folder with another count would split a partition's chain and
-    uniqueness across shards. Refuse instead."""
-    path = settings.state_dir / "cluster.json"
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        recorded = json.loads(path.read_text())["processes"]
-        if recorded != processes:
-            raise LedgerStateError(
-                f"{settings.state_dir} was built by {recorded} process(es); this run has {processes}. "
-                f"Run it with {recorded}, or rebuild into a new --state-dir with {processes}")
-        return
-    tmp = path.with_name(f"cluster.json.{os.getpid()}")
-    tmp.write_text(json.dumps({"processes": processes}))
-    os.replace(tmp, path)
-
-
-def _recovery_dir(state_dir: Path, partitions: int, first: bool) -> Path:
-    """Bytewax's recovery partitions, made once, atomically, by the first process; the
-    others wait for them (two processes creating them at once lock each other out)."""
-    recovery = state_dir / "recovery"
-    if first and not recovery.exists():
-        tmp = state_dir / f"recovery.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True)
-        init_db_dir(tmp, partitions)
-        os.rename(tmp, recovery)
-    deadline = time.monotonic() + 60
-    while not recovery.exists():
-        if time.monotonic() > deadline:
-            raise LedgerStateError(f"{recovery} did not appear within 60 s: is process 0 of the cluster running?")
-        time.sleep(0.2)
-    return recovery
-
-
-def _require_topic(settings: LedgerSettings) -> None:
-    try:
-        PartitionSource(settings.bootstrap, settings.topic, once=True).list_parts()
-    except RuntimeError as exc:
-        raise LedgerStateError(str(exc)) from None
