@@ -176,7 +176,8 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
 @recon.command()
 @click.option("--truth", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="The world's truth/discrepancies.csv.")
-@_world
+@click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The generated world reconciled [default: the folder the truth file is in].")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @friendly
 def score(truth, world, as_json):
@@ -186,8 +187,7 @@ def score(truth, world, as_json):
     from pipelines.world.discrepancies import TRUTH_SCHEMA
     from recon.score import misses
     from recon.score import score as score_of
-    if world is None:
-        raise ReconInputError("--world DIR is required: the world whose files are reconciled")
+    world = world or truth.resolve().parent.parent  # WORLD/truth/discrepancies.csv
     try:
         truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
     except pl.exceptions.PolarsError as exc:
