@@ -337,6 +337,7 @@ from pipelines import cli_recon; main.add_command(cli_recon.recon)  # noqa: E402
 from pipelines import cli_models; main.add_command(cli_models.train); main.add_command(cli_models.models)  # noqa: E402,E702
 from pipelines import cli_report; main.add_command(cli_report.report)  # noqa: E402,E702
 from pipelines import cli_intake; main.add_command(cli_intake.ingest)  # noqa: E402,E702
+from pipelines import cli_serve; main.add_command(cli_serve.serve)  # noqa: E402,E702
 
 
 if __name__ == "__main__":

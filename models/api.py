@@ -1,0 +1,321 @@
+"""The decision API: HTTP/JSON in front of `models.decision.decide`, the same decision
+function the streaming risk flow calls, so an order gets the same decision, reasons and
+model version whichever way it asked.
+
+    POST /v1/decisions        decide an order on terms (idempotent on order_id per tenant)
+    GET  /v1/decisions/{id}   a stored decision (only the tenant that asked may read it)
+    GET  /health              liveness, and which model decides (or why the rules do)
+    GET  /metrics             Prometheus: requests by route and status, latency histogram
+
+Callers are tenants (resellers) with an API key (`X-API-Key`, see `models.api_core`). A
+tenant may decide and read only for its own merchants: another tenant's merchant is 403,
+as is another tenant's decision id. Bodies are checked by pydantic; a bad one gets 422
+naming each bad field. A repeated order_id with the same body gets the stored decision
+(same decision id); with a different body, 409.
+
+The handlers are `async def` and do their (CPU-bound, about a millisecond) work on the
+event loop: one uvicorn worker per core, no thread hand-off per request, no GIL fights
+between a thread pool and the loop.
+"""
+
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Annotated, Any, Callable, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+from models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
+from models.api_store import DecisionStore, Stored
+from models.decision import UnderwritingRequest, decide
+from models.policy import KILL_SWITCH, NO_CHAMPION, Policy
+from models.scorer import Scorer
+from pipelines.currency import is_currency
+from pipelines.events import Money
+
+log = logging.getLogger("clearline.api")
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
+
+
+# --------------------------------------------------------------------------- wire models
+
+
+class MoneyIn(BaseModel):
+    """An amount: integer minor units (1999 EUR = 19.99 EUR) and an ISO 4217 code."""
+
+    model_config = ConfigDict(extra="forbid")
+    minor: StrictInt = Field(gt=0, description="integer minor units, > 0")
+    currency: str = Field(description="ISO 4217 code, e.g. EUR")
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_4217(cls, code: str) -> str:
+        if not is_currency(code):
+            raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+        return code
+
+
+class DecisionRequest(BaseModel):
+    """An order on terms asking to be underwritten."""
+
+    model_config = ConfigDict(extra="forbid")
+    order_id: Id
+    buyer_id: Id
+    merchant_id: Id
+    amount: MoneyIn
+    terms_days: StrictInt = Field(ge=1, le=365, description="net terms in days, e.g. 30")
+    occurred_at: AwareDatetime | None = Field(
+        None, description="the order's time (with a UTC offset); default: when the API receives it")
+
+
+class MoneyOut(BaseModel):
+    minor: int
+    currency: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+
+
+class ReasonOut(BaseModel):
+    feature: str
+    value: float | None
+    reference: float
+    delta: float
+
+
+class ShadowOut(BaseModel):
+    model: ModelOut
+    score: float
+    decision: Literal["approve", "review", "decline"]
+    credit_limit: MoneyOut
+
+
+class DecisionOut(BaseModel):
+    """The decision record: `models.decision.Decision.to_dict()` plus the API's ids."""
+
+    decision_id: str
+    tenant: str
+    decided_at: str
+    event_id: str
+    order_id: str
+    buyer_id: str
+    merchant_id: str
+    decision_time: str
+    amount: MoneyOut
+    terms_days: int
+    decision: Literal["approve", "review", "decline"]
+    credit_limit: MoneyOut
+    policy_reasons: list[str]
+    model: ModelOut | None
+    score: float | None
+    band: str | None
+    reason_codes: list[ReasonOut]
+    inputs: dict[str, Any]
+    missing_features: list[str]
+    challenger: ShadowOut | None
+    kill_switch: bool
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass
+class DecisionService:
+    """Everything a request needs, loaded once at start-up."""
+
+    policy: Policy
+    champion: Scorer | None
+    challenger: Scorer | None
+    keys: ApiKeys
+    merchants: MerchantDirectory
+    features: OnlineFeatures | None
+    store: DecisionStore
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+    def decides_by(self) -> str:
+        if self.policy.kill_switch:
+            return f"conservative rules ({KILL_SWITCH})"
+        if self.champion is None:
+            return f"conservative rules ({NO_CHAMPION})"
+        return "champion"
+
+    def online(self, buyer_id: str, merchant_id: str, currency: str) -> dict[str, Any] | None:
+        """The request's features; None when the store cannot answer (the decision then
+        falls back to the conservative rules, which say so)."""
+        if self.features is None:
+            return None
+        try:
+            return request_features(self.features.read(buyer_id, merchant_id), currency)
+        except Exception:  # any failure of the store must still give the checkout a decision
+            log.exception("online feature store read failed for buyer %s merchant %s", buyer_id, merchant_id)
+            return None
+
+    def decide(self, tenant: str, body: DecisionRequest) -> tuple[Stored, bool]:
+        """The stored decision for this order and whether it was made just now."""
+        digest = request_hash(body)
+        stored = self.store.by_order(tenant, body.order_id)
+        if stored is not None:
+            return stored, False
+        decision_id = "dec_" + uuid.uuid4().hex
+        at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
+        request = UnderwritingRequest(decision_id, body.order_id, body.buyer_id, body.merchant_id, at,
+                                      Money(body.amount.minor, body.amount.currency), body.terms_days)
+        features = self.online(body.buyer_id, body.merchant_id, body.amount.currency)
+        made = decide(request, features, self.champion, self.challenger, self.policy)
+        record = {"decision_id": decision_id, "tenant": tenant, "decided_at": self.now().isoformat(), **made.to_dict()}
+        stored = self.store.add(decision_id, tenant, body.order_id, digest, record)
+        return stored, stored.decision_id == decision_id
+
+
+def request_hash(body: DecisionRequest) -> str:
+    """What identifies a request body for idempotency: its fields, canonically."""
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Request counts by route and status, and latency by route. With several uvicorn
+    workers PROMETHEUS_MULTIPROC_DIR is set and /metrics sums every worker's files."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+        self.registry = CollectorRegistry()
+        self.requests = Counter("clearline_api_requests", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("clearline_api_request_seconds", "time from request to response, by route",
+                                 ["route", "method"], registry=self.registry,
+                                 buckets=(.0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1.0))
+        self.decisions = Counter("clearline_api_decisions", "new decisions by outcome", ["decision"],
+                                 registry=self.registry)
+
+    def exposition(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+
+class _Measure:
+    """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware): counts and
+    times every HTTP request under its route template, so ids do not explode labels."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+
+
+# --------------------------------------------------------------------------- the app
+
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the tenant's API key")
+_ERRORS = {401: {"model": Problem, "description": "no or unknown API key"},
+           403: {"model": Problem, "description": "another tenant's merchant or decision"}}
+
+
+def _record(stored: Stored, replay: bool = False) -> Response:
+    return Response(stored.record, media_type="application/json",
+                    headers={"Idempotent-Replay": "true"} if replay else None)
+
+
+def create_app(service: DecisionService) -> FastAPI:
+    app = FastAPI(title="Clearline decision API", version="1",
+                  description="Underwriting decisions for orders on terms: the same policy, model and reason codes "
+                              "as the streaming risk flow. Money is integer minor units plus an ISO 4217 code.")
+    metrics = Metrics()
+    app.add_middleware(_Measure, metrics=metrics)
+    app.state.service = service
+
+    def tenant(key: Annotated[str | None, Depends(_api_key)]) -> str:
+        found = service.keys.tenant_of(key)
+        if found is None:
+            raise HTTPException(401, "missing or unknown API key (header X-API-Key)" if key else
+                                "missing API key: send the tenant's key in the X-API-Key header",
+                                headers={"WWW-Authenticate": "ApiKey"})
+        return found
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each bad field by its path (e.g. amount.currency) and why."""
+        errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"],
+                   "type": e["type"]} for e in exc.errors()]
+        text = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": text, "errors": jsonable_encoder(errors)}, status_code=422)
+
+    @app.post("/v1/decisions", response_model=None, summary="Decide an order on terms",
+              responses={200: {"model": DecisionOut, "description": "the decision (stored, or the one stored "
+                                                                    "before for this order_id)"},
+                         409: {"model": Problem, "description": "order_id already decided with another body"},
+                         **_ERRORS})
+    async def post_decision(body: DecisionRequest, who: Annotated[str, Depends(tenant)]) -> Response:
+        owner = service.merchants.owner(body.merchant_id)
+        if owner != who:
+            raise HTTPException(403, f"merchant {body.merchant_id!r} is not a merchant of tenant {who!r}")
+        stored, new = service.decide(who, body)
+        if new:
+            metrics.decisions.labels(json.loads(stored.record)["decision"]).inc()
+            return _record(stored)
+        if stored.request_hash != request_hash(body):
+            raise HTTPException(409, f"order_id {body.order_id!r} was already decided ({stored.decision_id}) "
+                                     "for a different request; an order is decided once")
+        return _record(stored, replay=True)
+
+    @app.get("/v1/decisions/{decision_id}", response_model=None, summary="A stored decision",
+             responses={200: {"model": DecisionOut}, 404: {"model": Problem, "description": "no such decision"},
+                        **_ERRORS})
+    async def get_decision(decision_id: str, who: Annotated[str, Depends(tenant)]) -> Response:
+        stored = service.store.by_id(decision_id)
+        if stored is None:
+            raise HTTPException(404, f"no decision {decision_id!r}")
+        if stored.tenant != who:
+            raise HTTPException(403, f"decision {decision_id!r} belongs to another tenant")
+        return _record(stored)
+
+    @app.get("/health", summary="Liveness and what decides")
+    async def health() -> dict[str, Any]:
+        ref = lambda s: None if s is None else {"name": s.ref.name, "version": s.ref.version}  # noqa: E731
+        return {"status": "ok", "decides_by": service.decides_by(), "champion": ref(service.champion),
+                "challenger": ref(service.challenger), "kill_switch": service.policy.kill_switch,
+                "feature_store": "connected" if service.features is not None else "none (decisions without features)",
+                "tenants": sorted(service.keys.hashes), "merchants": len(service.merchants.owners)}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,121 @@
+"""`clearline serve`: the decision API (`models.api`) under uvicorn.
+
+Wiring only: configuration from configs/serve.yaml (and tenants, policy, features,
+models), the champion and challenger loaded from MLflow once at start-up, the Feast
+online store, the merchant directory and the decision store, then uvicorn (uvloop +
+httptools). With --workers N each worker process builds the same service from the same
+settings (passed in the environment), so start-up errors are found once, here, before
+any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelines import config
+from pipelines.cli_support import emit, friendly, kv_table, user_errors
+
+user_errors("models.api_core:ApiSetupError", "models.registry:RegistryError", "models.policy:PolicyError",
+            "features.store:FeatureStoreError", "mlflow.exceptions:MlflowException")
+
+_SETTINGS_ENV = "CLEARLINE_SERVE_SETTINGS"
+
+
+def _path(value: str | Path) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else config.REPO_ROOT / p
+
+
+def merchant_directory(source: str):
+    """The merchant -> tenant directory from Parquet with merchant_id and reseller_id."""
+    import polars as pl
+    from models.api_core import ApiSetupError, MerchantDirectory
+    try:
+        pairs = pl.scan_parquet(source).select("merchant_id", "reseller_id").unique().collect()
+    except (FileNotFoundError, pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
+        raise ApiSetupError(f"merchant directory {source}: {str(exc).splitlines()[0]} — give --merchants a Parquet "
+                            "file or glob with merchant_id and reseller_id (a world's entities/merchants.parquet, "
+                            "or the event archive)") from None
+    return MerchantDirectory.from_pairs(pairs.iter_rows())
+
+
+def build_service(settings: dict[str, Any]):
+    """The decision service the settings describe (called in each worker)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before scikit-learn loads: one row at a time
+    from features.store import open_store, settings_from_config
+    from models.api import DecisionService
+    from models.api_core import ApiKeys, ArrayScorer, OnlineFeatures
+    from models.api_store import DecisionStore
+    from models.policy import Policy
+    from models.registry import Registry, RegistrySettings
+    models_cfg = config.load("models")
+    registry = Registry(RegistrySettings.from_config(models_cfg, config.REPO_ROOT))
+    threads = int(models_cfg.get("threads", 1))
+    feast = settings_from_config(config.load("features"), config.REPO_ROOT,
+                                 Path(settings["feast_dir"]) if settings.get("feast_dir") else None)
+    features = OnlineFeatures(open_store(feast)) if feast.yaml_path.exists() else None
+    if features is not None:
+        features.read("warm-up", "warm-up")  # Feast loads its registry on the first read
+    return DecisionService(
+        policy=Policy.from_config(config.load("policy")),
+        champion=ArrayScorer.of(registry.load("champion", threads)),
+        challenger=ArrayScorer.of(registry.load("challenger", threads)),
+        keys=ApiKeys.from_config(config.load("tenants")),
+        merchants=merchant_directory(settings["merchants"]),
+        features=features,
+        store=DecisionStore(Path(settings["decisions"])))
+
+
+def app_from_env():
+    """uvicorn's factory in each worker process."""
+    from models.api import create_app
+    return create_app(build_service(json.loads(os.environ[_SETTINGS_ENV])))
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on [default: configs/serve.yaml, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: configs/serve.yaml, 8080].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes; one per core [default: configs/serve.yaml].")
+@click.option("--merchants", default=None,
+              help="Parquet file or glob with merchant_id, reseller_id [default: configs/serve.yaml].")
+@click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite file of the decisions made [default: configs/serve.yaml].")
+@click.option("--feast-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Feast repository data folder [default: configs/features.yaml].")
+@click.option("--json", "as_json", is_flag=True, help="Print the start-up summary as JSON.")
+@friendly
+def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
+    """Serve the decision API: POST /v1/decisions, GET /v1/decisions/{id}, /health,
+    /metrics, OpenAPI docs at /docs. Loads the champion and challenger once; with no
+    champion every decision follows the conservative rules (and /health says so)."""
+    import uvicorn
+    cfg = config.load("serve")
+    settings = {"merchants": str(_path(merchants or cfg.get("merchants", "var/ledger/archive/event_date=*/*.parquet"))),
+                "decisions": str(_path(decisions or cfg.get("decisions", "var/api/decisions.db"))),
+                "feast_dir": str(_path(feast_dir)) if feast_dir else None}
+    host, port = host or str(cfg.get("host", "127.0.0.1")), port if port is not None else int(cfg.get("port", 8080))
+    workers = workers or int(cfg.get("workers", 1))
+    service = build_service(settings)
+    from models.api import create_app
+    summary = {"listening": f"http://{host}:{port}", "workers": workers, "decides_by": service.decides_by(),
+               "champion": None if service.champion is None else f"{service.champion.ref.name} v{service.champion.ref.version}",
+               "challenger": None if service.challenger is None else f"{service.challenger.ref.name} v{service.challenger.ref.version}",
+               "feature_store": "connected" if service.features is not None else "none: run `clearline features apply`",
+               "tenants": ", ".join(sorted(service.keys.hashes)), "merchants": len(service.merchants.owners),
+               "decisions": settings["decisions"], "docs": f"http://{host}:{port}/docs"}
+    emit(as_json, summary, kv_table("clearline serve", summary))
+    run = dict(host=host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(service), **run)
+        return
+    service.store.close()
+    os.environ[_SETTINGS_ENV] = json.dumps(settings)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clearline-metrics-"))
+    uvicorn.run("pipelines.cli_serve:app_from_env", factory=True, workers=workers, **run)

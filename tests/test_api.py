@@ -1,0 +1,261 @@
+"""The decision API end to end: a real `clearline serve` on loopback (a subprocess), a
+real Feast SQLite online store and a real MLflow registry in tmp folders, holding models
+trained on a small generated world."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from features import store as fstore
+from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
+from models import labels, training_set
+from models.decision import UnderwritingRequest, decide
+from models.policy import Policy
+from models.train import fit_all
+from pipelines import config
+from pipelines.events import Money
+from pipelines.world.generate import WorldOptions, generate
+
+pytestmark = pytest.mark.slow  # trains two models and starts servers: about half a minute
+
+KEYS = {t: f"dev-api-key-{t}" for t in ("rs_001", "rs_002", "rs_003")}  # behind configs/tenants.yaml's hashes
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`clearline serve` in a subprocess, and a tiny HTTP client for it."""
+
+    def __init__(self, env: dict[str, str], args: list[str]):
+        self.port = _free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(self.port), *args],
+                                     cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+            try:
+                if self.call("GET", "/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("serve did not answer /health within 90 s")
+
+    def call(self, method: str, path: str, body=None, key: str | None = None, raw: bool = False):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": "application/json"} | ({"X-API-Key": key} if key else {})
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if raw:
+            return resp.status, data.decode(), dict(resp.getheaders())
+        return resp.status, json.loads(data), dict(resp.getheaders())
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """A world long enough for defaults to mature, models in MLflow (gbm champion,
+    scorecard challenger) and every entity's latest features in the online store."""
+    root = tmp_path_factory.mktemp("api")
+    generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
+    facts = read_events(root / "world")
+    rows = order_features(facts)
+    ts = training_set.build(rows, labels.outcomes(facts, 65), tuple(MODEL_FEATURES), facts["occurred_at"].max(),
+                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
+    cfg = config.load("models")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the registry reads it; restored below
+    try:
+        from models.registry import Registry, RegistrySettings
+        registry = Registry(RegistrySettings.from_config(cfg, root))
+        logged = {m.key: registry.log(m, ts, {"source": "test_api"}) for m in fit_all(ts, cfg["models"], None, 1)}
+        registry.promote(logged["gbm"].name, logged["gbm"].version, "champion")
+        registry.promote(logged["scorecard"].name, logged["scorecard"].version, "challenger")
+        champion = registry.load("champion")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    feast = fstore.FeastSettings("clearline", root / "feast")
+    fstore.apply(feast)
+    fs = fstore.open_store(feast)
+    for entity in ("buyer", "merchant"):
+        fstore.push(fs, fstore.latest_rows(feature_history(rows, entity), entity), entity, offline=False)
+    merchants = pl.read_parquet(root / "world" / "entities" / "merchants.parquet")
+    return {"root": root, "uri": uri, "feast": feast, "fs": fs, "rows": rows, "champion": champion,
+            "merchants": dict(merchants.select("merchant_id", "reseller_id").iter_rows())}
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    srv = Server({"MLFLOW_TRACKING_URI": world["uri"]},
+                 ["--feast-dir", str(world["feast"].data_dir), "--decisions", str(world["root"] / "decisions.db"),
+                  "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet")])
+    yield srv
+    srv.stop()
+
+
+def _order(world, n: int = 0, **changes) -> tuple[dict, str]:
+    """A request for the n-th latest order on terms, and its tenant."""
+    row = world["rows"].sort("decision_time", descending=True).row(n, named=True)
+    body = {"order_id": f"api-{row['order_id']}", "buyer_id": row["buyer_id"], "merchant_id": row["merchant_id"],
+            "amount": {"minor": row["amount_minor"], "currency": row["currency"]}, "terms_days": row["terms_days"],
+            "occurred_at": "2026-11-22T01:00:00+00:00"}
+    return body | changes, world["merchants"][row["merchant_id"]]
+
+
+def test_a_decision_by_the_champion_with_reasons_and_the_challengers_shadow(world, server):
+    body, tenant = _order(world)
+    status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    assert status == 200, got
+    assert got["decision"] in ("approve", "review", "decline") and got["tenant"] == tenant
+    assert got["model"] == {"name": "clearline-gbm", "version": "1"} and 0.0 <= got["score"] <= 1.0
+    assert got["reason_codes"] and all(c["feature"] in MODEL_FEATURES + ("amount_minor", "terms_days")
+                                       for c in got["reason_codes"])
+    assert got["policy_reasons"] and got["missing_features"] == []
+    assert got["challenger"]["model"] == {"name": "clearline-scorecard", "version": "1"}
+    assert got["amount"] == body["amount"] and got["decision_time"] == "2026-11-22T01:00:00+00:00"
+    from models.api import DecisionOut
+    DecisionOut.model_validate(got)  # the documented response model is what is sent
+
+
+def test_the_api_and_decide_give_the_same_decision_for_the_same_features(world, server):
+    """The features read back through Feast's own adapter, decided by `decide` with the
+    registry's plain (DataFrame) scorer, against what the server answered."""
+    for n in range(5):
+        body, tenant = _order(world, n)
+        status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+        assert status == 200, got
+        features = {}
+        for entity, key in (("buyer", body["buyer_id"]), ("merchant", body["merchant_id"])):
+            features |= {k: v for k, v in fstore.online_features(world["fs"], entity, key).items()
+                         if k not in ("currency", f"{entity}_id")}
+        request = UnderwritingRequest(got["decision_id"], body["order_id"], body["buyer_id"], body["merchant_id"],
+                                      __import__("datetime").datetime.fromisoformat(body["occurred_at"]),
+                                      Money(**body["amount"]), body["terms_days"])
+        direct = decide(request, features, world["champion"], None, Policy.from_config(config.load("policy"))).to_dict()
+        assert got["score"] == pytest.approx(direct["score"], rel=1e-9, abs=1e-12)
+        for key in ("decision", "credit_limit", "band", "policy_reasons", "model", "inputs", "missing_features"):
+            assert got[key] == direct[key], key
+        assert [c["feature"] for c in got["reason_codes"]] == [c["feature"] for c in direct["reason_codes"]]
+
+
+def test_an_order_is_decided_once(world, server):
+    body, tenant = _order(world, 7)
+    first = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    again = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    assert first[0] == again[0] == 200 and first[1] == again[1]
+    assert again[2].get("idempotent-replay") == "true" and "idempotent-replay" not in first[2]
+    status, conflict, _ = server.call("POST", "/v1/decisions", body | {"terms_days": body["terms_days"] + 1}, KEYS[tenant])
+    assert status == 409 and first[1]["decision_id"] in conflict["detail"]
+    assert server.call("GET", f"/v1/decisions/{first[1]['decision_id']}", key=KEYS[tenant])[1] == first[1]
+
+
+def test_without_a_valid_key_nothing_is_answered(world, server):
+    body, _ = _order(world, 8)
+    for key in (None, "not-a-key", KEYS["rs_001"] + "x"):
+        status, got, headers = server.call("POST", "/v1/decisions", body, key)
+        assert status == 401 and "API key" in got["detail"] and headers["www-authenticate"] == "ApiKey"
+        assert server.call("GET", "/v1/decisions/dec_x", key=key)[0] == 401
+    assert server.call("POST", "/v1/decisions", {"order_id": 1}, None)[0] == 401  # before looking at the body
+
+
+def test_a_tenant_sees_only_its_own_merchants_decisions(world, server):
+    body, tenant = _order(world, 9)
+    other = next(t for t in KEYS if t != tenant)
+    status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[other])
+    assert status == 403 and body["merchant_id"] in got["detail"]
+    assert server.call("POST", "/v1/decisions", body | {"merchant_id": "m_nobody"}, KEYS[tenant])[0] == 403
+    mine = server.call("POST", "/v1/decisions", body, KEYS[tenant])[1]
+    status, got, _ = server.call("GET", f"/v1/decisions/{mine['decision_id']}", key=KEYS[other])
+    assert status == 403 and "another tenant" in got["detail"]
+    assert server.call("GET", "/v1/decisions/dec_unknown", key=KEYS[tenant])[0:2] == (404, {"detail": "no decision 'dec_unknown'"})
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    ({"buyer_id": None}, "buyer_id", "Field required"),
+    ({"terms_days": "thirty"}, "terms_days", "valid integer"),
+    ({"amount": {"minor": 1000, "currency": "EUX"}}, "amount.currency", "not an ISO 4217"),
+    ({"amount": {"minor": -5, "currency": "EUR"}}, "amount.minor", "greater than 0"),
+    ({"amount": {"minor": 10.5, "currency": "EUR"}}, "amount.minor", "valid integer"),
+    ({"occurred_at": "2026-11-22T01:00:00"}, "occurred_at", "timezone"),
+])
+def test_a_bad_body_is_422_naming_the_field(world, server, change, field, words):
+    body, tenant = _order(world, 10)
+    body = {k: v for k, v in (body | change).items() if v is not None}
+    status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    assert status == 422 and [e["field"] for e in got["errors"]] == [field]
+    assert got["detail"].startswith(f"{field}: ") and words in got["detail"]
+
+
+def test_a_buyer_the_store_never_saw_is_decided_by_the_conservative_rules(world, server):
+    body, tenant = _order(world, 11, buyer_id="b_brand_new", order_id="api-new-buyer")
+    status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    assert status == 200 and got["model"] is None and got["policy_reasons"][0] == "features_unavailable"
+    assert "buyer_defaults" in got["missing_features"]
+
+
+def test_health_metrics_and_openapi(world, server):
+    status, health, _ = server.call("GET", "/health")
+    assert status == 200 and health["decides_by"] == "champion"
+    assert health["champion"] == {"name": "clearline-gbm", "version": "1"} and health["merchants"] == len(world["merchants"])
+    body, tenant = _order(world, 12)
+    server.call("POST", "/v1/decisions", body, KEYS[tenant])
+    server.call("GET", "/v1/decisions/dec_nope", key=KEYS[tenant])
+    status, text, _ = server.call("GET", "/metrics", raw=True)
+    assert status == 200
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line and not line.startswith("#")}
+    assert lines['clearline_api_requests_total{method="POST",route="/v1/decisions",status="200"}'] >= 1
+    assert lines['clearline_api_requests_total{method="GET",route="/v1/decisions/{decision_id}",status="404"}'] >= 1
+    assert lines['clearline_api_request_seconds_count{method="POST",route="/v1/decisions"}'] >= 1
+    assert 'clearline_api_request_seconds_bucket{le="0.015",method="POST",route="/v1/decisions"}' in lines
+    status, spec, _ = server.call("GET", "/openapi.json")
+    assert {"/v1/decisions", "/v1/decisions/{decision_id}", "/health", "/metrics"} <= set(spec["paths"])
+    assert "DecisionRequest" in spec["components"]["schemas"] and "DecisionOut" in spec["components"]["schemas"]
+
+
+def test_decisions_survive_a_restart_and_without_a_champion_the_rules_decide(world, server, tmp_path):
+    body, tenant = _order(world, 13)
+    first = server.call("POST", "/v1/decisions", body, KEYS[tenant])[1]
+    server.stop()
+    empty = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"},
+                   ["--feast-dir", str(world["feast"].data_dir), "--decisions", str(world["root"] / "decisions.db"),
+                    "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet"), "--workers", "2"])
+    try:
+        health = empty.call("GET", "/health")[1]
+        assert health["champion"] is None and health["decides_by"] == "conservative rules (no_champion)"
+        assert empty.call("GET", f"/v1/decisions/{first['decision_id']}", key=KEYS[tenant])[1] == first
+        again = empty.call("POST", "/v1/decisions", body, KEYS[tenant])
+        assert again[1] == first and again[2].get("idempotent-replay") == "true"
+        new, _ = _order(world, 14)
+        status, got, _ = empty.call("POST", "/v1/decisions", new, KEYS[world["merchants"][new["merchant_id"]]])
+        assert status == 200 and got["model"] is None and got["policy_reasons"][0] == "no_champion"
+        text = empty.call("GET", "/metrics", raw=True)[1]
+        assert 'clearline_api_requests_total{method="POST",route="/v1/decisions",status="200"}' in text  # all workers
+    finally:
+        empty.stop()
