@@ -79,11 +79,14 @@ class Book:
         self.lines = [reported(e, i + 2) for i, e in enumerate(self.expected)]
         batches = payouts_of(self.lines)
         self.movements = [
-            ex.ExpectedBankMovement(f"evt_po_{pid}", "processor_payout", proc, pid, Money(total, ccy), last + timedelta(days=1))
+            ex.ExpectedBankMovement(f"evt_po_{pid}", "processor_payout", proc, "platform", pid, Money(total, ccy),
+                                    last + timedelta(days=1))
             for (proc, pid), (total, ccy, last) in sorted(batches.items())
         ] + [
-            ex.ExpectedBankMovement("evt_mpo_1", "merchant_payout", None, "mpo_1", Money(-50_000, "USD"), DAY0 + timedelta(days=3)),
-            ex.ExpectedBankMovement("evt_rpy_1", "buyer_repayment", None, "rpy_1", Money(70_000, "EUR"), DAY0 + timedelta(days=5)),
+            ex.ExpectedBankMovement("evt_mpo_1", "merchant_payout", None, "m_1", "mpo_1", Money(-50_000, "USD"),
+                                    DAY0 + timedelta(days=3)),
+            ex.ExpectedBankMovement("evt_rpy_1", "buyer_repayment", None, "m_2", "rpy_1", Money(70_000, "EUR"),
+                                    DAY0 + timedelta(days=5)),
         ]
         self.bank_extra: list[BankLine] = []
         self.drop_bank: set[str] = set()
@@ -234,6 +237,7 @@ def test_a_variance_names_the_field_and_both_values_as_money():
     book.lines[0] = replace(line, fee=Money(310, "EUR"), net=Money(line.net.minor - 19, "EUR"))
     (v,) = records(book.run().variances)
     assert v.text == "fee: 2.91 EUR vs 3.10 EUR"
+    assert (v.processor, v.merchant_id) == ("adyen", "m_1")
     assert v.amount == Money(19, "EUR")
     assert v.ledger_event_ids == ("evt_00000",)
     assert v.evidence == ("adyen_report.csv:2",)
@@ -285,7 +289,7 @@ def test_a_repayment_the_bank_never_booked_is_reported_after_its_deadline():
     due = DAY0 + timedelta(days=5 + TOL.bank_line_deadline_days)
     assert book.run(as_of=datetime.combine(due - timedelta(days=1), datetime.min.time(), timezone.utc)).variances.is_empty()
     (v,) = records(book.run(as_of=datetime.combine(due, datetime.min.time(), timezone.utc)).variances)
-    assert (v.category, v.reference, v.amount) == ("payout_not_in_bank", "rpy_1", Money(70_000, "EUR"))
+    assert (v.category, v.reference, v.amount, v.merchant_id) == ("payout_not_in_bank", "rpy_1", Money(70_000, "EUR"), "m_2")
     assert v.ledger_event_ids == ("evt_rpy_1",)
 
 
@@ -336,7 +340,7 @@ def test_a_bank_line_that_differs_from_its_payout_is_one_variance(change, catego
     book.drop_bank.add(payout.reference)
     book.bank_extra.append(change(payout))
     (v,) = records(book.run().variances)
-    assert (v.category, v.reference, v.payout_id) == (category, payout.reference, payout.reference)
+    assert (v.category, v.reference, v.payout_id, v.merchant_id) == (category, payout.reference, payout.reference, None)
     assert v.amount.minor == (amount if amount is not None else abs(payout.amount.minor))
     assert v.ledger_event_ids == (f"evt_po_{payout.reference}",)
     assert len(v.evidence) == 3  # the bank line and the two settlement lines of the batch

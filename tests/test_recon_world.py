@@ -43,6 +43,7 @@ def test_every_variance_carries_its_amount_text_and_evidence(small_run):
     assert (variances["amount_minor"] >= 0).all()
     assert (variances["age_days"] == (pl.Series([result.as_of] * variances.height) - variances["since"]).dt.total_days()).all()
     line_level = variances.filter(~pl.col("category").is_in(["payout_not_in_bank", "unexplained_bank_line"]))
+    assert line_level["merchant_id"].str.starts_with("m_").all()
     assert (line_level["evidence"].list.len() + line_level["ledger_event_ids"].list.len() >= 1).all()
     evidence = variances["evidence"].explode(empty_as_null=False).drop_nulls()
     assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$").all()

@@ -28,7 +28,7 @@ from recon.matching.rules import Tolerances, evidence, first_difference, first_p
 from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
-    "kind": pl.String(), "processor": pl.String(), "reference": pl.String(), "amount_minor": pl.Int64(),
+    "kind": pl.String(), "processor": pl.String(), "merchant_id": pl.String(), "reference": pl.String(), "amount_minor": pl.Int64(),
     "currency": pl.String(), "expected_on": pl.Date(), "date_known": pl.Boolean(), "may_be_missing": pl.Boolean(),
     "ledger_event_ids": pl.List(pl.String()), "evidence": pl.List(pl.String()),
 }
@@ -62,7 +62,8 @@ def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) ->
     batches = payout_batches(lines).join(
         payouts.select("reference", "event_id", "expected_on"), left_on="payout_id", right_on="reference", how="left")
     from_reports = batches.select(
-        kind=pl.lit("processor_payout"), processor="processor", reference="payout_id", amount_minor="amount_minor",
+        kind=pl.lit("processor_payout"), processor="processor", merchant_id=pl.lit(None, pl.String),
+        reference="payout_id", amount_minor="amount_minor",
         currency="currency",
         expected_on=pl.coalesce("expected_on", pl.col("last_value").dt.offset_by(f"{tol.unknown_payout_arrival_days}d")),
         date_known=pl.col("expected_on").is_not_null(), may_be_missing=pl.lit(True),
@@ -70,10 +71,11 @@ def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) ->
     )
     from_ledger = ledger.join(batches, left_on=["processor", "reference"], right_on=["processor", "payout_id"], how="anti").select(
         "kind", "processor", "reference", "amount_minor", currency="amount_currency", expected_on="expected_on",
+        merchant_id=pl.when(pl.col("kind") != "processor_payout").then("merchant_id"),  # a batch spans merchants
         date_known=pl.lit(True), may_be_missing=pl.col("kind") != "processor_payout",
         ledger_event_ids=pl.concat_list("event_id"), evidence=_NONE,
     )
-    return pl.concat([from_reports.cast(CANDIDATE_SCHEMA), from_ledger.cast(CANDIDATE_SCHEMA)])
+    return pl.concat([part.select(list(CANDIDATE_SCHEMA)).cast(CANDIDATE_SCHEMA) for part in (from_reports, from_ledger)])
 
 
 def _pairs_by_amount(lines: pl.DataFrame, cands: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
@@ -105,7 +107,7 @@ def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame, tol: Tolerances
     category, field, expected, actual, amount, currency = first_difference(rules)
     pairs = _batch_evidence(pairs.filter(pl.any_horizontal(rule[0] for rule in rules)), settlement_lines, "reference_exp")
     return pairs.select(
-        category=category, processor="processor", reference="reference_exp",
+        category=category, processor="processor", merchant_id="merchant_id", reference="reference_exp",
         payout_id=pl.when(col("kind") == "processor_payout").then(col("reference_exp")),
         amount_minor=amount.cast(pl.Int64), currency=currency, field=field, expected=expected, actual=actual,
         since="booking_date", ledger_event_ids="ledger_event_ids",
@@ -137,7 +139,7 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
     raw = [
         compare(pairs, settlement_lines, tol),
         _batch_evidence(may_miss.filter(late_cands), settlement_lines).select(
-            category=pl.lit("payout_not_in_bank"), processor="processor", reference="reference",
+            category=pl.lit("payout_not_in_bank"), processor="processor", merchant_id="merchant_id", reference="reference",
             payout_id=pl.when(pl.col("kind") == "processor_payout").then(pl.col("reference")),
             amount_minor=pl.col("amount_minor").abs(), currency="currency", field=pl.lit("bank line"),
             expected=pl.concat_str(pl.col("kind").str.replace("_", " "), pl.lit(" "), money_text(pl.col("amount_minor"), pl.col("currency"))),
@@ -145,14 +147,15 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
             key=pl.concat_str("kind", pl.lit("|"), "reference"),
         ),
         repeats.join(firsts.select("reference", original=evidence()), on="reference").select(
-            category=pl.lit("duplicate"), processor=pl.lit(None, pl.String), reference="reference",
+            category=pl.lit("duplicate"), processor=pl.lit(None, pl.String), merchant_id=pl.lit(None, pl.String),
+            reference="reference",
             payout_id=pl.lit(None, pl.String), amount_minor=pl.col("amount_minor").abs(), currency="amount_currency",
             field=pl.lit("reference"), expected=pl.concat_str(pl.lit("one bank line "), "reference"),
             actual=pl.concat_str(pl.lit("again as "), "bank_ref"), since="booking_date", ledger_event_ids=_NONE,
             evidence=pl.concat_list("original", evidence()), key=pl.concat_str(pl.lit("bank|"), evidence()),
         ),
         unexplained.filter(late_lines).select(
-            category=pl.lit("unexplained_bank_line"), processor=pl.lit(None, pl.String),
+            category=pl.lit("unexplained_bank_line"), processor=pl.lit(None, pl.String), merchant_id=pl.lit(None, pl.String),
             reference=pl.coalesce("reference", "bank_ref"), payout_id=pl.lit(None, pl.String),
             amount_minor=pl.col("amount_minor").abs(), currency="amount_currency", field=pl.lit("bank line"),
             expected=pl.lit(ABSENT), actual=pl.concat_str(pl.col("text").fill_null(""), pl.lit(" "),
@@ -171,4 +174,4 @@ def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: p
             amount_minor="amount_minor", currency="amount_currency", since="booking_date",
             due_on=pl.col("booking_date").dt.offset_by(f"{tol.unexplained_deadline_days}d")),
     ]).cast(PENDING_SCHEMA)
-    return pl.concat([r.cast(RAW_SCHEMA) for r in raw]), pending
+    return pl.concat([r.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA) for r in raw]), pending

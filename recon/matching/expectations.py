@@ -59,6 +59,7 @@ class ExpectedBankMovement:
     event_id: str
     kind: str
     processor: str | None
+    merchant_id: str
     reference: str
     amount: Money
     expected_on: date
@@ -72,7 +73,8 @@ SETTLEMENT_SCHEMA: dict[str, pl.DataType] = {
     "net_currency": pl.String(), "available_on": pl.Date(), "fx_rate": pl.String(),
 }
 BANK_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(), "kind": pl.String(), "processor": pl.String(), "reference": pl.String(),
+    "event_id": pl.String(), "kind": pl.String(), "processor": pl.String(), "merchant_id": pl.String(),
+    "reference": pl.String(),
     "amount_minor": pl.Int64(), "amount_currency": pl.String(), "expected_on": pl.Date(),
 }
 
@@ -88,13 +90,14 @@ def expectation(event: events.Event) -> ExpectedSettlement | ExpectedBankMovemen
             Money(sign * p.net.minor, p.net.currency), p.available_on, p.fx_rate,
         )
     if isinstance(p, events.ProcessorPayout):
-        return ExpectedBankMovement(event.event_id, "processor_payout", p.processor, p.payout_id, p.amount, p.arrival_date)
+        return ExpectedBankMovement(event.event_id, "processor_payout", p.processor, event.merchant_id, p.payout_id,
+                                    p.amount, p.arrival_date)
     if isinstance(p, events.MerchantPayout):
-        return ExpectedBankMovement(event.event_id, "merchant_payout", None, p.payout_id,
+        return ExpectedBankMovement(event.event_id, "merchant_payout", None, event.merchant_id, p.payout_id,
                                     Money(-p.amount.minor, p.amount.currency), p.value_date)
     if isinstance(p, events.BuyerRepayment):
-        return ExpectedBankMovement(event.event_id, "buyer_repayment", None, p.repayment_id, p.amount,
-                                    event.occurred_at.date())
+        return ExpectedBankMovement(event.event_id, "buyer_repayment", None, event.merchant_id, p.repayment_id,
+                                    p.amount, event.occurred_at.date())
     return None
 
 
@@ -144,7 +147,7 @@ def from_events(ev: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     kind = pl.col("event_type").replace_strict(BANK_KINDS, default=None)
     out = pl.col("event_type") == "merchant.payout"
     bank = rows.filter(pl.col("event_type").is_in(list(BANK_KINDS))).select(
-        "event_id", kind.alias("kind"), "processor",
+        "event_id", kind.alias("kind"), "processor", "merchant_id",
         reference=pl.coalesce("payout_id", "repayment_id"),
         amount_minor=pl.when(out).then(-pl.col("amount").struct.field("minor")).otherwise(pl.col("amount").struct.field("minor")),
         amount_currency=pl.col("amount").struct.field("currency"),

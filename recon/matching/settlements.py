@@ -29,7 +29,7 @@ FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_c
 _EXP = "exp_"
 _EXP_COMPARED = ["event_id", "processor", "settlement_id", "payout_id", "record_type", "gross_minor", "gross_currency",
                  "fee_minor", "fee_currency", "net_minor", "net_currency", "available_on", "fx_rate"]
-_LINE_COMPARED = ["processor", "line_id", "payout_id", "gross_minor", "gross_currency", "fee_minor", "fee_currency", "net_minor",
+_LINE_COMPARED = ["processor", "line_id", "merchant_id", "payout_id", "gross_minor", "gross_currency", "fee_minor", "fee_currency", "net_minor",
                   "net_currency", "fx_rate", "value_date", "source_file", "line_no"]
 
 
@@ -82,7 +82,7 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     category, field, expected, actual, amount, currency = first_difference(rules)
     pairs = pairs.filter(pl.any_horizontal(rule[0] for rule in rules))  # text only for the few that differ
     return pairs.select(
-        category=category, processor="processor", reference="line_id", payout_id="payout_id",
+        category=category, processor="processor", merchant_id="merchant_id", reference="line_id", payout_id="payout_id",
         amount_minor=amount.cast(pl.Int64), currency=currency, field=field,
         expected=expected.cast(pl.String), actual=actual.cast(pl.String), since=pl.col("value_date"),
         ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list(evidence()),
@@ -121,13 +121,14 @@ def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: d
             currency="net_currency", since="value_date",
             due_on=pl.col("value_date").dt.offset_by(f"{tol.ledger_record_deadline_days}d")),
     ]).cast(PENDING_SCHEMA)
-    return pl.concat([r.cast(RAW_SCHEMA) for r in raw]), pending
+    return pl.concat([r.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA) for r in raw]), pending
 
 
 def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
     e = _EXP
     return missing.filter(overdue(f"{e}available_on", tol.processor_line_deadline_days, as_of)).select(
-        category=pl.lit("missing_at_processor"), processor=f"{e}processor", reference=f"{e}settlement_id",
+        category=pl.lit("missing_at_processor"), processor=f"{e}processor", merchant_id=f"{e}merchant_id",
+        reference=f"{e}settlement_id",
         payout_id=f"{e}payout_id", amount_minor=pl.col(f"{e}net_minor").abs(), currency=f"{e}net_currency",
         field=pl.lit("line"), expected=pl.concat_str(pl.lit("net "), _money(e, "net")), actual=pl.lit(ABSENT),
         since=f"{e}available_on", ledger_event_ids=_list(f"{e}event_id"), evidence=pl.lit([], pl.List(pl.String)),
@@ -155,7 +156,8 @@ def _duplicates(firsts: pl.DataFrame, repeats: pl.DataFrame, unexpected: pl.Data
 
 def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
     return dups.select(
-        category=pl.lit("duplicate"), processor="processor", reference="line_id", payout_id="payout_id",
+        category=pl.lit("duplicate"), processor="processor", merchant_id="merchant_id", reference="line_id",
+        payout_id="payout_id",
         amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line_id"),
         expected=pl.concat_str(pl.lit("one line "), "original"), actual=pl.concat_str(pl.lit("again as "), "line_id"),
         since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)),
@@ -166,7 +168,8 @@ def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
 
 def _missing_in_ledger(unknown: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
     return unknown.filter(overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
-        category=pl.lit("missing_in_ledger"), processor="processor", reference="line_id", payout_id="payout_id",
+        category=pl.lit("missing_in_ledger"), processor="processor", merchant_id="merchant_id", reference="line_id",
+        payout_id="payout_id",
         amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line"),
         expected=pl.lit(ABSENT), actual=pl.concat_str(pl.lit("net "), _money("", "net")),
         since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)), evidence=pl.concat_list(evidence()),

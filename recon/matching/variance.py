@@ -31,11 +31,13 @@ class Variance:
     """One break. `amount` is the magnitude at stake; `field`, `expected` and `actual`
     say what differs; `since` is the day the break is counted from and `age_days` its age
     at the run's as-of time; `ledger_event_ids` and `evidence` ("file:line") point at the
-    records it rests on. `processor` is None for a bank line nobody expected."""
+    records it rests on. `processor` is None for a bank line nobody expected, `merchant_id`
+    for what belongs to no one merchant (a payout batch, an unexplained bank line)."""
 
     variance_id: str
     category: str
     processor: str | None
+    merchant_id: str | None
     reference: str
     payout_id: str | None
     amount: Money
@@ -54,7 +56,7 @@ class Variance:
 
 SCHEMA: dict[str, pl.DataType] = {
     "variance_id": pl.String(), "category": pl.String(), "processor": pl.String(),
-    "reference": pl.String(), "payout_id": pl.String(), "amount_minor": pl.Int64(),
+    "merchant_id": pl.String(), "reference": pl.String(), "payout_id": pl.String(), "amount_minor": pl.Int64(),
     "currency": pl.String(), "field": pl.String(), "expected": pl.String(), "actual": pl.String(),
     "since": pl.Date(), "age_days": pl.Int64(), "ledger_event_ids": pl.List(pl.String()),
     "evidence": pl.List(pl.String()),
@@ -103,7 +105,7 @@ def records(frame: pl.DataFrame) -> list[Variance]:
     return [
         Variance(
             variance_id=r["variance_id"], category=r["category"], processor=r["processor"],
-            reference=r["reference"], payout_id=r["payout_id"], amount=Money(r["amount_minor"], r["currency"]),
+            merchant_id=r["merchant_id"], reference=r["reference"], payout_id=r["payout_id"], amount=Money(r["amount_minor"], r["currency"]),
             field=r["field"], expected=r["expected"], actual=r["actual"], since=r["since"],
             age_days=r["age_days"], ledger_event_ids=tuple(r["ledger_event_ids"]), evidence=tuple(r["evidence"]),
         )

@@ -25,12 +25,13 @@ _FACTS = [c for c in SCHEMA if c != "variance_id"]
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS variances (
-    variance_id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, processor VARCHAR, reference VARCHAR,
+    variance_id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, processor VARCHAR, merchant_id VARCHAR, reference VARCHAR,
     payout_id VARCHAR, amount_minor BIGINT NOT NULL, currency VARCHAR NOT NULL, field VARCHAR,
     expected VARCHAR, actual VARCHAR, since DATE, age_days BIGINT, ledger_event_ids VARCHAR[],
     evidence VARCHAR[], status VARCHAR NOT NULL, assignee VARCHAR, note VARCHAR,
     first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL
 );
+ALTER TABLE variances ADD COLUMN IF NOT EXISTS merchant_id VARCHAR;  -- stores made before variances named merchants
 CREATE TABLE IF NOT EXISTS history (
     variance_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
     assignee VARCHAR, note VARCHAR
@@ -79,7 +80,8 @@ class VarianceStore:
             cols = ", ".join(SCHEMA)
             updates = ", ".join(f"{c} = excluded.{c}" for c in _FACTS)
             self.con.execute(
-                f"INSERT INTO variances SELECT {cols}, 'open', NULL, NULL, ?, ? FROM incoming "
+                f"INSERT INTO variances ({cols}, status, assignee, note, first_seen, last_seen) "
+                f"SELECT {cols}, 'open', NULL, NULL, ?, ? FROM incoming "
                 f"ON CONFLICT (variance_id) DO UPDATE SET {updates}, last_seen = excluded.last_seen",
                 [seen_at, seen_at])
             self.con.execute("COMMIT")
