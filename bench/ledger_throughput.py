@@ -6,7 +6,7 @@ Generates a world, produces it to a fresh topic, then in the same run:
   processing) — the ceiling the broker and client give this machine;
 * the flow: `clearline ledger run --once` over the same topic into a fresh store
   (admission, signature, contract, posting rules, DuckDB commit, archive, snapshots),
-  timed from start to exit, with the child's peak RSS.
+  timed from start to exit, with its peak RSS and CPU time.
 
 Run at two sizes to see whether memory grows with the number of events. With
 `--processes 2` the flow runs in Bytewax cluster mode (`-i/-a`), one process and one
@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
+import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -55,23 +56,56 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return elapsed
 
 
-def run_flow(topic: str, dlq: str, state: Path, processes: int) -> None:
-    """`clearline ledger run --once` as one process, or as a cluster of `processes`."""
+@dataclass
+class FlowRun:
+    seconds: float
+    cpu_seconds: float     # user + system of every flow process
+    peak_rss_mib: float    # the largest flow process's own peak (VmHWM)
+
+
+def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
+    """`clearline ledger run --once` as one process, or as a cluster of `processes`.
+
+    Peak memory is each process's VmHWM, sampled until it exits: the children's
+    ru_maxrss would count this process's own pages (the generated world), which a child
+    shares between fork and exec."""
     cmd = [sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--topic", topic,
            "--deadletter-topic", dlq, "--state-dir", str(state), "--metrics-port", "0"]
-    if processes == 1:
-        subprocess.run(cmd, check=True)
-        return
-    socks = [socket.socket() for _ in range(processes)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    addresses = [a for sock in socks for a in ("-a", f"127.0.0.1:{sock.getsockname()[1]}")]
-    for sock in socks:
-        sock.close()
-    flows = [subprocess.Popen([*cmd, "-i", str(i), *addresses]) for i in range(processes)]
-    codes = [f.wait() for f in flows]
+    cluster: list[str] = []
+    if processes > 1:
+        socks = [socket.socket() for _ in range(processes)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        cluster = [a for sock in socks for a in ("-a", f"127.0.0.1:{sock.getsockname()[1]}")]
+        for sock in socks:
+            sock.close()
+    start = time.perf_counter()
+    flows = [subprocess.Popen([*cmd, *(["-i", str(i), *cluster] if cluster else [])]) for i in range(processes)]
+    peak, cpu, alive = 0, 0.0, list(flows)
+    while alive:
+        for flow in list(alive):
+            peak = max(peak, _hwm_kib(flow.pid))
+            done, status, usage = os.wait4(flow.pid, os.WNOHANG)
+            if done:  # reaped here, for its rusage: tell the Popen
+                alive.remove(flow)
+                flow.returncode = os.waitstatus_to_exitcode(status)
+                cpu += usage.ru_utime + usage.ru_stime
+        time.sleep(0.1)
+    codes = [f.returncode for f in flows]
+    seconds = time.perf_counter() - start
     if any(codes):
         raise SystemExit(f"a flow process failed: exit codes {codes}")
+    return FlowRun(seconds, cpu, peak / 1024)
+
+
+def _hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
 
 
 def main() -> None:
@@ -96,10 +130,9 @@ def main() -> None:
             assert produced.failed == 0
             n = produced.delivered
             base_s = raw_consume(bootstrap, topic, n)
-            start = time.perf_counter()
-            run_flow(topic, dlq, Path(tmp) / "state", args.processes)
-            flow_s = time.perf_counter() - start
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            load_before = os.getloadavg()[0]
+            flow = run_flow(topic, dlq, Path(tmp) / "state", args.processes)
+            flow_s = flow.seconds
     finally:
         for name in (topic, dlq):
             admin.delete_topics([name])[name].result(30)
@@ -108,7 +141,11 @@ def main() -> None:
         "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
         "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
-        "flow_processes": args.processes, "flow_peak_rss_mib": round(peak),
+        "flow_processes": args.processes, "flow_peak_rss_mib": round(flow.peak_rss_mib),
+        "flow_cpu_seconds": round(flow.cpu_seconds, 1),
+        # what one core would do if the flow had it to itself: other work shares this machine
+        "flow_events_per_cpu_second": round(n / flow.cpu_seconds),
+        "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
     }
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))
