@@ -79,14 +79,14 @@ class Book:
         self.lines = [reported(e, i + 2) for i, e in enumerate(self.expected)]
         batches = payouts_of(self.lines)
         self.movements = [
-            ex.ExpectedBankMovement(f"evt_po_{pid}", "processor_payout", proc, "platform", pid, Money(total, ccy),
-                                    last + timedelta(days=1))
+            ex.ExpectedBankMovement(f"evt_po_{pid}", "processor_payout", proc, pid, Money(total, ccy),
+                                    last + timedelta(days=1), "platform")
             for (proc, pid), (total, ccy, last) in sorted(batches.items())
         ] + [
-            ex.ExpectedBankMovement("evt_mpo_1", "merchant_payout", None, "m_1", "mpo_1", Money(-50_000, "USD"),
-                                    DAY0 + timedelta(days=3)),
-            ex.ExpectedBankMovement("evt_rpy_1", "buyer_repayment", None, "m_2", "rpy_1", Money(70_000, "EUR"),
-                                    DAY0 + timedelta(days=5)),
+            ex.ExpectedBankMovement("evt_mpo_1", "merchant_payout", None, "mpo_1", Money(-50_000, "USD"),
+                                    DAY0 + timedelta(days=3), "m_1"),
+            ex.ExpectedBankMovement("evt_rpy_1", "buyer_repayment", None, "rpy_1", Money(70_000, "EUR"),
+                                    DAY0 + timedelta(days=5), "m_2"),
         ]
         self.bank_extra: list[BankLine] = []
         self.drop_bank: set[str] = set()

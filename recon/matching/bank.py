@@ -57,6 +57,8 @@ def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame, reference: str =
 def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     """Everything that may explain a bank line, from the ledger's expected bank movements
     (`expectations.BANK_SCHEMA`) and the processors' reported lines."""
+    if "merchant_id" not in movements.columns:  # an older frame: merchants unknown
+        movements = movements.with_columns(merchant_id=pl.lit(None, pl.String))
     ledger = first_per(movements, ["kind", "reference"], ["event_id"])[0]
     payouts = ledger.filter(pl.col("kind") == "processor_payout")
     batches = payout_batches(lines).join(

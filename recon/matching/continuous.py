@@ -27,7 +27,7 @@ from recon.matching import expectations
 from recon.matching.reconcile import Inputs, Result, reconcile
 from recon.matching.rules import Tolerances
 
-_EMPTY = Inputs(pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA), pl.DataFrame(schema=expectations.BANK_SCHEMA),
+_EMPTY = Inputs(pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA), pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT),
                 pl.DataFrame(schema=SETTLEMENT_SCHEMA), pl.DataFrame(schema=BANK_SCHEMA))
 
 
