@@ -8,6 +8,7 @@ exit, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from pipelines.cli_support import console, emit, frame_table, friendly, kv_table, user_errors
 
-user_errors("pipelines.broker:BrokerError", "pipelines.produce:WorldNotFound",
+user_errors("pipelines.demo:DemoStepFailed", "pipelines.broker:BrokerError", "pipelines.produce:WorldNotFound",
             "pipelines.world.generate:WorldOptionError", "pipelines.ledger_access:LedgerNotFound",
             "pipelines.flows.ledger_metrics:MetricsPortBusy", "pipelines.flows.ledger:LedgerStateError")
 
@@ -142,50 +143,27 @@ def produce(world, rate, as_json):
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True, help="Folder for the demo's world and reports.")
-@click.option("--days", type=int, default=120, show_default=True)
-@click.option("--merchants", type=int, default=40, show_default=True)
+@click.option("--days", type=int, default=540, show_default=True,
+              help="Length of the world: enough for buyers' repayment histories and matured outcomes to train on.")
+@click.option("--merchants", type=int, default=10, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly
 def demo(out_dir, days, merchants, seed, as_json):
-    """The main job end to end: generate a world, start Kafka, produce it, run the ledger
-    flow until caught up, check its invariants and verify its chain, and summarise."""
-    import subprocess
-    import time
-    from pipelines import broker
-    from pipelines.ledger_access import snapshot
-    from recon.ledger import accounts, chain, invariants
-    manifest = _generate(days, merchants, seed, out_dir / "world", None, quiet=as_json)
-    with console.status("starting Kafka…"):
-        kafka_status = broker.up()
-    produced = _produce(out_dir / "world", None, quiet=as_json)
-    state = out_dir / "ledger"
-    started = time.monotonic()
-    with console.status("ledger flow: posting every event (Bytewax, until caught up)…"):
-        subprocess.run([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--state-dir", str(state)],
-                       check=True, stdout=subprocess.DEVNULL)
-    ledger_s = time.monotonic() - started
-    snap = snapshot(state)
-    stats = snap.stats()
-    events_topic = [p for p in stats["partitions"] if p["topic"] != "genesis"]
-    totals = {k: sum(p[k] for p in events_topic) for k in ("consumed", "posted", "duplicate", "dead_lettered")}
-    violations = invariants.check(snap, floor_of=accounts.floor_of, normal_side=accounts.normal_side)
-    verified = chain.verify(snap)
-    summary = {
-        "world": str(out_dir / "world"), "days": days, "merchants": merchants, "buyers": manifest["buyers"],
-        "orders": manifest["orders"], "events": manifest["events"],
-        "settlement_files": sum(1 for f in manifest["files"] if f.startswith("settlements/")),
-        "bank_statements": sum(1 for f in manifest["files"] if f.startswith("bank/")),
-        "injected_discrepancies": sum(manifest["discrepancies"].values()),
-        "kafka": kafka_status.get("bootstrap"), "delivered": produced["delivered"], "failed": produced["failed"],
-        "produce_events_per_second": produced["events_per_second"],
-        "ledger": str(state), "ledger_consumed": totals["consumed"], "ledger_posted": totals["posted"],
-        "ledger_duplicates": totals["duplicate"], "ledger_dead_lettered": totals["dead_lettered"],
-        "ledger_postings": stats["totals"]["chain_length"], "ledger_seconds": round(ledger_s, 1),
-        "invariants_hold": not violations, "chain_verified": verified.ok, "chain_head": verified.head,
-    }
+    """The main job end to end: generate a world, start Kafka, publish it, run the ledger,
+    check and verify it, ingest the settlement reports and bank statements, reconcile and
+    score against the world's truth, write the variance report, train and register the
+    models; then summarise what it did and where the reports are."""
+    from pipelines import demo as job
+
+    def shown(step: job.Step):
+        return console.status(f"{step.doing}…") if not as_json else contextlib.nullcontext()
+
+    summary = job.run(out_dir, days, merchants, seed, shown)
     emit(as_json, summary, kv_table("clearline demo", summary))
-    if produced["failed"] or violations or not verified.ok:
+    healthy = (not summary.get("failed_step") and summary.get("failed") == 0 and summary.get("invariants_hold")
+               and summary.get("chain_verified"))
+    if not healthy:
         sys.exit(1)
 
 
@@ -338,7 +316,7 @@ from pipelines import cli_models; main.add_command(cli_models.train); main.add_c
 from pipelines import cli_report; main.add_command(cli_report.report)  # noqa: E402,E702
 from pipelines import cli_intake; main.add_command(cli_intake.ingest)  # noqa: E402,E702
 from pipelines import cli_serve; main.add_command(cli_serve.serve)  # noqa: E402,E702
-
+from pipelines import cli_risk; main.add_command(cli_risk.risk)  # noqa: E402,E702
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,11 @@
 One place resolves where `configs/` is (the repository's own, or CLEARLINE_CONFIG_DIR)
 and reads a file by name, so every command sees the same configuration and a missing or
 malformed file is reported by name instead of as a traceback.
+
+Topic names get CLEARLINE_TOPIC_PREFIX in front of them here, once for every reader: a
+value under a key named `topic` or `…_topic`, and every name under `topics:`. A demo or
+a test run can then have topics of its own on a shared broker without any command
+knowing about it.
 """
 
 from __future__ import annotations
@@ -39,8 +44,24 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def load(name: str) -> dict[str, Any]:
-    """The parsed `configs/<name>.yaml`."""
-    return _load(config_dir() / f"{name}.yaml")
+    """The parsed `configs/<name>.yaml`, topic names prefixed (see the module doc)."""
+    data = _load(config_dir() / f"{name}.yaml")
+    return _prefixed(data) if os.environ.get("CLEARLINE_TOPIC_PREFIX") else data
+
+
+def topic(name: str) -> str:
+    """A topic's name in this deployment."""
+    return os.environ.get("CLEARLINE_TOPIC_PREFIX", "") + name
+
+
+def _prefixed(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {(topic(k) if key == "topics" else k): _prefixed(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_prefixed(v) for v in node]
+    if isinstance(node, str) and (key == "topic" or key.endswith("_topic")):
+        return topic(node)
+    return node
 
 
 def bootstrap_servers() -> str:

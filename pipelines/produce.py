@@ -71,11 +71,13 @@ def producer(delivery_timeout_s: float = 120) -> Producer:
     })
 
 
-def produce_world(world: Path, rate: float | None = None, topic: str = EVENTS_TOPIC,
+def produce_world(world: Path, rate: float | None = None, topic: str | None = None,
                   on_progress: Callable[[int], None] = lambda n: None,
                   delivery_timeout_s: float = 120) -> ProduceReport:
     """Publish every event of `world`; `rate` caps messages per second. A message the
-    broker has not acknowledged within `delivery_timeout_s` counts as failed."""
+    broker has not acknowledged within `delivery_timeout_s` counts as failed. The topic
+    is the deployment's events topic unless named."""
+    topic = topic or config.topic(EVENTS_TOPIC)
     keys = TenantKeys.from_config()
     report = ProduceReport(topic, count_events(world))
     prod = producer(delivery_timeout_s)

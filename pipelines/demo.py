@@ -1,0 +1,111 @@
+"""The main job, end to end, as a person would run it by hand: every step is the same
+`clearline … --json` command the README documents, run in order, its JSON kept.
+
+Wiring only: what each step does lives in its command. A step that fails stops the demo
+with its own error message; the summary says what ran, what it found and where the
+reports are, so the demo doubles as a smoke test of the whole pipeline on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+class DemoStepFailed(RuntimeError):
+    """A step's command failed; the message names the step and carries its error."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    doing: str                       # shown while it runs
+    argv: Callable[[Path], list[str]]
+    summary: Callable[[dict], dict]  # the figures this step adds to the demo's summary
+    json: bool = True                # the command prints JSON with --json
+
+
+def _sum_dict(d: dict | None) -> int:
+    return sum((d or {}).values())
+
+
+def steps(days: int, merchants: int, seed: int) -> list[Step]:
+    world = lambda out: out / "world"  # noqa: E731
+    return [
+        Step("generate", f"generating a {days}-day world of {merchants} merchants",
+             lambda out: ["generate", "--days", str(days), "--merchants", str(merchants), "--seed", str(seed),
+                          "--out", str(world(out))],
+             lambda r: {"events": r["events"], "orders": r["orders"], "buyers": r["buyers"],
+                        "injected_discrepancies": _sum_dict(r["discrepancies"])}),
+        Step("kafka", "starting Kafka", lambda out: ["kafka", "up"],
+             lambda r: {"kafka": r.get("bootstrap")}),
+        Step("produce", "publishing every event to payments.events", lambda out: ["produce", str(world(out))],
+             lambda r: {"delivered": r["delivered"], "failed": r["failed"]}),
+        Step("ledger", "ledger flow: posting every event until caught up",
+             lambda out: ["ledger", "run", "--once", "--state-dir", str(out / "ledger"), "--metrics-port", "0"],
+             lambda r: {}, json=False),
+        Step("ledger check", "checking the ledger's invariants",
+             lambda out: ["ledger", "check", "--state-dir", str(out / "ledger")],
+             lambda r: {"ledger_consumed": r["consumed"], "ledger_posted": r["posted"], "ledger_duplicates": r["duplicate"],
+                        "ledger_dead_lettered": r["dead_lettered"], "ledger_postings": r["postings"], "invariants_hold": r["ok"]}),
+        Step("ledger verify", "verifying the ledger's hash chain",
+             lambda out: ["ledger", "verify", "--state-dir", str(out / "ledger")],
+             lambda r: {"chain_verified": r["ok"], "chain_heads": r["heads"]}),
+        Step("ingest", "validating and ingesting settlement reports and bank statements",
+             lambda out: ["ingest", str(world(out) / "settlements"), str(world(out) / "bank"),
+                          "--state-dir", str(out / "recon")],
+             lambda r: {"files_accepted": r["accepted"], "files_quarantined": r["quarantined"]}),
+        Step("recon", "reconciling the ledger against processors and banks",
+             lambda out: ["recon", "--archive", str(out / "ledger" / "archive"), "--state-dir", str(out / "recon")],
+             lambda r: {"variances": r["variances"], "variances_by_category": r["by_category"]}),
+        Step("recon score", "scoring the variances against the world's truth",
+             lambda out: ["recon", "score", "--truth", str(world(out) / "truth" / "discrepancies.csv"),
+                          "--world", str(world(out))],
+             lambda r: {"recon_injected": r["injected"], "recon_missed": r["missed"], "recon_unexpected": r["unexpected"],
+                        "recon_precision_recall_1": r["perfect"]}),
+        Step("report", "writing the variance report",
+             lambda out: ["report", "variances", "--state-dir", str(out / "recon"), "--out", str(out / "reports")],
+             lambda r: {"variance_report": r["html"], "open_variances_xlsx": r["xlsx"]}),
+        Step("train", "training and registering the underwriting models",
+             lambda out: ["train", "--world", str(world(out))],
+             lambda r: {"models": {f'{m["name"]} v{m["version"]}': f'AUC {m["auc"]:.3f} vs oracle {m["oracle_auc"]:.3f} '
+                                   f'({m["auc_ratio"]:.0%})' for m in r["models"]},
+                        "aliases": r["aliases_set"] or r.get("note", "")}),
+    ]
+
+
+def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[Step], object]) -> dict:
+    """Run every step into `out_dir`; return the summary. `on_step` is told each step as
+    it starts (for a progress display) and may return a context manager around it.
+
+    The world's events go to topics of its own (`demo.<world>.payments.events`, …): the
+    ledger, matching and models must see this world only, and running the same demo again
+    re-publishes the same events, which the ledger counts as duplicates."""
+    prefix = os.environ.get("CLEARLINE_TOPIC_PREFIX") or f"demo.s{seed}-{days}d-{merchants}m."
+    env = {**os.environ, "CLEARLINE_TOPIC_PREFIX": prefix, "MLFLOW_TRACKING_URI": os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{(out_dir / 'mlflow' / 'mlflow.db').resolve()}")}
+    (out_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    summary: dict = {"out": str(out_dir), "topics": f"{prefix}payments.*"}
+    timings: dict[str, float] = {}
+    for step in steps(days, merchants, seed):
+        started = time.monotonic()
+        with on_step(step):
+            argv = [sys.executable, "-m", "pipelines.cli", *step.argv(out_dir), *(["--json"] if step.json else [])]
+            done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        timings[step.name] = round(time.monotonic() - started, 1)
+        if done.returncode != 0 and not (step.json and done.stdout.strip().startswith("{")):
+            said = " ".join(done.stderr.split()).removeprefix("error: ")[-1500:] or "no message"
+            raise DemoStepFailed(f"step {step.name!r} failed (exit {done.returncode}): {said}")
+        summary.update(step.summary(json.loads(done.stdout) if step.json else {}))
+        if done.returncode != 0:
+            summary["failed_step"] = step.name
+            break
+    summary["seconds"] = timings
+    summary["total_seconds"] = round(sum(timings.values()), 1)
+    return summary
