@@ -8,7 +8,8 @@ emits feature rows as they become final and late events on a side output; the tw
 entity rows of a request are joined into one order row with the columns of
 `features.batch.order_features`.
 
-`feature_steps` adds these steps to a caller's dataflow (the risk flow reads Kafka);
+`feature_steps` adds these steps to a caller's dataflow; `request_steps` is the same with
+one answer per request, row or none (the risk flow, which reads Kafka, decides each);
 `run_bounded` runs them over a finite list of events, for tests and backfills.
 """
 
@@ -84,6 +85,15 @@ def feature_steps(events: Stream[Event], spec: Spec = DEFAULT_SPEC
                   ) -> tuple[Stream[dict[str, Any]], Stream[FeatureRow], Stream[LateEvent]]:
     """Add the feature steps to a dataflow: order rows, per-entity rows (what changes in
     the feature store), and late events."""
+    answers, rows, late = request_steps(events, spec)
+    return op.filter_map("order_row", answers, lambda a: a[1]), rows, late
+
+
+def request_steps(events: Stream[Event], spec: Spec = DEFAULT_SPEC
+                  ) -> tuple[Stream[tuple[str, dict[str, Any] | None]], Stream[FeatureRow], Stream[LateEvent]]:
+    """Like `feature_steps`, but with exactly one answer per underwriting request:
+    (its event id, its order row), or (its event id, None) when it came late to either
+    entity — for a caller that must decide every request, with features or without."""
     facts = op.map("fact", events, fact_of)
     for_buyers = op.filter("buyer_facts", facts, lambda f: f.event_type in BUYER_EVENTS)
     in_order = op.key_on("attribution_key", for_buyers, lambda _: _ALL)
@@ -93,8 +103,8 @@ def feature_steps(events: Stream[Event], spec: Spec = DEFAULT_SPEC
     outputs = op.merge("outputs", buyer_out, merchant_out)
     split = op.branch("late_or_row", outputs, lambda o: isinstance(o, LateEvent))
     joined = op.join("order_join", _request_side("buyer", outputs), _request_side("merchant", outputs))
-    orders = op.filter_map("order_row", op.key_rm("order_unkey", joined), _complete_row)
-    return orders, split.falses, split.trues
+    answers = op.map("order_answer", joined, lambda kv: (kv[0], _complete_row(kv[1])))
+    return answers, split.falses, split.trues
 
 
 def _request_side(entity: str, outputs: Stream[Output]) -> Stream[tuple[str, Output]]:

@@ -213,12 +213,26 @@ def decide_order(order_id, world, state_dir, as_json):
     decision = decide(UnderwritingRequest.from_row(row), {f: row[f] for f in MODEL_FEATURES}, champion,
                       registry.load("challenger"), policy)
     record = decision.to_dict()
-    table = kv_table(f"{order_id}: {record['decision']}", {
-        **{k: record[k] for k in ("decision", "band", "policy_reasons", "decision_time", "buyer_id")},
-        "score": f"{record['score']:.4f}"})
-    table.add_row("amount", _money_text(record["amount"]))
-    table.add_row("credit limit", _money_text(record["credit_limit"]))
-    table.add_row("model", f"{record['model']['name']} v{record['model']['version']}")
+    table = decision_table(f"{order_id}: {record['decision']}", record, ("decision", "band", "policy_reasons",
+                                                                         "decision_time", "buyer_id"))
+    emit(as_json, record, table)
+
+
+def money_text(money: dict) -> str:
+    from pipelines.currency import minor_to_decimal
+    return f"{minor_to_decimal(money['minor'], money['currency'])} {money['currency']}"
+
+
+def decision_table(title: str, record: dict, fields: tuple[str, ...]) -> Table:
+    """A decision record (`Decision.to_dict()`) for people: the named fields, money, the
+    model and its score (or the rules), reason codes and the challenger's shadow."""
+    table = kv_table(title, {k: record[k] for k in fields})
+    table.add_row("amount", money_text(record["amount"]))
+    table.add_row("credit limit", money_text(record["credit_limit"]))
+    model = record["model"]
+    table.add_row("model", "rules (no model)" if model is None else f"{model['name']} v{model['version']}")
+    if record["score"] is not None:
+        table.add_row("score", f"{record['score']:.4f}")
     for code in record["reason_codes"]:
         value = "unknown" if code["value"] is None else f"{code['value']:g}"
         table.add_row(f"reason: {code['feature']}", f"{value} vs median {code['reference']:g} ({code['delta']:+.4f})")
@@ -226,12 +240,7 @@ def decide_order(order_id, world, state_dir, as_json):
         shadow = record["challenger"]
         table.add_row("challenger (shadow)", f"{shadow['model']['name']} v{shadow['model']['version']}: "
                                              f"{shadow['score']:.4f} → {shadow['decision']}")
-    emit(as_json, record, table)
-
-
-def _money_text(money: dict) -> str:
-    from pipelines.currency import minor_to_decimal
-    return f"{minor_to_decimal(money['minor'], money['currency'])} {money['currency']}"
+    return table
 
 
 COMMANDS = (train, models)

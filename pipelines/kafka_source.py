@@ -6,12 +6,22 @@ error during a broker restart could leave a snapshot that resumes from the wrong
 This source advances only past messages it actually emits, treats transport errors as
 what they are (librdkafka reconnects and refetches by itself), and in `once` mode stops a
 partition when it reaches the end that partition had.
+
+With `align=True` the partitions of one process are read in step by broker timestamp:
+a partition hands on only messages no newer than the oldest unread message of any other
+partition. Why: a flow working in event time (the risk flow's features) sees a backlog
+read one poll batch per partition at a time as huge lateness — a buyer's events from one
+merchant's partition arrive weeks before those from another's. Reading in timestamp
+order reproduces the order the producer wrote in. It costs nothing when caught up: a
+partition with nothing to read does not hold the others back.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from collections import deque
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -23,25 +33,62 @@ log = logging.getLogger(__name__)
 STOP = threading.Event()
 
 
+class _Alignment:
+    """Per partition of one process, the broker timestamp (ms) of its oldest message not
+    yet handed on: -inf before its first poll, +inf when it has nothing to read."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._frontier: dict[int, float] = {}
+
+    def join(self, partition: int) -> None:
+        with self._lock:
+            self._frontier[partition] = -math.inf
+
+    def set(self, partition: int, ts: float) -> float:
+        """Record a partition's frontier; returns the newest timestamp it may hand on."""
+        with self._lock:
+            self._frontier[partition] = ts
+            return min(self._frontier.values())
+
+    def leave(self, partition: int) -> None:
+        with self._lock:
+            self._frontier.pop(partition, None)
+
+
 class _Partition(StatefulSourcePartition[list[Message], int]):
-    def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int):
+    def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
+                 alignment: _Alignment | None = None):
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._partition = partition
         self._offset = offset
         self._batch_size = batch_size
         self._eof = False
+        self._align = alignment
+        self._held: deque[Message] = deque()  # read, not handed on yet (alignment only)
+        if alignment is not None:
+            alignment.join(partition)
 
     def next_batch(self) -> list[list[Message]]:
         """One poll's messages as ONE item: the flow works per poll batch, so Bytewax's
         per-item cost is paid once per batch instead of once per message."""
-        if self._eof or STOP.is_set():
+        if STOP.is_set() or (self._eof and not self._held):
             raise StopIteration()
+        if self._align is None:
+            batch = self._poll()
+        else:
+            batch = self._aligned()
+        if batch:
+            self._offset = batch[-1].offset() + 1
+        return [batch] if batch else []
+
+    def _poll(self) -> list[Message]:
         batch = []
         for msg in self._consumer.consume(self._batch_size, 0.05):
             err = msg.error()
             if err is None:
                 batch.append(msg)
-                self._offset = msg.offset() + 1
             elif err.code() == KafkaError._PARTITION_EOF:
                 self._eof = True
                 break
@@ -49,12 +96,32 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
                 raise RuntimeError(f"kafka: fatal consumer error: {err.str()}")
             else:
                 log.warning("kafka: %s (the client retries by itself)", err.str())
-        return [batch] if batch else []
+        return batch
+
+    def _aligned(self) -> list[Message]:
+        """Read when nothing is held; hand on the held messages no newer than every other
+        partition's frontier."""
+        fetched = not self._held and not self._eof
+        if fetched:
+            self._held.extend(self._poll())
+        if self._held:
+            frontier = float(self._held[0].timestamp()[1])
+        else:  # nothing to read now (caught up, or at the end): hold nobody back
+            frontier = math.inf
+        limit = self._align.set(self._partition, frontier)
+        batch = []
+        while self._held and self._held[0].timestamp()[1] <= limit:
+            batch.append(self._held.popleft())
+        if batch and not self._held:  # until the next read, nothing newer than this may pass elsewhere
+            self._align.set(self._partition, math.inf if self._eof else float(batch[-1].timestamp()[1]))
+        return batch
 
     def snapshot(self) -> int:
         return self._offset
 
     def close(self) -> None:
+        if self._align is not None:
+            self._align.leave(self._partition)
         self._consumer.close()
 
 
@@ -62,8 +129,9 @@ class PartitionSource(FixedPartitionedSource[list[Message], int]):
     """Every partition of `topic`, one list of messages per poll; state is the next
     offset to read in each."""
 
-    def __init__(self, bootstrap: str, topic: str, once: bool, batch_size: int = 2000):
+    def __init__(self, bootstrap: str, topic: str, once: bool, batch_size: int = 2000, align: bool = False):
         self._bootstrap, self._topic, self._once, self._batch_size = bootstrap, topic, once, batch_size
+        self._alignment = _Alignment() if align else None
 
     def list_parts(self) -> list[str]:
         try:
@@ -85,5 +153,5 @@ class PartitionSource(FixedPartitionedSource[list[Message], int]):
             "queued.max.messages.kbytes": 16 * 1024,
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(config, self._topic, int(for_part), offset, self._batch_size)
+        return _Partition(config, self._topic, int(for_part), offset, self._batch_size, self._alignment)
 

@@ -1,0 +1,151 @@
+"""The risk dataflow: payments.events → features → Feast → one decision per underwriting request.
+
+    PartitionSource (all partitions, offsets in Bytewax recovery; one item per poll batch)
+      → flat_map admit: the ledger's admission (signature, tenant, contract, PAN); refused
+             messages are counted and skipped — dead-lettering them is the ledger flow's job
+      → features.streaming.request_steps: feature rows per buyer and merchant, one answer per
+             request (its order row, or none when it came late), late events
+      → features.feast_sink.push_steps: feature rows to Feast, online and offline, one push
+             per entity per batch
+      → join each request (from its order.created on terms) with its answer, keyed by event_id
+      → map decide: champion score, challenger shadow, policy (pipelines.flows.risk_inputs)
+      → sink DecisionSink: journal (exactly once), decision log, payments.decisions
+      → sink LateSink: the late-event log
+
+The champion and challenger are loaded from MLflow once, at start; the policy (and its
+kill switch) is read from configs/policy.yaml at start. Exactly once comes from the
+journal (pipelines.flows.risk_journal), not from Kafka.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+from confluent_kafka import Message
+
+from features import store as feast
+from features.definitions import Spec, spec_from_config
+from features.feast_sink import push_steps
+from features.streaming import request_steps
+from models.decision import Decision, decide
+from models.policy import Policy
+from models.scorer import Scorer
+from pipelines import config
+from pipelines.admission import admit
+from pipelines.events import Event
+from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
+from pipelines.flows.risk_inputs import request_of, request_features
+from pipelines.flows.risk_sink import DecisionSink, LateSink, RunCounts
+from pipelines.kafka_source import STOP, PartitionSource
+from pipelines.signing import TenantKeys
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """Everything the flow needs, from configs/risk.yaml (and features.yaml) unless overridden."""
+
+    bootstrap: str
+    topic: str
+    decisions_topic: str
+    state_dir: Path
+    batch_size: int
+    feast: feast.FeastSettings
+    feast_offline: bool = True
+    once: bool = False
+
+    @classmethod
+    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
+                    once: bool = False) -> "RiskSettings":
+        cfg = config.load("risk")
+        return cls(bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
+                   decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
+                   batch_size=int(cfg["batch_size"]),
+                   feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT),
+                   feast_offline=bool(cfg.get("feast_offline", True)), once=once)
+
+
+@dataclass(frozen=True)
+class Models:
+    """What decides: loaded once at start, the same for every request of the run."""
+
+    champion: Scorer | None
+    challenger: Scorer | None
+    policy: Policy
+
+
+def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[Event]:
+    """The poll batch's events that pass admission; the rest are counted (the ledger flow
+    dead-letters them)."""
+    events = [e for e in (admit(m.value(), m.headers() or [], keys) for m in msgs) if isinstance(e, Event)]
+    counts.add(consumed=len(msgs), refused=len(msgs) - len(events))
+    return events
+
+
+def decided(pair: tuple[str, tuple[Any, dict[str, Any] | None]], models: Models, spec: Spec) -> Decision:
+    _, (request, row) = pair
+    return decide(request, request_features(row, spec), models.champion, models.challenger, models.policy)
+
+
+def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:
+    keys = TenantKeys.from_config()
+    flow = Dataflow("risk")
+    # aligned: the features are in event time, and a backlog read partition by partition looks late
+    source = PartitionSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size,
+                             align=True)
+    events = op.flat_map("admit", op.input("consume", flow, source), lambda msgs: admitted(msgs, keys, counts))
+    answers, rows, late = request_steps(events, spec)
+    op.inspect("count_rows", rows, lambda _step, _row: counts.add(feature_rows=1))
+    push_steps(rows, settings.feast, spec, offline=settings.feast_offline)
+    requests = op.key_on("request_key", op.filter_map("request", events, lambda e: request_of(e, counts)),
+                         lambda r: r.event_id)
+    joined = op.join("request_answer", requests, answers)
+    decisions = op.map("decide", joined, lambda pair: decided(pair, models, spec))
+    op.output("decisions", decisions, DecisionSink(settings.state_dir, settings.bootstrap, settings.decisions_topic, counts))
+    op.output("late_log", late, LateSink(settings.state_dir, counts))
+    return flow
+
+
+def load_models() -> Models:
+    from models.registry import Registry, RegistrySettings
+    registry = Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
+    threads = int(config.load("models").get("threads", 1))
+    return Models(registry.load("champion", threads), registry.load("challenger", threads),
+                  Policy.from_config(config.load("policy")))
+
+
+def run(settings: RiskSettings, process_id: int | None = None, addresses: list[str] | None = None,
+        models: Models | None = None) -> tuple[bool, RunCounts]:
+    """Run the flow in this process until it is caught up (`once`) or told to stop;
+    returns whether a signal stopped it, and what this process did.
+
+    SIGTERM (and SIGINT) end every input partition at its next poll, so the flow drains
+    like a --once run. Whatever was read but not snapshotted is read again on resume,
+    and the journal drops the decisions it already has."""
+    cfg = config.load("risk")["recovery"]
+    gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
+    claim_shape(settings.state_dir, len(addresses) if addresses else 1)
+    recovery = recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
+    require_topic(settings.bootstrap, settings.topic)
+    require_topic(settings.bootstrap, settings.decisions_topic)
+    spec = spec_from_config(config.load("features"))
+    if not settings.feast.yaml_path.exists():
+        feast.apply(settings.feast, spec)
+    models = models or load_models()
+    counts = RunCounts()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: STOP.set())
+    cli_main(
+        build_flow(settings, models, spec, counts), workers_per_process=1, process_id=process_id, addresses=addresses,
+        epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
+        recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
+    )
+    return STOP.is_set(), counts
