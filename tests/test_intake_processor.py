@@ -17,10 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.world.generate import WorldOptions, generate
-from pipelines.world.settlement_files import (
-    ADYEN_COLUMNS, CHECKOUT_COLUMNS, STRIPE_COLUMNS, write_settlement_reports,
-)
-from recon.intake import adyen, checkoutcom, stripe
+from pipelines.world.settlement_files import write_settlement_reports
 from recon.intake.parse import parse_file
 from recon.intake.suites import validate_many
 from recon.lines import SETTLEMENT_SCHEMA
@@ -58,10 +55,6 @@ def read_all(paths: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     parsed = [parse_file(p) for p in paths]
     problems = [f"{f.path.name}: {r}" for f in parsed for r in f.problems.iter_rows()]
     return (pl.concat([f.lines for f in parsed]), pl.concat([f.controls for f in parsed]), problems)
-
-
-def test_layout_columns_match_the_writer() -> None:
-    assert (adyen.COLUMNS, stripe.COLUMNS, checkoutcom.COLUMNS) == (ADYEN_COLUMNS, STRIPE_COLUMNS, CHECKOUT_COLUMNS)
 
 
 def test_every_layout_reads_back_to_the_written_lines(tmp_path) -> None:
