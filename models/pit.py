@@ -6,15 +6,20 @@ the latest (by event_timestamp, then created). That is Feast's rule for
 `get_historical_features(..., filter_by_created_timestamp=True)` — without the created
 filter a backfilled row leaks into earlier decisions (REFERENCE.md).
 
-Feast evaluates it as a range join and a sort per entity row. Here it is one as-of join:
+Feast evaluates it as a range join and a sort per entity row. Here it is two as-of
+joins, split by how a row became known:
 
-1. a row becomes usable at `available = max(event_timestamp, created)`: both conditions
-   hold exactly when `available <= t`;
-2. in `available` order per entity, only rows that beat every earlier one on
-   (event_timestamp, created) can ever be the answer — a row that arrives later but is
-   about an older moment loses to what was already known — so the others are dropped;
-3. of the remaining rows the answer is simply the last one available at or before t,
-   which a backward `join_asof` on `available` finds.
+* an *on-time* row (created <= event_timestamp) is usable from its event_timestamp, so
+  the latest one at or before t is a backward `join_asof` on event_timestamp — almost
+  every row is one of these, and history arrives nearly sorted by that time;
+* a *late* row (a backfill, created > event_timestamp) is usable from `created`. In
+  created order per entity, a late row that does not beat every earlier late row on
+  event_timestamp can never be the answer (what was known already is newer), so those
+  are dropped; of the rest the answer is the last one created at or before t, a
+  backward `join_asof` on created;
+
+and each decision takes the newer of its two candidates (by event_timestamp, then
+created). Only late rows need the per-entity pass, and they are few.
 
     join(decisions, history, key, features)   decisions + the features as of each row
     compare(ours, feasts, key, features)      differences between two training sets
@@ -35,23 +40,25 @@ def join(decisions: pl.DataFrame, history: pl.DataFrame, key: str, features: Seq
          at: str = TIMESTAMP) -> pl.DataFrame:
     """`decisions` (with `key` and the time column `at`) in their own order, each with the
     `features` of the latest usable `history` row, nulls where there is none, and
-    `feature_available_at` (null without a row)."""
+    `feature_available_at`, when the matched row became usable (null without a row)."""
     ts, created = pl.col(TIMESTAMP), pl.col(CREATED)
-    usable = (history.select(key, TIMESTAMP, CREATED, *features)
-              .with_columns(pl.max_horizontal(ts, created).alias(AVAILABLE))
-              .sort(key, AVAILABLE, TIMESTAMP, CREATED))
-    # step 2: keep a row only if its (event_timestamp, created) is >= every earlier row's
-    earlier_ts = ts.cum_max().shift(1).over(key)
-    usable = usable.filter(earlier_ts.is_null() | (ts >= earlier_ts))
-    # equal event_timestamp: the later created wins, and it is later in `available` order
-    # too unless created < event_timestamp — then both share `available`; keep the last
-    usable = usable.unique([key, AVAILABLE], keep="last", maintain_order=True)
-    left = decisions.with_row_index("_row").with_columns(pl.col(at).alias("_t"))
-    joined = (left.sort("_t")
-              .join_asof(usable.drop(TIMESTAMP, CREATED), left_on="_t", right_on=AVAILABLE, by=key,
-                         strategy="backward", check_sortedness=False, coalesce=False)
-              .sort("_row"))
-    return joined.select(*decisions.columns, *features, AVAILABLE)
+    rows = history.select(key, TIMESTAMP, CREATED, *features)
+    on_time = rows.filter(created <= ts).sort(TIMESTAMP, CREATED)
+    late = (rows.filter(created > ts).sort(key, CREATED, TIMESTAMP)
+            .filter(ts >= ts.cum_max().shift(1).over(key).fill_null(ts))
+            .sort(CREATED, TIMESTAMP))
+    left = decisions.with_row_index("_row").with_columns(pl.col(at).alias("_t")).sort("_t")
+    for tag, side, on in (("_a", on_time, TIMESTAMP), ("_b", late, CREATED)):
+        # ties on the join time: join_asof takes the last, i.e. the latest created / event_timestamp
+        left = left.join_asof(side.rename(lambda c, t=tag: c if c == key else c + t), left_on="_t",
+                              right_on=on + tag, by=key, strategy="backward", check_sortedness=False)
+    a_ts, b_ts = pl.col(TIMESTAMP + "_a"), pl.col(TIMESTAMP + "_b")
+    late_wins = b_ts.is_not_null() & (a_ts.is_null() | (b_ts > a_ts) | (
+        (b_ts == a_ts) & (pl.col(CREATED + "_b") > pl.col(CREATED + "_a"))))
+    return left.sort("_row").select(
+        *decisions.columns,
+        *(pl.when(late_wins).then(pl.col(f + "_b")).otherwise(pl.col(f + "_a")).alias(f) for f in features),
+        pl.when(late_wins).then(pl.col(CREATED + "_b")).otherwise(a_ts).alias(AVAILABLE))
 
 
 @dataclass(frozen=True)
