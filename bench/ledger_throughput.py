@@ -61,6 +61,7 @@ class FlowRun:
     seconds: float
     cpu_seconds: float     # user + system of every flow process
     peak_rss_mib: float    # the largest flow process's own peak (VmHWM)
+    rss_by_quarter: list[float]  # the highest RSS (MiB, all processes) in each quarter of the run
 
 
 def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
@@ -81,27 +82,32 @@ def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
             sock.close()
     start = time.perf_counter()
     flows = [subprocess.Popen([*cmd, *(["-i", str(i), *cluster] if cluster else [])]) for i in range(processes)]
-    peak, cpu, alive = 0, 0.0, list(flows)
+    peak, cpu, alive, samples = 0, 0.0, list(flows), []
     while alive:
+        rss = 0
         for flow in list(alive):
-            peak = max(peak, _hwm_kib(flow.pid))
+            peak = max(peak, _status_kib(flow.pid, "VmHWM"))
+            rss += _status_kib(flow.pid, "VmRSS")
             done, status, usage = os.wait4(flow.pid, os.WNOHANG)
             if done:  # reaped here, for its rusage: tell the Popen
                 alive.remove(flow)
                 flow.returncode = os.waitstatus_to_exitcode(status)
                 cpu += usage.ru_utime + usage.ru_stime
+        samples.append((time.perf_counter() - start, rss))
         time.sleep(0.1)
     codes = [f.returncode for f in flows]
     seconds = time.perf_counter() - start
     if any(codes):
         raise SystemExit(f"a flow process failed: exit codes {codes}")
-    return FlowRun(seconds, cpu, peak / 1024)
+    quarters = [max((kib for t, kib in samples if q * seconds / 4 <= t < (q + 1) * seconds / 4), default=0) / 1024
+                for q in range(4)]
+    return FlowRun(seconds, cpu, peak / 1024, quarters)
 
 
-def _hwm_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         pass
@@ -142,6 +148,7 @@ def main() -> None:
         "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
         "flow_processes": args.processes, "flow_peak_rss_mib": round(flow.peak_rss_mib),
+        "flow_rss_mib_by_quarter_of_run": [round(q) for q in flow.rss_by_quarter],
         "flow_cpu_seconds": round(flow.cpu_seconds, 1),
         # what one core would do if the flow had it to itself: other work shares this machine
         "flow_events_per_cpu_second": round(n / flow.cpu_seconds),
