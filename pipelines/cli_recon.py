@@ -4,8 +4,14 @@
                                          batch run over stored inputs -> variance store
     clearline recon --world DIR [...]    the same over a generated world's files
     clearline recon score --truth FILE --world DIR   precision and recall per category
+    clearline recon run [--once] [--inbox DIR] [--state-dir DIR]
+                                         the streaming matcher (pipelines.flows.recon)
     clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
     clearline recon list [--status open|assigned|resolved] [--category C]
+
+While `recon run` is running it owns the variance store: `resolve` then queues the
+request for the flow to apply (within its advance interval), and `list` reads the
+snapshot the flow publishes under <state_dir>/published/.
 
 The batch run reads the stored inputs: the ledger's expectations from its event archive
 and the processor and bank lines intake validated into its Parquet store (under the
@@ -27,7 +33,8 @@ from pipelines.cli_support import console, emit, friendly, frame_table, kv_table
 
 user_errors("pipelines.cli_recon:ReconInputError", "recon.matching.rules:MatchingConfigError",
             "recon.variances.store:VarianceNotFound", "recon.variances.store:BadTransition",
-            "recon.intake.model:ParseError")
+            "recon.intake.model:ParseError", "pipelines.flows.recon:ReconFlowConfigError",
+            "pipelines.flows.flow_state:FlowStateError", "recon.intake.ingest:IntakeConfigError")
 
 DEFAULT_STATE_DIR = Path("var/recon")
 
@@ -211,13 +218,54 @@ def score(truth, world, as_json):
     emit(as_json, report, table)
 
 
+@recon.command("run")
+@click.option("--once", is_flag=True, help="Stop when both topics are read to their end (and the inbox is empty).")
+@click.option("--inbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Inbox folder to watch for reports and statements [default: flow.inbox in configs/recon.yaml].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Recon state folder [default: intake.state_dir in configs/recon.yaml].")
+@click.option("--events-topic", default=None, help="Events topic [default: flow.events_topic].")
+@click.option("--settlements-topic", default=None, help="Validated lines topic [default: intake.topic].")
+@click.option("--variances-topic", default=None, help="Variances topic [default: flow.variances_topic].")
+@click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster.")
+@click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@friendly
+def run_stream(once, inbox, state_dir, events_topic, settlements_topic, variances_topic, process_id, addresses, as_json):
+    """The streaming matcher: ledger events and intake's lines in, variances out to
+    payments.variances and the variance store, as event time passes each deadline."""
+    import json
+    from pipelines.flows.recon import ReconFlowSettings, run
+    settings = ReconFlowSettings.from_config(state_dir, inbox, once, events=events_topic,
+                                             settlements=settlements_topic, variances=variances_topic)
+    outcome = run(settings, tolerances(), process_id=process_id, addresses=list(addresses) or None)
+    status_file = settings.state_dir / "published" / "status.json"
+    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+    files = outcome["inbox_files"]
+    report = {**status, "inbox_files": len(files), "inbox_quarantined": sum(f["status"] == "quarantined" for f in files),
+              "stopped_by_signal": outcome["stopped_by_signal"]}
+    emit(as_json, report, kv_table("reconciliation flow", report))
+
+
+def _store_path(ctx, state_dir: Path | None) -> Path:
+    return (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
+
+
 def _open_store(ctx, state_dir: Path | None, work):
-    """`work(store)` on the variance store of `--state-dir` (this command's, else the group's)."""
+    """`work(store)` on the variance store of `--state-dir` (this command's, else the group's);
+    None when a running flow holds it."""
+    import duckdb
     from recon.variances.store import VarianceStore
-    path = (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
+    path = _store_path(ctx, state_dir)
     if not path.is_file():
-        raise ReconInputError(f"no variance store at {path}: run `clearline recon` first")
-    with VarianceStore(path) as store:
+        raise ReconInputError(f"no variance store at {path}: run `clearline recon` or `clearline recon run` first")
+    try:
+        store = VarianceStore(path)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        return None
+    with store:
         return work(store)
 
 
@@ -233,6 +281,15 @@ def _open_store(ctx, state_dir: Path | None, work):
 def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     """Resolve a variance with a note, or assign it to someone (--assign)."""
     row = _open_store(ctx, state_dir, lambda store: store.move(variance_id, note, assignee))
+    if row is None:  # the running flow owns the store: it applies queued requests
+        from pipelines.flows.recon_resolutions import queue
+        from recon.variances.store import check_request
+        check_request(note, assignee)
+        queued = queue(_store_path(ctx, state_dir).parent, variance_id, note, assignee)
+        report = {"variance_id": variance_id, "queued": str(queued),
+                  "note": "the running `recon run` owns the store and applies this within its advance interval"}
+        emit(as_json, report, kv_table(f"variance {variance_id}: queued", report))
+        return
     shown = {k: row[k] for k in ("variance_id", "category", "reference", "status", "assignee", "note")}
     emit(as_json, {**row, "since": str(row["since"]), "first_seen": str(row["first_seen"]),
                    "last_seen": str(row["last_seen"])}, kv_table(f"variance {variance_id}", shown))
@@ -250,6 +307,9 @@ def list_(ctx, status, category, state_dir, as_json):
     """The stored variances with their status, oldest break first."""
     import polars as pl
     rows = _open_store(ctx, state_dir, lambda store: store.frame(status))
+    if rows is None:  # the running flow owns the store: read its published snapshot
+        rows = pl.read_parquet(_store_path(ctx, state_dir).parent / "published" / "variances.parquet")
+        rows = rows.filter(pl.col("status") == status) if status else rows
     if category:
         rows = rows.filter(pl.col("category") == category)
     if as_json:

@@ -34,6 +34,7 @@ _EMPTY = Inputs(pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA), pl.DataFram
 @dataclass(frozen=True)
 class Changes:
     new: pl.DataFrame       # variances not published before (variance.SCHEMA)
+    changed: pl.DataFrame   # published before, with other facts now (a line joined a batch; not mere age)
     gone: list[str]         # ids published before that the inputs no longer support
     result: Result          # the whole reconciliation at this watermark
 
@@ -43,7 +44,7 @@ class Continuous:
     tol: Tolerances
     _parts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {
         "expected_settlements": [], "expected_movements": [], "settlement_lines": [], "bank_lines": []})
-    _published: set[str] = field(default_factory=set)
+    _published: dict[str, int] = field(default_factory=dict)  # id -> hash of its facts but age
 
     def add(self, **frames: pl.DataFrame) -> None:
         """Hold more inputs: any of expected_settlements, expected_movements,
@@ -58,8 +59,16 @@ class Continuous:
         for name, parts in self._parts.items():  # one frame each from now on
             parts[:] = [getattr(held, name)] if getattr(held, name).height else []
         result = reconcile(held, self.tol, watermark)
-        ids = set(result.variances["variance_id"])
-        changes = Changes(result.variances.filter(~pl.col("variance_id").is_in(self._published)),
-                          sorted(self._published - ids), result)
-        self._published = ids
+        facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
+        known = pl.col("variance_id").is_in(list(self._published))
+        moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]
+        changes = Changes(result.variances.filter(~known), result.variances.filter(pl.col("variance_id").is_in(moved)),
+                          sorted(self._published.keys() - facts.keys()), result)
+        self._published = facts
         return changes
+
+
+def facts_hash(variances: pl.DataFrame) -> pl.Series:
+    """A hash per variance of everything it says except its age, which grows with every
+    watermark and is no news."""
+    return variances.drop("age_days").hash_rows(seed=0)

@@ -47,6 +47,14 @@ class BadTransition(ValueError):
     """A status change the store refuses (no note, no assignee); the message says why."""
 
 
+def check_request(note: str, assignee: str | None) -> None:
+    """Refuse a status change without a note, or an assignment without a name."""
+    if not note or not note.strip():
+        raise BadTransition("a note is required: say what was found or done")
+    if assignee is not None and not assignee.strip():
+        raise BadTransition("--assign needs a name")
+
+
 class VarianceStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +103,7 @@ class VarianceStore:
     def move(self, variance_id: str, note: str, assignee: str | None = None, at: datetime | None = None) -> dict:
         """Assign the variance to `assignee`, or resolve it when no assignee is given.
         A note is always required: it is what the next person reads."""
-        if not note or not note.strip():
-            raise BadTransition("a note is required: say what was found or done")
-        if assignee is not None and not assignee.strip():
-            raise BadTransition("--assign needs a name")
+        check_request(note, assignee)
         current = self.get(variance_id)
         status = "assigned" if assignee else "resolved"
         assignee = assignee or current["assignee"]
@@ -109,6 +114,21 @@ class VarianceStore:
         self.con.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?)", [variance_id, at, status, assignee, note])
         self.con.execute("COMMIT")
         return self.get(variance_id)
+
+    def withdraw(self, variance_ids: list[str], note: str, at: datetime | None = None) -> list[str]:
+        """Resolve, with `note`, variances the matcher no longer finds (a record first
+        called missing arrived late); one already resolved by a person keeps their note.
+        Returns the ids that moved; each gets a `withdrawn` history row."""
+        at = at or datetime.now(timezone.utc)
+        ids = [r[0] for r in self.con.execute(
+            "SELECT variance_id FROM variances WHERE status <> 'resolved' AND list_contains(?, variance_id)",
+            [variance_ids]).fetchall()]
+        if ids:
+            self.con.execute("BEGIN")
+            self.con.execute("UPDATE variances SET status = 'resolved', note = ? WHERE list_contains(?, variance_id)", [note, ids])
+            self.con.executemany("INSERT INTO history VALUES (?, ?, 'withdrawn', NULL, ?)", [[i, at, note] for i in ids])
+            self.con.execute("COMMIT")
+        return ids
 
     def get(self, variance_id: str) -> dict:
         rows = self.con.sql("SELECT * FROM variances WHERE variance_id = ?", params=[variance_id]).pl()

@@ -1,0 +1,140 @@
+"""The reconciliation dataflow: payments.events ⋈ payments.settlements → variances.
+
+    PartitionSource payments.events (offsets in Bytewax recovery; one item per poll batch)
+      → map admit: the ledger's admission and posting (`recon_inputs.from_events`); the
+             refused are counted, the ledger dead-letters them
+    PartitionSource payments.settlements (the lines intake validated and published)
+      → map lines: back into `recon.lines` rows (`recon_inputs.from_settlements`)
+      → merge → one key → stateful match (`recon_state.Matcher` around
+             `recon.matching.continuous`): held inputs, global event-time watermark,
+             reconciled every advance_interval_s while something changed and at the end
+      → sink VarianceWriter: payments.variances, the variance store, Parquet snapshots
+    inbox watcher (a thread; `recon.intake.watch`): files dropped into the inbox are
+             validated, stored and published to payments.settlements, which the flow reads
+
+The batch (`clearline recon --from D1 --to D2`) calls the same `reconcile` once on the
+stored inputs at their watermark; the stream's last reconciliation is that call on the
+same frames, so both give the same variances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+
+from pipelines import config
+from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
+from pipelines.flows.recon_inputs import from_events, from_settlements
+from pipelines.flows.recon_sink import SinkSettings, VarianceSink
+from pipelines.flows.recon_state import builder
+from pipelines.kafka_source import STOP, PartitionSource
+from pipelines.signing import TenantKeys
+from recon.matching.rules import Tolerances
+
+
+class ReconFlowConfigError(ValueError):
+    """configs/recon.yaml has no usable `flow:` section; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class ReconFlowSettings:
+    """Everything the flow needs, from configs/recon.yaml unless overridden."""
+
+    bootstrap: str
+    events_topic: str
+    settlements_topic: str
+    variances_topic: str
+    state_dir: Path
+    inbox: Path | None
+    batch_size: int
+    advance_interval_s: float
+    recovery: dict
+    once: bool = False
+
+    @classmethod
+    def from_config(cls, state_dir: Path | None = None, inbox: Path | None = None, once: bool = False,
+                    **topics: str | None) -> ReconFlowSettings:
+        cfg = config.load("recon")
+        flow, intake = cfg.get("flow"), cfg.get("intake") or {}
+        if not isinstance(flow, dict):
+            raise ReconFlowConfigError("configs/recon.yaml has no flow: section")
+        try:
+            settings = cls(
+                bootstrap=config.bootstrap_servers(), events_topic=str(flow["events_topic"]),
+                settlements_topic=str(intake["topic"]), variances_topic=str(flow["variances_topic"]),
+                state_dir=Path(state_dir or intake["state_dir"]),
+                inbox=inbox or (Path(flow["inbox"]) if flow.get("inbox") else None),
+                batch_size=int(flow["batch_size"]), advance_interval_s=float(flow["advance_interval_s"]),
+                recovery={k: float(flow["recovery"][k]) for k in ("partitions", "snapshot_interval_s", "backup_interval_s")},
+                once=once)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReconFlowConfigError(f"configs/recon.yaml flow: {exc!r} is missing or not a number") from None
+        return dataclasses.replace(settings, **{f"{k}_topic": v for k, v in topics.items() if v})
+
+
+def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
+    keys = TenantKeys.from_config()
+    flow = Dataflow("recon")
+    sources = {name: PartitionSource(settings.bootstrap, topic, once=settings.once, batch_size=settings.batch_size)
+               for name, topic in (("events", settings.events_topic), ("settlements", settings.settlements_topic))}
+    expected = op.map("admit", op.input("events", flow, sources["events"]), lambda msgs: from_events(msgs, keys))
+    lines = op.map("lines", op.input("settlements", flow, sources["settlements"]), from_settlements)
+    arrivals = op.key_on("one_matcher", op.merge("arrivals", expected, lines), lambda _: "all")
+    found = op.stateful("match", arrivals, builder(tol, timedelta(seconds=settings.advance_interval_s)))
+    op.output("variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic)))
+    return flow
+
+
+def _intake(settings: ReconFlowSettings):
+    from pipelines.produce import producer
+    from recon.intake.ingest import Intake, IntakeSettings
+    intake = IntakeSettings.from_config(config.load("recon"), settings.state_dir)
+    intake = dataclasses.replace(intake, topic=settings.settlements_topic)
+    return Intake(intake, producer(intake.delivery_timeout_seconds))
+
+
+def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = None, addresses: list[str] | None = None) -> dict:
+    """Run the flow in this process until it is caught up (`once`) or told to stop.
+
+    With an inbox, `once` ingests what is in it before the flow starts (so its lines are
+    on the topic the flow then reads to its end); otherwise a thread watches the inbox
+    until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
+    poll: the matcher reconciles once more, the sink publishes, the store closes."""
+    from recon.intake.watch import watch
+    gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
+    flow_dir = settings.state_dir / "flow"
+    claim_shape(flow_dir, len(addresses) if addresses else 1)
+    recovery = recovery_dir(flow_dir, int(settings.recovery["partitions"]), first=not process_id)
+    for topic in (settings.events_topic, settings.settlements_topic, settings.variances_topic):
+        require_topic(settings.bootstrap, topic)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: STOP.set())
+    outcomes: list = []
+    watcher = None
+    if settings.inbox is not None and not process_id:  # one process of a cluster watches the inbox
+        intake = _intake(settings)
+        if settings.once:
+            outcomes = watch(intake, settings.inbox, STOP, once=True)
+        else:
+            watcher = threading.Thread(target=watch, args=(intake, settings.inbox, STOP),
+                                       kwargs={"on_outcomes": outcomes.extend}, name="inbox", daemon=True)
+            watcher.start()
+    cli_main(
+        build_flow(settings, tol), workers_per_process=1, process_id=process_id, addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.recovery["snapshot_interval_s"]),
+        recovery_config=RecoveryConfig(recovery, timedelta(seconds=settings.recovery["backup_interval_s"])),
+    )
+    STOP.set()
+    if watcher is not None:
+        watcher.join()
+    return {"stopped_by_signal": STOP.is_set() and not settings.once, "inbox_files": [o.as_dict() for o in outcomes]}

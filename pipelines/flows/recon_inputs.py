@@ -1,0 +1,106 @@
+"""What the reconciliation flow takes from its two topics, as records the matcher holds.
+
+payments.events: every message goes through the ledger's own admission and posting
+(`pipelines.flows.ledger.to_outcome`), so reconciliation expects exactly what the ledger
+posted and archived; refused ones are the ledger's business (it dead-letters them) and
+are only counted here. An admitted event's time moves the watermark whether or not it
+sets up an expectation, as the batch's watermark is the latest event in the archive.
+
+payments.settlements: the lines intake validated and published (`recon.intake.publish`),
+one JSON message per line, back into rows of `recon.lines`' schemas. A message that is
+not such a line cannot come from intake; it is counted and logged with its offset, and
+nothing in it is matched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+import polars as pl
+from confluent_kafka import Message
+
+from pipelines.flows.ledger import to_outcome
+from pipelines.signing import TenantKeys
+from recon.ledger.model import Posted
+from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from recon.matching import expectations
+from recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
+
+log = logging.getLogger(__name__)
+LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
+
+
+@dataclass
+class Arrivals:
+    """One poll batch's worth of inputs: expectations keyed by event id, lines keyed by
+    (file SHA-256, line number), so a message read twice (a replay after a crash, the
+    same event re-sent) is held once."""
+
+    expected: dict[str, ExpectedSettlement | ExpectedBankMovement | None] = field(default_factory=dict)
+    lines: dict[tuple[str, int], tuple[str, dict]] = field(default_factory=dict)
+    latest: datetime | None = None
+    consumed: int = 0
+    refused: int = 0
+    bad_lines: int = 0
+
+    def saw(self, moment: datetime) -> None:
+        self.latest = moment if self.latest is None or moment > self.latest else self.latest
+
+
+def from_events(msgs: list[Message], keys: TenantKeys) -> Arrivals:
+    """Admitted events as expectations (None for an event reconciliation ignores: its id is
+    still kept, and its time still counts)."""
+    got = Arrivals(consumed=len(msgs))
+    for msg in msgs:
+        outcome = to_outcome(msg, keys)
+        if not isinstance(outcome, Posted):
+            got.refused += 1
+            continue
+        got.expected.setdefault(outcome.event_id, expectations.expectation(outcome.event))
+        got.saw(outcome.event.occurred_at)
+    return got
+
+
+def _typed(value, dtype: pl.DataType):
+    if value is None:
+        return None
+    if dtype == pl.Date():
+        return date.fromisoformat(value)
+    if isinstance(dtype, pl.Datetime):
+        return datetime.fromisoformat(value).astimezone(timezone.utc)
+    return value
+
+
+def line_row(body: dict) -> tuple[str, dict]:
+    """(kind, row of that kind's schema) of one published line; KeyError/ValueError when
+    the message is not one."""
+    kind = body["kind"]
+    schema = LINE_SCHEMAS[kind]
+    return kind, {name: _typed(body[name], dtype) for name, dtype in schema.items()}
+
+
+def from_settlements(msgs: list[Message]) -> Arrivals:
+    got = Arrivals(consumed=len(msgs))
+    for msg in msgs:
+        try:
+            body = json.loads(msg.value())
+            kind, row = line_row(body)
+            key = (str(body["file_sha256"]), int(body["line_no"]))
+        except (TypeError, KeyError, ValueError) as exc:
+            got.bad_lines += 1
+            log.warning("%s[%d]@%d is not a line intake published (%s: %s); not matched",
+                        msg.topic(), msg.partition(), msg.offset(), type(exc).__name__, exc)
+            continue
+        got.lines.setdefault(key, (kind, row))
+        day = row["value_date"] if kind == "processor" else row["booking_date"]
+        got.saw(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+    return got
+
+
+def line_frames(lines: list[tuple[str, dict]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(settlement lines, bank lines) frames of held rows."""
+    return tuple(pl.DataFrame([row for k, row in lines if k == kind], schema=LINE_SCHEMAS[kind], orient="row")
+                 for kind in ("processor", "bank"))

@@ -1,0 +1,154 @@
+"""The reconciliation flow's sink: payments.variances, the variance store, and the Parquet
+snapshots other processes read.
+
+Per publication (one worker: the matcher's state is one key), in this order:
+
+1. queued resolutions are applied to the store (`recon_resolutions`);
+2. new and changed variances the store does not already hold with the same facts are
+   produced (key = merchant, else processor, else "platform"; idempotent producer) and
+   flushed; withdrawn ones the store still has open are produced as withdrawals;
+3. the store records every variance of the reconciliation (statuses kept, ages
+   refreshed) and resolves the withdrawn ones with a note;
+4. `<state_dir>/published/` gets variances.parquet (the store, with statuses),
+   pending.parquet and status.json, each written to a temporary name and renamed.
+
+After a crash Bytewax resumes the matcher from its last snapshot and re-publishes what
+it found since; step 2 compares with the store, so what reached the store is not sent
+again. A crash between 2 and 3 can send a variance twice: the same id with the same
+facts, which a consumer keeping the latest message per variance_id sees once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import polars as pl
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+
+from pipelines.flows import recon_resolutions
+from pipelines.flows.recon_state import Publication
+from recon.matching.continuous import facts_hash
+from recon.matching.variance import SCHEMA
+from recon.variances.store import VarianceStore
+
+WITHDRAWN_NOTE = "withdrawn by the matcher: the record it was missing arrived after its deadline"
+PUBLISHED = "published"
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not acknowledge every variance; the flow stops and resumes from its snapshot."""
+
+
+def variance_message(row: dict, kind: str = "variance") -> tuple[bytes, bytes]:
+    key = row.get("merchant_id") or row.get("processor") or "platform"
+    body = {"message": kind, **{k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()}}
+    return key.encode(), json.dumps(body, separators=(",", ":")).encode()
+
+
+def unseen(store: VarianceStore, variances: pl.DataFrame) -> pl.DataFrame:
+    """The variances the store does not hold with these facts (age aside)."""
+    if variances.is_empty():
+        return variances
+    known = store.frame().select(list(SCHEMA)).cast(SCHEMA).filter(pl.col("variance_id").is_in(variances["variance_id"]))
+    same = set(zip(known["variance_id"], facts_hash(known)))
+    fresh = [(vid, h) not in same for vid, h in zip(variances["variance_id"], facts_hash(variances))]
+    return variances.filter(pl.Series(fresh, dtype=pl.Boolean))
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    state_dir: Path
+    bootstrap: str
+    topic: str
+    delivery_timeout_s: float = 60
+
+
+class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
+    def __init__(self, settings: SinkSettings):
+        self.settings = settings
+        self._store: VarianceStore | None = None  # opened by the worker that gets the matcher's output
+        self._producer: Producer | None = None
+        self.published = settings.state_dir / PUBLISHED
+
+    @property
+    def store(self) -> VarianceStore:
+        if self._store is None:
+            self._store = VarianceStore(self.settings.state_dir / "variances.duckdb")
+        return self._store
+
+    def write_batch(self, items: list[tuple[str, Publication]]) -> None:
+        for _key, pub in items:
+            applied = recon_resolutions.apply(self.settings.state_dir, self.store)
+            if pub.changes is not None:
+                self._publish(pub)
+            if pub.changes is not None or applied or not (self.published / "status.json").exists():
+                self._snapshot(pub)
+
+    def _publish(self, pub: Publication) -> None:
+        changes = pub.changes
+        send = unseen(self.store, pl.concat([changes.new, changes.changed]))
+        open_gone = self.store.frame().filter(pl.col("variance_id").is_in(changes.gone) & (pl.col("status") != "resolved"))
+        messages = [variance_message(r) for r in send.iter_rows(named=True)]
+        messages += [variance_message({k: r[k] for k in SCHEMA}, "withdrawn") for r in open_gone.iter_rows(named=True)]
+        self._produce(messages)
+        self.store.record(changes.result.variances)
+        self.store.withdraw(changes.gone, WITHDRAWN_NOTE)
+
+    def _produce(self, messages: list[tuple[bytes, bytes]]) -> None:
+        if not messages:
+            return
+        if self._producer is None:
+            self._producer = Producer({"bootstrap.servers": self.settings.bootstrap, "enable.idempotence": True,
+                                       "acks": "all", "linger.ms": 20,
+                                       "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000)})
+        errors: list[str] = []
+
+        def delivered(err, _msg) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in messages:
+            while True:
+                try:
+                    self._producer.produce(self.settings.topic, key=key, value=value, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        remaining = self._producer.flush(self.settings.delivery_timeout_s)
+        if errors or remaining:
+            raise DeliveryError(f"{len(errors) + remaining} of {len(messages)} variance messages not acknowledged by "
+                                f"{self.settings.topic}: {'; '.join(sorted(set(errors))[:3]) or 'timed out'}")
+
+    def _snapshot(self, pub: Publication) -> None:
+        self.published.mkdir(parents=True, exist_ok=True)
+        _replace(self.published / "variances.parquet", self.store.frame().write_parquet)
+        if pub.changes is not None:
+            _replace(self.published / "pending.parquet", pub.changes.result.pending.write_parquet)
+        status = {"watermark": pub.watermark.isoformat() if pub.watermark else None, **pub.counts,
+                  "published_at": datetime.now(timezone.utc).isoformat()}
+        _replace(self.published / "status.json", lambda p: p.write_text(json.dumps(status, indent=1)))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.settings.delivery_timeout_s)
+        if self._store is not None:
+            self._store.close()
+
+
+class VarianceSink(DynamicSink[tuple[str, Publication]]):
+    def __init__(self, settings: SinkSettings):
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> VarianceWriter:
+        return VarianceWriter(self.settings)

@@ -1,0 +1,117 @@
+"""The reconciliation flow's one piece of state: everything arrived so far, and what has
+been published, around `recon.matching.continuous.Continuous`.
+
+One key holds it all, so the watermark is global. Keying by processor and currency
+would split the work, but a bank line names no processor (its reference is a payout or
+repayment id, or nothing at all), a merchant payout or a buyer repayment belongs to no
+processor, and a currency mismatch puts the two sides of one break in two currencies: a
+partition could call a line "unexplained" that another partition explains. With one key
+the matcher sees what the batch sees, so the stream's variances are the batch's by
+construction; admission, posting and line decoding (the per-message work) still run on
+every worker, next to their Kafka partitions.
+
+When to reconcile: the event-time watermark (the latest admitted event's time, or the
+latest day a line carries, as the batch takes it) decides every deadline; processing
+time only decides when the held state is reconciled: at a tick (every
+`advance_interval_s`) after which nothing more arrived in the last interval (the inputs
+are caught up), at the latest every `CATCH_UP_TICKS` ticks while a backlog streams in,
+and once more at the end of input (`--once`). Reconciling in the middle of a backlog
+would judge one topic's records before the other topic's have been read (events far
+ahead of the lines that answer them), publish breaks and withdraw them again.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from bytewax.operators import StatefulLogic
+
+from pipelines.flows.recon_inputs import Arrivals, line_frames
+from recon.matching import expectations
+from recon.matching.continuous import Changes, Continuous
+from recon.matching.reconcile import watermark as latest_of
+from recon.matching.rules import Tolerances
+
+
+CATCH_UP_TICKS = 12
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What the sink acts on: `changes` after a reconciliation, None for a tick (the sink
+    still applies queued resolutions then)."""
+
+    changes: Changes | None
+    watermark: datetime | None
+    counts: dict[str, int]
+
+
+@dataclass
+class Held:
+    """The snapshot: everything needed to go on after a restart."""
+
+    matcher: Continuous
+    events: set[str] = field(default_factory=set)
+    lines: set[tuple[str, int]] = field(default_factory=set)
+    watermark: datetime | None = None
+    dirty: bool = False
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "consumed": 0, "refused": 0, "bad_lines": 0, "expectations": 0, "lines": 0, "advances": 0})
+
+
+class Matcher(StatefulLogic[Arrivals, Publication, Held]):
+    def __init__(self, held: Held, interval: timedelta):
+        self.held, self.interval = held, interval
+        self.next_at = datetime.now(timezone.utc) + interval
+        self.arrived = False   # something came in since the last tick
+        self.waited = 0        # ticks skipped because the inputs were still streaming in
+
+    def on_item(self, value: Arrivals) -> tuple[list[Publication], bool]:
+        held = self.held
+        new_expected = [r for eid, r in value.expected.items() if eid not in held.events and r is not None]
+        held.events.update(value.expected)
+        new_lines = [line for key, line in value.lines.items() if key not in held.lines]
+        held.lines.update(value.lines)
+        settle, movements = expectations.frames(new_expected)
+        lines, bank = line_frames(new_lines)
+        held.matcher.add(expected_settlements=settle, expected_movements=movements, settlement_lines=lines, bank_lines=bank)
+        moved = latest_of(held.watermark, value.latest)
+        for name, n in (("consumed", value.consumed), ("refused", value.refused), ("bad_lines", value.bad_lines),
+                        ("expectations", len(new_expected)), ("lines", len(new_lines))):
+            held.counts[name] += n
+        held.dirty |= bool(new_expected or new_lines) or moved != held.watermark
+        self.arrived = True
+        held.watermark = moved
+        return [], StatefulLogic.RETAIN
+
+    def _advance(self) -> Publication:
+        self.held.dirty = False
+        self.held.counts["advances"] += 1
+        return Publication(self.held.matcher.advance(self.held.watermark), self.held.watermark, dict(self.held.counts))
+
+    def on_notify(self) -> tuple[list[Publication], bool]:
+        self.next_at = datetime.now(timezone.utc) + self.interval
+        streaming, self.arrived = self.arrived, False
+        self.waited = self.waited + 1 if streaming else 0
+        if self.held.dirty and self.held.watermark is not None and (not streaming or self.waited >= CATCH_UP_TICKS):
+            self.waited = 0
+            return [self._advance()], StatefulLogic.RETAIN
+        return [Publication(None, self.held.watermark, dict(self.held.counts))], StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Publication], bool]:
+        if self.held.dirty and self.held.watermark is not None:
+            return [self._advance()], StatefulLogic.RETAIN
+        return [Publication(None, self.held.watermark, dict(self.held.counts))], StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime:
+        return self.next_at
+
+    def snapshot(self) -> Held:
+        return copy.deepcopy(self.held)  # the held sets and lists go on growing after this
+
+
+def builder(tol: Tolerances, interval: timedelta):
+    """The stateful step's builder: a fresh matcher, or the one a snapshot resumes."""
+    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol)), interval)
