@@ -317,6 +317,7 @@ from pipelines import cli_report; main.add_command(cli_report.report)  # noqa: E
 from pipelines import cli_intake; main.add_command(cli_intake.ingest)  # noqa: E402,E702
 from pipelines import cli_serve; main.add_command(cli_serve.serve)  # noqa: E402,E702
 from pipelines import cli_risk; main.add_command(cli_risk.risk)  # noqa: E402,E702
+from pipelines import cli_backtest; main.add_command(cli_backtest.backtest)  # noqa: E402,E702
 
 if __name__ == "__main__":
     main()
