@@ -174,13 +174,15 @@ class DecisionService:
         stored = self.store.by_order(tenant, body.order_id)
         if stored is not None:
             return stored, False
-        decision_id = "dec_" + uuid.uuid4().hex
+        event_id = "api_" + uuid.uuid4().hex     # the API's request is its own event
+        decision_id = "dec_" + event_id            # derived as the risk flow derives it from a request
         at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
-        request = UnderwritingRequest(decision_id, body.order_id, body.buyer_id, body.merchant_id, at,
+        request = UnderwritingRequest(event_id, body.order_id, body.buyer_id, body.merchant_id, at,
                                       Money(body.amount.minor, body.amount.currency), body.terms_days)
         features = self.online(body.buyer_id, body.merchant_id, body.amount.currency)
         made = decide(request, features, self.champion, self.challenger, self.policy)
-        record = {"decision_id": decision_id, "tenant": tenant, "decided_at": self.now().isoformat(), **made.to_dict()}
+        # the risk flow's decision record (decision_id, Decision.to_dict(), decided_at) plus the tenant
+        record = {"decision_id": decision_id, "tenant": tenant, **made.to_dict(), "decided_at": self.now().isoformat()}
         stored = self.store.add(decision_id, tenant, body.order_id, digest, record)
         return stored, stored.decision_id == decision_id
 

@@ -127,19 +127,31 @@ class OnlineFeatures:
         return {e: {n: got[f"{view_name(e)}__{n}"][0] for n in names} for e, names in self.names.items()}
 
 
+# Features that depend on the request itself, not only on the entity's history. The
+# merchant's ticket z-score is this order's amount against the merchant's 30-day tickets
+# (`features.definitions.ticket_zscore(amount, n, S, Q)`); the online row holds the
+# z-score of the merchant's *previous* request's amount, and neither the ticket count in
+# the request's currency nor the sum of squares Q it would need to recompute it.
+# Passing the previous order's z-score on would score a wrong value; None tells the
+# model it is unknown (it imputes) and the decision record shows it.
+REQUEST_DEPENDENT = ("merchant_ticket_zscore",)
+
+
 def request_features(rows: Mapping[str, Mapping[str, Any]], currency: str) -> dict[str, Any] | None:
     """The feature values `decide` gets for a request in `currency`, from the online rows.
 
     None when neither entity has a row (Feast answers all None for an unknown key): the
     request is decided without features. An entity row read for another currency keeps
     its counts and rates; its money features are left out (their sums are in that other
-    currency), so `decide` names them missing instead of scoring wrong amounts."""
+    currency), so `decide` names them missing instead of scoring wrong amounts. The
+    request-dependent features are unknown (see REQUEST_DEPENDENT)."""
     out: dict[str, Any] = {}
     for values in rows.values():
         if all(v is None for v in values.values()):
             continue
         other_currency = values.get("currency") not in (None, currency)
-        out.update({k: v for k, v in values.items() if k != "currency" and not (other_currency and is_money_feature(k))})
+        out.update({k: None if k in REQUEST_DEPENDENT else v for k, v in values.items()
+                    if k != "currency" and not (other_currency and is_money_feature(k))})
     return out or None
 
 

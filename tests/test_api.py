@@ -5,6 +5,7 @@ trained on a small generated world."""
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -12,20 +13,17 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from features import store as fstore
-from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
-from models import labels, training_set
+from features.batch import MODEL_FEATURES
 from models.decision import UnderwritingRequest, decide
 from models.policy import Policy
-from models.train import fit_all
 from pipelines import config
 from pipelines.events import Money
-from pipelines.world.generate import WorldOptions, generate
 
 pytestmark = pytest.mark.slow  # trains two models and starts servers: about half a minute
 
@@ -78,42 +76,27 @@ class Server:
         return err.decode()
 
 
+def _bench():
+    """bench/decision_api.py, whose `prepare` sets up the world the tests serve too."""
+    spec = importlib.util.spec_from_file_location("decision_api_bench", REPO / "bench" / "decision_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A world long enough for defaults to mature, models in MLflow (gbm champion,
     scorecard challenger) and every entity's latest features in the online store."""
     root = tmp_path_factory.mktemp("api")
-    generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
-    facts = read_events(root / "world")
-    rows = order_features(facts)
-    ts = training_set.build(rows, labels.outcomes(facts, 65), tuple(MODEL_FEATURES), facts["occurred_at"].max(),
-                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
-    cfg = config.load("models")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # the registry reads it; restored below
-    try:
-        from models.registry import Registry, RegistrySettings
-        registry = Registry(RegistrySettings.from_config(cfg, root))
-        logged = {m.key: registry.log(m, ts, {"source": "test_api"}) for m in fit_all(ts, cfg["models"], None, 1)}
-        registry.promote(logged["gbm"].name, logged["gbm"].version, "champion")
-        registry.promote(logged["scorecard"].name, logged["scorecard"].version, "challenger")
-        champion = registry.load("champion")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-    feast = fstore.FeastSettings("clearline", root / "feast")
-    fstore.apply(feast)
-    fs = fstore.open_store(feast)
-    for entity in ("buyer", "merchant"):
-        fstore.push(fs, fstore.latest_rows(feature_history(rows, entity), entity), entity, offline=False)
-    merchants = pl.read_parquet(root / "world" / "entities" / "merchants.parquet")
-    return {"root": root, "uri": uri, "feast": feast, "fs": fs, "rows": rows, "champion": champion,
-            "merchants": dict(merchants.select("merchant_id", "reseller_id").iter_rows())}
+    prep = _bench().prepare(root)
+    return {**prep, "root": root, "merchants": prep["owners"]}
 
 
 @pytest.fixture(scope="module")
 def server(world):
     srv = Server({"MLFLOW_TRACKING_URI": world["uri"]},
-                 ["--feast-dir", str(world["feast"].data_dir), "--decisions", str(world["root"] / "decisions.db"),
+                 ["--feast-dir", world["feast_dir"], "--decisions", str(world["root"] / "decisions.db"),
                   "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet")])
     yield srv
     srv.stop()
@@ -154,10 +137,12 @@ def test_the_api_and_decide_give_the_same_decision_for_the_same_features(world, 
         for entity, key in (("buyer", body["buyer_id"]), ("merchant", body["merchant_id"])):
             features |= {k: v for k, v in fstore.online_features(world["fs"], entity, key).items()
                          if k not in ("currency", f"{entity}_id")}
-        request = UnderwritingRequest(got["decision_id"], body["order_id"], body["buyer_id"], body["merchant_id"],
-                                      __import__("datetime").datetime.fromisoformat(body["occurred_at"]),
+        features["merchant_ticket_zscore"] = None  # request-dependent: unknown online (models.api_core)
+        request = UnderwritingRequest(got["event_id"], body["order_id"], body["buyer_id"], body["merchant_id"],
+                                      datetime.fromisoformat(body["occurred_at"]),
                                       Money(**body["amount"]), body["terms_days"])
         direct = decide(request, features, world["champion"], None, Policy.from_config(config.load("policy"))).to_dict()
+        assert got["decision_id"] == f"dec_{got['event_id']}"
         assert got["score"] == pytest.approx(direct["score"], rel=1e-9, abs=1e-12)
         for key in ("decision", "credit_limit", "band", "policy_reasons", "model", "inputs", "missing_features"):
             assert got[key] == direct[key], key
@@ -244,7 +229,7 @@ def test_decisions_survive_a_restart_and_without_a_champion_the_rules_decide(wor
     first = server.call("POST", "/v1/decisions", body, KEYS[tenant])[1]
     server.stop()
     empty = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"},
-                   ["--feast-dir", str(world["feast"].data_dir), "--decisions", str(world["root"] / "decisions.db"),
+                   ["--feast-dir", world["feast_dir"], "--decisions", str(world["root"] / "decisions.db"),
                     "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet"), "--workers", "2"])
     try:
         health = empty.call("GET", "/health")[1]

@@ -1,0 +1,241 @@
+"""Benchmark: decision API latency under open-loop load, beside the bare Feast lookup plus
+model predict it is built on.
+
+Sets up, in a tmp folder, a generated world, both models trained on it and registered in
+a SQLite MLflow (gbm champion, scorecard challenger), and every buyer's and merchant's
+latest features in a Feast SQLite online store. Then, in the same run:
+
+* baseline (in this process): Feast's own `get_online_features` for the buyer and the
+  merchant of a request (one call, both views) plus the champion pipeline's
+  `predict_proba` on a one-row pandas DataFrame — the plain way to serve a model;
+* the API's work without HTTP: `DecisionService.decide` (the same lookup, the policy,
+  champion score with reason codes — one predict of d+1 rows on numpy —, the
+  challenger's shadow score, the SQLite insert);
+* the API: a real `clearline serve --workers N` on loopback, loaded by a separate
+  client process (aiohttp) at a fixed arrival rate — open loop: request i is due at
+  i/rate and its latency is counted from when it was due, so a server falling behind
+  shows up as queueing, not as a slower client. Every request is a new order (a new
+  decision, stored).
+
+    python bench/decision_api.py [--rates 500,1000] [--duration 20] [--workers 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1000.0
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
+            "p99_ms": round(float(np.percentile(a, 99)), 3), "max_ms": round(float(a.max()), 3)}
+
+
+def prepare(root: Path) -> dict:
+    """World, models in MLflow (gbm champion, scorecard challenger), every entity's
+    latest features online; what the load needs to ask. tests/test_api.py sets up the
+    same way (it imports this)."""
+    import polars as pl
+    from features import store as fstore
+    from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
+    from models import labels, training_set
+    from models.registry import Registry, RegistrySettings
+    from models.train import fit_all
+    from pipelines import config
+    from pipelines.world.generate import WorldOptions, generate
+    generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
+    facts = read_events(root / "world")
+    rows = order_features(facts)
+    ts = training_set.build(rows, labels.outcomes(facts, 65), tuple(MODEL_FEATURES), facts["occurred_at"].max(),
+                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
+    cfg = config.load("models")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    registry = Registry(RegistrySettings(uri, (root / "artifacts").as_uri(), "clearline-underwriting"))
+    logged = {m.key: registry.log(m, ts, {"source": "bench"}) for m in fit_all(ts, cfg["models"], None, 1)}
+    registry.promote(logged["gbm"].name, logged["gbm"].version, "champion")
+    registry.promote(logged["scorecard"].name, logged["scorecard"].version, "challenger")
+    feast = fstore.FeastSettings("clearline", root / "feast")
+    fstore.apply(feast)
+    fs = fstore.open_store(feast)
+    for entity in ("buyer", "merchant"):
+        fstore.push(fs, fstore.latest_rows(feature_history(rows, entity), entity), entity, offline=False)
+    merchants = root / "world" / "entities" / "merchants.parquet"
+    owners = dict(pl.read_parquet(merchants).select("merchant_id", "reseller_id").iter_rows())
+    asks = [{"buyer_id": r["buyer_id"], "merchant_id": r["merchant_id"], "tenant": owners[r["merchant_id"]],
+             "amount": {"minor": r["amount_minor"], "currency": r["currency"]}, "terms_days": r["terms_days"]}
+            for r in rows.iter_rows(named=True)]
+    return {"asks": asks, "feast_dir": str(feast.data_dir), "merchants": str(merchants), "uri": uri, "rows": rows,
+            "owners": owners, "fs": fs, "champion": registry.load("champion")}
+
+
+def baselines(prep: dict, root: Path, n: int) -> dict:
+    """In-process: bare Feast + predict_proba, and the API's decide without HTTP."""
+    import pandas as pd
+    from features import store as fstore
+    from pipelines.cli_serve import build_service
+    service = build_service({"feast_dir": prep["feast_dir"], "merchants": prep["merchants"],
+                             "decisions": str(root / "inprocess.db")})
+    fs = fstore.open_store(fstore.FeastSettings("clearline", Path(prep["feast_dir"])))
+    champion, plain = service.champion, prep["champion"].pipeline  # plain: as MLflow loaded it (DataFrame input)
+    refs = service.features.refs
+    rng = random.Random(1)
+    asks = [rng.choice(prep["asks"]) for _ in range(n)]
+    from models.api import DecisionRequest
+    bare, api = [], []
+    for i, ask in enumerate(asks):
+        t = time.perf_counter()
+        got = fs.get_online_features(features=refs, entity_rows=[{"buyer_id": ask["buyer_id"],
+                                                                  "merchant_id": ask["merchant_id"]}],
+                                     full_feature_names=True).to_dict()
+        row = {f: got.get(f"buyer_features__{f}", got.get(f"merchant_features__{f}", [None]))[0] for f in champion.features}
+        row.update(amount_minor=ask["amount"]["minor"], terms_days=ask["terms_days"])
+        champion_df = pd.DataFrame([[np.nan if row[f] is None else row[f] for f in champion.features]],
+                                   columns=list(champion.features))
+        plain.predict_proba(champion_df)
+        bare.append(time.perf_counter() - t)
+        body = DecisionRequest.model_validate({**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"in-{i}"})
+        t = time.perf_counter()
+        service.decide(ask["tenant"], body)
+        api.append(time.perf_counter() - t)
+    return {"bare_feast_plus_predict_proba": pct(bare[n // 10:]), "api_decide_in_process": pct(api[n // 10:])}
+
+
+# --------------------------------------------------------------------------- load
+
+
+async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str) -> dict:
+    import aiohttp
+    n = int(rate * duration)
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    conn = aiohttp.TCPConnector(limit=512, ttl_dns_cache=None)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async def one(i: int, due: float) -> None:
+            ask = asks[i % len(asks)]
+            body = {**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"{tag}-{i}"}
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/v1/decisions", json=body,
+                                     headers={"X-API-Key": f"dev-api-key-{ask['tenant']}"}) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors[str(resp.status)] = errors.get(str(resp.status), 0) + 1
+            except Exception as exc:  # counted, the run goes on
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            lat.append(time.perf_counter() - due)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter() + 0.2
+        tasks = []
+        for i in range(n):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(one(i, due)))
+        sent_s = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        total_s = time.perf_counter() - start
+    return {"target_rps": rate, "requests": n, "sent_rps": round(n / sent_s, 1), "completed_rps": round(n / total_s, 1),
+            "errors": errors, **pct(lat)}
+
+
+def load_main() -> None:
+    """The client process: `decision_api.py --client PORT RATE DURATION TAG ASKS.json`."""
+    port, rate, duration, tag, asks = sys.argv[2:7]
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag))))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(prep: dict, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", str(workers),
+                             "--feast-dir", prep["feast_dir"], "--merchants", prep["merchants"],
+                             "--decisions", str(root / "decisions.db"), "--json"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import urllib.request
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"serve failed: {proc.stderr.read().decode()}")
+            time.sleep(0.2)
+    raise SystemExit("serve did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="500,1000")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--baseline-n", type=int, default=3000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    prep = prepare(root)
+    os.environ["MLFLOW_TRACKING_URI"] = prep["uri"]  # for the in-process baseline and the server
+    base = baselines(prep, root, args.baseline_n)
+    asks_file = root / "asks.json"
+    asks_file.write_text(json.dumps(prep["asks"]))
+    proc, port = serve(prep, root, args.workers)
+    runs = []
+    try:
+        client = [sys.executable, __file__, "--client", str(port)]
+        subprocess.run(client + ["200", "3", "warmup", str(asks_file)], check=True, capture_output=True)
+        for rate in (float(r) for r in args.rates.split(",")):
+            res = subprocess.run(client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file)],
+                                 check=True, capture_output=True, text=True)
+            runs.append(json.loads(res.stdout))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    report = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                          "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+              "workers": args.workers, "duration_s": args.duration, "baseline": base, "api": runs,
+              "ratio_api_p99_to_bare_p99": {str(r["target_rps"]): round(r["p99_ms"] / base["bare_feast_plus_predict_proba"]["p99_ms"], 2)
+                                            for r in runs}}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for name, stats in base.items():
+        print(f"{name:34s} p50 {stats['p50_ms']:7.3f} ms  p99 {stats['p99_ms']:7.3f} ms")
+    for r in runs:
+        print(f"API {r['target_rps']:6.0f} req/s: sent {r['sent_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
+              f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
+              f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]})")
+    print(f"load average at the end: {report['machine']['load_avg_at_end']}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        load_main()
+    else:
+        main()

@@ -1,0 +1,105 @@
+"""The decision API's parts without a server: tenant keys, the merchant directory, the
+features a request gets from online rows, the decision store, and the numpy scorer that
+must give exactly the numbers of the DataFrame one."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.api_core import ApiKeys, ApiSetupError, ArrayScorer, MerchantDirectory, key_env, key_hash, request_features
+from models.api_store import DecisionStore
+from models.scorer import ModelRef, Scorer
+from models.train import gbm, scorecard
+from pipelines import config
+
+
+def test_the_dev_keys_behind_configs_hashes_name_their_tenant():
+    keys = ApiKeys.from_config(config.load("tenants"), environ={})
+    assert {t: keys.tenant_of(f"dev-api-key-{t}") for t in ("rs_001", "rs_002", "rs_003")} == \
+        {"rs_001": "rs_001", "rs_002": "rs_002", "rs_003": "rs_003"}
+    assert "platform" not in keys.hashes  # no key: it cannot call the API
+    for wrong in (None, "", "dev-api-key-rs_00", "dev-api-key-rs_001 ", "DEV-API-KEY-RS_001"):
+        assert keys.tenant_of(wrong) is None
+
+
+def test_the_environment_replaces_a_tenants_dev_key():
+    keys = ApiKeys.from_config(config.load("tenants"), environ={key_env("rs_002"): "prod-secret"})
+    assert key_env("rs_002") == "CLEARLINE_API_KEY_RS_002"
+    assert keys.tenant_of("prod-secret") == "rs_002" and keys.tenant_of("dev-api-key-rs_002") is None
+    assert keys.hashes["rs_002"] == bytes.fromhex(key_hash("prod-secret"))
+
+
+def test_a_malformed_hash_or_no_keys_at_all_stop_the_start():
+    with pytest.raises(ApiSetupError, match="tenants.t1.api_key_sha256 is not 64 hex digits"):
+        ApiKeys.from_config({"tenants": {"t1": {"api_key_sha256": "abc"}}}, environ={})
+    with pytest.raises(ApiSetupError, match="no tenant has an API key"):
+        ApiKeys.from_config({"tenants": {"t1": {"name": "x"}}}, environ={})
+
+
+def test_a_merchant_under_two_tenants_is_refused(tmp_path):
+    from pipelines.cli_serve import merchant_directory
+    pl.DataFrame({"merchant_id": ["m1", "m2", "m1"], "reseller_id": ["r1", "r2", "r1"], "x": [1, 2, 3]}) \
+        .write_parquet(tmp_path / "events.parquet")
+    assert merchant_directory(str(tmp_path / "*.parquet")).owners == {"m1": "r1", "m2": "r2"}
+    with pytest.raises(ApiSetupError, match="merchant 'm1' is listed under two tenants"):
+        MerchantDirectory.from_pairs([("m1", "r1"), ("m1", "r2")])
+    with pytest.raises(ApiSetupError, match="merchant_id and reseller_id"):
+        merchant_directory(str(tmp_path / "nothing.parquet"))
+
+
+def test_request_features_drop_money_read_in_another_currency_and_treat_all_none_as_no_row():
+    """And the z-score of the previous order's amount is not passed off as this order's."""
+    buyer = {"currency": "USD", "buyer_orders_1h": 2, "buyer_amount_1h": 5000, "buyer_exposure_minor": 10,
+             "buyer_refund_rate": 0.1}
+    merchant = {"currency": "EUR", "merchant_orders_30d": 3, "merchant_volume_30d": 900,
+                "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": 0.5, "merchant_refund_rate": None}
+    got = request_features({"buyer": buyer, "merchant": merchant}, "EUR")
+    assert got == {"buyer_orders_1h": 2, "buyer_refund_rate": 0.1, "merchant_orders_30d": 3, "merchant_volume_30d": 900,
+                   "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": None, "merchant_refund_rate": None}
+    unknown = {k: None for k in buyer}
+    assert request_features({"buyer": unknown, "merchant": dict.fromkeys(merchant)}, "EUR") is None
+    assert request_features({"buyer": unknown, "merchant": merchant}, "EUR") == \
+        {k: None if k == "merchant_ticket_zscore" else v for k, v in merchant.items() if k != "currency"}
+
+
+def test_an_order_is_stored_once_and_survives_reopening(tmp_path):
+    store = DecisionStore(tmp_path / "d.db")
+    first = store.add("dec_1", "rs_001", "o1", "h1", {"decision": "approve"})
+    racing = store.add("dec_2", "rs_001", "o1", "h2", {"decision": "decline"})  # a second worker, same order
+    assert racing == first and store.by_id("dec_2") is None
+    other_tenant = store.add("dec_3", "rs_002", "o1", "h1", {"decision": "review"})
+    assert other_tenant.decision_id == "dec_3" and store.count() == 2
+    store.close()
+    again = DecisionStore(tmp_path / "d.db")
+    assert again.by_order("rs_001", "o1") == first and again.by_id("dec_3").tenant == "rs_002"
+
+
+def _fitted(kind: str) -> Scorer:
+    import pandas as pd
+    rng = np.random.default_rng(3)
+    names = ("a", "b_rate", "c_minor", "d")
+    x = pd.DataFrame(rng.normal(size=(400, 4)) * [1, 0.2, 5000, 3], columns=list(names))
+    x.loc[rng.random(400) < 0.2, "b_rate"] = np.nan
+    y = (x["a"] + rng.normal(size=400) > 0.8).astype(int)
+    params = {"C": 0.5, "max_iter": 500} if kind == "scorecard" else {"max_iter": 30, "max_depth": 3, "random_state": 1}
+    pipeline = (scorecard if kind == "scorecard" else gbm)(params).fit(x, y)
+    return Scorer(ModelRef(kind, "1"), pipeline, names, {n: float(x[n].median()) for n in names})
+
+
+SCORERS = {k: _fitted(k) for k in ("scorecard", "gbm")}
+value = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(sorted(SCORERS)), values=st.lists(value, min_size=4, max_size=4))
+def test_the_numpy_scorer_gives_exactly_the_dataframe_scorers_numbers(kind, values):
+    plain = SCORERS[kind]
+    fast = ArrayScorer.of(plain)
+    row = dict(zip(plain.features, values))
+    assert fast.score(row) == plain.score(row)
+    assert fast.explain(row, 3) == plain.explain(row, 3)
+    assert hasattr(plain.pipeline.steps[0][1], "feature_names_in_")  # the loaded model itself is untouched
