@@ -8,7 +8,8 @@ Generates a world, produces it to a fresh topic, then in the same run:
   (admission, signature, contract, posting rules, DuckDB commit, archive, snapshots),
   timed from start to exit, with its peak RSS and CPU time.
 
-Run at two sizes to see whether memory grows with the number of events. With
+Whether memory grows with the number of events: run at two sizes, and read the flow's
+RSS per quarter of one run (flat quarters = memory bounded, whatever the size). With
 `--processes 2` the flow runs in Bytewax cluster mode (`-i/-a`), one process and one
 store shard per core, the partitions split between them; peak RSS is then the largest
 process's.
