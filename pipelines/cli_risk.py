@@ -53,7 +53,7 @@ def risk_run(once, topic, state_dir, process_id, addresses, as_json):
         "decisions": counts.decided, "replayed_already_decided": counts.replayed,
         "by_outcome": dict(sorted(counts.by_outcome.items())), "by_model": dict(sorted(counts.by_model.items())),
         "features_unavailable": counts.features_unavailable, "late_events": counts.late_events,
-        "feature_rows_pushed": counts.feature_rows, "stopped_by_signal": stopped, "state_dir": str(settings.state_dir),
+        "feature_rows_pushed": counts.feature_rows, "stopped_by_signal": stopped, "flow_seconds": round(counts.seconds, 2), "state_dir": str(settings.state_dir),
     }
     emit(as_json, summary, kv_table("risk flow" + (" (stopped by signal; run again to resume)" if stopped else ""), summary))
 

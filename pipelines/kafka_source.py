@@ -61,6 +61,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
                  alignment: _Alignment | None = None):
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._tp = TopicPartition(topic, partition)
         self._partition = partition
         self._offset = offset
         self._batch_size = batch_size
@@ -106,8 +107,10 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
             self._held.extend(self._poll())
         if self._held:
             frontier = float(self._held[0].timestamp()[1])
-        else:  # nothing to read now (caught up, or at the end): hold nobody back
+        elif self._eof or self._caught_up():  # nothing to read: hold nobody back
             frontier = math.inf
+        else:  # an empty poll behind the end (the fetch has not come back yet): keep waiting
+            return []
         limit = self._align.set(self._partition, frontier)
         batch = []
         while self._held and self._held[0].timestamp()[1] <= limit:
@@ -115,6 +118,11 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         if batch and not self._held:  # until the next read, nothing newer than this may pass elsewhere
             self._align.set(self._partition, math.inf if self._eof else float(batch[-1].timestamp()[1]))
         return batch
+
+    def _caught_up(self) -> bool:
+        """Whether this partition has read up to the end the broker last reported."""
+        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        return high >= 0 and self._offset >= high
 
     def snapshot(self) -> int:
         return self._offset

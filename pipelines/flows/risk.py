@@ -5,8 +5,8 @@
              messages are counted and skipped — dead-lettering them is the ledger flow's job
       → features.streaming.request_steps: feature rows per buyer and merchant, one answer per
              request (its order row, or none when it came late), late events
-      → features.feast_sink.push_steps: feature rows to Feast, online and offline, one push
-             per entity per batch
+      → Feast (features.feast_sink): feature rows gathered and pushed online every 250 ms and
+             to the offline history every 30 s, one push per entity each time
       → join each request (from its order.created on terms) with its answer, keyed by event_id
       → map decide: champion score, challenger shadow, policy (pipelines.flows.risk_inputs)
       → sink DecisionSink: journal (exactly once), decision log, payments.decisions
@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import gc
 import signal
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
 from features import store as feast
 from features.definitions import Spec, spec_from_config
-from features.feast_sink import push_steps
+from features.event_time import FeatureRow
+from features.feast_sink import FeastHistorySink, FeastOnlineSink
 from features.streaming import request_steps
 from models.decision import Decision, decide
 from models.policy import Policy
@@ -60,6 +62,8 @@ class RiskSettings:
     batch_size: int
     feast: feast.FeastSettings
     feast_offline: bool = True
+    online_push_ms: int = 250
+    offline_push_s: float = 30.0
     once: bool = False
 
     @classmethod
@@ -70,7 +74,8 @@ class RiskSettings:
                    decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
                    batch_size=int(cfg["batch_size"]),
                    feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT),
-                   feast_offline=bool(cfg.get("feast_offline", True)), once=once)
+                   feast_offline=bool(cfg["feast"]["offline"]), online_push_ms=int(cfg["feast"]["online_push_ms"]),
+                   offline_push_s=float(cfg["feast"]["offline_push_s"]), once=once)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCo
     events = op.flat_map("admit", op.input("consume", flow, source), lambda msgs: admitted(msgs, keys, counts))
     answers, rows, late = request_steps(events, spec)
     op.inspect("count_rows", rows, lambda _step, _row: counts.add(feature_rows=1))
-    push_steps(rows, settings.feast, spec, offline=settings.feast_offline)
+    _push_to_feast(rows, settings, spec)
     requests = op.key_on("request_key", op.filter_map("request", events, lambda e: request_of(e, counts)),
                          lambda r: r.event_id)
     joined = op.join("request_answer", requests, answers)
@@ -112,6 +117,26 @@ def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCo
     op.output("decisions", decisions, DecisionSink(settings.state_dir, settings.bootstrap, settings.decisions_topic, counts))
     op.output("late_log", late, LateSink(settings.state_dir, counts))
     return flow
+
+
+def _gathered(step_id: str, rows: Stream[FeatureRow], every: timedelta) -> Stream[FeatureRow]:
+    """The rows again, but held and let go together at most `every` apart: each Feast push
+    costs tens of milliseconds whatever its size, and an input batch of the aligned source
+    can be a handful of events, so pushing per input batch would spend the flow on pushes.
+    What reaches a sink in one go is pushed in one go (one push per entity)."""
+    lists = op.collect(f"{step_id}_gather", op.key_on(f"{step_id}_key", rows, lambda _: step_id), every, 50_000)
+    return op.flat_map(f"{step_id}_rows", lists, lambda kv: kv[1])
+
+
+def _push_to_feast(rows: Stream[FeatureRow], settings: RiskSettings, spec: Spec) -> None:
+    """Online often (freshness), the offline history seldom: Feast appends to it by
+    rewriting the whole file."""
+    online = _gathered("online", rows, timedelta(milliseconds=settings.online_push_ms))
+    op.output("feast_online", online, FeastOnlineSink(settings.feast, spec))
+    if settings.feast_offline:
+        offline = _gathered("offline", rows, timedelta(seconds=settings.offline_push_s))
+        op.output("feast_history", op.key_on("history_key", offline, lambda _: "history"),
+                  FeastHistorySink(settings.feast, spec))
 
 
 def load_models() -> Models:
@@ -143,9 +168,12 @@ def run(settings: RiskSettings, process_id: int | None = None, addresses: list[s
     counts = RunCounts()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: STOP.set())
+    flow = build_flow(settings, models, spec, counts)
+    start = time.monotonic()
     cli_main(
-        build_flow(settings, models, spec, counts), workers_per_process=1, process_id=process_id, addresses=addresses,
+        flow, workers_per_process=1, process_id=process_id, addresses=addresses,
         epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )
+    counts.seconds = time.monotonic() - start
     return STOP.is_set(), counts

@@ -102,6 +102,7 @@ class RunCounts:
     by_outcome: Counter = field(default_factory=Counter)
     by_model: Counter = field(default_factory=Counter)
     features_unavailable: int = 0
+    seconds: float = 0.0       # the dataflow's own run time (after start-up: models loaded, store opened)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: int) -> None:
