@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -96,7 +97,8 @@ def main() -> None:
                   "backfill_share": args.backfill, "synthesis_s": round(synth_s, 1),
                   "project_pit_join_s": round(ours_s, 2), "peak_rss_mib_after_project_join": round(ours_rss),
                   "matched_rows": int(ours[names[1]].is_not_null().sum()),
-                  "machine": f"{platform.machine()}, Python {platform.python_version()}"}
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                  "load_average_1m_after_project_join": round(os.getloadavg()[0], 1)}
         if not args.skip_feast:
             store = open_store(settings)
             t = time.perf_counter()
@@ -104,7 +106,8 @@ def main() -> None:
             feast_s = time.perf_counter() - t
             difference = pit.compare(ours, feast, KEY, names)
             result.update(feast_get_historical_features_s=round(feast_s, 2), identical=difference.identical,
-                          difference=difference.as_dict(), ratio_feast_over_project=round(feast_s / ours_s, 1))
+                          difference=difference.as_dict(), ratio_feast_over_project=round(feast_s / ours_s, 1),
+                          load_average_1m_after_feast=round(os.getloadavg()[0], 1))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -33,7 +33,8 @@ WINDOW = labels.outcome_window_days(CFG)
 SETTINGS = Settings.from_config(config.load("backtest"), config.load("policy"), WINDOW)
 
 outcomes_and_scores = st.lists(st.tuples(st.booleans(), st.sampled_from([0.01, 0.05, 0.1, 0.2, 0.5, 0.9])),
-                               min_size=2, max_size=80).filter(lambda r: len({y for y, _ in r}) == 2)
+                               min_size=2, max_size=80).filter(lambda r: len({y for y, _ in r}) == 2).map(
+    lambda rows: (np.array([int(b) for b, _ in rows]), np.array([v for _, v in rows])))
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -41,9 +42,8 @@ outcomes_and_scores = st.lists(st.tuples(st.booleans(), st.sampled_from([0.01, 0
 
 @settings(max_examples=200, deadline=None)
 @given(outcomes_and_scores)
-def test_ks_gini_and_auc_follow_their_definitions(rows):
-    y = np.array([int(b) for b, _ in rows])
-    s = np.array([v for _, v in rows])
+def test_ks_gini_and_auc_follow_their_definitions(case):
+    y, s = case
     got = bt.ranking(y, s)
     assert got["gini"] == pytest.approx(2 * roc_auc_score(y, s) - 1)
     brute = max(abs((s[y == 1] <= t).mean() - (s[y == 0] <= t).mean()) for t in set(s))
@@ -52,11 +52,10 @@ def test_ks_gini_and_auc_follow_their_definitions(rows):
 
 @settings(max_examples=200, deadline=None)
 @given(outcomes_and_scores)
-def test_calibration_deciles_cover_every_order_and_never_split_a_score(rows):
-    y = np.array([int(b) for b, _ in rows])
-    s = np.array([v for _, v in rows])
+def test_calibration_deciles_cover_every_order_and_never_split_a_score(case):
+    y, s = case
     table = bt.calibration(y, s)
-    assert table["orders"].sum() == len(rows)
+    assert table["orders"].sum() == len(y)
     assert (table["decile"].is_between(1, 10)).all() and table["decile"].is_sorted()
     # deciles are ordered by score and a score value sits in exactly one decile
     assert (table["max_score"].head(-1) < table["min_score"].tail(-1)).all()
