@@ -90,7 +90,7 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
     expected = op.map("admit", op.input("events", flow, sources["events"]), lambda msgs: from_events(msgs, keys))
     lines = op.map("lines", op.input("settlements", flow, sources["settlements"]), from_settlements)
     arrivals = op.key_on("one_matcher", op.merge("arrivals", expected, lines), lambda _: "all")
-    found = op.stateful("match", arrivals, builder(tol, timedelta(seconds=settings.advance_interval_s)))
+    found = op.stateful("match", arrivals, builder(tol, timedelta(seconds=settings.advance_interval_s), settings.once))
     op.output("variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic)))
     return flow
 
@@ -106,9 +106,9 @@ def _intake(settings: ReconFlowSettings):
 def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = None, addresses: list[str] | None = None) -> dict:
     """Run the flow in this process until it is caught up (`once`) or told to stop.
 
-    With an inbox, `once` ingests what is in it before the flow starts (so its lines are
-    on the topic the flow then reads to its end); otherwise a thread watches the inbox
-    until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
+    With an inbox, what is in it is ingested before the flow starts (so its lines are on
+    the topic before the flow reads it, as the events are); then, unless `once`, a thread
+    watches the inbox until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
     poll: the matcher reconciles once more, the sink publishes, the store closes."""
     from recon.intake.watch import watch
     gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
@@ -123,9 +123,8 @@ def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = N
     watcher = None
     if settings.inbox is not None and not process_id:  # one process of a cluster watches the inbox
         intake = _intake(settings)
-        if settings.once:
-            outcomes = watch(intake, settings.inbox, STOP, once=True)
-        else:
+        outcomes = watch(intake, settings.inbox, STOP, once=True)
+        if not settings.once:
             watcher = threading.Thread(target=watch, args=(intake, settings.inbox, STOP),
                                        kwargs={"on_outcomes": outcomes.extend}, name="inbox", daemon=True)
             watcher.start()

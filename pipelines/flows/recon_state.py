@@ -15,7 +15,8 @@ latest day a line carries, as the batch takes it) decides every deadline; proces
 time only decides when the held state is reconciled: at a tick (every
 `advance_interval_s`) after which nothing more arrived in the last interval (the inputs
 are caught up), at the latest every `CATCH_UP_TICKS` ticks while a backlog streams in,
-and once more at the end of input (`--once`). Reconciling in the middle of a backlog
+and once more at the end of input. A `--once` run reconciles only at the end: its input
+is a fixed backlog, as a batch's is. Reconciling in the middle of a backlog
 would judge one topic's records before the other topic's have been read (events far
 ahead of the lines that answer them), publish breaks and withdraw them again.
 """
@@ -62,8 +63,8 @@ class Held:
 
 
 class Matcher(StatefulLogic[Arrivals, Publication, Held]):
-    def __init__(self, held: Held, interval: timedelta):
-        self.held, self.interval = held, interval
+    def __init__(self, held: Held, interval: timedelta, once: bool):
+        self.held, self.interval, self.once = held, interval, once
         self.next_at = datetime.now(timezone.utc) + interval
         self.arrived = False   # something came in since the last tick
         self.waited = 0        # ticks skipped because the inputs were still streaming in
@@ -95,7 +96,8 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         self.next_at = datetime.now(timezone.utc) + self.interval
         streaming, self.arrived = self.arrived, False
         self.waited = self.waited + 1 if streaming else 0
-        if self.held.dirty and self.held.watermark is not None and (not streaming or self.waited >= CATCH_UP_TICKS):
+        due = not streaming or self.waited >= CATCH_UP_TICKS
+        if self.held.dirty and self.held.watermark is not None and due and not self.once:
             self.waited = 0
             return [self._advance()], StatefulLogic.RETAIN
         return [Publication(None, self.held.watermark, dict(self.held.counts))], StatefulLogic.RETAIN
@@ -112,6 +114,6 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         return copy.deepcopy(self.held)  # the held sets and lists go on growing after this
 
 
-def builder(tol: Tolerances, interval: timedelta):
+def builder(tol: Tolerances, interval: timedelta, once: bool):
     """The stateful step's builder: a fresh matcher, or the one a snapshot resumes."""
-    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol)), interval)
+    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol)), interval, once)
