@@ -142,14 +142,14 @@ def pair_part(folder: Path, tol: Tolerances) -> float:
     """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
     from recon.matching import settlements
     start = time.perf_counter()
-    settlements.match(pl.read_parquet(folder / "expected_settlements.parquet"),
-                      pl.read_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
+    settlements.match(pl.scan_parquet(folder / "expected_settlements.parquet"),
+                      pl.scan_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
     return time.perf_counter() - start
 
 
 def three_way(folder: Path, tol: Tolerances) -> tuple[float, pl.DataFrame]:
     start = time.perf_counter()
-    inputs = Inputs(*(pl.read_parquet(folder / f"{name}.parquet") for name in
+    inputs = Inputs(*(pl.scan_parquet(folder / f"{name}.parquet") for name in
                       ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")))
     result = reconcile(inputs, tol, AS_OF)
     result.variances.write_parquet(folder / "variances.parquet")

@@ -36,30 +36,34 @@ _NONE = pl.lit([], pl.List(pl.String))
 _LINE = ["source_file", "line_no"]  # what tells one bank line from another
 
 
-def payout_batches(lines: pl.DataFrame) -> pl.DataFrame:
+def payout_batches(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Each processor payout as its report shows it: the sum of its lines' net and its last
     line's value date."""
-    return lines.group_by("processor", "payout_id").agg(
+    return lines.lazy().group_by("processor", "payout_id").agg(
         amount_minor=pl.col("net_minor").sum(), currency=pl.col("net_currency").min(),
         last_value=pl.col("value_date").max(),
-    )
+    ).collect(engine="streaming")
 
 
-def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame, reference: str = "reference") -> pl.DataFrame:
+def _batch_evidence(batches: pl.DataFrame, lines: pl.DataFrame | pl.LazyFrame, reference: str = "reference") -> pl.DataFrame:
     """`batches` (kind, processor, `reference`) with every line of each processor payout
     as its evidence, in file order."""
-    own = lines.join(batches.select("processor", payout_id=reference), on=["processor", "payout_id"], how="semi")
+    if batches.is_empty():  # nothing to look up among ten million lines
+        return batches
+    own = lines.lazy().select("processor", "payout_id", *_LINE).join(
+        batches.lazy().select("processor", payout_id=reference), on=["processor", "payout_id"], how="semi",
+    ).collect(engine="streaming")
     found = own.sort("source_file", "line_no").group_by("processor", "payout_id").agg(found=evidence())
     return batches.join(found, left_on=["processor", reference], right_on=["processor", "payout_id"], how="left").with_columns(
         evidence=pl.when(pl.col("kind") == "processor_payout").then(pl.col("found").fill_null([])).otherwise("evidence")).drop("found")
 
 
-def candidates(movements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+def candidates(movements: pl.DataFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances) -> pl.DataFrame:
     """Everything that may explain a bank line, from the ledger's expected bank movements
     (`expectations.BANK_SCHEMA`) and the processors' reported lines."""
     if "merchant_id" not in movements.columns:  # an older frame: merchants unknown
         movements = movements.with_columns(merchant_id=pl.lit(None, pl.String))
-    ledger = first_per(movements, ["kind", "reference"], ["event_id"])[0]
+    ledger = first_per(movements.lazy(), ["kind", "reference"], ["event_id"])[0].collect()
     payouts = ledger.filter(pl.col("kind") == "processor_payout")
     batches = payout_batches(lines).join(
         payouts.select("reference", "event_id", "expected_on"), left_on="payout_id", right_on="reference", how="left")
@@ -91,7 +95,7 @@ def _pairs_by_amount(lines: pl.DataFrame, cands: pl.DataFrame, tol: Tolerances) 
     return pairs.filter((pl.len().over(_LINE) == 1) & (pl.len().over("kind", "reference_exp") == 1))
 
 
-def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances) -> pl.DataFrame:
     """Raw variances of (bank line, candidate) pairs: the first difference only, with the
     bank line and the payout's settlement lines as evidence."""
     col, lit = pl.col, pl.lit
@@ -118,14 +122,16 @@ def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame, tol: Tolerances
     ).filter(col("category").is_not_null())
 
 
-def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame, bank_lines: pl.DataFrame, tol: Tolerances,
+def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame | pl.LazyFrame, bank_lines: pl.DataFrame, tol: Tolerances,
           as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the bank's lines against everything that should explain
-    them. Inputs: `expectations.BANK_SCHEMA`, `recon.lines` settlement and bank frames.
+    them. Inputs: `expectations.BANK_SCHEMA`, `recon.lines` settlement and bank frames (the
+    settlement lines may be lazy: only the columns a payout's total and evidence need are read).
     The result does not depend on the order of any input."""
     cands = candidates(movements, settlement_lines, tol)
     referenced = bank_lines.filter(pl.col("reference").is_not_null())
-    firsts, repeats = first_per(referenced, ["reference"], ["booking_date", "account", "bank_ref", *_LINE])
+    firsts, repeats = first_per(referenced.lazy(), ["reference"], ["booking_date", "account", "bank_ref", *_LINE])
+    firsts = firsts.collect()
     keyed = firsts.join(cands.rename({"reference": "reference_exp"}), left_on="reference", right_on="reference_exp",
                         how="inner", coalesce=False, suffix="_exp")
     open_lines = pl.concat([firsts, bank_lines.filter(pl.col("reference").is_null())]).join(keyed.select(_LINE), on=_LINE, how="anti")

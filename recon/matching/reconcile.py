@@ -21,12 +21,17 @@ from recon.matching.variance import finish
 
 @dataclass(frozen=True)
 class Inputs:
-    """Frames with the schemas of `expectations` (settlements, movements) and `recon.lines`."""
+    """Frames with the schemas of `expectations` (settlements, movements) and `recon.lines`.
 
-    expected_settlements: pl.DataFrame
-    expected_movements: pl.DataFrame
-    settlement_lines: pl.DataFrame
-    bank_lines: pl.DataFrame
+    Each may be in memory or lazy. A batch at ten million lines hands in Parquet scans
+    (`pl.scan_parquet`): the matcher then reads each file in parts, only the columns each
+    step needs, and never holds the millions of pairs that agree (a DataFrame works the
+    same, it is just held whole by its caller)."""
+
+    expected_settlements: pl.DataFrame | pl.LazyFrame
+    expected_movements: pl.DataFrame | pl.LazyFrame
+    settlement_lines: pl.DataFrame | pl.LazyFrame
+    bank_lines: pl.DataFrame | pl.LazyFrame
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,19 @@ def watermark(*times: datetime | date | None) -> datetime | None:
 def input_watermark(inputs: Inputs, latest_event: datetime | None) -> datetime | None:
     """The watermark of a batch: the latest ledger event time and the latest day a
     processor or bank line carries."""
-    return watermark(latest_event, inputs.settlement_lines["value_date"].max(), inputs.bank_lines["booking_date"].max())
+    return watermark(latest_event, _latest(inputs.settlement_lines, "value_date"), _latest(inputs.bank_lines, "booking_date"))
+
+
+def _latest(frame: pl.DataFrame | pl.LazyFrame, column: str) -> date | None:
+    return frame.lazy().select(pl.col(column).max()).collect().item()
 
 
 def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result:
     day = as_of_day(as_of)
     line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
-    bank_raw, bank_pending = bank.match(inputs.expected_movements, inputs.settlement_lines, inputs.bank_lines, tol, day)
+    # the bank side is a line per payout batch: small, so held whole
+    bank_raw, bank_pending = bank.match(inputs.expected_movements.lazy().collect(), inputs.settlement_lines,
+                                        inputs.bank_lines.lazy().collect(), tol, day)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     return Result(finish(pl.concat([line_raw, bank_raw]), day), pending, day)
 

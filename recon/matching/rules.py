@@ -76,17 +76,28 @@ def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Exp
     return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(line_col).cast(pl.String))
 
 
-def first_per(frame: pl.DataFrame, keys: list[str], order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def first_per(frame: pl.LazyFrame, keys: list[str], order: list[str]) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the first row of each key, every later row): first by `order`, whatever order the
-    frame came in. Only rows whose key repeats are sorted, so the common case of unique
-    keys costs one hash pass, not a sort of millions of rows."""
+    frame came in (ties by the other fields). The firsts are a lazy filter of `frame`, so the query that reads them
+    (a join at ten million rows) never holds a copy. Only the keys are read to find the
+    repeats, from sorted row hashes, and only the rows whose hash repeats are read whole
+    and sorted, so the common case of unique keys costs one hash and one integer sort."""
+    hashes = frame.select(pl.struct(keys).hash()).collect(engine="streaming").to_series()
+    ordered = hashes.sort()
     # equal keys hash alike; the few collisions of unequal keys sort apart below
-    maybe = frame.select(pl.struct(keys).hash().is_duplicated()).to_series()
-    if not maybe.any():
-        return frame, frame.clear()
-    groups = frame.filter(maybe).sort(*keys, *order)
-    leads = pl.int_range(pl.len()).over(keys) == 0
-    return pl.concat([frame.filter(~maybe), groups.filter(leads)]), groups.filter(~leads)
+    clashing = ordered.filter(ordered == ordered.shift(1))
+    if clashing.is_empty():
+        return frame, frame.clear().collect()
+    numbered = frame.with_row_index("_row")
+    maybe = hashes.is_in(clashing.implode()).arg_true()
+    groups = numbered.filter(pl.col("_row").is_in(maybe.implode())).collect()
+    # ties on `order` go by the record's other fields (not the caller's "_" bookkeeping
+    # columns such as row numbers), so even two lines at one file position rank alike in
+    # any input order
+    rest = [c for c in groups.columns if c not in {*keys, *order} and not c.startswith("_")]
+    groups = groups.sort(*keys, *order, *rest, nulls_last=True)
+    later = groups.filter(pl.int_range(pl.len()).over(keys) > 0)
+    return numbered.filter(~pl.col("_row").is_in(later["_row"].implode())).drop("_row"), later.drop("_row")
 
 
 def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:

@@ -27,10 +27,6 @@ from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_te
 FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_currency", "fee_minor",
                "net_minor", "net_currency", "value_date", "payout_id"]
 _EXP = "exp_"
-_EXP_COMPARED = ["event_id", "processor", "settlement_id", "payout_id", "record_type", "gross_minor", "gross_currency",
-                 "fee_minor", "fee_currency", "net_minor", "net_currency", "available_on", "fx_rate"]
-_LINE_COMPARED = ["processor", "line_id", "merchant_id", "payout_id", "gross_minor", "gross_currency", "fee_minor", "fee_currency", "net_minor",
-                  "net_currency", "fx_rate", "value_date", "source_file", "line_no"]
 
 
 def _rate(col: str) -> pl.Expr:
@@ -48,8 +44,9 @@ def _money(prefix: str, name: str) -> pl.Expr:
     return money_text(pl.col(f"{prefix}{name}_minor"), pl.col(f"{prefix}{name}_currency"))
 
 
-def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
-    """Raw variances of matched pairs (expected columns prefixed `exp_`), first difference only."""
+def _rules(tol: Tolerances) -> list[tuple[pl.Expr, ...]]:
+    """(condition, category, field, expected, actual, amount, amount's currency) of a
+    matched pair (expected columns prefixed `exp_`), in priority order."""
     e, t = _EXP, tol.amount_minor
     off = lambda name: (pl.col(f"{e}{name}_minor") - pl.col(f"{name}_minor")).abs()  # noqa: E731
     days = (pl.col("value_date") - pl.col(f"{e}available_on")).dt.total_days().abs()
@@ -60,7 +57,7 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     # report gives no rate (Stripe) shows a wrong rate only in its net.
     fee_line = col(f"{e}record_type") == "fee"
     converted = col(f"{e}gross_currency") != col(f"{e}net_currency")
-    rules = [  # (condition, category, field, expected, actual, amount, amount's currency)
+    return [
         (~fee_line & (col(f"{e}gross_currency") != col("gross_currency")), lit("currency_fx_mismatch"), lit("currency"),
          col(f"{e}gross_currency"), col("gross_currency"), off("net"), col(f"{e}net_currency")),
         (col(f"{e}net_currency") != col("net_currency"), lit("currency_fx_mismatch"), lit("settlement currency"),
@@ -79,34 +76,47 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
         (days > tol.date_window_days, lit("late_settlement"), lit("available_on"), col(f"{e}available_on").cast(pl.String),
          col("value_date").cast(pl.String), col("net_minor").abs(), col("net_currency")),
     ]
+
+
+def _differs(rules: list[tuple[pl.Expr, ...]]) -> pl.Expr:
+    return pl.any_horizontal(rule[0] for rule in rules)
+
+
+def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+    """Raw variances of matched pairs (expected columns prefixed `exp_`), first difference only."""
+    rules = _rules(tol)
     category, field, expected, actual, amount, currency = first_difference(rules)
-    pairs = pairs.filter(pl.any_horizontal(rule[0] for rule in rules))  # text only for the few that differ
+    pairs = pairs.filter(_differs(rules))  # text only for the few that differ
     return pairs.select(
         category=category, processor="processor", merchant_id="merchant_id", reference="line_id", payout_id="payout_id",
         amount_minor=amount.cast(pl.Int64), currency=currency, field=field,
         expected=expected.cast(pl.String), actual=actual.cast(pl.String), since=pl.col("value_date"),
-        ledger_event_ids=_list(f"{e}event_id"), evidence=pl.concat_list(evidence()),
+        ledger_event_ids=_list(f"{_EXP}event_id"), evidence=pl.concat_list(evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     ).filter(pl.col("category").is_not_null())
 
 
-def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def match(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances,
+          as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the ledger's expected settlements against reported lines.
 
-    `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `recon.lines.SETTLEMENT_SCHEMA`.
+    `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `recon.lines.SETTLEMENT_SCHEMA`,
+    in memory or lazy (a Parquet scan is then read in parts, never whole).
     The result does not depend on the order of either input."""
-    firsts, repeats = first_per(lines, ["processor", "line_id"], ["source_file", "line_no"])
-    exp = first_per(expected, ["processor", "settlement_id"], ["event_id"])[0].rename(lambda c: _EXP + c)
-    # Join only what the comparison reads, with row numbers to fetch the rest of the few
-    # rows that need it: at ten million lines the full rows would double the memory.
-    exp, firsts = exp.with_row_index("_e"), firsts.with_row_index("_l")
-    joined = exp.select("_e", *(f"{_EXP}{c}" for c in _EXP_COMPARED)).join(
-        firsts.select("_l", *_LINE_COMPARED), how="full", coalesce=False,
-        left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"])
-    pairs = joined.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
-    missing = exp.gather(joined.filter(pl.col("_l").is_null())["_e"]).drop("_e")
-    unexpected = firsts.gather(joined.filter(pl.col("_e").is_null())["_l"]).drop("_l")
+    firsts, repeats = first_per(lines.lazy().with_row_index("_l"), ["processor", "line_id"], ["source_file", "line_no"])
+    exp = first_per(expected.lazy().with_row_index("_e"), ["processor", "settlement_id"], ["event_id"])[0]
+    unsure_exp, unsure_lines = _differing(exp, firsts)
     firsts = firsts.drop("_l")
+    odd = unsure_exp.rename(lambda c: _EXP + c).with_columns(_e=pl.lit(True)).join(
+        unsure_lines.with_columns(_l=pl.lit(True)), how="full", coalesce=False,
+        left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"],
+    ).filter(pl.col("_e").is_null() | pl.col("_l").is_null() | _differs(_rules(tol)))
+    exp_columns = [c for c in odd.columns if c.startswith(_EXP)]
+    line_columns = [c for c in odd.columns if c not in exp_columns and c not in ("_e", "_l")]
+    pairs = odd.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
+    missing = odd.filter(pl.col("_l").is_null()).select(exp_columns)
+    unexpected = odd.filter(pl.col("_e").is_null()).select(line_columns)
+    repeats = repeats.drop("_l")
     dups = _duplicates(firsts, repeats, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
     raw = [compare(pairs, tol), _missing_at_processor(missing, tol, as_of), _duplicate(dups),
@@ -124,6 +134,36 @@ def match(expected: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, as_of: d
     return pl.concat([r.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA) for r in raw]), pending
 
 
+def _digest(frame: pl.LazyFrame, index: str, key: str, date: str) -> pl.LazyFrame:
+    """Row number, a hash of the key and two of the fields the rules compare (key included,
+    as the same names on both sides): 28 bytes a row in place of the row itself."""
+    fields = pl.struct(processor="processor", key=key, gross_currency="gross_currency", net_currency="net_currency",
+                       fx_rate="fx_rate", gross_minor="gross_minor", fee_minor="fee_minor", net_minor="net_minor", date=date)
+    return frame.select(index, _k=pl.struct("processor", key).hash(), _c=fields.hash(seed=0), _c2=fields.hash(seed=1))
+
+
+def _differing(exp: pl.LazyFrame, firsts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The expected settlements and reported lines that may differ, in full; the rest agree.
+
+    At ten million lines nearly every pair agrees field for field, so the pairs are
+    matched first on hashes: rows whose key hash has no partner or whose compared fields
+    hash differently (128 bits) are read whole, with every row sharing their key hash, so
+    the exact join on the real keys that follows still finds each row's true partner when
+    two keys' hashes collide. A pair whose hashes agree has the same key and fields, and no
+    rule can fire on it."""
+    exp_dig, line_dig = pl.collect_all([_digest(exp, "_e", "settlement_id", "available_on"),
+                                        _digest(firsts, "_l", "line_id", "value_date")], engine="streaming")
+    joined = exp_dig.join(line_dig, on="_k", how="full", coalesce=True)
+    unsure = joined.filter(pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c") != pl.col("_c_right"))
+                           | (pl.col("_c2") != pl.col("_c2_right")))["_k"].unique().implode()
+    rows = lambda dig, index: dig.filter(pl.col("_k").is_in(unsure))[index].implode()  # noqa: E731
+    exp_rows, line_rows = rows(exp_dig, "_e"), rows(line_dig, "_l")
+    del exp_dig, line_dig, joined
+    exp, firsts = pl.collect_all([exp.filter(pl.col("_e").is_in(exp_rows)), firsts.filter(pl.col("_l").is_in(line_rows))],
+                                 engine="streaming")
+    return exp.drop("_e"), firsts.drop("_l")
+
+
 def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
     e = _EXP
     return missing.filter(overdue(f"{e}available_on", tol.processor_line_deadline_days, as_of)).select(
@@ -136,14 +176,17 @@ def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -
     )
 
 
-def _duplicates(firsts: pl.DataFrame, repeats: pl.DataFrame, unexpected: pl.DataFrame) -> pl.DataFrame:
+def _duplicates(firsts: pl.LazyFrame, repeats: pl.DataFrame, unexpected: pl.DataFrame) -> pl.DataFrame:
     """Reported lines that repeat another one, each with the `original` line id and its
     evidence: a later line under an id already seen, and a line the ledger never expected
     whose fields are all those of a line that ranks before it (a line the ledger expected
     first, then by line id). Only the few unexpected lines are compared field by field."""
-    same_id = repeats.join(firsts.select("processor", "line_id", original="line_id", original_evidence=evidence()),
+    originals = firsts.join(repeats.lazy().select("processor", "line_id").unique(), on=["processor", "line_id"], how="semi")
+    alike = firsts.join(unexpected.lazy().select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
+    originals, alike = pl.collect_all([originals, alike], engine="streaming")
+    same_id = repeats.join(originals.select("processor", "line_id", original="line_id", original_evidence=evidence()),
                            on=["processor", "line_id"])
-    group = unexpected.select(FINGERPRINT).unique().join(firsts, on=FINGERPRINT, nulls_equal=True).join(
+    group = alike.join(
         unexpected.select("processor", "line_id", unexpected=pl.lit(True)), on=["processor", "line_id"], how="left")
     group = group.with_columns(expected=pl.col("unexpected").is_null()).sort(
         *FINGERPRINT, "expected", "line_id", "source_file", "line_no",
