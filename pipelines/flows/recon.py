@@ -133,7 +133,8 @@ def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = N
         epoch_interval=timedelta(seconds=settings.recovery["snapshot_interval_s"]),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=settings.recovery["backup_interval_s"])),
     )
-    STOP.set()
+    signalled = STOP.is_set()
+    STOP.set()  # the inbox watcher stops with the flow
     if watcher is not None:
         watcher.join()
-    return {"stopped_by_signal": STOP.is_set() and not settings.once, "inbox_files": [o.as_dict() for o in outcomes]}
+    return {"stopped_by_signal": signalled, "inbox_files": [o.as_dict() for o in outcomes]}

@@ -37,9 +37,9 @@ LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
 class Arrivals:
     """One poll batch's worth of inputs: expectations keyed by event id, lines keyed by
     (file SHA-256, line number), so a message read twice (a replay after a crash, the
-    same event re-sent) is held once."""
+    same event re-sent) is held once. `latest` is the latest event time or line day."""
 
-    expected: dict[str, ExpectedSettlement | ExpectedBankMovement | None] = field(default_factory=dict)
+    expected: dict[str, ExpectedSettlement | ExpectedBankMovement] = field(default_factory=dict)
     lines: dict[tuple[str, int], tuple[str, dict]] = field(default_factory=dict)
     latest: datetime | None = None
     consumed: int = 0
@@ -51,15 +51,16 @@ class Arrivals:
 
 
 def from_events(msgs: list[Message], keys: TenantKeys) -> Arrivals:
-    """Admitted events as expectations (None for an event reconciliation ignores: its id is
-    still kept, and its time still counts)."""
+    """Admitted events' expectations; an event reconciliation ignores still moves time."""
     got = Arrivals(consumed=len(msgs))
     for msg in msgs:
         outcome = to_outcome(msg, keys)
         if not isinstance(outcome, Posted):
             got.refused += 1
             continue
-        got.expected.setdefault(outcome.event_id, expectations.expectation(outcome.event))
+        expected = expectations.expectation(outcome.event)
+        if expected is not None:
+            got.expected.setdefault(outcome.event_id, expected)
         got.saw(outcome.event.occurred_at)
     return got
 

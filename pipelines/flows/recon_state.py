@@ -54,7 +54,7 @@ class Held:
     """The snapshot: everything needed to go on after a restart."""
 
     matcher: Continuous
-    events: set[str] = field(default_factory=set)
+    events: set[str] = field(default_factory=set)   # ids of the events that set up an expectation
     lines: set[tuple[str, int]] = field(default_factory=set)
     watermark: datetime | None = None
     dirty: bool = False
@@ -71,7 +71,7 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
 
     def on_item(self, value: Arrivals) -> tuple[list[Publication], bool]:
         held = self.held
-        new_expected = [r for eid, r in value.expected.items() if eid not in held.events and r is not None]
+        new_expected = [r for eid, r in value.expected.items() if eid not in held.events]
         held.events.update(value.expected)
         new_lines = [line for key, line in value.lines.items() if key not in held.lines]
         held.lines.update(value.lines)
