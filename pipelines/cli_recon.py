@@ -306,10 +306,10 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
 def list_(ctx, status, category, state_dir, as_json):
     """The stored variances with their status, oldest break first."""
     import polars as pl
-    rows = _open_store(ctx, state_dir, lambda store: store.frame(status))
-    if rows is None:  # the running flow owns the store: read its published snapshot
-        rows = pl.read_parquet(_store_path(ctx, state_dir).parent / "published" / "variances.parquet")
-        rows = rows.filter(pl.col("status") == status) if status else rows
+    from recon.variances.store import read_variances
+    rows = read_variances(_store_path(ctx, state_dir).parent, status)  # the flow's snapshot while it runs
+    if rows is None:
+        raise ReconInputError(f"no variance store at {_store_path(ctx, state_dir)}: run `clearline recon` or `clearline recon run` first")
     if category:
         rows = rows.filter(pl.col("category") == category)
     if as_json:

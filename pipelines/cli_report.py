@@ -44,12 +44,10 @@ def variances(start, end, out_dir, state_dir, as_json):
     from pipelines import config
     from recon.report.render import write
     from recon.report.summary import ReportRules, build
-    from recon.variances.store import VarianceStore
-    path = state_dir / "variances.duckdb"
-    if not path.exists():
-        raise NoVariances(f"no variance store at {path}: run `clearline recon` first")
-    with VarianceStore(path) as store:
-        stored = store.frame()
+    from recon.variances.store import read_variances
+    stored = read_variances(state_dir)  # the running flow's published snapshot while it holds the store
+    if stored is None:
+        raise NoVariances(f"no variance store at {state_dir / 'variances.duckdb'}: run `clearline recon` first")
     first = start.date() if start else (stored["since"].min() or date.today())
     last = end.date() if end else (stored["since"].max() or date.today())
     result = build(stored, ReportRules.from_config(config.load("reports")), first, last, datetime.now(timezone.utc))

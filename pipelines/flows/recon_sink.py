@@ -34,10 +34,10 @@ from pipelines.flows import recon_resolutions
 from pipelines.flows.recon_state import Publication
 from recon.matching.continuous import facts_hash
 from recon.matching.variance import SCHEMA
+from recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
 from recon.variances.store import VarianceStore
 
 WITHDRAWN_NOTE = "withdrawn by the matcher: the record it was missing arrived after its deadline"
-PUBLISHED = "published"
 
 
 class DeliveryError(RuntimeError):
@@ -79,7 +79,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
         self.settings = settings
         self._store: VarianceStore | None = None  # opened by the worker that gets the matcher's output
         self._producer: Producer | None = None
-        self.published = settings.state_dir / PUBLISHED
+        self.published = (settings.state_dir / PUBLISHED_VARIANCES).parent
 
     @property
     def store(self) -> VarianceStore:
@@ -132,7 +132,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
 
     def _snapshot(self, pub: Publication) -> None:
         self.published.mkdir(parents=True, exist_ok=True)
-        _replace(self.published / "variances.parquet", self.store.frame().write_parquet)
+        _replace(self.settings.state_dir / PUBLISHED_VARIANCES, self.store.frame().write_parquet)
         if pub.changes is not None:
             _replace(self.published / "pending.parquet", pub.changes.result.pending.write_parquet)
         status = {"watermark": pub.watermark.isoformat() if pub.watermark else None, **pub.counts,

@@ -7,7 +7,10 @@ the same break (see `recon.matching.variance`). People move a variance with `mov
 assigned to someone, or resolved with a note. Every change is a row in `history`.
 
 One process owns the file while it writes (DuckDB takes one writer and no other reader),
-so a store is opened, used and closed by one command; nothing holds it open.
+so a store is opened, used and closed by one command. The one process that holds it open
+is the running streaming matcher (`clearline recon run`), which publishes the store as an
+immutable Parquet snapshot (`PUBLISHED`) for readers: `read_variances` reads the store,
+or that snapshot while the flow holds the store.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import polars as pl
 from recon.matching.variance import SCHEMA
 
 STATUSES = ("open", "assigned", "resolved")
+PUBLISHED = Path("published") / "variances.parquet"  # under the state folder, written by the running flow
 _FACTS = [c for c in SCHEMA if c != "variance_id"]
 
 _DDL = """
@@ -143,3 +147,21 @@ class VarianceStore:
         """Every stored variance (or those with `status`), oldest break first."""
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
         return self.con.sql(f"SELECT * FROM variances {where} ORDER BY since, variance_id", params=args).pl()
+
+
+def read_variances(state_dir: Path, status: str | None = None) -> pl.DataFrame | None:
+    """Every stored variance (or those with `status`), oldest break first; from the
+    flow's published snapshot while a running flow holds the store. None when there is
+    no store at all."""
+    path = state_dir / "variances.duckdb"
+    if not path.is_file():
+        return None
+    try:
+        store = VarianceStore(path)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        rows = pl.read_parquet(state_dir / PUBLISHED)
+        return (rows.filter(pl.col("status") == status) if status else rows).sort("since", "variance_id")
+    with store:
+        return store.frame(status)
