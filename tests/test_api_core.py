@@ -4,6 +4,8 @@ must give exactly the numbers of the DataFrame one."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -103,3 +105,31 @@ def test_the_numpy_scorer_gives_exactly_the_dataframe_scorers_numbers(kind, valu
     assert fast.score(row) == plain.score(row)
     assert fast.explain(row, 3) == plain.explain(row, 3)
     assert hasattr(plain.pipeline.steps[0][1], "feature_names_in_")  # the loaded model itself is untouched
+
+
+def test_a_feature_store_that_fails_still_gives_a_decision_by_the_rules(tmp_path, caplog):
+    """A real Feast repo whose online database is gone: the read raises inside Feast,
+    the checkout still gets a decision (conservative, `features_unavailable`), stored."""
+    from datetime import datetime, timezone
+
+    from features import store as fstore
+    from models.api import DecisionRequest, DecisionService
+    from models.api_core import OnlineFeatures
+    from models.policy import Policy
+    settings = fstore.FeastSettings("clearline", tmp_path / "feast")
+    fstore.apply(settings)
+    features = OnlineFeatures(fstore.open_store(settings))
+    (tmp_path / "feast" / "online.db").unlink(missing_ok=True)
+    (tmp_path / "feast" / "online.db").mkdir()  # not a database: every read fails
+    service = DecisionService(Policy.from_config(config.load("policy")), SCORERS["gbm"], None,
+                              ApiKeys.from_config(config.load("tenants"), environ={}),
+                              MerchantDirectory({"m1": "rs_001"}), features, DecisionStore(tmp_path / "d.db"),
+                              now=lambda: datetime(2026, 11, 22, tzinfo=timezone.utc))
+    body = DecisionRequest.model_validate({"order_id": "o1", "buyer_id": "b1", "merchant_id": "m1", "terms_days": 30,
+                                           "amount": {"minor": 30000, "currency": "EUR"}})
+    stored, new = service.decide("rs_001", body)
+    record = json.loads(stored.record)
+    assert new and record["policy_reasons"] == ["features_unavailable", "amount_within_limit"]
+    assert record["decision"] == "approve" and record["model"] is None and record["decided_at"].startswith("2026-11-22")
+    assert "online feature store read failed for buyer b1 merchant m1" in caplog.text
+    assert service.decide("rs_001", body) == (stored, False)
