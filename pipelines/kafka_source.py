@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import deque
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -68,6 +69,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         self._eof = False
         self._align = alignment
         self._held: deque[Message] = deque()  # read, not handed on yet (alignment only)
+        self._asked_at = -math.inf
         if alignment is not None:
             alignment.join(partition)
 
@@ -120,9 +122,18 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         return batch
 
     def _caught_up(self) -> bool:
-        """Whether this partition has read up to the end the broker last reported."""
-        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
-        return high >= 0 and self._offset >= high
+        """Whether this partition has read up to the end the broker last reported. The
+        client learns the end from fetched messages; a partition with none yet (an empty
+        one) asks the broker, at most once a second."""
+        low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if (high < 0 or (self._offset < 0 and low < 0)) and time.monotonic() >= self._asked_at + 1.0:
+            self._asked_at = time.monotonic()
+            try:
+                low, high = self._consumer.get_watermark_offsets(self._tp, timeout=5)
+            except KafkaException as exc:
+                log.warning("kafka: end of partition %s unknown: %s", self._partition, exc.args[0].str())
+        position = self._offset if self._offset >= 0 else low  # nothing read yet: the partition's start
+        return high >= 0 and position >= high
 
     def snapshot(self) -> int:
         return self._offset
