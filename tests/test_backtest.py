@@ -261,4 +261,6 @@ def test_backtest_command_logs_a_run_and_writes_a_self_contained_page(world, reg
     assert bad_date.exit_code == 2 and "not an ISO 8601" in bad_date.output
     young = runner.invoke(main, [*args[:6], "2027-06-01", "--to", "2027-07-01", *args[9:]])
     assert young.exit_code == 2 and "error: no order on terms decided" in young.output
+    no_archive = runner.invoke(main, [*args[:9], "--state-dir", str(tmp_path / "ledger"), *args[11:]])
+    assert no_archive.exit_code == 2 and "no event archive at" in no_archive.output  # the default input: the archive
     shutil.rmtree(out)
