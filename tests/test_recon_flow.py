@@ -135,10 +135,10 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """45 days, 6 merchants: about 5,500 events, 1,900 lines and one injected break of
-    every category (four unexplained bank lines)."""
+    """30 days, 4 merchants: 103 report and statement files and at least one injected
+    break of every category."""
     out = tmp_path_factory.mktemp("recon-world")
-    generate(WorldOptions(days=45, merchants=6, seed=23), out)
+    generate(WorldOptions(days=30, merchants=4, seed=31), out)
     return out
 
 
