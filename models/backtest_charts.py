@@ -38,7 +38,8 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], title: st
     for t in _axis_ticks(0, y_hi):
         out.append(f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
                    f'<text x="{pad_l - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.3g}</text>')
-    for t in _axis_ticks(0, x_hi):
+    whole = all(float(x).is_integer() for x, _ in points)  # months since origination: no 1.75
+    for t in (range(0, int(x_hi) + 1, max(1, round(x_hi / 6))) if whole else _axis_ticks(0, x_hi)):
         out.append(f'<text x="{sx(t):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">{t:.3g}</text>')
     out.append(f'<text x="{pad_l + pw / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>'
                f'<text x="10" y="{pad_t + ph / 2:.0f}" transform="rotate(-90 10 {pad_t + ph / 2:.0f})" '
