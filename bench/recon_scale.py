@@ -14,9 +14,9 @@ here is the matcher, not the simulation):
 
 Then, timed, in one process run:
 
-1. the three-way run: read the four Parquet inputs, `recon.matching.reconcile.reconcile`,
-   write the variances to Parquet — with the process's peak RSS at its end (before any
-   baseline runs);
+1. the three-way run: the four Parquet inputs handed in as scans,
+   `recon.matching.reconcile.reconcile`, the variances written to Parquet — with the
+   process's peak RSS at its end (before any baseline runs);
 2. baseline A: datacompy's Polars comparison of the ledger/processor pair (join on the
    line id, compare net, fee, value date);
 3. baseline B: a bare DuckDB full outer join of the same pair from the same Parquet files,
@@ -27,6 +27,10 @@ benchmark runs in its own virtual environment:
 
     make bench-recon                                    # 10 M lines
     .venv-bench/bin/python bench/recon_scale.py --lines 1000000 [--json]
+
+Each run is timed in wall and CPU seconds (this process, all threads) and the load
+average is printed: the machine is shared, and under load the CPU time is the steadier
+measure of the code.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import tempfile
@@ -138,38 +143,47 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
             "duplicate": k, "missing_in_ledger": k, "payout_not_in_bank": unbanked, "unexplained_bank_line": unbanked}
 
 
-def pair_part(folder: Path, tol: Tolerances) -> float:
+def _cpu() -> float:
+    """This process's CPU seconds (user + system, all threads): on a machine shared with
+    other work the wall time says more about the machine, the CPU time about the code."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(run, *args) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds, result) of `run(*args)`."""
+    wall, cpu = time.perf_counter(), _cpu()
+    result = run(*args)
+    return time.perf_counter() - wall, _cpu() - cpu, result
+
+
+def pair_part(folder: Path, tol: Tolerances) -> None:
     """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
     from recon.matching import settlements
-    start = time.perf_counter()
     settlements.match(pl.scan_parquet(folder / "expected_settlements.parquet"),
                       pl.scan_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
-    return time.perf_counter() - start
 
 
-def three_way(folder: Path, tol: Tolerances) -> tuple[float, pl.DataFrame]:
-    start = time.perf_counter()
+def three_way(folder: Path, tol: Tolerances) -> pl.DataFrame:
+    """Parquet scans in (the matcher reads each in parts, only what it needs), variances out."""
     inputs = Inputs(*(pl.scan_parquet(folder / f"{name}.parquet") for name in
                       ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")))
     result = reconcile(inputs, tol, AS_OF)
     result.variances.write_parquet(folder / "variances.parquet")
-    return time.perf_counter() - start, result.variances
+    return result.variances
 
 
-def datacompy_pair(folder: Path) -> float:
+def datacompy_pair(folder: Path) -> None:
     import datacompy
-    start = time.perf_counter()
     ledger = pl.read_parquet(folder / "expected_settlements.parquet",
                              columns=["settlement_id", "net_minor", "fee_minor", "available_on"])
     lines = pl.read_parquet(folder / "settlement_lines.parquet", columns=["line_id", "net_minor", "fee_minor", "value_date"])
     compare = datacompy.PolarsCompare(ledger.rename({"settlement_id": "line_id", "available_on": "value_date"}), lines,
                                       join_columns=["line_id"], df1_name="ledger", df2_name="processor")
     compare.report()
-    return time.perf_counter() - start
 
 
-def duckdb_pair(folder: Path) -> tuple[float, int]:
-    start = time.perf_counter()
+def duckdb_pair(folder: Path) -> int:
     con = duckdb.connect()
     differing = con.execute(f"""
         SELECT count(*) FROM read_parquet('{folder / 'expected_settlements.parquet'}') e
@@ -177,7 +191,7 @@ def duckdb_pair(folder: Path) -> tuple[float, int]:
         WHERE e.settlement_id IS NULL OR l.line_id IS NULL OR e.net_minor <> l.net_minor
            OR e.fee_minor <> l.fee_minor OR e.available_on <> l.value_date""").fetchone()[0]
     con.close()
-    return time.perf_counter() - start, differing
+    return differing
 
 
 def main() -> None:
@@ -196,21 +210,25 @@ def main() -> None:
             planted = pool.submit(synthesise, args.lines, args.seed, folder).result()
         made = time.perf_counter() - t0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        elapsed, variances = three_way(folder, tol)
+        load_before = os.getloadavg()[0]
+        elapsed, cpu, variances = timed(three_way, folder, tol)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         found = {r["category"]: r["len"] for r in variances.group_by("category").len().iter_rows(named=True)}
         del variances
-        pair = pair_part(folder, tol)
-        dc = datacompy_pair(folder)
-        db, differing = duckdb_pair(folder)
+        pair, pair_cpu, _ = timed(pair_part, folder, tol)
+        dc, dc_cpu, _ = timed(datacompy_pair, folder)
+        db, db_cpu, differing = timed(duckdb_pair, folder)
     report = {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, Polars {pl.__version__}, DuckDB {duckdb.__version__}",
         "lines": args.lines, "synthesise_s": round(made, 2), "three_way_s": round(elapsed, 2),
-        "peak_rss_mib": round(peak_mib), "rss_before_run_mib": round(rss_before / 1024),
+        "three_way_cpu_s": round(cpu, 1), "peak_rss_mib": round(peak_mib), "rss_before_run_mib": round(rss_before / 1024),
         "planted": planted, "found": found, "found_equals_planted": found == planted,
-        "ledger_processor_part_s": round(pair, 2), "datacompy_pair_s": round(dc, 2), "duckdb_pair_s": round(db, 2), "duckdb_pair_differing": differing,
+        "ledger_processor_part_s": round(pair, 2), "ledger_processor_part_cpu_s": round(pair_cpu, 1),
+        "datacompy_pair_s": round(dc, 2), "datacompy_pair_cpu_s": round(dc_cpu, 1),
+        "duckdb_pair_s": round(db, 2), "duckdb_pair_cpu_s": round(db_cpu, 1), "duckdb_pair_differing": differing,
         "ratio_datacompy_over_pair_part": round(dc / pair, 2), "ratio_duckdb_over_three_way": round(db / elapsed, 2),
+        "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     if args.json:
         print(json.dumps(report, indent=2))

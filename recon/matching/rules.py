@@ -78,10 +78,11 @@ def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Exp
 
 def first_per(frame: pl.LazyFrame, keys: list[str], order: list[str]) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the first row of each key, every later row): first by `order`, whatever order the
-    frame came in (ties by the other fields). The firsts are a lazy filter of `frame`, so the query that reads them
-    (a join at ten million rows) never holds a copy. Only the keys are read to find the
-    repeats, from sorted row hashes, and only the rows whose hash repeats are read whole
-    and sorted, so the common case of unique keys costs one hash and one integer sort."""
+    frame came in (ties by the other fields). The firsts are a lazy filter of `frame`, so
+    the query that reads them (a join at ten million rows) never holds a copy. Only the
+    keys are read to find the repeats, from sorted key hashes, and only the rows whose hash
+    repeats are read whole and sorted, so the common case of unique keys costs one hash
+    and one integer sort."""
     hashes = frame.select(pl.struct(keys).hash()).collect(engine="streaming").to_series()
     ordered = hashes.sort()
     # equal keys hash alike; the few collisions of unequal keys sort apart below
@@ -89,15 +90,16 @@ def first_per(frame: pl.LazyFrame, keys: list[str], order: list[str]) -> tuple[p
     if clashing.is_empty():
         return frame, frame.clear().collect()
     numbered = frame.with_row_index("_row")
-    maybe = hashes.is_in(clashing.implode()).arg_true()
-    groups = numbered.filter(pl.col("_row").is_in(maybe.implode())).collect()
+    # joins, not `is_in`: a file loaded twice repeats millions of keys
+    maybe = hashes.to_frame("_hash").with_row_index("_row").join(clashing.to_frame("_hash"), on="_hash", how="semi")
+    groups = numbered.join(maybe.lazy().select("_row"), on="_row", how="semi").collect()
     # ties on `order` go by the record's other fields (not the caller's "_" bookkeeping
     # columns such as row numbers), so even two lines at one file position rank alike in
     # any input order
     rest = [c for c in groups.columns if c not in {*keys, *order} and not c.startswith("_")]
     groups = groups.sort(*keys, *order, *rest, nulls_last=True)
     later = groups.filter(pl.int_range(pl.len()).over(keys) > 0)
-    return numbered.filter(~pl.col("_row").is_in(later["_row"].implode())).drop("_row"), later.drop("_row")
+    return numbered.join(later.lazy().select("_row"), on="_row", how="anti").drop("_row"), later.drop("_row")
 
 
 def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:

@@ -147,20 +147,21 @@ def _differing(exp: pl.LazyFrame, firsts: pl.LazyFrame) -> tuple[pl.DataFrame, p
 
     At ten million lines nearly every pair agrees field for field, so the pairs are
     matched first on hashes: rows whose key hash has no partner or whose compared fields
-    hash differently (128 bits) are read whole, with every row sharing their key hash, so
-    the exact join on the real keys that follows still finds each row's true partner when
-    two keys' hashes collide. A pair whose hashes agree has the same key and fields, and no
-    rule can fire on it."""
+    hash differently (two 64-bit hashes, two seeds) are read whole, with every row that
+    shares their key hash, so the exact join on the real keys that follows still finds
+    each row's true partner when two keys' hashes collide. A pair whose hashes agree has
+    the same key and fields (short of both hashes colliding at once), so no rule can fire
+    on it. Joins, not `is_in`, pick the rows: a file loaded twice makes millions unsure."""
     exp_dig, line_dig = pl.collect_all([_digest(exp, "_e", "settlement_id", "available_on"),
                                         _digest(firsts, "_l", "line_id", "value_date")], engine="streaming")
-    joined = exp_dig.join(line_dig, on="_k", how="full", coalesce=True)
-    unsure = joined.filter(pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c") != pl.col("_c_right"))
-                           | (pl.col("_c2") != pl.col("_c2_right")))["_k"].unique().implode()
-    rows = lambda dig, index: dig.filter(pl.col("_k").is_in(unsure))[index].implode()  # noqa: E731
-    exp_rows, line_rows = rows(exp_dig, "_e"), rows(line_dig, "_l")
-    del exp_dig, line_dig, joined
-    exp, firsts = pl.collect_all([exp.filter(pl.col("_e").is_in(exp_rows)), firsts.filter(pl.col("_l").is_in(line_rows))],
-                                 engine="streaming")
+    unsure = exp_dig.join(line_dig, on="_k", how="full", coalesce=True).filter(
+        pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c") != pl.col("_c_right"))
+        | (pl.col("_c2") != pl.col("_c2_right"))).select("_k").unique()
+    exp_rows = exp_dig.join(unsure, on="_k", how="semi").select("_e")
+    line_rows = line_dig.join(unsure, on="_k", how="semi").select("_l")
+    del exp_dig, line_dig
+    exp, firsts = pl.collect_all([exp.join(exp_rows.lazy(), on="_e", how="semi"),
+                                  firsts.join(line_rows.lazy(), on="_l", how="semi")], engine="streaming")
     return exp.drop("_e"), firsts.drop("_l")
 
 
