@@ -159,12 +159,18 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     over stored inputs, recorded in the variance store (statuses are kept)."""
     if ctx.invoked_subcommand is not None:
         return
+    import duckdb
     from recon.variances.store import VarianceStore
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
     result, variances = run_batch(world, archive, state_dir, start, end, quiet=as_json)
-    with VarianceStore(state_dir / "variances.duckdb") as store:
+    try:
+        store = VarianceStore(state_dir / "variances.duckdb")
+    except duckdb.IOException as exc:
+        raise ReconInputError(f"cannot record in {state_dir / 'variances.duckdb'}: {exc}. A running `clearline recon run` "
+                              "owns it; stop it, or give another --state-dir") from None
+    with store:
         stored = store.record(variances)
     report = {"as_of": result.as_of.isoformat(), "from": start and start.isoformat(), "to": end and end.isoformat(),
               **_summary(variances), "pending": result.pending.height, **stored}

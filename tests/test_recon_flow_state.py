@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
