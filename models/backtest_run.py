@@ -15,6 +15,9 @@ function, so the run checks it:
   to be true for application data (it is usually the outcome itself, renamed).
 * **oracle** — on a generated world the generator's true default probabilities give the
   best AUC any model can reach; a model above it (beyond a margin) knows the future.
+* **feature time** — when the features come as stored feature rows (e.g. `models.pit.join`
+  over the Feast offline history, which carries `feature_available_at`), no row may have
+  become known after the decision it was joined to.
 
 Orders count only once their outcome window has closed before the last event (a young
 order has no outcome yet; counting it as good would flatter every model).
@@ -33,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from features.batch import order_features
 from models import backtest as bt
 from models.labels import outcomes
+from models.pit import AVAILABLE
 from models.scorer import Scorer
 from models.train import frame
 
@@ -158,11 +162,12 @@ def _psi(scorer: Scorer, training: pl.DataFrame, scored: pl.DataFrame, score: np
 
 def leakage_checks(facts: pl.DataFrame, scored: pl.DataFrame, rows: pl.DataFrame, models: Mapping[str, Scorer],
                    metrics: Mapping[str, dict], settings: Settings, featurize: Featurize) -> dict[str, Any]:
-    """The three checks of the module doc; `passed` only when none fired."""
+    """The checks of the module doc; `passed` only when none fired."""
     features = sorted({f for s in models.values() for f in s.features})
     checks = [_replay(facts, scored, rows, features, settings.replay_orders, featurize),
               _feature_auc(scored, features, settings.max_feature_auc),
-              _oracle_check(metrics, settings.oracle_margin)]
+              _oracle_check(metrics, settings.oracle_margin),
+              _feature_time(scored)]
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
@@ -217,3 +222,15 @@ def _oracle_check(metrics: Mapping[str, dict], margin: float) -> dict[str, Any]:
     return {"name": "oracle", "passed": not above, "checked": True, "oracle_auc": round(oracle, 4), "above": above,
             "detail": (f"no model beats the oracle AUC {oracle:.4f} by more than {margin}" if not above else
                        f"AUC above the oracle {oracle:.4f}: " + ", ".join(f"{r} {a}" for r, a in above.items()))}
+
+
+def _feature_time(scored: pl.DataFrame) -> dict[str, Any]:
+    if AVAILABLE not in scored.columns:
+        return {"name": "feature_time", "passed": True, "checked": False,
+                "detail": "features computed from the events, not read from stored feature rows"}
+    late = scored.filter(pl.col(AVAILABLE) > pl.col("decision_time"))
+    return {"name": "feature_time", "passed": late.is_empty(), "checked": True, "rows_known_after_decision": late.height,
+            "detail": ("every feature row was known by its decision time" if late.is_empty() else
+                       f"{late.height} order(s) got a feature row known only after the decision, first "
+                       f"{late['order_id'][0]} (decided {late['decision_time'][0].isoformat()}, row known "
+                       f"{late[AVAILABLE][0].isoformat()})")}

@@ -17,7 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from features.batch import MODEL_FEATURES, order_features, read_events
+from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
+from features.feast_repo import feature_names
+from features.store import latest_rows
+from models import pit
 from models import backtest as bt
 from models import labels, training_set
 from models.backtest_report import render
@@ -181,7 +184,7 @@ def test_a_backtest_scores_matured_orders_of_the_window_and_finds_no_leak(honest
     for _, curve in result.tables["vintages"].group_by("cohort"):
         assert curve.sort("months_since")["cumulative_default_rate"].is_sorted()
     assert s["leakage_checks"]["passed"], s["leakage_checks"]
-    assert {c["name"] for c in s["leakage_checks"]["checks"]} == {"replay", "feature_auc", "oracle"}
+    assert {c["name"] for c in s["leakage_checks"]["checks"]} == {"replay", "feature_auc", "oracle", "feature_time"}
     assert s["leakage_checks"]["checks"][0]["orders_replayed"] == SETTINGS.replay_orders
 
 
@@ -198,6 +201,39 @@ def test_planted_look_ahead_features_are_caught(facts, truth):
     assert not checks["oracle"]["passed"] and checks["oracle"]["above"]["champion"] > checks["oracle"]["oracle_auc"]
     html = render(result.summary)
     assert "FAILED" in html and "order_written_off" in html
+
+
+def _buyer_features_from_history(point_in_time: bool):
+    """Features as a training set built from stored feature rows gets them: the buyer's
+    rows (as pushed to the Feast offline history) joined to each decision — by the
+    point-in-time join, or naively by taking each buyer's newest row."""
+    def featurize(facts: pl.DataFrame) -> pl.DataFrame:
+        rows = order_features(facts)
+        history = feature_history(rows, "buyer")
+        decisions = rows.drop(feature_names("buyer"))
+        if point_in_time:
+            return pit.join(decisions, history, "buyer_id", feature_names("buyer"), at="decision_time")
+        newest = latest_rows(history, "buyer").select("buyer_id", *feature_names("buyer"),
+                                                      pl.col("created").alias(pit.AVAILABLE))
+        return decisions.join(newest, on="buyer_id", how="left")
+    return featurize
+
+
+@pytest.mark.slow
+def test_feature_rows_known_after_the_decision_are_caught(honest, facts, truth):
+    scorer, _ = honest
+    checks = {}
+    for point_in_time in (True, False):
+        result = run(facts, {"champion": scorer}, CUT, END, SETTINGS, truth=truth,
+                     featurize=_buyer_features_from_history(point_in_time))
+        checks[point_in_time] = {c["name"]: c for c in result.summary["leakage_checks"]["checks"]}
+    assert checks[True]["feature_time"]["checked"] and checks[True]["feature_time"]["passed"]
+    assert checks[True]["replay"]["passed"]  # the PIT join gives exactly the batch runtime's values
+    naive = checks[False]
+    assert not naive["feature_time"]["passed"] and naive["feature_time"]["rows_known_after_decision"] > 0
+    assert "known only after the decision" in naive["feature_time"]["detail"]
+    assert not naive["replay"]["passed"]
+    assert set(naive["replay"]["features_that_saw_the_future"]) <= set(feature_names("buyer"))
 
 
 @pytest.mark.slow
