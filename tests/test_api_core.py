@@ -96,15 +96,33 @@ SCORERS = {k: _fitted(k) for k in ("scorecard", "gbm")}
 value = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
 
 
-@settings(max_examples=30, deadline=None)
-@given(kind=st.sampled_from(sorted(SCORERS)), values=st.lists(value, min_size=4, max_size=4))
+FAST = {k: ArrayScorer.of(s) for k, s in SCORERS.items()}
+edge = st.sampled_from([0.0, -0.0, 1e300, -1e300])  # never inf: `decide` treats it as missing
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(sorted(SCORERS)), values=st.lists(st.one_of(value, edge), min_size=4, max_size=4))
 def test_the_numpy_scorer_gives_exactly_the_dataframe_scorers_numbers(kind, values):
-    plain = SCORERS[kind]
-    fast = ArrayScorer.of(plain)
+    plain, fast = SCORERS[kind], FAST[kind]
+    assert (fast.trees is not None) == (kind == "gbm")  # the trees take the table path
     row = dict(zip(plain.features, values))
     assert fast.score(row) == plain.score(row)
     assert fast.explain(row, 3) == plain.explain(row, 3)
     assert hasattr(plain.pipeline.steps[0][1], "feature_names_in_")  # the loaded model itself is untouched
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.lists(st.lists(st.one_of(value, edge), min_size=4, max_size=4), min_size=1, max_size=30))
+def test_the_tree_table_sums_the_trees_exactly_as_scikit_learn(rows):
+    """Many rows at once, at and around the fitted thresholds too."""
+    x = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+    table = FAST["gbm"].trees
+    at_splits = table.threshold[~table.leaf][: len(rows)]
+    x[: len(at_splits), 0] = at_splits  # exactly on a split: `<=` goes left
+    pipeline = SCORERS["gbm"].pipeline
+    import pandas as pd
+    expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["gbm"].features)))[:, 1]
+    assert np.array_equal(table.predict(x), expected)
 
 
 def test_a_feature_store_that_fails_still_gives_a_decision_by_the_rules(tmp_path, caplog):
