@@ -215,6 +215,7 @@ def test_feast_online_features_equal_the_batch_runtime_as_of_each_buyers_last_or
         assert {n: online[n] for n in names} == pytest.approx({n: row[n] for n in names}, nan_ok=True), row["buyer_id"]
 
 
+@pytest.mark.slow
 def test_the_kill_switch_makes_every_decision_conservative(setup):
     env = setup["env"]("killed", kill_switch=True)
     summary = env.flow()
