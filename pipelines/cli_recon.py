@@ -191,9 +191,12 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
               help="The world's truth/discrepancies.csv.")
 @click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The generated world reconciled [default: the folder the truth file is in].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Score the variances a run (the stream's or a batch's) stored in this recon state folder, "
+                   "instead of reconciling the world again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @friendly
-def score(truth, world, as_json):
+def score(truth, world, state_dir, as_json):
     """Precision and recall per variance category against a generated world's truth."""
     import polars as pl
     from rich.table import Table
@@ -205,17 +208,26 @@ def score(truth, world, as_json):
         truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
     except pl.exceptions.PolarsError as exc:
         raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
-    result, variances = run_batch(world, None, DEFAULT_STATE_DIR, None, None, quiet=as_json)
+    if state_dir is not None:
+        from recon.variances.store import read_variances
+        variances = read_variances(state_dir)
+        if variances is None:
+            raise ReconInputError(f"no variance store in {state_dir}: run `clearline recon run` or `clearline recon` first")
+        as_of, pending = None, None  # the run that stored them decided their deadlines
+    else:
+        result, variances = run_batch(world, None, DEFAULT_STATE_DIR, None, None, quiet=as_json)
+        as_of, pending = result.as_of, result.pending.height
     scores = score_of(truth_rows, variances)
     missed, extra = misses(truth_rows, variances)
     report = {
-        "as_of": result.as_of.isoformat(), "variances": variances.height, "injected": truth_rows.height,
-        "pending": result.pending.height, "missed": missed.height, "unexpected": extra.height,
+        "as_of": as_of.isoformat() if as_of else None, "scored": str(state_dir) if state_dir else "a batch run over the world",
+        "variances": variances.height, "injected": truth_rows.height,
+        "pending": pending, "missed": missed.height, "unexpected": extra.height,
         "perfect": all(s.precision == 1.0 and s.recall == 1.0 for s in scores),
         "categories": {s.category: {"injected": s.injected, "found": s.found, "correct": s.correct,
                                     "precision": s.precision, "recall": s.recall} for s in scores},
     }
-    table = Table(title=f"recon score as of {result.as_of}: " + ("every injected break found and classified"
+    table = Table(title=f"recon score ({report['scored']}): " + ("every injected break found and classified"
                                                                   if report["perfect"] else "NOT PERFECT"), title_justify="left")
     for col in ("category", "injected", "found", "correct", "precision", "recall"):
         table.add_column(col, justify="left" if col == "category" else "right")

@@ -105,3 +105,17 @@ def test_stored_inputs_give_the_same_variances_as_the_worlds_files(small_world, 
     stored = json.loads(run("--archive", str(tmp_path / "archive"), "--state-dir", str(state), "--json").output)
     assert stored["as_of"] == from_world["as_of"]
     assert [v["variance_id"] for v in stored["items"]] == [v["variance_id"] for v in from_world["items"]]
+
+
+def test_score_of_stored_variances_judges_what_a_run_recorded(small_world, tmp_path):
+    world, manifest = small_world
+    truth = str(world / "truth" / "discrepancies.csv")
+    state = tmp_path / "recon"
+    nothing = run("score", "--truth", truth, "--state-dir", str(state))
+    assert nothing.exit_code == 2 and says(nothing, f"no variance store in {state}")
+    assert run("--world", str(world), "--from", "2026-02-01", "--to", "2026-02-28", "--state-dir", str(state)).exit_code == 0
+    partial = json.loads(run("score", "--truth", truth, "--state-dir", str(state), "--json").output)
+    assert partial["scored"] == str(state) and partial["missed"] > 0 and partial["unexpected"] == 0
+    assert run("--world", str(world), "--state-dir", str(state)).exit_code == 0
+    whole = json.loads(run("score", "--truth", truth, "--state-dir", str(state), "--json").output)
+    assert whole["perfect"] and whole["variances"] == whole["injected"] == sum(manifest["discrepancies"].values())
