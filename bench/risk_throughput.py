@@ -149,6 +149,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate", type=float, default=5000, help="events/s of load during the freshness run")
     ap.add_argument("--freshness-days", type=int, default=20, help="length of the world produced during freshness")
+    ap.add_argument("--freshness-only", action="store_true", help="skip the throughput run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     broker.up()
@@ -164,25 +165,33 @@ def main() -> None:
             env = environment(tmp, prefix)
             generate(WorldOptions(300, 4, 7, 0.0), tmp / "model-world")
             clearline(env, "train", "--world", str(tmp / "model-world"), "--json", stdout=subprocess.DEVNULL)
-            world = tmp / "world"
-            manifest = generate(WorldOptions(args.days, args.merchants, args.seed), world)
-            produced = produce_world(world, topic=topics[0])
-            assert produced.failed == 0
-            n = produced.delivered
-            base_s = raw_consume(bootstrap, topics[0], n)
-            start = time.perf_counter()
-            got = clearline(env, "risk", "run", "--once", "--json", "--topic", topics[0], "--state-dir", str(tmp / "state"),
-                            stdout=subprocess.PIPE)
-            flow_s = time.perf_counter() - start
-            summary = json.loads(got.stdout)
-            shutil.rmtree(tmp / "feast")
+            result = {} if args.freshness_only else throughput(env, bootstrap, topics[0], tmp, args)
+            shutil.rmtree(tmp / "feast", ignore_errors=True)
             fresh_world = tmp / "fresh-world"
             generate(WorldOptions(args.freshness_days, args.merchants, args.seed + 1), fresh_world)
             fresh = freshness(env, bootstrap, topics[1], fresh_world, args.rate, tmp / "state-fresh", tmp / "feast")
     finally:
         for name in topics:
             admin.delete_topics([name])[name].result(30)
-    result = {
+    result["freshness"] = fresh
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))
+
+
+def throughput(env: dict, bootstrap: str, topic: str, tmp: Path, args) -> dict:
+    """Raw consume of a produced world, then `clearline risk run --once` over it."""
+    world = tmp / "world"
+    manifest = generate(WorldOptions(args.days, args.merchants, args.seed), world)
+    produced = produce_world(world, topic=topic)
+    assert produced.failed == 0
+    n = produced.delivered
+    base_s = raw_consume(bootstrap, topic, n)
+    start = time.perf_counter()
+    got = clearline(env, "risk", "run", "--once", "--json", "--topic", topic, "--state-dir", str(tmp / "state"),
+                    stdout=subprocess.PIPE)
+    flow_s = time.perf_counter() - start
+    summary = json.loads(got.stdout)
+    return {
         "events": n, "world_events": manifest["events"], "requests": summary["requests"],
         "decisions": summary["decisions"], "late_events": summary["late_events"],
         "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
@@ -190,10 +199,7 @@ def main() -> None:
         "ratio_dataflow_to_raw": round((n / summary["flow_seconds"]) / (n / base_s), 3),
         "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
-        "freshness": fresh,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
     }
-    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))
 
 
 if __name__ == "__main__":
