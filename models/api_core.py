@@ -1,6 +1,6 @@
 """What the decision API needs besides HTTP: who is calling (tenant API keys), which
-tenant owns which merchant, a request's features from the online store, and a scorer
-that skips pandas on the hot path.
+tenant owns which merchant, and a request's features from the online store (the fast
+scorer both the API and the stream use is `models.fast_scoring`).
 
 Kept apart from `models.api` (the FastAPI wiring) so each piece is a plain object that
 tests and the benchmark can use without a server.
@@ -8,7 +8,6 @@ tests and the benchmark can use without a server.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import os
@@ -16,11 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 
 from features.definitions import DEFAULT_SPEC, Spec
 from features.feast_repo import feature_names, view_name
-from models.scorer import Scorer
 
 
 class ApiSetupError(Exception):
@@ -153,100 +150,3 @@ def request_features(rows: Mapping[str, Mapping[str, Any]], currency: str) -> di
         out.update({k: None if k in REQUEST_DEPENDENT else v for k, v in values.items()
                     if k != "currency" and not (other_currency and is_money_feature(k))})
     return out or None
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-@dataclass(frozen=True)
-class TreeTable:
-    """A fitted binary HistGradientBoostingClassifier (after VarianceThreshold steps) as
-    stacked arrays, evaluated for all trees and rows at once.
-
-    Why: scikit-learn's predict validates its input on every call and walks its 150 trees
-    one Python call each — most of a decision's CPU. Here each tree level is a handful of
-    numpy operations over (rows x trees). The same numbers: the same split rule as
-    scikit-learn's predictor (NaN goes where `missing_go_to_left` says, else
-    `x <= num_threshold` goes left), the leaves summed strictly left to right from the
-    baseline as `_raw_predict` does (cumsum, not numpy's pairwise sum), and the model's
-    own loss turns the sum into a probability. It reads the estimator's private fitted
-    attributes (`_predictors`, `_baseline_prediction`, `_loss`), so tests/test_api_core.py
-    holds it to exact equality with the pipeline; a model it does not cover (categorical
-    features, several classes, other steps) keeps the plain path."""
-
-    keep: np.ndarray           # input columns the VarianceThreshold steps pass on
-    feature: np.ndarray        # (trees, nodes), padded; leaves never read theirs
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    leaf: np.ndarray
-    value: np.ndarray
-    depth: int
-    baseline: float
-    loss: Any
-
-    @classmethod
-    def of(cls, pipeline: Any) -> TreeTable | None:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-        from sklearn.feature_selection import VarianceThreshold
-        *pre, model = list(getattr(pipeline, "named_steps", {"model": pipeline}).values())
-        if (not isinstance(model, HistGradientBoostingClassifier) or model.n_trees_per_iteration_ != 1
-                or getattr(model, "is_categorical_", None) is not None and model.is_categorical_.any()
-                or not all(isinstance(step, VarianceThreshold) for step in pre)):
-            return None
-        keep = np.arange(pre[0].n_features_in_ if pre else model.n_features_in_)
-        for step in pre:
-            keep = keep[step.get_support()]
-        trees = [iteration[0].nodes for iteration in model._predictors]
-        width = max(len(t) for t in trees)
-
-        def stack(field: str, fill: Any, dtype: Any) -> np.ndarray:
-            out = np.full((len(trees), width), fill, dtype=dtype)
-            for i, t in enumerate(trees):
-                out[i, :len(t)] = t[field]
-            return out
-        return cls(keep, stack("feature_idx", 0, np.intp), stack("num_threshold", 0.0, float),
-                   stack("missing_go_to_left", 0, bool), stack("left", 0, np.intp), stack("right", 0, np.intp),
-                   stack("is_leaf", 1, bool), stack("value", 0.0, float), int(max(t["depth"].max() for t in trees)),
-                   float(np.ravel(model._baseline_prediction)[0]), model._loss)
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        x = np.asarray(rows, dtype=float)[:, self.keep]
-        trees = np.arange(self.feature.shape[0])[None, :]
-        at = np.zeros((x.shape[0], self.feature.shape[0]), dtype=np.intp)
-        row = np.arange(x.shape[0])[:, None]
-        for _ in range(self.depth):
-            v = x[row, self.feature[trees, at]]
-            go_left = np.where(np.isnan(v), self.missing_left[trees, at], v <= self.threshold[trees, at])
-            at = np.where(self.leaf[trees, at], at, np.where(go_left, self.left[trees, at], self.right[trees, at]))
-        leaves = np.concatenate([np.full((x.shape[0], 1), self.baseline), self.value[trees, at]], axis=1)
-        return self.loss.predict_proba(np.cumsum(leaves, axis=1)[:, -1])[:, 1]
-
-
-@dataclass(frozen=True)
-class ArrayScorer(Scorer):
-    """The same fitted pipeline, fed numpy arrays instead of a pandas DataFrame per call.
-
-    Building a DataFrame costs more than scoring one row. The pipeline was fitted on a
-    DataFrame, so each step remembers `feature_names_in_` and warns on arrays; a copy
-    with those names removed accepts the array as is. `Scorer.vector` already orders the
-    columns as the model was fitted, so the numbers are the same (tests/test_api_core.py
-    proves it on random rows). Gradient-boosted trees go through `TreeTable`."""
-
-    trees: TreeTable | None = None
-
-    @classmethod
-    def of(cls, scorer: Scorer | None) -> ArrayScorer | None:
-        if scorer is None:
-            return None
-        pipeline = copy.deepcopy(scorer.pipeline)
-        for step in getattr(pipeline, "named_steps", {"model": pipeline}).values():
-            if "feature_names_in_" in vars(step):
-                del step.feature_names_in_
-        return cls(scorer.ref, pipeline, scorer.features, scorer.reference, TreeTable.of(pipeline))
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        if self.trees is not None:
-            return self.trees.predict(rows)
-        return self.pipeline.predict_proba(np.asarray(rows, dtype=float))[:, 1]

@@ -50,7 +50,8 @@ def build_service(settings: dict[str, Any]):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before scikit-learn loads: one row at a time
     from features.store import open_store, settings_from_config
     from models.api import DecisionService
-    from models.api_core import ApiKeys, ArrayScorer, OnlineFeatures
+    from models.api_core import ApiKeys, OnlineFeatures
+    from models.fast_scoring import ArrayScorer
     from models.api_store import DecisionStore
     from models.policy import Policy
     from models.registry import Registry, RegistrySettings

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.api_core import ApiKeys, ApiSetupError, ArrayScorer, MerchantDirectory, key_env, key_hash, request_features
+from models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
+from models.fast_scoring import ArrayScorer
 from models.api_store import DecisionStore
 from models.scorer import ModelRef, Scorer
 from models.train import gbm, scorecard

@@ -140,10 +140,11 @@ def _push_to_feast(rows: Stream[FeatureRow], settings: RiskSettings, spec: Spec)
 
 
 def load_models() -> Models:
+    from models.fast_scoring import ArrayScorer
     from models.registry import Registry, RegistrySettings
     registry = Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
     threads = int(config.load("models").get("threads", 1))
-    return Models(registry.load("champion", threads), registry.load("challenger", threads),
+    return Models(ArrayScorer.of(registry.load("champion", threads)), ArrayScorer.of(registry.load("challenger", threads)),
                   Policy.from_config(config.load("policy")))
 
 
