@@ -102,6 +102,9 @@ def test_variance_review_drills_into_the_largest_and_exports_every_open_variance
     assert f"expected       {largest['expected']}" in shown and f"actual         {largest['actual']}" in shown
     assert largest["evidence"] and all(f"evidence       {e}" in shown for e in largest["evidence"])
     assert all(re.fullmatch(r".+:\d+", e) for e in largest["evidence"])  # file:line
+    by_category = open_.group_by("category", "currency").agg(pl.len(), pl.col("amount_minor").abs().sum())
+    for category, currency, count, minor in by_category.iter_rows():
+        assert re.search(rf"{category}\s+┆ {currency}\s+┆ {count}\s+┆ {minor}\s", shown), (category, currency)
     for currency in open_["currency"].unique():
         count = open_.filter(pl.col("currency") == currency).height
         assert f"{currency}: {count} open" in shown
