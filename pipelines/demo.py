@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -25,58 +26,87 @@ class DemoStepFailed(RuntimeError):
 @dataclass(frozen=True)
 class Step:
     name: str
-    doing: str                       # shown while it runs
-    argv: Callable[[Path], list[str]]
-    summary: Callable[[dict], dict]  # the figures this step adds to the demo's summary
-    json: bool = True                # the command prints JSON with --json
+    doing: str                                  # shown while it runs
+    argv: Callable[[Path, dict], list[str]]     # (out folder, earlier steps' JSON by name)
+    summary: Callable[[dict], dict]             # the figures this step adds to the demo's summary
+    json: bool = True                           # the command prints JSON with --json
 
 
 def _sum_dict(d: dict | None) -> int:
     return sum((d or {}).values())
 
 
+def _holder(done: dict, alias: str) -> str:
+    """NAME@ALIAS of the model `clearline train` gave that alias (or the one that had it)."""
+    listed = done["models list"]
+    return next(f'{v["name"]}@{alias}' for v in listed["versions"] if alias in v.get("aliases", []))
+
+
+def training_cutoff(world: dict) -> str:
+    """Train on the first two thirds of the world; the last third is the backtest's."""
+    start, end = (date.fromisoformat(world[k]) for k in ("start", "end"))
+    return (start + (end - start) * 2 / 3).isoformat() + "T00:00:00+00:00"
+
+
 def steps(days: int, merchants: int, seed: int) -> list[Step]:
     world = lambda out: out / "world"  # noqa: E731
     return [
         Step("generate", f"generating a {days}-day world of {merchants} merchants",
-             lambda out: ["generate", "--days", str(days), "--merchants", str(merchants), "--seed", str(seed),
-                          "--out", str(world(out))],
+             lambda out, done: ["generate", "--days", str(days), "--merchants", str(merchants), "--seed", str(seed),
+                                "--out", str(world(out))],
              lambda r: {"events": r["events"], "orders": r["orders"], "buyers": r["buyers"],
                         "injected_discrepancies": _sum_dict(r["discrepancies"])}),
-        Step("kafka", "starting Kafka", lambda out: ["kafka", "up"],
-             lambda r: {"kafka": r.get("bootstrap")}),
-        Step("produce", "publishing every event to payments.events", lambda out: ["produce", str(world(out))],
+        Step("kafka", "starting Kafka", lambda out, done: ["kafka", "up"], lambda r: {"kafka": r.get("bootstrap")}),
+        Step("produce", "publishing every event to payments.events", lambda out, done: ["produce", str(world(out))],
              lambda r: {"delivered": r["delivered"], "failed": r["failed"]}),
         Step("ledger", "ledger flow: posting every event until caught up",
-             lambda out: ["ledger", "run", "--once", "--state-dir", str(out / "ledger"), "--metrics-port", "0"],
+             lambda out, done: ["ledger", "run", "--once", "--state-dir", str(out / "ledger"), "--metrics-port", "0"],
              lambda r: {}, json=False),
         Step("ledger check", "checking the ledger's invariants",
-             lambda out: ["ledger", "check", "--state-dir", str(out / "ledger")],
+             lambda out, done: ["ledger", "check", "--state-dir", str(out / "ledger")],
              lambda r: {"ledger_consumed": r["consumed"], "ledger_posted": r["posted"], "ledger_duplicates": r["duplicate"],
                         "ledger_dead_lettered": r["dead_lettered"], "ledger_postings": r["postings"], "invariants_hold": r["ok"]}),
         Step("ledger verify", "verifying the ledger's hash chain",
-             lambda out: ["ledger", "verify", "--state-dir", str(out / "ledger")],
+             lambda out, done: ["ledger", "verify", "--state-dir", str(out / "ledger")],
              lambda r: {"chain_verified": r["ok"], "chain_heads": r["heads"]}),
-        Step("ingest", "validating and ingesting settlement reports and bank statements",
-             lambda out: ["ingest", str(world(out) / "settlements"), str(world(out) / "bank"),
-                          "--state-dir", str(out / "recon")],
+        Step("ingest", "validating settlement reports and bank statements, publishing their lines",
+             lambda out, done: ["ingest", str(world(out) / "settlements"), str(world(out) / "bank"),
+                                "--state-dir", str(out / "recon")],
              lambda r: {"files_accepted": r["accepted"], "files_quarantined": r["quarantined"]}),
-        Step("recon", "reconciling the ledger against processors and banks",
-             lambda out: ["recon", "--archive", str(out / "ledger" / "archive"), "--state-dir", str(out / "recon")],
-             lambda r: {"variances": r["variances"], "variances_by_category": r["by_category"]}),
-        Step("recon score", "scoring the variances against the world's truth",
-             lambda out: ["recon", "score", "--truth", str(world(out) / "truth" / "discrepancies.csv"),
-                          "--world", str(world(out))],
-             lambda r: {"recon_injected": r["injected"], "recon_missed": r["missed"], "recon_unexpected": r["unexpected"],
-                        "recon_precision_recall_1": r["perfect"]}),
+        Step("recon run", "reconciliation flow: matching ledger, processors and banks until caught up",
+             lambda out, done: ["recon", "run", "--once", "--state-dir", str(out / "recon"), "--inbox", str(out / "inbox")],
+             lambda r: {"recon_expectations": r.get("expectations"), "recon_lines": r.get("lines"),
+                        "recon_watermark": r.get("watermark")}),
+        Step("recon score", "scoring the stream's variances against the world's truth",
+             lambda out, done: ["recon", "score", "--truth", str(world(out) / "truth" / "discrepancies.csv"),
+                                "--state-dir", str(out / "recon")],
+             lambda r: {"variances": r["variances"], "recon_injected": r["injected"], "recon_missed": r["missed"],
+                        "recon_unexpected": r["unexpected"], "recon_precision_recall_1": r["perfect"],
+                        "variances_by_category": {c: v["found"] for c, v in r["categories"].items()}}),
         Step("report", "writing the variance report",
-             lambda out: ["report", "variances", "--state-dir", str(out / "recon"), "--out", str(out / "reports")],
+             lambda out, done: ["report", "variances", "--state-dir", str(out / "recon"), "--out", str(out / "reports")],
              lambda r: {"variance_report": r["html"], "open_variances_xlsx": r["xlsx"]}),
-        Step("train", "training and registering the underwriting models",
-             lambda out: ["train", "--world", str(world(out))],
+        Step("train", "training and registering the underwriting models on the first two thirds",
+             lambda out, done: ["train", "--world", str(world(out)), "--cutoff", training_cutoff(done["generate"])],
              lambda r: {"models": {f'{m["name"]} v{m["version"]}': f'AUC {m["auc"]:.3f} vs oracle {m["oracle_auc"]:.3f} '
-                                   f'({m["auc_ratio"]:.0%})' for m in r["models"]},
-                        "aliases": r["aliases_set"] or r.get("note", "")}),
+                                   f'({m["auc_ratio"]:.0%})' for m in r["models"]}}),
+        Step("models list", "reading the registry", lambda out, done: ["models", "list"],
+             lambda r: {"champion": next((f'{v["name"]} v{v["version"]}' for v in r["versions"]
+                                          if "champion" in v.get("aliases", [])), None)}),
+        Step("risk run", "risk flow: features to Feast, one decision per order on terms",
+             lambda out, done: ["risk", "run", "--once", "--state-dir", str(out / "risk")],
+             lambda r: {"risk_requests": r["requests"], "risk_decisions": r["decisions"], "decisions_by_outcome": r["by_outcome"],
+                        "decisions_by_model": r["by_model"], "features_unavailable": r["features_unavailable"],
+                        "feature_rows_pushed": r["feature_rows_pushed"], "risk_state": r["state_dir"]}),
+        Step("backtest", "backtesting champion against challenger on the last third",
+             lambda out, done: ["backtest", "--model", _holder(done, "champion"), "--challenger", _holder(done, "challenger"),
+                                "--from", training_cutoff(done["generate"]), "--to", done["generate"]["end"] + "T00:00:00+00:00",
+                                "--world", str(world(out)), "--out", str(out / "reports" / "backtest")],
+             lambda r: {"backtest_orders": r["orders"]["matured"],
+                        "backtest_auc": {role: f'{m["name"]} {m["auc"]:.3f} (oracle {m["oracle_auc"]:.3f})'
+                                         for role, m in r["models"].items()},
+                        "backtest_leakage_checks_passed": r["leakage_checks"]["passed"],
+                        "backtest_recommendation": r["recommendation"]["text"], "backtest_report": r["report"]}),
     ]
 
 
@@ -93,16 +123,18 @@ def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[
     (out_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     summary: dict = {"out": str(out_dir), "topics": f"{prefix}payments.*"}
     timings: dict[str, float] = {}
+    done_by_step: dict[str, dict] = {}
     for step in steps(days, merchants, seed):
         started = time.monotonic()
         with on_step(step):
-            argv = [sys.executable, "-m", "pipelines.cli", *step.argv(out_dir), *(["--json"] if step.json else [])]
+            argv = [sys.executable, "-m", "pipelines.cli", *step.argv(out_dir, done_by_step), *(["--json"] if step.json else [])]
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
         timings[step.name] = round(time.monotonic() - started, 1)
         if done.returncode != 0 and not (step.json and done.stdout.strip().startswith("{")):
             said = " ".join(done.stderr.split()).removeprefix("error: ")[-1500:] or "no message"
             raise DemoStepFailed(f"step {step.name!r} failed (exit {done.returncode}): {said}")
-        summary.update(step.summary(json.loads(done.stdout) if step.json else {}))
+        done_by_step[step.name] = json.loads(done.stdout) if step.json else {}
+        summary.update(step.summary(done_by_step[step.name]))
         if done.returncode != 0:
             summary["failed_step"] = step.name
             break

@@ -1,6 +1,7 @@
 """The main job end to end, as `make demo` runs it, on topics of its own: every step runs,
 and its summary holds the pipeline's promises (nothing failed, ledger invariants and chain,
-every injected discrepancy found and nothing else, reports written, models registered)."""
+every injected discrepancy found by the stream and nothing else, reports written, models
+registered, one decision per order on terms, a backtest without leakage)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def test_the_demo_runs_the_whole_pipeline_on_its_own_topics(kafka_bootstrap, tmp
     env = {**os.environ, "CLEARLINE_TOPIC_PREFIX": prefix}
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
-        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--out", str(tmp_path / "demo"),
-                               "--days", "300", "--merchants", "6", "--seed", "11", "--json"],
+        # The demo as shipped (its default world): a smaller one leaves the backtest too few
+        # matured orders to judge, and its oracle check rightly refuses the result.
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--out", str(tmp_path / "demo"), "--json"],
                               capture_output=True, text=True, env=env, timeout=900)
     finally:
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -54,5 +56,9 @@ def test_the_demo_runs_the_whole_pipeline_on_its_own_topics(kafka_bootstrap, tmp
     assert s["variances"] == s["injected_discrepancies"] == s["recon_injected"]
     assert s["recon_missed"] == 0 and s["recon_unexpected"] == 0 and s["recon_precision_recall_1"]
     assert (tmp_path / "demo" / "reports" / "variances.html").stat().st_size > 0
-    assert set(s["aliases"]) == {"champion", "challenger"}
-    assert (tmp_path / "demo" / "mlflow" / "mlflow.db").exists()
+    assert s["champion"] and (tmp_path / "demo" / "mlflow" / "mlflow.db").exists()
+    orders_on_terms = s["risk_requests"]
+    assert orders_on_terms > 0 and s["risk_decisions"] == orders_on_terms == sum(s["decisions_by_outcome"].values())
+    assert s["backtest_orders"] > 0 and s["backtest_leakage_checks_passed"]
+    assert set(s["backtest_auc"]) == {"champion", "challenger"} and s["backtest_recommendation"]
+    assert (tmp_path / "demo" / "reports" / "backtest" / "backtest.html").stat().st_size > 0
