@@ -21,7 +21,7 @@ from pipelines.cli_support import console, emit, frame_table, friendly, kv_table
 
 user_errors("pipelines.demo:DemoStepFailed", "pipelines.broker:BrokerError", "pipelines.produce:WorldNotFound",
             "pipelines.world.generate:WorldOptionError", "pipelines.ledger_access:LedgerNotFound",
-            "pipelines.flows.ledger_metrics:MetricsPortBusy", "pipelines.flows.ledger:LedgerStateError")
+            "pipelines.flows.ledger_metrics:MetricsPortBusy", "pipelines.flows.flow_state:FlowStateError")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

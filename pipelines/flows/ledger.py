@@ -33,7 +33,6 @@ from pipelines import config
 from pipelines.admission import Refusal, admit, redacted_raw
 from pipelines.events import Event
 from pipelines.flows import ledger_metrics as metrics
-from pipelines.flows.flow_state import FlowStateError as LedgerStateError  # noqa: F401 (the CLI names it)
 from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
 from pipelines.flows.ledger_writer import LedgerWriter
 from pipelines.kafka_source import STOP, PartitionSource
