@@ -151,9 +151,10 @@ def produce(world, rate, as_json):
 @friendly
 def demo(out_dir, days, merchants, seed, as_json):
     """The main job end to end: generate a world, start Kafka, publish it, run the ledger,
-    check and verify it, ingest the settlement reports and bank statements, reconcile and
-    score against the world's truth, write the variance report, train and register the
-    models; then summarise what it did and where the reports are."""
+    check and verify it, ingest the settlement reports and bank statements, run the
+    reconciliation flow and score its variances against the world's truth, write the
+    variance report, train and register the models, run the risk flow, backtest champion
+    against challenger; then summarise what it did and where the reports are."""
     from pipelines import demo as job
 
     def shown(step: job.Step):
