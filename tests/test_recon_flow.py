@@ -242,7 +242,7 @@ def test_a_queued_resolution_is_applied_by_the_running_flow(clean) -> None:
         assert listed == {"variances": 0, "items": []}, "list reads the flow's snapshot while it holds the store"
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, proc.stderr.read()[-2000:]
+        assert proc.wait(60) == 0, proc.stderr.read()[-6000:]
 
 
 @pytest.mark.slow

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
@@ -84,7 +86,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
     @property
     def store(self) -> VarianceStore:
         if self._store is None:
-            self._store = VarianceStore(self.settings.state_dir / "variances.duckdb")
+            self._store = _open_waiting(self.settings.state_dir / "variances.duckdb")
         return self._store
 
     def write_batch(self, items: list[tuple[str, Publication]]) -> None:
@@ -152,3 +154,19 @@ class VarianceSink(DynamicSink[tuple[str, Publication]]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> VarianceWriter:
         return VarianceWriter(self.settings)
+
+
+def _open_waiting(path: Path, patience_s: float = 60.0) -> VarianceStore:
+    """Open the store for the flow, waiting while a short command holds it.
+
+    Until the flow has opened the store, `clearline recon resolve` or `recon list` may
+    open it themselves for a moment (the store is not held yet, so they may); DuckDB then
+    refuses the flow's open with a lock error. The flow waits for them rather than fail."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return VarianceStore(path)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
