@@ -9,7 +9,8 @@ streaming runtime and this frame can agree exactly, and why it runs in seconds o
 millions of events: no Python per row.
 
     read_events(path)      a world folder or an archive folder -> one frame of facts
-    order_features(frame)  one row per terms order, with MODEL_FEATURES
+    order_features(frame)  one row per terms order, with MODEL_FEATURES and the merchant's
+                           ticket aggregates (`TICKET_COLUMNS`, not model inputs)
     feature_history(rows, "buyer" | "merchant")   rows for the Feast offline store
 """
 
@@ -22,10 +23,12 @@ from pathlib import Path
 import polars as pl
 
 from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, NEEDS_ATTRIBUTION, ORDER_COLUMNS,
-                                  Spec, buyer_feature_names, float_features, merchant_feature_names)
+                                  Spec, buyer_feature_names, float_features, merchant_feature_names,
+                                  merchant_row_names, merchant_ticket_names, wide_integers)
 
 FEATURE_EVENTS = sorted(BUYER_EVENTS | MERCHANT_EVENTS)
 MODEL_FEATURES: tuple[str, ...] = (*buyer_feature_names(DEFAULT_SPEC), *merchant_feature_names(DEFAULT_SPEC))
+TICKET_COLUMNS: tuple[str, ...] = merchant_ticket_names(DEFAULT_SPEC)
 
 FACTS_SCHEMA = {
     "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"), "merchant_id": pl.String,
@@ -195,16 +198,18 @@ def underwriting_requests(facts: pl.DataFrame) -> pl.DataFrame:
 
 
 def order_features(events: pl.DataFrame, spec: Spec = DEFAULT_SPEC) -> pl.DataFrame:
-    """One row per `order.created` on terms, with its features as of its own time.
+    """One row per `order.created` on terms, with its features as of its own time, then
+    the merchant's ticket aggregates (the sum of squares as Int128: it can pass 64 bits).
 
     `events` is what `read_events` returns, or a world's / archive's raw frame."""
     facts = attribute(normalise(events))
     rows = underwriting_requests(facts)
     rows = _buyer_features(rows, facts, spec)
     rows = _merchant_features(rows, facts, spec)
-    names = (*buyer_feature_names(spec), *merchant_feature_names(spec))
-    floats = float_features(spec)
-    return rows.select(*ORDER_COLUMNS, *(pl.col(n).cast(pl.Float64 if n in floats else pl.Int64) for n in names)
+    names = (*buyer_feature_names(spec), *merchant_row_names(spec))
+    floats, wide = float_features(spec), wide_integers(spec)
+    return rows.select(*ORDER_COLUMNS, *(pl.col(n).cast(pl.Float64 if n in floats else pl.Int128 if n in wide
+                                                        else pl.Int64) for n in names)
                        ).sort("decision_time", "event_id")
 
 
@@ -290,8 +295,9 @@ def _merchant_features(rows: pl.DataFrame, facts: pl.DataFrame, spec: Spec) -> p
     rows = _before(rows, tickets, ["merchant_id", "currency"], since, "mw_")
     n, s, q = (pl.col(f"m_{k}") - pl.col(f"mw_{k}") for k in "nsq")
     x = pl.col("amount_minor").cast(pl.Int128)
-    rows = rows.with_columns(n.alias("_n"), s.alias("_s"), (n * q - s * s).alias("_spread"))
+    rows = rows.with_columns(n.alias("_n"), s.alias("_s"), q.alias("_q"), (n * q - s * s).alias("_spread"))
     n, s, spread = pl.col("_n"), pl.col("_s"), pl.col("_spread")
+    tickets, sumsq = merchant_ticket_names(spec)
     return rows.with_columns(
         (pl.col("m_orders") - pl.col("mw_orders")).alias(f"merchant_orders_{label}"),
         s.cast(pl.Int64).alias(f"merchant_volume_{label}"),
@@ -302,6 +308,8 @@ def _merchant_features(rows: pl.DataFrame, facts: pl.DataFrame, spec: Spec) -> p
         _rate("m_voids", "m_payments").alias("merchant_decline_rate"),
         _rate("m_refunds", "m_payments").alias("merchant_refund_rate"),
         _rate("m_chargebacks", "m_payments").alias("merchant_chargeback_rate"),
+        n.cast(pl.Int64).alias(tickets),
+        pl.col("_q").alias(sumsq),
     )
 
 
@@ -311,9 +319,13 @@ def _merchant_features(rows: pl.DataFrame, facts: pl.DataFrame, spec: Spec) -> p
 def feature_history(rows: pl.DataFrame, entity: str, spec: Spec = DEFAULT_SPEC) -> pl.DataFrame:
     """Point-in-time rows for the Feast offline store: per request, the entity's features
     as the model saw them (`event_timestamp` = the decision time; `created` = the same
-    instant, when the value became knowable). `currency` names the amounts' currency."""
-    names = {"buyer": buyer_feature_names, "merchant": merchant_feature_names}
+    instant, when the value became knowable). `currency` names the amounts' currency. The
+    merchant's rows carry its ticket aggregates too, the wide integers as decimal text:
+    Feast has no integer type wider than 64 bits (`features.store.history_schema`)."""
+    names = {"buyer": buyer_feature_names, "merchant": merchant_row_names}
     if entity not in names:
         raise ValueError(f"entity must be buyer or merchant, got {entity!r}")
+    wide = wide_integers(spec)
     return rows.select(f"{entity}_id", pl.col("decision_time").alias("event_timestamp"),
-                       pl.col("decision_time").alias("created"), "currency", *names[entity](spec))
+                       pl.col("decision_time").alias("created"), "currency",
+                       *(pl.col(n).cast(pl.String) if n in wide else pl.col(n) for n in names[entity](spec)))

@@ -103,10 +103,32 @@ def merchant_feature_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
             "merchant_decline_rate", "merchant_refund_rate", "merchant_chargeback_rate")
 
 
+def merchant_ticket_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, str]:
+    """The merchant's ticket count and sum of squared tickets in the reading currency over
+    its window. Not model inputs: with the volume (the sum of those tickets) they are what
+    `ticket_zscore` needs, so whoever holds a merchant's row — the decision API — can score
+    the z-score of an amount the row was not read for, exactly as the stream would."""
+    w = spec.merchant_window[0]
+    return f"merchant_tickets_{w}", f"merchant_ticket_sumsq_{w}"
+
+
+def merchant_row_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
+    """What `read_merchant` gives and the feature store keeps per merchant: the features
+    and the ticket aggregates behind the z-score."""
+    return (*merchant_feature_names(spec), *merchant_ticket_names(spec))
+
+
 def float_features(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
-    """The features that are Float64 (rates and the z-score); every other one is Int64."""
+    """The features that are Float64 (rates and the z-score); every other one is an integer."""
     return frozenset(n for n in (*buyer_feature_names(spec), *merchant_feature_names(spec))
                      if n.endswith("_rate") or n.endswith("_zscore"))
+
+
+def wide_integers(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
+    """Integers that can pass 64 bits: the sum of squared tickets (one 10^10-minor ticket,
+    100 M in a two-decimal currency, squares to 10^20 > 2^63). Kept exact, never as floats:
+    the z-score's rounding must not depend on who computed it."""
+    return frozenset(merchant_ticket_names(spec)[1:])
 
 
 # --------------------------------------------------------------------------- facts
@@ -316,18 +338,22 @@ def ticket_zscore(amount: int, n: int, total: int, squares: int) -> float | None
 
 
 def read_merchant(s: MerchantState, at: datetime, currency: str, amount: int, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
-    """The merchant's features as of `at`, and the z-score of this order's amount."""
+    """The merchant's features as of `at`, the z-score of this order's amount, and the
+    ticket aggregates (`merchant_ticket_names`) that z-score came from."""
     label, secs = spec.merchant_window
     since = at - timedelta(seconds=secs)
     inside = [o for o in s.orders if since <= o[0] < at]
     same = [m for _, m, c in inside if c == currency]
-    n, total = len(same), sum(same)
+    n, total, squares = len(same), sum(same), sum(m * m for m in same)
+    tickets, sumsq = merchant_ticket_names(spec)
     return {
         f"merchant_orders_{label}": len(inside),
         f"merchant_volume_{label}": total,
         f"merchant_avg_ticket_{label}": total // n if n else None,
-        "merchant_ticket_zscore": ticket_zscore(amount, n, total, sum(m * m for m in same)),
+        "merchant_ticket_zscore": ticket_zscore(amount, n, total, squares),
         "merchant_decline_rate": rate(s.voids, s.payments),
         "merchant_refund_rate": rate(s.refunds, s.payments),
         "merchant_chargeback_rate": rate(s.chargebacks, s.payments),
+        tickets: n,
+        sumsq: squares,
     }

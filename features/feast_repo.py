@@ -5,7 +5,10 @@ They are built by a function because the data folder is configuration (default
 `var/feast`): the file sources must name absolute paths in it. The views' schemas come
 from the feature names of `features.definitions`, so a feature added there is a column
 here too. `currency` travels with each row: it is the currency the amount features
-are in (the currency of the request they were read for).
+are in (the currency of the request they were read for). The merchant's view also keeps
+the ticket aggregates behind its z-score (`merchant_ticket_names`), so the decision API
+can compute the z-score of its own request's amount; the sum of squared tickets is a
+String of decimal digits, because it can pass 64 bits and Feast has no wider integer.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
-from features.definitions import DEFAULT_SPEC, Spec, buyer_feature_names, float_features, merchant_feature_names
+from features.definitions import DEFAULT_SPEC, Spec, buyer_feature_names, float_features, merchant_row_names, wide_integers
 
 ENTITIES = ("buyer", "merchant")
 TIMESTAMP, CREATED = "event_timestamp", "created"
 
 
 def feature_names(entity: str, spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
-    return {"buyer": buyer_feature_names, "merchant": merchant_feature_names}[entity](spec)
+    """The columns the entity's view keeps (after `currency`)."""
+    return {"buyer": buyer_feature_names, "merchant": merchant_row_names}[entity](spec)
 
 
 def view_name(entity: str) -> str:
@@ -40,7 +44,7 @@ def history_path(data_dir: Path, entity: str) -> Path:
 
 def repo_objects(data_dir: Path, spec: Spec = DEFAULT_SPEC) -> list:
     """Entities, push sources and feature views for `FeatureStore.apply`."""
-    floats = float_features(spec)
+    floats, wide = float_features(spec), wide_integers(spec)
     objects: list = []
     for entity in ENTITIES:
         ent = Entity(name=entity, join_keys=[f"{entity}_id"], value_type=ValueType.STRING,
@@ -49,7 +53,8 @@ def repo_objects(data_dir: Path, spec: Spec = DEFAULT_SPEC) -> list:
                            timestamp_field=TIMESTAMP, created_timestamp_column=CREATED)
         push = PushSource(name=push_source_name(entity), batch_source=batch)
         schema = [Field(name="currency", dtype=String)] + [
-            Field(name=n, dtype=Float64 if n in floats else Int64) for n in feature_names(entity, spec)]
+            Field(name=n, dtype=Float64 if n in floats else String if n in wide else Int64)
+            for n in feature_names(entity, spec)]
         view = FeatureView(name=view_name(entity), entities=[ent], ttl=timedelta(0), schema=schema, online=True,
                            source=push, description=f"{entity} risk features as of each underwriting request")
         objects += [ent, push, view]

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import polars as pl
 import yaml
 
-from features.definitions import DEFAULT_SPEC, Spec, float_features
+from features.definitions import DEFAULT_SPEC, Spec, float_features, wide_integers
 from features.event_time import FeatureRow
 from features.feast_repo import (CREATED, ENTITIES, TIMESTAMP, feature_names, history_path, push_source_name,
                                  repo_objects, view_name)
@@ -69,11 +69,14 @@ def repo_yaml(s: FeastSettings) -> dict[str, Any]:
 
 
 def history_schema(entity: str, spec: Spec = DEFAULT_SPEC) -> dict[str, pl.DataType]:
-    """The columns of a pushed row and of the offline history file, in Feast's order."""
-    floats = float_features(spec)
+    """The columns of a pushed row and of the offline history file, in Feast's order.
+    Integers that can pass 64 bits (`wide_integers`) are decimal text: exact, and a type
+    Feast's online and offline stores both keep."""
+    floats, wide = float_features(spec), wide_integers(spec)
     ts = pl.Datetime("us", "UTC")
     return {f"{entity}_id": pl.String(), TIMESTAMP: ts, CREATED: ts, "currency": pl.String(),
-            **{n: pl.Float64() if n in floats else pl.Int64() for n in feature_names(entity, spec)}}
+            **{n: pl.Float64() if n in floats else pl.String() if n in wide else pl.Int64()
+               for n in feature_names(entity, spec)}}
 
 
 def apply(s: FeastSettings, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
@@ -106,8 +109,10 @@ def open_store(s: FeastSettings):
 def rows_frame(rows: Iterable[FeatureRow], entity: str, spec: Spec = DEFAULT_SPEC) -> pl.DataFrame:
     """The streaming runtime's rows of one entity as a push frame."""
     schema = history_schema(entity, spec)
+    wide = wide_integers(spec)
     data = [{f"{entity}_id": r.entity_id, TIMESTAMP: r.request.occurred_at, CREATED: r.request.occurred_at,
-             "currency": r.request.currency, **r.values} for r in rows if r.entity == entity]
+             "currency": r.request.currency, **r.values, **{k: str(r.values[k]) for k in wide if k in r.values}}
+            for r in rows if r.entity == entity]
     return pl.DataFrame(data, schema=schema, orient="row")
 
 

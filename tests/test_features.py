@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import batch
-from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, BuyerState, Fact, FeatureConfigError, Spec,
-                                  apply_buyer, attribute_payment, buyer_feature_names, read_buyer, spec_from_config,
-                                  ticket_zscore)
+from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, BuyerState, Fact, FeatureConfigError,
+                                  MerchantState, Spec, apply_buyer, apply_merchant, attribute_payment,
+                                  buyer_feature_names, merchant_ticket_names, read_buyer, read_merchant,
+                                  spec_from_config, ticket_zscore)
 from features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
 from pipelines import config
 
@@ -245,6 +246,28 @@ def test_ticket_zscore_is_the_sample_zscore(tickets, amount):
         assert math.isclose(z, expected, rel_tol=1e-9, abs_tol=1e-9)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10**13), st.sampled_from(["IDR", "IDR", "EUR"])), min_size=1, max_size=12))
+def test_the_merchants_ticket_aggregates_stay_exact_past_64_bits_in_both_runtimes(tickets):
+    """Count and sum of squares of the tickets in the reading currency (IDR amounts squared
+    pass 2^63): the batch frame (Int128) and `read_merchant` give the same integers."""
+    orders = [fact(i, "order.created", buyer_id="b1", order_id=f"o{i}", amount_minor=amount, currency=cur,
+                   payment_method="terms", terms_days=30, event_id=f"e{i:02d}") for i, (amount, cur) in enumerate(tickets)]
+    last = orders[-1]
+    state = MerchantState()
+    for o in orders[:-1]:
+        state = apply_merchant(state, o, SMALL_SPEC)
+    direct = read_merchant(state, last.occurred_at, last.currency, last.amount_minor, SMALL_SPEC)
+    same = [a for a, c in tickets[:-1] if c == last.currency]
+    n_name, q_name = merchant_ticket_names(SMALL_SPEC)
+    assert (direct[n_name], direct["merchant_volume_1d"], direct[q_name]) == (len(same), sum(same),
+                                                                             sum(a * a for a in same))
+    assert direct["merchant_ticket_zscore"] == ticket_zscore(last.amount_minor, len(same), sum(same),
+                                                             sum(a * a for a in same))
+    from_batch = batch_rows(orders, SMALL_SPEC)[last.event_id]
+    assert {k: from_batch[k] for k in direct} == direct
+
+
 # --------------------------------------------------------------------------- event-time clock
 
 
@@ -337,13 +360,15 @@ def test_a_world_and_its_archive_read_as_the_same_facts(small_world, tmp_path):
 def test_order_features_has_the_promised_columns_and_types(small_world):
     world, manifest = small_world
     rows = batch.order_features(batch.read_events(world))
-    assert rows.columns == [*batch.ORDER_COLUMNS, *batch.MODEL_FEATURES]
+    assert rows.columns == [*batch.ORDER_COLUMNS, *batch.MODEL_FEATURES, *batch.TICKET_COLUMNS]
+    assert not set(batch.TICKET_COLUMNS) & set(batch.MODEL_FEATURES)  # kept for the API, not model inputs
     truth = pl.read_parquet(world / "truth" / "orders.parquet").filter(pl.col("payment_method") == "terms")
     assert sorted(rows["order_id"]) == sorted(truth["order_id"])
     assert rows["decision_time"].dtype == pl.Datetime("us", "UTC")
     for name in batch.MODEL_FEATURES:
         expected = pl.Float64 if name.endswith(("_rate", "_zscore")) else pl.Int64
         assert rows[name].dtype == expected, name
+    assert [rows[n].dtype for n in batch.TICKET_COLUMNS] == [pl.Int64, pl.Int128]
     assert rows.select(pl.col("buyer_orders_30d").max()).item() > 0  # the world has history to see
     assert batch.order_features(pl.read_parquet(world / "events" / "events.parquet")).equals(rows)  # raw frame too
 
