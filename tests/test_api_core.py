@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
-from models.fast_scoring import ArrayScorer
+from models.fast_scoring import ArrayScorer, LinearTable, TreeTable
 from models.api_store import DecisionStore
 from models.scorer import ModelRef, Scorer
 from models.train import gbm, scorecard
 from pipelines import config
+from pipelines.events import Money
 
 
 def test_the_dev_keys_behind_configs_hashes_name_their_tenant():
@@ -55,18 +56,25 @@ def test_a_merchant_under_two_tenants_is_refused(tmp_path):
 
 
 def test_request_features_drop_money_read_in_another_currency_and_treat_all_none_as_no_row():
-    """And the z-score of the previous order's amount is not passed off as this order's."""
+    """And the merchant's z-score is this order's, from the row's tickets (1, 2, 6: mean 3,
+    sample std sqrt(7)), not the previous order's value the row holds."""
     buyer = {"currency": "USD", "buyer_orders_1h": 2, "buyer_amount_1h": 5000, "buyer_exposure_minor": 10,
              "buyer_refund_rate": 0.1}
     merchant = {"currency": "EUR", "merchant_orders_30d": 3, "merchant_volume_30d": 900,
-                "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": 0.5, "merchant_refund_rate": None}
-    got = request_features({"buyer": buyer, "merchant": merchant}, "EUR")
+                "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": 0.5, "merchant_refund_rate": None,
+                "merchant_tickets_30d": 3, "merchant_ticket_sumsq_30d": str(100**2 + 200**2 + 600**2)}
+    got = request_features({"buyer": buyer, "merchant": merchant}, Money(1000, "EUR"))
+    assert got.pop("merchant_ticket_zscore") == pytest.approx((1000 - 300) / (100 * 7 ** 0.5), rel=1e-12)
     assert got == {"buyer_orders_1h": 2, "buyer_refund_rate": 0.1, "merchant_orders_30d": 3, "merchant_volume_30d": 900,
-                   "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": None, "merchant_refund_rate": None}
+                   "merchant_avg_ticket_30d": 300, "merchant_refund_rate": None, "merchant_tickets_30d": 3,
+                   "merchant_ticket_sumsq_30d": 410000}
+    in_usd = request_features({"buyer": buyer, "merchant": merchant}, Money(1000, "USD"))
+    assert set(in_usd) == {*buyer, "merchant_orders_30d", "merchant_refund_rate"} - {"currency"}
     unknown = {k: None for k in buyer}
-    assert request_features({"buyer": unknown, "merchant": dict.fromkeys(merchant)}, "EUR") is None
-    assert request_features({"buyer": unknown, "merchant": merchant}, "EUR") == \
-        {k: None if k == "merchant_ticket_zscore" else v for k, v in merchant.items() if k != "currency"}
+    assert request_features({"buyer": unknown, "merchant": dict.fromkeys(merchant)}, Money(1, "EUR")) is None
+    before_aggregates = merchant | {"merchant_tickets_30d": None, "merchant_ticket_sumsq_30d": None}
+    assert request_features({"buyer": unknown, "merchant": before_aggregates}, Money(1000, "EUR")) == \
+        {k: None if k == "merchant_ticket_zscore" else v for k, v in before_aggregates.items() if k != "currency"}
 
 
 def test_an_order_is_stored_once_and_survives_reopening(tmp_path):
@@ -105,7 +113,7 @@ edge = st.sampled_from([0.0, -0.0, 1e300, -1e300])  # never inf: `decide` treats
 @given(kind=st.sampled_from(sorted(SCORERS)), values=st.lists(st.one_of(value, edge), min_size=4, max_size=4))
 def test_the_numpy_scorer_gives_exactly_the_dataframe_scorers_numbers(kind, values):
     plain, fast = SCORERS[kind], FAST[kind]
-    assert (fast.trees is not None) == (kind == "gbm")  # the trees take the table path
+    assert isinstance(fast.table, {"gbm": TreeTable, "scorecard": LinearTable}[kind])  # both take a table path
     row = dict(zip(plain.features, values))
     assert fast.score(row) == plain.score(row)
     assert fast.explain(row, 3) == plain.explain(row, 3)
@@ -117,13 +125,43 @@ def test_the_numpy_scorer_gives_exactly_the_dataframe_scorers_numbers(kind, valu
 def test_the_tree_table_sums_the_trees_exactly_as_scikit_learn(rows):
     """Many rows at once, at and around the fitted thresholds too."""
     x = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
-    table = FAST["gbm"].trees
+    table = FAST["gbm"].table
     at_splits = table.threshold[~table.leaf][: len(rows)]
     x[: len(at_splits), 0] = at_splits  # exactly on a split: `<=` goes left
     pipeline = SCORERS["gbm"].pipeline
     import pandas as pd
     expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["gbm"].features)))[:, 1]
     assert np.array_equal(table.predict(x), expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.lists(st.lists(st.one_of(value, edge), min_size=4, max_size=4), min_size=1, max_size=30))
+def test_the_linear_table_gives_exactly_the_scorecard_pipelines_numbers(rows):
+    """Many rows at once, missing values in every column (the fitted indicator is on
+    b_rate only: the other columns had none in training), huge and signed-zero values."""
+    x = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+    table = FAST["scorecard"].table
+    assert table.flagged.tolist() == [1]
+    import pandas as pd
+    pipeline = SCORERS["scorecard"].pipeline
+    expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["scorecard"].features)))[:, 1]
+    assert np.array_equal(table.predict(x), expected)
+
+
+def test_a_pipeline_the_tables_do_not_cover_keeps_scikit_learns_path():
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.impute import SimpleImputer
+    rng = np.random.default_rng(5)
+    x = pd.DataFrame(rng.normal(size=(200, 2)), columns=["a", "b"])
+    y = (x["a"] > 0).astype(int)
+    other = Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler()), ("model", LogisticRegression())]).fit(x, y)
+    fast = ArrayScorer.of(Scorer(ModelRef("other", "1"), other, ("a", "b"), {"a": 0.0, "b": 0.0}))
+    assert fast.table is None
+    row = {"a": 0.3, "b": None}
+    assert fast.score(row) == other.predict_proba(pd.DataFrame([[0.3, np.nan]], columns=["a", "b"]))[0, 1]
 
 
 def test_a_feature_store_that_fails_still_gives_a_decision_by_the_rules(tmp_path, caplog):
