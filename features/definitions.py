@@ -337,6 +337,14 @@ def ticket_zscore(amount: int, n: int, total: int, squares: int) -> float | None
     return float(n * amount - total) / math.sqrt(float(n * spread) / float(n - 1))
 
 
+def zscore_for(row: Mapping[str, Any], amount: int, spec: Spec = DEFAULT_SPEC) -> float | None:
+    """The z-score `read_merchant` gives `amount` from the state a merchant row was read
+    from (same instant, same currency), using only the row: its ticket count, volume and
+    sum of squares. For a reader that holds the row, not the state (the decision API)."""
+    tickets, sumsq = merchant_ticket_names(spec)
+    return ticket_zscore(amount, row[tickets], row[f"merchant_volume_{spec.merchant_window[0]}"], row[sumsq])
+
+
 def read_merchant(s: MerchantState, at: datetime, currency: str, amount: int, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
     """The merchant's features as of `at`, the z-score of this order's amount, and the
     ticket aggregates (`merchant_ticket_names`) that z-score came from."""

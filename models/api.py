@@ -157,13 +157,13 @@ class DecisionService:
             return f"conservative rules ({NO_CHAMPION})"
         return "champion"
 
-    def online(self, buyer_id: str, merchant_id: str, currency: str) -> dict[str, Any] | None:
+    def online(self, buyer_id: str, merchant_id: str, amount: Money) -> dict[str, Any] | None:
         """The request's features; None when the store cannot answer (the decision then
         falls back to the conservative rules, which say so)."""
         if self.features is None:
             return None
         try:
-            return request_features(self.features.read(buyer_id, merchant_id), currency)
+            return request_features(self.features.read(buyer_id, merchant_id), amount)
         except Exception:  # any failure of the store must still give the checkout a decision
             log.exception("online feature store read failed for buyer %s merchant %s", buyer_id, merchant_id)
             return None
@@ -179,7 +179,7 @@ class DecisionService:
         at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
         request = UnderwritingRequest(event_id, body.order_id, body.buyer_id, body.merchant_id, at,
                                       Money(body.amount.minor, body.amount.currency), body.terms_days)
-        features = self.online(body.buyer_id, body.merchant_id, body.amount.currency)
+        features = self.online(body.buyer_id, body.merchant_id, request.amount)
         made = decide(request, features, self.champion, self.challenger, self.policy)
         # the risk flow's decision record (decision_id, Decision.to_dict(), decided_at) plus the tenant
         record = {"decision_id": decision_id, "tenant": tenant, **made.to_dict(), "decided_at": self.now().isoformat()}

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 
-from features.definitions import DEFAULT_SPEC, Spec
+from features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
 from features.feast_repo import feature_names, view_name
+from features.online_read import SqliteOnlineRead
+from pipelines.events import Money
 
 
 class ApiSetupError(Exception):
@@ -101,7 +103,9 @@ class MerchantDirectory:
 
 # --------------------------------------------------------------------------- features
 
-MONEY_FEATURES = ("_amount_", "_exposure_", "_volume_", "_avg_ticket_", "_zscore")
+# Feature names (by part) whose values are only valid in the currency their row was read
+# in: sums of amounts, and the merchant's ticket count and sum of squares in that currency.
+MONEY_FEATURES = ("_amount_", "_exposure_", "_volume_", "_avg_ticket_", "_zscore", "_tickets_", "_sumsq_")
 
 
 def is_money_feature(name: str) -> bool:
@@ -110,43 +114,58 @@ def is_money_feature(name: str) -> bool:
 
 
 class OnlineFeatures:
-    """One request's buyer and merchant rows from Feast's online store, in one
-    `get_online_features` call (both entities at once)."""
+    """One request's buyer and merchant rows from Feast's online store.
+
+    On a SQLite online store they are read straight from Feast's tables with one query
+    (`features.online_read`, proven equal to Feast's answer in tests/test_online_read.py):
+    Feast's Python layer costs several times the lookup. Any other store (Redis) goes
+    through Feast's `get_online_features`, one call for both entities."""
 
     def __init__(self, feast_store: Any, spec: Spec = DEFAULT_SPEC):
         self.store = feast_store
         self.names = {e: ("currency", *feature_names(e, spec)) for e in ("buyer", "merchant")}
         self.refs = [f"{view_name(e)}:{n}" for e, names in self.names.items() for n in names]
+        self.direct = SqliteOnlineRead.of(feast_store, {view_name(e): names for e, names in self.names.items()})
 
     def read(self, buyer_id: str, merchant_id: str) -> dict[str, dict[str, Any]]:
+        if self.direct is None:
+            return self.read_through_feast(buyer_id, merchant_id)
+        got = self.direct.read({view_name("buyer"): buyer_id, view_name("merchant"): merchant_id})
+        return {e: got[view_name(e)] for e in self.names}
+
+    def read_through_feast(self, buyer_id: str, merchant_id: str) -> dict[str, dict[str, Any]]:
         got = self.store.get_online_features(features=self.refs, entity_rows=[{"buyer_id": buyer_id, "merchant_id": merchant_id}],
                                              full_feature_names=True).to_dict()
         return {e: {n: got[f"{view_name(e)}__{n}"][0] for n in names} for e, names in self.names.items()}
 
 
-# Features that depend on the request itself, not only on the entity's history. The
-# merchant's ticket z-score is this order's amount against the merchant's 30-day tickets
-# (`features.definitions.ticket_zscore(amount, n, S, Q)`); the online row holds the
-# z-score of the merchant's *previous* request's amount, and neither the ticket count in
-# the request's currency nor the sum of squares Q it would need to recompute it.
-# Passing the previous order's z-score on would score a wrong value; None tells the
-# model it is unknown (it imputes) and the decision record shows it.
-REQUEST_DEPENDENT = ("merchant_ticket_zscore",)
-
-
-def request_features(rows: Mapping[str, Mapping[str, Any]], currency: str) -> dict[str, Any] | None:
-    """The feature values `decide` gets for a request in `currency`, from the online rows.
+def request_features(rows: Mapping[str, Mapping[str, Any]], amount: Money,
+                     spec: Spec = DEFAULT_SPEC) -> dict[str, Any] | None:
+    """The feature values `decide` gets for a request of `amount`, from the online rows.
 
     None when neither entity has a row (Feast answers all None for an unknown key): the
     request is decided without features. An entity row read for another currency keeps
     its counts and rates; its money features are left out (their sums are in that other
-    currency), so `decide` names them missing instead of scoring wrong amounts. The
-    request-dependent features are unknown (see REQUEST_DEPENDENT)."""
+    currency), so `decide` names them missing instead of scoring wrong amounts.
+
+    The merchant's ticket z-score depends on the request itself: the row holds the
+    z-score of the amount it was read for (the merchant's last request), so it is computed
+    again for this amount from the row's ticket count, volume and sum of squares, by the
+    function the stream's `read_merchant` uses (`features.definitions.zscore_for`)."""
     out: dict[str, Any] = {}
     for values in rows.values():
         if all(v is None for v in values.values()):
             continue
-        other_currency = values.get("currency") not in (None, currency)
-        out.update({k: None if k in REQUEST_DEPENDENT else v for k, v in values.items()
+        other_currency = values.get("currency") not in (None, amount.currency)
+        out.update({k: v for k, v in values.items()
                     if k != "currency" and not (other_currency and is_money_feature(k))})
-    return out or None
+    if not out:
+        return None
+    if "merchant_ticket_zscore" in out:  # the merchant's row, read in this currency
+        tickets, sumsq = merchant_ticket_names(spec)
+        if out.get(tickets) is None or out.get(sumsq) is None:  # a row pushed before the aggregates existed
+            out["merchant_ticket_zscore"] = None
+        else:
+            out[sumsq] = int(out[sumsq])  # the store keeps it as decimal text (features.store)
+            out["merchant_ticket_zscore"] = zscore_for(out, amount.minor, spec)
+    return out

@@ -20,6 +20,7 @@ import pytest
 
 from features import store as fstore
 from features.batch import MODEL_FEATURES
+from features.definitions import ticket_zscore
 from models.decision import UnderwritingRequest, decide
 from models.policy import Policy
 from pipelines import config
@@ -137,7 +138,11 @@ def test_the_api_and_decide_give_the_same_decision_for_the_same_features(world, 
         for entity, key in (("buyer", body["buyer_id"]), ("merchant", body["merchant_id"])):
             features |= {k: v for k, v in fstore.online_features(world["fs"], entity, key).items()
                          if k not in ("currency", f"{entity}_id")}
-        features["merchant_ticket_zscore"] = None  # request-dependent: unknown online (models.api_core)
+        merchant = fstore.online_features(world["fs"], "merchant", body["merchant_id"])
+        assert merchant["currency"] == body["amount"]["currency"]
+        squares = features["merchant_ticket_sumsq_30d"] = int(merchant["merchant_ticket_sumsq_30d"])  # stored as text
+        features["merchant_ticket_zscore"] = ticket_zscore(  # this order's amount against the row's tickets
+            body["amount"]["minor"], merchant["merchant_tickets_30d"], merchant["merchant_volume_30d"], squares)
         request = UnderwritingRequest(got["event_id"], body["order_id"], body["buyer_id"], body["merchant_id"],
                                       datetime.fromisoformat(body["occurred_at"]),
                                       Money(**body["amount"]), body["terms_days"])
