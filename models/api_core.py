@@ -19,7 +19,6 @@ from typing import Any, Iterable, Mapping
 from features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
 from features.feast_repo import feature_names, view_name
 from features.online_read import SqliteOnlineRead
-from features.online_read import SqliteOnlineRead
 from pipelines.events import Money
 
 
