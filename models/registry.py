@@ -100,7 +100,10 @@ class Registry:
         mlflow.set_registry_uri(settings.tracking_uri)
         self.client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
-    def _experiment_id(self) -> str:
+    def experiment_id(self) -> str:
+        """The id of the configured experiment, created on first use. Public because
+        every run about these models belongs in it: training runs here, backtest runs
+        from the CLI, so MLflow shows a model's evaluations beside its training."""
         found = self.client.get_experiment_by_name(self.settings.experiment)
         if found is not None:
             return found.experiment_id
@@ -114,7 +117,7 @@ class Registry:
         example = frame(ts.train.head(5), model.features)
         signature = infer_signature(example, model.pipeline.predict_proba(example))  # as pyfunc serves it
         summary = ts.summary()
-        with mlflow.start_run(experiment_id=self._experiment_id(), run_name=model.key) as run:
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=model.key) as run:
             mlflow.log_params({**{f"model.{k}": v for k, v in model.params.items()}, **params,
                                **{k: v for k, v in summary.items() if isinstance(v, str)}})
             mlflow.log_metrics({**model.metrics, **{k: float(v) for k, v in summary.items() if isinstance(v, int)}})

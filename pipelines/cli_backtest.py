@@ -9,31 +9,22 @@ from `models.backtest_report`, models and the run's logging through the registry
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from pipelines import config
-from pipelines.cli_models import _events_source, _registry, _source_options
+from pipelines.cli_model_sources import events_source, instant, open_registry, source_options, world_truth
 from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
 
 user_errors("models.backtest:BacktestError", "pipelines.cli_backtest:ModelNotHeld", "models.registry:RegistryError",
-            "models.labels:LabelError", "features.batch:EventsReadError", "pipelines.cli_models:NoTrainingInput",
-            "mlflow.exceptions:MlflowException")
+            "models.labels:LabelError", "features.batch:EventsReadError", "mlflow.exceptions:MlflowException")
 
 
 class ModelNotHeld(Exception):
     """NAME@ALIAS names a model that does not hold the alias."""
-
-
-def _instant(value: str, option: str) -> datetime:
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or timestamp", param_hint=option) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def _model_spec(value: str | None, option: str) -> tuple[str, str] | None:
@@ -69,7 +60,7 @@ def _load(registry, name: str, alias: str, threads: int):
               help="A second model to judge beside it, with a recommendation.")
 @click.option("--from", "start", required=True, help="First decision time of the window (ISO 8601, UTC).")
 @click.option("--to", "end", required=True, help="End of the window, exclusive (ISO 8601, UTC).")
-@_source_options
+@source_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for backtest.html and the CSV tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest summary as JSON.")
@@ -80,28 +71,25 @@ def backtest(model_spec, challenger_spec, start, end, world, state_dir, out_dir,
     once matured; AUC, Gini, KS, Brier, calibration, PSI against the model's training
     window, approval and bad rate per cut-off, expected loss, vintage curves and leakage
     checks. Logs an MLflow run and writes backtest.html into --out."""
-    import polars as pl
     from features.batch import read_events
     from models import labels
     from models.backtest_report import write
     from models.backtest_run import Settings, run
     specs = {"champion": _model_spec(model_spec, "--model"), "challenger": _model_spec(challenger_spec, "--challenger")}
-    t_from, t_to = _instant(start, "--from"), _instant(end, "--to")
-    source = _events_source(world, state_dir)
+    t_from, t_to = instant(start, "--from"), instant(end, "--to")
+    source = events_source(world, state_dir)
     models_cfg = config.load("models")
     window_days = labels.outcome_window_days(models_cfg)
     settings = Settings.from_config(config.load("backtest"), config.load("policy"), window_days)
-    registry = _registry()
+    registry = open_registry()
     with console.status("loading models…") as status:
         loaded = {role: _load(registry, *spec, int(models_cfg.get("threads", 1)))
                   for role, spec in specs.items() if spec is not None}
         status.update("reading events…")
         facts = read_events(source)
-        truth_file = None if world is None else world / "truth" / "orders.parquet"
-        truth = pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
         status.update("replaying features, scoring, measuring…")
         result = run(facts, {role: s for role, (s, _) in loaded.items()}, t_from, t_to, settings,
-                     train_window=loaded["champion"][1], truth=truth)
+                     train_window=loaded["champion"][1], truth=world_truth(world))
         status.update("writing the report…")
         paths = write(result, out_dir)
         status.update("logging to MLflow…")
@@ -126,7 +114,7 @@ def _log(registry, summary: dict, out_dir: Path, source: Path) -> str:
         metrics |= {f"{role}_{k}": m[k] for k in ("auc", "gini", "ks", "brier")}
         if m["psi"]["score"] is not None:
             metrics[f"{role}_psi_score"] = m["psi"]["score"]
-    with mlflow.start_run(experiment_id=registry._experiment_id(), run_name="backtest") as active:
+    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name="backtest") as active:
         mlflow.set_tags({"clearline.kind": "backtest"})
         mlflow.log_params({"from": summary["window"]["from"], "to": summary["window"]["to"], "source": str(source),
                            **{f"{role}": f"{m['name']} v{m['version']}" for role, m in summary["models"].items()}})

@@ -8,71 +8,27 @@ training set, fitting and the registry from `models/`; configuration from config
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipelines import config
+from pipelines.cli_model_sources import events_source, instant, open_registry, source_options, world_truth
 from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
 
 user_errors("models.registry:RegistryError", "models.training_set:TrainingSetError", "models.labels:LabelError",
             "models.train:ModelConfigError", "models.policy:PolicyError", "features.batch:EventsReadError",
-            "pipelines.cli_models:NoTrainingInput", "pipelines.cli_models:OrderNotFound",
+            "pipelines.cli_models:OrderNotFound",
             "mlflow.exceptions:MlflowException")  # e.g. a tracking server that does not answer
-
-
-class NoTrainingInput(Exception):
-    """Neither a world nor the ledger's event archive to read events from."""
 
 
 class OrderNotFound(Exception):
     """The order asked for is not an order on terms in the events read."""
 
 
-def _registry():
-    import logging
-    from models.registry import Registry, RegistrySettings
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO chatter is not for people at a terminal
-    return Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
-
-
-def _events_source(world: Path | None, state_dir: Path | None) -> Path:
-    if world is not None and state_dir is not None:
-        raise click.BadParameter("--world and --state-dir name two different sources; give one")
-    if world is not None:
-        if not (world / "events" / "events.parquet").is_file():
-            raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
-                                  "make one with `clearline generate --out DIR`")
-        return world
-    from pipelines.flows.ledger import LedgerSettings
-    archive = LedgerSettings.from_config(state_dir).state_dir / "archive"
-    if not any(archive.glob("event_date=*/*.parquet")):
-        raise NoTrainingInput(f"no event archive at {archive}: run the ledger flow first "
-                              "(`clearline ledger run --once`) or train on a world with --world DIR")
-    return archive
-
-
-def _cutoff(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 timestamp", param_hint="--cutoff") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
-def _source_options(fn):
-    fn = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].")(fn)
-    return click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="A generated world [default: the ledger flow's event archive].")(fn)
-
-
 @click.command()
-@_source_options
+@source_options
 @click.option("--cutoff", default=None, help="Training cut-off, ISO 8601 UTC [default: the latest event].")
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @friendly
@@ -81,13 +37,12 @@ def train(world, state_dir, cutoff, as_json):
     closed), fit the scorecard and the gradient-boosted model, report each one's AUC
     beside the oracle AUC, log and register both in MLflow. With no champion yet, the
     better model becomes champion and the other challenger."""
-    import polars as pl
     from features.batch import MODEL_FEATURES, order_features, read_events
     from models import labels, training_set
     from models.train import fit_all
     cfg = config.load("models")
-    source = _events_source(world, state_dir)
-    at = _cutoff(cutoff)
+    source = events_source(world, state_dir)
+    at = None if cutoff is None else instant(cutoff, "--cutoff")
     steps = ["reading events", "features as of each order", "labels and training set",
              *(f"fitting {k}" for k in cfg.get("models", {})), *(f"logging {k} to MLflow" for k in cfg.get("models", {}))]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -104,10 +59,9 @@ def train(world, state_dir, cutoff, as_json):
         window = labels.outcome_window_days(cfg)
         ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES),
                                 at or facts["occurred_at"].max(), cfg.get("training_set", {}))
-        truth_file = None if world is None else world / "truth" / "orders.parquet"
-        truth = pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
-        trained = fit_all(ts, cfg.get("models", {}), truth, int(cfg.get("threads", 1)), on_model=lambda k: step(f"fitting {k}"))
-        registry = _registry()
+        trained = fit_all(ts, cfg.get("models", {}), world_truth(world), int(cfg.get("threads", 1)),
+                          on_model=lambda k: step(f"fitting {k}"))
+        registry = open_registry()
         params = {"source": str(source), "outcome_window_days": window}
         logged = []
         for model in trained:
@@ -153,7 +107,7 @@ def models() -> None:
 @friendly
 def list_models(as_json):
     """Every registered version with its aliases and evaluation metrics."""
-    registry = _registry()
+    registry = open_registry()
     versions = [v.as_dict() for v in registry.versions()]
     table = Table(title=f"registered models ({registry.settings.tracking_uri})", title_justify="left")
     for col in ("name", "version", "aliases", "AUC", "oracle AUC", "AUC / oracle", "Brier", "created (UTC)"):
@@ -176,7 +130,7 @@ def list_models(as_json):
 @friendly
 def promote(name, version, alias, as_json):
     """Give NAME VERSION the champion or challenger alias."""
-    registry = _registry()
+    registry = open_registry()
     before = registry.holder(alias)
     ref = registry.promote(name, version, alias)
     report = {"alias": alias, "name": ref.name, "version": ref.version,
@@ -186,7 +140,7 @@ def promote(name, version, alias, as_json):
 
 @models.command("decide")
 @click.argument("order_id")
-@_source_options
+@source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the decision record as JSON.")
 @friendly
 def decide_order(order_id, world, state_dir, as_json):
@@ -198,13 +152,13 @@ def decide_order(order_id, world, state_dir, as_json):
     from models.decision import UnderwritingRequest, decide
     from models.policy import Policy
     from models.registry import RegistryError
-    source = _events_source(world, state_dir)
+    source = events_source(world, state_dir)
     policy = Policy.from_config(config.load("policy"))
     with console.status("features as of the order…"):
         rows = order_features(read_events(source)).filter(pl.col("order_id") == order_id)
     if rows.is_empty():
         raise OrderNotFound(f"{order_id}: no order on terms with this id in {source}")
-    registry = _registry()
+    registry = open_registry()
     champion = registry.load("champion", int(config.load("models").get("threads", 1)))
     if champion is None:
         raise RegistryError(f"no champion in {registry.settings.tracking_uri}: run `clearline train`, or "
