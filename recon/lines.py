@@ -72,8 +72,10 @@ class BankLine:
     line_no: int
 
 
-def _flat_schema(record: type) -> dict[str, pl.DataType]:
-    """Polars columns for a record: Money fields become `<name>_minor` and `<name>_currency`."""
+def flat_schema(record: type) -> dict[str, pl.DataType]:
+    """Polars columns for a record type: Money fields become `<name>_minor` and
+    `<name>_currency`. Public because every record reconciliation puts in a frame (these
+    lines, the ledger's expectations) flattens money the same way, so frames compare."""
     kinds = {"str": pl.String(), "str | None": pl.String(), "int": pl.Int64(), "date": pl.Date(),
              "datetime": pl.Datetime("us", "UTC")}
     schema: dict[str, pl.DataType] = {}
@@ -86,15 +88,15 @@ def _flat_schema(record: type) -> dict[str, pl.DataType]:
     return schema
 
 
-SETTLEMENT_SCHEMA = _flat_schema(SettlementLine)
-BANK_SCHEMA = _flat_schema(BankLine)
+SETTLEMENT_SCHEMA = flat_schema(SettlementLine)
+BANK_SCHEMA = flat_schema(BankLine)
 
 
-def flat(line: SettlementLine | BankLine) -> dict:
-    """One record as a flat row of its frame schema."""
+def flat(record) -> dict:
+    """One record (a dataclass instance) as a flat row of its `flat_schema`."""
     row: dict = {}
-    for f in fields(line):
-        value = getattr(line, f.name)
+    for f in fields(record):
+        value = getattr(record, f.name)
         if isinstance(value, Money):
             row[f"{f.name}_minor"] = value.minor
             row[f"{f.name}_currency"] = value.currency
@@ -105,4 +107,4 @@ def flat(line: SettlementLine | BankLine) -> dict:
 
 def frame(lines: list[SettlementLine] | list[BankLine], record: type) -> pl.DataFrame:
     """Records as a frame with the record's schema, also when there are none."""
-    return pl.DataFrame([flat(line) for line in lines], schema=_flat_schema(record), orient="row")
+    return pl.DataFrame([flat(line) for line in lines], schema=flat_schema(record), orient="row")

@@ -1,11 +1,18 @@
 """The ledger's expectations read three ways — one decoded event at a time (a stream),
-a world's events as columns, the ledger's event archive — come out identical."""
+a world's events as columns, the ledger's event archive — come out identical; typed
+expectations flattened into frames (money as minor/currency columns) read back whole."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+from datetime import date
+
 import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines import archive, events
+from pipelines.events import Money
 from recon.ledger.model import Source
 from recon.matching import expectations as ex
 
@@ -48,3 +55,27 @@ def test_the_archive_gives_the_same_expectations_as_the_world(small_world, tmp_p
     for got, want in zip(from_archive, from_world):
         assert got.height > 0
         assert got.sort("event_id").equals(want.sort("event_id"))
+
+
+_money = st.builds(Money, st.integers(-10**15, 10**15), st.sampled_from(["EUR", "GBP", "JPY", "KWD", "USD"]))
+_text = st.text("abcdefgh0123456789_", min_size=1, max_size=12)
+_day = st.dates(date(2020, 1, 1), date(2030, 12, 31))
+_settlement = st.builds(ex.ExpectedSettlement, _text, _text, _text, _text, st.sampled_from(sorted(ex.LINE_SIGN)), _text,
+                        _text, _money, _money, _money, _day, st.none() | st.just("1.0842"))
+_movement = st.builds(ex.ExpectedBankMovement, _text, st.sampled_from(sorted(ex.BANK_KINDS.values())),
+                      st.none() | _text, _text, _money, _day, st.none() | _text)
+
+
+@given(st.lists(st.one_of(_settlement, _movement), max_size=20))
+def test_typed_expectations_flatten_to_frames_that_read_back_to_the_same_records(records):
+    settle, moves = ex.frames(records)
+    assert settle.schema == ex.SETTLEMENT_SCHEMA and moves.schema == ex.BANK_WITH_MERCHANT
+
+    def unflat(row: dict, record: type):
+        kw = {f.name: Money(row[f"{f.name}_minor"], row[f"{f.name}_currency"]) if f.type == "Money" else row[f.name]
+              for f in fields(record)}
+        return record(**kw)
+    back = ([unflat(r, ex.ExpectedSettlement) for r in settle.iter_rows(named=True)]
+            + [unflat(r, ex.ExpectedBankMovement) for r in moves.iter_rows(named=True)])
+    assert back == [r for r in records if isinstance(r, ex.ExpectedSettlement)] + [
+        r for r in records if isinstance(r, ex.ExpectedBankMovement)]

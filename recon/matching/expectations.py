@@ -26,6 +26,7 @@ import polars as pl
 
 from pipelines import events
 from pipelines.events import Money
+from recon.lines import flat, flat_schema
 
 # The sign of a settlement line's amounts by what it records (platform's point of view).
 LINE_SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal": 1, "fee": -1}
@@ -65,20 +66,11 @@ class ExpectedBankMovement:
     merchant_id: str | None = None
 
 
-SETTLEMENT_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(), "processor": pl.String(), "settlement_id": pl.String(),
-    "payout_id": pl.String(), "record_type": pl.String(), "payment_id": pl.String(),
-    "merchant_id": pl.String(), "gross_minor": pl.Int64(), "gross_currency": pl.String(),
-    "fee_minor": pl.Int64(), "fee_currency": pl.String(), "net_minor": pl.Int64(),
-    "net_currency": pl.String(), "available_on": pl.Date(), "fx_rate": pl.String(),
-}
+SETTLEMENT_SCHEMA = flat_schema(ExpectedSettlement)
 # The columns a bank-movement frame must have. `merchant_id` comes after them, optional:
 # frames made before variances named merchants (bench/recon_scale.py) still match.
-BANK_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(), "kind": pl.String(), "processor": pl.String(), "reference": pl.String(),
-    "amount_minor": pl.Int64(), "amount_currency": pl.String(), "expected_on": pl.Date(),
-}
-BANK_WITH_MERCHANT = BANK_SCHEMA | {"merchant_id": pl.String()}
+BANK_WITH_MERCHANT = flat_schema(ExpectedBankMovement)
+BANK_SCHEMA = {name: dtype for name, dtype in BANK_WITH_MERCHANT.items() if name != "merchant_id"}
 
 
 def expectation(event: events.Event) -> ExpectedSettlement | ExpectedBankMovement | None:
@@ -103,21 +95,10 @@ def expectation(event: events.Event) -> ExpectedSettlement | ExpectedBankMovemen
     return None
 
 
-def _flat(record: ExpectedSettlement | ExpectedBankMovement) -> dict:
-    row: dict = {}
-    for name in record.__slots__:
-        value = getattr(record, name)
-        if isinstance(value, Money):
-            row[f"{name}_minor"], row[f"{name}_currency"] = value.minor, value.currency
-        else:
-            row[name] = value
-    return row
-
-
 def frames(records: list[ExpectedSettlement | ExpectedBankMovement]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(settlements, bank movements) frames of typed expectations, e.g. a stream's state."""
-    settle = [_flat(r) for r in records if isinstance(r, ExpectedSettlement)]
-    bank = [_flat(r) for r in records if isinstance(r, ExpectedBankMovement)]
+    settle = [flat(r) for r in records if isinstance(r, ExpectedSettlement)]
+    bank = [flat(r) for r in records if isinstance(r, ExpectedBankMovement)]
     return (pl.DataFrame(settle, schema=SETTLEMENT_SCHEMA, orient="row"),
             pl.DataFrame(bank, schema=BANK_WITH_MERCHANT, orient="row"))
 
