@@ -126,7 +126,7 @@ def float_features(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
 
 def wide_integers(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
     """Integers that can pass 64 bits: the sum of squared tickets (one 10^10-minor ticket,
-    100 M in a two-decimal currency, squares to 10^20 > 2^63). Kept exact, never as floats:
+    100 million rupiah, squares to 10^20 > 2^63). Kept exact, never as floats:
     the z-score's rounding must not depend on who computed it."""
     return frozenset(merchant_ticket_names(spec)[1:])
 
