@@ -1,13 +1,15 @@
 """The variance report: SLA tiers and ageing by the configured rules, exports that hold
-exactly the open variances, and an HTML page whose totals, read back from headless
-Chromium after its script ran, equal the variance store's."""
+exactly the open variances, an HTML page whose totals, read back from headless
+Chromium after its script ran, equal the variance store's, and a trend counted per day,
+or per week over a long period."""
 
 from __future__ import annotations
 
 import html.parser
+import re
 import shutil
 import subprocess
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import openpyxl
@@ -19,7 +21,9 @@ from hypothesis import given, settings, strategies as st
 from pipelines import config
 from pipelines.cli import main
 from pipelines.currency import minor_to_decimal
-from recon.report.summary import ReportConfigError, ReportRules, build, classify
+from recon.report.chart import stacked_bars
+from recon.report.render import write
+from recon.report.summary import WEEKLY_TREND_AFTER_DAYS, ReportConfigError, ReportRules, build, classify, trend_bucket
 from recon.variances.store import VarianceStore
 
 RULES = ReportRules.from_config(config.load("reports"))
@@ -195,3 +199,73 @@ def test_no_store_is_a_clear_error(tmp_path):
     done = CliRunner().invoke(main, ["report", "variances", "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")])
     assert done.exit_code == 2
     assert "no variance store" in done.output and "clearline recon" in done.output
+
+
+# ---------------------------------------------------------------------------- the trend
+
+
+def test_the_trend_counts_per_day_up_to_120_days_and_per_week_beyond():
+    start = date(2026, 1, 1)
+    assert trend_bucket(start, start) == "day"
+    assert trend_bucket(start, start + timedelta(days=WEEKLY_TREND_AFTER_DAYS - 1)) == "day"
+    assert trend_bucket(start, start + timedelta(days=WEEKLY_TREND_AFTER_DAYS)) == "week"
+
+
+_CATEGORIES = ("amount_mismatch", "duplicate", "late_settlement")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.sampled_from(_CATEGORIES)), min_size=1, max_size=60),
+       st.integers(0, 6))
+def test_a_weekly_trend_counts_each_variance_once_in_the_week_from_its_monday(found, shift):
+    first = date(2025, 12, 29) + timedelta(days=shift)   # 2025-12-29 is a Monday; shift moves the start off it
+    frame = _variances([(100, "EUR", 1)] * len(found)).with_columns(
+        since=pl.Series([first + timedelta(days=d) for d, _ in found]), category=pl.Series([c for _, c in found]))
+    report = build(frame, RULES, first, first + timedelta(days=400), FIRST_SEEN)
+    assert report.trend_bucket == "week"
+    want: dict[tuple[date, str], int] = {}
+    for d, c in found:
+        day = first + timedelta(days=d)
+        key = (day - timedelta(days=day.weekday()), c)
+        want[key] = want.get(key, 0) + 1
+    assert {(r["since"], r["category"]): r["len"] for r in report.trend.iter_rows(named=True)} == want
+
+
+def _bars(svg: str) -> list[tuple[float, str]]:
+    """(x, tooltip) of every bar of a chart."""
+    return [(float(x), title) for x, title in re.findall(r'<rect x="([\d.]+)"[^>]*><title>([^<]*)</title>', svg)]
+
+
+def test_the_chart_draws_a_bar_per_day_or_per_week_and_names_the_bucket():
+    days = [date(2026, 3, 2), date(2026, 3, 2), date(2026, 3, 5), date(2026, 3, 12)]  # Mon, Mon, Thu, next Thu
+    frame = _variances([(100, "EUR", 1)] * 4).with_columns(since=pl.Series(days))
+    daily = build(frame, RULES, date(2026, 3, 1), date(2026, 3, 31), FIRST_SEEN)
+    svg = stacked_bars(daily.trend, ("amount_mismatch",), daily.trend_bucket)
+    assert 'aria-label="variances per day by category, 2026-03-02 to 2026-03-12"' in svg
+    bars = _bars(svg)
+    assert [t for _, t in bars] == ["2026-03-02 amount_mismatch: 2", "2026-03-05 amount_mismatch: 1",
+                                    "2026-03-12 amount_mismatch: 1"]
+    slot = (960 - 40 - 10) / 11  # the plot's width over the 11 days drawn, the empty ones too
+    assert [x for x, _ in bars] == pytest.approx([40, 40 + 3 * slot, 40 + 10 * slot], abs=0.05)
+
+    weekly = build(frame, RULES, date(2026, 1, 1), date(2026, 6, 30), FIRST_SEEN)
+    svg = stacked_bars(weekly.trend, ("amount_mismatch",), weekly.trend_bucket)
+    assert 'data-bucket="week"' in svg and "variances per week by category, week of 2026-03-02 to week of 2026-03-09" in svg
+    bars = _bars(svg)
+    assert [t for _, t in bars] == ["week of 2026-03-02 amount_mismatch: 3", "week of 2026-03-09 amount_mismatch: 1"]
+    assert [x for x, _ in bars] == pytest.approx([40, 40 + 910 / 2], abs=0.05)
+
+
+def test_a_report_over_a_long_period_shows_its_trend_per_week(reported, tmp_path):
+    state, _ = reported
+    with VarianceStore(state / "variances.duckdb") as store:
+        stored = store.frame()
+    # The same variances spread over 300 days: one every few days from 2026-01-05 (a Monday).
+    spread = stored.with_columns(since=pl.Series([date(2026, 1, 5) + timedelta(days=i * 300 // stored.height)
+                                                  for i in range(stored.height)]))
+    report = build(spread, RULES, date(2026, 1, 5), date(2026, 10, 31), FIRST_SEEN)
+    page = write(report, tmp_path)["html"].read_text()
+    assert "Trend: variances per week (weeks from Monday), by category" in page and 'data-bucket="week"' in page
+    assert sum(int(n) for n in re.findall(r"<title>week of [\d-]+ [a-z_]+: (\d+)</title>", page)) == stored.height
+    short = (reported[1] / "variances.html").read_text()  # the small world's own 120 days or less
+    assert "Trend: variances per day, by category" in short and 'data-bucket="day"' in short

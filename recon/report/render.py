@@ -54,7 +54,8 @@ def write(report: VarianceReport, out_dir: Path, stem: str = "variances") -> dic
     html = _ENV.get_template("variances.html.j2").render(
         r=report, csv_name=paths["csv"].name, xlsx_name=paths["xlsx"].name,
         open_count=int((report.variances["status"] != "resolved").sum()), tier_counts=tier_counts,
-        chart=stacked_bars(report.trend, categories), categories=categories, colour=colours(categories),
+        chart=stacked_bars(report.trend, categories, report.trend_bucket),
+        categories=categories, colour=colours(categories),
         groups=[(title, col, _with_amount_text(getattr(report, f"by_{title}")).iter_rows(named=True)) for title, col in _GROUPS],
         rows=_with_amount_text(report.variances).iter_rows(named=True))
     paths["html"].write_text(html, encoding="utf-8")

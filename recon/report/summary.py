@@ -17,6 +17,10 @@ import polars as pl
 from pipelines.currency import EXPONENT
 
 UNKNOWN = "—"  # shown where a variance has no processor or merchant (a stray bank line)
+# Past this many days a period's trend is counted per week: a bar a day would be a pixel
+# or two wide on the page, too thin to read or to hover, and weekly sums smooth the
+# weekend dips a finance team does not act on.
+WEEKLY_TREND_AFTER_DAYS = 120
 
 
 class ReportConfigError(ValueError):
@@ -99,9 +103,21 @@ class VarianceReport:
     by_currency: pl.DataFrame
     by_merchant: pl.DataFrame
     ageing: pl.DataFrame  # category x ageing bucket counts
-    trend: pl.DataFrame  # day x category counts
+    trend: pl.DataFrame  # bucket x category counts: `since` is the bucket's first day, `len` the count
+    trend_bucket: str  # "day" or "week" (weeks from Monday), see `trend_bucket`
     buckets: tuple[str, ...]
     tiers: tuple[str, ...]
+
+
+def trend_bucket(period_from: date, period_to: date) -> str:
+    """How the trend counts a period: per day, or per week past WEEKLY_TREND_AFTER_DAYS."""
+    return "week" if (period_to - period_from).days + 1 > WEEKLY_TREND_AFTER_DAYS else "day"
+
+
+def trend_counts(frame: pl.DataFrame, bucket: str) -> pl.DataFrame:
+    """Variances per bucket and category; a week is counted from its Monday (ISO week)."""
+    since = pl.col("since").dt.truncate("1w") if bucket == "week" else pl.col("since")
+    return frame.group_by(since, "category").len().sort("since", "category")
 
 
 def build(variances: pl.DataFrame, rules: ReportRules, period_from: date, period_to: date,
@@ -115,7 +131,8 @@ def build(variances: pl.DataFrame, rules: ReportRules, period_from: date, period
               .fill_null(0)) if frame.height else pl.DataFrame({"category": []}, schema={"category": pl.String})
     ageing = ageing.with_columns(*(pl.lit(0, pl.UInt32).alias(b) for b in buckets if b not in ageing.columns))
     ageing = ageing.select("category", *buckets).sort("category")
-    trend = frame.group_by("since", "category").len().sort("since", "category")
+    bucket = trend_bucket(period_from, period_to)
     return VarianceReport(period_from, period_to, generated_at, frame,
                           totals(frame, "category"), totals(frame, "processor"), totals(frame, "currency"),
-                          totals(frame, "merchant_id"), ageing, trend, buckets, tuple(t.tier for t in rules.sla))
+                          totals(frame, "merchant_id"), ageing, trend_counts(frame, bucket), bucket, buckets,
+                          tuple(t.tier for t in rules.sla))
