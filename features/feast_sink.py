@@ -1,11 +1,20 @@
-"""Bytewax sinks that push the streaming runtime's feature rows into Feast: online as
-they change (every worker writes), and to the offline history (one writer).
+"""Bytewax sinks that push the streaming runtime's feature rows into Feast: online as they
+change, and to the offline history.
 
-Online: every worker pushes its own rows, so more than one worker needs the Redis
-online store; the sink refuses to start on SQLite with several workers rather than lose
-writes. Offline: Feast appends by reading and rewriting the whole history file, so two
-writers would lose each other's rows; the history sink has a single partition, which
-Bytewax routes to one worker. Both push once per batch, per entity.
+Each sink has one partition, so one worker writes each store, whatever the number of
+workers: SQLite's online store takes one writer, and Feast appends to the offline history
+by reading and rewriting the whole file, so two writers would lose each other's rows.
+
+The pushing itself happens in a child process (`features.feast_writer`), one per sink:
+a push is mostly Feast's Python (frames to protobufs, one SQLite upsert per feature) and
+would otherwise hold the flow's only busy core; in a child it runs on the other one. The
+sink hands over each entity's frame and goes on; at every snapshot (the end of a Bytewax
+epoch) and at close it waits until the child has pushed everything handed over, so an
+epoch is never recorded as done while its rows are not in the store.
+
+Rows come in lists (the streaming runtime's one item per arrival batch); whatever lists
+reach a sink in one go are pushed in one go, one push per entity — online only each
+entity's newest row of them, since that is all the online store keeps.
 
 After a resume Bytewax re-emits rows since its last snapshot; pushing them again is
 harmless online (same values) and offline (the same row twice, identical timestamps and
@@ -16,62 +25,58 @@ from __future__ import annotations
 
 from bytewax import operators as op
 from bytewax.dataflow import Stream
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from features import store
 from features.definitions import DEFAULT_SPEC, Spec
 from features.event_time import FeatureRow
 from features.feast_repo import ENTITIES
+from features.feast_writer import FeastWriter
 
-_HISTORY = "history"
 
-
-class _Pusher(StatelessSinkPartition[FeatureRow], StatefulSinkPartition[FeatureRow, None]):
-    """Pushes a batch of rows, one push per entity, online or offline."""
-
+class _Pusher(StatefulSinkPartition[list[FeatureRow], None]):
     def __init__(self, settings: store.FeastSettings, spec: Spec, online: bool):
-        self.fs, self.spec, self.online = store.open_store(settings), spec, online
+        self.spec, self.online = spec, online
+        self.writer = FeastWriter(settings, online)
 
-    def write_batch(self, items: list[FeatureRow]) -> None:
+    def write_batch(self, items: list[list[FeatureRow]]) -> None:
+        rows = [r for batch in items for r in batch]
         for entity in ENTITIES:
-            store.push(self.fs, store.rows_frame(items, entity, self.spec), entity,
-                       online=self.online, offline=not self.online)
+            frame = store.rows_frame(rows, entity, self.spec)
+            if not frame.is_empty():
+                self.writer.push(entity, store.latest_rows(frame, entity) if self.online else frame)
 
     def snapshot(self) -> None:
-        return None  # nothing to resume: a re-pushed row is harmless (see module doc)
+        self.writer.wait()  # the epoch ends only once its rows are in the store
+        return None         # nothing to resume: a re-pushed row is harmless (see module doc)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-class FeastOnlineSink(DynamicSink[FeatureRow]):
-    def __init__(self, settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC):
-        self.settings, self.spec = settings, spec
+class FeastSink(FixedPartitionedSink[list[FeatureRow], None]):
+    """Feature rows to Feast's online store (`online=True`) or offline history, from one
+    partition: one writer."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Pusher:
-        if worker_count > 1 and self.settings.online_store == "sqlite":
-            raise store.FeatureStoreError(
-                f"{worker_count} workers would write the SQLite online store, which takes one writer: "
-                "set feast.online_store: redis in configs/features.yaml")
-        return _Pusher(self.settings, self.spec, online=True)
-
-
-class FeastHistorySink(FixedPartitionedSink[FeatureRow, None]):
-    """One partition, so one worker appends to the offline history files."""
-
-    def __init__(self, settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC):
-        self.settings, self.spec = settings, spec
+    def __init__(self, settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC, online: bool = True):
+        self.settings, self.spec, self.online = settings, spec, online
 
     def list_parts(self) -> list[str]:
-        return [_HISTORY]
+        return ["online" if self.online else "history"]
 
     def part_fn(self, item_key: str) -> int:
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Pusher:
-        return _Pusher(self.settings, self.spec, online=False)
+        return _Pusher(self.settings, self.spec, self.online)
 
 
-def push_steps(rows: Stream[FeatureRow], settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC,
-               offline: bool = True) -> None:
-    """Add the Feast outputs for the feature rows of `features.streaming.feature_steps`."""
-    op.output("feast_online", rows, FeastOnlineSink(settings, spec))
+def push_steps(rows: Stream[list[FeatureRow]], settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC,
+               offline: bool = True, online_rows: Stream[list[FeatureRow]] | None = None) -> None:
+    """Add the Feast outputs for lists of feature rows (`features.streaming.feature_steps`);
+    the online store may take its own stream (`online_rows`: e.g. gathered more often)."""
+    online = online_rows if online_rows is not None else rows
+    op.output("feast_online", op.key_on("online_key", online, lambda _: "online"), FeastSink(settings, spec, online=True))
     if offline:
-        op.output("feast_history", op.key_on("history_key", rows, lambda _: _HISTORY), FeastHistorySink(settings, spec))
+        op.output("feast_history", op.key_on("history_key", rows, lambda _: "history"),
+                  FeastSink(settings, spec, online=False))

@@ -18,8 +18,9 @@ import math
 import numbers
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from features.definitions import Fact, is_underwriting_request
 from models import policy as pol
 from models.policy import Outcome, Policy
 from models.reasons import ReasonCode
@@ -45,9 +46,23 @@ class UnderwritingRequest:
     @classmethod
     def from_event(cls, event: Event) -> UnderwritingRequest:
         p = event.payload
-        if not isinstance(p, OrderCreated) or p.payment_method != "terms":
+        if not cls.asks(event):
             raise NotAnUnderwritingRequest(f"event {event.event_id} ({event.event_type}) is not an order on terms")
         return cls(event.event_id, p.order_id, p.buyer_id, event.merchant_id, event.occurred_at, p.amount, p.terms_days)
+
+    @staticmethod
+    def asks(event: Event) -> bool:
+        """Whether the event is an underwriting request (an order on terms)."""
+        return isinstance(event.payload, OrderCreated) and event.payload.payment_method == "terms"
+
+    @classmethod
+    def from_fact(cls, f: Fact) -> UnderwritingRequest:
+        """From the feature runtime's fact of an order on terms (it keeps every field a
+        request needs)."""
+        if not is_underwriting_request(f):
+            raise NotAnUnderwritingRequest(f"event {f.event_id} ({f.event_type}) is not an order on terms")
+        return cls(f.event_id, f.order_id, f.buyer_id, f.merchant_id, f.occurred_at, Money(f.amount_minor, f.currency),
+                   f.terms_days)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> UnderwritingRequest:
@@ -141,41 +156,76 @@ def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, cha
     feature store's values for this request; None, empty, or every value None (how Feast
     answers for an entity it has never seen) mean it has none. The order's own fields
     (amount, terms) are added from the request."""
-    has_row = features is not None and any(v is not None for v in features.values())
-    if has_row:
-        features = {**features, **request.model_inputs()}
-    inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
-    features = features if has_row else None
+    return decide_many([(request, features)], champion, challenger, policy)[0]
+
+
+def decide_many(items: Sequence[tuple[UnderwritingRequest, Mapping[str, Any] | None]], champion: Scorer | None,
+                challenger: Scorer | None, policy: Policy) -> list[Decision]:
+    """`decide` for each (request, features), in order, with one champion call and one
+    challenger call for all of them: a model call costs far more than the rows it scores,
+    and a stream hands over its requests a poll batch at a time. Each request's decision
+    is the one `decide` gives it alone (the models score rows independently)."""
+    asked = [_Asked.of(request, features) for request, features in items]
     if policy.kill_switch:
-        return _fallback(request, policy, pol.KILL_SWITCH, inputs, kill_switch=True)
+        return [_fallback(a, policy, pol.KILL_SWITCH, kill_switch=True) for a in asked]
     if champion is None:
-        return _fallback(request, policy, pol.NO_CHAMPION, inputs)
-    values, missing = usable_features(features, champion.features)
-    if missing:
-        return _fallback(request, policy, pol.FEATURES_UNAVAILABLE, inputs, missing=missing)
-    score, reasons = champion.explain(values, policy.reason_codes)
-    outcome = pol.by_score(policy, score, request.amount)
-    return Decision(request, outcome.outcome, outcome.credit_limit, outcome.reasons, champion.ref, score,
-                    outcome.band, reasons, inputs, challenger=_shadow(request, features, challenger, policy))
+        return [_fallback(a, policy, pol.NO_CHAMPION) for a in asked]
+    usable = [usable_features(a.features, champion.features) for a in asked]
+    scorable = [i for i, (_, missing) in enumerate(usable) if not missing]
+    explained = dict(zip(scorable, champion.explain_many([usable[i][0] for i in scorable], policy.reason_codes)))
+    shadows = _shadows({i: asked[i] for i in scorable}, challenger, policy)
+    decisions = []
+    for i, a in enumerate(asked):
+        if i not in explained:
+            decisions.append(_fallback(a, policy, pol.FEATURES_UNAVAILABLE, missing=usable[i][1]))
+            continue
+        score, reasons = explained[i]
+        outcome = pol.by_score(policy, score, a.request.amount)
+        decisions.append(Decision(a.request, outcome.outcome, outcome.credit_limit, outcome.reasons, champion.ref,
+                                  score, outcome.band, reasons, a.inputs, challenger=shadows.get(i)))
+    return decisions
 
 
-def _fallback(request: UnderwritingRequest, policy: Policy, why: str, inputs, missing: tuple[str, ...] = (),
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A request with its features as the models see them (None: the store has none) and
+    as the record keeps them."""
+
+    request: UnderwritingRequest
+    features: Mapping[str, Any] | None
+    inputs: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, request: UnderwritingRequest, features: Mapping[str, Any] | None) -> _Asked:
+        has_row = features is not None and any(v is not None for v in features.values())
+        if has_row:
+            features = {**features, **request.model_inputs()}
+        inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
+        return cls(request, features if has_row else None, inputs)
+
+
+def _fallback(asked: _Asked, policy: Policy, why: str, missing: tuple[str, ...] = (),
               kill_switch: bool = False) -> Decision:
-    outcome = pol.conservative(policy, request.amount, why)
-    return Decision(request, outcome.outcome, outcome.credit_limit, outcome.reasons, inputs=inputs,
+    outcome = pol.conservative(policy, asked.request.amount, why)
+    return Decision(asked.request, outcome.outcome, outcome.credit_limit, outcome.reasons, inputs=asked.inputs,
                     missing_features=missing, kill_switch=kill_switch)
 
 
-def _shadow(request: UnderwritingRequest, features: Mapping[str, Any] | None, challenger: Scorer | None,
-            policy: Policy) -> Shadow | None:
+def _shadows(asked: Mapping[int, _Asked], challenger: Scorer | None, policy: Policy) -> dict[int, Shadow]:
+    """What the challenger would have decided, for the requests it can score (by their key
+    in `asked`), in one model call."""
     if challenger is None:
-        return None
-    values, missing = usable_features(features, challenger.features)
-    if missing:
-        return None
-    score = challenger.score(values)
-    outcome = pol.by_score(policy, score, request.amount)
-    return Shadow(challenger.ref, score, outcome.outcome, outcome.credit_limit)
+        return {}
+    usable = {}
+    for i, a in asked.items():
+        values, missing = usable_features(a.features, challenger.features)
+        if not missing:
+            usable[i] = values
+    shadows = {}
+    for i, score in zip(usable, challenger.score_many(list(usable.values()))):
+        outcome = pol.by_score(policy, score, asked[i].request.amount)
+        shadows[i] = Shadow(challenger.ref, score, outcome.outcome, outcome.credit_limit)
+    return shadows
 
 
 def _plain(value: Any) -> Any:

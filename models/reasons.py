@@ -46,7 +46,22 @@ def explain(predict: Callable[[np.ndarray], np.ndarray], names: Sequence[str], x
             reference: np.ndarray, k: int) -> tuple[float, tuple[ReasonCode, ...]]:
     """The score of `x` and its k reason codes, from one call to `predict` (which maps a
     matrix of feature rows to probabilities of default)."""
-    scores = np.asarray(predict(probe_rows(x, reference)), dtype=float)
+    return explain_many(predict, names, [x], reference, k)[0]
+
+
+def explain_many(predict: Callable[[np.ndarray], np.ndarray], names: Sequence[str], xs: Sequence[np.ndarray],
+                 reference: np.ndarray, k: int) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+    """`explain` for many requests with one call to `predict`: a model call costs far
+    more than the rows it scores, so a batch of requests shares one."""
+    if not xs:
+        return []
+    scores = np.asarray(predict(np.concatenate([probe_rows(x, reference) for x in xs])), dtype=float)
+    width = len(reference) + 1
+    return [_reasons(names, x, reference, k, scores[i * width:(i + 1) * width]) for i, x in enumerate(xs)]
+
+
+def _reasons(names: Sequence[str], x: np.ndarray, reference: np.ndarray, k: int,
+             scores: np.ndarray) -> tuple[float, tuple[ReasonCode, ...]]:
     score, deltas = float(scores[0]), scores[0] - scores[1:]
     order = np.argsort(-np.abs(deltas), kind="stable")
     reasons = tuple(

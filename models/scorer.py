@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from models.reasons import ReasonCode, explain
+from models.reasons import ReasonCode, explain_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +38,23 @@ class Scorer:
         return np.array([np.nan if values[f] is None else float(values[f]) for f in self.features], dtype=float)
 
     def score(self, values: Mapping[str, float | None]) -> float:
-        return float(self.predict(self.vector(values)[None, :])[0])
+        return self.score_many([values])[0]
+
+    def score_many(self, many: Sequence[Mapping[str, float | None]]) -> list[float]:
+        """Scores of many requests in one model call."""
+        if not many:
+            return []
+        return [float(p) for p in self.predict(np.stack([self.vector(values) for values in many]))]
 
     def explain(self, values: Mapping[str, float | None], k: int) -> tuple[float, tuple[ReasonCode, ...]]:
         """Score and reason codes in one model call (see `models.reasons`)."""
+        return self.explain_many([values], k)[0]
+
+    def explain_many(self, many: Sequence[Mapping[str, float | None]], k: int
+                     ) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+        """Scores and reason codes of many requests, all in one model call."""
         ref = np.array([self.reference[f] for f in self.features], dtype=float)
-        return explain(self.predict, self.features, self.vector(values), ref, k)
+        return explain_many(self.predict, self.features, [self.vector(values) for values in many], ref, k)
 
 
 def medians(frame: Any, features: Sequence[str]) -> dict[str, float]:

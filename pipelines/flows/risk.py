@@ -1,16 +1,21 @@
 """The risk dataflow: payments.events → features → Feast → one decision per underwriting request.
 
     PartitionSource (all partitions, offsets in Bytewax recovery; one item per poll batch)
-      → flat_map admit: the ledger's admission (signature, tenant, contract, PAN); refused
+      → map admit: the ledger's admission (signature, tenant, contract, PAN); refused
              messages are counted and skipped — dead-lettering them is the ledger flow's job
-      → features.streaming.request_steps: feature rows per buyer and merchant, one answer per
-             request (its order row, or none when it came late), late events
+      → features.streaming.advance_steps: per batch, what became final — feature rows per
+             buyer and merchant, one answer per request (its order row, or none when it
+             came late), late events
       → Feast (features.feast_sink): feature rows gathered and pushed online every 250 ms and
              to the offline history every 30 s, one push per entity each time
-      → join each request (from its order.created on terms) with its answer, keyed by event_id
-      → map decide: champion score, challenger shadow, policy (pipelines.flows.risk_inputs)
+      → answers gathered for up to 100 ms (pipelines.flows.gather), then map decide: all of
+             them through `models.decision.decide_many` — champion score, challenger
+             shadow, policy (inputs: pipelines.flows.risk_inputs)
       → sink DecisionSink: journal (exactly once), decision log, payments.decisions
       → sink LateSink: the late-event log
+
+Every item is a batch (a list), from the poll to the sinks: a dataflow hop per event costs
+more than the features and the scoring of that event.
 
 The champion and challenger are loaded from MLflow once, at start; the policy (and its
 kill switch) is read from configs/policy.yaml at start. Exactly once comes from the
@@ -36,16 +41,18 @@ from confluent_kafka import Message
 from features import store as feast
 from features.definitions import Spec, spec_from_config
 from features.event_time import FeatureRow
-from features.feast_sink import FeastHistorySink, FeastOnlineSink
-from features.streaming import request_steps
-from models.decision import Decision, decide
+from features.feast_sink import push_steps
+from features.stream_state import Answer
+from features.streaming import advance_steps
+from models.decision import Decision, UnderwritingRequest, decide_many
 from models.policy import Policy
 from models.scorer import Scorer
 from pipelines import config
 from pipelines.admission import admit
 from pipelines.events import Event
 from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
-from pipelines.flows.risk_inputs import request_of, request_features
+from pipelines.flows.gather import gathered
+from pipelines.flows.risk_inputs import request_features
 from pipelines.flows.risk_sink import DecisionSink, LateSink, RunCounts
 from pipelines.kafka_source import STOP, PartitionSource
 from pipelines.signing import TenantKeys
@@ -64,6 +71,7 @@ class RiskSettings:
     feast_offline: bool = True
     online_push_ms: int = 250
     offline_push_s: float = 30.0
+    decide_every_ms: int = 100
     once: bool = False
 
     @classmethod
@@ -75,7 +83,8 @@ class RiskSettings:
                    batch_size=int(cfg["batch_size"]),
                    feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT),
                    feast_offline=bool(cfg["feast"]["offline"]), online_push_ms=int(cfg["feast"]["online_push_ms"]),
-                   offline_push_s=float(cfg["feast"]["offline_push_s"]), once=once)
+                   offline_push_s=float(cfg["feast"]["offline_push_s"]), decide_every_ms=int(cfg["decide_every_ms"]),
+                   once=once)
 
 
 @dataclass(frozen=True)
@@ -91,13 +100,16 @@ def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[E
     """The poll batch's events that pass admission; the rest are counted (the ledger flow
     dead-letters them)."""
     events = [e for e in (admit(m.value(), m.headers() or [], keys) for m in msgs) if isinstance(e, Event)]
-    counts.add(consumed=len(msgs), refused=len(msgs) - len(events))
+    counts.add(consumed=len(msgs), refused=len(msgs) - len(events),
+               requests=sum(1 for e in events if UnderwritingRequest.asks(e)))
     return events
 
 
-def decided(pair: tuple[str, tuple[Any, dict[str, Any] | None]], models: Models, spec: Spec) -> Decision:
-    _, (request, row) = pair
-    return decide(request, request_features(row, spec), models.champion, models.challenger, models.policy)
+def decided(answers: list[Answer], models: Models, spec: Spec) -> list[Decision]:
+    """One decision per answered request (answers come from order.created events on
+    terms, so each is a request)."""
+    asked = [(UnderwritingRequest.from_fact(request), request_features(row, spec)) for request, row in answers]
+    return decide_many(asked, models.champion, models.challenger, models.policy)
 
 
 def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:
@@ -106,37 +118,33 @@ def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCo
     # aligned: the features are in event time, and a backlog read partition by partition looks late
     source = PartitionSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size,
                              align=True)
-    events = op.flat_map("admit", op.input("consume", flow, source), lambda msgs: admitted(msgs, keys, counts))
-    answers, rows, late = request_steps(events, spec)
-    op.inspect("count_rows", rows, lambda _step, _row: counts.add(feature_rows=1))
+    events = op.map("admit", op.input("consume", flow, source), lambda msgs: admitted(msgs, keys, counts))
+    advanced = advance_steps(events, spec)
+    rows = op.map("rows", advanced, lambda a: a.rows)
+    op.inspect("count_rows", rows, lambda _step, batch: counts.add(feature_rows=len(batch)))
     _push_to_feast(rows, settings, spec)
-    requests = op.key_on("request_key", op.filter_map("request", events, lambda e: request_of(e, counts)),
-                         lambda r: r.event_id)
-    joined = op.join("request_answer", requests, answers)
-    decisions = op.map("decide", joined, lambda pair: decided(pair, models, spec))
+    # an aligned poll batch holds a handful of requests: decide (one model call) and write
+    # (one flush to Kafka) for all those of the last few milliseconds at once
+    answers = gathered("gather_answers", op.map("answers", advanced, lambda a: a.answers),
+                       timedelta(milliseconds=settings.decide_every_ms))
+    decisions = op.map("decide", answers, lambda batch: decided(batch, models, spec))
     op.output("decisions", decisions, DecisionSink(settings.state_dir, settings.bootstrap, settings.decisions_topic, counts))
+    late = gathered("gather_late", op.map("late", advanced, lambda a: a.late),
+                    timedelta(milliseconds=settings.decide_every_ms))
     op.output("late_log", late, LateSink(settings.state_dir, counts))
     return flow
 
 
-def _gathered(step_id: str, rows: Stream[FeatureRow], every: timedelta) -> Stream[FeatureRow]:
-    """The rows again, but held and let go together at most `every` apart: each Feast push
-    costs tens of milliseconds whatever its size, and an input batch of the aligned source
-    can be a handful of events, so pushing per input batch would spend the flow on pushes.
-    What reaches a sink in one go is pushed in one go (one push per entity)."""
-    lists = op.collect(f"{step_id}_gather", op.key_on(f"{step_id}_key", rows, lambda _: step_id), every, 50_000)
-    return op.flat_map(f"{step_id}_rows", lists, lambda kv: kv[1])
-
-
-def _push_to_feast(rows: Stream[FeatureRow], settings: RiskSettings, spec: Spec) -> None:
+def _push_to_feast(rows: Stream[list[FeatureRow]], settings: RiskSettings, spec: Spec) -> None:
     """Online often (freshness), the offline history seldom: Feast appends to it by
-    rewriting the whole file."""
-    online = _gathered("online", rows, timedelta(milliseconds=settings.online_push_ms))
-    op.output("feast_online", online, FeastOnlineSink(settings.feast, spec))
+    rewriting the whole file. Each push costs tens of milliseconds whatever its size, so
+    rows are gathered between pushes."""
+    online = gathered("gather_online", rows, timedelta(milliseconds=settings.online_push_ms))
     if settings.feast_offline:
-        offline = _gathered("offline", rows, timedelta(seconds=settings.offline_push_s))
-        op.output("feast_history", op.key_on("history_key", offline, lambda _: "history"),
-                  FeastHistorySink(settings.feast, spec))
+        offline = gathered("gather_offline", rows, timedelta(seconds=settings.offline_push_s))
+        push_steps(offline, settings.feast, spec, online_rows=online)
+    else:
+        push_steps(online, settings.feast, spec, offline=False)
 
 
 def load_models() -> Models:

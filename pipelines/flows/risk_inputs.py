@@ -13,19 +13,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from features.definitions import ORDER_COLUMNS, BuyerState, Spec, buyer_feature_names, read_buyer
-from models.decision import NotAnUnderwritingRequest, UnderwritingRequest
-from pipelines.events import Event
-
-
-def request_of(event: Event, counts=None) -> UnderwritingRequest | None:
-    """The underwriting request an event is (an order on terms), else None."""
-    try:
-        request = UnderwritingRequest.from_event(event)
-    except NotAnUnderwritingRequest:
-        return None
-    if counts is not None:
-        counts.add(requests=1)
-    return request
 
 
 def has_history(row: Mapping[str, Any], spec: Spec) -> bool:

@@ -21,13 +21,13 @@ Layout under the state folder: `journal.sqlite`, `<kind>/shard-<w>-<first>-<last
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import msgspec
 import polars as pl
 
 _SCHEMA = """
@@ -56,6 +56,11 @@ class Entry:
     seq: int
     key: str
     record: dict[str, Any]
+    text: str               # the record as JSON, encoded once: the database, the log and the topic carry it
+
+
+def _json(record: dict[str, Any]) -> str:
+    return msgspec.json.encode(record).decode()
 
 
 class Journal:
@@ -80,12 +85,12 @@ class Journal:
         self.con.execute("BEGIN IMMEDIATE")
         try:
             for key, record in entries:
+                text = _json(record)
                 got = self.con.execute(
                     "INSERT INTO entries (kind, key, shard, record) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (kind, key) DO NOTHING RETURNING seq",
-                    (self.kind, key, self.shard, json.dumps(record, separators=(",", ":")))).fetchone()
+                    "ON CONFLICT (kind, key) DO NOTHING RETURNING seq", (self.kind, key, self.shard, text)).fetchone()
                 if got:
-                    fresh.append(Entry(got[0], key, record))
+                    fresh.append(Entry(got[0], key, record, text))
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
@@ -99,7 +104,7 @@ class Journal:
         first, last = min(e.seq for e in entries), max(e.seq for e in entries)
         path = self.log_dir / f"shard-{self.shard}-{first:012d}-{last:012d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp")
-        frame = pl.DataFrame([{"seq": e.seq, **self._log_row(e.record), "record": json.dumps(e.record)} for e in entries],
+        frame = pl.DataFrame([{"seq": e.seq, **self._log_row(e.record), "record": e.text} for e in entries],
                              schema={"seq": pl.Int64(), **self._log_schema, "record": pl.String()}, orient="row")
         frame.write_parquet(tmp)
         os.replace(tmp, path)
@@ -115,7 +120,7 @@ class Journal:
         """This shard's entries a crash left not yet `logged` or not yet `sent`."""
         got = self.con.execute(f"SELECT seq, key, record FROM entries WHERE kind = ? AND shard = ? AND {column} = 0 "
                                "ORDER BY seq", (self.kind, self.shard)).fetchall()
-        return [Entry(seq, key, json.loads(rec)) for seq, key, rec in got]
+        return [Entry(seq, key, msgspec.json.decode(rec), rec) for seq, key, rec in got]
 
     def get_mark(self, name: str) -> str | None:
         got = self.con.execute("SELECT value FROM marks WHERE shard = ? AND name = ?", (self.shard, name)).fetchone()

@@ -118,7 +118,9 @@ class RunCounts:
                 self.features_unavailable += FEATURES_UNAVAILABLE in r["policy_reasons"]
 
 
-class DecisionWriter(StatelessSinkPartition[Decision]):
+class DecisionWriter(StatelessSinkPartition[list[Decision]]):
+    """Items are lists: the decisions of one input batch each."""
+
     def __init__(self, state_dir: Path, bootstrap: str, topic: str, shard: int, counts: RunCounts):
         self.topic, self.bootstrap, self.counts = topic, bootstrap, counts
         self.journal = Journal(state_dir, "decisions", shard, decision_log_row, DECISION_LOG)
@@ -132,7 +134,8 @@ class DecisionWriter(StatelessSinkPartition[Decision]):
             published = self._published_since(json.loads(self.journal.get_mark("scan_from")))
             self._send(unsent, [e for e in unsent if e.record["decision_id"] not in published])
 
-    def write_batch(self, items: list[Decision]) -> None:
+    def write_batch(self, items: list[list[Decision]]) -> None:
+        items = [d for batch in items for d in batch]
         now = datetime.now(timezone.utc)
         fresh = self.journal.add((d.request.event_id, decision_record(d, now)) for d in items)
         self.counts.add(decided=len(fresh), replayed=len(items) - len(fresh))
@@ -158,7 +161,7 @@ class DecisionWriter(StatelessSinkPartition[Decision]):
             else:
                 delivered[msg.partition()] = max(delivered.get(msg.partition(), -1), msg.offset())
         for e in to_produce:
-            self.producer.produce(self.topic, json.dumps(e.record).encode(), e.record["merchant_id"].encode(),
+            self.producer.produce(self.topic, e.text.encode(), e.record["merchant_id"].encode(),
                                   headers=[(DECISION_ID_HEADER, e.record["decision_id"].encode())], on_delivery=report)
             self.producer.poll(0)
         if self.producer.flush(60) or errors:
@@ -206,14 +209,14 @@ class DecisionWriter(StatelessSinkPartition[Decision]):
         return seen
 
 
-class LateWriter(StatelessSinkPartition[LateEvent]):
+class LateWriter(StatelessSinkPartition[list[LateEvent]]):
     def __init__(self, state_dir: Path, shard: int, counts: RunCounts):
         self.counts = counts
         self.journal = Journal(state_dir, "late", shard, late_log_row, LATE_LOG)
         self.journal.write_log(self.journal.pending("logged"))
 
-    def write_batch(self, items: list[LateEvent]) -> None:
-        fresh = self.journal.add((f"{x.entity}:{x.event_id}", late_record(x)) for x in items)
+    def write_batch(self, items: list[list[LateEvent]]) -> None:
+        fresh = self.journal.add((f"{x.entity}:{x.event_id}", late_record(x)) for batch in items for x in batch)
         self.journal.write_log(fresh)
         self.counts.add(late_events=len(fresh))
 
@@ -221,7 +224,7 @@ class LateWriter(StatelessSinkPartition[LateEvent]):
         self.journal.close()
 
 
-class DecisionSink(DynamicSink[Decision]):
+class DecisionSink(DynamicSink[list[Decision]]):
     def __init__(self, state_dir: Path, bootstrap: str, topic: str, counts: RunCounts):
         self.args = (state_dir, bootstrap, topic)
         self.counts = counts
@@ -230,7 +233,7 @@ class DecisionSink(DynamicSink[Decision]):
         return DecisionWriter(*self.args, shard=worker_index, counts=self.counts)
 
 
-class LateSink(DynamicSink[LateEvent]):
+class LateSink(DynamicSink[list[LateEvent]]):
     def __init__(self, state_dir: Path, counts: RunCounts):
         self.state_dir, self.counts = state_dir, counts
 

@@ -1,0 +1,78 @@
+"""A child process that owns a Feast store and pushes the frames it is handed, in order.
+
+Why a process: a push is Feast's Python end to end (a pandas frame, arrow, one protobuf
+per value, one SQLite upsert per feature), and in the streaming flow's process it would
+compete for the one core the flow's Python runs on. The parent hands over Polars frames
+(pickled as Arrow IPC) and goes on; `wait` blocks until everything handed over is pushed,
+and raises the child's error, naming the push that failed, if one did.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from typing import Any
+
+import polars as pl
+
+from features import store
+
+_STOP = None
+
+
+class FeastWriter:
+    def __init__(self, settings: store.FeastSettings, online: bool):
+        if not settings.yaml_path.exists():
+            raise store.FeatureStoreError(f"no feature store in {settings.data_dir}: run `clearline features apply` first")
+        ctx = multiprocessing.get_context("spawn")  # the parent has Kafka and Bytewax threads: never fork it
+        self._todo: Any = ctx.Queue()
+        self._done: Any = ctx.Queue()
+        self._owed = 0
+        self._process = ctx.Process(target=_serve, args=(settings, online, self._todo, self._done, os.getpid()), daemon=True,
+                                    name=f"feast-{'online' if online else 'offline'}-writer")
+        self._process.start()
+
+    def push(self, entity: str, frame: pl.DataFrame) -> None:
+        self._todo.put((entity, frame))
+        self._owed += 1
+
+    def wait(self) -> None:
+        while self._owed:
+            try:
+                error = self._done.get(timeout=5)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise store.FeatureStoreError(
+                        f"the Feast writer process exited (code {self._process.exitcode}) with "
+                        f"{self._owed} push(es) not done") from None
+                continue
+            self._owed -= 1
+            if error is not None:
+                raise store.FeatureStoreError(error)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._todo.put(_STOP)
+            self._process.join(60)
+
+
+def _serve(settings: store.FeastSettings, online: bool, todo: Any, done: Any, parent: int) -> None:
+    fs = store.open_store(settings)
+    while True:
+        try:
+            job = todo.get(timeout=1)
+        except queue.Empty:
+            if os.getppid() != parent:  # the flow was killed (SIGKILL leaves no time to stop us)
+                return
+            continue
+        if job is _STOP:
+            return
+        entity, frame = job
+        try:
+            store.push(fs, frame, entity, online=online, offline=not online)
+            done.put(None)
+        except Exception as e:  # handed back to the flow, which fails with it
+            done.put(f"pushing {frame.height} {entity} rows {'online' if online else 'offline'} failed: {e}")
