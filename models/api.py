@@ -263,7 +263,9 @@ def create_app(service: DecisionService) -> FastAPI:
     app.add_middleware(_Measure, metrics=metrics)
     app.state.service = service
 
-    def tenant(key: Annotated[str | None, Depends(_api_key)]) -> str:
+    async def tenant(key: Annotated[str | None, Depends(_api_key)]) -> str:
+        """The caller's tenant. `async def`, like the handlers: FastAPI runs a plain `def`
+        dependency in its thread pool, a thread hand-off on every request for a hash."""
         found = service.keys.tenant_of(key)
         if found is None:
             raise HTTPException(401, "missing or unknown API key (header X-API-Key)" if key else

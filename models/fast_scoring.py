@@ -23,24 +23,28 @@ from models.scorer import Scorer
 @dataclass(frozen=True)
 class TreeTable:
     """A fitted binary HistGradientBoostingClassifier (after VarianceThreshold steps) as
-    stacked arrays, evaluated for all trees and rows at once.
+    flat node arrays, evaluated for all trees and rows at once.
 
     Why: scikit-learn's predict validates its input on every call and walks its 150 trees
-    one Python call each — most of a decision's CPU. Here each tree level is a handful of
-    numpy operations over (rows x trees). The same numbers: the same split rule as
-    scikit-learn's predictor (NaN goes where `missing_go_to_left` says, else
-    `x <= num_threshold` goes left), the leaves summed strictly left to right from the
-    baseline as `_raw_predict` does (cumsum, not numpy's pairwise sum), and the model's
-    own loss turns the sum into a probability. It reads the estimator's private fitted
-    attributes (`_predictors`, `_baseline_prediction`, `_loss`), so tests/test_api_core.py
-    holds it to exact equality with the pipeline; a model it does not cover (categorical
-    features, several classes, other steps) keeps the plain path."""
+    one Python call each — most of a decision's CPU. Here all trees' nodes are one flat
+    array (a tree's children are indices into it), every (row, tree) pair holds the index
+    of its current node, and each tree level is a few one-dimensional gathers over all
+    pairs at once; a leaf is its own left and right child, so pairs that reached a leaf
+    stay put without a test. The same numbers: the same split rule as scikit-learn's
+    predictor (NaN goes where `missing_go_to_left` says, else `x <= num_threshold` goes
+    left), the leaves summed strictly left to right from the baseline as `_raw_predict`
+    does (cumsum, not numpy's pairwise sum), and the model's own loss turns the sum into
+    a probability. It reads the estimator's private fitted attributes (`_predictors`,
+    `_baseline_prediction`, `_loss`), so tests/test_api_core.py holds it to exact equality
+    with the pipeline; a model it does not cover (categorical features, several classes,
+    other steps) keeps the plain path."""
 
     keep: np.ndarray           # input columns the VarianceThreshold steps pass on
-    feature: np.ndarray        # (trees, nodes), padded; leaves never read theirs
+    roots: np.ndarray          # (trees,) flat index of each tree's root
+    feature: np.ndarray        # (nodes,) flat over all trees; a leaf's is 0, never used
     threshold: np.ndarray
     missing_left: np.ndarray
-    left: np.ndarray
+    left: np.ndarray           # flat index of the left child; a leaf's is itself
     right: np.ndarray
     leaf: np.ndarray
     value: np.ndarray
@@ -61,28 +65,31 @@ class TreeTable:
         for step in pre:
             keep = keep[step.get_support()]
         trees = [iteration[0].nodes for iteration in model._predictors]
-        width = max(len(t) for t in trees)
+        roots = np.cumsum([0] + [len(t) for t in trees[:-1]]).astype(np.intp)
+        nodes = np.concatenate(trees)
+        leaf = nodes["is_leaf"].astype(bool)
+        own = np.arange(len(nodes), dtype=np.intp)
+        offset = np.repeat(roots, [len(t) for t in trees])
 
-        def stack(field: str, fill: Any, dtype: Any) -> np.ndarray:
-            out = np.full((len(trees), width), fill, dtype=dtype)
-            for i, t in enumerate(trees):
-                out[i, :len(t)] = t[field]
-            return out
-        return cls(keep, stack("feature_idx", 0, np.intp), stack("num_threshold", 0.0, float),
-                   stack("missing_go_to_left", 0, bool), stack("left", 0, np.intp), stack("right", 0, np.intp),
-                   stack("is_leaf", 1, bool), stack("value", 0.0, float), int(max(t["depth"].max() for t in trees)),
-                   float(np.ravel(model._baseline_prediction)[0]), model._loss)
+        def child(field: str) -> np.ndarray:
+            return np.where(leaf, own, nodes[field].astype(np.intp) + offset)
+        return cls(keep, roots, np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
+                   nodes["num_threshold"].astype(float), nodes["missing_go_to_left"].astype(bool),
+                   child("left"), child("right"), leaf, nodes["value"].astype(float),
+                   int(max(t["depth"].max() for t in trees)), float(np.ravel(model._baseline_prediction)[0]),
+                   model._loss)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         x = np.asarray(rows, dtype=float)[:, self.keep]
-        trees = np.arange(self.feature.shape[0])[None, :]
-        at = np.zeros((x.shape[0], self.feature.shape[0]), dtype=np.intp)
-        row = np.arange(x.shape[0])[:, None]
+        n, width = x.shape
+        flat = x.ravel()
+        base = (np.arange(n, dtype=np.intp) * width)[:, None]    # each row's start in `flat`
+        at = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
         for _ in range(self.depth):
-            v = x[row, self.feature[trees, at]]
-            go_left = np.where(np.isnan(v), self.missing_left[trees, at], v <= self.threshold[trees, at])
-            at = np.where(self.leaf[trees, at], at, np.where(go_left, self.left[trees, at], self.right[trees, at]))
-        leaves = np.concatenate([np.full((x.shape[0], 1), self.baseline), self.value[trees, at]], axis=1)
+            v = flat[base + self.feature[at]]
+            go_left = (v <= self.threshold[at]) | (self.missing_left[at] & np.isnan(v))
+            at = np.where(go_left, self.left[at], self.right[at])
+        leaves = np.concatenate([np.full((n, 1), self.baseline), self.value[at]], axis=1)
         return self.loss.predict_proba(np.cumsum(leaves, axis=1)[:, -1])[:, 1]
 
 
