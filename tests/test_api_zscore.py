@@ -198,5 +198,5 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
             as_before = dict(stream_inputs, merchant_ticket_zscore=None)  # what the API used to send
             moved_by_zscore += decide(UnderwritingRequest.from_row(twin), as_before, champion, None,
                                       policy).score != streamed["score"]
-    assert checked > 60
-    assert moved_by_zscore > 20  # the z-score mattered to these decisions
+    assert checked >= 100, checked  # of 120: the rest are buyers' first orders
+    assert moved_by_zscore >= checked // 2, moved_by_zscore  # the z-score mattered to these decisions
