@@ -89,6 +89,33 @@ def test_an_order_is_stored_once_and_survives_reopening(tmp_path):
     assert again.by_order("rs_001", "o1") == first and again.by_id("dec_3").tenant == "rs_002"
 
 
+def test_the_stores_checkpoints_copy_decisions_into_the_database_file_off_the_request_path(tmp_path):
+    """Requests only append to the WAL (no checkpoint, and its fsync, on a request); the
+    background checkpointer copies them into the database file itself, which a reader
+    that ignores the WAL (immutable) then sees."""
+    import sqlite3
+    import time
+    store = DecisionStore(tmp_path / "d.db", checkpoint_every_s=0.05)
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(50):
+        store.add(f"dec_{i}", "rs_001", f"o{i}", "h", {"decision": "approve", "i": i})
+
+    def in_file() -> int:
+        db = sqlite3.connect(f"file:{tmp_path / 'd.db'}?immutable=1", uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the table is in the file yet
+            return 0
+        finally:
+            db.close()
+    deadline = time.monotonic() + 10
+    while in_file() < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_file() == 50 and store.count() == 50
+    store.close()
+    assert not store._checkpointer.is_alive()
+
+
 def _fitted(kind: str) -> Scorer:
     import pandas as pd
     rng = np.random.default_rng(3)
