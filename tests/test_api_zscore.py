@@ -141,7 +141,7 @@ def _zscore_model(rows: list[dict]):
     return Scorer(ModelRef("zscore-test", "1"), pipeline, features, medians(x, features))
 
 
-@pytest.mark.slow  # a Bytewax run over 8,000 events, a model fit, a Feast store: about 15 s
+@pytest.mark.slow  # a Bytewax run over 8,000 events, a model fit, a Feast store: about 20 s
 def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stream_pushed(small_world, tmp_path):
     """For a sample of requests: the stream's feature rows for the original (buyer and
     merchant, as its Feast sink pushes them) are put online; the API (the real
