@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
+from features.records import record
 from pipelines.events import Event
 
 # --------------------------------------------------------------------------- the spec
@@ -134,7 +135,7 @@ def wide_integers(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
 # --------------------------------------------------------------------------- facts
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fact:
     """One event flattened to what the features read. `buyer_id` is set for refunds and
     chargebacks once attributed through their payment's authorization."""
@@ -189,7 +190,7 @@ def request_columns(f: Fact) -> dict[str, Any]:
             "terms_days": f.terms_days}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Attribution:
     """What is known about one payment: the buyer its authorization named (None until
     seen), and its refunds and chargebacks that came before the authorization did."""
@@ -219,7 +220,7 @@ def _add(pairs: tuple[tuple[str, int], ...], key: str, amount: int) -> tuple[tup
     return tuple(sorted(d.items()))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OpenOrder:
     order_id: str
     created_at: datetime
@@ -227,7 +228,7 @@ class OpenOrder:
     outstanding_minor: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BuyerState:
     orders: tuple[tuple[datetime, int, str], ...] = ()  # (occurred_at, minor, currency) within retention
     financed: tuple[tuple[str, int], ...] = ()          # per currency, lifetime
@@ -310,7 +311,7 @@ def read_buyer(s: BuyerState, at: datetime, currency: str, spec: Spec = DEFAULT_
 # --------------------------------------------------------------------------- merchant
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MerchantState:
     orders: tuple[tuple[datetime, int, str], ...] = ()  # within retention
     payments: int = 0

@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, BuyerState, Fact, MerchantState, Spec,
                                   apply_buyer, apply_merchant, is_underwriting_request, read_buyer, read_merchant)
+from features.records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FeatureRow:
     """One entity's features for one underwriting request, as of the request's time."""
 
@@ -40,7 +41,7 @@ class FeatureRow:
     values: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LateEvent:
     """An event that arrived after its entity's watermark had passed it."""
 
@@ -79,7 +80,7 @@ MERCHANT = Entity("merchant", lambda f: f.merchant_id, MERCHANT_EVENTS, Merchant
                   lambda s, f, spec: read_merchant(s, f.occurred_at, f.currency, f.amount_minor, spec))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Clock:
     """One entity's state, its not-yet-final events (in event-time order), the newest
     event time seen, and how many events came late."""
@@ -124,6 +125,8 @@ def on_fact(entity: Entity, clock: Clock, f: Fact, spec: Spec = DEFAULT_SPEC) ->
     newest = f.occurred_at if clock.newest is None else max(clock.newest, f.occurred_at)
     mark = newest - timedelta(seconds=spec.allowed_lateness_s)
     cut = bisect.bisect_left(pending, mark, key=lambda p: p.occurred_at)  # everything before the mark is final
+    if not cut:
+        return Clock(clock.state, tuple(pending), newest, clock.late), []
     state, out = _settle(entity, clock.state, pending[:cut], spec)
     return Clock(state, tuple(pending[cut:]), newest, clock.late), out
 
