@@ -34,7 +34,7 @@ def _spec():
     return spec_from_config(config.load("features"))
 
 
-_feast_dir = click.option("--feast-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+feast_dir_option = click.option("--feast-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                           help="Feature store data folder [default: feast.path in configs/features.yaml].")
 _online = click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None,
                        help="Online store [default: feast.online_store in configs/features.yaml].")
@@ -46,7 +46,7 @@ def features() -> None:
 
 
 @features.command()
-@_feast_dir
+@feast_dir_option
 @_online
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly
@@ -62,7 +62,7 @@ def apply(feast_dir, online_store, as_json):
 @features.command()
 @click.option("--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="A generated world folder or an event archive folder.")
-@_feast_dir
+@feast_dir_option
 @_online
 @click.option("--online-only", is_flag=True, help="Push to the online store only (no offline history).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -104,7 +104,7 @@ def _for_people(values: dict) -> dict:
 @features.command()
 @click.option("--buyer", "buyer_id", default=None, help="Buyer id, e.g. b_0000043.")
 @click.option("--merchant", "merchant_id", default=None, help="Merchant id, e.g. m_00001.")
-@_feast_dir
+@feast_dir_option
 @_online
 @click.option("--json", "as_json", is_flag=True, help="Print the features as JSON.")
 @friendly

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from pipelines.cli_features import feast_dir_option
 from pipelines.cli_models import decision_table, money_text
 from pipelines.cli_support import console, emit, friendly, kv_table, user_errors
 
@@ -36,16 +37,17 @@ def risk() -> None:
 @click.option("--once", is_flag=True, help="Stop when every partition is caught up.")
 @click.option("--topic", default=None, help="Topic to consume [default: configs/risk.yaml].")
 @_STATE
+@feast_dir_option
 @click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster (with -a).")
 @click.option("-a", "--addresses", multiple=True, help="host:port of every cluster process, in order (repeat).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @friendly
-def risk_run(once, topic, state_dir, process_id, addresses, as_json):
+def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
     """Consume payments.events (Bytewax, recovery on): features to Feast, one decision per
     order on terms to payments.decisions and the decision log. SIGTERM stops it after its
     last batch; run it again to resume."""
     from pipelines.flows.risk import RiskSettings, run
-    settings = RiskSettings.from_config(state_dir, topic, once)
+    settings = RiskSettings.from_config(state_dir, topic, once, feast_dir)
     with console.status("risk flow running…" if not once else "risk flow catching up…"):
         stopped, counts = run(settings, process_id, list(addresses) or None)
     summary = {

@@ -94,7 +94,7 @@ def steps(days: int, merchants: int, seed: int) -> list[Step]:
              lambda r: {"champion": next((f'{v["name"]} v{v["version"]}' for v in r["versions"]
                                           if "champion" in v.get("aliases", [])), None)}),
         Step("risk run", "risk flow: features to Feast, one decision per order on terms",
-             lambda out, done: ["risk", "run", "--once", "--state-dir", str(out / "risk")],
+             lambda out, done: ["risk", "run", "--once", "--state-dir", str(out / "risk"), "--feast-dir", str(out / "feast")],
              lambda r: {"risk_requests": r["requests"], "risk_decisions": r["decisions"], "decisions_by_outcome": r["by_outcome"],
                         "decisions_by_model": r["by_model"], "features_unavailable": r["features_unavailable"],
                         "feature_rows_pushed": r["feature_rows_pushed"], "risk_state": r["state_dir"]}),

@@ -76,12 +76,12 @@ class RiskSettings:
 
     @classmethod
     def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
-                    once: bool = False) -> "RiskSettings":
+                    once: bool = False, feast_dir: Path | None = None) -> "RiskSettings":
         cfg = config.load("risk")
         return cls(bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
                    decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
                    batch_size=int(cfg["batch_size"]),
-                   feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT),
+                   feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT, feast_dir),
                    feast_offline=bool(cfg["feast"]["offline"]), online_push_ms=int(cfg["feast"]["online_push_ms"]),
                    offline_push_s=float(cfg["feast"]["offline_push_s"]), decide_every_ms=int(cfg["decide_every_ms"]),
                    once=once)
