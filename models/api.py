@@ -19,6 +19,7 @@ between a thread pool and the loop.
 """
 
 
+import gc
 import hashlib
 import json
 import logging
@@ -322,4 +323,15 @@ def create_app(service: DecisionService) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
+    _freeze_the_loaded_heap()
     return app
+
+
+def _freeze_the_loaded_heap() -> None:
+    """Move everything loaded so far (scikit-learn, MLflow, Feast, the models: ~450,000
+    objects) out of the garbage collector's reach. Why: a full collection walks every
+    tracked object, and on this machine one took ~0.4 s — a stall every request queued
+    behind it sees, the API's worst latencies. Objects made per request are still
+    collected; the loaded ones live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
