@@ -21,13 +21,14 @@ blocks the writers.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 log = logging.getLogger("clearline.api")
 
@@ -91,7 +92,7 @@ class DecisionStore:
 
     def add(self, decision_id: str, tenant: str, order_id: str, request_hash: str, record: dict[str, Any]) -> Stored:
         """Store a new decision; if the order was decided meanwhile, the one stored first."""
-        body = json.dumps(record, separators=(",", ":"))
+        body = msgspec.json.encode(record).decode()  # compact JSON, several times faster than json.dumps
         try:
             self.db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
                             (decision_id, tenant, order_id, request_hash, body))
