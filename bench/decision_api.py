@@ -8,14 +8,19 @@ latest features in a Feast SQLite online store. Then, in the same run:
 * baseline (in this process): Feast's own `get_online_features` for the buyer and the
   merchant of a request (one call, both views) plus the champion pipeline's
   `predict_proba` on a one-row pandas DataFrame — the plain way to serve a model;
-* the API's work without HTTP: `DecisionService.decide` (the same lookup, the policy,
-  champion score with reason codes — one predict of d+1 rows on numpy —, the
-  challenger's shadow score, the SQLite insert);
+* the API's work without HTTP: `DecisionService.decide` (the buyer's and merchant's rows
+  read straight from Feast's SQLite tables, the policy, champion score with reason codes
+  — one `TreeTable` pass over d+1 rows —, the challenger's shadow score from its
+  coefficients, the SQLite insert);
 * the API: a real `clearline serve --workers N` on loopback, loaded by a separate
-  client process (aiohttp) at a fixed arrival rate — open loop: request i is due at
-  i/rate and its latency is counted from when it was due, so a server falling behind
-  shows up as queueing, not as a slower client. Every request is a new order (a new
-  decision, stored).
+  client process at a fixed arrival rate — open loop: request i is due at i/rate and
+  its latency is counted from when it was due, so a server falling behind shows up as
+  queueing, not as a slower client. Every request is a new order (a new decision,
+  stored); every status is counted and every 20th body checked (`_load`).
+
+The client is a lean generator (uvloop, requests encoded before the run, a fixed pool of
+keep-alive HTTP/1.1 connections, a minimal response reader) rather than aiohttp, whose
+client cost several times the CPU per request on the same two cores the server runs on.
 
     python bench/decision_api.py [--rates 500,1000] [--duration 20] [--workers 2] [--json]
 """
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -121,50 +127,137 @@ def baselines(prep: dict, root: Path, n: int) -> dict:
 # --------------------------------------------------------------------------- load
 
 
-async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str) -> dict:
-    import aiohttp
-    n = int(rate * duration)
-    lat: list[float] = []
+class _Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with at most one request in flight: writes a
+    pre-encoded request, reads the status line, the headers and a Content-Length body
+    (the server answers every request with one), then reports the response."""
+
+    def __init__(self, done: Callable):
+        self.done, self.buf, self.transport, self.job, self.closed = done, b"", None, None, False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, request: bytes, job: int) -> None:
+        self.job, self.buf = job, b""
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        length = 0
+        for line in self.buf[:head_end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buf) < head_end + 4 + length:
+            return
+        job, self.job = self.job, None
+        self.done(self, job, int(self.buf[9:12]), self.buf[head_end + 4:head_end + 4 + length])
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.job is not None:
+            job, self.job = self.job, None
+            self.done(self, job, 0, b"")
+
+
+def _requests(port: int, asks: list[dict], n: int, tag: str) -> list[tuple[bytes, str]]:
+    """Every request of the run encoded before it starts (each a new order), and its order id."""
+    out = []
+    for i in range(n):
+        ask = asks[i % len(asks)]
+        body = json.dumps({**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"{tag}-{i}"}).encode()
+        out.append((b"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                    b"X-API-Key: dev-api-key-%s\r\nContent-Length: %d\r\n\r\n%s"
+                    % (port, ask["tenant"].encode(), len(body), body), f"{tag}-{i}"))
+    return out
+
+
+async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str, connections: int = 64,
+                timeout: float = 30.0, check_every: int = 20) -> dict:
+    """Open loop at `rate` for `duration`: request i is due at start + i/rate and its
+    latency counts from then, whether it waited for the server or for a free connection
+    (no coordinated omission). Each request goes out on an idle keep-alive connection of
+    a fixed pool, the longest idle first (so every connection, and the server worker
+    behind it, shares the load); with none idle it waits in order for the next one that
+    is (a new connection per request would only add work to a server that is behind;
+    `connections` is far above what the server runs at once). Every status is counted (a lost
+    connection too); every `check_every`-th body is parsed and checked to be this order's
+    decision. A request unanswered `timeout` s after the last was sent is counted as a
+    timeout, its latency as the time it had waited by then."""
+    from collections import deque
+    loop = asyncio.get_running_loop()
+    requests = _requests(port, asks, int(rate * duration), tag)
+    n = len(requests)
+    due: list[float] = []
+    lat: list[float | None] = [None] * n
     errors: dict[str, int] = {}
-    conn = aiohttp.TCPConnector(limit=512, ttl_dns_cache=None)
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as http:
-        async def one(i: int, due: float) -> None:
-            ask = asks[i % len(asks)]
-            body = {**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"{tag}-{i}"}
-            try:
-                async with http.post(f"http://127.0.0.1:{port}/v1/decisions", json=body,
-                                     headers={"X-API-Key": f"dev-api-key-{ask['tenant']}"}) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors[str(resp.status)] = errors.get(str(resp.status), 0) + 1
-            except Exception as exc:  # counted, the run goes on
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            lat.append(time.perf_counter() - due)
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter() + 0.2
-        tasks = []
-        for i in range(n):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(loop.create_task(one(i, due)))
-        sent_s = time.perf_counter() - start
-        await asyncio.gather(*tasks)
-        total_s = time.perf_counter() - start
-    return {"target_rps": rate, "requests": n, "sent_rps": round(n / sent_s, 1), "completed_rps": round(n / total_s, 1),
-            "errors": errors, **pct(lat)}
+    answered, checked = [0], [0]
+    idle: deque[_Conn] = deque()
+    waiting: deque[int] = deque()   # due, no idle connection yet
+    finished = loop.create_future()
+
+    def count(what: str) -> None:
+        errors[what] = errors.get(what, 0) + 1
+
+    def done(conn: _Conn, i: int, status: int, body: bytes) -> None:
+        lat[i] = time.perf_counter() - due[i]
+        answered[0] += 1
+        if status == 0:
+            count("connection lost")
+        elif status != 200:
+            count(str(status))
+        elif i % check_every == 0:
+            record = json.loads(body)
+            if record.get("order_id") != requests[i][1] or record.get("decision") not in ("approve", "review", "decline") \
+                    or not str(record.get("decision_id", "")).startswith("dec_"):
+                count("wrong body")
+            checked[0] += 1
+        if not conn.closed:
+            if waiting:
+                conn.send(requests[waiting[0]][0], waiting.popleft())
+            else:
+                idle.append(conn)
+        if answered[0] == n and not finished.done():
+            finished.set_result(None)
+
+    for _ in range(connections):
+        idle.append((await loop.create_connection(lambda: _Conn(done), "127.0.0.1", port))[1])
+    start = time.perf_counter() + 0.2
+    due.extend(start + i / rate for i in range(n))
+    i = 0
+    while i < n:
+        now = time.perf_counter()
+        while i < n and due[i] <= now:   # every request due by now goes out
+            while idle and idle[0].closed:
+                idle.popleft()
+            if idle:
+                idle.popleft().send(requests[i][0], i)
+            else:
+                waiting.append(i)
+            i += 1
+        if i < n:
+            await asyncio.sleep(due[i] - time.perf_counter())
+    issued_s = time.perf_counter() - start   # every request sent or queued, on schedule
+    try:
+        await asyncio.wait_for(asyncio.shield(finished), timeout)
+    except asyncio.TimeoutError:
+        errors["timeout"] = n - answered[0]
+    total_s = time.perf_counter() - start
+    waited = [x if x is not None else time.perf_counter() - d for x, d in zip(lat, due)]
+    return {"target_rps": rate, "requests": n, "issued_rps": round(n / issued_s, 1),
+            "completed_rps": round(answered[0] / total_s, 1), "errors": errors, "bodies_checked": checked[0],
+            "connections": connections, **pct(waited)}
 
 
 def load_main() -> None:
     """The client process: `decision_api.py --client PORT RATE DURATION TAG ASKS.json`."""
     port, rate, duration, tag, asks = sys.argv[2:7]
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    print(json.dumps(asyncio.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag))))
+    import uvloop
+    print(json.dumps(uvloop.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag))))
 
 
 def _free_port() -> int:
@@ -199,6 +292,7 @@ def main() -> None:
     ap.add_argument("--baseline-n", type=int, default=3000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     prep = prepare(root)
     os.environ["MLFLOW_TRACKING_URI"] = prep["uri"]  # for the in-process baseline and the server
@@ -218,7 +312,7 @@ def main() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     report = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+                          "load_avg_at_start": load_at_start, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
               "workers": args.workers, "duration_s": args.duration, "baseline": base, "api": runs,
               "ratio_api_p99_to_bare_p99": {str(r["target_rps"]): round(r["p99_ms"] / base["bare_feast_plus_predict_proba"]["p99_ms"], 2)
                                             for r in runs}}
@@ -228,10 +322,10 @@ def main() -> None:
     for name, stats in base.items():
         print(f"{name:34s} p50 {stats['p50_ms']:7.3f} ms  p99 {stats['p99_ms']:7.3f} ms")
     for r in runs:
-        print(f"API {r['target_rps']:6.0f} req/s: sent {r['sent_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
+        print(f"API {r['target_rps']:6.0f} req/s: issued {r['issued_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
               f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
               f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]})")
-    print(f"load average at the end: {report['machine']['load_avg_at_end']}")
+    print(f"load average at the start {load_at_start}, at the end {report['machine']['load_avg_at_end']}")
 
 
 if __name__ == "__main__":
