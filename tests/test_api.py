@@ -202,6 +202,18 @@ def test_a_bad_body_is_422_naming_the_field(world, server, change, field, words)
     assert got["detail"].startswith(f"{field}: ") and words in got["detail"]
 
 
+def test_a_body_that_is_not_json_or_not_an_object_is_422(world, server):
+    _, tenant = _order(world, 11)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/v1/decisions", body='{"order_id": "o-1",', headers={"X-API-Key": KEYS[tenant]})
+    resp = conn.getresponse()
+    got = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 422 and got["errors"][0]["type"] == "json_invalid" and "JSON decode error" in got["detail"]
+    status, got, _ = server.call("POST", "/v1/decisions", ["not", "an", "object"], KEYS[tenant])
+    assert status == 422 and "valid dictionary" in got["detail"]
+
+
 def test_a_buyer_the_store_never_saw_is_decided_by_the_conservative_rules(world, server):
     body, tenant = _order(world, 11, buyer_id="b_brand_new", order_id="api-new-buyer")
     status, got, _ = server.call("POST", "/v1/decisions", body, KEYS[tenant])
