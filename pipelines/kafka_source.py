@@ -23,11 +23,14 @@ import math
 import threading
 import time
 from collections import deque
+from datetime import datetime, timedelta, timezone
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
+
+IDLE = timedelta(milliseconds=10)  # how long a partition with nothing fetched rests before it looks again
 
 # Set to end every partition at its next poll: the graceful stop (SIGTERM). The dataflow
 # then completes like a --once run: the sink commits what it has and closes.
@@ -70,6 +73,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         self._align = alignment
         self._held: deque[Message] = deque()  # read, not handed on yet (alignment only)
         self._asked_at = -math.inf
+        self._awake: datetime | None = None   # when Bytewax should ask again (None: at once)
         if alignment is not None:
             alignment.join(partition)
 
@@ -78,6 +82,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         per-item cost is paid once per batch instead of once per message."""
         if STOP.is_set() or (self._eof and not self._held):
             raise StopIteration()
+        self._awake = None
         if self._align is None:
             batch = self._poll()
         else:
@@ -86,9 +91,19 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
             self._offset = batch[-1].offset() + 1
         return [batch] if batch else []
 
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
     def _poll(self) -> list[Message]:
+        """What the client has fetched, without waiting: a poll that waits for a full batch
+        blocks the worker, and with it every other partition and step of the flow, for the
+        whole wait whenever messages trickle in. With nothing fetched, Bytewax is asked to
+        come back in `IDLE` instead of spinning."""
         batch = []
-        for msg in self._consumer.consume(self._batch_size, 0.05):
+        msgs = self._consumer.consume(self._batch_size, 0)
+        if not msgs:
+            self._awake = datetime.now(timezone.utc) + IDLE
+        for msg in msgs:
             err = msg.error()
             if err is None:
                 batch.append(msg)
