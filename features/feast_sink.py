@@ -37,7 +37,7 @@ from features.feast_writer import FeastWriter
 class _Pusher(StatefulSinkPartition[list[FeatureRow], None]):
     def __init__(self, settings: store.FeastSettings, spec: Spec, online: bool):
         self.spec, self.online = spec, online
-        self.writer = FeastWriter(settings, online)
+        self.writer = FeastWriter.of(settings, online)
 
     def write_batch(self, items: list[list[FeatureRow]]) -> None:
         rows = [r for batch in items for r in batch]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -22,6 +23,12 @@ _STOP = None
 
 
 class FeastWriter:
+    """One writer process. `start` spawns it ahead of use (importing Feast takes the
+    child seconds, which the parent can spend loading its models); `of` hands the
+    writer started for these settings to its user, or starts one."""
+
+    _started: dict[tuple[Path, bool], FeastWriter] = {}
+
     def __init__(self, settings: store.FeastSettings, online: bool):
         if not settings.yaml_path.exists():
             raise store.FeatureStoreError(f"no feature store in {settings.data_dir}: run `clearline features apply` first")
@@ -32,6 +39,14 @@ class FeastWriter:
         self._process = ctx.Process(target=_serve, args=(settings, online, self._todo, self._done, os.getpid()), daemon=True,
                                     name=f"feast-{'online' if online else 'offline'}-writer")
         self._process.start()
+
+    @classmethod
+    def start(cls, settings: store.FeastSettings, online: bool) -> None:
+        cls._started.setdefault((settings.data_dir, online), cls(settings, online))
+
+    @classmethod
+    def of(cls, settings: store.FeastSettings, online: bool) -> FeastWriter:
+        return cls._started.pop((settings.data_dir, online), None) or cls(settings, online)
 
     def push(self, entity: str, frame: pl.DataFrame) -> None:
         self._todo.put((entity, frame))
@@ -61,6 +76,8 @@ class FeastWriter:
 
 def _serve(settings: store.FeastSettings, online: bool, todo: Any, done: Any, parent: int) -> None:
     fs = store.open_store(settings)
+    if not online:
+        import feast.infra.offline_stores.duckdb  # noqa: F401  (imported on the first push otherwise: seconds)
     while True:
         try:
             job = todo.get(timeout=1)
@@ -72,7 +89,10 @@ def _serve(settings: store.FeastSettings, online: bool, todo: Any, done: Any, pa
             return
         entity, frame = job
         try:
-            store.push(fs, frame, entity, online=online, offline=not online)
+            if online:
+                store.write_online(fs, frame, entity)
+            else:
+                store.push(fs, frame, entity, online=False, offline=True)
             done.put(None)
         except Exception as e:  # handed back to the flow, which fails with it
             done.put(f"pushing {frame.height} {entity} rows {'online' if online else 'offline'} failed: {e}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import time
 import warnings
@@ -88,6 +89,26 @@ def test_nulls_survive_the_round_trip(tmp_path, world_rows):
         got = store.online_features(fs, "merchant", row["merchant_id"])
         assert got["merchant_ticket_zscore"] is None
         assert got == {k: v for k, v in row.items() if k not in ("event_timestamp", "created")}
+
+
+def test_the_direct_online_write_stores_exactly_what_a_push_stores(tmp_path, world_rows):
+    """`store.write_online` skips the push's pandas round trip; the online tables must
+    hold the same keys, value bytes and timestamps, nulls included."""
+    tables = []
+    for name, write in (("pushed", lambda fs, f, e: store.push(fs, f, e, offline=False)),
+                        ("written", store.write_online)):
+        s = store.settings_from_config(config.load("features"), tmp_path, tmp_path / name)
+        store.apply(s)
+        fs = store.open_store(s)
+        for entity in ("buyer", "merchant"):
+            assert write(fs, store.latest_rows(batch.feature_history(world_rows, entity), entity), entity) > 5
+        with sqlite3.connect(s.data_dir / "online.db") as db:
+            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            tables.append({n: sorted(db.execute(f'SELECT * FROM "{n}"').fetchall()) for n in names})
+    pushed, written = tables
+    assert pushed == written and sum(len(rows) for rows in written.values()) > 100
+    fs = store.open_store(store.settings_from_config(config.load("features"), tmp_path, tmp_path / "written"))
+    assert check_online(fs, batch.feature_history(world_rows, "merchant"), "merchant") > 0
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ from features import store as feast
 from features.definitions import Spec, spec_from_config
 from features.event_time import FeatureRow
 from features.feast_sink import push_steps
+from features.feast_writer import FeastWriter
 from features.stream_state import Answer
 from features.streaming import advance_steps
 from models.decision import Decision, UnderwritingRequest, decide_many
@@ -173,6 +174,10 @@ def run(settings: RiskSettings, process_id: int | None = None, addresses: list[s
     spec = spec_from_config(config.load("features"))
     if not settings.feast.yaml_path.exists():
         feast.apply(settings.feast, spec)
+    if not process_id:  # the process that holds the Feast sinks' one partition each
+        FeastWriter.start(settings.feast, online=True)
+        if settings.feast_offline:
+            FeastWriter.start(settings.feast, online=False)
     models = models or load_models()
     counts = RunCounts()
     for sig in (signal.SIGTERM, signal.SIGINT):
