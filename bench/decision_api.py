@@ -176,8 +176,37 @@ def _requests(port: int, asks: list[dict], n: int, tag: str) -> list[tuple[bytes
     return out
 
 
-async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str, connections: int = 64,
-                timeout: float = 30.0, check_every: int = 20) -> dict:
+async def _balanced_pool(loop, port: int, connections: int, workers: int) -> tuple[list[_Conn], dict[int, int]]:
+    """`connections` keep-alive connections, the same number to each server worker.
+
+    Why: uvicorn's workers share one listening socket and whichever accepts first gets
+    the connection; measured here, 43 of 64 went to one of two workers (64 of 64 while
+    the second was still starting). With keep-alive the split is fixed for the run, so
+    one worker would carry two thirds of the load. A deployment puts a balancer in front
+    (or a socket per worker); this does what it would: it asks each new connection's
+    worker (`/health` names its pid) and keeps a connection only while that worker has
+    fewer than its share. Returns the pool and connections per worker pid."""
+    share = -(-connections // workers)
+    pool: list[_Conn] = []
+    spread: dict[int, int] = {}
+    for _ in range(connections * 20):
+        if len(pool) == connections:
+            break
+        answered = loop.create_future()
+        conn = (await loop.create_connection(lambda: _Conn(lambda c, j, st, body: answered.set_result(body)),
+                                              "127.0.0.1", port))[1]
+        conn.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port, 0)
+        pid = json.loads(await asyncio.wait_for(answered, 30))["worker"]
+        if spread.get(pid, 0) < share:
+            spread[pid] = spread.get(pid, 0) + 1
+            pool.append(conn)
+        else:
+            conn.transport.close()
+    return pool, spread
+
+
+async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str, workers: int = 1,
+                connections: int = 64, timeout: float = 30.0, check_every: int = 20) -> dict:
     """Open loop at `rate` for `duration`: request i is due at start + i/rate and its
     latency counts from then, whether it waited for the server or for a free connection
     (no coordinated omission). Each request goes out on an idle keep-alive connection of
@@ -224,8 +253,10 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
         if answered[0] == n and not finished.done():
             finished.set_result(None)
 
-    for _ in range(connections):
-        idle.append((await loop.create_connection(lambda: _Conn(done), "127.0.0.1", port))[1])
+    pool, spread = await _balanced_pool(loop, port, connections, workers)
+    for conn in pool:
+        conn.done = done
+    idle.extend(pool)
     start = time.perf_counter() + 0.2
     due.extend(start + i / rate for i in range(n))
     i = 0
@@ -250,14 +281,15 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     waited = [x if x is not None else time.perf_counter() - d for x, d in zip(lat, due)]
     return {"target_rps": rate, "requests": n, "issued_rps": round(n / issued_s, 1),
             "completed_rps": round(answered[0] / total_s, 1), "errors": errors, "bodies_checked": checked[0],
-            "connections": connections, **pct(waited)}
+            "connections_per_worker": sorted(spread.values(), reverse=True), **pct(waited)}
 
 
 def load_main() -> None:
-    """The client process: `decision_api.py --client PORT RATE DURATION TAG ASKS.json`."""
-    port, rate, duration, tag, asks = sys.argv[2:7]
+    """The client process: `decision_api.py --client PORT RATE DURATION TAG ASKS.json WORKERS`."""
+    port, rate, duration, tag, asks, workers = sys.argv[2:8]
     import uvloop
-    print(json.dumps(uvloop.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag))))
+    print(json.dumps(uvloop.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag,
+                                      int(workers)))))
 
 
 def _free_port() -> int:
@@ -303,9 +335,9 @@ def main() -> None:
     runs = []
     try:
         client = [sys.executable, __file__, "--client", str(port)]
-        subprocess.run(client + ["200", "3", "warmup", str(asks_file)], check=True, capture_output=True)
+        subprocess.run(client + ["200", "3", "warmup", str(asks_file), str(args.workers)], check=True, capture_output=True)
         for rate in (float(r) for r in args.rates.split(",")):
-            res = subprocess.run(client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file)],
+            res = subprocess.run(client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file), str(args.workers)],
                                  check=True, capture_output=True, text=True)
             runs.append(json.loads(res.stdout))
     finally:

@@ -374,7 +374,8 @@ def create_app(service: DecisionService) -> FastAPI:
     @app.get("/health", summary="Liveness and what decides")
     async def health() -> dict[str, Any]:
         ref = lambda s: None if s is None else {"name": s.ref.name, "version": s.ref.version}  # noqa: E731
-        return {"status": "ok", "decides_by": service.decides_by(), "champion": ref(service.champion),
+        return {"status": "ok", "worker": os.getpid(),  # which worker process answered: they share the port
+                "decides_by": service.decides_by(), "champion": ref(service.champion),
                 "challenger": ref(service.challenger), "kill_switch": service.policy.kill_switch,
                 "feature_store": "connected" if service.features is not None else "none (decisions without features)",
                 "tenants": sorted(service.keys.hashes), "merchants": len(service.merchants.owners)}
