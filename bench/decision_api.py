@@ -278,6 +278,8 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     except asyncio.TimeoutError:
         errors["timeout"] = n - answered[0]
     total_s = time.perf_counter() - start
+    for conn in pool:
+        conn.transport.close()
     waited = [x if x is not None else time.perf_counter() - d for x, d in zip(lat, due)]
     return {"target_rps": rate, "requests": n, "issued_rps": round(n / issued_s, 1),
             "completed_rps": round(answered[0] / total_s, 1), "errors": errors, "bodies_checked": checked[0],
@@ -356,7 +358,8 @@ def main() -> None:
     for r in runs:
         print(f"API {r['target_rps']:6.0f} req/s: issued {r['issued_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
               f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
-              f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]})")
+              f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]}; "
+              f"{r['bodies_checked']} bodies checked; connections per worker {r['connections_per_worker']})")
     print(f"load average at the start {load_at_start}, at the end {report['machine']['load_avg_at_end']}")
 
 
