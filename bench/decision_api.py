@@ -20,7 +20,8 @@ latest features in a Feast SQLite online store. Then, in the same run:
 
 The client is a lean generator (uvloop, requests encoded before the run, a fixed pool of
 keep-alive HTTP/1.1 connections, a minimal response reader) rather than aiohttp, whose
-client cost several times the CPU per request on the same two cores the server runs on.
+client took about twice the CPU per request (0.38 against 0.21 ms at 500 req/s, process
+start-up included) on the same two cores the server runs on.
 
     python bench/decision_api.py [--rates 500,1000] [--duration 20] [--workers 2] [--json]
 """
