@@ -273,7 +273,7 @@ class _FastDecisions:
     headers are the route's; the route stays declared for the OpenAPI docs and their
     schema. It runs inside the metrics middleware, under the route's label."""
 
-    def __init__(self, app, route: Any, answer: Callable[[str | None, bytes], Response]):
+    def __init__(self, app, route: Any, answer: Callable[[str | None, str | None, bytes], Response]):
         self.app, self.route, self.answer = app, route, answer
 
     async def __call__(self, scope, receive, send):
@@ -286,8 +286,8 @@ class _FastDecisions:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
-        await self.answer(key, b"".join(chunks))(scope, receive, send)
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"x-api-key", b"content-type")}
+        await self.answer(headers.get(b"x-api-key"), headers.get(b"content-type"), b"".join(chunks))(scope, receive, send)
 
 
 def create_app(service: DecisionService) -> FastAPI:
@@ -342,16 +342,23 @@ def create_app(service: DecisionService) -> FastAPI:
     async def post_decision(body: DecisionRequest, who: Annotated[str, Depends(tenant)]) -> Response:
         return decided(who, body)
 
-    def answer(key: str | None, raw: bytes) -> Response:
-        """POST /v1/decisions for `_FastDecisions`, in FastAPI's order: the body must be
-        JSON (422), then the key (401), then the fields (422), then the decision."""
+    def answer(key: str | None, content_type: str | None, raw: bytes) -> Response:
+        """POST /v1/decisions for `_FastDecisions`, in FastAPI's order and with its rules:
+        a body declared JSON (application/json or */*+json) must parse (422), then the key
+        (401), then the fields (422: a body not declared JSON is validated as bytes and
+        fails, an empty one is missing), then the decision."""
+        media = (content_type or "").split(";")[0].strip().lower()
         try:
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                return invalid([{"loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error",
-                                 "type": "json_invalid"}])
+            data: Any = raw
+            if raw and (media == "application/json" or media.startswith("application/") and media.endswith("+json")):
+                try:
+                    data = json.loads(raw)
+                except ValueError as exc:
+                    return invalid([{"loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error",
+                                     "type": "json_invalid"}])
             who = caller(key)
+            if not raw:
+                return invalid([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
             try:
                 body = DecisionRequest.model_validate(data)
             except ValidationError as exc:

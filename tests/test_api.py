@@ -202,16 +202,28 @@ def test_a_bad_body_is_422_naming_the_field(world, server, change, field, words)
     assert got["detail"].startswith(f"{field}: ") and words in got["detail"]
 
 
-def test_a_body_that_is_not_json_or_not_an_object_is_422(world, server):
+def test_a_body_that_is_not_json_or_not_an_object_is_422_as_fastapi_answers_it(world, server):
     _, tenant = _order(world, 11)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("POST", "/v1/decisions", body='{"order_id": "o-1",', headers={"X-API-Key": KEYS[tenant]})
-    resp = conn.getresponse()
-    got = json.loads(resp.read())
-    conn.close()
-    assert resp.status == 422 and got["errors"][0]["type"] == "json_invalid" and "JSON decode error" in got["detail"]
-    status, got, _ = server.call("POST", "/v1/decisions", ["not", "an", "object"], KEYS[tenant])
+
+    def post(body: str, content_type: str | None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/v1/decisions", body=body,
+                     headers={"X-API-Key": KEYS[tenant]} | ({"Content-Type": content_type} if content_type else {}))
+        resp = conn.getresponse()
+        got = json.loads(resp.read())
+        conn.close()
+        return resp.status, got
+    status, got = post('{"order_id": "o-1",', "application/json")
+    assert status == 422 and got["errors"][0]["type"] == "json_invalid" and "JSON decode error" in got["detail"]
+    status, got = post(json.dumps(["not", "an", "object"]), "application/json; charset=utf-8")
     assert status == 422 and "valid dictionary" in got["detail"]
+    body, _ = _order(world, 11)
+    for content_type in ("text/plain", None):  # JSON only when declared so (FastAPI's strict content type)
+        status, got = post(json.dumps(body), content_type)
+        assert status == 422 and got["errors"][0]["field"] == "body", got
+    status, got = post("", "application/json")
+    assert status == 422 and got["errors"] == [{"field": "body", "message": "Field required", "type": "missing"}]
+    assert post('{"order_id": "o-1",', "application/vnd.clearline+json")[0] == 422
 
 
 def test_a_buyer_the_store_never_saw_is_decided_by_the_conservative_rules(world, server):
