@@ -1,6 +1,7 @@
 """The risk dataflow: payments.events → features → Feast → one decision per underwriting request.
 
-    PartitionSource (all partitions, offsets in Bytewax recovery; one item per poll batch)
+    MergedSource (every partition by one consumer, merged in broker-timestamp order; offsets
+             in Bytewax recovery; one item per poll)
       → map admit: the ledger's admission (signature, tenant, contract, PAN); refused
              messages are counted and skipped — dead-lettering them is the ledger flow's job
       → features.streaming.advance_steps: per batch, what became final — feature rows per
@@ -55,7 +56,8 @@ from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
 from pipelines.flows.gather import gathered
 from pipelines.flows.risk_inputs import request_features
 from pipelines.flows.risk_sink import DecisionSink, LateSink, RunCounts
-from pipelines.kafka_source import STOP, PartitionSource
+from pipelines.kafka_source import STOP
+from pipelines.merged_source import MergedSource
 from pipelines.signing import TenantKeys
 
 
@@ -116,15 +118,14 @@ def decided(answers: list[Answer], models: Models, spec: Spec) -> list[Decision]
 def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:
     keys = TenantKeys.from_config()
     flow = Dataflow("risk")
-    # aligned: the features are in event time, and a backlog read partition by partition looks late
-    source = PartitionSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size,
-                             align=True)
-    events = op.map("admit", op.input("consume", flow, source), lambda msgs: admitted(msgs, keys, counts))
+    # merged: the features are in event time, and a backlog read partition by partition looks late
+    source = MergedSource(settings.bootstrap, settings.topic, once=settings.once, batch_size=settings.batch_size)
+    events = op.map("admit", op.input("read_merged", flow, source), lambda msgs: admitted(msgs, keys, counts))
     advanced = advance_steps(events, spec)
     rows = op.map("rows", advanced, lambda a: a.rows)
     op.inspect("count_rows", rows, lambda _step, batch: counts.add(feature_rows=len(batch)))
     _push_to_feast(rows, settings, spec)
-    # an aligned poll batch holds a handful of requests: decide (one model call) and write
+    # a live poll holds a handful of requests: decide (one model call) and write
     # (one flush to Kafka) for all those of the last few milliseconds at once
     answers = gathered("gather_answers", op.map("answers", advanced, lambda a: a.answers),
                        timedelta(milliseconds=settings.decide_every_ms))

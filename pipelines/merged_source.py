@@ -1,0 +1,141 @@
+"""A Bytewax source that reads every partition of a topic with one consumer, as ONE
+Bytewax partition, and hands messages on merged in broker-timestamp order.
+
+Why: a flow that works in event time (the risk flow's features) must see the topic
+about in the order it was written. Read partition by partition, a backlog arrives weeks
+out of step — a buyer's events from one merchant's partition long before those from
+another's — and looks like huge lateness. Merging restores the producer's order.
+
+Why one partition and not one per Kafka partition kept in step: in step, each
+partition may hand on only what is no newer than every other partition's oldest unread
+message, so with live traffic they take turns a message or two at a time, and the flow
+pays its per-item cost per message. Merged, one poll hands on everything that is ready
+across the topic as one list.
+
+What is ready: every read message no newer than the *limit*, the oldest of each
+partition's frontier — the newest message it has read (what it has not read yet is
+newer), or, when it holds none: nothing (+inf) if it has handed on everything up to the
+end the client last learned, else the last timestamp it handed on (a backlog whose
+fetch has not come back yet must not be overtaken). A partition holding a full batch is paused, so
+memory stays one batch per partition. Offsets in the snapshot are those handed on; what
+was read but held is read again after a resume.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from datetime import datetime, timezone
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from pipelines.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
+
+Offsets = dict[int, int]  # Kafka partition -> next offset to hand on
+
+
+def _ts(msg: Message) -> int:
+    return msg.timestamp()[1]
+
+
+_OCCURRED_AT = re.compile(rb'"occurred_at"\s*:\s*"([^"]{0,40})"')
+
+
+def _order(msg: Message) -> tuple[int, bytes]:
+    """Broker timestamp, then the event's own time as written: Kafka orders nothing across
+    partitions within one millisecond, and a producer writing fast (a replayed backlog)
+    puts many events in each — in event-time order is the best guess among them."""
+    found = _OCCURRED_AT.search(msg.value() or b"")
+    return _ts(msg), found.group(1) if found else b""
+
+
+class _Merged(StatefulSourcePartition[list[Message], Offsets]):
+    def __init__(self, config: dict, topic: str, partitions: list[int], offsets: Offsets, batch_size: int):
+        self._topic, self._batch_size = topic, batch_size
+        self._consumer = Consumer(config)
+        self._consumer.assign([TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions])
+        self._offsets = {p: offsets.get(p, OFFSET_BEGINNING) for p in partitions}
+        self._held: dict[int, deque[Message]] = {p: deque() for p in partitions}
+        self._handed: dict[int, float] = {p: -math.inf for p in partitions}  # last timestamp handed on
+        self._ended: set[int] = set()
+        self._paused: set[int] = set()
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[list[Message]]:
+        if STOP.is_set() or (len(self._ended) == len(self._held) and not any(self._held.values())):
+            raise StopIteration()
+        msgs = self._consumer.consume(self._batch_size, 0)
+        self._awake = None if msgs else datetime.now(timezone.utc) + IDLE
+        read, ended = sorted_out(msgs)
+        self._ended |= ended
+        for msg in read:
+            self._held[msg.partition()].append(msg)
+        batch = self._ready()
+        self._pace()
+        return [batch] if batch else []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Offsets:
+        return dict(self._offsets)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _ready(self) -> list[Message]:
+        limit = min(self._frontier(p) for p in self._held)
+        out: list[Message] = []
+        for p, held in self._held.items():
+            while held and _ts(held[0]) <= limit:
+                out.append(held.popleft())
+            if out and out[-1].partition() == p:
+                self._offsets[p] = out[-1].offset() + 1
+                self._handed[p] = float(_ts(out[-1]))
+        out.sort(key=_order)
+        return out
+
+    def _frontier(self, p: int) -> float:
+        """Up to when this partition's messages are all known: its newest read one (a
+        partition's timestamps do not go back), or see the module doc."""
+        if self._held[p]:
+            return float(_ts(self._held[p][-1]))
+        if p in self._ended or self._caught_up(p):
+            return math.inf
+        return self._handed[p]
+
+    def _caught_up(self, p: int) -> bool:
+        """Whether this partition has handed on everything up to the end the client last
+        learned (False while unknown: nothing fetched yet). What comes after was produced
+        after that fetch, so it is newer than what the others hold, give or take a fetch."""
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
+        position = self._offsets[p] if self._offsets[p] >= 0 else low
+        return high >= 0 and position >= high
+
+    def _pace(self) -> None:
+        """Pause a partition holding a full batch (the others must catch up to it first);
+        resume it once it has handed on."""
+        full = {p for p, held in self._held.items() if len(held) >= self._batch_size}
+        if full - self._paused:
+            self._consumer.pause([TopicPartition(self._topic, p) for p in full - self._paused])
+        if self._paused - full:
+            self._consumer.resume([TopicPartition(self._topic, p) for p in self._paused - full])
+        self._paused = full
+
+
+class MergedSource(FixedPartitionedSource[list[Message], Offsets]):
+    """Every partition of `topic` merged in broker-timestamp order, one list per poll;
+    state is the next offset to hand on in each. `once`: stop when every partition has
+    reached the end it had."""
+
+    def __init__(self, bootstrap: str, topic: str, once: bool, batch_size: int = 2000):
+        self._bootstrap, self._topic, self._once, self._batch_size = bootstrap, topic, once, batch_size
+
+    def list_parts(self) -> list[str]:
+        return ["merged"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> _Merged:
+        return _Merged(consumer_config(self._bootstrap, self._once), self._topic,
+                       topic_partitions(self._bootstrap, self._topic), resume_state or {}, self._batch_size)
