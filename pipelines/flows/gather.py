@@ -28,6 +28,8 @@ class _Gather(StatefulLogic[list[T], list[T], list[T]], Generic[T]):
         self.due: datetime | None = datetime.now(timezone.utc) if self.held else None
 
     def on_item(self, value: list[T]) -> tuple[Iterable[list[T]], bool]:
+        if not value:  # most live polls make no rows, answers or late events: nothing to wait for
+            return [], StatefulLogic.RETAIN
         if not self.held:
             self.due = datetime.now(timezone.utc) + self.every
         self.held.extend(value)
