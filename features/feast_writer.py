@@ -42,7 +42,8 @@ class FeastWriter:
 
     @classmethod
     def start(cls, settings: store.FeastSettings, online: bool) -> None:
-        cls._started.setdefault((settings.data_dir, online), cls(settings, online))
+        if (settings.data_dir, online) not in cls._started:
+            cls._started[(settings.data_dir, online)] = cls(settings, online)
 
     @classmethod
     def of(cls, settings: store.FeastSettings, online: bool) -> FeastWriter:
