@@ -124,9 +124,7 @@ def push(store, frame: pl.DataFrame, entity: str, online: bool = True, offline: 
     if not (online or offline) or frame.is_empty():
         return 0
     mode = PushMode.ONLINE_AND_OFFLINE if online and offline else PushMode.ONLINE if online else PushMode.OFFLINE
-    expected = list(history_schema(entity))
-    if frame.columns != expected:
-        raise FeatureStoreError(f"push {entity}: expected columns {expected}, got {frame.columns}")
+    _check_columns(frame, entity, "push")
     store.push(push_source_name(entity), frame.to_pandas(use_pyarrow_extension_array=True), to=mode)
     return frame.height
 
@@ -142,13 +140,17 @@ def write_online(store, frame: pl.DataFrame, entity: str) -> int:
     from feast.value_type import ValueType
     if frame.is_empty():
         return 0
-    expected = list(history_schema(entity))
-    if frame.columns != expected:
-        raise FeatureStoreError(f"write {entity}: expected columns {expected}, got {frame.columns}")
+    _check_columns(frame, entity, "write")
     view = store.get_feature_view(view_name(entity))
     rows = _convert_arrow_fv_to_proto(frame.to_arrow(), view, {f"{entity}_id": ValueType.STRING})
     store.provider.online_write_batch(store.config, view, rows, None)
     return frame.height
+
+
+def _check_columns(frame: pl.DataFrame, entity: str, what: str) -> None:
+    expected = list(history_schema(entity))
+    if frame.columns != expected:
+        raise FeatureStoreError(f"{what} {entity}: expected columns {expected}, got {frame.columns}")
 
 
 def latest_rows(frame: pl.DataFrame, entity: str) -> pl.DataFrame:

@@ -34,8 +34,6 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
     def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int):
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
-        self._tp = TopicPartition(topic, partition)
-        self._partition = partition
         self._offset = offset
         self._batch_size = batch_size
         self._eof = False

@@ -119,7 +119,7 @@ class RunCounts:
 
 
 class DecisionWriter(StatelessSinkPartition[list[Decision]]):
-    """Items are lists: the decisions of one input batch each."""
+    """Items are lists: the decisions of one gathered batch of requests each."""
 
     def __init__(self, state_dir: Path, bootstrap: str, topic: str, shard: int, counts: RunCounts):
         self.topic, self.bootstrap, self.counts = topic, bootstrap, counts
