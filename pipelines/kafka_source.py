@@ -4,7 +4,8 @@ Bytewax's own KafkaSource, with errors passed through instead of raised, records
 "offset" of an error report (librdkafka gives those -1001) as its position, so a transport
 error during a broker restart could leave a snapshot that resumes from the wrong place.
 This source advances only past messages it actually emits, treats transport errors as
-what they are (librdkafka reconnects and refetches by itself), and in `once` mode stops a
+what they are (librdkafka reconnects and refetches by itself, unless it has lost every
+broker: then `pipelines.kafka_watch` starts a new consumer), and in `once` mode stops a
 partition when it reaches the end that partition had.
 
 A flow that works in event time over several partitions reads them merged in broker
@@ -18,8 +19,10 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
+
+from pipelines.kafka_watch import WatchedConsumer
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,8 @@ STOP = threading.Event()
 
 class _Partition(StatefulSourcePartition[list[Message], int]):
     def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int):
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._topic, self._partition = topic, partition
+        self._client = WatchedConsumer(config, [TopicPartition(topic, partition, offset)])
         self._offset = offset
         self._batch_size = batch_size
         self._eof = False
@@ -45,6 +48,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         if STOP.is_set() or self._eof:
             raise StopIteration()
         self._awake = None
+        self._client.rebuild_if_lost([TopicPartition(self._topic, self._partition, self._offset)])
         batch = self._poll()
         if batch:
             self._offset = batch[-1].offset() + 1
@@ -58,7 +62,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         blocks the worker, and with it every other partition and step of the flow, for the
         whole wait whenever messages trickle in. With nothing fetched, Bytewax is asked to
         come back in `IDLE` instead of spinning."""
-        msgs = self._consumer.consume(self._batch_size, 0)
+        msgs = self._client.consumer.consume(self._batch_size, 0)
         if not msgs:
             self._awake = datetime.now(timezone.utc) + IDLE
         batch, ended = sorted_out(msgs)
@@ -69,7 +73,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         return self._offset
 
     def close(self) -> None:
-        self._consumer.close()
+        self._client.close()
 
 
 class PartitionSource(FixedPartitionedSource[list[Message], int]):

@@ -29,9 +29,10 @@ from collections import deque
 from datetime import datetime, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from pipelines.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
+from pipelines.kafka_watch import WatchedConsumer
 
 Offsets = dict[int, int]  # Kafka partition -> next offset to hand on
 
@@ -54,9 +55,8 @@ def _order(msg: Message) -> tuple[int, bytes]:
 class _Merged(StatefulSourcePartition[list[Message], Offsets]):
     def __init__(self, config: dict, topic: str, partitions: list[int], offsets: Offsets, batch_size: int):
         self._topic, self._batch_size = topic, batch_size
-        self._consumer = Consumer(config)
-        self._consumer.assign([TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions])
         self._offsets = {p: offsets.get(p, OFFSET_BEGINNING) for p in partitions}
+        self._client = WatchedConsumer(config, self._assignment())
         self._held: dict[int, deque[Message]] = {p: deque() for p in partitions}
         self._handed: dict[int, float] = {p: -math.inf for p in partitions}  # last timestamp handed on
         self._ended: set[int] = set()
@@ -66,7 +66,10 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
     def next_batch(self) -> list[list[Message]]:
         if STOP.is_set() or (len(self._ended) == len(self._held) and not any(self._held.values())):
             raise StopIteration()
-        msgs = self._consumer.consume(self._batch_size, 0)
+        if self._client.rebuild_if_lost(self._assignment()):
+            self._held = {p: deque() for p in self._held}   # read again by the new consumer
+            self._paused = set()
+        msgs = self._client.consumer.consume(self._batch_size, 0)
         self._awake = None if msgs else datetime.now(timezone.utc) + IDLE
         read, ended = sorted_out(msgs)
         self._ended |= ended
@@ -83,7 +86,11 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         return dict(self._offsets)
 
     def close(self) -> None:
-        self._consumer.close()
+        self._client.close()
+
+    def _assignment(self) -> list[TopicPartition]:
+        """Every partition from the next offset to hand on (what is held is read again)."""
+        return [TopicPartition(self._topic, p, offset) for p, offset in self._offsets.items()]
 
     def _ready(self) -> list[Message]:
         limit = min(self._frontier(p) for p in self._held)
@@ -110,7 +117,7 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         """Whether this partition has handed on everything up to the end the client last
         learned (False while unknown: nothing fetched yet). What comes after was produced
         after that fetch, so it is newer than what the others hold, give or take a fetch."""
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
+        low, high = self._client.consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
         position = self._offsets[p] if self._offsets[p] >= 0 else low
         return high >= 0 and position >= high
 
@@ -119,9 +126,9 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         resume it once it has handed on."""
         full = {p for p, held in self._held.items() if len(held) >= self._batch_size}
         if full - self._paused:
-            self._consumer.pause([TopicPartition(self._topic, p) for p in full - self._paused])
+            self._client.consumer.pause([TopicPartition(self._topic, p) for p in full - self._paused])
         if self._paused - full:
-            self._consumer.resume([TopicPartition(self._topic, p) for p in self._paused - full])
+            self._client.consumer.resume([TopicPartition(self._topic, p) for p in self._paused - full])
         self._paused = full
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import polars as pl
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from pipelines import config
+from pipelines.kafka_watch import WatchedProducer
 from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 
 EVENTS_TOPIC = "payments.events"
@@ -62,8 +63,8 @@ def count_events(world: Path) -> int:
     return pl.scan_parquet(_world_files(world)[1]).select(pl.len()).collect().item()
 
 
-def producer(delivery_timeout_s: float = 120) -> Producer:
-    return Producer({
+def producer(delivery_timeout_s: float = 120) -> WatchedProducer:
+    return WatchedProducer({
         "bootstrap.servers": config.bootstrap_servers(),
         "enable.idempotence": True, "acks": "all",
         "linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
@@ -109,7 +110,7 @@ def produce_world(world: Path, rate: float | None = None, topic: str | None = No
     return report
 
 
-def _send(prod: Producer, topic: str, key: bytes, value: bytes, headers: list, callback) -> None:
+def _send(prod: WatchedProducer, topic: str, key: bytes, value: bytes, headers: list, callback) -> None:
     """Produce one message, waiting for room when the local queue is full."""
     while True:
         try:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bytewax.outputs import StatelessSinkPartition
-from confluent_kafka import Producer
 
 from pipelines import archive, config
 from pipelines.events import PLATFORM, Money
 from pipelines.flows import ledger_metrics as metrics
+from pipelines.kafka_watch import WatchedProducer
 from recon.ledger.model import Outcome, Posted, Rejected, Source
 from recon.ledger.posting import capital
 from recon.ledger.snapshot import SnapshotPublisher
@@ -77,7 +77,7 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         self._store.con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         self._store.con.execute("SET checkpoint_threshold = ?", [settings.duckdb_checkpoint_threshold])
         self._dlq_topic = settings.deadletter_topic
-        self._producer = Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
+        self._producer = WatchedProducer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
                                    "acks": "all", "linger.ms": 5})
         if shard == 0 and not self._store.resume().get((GENESIS_TOPIC, 0)):
             self._store.apply(opening_balances())

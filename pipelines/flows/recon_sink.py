@@ -30,10 +30,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
 
 from pipelines.flows import recon_resolutions
 from pipelines.flows.recon_state import Publication
+from pipelines.kafka_watch import WatchedProducer
 from recon.matching.continuous import facts_hash
 from recon.matching.variance import SCHEMA
 from recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
@@ -80,7 +80,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
     def __init__(self, settings: SinkSettings):
         self.settings = settings
         self._store: VarianceStore | None = None  # opened by the worker that gets the matcher's output
-        self._producer: Producer | None = None
+        self._producer: WatchedProducer | None = None
         self.published = (settings.state_dir / PUBLISHED_VARIANCES).parent
 
     @property
@@ -111,7 +111,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
         if not messages:
             return
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self.settings.bootstrap, "enable.idempotence": True,
+            self._producer = WatchedProducer({"bootstrap.servers": self.settings.bootstrap, "enable.idempotence": True,
                                        "acks": "all", "linger.ms": 20,
                                        "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000)})
         errors: list[str] = []

@@ -30,13 +30,14 @@ from typing import Any
 
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from features.event_time import LateEvent
 from models.decision import Decision
 from models.policy import FEATURES_UNAVAILABLE
 from pipelines.flows.risk_journal import Entry, Journal
+from pipelines.kafka_watch import WatchedProducer
 
 DECISION_ID_HEADER = "decision-id"
 _TS = pl.Datetime("us", "UTC")
@@ -124,7 +125,7 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
     def __init__(self, state_dir: Path, bootstrap: str, topic: str, shard: int, counts: RunCounts):
         self.topic, self.bootstrap, self.counts = topic, bootstrap, counts
         self.journal = Journal(state_dir, "decisions", shard, decision_log_row, DECISION_LOG)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+        self.producer = WatchedProducer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                                   "linger.ms": 5})
         if self.journal.get_mark("scan_from") is None:  # before this shard ever sends: where its messages start
             self.journal.set_mark("scan_from", json.dumps(self._ends()))

@@ -78,7 +78,7 @@ class Outcome:
 
 
 class Intake:
-    """`producer`: a confluent_kafka Producer, or None to keep lines out of Kafka (the
+    """`producer`: a `pipelines.produce.producer`, or None to keep lines out of Kafka (the
     Parquet store still gets them; said in every outcome's reason)."""
 
     def __init__(self, settings: IntakeSettings, producer=None) -> None:

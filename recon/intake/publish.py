@@ -37,7 +37,7 @@ class Delivery:
 
 def publish(producer, topic: str, parsed: ParsedFile, sha256: str, timeout_s: float = 60) -> Delivery:
     """Produce every line and wait for every delivery report; `producer` is a
-    confluent_kafka Producer (idempotent, acks=all, made by the caller)."""
+    producer (`pipelines.produce.producer`: idempotent, acks=all, made by the caller)."""
     report = Delivery()
 
     def delivered(err, _msg) -> None:

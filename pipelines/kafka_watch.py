@@ -1,0 +1,140 @@
+"""Kafka clients that notice when they have forgotten every broker, and start over
+instead of waiting forever.
+
+Why: librdkafka (2.10 on, still in 2.16) forgets a broker that a metadata response
+leaves out, and a broker in controlled shutdown answers metadata listing no broker at
+all. A client that asks at that moment forgets the whole cluster; with no broker left to
+ask it skips every metadata refresh ("no usable brokers"), and the re-bootstrap that
+should follow does not always start (confluentinc/librdkafka#5301). It then stays idle
+after the broker is back, for good. The broker-restart test caught it under load: some
+of a ledger flow's four consumers fetched nothing for 180 s after the restart while the
+others went on; another time the test's own producer failed 15,902 of 19,784 messages.
+
+A client's statistics list the brokers it knows. A consumer made here reports them every
+`STATS_MS`; once `LOST_AFTER` reports in a row name no real broker (one it learned or was
+configured with, not its internal or group-coordinator handles), the source closes it
+and assigns a new one from its own offsets, so nothing is skipped or read twice. A
+producer made here hands the messages its lost client still holds to a new client. An
+ordinary outage is not this: the client keeps the brokers it knows, and reconnects by
+itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+STATS_MS = 2_000
+LOST_AFTER = 2  # reports in a row: a re-bootstrap in progress adds its brokers back within one
+
+
+class BrokerSight:
+    """A `stats_cb`: how many statistics reports in a row named no real broker."""
+
+    def __init__(self) -> None:
+        self.blind = 0
+
+    def __call__(self, stats: str) -> None:
+        brokers = json.loads(stats).get("brokers", {}).values()
+        known = any(b.get("source") in ("learned", "configured") for b in brokers)
+        self.blind = 0 if known else self.blind + 1
+
+    @property
+    def lost(self) -> bool:
+        return self.blind >= LOST_AFTER
+
+
+def _watched(config: dict) -> tuple[dict, BrokerSight]:
+    sight = BrokerSight()
+    return {**config, "statistics.interval.ms": STATS_MS, "stats_cb": sight}, sight
+
+
+class WatchedConsumer:
+    """A consumer over a fixed assignment whose `poll` rebuilds it, from the offsets the
+    caller says it has reached, when its client has lost every broker."""
+
+    def __init__(self, config: dict, assignment: list[TopicPartition]):
+        self._config = config
+        self.consumer, self.sight = self._connect(assignment)
+
+    def _connect(self, assignment: list[TopicPartition]) -> tuple[Consumer, BrokerSight]:
+        config, sight = _watched(self._config)
+        consumer = Consumer(config)
+        consumer.assign(assignment)
+        return consumer, sight
+
+    def rebuild_if_lost(self, assignment: list[TopicPartition]) -> bool:
+        """Start over at `assignment` if the client knows no broker any more; True if so
+        (whatever the old client had fetched and not handed on is fetched again)."""
+        if not self.sight.lost:
+            return False
+        where = ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in assignment)
+        log.warning("kafka: the consumer of %s knows no broker any more (librdkafka#5301); "
+                    "starting a new one from there", where)
+        self.consumer.close()
+        self.consumer, self.sight = self._connect(assignment)
+        return True
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # only ever from a rebuild: nothing else purges
+
+
+class WatchedProducer:
+    """A producer (`produce`, `poll`, `flush`, `len`) that, when its client has lost every
+    broker, starts a new client and hands it every message the lost one still holds; each
+    message's delivery callback fires once, from whichever client delivered it. The lost
+    client held them for want of a broker, so none was in flight: none is sent twice."""
+
+    def __init__(self, config: dict):
+        self._config = config
+        self.producer, self.sight = self._connect()
+
+    def _connect(self) -> tuple[Producer, BrokerSight]:
+        config, sight = _watched(self._config)
+        return Producer(config), sight
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                on_delivery: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
+        def delivered(err, msg) -> None:
+            if err is not None and err.code() in _PURGED:
+                self.produce(topic, value, key, on_delivery, **kwargs)
+            elif on_delivery is not None:
+                on_delivery(err, msg)
+
+        self.producer.produce(topic, value, key, on_delivery=delivered, **kwargs)
+
+    def poll(self, timeout: float = 0) -> int:
+        served = self.producer.poll(timeout)
+        self._rebuild_if_lost()
+        return served
+
+    def flush(self, timeout: float) -> int:
+        """Like `Producer.flush`, in slices, so a client lost while it waits is replaced."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            if not self._rebuild_if_lost() and (left == 0 or time.monotonic() >= deadline):
+                return left
+
+    def __len__(self) -> int:
+        return len(self.producer)
+
+    def _rebuild_if_lost(self) -> bool:
+        if not self.sight.lost:
+            return False
+        lost, held = self.producer, len(self.producer)
+        log.warning("kafka: a producer knows no broker any more (librdkafka#5301); "
+                    "handing its %d waiting message(s) to a new one", held)
+        self.producer, self.sight = self._connect()
+        lost.purge()
+        lost.flush(5)   # serves the purged messages' callbacks: each is produced again on the new client
+        return True

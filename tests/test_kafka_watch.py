@@ -1,0 +1,131 @@
+"""A consumer whose client has forgotten every broker (librdkafka#5301) is noticed from its
+statistics and built anew from its source's offsets: nothing skipped, nothing read twice;
+a lost producer hands what it holds to a new client.
+An ordinary outage is not mistaken for it. Real broker, real librdkafka statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from ledger_harness import free_ports
+from pipelines.kafka_source import PartitionSource
+from pipelines.kafka_watch import LOST_AFTER, BrokerSight, WatchedProducer
+from pipelines.merged_source import MergedSource
+from test_merged_source import produce, topic  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.kafka
+
+
+def reports(bootstrap: str, topic_name: str, count: int = 3) -> list[str]:
+    """`count` statistics reports of a real consumer assigned to `topic_name`[0]."""
+    got: list[str] = []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "clearline-unused",
+                         "statistics.interval.ms": 200, "stats_cb": got.append})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])
+    deadline = time.monotonic() + 30
+    while len(got) < count and time.monotonic() < deadline:
+        consumer.consume(100, 0.1)
+    consumer.close()
+    assert len(got) >= count, "the client sent no statistics"
+    return got
+
+
+def test_a_connected_client_and_one_in_an_outage_both_know_their_brokers(kafka_bootstrap, topic):
+    up, down = BrokerSight(), BrokerSight()
+    for stats in reports(kafka_bootstrap, topic):
+        up(stats)
+    assert up.blind == 0 and not up.lost
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"   # no broker listens: the client keeps retrying the one it was given
+    for stats in reports(nobody, topic):
+        down(stats)
+    assert down.blind == 0 and not down.lost
+
+
+def test_reports_naming_no_real_broker_in_a_row_mean_lost(kafka_bootstrap, topic):
+    """The lost client's report is a real report without its learned and configured
+    brokers: only the group-coordinator handle is left."""
+    real = json.loads(reports(kafka_bootstrap, topic, 1)[0])
+    assert {b["source"] for b in real["brokers"].values()} >= {"learned"}
+    blind = json.dumps({**real, "brokers": {k: b for k, b in real["brokers"].items() if b["source"] == "logical"}})
+    sight = BrokerSight()
+    for n in range(1, LOST_AFTER + 2):
+        sight(blind)
+        assert (sight.blind, sight.lost) == (n, n >= LOST_AFTER)
+    sight(json.dumps(real))
+    assert (sight.blind, sight.lost) == (0, False)
+
+
+def _drain(part, seen: list[tuple[int, int]], until: int | None = None) -> None:
+    """Read `part` (once mode) into (partition, offset) pairs until it ends or `until` are seen."""
+    try:
+        while until is None or len(seen) < until:
+            for batch in part.next_batch():
+                seen += [(m.partition(), m.offset()) for m in batch]
+    except StopIteration:
+        pass
+
+
+@pytest.mark.parametrize("source", ["per partition", "merged"])
+def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topic, source, caplog):
+    sent = produce(kafka_bootstrap, topic, seed=4)
+    if source == "merged":
+        parts = [MergedSource(kafka_bootstrap, topic, once=True, batch_size=50).build_part("read", "merged", None)]
+    else:
+        src = PartitionSource(kafka_bootstrap, topic, once=True, batch_size=50)
+        parts = [src.build_part("read", p, None) for p in src.list_parts()]
+    seen: list[tuple[int, int]] = []
+    caplog.set_level(logging.WARNING, logger="pipelines.kafka_watch")
+    for part in parts:
+        _drain(part, seen, until=len(seen) + 60)    # partway: some read, some held or not fetched yet
+        old = part._client.consumer
+        part._client.sight.blind = LOST_AFTER       # what LOST_AFTER blind reports leave behind
+        _drain(part, seen)
+        assert part._client.consumer is not old, "the lost consumer was not replaced"
+        part.close()
+    assert len(seen) == len(sent) and len(set(seen)) == len(sent)  # each message once: no gap, no repeat
+    if source == "per partition":      # (merged, a millisecond's messages go in event-time order)
+        for p in range(4):
+            offsets = [o for q, o in seen if q == p]
+            assert offsets == list(range(len(offsets)))            # in order, from the first
+    assert caplog.text.count("knows no broker any more") == len(parts)
+
+
+
+def test_a_lost_producer_hands_what_it_holds_to_a_new_one(kafka_bootstrap, topic, caplog):
+    """Messages held by a producer whose client lost every broker (held here by a long
+    linger) are delivered by a new client: each once, each callback once, no error."""
+    producer = WatchedProducer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True,
+                                "linger.ms": 60_000})
+    reports: list[tuple[object, bytes]] = []
+    sent = [f"m{i}".encode() for i in range(500)]
+    for value in sent:
+        producer.produce(topic, value, partition=int(value[1:]) % 4,
+                         on_delivery=lambda err, msg: reports.append((err, msg.value())))
+    producer.poll(0)
+    assert len(producer) == len(sent) and reports == []     # all still held by the first client
+    lost = producer.producer
+    producer.sight.blind = LOST_AFTER
+    caplog.set_level(logging.WARNING, logger="pipelines.kafka_watch")
+    assert producer.flush(30) == 0
+    assert producer.producer is not lost
+    assert [err for err, _ in reports] == [None] * len(sent)
+    assert sorted(v for _, v in reports) == sorted(sent)
+    assert "handing its 500 waiting message(s) to a new one" in caplog.text
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "clearline-unused",
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    got, ended = [], set()
+    deadline = time.monotonic() + 30
+    while len(ended) < 4 and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 0.5):
+            if m.error() is None:
+                got.append(m.value())
+            else:
+                ended.add(m.partition())
+    consumer.close()
+    assert sorted(got) == sorted(sent)                          # on the topic once each
