@@ -14,9 +14,9 @@ A client's statistics list the brokers it knows. A consumer made here reports th
 `STATS_MS`; once `LOST_AFTER` reports in a row name no real broker (one it learned or was
 configured with, not its internal or group-coordinator handles), the source closes it
 and assigns a new one from its own offsets, so nothing is skipped or read twice. A
-producer made here hands the messages its lost client still holds to a new client. An
-ordinary outage is not this: the client keeps the brokers it knows, and reconnects by
-itself.
+producer made here, found lost when a flush stalls, hands the messages it still holds to
+a new client. An ordinary outage is not this: the client keeps the brokers it knows, and
+reconnects by itself.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import logging
 import time
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +51,18 @@ class BrokerSight:
         return self.blind >= LOST_AFTER
 
 
-def _watched(config: dict) -> tuple[dict, BrokerSight]:
-    sight = BrokerSight()
-    return {**config, "statistics.interval.ms": STATS_MS, "stats_cb": sight}, sight
-
-
 class WatchedConsumer:
-    """A consumer over a fixed assignment whose `poll` rebuilds it, from the offsets the
-    caller says it has reached, when its client has lost every broker."""
+    """A consumer over a fixed assignment, built anew by `rebuild_if_lost` from the offsets
+    the caller says it has reached when its client has lost every broker. A source polls
+    it every few milliseconds, so its statistics never pile up."""
 
     def __init__(self, config: dict, assignment: list[TopicPartition]):
         self._config = config
         self.consumer, self.sight = self._connect(assignment)
 
     def _connect(self, assignment: list[TopicPartition]) -> tuple[Consumer, BrokerSight]:
-        config, sight = _watched(self._config)
-        consumer = Consumer(config)
+        sight = BrokerSight()
+        consumer = Consumer({**self._config, "statistics.interval.ms": STATS_MS, "stats_cb": sight})
         consumer.assign(assignment)
         return consumer, sight
 
@@ -85,27 +82,33 @@ class WatchedConsumer:
         self.consumer.close()
 
 
-_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # only ever from a rebuild: nothing else purges
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # only ever from a hand-over: nothing else purges
+PROBE_S = 1.0
 
 
 class WatchedProducer:
     """A producer (`produce`, `poll`, `flush`, `len`) that, when its client has lost every
     broker, starts a new client and hands it every message the lost one still holds; each
-    message's delivery callback fires once, from whichever client delivered it. The lost
-    client held them for want of a broker, so none was in flight: none is sent twice."""
+    message's delivery callback fires once, from whichever client delivered it.
+
+    Not told by statistics, as a consumer is: a producer may sit unpolled for hours (a
+    dead-letter producer in a clean run, an inbox watcher), and an unpolled client's
+    reports pile up in its queue, 6.5 KB every `STATS_MS`. A flush is where it matters:
+    one that makes no progress for `PROBE_S` asks whether the cluster answers this client
+    and a new one. Only a client that cannot reach a cluster a new client reaches is lost
+    (in an ordinary outage neither answers, and the client waits it out by itself); it
+    holds its messages for want of a broker, none in flight, so none is sent twice."""
 
     def __init__(self, config: dict):
         self._config = config
-        self.producer, self.sight = self._connect()
-
-    def _connect(self) -> tuple[Producer, BrokerSight]:
-        config, sight = _watched(self._config)
-        return Producer(config), sight
+        self.producer = Producer(config)
+        self._moved = 0   # messages handed over by the last hand-over
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                 on_delivery: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
         def delivered(err, msg) -> None:
             if err is not None and err.code() in _PURGED:
+                self._moved += 1
                 self.produce(topic, value, key, on_delivery, **kwargs)
             elif on_delivery is not None:
                 on_delivery(err, msg)
@@ -113,28 +116,38 @@ class WatchedProducer:
         self.producer.produce(topic, value, key, on_delivery=delivered, **kwargs)
 
     def poll(self, timeout: float = 0) -> int:
-        served = self.producer.poll(timeout)
-        self._rebuild_if_lost()
-        return served
+        return self.producer.poll(timeout)
 
     def flush(self, timeout: float) -> int:
-        """Like `Producer.flush`, in slices, so a client lost while it waits is replaced."""
+        """Like `Producer.flush`, in `PROBE_S` slices, handing over to a new client when
+        this one is lost."""
         deadline = time.monotonic() + timeout
         while True:
-            left = self.producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
-            if not self._rebuild_if_lost() and (left == 0 or time.monotonic() >= deadline):
+            left = self.producer.flush(max(0.0, min(PROBE_S, deadline - time.monotonic())))
+            if left == 0 or time.monotonic() >= deadline:
                 return left
+            if self.lost():
+                self.hand_over()
 
     def __len__(self) -> int:
         return len(self.producer)
 
-    def _rebuild_if_lost(self) -> bool:
-        if not self.sight.lost:
-            return False
-        lost, held = self.producer, len(self.producer)
-        log.warning("kafka: a producer knows no broker any more (librdkafka#5301); "
-                    "handing its %d waiting message(s) to a new one", held)
-        self.producer, self.sight = self._connect()
+    def lost(self) -> bool:
+        """Whether the cluster answers a new client but not this one."""
+        return not _answers(self.producer) and _answers(AdminClient({"bootstrap.servers": self._config["bootstrap.servers"]}))
+
+    def hand_over(self) -> None:
+        """Move every message this client holds to a new client, which sends it."""
+        lost, self.producer, self._moved = self.producer, Producer(self._config), 0
         lost.purge()
         lost.flush(5)   # serves the purged messages' callbacks: each is produced again on the new client
+        log.warning("kafka: a producer knew no broker any more (librdkafka#5301); "
+                    "its %d waiting message(s) went to a new one", self._moved)
+
+
+def _answers(client: Producer | AdminClient) -> bool:
+    try:
+        client.list_topics(timeout=PROBE_S)
         return True
+    except KafkaException:
+        return False

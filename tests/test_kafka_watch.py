@@ -1,7 +1,8 @@
 """A consumer whose client has forgotten every broker (librdkafka#5301) is noticed from its
 statistics and built anew from its source's offsets: nothing skipped, nothing read twice;
-a lost producer hands what it holds to a new client.
-An ordinary outage is not mistaken for it. Real broker, real librdkafka statistics."""
+a producer that reaches nothing while a new client reaches the broker hands what it holds
+to a new client. An ordinary outage is not mistaken for either. Real broker, real
+librdkafka statistics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ledger_harness import free_ports
 from pipelines.kafka_source import PartitionSource
@@ -96,26 +97,30 @@ def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topi
 
 
 
-def test_a_lost_producer_hands_what_it_holds_to_a_new_one(kafka_bootstrap, topic, caplog):
-    """Messages held by a producer whose client lost every broker (held here by a long
-    linger) are delivered by a new client: each once, each callback once, no error."""
-    producer = WatchedProducer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True,
-                                "linger.ms": 60_000})
+def test_a_producer_is_lost_only_when_a_new_client_reaches_the_cluster_it_cannot(kafka_bootstrap):
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"
+    assert not WatchedProducer({"bootstrap.servers": kafka_bootstrap}).lost()   # both answer
+    assert not WatchedProducer({"bootstrap.servers": nobody}).lost()            # an outage: neither does
+    stranded = WatchedProducer({"bootstrap.servers": kafka_bootstrap})
+    stranded.producer = Producer({"bootstrap.servers": nobody})                # a client that reaches nothing
+    assert stranded.lost()
+
+
+def test_a_stalled_flush_hands_what_a_lost_client_holds_to_a_new_one(kafka_bootstrap, topic, caplog):
+    """A client that reaches no broker holds 500 messages; the flush hands them to a new
+    client: each delivered once, each callback once, no error."""
+    producer = WatchedProducer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    producer.producer = Producer({"bootstrap.servers": f"127.0.0.1:{free_ports(1)[0]}"})
     reports: list[tuple[object, bytes]] = []
     sent = [f"m{i}".encode() for i in range(500)]
     for value in sent:
         producer.produce(topic, value, partition=int(value[1:]) % 4,
                          on_delivery=lambda err, msg: reports.append((err, msg.value())))
-    producer.poll(0)
-    assert len(producer) == len(sent) and reports == []     # all still held by the first client
-    lost = producer.producer
-    producer.sight.blind = LOST_AFTER
     caplog.set_level(logging.WARNING, logger="pipelines.kafka_watch")
     assert producer.flush(30) == 0
-    assert producer.producer is not lost
     assert [err for err, _ in reports] == [None] * len(sent)
     assert sorted(v for _, v in reports) == sorted(sent)
-    assert "handing its 500 waiting message(s) to a new one" in caplog.text
+    assert "its 500 waiting message(s) went to a new one" in caplog.text, caplog.text
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "clearline-unused",
                          "enable.partition.eof": True})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
