@@ -78,7 +78,7 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         self._store.con.execute("SET checkpoint_threshold = ?", [settings.duckdb_checkpoint_threshold])
         self._dlq_topic = settings.deadletter_topic
         self._producer = WatchedProducer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
-                                   "acks": "all", "linger.ms": 5})
+                                          "acks": "all", "linger.ms": 5})
         if shard == 0 and not self._store.resume().get((GENESIS_TOPIC, 0)):
             self._store.apply(opening_balances())
         archive.remove_uncommitted(paths["archive"], shard,

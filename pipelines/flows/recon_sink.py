@@ -112,8 +112,8 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
             return
         if self._producer is None:
             self._producer = WatchedProducer({"bootstrap.servers": self.settings.bootstrap, "enable.idempotence": True,
-                                       "acks": "all", "linger.ms": 20,
-                                       "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000)})
+                                              "acks": "all", "linger.ms": 20,
+                                              "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000)})
         errors: list[str] = []
 
         def delivered(err, _msg) -> None:

@@ -126,7 +126,7 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
         self.topic, self.bootstrap, self.counts = topic, bootstrap, counts
         self.journal = Journal(state_dir, "decisions", shard, decision_log_row, DECISION_LOG)
         self.producer = WatchedProducer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5})
+                                         "linger.ms": 5})
         if self.journal.get_mark("scan_from") is None:  # before this shard ever sends: where its messages start
             self.journal.set_mark("scan_from", json.dumps(self._ends()))
         self.journal.write_log(self.journal.pending("logged"))
