@@ -36,8 +36,8 @@ STOP = threading.Event()
 class _Partition(StatefulSourcePartition[list[Message], int]):
     def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int):
         self._topic, self._partition = topic, partition
-        self._client = WatchedConsumer(config, [TopicPartition(topic, partition, offset)])
         self._offset = offset
+        self._client = WatchedConsumer(config, self._assignment())
         self._batch_size = batch_size
         self._eof = False
         self._awake: datetime | None = None   # when Bytewax should ask again (None: at once)
@@ -48,7 +48,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         if STOP.is_set() or self._eof:
             raise StopIteration()
         self._awake = None
-        self._client.rebuild_if_lost([TopicPartition(self._topic, self._partition, self._offset)])
+        self._client.rebuild_if_lost(self._assignment)
         batch = self._poll()
         if batch:
             self._offset = batch[-1].offset() + 1
@@ -71,6 +71,9 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
 
     def snapshot(self) -> int:
         return self._offset
+
+    def _assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, self._partition, self._offset)]
 
     def close(self) -> None:
         self._client.close()

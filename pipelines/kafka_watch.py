@@ -66,11 +66,13 @@ class WatchedConsumer:
         consumer.assign(assignment)
         return consumer, sight
 
-    def rebuild_if_lost(self, assignment: list[TopicPartition]) -> bool:
-        """Start over at `assignment` if the client knows no broker any more; True if so
-        (whatever the old client had fetched and not handed on is fetched again)."""
+    def rebuild_if_lost(self, reached: Callable[[], list[TopicPartition]]) -> bool:
+        """Start over at the assignment `reached()` gives if the client knows no broker any
+        more; True if so (whatever the old client had fetched and not handed on is fetched
+        again). A function, so the sources' every poll builds no assignment in vain."""
         if not self.sight.lost:
             return False
+        assignment = reached()
         where = ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in assignment)
         log.warning("kafka: the consumer of %s knows no broker any more (librdkafka#5301); "
                     "starting a new one from there", where)

@@ -66,7 +66,7 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
     def next_batch(self) -> list[list[Message]]:
         if STOP.is_set() or (len(self._ended) == len(self._held) and not any(self._held.values())):
             raise StopIteration()
-        if self._client.rebuild_if_lost(self._assignment()):
+        if self._client.rebuild_if_lost(self._assignment):
             self._held = {p: deque() for p in self._held}   # read again by the new consumer
             self._paused = set()
         msgs = self._client.consumer.consume(self._batch_size, 0)
