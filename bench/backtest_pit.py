@@ -1,10 +1,10 @@
 """Benchmark: a point-in-time training set — 1 million decisions over 10 million feature
-rows — by the project's join (`models.pit.join`) beside Feast's `get_historical_features`
+rows — by the project's join (`clearline.models.pit.join`) beside Feast's `get_historical_features`
 (DuckDB offline store, `filter_by_created_timestamp=True`) on the same data, checking
 that both give the same training set, and printing the ratio.
 
 The inputs are synthesised straight into the merchant feature view's history schema
-(`features.store.history_schema("merchant")`): generating 10 M decisions through the
+(`clearline.features.store.history_schema("merchant")`): generating 10 M decisions through the
 world generator would take hours and the point here is the join. Ids are spread over
 `--entities` merchants, timestamps over a year; a share of rows (`--backfill`) are
 backfills, created days after the moment they describe (the case Feast's created filter
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.feast_repo import feature_names, history_path
-from features.store import FeastSettings, apply, history_schema, open_store, point_in_time
-from models import pit
+from clearline.features.feast_repo import feature_names, history_path
+from clearline.features.store import FeastSettings, apply, history_schema, open_store, point_in_time
+from clearline.models import pit
 
 ENTITY = "merchant"
 KEY = f"{ENTITY}_id"

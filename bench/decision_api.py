@@ -58,16 +58,16 @@ def pct(values: list[float]) -> dict[str, float]:
 
 def prepare(root: Path) -> dict:
     """World, models in MLflow (gbm champion, scorecard challenger), every entity's
-    latest features online; what the load needs to ask. tests/test_api.py sets up the
+    latest features online; what the load needs to ask. tests/models/test_api.py sets up the
     same way (it imports this)."""
     import polars as pl
-    from features import store as fstore
-    from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
-    from models import labels, training_set
-    from models.registry import Registry, RegistrySettings
-    from models.train import fit_all
-    from pipelines import config
-    from pipelines.world.generate import WorldOptions, generate
+    from clearline.features import store as fstore
+    from clearline.features.batch import MODEL_FEATURES, feature_history, order_features, read_events
+    from clearline.models import labels, training_set
+    from clearline.models.registry import Registry, RegistrySettings
+    from clearline.models.train import fit_all
+    from clearline import config
+    from clearline.pipelines.world.generate import WorldOptions, generate
     generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
     facts = read_events(root / "world")
     rows = order_features(facts)
@@ -96,8 +96,8 @@ def prepare(root: Path) -> dict:
 def baselines(prep: dict, root: Path, n: int) -> dict:
     """In-process: bare Feast + predict_proba, and the API's decide without HTTP."""
     import pandas as pd
-    from features import store as fstore
-    from pipelines.cli_serve import build_service
+    from clearline.features import store as fstore
+    from clearline.pipelines.cli.serve import build_service
     service = build_service({"feast_dir": prep["feast_dir"], "merchants": prep["merchants"],
                              "decisions": str(root / "inprocess.db")})
     fs = fstore.open_store(fstore.FeastSettings("clearline", Path(prep["feast_dir"])))
@@ -105,7 +105,7 @@ def baselines(prep: dict, root: Path, n: int) -> dict:
     refs = service.features.refs
     rng = random.Random(1)
     asks = [rng.choice(prep["asks"]) for _ in range(n)]
-    from models.api import DecisionRequest
+    from clearline.models.api import DecisionRequest
     bare, api = [], []
     for i, ask in enumerate(asks):
         t = time.perf_counter()
@@ -303,7 +303,7 @@ def _free_port() -> int:
 
 def serve(prep: dict, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", str(workers),
+    proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(port), "--workers", str(workers),
                              "--feast-dir", prep["feast_dir"], "--merchants", prep["merchants"],
                              "--decisions", str(root / "decisions.db"), "--json"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

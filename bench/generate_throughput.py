@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import events
-from pipelines.world.generate import WorldOptions, generate
+from clearline import events
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 
 def main() -> None:

@@ -35,9 +35,10 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines import broker, config
-from pipelines.produce import produce_world
-from pipelines.world.generate import WorldOptions, generate
+from clearline.pipelines import broker
+from clearline import config
+from clearline.pipelines.connectors.produce import produce_world
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 
 def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
@@ -71,7 +72,7 @@ def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
     Peak memory is each process's VmHWM, sampled until it exits: the children's
     ru_maxrss would count this process's own pages (the generated world), which a child
     shares between fork and exec."""
-    cmd = [sys.executable, "-m", "pipelines.cli", "ledger", "run", "--once", "--topic", topic,
+    cmd = [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", "--once", "--topic", topic,
            "--deadletter-topic", dlq, "--state-dir", str(state), "--metrics-port", "0"]
     cluster: list[str] = []
     if processes > 1:

@@ -15,7 +15,7 @@ here is the matcher, not the simulation):
 Then, timed, in one process run:
 
 1. the three-way run: the four Parquet inputs handed in as scans,
-   `recon.matching.reconcile.reconcile`, the variances written to Parquet — with the
+   `clearline.recon.matching.reconcile.reconcile`, the variances written to Parquet — with the
    process's peak RSS at its end (before any baseline runs);
 2. baseline A: datacompy's Polars comparison of the ledger/processor pair (join on the
    line id, compare net, fee, value date);
@@ -51,10 +51,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
-from recon.matching import expectations
-from recon.matching.reconcile import Inputs, reconcile
-from recon.matching.rules import Tolerances
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.matching import expectations
+from clearline.recon.matching.reconcile import Inputs, reconcile
+from clearline.recon.matching.rules import Tolerances
 
 PROCESSORS = ("adyen", "stripe", "checkoutcom")
 CURRENCIES = ("EUR", "USD", "GBP")
@@ -159,7 +159,7 @@ def timed(run, *args) -> tuple[float, float, object]:
 
 def pair_part(folder: Path, tol: Tolerances) -> None:
     """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
-    from recon.matching import settlements
+    from clearline.recon.matching import settlements
     settlements.match(pl.scan_parquet(folder / "expected_settlements.parquet"),
                       pl.scan_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
 
@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from pipelines import config
+    from clearline import config
     tol = Tolerances.from_config(config.load("recon")["matching"])
     with tempfile.TemporaryDirectory(prefix="recon-scale-") as tmp:
         folder = Path(tmp)

@@ -44,13 +44,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
 
-from features import store  # noqa: E402
-from features.feast_repo import view_name  # noqa: E402
-from features.online_read import SqliteOnlineRead  # noqa: E402
-from pipelines import broker, config  # noqa: E402
-from pipelines.produce import produce_world, world_messages  # noqa: E402
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign  # noqa: E402
-from pipelines.world.generate import WorldOptions, generate  # noqa: E402
+from clearline.features import store  # noqa: E402
+from clearline.features.feast_repo import view_name  # noqa: E402
+from clearline.features.online_read import SqliteOnlineRead  # noqa: E402
+from clearline.pipelines import broker
+from clearline import config  # noqa: E402
+from clearline.pipelines.connectors.produce import produce_world, world_messages  # noqa: E402
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign  # noqa: E402
+from clearline.pipelines.world.generate import WorldOptions, generate  # noqa: E402
 
 MARKER_MERCHANT = "m_bench_marker"  # markers' own merchant: its clock never touches the world's
 
@@ -67,7 +68,7 @@ def environment(tmp: Path, prefix: str) -> dict[str, str]:
 
 
 def clearline(env: dict, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, check=True, **kw)
+    return subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args], env=env, check=True, **kw)
 
 
 class Markers:
@@ -101,7 +102,7 @@ class Markers:
 
 
 def online_reader(feast_dir: Path) -> SqliteOnlineRead:
-    """Feast's SQLite online table of the buyer view, read directly (`features.online_read`,
+    """Feast's SQLite online table of the buyer view, read directly (`clearline.features.online_read`,
     held equal to `get_online_features` by its tests). Polling every 5 ms through Feast's
     Python layer would cost the poller about a core, taken from the flow it measures."""
     fs = store.open_store(store.FeastSettings("clearline", feast_dir))
@@ -119,7 +120,7 @@ def freshness(env: dict, bootstrap: str, topic: str, world: Path, rate: float, s
     """p50/p99 of produced → visible online, under `rate` events/s of world traffic."""
     body, _, tenant = next(m for m in world_messages(world) if b'"payment_method":"terms"' in m[0])
     markers = Markers(bootstrap, topic, body, tenant)
-    flow = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "risk", "run", "--topic", topic,
+    flow = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "risk", "run", "--topic", topic,
                              "--state-dir", str(state)], env=env, stdout=subprocess.DEVNULL)
     online = None
     latencies: list[float] = []

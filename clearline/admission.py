@@ -13,8 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from pipelines import events
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, UnknownTenant, verify
+from clearline import events
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, UnknownTenant, verify
 
 
 @dataclass(frozen=True, slots=True)

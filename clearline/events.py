@@ -15,7 +15,7 @@ Every other part of Clearline reads events through `decode` and builds them thro
   add event types or optional fields, never reinterpret one.
 
 Signing is HMAC-SHA256 over the exact message bytes with the tenant's key (see
-`pipelines.signing`).
+`clearline.signing`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import msgspec
 
-from pipelines.currency import EXPONENT, is_currency
+from clearline.currency import EXPONENT, is_currency
 
 SCHEMA_VERSION = 1
 PLATFORM = "platform"  # merchant_id and reseller_id of the platform's own events (payouts)

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pipelines import config
+from clearline import config
 
 SIGNATURE_HEADER = "x-clearline-signature"
 TENANT_HEADER = "x-clearline-tenant"

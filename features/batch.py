@@ -1,4 +1,4 @@
-"""The batch runtime: the features of `features.definitions`, vectorised with Polars over
+"""The batch runtime: the features of `clearline.features.definitions`, vectorised with Polars over
 a whole world or event archive, for training, backtests and the Feast offline store.
 
 Every "as of" value is an as-of join: each kind of event becomes a per-entity cumulative
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, NEEDS_ATTRIBUTION, ORDER_COLUMNS,
+from clearline.features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, NEEDS_ATTRIBUTION, ORDER_COLUMNS,
                                   Spec, buyer_feature_names, float_features, merchant_feature_names,
                                   merchant_row_names, merchant_ticket_names, wide_integers)
 
@@ -321,7 +321,7 @@ def feature_history(rows: pl.DataFrame, entity: str, spec: Spec = DEFAULT_SPEC) 
     as the model saw them (`event_timestamp` = the decision time; `created` = the same
     instant, when the value became knowable). `currency` names the amounts' currency. The
     merchant's rows carry its ticket aggregates too, the wide integers as decimal text:
-    Feast has no integer type wider than 64 bits (`features.store.history_schema`)."""
+    Feast has no integer type wider than 64 bits (`clearline.features.store.history_schema`)."""
     names = {"buyer": buyer_feature_names, "merchant": merchant_row_names}
     if entity not in names:
         raise ValueError(f"entity must be buyer or merchant, got {entity!r}")

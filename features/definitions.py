@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
-from features.records import record
-from pipelines.events import Event
+from clearline.features.records import record
+from clearline.events import Event
 
 # --------------------------------------------------------------------------- the spec
 

@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, Callable
 
-from features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, BuyerState, Fact, MerchantState, Spec,
+from clearline.features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, BuyerState, Fact, MerchantState, Spec,
                                   apply_buyer, apply_merchant, is_underwriting_request, read_buyer, read_merchant)
-from features.records import record
+from clearline.features.records import record
 
 
 @record
@@ -61,7 +61,7 @@ class LateEvent:
 @dataclass(frozen=True)
 class Entity:
     """What differs between buyers and merchants: the key, the events that matter, the
-    empty state, and the update and read functions of `features.definitions`."""
+    empty state, and the update and read functions of `clearline.features.definitions`."""
 
     name: str
     key: Callable[[Fact], str | None]

@@ -3,7 +3,7 @@ each, fed by a push source over a Parquet file source (the offline history).
 
 They are built by a function because the data folder is configuration (default
 `var/feast`): the file sources must name absolute paths in it. The views' schemas come
-from the feature names of `features.definitions`, so a feature added there is a column
+from the feature names of `clearline.features.definitions`, so a feature added there is a column
 here too. `currency` travels with each row: it is the currency the amount features
 are in (the currency of the request they were read for). The merchant's view also keeps
 the ticket aggregates behind its z-score (`merchant_ticket_names`), so the decision API
@@ -19,7 +19,7 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
-from features.definitions import DEFAULT_SPEC, Spec, buyer_feature_names, float_features, merchant_row_names, wide_integers
+from clearline.features.definitions import DEFAULT_SPEC, Spec, buyer_feature_names, float_features, merchant_row_names, wide_integers
 
 ENTITIES = ("buyer", "merchant")
 TIMESTAMP, CREATED = "event_timestamp", "created"

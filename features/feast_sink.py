@@ -5,7 +5,7 @@ Each sink has one partition, so one worker writes each store, whatever the numbe
 workers: SQLite's online store takes one writer, and Feast appends to the offline history
 by reading and rewriting the whole file, so two writers would lose each other's rows.
 
-The pushing itself happens in a child process (`features.feast_writer`), one per sink:
+The pushing itself happens in a child process (`clearline.features.feast_writer`), one per sink:
 a push is mostly Feast's Python (frames to protobufs, one SQLite upsert per feature) and
 would otherwise hold the flow's only busy core; in a child it runs on the other one. The
 sink hands over each entity's frame and goes on; at every snapshot (the end of a Bytewax
@@ -27,11 +27,11 @@ from bytewax import operators as op
 from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from features import store
-from features.definitions import DEFAULT_SPEC, Spec
-from features.event_time import FeatureRow
-from features.feast_repo import ENTITIES
-from features.feast_writer import FeastWriter
+from clearline.features import store
+from clearline.features.definitions import DEFAULT_SPEC, Spec
+from clearline.features.event_time import FeatureRow
+from clearline.features.feast_repo import ENTITIES
+from clearline.features.feast_writer import FeastWriter
 
 
 class _Pusher(StatefulSinkPartition[list[FeatureRow], None]):
@@ -73,7 +73,7 @@ class FeastSink(FixedPartitionedSink[list[FeatureRow], None]):
 
 def push_steps(rows: Stream[list[FeatureRow]], settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC,
                offline: bool = True, online_rows: Stream[list[FeatureRow]] | None = None) -> None:
-    """Add the Feast outputs for lists of feature rows (`features.streaming.feature_steps`);
+    """Add the Feast outputs for lists of feature rows (`clearline.features.streaming.feature_steps`);
     the online store may take its own stream (`online_rows`: e.g. gathered more often)."""
     online = online_rows if online_rows is not None else rows
     op.output("feast_online", op.key_on("online_key", online, lambda _: "online"), FeastSink(settings, spec, online=True))

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from features import store
+from clearline.features import store
 
 _STOP = None
 

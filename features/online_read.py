@@ -7,7 +7,7 @@ itself, and the API makes one such read per decision. The table, its key and its
 are Feast's own: the table is named by Feast's `compute_table_id`, the key is Feast's
 entity-key serialization (version 3, one string join key), each value is Feast's
 ValueProto, turned into Python by Feast's own `feast_value_type_to_python_type`.
-tests/test_online_read.py holds the answer to equality with `get_online_features` on
+tests/features/test_online_read.py holds the answer to equality with `get_online_features` on
 the same store, for entities present, absent and half-filled.
 
 Only what this covers gets the direct path (`SqliteOnlineRead.of` returns None

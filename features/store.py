@@ -1,5 +1,5 @@
 """The Feast adapter: write the repository's `feature_store.yaml` into the data folder,
-apply the objects of `features.feast_repo`, push feature rows (online, offline or both)
+apply the objects of `clearline.features.feast_repo`, push feature rows (online, offline or both)
 and read a buyer's or merchant's online features back.
 
 The online store is SQLite by default: one file, one writer. Several workers writing
@@ -20,9 +20,9 @@ from typing import Any, Iterable, Mapping
 import polars as pl
 import yaml
 
-from features.definitions import DEFAULT_SPEC, Spec, float_features, wide_integers
-from features.event_time import FeatureRow
-from features.feast_repo import (CREATED, ENTITIES, TIMESTAMP, feature_names, history_path, push_source_name,
+from clearline.features.definitions import DEFAULT_SPEC, Spec, float_features, wide_integers
+from clearline.features.event_time import FeatureRow
+from clearline.features.feast_repo import (CREATED, ENTITIES, TIMESTAMP, feature_names, history_path, push_source_name,
                                  repo_objects, view_name)
 
 ONLINE_STORES = ("sqlite", "redis")
@@ -134,7 +134,7 @@ def write_online(store, frame: pl.DataFrame, entity: str) -> int:
     times a second: the same conversion (Feast's own, from an Arrow table of the frame)
     and the same store call (`online_write_batch`, which every Feast online store
     implements), without the push's pandas round trip and per-call registry and schema
-    checks — over half of each push's cost. tests/test_feast.py holds the two to the same
+    checks — over half of each push's cost. tests/features/test_feast.py holds the two to the same
     stored rows. Returns the number of rows."""
     from feast.utils import _convert_arrow_fv_to_proto
     from feast.value_type import ValueType

@@ -7,7 +7,7 @@ events goes through one call that does what those steps did, in the same order:
 
 * every buyer event passes the payment attribution (`attribute_payment`) in arrival
   order, so refunds and chargebacks reach their buyer as they did;
-* each buyer's and each merchant's clock (`features.event_time`) takes its own events in
+* each buyer's and each merchant's clock (`clearline.features.event_time`) takes its own events in
   arrival order, and says what became final and what came late;
 * a request's two answers (its buyer's row or late report, its merchant's) meet in
   `waiting` until both are there, then leave as one answer: the order row, or None when
@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.definitions import BUYER_EVENTS, NEEDS_ATTRIBUTION, Attribution, Fact, Spec, attribute_payment, request_columns
-from features.event_time import BUYER, MERCHANT, Clock, Entity, FeatureRow, LateEvent, Output, flush, on_fact
+from clearline.features.definitions import BUYER_EVENTS, NEEDS_ATTRIBUTION, Attribution, Fact, Spec, attribute_payment, request_columns
+from clearline.features.event_time import BUYER, MERCHANT, Clock, Entity, FeatureRow, LateEvent, Output, flush, on_fact
 
 Answer = tuple[Fact, dict[str, Any] | None]  # a request and its order row (None: it came late)
 
@@ -113,7 +113,7 @@ def _sorted(state: StreamState, outputs: list[tuple[Output, Fact]]) -> Advance:
 
 
 def _order_row(request: Fact, a: Output, b: Output) -> dict[str, Any] | None:
-    """The request's row with the columns of `features.batch.order_features`, when both
+    """The request's row with the columns of `clearline.features.batch.order_features`, when both
     entities had features for it."""
     if not (isinstance(a, FeatureRow) and isinstance(b, FeatureRow)):
         return None

@@ -1,8 +1,8 @@
-"""The streaming runtime: the features of `features.definitions` as one Bytewax stateful
-step over arrival batches, in event time (`features.event_time`).
+"""The streaming runtime: the features of `clearline.features.definitions` as one Bytewax stateful
+step over arrival batches, in event time (`clearline.features.event_time`).
 
 Events arrive as batches (a Kafka poll's worth); each batch becomes facts and goes, whole,
-through `features.stream_state.advance`: payment attribution, each buyer's and merchant's
+through `clearline.features.stream_state.advance`: payment attribution, each buyer's and merchant's
 clock, and the pairing of a request's two answers. One item per batch, not per event:
 per-event dataflow hops cost more than the features themselves. The state is one key, so
 one worker holds every entity — what a single stream of requests needs, since a request
@@ -22,16 +22,16 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from features.definitions import DEFAULT_SPEC, Spec, fact_of
-from features.event_time import FeatureRow, LateEvent
-from features.stream_state import Advance, StreamState, advance, finish
-from pipelines.events import Event
+from clearline.features.definitions import DEFAULT_SPEC, Spec, fact_of
+from clearline.features.event_time import FeatureRow, LateEvent
+from clearline.features.stream_state import Advance, StreamState, advance, finish
+from clearline.events import Event
 
 _ALL = "all"
 
 
 class _AdvanceLogic(StatefulLogic[list[Event], Advance, StreamState]):
-    """Adapter from Bytewax's stateful operator to `features.stream_state`."""
+    """Adapter from Bytewax's stateful operator to `clearline.features.stream_state`."""
 
     def __init__(self, spec: Spec, resumed: StreamState | None):
         self.spec, self.state = spec, resumed or StreamState()

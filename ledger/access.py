@@ -1,7 +1,7 @@
 """How commands other than the flow read the ledger.
 
 The running flow owns its DuckDB shards; everyone else reads the Parquet snapshots it
-publishes (`recon.ledger.snapshot`). `verify` is the exception that proves the rule: it
+publishes (`clearline.ledger.snapshot`). `verify` is the exception that proves the rule: it
 must see the stored rows themselves (tampering happens in the store), so it opens the
 shards when no flow holds them and says so when it has to fall back to the snapshot.
 """
@@ -14,8 +14,8 @@ from typing import Iterator
 
 import duckdb
 
-from recon.ledger.snapshot import Snapshot, SnapshotNotFound, read_snapshot
-from recon.ledger.store import LedgerStore
+from clearline.ledger.snapshot import Snapshot, SnapshotNotFound, read_snapshot
+from clearline.ledger.store import LedgerStore
 
 
 class LedgerNotFound(FileNotFoundError):

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipelines.events import PLATFORM
+from clearline.events import PLATFORM
 
 AccountType = Literal["asset", "liability", "equity", "revenue", "expense", "memo"]
 Side = Literal["debit", "credit"]
@@ -185,5 +185,5 @@ def normal_side(key: str) -> Side:
 def floor_of(key: str) -> int | None:
     """The lowest balance, on the normal side, an account may hold; None where it may go
     either way. A `flat` account's floor is 0 here; that it may not go above 0 either is
-    checked by recon.ledger.posting.check_floors."""
+    checked by clearline.ledger.posting.check_floors."""
     return None if parse_account(key).spec.floor == "either" else 0

@@ -11,7 +11,7 @@ those events again. That is how the archive holds every event exactly once.
 
 Columns: event_id, event_type, occurred_at (UTC), merchant_id, reseller_id,
 schema_version, body (the message exactly as consumed: contract JSON, signed bytes),
-topic, partition, offset. Readers parse `body` with `pipelines.events.decode`.
+topic, partition, offset. Readers parse `body` with `clearline.events.decode`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import events
-from recon.ledger.model import Source
+from clearline import events
+from clearline.ledger.model import Source
 
 _NAME = re.compile(r"s(\d+)-p(\d+)-o(\d+)-o(\d+)\.parquet")
 SCHEMA = {

@@ -17,7 +17,7 @@ and returns one Violation per problem found, each with a message a person can ac
 * legs         — each posted event has exactly `legs` postings; rejected or unknown
                  events have none.
 
-The hash chain is checked by `recon.ledger.chain.verify`. At most `limit` violations are
+The hash chain is checked by `clearline.ledger.chain.verify`. At most `limit` violations are
 listed per check; a final one says how many more there were.
 """
 

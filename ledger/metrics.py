@@ -11,7 +11,7 @@ import time
 
 from prometheus_client import Counter, Gauge, start_http_server
 
-from recon.ledger.store import BatchResult, LedgerStore
+from clearline.ledger.store import BatchResult, LedgerStore
 
 MESSAGES = Counter("clearline_ledger_messages_total", "Messages consumed by outcome", ["outcome"])
 POSTINGS = Counter("clearline_ledger_postings_total", "Posting legs written")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from pipelines.events import Event, Money
+from clearline.events import Event, Money
 
 
 @dataclass(frozen=True, slots=True)

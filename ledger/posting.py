@@ -22,7 +22,7 @@ The rules follow the money as this world moves it (pipelines/world/settlement.py
 Cash crosses books: the bank and the processors' payouts are the platform's, merchants and
 buyers belong to tenants. A rule that moves cash for a tenant posts both halves — the
 tenant's side against `platform_due`, the platform's against `tenant_due:<tenant>` — so
-every tenant's postings balance by themselves (see recon/ledger/accounts.py).
+every tenant's postings balance by themselves (see ledger/accounts.py).
 
 Amounts are positive; a zero amount posts nothing. Money is integers; FX is checked with
 exact fractions. An event whose own figures contradict each other (a fee record with a
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable
 
-from pipelines.currency import EXPONENT
-from pipelines.events import (
+from clearline.currency import EXPONENT
+from clearline.events import (
     PLATFORM, BuyerDefault, BuyerRepayment, ChargebackOpened, ChargebackReversed, Event, FeeCharged,
     MerchantPayout, Money, OrderCreated, PaymentAuthorized, PaymentCaptured, PaymentRefunded, PaymentVoided,
     ProcessorPayout, ProcessorSettlement,
 )
-from recon.ledger.accounts import account_key, parse_account
-from recon.ledger.model import Posting
+from clearline.ledger.accounts import account_key, parse_account
+from clearline.ledger.model import Posting
 
 Legs = tuple[Posting, ...]
 

@@ -55,8 +55,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recon.ledger import chain
-from recon.ledger import store as _store
+from clearline.ledger import chain
+from clearline.ledger import store as _store
 
 FORMAT = 1
 DATA_TABLES = ("events", "postings", "rejections")

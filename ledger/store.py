@@ -1,7 +1,7 @@
 """The ledger store: one DuckDB file, written by the ledger flow alone.
 
 `LedgerStore.apply(outcomes)` writes one consumed batch in ONE transaction — the events,
-their postings (hash-chained, see `recon.ledger.chain`), the rejections with their raw
+their postings (hash-chained, see `clearline.ledger.chain`), the rejections with their raw
 bytes, and the per-partition offsets and counters — so that after every commit
 
     consumed = posted + duplicate + dead_lettered      (per topic partition)
@@ -64,7 +64,7 @@ them against `events.legs`. Balances are derived from postings, never stored. Am
 `occurred_at` is the event time (TIMESTAMPTZ, UTC); "offset" must be quoted in SQL.
 
 The queries (`balances`, `statement`, `stats`) are module functions over a DuckDB
-connection exposing those table names, shared with `recon.ledger.snapshot`, whose reader
+connection exposing those table names, shared with `clearline.ledger.snapshot`, whose reader
 exposes the same names as views over Parquet.
 """
 
@@ -82,8 +82,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from recon.ledger import chain
-from recon.ledger.model import Outcome, Posted, Posting, Rejected, Source
+from clearline.ledger import chain
+from clearline.ledger.model import Outcome, Posted, Posting, Rejected, Source
 
 SCHEMA_VERSION = 1
 

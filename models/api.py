@@ -1,4 +1,4 @@
-"""The decision API: HTTP/JSON in front of `models.decision.decide`, the same decision
+"""The decision API: HTTP/JSON in front of `clearline.models.decision.decide`, the same decision
 function the streaming risk flow calls, so an order gets the same decision, reasons and
 model version whichever way it asked.
 
@@ -7,7 +7,7 @@ model version whichever way it asked.
     GET  /health              liveness, and which model decides (or why the rules do)
     GET  /metrics             Prometheus: requests by route and status, latency histogram
 
-Callers are tenants (resellers) with an API key (`X-API-Key`, see `models.api_core`). A
+Callers are tenants (resellers) with an API key (`X-API-Key`, see `clearline.models.api_core`). A
 tenant may decide and read only for its own merchants: another tenant's merchant is 403,
 as is another tenant's decision id. Bodies are checked by pydantic; a bad one gets 422
 naming each bad field. A repeated order_id with the same body gets the stored decision
@@ -41,13 +41,13 @@ from fastapi.security import APIKeyHeader
 from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError,
                       field_validator)
 
-from models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
-from models.api_store import DecisionStore, Stored
-from models.decision import UnderwritingRequest, decide
-from models.policy import KILL_SWITCH, NO_CHAMPION, Policy
-from models.scorer import Scorer
-from pipelines.currency import is_currency
-from pipelines.events import Money
+from clearline.models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
+from clearline.models.api_store import DecisionStore, Stored
+from clearline.models.decision import UnderwritingRequest, decide
+from clearline.models.policy import KILL_SWITCH, NO_CHAMPION, Policy
+from clearline.models.scorer import Scorer
+from clearline.currency import is_currency
+from clearline.events import Money
 
 log = logging.getLogger("clearline.api")
 
@@ -110,7 +110,7 @@ class ShadowOut(BaseModel):
 
 
 class DecisionOut(BaseModel):
-    """The decision record: `models.decision.Decision.to_dict()` plus the API's ids."""
+    """The decision record: `clearline.models.decision.Decision.to_dict()` plus the API's ids."""
 
     decision_id: str
     tenant: str

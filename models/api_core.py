@@ -1,8 +1,8 @@
 """What the decision API needs besides HTTP: who is calling (tenant API keys), which
 tenant owns which merchant, and a request's features from the online store (the fast
-scorer both the API and the stream use is `models.fast_scoring`).
+scorer both the API and the stream use is `clearline.models.fast_scoring`).
 
-Kept apart from `models.api` (the FastAPI wiring) so each piece is a plain object that
+Kept apart from `clearline.models.api` (the FastAPI wiring) so each piece is a plain object that
 tests and the benchmark can use without a server.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 
-from features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
-from features.feast_repo import feature_names, view_name
-from features.online_read import SqliteOnlineRead
-from pipelines.events import Money
+from clearline.features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
+from clearline.features.feast_repo import feature_names, view_name
+from clearline.features.online_read import SqliteOnlineRead
+from clearline.events import Money
 
 
 class ApiSetupError(Exception):
@@ -117,7 +117,7 @@ class OnlineFeatures:
     """One request's buyer and merchant rows from Feast's online store.
 
     On a SQLite online store they are read straight from Feast's tables with one query
-    (`features.online_read`, proven equal to Feast's answer in tests/test_online_read.py):
+    (`clearline.features.online_read`, proven equal to Feast's answer in tests/features/test_online_read.py):
     Feast's Python layer costs several times the lookup. Any other store (Redis) goes
     through Feast's `get_online_features`, one call for both entities."""
 
@@ -151,7 +151,7 @@ def request_features(rows: Mapping[str, Mapping[str, Any]], amount: Money,
     The merchant's ticket z-score depends on the request itself: the row holds the
     z-score of the amount it was read for (the merchant's last request), so it is computed
     again for this amount from the row's ticket count, volume and sum of squares, by the
-    function the stream's `read_merchant` uses (`features.definitions.zscore_for`)."""
+    function the stream's `read_merchant` uses (`clearline.features.definitions.zscore_for`)."""
     out: dict[str, Any] = {}
     for values in rows.values():
         if all(v is None for v in values.values()):
@@ -166,6 +166,6 @@ def request_features(rows: Mapping[str, Mapping[str, Any]], amount: Money,
         if out.get(tickets) is None or out.get(sumsq) is None:  # a row pushed before the aggregates existed
             out["merchant_ticket_zscore"] = None
         else:
-            out[sumsq] = int(out[sumsq])  # the store keeps it as decimal text (features.store)
+            out[sumsq] = int(out[sumsq])  # the store keeps it as decimal text (clearline.features.store)
             out["merchant_ticket_zscore"] = zscore_for(out, amount.minor, spec)
     return out

@@ -13,9 +13,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from models.backtest_charts import bars, lines
-from models.backtest_run import Result
-from pipelines.currency import minor_to_decimal
+from clearline.models.backtest_charts import bars, lines
+from clearline.models.backtest_run import Result
+from clearline.currency import minor_to_decimal
 
 _ENV = Environment(loader=PackageLoader("models", "templates"), autoescape=select_autoescape(["j2"]))
 

@@ -1,9 +1,9 @@
 """A backtest: replay events through the batch feature runtime, score each underwriting
 request of a window as the model would have seen it, join the outcome once it matured,
-and measure (`models.backtest`) — with checks that no feature saw the future.
+and measure (`clearline.models.backtest`) — with checks that no feature saw the future.
 
 The features come from the same function that builds training sets
-(`features.batch.order_features`, point-in-time by construction: each order only sees
+(`clearline.features.batch.order_features`, point-in-time by construction: each order only sees
 events strictly before it). A backtest of a feature set is only as honest as that
 function, so the run checks it:
 
@@ -15,7 +15,7 @@ function, so the run checks it:
   to be true for application data (it is usually the outcome itself, renamed).
 * **oracle** — on a generated world the generator's true default probabilities give the
   best AUC any model can reach; a model above it (beyond a margin) knows the future.
-* **feature time** — when the features come as stored feature rows (e.g. `models.pit.join`
+* **feature time** — when the features come as stored feature rows (e.g. `clearline.models.pit.join`
   over the Feast offline history, which carries `feature_available_at`), no row may have
   become known after the decision it was joined to.
 
@@ -33,12 +33,12 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from features.batch import order_features
-from models import backtest as bt
-from models.labels import outcomes
-from models.pit import AVAILABLE
-from models.scorer import Scorer
-from models.train import frame
+from clearline.features.batch import order_features
+from clearline.models import backtest as bt
+from clearline.models.labels import outcomes
+from clearline.models.pit import AVAILABLE
+from clearline.models.scorer import Scorer
+from clearline.models.train import frame
 
 Featurize = Callable[[pl.DataFrame], pl.DataFrame]
 

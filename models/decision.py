@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from features.definitions import Fact, is_underwriting_request
-from models import policy as pol
-from models.policy import Outcome, Policy
-from models.reasons import ReasonCode
-from models.scorer import ModelRef, Scorer
-from models.training_set import REQUEST_FEATURES
-from pipelines.events import Event, Money, OrderCreated
+from clearline.features.definitions import Fact, is_underwriting_request
+from clearline.models import policy as pol
+from clearline.models.policy import Outcome, Policy
+from clearline.models.reasons import ReasonCode
+from clearline.models.scorer import ModelRef, Scorer
+from clearline.models.training_set import REQUEST_FEATURES
+from clearline.events import Event, Money, OrderCreated
 
 
 class NotAnUnderwritingRequest(ValueError):
@@ -66,7 +66,7 @@ class UnderwritingRequest:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> UnderwritingRequest:
-        """From a row of `features.batch.order_features` (its order columns)."""
+        """From a row of `clearline.features.batch.order_features` (its order columns)."""
         return cls(row["event_id"], row["order_id"], row["buyer_id"], row["merchant_id"], row["decision_time"],
                    Money(int(row["amount_minor"]), row["currency"]), int(row["terms_days"]))
 

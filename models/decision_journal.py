@@ -14,7 +14,7 @@ at the next start instead of repeated or lost:
 2. written to a Parquet log file named by its shard and sequence range, then marked
    `logged` (a file rewritten after a crash has the same name and the same rows);
 3. for decisions, produced to Kafka and flushed, then marked `sent` (see
-   `pipelines.flows.risk_sink` for how a restart finds out what reached the topic).
+   `clearline.pipelines.connectors.decision_sink` for how a restart finds out what reached the topic).
 
 Layout under the state folder: `journal.sqlite`, `<kind>/shard-<w>-<first>-<last>.parquet`.
 """

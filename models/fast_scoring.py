@@ -6,7 +6,7 @@ call, input validation in every step, and a Python call per tree. The stream and
 decision API both wrap the models the registry loads in `ArrayScorer.of(...)`: a
 gradient-boosted pipeline is scored from its stacked trees (`TreeTable`), the logistic
 scorecard from its fitted parameters (`LinearTable`), anything else by the pipeline on
-numpy. tests/test_api_core.py holds every path to exact equality with the pipeline.
+numpy. tests/models/test_api_core.py holds every path to exact equality with the pipeline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from models.scorer import Scorer
+from clearline.models.scorer import Scorer
 
 @dataclass(frozen=True)
 class TreeTable:
@@ -35,7 +35,7 @@ class TreeTable:
     left), the leaves summed strictly left to right from the baseline as `_raw_predict`
     does (cumsum, not numpy's pairwise sum), and the model's own loss turns the sum into
     a probability. It reads the estimator's private fitted attributes (`_predictors`,
-    `_baseline_prediction`, `_loss`), so tests/test_api_core.py holds it to exact equality
+    `_baseline_prediction`, `_loss`), so tests/models/test_api_core.py holds it to exact equality
     with the pipeline; a model it does not cover (categorical features, several classes,
     other steps) keeps the plain path."""
 
@@ -104,7 +104,7 @@ class LinearTable:
     the imputer's statistics, the indicator columns (the features that had missing values
     in training) are appended, the function applied, `(x - mean) / scale`, then
     `x @ coef.T + intercept` and scipy's `expit` — exactly `_predict_proba_lr`'s numbers,
-    held to equality by tests/test_api_core.py. Any other pipeline gets None (plain path)."""
+    held to equality by tests/models/test_api_core.py. Any other pipeline gets None (plain path)."""
 
     fill: np.ndarray           # imputer statistics, one per input column
     flagged: np.ndarray | None  # input columns with a missing indicator (None: no indicators)
@@ -160,7 +160,7 @@ class ArrayScorer(Scorer):
     Building a DataFrame costs more than scoring one row. The pipeline was fitted on a
     DataFrame, so each step remembers `feature_names_in_` and warns on arrays; a copy
     with those names removed accepts the array as is. `Scorer.vector` already orders the
-    columns as the model was fitted, so the numbers are the same (tests/test_api_core.py
+    columns as the model was fitted, so the numbers are the same (tests/models/test_api_core.py
     proves it on random rows). Gradient-boosted trees go through `TreeTable`, the
     logistic scorecard through `LinearTable`."""
 

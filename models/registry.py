@@ -31,9 +31,9 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from models.scorer import ModelRef, Scorer  # noqa: E402
-from models.train import TrainedModel, frame  # noqa: E402
-from models.training_set import TrainingSet  # noqa: E402
+from clearline.models.scorer import ModelRef, Scorer  # noqa: E402
+from clearline.models.train import TrainedModel, frame  # noqa: E402
+from clearline.models.training_set import TrainingSet  # noqa: E402
 
 ALIASES = ("champion", "challenger")
 TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]

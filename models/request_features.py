@@ -1,4 +1,4 @@
-"""What the risk flow hands `models.decision.decide` for one request: the request, and the
+"""What the risk flow hands `clearline.models.decision.decide` for one request: the request, and the
 features the feature store would have for it.
 
 A pure rule, kept out of the dataflow: a buyer with no events before the request has no
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from features.definitions import ORDER_COLUMNS, BuyerState, Spec, buyer_feature_names, read_buyer
+from clearline.features.definitions import ORDER_COLUMNS, BuyerState, Spec, buyer_feature_names, read_buyer
 
 
 def has_history(row: Mapping[str, Any], spec: Spec) -> bool:

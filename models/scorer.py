@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from models.reasons import ReasonCode, explain_many
+from clearline.models.reasons import ReasonCode, explain_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class Scorer:
         return [float(p) for p in self.predict(np.stack([self.vector(values) for values in many]))]
 
     def explain(self, values: Mapping[str, float | None], k: int) -> tuple[float, tuple[ReasonCode, ...]]:
-        """Score and reason codes in one model call (see `models.reasons`)."""
+        """Score and reason codes in one model call (see `clearline.models.reasons`)."""
         return self.explain_many([values], k)[0]
 
     def explain_many(self, many: Sequence[Mapping[str, float | None]], k: int

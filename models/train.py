@@ -15,7 +15,7 @@ same event-derived labels: the ceiling any model can reach) and the ratio of the
 
 Threads: scikit-learn's OpenMP pool defaults to every core; on a small shared machine,
 and for one row at a time, threads fight. `threads` in configs/models.yaml caps the pool
-while fitting and (see `models.registry`) while serving.
+while fitting and (see `clearline.models.registry`) while serving.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from models.scorer import medians
-from models.training_set import TrainingSet
+from clearline.models.scorer import medians
+from clearline.models.training_set import TrainingSet
 
 
 class ModelConfigError(ValueError):

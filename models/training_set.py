@@ -1,7 +1,7 @@
 """The point-in-time training set: each order on terms with its features as of its
-decision time (computed by `features.batch.order_features`, which only sees events
+decision time (computed by `clearline.features.batch.order_features`, which only sees events
 strictly before the order) joined to its label, kept only if the label matured before the
-cut-off (`models.labels`).
+cut-off (`clearline.models.labels`).
 
 The split is by time, never at random: the earliest orders train, the latest
 `evaluation_share` evaluate — the model is judged on orders from after everything it
@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from models.labels import matured
+from clearline.models.labels import matured
 
 # Request fields the models use beside the feature store's features: the order itself.
 REQUEST_FEATURES = ("amount_minor", "terms_days")

@@ -36,10 +36,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines import config
+from clearline import config
 
 # The pom and the log4j2 template are part of the code, not of a deployment's configs.
-TEMPLATES = config.REPO_ROOT / "configs"
+TEMPLATES = config.default_dir()
 MARKER = ".installed"
 PID_FILE = "kafka.pid"
 STOP_GRACE_S = 30

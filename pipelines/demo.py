@@ -127,7 +127,7 @@ def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[
     for step in steps(days, merchants, seed):
         started = time.monotonic()
         with on_step(step):
-            argv = [sys.executable, "-m", "pipelines.cli", *step.argv(out_dir, done_by_step), *(["--json"] if step.json else [])]
+            argv = [sys.executable, "-m", "clearline.pipelines.cli", *step.argv(out_dir, done_by_step), *(["--json"] if step.json else [])]
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
         timings[step.name] = round(time.monotonic() - started, 1)
         if done.returncode != 0 and not (step.json and done.stdout.strip().startswith("{")):

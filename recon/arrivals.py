@@ -1,13 +1,13 @@
 """What the reconciliation flow takes from its two topics, as records the matcher holds.
 
 payments.events: every message goes through the ledger's own admission and posting
-(`pipelines.flows.ledger.to_outcome`), so reconciliation expects exactly what the ledger
+(`clearline.ledger.outcome.to_outcome`), so reconciliation expects exactly what the ledger
 posted and archived; refused ones are the ledger's business (it dead-letters them) and
 are only counted here. An admitted event's time moves the watermark whether or not it
 sets up an expectation, as the batch's watermark is the latest event in the archive.
 
-payments.settlements: the lines intake validated and published (`recon.intake.publish`),
-one JSON message per line, back into rows of `recon.lines`' schemas. A message that is
+payments.settlements: the lines intake validated and published (`clearline.recon.intake.publish`),
+one JSON message per line, back into rows of `clearline.recon.lines`' schemas. A message that is
 not such a line cannot come from intake; it is counted and logged with its offset, and
 nothing in it is matched.
 """
@@ -22,12 +22,12 @@ from datetime import date, datetime, timezone
 import polars as pl
 from confluent_kafka import Message
 
-from pipelines.flows.ledger import to_outcome
-from pipelines.signing import TenantKeys
-from recon.ledger.model import Posted
-from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
-from recon.matching import expectations
-from recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
+from clearline.ledger.outcome import to_outcome
+from clearline.signing import TenantKeys
+from clearline.ledger.model import Posted
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.matching import expectations
+from clearline.recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
 
 log = logging.getLogger(__name__)
 LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}

@@ -15,7 +15,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from pipelines.events import Money
+from clearline.events import Money
 
 # What a processor line records. "fee" is a stand-alone fee line (no payment behind it).
 RECORD_TYPES = ("charge", "refund", "chargeback", "chargeback_reversal", "fee")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recon.matching.variance import CATEGORIES
+from clearline.recon.matching.variance import CATEGORIES
 
 _LINE_KINDS = ("missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
                "currency_fx_mismatch", "duplicate", "late_settlement")

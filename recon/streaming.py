@@ -1,5 +1,5 @@
 """The reconciliation flow's one piece of state: everything arrived so far, and what has
-been published, around `recon.matching.continuous.Continuous`.
+been published, around `clearline.recon.matching.continuous.Continuous`.
 
 One key holds it all, so the watermark is global. Keying by processor and currency
 would split the work, but a bank line names no processor (its reference is a payout or
@@ -29,11 +29,11 @@ from datetime import datetime, timedelta, timezone
 
 from bytewax.operators import StatefulLogic
 
-from pipelines.flows.recon_inputs import Arrivals, line_frames
-from recon.matching import expectations
-from recon.matching.continuous import Changes, Continuous
-from recon.matching.reconcile import watermark as latest_of
-from recon.matching.rules import Tolerances
+from clearline.recon.arrivals import Arrivals, line_frames
+from clearline.recon.matching import expectations
+from clearline.recon.matching.continuous import Changes, Continuous
+from clearline.recon.matching.reconcile import watermark as latest_of
+from clearline.recon.matching.rules import Tolerances
 
 
 CATCH_UP_TICKS = 12

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.world.generate import WorldOptions, generate
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 SMALL = WorldOptions(days=120, merchants=12, seed=11)
 
@@ -27,6 +27,7 @@ def clean_world(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    from pipelines import broker, config
+    from clearline.pipelines import broker
+    from clearline import config
     broker.up()
     return config.bootstrap_servers()

@@ -3,8 +3,8 @@ feature runtime and judge registered models on the orders of a past window — m
 cut-offs, expected loss, vintages, PSI and leakage checks — logged to an MLflow run and
 written as `backtest.html` plus CSV tables.
 
-Wiring only: events from `features.batch`, the run from `models.backtest_run`, the page
-from `models.backtest_report`, models and the run's logging through the registry.
+Wiring only: events from `clearline.features.batch`, the run from `clearline.models.backtest_run`, the page
+from `clearline.models.backtest_report`, models and the run's logging through the registry.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipelines import config
-from pipelines.cli_model_sources import events_source, instant, open_registry, source_options, world_truth
-from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
+from clearline import config
+from clearline.pipelines.cli.model_sources import events_source, instant, open_registry, source_options, world_truth
+from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
 
-user_errors("models.backtest:BacktestError", "pipelines.cli_backtest:ModelNotHeld", "models.registry:RegistryError",
-            "models.labels:LabelError", "features.batch:EventsReadError", "mlflow.exceptions:MlflowException")
+user_errors("clearline.models.backtest:BacktestError", "clearline.pipelines.cli.backtest:ModelNotHeld", "clearline.models.registry:RegistryError",
+            "clearline.models.labels:LabelError", "clearline.features.batch:EventsReadError", "mlflow.exceptions:MlflowException")
 
 
 class ModelNotHeld(Exception):
@@ -71,10 +71,10 @@ def backtest(model_spec, challenger_spec, start, end, world, state_dir, out_dir,
     once matured; AUC, Gini, KS, Brier, calibration, PSI against the model's training
     window, approval and bad rate per cut-off, expected loss, vintage curves and leakage
     checks. Logs an MLflow run and writes backtest.html into --out."""
-    from features.batch import read_events
-    from models import labels
-    from models.backtest_report import write
-    from models.backtest_run import Settings, run
+    from clearline.features.batch import read_events
+    from clearline.models import labels
+    from clearline.models.backtest_report import write
+    from clearline.models.backtest_run import Settings, run
     specs = {"champion": _model_spec(model_spec, "--model"), "challenger": _model_spec(challenger_spec, "--challenger")}
     t_from, t_to = instant(start, "--from"), instant(end, "--to")
     source = events_source(world, state_dir)

@@ -13,24 +13,24 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from pipelines.cli_support import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
 
-user_errors("features.store:FeatureStoreError", "features.batch:EventsReadError",
-            "features.definitions:FeatureConfigError")
+user_errors("clearline.features.store:FeatureStoreError", "clearline.features.batch:EventsReadError",
+            "clearline.features.definitions:FeatureConfigError")
 
 # money features shown as decimals of the row's currency in tables (JSON keeps minor units)
 _MONEY_PREFIXES = ("buyer_amount_", "buyer_exposure_minor", "merchant_volume_", "merchant_avg_ticket_")
 
 
 def _settings(feast_dir: Path | None, online_store: str | None):
-    from features.store import settings_from_config
-    from pipelines import config
-    return settings_from_config(config.load("features"), config.REPO_ROOT, feast_dir, online_store)
+    from clearline.features.store import settings_from_config
+    from clearline import config
+    return settings_from_config(config.load("features"), config.home(), feast_dir, online_store)
 
 
 def _spec():
-    from features.definitions import spec_from_config
-    from pipelines import config
+    from clearline.features.definitions import spec_from_config
+    from clearline import config
     return spec_from_config(config.load("features"))
 
 
@@ -53,7 +53,7 @@ def features() -> None:
 def apply(feast_dir, online_store, as_json):
     """Write feature_store.yaml into the data folder and apply the buyer and merchant
     entities and feature views (safe to repeat)."""
-    from features import store
+    from clearline.features import store
     with console.status("applying the Feast repo"):
         report = store.apply(_settings(feast_dir, online_store), _spec())
     emit(as_json, report, kv_table("feature store applied", report))
@@ -72,7 +72,7 @@ def push(events_path, feast_dir, online_store, online_only, as_json):
     push them: each buyer's and merchant's latest row online, every row to the offline
     history."""
     import warnings
-    from features import batch, store
+    from clearline.features import batch, store
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")  # Feast's offline writer
     spec = _spec()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -94,7 +94,7 @@ def push(events_path, feast_dir, online_store, online_only, as_json):
 
 
 def _for_people(values: dict) -> dict:
-    from pipelines.currency import minor_to_decimal
+    from clearline.currency import minor_to_decimal
     cur = values.get("currency")
     return {k: (f"{minor_to_decimal(int(v), cur)} {cur}" if cur and v is not None and k.startswith(_MONEY_PREFIXES)
                 else "—" if v is None else round(v, 4) if isinstance(v, float) else v)
@@ -110,7 +110,7 @@ def _for_people(values: dict) -> dict:
 @friendly
 def get(buyer_id, merchant_id, feast_dir, online_store, as_json):
     """Show a buyer's and/or a merchant's latest online features."""
-    from features import store
+    from clearline.features import store
     if not (buyer_id or merchant_id):
         raise click.UsageError("name a --buyer, a --merchant, or both")
     fs = store.open_store(_settings(feast_dir, online_store))

@@ -23,9 +23,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
 
-user_errors("pipelines.cli_intake:IngestInputError", "recon.intake.ingest:IntakeConfigError")
+user_errors("clearline.pipelines.cli.intake:IngestInputError", "clearline.recon.intake.ingest:IntakeConfigError")
 
 
 class IngestInputError(ValueError):
@@ -47,12 +47,12 @@ def _files(paths: tuple[Path, ...]) -> list[Path]:
 
 
 def _intake(state_dir: Path | None, publish: bool):
-    from pipelines import config
-    from recon.intake.ingest import Intake, IntakeSettings
+    from clearline import config
+    from clearline.recon.intake.ingest import Intake, IntakeSettings
     settings = IntakeSettings.from_config(config.load("recon"), state_dir)
     producer = None
     if publish:
-        from pipelines.produce import producer as make_producer
+        from clearline.pipelines.connectors.produce import producer as make_producer
         producer = make_producer(settings.delivery_timeout_seconds)
     return Intake(settings, producer)
 
@@ -121,7 +121,7 @@ def _ingest_files(intake, files: list[Path], quiet: bool):
 
 def _watch(intake, inbox: Path, once: bool, quiet: bool):
     """The inbox loop; SIGTERM and Ctrl-C end it after the files in hand are done."""
-    from recon.intake.watch import watch
+    from clearline.recon.intake.watch import watch
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
 

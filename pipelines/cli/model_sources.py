@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from pipelines import config
-from pipelines.cli_support import user_errors
+from clearline import config
+from clearline.pipelines.cli.options import user_errors
 
-user_errors("pipelines.cli_model_sources:NoTrainingInput")
+user_errors("clearline.pipelines.cli.model_sources:NoTrainingInput")
 
 
 class NoTrainingInput(Exception):
@@ -26,9 +26,9 @@ class NoTrainingInput(Exception):
 def open_registry():
     """The MLflow registry configured in configs/models.yaml (or MLFLOW_TRACKING_URI)."""
     import logging
-    from models.registry import Registry, RegistrySettings
+    from clearline.models.registry import Registry, RegistrySettings
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO chatter is not for people at a terminal
-    return Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
+    return Registry(RegistrySettings.from_config(config.load("models"), config.home()))
 
 
 def source_options(fn):
@@ -48,7 +48,7 @@ def events_source(world: Path | None, state_dir: Path | None) -> Path:
             raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
                                   "make one with `clearline generate --out DIR`")
         return world
-    from pipelines.flows.ledger import LedgerSettings
+    from clearline.ledger.settings import LedgerSettings
     archive = LedgerSettings.from_config(state_dir).state_dir / "archive"
     if not any(archive.glob("event_date=*/*.parquet")):
         raise NoTrainingInput(f"no event archive at {archive}: run the ledger flow first "

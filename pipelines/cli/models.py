@@ -1,7 +1,7 @@
 """`clearline train` and `clearline models …`: train the underwriting models on matured
 outcomes, log and register them in MLflow, and manage the champion/challenger aliases.
 
-The commands are wiring: events and features come from `features.batch`, labels, the
+The commands are wiring: events and features come from `clearline.features.batch`, labels, the
 training set, fitting and the registry from `models/`; configuration from configs/.
 """
 
@@ -13,13 +13,13 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines import config
-from pipelines.cli_model_sources import events_source, instant, open_registry, source_options, world_truth
-from pipelines.cli_support import console, emit, friendly, kv_table, out, user_errors
+from clearline import config
+from clearline.pipelines.cli.model_sources import events_source, instant, open_registry, source_options, world_truth
+from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
 
-user_errors("models.registry:RegistryError", "models.training_set:TrainingSetError", "models.labels:LabelError",
-            "models.train:ModelConfigError", "models.policy:PolicyError", "features.batch:EventsReadError",
-            "pipelines.cli_models:OrderNotFound",
+user_errors("clearline.models.registry:RegistryError", "clearline.models.training_set:TrainingSetError", "clearline.models.labels:LabelError",
+            "clearline.models.train:ModelConfigError", "clearline.models.policy:PolicyError", "clearline.features.batch:EventsReadError",
+            "clearline.pipelines.cli.models:OrderNotFound",
             "mlflow.exceptions:MlflowException")  # e.g. a tracking server that does not answer
 
 
@@ -37,9 +37,9 @@ def train(world, state_dir, cutoff, as_json):
     closed), fit the scorecard and the gradient-boosted model, report each one's AUC
     beside the oracle AUC, log and register both in MLflow. With no champion yet, the
     better model becomes champion and the other challenger."""
-    from features.batch import MODEL_FEATURES, order_features, read_events
-    from models import labels, training_set
-    from models.train import fit_all
+    from clearline.features.batch import MODEL_FEATURES, order_features, read_events
+    from clearline.models import labels, training_set
+    from clearline.models.train import fit_all
     cfg = config.load("models")
     source = events_source(world, state_dir)
     at = None if cutoff is None else instant(cutoff, "--cutoff")
@@ -148,10 +148,10 @@ def decide_order(order_id, world, state_dir, as_json):
     own time, the champion's score with the challenger in the shadow, the policy in
     configs/policy.yaml, and the reason codes. Prints the decision record."""
     import polars as pl
-    from features.batch import MODEL_FEATURES, order_features, read_events
-    from models.decision import UnderwritingRequest, decide
-    from models.policy import Policy
-    from models.registry import RegistryError
+    from clearline.features.batch import MODEL_FEATURES, order_features, read_events
+    from clearline.models.decision import UnderwritingRequest, decide
+    from clearline.models.policy import Policy
+    from clearline.models.registry import RegistryError
     source = events_source(world, state_dir)
     policy = Policy.from_config(config.load("policy"))
     with console.status("features as of the order…"):
@@ -173,7 +173,7 @@ def decide_order(order_id, world, state_dir, as_json):
 
 
 def money_text(money: dict) -> str:
-    from pipelines.currency import minor_to_decimal
+    from clearline.currency import minor_to_decimal
     return f"{minor_to_decimal(money['minor'], money['currency'])} {money['currency']}"
 
 

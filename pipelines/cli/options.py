@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import ConfigError
+from clearline.config import ConfigError
 
 console = Console(stderr=True)
 out = Console()
@@ -88,7 +88,7 @@ MONEY_COLUMNS = {"debit", "credit", "balance", "amount_minor", "running_balance"
 
 def frame_table(title: str, frame) -> Table:
     """A table for people: money columns as decimals of their row's currency."""
-    from pipelines.currency import minor_to_decimal
+    from clearline.currency import minor_to_decimal
     table = Table(title=title, title_justify="left")
     for col in frame.columns:
         table.add_column(col.removesuffix("_minor"), justify="right" if frame[col].dtype.is_numeric() else "left")

@@ -5,7 +5,7 @@
     clearline recon --world DIR [...]    the same over a generated world's files
     clearline recon score --truth FILE --world DIR   precision and recall per category
     clearline recon run [--once] [--inbox DIR] [--state-dir DIR]
-                                         the streaming matcher (pipelines.flows.recon)
+                                         the streaming matcher (clearline.pipelines.flows.recon)
     clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
     clearline recon list [--status open|assigned|resolved] [--category C]
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from pipelines.cli_support import console, emit, friendly, frame_table, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, frame_table, kv_table, user_errors
 
-user_errors("pipelines.cli_recon:ReconInputError", "recon.matching.rules:MatchingConfigError",
-            "recon.variances.store:VarianceNotFound", "recon.variances.store:BadTransition",
-            "recon.intake.model:ParseError", "pipelines.flows.recon:ReconFlowConfigError",
-            "pipelines.flows.flow_state:FlowStateError", "recon.intake.ingest:IntakeConfigError")
+user_errors("clearline.pipelines.cli.recon:ReconInputError", "clearline.recon.matching.rules:MatchingConfigError",
+            "clearline.recon.variances.store:VarianceNotFound", "clearline.recon.variances.store:BadTransition",
+            "clearline.recon.intake.model:ParseError", "clearline.pipelines.flows.recon:ReconFlowConfigError",
+            "clearline.pipelines.flows.runner:FlowStateError", "clearline.recon.intake.ingest:IntakeConfigError")
 
 DEFAULT_STATE_DIR = Path("var/recon")
 
@@ -44,8 +44,8 @@ class ReconInputError(ValueError):
 
 
 def tolerances():
-    from pipelines import config
-    from recon.matching.rules import MatchingConfigError, Tolerances
+    from clearline import config
+    from clearline.recon.matching.rules import MatchingConfigError, Tolerances
     matching = config.load("recon").get("matching")
     if not isinstance(matching, dict):
         raise MatchingConfigError("configs/recon.yaml has no matching: section")
@@ -63,9 +63,9 @@ def parse_all(files: list[Path], quiet: bool):
     with lines intake could not normalise stops the run, naming the file and the lines:
     reconciling without it would report its lines as missing."""
     import polars as pl
-    from recon.intake.model import ParseError
-    from recon.intake.parse import parse_file
-    from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+    from clearline.recon.intake.model import ParseError
+    from clearline.recon.intake.parse import parse_file
+    from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
     settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
@@ -85,7 +85,7 @@ def parse_all(files: list[Path], quiet: bool):
 
 
 def _default_archive() -> Path:
-    from pipelines import config
+    from clearline import config
     return Path(config.load("ledger")["state_dir"]) / "archive"
 
 
@@ -93,8 +93,8 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
     """(reconcile.Inputs, latest event time): a generated world's events and files, or the
     stored inputs — the ledger's event archive and intake's store of validated lines."""
     import polars as pl
-    from recon.matching import expectations
-    from recon.matching.reconcile import Inputs
+    from clearline.recon.matching import expectations
+    from clearline.recon.matching.reconcile import Inputs
     if world is not None:
         events_file = world / "events" / "events.parquet"
         if not events_file.is_file():
@@ -103,8 +103,8 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
         expected = expectations.from_events(scan)
         settle, bank = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
     else:
-        from pipelines import archive as event_archive
-        from recon.intake.store import read_lines
+        from clearline.ledger import archive as event_archive
+        from clearline.recon.intake.store import read_lines
         archive = archive or _default_archive()
         if not archive.is_dir():
             raise ReconInputError(f"no ledger event archive at {archive}: run `clearline ledger run`, or give --archive DIR")
@@ -119,7 +119,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
 
 def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: date | None, end: date | None,
               quiet: bool = True):
-    from recon.matching.reconcile import input_watermark, reconcile, within
+    from clearline.recon.matching.reconcile import input_watermark, reconcile, within
     inputs, latest = load_inputs(world, archive, state_dir, quiet)
     as_of = input_watermark(inputs, latest)
     if as_of is None:
@@ -131,7 +131,7 @@ def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: 
 
 def _summary(variances) -> dict:
     import polars as pl
-    from pipelines.currency import minor_to_decimal
+    from clearline.currency import minor_to_decimal
     counts = dict(variances.group_by("category").len().sort("category").iter_rows())
     money = variances.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency")
     return {"variances": variances.height, "by_category": counts,
@@ -160,7 +160,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     if ctx.invoked_subcommand is not None:
         return
     import duckdb
-    from recon.variances.store import VarianceStore
+    from clearline.recon.variances.store import VarianceStore
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
@@ -200,16 +200,16 @@ def score(truth, world, state_dir, as_json):
     """Precision and recall per variance category against a generated world's truth."""
     import polars as pl
     from rich.table import Table
-    from pipelines.world.discrepancies import TRUTH_SCHEMA
-    from recon.score import misses
-    from recon.score import score as score_of
+    from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
+    from clearline.recon.score import misses
+    from clearline.recon.score import score as score_of
     world = world or truth.resolve().parent.parent  # WORLD/truth/discrepancies.csv
     try:
         truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
     except pl.exceptions.PolarsError as exc:
         raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
     if state_dir is not None:
-        from recon.variances.store import read_variances
+        from clearline.recon.variances.store import read_variances
         variances = read_variances(state_dir)
         if variances is None:
             raise ReconInputError(f"no variance store in {state_dir}: run `clearline recon run` or `clearline recon` first")
@@ -253,7 +253,7 @@ def run_stream(once, inbox, state_dir, events_topic, settlements_topic, variance
     """The streaming matcher: ledger events and intake's lines in, variances out to
     payments.variances and the variance store, as event time passes each deadline."""
     import json
-    from pipelines.flows.recon import ReconFlowSettings, run
+    from clearline.pipelines.flows.recon import ReconFlowSettings, run
     settings = ReconFlowSettings.from_config(state_dir, inbox, once, events=events_topic,
                                              settlements=settlements_topic, variances=variances_topic)
     outcome = run(settings, tolerances(), process_id=process_id, addresses=list(addresses) or None)
@@ -273,7 +273,7 @@ def _open_store(ctx, state_dir: Path | None, work):
     """`work(store)` on the variance store of `--state-dir` (this command's, else the group's);
     None when a running flow holds it."""
     import duckdb
-    from recon.variances.store import VarianceStore
+    from clearline.recon.variances.store import VarianceStore
     path = _store_path(ctx, state_dir)
     if not path.is_file():
         raise ReconInputError(f"no variance store at {path}: run `clearline recon` or `clearline recon run` first")
@@ -300,8 +300,8 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     """Resolve a variance with a note, or assign it to someone (--assign)."""
     row = _open_store(ctx, state_dir, lambda store: store.move(variance_id, note, assignee))
     if row is None:  # the running flow owns the store: it applies queued requests
-        from pipelines.flows.recon_resolutions import queue
-        from recon.variances.store import check_request
+        from clearline.recon.variances.resolutions import queue
+        from clearline.recon.variances.store import check_request
         check_request(note, assignee)
         queued = queue(_store_path(ctx, state_dir).parent, variance_id, note, assignee)
         report = {"variance_id": variance_id, "queued": str(queued),
@@ -324,7 +324,7 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
 def list_(ctx, status, category, state_dir, as_json):
     """The stored variances with their status, oldest break first."""
     import polars as pl
-    from recon.variances.store import read_variances
+    from clearline.recon.variances.store import read_variances
     rows = read_variances(_store_path(ctx, state_dir).parent, status)  # the flow's snapshot while it runs
     if rows is None:
         raise ReconInputError(f"no variance store at {_store_path(ctx, state_dir)}: run `clearline recon` or `clearline recon run` first")

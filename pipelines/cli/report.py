@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_support import emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import emit, friendly, kv_table, user_errors
 
-user_errors("recon.report.summary:ReportConfigError", "pipelines.cli_report:NoVariances")
+user_errors("clearline.recon.report.summary:ReportConfigError", "clearline.pipelines.cli.report:NoVariances")
 
 
 class NoVariances(LookupError):
@@ -41,10 +41,10 @@ def report() -> None:
 @friendly
 def variances(start, end, out_dir, state_dir, as_json):
     """Write the variance report (HTML) and exports of open variances (CSV, XLSX)."""
-    from pipelines import config
-    from recon.report.render import write
-    from recon.report.summary import ReportRules, build
-    from recon.variances.store import read_variances
+    from clearline import config
+    from clearline.recon.report.render import write
+    from clearline.recon.report.summary import ReportRules, build
+    from clearline.recon.variances.store import read_variances
     stored = read_variances(state_dir)  # the running flow's published snapshot while it holds the store
     if stored is None:
         raise NoVariances(f"no variance store at {state_dir / 'variances.duckdb'}: run `clearline recon` first")

@@ -1,6 +1,6 @@
 """`clearline risk …`: run the streaming risk flow, and read its decision log.
 
-Wiring only: the flow is `pipelines.flows.risk`, the log `pipelines.flows.risk_journal`.
+Wiring only: the flow is `clearline.pipelines.flows.risk`, the log `clearline.models.decision_journal`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipelines.cli_features import feast_dir_option
-from pipelines.cli_models import decision_table, money_text
-from pipelines.cli_support import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.features import feast_dir_option
+from clearline.pipelines.cli.models import decision_table, money_text
+from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
 
-user_errors("pipelines.flows.flow_state:FlowStateError", "features.store:FeatureStoreError",
-            "models.registry:RegistryError", "models.policy:PolicyError", "features.definitions:FeatureConfigError",
-            "mlflow.exceptions:MlflowException", "pipelines.cli_risk:NoDecisionLog")
+user_errors("clearline.pipelines.flows.runner:FlowStateError", "clearline.features.store:FeatureStoreError",
+            "clearline.models.registry:RegistryError", "clearline.models.policy:PolicyError", "clearline.features.definitions:FeatureConfigError",
+            "mlflow.exceptions:MlflowException", "clearline.pipelines.cli.risk:NoDecisionLog")
 
 
 class NoDecisionLog(Exception):
@@ -46,7 +46,7 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
     """Consume payments.events (Bytewax, recovery on): features to Feast, one decision per
     order on terms to payments.decisions and the decision log. SIGTERM stops it after its
     last batch; run it again to resume."""
-    from pipelines.flows.risk import RiskSettings, run
+    from clearline.pipelines.flows.risk import RiskSettings, run
     settings = RiskSettings.from_config(state_dir, topic, once, feast_dir)
     with console.status("risk flow running…" if not once else "risk flow catching up…"):
         stopped, counts = run(settings, process_id, list(addresses) or None)
@@ -69,8 +69,8 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
 def risk_decisions(order_id, limit, state_dir, as_json):
     """Read the decision log: the latest decisions, or one order's full record."""
     import polars as pl
-    from pipelines import config
-    from pipelines.flows.risk_journal import read_log
+    from clearline import config
+    from clearline.models.decision_journal import read_log
     root = Path(state_dir or config.load("risk")["state_dir"])
     log = read_log(root, "decisions")
     if log.is_empty():

@@ -1,4 +1,4 @@
-"""`clearline serve`: the decision API (`models.api`) under uvicorn.
+"""`clearline serve`: the decision API (`clearline.models.api`) under uvicorn.
 
 Wiring only: configuration from configs/serve.yaml (and tenants, policy, features,
 models), the champion and challenger loaded from MLflow once at start-up, the Feast
@@ -18,24 +18,24 @@ from typing import Any
 
 import click
 
-from pipelines import config
-from pipelines.cli_support import emit, friendly, kv_table, user_errors
+from clearline import config
+from clearline.pipelines.cli.options import emit, friendly, kv_table, user_errors
 
-user_errors("models.api_core:ApiSetupError", "models.registry:RegistryError", "models.policy:PolicyError",
-            "features.store:FeatureStoreError", "mlflow.exceptions:MlflowException")
+user_errors("clearline.models.api_core:ApiSetupError", "clearline.models.registry:RegistryError", "clearline.models.policy:PolicyError",
+            "clearline.features.store:FeatureStoreError", "mlflow.exceptions:MlflowException")
 
 _SETTINGS_ENV = "CLEARLINE_SERVE_SETTINGS"
 
 
 def _path(value: str | Path) -> Path:
     p = Path(value)
-    return p if p.is_absolute() else config.REPO_ROOT / p
+    return p if p.is_absolute() else config.state_path(p)
 
 
 def merchant_directory(source: str):
     """The merchant -> tenant directory from Parquet with merchant_id and reseller_id."""
     import polars as pl
-    from models.api_core import ApiSetupError, MerchantDirectory
+    from clearline.models.api_core import ApiSetupError, MerchantDirectory
     try:
         pairs = pl.scan_parquet(source).select("merchant_id", "reseller_id").unique().collect()
     except (FileNotFoundError, pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
@@ -48,17 +48,17 @@ def merchant_directory(source: str):
 def build_service(settings: dict[str, Any]):
     """The decision service the settings describe (called in each worker)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before scikit-learn loads: one row at a time
-    from features.store import open_store, settings_from_config
-    from models.api import DecisionService
-    from models.api_core import ApiKeys, OnlineFeatures
-    from models.fast_scoring import ArrayScorer
-    from models.api_store import DecisionStore
-    from models.policy import Policy
-    from models.registry import Registry, RegistrySettings
+    from clearline.features.store import open_store, settings_from_config
+    from clearline.models.api import DecisionService
+    from clearline.models.api_core import ApiKeys, OnlineFeatures
+    from clearline.models.fast_scoring import ArrayScorer
+    from clearline.models.api_store import DecisionStore
+    from clearline.models.policy import Policy
+    from clearline.models.registry import Registry, RegistrySettings
     models_cfg = config.load("models")
-    registry = Registry(RegistrySettings.from_config(models_cfg, config.REPO_ROOT))
+    registry = Registry(RegistrySettings.from_config(models_cfg, config.home()))
     threads = int(models_cfg.get("threads", 1))
-    feast = settings_from_config(config.load("features"), config.REPO_ROOT,
+    feast = settings_from_config(config.load("features"), config.home(),
                                  Path(settings["feast_dir"]) if settings.get("feast_dir") else None)
     features = OnlineFeatures(open_store(feast)) if feast.yaml_path.exists() else None
     if features is not None:
@@ -75,7 +75,7 @@ def build_service(settings: dict[str, Any]):
 
 def app_from_env():
     """uvicorn's factory in each worker process."""
-    from models.api import create_app
+    from clearline.models.api import create_app
     return create_app(build_service(json.loads(os.environ[_SETTINGS_ENV])))
 
 
@@ -104,7 +104,7 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     host, port = host or str(cfg.get("host", "127.0.0.1")), port if port is not None else int(cfg.get("port", 8080))
     workers = workers or int(cfg.get("workers", 1))
     service = build_service(settings)
-    from models.api import create_app
+    from clearline.models.api import create_app
     summary = {"listening": f"http://{host}:{port}", "workers": workers, "decides_by": service.decides_by(),
                "champion": None if service.champion is None else f"{service.champion.ref.name} v{service.champion.ref.version}",
                "challenger": None if service.challenger is None else f"{service.challenger.ref.name} v{service.challenger.ref.version}",
@@ -119,4 +119,4 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     service.store.close()
     os.environ[_SETTINGS_ENV] = json.dumps(settings)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clearline-metrics-"))
-    uvicorn.run("pipelines.cli_serve:app_from_env", factory=True, workers=workers, **run)
+    uvicorn.run("clearline.pipelines.cli.serve:app_from_env", factory=True, workers=workers, **run)

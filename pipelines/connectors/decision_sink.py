@@ -33,11 +33,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from features.event_time import LateEvent
-from models.decision import Decision
-from models.policy import FEATURES_UNAVAILABLE
-from pipelines.flows.risk_journal import Entry, Journal
-from pipelines.kafka_watch import WatchedProducer
+from clearline.features.event_time import LateEvent
+from clearline.models.decision import Decision
+from clearline.models.policy import FEATURES_UNAVAILABLE
+from clearline.models.decision_journal import Entry, Journal
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 DECISION_ID_HEADER = "decision-id"
 _TS = pl.Datetime("us", "UTC")

@@ -5,11 +5,11 @@ Bytewax's own KafkaSource, with errors passed through instead of raised, records
 error during a broker restart could leave a snapshot that resumes from the wrong place.
 This source advances only past messages it actually emits, treats transport errors as
 what they are (librdkafka reconnects and refetches by itself, unless it has lost every
-broker: then `pipelines.kafka_watch` starts a new consumer), and in `once` mode stops a
+broker: then `clearline.pipelines.connectors.kafka_watch` starts a new consumer), and in `once` mode stops a
 partition when it reaches the end that partition had.
 
 A flow that works in event time over several partitions reads them merged in broker
-timestamp order instead: `pipelines.merged_source`.
+timestamp order instead: `clearline.pipelines.connectors.merged_source`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipelines.kafka_watch import WatchedConsumer
+from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ State layout under `state_dir`:
     shards/shard-<worker>/ledger.duckdb    the store (this process alone opens it)
     shards/shard-<worker>/deadletters.sent the last store version forwarded to the DLQ
     snapshots/shard-<worker>/              Parquet snapshots other processes read
-    archive/event_date=…/…parquet          the event archive (pipelines/archive.py)
+    archive/event_date=…/…parquet          the event archive (ledger/archive.py)
     recovery/part-*.sqlite3                Bytewax recovery
 """
 
@@ -26,21 +26,20 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bytewax.outputs import StatelessSinkPartition
 
-from pipelines import archive, config
-from pipelines.events import PLATFORM, Money
-from pipelines.flows import ledger_metrics as metrics
-from pipelines.kafka_watch import WatchedProducer
-from recon.ledger.model import Outcome, Posted, Rejected, Source
-from recon.ledger.posting import capital
-from recon.ledger.snapshot import SnapshotPublisher
-from recon.ledger.store import LedgerStore
+from clearline.ledger import archive
+from clearline import config
+from clearline.events import PLATFORM, Money
+from clearline.ledger import metrics
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline.ledger.model import Outcome, Posted, Rejected, Source
+from clearline.ledger.posting import capital
+from clearline.ledger.settings import LedgerSettings
+from clearline.ledger.snapshot import SnapshotPublisher
+from clearline.ledger.store import LedgerStore
 
-if TYPE_CHECKING:
-    from pipelines.flows.ledger import LedgerSettings
 
 GENESIS_TOPIC = "genesis"
 _MERCHANT = re.compile(rb'"merchant_id"\s*:\s*"([^"\\]{1,64})"')
@@ -67,7 +66,7 @@ def opening_balances() -> list[Posted]:
 
 
 class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
-    def __init__(self, settings: "LedgerSettings", shard: int):
+    def __init__(self, settings: LedgerSettings, shard: int):
         paths = shard_paths(settings.state_dir, shard)
         paths["store"].parent.mkdir(parents=True, exist_ok=True)
         self._paths = paths

@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from pipelines.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
-from pipelines.kafka_watch import WatchedConsumer
+from clearline.pipelines.connectors.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
+from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 
 Offsets = dict[int, int]  # Kafka partition -> next offset to hand on
 

@@ -17,9 +17,9 @@ from typing import Callable, Iterator
 import polars as pl
 from confluent_kafka import KafkaException
 
-from pipelines import config
-from pipelines.kafka_watch import WatchedProducer
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
+from clearline import config
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 
 EVENTS_TOPIC = "payments.events"
 

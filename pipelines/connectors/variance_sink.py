@@ -31,13 +31,13 @@ import duckdb
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from pipelines.flows import recon_resolutions
-from pipelines.flows.recon_state import Publication
-from pipelines.kafka_watch import WatchedProducer
-from recon.matching.continuous import facts_hash
-from recon.matching.variance import SCHEMA
-from recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
-from recon.variances.store import VarianceStore
+from clearline.recon.variances import resolutions as recon_resolutions
+from clearline.recon.streaming import Publication
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline.recon.matching.continuous import facts_hash
+from clearline.recon.matching.variance import SCHEMA
+from clearline.recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
+from clearline.recon.variances.store import VarianceStore
 
 WITHDRAWN_NOTE = "withdrawn by the matcher: the record it was missing arrived after its deadline"
 

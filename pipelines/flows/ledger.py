@@ -18,78 +18,23 @@ from __future__ import annotations
 
 import gc
 import signal
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
-from confluent_kafka import Message
 
-from pipelines import config
-from pipelines.admission import Refusal, admit, redacted_raw
-from pipelines.events import Event
-from pipelines.flows import ledger_metrics as metrics
-from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
-from pipelines.flows.ledger_writer import LedgerWriter
-from pipelines.kafka_source import STOP, PartitionSource
-from pipelines.signing import TenantKeys
-from recon.ledger.model import Outcome, Posted, Rejected, Source
-from recon.ledger.posting import post
-
-@dataclass(frozen=True)
-class LedgerSettings:
-    """Everything the flow needs, from configs/ledger.yaml unless overridden."""
-
-    bootstrap: str
-    topic: str
-    deadletter_topic: str
-    state_dir: Path
-    batch_size: int
-    metrics_port: int = 0
-    duckdb_memory_limit: str = "512MB"
-    duckdb_checkpoint_threshold: str = "256MB"
-    publish_interval_s: float = 5.0
-    once: bool = False
-
-    @classmethod
-    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
-                    deadletter_topic: str | None = None, once: bool = False) -> "LedgerSettings":
-        cfg = config.load("ledger")
-        return cls(
-            bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
-            deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
-            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
-            duckdb_memory_limit=str(cfg["duckdb_memory_limit"]),
-            duckdb_checkpoint_threshold=str(cfg["duckdb_checkpoint_threshold"]),
-            publish_interval_s=float(cfg["publish_interval_s"]), once=once,
-        )
-
-
-def to_outcome(msg: Message, keys: TenantKeys) -> Outcome:
-    """One consumed message → Posted (its postings) or Rejected (why, with its bytes)."""
-    source = Source(msg.topic(), msg.partition(), msg.offset())
-    raw = msg.value()
-    admitted = admit(raw, msg.headers() or [], keys)
-    if isinstance(admitted, Refusal):
-        return Rejected(source, admitted.event_id, admitted.reason, admitted.detail, redacted_raw(raw, admitted))
-    return _posted(source, admitted, raw)
-
-
-def to_outcomes(msgs: list[Message], keys: TenantKeys) -> list[Outcome]:
-    return [to_outcome(m, keys) for m in msgs]
-
-
-def _posted(source: Source, event: Event, raw: bytes) -> Outcome:
-    try:
-        postings = post(event)
-    except ValueError as exc:  # a rule that cannot post this event says why
-        return Rejected(source, event.event_id, "posting", str(exc), raw)
-    return Posted(source, event.event_id, event.event_type, event.reseller_id, event.occurred_at, postings, event, raw)
-
+from clearline import config
+from clearline.ledger import metrics
+from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.pipelines.connectors.ledger_sink import LedgerWriter
+from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
+from clearline.signing import TenantKeys
+from clearline.ledger.model import Outcome
+from clearline.ledger.settings import LedgerSettings
+from clearline.ledger.outcome import to_outcomes
 
 class _LedgerSink(DynamicSink[list[Outcome]]):
     def __init__(self, settings: LedgerSettings):

@@ -4,12 +4,12 @@
       → map admit: the ledger's admission and posting (`recon_inputs.from_events`); the
              refused are counted, the ledger dead-letters them
     PartitionSource payments.settlements (the lines intake validated and published)
-      → map lines: back into `recon.lines` rows (`recon_inputs.from_settlements`)
+      → map lines: back into `clearline.recon.lines` rows (`recon_inputs.from_settlements`)
       → merge → one key → stateful match (`recon_state.Matcher` around
-             `recon.matching.continuous`): held inputs, global event-time watermark,
+             `clearline.recon.matching.continuous`): held inputs, global event-time watermark,
              reconciled every advance_interval_s while something changed and at the end
       → sink VarianceWriter: payments.variances, the variance store, Parquet snapshots
-    inbox watcher (a thread; `recon.intake.watch`): files dropped into the inbox are
+    inbox watcher (a thread; `clearline.recon.intake.watch`): files dropped into the inbox are
              validated, stored and published to payments.settlements, which the flow reads
 
 The batch (`clearline recon --from D1 --to D2`) calls the same `reconcile` once on the
@@ -32,14 +32,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
-from pipelines import config
-from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
-from pipelines.flows.recon_inputs import from_events, from_settlements
-from pipelines.flows.recon_sink import SinkSettings, VarianceSink
-from pipelines.flows.recon_state import builder
-from pipelines.kafka_source import STOP, PartitionSource
-from pipelines.signing import TenantKeys
-from recon.matching.rules import Tolerances
+from clearline import config
+from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.recon.arrivals import from_events, from_settlements
+from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
+from clearline.recon.streaming import builder
+from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
+from clearline.signing import TenantKeys
+from clearline.recon.matching.rules import Tolerances
 
 
 class ReconFlowConfigError(ValueError):
@@ -72,8 +72,8 @@ class ReconFlowSettings:
             settings = cls(
                 bootstrap=config.bootstrap_servers(), events_topic=str(flow["events_topic"]),
                 settlements_topic=str(intake["topic"]), variances_topic=str(flow["variances_topic"]),
-                state_dir=Path(state_dir or intake["state_dir"]),
-                inbox=inbox or (Path(flow["inbox"]) if flow.get("inbox") else None),
+                state_dir=Path(state_dir) if state_dir else config.state_path(intake["state_dir"]),
+                inbox=inbox or (config.state_path(flow["inbox"]) if flow.get("inbox") else None),
                 batch_size=int(flow["batch_size"]), advance_interval_s=float(flow["advance_interval_s"]),
                 recovery={k: float(flow["recovery"][k]) for k in ("partitions", "snapshot_interval_s", "backup_interval_s")},
                 once=once)
@@ -96,8 +96,8 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
 
 
 def _intake(settings: ReconFlowSettings):
-    from pipelines.produce import producer
-    from recon.intake.ingest import Intake, IntakeSettings
+    from clearline.pipelines.connectors.produce import producer
+    from clearline.recon.intake.ingest import Intake, IntakeSettings
     intake = IntakeSettings.from_config(config.load("recon"), settings.state_dir)
     intake = dataclasses.replace(intake, topic=settings.settlements_topic)
     return Intake(intake, producer(intake.delivery_timeout_seconds))
@@ -110,7 +110,7 @@ def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = N
     the topic before the flow reads it, as the events are); then, unless `once`, a thread
     watches the inbox until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
     poll: the matcher reconciles once more, the sink publishes, the store closes."""
-    from recon.intake.watch import watch
+    from clearline.recon.intake.watch import watch
     gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
     flow_dir = settings.state_dir / "flow"
     claim_shape(flow_dir, len(addresses) if addresses else 1)

@@ -4,14 +4,14 @@
              in Bytewax recovery; one item per poll)
       → map admit: the ledger's admission (signature, tenant, contract, PAN); refused
              messages are counted and skipped — dead-lettering them is the ledger flow's job
-      → features.streaming.advance_steps: per batch, what became final — feature rows per
+      → clearline.features.streaming.advance_steps: per batch, what became final — feature rows per
              buyer and merchant, one answer per request (its order row, or none when it
              came late), late events
-      → Feast (features.feast_sink): feature rows gathered and pushed online every 250 ms and
+      → Feast (clearline.features.feast_sink): feature rows gathered and pushed online every 250 ms and
              to the offline history every 30 s, one push per entity each time
-      → answers gathered for up to 100 ms (pipelines.flows.gather), then map decide: all of
-             them through `models.decision.decide_many` — champion score, challenger
-             shadow, policy (inputs: pipelines.flows.risk_inputs)
+      → answers gathered for up to 100 ms (clearline.pipelines.connectors.gather), then map decide: all of
+             them through `clearline.models.decision.decide_many` — champion score, challenger
+             shadow, policy (inputs: clearline.models.request_features)
       → sink DecisionSink: journal (exactly once), decision log, payments.decisions
       → sink LateSink: the late-event log
 
@@ -20,7 +20,7 @@ more than the features and the scoring of that event.
 
 The champion and challenger are loaded from MLflow once, at start; the policy (and its
 kill switch) is read from configs/policy.yaml at start. Exactly once comes from the
-journal (pipelines.flows.risk_journal), not from Kafka.
+journal (clearline.models.decision_journal), not from Kafka.
 """
 
 from __future__ import annotations
@@ -39,26 +39,26 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
-from features import store as feast
-from features.definitions import Spec, spec_from_config
-from features.event_time import FeatureRow
-from features.feast_sink import push_steps
-from features.feast_writer import FeastWriter
-from features.stream_state import Answer
-from features.streaming import advance_steps
-from models.decision import Decision, UnderwritingRequest, decide_many
-from models.policy import Policy
-from models.scorer import Scorer
-from pipelines import config
-from pipelines.admission import admit
-from pipelines.events import Event
-from pipelines.flows.flow_state import claim_shape, recovery_dir, require_topic
-from pipelines.flows.gather import gathered
-from pipelines.flows.risk_inputs import request_features
-from pipelines.flows.risk_sink import DecisionSink, LateSink, RunCounts
-from pipelines.kafka_source import STOP
-from pipelines.merged_source import MergedSource
-from pipelines.signing import TenantKeys
+from clearline.features import store as feast
+from clearline.features.definitions import Spec, spec_from_config
+from clearline.features.event_time import FeatureRow
+from clearline.features.feast_sink import push_steps
+from clearline.features.feast_writer import FeastWriter
+from clearline.features.stream_state import Answer
+from clearline.features.streaming import advance_steps
+from clearline.models.decision import Decision, UnderwritingRequest, decide_many
+from clearline.models.policy import Policy
+from clearline.models.scorer import Scorer
+from clearline import config
+from clearline.admission import admit
+from clearline.events import Event
+from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.pipelines.connectors.gather import gathered
+from clearline.models.request_features import request_features
+from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
+from clearline.pipelines.connectors.kafka_source import STOP
+from clearline.pipelines.connectors.merged_source import MergedSource
+from clearline.signing import TenantKeys
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ class RiskSettings:
                     once: bool = False, feast_dir: Path | None = None) -> "RiskSettings":
         cfg = config.load("risk")
         return cls(bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
-                   decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir or cfg["state_dir"]),
+                   decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
                    batch_size=int(cfg["batch_size"]),
-                   feast=feast.settings_from_config(config.load("features"), config.REPO_ROOT, feast_dir),
+                   feast=feast.settings_from_config(config.load("features"), config.home(), feast_dir),
                    feast_offline=bool(cfg["feast"]["offline"]), online_push_ms=int(cfg["feast"]["online_push_ms"]),
                    offline_push_s=float(cfg["feast"]["offline_push_s"]), decide_every_ms=int(cfg["decide_every_ms"]),
                    once=once)
@@ -112,7 +112,7 @@ def decided(answers: list[Answer], models: Models, spec: Spec) -> list[Decision]
     """One decision per answered request (answers come from order.created events on
     terms, so each is a request)."""
     asked = [(UnderwritingRequest.from_fact(request), request_features(row, spec)) for request, row in answers]
-    return decide_many(asked, models.champion, models.challenger, models.policy)
+    return decide_many(asked, models.champion, models.challenger, clearline.models.policy)
 
 
 def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:
@@ -150,9 +150,9 @@ def _push_to_feast(rows: Stream[list[FeatureRow]], settings: RiskSettings, spec:
 
 
 def load_models() -> Models:
-    from models.fast_scoring import ArrayScorer
-    from models.registry import Registry, RegistrySettings
-    registry = Registry(RegistrySettings.from_config(config.load("models"), config.REPO_ROOT))
+    from clearline.models.fast_scoring import ArrayScorer
+    from clearline.models.registry import Registry, RegistrySettings
+    registry = Registry(RegistrySettings.from_config(config.load("models"), config.home()))
     threads = int(config.load("models").get("threads", 1))
     return Models(ArrayScorer.of(registry.load("champion", threads)), ArrayScorer.of(registry.load("challenger", threads)),
                   Policy.from_config(config.load("policy")))

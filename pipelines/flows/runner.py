@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from pipelines.kafka_source import PartitionSource
+from clearline.pipelines.connectors.kafka_source import PartitionSource
 
 
 class FlowStateError(RuntimeError):

@@ -52,7 +52,7 @@ from typing import Any
 import polars as pl
 from lxml import etree
 
-from pipelines.currency import EXPONENT, minor_to_decimal
+from clearline.currency import EXPONENT, minor_to_decimal
 
 Row = dict[str, Any]
 

@@ -15,8 +15,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from pipelines.world.ids import letter_ids
-from pipelines.world.settlement import convert, fx_rate_micro, rate_text
+from clearline.pipelines.world.ids import letter_ids
+from clearline.pipelines.world.settlement import convert, fx_rate_micro, rate_text
 
 LINE_KINDS = (
     "missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",

@@ -1,7 +1,7 @@
 """Turn the world's tables into contract events, vectorised.
 
 The JSON of each event is built by Polars from the payload dataclasses of
-`pipelines.events` — their fields and order drive the columns — so the bytes are exactly
+`clearline.events` — their fields and order drive the columns — so the bytes are exactly
 what `events.encode` would write for the same event (a test holds them to that), at a
 fraction of the cost of encoding a million events one by one.
 """
@@ -15,8 +15,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from pipelines import events
-from pipelines.world.ids import letter_ids
+from clearline import events
+from clearline.pipelines.world.ids import letter_ids
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 

@@ -25,14 +25,14 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from pipelines import config, events
-from pipelines.world import bank_files, settlement_files
-from pipelines.world.discrepancies import CATEGORIES, inject_bank, inject_lines
-from pipelines.world.emit import arrival_order, build_events
-from pipelines.world.entities import make_entities
-from pipelines.world.ids import letter_ids
-from pipelines.world.lifecycle import DAY, HOUR, SECOND, simulate
-from pipelines.world.settlement import bank_lines, merchant_payouts, processor_payouts, settlement_lines
+from clearline import config, events
+from clearline.pipelines.world import bank_files, settlement_files
+from clearline.pipelines.world.discrepancies import CATEGORIES, inject_bank, inject_lines
+from clearline.pipelines.world.emit import arrival_order, build_events
+from clearline.pipelines.world.entities import make_entities
+from clearline.pipelines.world.ids import letter_ids
+from clearline.pipelines.world.lifecycle import DAY, HOUR, SECOND, simulate
+from clearline.pipelines.world.settlement import bank_lines, merchant_payouts, processor_payouts, settlement_lines
 
 
 class WorldOptionError(ValueError):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipelines.world.entities import Entities
-from pipelines.world.ids import letter_ids
+from clearline.pipelines.world.entities import Entities
+from clearline.pipelines.world.ids import letter_ids
 
 SECOND = 1_000_000
 HOUR = 3600 * SECOND

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipelines.currency import EXPONENT
-from pipelines.world.ids import letter_ids
-from pipelines.world.lifecycle import DAY, HOUR
+from clearline.currency import EXPONENT
+from clearline.pipelines.world.ids import letter_ids
+from clearline.pipelines.world.lifecycle import DAY, HOUR
 
 # Reference value of one unit in USD, in millionths; the day's rate moves around it.
 _USD_MICRO = {"USD": 1_000_000, "EUR": 1_082_000, "GBP": 1_268_000, "JPY": 6_700, "CAD": 731_000}

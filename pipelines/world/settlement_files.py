@@ -7,7 +7,7 @@ three layouts, unsigned debit/credit pairs, signed decimals, lower-case currenci
 per-breakdown rows and FX columns, exactly as in production.
 
 Money inside is integer minor units; every decimal in a file is formatted from those
-integers by `pipelines.currency.minor_to_decimal` (the currency's ISO 4217 decimals, no
+integers by `clearline.currency.minor_to_decimal` (the currency's ISO 4217 decimals, no
 floats), so `decimal_to_minor` on a file gives the same integers back.
 
 Layouts (under `<out_dir>/<processor>/`, out_dir being the world's `settlements/`)
@@ -67,8 +67,8 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.currency import minor_to_decimal
-from recon.intake import adyen, checkoutcom, stripe
+from clearline.currency import minor_to_decimal
+from clearline.recon.intake import adyen, checkoutcom, stripe
 
 Row = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """Adyen Settlement Details Report: one CSV per batch, unsigned debit/credit pairs.
 
 Signs: a line's gross and net are Credit - Debit (a refund or chargeback is a debit, so
-negative, as `recon.lines` wants); fee is the sum of Commission, Markup, Scheme Fees and
+negative, as `clearline.recon.lines` wants); fee is the sum of Commission, Markup, Scheme Fees and
 Interchange (NC), positive; a Fee row without that breakdown states its fee only as its
 Net Debit, so there fee = -net. Fee rows have no gross: gross is 0 in the Gross Currency.
 The MerchantPayout row is the batch's control total (see `processor`).
@@ -9,10 +9,10 @@ The MerchantPayout row is the batch's control total (see `processor`).
 
 from __future__ import annotations
 
-from recon.intake import normalise as n
-from recon.intake.processor import ProcessorFile, money
-from recon.intake.reading import csv_rows
-from recon.lines import SettlementLine
+from clearline.recon.intake import normalise as n
+from clearline.recon.intake.processor import ProcessorFile, money
+from clearline.recon.intake.reading import csv_rows
+from clearline.recon.lines import SettlementLine
 
 COLUMNS = (
     "Company Account", "Merchant Account", "Psp Reference", "Merchant Reference",

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from bai2 import bai2
 from bai2.exceptions import IntegrityException, NotSupportedYetException, ParsingException
 
-from recon.intake.bank import BankFile
-from recon.intake.model import ParseError
-from recon.intake.normalise import currency_code, optional
+from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.model import ParseError
+from clearline.recon.intake.normalise import currency_code, optional
 
 DEFAULT_CURRENCY = "USD"
 

@@ -12,9 +12,9 @@ from datetime import date
 
 import polars as pl
 
-from recon.intake.model import Problems, controls_frame, fits_i64
-from recon.intake.processor import money
-from recon.lines import BankLine, frame
+from clearline.recon.intake.model import Problems, controls_frame, fits_i64
+from clearline.recon.intake.processor import money
+from clearline.recon.lines import BankLine, frame
 
 
 @dataclass

@@ -18,9 +18,9 @@ from datetime import date, datetime
 
 from lxml import etree
 
-from recon.intake.bank import BankFile
-from recon.intake.model import ParseError, Problems
-from recon.intake.normalise import currency_code, minor, optional
+from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.model import ParseError, Problems
+from clearline.recon.intake.normalise import currency_code, minor, optional
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from recon.intake import normalise as n
-from recon.intake.model import Problems
-from recon.intake.processor import ProcessorFile, money
-from recon.intake.reading import csv_rows
-from recon.lines import SettlementLine
+from clearline.recon.intake import normalise as n
+from clearline.recon.intake.model import Problems
+from clearline.recon.intake.processor import ProcessorFile, money
+from clearline.recon.intake.reading import csv_rows
+from clearline.recon.lines import SettlementLine
 
 COLUMNS = (
     "Client Entity ID", "Client Entity Name", "Sub Entity ID", "Payout ID", "Payment ID",

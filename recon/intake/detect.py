@@ -13,8 +13,8 @@ import csv
 import io
 import re
 
-from recon.intake import adyen, checkoutcom, stripe
-from recon.intake.model import ParseError
+from clearline.recon.intake import adyen, checkoutcom, stripe
+from clearline.recon.intake.model import ParseError
 
 CSV_LAYOUTS = {"adyen": adyen.COLUMNS, "stripe": stripe.COLUMNS, "checkoutcom": checkoutcom.COLUMNS}
 _CAMT = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d\d")

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recon.intake import quarantine as q
-from recon.intake.model import ParsedFile, ParseError
-from recon.intake.parse import parse_bytes
-from recon.intake.publish import publish
-from recon.intake.registry import Registry
-from recon.intake.store import write_lines
-from recon.intake.suites import validate_many
+from clearline import config
+from clearline.recon.intake import quarantine as q
+from clearline.recon.intake.model import ParsedFile, ParseError
+from clearline.recon.intake.parse import parse_bytes
+from clearline.recon.intake.publish import publish
+from clearline.recon.intake.registry import Registry
+from clearline.recon.intake.store import write_lines
+from clearline.recon.intake.suites import validate_many
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class IntakeSettings:
         if not isinstance(section, dict):
             raise IntakeConfigError("configs/recon.yaml has no intake: section")
         try:
-            return cls(Path(state_dir or section["state_dir"]), str(section["topic"]), float(section["poll_seconds"]),
+            return cls(Path(state_dir) if state_dir else config.state_path(section["state_dir"]), str(section["topic"]), float(section["poll_seconds"]),
                        float(section["settle_seconds"]), float(section["delivery_timeout_seconds"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise IntakeConfigError(f"configs/recon.yaml intake: {exc!r} is missing or not a number") from None
@@ -78,7 +79,7 @@ class Outcome:
 
 
 class Intake:
-    """`producer`: a `pipelines.produce.producer`, or None to keep lines out of Kafka (the
+    """`producer`: a `clearline.pipelines.connectors.produce.producer`, or None to keep lines out of Kafka (the
     Parquet store still gets them; said in every outcome's reason)."""
 
     def __init__(self, settings: IntakeSettings, producer=None) -> None:

@@ -57,7 +57,7 @@ def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.Da
 
 @dataclass(frozen=True)
 class ParsedFile:
-    """One file read: `lines` has `recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
+    """One file read: `lines` has `clearline.recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
     `BANK_SCHEMA` (bank formats); values that could not be normalised are null there and
     explained in `problems`."""
 

@@ -16,9 +16,9 @@ from decimal import Decimal
 
 import mt940
 
-from recon.intake.bank import BankFile
-from recon.intake.model import ParseError
-from recon.intake.normalise import currency_code, minor, optional
+from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.model import ParseError
+from clearline.recon.intake.normalise import currency_code, minor, optional
 
 # Sign reversals too: RC (reversal of a credit) takes money out, RD puts it back; and read
 # a lower-case d/c mark as its upper-case self (both off by default in mt-940 5.x).

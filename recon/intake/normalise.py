@@ -1,6 +1,6 @@
-"""Text from files to the typed values of `recon.lines`: amounts, currencies, dates.
+"""Text from files to the typed values of `clearline.recon.lines`: amounts, currencies, dates.
 
-Amounts: decimal text to integer minor units with `pipelines.currency.decimal_to_minor`,
+Amounts: decimal text to integer minor units with `clearline.currency.decimal_to_minor`,
 exponent-aware (JPY 0 decimals, KWD 3), never through a float. A value that does not
 convert becomes None and a problem naming the column, the text and why; an amount in a
 currency that is not ISO 4217 becomes None without a problem of its own, because the
@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipelines.currency import EXPONENT, decimal_to_minor
-from recon.intake.model import Problems, fits_i64
+from clearline.currency import EXPONENT, decimal_to_minor
+from clearline.recon.intake.model import Problems, fits_i64
 
 
 def optional(text: str | None) -> str | None:

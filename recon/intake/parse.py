@@ -12,10 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
-from recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
-from recon.intake.detect import detect
-from recon.intake.model import ParsedFile
-from recon.intake.reading import decode
+from clearline.recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
+from clearline.recon.intake.detect import detect
+from clearline.recon.intake.model import ParsedFile
+from clearline.recon.intake.reading import decode
 
 Frames = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
 

@@ -3,7 +3,7 @@
 Each report ends a batch with a payout row (Adyen MerchantPayout, Stripe category payout,
 Checkout.com Payout) that pays out the net of the batch's lines, so its amount is a
 control total: the suite expects it to equal the sum of the nets of the lines with that
-payout id. The payout row itself is not a settlement line (`recon.lines.RECORD_TYPES` has
+payout id. The payout row itself is not a settlement line (`clearline.recon.lines.RECORD_TYPES` has
 no payout): the bank statement carries the money movement it announces.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from pipelines.events import Money
-from recon.intake.model import Problems, controls_frame
-from recon.lines import SettlementLine, frame
+from clearline.events import Money
+from clearline.recon.intake.model import Problems, controls_frame
+from clearline.recon.lines import SettlementLine, frame
 
 
 @dataclass

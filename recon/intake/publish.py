@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from recon.intake.model import ParsedFile
+from clearline.recon.intake.model import ParsedFile
 
 
 def messages(parsed: ParsedFile, sha256: str) -> Iterator[tuple[bytes, bytes]]:
@@ -37,7 +37,7 @@ class Delivery:
 
 def publish(producer, topic: str, parsed: ParsedFile, sha256: str, timeout_s: float = 60) -> Delivery:
     """Produce every line and wait for every delivery report; `producer` is a
-    producer (`pipelines.produce.producer`: idempotent, acks=all, made by the caller)."""
+    producer (`clearline.pipelines.connectors.produce.producer`: idempotent, acks=all, made by the caller)."""
     report = Delivery()
 
     def delivered(err, _msg) -> None:

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from recon.intake.model import ParseError
-from recon.intake.suites import Verdict
+from clearline.recon.intake.model import ParseError
+from clearline.recon.intake.suites import Verdict
 
 ROWS_IN_TEXT = 20
 

@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Iterator
 
-from recon.intake.model import ParseError
+from clearline.recon.intake.model import ParseError
 
 
 def line_of(data: bytes, offset: int) -> int:

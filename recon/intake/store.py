@@ -1,7 +1,7 @@
 """Validated lines at rest: one Parquet file per accepted source file, named by its hash.
 
 `<state_dir>/lines/processor/<format>/<sha256>.parquet` and `.../bank/<format>/...`, with
-exactly the columns of `recon.lines`, which the batch matcher and the batch-parity re-run
+exactly the columns of `clearline.recon.lines`, which the batch matcher and the batch-parity re-run
 read with `read_lines`. Written to a temporary name and renamed, so a reader never sees
 half a file, and writing the same file again replaces it with the same rows.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from recon.intake.model import ParsedFile
-from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.intake.model import ParsedFile
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
 
 SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
 

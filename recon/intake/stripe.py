@@ -2,7 +2,7 @@
 
 Signs: gross, fee and net are signed in the balance currency as Stripe writes them (a
 refund's net is negative, a fee is positive), gross = net + fee on every row (a control).
-A line's gross in `recon.lines` is the presentment amount, customer_facing_amount in
+A line's gross in `clearline.recon.lines` is the presentment amount, customer_facing_amount in
 customer_facing_currency, or 0 in the balance currency on rows without one (fees). The
 report does not carry the exchange rate, so fx_rate stays None. The payout's own row
 (category payout) is the batch's control total (see `processor`).
@@ -10,10 +10,10 @@ report does not carry the exchange rate, so fx_rate stays None. The payout's own
 
 from __future__ import annotations
 
-from recon.intake import normalise as n
-from recon.intake.processor import ProcessorFile, money
-from recon.intake.reading import csv_rows
-from recon.lines import SettlementLine
+from clearline.recon.intake import normalise as n
+from clearline.recon.intake.processor import ProcessorFile, money
+from clearline.recon.intake.reading import csv_rows
+from clearline.recon.lines import SettlementLine
 
 COLUMNS = (
     "automatic_payout_id", "automatic_payout_effective_at", "balance_transaction_id",

@@ -7,8 +7,8 @@ checks them together with row conditions, so one validation names every broken r
 through `line_no`, every row that broke it. GX runs in an ephemeral context (no project
 folder, nothing written) with a pandas datasource; GX 1.24 has no Polars datasource.
 
-Rules, every format: columns and types of `recon.lines`; required values present; ISO
-4217 codes (`pipelines.currency.EXPONENT`); no duplicate lines; declared control totals
+Rules, every format: columns and types of `clearline.recon.lines`; required values present; ISO
+4217 codes (`clearline.currency.EXPONENT`); no duplicate lines; declared control totals
 equal to the recomputed ones; nothing the parser could not read. Processor formats add
 the sign convention per record type and net = gross - fee where no conversion happened;
 bank formats their own references rule (see `_bank_rules`).
@@ -22,9 +22,9 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.currency import EXPONENT
-from recon.intake.model import PROCESSOR_FORMATS, ParsedFile
-from recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
+from clearline.currency import EXPONENT
+from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile
+from clearline.recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
 
 
 def _kind(kind: str):
@@ -81,7 +81,7 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
     rules = [
         _rule(gxe.ExpectTableColumnsToMatchSet(column_set=[*schema, "kind", "control", "declared", "computed",
                                                             "problem", "file", *DERIVED], exact_match=True),
-              "the normalised columns are exactly those of recon.lines"),
+              "the normalised columns are exactly those of clearline.recon.lines"),
         *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["Int64Dtype"]), f"{c} is an integer")
           for c in integers),
         *(_rule(gxe.ExpectColumnValuesToBeOfType(column=c, type_="str"), f"{c} is text") for c in texts),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recon.intake.ingest import Intake, Outcome
+from clearline.recon.intake.ingest import Intake, Outcome
 
 PROCESSED = "processed"
 

@@ -24,8 +24,8 @@ from datetime import date
 
 import polars as pl
 
-from recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
-from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
+from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
+from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.String(), "processor": pl.String(), "merchant_id": pl.String(), "reference": pl.String(), "amount_minor": pl.Int64(),
@@ -125,7 +125,7 @@ def compare(pairs: pl.DataFrame, settlement_lines: pl.DataFrame | pl.LazyFrame, 
 def match(movements: pl.DataFrame, settlement_lines: pl.DataFrame | pl.LazyFrame, bank_lines: pl.DataFrame, tol: Tolerances,
           as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the bank's lines against everything that should explain
-    them. Inputs: `expectations.BANK_SCHEMA`, `recon.lines` settlement and bank frames (the
+    them. Inputs: `expectations.BANK_SCHEMA`, `clearline.recon.lines` settlement and bank frames (the
     settlement lines may be lazy: only the columns a payout's total and evidence need are read).
     The result does not depend on the order of any input."""
     cands = candidates(movements, settlement_lines, tol)

@@ -22,10 +22,10 @@ from datetime import date, datetime
 
 import polars as pl
 
-from recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
-from recon.matching import expectations
-from recon.matching.reconcile import Inputs, Result, reconcile
-from recon.matching.rules import Tolerances
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.matching import expectations
+from clearline.recon.matching.reconcile import Inputs, Result, reconcile
+from clearline.recon.matching.rules import Tolerances
 
 _EMPTY = Inputs(pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA), pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT),
                 pl.DataFrame(schema=SETTLEMENT_SCHEMA), pl.DataFrame(schema=BANK_SCHEMA))

@@ -9,7 +9,7 @@ Two kinds of expectation, one frame each:
   platform expects on its bank statement, with the day it should be booked.
 
 Amounts in events are magnitudes; here they get the sign they have from the platform's
-point of view, as in `recon.lines` (a refund line's net is negative, a merchant payout a
+point of view, as in `clearline.recon.lines` (a refund line's net is negative, a merchant payout a
 debit), so expected and reported amounts compare directly.
 
 A stream turns one decoded `Event` into a record (`expectation`); a batch reads a whole
@@ -24,9 +24,9 @@ from datetime import date
 
 import polars as pl
 
-from pipelines import events
-from pipelines.events import Money
-from recon.lines import flat, flat_schema
+from clearline import events
+from clearline.events import Money
+from clearline.recon.lines import flat, flat_schema
 
 # The sign of a settlement line's amounts by what it records (platform's point of view).
 LINE_SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal": 1, "fee": -1}
@@ -36,7 +36,7 @@ BANK_KINDS = {"processor.payout": "processor_payout", "merchant.payout": "mercha
 
 @dataclass(frozen=True, slots=True)
 class ExpectedSettlement:
-    """A processor line the ledger expects; gross, fee and net signed like `recon.lines`."""
+    """A processor line the ledger expects; gross, fee and net signed like `clearline.recon.lines`."""
 
     event_id: str
     processor: str
@@ -143,6 +143,6 @@ def from_events(ev: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def from_archive(archive: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The same frames from the ledger's event archive (`pipelines.archive.scan`), whose
+    """The same frames from the ledger's event archive (`clearline.ledger.archive.scan`), whose
     `body` is each message as consumed: the payload is cut out of it by JSON path."""
     return from_events(archive.with_columns(payload=pl.col("body").cast(pl.String).str.json_path_match("$.payload")))

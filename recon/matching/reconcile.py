@@ -14,14 +14,14 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
-from recon.matching import bank, settlements
-from recon.matching.rules import Tolerances, as_of_day
-from recon.matching.variance import finish
+from clearline.recon.matching import bank, settlements
+from clearline.recon.matching.rules import Tolerances, as_of_day
+from clearline.recon.matching.variance import finish
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """Frames with the schemas of `expectations` (settlements, movements) and `recon.lines`.
+    """Frames with the schemas of `expectations` (settlements, movements) and `clearline.recon.lines`.
 
     Each may be in memory or lazy. A batch at ten million lines hands in Parquet scans
     (`pl.scan_parquet`): the matcher then reads each file in parts, only the columns each

@@ -20,8 +20,8 @@ from datetime import date
 
 import polars as pl
 
-from recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
-from recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
+from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
+from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 # What makes two reported lines "the same line twice" when their ids differ.
 FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_currency", "fee_minor",
@@ -100,7 +100,7 @@ def match(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFr
           as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the ledger's expected settlements against reported lines.
 
-    `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `recon.lines.SETTLEMENT_SCHEMA`,
+    `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `clearline.recon.lines.SETTLEMENT_SCHEMA`,
     in memory or lazy (a Parquet scan is then read in parts, never whole).
     The result does not depend on the order of either input."""
     firsts, repeats = first_per(lines.lazy().with_row_index("_l"), ["processor", "line_id"], ["source_file", "line_no"])

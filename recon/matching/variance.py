@@ -15,8 +15,8 @@ from datetime import date
 
 import polars as pl
 
-from pipelines.currency import EXPONENT
-from pipelines.events import Money
+from clearline.currency import EXPONENT
+from clearline.events import Money
 
 CATEGORIES = (
     "missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",

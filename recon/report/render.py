@@ -13,11 +13,11 @@ from pathlib import Path
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from recon.matching.variance import CATEGORIES, money_text
-from recon.report.chart import colours, stacked_bars
-from recon.report.summary import VarianceReport
+from clearline.recon.matching.variance import CATEGORIES, money_text
+from clearline.recon.report.chart import colours, stacked_bars
+from clearline.recon.report.summary import VarianceReport
 
-_ENV = Environment(loader=PackageLoader("recon.report", "templates"), autoescape=select_autoescape(["j2"]))
+_ENV = Environment(loader=PackageLoader("clearline.recon.report", "templates"), autoescape=select_autoescape(["j2"]))
 _GROUPS = (("category", "category"), ("processor", "processor"), ("currency", "currency"), ("merchant", "merchant_id"))
 EXPORT_COLUMNS = ("variance_id", "sla_tier", "due_at", "category", "processor", "merchant_id", "reference", "payout_id",
                   "amount", "amount_minor", "currency", "field", "expected", "actual", "since", "age_days", "ageing_bucket",

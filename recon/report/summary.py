@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from pipelines.currency import EXPONENT
+from clearline.currency import EXPONENT
 
 UNKNOWN = "—"  # shown where a variance has no processor or merchant (a stray bank line)
 # Past this many days a period's trend is counted per week: a bar a day would be a pixel

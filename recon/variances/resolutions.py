@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from recon.variances.store import BadTransition, VarianceNotFound, VarianceStore
+from clearline.recon.variances.store import BadTransition, VarianceNotFound, VarianceStore
 
 QUEUE = "resolutions"
 

@@ -3,7 +3,7 @@
 DuckDB under the recon state folder (`var/recon/variances.duckdb`), keyed by variance id.
 A run records what it found: a new variance opens; one found again gets its facts and
 age refreshed but keeps its status, assignee and note, because its id is the same for
-the same break (see `recon.matching.variance`). People move a variance with `move`:
+the same break (see `clearline.recon.matching.variance`). People move a variance with `move`:
 assigned to someone, or resolved with a note. Every change is a row in `history`.
 
 One process owns the file while it writes (DuckDB takes one writer and no other reader),
@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from recon.matching.variance import SCHEMA
+from clearline.recon.matching.variance import SCHEMA
 
 STATUSES = ("open", "assigned", "resolved")
 PUBLISHED = Path("published") / "variances.parquet"  # under the state folder, written by the running flow

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipelines import events
-from pipelines.admission import Refusal, admit, redacted_raw, sniff_event_id
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
+from clearline import events
+from clearline.admission import Refusal, admit, redacted_raw, sniff_event_id
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 
 KEYS = TenantKeys.from_config()
 PAN = "4111111111111111"

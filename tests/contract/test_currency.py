@@ -1,4 +1,4 @@
-"""ISO 4217 exponents and exact minor-unit <-> decimal text (pipelines/currency.py)."""
+"""ISO 4217 exponents and exact minor-unit <-> decimal text (clearline/currency.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.currency import EXPONENT, decimal_to_minor, is_currency, minor_to_decimal
+from clearline.currency import EXPONENT, decimal_to_minor, is_currency, minor_to_decimal
 
 SETTINGS = settings(max_examples=100, deadline=None)
 currencies = st.sampled_from(sorted(EXPONENT))

@@ -1,4 +1,4 @@
-"""The event contract (pipelines/events.py): round trips, every refusal, the PAN guard.
+"""The event contract (clearline/events.py): round trips, every refusal, the PAN guard.
 
 Error tests assert the exact `Issue.path` and the reason's kind (the text before the
 first ':'), because those are what operators and dead-letter tooling sort on.
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pipelines.currency import EXPONENT
-from pipelines.events import (
+from clearline.currency import EXPONENT
+from clearline.events import (
     EVENT_TYPES,
     MAX_MESSAGE_BYTES,
     PAYLOADS,

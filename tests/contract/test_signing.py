@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signing of event messages with per-tenant keys (pipelines/signing.py)."""
+"""HMAC-SHA256 signing of event messages with per-tenant keys (clearline/signing.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import config, signing
-from pipelines.events import Event, Money, PaymentCaptured, decode, encode
-from pipelines.signing import TenantKeys, UnknownTenant, sign, verify
+from clearline import config, signing
+from clearline.events import Event, Money, PaymentCaptured, decode, encode
+from clearline.signing import TenantKeys, UnknownTenant, sign, verify
 
 SETTINGS = settings(max_examples=100, deadline=None)
-TENANTS_YAML = config.REPO_ROOT / "configs" / "tenants.yaml"
+TENANTS_YAML = config.default_dir() / "tenants.yaml"
 KEY_A = bytes.fromhex("4e6f72746877696e642d6465762d6b65792d30303100000000000000000000aa01")
 KEY_B = bytes(range(32))
 

@@ -11,9 +11,10 @@ import shlex
 import pytest
 import yaml
 
-from pipelines import config
+from tests import REPO_ROOT
+from clearline import config
 
-COMPOSE = config.REPO_ROOT / "docker-compose.yml"
+COMPOSE = REPO_ROOT / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")

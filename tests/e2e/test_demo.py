@@ -14,7 +14,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from pipelines import config
+from clearline import config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def test_the_demo_runs_the_whole_pipeline_on_its_own_topics(kafka_bootstrap, tmp
     try:
         # The demo as shipped (its default world): a smaller one leaves the backtest too few
         # matured orders to judge, and its oracle check rightly refuses the result.
-        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--out", str(tmp_path / "demo"), "--json"],
+        done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", "demo", "--out", str(tmp_path / "demo"), "--json"],
                               capture_output=True, text=True, env=env, timeout=900)
     finally:
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})

@@ -18,17 +18,18 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from recon.variances.store import read_variances
+from tests import REPO_ROOT
+from clearline.recon.variances.store import read_variances
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = REPO_ROOT / "notebooks"
 NAMES = ("backtest_walkthrough", "variance_review")
 
 
 def _cli(*args: str, tracking: Path | None = None) -> dict:
     env = {**os.environ, **({"MLFLOW_TRACKING_URI": f"sqlite:///{tracking}"} if tracking else {})}
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--json"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)

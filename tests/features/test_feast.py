@@ -19,11 +19,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from features import batch, store
-from features.feast_sink import push_steps
-from features.streaming import feature_steps, run_bounded
-from ledger_harness import free_ports
-from pipelines import config, events
+from clearline.features import batch, store
+from clearline.features.feast_sink import push_steps
+from clearline.features.streaming import feature_steps, run_bounded
+from tests.pipelines.ledger_harness import free_ports
+from clearline import config, events
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
@@ -35,7 +35,7 @@ def world_rows(small_world):
 
 
 def settings(tmp_path, **kw) -> store.FeastSettings:
-    return store.settings_from_config(config.load("features"), config.REPO_ROOT, tmp_path / "feast", **kw)
+    return store.settings_from_config(config.load("features"), tmp_path, tmp_path / "feast", **kw)
 
 
 def latest(history: pl.DataFrame, entity: str) -> pl.DataFrame:
@@ -213,7 +213,7 @@ def test_two_workers_push_through_one_writer_per_store(tmp_path, streamed, onlin
 
 
 def test_the_features_commands(tmp_path, small_world, world_rows):
-    from pipelines.cli import main
+    from clearline.pipelines.cli import main
     world, _ = small_world
     runner = CliRunner()
     where = ["--feast-dir", str(tmp_path / "feast")]

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import batch
-from features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, BuyerState, Fact, FeatureConfigError,
+from clearline.features import batch
+from clearline.features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, BuyerState, Fact, FeatureConfigError,
                                   MerchantState, Spec, apply_buyer, apply_merchant, attribute_payment,
                                   buyer_feature_names, merchant_ticket_names, read_buyer, read_merchant,
                                   spec_from_config, ticket_zscore)
-from features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
-from pipelines import config
+from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
+from clearline import config
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 SMALL_SPEC = Spec(windows=(("10m", 600), ("1h", 3600), ("1d", 86400)), merchant_window=("1d", 86400),
@@ -343,8 +343,9 @@ def test_a_bad_feature_config_is_named(cfg, named):
 
 @pytest.mark.slow
 def test_a_world_and_its_archive_read_as_the_same_facts(small_world, tmp_path):
-    from pipelines import archive, events
-    from recon.ledger.model import Source
+    from clearline.ledger import archive
+    from clearline import events
+    from clearline.ledger.model import Source
     world, _ = small_world
     lines = (world / "events" / "events.jsonl").read_bytes().splitlines()
     rows = [(events.decode(raw), Source("payments.events", i % 3, i), raw) for i, raw in enumerate(lines)]

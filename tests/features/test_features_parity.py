@@ -10,9 +10,9 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from features import batch
-from features.streaming import run_bounded
-from pipelines import events
+from clearline.features import batch
+from clearline.features.streaming import run_bounded
+from clearline import events
 
 
 @pytest.mark.parametrize("batch_size", [1, 1000])

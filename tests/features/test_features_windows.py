@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.definitions import (DEFAULT_SPEC, BuyerState, Fact, MerchantState, apply_buyer, apply_merchant, read_buyer,
+from clearline.features.definitions import (DEFAULT_SPEC, BuyerState, Fact, MerchantState, apply_buyer, apply_merchant, read_buyer,
                                   read_merchant)
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

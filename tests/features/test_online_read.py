@@ -1,4 +1,4 @@
-"""The direct SQLite online-store read (`features.online_read`) against Feast's own
+"""The direct SQLite online-store read (`clearline.features.online_read`) against Feast's own
 `get_online_features`, on a real Feast repo applied in a tmp folder: rows pushed through
 Feast, read back both ways, for entities present, absent, overwritten and with null
 values; the entity key against Feast's serializer; a Redis store keeps Feast's path."""
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import store as fstore
-from features.online_read import SqliteOnlineRead, entity_key
-from models.api_core import OnlineFeatures
+from clearline.features import store as fstore
+from clearline.features.online_read import SqliteOnlineRead, entity_key
+from clearline.models.api_core import OnlineFeatures
 
 _ids = itertools.count()
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""The ledger store (recon/ledger/store.py), its hash chain, invariants and snapshots.
+"""The ledger store (ledger/store.py), its hash chain, invariants and snapshots.
 
 Every test writes a real DuckDB file. Outcomes are built here by hand (the posting rules
 live elsewhere); account keys follow the "<tenant>:<name>[:<sub>]" convention.
@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.events import Money
-from recon.ledger import chain, invariants
-from recon.ledger.model import Posted, Posting, Rejected, Source
-from recon.ledger.snapshot import SnapshotNotFound, SnapshotPublisher, publish_snapshot, read_snapshot
-from recon.ledger.store import LedgerStore
+from tests import REPO_ROOT
+from clearline.events import Money
+from clearline.ledger import chain, invariants
+from clearline.ledger.model import Posted, Posting, Rejected, Source
+from clearline.ledger.snapshot import SnapshotNotFound, SnapshotPublisher, publish_snapshot, read_snapshot
+from clearline.ledger.store import LedgerStore
 
 TOPIC = "payments.events"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -34,7 +35,6 @@ RECV = "rs_001:processor_receivable:adyen"
 PAYABLE = "rs_001:merchant_payable:m_00001"
 FEES = "rs_001:fee_revenue"
 CASH = "platform:bank_cash"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def posted(partition: int, offset: int, event_id: str, legs: list[tuple[str, str, int]] | None = None,
@@ -248,7 +248,7 @@ def test_every_consumed_offset_is_accounted_for(logs, data):
 
 def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
     store.apply([posted(0, 0, "evt_0")])
-    import recon.ledger.store as mod
+    import clearline.ledger.store as mod
     real = mod._columns
 
     def boom(cols, schema):
@@ -340,7 +340,7 @@ def test_a_replay_in_another_interleaving_rebuilds_the_identical_chain(tmp_path)
 
 
 def test_the_chain_bytes_are_the_documented_ones(store):
-    """The chain format, restated independently of recon.ledger.chain: a change to it
+    """The chain format, restated independently of clearline.ledger.chain: a change to it
     breaks every published head, so it must be deliberate."""
     account = 'rs_001:caf\u00e9 "x"'
     store.apply([posted(0, 0, "evt_1", [(account, "debit", 1999), (PAYABLE, "credit", 1999)])])
@@ -559,7 +559,7 @@ def test_a_snapshot_is_readable_by_another_process_while_the_writer_holds_the_fi
     publish_snapshot(store, snap)
     reader = f"""
 import duckdb
-from recon.ledger.snapshot import read_snapshot
+from clearline.ledger.snapshot import read_snapshot
 try:
     duckdb.connect({str(store.path)!r}, read_only=True)
     print("opened")
@@ -569,8 +569,8 @@ s = read_snapshot({str(snap)!r})
 b = s.balances(account={PAYABLE!r})
 print(b.filter(b["currency"] == "USD")["balance"][0], s.version)
 """
-    out = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["locked", "-4851", str(store.version)]
 

@@ -13,16 +13,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pipelines import events
-from pipelines.events import (
+from clearline import events
+from clearline.events import (
     PAYLOADS, PLATFORM, BuyerDefault, BuyerRepayment, ChargebackOpened, ChargebackReversed, Event, FeeCharged,
     MerchantPayout, Money, OrderCreated, PaymentAuthorized, PaymentCaptured, PaymentRefunded, PaymentVoided,
     ProcessorPayout, ProcessorSettlement,
 )
-from pipelines import config
-from pipelines.world.generate import WorldOptions, generate
-from recon.ledger.accounts import CHART, account_key, floor_of, normal_side, parse_account
-from recon.ledger.posting import PostingError, balances, capital, check_floors, post
+from clearline import config
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.ledger.accounts import CHART, account_key, floor_of, normal_side, parse_account
+from clearline.ledger.posting import PostingError, balances, capital, check_floors, post
 
 OPENING = {ccy: spec["opening_balance_minor"] for ccy, spec in config.load("platform")["bank_accounts"].items()}
 

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from features import store as fstore
-from features.batch import MODEL_FEATURES
-from features.definitions import ticket_zscore
-from models.decision import UnderwritingRequest, decide
-from models.policy import Policy
-from pipelines import config
-from pipelines.events import Money
+from tests import REPO_ROOT
+from clearline.features import store as fstore
+from clearline.features.batch import MODEL_FEATURES
+from clearline.features.definitions import ticket_zscore
+from clearline.models.decision import UnderwritingRequest, decide
+from clearline.models.policy import Policy
+from clearline import config
+from clearline.events import Money
 
 pytestmark = pytest.mark.slow  # trains two models and starts servers: about half a minute
 
 KEYS = {t: f"dev-api-key-{t}" for t in ("rs_001", "rs_002", "rs_003")}  # behind configs/tenants.yaml's hashes
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
@@ -43,8 +43,8 @@ class Server:
 
     def __init__(self, env: dict[str, str], args: list[str]):
         self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(self.port), *args],
-                                     cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(self.port), *args],
+                                     cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,7 +79,7 @@ class Server:
 
 def _bench():
     """bench/decision_api.py, whose `prepare` sets up the world the tests serve too."""
-    spec = importlib.util.spec_from_file_location("decision_api_bench", REPO / "bench" / "decision_api.py")
+    spec = importlib.util.spec_from_file_location("decision_api_bench", REPO_ROOT / "bench" / "decision_api.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -123,7 +123,7 @@ def test_a_decision_by_the_champion_with_reasons_and_the_challengers_shadow(worl
     assert got["policy_reasons"] and got["missing_features"] == []
     assert got["challenger"]["model"] == {"name": "clearline-scorecard", "version": "1"}
     assert got["amount"] == body["amount"] and got["decision_time"] == "2026-11-22T01:00:00+00:00"
-    from models.api import DecisionOut
+    from clearline.models.api import DecisionOut
     DecisionOut.model_validate(got)  # the documented response model is what is sent
 
 

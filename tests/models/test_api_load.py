@@ -6,13 +6,15 @@ each of the server's workers."""
 
 from __future__ import annotations
 
+from tests import REPO_ROOT
+
 import asyncio
 import importlib.util
 import itertools
 import json
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("decision_api_bench_load", Path(__file__).parent.parent / "bench" / "decision_api.py")
+spec = importlib.util.spec_from_file_location("decision_api_bench_load", REPO_ROOT / "bench" / "decision_api.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 

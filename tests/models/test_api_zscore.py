@@ -20,15 +20,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from features import batch
-from features import store as fstore
-from features.definitions import (DEFAULT_SPEC, Fact, MerchantState, apply_merchant, merchant_ticket_names,
+from clearline.features import batch
+from clearline.features import store as fstore
+from clearline.features.definitions import (DEFAULT_SPEC, Fact, MerchantState, apply_merchant, merchant_ticket_names,
                                   read_merchant)
-from features.event_time import FeatureRow
-from features.streaming import run_bounded
-from models.api_core import OnlineFeatures, is_money_feature, request_features
-from pipelines import config, events
-from pipelines.events import Money
+from clearline.features.event_time import FeatureRow
+from clearline.features.streaming import run_bounded
+from clearline.models.api_core import OnlineFeatures, is_money_feature, request_features
+from clearline import config, events
+from clearline.events import Money
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
@@ -130,9 +130,9 @@ def _zscore_model(rows: list[dict]):
     """A gradient-boosted model whose score hangs on the merchant's ticket z-score (its
     label is a noisy z > 0.3), so a wrong z-score moves the decision, not only the record."""
     import pandas as pd
-    from models.scorer import ModelRef, Scorer, medians
-    from models.train import gbm
-    from models.training_set import model_features
+    from clearline.models.scorer import ModelRef, Scorer, medians
+    from clearline.models.train import gbm
+    from clearline.models.training_set import model_features
     features = model_features(batch.MODEL_FEATURES)
     x = pd.DataFrame([{f: r[f] for f in features} for r in rows], columns=list(features), dtype=float)
     rng = random.Random(5)
@@ -147,12 +147,12 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
     merchant, as its Feast sink pushes them) are put online; the API (the real
     `DecisionService`, Feast, the champion) decides the twin; the stream decided the twin
     from the same state. Same decision, limit, band, score, reason codes and inputs."""
-    from models.api import DecisionRequest, DecisionService
-    from models.api_core import ApiKeys, MerchantDirectory
-    from models.api_store import DecisionStore
-    from models.decision import UnderwritingRequest, decide
-    from models.policy import Policy
-    from pipelines.flows.risk_inputs import has_history, request_features as stream_features
+    from clearline.models.api import DecisionRequest, DecisionService
+    from clearline.models.api_core import ApiKeys, MerchantDirectory
+    from clearline.models.api_store import DecisionStore
+    from clearline.models.decision import UnderwritingRequest, decide
+    from clearline.models.policy import Policy
+    from clearline.models.request_features import has_history, request_features as stream_features
 
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:8000]]

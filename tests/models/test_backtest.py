@@ -17,18 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from features.batch import MODEL_FEATURES, feature_history, order_features, read_events
-from features.feast_repo import feature_names
-from features.store import latest_rows
-from models import pit
-from models import backtest as bt
-from models import labels, training_set
-from models.backtest_report import render
-from models.backtest_run import Settings, run
-from models.scorer import ModelRef, Scorer
-from models.train import fit_all
-from pipelines import config
-from pipelines.world.generate import WorldOptions, generate
+from clearline.features.batch import MODEL_FEATURES, feature_history, order_features, read_events
+from clearline.features.feast_repo import feature_names
+from clearline.features.store import latest_rows
+from clearline.models import pit
+from clearline.models import backtest as bt
+from clearline.models import labels, training_set
+from clearline.models.backtest_report import render
+from clearline.models.backtest_run import Settings, run
+from clearline.models.scorer import ModelRef, Scorer
+from clearline.models.train import fit_all
+from clearline import config
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 UTC = timezone.utc
 CFG = config.load("models")
@@ -252,7 +252,7 @@ def test_a_window_without_matured_outcomes_is_a_clear_error(honest, facts):
 @pytest.fixture
 def registry(tmp_path, monkeypatch, honest, facts):
     """A real MLflow store in tmp with the scorecard (champion) and gbm (challenger) logged."""
-    from models.registry import Registry, RegistrySettings
+    from clearline.models.registry import Registry, RegistrySettings
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     registry = Registry(RegistrySettings.from_config(CFG, tmp_path))
     ts = training_set.build(order_features(facts), labels.outcomes(facts, WINDOW), tuple(MODEL_FEATURES), CUT,
@@ -265,7 +265,7 @@ def registry(tmp_path, monkeypatch, honest, facts):
 
 @pytest.mark.slow
 def test_backtest_command_logs_a_run_and_writes_a_self_contained_page(world, registry, tmp_path):
-    from pipelines.cli import main
+    from clearline.pipelines.cli import main
     runner = CliRunner()
     out = tmp_path / "report"
     args = ["backtest", "--model", "clearline-scorecard@champion", "--challenger", "clearline-gbm@challenger",

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.decision import UnderwritingRequest, decide, decide_many
-from models.policy import Policy
-from pipelines import config
-from pipelines.events import Money
-from test_api_core import FAST  # the fitted scorecard and boosted trees, through the fast scorer
+from clearline.models.decision import UnderwritingRequest, decide, decide_many
+from clearline.models.policy import Policy
+from clearline import config
+from clearline.events import Money
+from tests.models.test_api_core import FAST  # the fitted scorecard and boosted trees, through the fast scorer
 
 POLICY = Policy.from_config(config.load("policy"))
 NAMES = FAST["gbm"].features

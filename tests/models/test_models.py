@@ -16,15 +16,15 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.batch import MODEL_FEATURES, order_features, read_events
-from models import labels, training_set
-from models.decision import UnderwritingRequest, decide
-from models.policy import Policy
-from models.reasons import explain
-from models.train import fit_all, frame
-from models.training_set import TrainingSetError
-from pipelines import config
-from pipelines.world.generate import WorldOptions, generate
+from clearline.features.batch import MODEL_FEATURES, order_features, read_events
+from clearline.models import labels, training_set
+from clearline.models.decision import UnderwritingRequest, decide
+from clearline.models.policy import Policy
+from clearline.models.reasons import explain
+from clearline.models.train import fit_all, frame
+from clearline.models.training_set import TrainingSetError
+from clearline import config
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 UTC = timezone.utc
 CFG = config.load("models")
@@ -217,7 +217,7 @@ def test_the_champion_reaches_95_percent_of_the_oracle_auc_on_later_orders(built
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite database with its tables made once (the schema migration takes
     seconds); each test copies it."""
-    from models.registry import Registry, RegistrySettings
+    from clearline.models.registry import Registry, RegistrySettings
     db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     Registry(RegistrySettings(f"sqlite:///{db}", None, "template")).versions()
     return db
@@ -233,7 +233,7 @@ def store(empty_store, tmp_path, monkeypatch) -> str:
 
 @pytest.mark.slow
 def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, tmp_path):
-    from models.registry import Registry, RegistryError, RegistrySettings
+    from clearline.models.registry import Registry, RegistryError, RegistrySettings
     ts, _, trained = built
     registry = Registry(RegistrySettings.from_config(CFG, tmp_path))
     assert registry.settings.artifact_location == (tmp_path / "artifacts").as_uri()
@@ -276,7 +276,7 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
 
 @pytest.mark.slow
 def test_train_and_models_commands(world, store):
-    from pipelines.cli import main
+    from clearline.pipelines.cli import main
     runner = CliRunner()
     order = pl.read_parquet(world / "truth" / "orders.parquet").filter(pl.col("payment_method") == "terms")["order_id"][-1]
     unready = runner.invoke(main, ["models", "decide", order, "--world", str(world)])
@@ -323,7 +323,7 @@ def test_train_and_models_commands(world, store):
 def _archive(world: Path, state: Path) -> None:
     """The world's events as the ledger flow archives them: the archive's columns (the
     consumed bytes in `body`), one Parquet file per event date."""
-    from pipelines.archive import SCHEMA
+    from clearline.ledger.archive import SCHEMA
     events = pl.read_parquet(world / "events" / "events.parquet")  # same order as events.jsonl
     frame = events.with_columns(
         body=pl.Series((world / "events" / "events.jsonl").read_bytes().splitlines(), dtype=pl.Binary),
@@ -337,7 +337,7 @@ def _archive(world: Path, state: Path) -> None:
 
 @pytest.mark.slow
 def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
-    from pipelines.cli import main
+    from clearline.pipelines.cli import main
     runner = CliRunner()
     state = tmp_path / "ledger"
     nothing = runner.invoke(main, ["train", "--state-dir", str(state)])
@@ -355,7 +355,7 @@ def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
 
 @pytest.mark.slow
 def test_a_tracking_server_that_does_not_answer_is_an_error_line(monkeypatch):
-    from pipelines.cli import main
+    from clearline.pipelines.cli import main
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     result = CliRunner().invoke(main, ["models", "list"])

@@ -1,4 +1,4 @@
-"""The project's point-in-time join (`models.pit`): against a brute-force reading of the
+"""The project's point-in-time join (`clearline.models.pit`): against a brute-force reading of the
 rule on random histories (Hypothesis), and against real Feast `get_historical_features`
 (DuckDB offline store in a tmp folder) on a generated world's feature history."""
 
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.batch import order_features, read_events, feature_history
-from features.feast_repo import feature_names, history_path
-from features.store import FeastSettings, apply, open_store, point_in_time
-from models import pit
-from pipelines.world.generate import WorldOptions, generate
+from clearline.features.batch import order_features, read_events, feature_history
+from clearline.features.feast_repo import feature_names, history_path
+from clearline.features.store import FeastSettings, apply, open_store, point_in_time
+from clearline.models import pit
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import policy as pol
-from models.decision import UnderwritingRequest, decide
-from models.policy import OUTCOMES, Policy, PolicyError
-from models.scorer import ModelRef, Scorer, medians
-from models.train import scorecard
-from pipelines import config
-from pipelines.events import Money
+from clearline.models import policy as pol
+from clearline.models.decision import UnderwritingRequest, decide
+from clearline.models.policy import OUTCOMES, Policy, PolicyError
+from clearline.models.scorer import ModelRef, Scorer, medians
+from clearline.models.train import scorecard
+from clearline import config
+from clearline.events import Money
 
 POLICY = Policy.from_config(config.load("policy"))
 KILLED = Policy.from_config({**config.load("policy"), "kill_switch": True})

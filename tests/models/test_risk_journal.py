@@ -12,9 +12,9 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.definitions import DEFAULT_SPEC, BuyerState, Fact, apply_buyer, buyer_feature_names, read_buyer
-from pipelines.flows.risk_inputs import request_features
-from pipelines.flows.risk_journal import Journal, read_log
+from clearline.features.definitions import DEFAULT_SPEC, BuyerState, Fact, apply_buyer, buyer_feature_names, read_buyer
+from clearline.models.request_features import request_features
+from clearline.models.decision_journal import Journal, read_log
 
 SCHEMA = {"key": pl.String(), "value": pl.Int64()}
 

@@ -1,4 +1,4 @@
-"""Shared machinery for the ledger resilience tests (tests/test_ledger_resilience.py).
+"""Shared machinery for the ledger resilience tests (tests/pipelines/test_ledger_resilience.py).
 
 Everything here drives the real thing: `clearline ledger …` as child processes, a real
 Kafka broker (the shared one, or a private one started from a copy of configs/), real
@@ -32,9 +32,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines import archive, config
-from pipelines.flows.ledger_writer import GENESIS_TOPIC
-from recon.ledger.snapshot import read_snapshot
+from tests import REPO_ROOT
+from clearline.ledger import archive
+from clearline import config
+from clearline.pipelines.connectors.ledger_sink import GENESIS_TOPIC
+from clearline.ledger.snapshot import read_snapshot
 
 # librdkafka logs every refused connection to stderr unless given a logger; while a
 # private broker is down on purpose those lines are noise, so they go to logging.
@@ -172,8 +174,8 @@ class Flow:
         self._close_files()
         self._out = open(self.logs / f"{self.name}.{self.runs}.out", "wb")
         self._err = open(self.logs / f"{self.name}.{self.runs}.err", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ledger", "run", *self.args],
-                                     env=self.env, stdout=self._out, stderr=self._err, cwd=config.REPO_ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", *self.args],
+                                     env=self.env, stdout=self._out, stderr=self._err, cwd=REPO_ROOT,
                                      start_new_session=True)
         self.started_at = time.monotonic()
         return self
@@ -242,8 +244,8 @@ def run_once(args: list[str], env: dict[str, str], logs: Path, name: str, timeou
 
 
 def clearline_json(env: dict[str, str], *args: str) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=config.REPO_ROOT)
+    done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO_ROOT)
     try:
         return done.returncode, json.loads(done.stdout)
     except json.JSONDecodeError:

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from lxml import etree
 from pycamt.parser import Camt053Parser
 
-from pipelines import config
-from pipelines.world.bank_files import CAMT_NS, write_bank_statements
-from pipelines.currency import decimal_to_minor
+from clearline import config
+from clearline.pipelines.world.bank_files import CAMT_NS, write_bank_statements
+from clearline.currency import decimal_to_minor
 
 ACCOUNTS = config.load("platform")["bank_accounts"]
 DAY1 = date(2026, 1, 7)

@@ -19,8 +19,9 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ledger_harness import free_ports
-from pipelines import broker, config
+from tests.pipelines.ledger_harness import free_ports
+from clearline.pipelines import broker
+from clearline import config
 
 
 @pytest.fixture(scope="module")

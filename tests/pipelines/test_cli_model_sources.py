@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.cli_model_sources import NoTrainingInput, events_source, instant, world_truth
+from clearline.pipelines.cli.model_sources import NoTrainingInput, events_source, instant, world_truth
 
 
 @given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31)),

@@ -12,7 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.flows.gather import _Gather, gathered
+from clearline.pipelines.connectors.gather import _Gather, gathered
 
 
 def run(lists: list[list[int]], every: timedelta, most: int) -> list[list[int]]:

@@ -26,15 +26,15 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
-from pipelines.cli_intake import ingest as ingest_command
-from pipelines.produce import producer
-from recon.intake.ingest import Intake, IntakeSettings
-from recon.intake.store import read_lines
-from recon.intake.watch import watch
-from tests.ledger_harness import fresh_topics
-from tests.test_intake_processor import intake_world  # noqa: F401 (fixture)
+from tests import REPO_ROOT
+from clearline.pipelines.cli.intake import ingest as ingest_command
+from clearline.pipelines.connectors.produce import producer
+from clearline.recon.intake.ingest import Intake, IntakeSettings
+from clearline.recon.intake.store import read_lines
+from clearline.recon.intake.watch import watch
+from tests.pipelines.ledger_harness import fresh_topics
+from tests.recon.test_intake_processor import intake_world  # noqa: F401 (fixture)
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def world_files(world: Path) -> list[Path]:
@@ -134,7 +134,7 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp
 
 
 def test_a_file_still_being_written_waits_for_the_next_poll(tmp_path) -> None:
-    from recon.intake.watch import ready_files
+    from clearline.recon.intake.watch import ready_files
     (tmp_path / "old.csv").write_text("x")
     (tmp_path / "fresh.csv").write_text("x")
     (tmp_path / "partial.csv.part").write_text("x")
@@ -179,9 +179,9 @@ def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) ->
 def test_watcher_process_stops_cleanly_on_sigterm(tmp_path) -> None:
     inbox, staging = tmp_path / "inbox", tmp_path / "staging"
     staging.mkdir()
-    command = [sys.executable, "-m", "pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
+    command = [sys.executable, "-m", "clearline.pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
                "--state-dir", str(tmp_path / "state")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "COLUMNS": "200"})
     try:
         deadline = time.monotonic() + 60

@@ -13,11 +13,11 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from ledger_harness import free_ports
-from pipelines.kafka_source import PartitionSource
-from pipelines.kafka_watch import LOST_AFTER, BrokerSight, WatchedProducer
-from pipelines.merged_source import MergedSource
-from test_merged_source import produce, topic  # noqa: F401  (the fixture)
+from tests.pipelines.ledger_harness import free_ports
+from clearline.pipelines.connectors.kafka_source import PartitionSource
+from clearline.pipelines.connectors.kafka_watch import LOST_AFTER, BrokerSight, WatchedProducer
+from clearline.pipelines.connectors.merged_source import MergedSource
+from tests.pipelines.test_merged_source import produce, topic  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.kafka
 
@@ -80,7 +80,7 @@ def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topi
         src = PartitionSource(kafka_bootstrap, topic, once=True, batch_size=50)
         parts = [src.build_part("read", p, None) for p in src.list_parts()]
     seen: list[tuple[int, int]] = []
-    caplog.set_level(logging.WARNING, logger="pipelines.kafka_watch")
+    caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
     for part in parts:
         _drain(part, seen, until=len(seen) + 60)    # partway: some read, some held or not fetched yet
         old = part._client.consumer
@@ -116,7 +116,7 @@ def test_a_stalled_flush_hands_what_a_lost_client_holds_to_a_new_one(kafka_boots
     for value in sent:
         producer.produce(topic, value, partition=int(value[1:]) % 4,
                          on_delivery=lambda err, msg: reports.append((err, msg.value())))
-    caplog.set_level(logging.WARNING, logger="pipelines.kafka_watch")
+    caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
     assert producer.flush(30) == 0
     assert [err for err, _ in reports] == [None] * len(sent)
     assert sorted(v for _, v in reports) == sorted(sent)

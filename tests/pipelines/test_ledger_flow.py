@@ -18,11 +18,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ledger_harness import free_ports
-from pipelines import archive
-from pipelines.produce import world_messages
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
-from recon.ledger.snapshot import read_snapshot
+from tests.pipelines.ledger_harness import free_ports
+from clearline.ledger import archive
+from clearline.pipelines.connectors.produce import world_messages
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
+from clearline.ledger.snapshot import read_snapshot
 
 pytestmark = pytest.mark.kafka
 KEYS = TenantKeys.from_config()
@@ -30,7 +30,7 @@ PAN = "4111111111111111"
 
 
 def clearline(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"clearline {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
@@ -174,7 +174,7 @@ def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bo
     import signal
     import time
     import urllib.request
-    from pipelines.produce import produce_world
+    from clearline.pipelines.connectors.produce import produce_world
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     topic = f"test.metrics.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
@@ -182,7 +182,7 @@ def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bo
         world, manifest = small_world
         produce_world(world, topic=topic)
         (port,) = free_ports(1)
-        flow = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ledger", "run", "--topic", topic,
+        flow = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", "--topic", topic,
                                  "--state-dir", str(tmp_path / "state"), "--metrics-port", str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         posted, deadline = 0.0, time.monotonic() + 120

@@ -9,7 +9,7 @@
   same ledger as one process, through a first run and a resumed second run.
 
 The shared broker on 9092 only gets throwaway `test.resilience.*` topics, deleted after.
-Helpers live in tests/ledger_harness.py. Each test copies configs/ with the flow's
+Helpers live in tests/pipelines/ledger_harness.py. Each test copies configs/ with the flow's
 metrics server off, so concurrent flows on this machine never collide on its port.
 
 Two more prove what these tests found and the flow now does: a resumed cluster keeps every
@@ -26,11 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import archive, broker, config
-from pipelines.produce import produce_world
-from pipelines.world.generate import WorldOptions, generate
-from recon.ledger.snapshot import read_snapshot
-from ledger_harness import (
+from clearline.ledger import archive
+from clearline.pipelines import broker
+from clearline import config
+from clearline.pipelines.connectors.produce import produce_world
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.ledger.snapshot import read_snapshot
+from tests.pipelines.ledger_harness import (
     Flow, assert_exactly_once, balances, child_env, clearline_json, end_offsets, event_ids, flow_args, free_ports,
     fresh_topics, private_configs, published_counts, recovery_initialised, rewrite_yaml, run_once, split_world,
     topic_stats, wait_until,

@@ -16,7 +16,7 @@ from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines.merged_source import MergedSource
+from clearline.pipelines.connectors.merged_source import MergedSource
 
 pytestmark = pytest.mark.kafka
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines.cli import main
-from pipelines.produce import produce_world
-from pipelines.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, verify
+from clearline.pipelines.cli import main
+from clearline.pipelines.connectors.produce import produce_world
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, verify
 
 pytestmark = pytest.mark.kafka
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import main
-from recon.variances.store import VarianceStore
+from clearline.pipelines.cli import main
+from clearline.recon.variances.store import VarianceStore
 
 
 def run(*args: str):
@@ -91,8 +91,9 @@ def test_a_report_intake_cannot_read_stops_the_run_naming_the_file(small_world, 
 def test_stored_inputs_give_the_same_variances_as_the_worlds_files(small_world, tmp_path):
     """The ledger's event archive plus the lines intake validated into its store (through
     the real `clearline ingest`, suites and all) reconcile exactly like the world's files."""
-    from pipelines import archive, events
-    from recon.ledger.model import Source
+    from clearline.ledger import archive
+    from clearline import events
+    from clearline.ledger.model import Source
     world, _ = small_world
     bodies = (world / "events" / "events.jsonl").read_bytes().splitlines()
     archive.write_batch(tmp_path / "archive", 0,

@@ -25,19 +25,19 @@ import polars as pl
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipelines.produce import produce_world
-from pipelines.world.discrepancies import TRUTH_SCHEMA
-from pipelines.world.generate import WorldOptions, generate
-from recon.matching.variance import CATEGORIES, SCHEMA
-from recon.score import score
-from tests.ledger_harness import fresh_topics
+from clearline.pipelines.connectors.produce import produce_world
+from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.recon.matching.variance import CATEGORIES, SCHEMA
+from clearline.recon.score import score
+from tests.pipelines.ledger_harness import fresh_topics
 
 pytestmark = pytest.mark.kafka
 FACTS = [c for c in SCHEMA if c != "age_days"]  # the age depends on when a variance was first published
 
 
 def clearline(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"clearline {' '.join(args)} exited {result.returncode}:\n{result.stderr[:5000]}")
     return result
@@ -221,7 +221,7 @@ def test_a_queued_resolution_is_applied_by_the_running_flow(clean) -> None:
     """While the flow runs it owns the store: resolve queues, the flow applies (or refuses
     with the reason kept)."""
     dep, _ = clean
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -274,7 +274,7 @@ def test_sigkill_and_restart_do_not_duplicate_variances(world, kafka_bootstrap, 
         dep = Deployment(stack, kafka_bootstrap, tmp_path)
         dep.produce(world)
         drop(world_files(world), dep.inbox)
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=os.environ)
         deadline = time.monotonic() + 120
         status = dep.state / "published" / "status.json"

@@ -22,11 +22,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from features.batch import order_features, read_events
-from features.definitions import buyer_feature_names
-from pipelines.flows.risk_journal import read_log
-from pipelines.produce import produce_world
-from pipelines.world.generate import WorldOptions, generate
+from clearline.features.batch import order_features, read_events
+from clearline.features.definitions import buyer_feature_names
+from clearline.models.decision_journal import read_log
+from clearline.pipelines.connectors.produce import produce_world
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 pytestmark = pytest.mark.kafka
 STREAM_WORLD = WorldOptions(days=60, merchants=4, seed=5)      # ~4,500 events, streamed
@@ -35,11 +35,11 @@ MODEL_WORLD = WorldOptions(days=300, merchants=4, seed=7, discrepancy_rate=0.0) 
 
 def _train(world: Path, tracking_uri: str) -> dict[str, dict]:
     """Fit both models on the model world and register them: the better one champion."""
-    from features.batch import MODEL_FEATURES
-    from models import labels, training_set
-    from models.registry import Registry, RegistrySettings
-    from models.train import fit_all
-    from pipelines import config
+    from clearline.features.batch import MODEL_FEATURES
+    from clearline.models import labels, training_set
+    from clearline.models.registry import Registry, RegistrySettings
+    from clearline.models.train import fit_all
+    from clearline import config
     facts = read_events(world)
     ts = training_set.build(order_features(facts), labels.outcomes(facts, 65), tuple(MODEL_FEATURES),
                             facts["occurred_at"].max(), {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 3})
@@ -53,7 +53,7 @@ def _train(world: Path, tracking_uri: str) -> dict[str, dict]:
 
 def _configs(root: Path, feast_dir: Path, **policy) -> Path:
     """A copy of configs/ with the Feast store in a tmp folder (and policy changes)."""
-    from pipelines import config
+    from clearline import config
     out = root / "configs"
     shutil.copytree(config.config_dir(), out)
     features = yaml.safe_load((out / "features.yaml").read_text())
@@ -80,7 +80,7 @@ class Env:
         self.events_topic, self.feast = events_topic, root / "feast"
 
     def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "pipelines.cli", "risk", *args]
+        return [sys.executable, "-m", "clearline.pipelines.cli", "risk", *args]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         got = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=600, env=self.env)
@@ -199,7 +199,7 @@ def test_a_buyer_without_history_is_decided_by_policy_with_features_unavailable(
 
 
 def test_feast_online_features_equal_the_batch_runtime_as_of_each_buyers_last_order(main_run, setup):
-    from features import store
+    from clearline.features import store
     env = main_run[0]
     batch = order_features(read_events(setup["stream"])).sort("decision_time")
     late = read_log(env.state, "late")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.currency import decimal_to_minor
-from pipelines.world.settlement_files import (
+from clearline.currency import decimal_to_minor
+from clearline.pipelines.world.settlement_files import (
     ADYEN_COLUMNS,
     CHECKOUT_COLUMNS,
     FEE_PARTS,

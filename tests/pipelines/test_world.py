@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipelines import events
-from pipelines.cli import main
-from pipelines.world.discrepancies import CATEGORIES
-from pipelines.world.generate import WorldOptions, generate
+from clearline import events
+from clearline.pipelines.cli import main
+from clearline.pipelines.world.discrepancies import CATEGORIES
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal": 1, "fee": -1}
 

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.world.bank_files import write_bank_statements
-from recon.intake.parse import parse_file
-from recon.intake.suites import validate_many
-from recon.lines import BANK_SCHEMA
-from tests.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, movement, world_bank_lines
-from tests.test_intake_processor import intake_world  # noqa: F401 (fixture)
+from clearline.pipelines.world.bank_files import write_bank_statements
+from clearline.recon.intake.parse import parse_file
+from clearline.recon.intake.suites import validate_many
+from clearline.recon.lines import BANK_SCHEMA
+from tests.pipelines.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, movement, world_bank_lines
+from tests.recon.test_intake_processor import intake_world  # noqa: F401 (fixture)
 
 SAMPLES = Path(__file__).parent / "data" / "bank_samples"
 

@@ -1,4 +1,4 @@
-"""Processor settlement reports, as the world writes them, read back into `recon.lines`.
+"""Processor settlement reports, as the world writes them, read back into `clearline.recon.lines`.
 
 Every layout, every record type, FX lines, 0/2/3/4-decimal currencies: what the writer
 put in (one normalised table) is what intake gets out, line for line, and the payout rows
@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.world.generate import WorldOptions, generate
-from pipelines.world.settlement_files import write_settlement_reports
-from recon.intake.parse import parse_file
-from recon.intake.suites import validate_many
-from recon.lines import SETTLEMENT_SCHEMA
-from tests.test_settlement_files import DAY2, Lines, world_lines
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.pipelines.world.settlement_files import write_settlement_reports
+from clearline.recon.intake.parse import parse_file
+from clearline.recon.intake.suites import validate_many
+from clearline.recon.lines import SETTLEMENT_SCHEMA
+from tests.pipelines.test_settlement_files import DAY2, Lines, world_lines
 
 KEY = ["processor", "line_id"]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.world.bank_files import write_bank_statements
-from pipelines.world.settlement_files import write_settlement_reports
-from recon.intake.ingest import Intake, IntakeSettings
-from recon.intake.store import read_lines
-from tests.test_bank_files import ACCOUNTS, OPENING, world_bank_lines
-from tests.test_settlement_files import world_lines
+from clearline.pipelines.world.bank_files import write_bank_statements
+from clearline.pipelines.world.settlement_files import write_settlement_reports
+from clearline.recon.intake.ingest import Intake, IntakeSettings
+from clearline.recon.intake.store import read_lines
+from tests.pipelines.test_bank_files import ACCOUNTS, OPENING, world_bank_lines
+from tests.pipelines.test_settlement_files import world_lines
 
 
 def settings(state: Path) -> IntakeSettings:
@@ -191,7 +191,7 @@ def test_a_quarantined_file_sent_again_is_a_no_op_that_says_so(run) -> None:
 
 
 def test_detection_is_by_content_not_by_name(good, tmp_path) -> None:
-    from recon.intake.parse import parse_file
+    from clearline.recon.intake.parse import parse_file
     for fmt, path in good.items():
         disguised = tmp_path / f"{fmt}-statement.txt"
         disguised.write_bytes(path.read_bytes())

@@ -9,9 +9,9 @@ from datetime import datetime, time, timedelta, timezone
 import polars as pl
 import pytest
 
-from pipelines.cli_recon import parse_all, report_files, tolerances, run_batch
-from recon.matching import expectations
-from recon.matching.continuous import Continuous
+from clearline.pipelines.cli.recon import parse_all, report_files, tolerances, run_batch
+from clearline.recon.matching import expectations
+from clearline.recon.matching.continuous import Continuous
 
 
 @pytest.mark.slow

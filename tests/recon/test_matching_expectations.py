@@ -11,10 +11,11 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines import archive, events
-from pipelines.events import Money
-from recon.ledger.model import Source
-from recon.matching import expectations as ex
+from clearline.ledger import archive
+from clearline import events
+from clearline.events import Money
+from clearline.ledger.model import Source
+from clearline.recon.matching import expectations as ex
 
 
 def _typed(world) -> tuple[pl.DataFrame, pl.DataFrame]:

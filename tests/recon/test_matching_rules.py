@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.events import Money
-from recon.lines import BankLine, SettlementLine, frame
-from recon.matching import expectations as ex
-from recon.matching.reconcile import Inputs, reconcile
-from recon.matching.rules import MatchingConfigError, Tolerances
-from recon.matching.variance import CATEGORIES, money_text, records
+from clearline.events import Money
+from clearline.recon.lines import BankLine, SettlementLine, frame
+from clearline.recon.matching import expectations as ex
+from clearline.recon.matching.reconcile import Inputs, reconcile
+from clearline.recon.matching.rules import MatchingConfigError, Tolerances
+from clearline.recon.matching.variance import CATEGORIES, money_text, records
 
 MATCHING = {
     "amount_tolerance_minor": 1, "date_window_days": 1, "bank_date_window_days": 3,

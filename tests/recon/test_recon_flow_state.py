@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import events
-from pipelines.cli_recon import parse_all, report_files, tolerances
-from pipelines.flows.recon_inputs import Arrivals
-from pipelines.flows.recon_state import builder
-from pipelines.world.generate import WorldOptions, generate
-from recon.matching import expectations
-from recon.matching.reconcile import Inputs, input_watermark, reconcile, watermark
+from clearline import events
+from clearline.pipelines.cli.recon import parse_all, report_files, tolerances
+from clearline.recon.arrivals import Arrivals
+from clearline.recon.streaming import builder
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.recon.matching import expectations
+from clearline.recon.matching.reconcile import Inputs, input_watermark, reconcile, watermark
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.world.discrepancies import TRUTH_SCHEMA
-from recon.matching.variance import SCHEMA
-from recon.score import misses, score
+from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
+from clearline.recon.matching.variance import SCHEMA
+from clearline.recon.score import misses, score
 
 TRUTH = pl.DataFrame([
     {"kind": "fee_mismatch", "processor": "adyen", "line_id": "stl_1", "amount_minor": 20, "currency": "EUR"},

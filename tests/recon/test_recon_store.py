@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from recon.matching.variance import SCHEMA, variance_id
-from recon.variances.store import BadTransition, VarianceNotFound, VarianceStore
+from clearline.recon.matching.variance import SCHEMA, variance_id
+from clearline.recon.variances.store import BadTransition, VarianceNotFound, VarianceStore
 
 
 def variances(*refs: str, amount: int = 290) -> pl.DataFrame:

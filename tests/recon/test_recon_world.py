@@ -10,11 +10,11 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.cli_recon import load_inputs, run_batch
-from pipelines.world.discrepancies import CATEGORIES, TRUTH_SCHEMA
-from recon.matching.reconcile import input_watermark, reconcile
-from recon.matching.variance import SCHEMA
-from recon.score import misses, score
+from clearline.pipelines.cli.recon import load_inputs, run_batch
+from clearline.pipelines.world.discrepancies import CATEGORIES, TRUTH_SCHEMA
+from clearline.recon.matching.reconcile import input_watermark, reconcile
+from clearline.recon.matching.variance import SCHEMA
+from clearline.recon.score import misses, score
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_date_range_gives_exactly_the_variances_of_that_range(small_run):
 def test_a_rerun_over_the_same_inputs_gives_the_same_variances(small_run, small_world):
     world, first, variances = small_run
     inputs, latest = load_inputs(world, None, None)
-    from pipelines.cli_recon import tolerances
+    from clearline.pipelines.cli.recon import tolerances
     again = reconcile(inputs, tolerances(), input_watermark(inputs, latest))
     assert again.as_of == first.as_of
     assert again.variances.equals(variances)

@@ -18,13 +18,13 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from pipelines import config
-from pipelines.cli import main
-from pipelines.currency import minor_to_decimal
-from recon.report.chart import stacked_bars
-from recon.report.render import write
-from recon.report.summary import WEEKLY_TREND_AFTER_DAYS, ReportConfigError, ReportRules, build, classify, trend_bucket
-from recon.variances.store import VarianceStore
+from clearline import config
+from clearline.pipelines.cli import main
+from clearline.currency import minor_to_decimal
+from clearline.recon.report.chart import stacked_bars
+from clearline.recon.report.render import write
+from clearline.recon.report.summary import WEEKLY_TREND_AFTER_DAYS, ReportConfigError, ReportRules, build, classify, trend_bucket
+from clearline.recon.variances.store import VarianceStore
 
 RULES = ReportRules.from_config(config.load("reports"))
 FIRST_SEEN = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -1,0 +1,38 @@
+"""The ledger's settings: where its state lives, what it consumes and where refusals go,
+from configs/ledger.yaml unless a command overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clearline import config
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Everything the flow needs, from configs/ledger.yaml unless overridden."""
+
+    bootstrap: str
+    topic: str
+    deadletter_topic: str
+    state_dir: Path
+    batch_size: int
+    metrics_port: int = 0
+    duckdb_memory_limit: str = "512MB"
+    duckdb_checkpoint_threshold: str = "256MB"
+    publish_interval_s: float = 5.0
+    once: bool = False
+
+    @classmethod
+    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
+                    deadletter_topic: str | None = None, once: bool = False) -> "LedgerSettings":
+        cfg = config.load("ledger")
+        return cls(
+            bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
+            deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
+            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
+            duckdb_memory_limit=str(cfg["duckdb_memory_limit"]),
+            duckdb_checkpoint_threshold=str(cfg["duckdb_checkpoint_threshold"]),
+            publish_interval_s=float(cfg["publish_interval_s"]), once=once,
+        )
