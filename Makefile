@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test kafka-up kafka-down bench bench-recon
+.PHONY: install demo test lint kafka-up kafka-down bench bench-recon
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,8 +17,13 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/clearline demo
 
-test: install kafka-up
+test: install kafka-up lint
 	$(PY) -m pytest -q
+
+# ruff: lint and format check, configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 kafka-up: install
 	$(VENV)/bin/clearline kafka up

@@ -41,7 +41,9 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 YEAR_US = 365 * 86_400 * 1_000_000
 
 
-def synthesise(rows: int, decisions: int, entities: int, backfill: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def synthesise(
+    rows: int, decisions: int, entities: int, backfill: float, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     rng = np.random.default_rng(seed)
     start = int(START.timestamp() * 1_000_000)
     ts = start + rng.integers(0, YEAR_US, rows)
@@ -62,9 +64,12 @@ def synthesise(rows: int, decisions: int, entities: int, backfill: float, seed: 
             columns[name] = pl.Series(name, rng.integers(0, 1_000_000, rows))
     history = pl.DataFrame(columns).select(list(schema)).sort("event_timestamp")
     at = start - 86_400 * 1_000_000 * 7 + rng.integers(0, YEAR_US + 86_400 * 1_000_000 * 7, decisions)
-    entity_rows = pl.DataFrame({
-        KEY: pl.Series(rng.integers(0, entities, decisions)).cast(pl.String).str.pad_start(7, "0"),
-        "event_timestamp": pl.Series(at).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")})
+    entity_rows = pl.DataFrame(
+        {
+            KEY: pl.Series(rng.integers(0, entities, decisions)).cast(pl.String).str.pad_start(7, "0"),
+            "event_timestamp": pl.Series(at).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        }
+    )
     return history, entity_rows
 
 
@@ -93,21 +98,31 @@ def main() -> None:
         ours_s = time.perf_counter() - t
         ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        result = {"rows": args.rows, "decisions": args.decisions, "entities": args.entities,
-                  "backfill_share": args.backfill, "synthesis_s": round(synth_s, 1),
-                  "project_pit_join_s": round(ours_s, 2), "peak_rss_mib_after_project_join": round(ours_rss),
-                  "matched_rows": int(ours[names[1]].is_not_null().sum()),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                  "load_average_1m_after_project_join": round(os.getloadavg()[0], 1)}
+        result = {
+            "rows": args.rows,
+            "decisions": args.decisions,
+            "entities": args.entities,
+            "backfill_share": args.backfill,
+            "synthesis_s": round(synth_s, 1),
+            "project_pit_join_s": round(ours_s, 2),
+            "peak_rss_mib_after_project_join": round(ours_rss),
+            "matched_rows": int(ours[names[1]].is_not_null().sum()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "load_average_1m_after_project_join": round(os.getloadavg()[0], 1),
+        }
         if not args.skip_feast:
             store = open_store(settings)
             t = time.perf_counter()
             feast = point_in_time(store, ENTITY, decisions)
             feast_s = time.perf_counter() - t
             difference = pit.compare(ours, feast, KEY, names)
-            result.update(feast_get_historical_features_s=round(feast_s, 2), identical=difference.identical,
-                          difference=difference.as_dict(), ratio_feast_over_project=round(feast_s / ours_s, 1),
-                          load_average_1m_after_feast=round(os.getloadavg()[0], 1))
+            result.update(
+                feast_get_historical_features_s=round(feast_s, 2),
+                identical=difference.identical,
+                difference=difference.as_dict(),
+                ratio_feast_over_project=round(feast_s / ours_s, 1),
+                load_average_1m_after_feast=round(os.getloadavg()[0], 1),
+            )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -52,8 +52,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def pct(values: list[float]) -> dict[str, float]:
     a = np.asarray(values) * 1000.0
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
-            "p99_ms": round(float(np.percentile(a, 99)), 3), "max_ms": round(float(a.max()), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "max_ms": round(float(a.max()), 3),
+    }
 
 
 def prepare(root: Path) -> dict:
@@ -61,18 +65,25 @@ def prepare(root: Path) -> dict:
     latest features online; what the load needs to ask. tests/models/test_api.py sets up the
     same way (it imports this)."""
     import polars as pl
+
+    from clearline import config
     from clearline.features import store as fstore
     from clearline.features.batch import MODEL_FEATURES, feature_history, order_features, read_events
     from clearline.models import labels, training_set
     from clearline.models.registry import Registry, RegistrySettings
     from clearline.models.train import fit_all
-    from clearline import config
     from clearline.pipelines.world.generate import WorldOptions, generate
+
     generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
     facts = read_events(root / "world")
     rows = order_features(facts)
-    ts = training_set.build(rows, labels.outcomes(facts, 65), tuple(MODEL_FEATURES), facts["occurred_at"].max(),
-                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
+    ts = training_set.build(
+        rows,
+        labels.outcomes(facts, 65),
+        tuple(MODEL_FEATURES),
+        facts["occurred_at"].max(),
+        {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5},
+    )
     cfg = config.load("models")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     registry = Registry(RegistrySettings(uri, (root / "artifacts").as_uri(), "clearline-underwriting"))
@@ -86,43 +97,69 @@ def prepare(root: Path) -> dict:
         fstore.push(fs, fstore.latest_rows(feature_history(rows, entity), entity), entity, offline=False)
     merchants = root / "world" / "entities" / "merchants.parquet"
     owners = dict(pl.read_parquet(merchants).select("merchant_id", "reseller_id").iter_rows())
-    asks = [{"buyer_id": r["buyer_id"], "merchant_id": r["merchant_id"], "tenant": owners[r["merchant_id"]],
-             "amount": {"minor": r["amount_minor"], "currency": r["currency"]}, "terms_days": r["terms_days"]}
-            for r in rows.iter_rows(named=True)]
-    return {"asks": asks, "feast_dir": str(feast.data_dir), "merchants": str(merchants), "uri": uri, "rows": rows,
-            "owners": owners, "fs": fs, "champion": registry.load("champion")}
+    asks = [
+        {
+            "buyer_id": r["buyer_id"],
+            "merchant_id": r["merchant_id"],
+            "tenant": owners[r["merchant_id"]],
+            "amount": {"minor": r["amount_minor"], "currency": r["currency"]},
+            "terms_days": r["terms_days"],
+        }
+        for r in rows.iter_rows(named=True)
+    ]
+    return {
+        "asks": asks,
+        "feast_dir": str(feast.data_dir),
+        "merchants": str(merchants),
+        "uri": uri,
+        "rows": rows,
+        "owners": owners,
+        "fs": fs,
+        "champion": registry.load("champion"),
+    }
 
 
 def baselines(prep: dict, root: Path, n: int) -> dict:
     """In-process: bare Feast + predict_proba, and the API's decide without HTTP."""
     import pandas as pd
+
     from clearline.features import store as fstore
     from clearline.pipelines.cli.serve import build_service
-    service = build_service({"feast_dir": prep["feast_dir"], "merchants": prep["merchants"],
-                             "decisions": str(root / "inprocess.db")})
+
+    service = build_service(
+        {"feast_dir": prep["feast_dir"], "merchants": prep["merchants"], "decisions": str(root / "inprocess.db")}
+    )
     fs = fstore.open_store(fstore.FeastSettings("clearline", Path(prep["feast_dir"])))
     champion, plain = service.champion, prep["champion"].pipeline  # plain: as MLflow loaded it (DataFrame input)
     refs = service.features.refs
     rng = random.Random(1)
     asks = [rng.choice(prep["asks"]) for _ in range(n)]
     from clearline.models.api import DecisionRequest
+
     bare, api = [], []
     for i, ask in enumerate(asks):
         t = time.perf_counter()
-        got = fs.get_online_features(features=refs, entity_rows=[{"buyer_id": ask["buyer_id"],
-                                                                  "merchant_id": ask["merchant_id"]}],
-                                     full_feature_names=True).to_dict()
-        row = {f: got.get(f"buyer_features__{f}", got.get(f"merchant_features__{f}", [None]))[0] for f in champion.features}
+        got = fs.get_online_features(
+            features=refs,
+            entity_rows=[{"buyer_id": ask["buyer_id"], "merchant_id": ask["merchant_id"]}],
+            full_feature_names=True,
+        ).to_dict()
+        row = {
+            f: got.get(f"buyer_features__{f}", got.get(f"merchant_features__{f}", [None]))[0] for f in champion.features
+        }
         row.update(amount_minor=ask["amount"]["minor"], terms_days=ask["terms_days"])
-        champion_df = pd.DataFrame([[np.nan if row[f] is None else row[f] for f in champion.features]],
-                                   columns=list(champion.features))
+        champion_df = pd.DataFrame(
+            [[np.nan if row[f] is None else row[f] for f in champion.features]], columns=list(champion.features)
+        )
         plain.predict_proba(champion_df)
         bare.append(time.perf_counter() - t)
-        body = DecisionRequest.model_validate({**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"in-{i}"})
+        body = DecisionRequest.model_validate(
+            {**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"in-{i}"}
+        )
         t = time.perf_counter()
         service.decide(ask["tenant"], body)
         api.append(time.perf_counter() - t)
-    return {"bare_feast_plus_predict_proba": pct(bare[n // 10:]), "api_decide_in_process": pct(api[n // 10:])}
+    return {"bare_feast_plus_predict_proba": pct(bare[n // 10 :]), "api_decide_in_process": pct(api[n // 10 :])}
 
 
 # --------------------------------------------------------------------------- load
@@ -156,7 +193,7 @@ class _Conn(asyncio.Protocol):
         if len(self.buf) < head_end + 4 + length:
             return
         job, self.job = self.job, None
-        self.done(self, job, int(self.buf[9:12]), self.buf[head_end + 4:head_end + 4 + length])
+        self.done(self, job, int(self.buf[9:12]), self.buf[head_end + 4 : head_end + 4 + length])
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -171,9 +208,14 @@ def _requests(port: int, asks: list[dict], n: int, tag: str) -> list[tuple[bytes
     for i in range(n):
         ask = asks[i % len(asks)]
         body = json.dumps({**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"{tag}-{i}"}).encode()
-        out.append((b"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-                    b"X-API-Key: dev-api-key-%s\r\nContent-Length: %d\r\n\r\n%s"
-                    % (port, ask["tenant"].encode(), len(body), body), f"{tag}-{i}"))
+        out.append(
+            (
+                b"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                b"X-API-Key: dev-api-key-%s\r\nContent-Length: %d\r\n\r\n%s"
+                % (port, ask["tenant"].encode(), len(body), body),
+                f"{tag}-{i}",
+            )
+        )
     return out
 
 
@@ -194,8 +236,11 @@ async def _balanced_pool(loop, port: int, connections: int, workers: int) -> tup
         if len(pool) == connections:
             break
         answered = loop.create_future()
-        conn = (await loop.create_connection(lambda: _Conn(lambda c, j, st, body: answered.set_result(body)),
-                                              "127.0.0.1", port))[1]
+        conn = (
+            await loop.create_connection(
+                lambda answered=answered: _Conn(lambda c, j, st, body: answered.set_result(body)), "127.0.0.1", port
+            )
+        )[1]
         conn.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port, 0)
         pid = json.loads(await asyncio.wait_for(answered, 30))["worker"]
         if spread.get(pid, 0) < share:
@@ -206,8 +251,17 @@ async def _balanced_pool(loop, port: int, connections: int, workers: int) -> tup
     return pool, spread
 
 
-async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: str, workers: int = 1,
-                connections: int = 64, timeout: float = 30.0, check_every: int = 20) -> dict:
+async def _load(
+    port: int,
+    asks: list[dict],
+    rate: float,
+    duration: float,
+    tag: str,
+    workers: int = 1,
+    connections: int = 64,
+    timeout: float = 30.0,
+    check_every: int = 20,
+) -> dict:
     """Open loop at `rate` for `duration`: request i is due at start + i/rate and its
     latency counts from then, whether it waited for the server or for a free connection
     (no coordinated omission). Each request goes out on an idle keep-alive connection of
@@ -219,6 +273,7 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     decision. A request unanswered `timeout` s after the last was sent is counted as a
     timeout, its latency as the time it had waited by then."""
     from collections import deque
+
     loop = asyncio.get_running_loop()
     requests = _requests(port, asks, int(rate * duration), tag)
     n = len(requests)
@@ -227,7 +282,7 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     errors: dict[str, int] = {}
     answered, checked = [0], [0]
     idle: deque[_Conn] = deque()
-    waiting: deque[int] = deque()   # due, no idle connection yet
+    waiting: deque[int] = deque()  # due, no idle connection yet
     finished = loop.create_future()
 
     def count(what: str) -> None:
@@ -242,8 +297,11 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
             count(str(status))
         elif i % check_every == 0:
             record = json.loads(body)
-            if record.get("order_id") != requests[i][1] or record.get("decision") not in ("approve", "review", "decline") \
-                    or not str(record.get("decision_id", "")).startswith("dec_"):
+            if (
+                record.get("order_id") != requests[i][1]
+                or record.get("decision") not in ("approve", "review", "decline")
+                or not str(record.get("decision_id", "")).startswith("dec_")
+            ):
                 count("wrong body")
             checked[0] += 1
         if not conn.closed:
@@ -263,7 +321,7 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     i = 0
     while i < n:
         now = time.perf_counter()
-        while i < n and due[i] <= now:   # every request due by now goes out
+        while i < n and due[i] <= now:  # every request due by now goes out
             while idle and idle[0].closed:
                 idle.popleft()
             if idle:
@@ -273,7 +331,7 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
             i += 1
         if i < n:
             await asyncio.sleep(due[i] - time.perf_counter())
-    issued_s = time.perf_counter() - start   # every request sent or queued, on schedule
+    issued_s = time.perf_counter() - start  # every request sent or queued, on schedule
     try:
         await asyncio.wait_for(asyncio.shield(finished), timeout)
     except asyncio.TimeoutError:
@@ -282,17 +340,30 @@ async def _load(port: int, asks: list[dict], rate: float, duration: float, tag: 
     for conn in pool:
         conn.transport.close()
     waited = [x if x is not None else time.perf_counter() - d for x, d in zip(lat, due)]
-    return {"target_rps": rate, "requests": n, "issued_rps": round(n / issued_s, 1),
-            "completed_rps": round(answered[0] / total_s, 1), "errors": errors, "bodies_checked": checked[0],
-            "connections_per_worker": sorted(spread.values(), reverse=True), **pct(waited)}
+    return {
+        "target_rps": rate,
+        "requests": n,
+        "issued_rps": round(n / issued_s, 1),
+        "completed_rps": round(answered[0] / total_s, 1),
+        "errors": errors,
+        "bodies_checked": checked[0],
+        "connections_per_worker": sorted(spread.values(), reverse=True),
+        **pct(waited),
+    }
 
 
 def load_main() -> None:
     """The client process: `decision_api.py --client PORT RATE DURATION TAG ASKS.json WORKERS`."""
     port, rate, duration, tag, asks, workers = sys.argv[2:8]
     import uvloop
-    print(json.dumps(uvloop.run(_load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag,
-                                      int(workers)))))
+
+    print(
+        json.dumps(
+            uvloop.run(
+                _load(int(port), json.loads(Path(asks).read_text()), float(rate), float(duration), tag, int(workers))
+            )
+        )
+    )
 
 
 def _free_port() -> int:
@@ -303,18 +374,37 @@ def _free_port() -> int:
 
 def serve(prep: dict, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(port), "--workers", str(workers),
-                             "--feast-dir", prep["feast_dir"], "--merchants", prep["merchants"],
-                             "--decisions", str(root / "decisions.db"), "--json"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clearline.pipelines.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--feast-dir",
+            prep["feast_dir"],
+            "--merchants",
+            prep["merchants"],
+            "--decisions",
+            str(root / "decisions.db"),
+            "--json",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     import urllib.request
+
     for _ in range(600):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
             return proc, port
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"serve failed: {proc.stderr.read().decode()}")
+                raise SystemExit(f"serve failed: {proc.stderr.read().decode()}") from None
             time.sleep(0.2)
     raise SystemExit("serve did not start")
 
@@ -338,29 +428,47 @@ def main() -> None:
     runs = []
     try:
         client = [sys.executable, __file__, "--client", str(port)]
-        subprocess.run(client + ["200", "3", "warmup", str(asks_file), str(args.workers)], check=True, capture_output=True)
+        subprocess.run(
+            client + ["200", "3", "warmup", str(asks_file), str(args.workers)], check=True, capture_output=True
+        )
         for rate in (float(r) for r in args.rates.split(",")):
-            res = subprocess.run(client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file), str(args.workers)],
-                                 check=True, capture_output=True, text=True)
+            res = subprocess.run(
+                client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file), str(args.workers)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             runs.append(json.loads(res.stdout))
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
-    report = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "load_avg_at_start": load_at_start, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
-              "workers": args.workers, "duration_s": args.duration, "baseline": base, "api": runs,
-              "ratio_api_p99_to_bare_p99": {str(r["target_rps"]): round(r["p99_ms"] / base["bare_feast_plus_predict_proba"]["p99_ms"], 2)
-                                            for r in runs}}
+    report = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "baseline": base,
+        "api": runs,
+        "ratio_api_p99_to_bare_p99": {
+            str(r["target_rps"]): round(r["p99_ms"] / base["bare_feast_plus_predict_proba"]["p99_ms"], 2) for r in runs
+        },
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for name, stats in base.items():
         print(f"{name:34s} p50 {stats['p50_ms']:7.3f} ms  p99 {stats['p99_ms']:7.3f} ms")
     for r in runs:
-        print(f"API {r['target_rps']:6.0f} req/s: issued {r['issued_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
-              f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
-              f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]}; "
-              f"{r['bodies_checked']} bodies checked; connections per worker {r['connections_per_worker']})")
+        print(
+            f"API {r['target_rps']:6.0f} req/s: issued {r['issued_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
+            f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
+            f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]}; "
+            f"{r['bodies_checked']} bodies checked; connections per worker {r['connections_per_worker']})"
+        )
     print(f"load average at the start {load_at_start}, at the end {report['machine']['load_avg_at_end']}")
 
 

@@ -42,9 +42,12 @@ def main() -> None:
         assert encoded == lines, "baseline must produce the same bytes"
     n = manifest["events"]
     result = {
-        "events": n, "files": len(manifest["files"]),
-        "generate_seconds": round(gen_s, 2), "events_per_minute": round(n / gen_s * 60),
-        "baseline_encode_seconds": round(base_s, 2), "baseline_events_per_minute": round(n / base_s * 60),
+        "events": n,
+        "files": len(manifest["files"]),
+        "generate_seconds": round(gen_s, 2),
+        "events_per_minute": round(n / gen_s * 60),
+        "baseline_encode_seconds": round(base_s, 2),
+        "baseline_events_per_minute": round(n / base_s * 60),
         "ratio_vs_baseline": round(base_s / gen_s, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -35,15 +35,21 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from clearline.pipelines import broker
 from clearline import config
+from clearline.pipelines import broker
 from clearline.pipelines.connectors.produce import produce_world
 from clearline.pipelines.world.generate import WorldOptions, generate
 
 
 def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     seen, eof, start = 0, 0, time.perf_counter()
     while eof < 4:
@@ -61,8 +67,8 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
 @dataclass
 class FlowRun:
     seconds: float
-    cpu_seconds: float     # user + system of every flow process
-    peak_rss_mib: float    # the largest flow process's own peak (VmHWM)
+    cpu_seconds: float  # user + system of every flow process
+    peak_rss_mib: float  # the largest flow process's own peak (VmHWM)
     rss_by_quarter: list[float]  # the highest RSS (MiB, all processes) in each quarter of the run
 
 
@@ -72,8 +78,22 @@ def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
     Peak memory is each process's VmHWM, sampled until it exits: the children's
     ru_maxrss would count this process's own pages (the generated world), which a child
     shares between fork and exec."""
-    cmd = [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", "--once", "--topic", topic,
-           "--deadletter-topic", dlq, "--state-dir", str(state), "--metrics-port", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clearline.pipelines.cli",
+        "ledger",
+        "run",
+        "--once",
+        "--topic",
+        topic,
+        "--deadletter-topic",
+        dlq,
+        "--state-dir",
+        str(state),
+        "--metrics-port",
+        "0",
+    ]
     cluster: list[str] = []
     if processes > 1:
         socks = [socket.socket() for _ in range(processes)]
@@ -101,8 +121,10 @@ def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
     seconds = time.perf_counter() - start
     if any(codes):
         raise SystemExit(f"a flow process failed: exit codes {codes}")
-    quarters = [max((kib for t, kib in samples if q * seconds / 4 <= t < (q + 1) * seconds / 4), default=0) / 1024
-                for q in range(4)]
+    quarters = [
+        max((kib for t, kib in samples if q * seconds / 4 <= t < (q + 1) * seconds / 4), default=0) / 1024
+        for q in range(4)
+    ]
     return FlowRun(seconds, cpu, peak / 1024, quarters)
 
 
@@ -145,11 +167,15 @@ def main() -> None:
         for name in (topic, dlq):
             admin.delete_topics([name])[name].result(30)
     result = {
-        "events": n, "world_events": manifest["events"],
-        "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
-        "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
+        "events": n,
+        "world_events": manifest["events"],
+        "flow_seconds": round(flow_s, 2),
+        "flow_events_per_second": round(n / flow_s),
+        "raw_consume_seconds": round(base_s, 2),
+        "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
-        "flow_processes": args.processes, "flow_peak_rss_mib": round(flow.peak_rss_mib),
+        "flow_processes": args.processes,
+        "flow_peak_rss_mib": round(flow.peak_rss_mib),
         "flow_rss_mib_by_quarter_of_run": [round(q) for q in flow.rss_by_quarter],
         "flow_cpu_seconds": round(flow.cpu_seconds, 1),
         # what one core would do if the flow had it to itself: other work shares this machine

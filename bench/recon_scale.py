@@ -78,20 +78,43 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
     day = np.sort(rng.integers(0, 365, n))
     gross = rng.integers(500, 500_000, n)
     fee = gross * 29 // 1000 + 30
-    base = pl.DataFrame({
-        "processor": np.array(PROCESSORS)[proc], "currency": np.array(CURRENCIES)[ccy],
-        "available_on": pl.Series(day.astype("timedelta64[D]") + np.datetime64(START)).cast(pl.Date),
-        "gross": gross, "fee": fee,
-    }).with_columns(
-        settlement_id=_ids("stl_", n), payment_id=_ids("pay_", n), event_id=_ids("evt_", n),
+    base = pl.DataFrame(
+        {
+            "processor": np.array(PROCESSORS)[proc],
+            "currency": np.array(CURRENCIES)[ccy],
+            "available_on": pl.Series(day.astype("timedelta64[D]") + np.datetime64(START)).cast(pl.Date),
+            "gross": gross,
+            "fee": fee,
+        }
+    ).with_columns(
+        settlement_id=_ids("stl_", n),
+        payment_id=_ids("pay_", n),
+        event_id=_ids("evt_", n),
         merchant_id=pl.format("m_{}", (pl.int_range(n) % 5000).cast(pl.String).str.zfill(5)),
-        payout_id=pl.format("po_{}_{}_{}", "processor", pl.col("currency").str.to_lowercase(),
-                            pl.col("available_on").dt.strftime("%Y%m%d")))
+        payout_id=pl.format(
+            "po_{}_{}_{}",
+            "processor",
+            pl.col("currency").str.to_lowercase(),
+            pl.col("available_on").dt.strftime("%Y%m%d"),
+        ),
+    )
     expected = base.select(
-        "event_id", "processor", "settlement_id", "payout_id", record_type=pl.lit("charge"), payment_id="payment_id",
-        merchant_id="merchant_id", gross_minor="gross", gross_currency="currency", fee_minor="fee", fee_currency="currency",
-        net_minor=pl.col("gross") - pl.col("fee"), net_currency="currency", available_on="available_on",
-        fx_rate=pl.lit(None, pl.String)).cast(expectations.SETTLEMENT_SCHEMA)
+        "event_id",
+        "processor",
+        "settlement_id",
+        "payout_id",
+        record_type=pl.lit("charge"),
+        payment_id="payment_id",
+        merchant_id="merchant_id",
+        gross_minor="gross",
+        gross_currency="currency",
+        fee_minor="fee",
+        fee_currency="currency",
+        net_minor=pl.col("gross") - pl.col("fee"),
+        net_currency="currency",
+        available_on="available_on",
+        fx_rate=pl.lit(None, pl.String),
+    ).cast(expectations.SETTLEMENT_SCHEMA)
 
     k = max(int(n * BREAK_RATE), 1)
     picks = rng.choice(n, size=6 * k, replace=False)
@@ -99,48 +122,104 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
     lines = expected.with_row_index("i").with_columns(
         net_minor=pl.when(pl.col("i").is_in(amount_rows)).then(pl.col("net_minor") - 777).otherwise("net_minor"),
         fee_minor=pl.when(pl.col("i").is_in(fee_rows)).then(pl.col("fee_minor") + 55).otherwise("fee_minor"),
-        value_date=pl.when(pl.col("i").is_in(late_rows)).then(pl.col("available_on") + pl.duration(days=9))
-        .otherwise("available_on"))
-    lines = lines.with_columns(net_minor=pl.when(pl.col("i").is_in(fee_rows)).then(pl.col("gross_minor") - pl.col("fee_minor"))
-                               .otherwise("net_minor"))
-    unknown = lines.head(k).with_columns(settlement_id=pl.format("stx_{}", "settlement_id"),
-                                         payment_id=pl.format("payx_{}", "payment_id"))
-    reported = pl.concat([lines.filter(~pl.col("i").is_in(missing_rows)), lines.filter(pl.col("i").is_in(dup_rows)), unknown])
+        value_date=pl.when(pl.col("i").is_in(late_rows))
+        .then(pl.col("available_on") + pl.duration(days=9))
+        .otherwise("available_on"),
+    )
+    lines = lines.with_columns(
+        net_minor=pl.when(pl.col("i").is_in(fee_rows))
+        .then(pl.col("gross_minor") - pl.col("fee_minor"))
+        .otherwise("net_minor")
+    )
+    unknown = lines.head(k).with_columns(
+        settlement_id=pl.format("stx_{}", "settlement_id"), payment_id=pl.format("payx_{}", "payment_id")
+    )
+    reported = pl.concat(
+        [lines.filter(~pl.col("i").is_in(missing_rows)), lines.filter(pl.col("i").is_in(dup_rows)), unknown]
+    )
     reported = reported.select(
-        "processor", line_id="settlement_id", payment_id="payment_id", payout_id="payout_id", record_type="record_type",
-        merchant_id="merchant_id", gross_minor="gross_minor", gross_currency="gross_currency", fee_minor="fee_minor",
-        fee_currency="fee_currency", net_minor="net_minor", net_currency="net_currency", fx_rate="fx_rate",
+        "processor",
+        line_id="settlement_id",
+        payment_id="payment_id",
+        payout_id="payout_id",
+        record_type="record_type",
+        merchant_id="merchant_id",
+        gross_minor="gross_minor",
+        gross_currency="gross_currency",
+        fee_minor="fee_minor",
+        fee_currency="fee_currency",
+        net_minor="net_minor",
+        net_currency="net_currency",
+        fx_rate="fx_rate",
         created_at=pl.col("available_on").cast(pl.Datetime("us", "UTC")) - pl.duration(days=2),
-        value_date="value_date", source_file=pl.format("{}_{}.csv", "processor", "payout_id"),
-        line_no=pl.int_range(pl.len()) + 2).cast(SETTLEMENT_SCHEMA)
+        value_date="value_date",
+        source_file=pl.format("{}_{}.csv", "processor", "payout_id"),
+        line_no=pl.int_range(pl.len()) + 2,
+    ).cast(SETTLEMENT_SCHEMA)
 
-    payouts = expected.group_by("processor", "payout_id", "net_currency").agg(
-        amount_minor=pl.col("net_minor").sum(), day=pl.col("available_on").max()).sort("payout_id")
+    payouts = (
+        expected.group_by("processor", "payout_id", "net_currency")
+        .agg(amount_minor=pl.col("net_minor").sum(), day=pl.col("available_on").max())
+        .sort("payout_id")
+    )
     movements = payouts.select(
-        event_id=pl.format("evt_po_{}", "payout_id"), kind=pl.lit("processor_payout"), processor="processor",
-        reference="payout_id", amount_minor="amount_minor", amount_currency="net_currency",
-        expected_on=pl.col("day") + pl.duration(days=1)).cast(expectations.BANK_SCHEMA)
+        event_id=pl.format("evt_po_{}", "payout_id"),
+        kind=pl.lit("processor_payout"),
+        processor="processor",
+        reference="payout_id",
+        amount_minor="amount_minor",
+        amount_currency="net_currency",
+        expected_on=pl.col("day") + pl.duration(days=1),
+    ).cast(expectations.BANK_SCHEMA)
     # The bank credits what the processor paid: the sum of the lines it reported per batch
     # (a processor's report and its payout agree with each other, not with the ledger).
     paid = reported.group_by("payout_id").agg(paid_minor=pl.col("net_minor").sum())
     unbanked = max(payouts.height // 500, 1)
-    bank = movements.join(paid, left_on="reference", right_on="payout_id").sort("reference").slice(unbanked).select(
-        format=pl.lit("camt053"), account=pl.format("ACCT-{}", "amount_currency"),
-        bank_ref=pl.format("BR{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)),
-        reference="reference", text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "reference"),
-        amount_minor="paid_minor", amount_currency="amount_currency", booking_date="expected_on",
-        value_date="expected_on", source_file=pl.format("stmt_{}.xml", "amount_currency"), line_no=pl.lit(0))
-    stray = bank.head(unbanked).with_columns(reference=pl.lit(None, pl.String), text=pl.lit("INCOMING WIRE"),
-                                             bank_ref=pl.format("BX{}", "bank_ref"), amount_minor=pl.col("amount_minor") // 7)
-    bank = (pl.concat([bank, stray]).sort("account", "booking_date", "bank_ref")
-            .with_columns(line_no=pl.int_range(pl.len()).over("source_file") + 1).cast(BANK_SCHEMA))
+    bank = (
+        movements.join(paid, left_on="reference", right_on="payout_id")
+        .sort("reference")
+        .slice(unbanked)
+        .select(
+            format=pl.lit("camt053"),
+            account=pl.format("ACCT-{}", "amount_currency"),
+            bank_ref=pl.format("BR{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)),
+            reference="reference",
+            text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "reference"),
+            amount_minor="paid_minor",
+            amount_currency="amount_currency",
+            booking_date="expected_on",
+            value_date="expected_on",
+            source_file=pl.format("stmt_{}.xml", "amount_currency"),
+            line_no=pl.lit(0),
+        )
+    )
+    stray = bank.head(unbanked).with_columns(
+        reference=pl.lit(None, pl.String),
+        text=pl.lit("INCOMING WIRE"),
+        bank_ref=pl.format("BX{}", "bank_ref"),
+        amount_minor=pl.col("amount_minor") // 7,
+    )
+    bank = (
+        pl.concat([bank, stray])
+        .sort("account", "booking_date", "bank_ref")
+        .with_columns(line_no=pl.int_range(pl.len()).over("source_file") + 1)
+        .cast(BANK_SCHEMA)
+    )
 
     expected.write_parquet(folder / "expected_settlements.parquet")
     movements.write_parquet(folder / "expected_movements.parquet")
     reported.write_parquet(folder / "settlement_lines.parquet")
     bank.write_parquet(folder / "bank_lines.parquet")
-    return {"amount_mismatch": k, "fee_mismatch": k, "late_settlement": k, "missing_at_processor": k,
-            "duplicate": k, "missing_in_ledger": k, "payout_not_in_bank": unbanked, "unexplained_bank_line": unbanked}
+    return {
+        "amount_mismatch": k,
+        "fee_mismatch": k,
+        "late_settlement": k,
+        "missing_at_processor": k,
+        "duplicate": k,
+        "missing_in_ledger": k,
+        "payout_not_in_bank": unbanked,
+        "unexplained_bank_line": unbanked,
+    }
 
 
 def _cpu() -> float:
@@ -160,14 +239,23 @@ def timed(run, *args) -> tuple[float, float, object]:
 def pair_part(folder: Path, tol: Tolerances) -> None:
     """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
     from clearline.recon.matching import settlements
-    settlements.match(pl.scan_parquet(folder / "expected_settlements.parquet"),
-                      pl.scan_parquet(folder / "settlement_lines.parquet"), tol, AS_OF.date())
+
+    settlements.match(
+        pl.scan_parquet(folder / "expected_settlements.parquet"),
+        pl.scan_parquet(folder / "settlement_lines.parquet"),
+        tol,
+        AS_OF.date(),
+    )
 
 
 def three_way(folder: Path, tol: Tolerances) -> pl.DataFrame:
     """Parquet scans in (the matcher reads each in parts, only what it needs), variances out."""
-    inputs = Inputs(*(pl.scan_parquet(folder / f"{name}.parquet") for name in
-                      ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")))
+    inputs = Inputs(
+        *(
+            pl.scan_parquet(folder / f"{name}.parquet")
+            for name in ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")
+        )
+    )
     result = reconcile(inputs, tol, AS_OF)
     result.variances.write_parquet(folder / "variances.parquet")
     return result.variances
@@ -175,19 +263,28 @@ def three_way(folder: Path, tol: Tolerances) -> pl.DataFrame:
 
 def datacompy_pair(folder: Path) -> None:
     import datacompy
-    ledger = pl.read_parquet(folder / "expected_settlements.parquet",
-                             columns=["settlement_id", "net_minor", "fee_minor", "available_on"])
-    lines = pl.read_parquet(folder / "settlement_lines.parquet", columns=["line_id", "net_minor", "fee_minor", "value_date"])
-    compare = datacompy.PolarsCompare(ledger.rename({"settlement_id": "line_id", "available_on": "value_date"}), lines,
-                                      join_columns=["line_id"], df1_name="ledger", df2_name="processor")
+
+    ledger = pl.read_parquet(
+        folder / "expected_settlements.parquet", columns=["settlement_id", "net_minor", "fee_minor", "available_on"]
+    )
+    lines = pl.read_parquet(
+        folder / "settlement_lines.parquet", columns=["line_id", "net_minor", "fee_minor", "value_date"]
+    )
+    compare = datacompy.PolarsCompare(
+        ledger.rename({"settlement_id": "line_id", "available_on": "value_date"}),
+        lines,
+        join_columns=["line_id"],
+        df1_name="ledger",
+        df2_name="processor",
+    )
     compare.report()
 
 
 def duckdb_pair(folder: Path) -> int:
     con = duckdb.connect()
     differing = con.execute(f"""
-        SELECT count(*) FROM read_parquet('{folder / 'expected_settlements.parquet'}') e
-        FULL OUTER JOIN read_parquet('{folder / 'settlement_lines.parquet'}') l ON e.settlement_id = l.line_id
+        SELECT count(*) FROM read_parquet('{folder / "expected_settlements.parquet"}') e
+        FULL OUTER JOIN read_parquet('{folder / "settlement_lines.parquet"}') l ON e.settlement_id = l.line_id
         WHERE e.settlement_id IS NULL OR l.line_id IS NULL OR e.net_minor <> l.net_minor
            OR e.fee_minor <> l.fee_minor OR e.available_on <> l.value_date""").fetchone()[0]
     con.close()
@@ -201,6 +298,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from clearline import config
+
     tol = Tolerances.from_config(config.load("recon")["matching"])
     with tempfile.TemporaryDirectory(prefix="recon-scale-") as tmp:
         folder = Path(tmp)
@@ -219,15 +317,27 @@ def main() -> None:
         dc, dc_cpu, _ = timed(datacompy_pair, folder)
         db, db_cpu, differing = timed(duckdb_pair, folder)
     report = {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, Polars {pl.__version__}, DuckDB {duckdb.__version__}",
-        "lines": args.lines, "synthesise_s": round(made, 2), "three_way_s": round(elapsed, 2),
-        "three_way_cpu_s": round(cpu, 1), "peak_rss_mib": round(peak_mib), "rss_before_run_mib": round(rss_before / 1024),
-        "planted": planted, "found": found, "found_equals_planted": found == planted,
-        "ledger_processor_part_s": round(pair, 2), "ledger_processor_part_cpu_s": round(pair_cpu, 1),
-        "datacompy_pair_s": round(dc, 2), "datacompy_pair_cpu_s": round(dc_cpu, 1),
-        "duckdb_pair_s": round(db, 2), "duckdb_pair_cpu_s": round(db_cpu, 1), "duckdb_pair_differing": differing,
-        "ratio_datacompy_over_pair_part": round(dc / pair, 2), "ratio_duckdb_over_three_way": round(db / elapsed, 2),
+        "lines": args.lines,
+        "synthesise_s": round(made, 2),
+        "three_way_s": round(elapsed, 2),
+        "three_way_cpu_s": round(cpu, 1),
+        "peak_rss_mib": round(peak_mib),
+        "rss_before_run_mib": round(rss_before / 1024),
+        "planted": planted,
+        "found": found,
+        "found_equals_planted": found == planted,
+        "ledger_processor_part_s": round(pair, 2),
+        "ledger_processor_part_cpu_s": round(pair_cpu, 1),
+        "datacompy_pair_s": round(dc, 2),
+        "datacompy_pair_cpu_s": round(dc_cpu, 1),
+        "duckdb_pair_s": round(db, 2),
+        "duckdb_pair_cpu_s": round(db_cpu, 1),
+        "duckdb_pair_differing": differing,
+        "ratio_datacompy_over_pair_part": round(dc / pair, 2),
+        "ratio_duckdb_over_three_way": round(db / elapsed, 2),
         "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     if args.json:

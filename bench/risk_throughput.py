@@ -44,14 +44,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
 
+from clearline import config  # noqa: E402
 from clearline.features import store  # noqa: E402
 from clearline.features.feast_repo import view_name  # noqa: E402
 from clearline.features.online_read import SqliteOnlineRead  # noqa: E402
 from clearline.pipelines import broker
-from clearline import config  # noqa: E402
 from clearline.pipelines.connectors.produce import produce_world, world_messages  # noqa: E402
-from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign  # noqa: E402
 from clearline.pipelines.world.generate import WorldOptions, generate  # noqa: E402
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign  # noqa: E402
 
 MARKER_MERCHANT = "m_bench_marker"  # markers' own merchant: its clock never touches the world's
 
@@ -63,8 +63,13 @@ def environment(tmp: Path, prefix: str) -> dict[str, str]:
     features = yaml.safe_load((configs / "features.yaml").read_text())
     features["feast"]["path"] = str(tmp / "feast")
     (configs / "features.yaml").write_text(yaml.safe_dump(features))
-    return {**os.environ, "CLEARLINE_CONFIG_DIR": str(configs), "CLEARLINE_TOPIC_PREFIX": prefix,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return {
+        **os.environ,
+        "CLEARLINE_CONFIG_DIR": str(configs),
+        "CLEARLINE_TOPIC_PREFIX": prefix,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
 
 
 def clearline(env: dict, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -79,17 +84,24 @@ class Markers:
         self.template = json.loads(template)
         self.key = TenantKeys.from_config().key(tenant)
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0})
-        self.sent: dict[str, float] = {}        # buyer -> monotonic time the finalising event was produced
+        self.sent: dict[str, float] = {}  # buyer -> monotonic time the finalising event was produced
         self.at = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
     def _send(self, buyer: str, n: int, at: datetime) -> None:
         doc = json.loads(json.dumps(self.template))
-        doc.update(event_id=f"evt_mark_{buyer}_{n}", occurred_at=at.isoformat().replace("+00:00", "Z"),
-                   merchant_id=MARKER_MERCHANT)
+        doc.update(
+            event_id=f"evt_mark_{buyer}_{n}",
+            occurred_at=at.isoformat().replace("+00:00", "Z"),
+            merchant_id=MARKER_MERCHANT,
+        )
         doc["payload"].update(order_id=f"ord_mark_{buyer}_{n}", buyer_id=buyer, payment_method="terms")
         body = json.dumps(doc).encode()
-        self.producer.produce(self.topic, body, MARKER_MERCHANT.encode(),
-                              headers=[(TENANT_HEADER, self.tenant.encode()), (SIGNATURE_HEADER, sign(body, self.key).encode())])
+        self.producer.produce(
+            self.topic,
+            body,
+            MARKER_MERCHANT.encode(),
+            headers=[(TENANT_HEADER, self.tenant.encode()), (SIGNATURE_HEADER, sign(body, self.key).encode())],
+        )
         self.producer.poll(0)
 
     def place(self) -> str:
@@ -120,12 +132,15 @@ def freshness(env: dict, bootstrap: str, topic: str, world: Path, rate: float, s
     """p50/p99 of produced → visible online, under `rate` events/s of world traffic."""
     body, _, tenant = next(m for m in world_messages(world) if b'"payment_method":"terms"' in m[0])
     markers = Markers(bootstrap, topic, body, tenant)
-    flow = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "risk", "run", "--topic", topic,
-                             "--state-dir", str(state)], env=env, stdout=subprocess.DEVNULL)
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "clearline.pipelines.cli", "risk", "run", "--topic", topic, "--state-dir", str(state)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     online = None
     latencies: list[float] = []
     try:
-        warm = markers.place()   # the flow is ready once the first marker is online
+        warm = markers.place()  # the flow is ready once the first marker is online
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if online is None and (feast_dir / "feature_store.yaml").exists():
@@ -157,8 +172,13 @@ def freshness(env: dict, bootstrap: str, topic: str, world: Path, rate: float, s
         flow.send_signal(signal.SIGTERM)
         flow.wait(120)
     ms = np.array(latencies) * 1000
-    return {"markers": len(ms), "rate_events_per_second": rate, "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1)}
+    return {
+        "markers": len(ms),
+        "rate_events_per_second": rate,
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+    }
 
 
 def main() -> None:
@@ -193,7 +213,9 @@ def main() -> None:
         for name in topics:
             admin.delete_topics([name])[name].result(30)
     result["freshness"] = fresh
-    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    result["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    )
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>32}: {v}" for k, v in result.items()))
 
 
@@ -206,17 +228,33 @@ def throughput(env: dict, bootstrap: str, topic: str, tmp: Path, args) -> dict:
     n = produced.delivered
     base_s = raw_consume(bootstrap, topic, n)
     start = time.perf_counter()
-    got = clearline(env, "risk", "run", "--once", "--json", "--topic", topic, "--state-dir", str(tmp / "state"),
-                    stdout=subprocess.PIPE)
+    got = clearline(
+        env,
+        "risk",
+        "run",
+        "--once",
+        "--json",
+        "--topic",
+        topic,
+        "--state-dir",
+        str(tmp / "state"),
+        stdout=subprocess.PIPE,
+    )
     flow_s = time.perf_counter() - start
     summary = json.loads(got.stdout)
     return {
-        "events": n, "world_events": manifest["events"], "requests": summary["requests"],
-        "decisions": summary["decisions"], "late_events": summary["late_events"],
-        "flow_seconds": round(flow_s, 2), "flow_events_per_second": round(n / flow_s),
-        "dataflow_seconds": summary["flow_seconds"], "dataflow_events_per_second": round(n / summary["flow_seconds"]),
+        "events": n,
+        "world_events": manifest["events"],
+        "requests": summary["requests"],
+        "decisions": summary["decisions"],
+        "late_events": summary["late_events"],
+        "flow_seconds": round(flow_s, 2),
+        "flow_events_per_second": round(n / flow_s),
+        "dataflow_seconds": summary["flow_seconds"],
+        "dataflow_events_per_second": round(n / summary["flow_seconds"]),
         "ratio_dataflow_to_raw": round((n / summary["flow_seconds"]) / (n / base_s), 3),
-        "raw_consume_seconds": round(base_s, 2), "raw_consume_events_per_second": round(n / base_s),
+        "raw_consume_seconds": round(base_s, 2),
+        "raw_consume_events_per_second": round(n / base_s),
         "ratio_flow_to_raw": round((n / flow_s) / (n / base_s), 3),
     }
 

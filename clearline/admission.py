@@ -19,8 +19,8 @@ from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, Unkno
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    reason: str   # short and sortable: signature, tenant, contract:<kind>, …
-    detail: str   # what a person needs to act on it
+    reason: str  # short and sortable: signature, tenant, contract:<kind>, …
+    detail: str  # what a person needs to act on it
     event_id: str | None
 
 
@@ -50,8 +50,12 @@ def admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys)
     except UnknownTenant as exc:
         return Refusal("tenant", str(exc), None)
     if not verify(raw, header.get(SIGNATURE_HEADER), key):
-        return Refusal("signature", f"HMAC-SHA256 signature missing or wrong for tenant {tenant!r}: the bytes were "
-                       "altered after signing or signed with another key", None)
+        return Refusal(
+            "signature",
+            f"HMAC-SHA256 signature missing or wrong for tenant {tenant!r}: the bytes were "
+            "altered after signing or signed with another key",
+            None,
+        )
     try:
         event = events.decode(raw)
     except events.ContractError as exc:

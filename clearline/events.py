@@ -282,7 +282,7 @@ def _pan_spans(text: str) -> list[tuple[int, int]]:
         while i < len(groups):
             longest, digits = None, ""
             for j in range(i, len(groups)):
-                digits += text[groups[j][0]:groups[j][1]]
+                digits += text[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
                 if len(digits) >= 13 and _luhn_ok(digits):
@@ -377,9 +377,13 @@ def decode(raw: bytes | str) -> Event:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ContractError([Issue("", f"json: malformed at line {exc.lineno} column {exc.colno}: {exc.msg}")]) from None
+        raise ContractError(
+            [Issue("", f"json: malformed at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+        ) from None
     if "\\" in text:  # escapes can spell digits the raw scan cannot see ("\u0034…")
-        hidden = [Issue(path, f"pan: a card number appears in the field: {masked[:80]}") for path, masked in _pan_paths(doc)]
+        hidden = [
+            Issue(path, f"pan: a card number appears in the field: {masked[:80]}") for path, masked in _pan_paths(doc)
+        ]
         if hidden:
             raise ContractError(hidden)
     return from_dict(doc)
@@ -397,13 +401,19 @@ def from_dict(doc: Any) -> Event:
     occurred_at = _field(doc, "occurred_at", datetime, "", issues)
     version = _field(doc, "schema_version", int, "", issues)
     if isinstance(version, int) and version not in KNOWN_SCHEMA_VERSIONS:
-        issues.append(Issue("schema_version", f"version: {version} is not one this reader knows ({sorted(KNOWN_SCHEMA_VERSIONS)})"))
+        issues.append(
+            Issue(
+                "schema_version", f"version: {version} is not one this reader knows ({sorted(KNOWN_SCHEMA_VERSIONS)})"
+            )
+        )
     event_type = doc.get("event_type")
     cls = PAYLOADS.get(event_type) if isinstance(event_type, str) else None
     if event_type is None:
         issues.append(Issue("event_type", "missing: required field"))
     elif cls is None:
-        issues.append(Issue("event_type", f"unknown: {event_type!r} is not an event type (one of {', '.join(EVENT_TYPES)})"))
+        issues.append(
+            Issue("event_type", f"unknown: {event_type!r} is not an event type (one of {', '.join(EVENT_TYPES)})")
+        )
     payload = None
     if "payload" not in doc:
         issues.append(Issue("payload", "missing: required field"))
@@ -422,20 +432,31 @@ _ENVELOPE = ("event_id", "event_type", "occurred_at", "merchant_id", "reseller_i
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
-            int: "an integer", float: "a number with a fraction"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "an integer",
+        float: "a number with a fraction",
+    }.get(type(value), type(value).__name__)
 
 
 def _no_extra(doc: dict, allowed: tuple[str, ...], prefix: str, issues: list[Issue]) -> None:
     for key in doc:
         if key not in allowed:
-            issues.append(Issue(f"{prefix}{key}", f"unknown: field not in the contract (expected {', '.join(allowed)})"))
+            issues.append(
+                Issue(f"{prefix}{key}", f"unknown: field not in the contract (expected {', '.join(allowed)})")
+            )
 
 
 def _check_id(doc: dict, name: str, prefix: str, issues: list[Issue]) -> str | None:
     value = _field(doc, name, str, prefix, issues)
     if isinstance(value, str) and not _ID.fullmatch(value):
-        issues.append(Issue(prefix + name, f"format: {value[:80]!r} is not an identifier (1–64 of A-Z a-z 0-9 _ . : -)"))
+        issues.append(
+            Issue(prefix + name, f"format: {value[:80]!r} is not an identifier (1–64 of A-Z a-z 0-9 _ . : -)")
+        )
         return None
     return value
 
@@ -516,7 +537,9 @@ def _money(value: Any, path: str, issues: list[Issue]) -> Money | None:
     if "minor" not in value:
         issues.append(Issue(path + ".minor", "missing: required field"))
     elif isinstance(minor, float):
-        issues.append(Issue(path + ".minor", f"type: {minor!r} has a fraction; money is an integer count of minor units"))
+        issues.append(
+            Issue(path + ".minor", f"type: {minor!r} has a fraction; money is an integer count of minor units")
+        )
     elif isinstance(minor, bool) or not isinstance(minor, int):
         issues.append(Issue(path + ".minor", f"type: expected an integer count of minor units, got {_kind(minor)}"))
     currency = value.get("currency")
@@ -539,7 +562,9 @@ def _hints(cls: type) -> dict[str, tuple[Any, bool]]:
 
 _PAYLOAD_FIELDS = {cls: _hints(cls) for cls in PAYLOADS.values()}
 # by identity: hashing a Literal type costs more than the check it guards
-_LITERALS = frozenset(id(t) for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal)
+_LITERALS = frozenset(
+    id(t) for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal
+)
 
 
 def _build(cls: type, doc: dict, prefix: str, issues: list[Issue]) -> Any:
@@ -611,8 +636,11 @@ def _struct_of(cls: type) -> type:
 
 _FAST_ENVELOPE = msgspec.json.Decoder(_EnvelopeS)
 _FAST_PAYLOADS = {
-    event_type: (cls, msgspec.json.Decoder(_struct_of(cls)),
-                 tuple((name, typ) for name, (typ, _) in _PAYLOAD_FIELDS[cls].items() if typ in (Money, date, datetime)))
+    event_type: (
+        cls,
+        msgspec.json.Decoder(_struct_of(cls)),
+        tuple((name, typ) for name, (typ, _) in _PAYLOAD_FIELDS[cls].items() if typ in (Money, date, datetime)),
+    )
     for event_type, cls in PAYLOADS.items()
 }
 
@@ -642,5 +670,6 @@ def _fast_decode(raw: bytes | str) -> Event | None:
     rate = values.get("fx_rate")
     if issues or (rate is not None and (not _DECIMAL.fullmatch(rate) or not rate.strip("0."))):
         return None
-    return Event(env.event_id, env.event_type, occurred_at, env.merchant_id, env.reseller_id, cls(**values),
-                 env.schema_version)
+    return Event(
+        env.event_id, env.event_type, occurred_at, env.merchant_id, env.reseller_id, cls(**values), env.schema_version
+    )

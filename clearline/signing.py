@@ -44,7 +44,9 @@ class TenantKeys:
         try:
             return self.keys[tenant]
         except KeyError:
-            raise UnknownTenant(f"no signing key for tenant {tenant!r} (known: {', '.join(sorted(self.keys))})") from None
+            raise UnknownTenant(
+                f"no signing key for tenant {tenant!r} (known: {', '.join(sorted(self.keys))})"
+            ) from None
 
 
 def sign(body: bytes, key: bytes) -> str:

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
-from clearline.features.records import record
 from clearline.events import Event
+from clearline.features.records import record
 
 # --------------------------------------------------------------------------- the spec
 
@@ -64,8 +64,11 @@ class Spec:
         return max(self.windows[-1][1], self.merchant_window[1])
 
 
-DEFAULT_SPEC = Spec(windows=(("1h", 3600), ("24h", 86400), ("7d", 604800), ("30d", 2592000)),
-                    merchant_window=("30d", 2592000), allowed_lateness_s=3600)
+DEFAULT_SPEC = Spec(
+    windows=(("1h", 3600), ("24h", 86400), ("7d", 604800), ("30d", 2592000)),
+    merchant_window=("30d", 2592000),
+    allowed_lateness_s=3600,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -88,22 +91,37 @@ def spec_from_config(cfg: Mapping[str, Any]) -> Spec:
     windows = tuple((str(w), _seconds(w, "windows")) for w in labels)
     if [s for _, s in windows] != sorted({s for _, s in windows}):
         raise FeatureConfigError(f"configs/features.yaml: windows must be distinct and ascending, got {labels}")
-    return Spec(windows, (str(merchant), _seconds(merchant, "merchant_window")),
-                _seconds(lateness, "allowed_lateness"))
+    return Spec(windows, (str(merchant), _seconds(merchant, "merchant_window")), _seconds(lateness, "allowed_lateness"))
 
 
 # --------------------------------------------------------------------------- names
 
+
 def buyer_feature_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
-    return (*(f"buyer_orders_{w}" for w, _ in spec.windows), *(f"buyer_amount_{w}" for w, _ in spec.windows),
-            "buyer_exposure_minor", "buyer_days_past_due", "buyer_late_repayment_rate",
-            "buyer_refund_rate", "buyer_chargeback_rate", "buyer_distinct_merchants", "buyer_defaults")
+    return (
+        *(f"buyer_orders_{w}" for w, _ in spec.windows),
+        *(f"buyer_amount_{w}" for w, _ in spec.windows),
+        "buyer_exposure_minor",
+        "buyer_days_past_due",
+        "buyer_late_repayment_rate",
+        "buyer_refund_rate",
+        "buyer_chargeback_rate",
+        "buyer_distinct_merchants",
+        "buyer_defaults",
+    )
 
 
 def merchant_feature_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
     w = spec.merchant_window[0]
-    return (f"merchant_orders_{w}", f"merchant_volume_{w}", f"merchant_avg_ticket_{w}", "merchant_ticket_zscore",
-            "merchant_decline_rate", "merchant_refund_rate", "merchant_chargeback_rate")
+    return (
+        f"merchant_orders_{w}",
+        f"merchant_volume_{w}",
+        f"merchant_avg_ticket_{w}",
+        "merchant_ticket_zscore",
+        "merchant_decline_rate",
+        "merchant_refund_rate",
+        "merchant_chargeback_rate",
+    )
 
 
 def merchant_ticket_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, str]:
@@ -123,8 +141,11 @@ def merchant_row_names(spec: Spec = DEFAULT_SPEC) -> tuple[str, ...]:
 
 def float_features(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
     """The features that are Float64 (rates and the z-score); every other one is an integer."""
-    return frozenset(n for n in (*buyer_feature_names(spec), *merchant_feature_names(spec))
-                     if n.endswith("_rate") or n.endswith("_zscore"))
+    return frozenset(
+        n
+        for n in (*buyer_feature_names(spec), *merchant_feature_names(spec))
+        if n.endswith("_rate") or n.endswith("_zscore")
+    )
 
 
 def wide_integers(spec: Spec = DEFAULT_SPEC) -> frozenset[str]:
@@ -158,10 +179,12 @@ class Fact:
 
 
 FACT_FIELDS = tuple(f.name for f in dataclasses.fields(Fact))
-BUYER_EVENTS = frozenset({"order.created", "payment.authorized", "payment.refunded", "chargeback.opened",
-                          "buyer.repayment", "buyer.default"})
-MERCHANT_EVENTS = frozenset({"order.created", "payment.authorized", "payment.voided", "payment.refunded",
-                             "chargeback.opened"})
+BUYER_EVENTS = frozenset(
+    {"order.created", "payment.authorized", "payment.refunded", "chargeback.opened", "buyer.repayment", "buyer.default"}
+)
+MERCHANT_EVENTS = frozenset(
+    {"order.created", "payment.authorized", "payment.voided", "payment.refunded", "chargeback.opened"}
+)
 NEEDS_ATTRIBUTION = frozenset({"payment.refunded", "chargeback.opened"})  # carry a payment, not a buyer
 
 
@@ -169,11 +192,21 @@ def fact_of(event: Event, buyer_id: str | None = None) -> Fact:
     """Flatten a decoded contract event (payload fields by name; absent ones stay None)."""
     p = event.payload
     amount = getattr(p, "amount", None)
-    return Fact(event.event_id, event.event_type, event.occurred_at, event.merchant_id,
-                buyer_id or getattr(p, "buyer_id", None), getattr(p, "order_id", None), getattr(p, "payment_id", None),
-                amount.minor if amount else None, amount.currency if amount else None,
-                getattr(p, "payment_method", None), getattr(p, "terms_days", None),
-                getattr(p, "due_date", None), getattr(p, "days_late", None))
+    return Fact(
+        event.event_id,
+        event.event_type,
+        event.occurred_at,
+        event.merchant_id,
+        buyer_id or getattr(p, "buyer_id", None),
+        getattr(p, "order_id", None),
+        getattr(p, "payment_id", None),
+        amount.minor if amount else None,
+        amount.currency if amount else None,
+        getattr(p, "payment_method", None),
+        getattr(p, "terms_days", None),
+        getattr(p, "due_date", None),
+        getattr(p, "days_late", None),
+    )
 
 
 def is_underwriting_request(f: Fact) -> bool:
@@ -182,14 +215,29 @@ def is_underwriting_request(f: Fact) -> bool:
 
 
 # what identifies an underwriting request in a feature row, before the features
-ORDER_COLUMNS = ("order_id", "buyer_id", "merchant_id", "event_id", "decision_time", "amount_minor", "currency",
-                 "terms_days")
+ORDER_COLUMNS = (
+    "order_id",
+    "buyer_id",
+    "merchant_id",
+    "event_id",
+    "decision_time",
+    "amount_minor",
+    "currency",
+    "terms_days",
+)
 
 
 def request_columns(f: Fact) -> dict[str, Any]:
-    return {"order_id": f.order_id, "buyer_id": f.buyer_id, "merchant_id": f.merchant_id, "event_id": f.event_id,
-            "decision_time": f.occurred_at, "amount_minor": f.amount_minor, "currency": f.currency,
-            "terms_days": f.terms_days}
+    return {
+        "order_id": f.order_id,
+        "buyer_id": f.buyer_id,
+        "merchant_id": f.merchant_id,
+        "event_id": f.event_id,
+        "decision_time": f.occurred_at,
+        "amount_minor": f.amount_minor,
+        "currency": f.currency,
+        "terms_days": f.terms_days,
+    }
 
 
 @record
@@ -233,7 +281,7 @@ class OpenOrder:
 @record
 class BuyerState:
     orders: tuple[tuple[datetime, int, str], ...] = ()  # (occurred_at, minor, currency) within retention, in time order
-    financed: tuple[tuple[str, int], ...] = ()          # per currency, lifetime
+    financed: tuple[tuple[str, int], ...] = ()  # per currency, lifetime
     repaid: tuple[tuple[str, int], ...] = ()
     open_orders: tuple[OpenOrder, ...] = ()
     repayments: int = 0
@@ -258,17 +306,21 @@ def _with_order(orders: tuple, f: Fact, spec: Spec) -> tuple:
         orders = (*orders[:at], new, *orders[at:])
     else:
         orders = (*orders, new)
-    return orders[bisect.bisect_left(orders, f.occurred_at - timedelta(seconds=spec.retention_s), key=_at):]
+    return orders[bisect.bisect_left(orders, f.occurred_at - timedelta(seconds=spec.retention_s), key=_at) :]
 
 
 def _within(orders: tuple, since: datetime, until: datetime) -> tuple:
     """The orders with since <= time < until (orders are in event-time order)."""
-    return orders[bisect.bisect_left(orders, since, key=_at):bisect.bisect_left(orders, until, key=_at)]
+    return orders[bisect.bisect_left(orders, since, key=_at) : bisect.bisect_left(orders, until, key=_at)]
 
 
 # events that only bump a counter, by the state field they bump (where the state has it)
-_COUNTERS = {"payment.authorized": "payments", "payment.voided": "voids", "payment.refunded": "refunds",
-             "chargeback.opened": "chargebacks"}
+_COUNTERS = {
+    "payment.authorized": "payments",
+    "payment.voided": "voids",
+    "payment.refunded": "refunds",
+    "chargeback.opened": "chargebacks",
+}
 
 
 def _counted(s: Any, event_type: str) -> Any:
@@ -286,19 +338,30 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
         s = dataclasses.replace(s, orders=_with_order(s.orders, f, spec), merchants=s.merchants | {f.merchant_id})
         if f.payment_method == "terms":
             due = f.due_date or (f.occurred_at + timedelta(days=f.terms_days or 0)).date()
-            s = dataclasses.replace(s, financed=_add(s.financed, f.currency, f.amount_minor),
-                                    open_orders=(*s.open_orders, OpenOrder(f.order_id, f.occurred_at, due, f.amount_minor)))
+            s = dataclasses.replace(
+                s,
+                financed=_add(s.financed, f.currency, f.amount_minor),
+                open_orders=(*s.open_orders, OpenOrder(f.order_id, f.occurred_at, due, f.amount_minor)),
+            )
         return s
     if t == "buyer.repayment":
-        still_open = tuple(o if o.order_id != f.order_id else
-                           dataclasses.replace(o, outstanding_minor=o.outstanding_minor - f.amount_minor)
-                           for o in s.open_orders)
-        return dataclasses.replace(s, repaid=_add(s.repaid, f.currency, f.amount_minor),
-                                   open_orders=tuple(o for o in still_open if o.outstanding_minor > 0),
-                                   repayments=s.repayments + 1, late_repayments=s.late_repayments + (f.days_late > 0))
+        still_open = tuple(
+            o
+            if o.order_id != f.order_id
+            else dataclasses.replace(o, outstanding_minor=o.outstanding_minor - f.amount_minor)
+            for o in s.open_orders
+        )
+        return dataclasses.replace(
+            s,
+            repaid=_add(s.repaid, f.currency, f.amount_minor),
+            open_orders=tuple(o for o in still_open if o.outstanding_minor > 0),
+            repayments=s.repayments + 1,
+            late_repayments=s.late_repayments + (f.days_late > 0),
+        )
     if t == "buyer.default":
-        return dataclasses.replace(s, defaults=s.defaults + 1,
-                                   open_orders=tuple(o for o in s.open_orders if o.order_id != f.order_id))
+        return dataclasses.replace(
+            s, defaults=s.defaults + 1, open_orders=tuple(o for o in s.open_orders if o.order_id != f.order_id)
+        )
     return _counted(s, t)
 
 
@@ -316,7 +379,9 @@ def read_buyer(s: BuyerState, at: datetime, currency: str, spec: Spec = DEFAULT_
     out: dict[str, Any] = {f"buyer_orders_{label}": len(rows) for label, rows in inside.items()}
     out.update({f"buyer_amount_{label}": sum(m for _, m, c in rows if c == currency) for label, rows in inside.items()})
     out["buyer_exposure_minor"] = dict(s.financed).get(currency, 0) - dict(s.repaid).get(currency, 0)
-    out["buyer_days_past_due"] = max((days_past_due(o.due_date, at) for o in s.open_orders if o.created_at < at), default=0)
+    out["buyer_days_past_due"] = max(
+        (days_past_due(o.due_date, at) for o in s.open_orders if o.created_at < at), default=0
+    )
     out["buyer_late_repayment_rate"] = rate(s.late_repayments, s.repayments)
     out["buyer_refund_rate"] = rate(s.refunds, s.payments)
     out["buyer_chargeback_rate"] = rate(s.chargebacks, s.payments)
@@ -363,7 +428,9 @@ def zscore_for(row: Mapping[str, Any], amount: int, spec: Spec = DEFAULT_SPEC) -
     return ticket_zscore(amount, row[tickets], row[f"merchant_volume_{spec.merchant_window[0]}"], row[sumsq])
 
 
-def read_merchant(s: MerchantState, at: datetime, currency: str, amount: int, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
+def read_merchant(
+    s: MerchantState, at: datetime, currency: str, amount: int, spec: Spec = DEFAULT_SPEC
+) -> dict[str, Any]:
     """The merchant's features as of `at`, the z-score of this order's amount, and the
     ticket aggregates (`merchant_ticket_names`) that z-score came from."""
     label, secs = spec.merchant_window

@@ -26,8 +26,20 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, Callable
 
-from clearline.features.definitions import (BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, BuyerState, Fact, MerchantState, Spec,
-                                  apply_buyer, apply_merchant, is_underwriting_request, read_buyer, read_merchant)
+from clearline.features.definitions import (
+    BUYER_EVENTS,
+    DEFAULT_SPEC,
+    MERCHANT_EVENTS,
+    BuyerState,
+    Fact,
+    MerchantState,
+    Spec,
+    apply_buyer,
+    apply_merchant,
+    is_underwriting_request,
+    read_buyer,
+    read_merchant,
+)
 from clearline.features.records import record
 
 
@@ -74,10 +86,22 @@ class Entity:
         return f.event_type in self.events and self.key(f) is not None
 
 
-BUYER = Entity("buyer", lambda f: f.buyer_id, BUYER_EVENTS, BuyerState(), apply_buyer,
-               lambda s, f, spec: read_buyer(s, f.occurred_at, f.currency, spec))
-MERCHANT = Entity("merchant", lambda f: f.merchant_id, MERCHANT_EVENTS, MerchantState(), apply_merchant,
-                  lambda s, f, spec: read_merchant(s, f.occurred_at, f.currency, f.amount_minor, spec))
+BUYER = Entity(
+    "buyer",
+    lambda f: f.buyer_id,
+    BUYER_EVENTS,
+    BuyerState(),
+    apply_buyer,
+    lambda s, f, spec: read_buyer(s, f.occurred_at, f.currency, spec),
+)
+MERCHANT = Entity(
+    "merchant",
+    lambda f: f.merchant_id,
+    MERCHANT_EVENTS,
+    MerchantState(),
+    apply_merchant,
+    lambda s, f, spec: read_merchant(s, f.occurred_at, f.currency, f.amount_minor, spec),
+)
 
 
 @record
@@ -106,8 +130,11 @@ def _settle(entity: Entity, state: Any, facts: list[Fact], spec: Spec) -> tuple[
     out: list[Output] = []
     for _, same_instant in groupby(facts, key=lambda f: f.occurred_at):
         batch = list(same_instant)
-        out += [FeatureRow(entity.name, entity.key(f), f, entity.read(state, f, spec))
-                for f in batch if is_underwriting_request(f)]
+        out += [
+            FeatureRow(entity.name, entity.key(f), f, entity.read(state, f, spec))
+            for f in batch
+            if is_underwriting_request(f)
+        ]
         for f in batch:
             state = entity.apply(state, f, spec)
     return state, out
@@ -117,8 +144,9 @@ def on_fact(entity: Entity, clock: Clock, f: Fact, spec: Spec = DEFAULT_SPEC) ->
     """The entity's clock after one arriving event, and what became final."""
     mark = clock.watermark(spec)
     if mark is not None and f.occurred_at < mark:
-        late = LateEvent(entity.name, entity.key(f), f.event_id, f.event_type, f.occurred_at, mark,
-                         is_underwriting_request(f))
+        late = LateEvent(
+            entity.name, entity.key(f), f.event_id, f.event_type, f.occurred_at, mark, is_underwriting_request(f)
+        )
         return dataclasses.replace(clock, state=entity.apply(clock.state, f, spec), late=clock.late + 1), [late]
     pending = list(clock.pending)
     bisect.insort(pending, f, key=_order)

@@ -19,7 +19,14 @@ from pathlib import Path
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64, Int64, String
 
-from clearline.features.definitions import DEFAULT_SPEC, Spec, buyer_feature_names, float_features, merchant_row_names, wide_integers
+from clearline.features.definitions import (
+    DEFAULT_SPEC,
+    Spec,
+    buyer_feature_names,
+    float_features,
+    merchant_row_names,
+    wide_integers,
+)
 
 ENTITIES = ("buyer", "merchant")
 TIMESTAMP, CREATED = "event_timestamp", "created"
@@ -47,15 +54,31 @@ def repo_objects(data_dir: Path, spec: Spec = DEFAULT_SPEC) -> list:
     floats, wide = float_features(spec), wide_integers(spec)
     objects: list = []
     for entity in ENTITIES:
-        ent = Entity(name=entity, join_keys=[f"{entity}_id"], value_type=ValueType.STRING,
-                     description=f"a {entity}, by its id in the event contract")
-        batch = FileSource(name=f"{entity}_history", path=str(history_path(data_dir, entity).resolve()),
-                           timestamp_field=TIMESTAMP, created_timestamp_column=CREATED)
+        ent = Entity(
+            name=entity,
+            join_keys=[f"{entity}_id"],
+            value_type=ValueType.STRING,
+            description=f"a {entity}, by its id in the event contract",
+        )
+        batch = FileSource(
+            name=f"{entity}_history",
+            path=str(history_path(data_dir, entity).resolve()),
+            timestamp_field=TIMESTAMP,
+            created_timestamp_column=CREATED,
+        )
         push = PushSource(name=push_source_name(entity), batch_source=batch)
         schema = [Field(name="currency", dtype=String)] + [
             Field(name=n, dtype=Float64 if n in floats else String if n in wide else Int64)
-            for n in feature_names(entity, spec)]
-        view = FeatureView(name=view_name(entity), entities=[ent], ttl=timedelta(0), schema=schema, online=True,
-                           source=push, description=f"{entity} risk features as of each underwriting request")
+            for n in feature_names(entity, spec)
+        ]
+        view = FeatureView(
+            name=view_name(entity),
+            entities=[ent],
+            ttl=timedelta(0),
+            schema=schema,
+            online=True,
+            source=push,
+            description=f"{entity} risk features as of each underwriting request",
+        )
         objects += [ent, push, view]
     return objects

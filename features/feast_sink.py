@@ -48,7 +48,7 @@ class _Pusher(StatefulSinkPartition[list[FeatureRow], None]):
 
     def snapshot(self) -> None:
         self.writer.wait()  # the epoch ends only once its rows are in the store
-        return None         # nothing to resume: a re-pushed row is harmless (see module doc)
+        return None  # nothing to resume: a re-pushed row is harmless (see module doc)
 
     def close(self) -> None:
         self.writer.close()
@@ -71,12 +71,22 @@ class FeastSink(FixedPartitionedSink[list[FeatureRow], None]):
         return _Pusher(self.settings, self.spec, self.online)
 
 
-def push_steps(rows: Stream[list[FeatureRow]], settings: store.FeastSettings, spec: Spec = DEFAULT_SPEC,
-               offline: bool = True, online_rows: Stream[list[FeatureRow]] | None = None) -> None:
+def push_steps(
+    rows: Stream[list[FeatureRow]],
+    settings: store.FeastSettings,
+    spec: Spec = DEFAULT_SPEC,
+    offline: bool = True,
+    online_rows: Stream[list[FeatureRow]] | None = None,
+) -> None:
     """Add the Feast outputs for lists of feature rows (`clearline.features.streaming.feature_steps`);
     the online store may take its own stream (`online_rows`: e.g. gathered more often)."""
     online = online_rows if online_rows is not None else rows
-    op.output("feast_online", op.key_on("online_key", online, lambda _: "online"), FeastSink(settings, spec, online=True))
+    op.output(
+        "feast_online", op.key_on("online_key", online, lambda _: "online"), FeastSink(settings, spec, online=True)
+    )
     if offline:
-        op.output("feast_history", op.key_on("history_key", rows, lambda _: "history"),
-                  FeastSink(settings, spec, online=False))
+        op.output(
+            "feast_history",
+            op.key_on("history_key", rows, lambda _: "history"),
+            FeastSink(settings, spec, online=False),
+        )

@@ -31,13 +31,19 @@ class FeastWriter:
 
     def __init__(self, settings: store.FeastSettings, online: bool):
         if not settings.yaml_path.exists():
-            raise store.FeatureStoreError(f"no feature store in {settings.data_dir}: run `clearline features apply` first")
+            raise store.FeatureStoreError(
+                f"no feature store in {settings.data_dir}: run `clearline features apply` first"
+            )
         ctx = multiprocessing.get_context("spawn")  # the parent has Kafka and Bytewax threads: never fork it
         self._todo: Any = ctx.Queue()
         self._done: Any = ctx.Queue()
         self._owed = 0
-        self._process = ctx.Process(target=_serve, args=(settings, online, self._todo, self._done, os.getpid()), daemon=True,
-                                    name=f"feast-{'online' if online else 'offline'}-writer")
+        self._process = ctx.Process(
+            target=_serve,
+            args=(settings, online, self._todo, self._done, os.getpid()),
+            daemon=True,
+            name=f"feast-{'online' if online else 'offline'}-writer",
+        )
         self._process.start()
 
     @classmethod
@@ -61,7 +67,8 @@ class FeastWriter:
                 if not self._process.is_alive():
                     raise store.FeatureStoreError(
                         f"the Feast writer process exited (code {self._process.exitcode}) with "
-                        f"{self._owed} push(es) not done") from None
+                        f"{self._owed} push(es) not done"
+                    ) from None
                 continue
             self._owed -= 1
             if error is not None:

@@ -37,8 +37,9 @@ def entity_key(join_key: str, value: str) -> bytes:
     `feast.infra.key_encoding_utils.serialize_entity_key` writes it: key count, then
     each key's type, length and UTF-8 bytes, then each value's type, length and bytes."""
     k, v = join_key.encode(), value.encode()
-    return b"".join((struct.pack("<I", 1), _STRING, struct.pack("<I", len(k)), k,
-                     _STRING, struct.pack("<I", len(v)), v))
+    return b"".join(
+        (struct.pack("<I", 1), _STRING, struct.pack("<I", len(k)), k, _STRING, struct.pack("<I", len(v)), v)
+    )
 
 
 # ValueProto kinds Feast's conversion hands back as they are (no list, map, time, UUID or
@@ -66,8 +67,9 @@ class SqliteOnlineRead:
         self.names = {view: tuple(n) for view, n in names.items()}
         self.views = tuple(tables)
         self.sql = " UNION ALL ".join(
-            f"SELECT {i}, feature_name, value FROM \"{table.replace(chr(34), chr(34) * 2)}\" WHERE entity_key = ?"
-            for i, (table, _) in enumerate(tables.values()))
+            f'SELECT {i}, feature_name, value FROM "{table.replace(chr(34), chr(34) * 2)}" WHERE entity_key = ?'
+            for i, (table, _) in enumerate(tables.values())
+        )
         self.db: sqlite3.Connection | None = None
 
     @classmethod
@@ -75,13 +77,20 @@ class SqliteOnlineRead:
         """For a Feast `FeatureStore` and {view name: feature names}: the direct reader,
         or None when the store or a view is not one this reads exactly as Feast does."""
         config = store.config
-        if config.online_store.type != "sqlite" or config.entity_key_serialization_version != 3 \
-                or getattr(config.registry, "enable_online_feature_view_versioning", False):
+        if (
+            config.online_store.type != "sqlite"
+            or config.entity_key_serialization_version != 3
+            or getattr(config.registry, "enable_online_feature_view_versioning", False)
+        ):
             return None
         tables = {}
         for view_name in names:
             view = store.get_feature_view(view_name)
-            if view.ttl or len(view.entity_columns) != 1 or view.entity_columns[0].dtype.to_value_type() != ValueType.STRING:
+            if (
+                view.ttl
+                or len(view.entity_columns) != 1
+                or view.entity_columns[0].dtype.to_value_type() != ValueType.STRING
+            ):
                 return None
             tables[view_name] = (compute_table_id(config.project, view), view.entity_columns[0].name)
         return cls(SqliteOnlineStore._get_db_path(config), tables, names)
@@ -98,8 +107,10 @@ class SqliteOnlineRead:
         found: list[dict[str, bytes]] = [{} for _ in self.views]
         for i, name, blob in self._connection().execute(self.sql, args):
             found[i][name] = blob
-        return {view: {n: None if (blob := got.get(n)) is None else python_value(blob) for n in self.names[view]}
-                for view, got in zip(self.views, found)}
+        return {
+            view: {n: None if (blob := got.get(n)) is None else python_value(blob) for n in self.names[view]}
+            for view, got in zip(self.views, found)
+        }
 
     def close(self) -> None:
         if self.db is not None:

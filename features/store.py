@@ -22,8 +22,16 @@ import yaml
 
 from clearline.features.definitions import DEFAULT_SPEC, Spec, float_features, wide_integers
 from clearline.features.event_time import FeatureRow
-from clearline.features.feast_repo import (CREATED, ENTITIES, TIMESTAMP, feature_names, history_path, push_source_name,
-                                 repo_objects, view_name)
+from clearline.features.feast_repo import (
+    CREATED,
+    ENTITIES,
+    TIMESTAMP,
+    feature_names,
+    history_path,
+    push_source_name,
+    repo_objects,
+    view_name,
+)
 
 ONLINE_STORES = ("sqlite", "redis")
 
@@ -44,8 +52,9 @@ class FeastSettings:
         return self.data_dir / "feature_store.yaml"
 
 
-def settings_from_config(cfg: Mapping[str, Any], base: Path, data_dir: Path | None = None,
-                         online_store: str | None = None) -> FeastSettings:
+def settings_from_config(
+    cfg: Mapping[str, Any], base: Path, data_dir: Path | None = None, online_store: str | None = None
+) -> FeastSettings:
     """Settings from the `feast` section of a loaded configs/features.yaml; a relative
     data folder is taken from `base` (the repository root)."""
     feast = cfg.get("feast")
@@ -53,19 +62,32 @@ def settings_from_config(cfg: Mapping[str, Any], base: Path, data_dir: Path | No
         raise FeatureStoreError("configs/features.yaml: missing the `feast` section")
     online = online_store or str(feast.get("online_store", "sqlite"))
     if online not in ONLINE_STORES:
-        raise FeatureStoreError(f"configs/features.yaml: feast.online_store must be one of {ONLINE_STORES}, got {online!r}")
+        raise FeatureStoreError(
+            f"configs/features.yaml: feast.online_store must be one of {ONLINE_STORES}, got {online!r}"
+        )
     folder = Path(data_dir or feast.get("path", "var/feast"))
-    return FeastSettings(project=str(feast.get("project", "clearline")),
-                         data_dir=(folder if folder.is_absolute() else base / folder).resolve(),
-                         online_store=online,
-                         redis_connection=str((feast.get("redis") or {}).get("connection_string", "127.0.0.1:6379")))
+    return FeastSettings(
+        project=str(feast.get("project", "clearline")),
+        data_dir=(folder if folder.is_absolute() else base / folder).resolve(),
+        online_store=online,
+        redis_connection=str((feast.get("redis") or {}).get("connection_string", "127.0.0.1:6379")),
+    )
 
 
 def repo_yaml(s: FeastSettings) -> dict[str, Any]:
-    online: dict[str, Any] = ({"type": "sqlite", "path": str(s.data_dir / "online.db")} if s.online_store == "sqlite"
-                              else {"type": "redis", "connection_string": s.redis_connection})
-    return {"project": s.project, "provider": "local", "registry": str(s.data_dir / "registry.db"),
-            "online_store": online, "offline_store": {"type": "duckdb"}, "entity_key_serialization_version": 3}
+    online: dict[str, Any] = (
+        {"type": "sqlite", "path": str(s.data_dir / "online.db")}
+        if s.online_store == "sqlite"
+        else {"type": "redis", "connection_string": s.redis_connection}
+    )
+    return {
+        "project": s.project,
+        "provider": "local",
+        "registry": str(s.data_dir / "registry.db"),
+        "online_store": online,
+        "offline_store": {"type": "duckdb"},
+        "entity_key_serialization_version": 3,
+    }
 
 
 def history_schema(entity: str, spec: Spec = DEFAULT_SPEC) -> dict[str, pl.DataType]:
@@ -74,9 +96,16 @@ def history_schema(entity: str, spec: Spec = DEFAULT_SPEC) -> dict[str, pl.DataT
     Feast's online and offline stores both keep."""
     floats, wide = float_features(spec), wide_integers(spec)
     ts = pl.Datetime("us", "UTC")
-    return {f"{entity}_id": pl.String(), TIMESTAMP: ts, CREATED: ts, "currency": pl.String(),
-            **{n: pl.Float64() if n in floats else pl.String() if n in wide else pl.Int64()
-               for n in feature_names(entity, spec)}}
+    return {
+        f"{entity}_id": pl.String(),
+        TIMESTAMP: ts,
+        CREATED: ts,
+        "currency": pl.String(),
+        **{
+            n: pl.Float64() if n in floats else pl.String() if n in wide else pl.Int64()
+            for n in feature_names(entity, spec)
+        },
+    }
 
 
 def apply(s: FeastSettings, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
@@ -94,13 +123,19 @@ def apply(s: FeastSettings, spec: Spec = DEFAULT_SPEC) -> dict[str, Any]:
         store.apply(objects)
     except Exception as exc:  # Feast raises many kinds; the person needs the message
         raise FeatureStoreError(f"feast apply failed in {s.data_dir}: {exc}") from exc
-    return {"project": s.project, "data_dir": str(s.data_dir), "online_store": s.online_store,
-            "entities": list(ENTITIES), "feature_views": [view_name(e) for e in ENTITIES],
-            "features": sum(len(feature_names(e, spec)) for e in ENTITIES)}
+    return {
+        "project": s.project,
+        "data_dir": str(s.data_dir),
+        "online_store": s.online_store,
+        "entities": list(ENTITIES),
+        "feature_views": [view_name(e) for e in ENTITIES],
+        "features": sum(len(feature_names(e, spec)) for e in ENTITIES),
+    }
 
 
 def open_store(s: FeastSettings):
     from feast import FeatureStore
+
     if not s.yaml_path.exists():
         raise FeatureStoreError(f"no feature store in {s.data_dir}: run `clearline features apply` first")
     return FeatureStore(repo_path=str(s.data_dir), fs_yaml_file=s.yaml_path)
@@ -110,9 +145,18 @@ def rows_frame(rows: Iterable[FeatureRow], entity: str, spec: Spec = DEFAULT_SPE
     """The streaming runtime's rows of one entity as a push frame."""
     schema = history_schema(entity, spec)
     wide = wide_integers(spec)
-    data = [{f"{entity}_id": r.entity_id, TIMESTAMP: r.request.occurred_at, CREATED: r.request.occurred_at,
-             "currency": r.request.currency, **r.values, **{k: str(r.values[k]) for k in wide if k in r.values}}
-            for r in rows if r.entity == entity]
+    data = [
+        {
+            f"{entity}_id": r.entity_id,
+            TIMESTAMP: r.request.occurred_at,
+            CREATED: r.request.occurred_at,
+            "currency": r.request.currency,
+            **r.values,
+            **{k: str(r.values[k]) for k in wide if k in r.values},
+        }
+        for r in rows
+        if r.entity == entity
+    ]
     return pl.DataFrame(data, schema=schema, orient="row")
 
 
@@ -121,6 +165,7 @@ def push(store, frame: pl.DataFrame, entity: str, online: bool = True, offline: 
     or both; returns the number of rows. A row older than the one online still lands in
     the offline history; on SQLite it also overwrites the online row (see module doc)."""
     from feast.data_source import PushMode
+
     if not (online or offline) or frame.is_empty():
         return 0
     mode = PushMode.ONLINE_AND_OFFLINE if online and offline else PushMode.ONLINE if online else PushMode.OFFLINE
@@ -138,6 +183,7 @@ def write_online(store, frame: pl.DataFrame, entity: str) -> int:
     stored rows. Returns the number of rows."""
     from feast.utils import _convert_arrow_fv_to_proto
     from feast.value_type import ValueType
+
     if frame.is_empty():
         return 0
     _check_columns(frame, entity, "write")
@@ -170,6 +216,7 @@ def point_in_time(store, entity: str, entity_rows: pl.DataFrame, spec: Spec = DE
     `event_timestamp`): each row gets the features of the latest history row at or
     before its timestamp (ties broken by `created`, and only rows created by then)."""
     refs = [f"{view_name(entity)}:{n}" for n in ("currency", *feature_names(entity, spec))]
-    job = store.get_historical_features(entity_df=entity_rows.to_pandas(), features=refs,
-                                        filter_by_created_timestamp=True)
+    job = store.get_historical_features(
+        entity_df=entity_rows.to_pandas(), features=refs, filter_by_created_timestamp=True
+    )
     return pl.from_pandas(job.to_df())

@@ -22,7 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clearline.features.definitions import BUYER_EVENTS, NEEDS_ATTRIBUTION, Attribution, Fact, Spec, attribute_payment, request_columns
+from clearline.features.definitions import (
+    BUYER_EVENTS,
+    NEEDS_ATTRIBUTION,
+    Attribution,
+    Fact,
+    Spec,
+    attribute_payment,
+    request_columns,
+)
 from clearline.features.event_time import BUYER, MERCHANT, Clock, Entity, FeatureRow, LateEvent, Output, flush, on_fact
 
 Answer = tuple[Fact, dict[str, Any] | None]  # a request and its order row (None: it came late)
@@ -35,7 +43,7 @@ class StreamState:
     buyers: dict[str, Clock] = field(default_factory=dict)
     merchants: dict[str, Clock] = field(default_factory=dict)
     payments: dict[str, Attribution] = field(default_factory=dict)
-    waiting: dict[str, Output] = field(default_factory=dict)   # request event id -> its first entity's answer
+    waiting: dict[str, Output] = field(default_factory=dict)  # request event id -> its first entity's answer
 
     def snapshot(self) -> StreamState:
         """A copy safe to hand to the recovery store while this one goes on changing."""

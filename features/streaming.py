@@ -22,10 +22,10 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from clearline.events import Event
 from clearline.features.definitions import DEFAULT_SPEC, Spec, fact_of
 from clearline.features.event_time import FeatureRow, LateEvent
 from clearline.features.stream_state import Advance, StreamState, advance, finish
-from clearline.events import Event
 
 _ALL = "all"
 
@@ -53,8 +53,9 @@ def advance_steps(batches: Stream[list[Event]], spec: Spec = DEFAULT_SPEC) -> St
     return op.key_rm("features_unkey", op.stateful("features", keyed, lambda resumed: _AdvanceLogic(spec, resumed)))
 
 
-def feature_steps(batches: Stream[list[Event]], spec: Spec = DEFAULT_SPEC
-                  ) -> tuple[Stream[list[dict[str, Any]]], Stream[list[FeatureRow]], Stream[list[LateEvent]]]:
+def feature_steps(
+    batches: Stream[list[Event]], spec: Spec = DEFAULT_SPEC
+) -> tuple[Stream[list[dict[str, Any]]], Stream[list[FeatureRow]], Stream[list[LateEvent]]]:
     """The feature step's output as three streams of lists: order rows (requests that
     came late have none), per-entity rows (what changes in the feature store), late events."""
     advances = advance_steps(batches, spec)
@@ -62,13 +63,14 @@ def feature_steps(batches: Stream[list[Event]], spec: Spec = DEFAULT_SPEC
     return orders, op.map("entity_rows", advances, lambda a: a.rows), op.map("late_events", advances, lambda a: a.late)
 
 
-def run_bounded(events: Iterable[Event], spec: Spec = DEFAULT_SPEC, batch_size: int = 1
-                ) -> tuple[list[dict[str, Any]], list[FeatureRow], list[LateEvent]]:
+def run_bounded(
+    events: Iterable[Event], spec: Spec = DEFAULT_SPEC, batch_size: int = 1
+) -> tuple[list[dict[str, Any]], list[FeatureRow], list[LateEvent]]:
     """Run the feature step as a real Bytewax dataflow over a finite list of events (their
     list order is the arrival order, fed `batch_size` at a time); at its end everything
     pending is final."""
     events = list(events)
-    batches = [events[i:i + batch_size] for i in range(0, len(events), batch_size)]
+    batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
     out: dict[str, list] = {"orders": [], "rows": [], "late": []}
     flow = Dataflow("features_bounded")
     streams = feature_steps(op.input("events", flow, TestingSource(batches)), spec)

@@ -57,68 +57,194 @@ class AccountSpec:
 
 _SPECS = (
     # ---------------------------------------------------------------- tenant books
-    AccountSpec("merchant_pending", "liability", "credit", "either", "merchant_id", "tenant",
-                "Captured sales less refunds and chargebacks (plus reversals) the processor has "
-                "not settled yet, gross, in the presentment currency. Either way: a refund of a "
-                "sale that already settled takes it below zero until the refund settles."),
-    AccountSpec("merchant_payable", "liability", "credit", "either", "merchant_id", "tenant",
-                "What the platform owes the merchant: terms orders funded, settled card/ACH "
-                "lines net of the processor's fee, less platform and dispute fees, less payouts; "
-                "settlement currency. Either way: refunds, chargebacks and dispute fees can "
-                "exceed what is owed, and the merchant then owes the platform until later sales "
-                "cover it (payouts roll forward until the running total is positive)."),
-    AccountSpec("processor_unsettled", "asset", "debit", "either", "processor", "tenant",
-                "What the processor owes for this book's captures less refunds and chargebacks "
-                "(plus reversals) not settled yet, gross, presentment currency: the processor's "
-                "view of merchant_pending. Either way, for the same reason."),
-    AccountSpec("buyer_receivable", "asset", "debit", "non_negative", "buyer_id", "tenant",
-                "Terms orders the platform funded and the buyer has not repaid or been "
-                "written off for. Floor: repayments and write-offs never exceed what was lent."),
-    AccountSpec("platform_due", "asset", "debit", "either", None, "tenant",
-                "Cash the platform holds for this book (settled processor lines, buyers' "
-                "repayments) less what it paid out for it (merchant payouts). Either way: "
-                "negative while the platform finances terms orders ahead of repayment. Mirrors "
-                "platform:tenant_due:<tenant>."),
-    AccountSpec("fee_revenue", "revenue", "credit", "non_negative", "fee_kind", "tenant",
-                "Fees charged to merchants: platform_fee (take rate on terms orders) and "
-                "dispute_fee (the processor's chargeback fee passed on). No event reverses a fee."),
-    AccountSpec("fee_expense", "expense", "debit", "non_negative", "processor", "tenant",
-                "Processor fees this book bears itself: chargeback fees ('fee' settlement "
-                "records). Processing fees on sales are the merchant's and never land here."),
-    AccountSpec("loss_reserve", "asset", "credit", "non_negative", None, "tenant",
-                "Allowance for credit losses (contra-asset to buyer_receivable). Floor: a "
-                "write-off may not draw more than has been provisioned."),
-    AccountSpec("credit_loss_expense", "expense", "debit", "non_negative", None, "tenant",
-                "Provisions for terms orders written off."),
-    AccountSpec("fx_position", "equity", "credit", "flat", None, "tenant",
-                "Currency trading account: each side of a conversion passes through it in its "
-                "own currency. Flat: the processor converts the receivable and the merchant is "
-                "credited at the same rate, so the platform takes no FX position; any balance "
-                "left after an event is a conversion at two different rates."),
-    AccountSpec("auth_hold", "memo", "debit", "non_negative", "payment_id", "tenant",
-                "Off-balance: the open part of an authorization. Captures draw it down, a void "
-                "releases the rest. Floor: captures and voids never exceed the hold, so a hold "
-                "resolves at most once."),
-    AccountSpec("auth_hold_offset", "memo", "credit", "non_negative", "processor", "tenant",
-                "Off-balance contra of auth_hold: open holds per processor."),
-    AccountSpec("chargeback", "memo", "debit", "non_negative", "chargeback_id", "tenant",
-                "Off-balance: a chargeback's disputed amount until it is reversed. Floor: a "
-                "reversal never returns more than was charged back, and only once."),
-    AccountSpec("chargeback_offset", "memo", "credit", "non_negative", "merchant_id", "tenant",
-                "Off-balance contra of chargeback: amount charged back and not won back, per "
-                "merchant (the merchant's dispute exposure)."),
+    AccountSpec(
+        "merchant_pending",
+        "liability",
+        "credit",
+        "either",
+        "merchant_id",
+        "tenant",
+        "Captured sales less refunds and chargebacks (plus reversals) the processor has "
+        "not settled yet, gross, in the presentment currency. Either way: a refund of a "
+        "sale that already settled takes it below zero until the refund settles.",
+    ),
+    AccountSpec(
+        "merchant_payable",
+        "liability",
+        "credit",
+        "either",
+        "merchant_id",
+        "tenant",
+        "What the platform owes the merchant: terms orders funded, settled card/ACH "
+        "lines net of the processor's fee, less platform and dispute fees, less payouts; "
+        "settlement currency. Either way: refunds, chargebacks and dispute fees can "
+        "exceed what is owed, and the merchant then owes the platform until later sales "
+        "cover it (payouts roll forward until the running total is positive).",
+    ),
+    AccountSpec(
+        "processor_unsettled",
+        "asset",
+        "debit",
+        "either",
+        "processor",
+        "tenant",
+        "What the processor owes for this book's captures less refunds and chargebacks "
+        "(plus reversals) not settled yet, gross, presentment currency: the processor's "
+        "view of merchant_pending. Either way, for the same reason.",
+    ),
+    AccountSpec(
+        "buyer_receivable",
+        "asset",
+        "debit",
+        "non_negative",
+        "buyer_id",
+        "tenant",
+        "Terms orders the platform funded and the buyer has not repaid or been "
+        "written off for. Floor: repayments and write-offs never exceed what was lent.",
+    ),
+    AccountSpec(
+        "platform_due",
+        "asset",
+        "debit",
+        "either",
+        None,
+        "tenant",
+        "Cash the platform holds for this book (settled processor lines, buyers' "
+        "repayments) less what it paid out for it (merchant payouts). Either way: "
+        "negative while the platform finances terms orders ahead of repayment. Mirrors "
+        "platform:tenant_due:<tenant>.",
+    ),
+    AccountSpec(
+        "fee_revenue",
+        "revenue",
+        "credit",
+        "non_negative",
+        "fee_kind",
+        "tenant",
+        "Fees charged to merchants: platform_fee (take rate on terms orders) and "
+        "dispute_fee (the processor's chargeback fee passed on). No event reverses a fee.",
+    ),
+    AccountSpec(
+        "fee_expense",
+        "expense",
+        "debit",
+        "non_negative",
+        "processor",
+        "tenant",
+        "Processor fees this book bears itself: chargeback fees ('fee' settlement "
+        "records). Processing fees on sales are the merchant's and never land here.",
+    ),
+    AccountSpec(
+        "loss_reserve",
+        "asset",
+        "credit",
+        "non_negative",
+        None,
+        "tenant",
+        "Allowance for credit losses (contra-asset to buyer_receivable). Floor: a "
+        "write-off may not draw more than has been provisioned.",
+    ),
+    AccountSpec(
+        "credit_loss_expense",
+        "expense",
+        "debit",
+        "non_negative",
+        None,
+        "tenant",
+        "Provisions for terms orders written off.",
+    ),
+    AccountSpec(
+        "fx_position",
+        "equity",
+        "credit",
+        "flat",
+        None,
+        "tenant",
+        "Currency trading account: each side of a conversion passes through it in its "
+        "own currency. Flat: the processor converts the receivable and the merchant is "
+        "credited at the same rate, so the platform takes no FX position; any balance "
+        "left after an event is a conversion at two different rates.",
+    ),
+    AccountSpec(
+        "auth_hold",
+        "memo",
+        "debit",
+        "non_negative",
+        "payment_id",
+        "tenant",
+        "Off-balance: the open part of an authorization. Captures draw it down, a void "
+        "releases the rest. Floor: captures and voids never exceed the hold, so a hold "
+        "resolves at most once.",
+    ),
+    AccountSpec(
+        "auth_hold_offset",
+        "memo",
+        "credit",
+        "non_negative",
+        "processor",
+        "tenant",
+        "Off-balance contra of auth_hold: open holds per processor.",
+    ),
+    AccountSpec(
+        "chargeback",
+        "memo",
+        "debit",
+        "non_negative",
+        "chargeback_id",
+        "tenant",
+        "Off-balance: a chargeback's disputed amount until it is reversed. Floor: a "
+        "reversal never returns more than was charged back, and only once.",
+    ),
+    AccountSpec(
+        "chargeback_offset",
+        "memo",
+        "credit",
+        "non_negative",
+        "merchant_id",
+        "tenant",
+        "Off-balance contra of chargeback: amount charged back and not won back, per "
+        "merchant (the merchant's dispute exposure).",
+    ),
     # -------------------------------------------------------------- platform books
-    AccountSpec("bank_cash", "asset", "debit", "non_negative", "currency", "platform",
-                "The platform's operating bank account in one currency. Floor: no overdraft."),
-    AccountSpec("processor_receivable", "asset", "debit", "either", "processor", "platform",
-                "Settled lines the processor has not paid out yet, net of its fees, settlement "
-                "currency. Either way: processors carry a negative balance (refunds, chargebacks "
-                "and fees over sales) forward into the next batch."),
-    AccountSpec("tenant_due", "liability", "credit", "either", "tenant", "platform",
-                "What the platform holds for a tenant's book; mirrors <tenant>:platform_due."),
-    AccountSpec("capital", "equity", "credit", "non_negative", None, "platform",
-                "The platform's own funds in its bank accounts (opening balances), which "
-                "finance terms orders until buyers repay."),
+    AccountSpec(
+        "bank_cash",
+        "asset",
+        "debit",
+        "non_negative",
+        "currency",
+        "platform",
+        "The platform's operating bank account in one currency. Floor: no overdraft.",
+    ),
+    AccountSpec(
+        "processor_receivable",
+        "asset",
+        "debit",
+        "either",
+        "processor",
+        "platform",
+        "Settled lines the processor has not paid out yet, net of its fees, settlement "
+        "currency. Either way: processors carry a negative balance (refunds, chargebacks "
+        "and fees over sales) forward into the next batch.",
+    ),
+    AccountSpec(
+        "tenant_due",
+        "liability",
+        "credit",
+        "either",
+        "tenant",
+        "platform",
+        "What the platform holds for a tenant's book; mirrors <tenant>:platform_due.",
+    ),
+    AccountSpec(
+        "capital",
+        "equity",
+        "credit",
+        "non_negative",
+        None,
+        "platform",
+        "The platform's own funds in its bank accounts (opening balances), which "
+        "finance terms orders until buyers repay.",
+    ),
 )
 
 CHART: dict[str, AccountSpec] = {spec.name: spec for spec in _SPECS}

@@ -4,7 +4,8 @@ partitioned by event date — the stable input for backtests, training and repla
     <root>/event_date=2026-01-05/s0-p0-o000000001234-o000000005678.parquet
 
 Each file holds one committed batch's new events of one partition and one date; its name
-carries the ledger shard that wrote it, the partition and the offset range. A file is written (atomically, by rename) before
+carries the ledger shard that wrote it, the partition and the offset range. A file is written
+(atomically, by rename) before
 the ledger commits the batch, so after a crash a file whose offsets the ledger never
 committed is an orphan: `remove_uncommitted` deletes it at start-up and the replay writes
 those events again. That is how the archive holds every event exactly once.
@@ -31,16 +32,32 @@ from clearline.ledger.model import Source
 
 _NAME = re.compile(r"s(\d+)-p(\d+)-o(\d+)-o(\d+)\.parquet")
 SCHEMA = {
-    "event_id": pl.String, "event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
-    "merchant_id": pl.String, "reseller_id": pl.String, "schema_version": pl.Int64,
-    "body": pl.Binary, "topic": pl.String, "partition": pl.Int64, "offset": pl.Int64,
+    "event_id": pl.String,
+    "event_type": pl.String,
+    "occurred_at": pl.Datetime("us", "UTC"),
+    "merchant_id": pl.String,
+    "reseller_id": pl.String,
+    "schema_version": pl.Int64,
+    "body": pl.Binary,
+    "topic": pl.String,
+    "partition": pl.Int64,
+    "offset": pl.Int64,
 }
 
-_ARROW = pa.schema([
-    ("event_id", pa.string()), ("event_type", pa.string()), ("occurred_at", pa.timestamp("us", tz="UTC")),
-    ("merchant_id", pa.string()), ("reseller_id", pa.string()), ("schema_version", pa.int64()),
-    ("body", pa.binary()), ("topic", pa.string()), ("partition", pa.int64()), ("offset", pa.int64()),
-])
+_ARROW = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("merchant_id", pa.string()),
+        ("reseller_id", pa.string()),
+        ("schema_version", pa.int64()),
+        ("body", pa.binary()),
+        ("topic", pa.string()),
+        ("partition", pa.int64()),
+        ("offset", pa.int64()),
+    ]
+)
 
 
 def write_batch(root: Path, shard: int, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
@@ -57,11 +74,16 @@ def write_batch(root: Path, shard: int, rows: list[tuple[events.Event, Source, b
         folder.mkdir(parents=True, exist_ok=True)
         offsets = [s.offset for _, s, _ in group]
         cols = {
-            "event_id": [e.event_id for e, _, _ in group], "event_type": [e.event_type for e, _, _ in group],
-            "occurred_at": [e.occurred_at for e, _, _ in group], "merchant_id": [e.merchant_id for e, _, _ in group],
+            "event_id": [e.event_id for e, _, _ in group],
+            "event_type": [e.event_type for e, _, _ in group],
+            "occurred_at": [e.occurred_at for e, _, _ in group],
+            "merchant_id": [e.merchant_id for e, _, _ in group],
             "reseller_id": [e.reseller_id for e, _, _ in group],
-            "schema_version": [e.schema_version for e, _, _ in group], "body": [b for _, _, b in group],
-            "topic": [s.topic for _, s, _ in group], "partition": [partition] * len(group), "offset": offsets,
+            "schema_version": [e.schema_version for e, _, _ in group],
+            "body": [b for _, _, b in group],
+            "topic": [s.topic for _, s, _ in group],
+            "partition": [partition] * len(group),
+            "offset": offsets,
         }
         path = folder / f"s{shard}-p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
         tmp = path.with_suffix(".tmp")

@@ -50,7 +50,9 @@ def iso_utc(ts: datetime) -> str:
     A naive datetime is taken to be UTC already."""
     if ts.tzinfo is not None:
         ts = ts.astimezone(timezone.utc)
-    return f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ts.microsecond:06d}Z"
+    return (
+        f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ts.microsecond:06d}Z"
+    )
 
 
 def epoch_us(ts: datetime) -> int:
@@ -64,11 +66,13 @@ def iso_from_epoch_us(us: int) -> str:
     return iso_utc(_EPOCH + timedelta(microseconds=us))
 
 
-def canonical(event_id: str, seq: int, account: str, side: str, amount_minor: int, currency: str,
-              occurred_at_iso: str) -> bytes:
+def canonical(
+    event_id: str, seq: int, account: str, side: str, amount_minor: int, currency: str, occurred_at_iso: str
+) -> bytes:
     """The bytes a posting contributes to its chain (see the module docstring)."""
-    return (f"[{_q(event_id)},{int(seq)},{_q(account)},{_q(side)},{int(amount_minor)},"
-            f"{_q(currency)},{_q(occurred_at_iso)}]").encode()
+    return (
+        f"[{_q(event_id)},{int(seq)},{_q(account)},{_q(side)},{int(amount_minor)},{_q(currency)},{_q(occurred_at_iso)}]"
+    ).encode()
 
 
 _QUOTED: dict[str, str] = {}
@@ -84,8 +88,9 @@ def _quoted(text: str) -> str:
     return q
 
 
-def leg_hashes(prev: bytes, event_id: str, occurred_at_iso: str,
-               legs: Iterable[tuple[str, str, int, str]]) -> list[bytes]:
+def leg_hashes(
+    prev: bytes, event_id: str, occurred_at_iso: str, legs: Iterable[tuple[str, str, int, str]]
+) -> list[bytes]:
     """The chain digests of one event's legs (account, side, amount_minor, currency) with
     seq = 0, 1, …, continuing from the raw digest `prev`: the same bytes as `canonical`
     and `link` (a test holds them equal), built with the per-event parts quoted once."""
@@ -94,8 +99,9 @@ def leg_hashes(prev: bytes, event_id: str, occurred_at_iso: str,
     out = []
     sha = hashlib.sha256
     for seq, (account, side, amount, currency) in enumerate(legs):
-        prev = sha(prev + f"{head}{seq},{_quoted(account)},{_quoted(side)},{int(amount)},{_quoted(currency)}{tail}"
-                   .encode()).digest()
+        prev = sha(
+            prev + f"{head}{seq},{_quoted(account)},{_quoted(side)},{int(amount)},{_quoted(currency)}{tail}".encode()
+        ).digest()
         out.append(prev)
     return out
 
@@ -127,28 +133,32 @@ class BadLink:
     seq: int | None
     event_id: str | None
     account: str | None
-    problem: str          # "hash" | "prev_hash" | "head" | "length"
+    problem: str  # "hash" | "prev_hash" | "head" | "length"
     expected: str
     stored: str
 
     def __str__(self) -> str:
         if self.problem in ("head", "length"):
-            return (f"{self.topic}[{self.partition}]: chain {self.problem} is {self.expected} by the postings "
-                    f"but the store records {self.stored} (postings missing or added at the tail?)")
+            return (
+                f"{self.topic}[{self.partition}]: chain {self.problem} is {self.expected} by the postings "
+                f"but the store records {self.stored} (postings missing or added at the tail?)"
+            )
         what = "hash" if self.problem == "hash" else "prev_hash (link to the posting before)"
-        return (f"{self.topic}[{self.partition}] offset {self.offset} seq {self.seq} "
-                f"(event {self.event_id}, account {self.account}): {what} expected {self.expected}, "
-                f"stored {self.stored}")
+        return (
+            f"{self.topic}[{self.partition}] offset {self.offset} seq {self.seq} "
+            f"(event {self.event_id}, account {self.account}): {what} expected {self.expected}, "
+            f"stored {self.stored}"
+        )
 
 
 @dataclass
 class VerifyResult:
     ok: bool
-    postings: int                       # postings checked
-    partitions: int                     # chains checked
-    head: str                           # ledger head recomputed from the postings
-    stored_head: str                    # ledger head from the store's partition heads
-    bad_links: list[BadLink] = field(default_factory=list)   # the first bad link per partition
+    postings: int  # postings checked
+    partitions: int  # chains checked
+    head: str  # ledger head recomputed from the postings
+    stored_head: str  # ledger head from the store's partition heads
+    bad_links: list[BadLink] = field(default_factory=list)  # the first bad link per partition
 
     @property
     def first_bad(self) -> BadLink | None:
@@ -174,8 +184,10 @@ _VERIFY_SQL = """
 def verify(source: Any, batch_rows: int = 200_000) -> VerifyResult:
     """Recompute every chain of `source` (a LedgerStore or Snapshot) from its rows."""
     con = _con(source)
-    stored = {(t, p): (n, h) for t, p, n, h in con.execute(
-        "SELECT topic, partition, chain_length, head FROM offsets").fetchall()}
+    stored = {
+        (t, p): (n, h)
+        for t, p, n, h in con.execute("SELECT topic, partition, chain_length, head FROM offsets").fetchall()
+    }
     bad: list[BadLink] = []
     heads: dict[tuple[str, int], tuple[int, str]] = {}
     broken: set[tuple[str, int]] = set()
@@ -187,9 +199,19 @@ def verify(source: Any, batch_rows: int = 200_000) -> VerifyResult:
     for rb in reader:
         cols = rb.to_pydict()
         for topic, partition, offset, seq, eid, account, side, amount, currency, us, prev_hash, hash_ in zip(
-                cols["topic"], cols["partition"], cols["offset"], cols["seq"], cols["event_id"],
-                cols["account"], cols["side"], cols["amount_minor"], cols["currency"], cols["us"],
-                cols["prev_hash"], cols["hash"]):
+            cols["topic"],
+            cols["partition"],
+            cols["offset"],
+            cols["seq"],
+            cols["event_id"],
+            cols["account"],
+            cols["side"],
+            cols["amount_minor"],
+            cols["currency"],
+            cols["us"],
+            cols["prev_hash"],
+            cols["hash"],
+        ):
             checked += 1
             if (topic, partition) != key:
                 if key is not None:
@@ -221,7 +243,9 @@ def verify(source: Any, batch_rows: int = 200_000) -> VerifyResult:
             bad.append(BadLink(k[0], k[1], None, None, None, None, "head", h_have, h_rec))
     bad.sort(key=lambda b: (b.topic, b.partition))
     return VerifyResult(
-        ok=not bad, postings=checked, partitions=len(heads),
+        ok=not bad,
+        postings=checked,
+        partitions=len(heads),
         head=ledger_head((t, p, n, h) for (t, p), (n, h) in heads.items()),
         stored_head=ledger_head((t, p, n, h) for (t, p), (n, h) in stored.items()),
         bad_links=bad,

@@ -32,7 +32,7 @@ NormalSide = Callable[[str], str]
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    check: str           # "balance" | "floor" | "offsets" | "legs"
+    check: str  # "balance" | "floor" | "offsets" | "legs"
     message: str
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -63,9 +63,13 @@ def check_balance(source: Any, limit: int = 20) -> list[Violation]:
             HAVING SUM(CASE WHEN side = 'debit' THEN amount_minor ELSE 0 END)
                 <> SUM(CASE WHEN side = 'credit' THEN amount_minor ELSE 0 END)
             ORDER BY currency""").fetchall():
-        out.append(Violation("balance", f"{currency}: total debits {debit} ≠ total credits {credit} "
-                                        f"(off by {debit - credit} minor units)",
-                             {"currency": currency, "debit": debit, "credit": credit}))
+        out.append(
+            Violation(
+                "balance",
+                f"{currency}: total debits {debit} ≠ total credits {credit} (off by {debit - credit} minor units)",
+                {"currency": currency, "debit": debit, "credit": credit},
+            )
+        )
     rows = con.execute("""
             SELECT event_id, currency,
                    CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE 0 END) AS HUGEINT) AS d,
@@ -73,30 +77,56 @@ def check_balance(source: Any, limit: int = 20) -> list[Violation]:
                    MIN(topic), MIN(partition), MIN("offset")
             FROM postings GROUP BY event_id, currency HAVING d <> c
             ORDER BY MIN(topic), MIN(partition), MIN("offset"), event_id, currency""").fetchall()
-    out += _listed("balance", rows, limit, lambda r: Violation(
-        "balance", f"event {r[0]} ({r[4]}[{r[5]}]@{r[6]}) is unbalanced in {r[1]}: debits {r[2]} ≠ credits {r[3]}",
-        {"event_id": r[0], "currency": r[1], "debit": r[2], "credit": r[3],
-         "topic": r[4], "partition": r[5], "offset": r[6]}))
+    out += _listed(
+        "balance",
+        rows,
+        limit,
+        lambda r: Violation(
+            "balance",
+            f"event {r[0]} ({r[4]}[{r[5]}]@{r[6]}) is unbalanced in {r[1]}: debits {r[2]} ≠ credits {r[3]}",
+            {
+                "event_id": r[0],
+                "currency": r[1],
+                "debit": r[2],
+                "credit": r[3],
+                "topic": r[4],
+                "partition": r[5],
+                "offset": r[6],
+            },
+        ),
+    )
     rows = con.execute("""
             SELECT topic, partition, "offset", seq, event_id, account, side, amount_minor FROM postings
             WHERE side NOT IN ('debit', 'credit') OR amount_minor < 0
             ORDER BY topic, partition, "offset", seq""").fetchall()
-    out += _listed("balance", rows, limit, lambda r: Violation(
-        "balance", f"posting {r[0]}[{r[1]}]@{r[2]} seq {r[3]} (event {r[4]}, account {r[5]}) is malformed: "
-                   f"side {r[6]!r}, amount {r[7]}",
-        {"topic": r[0], "partition": r[1], "offset": r[2], "seq": r[3], "event_id": r[4], "account": r[5]}))
+    out += _listed(
+        "balance",
+        rows,
+        limit,
+        lambda r: Violation(
+            "balance",
+            f"posting {r[0]}[{r[1]}]@{r[2]} seq {r[3]} (event {r[4]}, account {r[5]}) is malformed: "
+            f"side {r[6]!r}, amount {r[7]}",
+            {"topic": r[0], "partition": r[1], "offset": r[2], "seq": r[3], "event_id": r[4], "account": r[5]},
+        ),
+    )
     return out
 
 
-def check_floors(source: Any, floor_of: FloorOf | None, normal_side: NormalSide | None = None,
-                 limit: int = 20) -> list[Violation]:
+def check_floors(
+    source: Any, floor_of: FloorOf | None, normal_side: NormalSide | None = None, limit: int = 20
+) -> list[Violation]:
     if floor_of is None:
         return []
     normal_side = normal_side or (lambda account: "debit")
-    rows = _con(source).execute("""
+    rows = (
+        _con(source)
+        .execute("""
             SELECT account, currency,
                    CAST(SUM(CASE WHEN side = 'debit' THEN amount_minor ELSE -amount_minor END) AS HUGEINT)
-            FROM postings GROUP BY account, currency ORDER BY account, currency""").fetchall()
+            FROM postings GROUP BY account, currency ORDER BY account, currency""")
+        .fetchall()
+    )
     floors: dict[str, tuple[int | None, str]] = {}
     bad = []
     for account, currency, net in rows:
@@ -108,10 +138,16 @@ def check_floors(source: Any, floor_of: FloorOf | None, normal_side: NormalSide 
         balance = net if side == "debit" else -net
         if balance < floor:
             bad.append((account, currency, balance, floor, side))
-    return _listed("floor", bad, limit, lambda r: Violation(
-        "floor", f"{r[0]} is below its floor in {r[1]}: balance {r[2]} < floor {r[3]} "
-                 f"({r[4]}-normal, minor units)",
-        {"account": r[0], "currency": r[1], "balance": r[2], "floor": r[3], "normal_side": r[4]}))
+    return _listed(
+        "floor",
+        bad,
+        limit,
+        lambda r: Violation(
+            "floor",
+            f"{r[0]} is below its floor in {r[1]}: balance {r[2]} < floor {r[3]} ({r[4]}-normal, minor units)",
+            {"account": r[0], "currency": r[1], "balance": r[2], "floor": r[3], "normal_side": r[4]},
+        ),
+    )
 
 
 def check_offsets(source: Any, limit: int = 20) -> list[Violation]:
@@ -130,34 +166,50 @@ def check_offsets(source: Any, limit: int = 20) -> list[Violation]:
              LEFT JOIN rj USING (topic, partition) LEFT JOIN po USING (topic, partition)
         ORDER BY k.topic, k.partition""").fetchall()
     out: list[Violation] = []
-    for (topic, part, next_offset, consumed, posted, dup, dl, chain_len,
-         ev_posted, rj_rows, po_rows, last) in rows:
+    for topic, part, next_offset, consumed, posted, dup, dl, chain_len, ev_posted, rj_rows, po_rows, last in rows:
         where = f"{topic}[{part}]"
         info = {"topic": topic, "partition": part}
         if next_offset is None:
             out.append(Violation("offsets", f"{where} holds rows but has no offsets record", info))
             continue
         if consumed != posted + dup + dl:
-            out.append(Violation("offsets", f"{where}: consumed {consumed} ≠ posted {posted} + duplicate {dup} + "
-                                            f"dead-lettered {dl} (= {posted + dup + dl})",
-                                 info | {"consumed": consumed, "posted": posted, "duplicate": dup,
-                                         "dead_lettered": dl}))
+            out.append(
+                Violation(
+                    "offsets",
+                    f"{where}: consumed {consumed} ≠ posted {posted} + duplicate {dup} + "
+                    f"dead-lettered {dl} (= {posted + dup + dl})",
+                    info | {"consumed": consumed, "posted": posted, "duplicate": dup, "dead_lettered": dl},
+                )
+            )
         if posted != ev_posted:
-            out.append(Violation("offsets", f"{where}: posted counter {posted} but {ev_posted} events were "
-                                            f"first posted from this partition", info))
+            out.append(
+                Violation(
+                    "offsets",
+                    f"{where}: posted counter {posted} but {ev_posted} events were first posted from this partition",
+                    info,
+                )
+            )
         if dl != rj_rows:
             out.append(Violation("offsets", f"{where}: dead-lettered counter {dl} but {rj_rows} rejection rows", info))
         if chain_len != po_rows:
             out.append(Violation("offsets", f"{where}: chain length {chain_len} but {po_rows} posting rows", info))
         if last is not None and last >= next_offset:
-            out.append(Violation("offsets", f"{where}: a row at offset {last} is at or beyond the committed "
-                                            f"next_offset {next_offset}", info))
-    return out[: limit] + ([Violation("offsets", f"… and {len(out) - limit} more offsets violations")]
-                           if len(out) > limit else [])
+            out.append(
+                Violation(
+                    "offsets",
+                    f"{where}: a row at offset {last} is at or beyond the committed next_offset {next_offset}",
+                    info,
+                )
+            )
+    return out[:limit] + (
+        [Violation("offsets", f"… and {len(out) - limit} more offsets violations")] if len(out) > limit else []
+    )
 
 
 def check_legs(source: Any, limit: int = 20) -> list[Violation]:
-    rows = _con(source).execute("""
+    rows = (
+        _con(source)
+        .execute("""
         WITH n AS (SELECT event_id, COUNT(*) AS n, MIN(topic) AS topic, MIN(partition) AS partition,
                           MIN("offset") AS "offset" FROM postings GROUP BY event_id)
         SELECT COALESCE(e.event_id, n.event_id), e.status, COALESCE(e.legs, 0), COALESCE(n.n, 0),
@@ -166,7 +218,9 @@ def check_legs(source: Any, limit: int = 20) -> list[Violation]:
         WHERE e.event_id IS NULL
            OR (e.status = 'posted' AND e.legs <> COALESCE(n.n, 0))
            OR (e.status = 'rejected' AND n.n IS NOT NULL)
-        ORDER BY 5, 6, 7, 1""").fetchall()
+        ORDER BY 5, 6, 7, 1""")
+        .fetchall()
+    )
 
     def make(r: tuple) -> Violation:
         eid, status, legs, n = r[:4]
@@ -176,13 +230,20 @@ def check_legs(source: Any, limit: int = 20) -> list[Violation]:
             msg = f"event {eid} is rejected but has {n} postings"
         else:
             msg = f"event {eid} was posted with {legs} legs but {n} postings are stored"
-        return Violation("legs", msg + f" ({r[4]}[{r[5]}]@{r[6]})",
-                         {"event_id": eid, "status": status, "legs": legs, "postings": n})
+        return Violation(
+            "legs", msg + f" ({r[4]}[{r[5]}]@{r[6]})", {"event_id": eid, "status": status, "legs": legs, "postings": n}
+        )
+
     return _listed("legs", rows, limit, make)
 
 
-def check(source: Any, floor_of: FloorOf | None = None, normal_side: NormalSide | None = None,
-          limit: int = 20) -> list[Violation]:
+def check(
+    source: Any, floor_of: FloorOf | None = None, normal_side: NormalSide | None = None, limit: int = 20
+) -> list[Violation]:
     """Every invariant over `source`; an empty list means the ledger holds."""
-    return (check_balance(source, limit) + check_floors(source, floor_of, normal_side, limit)
-            + check_offsets(source, limit) + check_legs(source, limit))
+    return (
+        check_balance(source, limit)
+        + check_floors(source, floor_of, normal_side, limit)
+        + check_offsets(source, limit)
+        + check_legs(source, limit)
+    )

@@ -16,9 +16,12 @@ from clearline.ledger.store import BatchResult, LedgerStore
 MESSAGES = Counter("clearline_ledger_messages_total", "Messages consumed by outcome", ["outcome"])
 POSTINGS = Counter("clearline_ledger_postings_total", "Posting legs written")
 BATCH_SECONDS = Gauge("clearline_ledger_last_batch_seconds", "Wall time since the previous committed batch")
-PARTITION = Gauge("clearline_ledger_partition_count", "Per-partition counters from the store",
-                  ["topic", "partition", "counter"])
-ACCOUNTING_OK = Gauge("clearline_ledger_offset_accounting_ok", "1 if consumed = posted + duplicate + dead-lettered everywhere")
+PARTITION = Gauge(
+    "clearline_ledger_partition_count", "Per-partition counters from the store", ["topic", "partition", "counter"]
+)
+ACCOUNTING_OK = Gauge(
+    "clearline_ledger_offset_accounting_ok", "1 if consumed = posted + duplicate + dead-lettered everywhere"
+)
 _last = [time.monotonic()]
 
 
@@ -31,8 +34,10 @@ def serve(port: int) -> None:
         try:
             start_http_server(port, addr="127.0.0.1")
         except OSError as exc:
-            raise MetricsPortBusy(f"cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}): another ledger flow "
-                                  "may be running; pass --metrics-port with a free port, or 0 for none") from None
+            raise MetricsPortBusy(
+                f"cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}): another ledger flow "
+                "may be running; pass --metrics-port with a free port, or 0 for none"
+            ) from None
 
 
 def observe_batch(result: BatchResult, store: LedgerStore) -> None:

@@ -45,7 +45,7 @@ class Posted:
     occurred_at: datetime
     postings: tuple[Posting, ...]
     event: Event | None = field(default=None, compare=False)  # for the archive; not stored
-    body: bytes = field(default=b"", compare=False)            # the message as consumed, likewise
+    body: bytes = field(default=b"", compare=False)  # the message as consumed, likewise
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,22 @@ from typing import Callable, Iterable
 
 from clearline.currency import EXPONENT
 from clearline.events import (
-    PLATFORM, BuyerDefault, BuyerRepayment, ChargebackOpened, ChargebackReversed, Event, FeeCharged,
-    MerchantPayout, Money, OrderCreated, PaymentAuthorized, PaymentCaptured, PaymentRefunded, PaymentVoided,
-    ProcessorPayout, ProcessorSettlement,
+    PLATFORM,
+    BuyerDefault,
+    BuyerRepayment,
+    ChargebackOpened,
+    ChargebackReversed,
+    Event,
+    FeeCharged,
+    MerchantPayout,
+    Money,
+    OrderCreated,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentRefunded,
+    PaymentVoided,
+    ProcessorPayout,
+    ProcessorSettlement,
 )
 from clearline.ledger.accounts import account_key, parse_account
 from clearline.ledger.model import Posting
@@ -83,7 +96,9 @@ def _exchange(tenant: str, debit: str, paid: Money, credit: str, got: Money) -> 
 def _tenant(e: Event) -> str:
     """The book an event posts to: its reseller. Only processor payouts are the platform's."""
     if e.reseller_id == PLATFORM:
-        raise PostingError("tenant", f"{e.event_type} {e.event_id} must come from a merchant's tenant, not the platform")
+        raise PostingError(
+            "tenant", f"{e.event_type} {e.event_id} must come from a merchant's tenant, not the platform"
+        )
     return e.reseller_id
 
 
@@ -97,7 +112,9 @@ def _order_created(e: Event) -> Legs:
     t = _tenant(e)
     if p.payment_method != "terms":
         return ()
-    return _pair(account_key(t, "buyer_receivable", p.buyer_id), account_key(t, "merchant_payable", e.merchant_id), p.amount)
+    return _pair(
+        account_key(t, "buyer_receivable", p.buyer_id), account_key(t, "merchant_payable", e.merchant_id), p.amount
+    )
 
 
 def _payment_authorized(e: Event) -> Legs:
@@ -117,7 +134,9 @@ def _payment_captured(e: Event) -> Legs:
     hold is released by the void that carries its amount."""
     p: PaymentCaptured = e.payload
     t = _tenant(e)
-    sale = _pair(account_key(t, "processor_unsettled", p.processor), account_key(t, "merchant_pending", e.merchant_id), p.amount)
+    sale = _pair(
+        account_key(t, "processor_unsettled", p.processor), account_key(t, "merchant_pending", e.merchant_id), p.amount
+    )
     return _release(t, p) + sale
 
 
@@ -146,7 +165,9 @@ def _chargeback_opened(e: Event) -> Legs:
     recorded off-balance until it is reversed."""
     p: ChargebackOpened = e.payload
     t = _tenant(e)
-    dispute = _pair(account_key(t, "chargeback", p.chargeback_id), account_key(t, "chargeback_offset", e.merchant_id), p.amount)
+    dispute = _pair(
+        account_key(t, "chargeback", p.chargeback_id), account_key(t, "chargeback_offset", e.merchant_id), p.amount
+    )
     return _taken_back(t, e.merchant_id, p.processor, p.amount) + dispute
 
 
@@ -154,8 +175,12 @@ def _chargeback_reversed(e: Event) -> Legs:
     """The merchant won: the amount comes back as an unsettled sale and the dispute closes."""
     p: ChargebackReversed = e.payload
     t = _tenant(e)
-    back = _pair(account_key(t, "processor_unsettled", p.processor), account_key(t, "merchant_pending", e.merchant_id), p.amount)
-    dispute = _pair(account_key(t, "chargeback_offset", e.merchant_id), account_key(t, "chargeback", p.chargeback_id), p.amount)
+    back = _pair(
+        account_key(t, "processor_unsettled", p.processor), account_key(t, "merchant_pending", e.merchant_id), p.amount
+    )
+    dispute = _pair(
+        account_key(t, "chargeback_offset", e.merchant_id), account_key(t, "chargeback", p.chargeback_id), p.amount
+    )
     return back + dispute
 
 
@@ -171,18 +196,27 @@ def _converted(p: ProcessorSettlement, inward: bool) -> Money:
     per major unit, hence the exponents)."""
     minor = p.net.minor + p.fee.minor if inward else p.net.minor - p.fee.minor
     if minor < 0:
-        raise PostingError("settlement", f"{p.settlement_id}: fee {p.fee.minor} exceeds the {p.record_type}'s net {p.net.minor}")
+        raise PostingError(
+            "settlement", f"{p.settlement_id}: fee {p.fee.minor} exceeds the {p.record_type}'s net {p.net.minor}"
+        )
     if p.gross.currency == p.net.currency:
         if p.gross.minor != minor:
-            raise PostingError("settlement", f"{p.settlement_id}: gross {p.gross.minor} is not net ± fee = {minor} {p.net.currency}")
+            raise PostingError(
+                "settlement", f"{p.settlement_id}: gross {p.gross.minor} is not net ± fee = {minor} {p.net.currency}"
+            )
         return Money(minor, p.net.currency)
     if p.fx_rate is None:
-        raise PostingError("fx", f"{p.settlement_id}: {p.gross.currency} settled in {p.net.currency} without an fx_rate")
+        raise PostingError(
+            "fx", f"{p.settlement_id}: {p.gross.currency} settled in {p.net.currency} without an fx_rate"
+        )
     scale = Fraction(10) ** (EXPONENT[p.net.currency] - EXPONENT[p.gross.currency])
     exact = p.gross.minor * Fraction(p.fx_rate) * scale
     if abs(minor - exact) > Fraction(1, 2):
-        raise PostingError("fx", f"{p.settlement_id}: {p.gross.minor} {p.gross.currency} at {p.fx_rate} is "
-                                 f"{round(exact)}, not net ± fee = {minor} {p.net.currency}")
+        raise PostingError(
+            "fx",
+            f"{p.settlement_id}: {p.gross.minor} {p.gross.currency} at {p.fx_rate} is "
+            f"{round(exact)}, not net ± fee = {minor} {p.net.currency}",
+        )
     return Money(minor, p.net.currency)
 
 
@@ -195,15 +229,22 @@ def _settled_item(t: str, merchant: str, p: ProcessorSettlement) -> Legs:
     converted = _converted(p, inward)
     pending, payable = account_key(t, "merchant_pending", merchant), account_key(t, "merchant_payable", merchant)
     unsettled, due = account_key(t, "processor_unsettled", p.processor), account_key(t, "platform_due")
-    receivable, tenant_due = account_key(PLATFORM, "processor_receivable", p.processor), account_key(PLATFORM, "tenant_due", t)
+    receivable, tenant_due = (
+        account_key(PLATFORM, "processor_receivable", p.processor),
+        account_key(PLATFORM, "tenant_due", t),
+    )
     if inward:
-        legs = (_exchange(t, pending, p.gross, payable, converted)
-                + _exchange(t, due, converted, unsettled, p.gross)
-                + _pair(receivable, tenant_due, p.net))
+        legs = (
+            _exchange(t, pending, p.gross, payable, converted)
+            + _exchange(t, due, converted, unsettled, p.gross)
+            + _pair(receivable, tenant_due, p.net)
+        )
     else:
-        legs = (_exchange(t, payable, converted, pending, p.gross)
-                + _exchange(t, unsettled, p.gross, due, converted)
-                + _pair(tenant_due, receivable, p.net))
+        legs = (
+            _exchange(t, payable, converted, pending, p.gross)
+            + _exchange(t, unsettled, p.gross, due, converted)
+            + _pair(tenant_due, receivable, p.net)
+        )
     return legs + _pair(payable, due, p.fee)
 
 
@@ -213,7 +254,9 @@ def _processor_fee(t: str, p: ProcessorSettlement) -> Legs:
     if p.gross.minor != 0 or p.net != p.fee:
         raise PostingError("settlement", f"{p.settlement_id}: a fee record has no gross and its net is its fee")
     expense = _pair(account_key(t, "fee_expense", p.processor), account_key(t, "platform_due"), p.fee)
-    withheld = _pair(account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "processor_receivable", p.processor), p.net)
+    withheld = _pair(
+        account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "processor_receivable", p.processor), p.net
+    )
     return expense + withheld
 
 
@@ -230,9 +273,14 @@ def _processor_payout(e: Event) -> Legs:
     The platform's event and the platform's books only: one batch pays many tenants' lines."""
     p: ProcessorPayout = e.payload
     if e.reseller_id != PLATFORM:
-        raise PostingError("tenant", f"processor.payout {e.event_id} must come from the platform, not {e.reseller_id!r}")
-    return _pair(account_key(PLATFORM, "bank_cash", p.amount.currency),
-                 account_key(PLATFORM, "processor_receivable", p.processor), p.amount)
+        raise PostingError(
+            "tenant", f"processor.payout {e.event_id} must come from the platform, not {e.reseller_id!r}"
+        )
+    return _pair(
+        account_key(PLATFORM, "bank_cash", p.amount.currency),
+        account_key(PLATFORM, "processor_receivable", p.processor),
+        p.amount,
+    )
 
 
 # ------------------------------------------------------------ terms, fees, payouts
@@ -243,7 +291,9 @@ def _buyer_repayment(e: Event) -> Legs:
     p: BuyerRepayment = e.payload
     t = _tenant(e)
     book = _pair(account_key(t, "platform_due"), account_key(t, "buyer_receivable", p.buyer_id), p.amount)
-    bank = _pair(account_key(PLATFORM, "bank_cash", p.amount.currency), account_key(PLATFORM, "tenant_due", t), p.amount)
+    bank = _pair(
+        account_key(PLATFORM, "bank_cash", p.amount.currency), account_key(PLATFORM, "tenant_due", t), p.amount
+    )
     return book + bank
 
 
@@ -263,7 +313,9 @@ def _merchant_payout(e: Event) -> Legs:
     p: MerchantPayout = e.payload
     t = _tenant(e)
     book = _pair(account_key(t, "merchant_payable", e.merchant_id), account_key(t, "platform_due"), p.amount)
-    bank = _pair(account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "bank_cash", p.amount.currency), p.amount)
+    bank = _pair(
+        account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "bank_cash", p.amount.currency), p.amount
+    )
     return book + bank
 
 

@@ -25,14 +25,23 @@ class LedgerSettings:
     once: bool = False
 
     @classmethod
-    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
-                    deadletter_topic: str | None = None, once: bool = False) -> "LedgerSettings":
+    def from_config(
+        cls,
+        state_dir: Path | None = None,
+        topic: str | None = None,
+        deadletter_topic: str | None = None,
+        once: bool = False,
+    ) -> "LedgerSettings":
         cfg = config.load("ledger")
         return cls(
-            bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
-            deadletter_topic=deadletter_topic or cfg["deadletter_topic"], state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
-            batch_size=int(cfg["batch_size"]), metrics_port=int(cfg["metrics_port"]),
+            bootstrap=config.bootstrap_servers(),
+            topic=topic or cfg["topic"],
+            deadletter_topic=deadletter_topic or cfg["deadletter_topic"],
+            state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
+            batch_size=int(cfg["batch_size"]),
+            metrics_port=int(cfg["metrics_port"]),
             duckdb_memory_limit=str(cfg["duckdb_memory_limit"]),
             duckdb_checkpoint_threshold=str(cfg["duckdb_checkpoint_threshold"]),
-            publish_interval_s=float(cfg["publish_interval_s"]), once=once,
+            publish_interval_s=float(cfg["publish_interval_s"]),
+            once=once,
         )

@@ -60,8 +60,12 @@ from clearline.ledger import store as _store
 
 FORMAT = 1
 DATA_TABLES = ("events", "postings", "rejections")
-SCHEMAS = {"events": _store.EVENTS_SCHEMA, "postings": _store.POSTINGS_SCHEMA,
-           "rejections": _store.REJECTIONS_SCHEMA, "offsets": _store.OFFSETS_SCHEMA}
+SCHEMAS = {
+    "events": _store.EVENTS_SCHEMA,
+    "postings": _store.POSTINGS_SCHEMA,
+    "rejections": _store.REJECTIONS_SCHEMA,
+    "offsets": _store.OFFSETS_SCHEMA,
+}
 
 
 class SnapshotNotFound(FileNotFoundError):
@@ -72,8 +76,8 @@ class SnapshotNotFound(FileNotFoundError):
 class Published:
     version: int
     head: str
-    new_rows: dict[str, int]      # rows exported per table by this publication
-    files: dict[str, int]         # live files per table after it
+    new_rows: dict[str, int]  # rows exported per table by this publication
+    files: dict[str, int]  # live files per table after it
     seconds: float
     noop: bool = False
 
@@ -116,8 +120,15 @@ def _copy(con: duckdb.DuckDBPyConnection, query: str, dest: Path) -> int:
 # ------------------------------------------------------------------------------ publish
 
 
-def publish_snapshot(store: "_store.LedgerStore", directory: str | Path, *, fanout: int = 16,
-                     max_level: int = 2, grace_s: float = 600.0, keep_manifests: int = 16) -> Published:
+def publish_snapshot(
+    store: "_store.LedgerStore",
+    directory: str | Path,
+    *,
+    fanout: int = 16,
+    max_level: int = 2,
+    grace_s: float = 600.0,
+    keep_manifests: int = 16,
+) -> Published:
     """Publish what `store` committed since the last snapshot in `directory`."""
     t0 = time.perf_counter()
     root = Path(directory)
@@ -127,8 +138,14 @@ def publish_snapshot(store: "_store.LedgerStore", directory: str | Path, *, fano
     now = time.time()
     sid = store.store_id
     if prev is not None and prev["store_id"] == sid and prev["version"] == store.version:
-        return Published(prev["version"], prev["head"], {}, {t: len(prev["tables"][t]) for t in DATA_TABLES},
-                         time.perf_counter() - t0, noop=True)
+        return Published(
+            prev["version"],
+            prev["head"],
+            {},
+            {t: len(prev["tables"][t]) for t in DATA_TABLES},
+            time.perf_counter() - t0,
+            noop=True,
+        )
     tables: dict[str, list[dict]] = {t: [] for t in DATA_TABLES}
     retired: list[dict] = []
     base = 0
@@ -169,8 +186,9 @@ def publish_snapshot(store: "_store.LedgerStore", directory: str | Path, *, fano
                 if cur.execute(f"SELECT COUNT(*) FROM {t} WHERE {where}").fetchall()[0][0]:
                     dest = dest_of(t, version)
                     add(t, version, _copy(cur, f"SELECT * FROM {t} WHERE {where}", dest), dest)
-            offsets = cur.execute(f"SELECT {', '.join(_store.OFFSETS_SCHEMA.names)} FROM offsets "
-                                  "ORDER BY topic, partition").fetchall()
+            offsets = cur.execute(
+                f"SELECT {', '.join(_store.OFFSETS_SCHEMA.names)} FROM offsets ORDER BY topic, partition"
+            ).fetchall()
         finally:
             cur.execute("COMMIT")
             cur.close()
@@ -185,7 +203,10 @@ def publish_snapshot(store: "_store.LedgerStore", directory: str | Path, *, fano
         else:
             keep.append(r)
     manifest = {
-        "format": FORMAT, "store_id": sid, "version": version, "head": head,
+        "format": FORMAT,
+        "store_id": sid,
+        "version": version,
+        "head": head,
         "published_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
         "tables": tables,
         "offsets": [dict(zip(_store.OFFSETS_SCHEMA.names, r)) for r in offsets],
@@ -211,14 +232,25 @@ def _compact(root: Path, table: str, files: list[dict], fanout: int, max_level: 
         level = run[0]["level"]
         if level >= max_level or any(f["level"] != level for f in run):
             break
-        dest = root / table / f"{Path(run[0]['file']).name.split('_')[0]}_{run[0]['from']:012d}_{run[-1]['to']:012d}.parquet"
+        dest = (
+            root
+            / table
+            / f"{Path(run[0]['file']).name.split('_')[0]}_{run[0]['from']:012d}_{run[-1]['to']:012d}.parquet"
+        )
         listing = ", ".join(f"'{root / f['file']}'" for f in run)
         with duckdb.connect(config={"memory_limit": "256MB", "threads": 1}) as con:  # beside a running flow
             con.execute("SET TimeZone = 'UTC'")
             rows = _copy(con, f"SELECT * FROM read_parquet([{listing}])", dest)
         del files[-fanout:]
-        files.append({"file": f"{table}/{dest.name}", "from": run[0]["from"], "to": run[-1]["to"],
-                      "rows": rows, "level": level + 1})
+        files.append(
+            {
+                "file": f"{table}/{dest.name}",
+                "from": run[0]["from"],
+                "to": run[-1]["to"],
+                "rows": rows,
+                "level": level + 1,
+            }
+        )
         retired += [{"file": f["file"], "at": now} for f in run]
     return retired
 
@@ -262,8 +294,14 @@ class SnapshotPublisher:
         publisher.stop()          # publishes what is left
     """
 
-    def __init__(self, store: "_store.LedgerStore", directory: str | Path, poll_s: float = 1.0,
-                 interval_s: float = 0.0, **options: Any):
+    def __init__(
+        self,
+        store: "_store.LedgerStore",
+        directory: str | Path,
+        poll_s: float = 1.0,
+        interval_s: float = 0.0,
+        **options: Any,
+    ):
         """`interval_s`: the least time between two publications. Under load each one
         then covers several batches — fewer, larger files and merges, and less of the
         flow's CPU — at the price of readers seeing commits up to that much later.
@@ -273,7 +311,7 @@ class SnapshotPublisher:
         self.last: Published | None = None
         self.error: BaseException | None = None
         self._wake = threading.Event()
-        self._urgent = threading.Event()   # flush/stop: end the pause between publications
+        self._urgent = threading.Event()  # flush/stop: end the pause between publications
         self._done = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="ledger-snapshot", daemon=True)
@@ -357,8 +395,11 @@ class Snapshot:
         self.version: int = sum(self.versions)
         self.store_id: str = ",".join(m["store_id"] for m in manifests)
         offsets = [row for m in manifests for row in m["offsets"]]
-        self.head: str = manifests[0]["head"] if len(manifests) == 1 else chain.ledger_head(
-            (r["topic"], r["partition"], r["chain_length"], r["head"]) for r in offsets)
+        self.head: str = (
+            manifests[0]["head"]
+            if len(manifests) == 1
+            else chain.ledger_head((r["topic"], r["partition"], r["chain_length"], r["head"]) for r in offsets)
+        )
         self.published_at = min(datetime.fromisoformat(m["published_at"]) for m in manifests)
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
@@ -369,8 +410,10 @@ class Snapshot:
                 self.con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet([{listing}])")
             else:
                 self._table(t, SCHEMAS[t].empty_table())
-        self._table("offsets", pa.Table.from_pylist(offsets, schema=SCHEMAS["offsets"]) if offsets
-                    else SCHEMAS["offsets"].empty_table())
+        self._table(
+            "offsets",
+            pa.Table.from_pylist(offsets, schema=SCHEMAS["offsets"]) if offsets else SCHEMAS["offsets"].empty_table(),
+        )
 
     def _table(self, name: str, data: pa.Table) -> None:
         self.con.register(f"_{name}_in", data)
@@ -395,8 +438,9 @@ class Snapshot:
     def sql(self, query: str, params: list | None = None) -> pl.DataFrame:
         return self.cursor().sql(query, params=params).pl()
 
-    def balances(self, as_of: datetime | None = None, account: str | None = None,
-                 tenant: str | None = None) -> pl.DataFrame:
+    def balances(
+        self, as_of: datetime | None = None, account: str | None = None, tenant: str | None = None
+    ) -> pl.DataFrame:
         return _store.balances(self.cursor(), as_of, account, tenant)
 
     def statement(self, account: str, from_: datetime | None = None, to: datetime | None = None) -> pl.DataFrame:
@@ -420,16 +464,21 @@ def read_snapshot(directory: str | Path | list[str | Path]) -> Snapshot:
     directory whose subdirectories hold snapshots (one per shard), all of them together."""
     if isinstance(directory, (str, Path)):
         root = Path(directory)
-        roots = [root] if (root / "CURRENT").exists() or not root.is_dir() else \
-            sorted(p.parent for p in root.glob("*/CURRENT")) or [root]
+        roots = (
+            [root]
+            if (root / "CURRENT").exists() or not root.is_dir()
+            else sorted(p.parent for p in root.glob("*/CURRENT")) or [root]
+        )
     else:
         roots = [Path(d) for d in directory]
     manifests = []
     for root in roots:
         manifest = _current(root)
         if manifest is None:
-            raise SnapshotNotFound(f"{root} holds no ledger snapshot (no CURRENT); the ledger flow publishes one "
-                                   "after its first committed batch")
+            raise SnapshotNotFound(
+                f"{root} holds no ledger snapshot (no CURRENT); the ledger flow publishes one "
+                "after its first committed batch"
+            )
         if manifest.get("format") != FORMAT:
             raise SnapshotNotFound(f"{root}: snapshot format {manifest.get('format')} is not {FORMAT}")
         manifests.append(manifest)

@@ -143,27 +143,66 @@ _DDL = [
 ]
 
 _TS = pa.timestamp("us", tz="UTC")
-EVENTS_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("status", pa.string()), ("event_type", pa.string()), ("tenant", pa.string()),
-    ("occurred_at", _TS), ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
-    ("legs", pa.int32()), ("reason", pa.string()), ("detail", pa.string()), ("version", pa.int64()),
-])
-POSTINGS_SCHEMA = pa.schema([
-    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("seq", pa.int32()),
-    ("event_id", pa.string()), ("account", pa.string()), ("side", pa.string()), ("amount_minor", pa.int64()),
-    ("currency", pa.string()), ("occurred_at", _TS), ("prev_hash", pa.string()), ("hash", pa.string()),
-    ("version", pa.int64()),
-])
-REJECTIONS_SCHEMA = pa.schema([
-    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("event_id", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()), ("raw", pa.binary()), ("origin", pa.string()),
-    ("version", pa.int64()),
-])
-OFFSETS_SCHEMA = pa.schema([
-    ("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64()), ("consumed", pa.int64()),
-    ("posted", pa.int64()), ("duplicate", pa.int64()), ("dead_lettered", pa.int64()),
-    ("chain_length", pa.int64()), ("head", pa.string()), ("version", pa.int64()),
-])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("status", pa.string()),
+        ("event_type", pa.string()),
+        ("tenant", pa.string()),
+        ("occurred_at", _TS),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("legs", pa.int32()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("version", pa.int64()),
+    ]
+)
+POSTINGS_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("seq", pa.int32()),
+        ("event_id", pa.string()),
+        ("account", pa.string()),
+        ("side", pa.string()),
+        ("amount_minor", pa.int64()),
+        ("currency", pa.string()),
+        ("occurred_at", _TS),
+        ("prev_hash", pa.string()),
+        ("hash", pa.string()),
+        ("version", pa.int64()),
+    ]
+)
+REJECTIONS_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("event_id", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.binary()),
+        ("origin", pa.string()),
+        ("version", pa.int64()),
+    ]
+)
+OFFSETS_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("next_offset", pa.int64()),
+        ("consumed", pa.int64()),
+        ("posted", pa.int64()),
+        ("duplicate", pa.int64()),
+        ("dead_lettered", pa.int64()),
+        ("chain_length", pa.int64()),
+        ("head", pa.string()),
+        ("version", pa.int64()),
+    ]
+)
 TABLES = ("events", "postings", "rejections", "offsets")
 
 
@@ -187,8 +226,18 @@ class PartitionState:
     version: int = 0
 
     def row(self) -> tuple:
-        return (self.topic, self.partition, self.next_offset, self.consumed, self.posted, self.duplicate,
-                self.dead_lettered, self.chain_length, self.head, self.version)
+        return (
+            self.topic,
+            self.partition,
+            self.next_offset,
+            self.consumed,
+            self.posted,
+            self.duplicate,
+            self.dead_lettered,
+            self.chain_length,
+            self.head,
+            self.version,
+        )
 
     def copy(self) -> "PartitionState":
         return PartitionState(**{k: getattr(self, k) for k in self.__dataclass_fields__})
@@ -203,14 +252,16 @@ class BatchResult:
     posted: int = 0
     duplicate: int = 0
     dead_lettered: int = 0
-    replayed: int = 0            # skipped: offset below the committed next_offset
-    postings: int = 0            # legs written
-    version: int = 0             # store version after the batch (unchanged if nothing was written)
-    dead_letters: list[Rejected] = field(default_factory=list)   # to forward to the dead-letter topic
+    replayed: int = 0  # skipped: offset below the committed next_offset
+    postings: int = 0  # legs written
+    version: int = 0  # store version after the batch (unchanged if nothing was written)
+    dead_letters: list[Rejected] = field(default_factory=list)  # to forward to the dead-letter topic
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in
-                ("consumed", "posted", "duplicate", "dead_lettered", "replayed", "postings", "version")}
+        return {
+            k: getattr(self, k)
+            for k in ("consumed", "posted", "duplicate", "dead_lettered", "replayed", "postings", "version")
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +280,16 @@ def _invalid_legs(postings: Sequence[Posting]) -> str | None:
     """Why a Posted's legs cannot be written, or None. Balanced per currency, amounts ≥ 0."""
     if len(postings) == 2:  # the common case, without the dict
         a, b = postings
-        if (a.side, b.side) in (("debit", "credit"), ("credit", "debit")) and a.amount == b.amount \
-                and type(a.amount.minor) is int and a.amount.minor >= 0 \
-                and type(a.account) is str and type(b.account) is str and a.account and b.account:
+        if (
+            (a.side, b.side) in (("debit", "credit"), ("credit", "debit"))
+            and a.amount == b.amount
+            and type(a.amount.minor) is int
+            and a.amount.minor >= 0
+            and type(a.account) is str
+            and type(b.account) is str
+            and a.account
+            and b.account
+        ):
             return None
     net: dict[str, int] = defaultdict(int)
     for i, p in enumerate(postings):
@@ -287,11 +345,14 @@ class LedgerStore:
                 con.execute(ddl)
             found = dict(con.execute("SELECT key, value FROM meta").fetchall())
             if not found:
-                con.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("schema_version", str(SCHEMA_VERSION)), ("store_id", uuid.uuid4().hex)])
+                con.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("store_id", uuid.uuid4().hex)],
+                )
             elif int(found.get("schema_version", -1)) > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has ledger schema {found['schema_version']}; "
-                                 f"this code reads up to {SCHEMA_VERSION}")
+                raise StoreError(
+                    f"{self.path} has ledger schema {found['schema_version']}; this code reads up to {SCHEMA_VERSION}"
+                )
             con.commit()
         except BaseException:
             con.rollback()
@@ -303,8 +364,9 @@ class LedgerStore:
         self.version: int = current_version(self.con)
         self._parts: dict[tuple[str, int], PartitionState] = {}
         for row in self.con.execute(
-                "SELECT topic, partition, next_offset, consumed, posted, duplicate, dead_lettered, "
-                "chain_length, head, version FROM offsets").fetchall():
+            "SELECT topic, partition, next_offset, consumed, posted, duplicate, dead_lettered, "
+            "chain_length, head, version FROM offsets"
+        ).fetchall():
             self._parts[(row[0], row[1])] = PartitionState(*row)
 
     def close(self) -> None:
@@ -328,8 +390,9 @@ class LedgerStore:
 
     # ------------------------------------------------------------------------ apply
 
-    def apply(self, outcomes: Iterable[Outcome],
-              before_commit: Callable[[list[Posted]], None] | None = None) -> BatchResult:
+    def apply(
+        self, outcomes: Iterable[Outcome], before_commit: Callable[[list[Posted]], None] | None = None
+    ) -> BatchResult:
         """Write one batch of outcomes in one transaction; see the module docstring.
 
         `before_commit` is called with the batch's newly posted events (in topic,
@@ -344,8 +407,8 @@ class LedgerStore:
         res = BatchResult(version=self.version)
         outcomes.sort(key=_order)
         state: dict[tuple[str, int], PartitionState] = {}
-        kept: list[tuple[Outcome, str]] = []   # (outcome, origin of a rejection: 'flow' | 'store')
-        cand: dict[str, Outcome] = {}          # event_id -> its first occurrence in this batch
+        kept: list[tuple[Outcome, str]] = []  # (outcome, origin of a rejection: 'flow' | 'store')
+        cand: dict[str, Outcome] = {}  # event_id -> its first occurrence in this batch
         st = None
         for o in outcomes:
             s = o.source
@@ -354,8 +417,9 @@ class LedgerStore:
                 st = state.get(tp)
                 if st is None:
                     cur = self._parts.get(tp)
-                    st = state[tp] = cur.copy() if cur else PartitionState(s.topic, s.partition,
-                                                                           head=chain.genesis(*tp))
+                    st = state[tp] = (
+                        cur.copy() if cur else PartitionState(s.topic, s.partition, head=chain.genesis(*tp))
+                    )
             if s.offset < st.next_offset:
                 res.replayed += 1
                 continue
@@ -376,11 +440,26 @@ class LedgerStore:
         for eid, o in cand.items():
             s = o.source
             if type(o) is Posted:
-                ev_rows.append((eid, "posted", o.event_type, o.tenant, chain.epoch_us(o.occurred_at), s.topic,
-                                s.partition, s.offset, len(o.postings), None, None, version))
+                ev_rows.append(
+                    (
+                        eid,
+                        "posted",
+                        o.event_type,
+                        o.tenant,
+                        chain.epoch_us(o.occurred_at),
+                        s.topic,
+                        s.partition,
+                        s.offset,
+                        len(o.postings),
+                        None,
+                        None,
+                        version,
+                    )
+                )
             else:
-                ev_rows.append((eid, "rejected", None, None, None, s.topic, s.partition, s.offset, 0,
-                                o.reason, o.detail, version))
+                ev_rows.append(
+                    (eid, "rejected", None, None, None, s.topic, s.partition, s.offset, 0, o.reason, o.detail, version)
+                )
         po_cols: dict[str, list] = {name: [] for name in POSTINGS_SCHEMA.names}
         rj_rows: list[tuple] = []
         con = self.con
@@ -395,13 +474,15 @@ class LedgerStore:
             if len(inserted) < len(ev_rows):
                 clash = [eid for eid in cand if eid not in inserted]
                 for eid, status, topic, partition, offset, reason in con.execute(
-                        'SELECT event_id, status, topic, partition, "offset", reason FROM events '
-                        "WHERE event_id = ANY(?::VARCHAR[])", [clash]).fetchall():
+                    'SELECT event_id, status, topic, partition, "offset", reason FROM events '
+                    "WHERE event_id = ANY(?::VARCHAR[])",
+                    [clash],
+                ).fetchall():
                     prior[eid] = _Prior(status, Source(topic, partition, offset), reason)
 
             decided: dict[str, _Prior] = {}
             new_posted: list[Posted] = []
-            heads: dict[tuple[str, int], bytes] = {}   # raw chain heads of the partitions touched
+            heads: dict[tuple[str, int], bytes] = {}  # raw chain heads of the partitions touched
             st = None
             for o, origin in kept:
                 s = o.source
@@ -433,9 +514,17 @@ class LedgerStore:
                     if p.status == "posted":
                         st.duplicate += 1
                         continue
-                    o, origin = Rejected(s, eid, "rejected_before",
-                                         f"event {eid} was rejected at {p.source.topic}[{p.source.partition}]@"
-                                         f"{p.source.offset}: {p.reason}", None), "store"  # type: ignore[arg-type]
+                    o, origin = (
+                        Rejected(
+                            s,
+                            eid,
+                            "rejected_before",
+                            f"event {eid} was rejected at {p.source.topic}[{p.source.partition}]@"
+                            f"{p.source.offset}: {p.reason}",
+                            None,
+                        ),
+                        "store",
+                    )  # type: ignore[arg-type]
                 st.dead_lettered += 1
                 rj_rows.append((s.topic, s.partition, s.offset, o.event_id, o.reason, o.detail, o.raw, origin, version))
                 res.dead_letters.append(o)
@@ -458,8 +547,11 @@ class LedgerStore:
             fresh = [st for tp, st in state.items() if tp not in self._parts]
             if known:
                 con.register("_ledger_offsets", _table([st.row() for st in known], OFFSETS_SCHEMA))
-                con.execute("UPDATE offsets o SET " + ", ".join(f"{c} = n.{c}" for c in OFFSETS_SCHEMA.names[2:])
-                            + " FROM _ledger_offsets n WHERE o.topic = n.topic AND o.partition = n.partition")
+                con.execute(
+                    "UPDATE offsets o SET "
+                    + ", ".join(f"{c} = n.{c}" for c in OFFSETS_SCHEMA.names[2:])
+                    + " FROM _ledger_offsets n WHERE o.topic = n.topic AND o.partition = n.partition"
+                )
                 con.unregister("_ledger_offsets")
             if fresh:
                 con.register("_ledger_offsets", _table([st.row() for st in fresh], OFFSETS_SCHEMA))
@@ -502,10 +594,13 @@ class LedgerStore:
             except duckdb.ConstraintException:
                 con.rollback()
                 con.begin()
-                con.register("_ledger_events", ev_tbl)   # the rollback dropped it
-                return {r[0] for r in con.execute(
-                    "INSERT INTO events SELECT * FROM _ledger_events ON CONFLICT DO NOTHING RETURNING event_id"
-                ).fetchall()}
+                con.register("_ledger_events", ev_tbl)  # the rollback dropped it
+                return {
+                    r[0]
+                    for r in con.execute(
+                        "INSERT INTO events SELECT * FROM _ledger_events ON CONFLICT DO NOTHING RETURNING event_id"
+                    ).fetchall()
+                }
         finally:
             con.unregister("_ledger_events")
 
@@ -544,8 +639,9 @@ class LedgerStore:
         cur.execute("SET TimeZone = 'UTC'")
         return cur
 
-    def balances(self, as_of: datetime | None = None, account: str | None = None,
-                 tenant: str | None = None) -> pl.DataFrame:
+    def balances(
+        self, as_of: datetime | None = None, account: str | None = None, tenant: str | None = None
+    ) -> pl.DataFrame:
         return balances(self.cursor(), as_of, account, tenant)
 
     def statement(self, account: str, from_: datetime | None = None, to: datetime | None = None) -> pl.DataFrame:
@@ -557,9 +653,15 @@ class LedgerStore:
     def dead_letters_since(self, version: int) -> list[Rejected]:
         """Rejections committed after store `version`, oldest first — an outbox for the
         dead-letter topic that survives a crash between commit and forwarding."""
-        rows = self.cursor().execute(
-            'SELECT topic, partition, "offset", event_id, reason, detail, raw FROM rejections '
-            'WHERE version > ? ORDER BY version, topic, partition, "offset"', [version]).fetchall()
+        rows = (
+            self.cursor()
+            .execute(
+                'SELECT topic, partition, "offset", event_id, reason, detail, raw FROM rejections '
+                'WHERE version > ? ORDER BY version, topic, partition, "offset"',
+                [version],
+            )
+            .fetchall()
+        )
         return [Rejected(Source(t, p, o), e, r, d, raw) for t, p, o, e, r, d, raw in rows]
 
 
@@ -635,8 +737,9 @@ def _account_filter(account: str | None, tenant: str | None, where: list[str], p
         params.append(tenant)
 
 
-def balances(con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, account: str | None = None,
-             tenant: str | None = None) -> pl.DataFrame:
+def balances(
+    con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, account: str | None = None, tenant: str | None = None
+) -> pl.DataFrame:
     """(account, currency, debit, credit, balance) from the postings with event time ≤
     `as_of` (all if None), optionally for one account and its sub-ledgers (`account`
     prefix up to a ':') and/or one tenant (the account key's first segment)."""
@@ -645,17 +748,21 @@ def balances(con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, acco
         where.append("occurred_at <= ?")
         params.append(_utc(as_of))
     _account_filter(account, tenant, where, params)
-    return con.sql(f"""
+    return con.sql(
+        f"""
         SELECT account, currency,
                CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE 0 END) AS BIGINT) AS debit,
                CAST(SUM(CASE WHEN side = 'credit' THEN amount_minor ELSE 0 END) AS BIGINT) AS credit,
                CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE -amount_minor END) AS BIGINT) AS balance
-        FROM postings WHERE {' AND '.join(where)}
-        GROUP BY account, currency ORDER BY account, currency""", params=params).pl()
+        FROM postings WHERE {" AND ".join(where)}
+        GROUP BY account, currency ORDER BY account, currency""",
+        params=params,
+    ).pl()
 
 
-def statement(con: duckdb.DuckDBPyConnection, account: str, from_: datetime | None = None,
-              to: datetime | None = None) -> pl.DataFrame:
+def statement(
+    con: duckdb.DuckDBPyConnection, account: str, from_: datetime | None = None, to: datetime | None = None
+) -> pl.DataFrame:
     """Every posting to exactly `account` with from_ ≤ occurred_at ≤ to, in event-time order
     (ties in topic, partition, offset, seq order), with the running balance per currency
     (debit-positive) — which includes everything before `from_`."""
@@ -667,7 +774,8 @@ def statement(con: duckdb.DuckDBPyConnection, account: str, from_: datetime | No
     if from_ is not None:
         qualify = "QUALIFY p.occurred_at >= ?"
         params.append(_utc(from_))
-    return con.sql(f"""
+    return con.sql(
+        f"""
         SELECT p.occurred_at, p.event_id, e.event_type, p.topic, p.partition, p."offset", p.seq,
                p.side, p.amount_minor, p.currency,
                CASE WHEN p.side = 'debit'  THEN p.amount_minor ELSE 0 END AS debit,
@@ -676,25 +784,44 @@ def statement(con: duckdb.DuckDBPyConnection, account: str, from_: datetime | No
                    PARTITION BY p.currency ORDER BY p.occurred_at, p.topic, p.partition, p."offset", p.seq
                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS balance
         FROM postings p LEFT JOIN events e ON e.event_id = p.event_id
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
         {qualify}
-        ORDER BY p.occurred_at, p.topic, p.partition, p."offset", p.seq""", params=params).pl()
+        ORDER BY p.occurred_at, p.topic, p.partition, p."offset", p.seq""",
+        params=params,
+    ).pl()
 
 
 def stats(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, Any]:
     """Counters per partition, totals, table sizes and the ledger head."""
-    cols = ["topic", "partition", "next_offset", "consumed", "posted", "duplicate", "dead_lettered",
-            "chain_length", "head"]
-    parts = [dict(zip(cols, r)) for r in con.execute(
-        f"SELECT {', '.join(cols)} FROM offsets ORDER BY topic, partition").fetchall()]
+    cols = [
+        "topic",
+        "partition",
+        "next_offset",
+        "consumed",
+        "posted",
+        "duplicate",
+        "dead_lettered",
+        "chain_length",
+        "head",
+    ]
+    parts = [
+        dict(zip(cols, r))
+        for r in con.execute(f"SELECT {', '.join(cols)} FROM offsets ORDER BY topic, partition").fetchall()
+    ]
     totals = {k: sum(p[k] for p in parts) for k in ("consumed", "posted", "duplicate", "dead_lettered", "chain_length")}
-    (events, posted_events), = con.execute(
-        "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'posted') FROM events").fetchall()
+    ((events, posted_events),) = con.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'posted') FROM events"
+    ).fetchall()
     totals |= {
-        "events": events, "events_posted": posted_events, "events_rejected": events - posted_events,
+        "events": events,
+        "events_posted": posted_events,
+        "events_rejected": events - posted_events,
         "postings": con.execute("SELECT COUNT(*) FROM postings").fetchall()[0][0],
         "rejections": con.execute("SELECT COUNT(*) FROM rejections").fetchall()[0][0],
     }
-    return {"version": version, "head": chain.ledger_head(
-        (p["topic"], p["partition"], p["chain_length"], p["head"]) for p in parts),
-        "partitions": parts, "totals": totals}
+    return {
+        "version": version,
+        "head": chain.ledger_head((p["topic"], p["partition"], p["chain_length"], p["head"]) for p in parts),
+        "partitions": parts,
+        "totals": totals,
+    }

@@ -20,7 +20,6 @@ between a thread pool and the loop. POST /v1/decisions, the hot path, is answere
 layers (see there); everything else is plain FastAPI.
 """
 
-
 import gc
 import hashlib
 import json
@@ -38,16 +37,24 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError,
-                      field_validator)
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
+from clearline.currency import is_currency
+from clearline.events import Money
 from clearline.models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
 from clearline.models.api_store import DecisionStore, Stored
 from clearline.models.decision import UnderwritingRequest, decide
 from clearline.models.policy import KILL_SWITCH, NO_CHAMPION, Policy
 from clearline.models.scorer import Scorer
-from clearline.currency import is_currency
-from clearline.events import Money
 
 log = logging.getLogger("clearline.api")
 
@@ -82,7 +89,8 @@ class DecisionRequest(BaseModel):
     amount: MoneyIn
     terms_days: StrictInt = Field(ge=1, le=365, description="net terms in days, e.g. 30")
     occurred_at: AwareDatetime | None = Field(
-        None, description="the order's time (with a UTC offset); default: when the API receives it")
+        None, description="the order's time (with a UTC offset); default: when the API receives it"
+    )
 
 
 class MoneyOut(BaseModel):
@@ -179,11 +187,18 @@ class DecisionService:
         stored = self.store.by_order(tenant, body.order_id)
         if stored is not None:
             return stored, False
-        event_id = "api_" + uuid.uuid4().hex     # the API's request is its own event
-        decision_id = "dec_" + event_id            # derived as the risk flow derives it from a request
+        event_id = "api_" + uuid.uuid4().hex  # the API's request is its own event
+        decision_id = "dec_" + event_id  # derived as the risk flow derives it from a request
         at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
-        request = UnderwritingRequest(event_id, body.order_id, body.buyer_id, body.merchant_id, at,
-                                      Money(body.amount.minor, body.amount.currency), body.terms_days)
+        request = UnderwritingRequest(
+            event_id,
+            body.order_id,
+            body.buyer_id,
+            body.merchant_id,
+            at,
+            Money(body.amount.minor, body.amount.currency),
+            body.terms_days,
+        )
         features = self.online(body.buyer_id, body.merchant_id, request.amount)
         made = decide(request, features, self.champion, self.challenger, self.policy)
         # the risk flow's decision record (decision_id, Decision.to_dict(), decided_at) plus the tenant
@@ -206,17 +221,28 @@ class Metrics:
 
     def __init__(self):
         from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = CollectorRegistry()
-        self.requests = Counter("clearline_api_requests", "HTTP requests by route and status",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("clearline_api_request_seconds", "time from request to response, by route",
-                                 ["route", "method"], registry=self.registry,
-                                 buckets=(.0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1.0))
-        self.decisions = Counter("clearline_api_decisions", "new decisions by outcome", ["decision"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "clearline_api_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "clearline_api_request_seconds",
+            "time from request to response, by route",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.decisions = Counter(
+            "clearline_api_decisions", "new decisions by outcome", ["decision"], registry=self.registry
+        )
 
     def exposition(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)
@@ -240,6 +266,7 @@ class _Measure:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
+
         try:
             await self.app(scope, receive, sending)
         finally:
@@ -251,18 +278,22 @@ class _Measure:
 # --------------------------------------------------------------------------- the app
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the tenant's API key")
-_ERRORS = {401: {"model": Problem, "description": "no or unknown API key"},
-           403: {"model": Problem, "description": "another tenant's merchant or decision"}}
+_ERRORS = {
+    401: {"model": Problem, "description": "no or unknown API key"},
+    403: {"model": Problem, "description": "another tenant's merchant or decision"},
+}
 
 
 class _Outcome(msgspec.Struct):
     """The one field of a stored record the metrics need (decoded without the rest)."""
+
     decision: str
 
 
 def _record(stored: Stored, replay: bool = False) -> Response:
-    return Response(stored.record, media_type="application/json",
-                    headers={"Idempotent-Replay": "true"} if replay else None)
+    return Response(
+        stored.record, media_type="application/json", headers={"Idempotent-Replay": "true"} if replay else None
+    )
 
 
 class _FastDecisions:
@@ -287,22 +318,31 @@ class _FastDecisions:
             if not message.get("more_body"):
                 break
         headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"x-api-key", b"content-type")}
-        await self.answer(headers.get(b"x-api-key"), headers.get(b"content-type"), b"".join(chunks))(scope, receive, send)
+        await self.answer(headers.get(b"x-api-key"), headers.get(b"content-type"), b"".join(chunks))(
+            scope, receive, send
+        )
 
 
 def create_app(service: DecisionService) -> FastAPI:
-    app = FastAPI(title="Clearline decision API", version="1",
-                  description="Underwriting decisions for orders on terms: the same policy, model and reason codes "
-                              "as the streaming risk flow. Money is integer minor units plus an ISO 4217 code.")
+    app = FastAPI(
+        title="Clearline decision API",
+        version="1",
+        description="Underwriting decisions for orders on terms: the same policy, model and reason codes "
+        "as the streaming risk flow. Money is integer minor units plus an ISO 4217 code.",
+    )
     metrics = Metrics()
     app.state.service = service
 
     def caller(key: str | None) -> str:
         found = service.keys.tenant_of(key)
         if found is None:
-            raise HTTPException(401, "missing or unknown API key (header X-API-Key)" if key else
-                                "missing API key: send the tenant's key in the X-API-Key header",
-                                headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                401,
+                "missing or unknown API key (header X-API-Key)"
+                if key
+                else "missing API key: send the tenant's key in the X-API-Key header",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
         return found
 
     async def tenant(key: Annotated[str | None, Depends(_api_key)]) -> str:
@@ -312,8 +352,10 @@ def create_app(service: DecisionService) -> FastAPI:
 
     def invalid(errors: list[dict[str, Any]]) -> JSONResponse:
         """422 naming each bad field by its path (e.g. amount.currency) and why."""
-        named = [{"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"],
-                  "type": e["type"]} for e in errors]
+        named = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"], "type": e["type"]}
+            for e in errors
+        ]
         text = "; ".join(f"{e['field']}: {e['message']}" for e in named)
         return JSONResponse({"detail": text, "errors": jsonable_encoder(named)}, status_code=422)
 
@@ -330,15 +372,26 @@ def create_app(service: DecisionService) -> FastAPI:
             metrics.decisions.labels(msgspec.json.decode(stored.record, type=_Outcome).decision).inc()
             return _record(stored)
         if stored.request_hash != request_hash(body):
-            raise HTTPException(409, f"order_id {body.order_id!r} was already decided ({stored.decision_id}) "
-                                     "for a different request; an order is decided once")
+            raise HTTPException(
+                409,
+                f"order_id {body.order_id!r} was already decided ({stored.decision_id}) "
+                "for a different request; an order is decided once",
+            )
         return _record(stored, replay=True)
 
-    @app.post("/v1/decisions", response_model=None, summary="Decide an order on terms",
-              responses={200: {"model": DecisionOut, "description": "the decision (stored, or the one stored "
-                                                                    "before for this order_id)"},
-                         409: {"model": Problem, "description": "order_id already decided with another body"},
-                         **_ERRORS})
+    @app.post(
+        "/v1/decisions",
+        response_model=None,
+        summary="Decide an order on terms",
+        responses={
+            200: {
+                "model": DecisionOut,
+                "description": "the decision (stored, or the one stored before for this order_id)",
+            },
+            409: {"model": Problem, "description": "order_id already decided with another body"},
+            **_ERRORS,
+        },
+    )
     async def post_decision(body: DecisionRequest, who: Annotated[str, Depends(tenant)]) -> Response:
         return decided(who, body)
 
@@ -354,8 +407,9 @@ def create_app(service: DecisionService) -> FastAPI:
                 try:
                     data = json.loads(raw)
                 except ValueError as exc:
-                    return invalid([{"loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error",
-                                     "type": "json_invalid"}])
+                    return invalid(
+                        [{"loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error", "type": "json_invalid"}]
+                    )
             who = caller(key)
             if not raw:
                 return invalid([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
@@ -367,9 +421,12 @@ def create_app(service: DecisionService) -> FastAPI:
         except HTTPException as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/v1/decisions/{decision_id}", response_model=None, summary="A stored decision",
-             responses={200: {"model": DecisionOut}, 404: {"model": Problem, "description": "no such decision"},
-                        **_ERRORS})
+    @app.get(
+        "/v1/decisions/{decision_id}",
+        response_model=None,
+        summary="A stored decision",
+        responses={200: {"model": DecisionOut}, 404: {"model": Problem, "description": "no such decision"}, **_ERRORS},
+    )
     async def get_decision(decision_id: str, who: Annotated[str, Depends(tenant)]) -> Response:
         stored = service.store.by_id(decision_id)
         if stored is None:
@@ -381,11 +438,17 @@ def create_app(service: DecisionService) -> FastAPI:
     @app.get("/health", summary="Liveness and what decides")
     async def health() -> dict[str, Any]:
         ref = lambda s: None if s is None else {"name": s.ref.name, "version": s.ref.version}  # noqa: E731
-        return {"status": "ok", "worker": os.getpid(),  # which worker process answered: they share the port
-                "decides_by": service.decides_by(), "champion": ref(service.champion),
-                "challenger": ref(service.challenger), "kill_switch": service.policy.kill_switch,
-                "feature_store": "connected" if service.features is not None else "none (decisions without features)",
-                "tenants": sorted(service.keys.hashes), "merchants": len(service.merchants.owners)}
+        return {
+            "status": "ok",
+            "worker": os.getpid(),  # which worker process answered: they share the port
+            "decides_by": service.decides_by(),
+            "champion": ref(service.champion),
+            "challenger": ref(service.challenger),
+            "kill_switch": service.policy.kill_switch,
+            "feature_store": "connected" if service.features is not None else "none (decisions without features)",
+            "tenants": sorted(service.keys.hashes),
+            "merchants": len(service.merchants.owners),
+        }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -15,11 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-
+from clearline.events import Money
 from clearline.features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
 from clearline.features.feast_repo import feature_names, view_name
 from clearline.features.online_read import SqliteOnlineRead
-from clearline.events import Money
 
 
 class ApiSetupError(Exception):
@@ -61,8 +60,10 @@ class ApiKeys:
                 raise ApiSetupError(f"configs/tenants.yaml: tenants.{tenant}.api_key_sha256 is not 64 hex digits")
             hashes[tenant] = bytes.fromhex(str(digest))
         if not hashes:
-            raise ApiSetupError("no tenant has an API key: set tenants.<id>.api_key_sha256 in configs/tenants.yaml "
-                                "or CLEARLINE_API_KEY_<TENANT>")
+            raise ApiSetupError(
+                "no tenant has an API key: set tenants.<id>.api_key_sha256 in configs/tenants.yaml "
+                "or CLEARLINE_API_KEY_<TENANT>"
+            )
         return cls(hashes)
 
     def tenant_of(self, presented: str | None) -> str | None:
@@ -93,8 +94,9 @@ class MerchantDirectory:
         owners: dict[str, str] = {}
         for merchant, reseller in pairs:
             if owners.setdefault(merchant, reseller) != reseller:
-                raise ApiSetupError(f"merchant {merchant!r} is listed under two tenants: {owners[merchant]!r} and "
-                                    f"{reseller!r}")
+                raise ApiSetupError(
+                    f"merchant {merchant!r} is listed under two tenants: {owners[merchant]!r} and {reseller!r}"
+                )
         return cls(owners)
 
     def owner(self, merchant_id: str) -> str | None:
@@ -134,13 +136,17 @@ class OnlineFeatures:
         return {e: got[view_name(e)] for e in self.names}
 
     def read_through_feast(self, buyer_id: str, merchant_id: str) -> dict[str, dict[str, Any]]:
-        got = self.store.get_online_features(features=self.refs, entity_rows=[{"buyer_id": buyer_id, "merchant_id": merchant_id}],
-                                             full_feature_names=True).to_dict()
+        got = self.store.get_online_features(
+            features=self.refs,
+            entity_rows=[{"buyer_id": buyer_id, "merchant_id": merchant_id}],
+            full_feature_names=True,
+        ).to_dict()
         return {e: {n: got[f"{view_name(e)}__{n}"][0] for n in names} for e, names in self.names.items()}
 
 
-def request_features(rows: Mapping[str, Mapping[str, Any]], amount: Money,
-                     spec: Spec = DEFAULT_SPEC) -> dict[str, Any] | None:
+def request_features(
+    rows: Mapping[str, Mapping[str, Any]], amount: Money, spec: Spec = DEFAULT_SPEC
+) -> dict[str, Any] | None:
     """The feature values `decide` gets for a request of `amount`, from the online rows.
 
     None when neither entity has a row (Feast answers all None for an unknown key): the
@@ -157,8 +163,9 @@ def request_features(rows: Mapping[str, Mapping[str, Any]], amount: Money,
         if all(v is None for v in values.values()):
             continue
         other_currency = values.get("currency") not in (None, amount.currency)
-        out.update({k: v for k, v in values.items()
-                    if k != "currency" and not (other_currency and is_money_feature(k))})
+        out.update(
+            {k: v for k, v in values.items() if k != "currency" and not (other_currency and is_money_feature(k))}
+        )
     if not out:
         return None
     if "merchant_ticket_zscore" in out:  # the merchant's row, read in this currency

@@ -49,7 +49,7 @@ class Stored:
     decision_id: str
     tenant: str
     request_hash: str
-    record: bytes                        # JSON, exactly as first answered
+    record: bytes  # JSON, exactly as first answered
 
 
 class DecisionStore:
@@ -65,8 +65,9 @@ class DecisionStore:
         self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module doc: the checkpointer does it
         self.db.execute(SCHEMA)
         self._stop = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, args=(checkpoint_every_s,),
-                                              name="decision-store-checkpoint", daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, args=(checkpoint_every_s,), name="decision-store-checkpoint", daemon=True
+        )
         self._checkpointer.start()
 
     def _checkpoints(self, every_s: float) -> None:
@@ -81,21 +82,25 @@ class DecisionStore:
             db.close()
 
     def by_order(self, tenant: str, order_id: str) -> Stored | None:
-        row = self.db.execute("SELECT decision_id, tenant, request_hash, record FROM decisions "
-                              "WHERE tenant = ? AND order_id = ?", (tenant, order_id)).fetchone()
+        row = self.db.execute(
+            "SELECT decision_id, tenant, request_hash, record FROM decisions WHERE tenant = ? AND order_id = ?",
+            (tenant, order_id),
+        ).fetchone()
         return None if row is None else Stored(row[0], row[1], row[2], row[3].encode())
 
     def by_id(self, decision_id: str) -> Stored | None:
-        row = self.db.execute("SELECT decision_id, tenant, request_hash, record FROM decisions WHERE decision_id = ?",
-                              (decision_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT decision_id, tenant, request_hash, record FROM decisions WHERE decision_id = ?", (decision_id,)
+        ).fetchone()
         return None if row is None else Stored(row[0], row[1], row[2], row[3].encode())
 
     def add(self, decision_id: str, tenant: str, order_id: str, request_hash: str, record: dict[str, Any]) -> Stored:
         """Store a new decision; if the order was decided meanwhile, the one stored first."""
         body = msgspec.json.encode(record).decode()  # compact JSON, several times faster than json.dumps
         try:
-            self.db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
-                            (decision_id, tenant, order_id, request_hash, body))
+            self.db.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", (decision_id, tenant, order_id, request_hash, body)
+            )
         except sqlite3.IntegrityError:
             existing = self.by_order(tenant, order_id)
             if existing is None:  # the same decision id under another order: ids are unique per order

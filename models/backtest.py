@@ -66,15 +66,23 @@ def calibration(y: np.ndarray, score: np.ndarray, bins: int = 10) -> pl.DataFram
     """Per score decile (1 = lowest scores): orders, mean score, observed default rate."""
     frame = pl.DataFrame({"score": np.asarray(score, dtype=float), "y": np.asarray(y, dtype=int)})
     rank = pl.col("score").rank("min") - 1  # ties share a rank, hence a decile
-    return (frame.with_columns((rank * bins // pl.len() + 1).cast(pl.Int64).alias("decile"))
-            .group_by("decile").agg(pl.len().alias("orders"), pl.col("score").mean().alias("mean_score"),
-                                    pl.col("y").mean().alias("default_rate"),
-                                    pl.col("score").min().alias("min_score"), pl.col("score").max().alias("max_score"))
-            .sort("decile"))
+    return (
+        frame.with_columns((rank * bins // pl.len() + 1).cast(pl.Int64).alias("decile"))
+        .group_by("decile")
+        .agg(
+            pl.len().alias("orders"),
+            pl.col("score").mean().alias("mean_score"),
+            pl.col("y").mean().alias("default_rate"),
+            pl.col("score").min().alias("min_score"),
+            pl.col("score").max().alias("max_score"),
+        )
+        .sort("decile")
+    )
 
 
-def psi(expected: Sequence[float | None], actual: Sequence[float | None], bins: int = PSI_BINS,
-        epsilon: float = PSI_EPSILON) -> float:
+def psi(
+    expected: Sequence[float | None], actual: Sequence[float | None], bins: int = PSI_BINS, epsilon: float = PSI_EPSILON
+) -> float:
     """Population stability index of `actual` against `expected` (see module doc)."""
     e = np.asarray([np.nan if v is None else v for v in expected], dtype=float)
     a = np.asarray([np.nan if v is None else v for v in actual], dtype=float)
@@ -86,6 +94,7 @@ def psi(expected: Sequence[float | None], actual: Sequence[float | None], bins: 
     def shares(v: np.ndarray) -> np.ndarray:
         counts = np.bincount(np.searchsorted(edges, v[~np.isnan(v)], side="right"), minlength=edges.size + 1)
         return np.r_[counts, np.isnan(v).sum()] / v.size + epsilon
+
     pe, pa = shares(e), shares(a)
     return float(np.sum((pa - pe) * np.log(pa / pe)))
 
@@ -98,10 +107,25 @@ def cutoff_table(y: np.ndarray, score: np.ndarray, cutoffs: Sequence[float]) -> 
     for c in sorted(set(float(x) for x in cutoffs)):
         approved = score < c
         n = int(approved.sum())
-        rows.append({"cutoff": c, "approved": n, "approval_rate": n / len(y),
-                     "bad_rate": float(y[approved].mean()) if n else None, "defaults_approved": int(y[approved].sum())})
-    return pl.DataFrame(rows, schema={"cutoff": pl.Float64, "approved": pl.Int64, "approval_rate": pl.Float64,
-                                      "bad_rate": pl.Float64, "defaults_approved": pl.Int64})
+        rows.append(
+            {
+                "cutoff": c,
+                "approved": n,
+                "approval_rate": n / len(y),
+                "bad_rate": float(y[approved].mean()) if n else None,
+                "defaults_approved": int(y[approved].sum()),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "cutoff": pl.Float64,
+            "approved": pl.Int64,
+            "approval_rate": pl.Float64,
+            "bad_rate": pl.Float64,
+            "defaults_approved": pl.Int64,
+        },
+    )
 
 
 def expected_loss(rows: pl.DataFrame, lgd: float) -> pl.DataFrame:
@@ -110,12 +134,22 @@ def expected_loss(rows: pl.DataFrame, lgd: float) -> pl.DataFrame:
     defaulted."""
     if not 0.0 <= lgd <= 1.0:
         raise BacktestError(f"configs/backtest.yaml: lgd must be a share between 0 and 1, got {lgd}")
-    return (rows.group_by("currency")
-            .agg(pl.len().alias("orders"), pl.col("amount_minor").sum().alias("exposure_minor"),
-                 (pl.col("score") * pl.col("amount_minor") * lgd).sum().round(0).cast(pl.Int64).alias("expected_loss_minor"),
-                 (pl.col("amount_minor") * pl.col("defaulted").cast(pl.Int64)).sum().cast(pl.Float64).mul(lgd)
-                 .round(0).cast(pl.Int64).alias("realised_loss_minor"))
-            .sort("currency"))
+    return (
+        rows.group_by("currency")
+        .agg(
+            pl.len().alias("orders"),
+            pl.col("amount_minor").sum().alias("exposure_minor"),
+            (pl.col("score") * pl.col("amount_minor") * lgd).sum().round(0).cast(pl.Int64).alias("expected_loss_minor"),
+            (pl.col("amount_minor") * pl.col("defaulted").cast(pl.Int64))
+            .sum()
+            .cast(pl.Float64)
+            .mul(lgd)
+            .round(0)
+            .cast(pl.Int64)
+            .alias("realised_loss_minor"),
+        )
+        .sort("currency")
+    )
 
 
 def vintages(rows: pl.DataFrame, data_end) -> pl.DataFrame:
@@ -124,19 +158,28 @@ def vintages(rows: pl.DataFrame, data_end) -> pl.DataFrame:
     month ≤ cohort + k, over the cohort's orders. Only k up to the month of `data_end`."""
     month = lambda c: pl.col(c).dt.year() * 12 + pl.col(c).dt.month() - 1  # noqa: E731
     end = data_end.year * 12 + data_end.month - 1
-    base = rows.select(month("decision_time").alias("cohort_m"),
-                       (month("default_at") - month("decision_time")).alias("k_default"))
+    base = rows.select(
+        month("decision_time").alias("cohort_m"), (month("default_at") - month("decision_time")).alias("k_default")
+    )
     sizes = base.group_by("cohort_m").agg(pl.len().alias("orders"))
-    horizon = sizes.with_columns(pl.int_ranges(0, end - pl.col("cohort_m") + 1).alias("months_since")).explode("months_since")
+    horizon = sizes.with_columns(pl.int_ranges(0, end - pl.col("cohort_m") + 1).alias("months_since")).explode(
+        "months_since"
+    )
     defaults = base.filter(pl.col("k_default").is_not_null()).group_by("cohort_m", "k_default").agg(pl.len().alias("n"))
-    curve = (horizon.join(defaults, left_on=["cohort_m", "months_since"], right_on=["cohort_m", "k_default"], how="left")
-             .sort("cohort_m", "months_since")
-             .with_columns(pl.col("n").fill_null(0).cum_sum().over("cohort_m").alias("defaults")))
+    curve = (
+        horizon.join(defaults, left_on=["cohort_m", "months_since"], right_on=["cohort_m", "k_default"], how="left")
+        .sort("cohort_m", "months_since")
+        .with_columns(pl.col("n").fill_null(0).cum_sum().over("cohort_m").alias("defaults"))
+    )
     return curve.select(
-        pl.format("{}-{}", (pl.col("cohort_m") // 12), (pl.col("cohort_m") % 12 + 1).cast(pl.String).str.pad_start(2, "0")
-                  ).alias("cohort"),
-        pl.col("months_since").cast(pl.Int64), "orders", "defaults",
-        (pl.col("defaults") / pl.col("orders")).alias("cumulative_default_rate"))
+        pl.format(
+            "{}-{}", (pl.col("cohort_m") // 12), (pl.col("cohort_m") % 12 + 1).cast(pl.String).str.pad_start(2, "0")
+        ).alias("cohort"),
+        pl.col("months_since").cast(pl.Int64),
+        "orders",
+        "defaults",
+        (pl.col("defaults") / pl.col("orders")).alias("cumulative_default_rate"),
+    )
 
 
 def compare(champion: dict, challenger: dict, approve_below: float) -> tuple[str, str]:
@@ -149,8 +192,13 @@ def compare(champion: dict, challenger: dict, approve_below: float) -> tuple[str
     d_appr = (b["approval_rate"] - a["approval_rate"]) * 100
     d_bad = None if a["bad_rate"] is None or b["bad_rate"] is None else (b["bad_rate"] - a["bad_rate"]) * 100
     approval = "same approval rate" if abs(d_appr) < 0.5 else f"approval rate {_signed(d_appr, '.1f')} pt"
-    bad = ("bad rate n/a" if d_bad is None else "same bad rate" if abs(d_bad) < 0.05
-           else f"bad rate {_signed(d_bad, '.1f')} pt")
+    bad = (
+        "bad rate n/a"
+        if d_bad is None
+        else "same bad rate"
+        if abs(d_bad) < 0.05
+        else f"bad rate {_signed(d_bad, '.1f')} pt"
+    )
     facts = f"AUC {_signed(d_auc, '.3f')}, {approval}, {bad} (at the approve cut-off {approve_below:g})"
     if d_auc >= 0.005 and (d_bad is None or d_bad <= 0.05):
         return "promote", f"promote the challenger: {facts}"

@@ -13,9 +13,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from clearline.currency import minor_to_decimal
 from clearline.models.backtest_charts import bars, lines
 from clearline.models.backtest_run import Result
-from clearline.currency import minor_to_decimal
 
 _ENV = Environment(loader=PackageLoader("models", "templates"), autoescape=select_autoescape(["j2"]))
 
@@ -28,19 +28,33 @@ def charts(summary: dict[str, Any]) -> dict[str, str]:
     """The page's SVG charts, by name."""
     models = summary["models"]
     roles = list(models)
-    calibration = lines([(r, [(c["mean_score"], c["default_rate"]) for c in models[r]["calibration"]])
-                         for r in roles], "calibration by score decile", "mean predicted PD", "observed default rate",
-                        diagonal=True)
+    calibration = lines(
+        [(r, [(c["mean_score"], c["default_rate"]) for c in models[r]["calibration"]]) for r in roles],
+        "calibration by score decile",
+        "mean predicted PD",
+        "observed default rate",
+        diagonal=True,
+    )
     cohorts: dict[str, list[tuple[float, float]]] = {}
     for v in summary["vintages"]:
         cohorts.setdefault(v["cohort"], []).append((v["months_since"], v["cumulative_default_rate"]))
-    vintage = lines(sorted(cohorts.items()), "vintages: cumulative default rate by monthly cohort",
-                    "months since origination", "cumulative default rate")
+    vintage = lines(
+        sorted(cohorts.items()),
+        "vintages: cumulative default rate by monthly cohort",
+        "months since origination",
+        "cumulative default rate",
+    )
     cutoffs = [f"score < {c['cutoff']:g}" for c in models[roles[0]]["cutoffs"]]
-    approval = bars(cutoffs, [(r, [c["approval_rate"] for c in models[r]["cutoffs"]]) for r in roles],
-                    "approval rate at each cut-off")
-    bad = bars(cutoffs, [(r, [c["bad_rate"] for c in models[r]["cutoffs"]]) for r in roles],
-               "bad rate among the approved at each cut-off")
+    approval = bars(
+        cutoffs,
+        [(r, [c["approval_rate"] for c in models[r]["cutoffs"]]) for r in roles],
+        "approval rate at each cut-off",
+    )
+    bad = bars(
+        cutoffs,
+        [(r, [c["bad_rate"] for c in models[r]["cutoffs"]]) for r in roles],
+        "bad rate among the approved at each cut-off",
+    )
     out = {"calibration": calibration, "vintages": vintage, "approval": approval, "bad_rate": bad}
     if models[roles[0]]["psi"]["score"] is not None:
         # the score once per model; each feature once (the models read the same batch features)

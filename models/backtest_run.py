@@ -59,24 +59,42 @@ class Settings:
         try:
             leak = backtest_cfg.get("leakage") or {}
             cut = policy_cfg["cutoffs"]
-            cutoffs = {float(cut["approve_below"]), float(cut["decline_from"]),
-                       *(float(b["max_score"]) for b in policy_cfg.get("bands", []) if float(b["max_score"]) < 1.0)}
-            return cls(window_days, float(backtest_cfg["lgd"]), tuple(sorted(cutoffs)), float(cut["approve_below"]),
-                       int(leak.get("replay_orders", 20)), float(leak.get("max_feature_auc", 0.95)),
-                       float(leak.get("oracle_margin", 0.02)))
+            cutoffs = {
+                float(cut["approve_below"]),
+                float(cut["decline_from"]),
+                *(float(b["max_score"]) for b in policy_cfg.get("bands", []) if float(b["max_score"]) < 1.0),
+            }
+            return cls(
+                window_days,
+                float(backtest_cfg["lgd"]),
+                tuple(sorted(cutoffs)),
+                float(cut["approve_below"]),
+                int(leak.get("replay_orders", 20)),
+                float(leak.get("max_feature_auc", 0.95)),
+                float(leak.get("oracle_margin", 0.02)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise bt.BacktestError(f"configs/backtest.yaml or configs/policy.yaml: missing or malformed entry {exc}") from None
+            raise bt.BacktestError(
+                f"configs/backtest.yaml or configs/policy.yaml: missing or malformed entry {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
 class Result:
-    summary: dict[str, Any]                       # everything, JSON-ready
-    tables: dict[str, pl.DataFrame] = field(default_factory=dict)   # for CSV artifacts
+    summary: dict[str, Any]  # everything, JSON-ready
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # for CSV artifacts
 
 
-def run(facts: pl.DataFrame, models: Mapping[str, Scorer], start: datetime, end: datetime, settings: Settings,
-        train_window: tuple[datetime, datetime] | None = None, truth: pl.DataFrame | None = None,
-        featurize: Featurize = order_features) -> Result:
+def run(
+    facts: pl.DataFrame,
+    models: Mapping[str, Scorer],
+    start: datetime,
+    end: datetime,
+    settings: Settings,
+    train_window: tuple[datetime, datetime] | None = None,
+    truth: pl.DataFrame | None = None,
+    featurize: Featurize = order_features,
+) -> Result:
     """Backtest `models` (role -> scorer; "champion" first, optionally "challenger") on the
     orders decided in [start, end). PSI compares with the orders of `train_window`
     (default: every order before `start`)."""
@@ -90,18 +108,29 @@ def run(facts: pl.DataFrame, models: Mapping[str, Scorer], start: datetime, end:
     if scored.is_empty():
         raise bt.BacktestError(
             f"no order on terms decided between {start.isoformat()} and {end.isoformat()} has a matured outcome "
-            f"(events end {data_end.isoformat()}; an outcome is known {settings.outcome_window_days} days after the due "
-            "date): choose an earlier window or a longer archive")
+            f"(events end {data_end.isoformat()}; an outcome is known "
+            f"{settings.outcome_window_days} days after the due "
+            "date): choose an earlier window or a longer archive"
+        )
     t_from, t_to = train_window or (labelled["decision_time"].min(), start)
     training = labelled.filter((pl.col("decision_time") >= t_from) & (pl.col("decision_time") < t_to))
     y = scored["defaulted"].cast(pl.Int64).to_numpy()
     summary: dict[str, Any] = {
         "window": {"from": start.isoformat(), "to": end.isoformat(), "events_end": data_end.isoformat()},
-        "orders": {"in_window": window.height, "matured": scored.height, "defaults": int(y.sum()),
-                   "not_matured_excluded": window.height - scored.height},
+        "orders": {
+            "in_window": window.height,
+            "matured": scored.height,
+            "defaults": int(y.sum()),
+            "not_matured_excluded": window.height - scored.height,
+        },
         "training_window": {"from": t_from.isoformat(), "to": t_to.isoformat(), "orders": training.height},
-        "settings": {"lgd": settings.lgd, "cutoffs": list(settings.cutoffs), "approve_below": settings.approve_below,
-                     "psi_bins": bt.PSI_BINS, "psi_epsilon": bt.PSI_EPSILON},
+        "settings": {
+            "lgd": settings.lgd,
+            "cutoffs": list(settings.cutoffs),
+            "approve_below": settings.approve_below,
+            "psi_bins": bt.PSI_BINS,
+            "psi_epsilon": bt.PSI_EPSILON,
+        },
         "models": {},
     }
     tables: dict[str, pl.DataFrame] = {}
@@ -111,23 +140,37 @@ def run(facts: pl.DataFrame, models: Mapping[str, Scorer], start: datetime, end:
         score = scorer.predict(frame(scored, scorer.features).to_numpy())
         metrics = bt.ranking(y, score)
         calib, cuts = bt.calibration(y, score), bt.cutoff_table(y, score, settings.cutoffs)
-        losses = bt.expected_loss(scored.select("amount_minor", "currency", "defaulted").with_columns(score=score),
-                                  settings.lgd)
+        losses = bt.expected_loss(
+            scored.select("amount_minor", "currency", "defaulted").with_columns(score=score), settings.lgd
+        )
         psi = _psi(scorer, training, scored, score)
-        summary["models"][role] = {"name": scorer.ref.name, "version": scorer.ref.version, **metrics,
-                                   "oracle_auc": oracle, "calibration": calib.to_dicts(), "cutoffs": cuts.to_dicts(),
-                                   "expected_loss": losses.to_dicts(), "psi": psi}
-        tables |= {f"{role}_calibration": calib, f"{role}_cutoffs": cuts, f"{role}_expected_loss": losses,
-                   f"{role}_psi": pl.DataFrame({"variable": ["score", *psi["features"]],
-                                                "psi": [psi["score"], *psi["features"].values()]},
-                                               schema={"variable": pl.String, "psi": pl.Float64})}
+        summary["models"][role] = {
+            "name": scorer.ref.name,
+            "version": scorer.ref.version,
+            **metrics,
+            "oracle_auc": oracle,
+            "calibration": calib.to_dicts(),
+            "cutoffs": cuts.to_dicts(),
+            "expected_loss": losses.to_dicts(),
+            "psi": psi,
+        }
+        tables |= {
+            f"{role}_calibration": calib,
+            f"{role}_cutoffs": cuts,
+            f"{role}_expected_loss": losses,
+            f"{role}_psi": pl.DataFrame(
+                {"variable": ["score", *psi["features"]], "psi": [psi["score"], *psi["features"].values()]},
+                schema={"variable": pl.String, "psi": pl.Float64},
+            ),
+        }
     vint = bt.vintages(window.select("decision_time", "default_at"), data_end)
     summary["vintages"] = vint.to_dicts()
     tables["vintages"] = vint
     summary["leakage_checks"] = leakage_checks(facts, scored, rows, models, summary["models"], settings, featurize)
     if "challenger" in models:
-        verdict, sentence = bt.compare(summary["models"]["champion"], summary["models"]["challenger"],
-                                       settings.approve_below)
+        verdict, sentence = bt.compare(
+            summary["models"]["champion"], summary["models"]["challenger"], settings.approve_below
+        )
         summary["recommendation"] = {"verdict": verdict, "text": sentence}
     return Result(summary, tables)
 
@@ -135,8 +178,10 @@ def run(facts: pl.DataFrame, models: Mapping[str, Scorer], start: datetime, end:
 def _check_features(scorer: Scorer, rows: pl.DataFrame) -> None:
     missing = [f for f in scorer.features if f not in rows.columns]
     if missing:
-        raise bt.BacktestError(f"{scorer.ref.name} v{scorer.ref.version} reads features the batch runtime does not "
-                               f"compute: {', '.join(missing)}")
+        raise bt.BacktestError(
+            f"{scorer.ref.name} v{scorer.ref.version} reads features the batch runtime does not "
+            f"compute: {', '.join(missing)}"
+        )
 
 
 def _oracle(scored: pl.DataFrame, truth: pl.DataFrame | None) -> float | None:
@@ -152,27 +197,41 @@ def _psi(scorer: Scorer, training: pl.DataFrame, scored: pl.DataFrame, score: np
     if training.is_empty():
         return {"score": None, "features": {}, "note": "no orders in the training window"}
     train_score = scorer.predict(frame(training, scorer.features).to_numpy())
-    return {"score": bt.psi(train_score, score),
-            "features": {f: bt.psi(training[f].cast(pl.Float64).to_list(), scored[f].cast(pl.Float64).to_list())
-                         for f in scorer.features}}
+    return {
+        "score": bt.psi(train_score, score),
+        "features": {
+            f: bt.psi(training[f].cast(pl.Float64).to_list(), scored[f].cast(pl.Float64).to_list())
+            for f in scorer.features
+        },
+    }
 
 
 # --------------------------------------------------------------------------- leakage
 
 
-def leakage_checks(facts: pl.DataFrame, scored: pl.DataFrame, rows: pl.DataFrame, models: Mapping[str, Scorer],
-                   metrics: Mapping[str, dict], settings: Settings, featurize: Featurize) -> dict[str, Any]:
+def leakage_checks(
+    facts: pl.DataFrame,
+    scored: pl.DataFrame,
+    rows: pl.DataFrame,
+    models: Mapping[str, Scorer],
+    metrics: Mapping[str, dict],
+    settings: Settings,
+    featurize: Featurize,
+) -> dict[str, Any]:
     """The checks of the module doc; `passed` only when none fired."""
     features = sorted({f for s in models.values() for f in s.features})
-    checks = [_replay(facts, scored, rows, features, settings.replay_orders, featurize),
-              _feature_auc(scored, features, settings.max_feature_auc),
-              _oracle_check(metrics, settings.oracle_margin),
-              _feature_time(scored)]
+    checks = [
+        _replay(facts, scored, rows, features, settings.replay_orders, featurize),
+        _feature_auc(scored, features, settings.max_feature_auc),
+        _oracle_check(metrics, settings.oracle_margin),
+        _feature_time(scored),
+    ]
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
-def _replay(facts: pl.DataFrame, scored: pl.DataFrame, rows: pl.DataFrame, features: list[str], n: int,
-            featurize: Featurize) -> dict[str, Any]:
+def _replay(
+    facts: pl.DataFrame, scored: pl.DataFrame, rows: pl.DataFrame, features: list[str], n: int, featurize: Featurize
+) -> dict[str, Any]:
     picks = scored.sort("decision_time", "order_id")
     picks = picks[np.unique(np.linspace(0, picks.height - 1, min(n, picks.height)).round().astype(int)).tolist()]
     seen: dict[str, list[str]] = {}
@@ -183,18 +242,27 @@ def _replay(facts: pl.DataFrame, scored: pl.DataFrame, rows: pl.DataFrame, featu
             a, b = then[f].cast(pl.Float64).to_list(), now[f].cast(pl.Float64).to_list()
             if a != b and not _close(a, b):
                 seen.setdefault(f, []).append(order_id)
-    return {"name": "replay", "passed": not seen, "orders_replayed": picks.height,
-            "features_that_saw_the_future": {f: {"orders": len(ids), "first": ids[0]} for f, ids in sorted(seen.items())},
-            "detail": ("every sampled order's features are the same from the events up to its decision time"
-                       if not seen else f"{len(seen)} feature(s) differ when recomputed from the events known at "
-                       f"decision time: {', '.join(sorted(seen))}")}
+    return {
+        "name": "replay",
+        "passed": not seen,
+        "orders_replayed": picks.height,
+        "features_that_saw_the_future": {f: {"orders": len(ids), "first": ids[0]} for f, ids in sorted(seen.items())},
+        "detail": (
+            "every sampled order's features are the same from the events up to its decision time"
+            if not seen
+            else f"{len(seen)} feature(s) differ when recomputed from the events known at "
+            f"decision time: {', '.join(sorted(seen))}"
+        ),
+    }
 
 
 def _close(a: list, b: list) -> bool:
     if len(a) != len(b):
         return False
-    return all((x is None and y is None) or (x is not None and y is not None and np.isclose(x, y, rtol=1e-9, atol=0))
-               for x, y in zip(a, b))
+    return all(
+        (x is None and y is None) or (x is not None and y is not None and np.isclose(x, y, rtol=1e-9, atol=0))
+        for x, y in zip(a, b)
+    )
 
 
 def _feature_auc(scored: pl.DataFrame, features: list[str], limit: float) -> dict[str, Any]:
@@ -208,29 +276,66 @@ def _feature_auc(scored: pl.DataFrame, features: list[str], limit: float) -> dic
         auc = float(roc_auc_score(y[known], values.to_numpy()[known]))
         if max(auc, 1 - auc) >= limit:
             flagged[f] = round(max(auc, 1 - auc), 4)
-    return {"name": "feature_auc", "passed": not flagged, "limit": limit, "too_good": flagged,
-            "detail": (f"no single feature ranks the outcomes with AUC ≥ {limit}" if not flagged else
-                       f"too good to be true: {', '.join(f'{k} (AUC {v})' for k, v in flagged.items())}")}
+    return {
+        "name": "feature_auc",
+        "passed": not flagged,
+        "limit": limit,
+        "too_good": flagged,
+        "detail": (
+            f"no single feature ranks the outcomes with AUC ≥ {limit}"
+            if not flagged
+            else f"too good to be true: {', '.join(f'{k} (AUC {v})' for k, v in flagged.items())}"
+        ),
+    }
 
 
 def _oracle_check(metrics: Mapping[str, dict], margin: float) -> dict[str, Any]:
-    above = {role: round(m["auc"], 4) for role, m in metrics.items()
-             if m.get("oracle_auc") is not None and m["auc"] > m["oracle_auc"] + margin}
+    above = {
+        role: round(m["auc"], 4)
+        for role, m in metrics.items()
+        if m.get("oracle_auc") is not None and m["auc"] > m["oracle_auc"] + margin
+    }
     oracle = next((m["oracle_auc"] for m in metrics.values() if m.get("oracle_auc") is not None), None)
     if oracle is None:
-        return {"name": "oracle", "passed": True, "checked": False, "detail": "no true probabilities (not a generated world)"}
-    return {"name": "oracle", "passed": not above, "checked": True, "oracle_auc": round(oracle, 4), "above": above,
-            "detail": (f"no model beats the oracle AUC {oracle:.4f} by more than {margin}" if not above else
-                       f"AUC above the oracle {oracle:.4f}: " + ", ".join(f"{r} {a}" for r, a in above.items()))}
+        return {
+            "name": "oracle",
+            "passed": True,
+            "checked": False,
+            "detail": "no true probabilities (not a generated world)",
+        }
+    return {
+        "name": "oracle",
+        "passed": not above,
+        "checked": True,
+        "oracle_auc": round(oracle, 4),
+        "above": above,
+        "detail": (
+            f"no model beats the oracle AUC {oracle:.4f} by more than {margin}"
+            if not above
+            else f"AUC above the oracle {oracle:.4f}: " + ", ".join(f"{r} {a}" for r, a in above.items())
+        ),
+    }
 
 
 def _feature_time(scored: pl.DataFrame) -> dict[str, Any]:
     if AVAILABLE not in scored.columns:
-        return {"name": "feature_time", "passed": True, "checked": False,
-                "detail": "features computed from the events, not read from stored feature rows"}
+        return {
+            "name": "feature_time",
+            "passed": True,
+            "checked": False,
+            "detail": "features computed from the events, not read from stored feature rows",
+        }
     late = scored.filter(pl.col(AVAILABLE) > pl.col("decision_time"))
-    return {"name": "feature_time", "passed": late.is_empty(), "checked": True, "rows_known_after_decision": late.height,
-            "detail": ("every feature row was known by its decision time" if late.is_empty() else
-                       f"{late.height} order(s) got a feature row known only after the decision, first "
-                       f"{late['order_id'][0]} (decided {late['decision_time'][0].isoformat()}, row known "
-                       f"{late[AVAILABLE][0].isoformat()})")}
+    return {
+        "name": "feature_time",
+        "passed": late.is_empty(),
+        "checked": True,
+        "rows_known_after_decision": late.height,
+        "detail": (
+            "every feature row was known by its decision time"
+            if late.is_empty()
+            else f"{late.height} order(s) got a feature row known only after the decision, first "
+            f"{late['order_id'][0]} (decided {late['decision_time'][0].isoformat()}, row known "
+            f"{late[AVAILABLE][0].isoformat()})"
+        ),
+    }

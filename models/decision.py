@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+from clearline.events import Event, Money, OrderCreated
 from clearline.features.definitions import Fact, is_underwriting_request
 from clearline.models import policy as pol
 from clearline.models.policy import Outcome, Policy
 from clearline.models.reasons import ReasonCode
 from clearline.models.scorer import ModelRef, Scorer
 from clearline.models.training_set import REQUEST_FEATURES
-from clearline.events import Event, Money, OrderCreated
 
 
 class NotAnUnderwritingRequest(ValueError):
@@ -39,7 +39,7 @@ class UnderwritingRequest:
     order_id: str
     buyer_id: str
     merchant_id: str
-    decision_time: datetime       # the order's event time: features are as of this instant
+    decision_time: datetime  # the order's event time: features are as of this instant
     amount: Money
     terms_days: int
 
@@ -61,14 +61,28 @@ class UnderwritingRequest:
         request needs)."""
         if not is_underwriting_request(f):
             raise NotAnUnderwritingRequest(f"event {f.event_id} ({f.event_type}) is not an order on terms")
-        return cls(f.event_id, f.order_id, f.buyer_id, f.merchant_id, f.occurred_at, Money(f.amount_minor, f.currency),
-                   f.terms_days)
+        return cls(
+            f.event_id,
+            f.order_id,
+            f.buyer_id,
+            f.merchant_id,
+            f.occurred_at,
+            Money(f.amount_minor, f.currency),
+            f.terms_days,
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> UnderwritingRequest:
         """From a row of `clearline.features.batch.order_features` (its order columns)."""
-        return cls(row["event_id"], row["order_id"], row["buyer_id"], row["merchant_id"], row["decision_time"],
-                   Money(int(row["amount_minor"]), row["currency"]), int(row["terms_days"]))
+        return cls(
+            row["event_id"],
+            row["order_id"],
+            row["buyer_id"],
+            row["merchant_id"],
+            row["decision_time"],
+            Money(int(row["amount_minor"]), row["currency"]),
+            int(row["terms_days"]),
+        )
 
     def model_inputs(self) -> dict[str, float]:
         """The order's own fields the models read (REQUEST_FEATURES), beside the stored features."""
@@ -91,11 +105,11 @@ class Decision:
     outcome: Outcome
     credit_limit: Money
     policy_reasons: tuple[str, ...]
-    model: ModelRef | None = None            # None: decided by the conservative rules
+    model: ModelRef | None = None  # None: decided by the conservative rules
     score: float | None = None
     band: str | None = None
     reason_codes: tuple[ReasonCode, ...] = ()
-    inputs: tuple[tuple[str, Any], ...] = ()   # feature values as received
+    inputs: tuple[tuple[str, Any], ...] = ()  # feature values as received
     missing_features: tuple[str, ...] = ()
     challenger: Shadow | None = None
     kill_switch: bool = False
@@ -104,18 +118,33 @@ class Decision:
         """The decision record as plain JSON-able data (money as minor units + currency)."""
         r = self.request
         return {
-            "event_id": r.event_id, "order_id": r.order_id, "buyer_id": r.buyer_id, "merchant_id": r.merchant_id,
-            "decision_time": r.decision_time.isoformat(), "amount": _money(r.amount), "terms_days": r.terms_days,
-            "decision": self.outcome, "credit_limit": _money(self.credit_limit), "policy_reasons": list(self.policy_reasons),
+            "event_id": r.event_id,
+            "order_id": r.order_id,
+            "buyer_id": r.buyer_id,
+            "merchant_id": r.merchant_id,
+            "decision_time": r.decision_time.isoformat(),
+            "amount": _money(r.amount),
+            "terms_days": r.terms_days,
+            "decision": self.outcome,
+            "credit_limit": _money(self.credit_limit),
+            "policy_reasons": list(self.policy_reasons),
             "model": None if self.model is None else {"name": self.model.name, "version": self.model.version},
-            "score": self.score, "band": self.band,
-            "reason_codes": [{"feature": c.feature, "value": c.value, "reference": c.reference, "delta": c.delta}
-                             for c in self.reason_codes],
-            "inputs": dict(self.inputs), "missing_features": list(self.missing_features),
-            "challenger": None if self.challenger is None else {
+            "score": self.score,
+            "band": self.band,
+            "reason_codes": [
+                {"feature": c.feature, "value": c.value, "reference": c.reference, "delta": c.delta}
+                for c in self.reason_codes
+            ],
+            "inputs": dict(self.inputs),
+            "missing_features": list(self.missing_features),
+            "challenger": None
+            if self.challenger is None
+            else {
                 "model": {"name": self.challenger.model.name, "version": self.challenger.model.version},
-                "score": self.challenger.score, "decision": self.challenger.outcome,
-                "credit_limit": _money(self.challenger.credit_limit)},
+                "score": self.challenger.score,
+                "decision": self.challenger.outcome,
+                "credit_limit": _money(self.challenger.credit_limit),
+            },
             "kill_switch": self.kill_switch,
         }
 
@@ -124,7 +153,9 @@ def _money(m: Money) -> dict[str, Any]:
     return {"minor": m.minor, "currency": m.currency}
 
 
-def usable_features(features: Mapping[str, Any] | None, wanted: tuple[str, ...]) -> tuple[dict[str, float | None], tuple[str, ...]]:
+def usable_features(
+    features: Mapping[str, Any] | None, wanted: tuple[str, ...]
+) -> tuple[dict[str, float | None], tuple[str, ...]]:
     """The wanted features as numbers (None/NaN: known to be unknown, the model imputes)
     and the names that are absent, not numbers, or infinite — those make the request
     unscorable."""
@@ -150,8 +181,13 @@ def usable_features(features: Mapping[str, Any] | None, wanted: tuple[str, ...])
 _ABSENT = object()
 
 
-def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, champion: Scorer | None,
-           challenger: Scorer | None, policy: Policy) -> Decision:
+def decide(
+    request: UnderwritingRequest,
+    features: Mapping[str, Any] | None,
+    champion: Scorer | None,
+    challenger: Scorer | None,
+    policy: Policy,
+) -> Decision:
     """Decide one request; always returns exactly one Decision. `features` are the
     feature store's values for this request; None, empty, or every value None (how Feast
     answers for an entity it has never seen) mean it has none. The order's own fields
@@ -159,8 +195,12 @@ def decide(request: UnderwritingRequest, features: Mapping[str, Any] | None, cha
     return decide_many([(request, features)], champion, challenger, policy)[0]
 
 
-def decide_many(items: Sequence[tuple[UnderwritingRequest, Mapping[str, Any] | None]], champion: Scorer | None,
-                challenger: Scorer | None, policy: Policy) -> list[Decision]:
+def decide_many(
+    items: Sequence[tuple[UnderwritingRequest, Mapping[str, Any] | None]],
+    champion: Scorer | None,
+    challenger: Scorer | None,
+    policy: Policy,
+) -> list[Decision]:
     """`decide` for each (request, features), in order, with one champion call and one
     challenger call for all of them: a model call costs far more than the rows it scores,
     and a stream hands over its requests a poll batch at a time. Each request's decision
@@ -181,8 +221,20 @@ def decide_many(items: Sequence[tuple[UnderwritingRequest, Mapping[str, Any] | N
             continue
         score, reasons = explained[i]
         outcome = pol.by_score(policy, score, a.request.amount)
-        decisions.append(Decision(a.request, outcome.outcome, outcome.credit_limit, outcome.reasons, champion.ref,
-                                  score, outcome.band, reasons, a.inputs, challenger=shadows.get(i)))
+        decisions.append(
+            Decision(
+                a.request,
+                outcome.outcome,
+                outcome.credit_limit,
+                outcome.reasons,
+                champion.ref,
+                score,
+                outcome.band,
+                reasons,
+                a.inputs,
+                challenger=shadows.get(i),
+            )
+        )
     return decisions
 
 
@@ -204,11 +256,19 @@ class _Asked:
         return cls(request, features if has_row else None, inputs)
 
 
-def _fallback(asked: _Asked, policy: Policy, why: str, missing: tuple[str, ...] = (),
-              kill_switch: bool = False) -> Decision:
+def _fallback(
+    asked: _Asked, policy: Policy, why: str, missing: tuple[str, ...] = (), kill_switch: bool = False
+) -> Decision:
     outcome = pol.conservative(policy, asked.request.amount, why)
-    return Decision(asked.request, outcome.outcome, outcome.credit_limit, outcome.reasons, inputs=asked.inputs,
-                    missing_features=missing, kill_switch=kill_switch)
+    return Decision(
+        asked.request,
+        outcome.outcome,
+        outcome.credit_limit,
+        outcome.reasons,
+        inputs=asked.inputs,
+        missing_features=missing,
+        kill_switch=kill_switch,
+    )
 
 
 def _shadows(asked: Mapping[int, _Asked], challenger: Scorer | None, policy: Policy) -> dict[int, Shadow]:

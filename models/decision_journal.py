@@ -56,7 +56,7 @@ class Entry:
     seq: int
     key: str
     record: dict[str, Any]
-    text: str               # the record as JSON, encoded once: the database, the log and the topic carry it
+    text: str  # the record as JSON, encoded once: the database, the log and the topic carry it
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -66,8 +66,14 @@ def _json(record: dict[str, Any]) -> str:
 class Journal:
     """One worker's view of the journal: entries of one `kind`, written by shard `shard`."""
 
-    def __init__(self, state_dir: Path, kind: str, shard: int, log_row: Callable[[dict[str, Any]], dict[str, Any]],
-                 log_schema: dict[str, pl.DataType]):
+    def __init__(
+        self,
+        state_dir: Path,
+        kind: str,
+        shard: int,
+        log_row: Callable[[dict[str, Any]], dict[str, Any]],
+        log_schema: dict[str, pl.DataType],
+    ):
         state_dir.mkdir(parents=True, exist_ok=True)
         self.kind, self.shard = kind, shard
         self.log_dir = state_dir / kind
@@ -88,7 +94,9 @@ class Journal:
                 text = _json(record)
                 got = self.con.execute(
                     "INSERT INTO entries (kind, key, shard, record) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (kind, key) DO NOTHING RETURNING seq", (self.kind, key, self.shard, text)).fetchone()
+                    "ON CONFLICT (kind, key) DO NOTHING RETURNING seq",
+                    (self.kind, key, self.shard, text),
+                ).fetchone()
                 if got:
                     fresh.append(Entry(got[0], key, record, text))
         except BaseException:
@@ -104,8 +112,11 @@ class Journal:
         first, last = min(e.seq for e in entries), max(e.seq for e in entries)
         path = self.log_dir / f"shard-{self.shard}-{first:012d}-{last:012d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp")
-        frame = pl.DataFrame([{"seq": e.seq, **self._log_row(e.record), "record": e.text} for e in entries],
-                             schema={"seq": pl.Int64(), **self._log_schema, "record": pl.String()}, orient="row")
+        frame = pl.DataFrame(
+            [{"seq": e.seq, **self._log_row(e.record), "record": e.text} for e in entries],
+            schema={"seq": pl.Int64(), **self._log_schema, "record": pl.String()},
+            orient="row",
+        )
         frame.write_parquet(tmp)
         os.replace(tmp, path)
         self._mark("logged", entries)
@@ -118,8 +129,10 @@ class Journal:
 
     def pending(self, column: str) -> list[Entry]:
         """This shard's entries a crash left not yet `logged` or not yet `sent`."""
-        got = self.con.execute(f"SELECT seq, key, record FROM entries WHERE kind = ? AND shard = ? AND {column} = 0 "
-                               "ORDER BY seq", (self.kind, self.shard)).fetchall()
+        got = self.con.execute(
+            f"SELECT seq, key, record FROM entries WHERE kind = ? AND shard = ? AND {column} = 0 ORDER BY seq",
+            (self.kind, self.shard),
+        ).fetchall()
         return [Entry(seq, key, msgspec.json.decode(rec), rec) for seq, key, rec in got]
 
     def get_mark(self, name: str) -> str | None:
@@ -127,8 +140,10 @@ class Journal:
         return got[0] if got else None
 
     def set_mark(self, name: str, value: str) -> None:
-        self.con.execute("INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT (shard, name) DO UPDATE SET value = excluded.value",
-                         (self.shard, name, value))
+        self.con.execute(
+            "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT (shard, name) DO UPDATE SET value = excluded.value",
+            (self.shard, name, value),
+        )
 
     def close(self) -> None:
         self.con.close()

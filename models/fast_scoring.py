@@ -20,6 +20,7 @@ from scipy.special import expit
 
 from clearline.models.scorer import Scorer
 
+
 @dataclass(frozen=True)
 class TreeTable:
     """A fitted binary HistGradientBoostingClassifier (after VarianceThreshold steps) as
@@ -39,12 +40,12 @@ class TreeTable:
     with the pipeline; a model it does not cover (categorical features, several classes,
     other steps) keeps the plain path."""
 
-    keep: np.ndarray           # input columns the VarianceThreshold steps pass on
-    roots: np.ndarray          # (trees,) flat index of each tree's root
-    feature: np.ndarray        # (nodes,) flat over all trees; a leaf's is 0, never used
+    keep: np.ndarray  # input columns the VarianceThreshold steps pass on
+    roots: np.ndarray  # (trees,) flat index of each tree's root
+    feature: np.ndarray  # (nodes,) flat over all trees; a leaf's is 0, never used
     threshold: np.ndarray
     missing_left: np.ndarray
-    left: np.ndarray           # flat index of the left child; a leaf's is itself
+    left: np.ndarray  # flat index of the left child; a leaf's is itself
     right: np.ndarray
     leaf: np.ndarray
     value: np.ndarray
@@ -56,10 +57,15 @@ class TreeTable:
     def of(cls, pipeline: Any) -> TreeTable | None:
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.feature_selection import VarianceThreshold
+
         *pre, model = list(getattr(pipeline, "named_steps", {"model": pipeline}).values())
-        if (not isinstance(model, HistGradientBoostingClassifier) or model.n_trees_per_iteration_ != 1
-                or getattr(model, "is_categorical_", None) is not None and model.is_categorical_.any()
-                or not all(isinstance(step, VarianceThreshold) for step in pre)):
+        if (
+            not isinstance(model, HistGradientBoostingClassifier)
+            or model.n_trees_per_iteration_ != 1
+            or getattr(model, "is_categorical_", None) is not None
+            and model.is_categorical_.any()
+            or not all(isinstance(step, VarianceThreshold) for step in pre)
+        ):
             return None
         keep = np.arange(pre[0].n_features_in_ if pre else model.n_features_in_)
         for step in pre:
@@ -73,17 +79,27 @@ class TreeTable:
 
         def child(field: str) -> np.ndarray:
             return np.where(leaf, own, nodes[field].astype(np.intp) + offset)
-        return cls(keep, roots, np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
-                   nodes["num_threshold"].astype(float), nodes["missing_go_to_left"].astype(bool),
-                   child("left"), child("right"), leaf, nodes["value"].astype(float),
-                   int(max(t["depth"].max() for t in trees)), float(np.ravel(model._baseline_prediction)[0]),
-                   model._loss)
+
+        return cls(
+            keep,
+            roots,
+            np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
+            nodes["num_threshold"].astype(float),
+            nodes["missing_go_to_left"].astype(bool),
+            child("left"),
+            child("right"),
+            leaf,
+            nodes["value"].astype(float),
+            int(max(t["depth"].max() for t in trees)),
+            float(np.ravel(model._baseline_prediction)[0]),
+            model._loss,
+        )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         x = np.asarray(rows, dtype=float)[:, self.keep]
         n, width = x.shape
         flat = x.ravel()
-        base = (np.arange(n, dtype=np.intp) * width)[:, None]    # each row's start in `flat`
+        base = (np.arange(n, dtype=np.intp) * width)[:, None]  # each row's start in `flat`
         at = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
         for _ in range(self.depth):
             v = flat[base + self.feature[at]]
@@ -106,12 +122,12 @@ class LinearTable:
     `x @ coef.T + intercept` and scipy's `expit` — exactly `_predict_proba_lr`'s numbers,
     held to equality by tests/models/test_api_core.py. Any other pipeline gets None (plain path)."""
 
-    fill: np.ndarray           # imputer statistics, one per input column
+    fill: np.ndarray  # imputer statistics, one per input column
     flagged: np.ndarray | None  # input columns with a missing indicator (None: no indicators)
-    func: Any                  # the numpy ufunc between imputer and scaler (None: none)
+    func: Any  # the numpy ufunc between imputer and scaler (None: none)
     mean: np.ndarray | None
     scale: np.ndarray | None
-    coef: np.ndarray           # (1, columns)
+    coef: np.ndarray  # (1, columns)
     intercept: np.ndarray
 
     @classmethod
@@ -119,24 +135,33 @@ class LinearTable:
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
         steps = list(getattr(pipeline, "named_steps", {}).values())
         if len(steps) < 2:
             return None
         imputer, *middle, model = steps
         func = next((s for s in middle if isinstance(s, FunctionTransformer)), None)
         scaler = next((s for s in middle if isinstance(s, StandardScaler)), None)
-        if (not isinstance(imputer, SimpleImputer) or not isinstance(model, LogisticRegression)
-                or middle != [s for s in (func, scaler) if s is not None]   # [function] [scaler], nothing else
-                or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
-                or np.isnan(imputer.statistics_).any() or len(model.classes_) != 2
-                or func is not None and (not isinstance(func.func, np.ufunc) or func.kw_args or func.validate)):
+        if (
+            not isinstance(imputer, SimpleImputer)
+            or not isinstance(model, LogisticRegression)
+            or middle != [s for s in (func, scaler) if s is not None]  # [function] [scaler], nothing else
+            or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
+            or np.isnan(imputer.statistics_).any()
+            or len(model.classes_) != 2
+            or func is not None
+            and (not isinstance(func.func, np.ufunc) or func.kw_args or func.validate)
+        ):
             return None
-        return cls(np.asarray(imputer.statistics_, dtype=float),
-                   imputer.indicator_.features_ if imputer.add_indicator else None,
-                   None if func is None else func.func,
-                   scaler.mean_ if scaler is not None and scaler.with_mean else None,
-                   scaler.scale_ if scaler is not None and scaler.with_std else None,
-                   model.coef_, model.intercept_)
+        return cls(
+            np.asarray(imputer.statistics_, dtype=float),
+            imputer.indicator_.features_ if imputer.add_indicator else None,
+            None if func is None else func.func,
+            scaler.mean_ if scaler is not None and scaler.with_mean else None,
+            scaler.scale_ if scaler is not None and scaler.with_std else None,
+            model.coef_,
+            model.intercept_,
+        )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         x = np.array(rows, dtype=float)
@@ -174,8 +199,9 @@ class ArrayScorer(Scorer):
         for step in getattr(pipeline, "named_steps", {"model": pipeline}).values():
             if "feature_names_in_" in vars(step):
                 del step.feature_names_in_
-        return cls(scorer.ref, pipeline, scorer.features, scorer.reference,
-                   TreeTable.of(pipeline) or LinearTable.of(pipeline))
+        return cls(
+            scorer.ref, pipeline, scorer.features, scorer.reference, TreeTable.of(pipeline) or LinearTable.of(pipeline)
+        )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         if self.table is not None:

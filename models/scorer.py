@@ -25,9 +25,9 @@ class ModelRef:
 @dataclass(frozen=True)
 class Scorer:
     ref: ModelRef
-    pipeline: Any                      # fitted sklearn Pipeline with predict_proba
+    pipeline: Any  # fitted sklearn Pipeline with predict_proba
     features: tuple[str, ...]
-    reference: Mapping[str, float]     # training median per feature
+    reference: Mapping[str, float]  # training median per feature
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Probability of default for each row of a feature matrix (columns = features)."""
@@ -50,8 +50,9 @@ class Scorer:
         """Score and reason codes in one model call (see `clearline.models.reasons`)."""
         return self.explain_many([values], k)[0]
 
-    def explain_many(self, many: Sequence[Mapping[str, float | None]], k: int
-                     ) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+    def explain_many(
+        self, many: Sequence[Mapping[str, float | None]], k: int
+    ) -> list[tuple[float, tuple[ReasonCode, ...]]]:
         """Scores and reason codes of many requests, all in one model call."""
         ref = np.array([self.reference[f] for f in self.features], dtype=float)
         return explain_many(self.predict, self.features, [self.vector(values) for values in many], ref, k)

@@ -45,12 +45,14 @@ class ModelConfigError(ValueError):
 
 
 def scorecard(params: Mapping[str, Any]) -> Pipeline:
-    return Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
-        ("signed_log", FunctionTransformer(np.arcsinh, feature_names_out="one-to-one")),
-        ("scale", StandardScaler()),
-        ("model", LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]))),
-    ])
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            ("signed_log", FunctionTransformer(np.arcsinh, feature_names_out="one-to-one")),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]))),
+        ]
+    )
 
 
 def gbm(params: Mapping[str, Any]) -> Pipeline:
@@ -65,13 +67,13 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Pipeline]] = {"scorecard": sco
 
 @dataclass(frozen=True)
 class TrainedModel:
-    key: str                           # "scorecard" | "gbm"
+    key: str  # "scorecard" | "gbm"
     registered_name: str
     pipeline: Pipeline
     params: dict[str, Any]
-    metrics: dict[str, float]          # auc, brier, (oracle_auc, auc_ratio)
+    metrics: dict[str, float]  # auc, brier, (oracle_auc, auc_ratio)
     features: tuple[str, ...]
-    reference: dict[str, float]        # training medians, for reason codes
+    reference: dict[str, float]  # training medians, for reason codes
 
     @property
     def auc(self) -> float:
@@ -94,12 +96,19 @@ def oracle_auc(evaluation: pl.DataFrame, truth: pl.DataFrame | None) -> float | 
     return float(roc_auc_score(joined["defaulted"].to_numpy(), joined["p_default"].to_numpy()))
 
 
-def fit_all(ts: TrainingSet, models_cfg: Mapping[str, Any], truth: pl.DataFrame | None, threads: int,
-            on_model: Callable[[str], None] = lambda key: None) -> list[TrainedModel]:
+def fit_all(
+    ts: TrainingSet,
+    models_cfg: Mapping[str, Any],
+    truth: pl.DataFrame | None,
+    threads: int,
+    on_model: Callable[[str], None] = lambda key: None,
+) -> list[TrainedModel]:
     """Fit every configured model on the training orders and evaluate on the later ones."""
     unknown = set(models_cfg) - set(BUILDERS)
     if unknown or not models_cfg:
-        raise ModelConfigError(f"configs/models.yaml: models must be among {sorted(BUILDERS)}, got {sorted(models_cfg)}")
+        raise ModelConfigError(
+            f"configs/models.yaml: models must be among {sorted(BUILDERS)}, got {sorted(models_cfg)}"
+        )
     x_train, y_train = frame(ts.train, ts.features), ts.train["defaulted"].to_numpy()
     x_eval, y_eval = frame(ts.evaluation, ts.features), ts.evaluation["defaulted"].to_numpy()
     oracle = oracle_auc(ts.evaluation, truth)
@@ -118,6 +127,7 @@ def fit_all(ts: TrainingSet, models_cfg: Mapping[str, Any], truth: pl.DataFrame 
         metrics = {"auc": float(roc_auc_score(y_eval, scores)), "brier": float(brier_score_loss(y_eval, scores))}
         if oracle is not None:
             metrics.update(oracle_auc=oracle, auc_ratio=metrics["auc"] / oracle)
-        trained.append(TrainedModel(key, str(params["registered_name"]), pipeline, dict(params), metrics,
-                                    ts.features, reference))
+        trained.append(
+            TrainedModel(key, str(params["registered_name"]), pipeline, dict(params), metrics, ts.features, reference)
+        )
     return trained

@@ -34,13 +34,16 @@ class TrainingSet:
     evaluation: pl.DataFrame
     features: tuple[str, ...]
     cutoff: datetime
-    split_time: datetime               # first decision time in the evaluation set
+    split_time: datetime  # first decision time in the evaluation set
 
     def summary(self) -> dict[str, Any]:
         return {
-            "cutoff": self.cutoff.isoformat(), "split_time": self.split_time.isoformat(),
-            "train_orders": self.train.height, "train_defaults": int(self.train["defaulted"].sum()),
-            "evaluation_orders": self.evaluation.height, "evaluation_defaults": int(self.evaluation["defaulted"].sum()),
+            "cutoff": self.cutoff.isoformat(),
+            "split_time": self.split_time.isoformat(),
+            "train_orders": self.train.height,
+            "train_defaults": int(self.train["defaulted"].sum()),
+            "evaluation_orders": self.evaluation.height,
+            "evaluation_defaults": int(self.evaluation["defaulted"].sum()),
             "train_from": self.train["decision_time"].min().isoformat(),
             "evaluation_to": self.evaluation["decision_time"].max().isoformat(),
         }
@@ -51,26 +54,36 @@ def model_features(feature_names: tuple[str, ...]) -> tuple[str, ...]:
     return (*feature_names, *REQUEST_FEATURES)
 
 
-def build(order_rows: pl.DataFrame, labels: pl.DataFrame, feature_names: tuple[str, ...], cutoff: datetime,
-          cfg: dict) -> TrainingSet:
+def build(
+    order_rows: pl.DataFrame, labels: pl.DataFrame, feature_names: tuple[str, ...], cutoff: datetime, cfg: dict
+) -> TrainingSet:
     """Join features to matured labels and split by time. `cfg` is the training_set
     section of `configs/models.yaml` (evaluation_share, min_orders, min_defaults)."""
     try:
-        share, min_orders, min_defaults = float(cfg["evaluation_share"]), int(cfg["min_orders"]), int(cfg["min_defaults"])
+        share, min_orders, min_defaults = (
+            float(cfg["evaluation_share"]),
+            int(cfg["min_orders"]),
+            int(cfg["min_defaults"]),
+        )
     except KeyError as exc:
         raise TrainingSetError(f"configs/models.yaml: training_set.{exc.args[0]} is missing") from None
     if not 0.0 < share < 1.0:
-        raise TrainingSetError(f"configs/models.yaml: training_set.evaluation_share must be between 0 and 1, got {share}")
-    rows = (order_rows.join(matured(labels, cutoff), on="order_id", how="inner")
-            .filter(pl.col("decision_time") < cutoff)
-            .sort("decision_time", "order_id"))
+        raise TrainingSetError(
+            f"configs/models.yaml: training_set.evaluation_share must be between 0 and 1, got {share}"
+        )
+    rows = (
+        order_rows.join(matured(labels, cutoff), on="order_id", how="inner")
+        .filter(pl.col("decision_time") < cutoff)
+        .sort("decision_time", "order_id")
+    )
     defaults = int(rows["defaulted"].sum()) if rows.height else 0
     if rows.height < min_orders or defaults < min_defaults:
         raise TrainingSetError(
             f"only {rows.height} orders on terms with a matured outcome ({defaults} defaults) before "
             f"{cutoff.isoformat()}; training needs at least {min_orders} orders and {min_defaults} "
             "defaults — a longer world or archive (an order's outcome is known terms_days + the outcome window "
-            "after it)")
+            "after it)"
+        )
     split_time = rows["decision_time"][rows.height - math.ceil(rows.height * share)]
     train = rows.filter(pl.col("decision_time") < split_time)
     evaluation = rows.filter(pl.col("decision_time") >= split_time)

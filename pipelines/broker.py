@@ -43,8 +43,7 @@ TEMPLATES = config.default_dir()
 MARKER = ".installed"
 PID_FILE = "kafka.pid"
 STOP_GRACE_S = 30
-BROKER_KEYS = ("kafka_version", "log4j_version", "host", "port", "controller_port",
-               "heap", "start_timeout_s", "home")
+BROKER_KEYS = ("kafka_version", "log4j_version", "host", "port", "controller_port", "heap", "start_timeout_s", "home")
 
 Progress = Callable[[str], None] | None
 
@@ -84,7 +83,8 @@ def install(progress: Progress = None) -> Path:
     if mvn is None:
         raise BrokerError(
             "Maven (`mvn`) is not on PATH; it downloads Apache Kafka from Maven Central. "
-            "Install it (e.g. `apt-get install maven`), or run Kafka with docker-compose.yml.")
+            "Install it (e.g. `apt-get install maven`), or run Kafka with docker-compose.yml."
+        )
     _say(progress, f"downloading Apache Kafka {cfg['kafka_version']} from Maven Central into {libs}")
     root.mkdir(parents=True, exist_ok=True)
     pom = root / "pom.xml"
@@ -92,13 +92,26 @@ def install(progress: Progress = None) -> Path:
     scratch = root / "libs.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     done = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-         f"-DoutputDirectory={scratch}", "-DincludeScope=runtime",
-         f"-Dkafka.version={cfg['kafka_version']}", f"-Dlog4j.version={cfg['log4j_version']}"],
-        cwd=root, capture_output=True, text=True)
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={scratch}",
+            "-DincludeScope=runtime",
+            f"-Dkafka.version={cfg['kafka_version']}",
+            f"-Dlog4j.version={cfg['log4j_version']}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        raise BrokerError(f"mvn could not fetch Apache Kafka {cfg['kafka_version']}:\n"
-                          f"{_last_lines(done.stdout + done.stderr)}")
+        raise BrokerError(
+            f"mvn could not fetch Apache Kafka {cfg['kafka_version']}:\n{_last_lines(done.stdout + done.stderr)}"
+        )
     (scratch / MARKER).write_text(wanted)
     shutil.rmtree(libs, ignore_errors=True)
     scratch.rename(libs)
@@ -120,7 +133,8 @@ def up(progress: Progress = None) -> dict[str, Any]:
             raise BrokerError(
                 f"no Kafka broker answers at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS or "
                 f"configs/topics.yaml); a local broker is started only for "
-                f"{_local_address(cfg)} (configs/broker.yaml)")
+                f"{_local_address(cfg)} (configs/broker.yaml)"
+            )
         ensure_topics(bootstrap)
         return status()
     pid = _our_pid()
@@ -132,11 +146,13 @@ def up(progress: Progress = None) -> dict[str, Any]:
                 return status()
             raise BrokerError(
                 f"port {port} on {host} is taken by something that is not a Kafka broker; "
-                f"stop it or change `port` in configs/broker.yaml")
+                f"stop it or change `port` in configs/broker.yaml"
+            )
         if _port_taken(host, cfg["controller_port"]):
             raise BrokerError(
                 f"the KRaft controller port {cfg['controller_port']} on {host} is taken; "
-                f"stop what holds it or change `controller_port` in configs/broker.yaml")
+                f"stop what holds it or change `controller_port` in configs/broker.yaml"
+            )
         install(progress)
         _say(progress, f"starting Apache Kafka {cfg['kafka_version']} at {bootstrap}")
         pid = _start(cfg)
@@ -204,11 +220,18 @@ def ensure_topics(bootstrap: str) -> list[str]:
         if name in existing and existing[name] != spec["partitions"]:
             raise BrokerError(
                 f"topic {name} at {bootstrap} has {existing[name]} partitions, "
-                f"configs/topics.yaml says {spec['partitions']}")
-    new = [NewTopic(name, num_partitions=spec["partitions"],
-                    replication_factor=spec["replication_factor"],
-                    config={"retention.ms": str(spec["retention_ms"])})
-           for name, spec in wanted.items() if name not in existing]
+                f"configs/topics.yaml says {spec['partitions']}"
+            )
+    new = [
+        NewTopic(
+            name,
+            num_partitions=spec["partitions"],
+            replication_factor=spec["replication_factor"],
+            config={"retention.ms": str(spec["retention_ms"])},
+        )
+        for name, spec in wanted.items()
+        if name not in existing
+    ]
     if not new:
         return []
     created = []
@@ -247,7 +270,8 @@ def _java() -> str:
     if java is None:
         raise BrokerError(
             "Java is not on PATH; Apache Kafka 4 needs Java 17 or later "
-            "(e.g. `apt-get install openjdk-17-jre-headless`), or run it with docker-compose.yml.")
+            "(e.g. `apt-get install openjdk-17-jre-headless`), or run it with docker-compose.yml."
+        )
     return java
 
 
@@ -259,27 +283,38 @@ def _start(cfg: dict[str, Any]) -> int:
     properties = root / "server.properties"
     properties.write_text(_server_properties(cfg, root))
     shutil.copyfile(TEMPLATES / "log4j2.properties", root / "log4j2.properties")
-    jvm = [_java(), f"-Xmx{cfg['heap']}", f"-Dkafka.logs.dir={logs}",
-           f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
-           "-cp", str(root / "libs" / "*")]
+    jvm = [
+        _java(),
+        f"-Xmx{cfg['heap']}",
+        f"-Dkafka.logs.dir={logs}",
+        f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+        "-cp",
+        str(root / "libs" / "*"),
+    ]
     if not (root / "data" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         done = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
-            capture_output=True, text=True)
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            raise BrokerError(f"formatting the broker's storage in {root / 'data'} failed:\n"
-                              f"{_last_lines(done.stdout + done.stderr)}")
+            raise BrokerError(
+                f"formatting the broker's storage in {root / 'data'} failed:\n{_last_lines(done.stdout + done.stderr)}"
+            )
     # posix_spawn rather than Popen: the broker is meant to outlive this process, in its
     # own session, and a Popen object would warn at collection that its child still runs.
     pid = os.posix_spawn(
-        jvm[0], [*jvm, "kafka.Kafka", str(properties)], os.environ, setsid=True,
+        jvm[0],
+        [*jvm, "kafka.Kafka", str(properties)],
+        os.environ,
+        setsid=True,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(logs / "stdout.log"),
-             os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_OPEN, 1, str(logs / "stdout.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
             (os.POSIX_SPAWN_DUP2, 1, 2),
-        ])
+        ],
+    )
     (root / PID_FILE).write_text(f"{pid}\n")
     return pid
 
@@ -287,26 +322,31 @@ def _start(cfg: dict[str, Any]) -> int:
 def _server_properties(cfg: dict[str, Any], root: Path) -> str:
     """A single node acting as both KRaft controller and broker, for one machine."""
     host, port, controller = cfg["host"], cfg["port"], cfg["controller_port"]
-    return "\n".join([
-        "# Written by pipelines/broker.py from configs/broker.yaml at every start.",
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{host}:{controller}",
-        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-        f"advertised.listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={root / 'data'}",
-        "num.partitions=4",
-        "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# Written by pipelines/broker.py from configs/broker.yaml at every start.",
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{host}:{controller}",
+                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+                f"advertised.listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={root / 'data'}",
+                "num.partitions=4",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _wait_ready(pid: int, bootstrap: str, timeout_s: float) -> None:
@@ -319,7 +359,8 @@ def _wait_ready(pid: int, bootstrap: str, timeout_s: float) -> None:
             raise BrokerError(
                 f"the Kafka broker (pid {pid}) did not answer at {bootstrap} within "
                 f"{timeout_s} s; it is still running (`clearline kafka down` stops it):\n"
-                f"{_log_tail()}")
+                f"{_log_tail()}"
+            )
         time.sleep(0.5)
 
 
@@ -331,8 +372,7 @@ def _topics(bootstrap: str, timeout: float) -> dict[str, int] | None:
         metadata = _admin(bootstrap).list_topics(timeout=timeout)
     except KafkaException:
         return None
-    return {name: len(topic.partitions) for name, topic in sorted(metadata.topics.items())
-            if not name.startswith("__")}
+    return {name: len(topic.partitions) for name, topic in sorted(metadata.topics.items()) if not name.startswith("__")}
 
 
 def _admin(bootstrap: str) -> AdminClient:
@@ -379,8 +419,7 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     # -ww: the whole command line, however narrow COLUMNS says the terminal is.
-    command = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)],
-                             capture_output=True, text=True).stdout
+    command = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
     return "kafka.Kafka" in command
 
 

@@ -26,10 +26,10 @@ class DemoStepFailed(RuntimeError):
 @dataclass(frozen=True)
 class Step:
     name: str
-    doing: str                                  # shown while it runs
-    argv: Callable[[Path, dict], list[str]]     # (out folder, earlier steps' JSON by name)
-    summary: Callable[[dict], dict]             # the figures this step adds to the demo's summary
-    json: bool = True                           # the command prints JSON with --json
+    doing: str  # shown while it runs
+    argv: Callable[[Path, dict], list[str]]  # (out folder, earlier steps' JSON by name)
+    summary: Callable[[dict], dict]  # the figures this step adds to the demo's summary
+    json: bool = True  # the command prints JSON with --json
 
 
 def _sum_dict(d: dict | None) -> int:
@@ -39,7 +39,7 @@ def _sum_dict(d: dict | None) -> int:
 def _holder(done: dict, alias: str) -> str:
     """NAME@ALIAS of the model `clearline train` gave that alias (or the one that had it)."""
     listed = done["models list"]
-    return next(f'{v["name"]}@{alias}' for v in listed["versions"] if alias in v.get("aliases", []))
+    return next(f"{v['name']}@{alias}" for v in listed["versions"] if alias in v.get("aliases", []))
 
 
 def training_cutoff(world: dict) -> str:
@@ -51,62 +51,189 @@ def training_cutoff(world: dict) -> str:
 def steps(days: int, merchants: int, seed: int) -> list[Step]:
     world = lambda out: out / "world"  # noqa: E731
     return [
-        Step("generate", f"generating a {days}-day world of {merchants} merchants",
-             lambda out, done: ["generate", "--days", str(days), "--merchants", str(merchants), "--seed", str(seed),
-                                "--out", str(world(out))],
-             lambda r: {"events": r["events"], "orders": r["orders"], "buyers": r["buyers"],
-                        "injected_discrepancies": _sum_dict(r["discrepancies"])}),
+        Step(
+            "generate",
+            f"generating a {days}-day world of {merchants} merchants",
+            lambda out, done: [
+                "generate",
+                "--days",
+                str(days),
+                "--merchants",
+                str(merchants),
+                "--seed",
+                str(seed),
+                "--out",
+                str(world(out)),
+            ],
+            lambda r: {
+                "events": r["events"],
+                "orders": r["orders"],
+                "buyers": r["buyers"],
+                "injected_discrepancies": _sum_dict(r["discrepancies"]),
+            },
+        ),
         Step("kafka", "starting Kafka", lambda out, done: ["kafka", "up"], lambda r: {"kafka": r.get("bootstrap")}),
-        Step("produce", "publishing every event to payments.events", lambda out, done: ["produce", str(world(out))],
-             lambda r: {"delivered": r["delivered"], "failed": r["failed"]}),
-        Step("ledger", "ledger flow: posting every event until caught up",
-             lambda out, done: ["ledger", "run", "--once", "--state-dir", str(out / "ledger"), "--metrics-port", "0"],
-             lambda r: {}, json=False),
-        Step("ledger check", "checking the ledger's invariants",
-             lambda out, done: ["ledger", "check", "--state-dir", str(out / "ledger")],
-             lambda r: {"ledger_consumed": r["consumed"], "ledger_posted": r["posted"], "ledger_duplicates": r["duplicate"],
-                        "ledger_dead_lettered": r["dead_lettered"], "ledger_postings": r["postings"], "invariants_hold": r["ok"]}),
-        Step("ledger verify", "verifying the ledger's hash chain",
-             lambda out, done: ["ledger", "verify", "--state-dir", str(out / "ledger")],
-             lambda r: {"chain_verified": r["ok"], "chain_heads": r["heads"]}),
-        Step("ingest", "validating settlement reports and bank statements, publishing their lines",
-             lambda out, done: ["ingest", str(world(out) / "settlements"), str(world(out) / "bank"),
-                                "--state-dir", str(out / "recon")],
-             lambda r: {"files_accepted": r["accepted"], "files_quarantined": r["quarantined"]}),
-        Step("recon run", "reconciliation flow: matching ledger, processors and banks until caught up",
-             lambda out, done: ["recon", "run", "--once", "--state-dir", str(out / "recon"), "--inbox", str(out / "inbox")],
-             lambda r: {"recon_expectations": r.get("expectations"), "recon_lines": r.get("lines"),
-                        "recon_watermark": r.get("watermark")}),
-        Step("recon score", "scoring the stream's variances against the world's truth",
-             lambda out, done: ["recon", "score", "--truth", str(world(out) / "truth" / "discrepancies.csv"),
-                                "--state-dir", str(out / "recon")],
-             lambda r: {"variances": r["variances"], "recon_injected": r["injected"], "recon_missed": r["missed"],
-                        "recon_unexpected": r["unexpected"], "recon_precision_recall_1": r["perfect"],
-                        "variances_by_category": {c: v["found"] for c, v in r["categories"].items()}}),
-        Step("report", "writing the variance report",
-             lambda out, done: ["report", "variances", "--state-dir", str(out / "recon"), "--out", str(out / "reports")],
-             lambda r: {"variance_report": r["html"], "open_variances_xlsx": r["xlsx"]}),
-        Step("train", "training and registering the underwriting models on the first two thirds",
-             lambda out, done: ["train", "--world", str(world(out)), "--cutoff", training_cutoff(done["generate"])],
-             lambda r: {"models": {f'{m["name"]} v{m["version"]}': f'AUC {m["auc"]:.3f} vs oracle {m["oracle_auc"]:.3f} '
-                                   f'({m["auc_ratio"]:.0%})' for m in r["models"]}}),
-        Step("models list", "reading the registry", lambda out, done: ["models", "list"],
-             lambda r: {"champion": next((f'{v["name"]} v{v["version"]}' for v in r["versions"]
-                                          if "champion" in v.get("aliases", [])), None)}),
-        Step("risk run", "risk flow: features to Feast, one decision per order on terms",
-             lambda out, done: ["risk", "run", "--once", "--state-dir", str(out / "risk"), "--feast-dir", str(out / "feast")],
-             lambda r: {"risk_requests": r["requests"], "risk_decisions": r["decisions"], "decisions_by_outcome": r["by_outcome"],
-                        "decisions_by_model": r["by_model"], "features_unavailable": r["features_unavailable"],
-                        "feature_rows_pushed": r["feature_rows_pushed"], "risk_state": r["state_dir"]}),
-        Step("backtest", "backtesting champion against challenger on the last third",
-             lambda out, done: ["backtest", "--model", _holder(done, "champion"), "--challenger", _holder(done, "challenger"),
-                                "--from", training_cutoff(done["generate"]), "--to", done["generate"]["end"] + "T00:00:00+00:00",
-                                "--world", str(world(out)), "--out", str(out / "reports" / "backtest")],
-             lambda r: {"backtest_orders": r["orders"]["matured"],
-                        "backtest_auc": {role: f'{m["name"]} {m["auc"]:.3f} (oracle {m["oracle_auc"]:.3f})'
-                                         for role, m in r["models"].items()},
-                        "backtest_leakage_checks_passed": r["leakage_checks"]["passed"],
-                        "backtest_recommendation": r["recommendation"]["text"], "backtest_report": r["report"]}),
+        Step(
+            "produce",
+            "publishing every event to payments.events",
+            lambda out, done: ["produce", str(world(out))],
+            lambda r: {"delivered": r["delivered"], "failed": r["failed"]},
+        ),
+        Step(
+            "ledger",
+            "ledger flow: posting every event until caught up",
+            lambda out, done: ["ledger", "run", "--once", "--state-dir", str(out / "ledger"), "--metrics-port", "0"],
+            lambda r: {},
+            json=False,
+        ),
+        Step(
+            "ledger check",
+            "checking the ledger's invariants",
+            lambda out, done: ["ledger", "check", "--state-dir", str(out / "ledger")],
+            lambda r: {
+                "ledger_consumed": r["consumed"],
+                "ledger_posted": r["posted"],
+                "ledger_duplicates": r["duplicate"],
+                "ledger_dead_lettered": r["dead_lettered"],
+                "ledger_postings": r["postings"],
+                "invariants_hold": r["ok"],
+            },
+        ),
+        Step(
+            "ledger verify",
+            "verifying the ledger's hash chain",
+            lambda out, done: ["ledger", "verify", "--state-dir", str(out / "ledger")],
+            lambda r: {"chain_verified": r["ok"], "chain_heads": r["heads"]},
+        ),
+        Step(
+            "ingest",
+            "validating settlement reports and bank statements, publishing their lines",
+            lambda out, done: [
+                "ingest",
+                str(world(out) / "settlements"),
+                str(world(out) / "bank"),
+                "--state-dir",
+                str(out / "recon"),
+            ],
+            lambda r: {"files_accepted": r["accepted"], "files_quarantined": r["quarantined"]},
+        ),
+        Step(
+            "recon run",
+            "reconciliation flow: matching ledger, processors and banks until caught up",
+            lambda out, done: [
+                "recon",
+                "run",
+                "--once",
+                "--state-dir",
+                str(out / "recon"),
+                "--inbox",
+                str(out / "inbox"),
+            ],
+            lambda r: {
+                "recon_expectations": r.get("expectations"),
+                "recon_lines": r.get("lines"),
+                "recon_watermark": r.get("watermark"),
+            },
+        ),
+        Step(
+            "recon score",
+            "scoring the stream's variances against the world's truth",
+            lambda out, done: [
+                "recon",
+                "score",
+                "--truth",
+                str(world(out) / "truth" / "discrepancies.csv"),
+                "--state-dir",
+                str(out / "recon"),
+            ],
+            lambda r: {
+                "variances": r["variances"],
+                "recon_injected": r["injected"],
+                "recon_missed": r["missed"],
+                "recon_unexpected": r["unexpected"],
+                "recon_precision_recall_1": r["perfect"],
+                "variances_by_category": {c: v["found"] for c, v in r["categories"].items()},
+            },
+        ),
+        Step(
+            "report",
+            "writing the variance report",
+            lambda out, done: ["report", "variances", "--state-dir", str(out / "recon"), "--out", str(out / "reports")],
+            lambda r: {"variance_report": r["html"], "open_variances_xlsx": r["xlsx"]},
+        ),
+        Step(
+            "train",
+            "training and registering the underwriting models on the first two thirds",
+            lambda out, done: ["train", "--world", str(world(out)), "--cutoff", training_cutoff(done["generate"])],
+            lambda r: {
+                "models": {
+                    f"{m['name']} v{m['version']}": f"AUC {m['auc']:.3f} vs oracle {m['oracle_auc']:.3f} "
+                    f"({m['auc_ratio']:.0%})"
+                    for m in r["models"]
+                }
+            },
+        ),
+        Step(
+            "models list",
+            "reading the registry",
+            lambda out, done: ["models", "list"],
+            lambda r: {
+                "champion": next(
+                    (f"{v['name']} v{v['version']}" for v in r["versions"] if "champion" in v.get("aliases", [])), None
+                )
+            },
+        ),
+        Step(
+            "risk run",
+            "risk flow: features to Feast, one decision per order on terms",
+            lambda out, done: [
+                "risk",
+                "run",
+                "--once",
+                "--state-dir",
+                str(out / "risk"),
+                "--feast-dir",
+                str(out / "feast"),
+            ],
+            lambda r: {
+                "risk_requests": r["requests"],
+                "risk_decisions": r["decisions"],
+                "decisions_by_outcome": r["by_outcome"],
+                "decisions_by_model": r["by_model"],
+                "features_unavailable": r["features_unavailable"],
+                "feature_rows_pushed": r["feature_rows_pushed"],
+                "risk_state": r["state_dir"],
+            },
+        ),
+        Step(
+            "backtest",
+            "backtesting champion against challenger on the last third",
+            lambda out, done: [
+                "backtest",
+                "--model",
+                _holder(done, "champion"),
+                "--challenger",
+                _holder(done, "challenger"),
+                "--from",
+                training_cutoff(done["generate"]),
+                "--to",
+                done["generate"]["end"] + "T00:00:00+00:00",
+                "--world",
+                str(world(out)),
+                "--out",
+                str(out / "reports" / "backtest"),
+            ],
+            lambda r: {
+                "backtest_orders": r["orders"]["matured"],
+                "backtest_auc": {
+                    role: f"{m['name']} {m['auc']:.3f} (oracle {m['oracle_auc']:.3f})"
+                    for role, m in r["models"].items()
+                },
+                "backtest_leakage_checks_passed": r["leakage_checks"]["passed"],
+                "backtest_recommendation": r["recommendation"]["text"],
+                "backtest_report": r["report"],
+            },
+        ),
     ]
 
 
@@ -118,8 +245,13 @@ def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[
     ledger, matching and models must see this world only, and running the same demo again
     re-publishes the same events, which the ledger counts as duplicates."""
     prefix = os.environ.get("CLEARLINE_TOPIC_PREFIX") or f"demo.s{seed}-{days}d-{merchants}m."
-    env = {**os.environ, "CLEARLINE_TOPIC_PREFIX": prefix, "MLFLOW_TRACKING_URI": os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{(out_dir / 'mlflow' / 'mlflow.db').resolve()}")}
+    env = {
+        **os.environ,
+        "CLEARLINE_TOPIC_PREFIX": prefix,
+        "MLFLOW_TRACKING_URI": os.environ.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{(out_dir / 'mlflow' / 'mlflow.db').resolve()}"
+        ),
+    }
     (out_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     summary: dict = {"out": str(out_dir), "topics": f"{prefix}payments.*"}
     timings: dict[str, float] = {}
@@ -127,7 +259,13 @@ def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[
     for step in steps(days, merchants, seed):
         started = time.monotonic()
         with on_step(step):
-            argv = [sys.executable, "-m", "clearline.pipelines.cli", *step.argv(out_dir, done_by_step), *(["--json"] if step.json else [])]
+            argv = [
+                sys.executable,
+                "-m",
+                "clearline.pipelines.cli",
+                *step.argv(out_dir, done_by_step),
+                *(["--json"] if step.json else []),
+            ]
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
         timings[step.name] = round(time.monotonic() - started, 1)
         if done.returncode != 0 and not (step.json and done.stdout.strip().startswith("{")):

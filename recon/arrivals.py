@@ -22,12 +22,12 @@ from datetime import date, datetime, timezone
 import polars as pl
 from confluent_kafka import Message
 
-from clearline.ledger.outcome import to_outcome
-from clearline.signing import TenantKeys
 from clearline.ledger.model import Posted
+from clearline.ledger.outcome import to_outcome
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
 from clearline.recon.matching import expectations
 from clearline.recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
+from clearline.signing import TenantKeys
 
 log = logging.getLogger(__name__)
 LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
@@ -92,8 +92,14 @@ def from_settlements(msgs: list[Message]) -> Arrivals:
             key = (str(body["file_sha256"]), int(body["line_no"]))
         except (TypeError, KeyError, ValueError) as exc:
             got.bad_lines += 1
-            log.warning("%s[%d]@%d is not a line intake published (%s: %s); not matched",
-                        msg.topic(), msg.partition(), msg.offset(), type(exc).__name__, exc)
+            log.warning(
+                "%s[%d]@%d is not a line intake published (%s: %s); not matched",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                type(exc).__name__,
+                exc,
+            )
             continue
         got.lines.setdefault(key, (kind, row))
         day = row["value_date"] if kind == "processor" else row["booking_date"]
@@ -103,5 +109,7 @@ def from_settlements(msgs: list[Message]) -> Arrivals:
 
 def line_frames(lines: list[tuple[str, dict]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(settlement lines, bank lines) frames of held rows."""
-    return tuple(pl.DataFrame([row for k, row in lines if k == kind], schema=LINE_SCHEMAS[kind], orient="row")
-                 for kind in ("processor", "bank"))
+    return tuple(
+        pl.DataFrame([row for k, row in lines if k == kind], schema=LINE_SCHEMAS[kind], orient="row")
+        for kind in ("processor", "bank")
+    )

@@ -76,8 +76,13 @@ def flat_schema(record: type) -> dict[str, pl.DataType]:
     """Polars columns for a record type: Money fields become `<name>_minor` and
     `<name>_currency`. Public because every record reconciliation puts in a frame (these
     lines, the ledger's expectations) flattens money the same way, so frames compare."""
-    kinds = {"str": pl.String(), "str | None": pl.String(), "int": pl.Int64(), "date": pl.Date(),
-             "datetime": pl.Datetime("us", "UTC")}
+    kinds = {
+        "str": pl.String(),
+        "str | None": pl.String(),
+        "int": pl.Int64(),
+        "date": pl.Date(),
+        "datetime": pl.Datetime("us", "UTC"),
+    }
     schema: dict[str, pl.DataType] = {}
     for f in fields(record):
         if f.type == "Money":

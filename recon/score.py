@@ -16,8 +16,15 @@ import polars as pl
 
 from clearline.recon.matching.variance import CATEGORIES
 
-_LINE_KINDS = ("missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
-               "currency_fx_mismatch", "duplicate", "late_settlement")
+_LINE_KINDS = (
+    "missing_at_processor",
+    "missing_in_ledger",
+    "amount_mismatch",
+    "fee_mismatch",
+    "currency_fx_mismatch",
+    "duplicate",
+    "late_settlement",
+)
 
 
 @dataclass(frozen=True)
@@ -39,21 +46,28 @@ class CategoryScore:
 def _key(kind: pl.Expr, processor: pl.Expr, line_id: pl.Expr, payout_id: pl.Expr) -> pl.Expr:
     amount = pl.concat_str(pl.col("amount_minor").cast(pl.String), pl.lit(" "), pl.col("currency"))
     return (
-        pl.when(kind.is_in(list(_LINE_KINDS))).then(pl.concat_str(processor, pl.lit("|"), line_id, pl.lit("|"), amount))
-        .when(kind == "payout_not_in_bank").then(pl.concat_str(payout_id, pl.lit("|"), amount))
+        pl.when(kind.is_in(list(_LINE_KINDS)))
+        .then(pl.concat_str(processor, pl.lit("|"), line_id, pl.lit("|"), amount))
+        .when(kind == "payout_not_in_bank")
+        .then(pl.concat_str(payout_id, pl.lit("|"), amount))
         .otherwise(amount)
     )
 
 
 def _claimable(frame: pl.DataFrame, kind: str, key: pl.Expr) -> pl.DataFrame:
     """(row, kind, key, n-th occurrence of that key) so equal keys pair up one by one."""
-    return frame.with_row_index("row").select("row", kind=pl.col(kind), key=key).with_columns(
-        nth=pl.int_range(pl.len()).over("kind", "key"))
+    return (
+        frame.with_row_index("row")
+        .select("row", kind=pl.col(kind), key=key)
+        .with_columns(nth=pl.int_range(pl.len()).over("kind", "key"))
+    )
 
 
 def _sides(truth: pl.DataFrame, variances: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     t = _claimable(truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
-    v = _claimable(variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id")))
+    v = _claimable(
+        variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id"))
+    )
     return t, v
 
 

@@ -35,7 +35,6 @@ from clearline.recon.matching.continuous import Changes, Continuous
 from clearline.recon.matching.reconcile import watermark as latest_of
 from clearline.recon.matching.rules import Tolerances
 
-
 CATCH_UP_TICKS = 12
 
 
@@ -54,20 +53,28 @@ class Held:
     """The snapshot: everything needed to go on after a restart."""
 
     matcher: Continuous
-    events: set[str] = field(default_factory=set)   # ids of the events that set up an expectation
+    events: set[str] = field(default_factory=set)  # ids of the events that set up an expectation
     lines: set[tuple[str, int]] = field(default_factory=set)
     watermark: datetime | None = None
     dirty: bool = False
-    counts: dict[str, int] = field(default_factory=lambda: {
-        "consumed": 0, "refused": 0, "bad_lines": 0, "expectations": 0, "lines": 0, "advances": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {
+            "consumed": 0,
+            "refused": 0,
+            "bad_lines": 0,
+            "expectations": 0,
+            "lines": 0,
+            "advances": 0,
+        }
+    )
 
 
 class Matcher(StatefulLogic[Arrivals, Publication, Held]):
     def __init__(self, held: Held, interval: timedelta, once: bool):
         self.held, self.interval, self.once = held, interval, once
         self.next_at = datetime.now(timezone.utc) + interval
-        self.arrived = False   # something came in since the last tick
-        self.waited = 0        # ticks skipped because the inputs were still streaming in
+        self.arrived = False  # something came in since the last tick
+        self.waited = 0  # ticks skipped because the inputs were still streaming in
 
     def on_item(self, value: Arrivals) -> tuple[list[Publication], bool]:
         held = self.held
@@ -77,10 +84,17 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         held.lines.update(value.lines)
         settle, movements = expectations.frames(new_expected)
         lines, bank = line_frames(new_lines)
-        held.matcher.add(expected_settlements=settle, expected_movements=movements, settlement_lines=lines, bank_lines=bank)
+        held.matcher.add(
+            expected_settlements=settle, expected_movements=movements, settlement_lines=lines, bank_lines=bank
+        )
         moved = latest_of(held.watermark, value.latest)
-        for name, n in (("consumed", value.consumed), ("refused", value.refused), ("bad_lines", value.bad_lines),
-                        ("expectations", len(new_expected)), ("lines", len(new_lines))):
+        for name, n in (
+            ("consumed", value.consumed),
+            ("refused", value.refused),
+            ("bad_lines", value.bad_lines),
+            ("expectations", len(new_expected)),
+            ("lines", len(new_lines)),
+        ):
             held.counts[name] += n
         held.dirty |= bool(new_expected or new_lines) or moved != held.watermark
         self.arrived = True

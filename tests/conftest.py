@@ -27,7 +27,8 @@ def clean_world(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    from clearline.pipelines import broker
     from clearline import config
+    from clearline.pipelines import broker
+
     broker.up()
     return config.bootstrap_servers()

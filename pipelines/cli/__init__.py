@@ -36,10 +36,15 @@ from clearline.pipelines.cli import (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              envvar="CLEARLINE_CONFIG_DIR", show_envvar=True,
-              help="Folder of configuration files [default: the defaults shipped with Clearline]; "
-                   "`clearline init DIR` writes a copy to start from.")
+@click.option(
+    "--config-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    envvar="CLEARLINE_CONFIG_DIR",
+    show_envvar=True,
+    help="Folder of configuration files [default: the defaults shipped with Clearline]; "
+    "`clearline init DIR` writes a copy to start from.",
+)
 def main(config_dir: Path | None) -> None:
     """Clearline: streaming risk and reconciliation for B2B payments."""
     if config_dir is not None:
@@ -49,8 +54,20 @@ def main(config_dir: Path | None) -> None:
 
 
 for command in (
-    configs.init, world.generate, world.produce, kafka.kafka, ledger.ledger, intake.ingest, recon.recon,
-    report.report, features.features, models.train, models.models, risk.risk, serve.serve, backtest.backtest,
+    configs.init,
+    world.generate,
+    world.produce,
+    kafka.kafka,
+    ledger.ledger,
+    intake.ingest,
+    recon.recon,
+    report.report,
+    features.features,
+    models.train,
+    models.models,
+    risk.risk,
+    serve.serve,
+    backtest.backtest,
     demo.demo,
 ):
     main.add_command(command)

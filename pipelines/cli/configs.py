@@ -28,14 +28,20 @@ def init(directory: Path, as_json: bool) -> None:
     files = sorted(p for p in config.default_dir().iterdir() if p.is_file() and p.suffix != ".py")
     clashes = [p.name for p in files if (directory / p.name).exists()]
     if clashes:
-        raise InitTargetNotEmpty(f"{directory} already has {', '.join(clashes)}; "
-                                 "init writes only into a folder without configuration files")
+        raise InitTargetNotEmpty(
+            f"{directory} already has {', '.join(clashes)}; init writes only into a folder without configuration files"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     for p in files:
         shutil.copyfile(p, directory / p.name)
-    report = {"directory": str(directory.absolute()), "files": [p.name for p in files],
-              "use": f"export CLEARLINE_CONFIG_DIR={directory.absolute()}"}
+    report = {
+        "directory": str(directory.absolute()),
+        "files": [p.name for p in files],
+        "use": f"export CLEARLINE_CONFIG_DIR={directory.absolute()}",
+    }
     emit(as_json, report, kv_table("clearline init", report))
     if not as_json:
-        console.print(f"configuration written; use it with [bold]export CLEARLINE_CONFIG_DIR={directory.absolute()}[/]"
-                      " or [bold]clearline --config-dir " + str(directory) + "[/]")
+        console.print(
+            f"configuration written; use it with [bold]export CLEARLINE_CONFIG_DIR={directory.absolute()}[/]"
+            " or [bold]clearline --config-dir " + str(directory) + "[/]"
+        )

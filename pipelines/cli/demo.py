@@ -14,9 +14,21 @@ user_errors("clearline.pipelines.demo:DemoStepFailed")
 
 
 @click.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True, help="Folder for the demo's world and reports.")
-@click.option("--days", type=int, default=540, show_default=True,
-              help="Length of the world: enough for buyers' repayment histories and matured outcomes to train on.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Folder for the demo's world and reports.",
+)
+@click.option(
+    "--days",
+    type=int,
+    default=540,
+    show_default=True,
+    help="Length of the world: enough for buyers' repayment histories and matured outcomes to train on.",
+)
 @click.option("--merchants", type=int, default=10, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -34,7 +46,11 @@ def demo(out_dir, days, merchants, seed, as_json):
 
     summary = job.run(out_dir, days, merchants, seed, shown)
     emit(as_json, summary, kv_table("clearline demo", summary))
-    healthy = (not summary.get("failed_step") and summary.get("failed") == 0 and summary.get("invariants_hold")
-               and summary.get("chain_verified"))
+    healthy = (
+        not summary.get("failed_step")
+        and summary.get("failed") == 0
+        and summary.get("invariants_hold")
+        and summary.get("chain_verified")
+    )
     if not healthy:
         sys.exit(1)

@@ -49,10 +49,12 @@ def _files(paths: tuple[Path, ...]) -> list[Path]:
 def _intake(state_dir: Path | None, publish: bool):
     from clearline import config
     from clearline.recon.intake.ingest import Intake, IntakeSettings
+
     settings = IntakeSettings.from_config(config.load("recon"), state_dir)
     producer = None
     if publish:
         from clearline.pipelines.connectors.produce import producer as make_producer
+
         producer = make_producer(settings.delivery_timeout_seconds)
     return Intake(settings, producer)
 
@@ -64,10 +66,14 @@ def summary(outcomes) -> dict:
         if o.status == "accepted":
             lines[o.format] += o.lines
     return {
-        "files": len(outcomes), **{s: statuses.get(s, 0) for s in ("accepted", "duplicate", "quarantined", "failed")},
+        "files": len(outcomes),
+        **{s: statuses.get(s, 0) for s in ("accepted", "duplicate", "quarantined", "failed")},
         "lines_by_format": dict(sorted(lines.items())),
-        "problems": [{"file": o.path, "status": o.status, "reason": o.reason, "kept_as": o.kept_as}
-                     for o in outcomes if o.status in ("quarantined", "failed")],
+        "problems": [
+            {"file": o.path, "status": o.status, "reason": o.reason, "kept_as": o.kept_as}
+            for o in outcomes
+            if o.status in ("quarantined", "failed")
+        ],
     }
 
 
@@ -88,11 +94,20 @@ def _show(report: dict, as_json: bool, outcomes) -> None:
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--watch", "inbox", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Watch this inbox folder: ingest files as they arrive, move them to processed/ or the quarantine.")
+@click.option(
+    "--watch",
+    "inbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Watch this inbox folder: ingest files as they arrive, move them to processed/ or the quarantine.",
+)
 @click.option("--once", is_flag=True, help="With --watch: process what is in the inbox now, then exit.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Recon state folder [default: intake.state_dir in configs/recon.yaml].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Recon state folder [default: intake.state_dir in configs/recon.yaml].",
+)
 @click.option("--no-publish", is_flag=True, help="Do not publish to Kafka (lines still go to the Parquet store).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @friendly
@@ -105,7 +120,9 @@ def ingest(paths, inbox, once, state_dir, no_publish, as_json):
     if once and inbox is None:
         raise IngestInputError("--once goes with --watch DIR")
     intake = _intake(state_dir, not no_publish)
-    outcomes = _watch(intake, inbox, once, as_json) if inbox is not None else _ingest_files(intake, _files(paths), as_json)
+    outcomes = (
+        _watch(intake, inbox, once, as_json) if inbox is not None else _ingest_files(intake, _files(paths), as_json)
+    )
     _show(summary(outcomes), as_json, outcomes)
     watching = inbox is not None and not once  # a watcher stopped on purpose has done its job
     if not watching and any(o.status in ("quarantined", "failed") for o in outcomes):
@@ -113,8 +130,16 @@ def ingest(paths, inbox, once, state_dir, no_publish, as_json):
 
 
 def _ingest_files(intake, files: list[Path], quiet: bool):
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as bar:
         task = bar.add_task("reading, validating, publishing", total=len(files))
         return intake.ingest(files, on_done=lambda outcome: bar.advance(task))
 
@@ -122,14 +147,17 @@ def _ingest_files(intake, files: list[Path], quiet: bool):
 def _watch(intake, inbox: Path, once: bool, quiet: bool):
     """The inbox loop; SIGTERM and Ctrl-C end it after the files in hand are done."""
     from clearline.recon.intake.watch import watch
+
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def said(outcomes) -> None:
         if not quiet:
             for o in outcomes:
-                console.print(f"{o.status:<11} {Path(o.path).name}" + (f"  ({o.reason})" if o.reason else ""),
-                              highlight=False)
+                console.print(
+                    f"{o.status:<11} {Path(o.path).name}" + (f"  ({o.reason})" if o.reason else ""), highlight=False
+                )
+
     if not quiet and not once:
         console.print(f"watching {inbox} (Ctrl-C or SIGTERM to stop)")
     try:

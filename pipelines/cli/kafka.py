@@ -28,6 +28,7 @@ def _status_table(status: dict) -> Table:
 def up(as_json):
     """Install (once), start the broker and create the topics. Harmless if already up."""
     from clearline.pipelines import broker
+
     with console.status("starting Kafka (installs from Maven Central on first use)…"):
         status = broker.up()
     emit(as_json, status, _status_table(status))
@@ -39,6 +40,7 @@ def up(as_json):
 def down(as_json):
     """Stop the broker this machine started. Harmless if it is not running."""
     from clearline.pipelines import broker
+
     status = broker.down()
     emit(as_json, status, kv_table("kafka", status))
 
@@ -49,5 +51,6 @@ def down(as_json):
 def status(as_json):
     """Whether the broker answers, and its topics."""
     from clearline.pipelines import broker
+
     current = broker.status()
     emit(as_json, current, _status_table(current))

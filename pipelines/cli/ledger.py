@@ -10,16 +10,24 @@ import click
 
 from clearline.pipelines.cli.options import console, emit, frame_table, friendly, kv_table, user_errors
 
-user_errors("clearline.ledger.access:LedgerNotFound", "clearline.ledger.metrics:MetricsPortBusy",
-            "clearline.pipelines.flows.runner:FlowStateError")
+user_errors(
+    "clearline.ledger.access:LedgerNotFound",
+    "clearline.ledger.metrics:MetricsPortBusy",
+    "clearline.pipelines.flows.runner:FlowStateError",
+)
 
 
-_state_dir = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                          help="Ledger state folder [default: state_dir in configs/ledger.yaml].")
+_state_dir = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Ledger state folder [default: state_dir in configs/ledger.yaml].",
+)
 
 
 def _ledger_dir(state_dir: Path | None) -> Path:
     from clearline.ledger.settings import LedgerSettings
+
     return LedgerSettings.from_config(state_dir).state_dir
 
 
@@ -32,7 +40,12 @@ def ledger() -> None:
 @click.option("--once", is_flag=True, help="Stop when caught up with the end of every partition.")
 @click.option("--topic", default=None, help="Topic to consume [default: configs/ledger.yaml].")
 @click.option("--deadletter-topic", default=None, help="Where refused messages go [default: configs/ledger.yaml].")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port, 0 for none [default: configs/ledger.yaml]; process i of a cluster adds i.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus /metrics port, 0 for none [default: configs/ledger.yaml]; process i of a cluster adds i.",
+)
 @_state_dir
 @click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster.")
 @click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
@@ -42,6 +55,7 @@ def ledger_run(once, topic, deadletter_topic, metrics_port, state_dir, process_i
     cleanly; running it again resumes where it left off."""
     from clearline.ledger.settings import LedgerSettings
     from clearline.pipelines.flows.ledger import run
+
     settings = LedgerSettings.from_config(state_dir, topic=topic, deadletter_topic=deadletter_topic, once=once)
     if metrics_port is not None:
         settings = dataclasses.replace(settings, metrics_port=metrics_port)
@@ -51,6 +65,7 @@ def ledger_run(once, topic, deadletter_topic, metrics_port, state_dir, process_i
 
 def _as_of(value: str | None):
     from datetime import datetime, timezone
+
     if value is None:
         return None
     try:
@@ -70,6 +85,7 @@ def _as_of(value: str | None):
 def balances(as_of, account, tenant, state_dir, as_json):
     """Balances per account and currency (debit positive), from the latest snapshot."""
     from clearline.ledger.access import snapshot
+
     frame = snapshot(_ledger_dir(state_dir)).balances(_as_of(as_of), account, tenant)
     emit(as_json, {"balances": frame.to_dicts()}, frame_table("balances", frame))
 
@@ -84,6 +100,7 @@ def balances(as_of, account, tenant, state_dir, as_json):
 def statement(account, from_, to, state_dir, as_json):
     """Every posting to ACCOUNT with its running balance."""
     from clearline.ledger.access import snapshot
+
     frame = snapshot(_ledger_dir(state_dir)).statement(account, _as_of(from_), _as_of(to))
     shown = frame.select("occurred_at", "event_id", "event_type", "debit", "credit", "balance", "currency")
     emit(as_json, {"account": account, "postings": frame.to_dicts()}, frame_table(f"statement of {account}", shown))
@@ -96,13 +113,20 @@ def statement(account, from_, to, state_dir, as_json):
 def check(state_dir, as_json):
     """Invariants: debits = credits per currency, account floors, and offset accounting
     (consumed = posted + duplicate + dead-lettered). Exits 1 on any violation."""
-    from clearline.ledger.access import snapshot
     from clearline.ledger import accounts, invariants
+    from clearline.ledger.access import snapshot
+
     snap = snapshot(_ledger_dir(state_dir))
     violations = invariants.check(snap, floor_of=accounts.floor_of, normal_side=accounts.normal_side)
     totals = snap.stats()["totals"]
     report = {"ok": not violations, "violations": [str(v) for v in violations], **totals}
-    emit(as_json, report, kv_table("ledger check: " + ("all invariants hold" if not violations else f"{len(violations)} violations"), report))
+    emit(
+        as_json,
+        report,
+        kv_table(
+            "ledger check: " + ("all invariants hold" if not violations else f"{len(violations)} violations"), report
+        ),
+    )
     if violations:
         sys.exit(1)
 
@@ -113,16 +137,22 @@ def check(state_dir, as_json):
 @friendly
 def verify(state_dir, as_json):
     """Recompute the hash chain of every posting; name the first bad link. Exits 1 if any."""
-    from clearline.ledger.access import snapshot, stores_if_free
     from clearline.ledger import chain
+    from clearline.ledger.access import snapshot, stores_if_free
+
     root = _ledger_dir(state_dir)
     with stores_if_free(root) as stores:
         sources = stores if stores is not None else [snapshot(root)]
         results = [chain.verify(s) for s in sources]
     bad = [str(r.first_bad) for r in results if not r.ok]
-    report = {"ok": not bad, "source": "store" if stores is not None else "snapshot (the flow holds the store)",
-              "postings": sum(r.postings for r in results), "chains": sum(r.partitions for r in results),
-              "heads": [r.head for r in results], "first_bad_links": bad}
+    report = {
+        "ok": not bad,
+        "source": "store" if stores is not None else "snapshot (the flow holds the store)",
+        "postings": sum(r.postings for r in results),
+        "chains": sum(r.partitions for r in results),
+        "heads": [r.head for r in results],
+        "first_bad_links": bad,
+    }
     emit(as_json, report, kv_table("ledger verify: " + ("chain intact" if not bad else "CHAIN BROKEN"), report))
     if bad:
         sys.exit(1)
@@ -138,19 +168,39 @@ def rebuild(state_dir, topic, as_json):
     compare chain heads; they must be identical for the same consumed offsets."""
     import shutil
     import subprocess
+
     from clearline.ledger.access import snapshot
+
     root = _ledger_dir(state_dir)
     before = snapshot(root).stats()
     fresh = root.with_name(root.name + ".rebuild")
     shutil.rmtree(fresh, ignore_errors=True)
-    cmd = [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", "--once", "--state-dir", str(fresh), "--metrics-port", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clearline.pipelines.cli",
+        "ledger",
+        "run",
+        "--once",
+        "--state-dir",
+        str(fresh),
+        "--metrics-port",
+        "0",
+    ]
     subprocess.run(cmd + (["--topic", topic] if topic else []), check=True)
     after = snapshot(fresh).stats()
     same_input = before["totals"]["consumed"] == after["totals"]["consumed"]
-    report = {"rebuilt_into": str(fresh), "head": before["head"], "rebuilt_head": after["head"],
-              "identical": before["head"] == after["head"], "consumed": before["totals"]["consumed"],
-              "rebuilt_consumed": after["totals"]["consumed"],
-              "note": "" if same_input else "the topic has grown since the ledger last committed; heads cover different offsets"}
+    report = {
+        "rebuilt_into": str(fresh),
+        "head": before["head"],
+        "rebuilt_head": after["head"],
+        "identical": before["head"] == after["head"],
+        "consumed": before["totals"]["consumed"],
+        "rebuilt_consumed": after["totals"]["consumed"],
+        "note": ""
+        if same_input
+        else "the topic has grown since the ledger last committed; heads cover different offsets",
+    }
     emit(as_json, report, kv_table("ledger rebuild", report))
     if same_input and not report["identical"]:
         sys.exit(1)

@@ -26,17 +26,27 @@ class NoTrainingInput(Exception):
 def open_registry():
     """The MLflow registry configured in configs/models.yaml (or MLFLOW_TRACKING_URI)."""
     import logging
+
     from clearline.models.registry import Registry, RegistrySettings
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO chatter is not for people at a terminal
     return Registry(RegistrySettings.from_config(config.load("models"), config.home()))
 
 
 def source_options(fn):
     """--world and --state-dir: the two places a command's events can come from."""
-    fn = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].")(fn)
-    return click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="A generated world [default: the ledger flow's event archive].")(fn)
+    fn = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].",
+    )(fn)
+    return click.option(
+        "--world",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="A generated world [default: the ledger flow's event archive].",
+    )(fn)
 
 
 def events_source(world: Path | None, state_dir: Path | None) -> Path:
@@ -45,20 +55,26 @@ def events_source(world: Path | None, state_dir: Path | None) -> Path:
         raise click.BadParameter("--world and --state-dir name two different sources; give one")
     if world is not None:
         if not (world / "events" / "events.parquet").is_file():
-            raise NoTrainingInput(f"{world}: not a generated world (no events/events.parquet); "
-                                  "make one with `clearline generate --out DIR`")
+            raise NoTrainingInput(
+                f"{world}: not a generated world (no events/events.parquet); "
+                "make one with `clearline generate --out DIR`"
+            )
         return world
     from clearline.ledger.settings import LedgerSettings
+
     archive = LedgerSettings.from_config(state_dir).state_dir / "archive"
     if not any(archive.glob("event_date=*/*.parquet")):
-        raise NoTrainingInput(f"no event archive at {archive}: run the ledger flow first "
-                              "(`clearline ledger run --once`) or train on a world with --world DIR")
+        raise NoTrainingInput(
+            f"no event archive at {archive}: run the ledger flow first "
+            "(`clearline ledger run --once`) or train on a world with --world DIR"
+        )
     return archive
 
 
 def world_truth(world: Path | None):
     """The world's true order outcomes (a Polars frame), or None: an archive has no truth."""
     import polars as pl
+
     truth_file = None if world is None else world / "truth" / "orders.parquet"
     return pl.read_parquet(truth_file) if truth_file is not None and truth_file.is_file() else None
 

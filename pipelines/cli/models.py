@@ -17,10 +17,16 @@ from clearline import config
 from clearline.pipelines.cli.model_sources import events_source, instant, open_registry, source_options, world_truth
 from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
 
-user_errors("clearline.models.registry:RegistryError", "clearline.models.training_set:TrainingSetError", "clearline.models.labels:LabelError",
-            "clearline.models.train:ModelConfigError", "clearline.models.policy:PolicyError", "clearline.features.batch:EventsReadError",
-            "clearline.pipelines.cli.models:OrderNotFound",
-            "mlflow.exceptions:MlflowException")  # e.g. a tracking server that does not answer
+user_errors(
+    "clearline.models.registry:RegistryError",
+    "clearline.models.training_set:TrainingSetError",
+    "clearline.models.labels:LabelError",
+    "clearline.models.train:ModelConfigError",
+    "clearline.models.policy:PolicyError",
+    "clearline.features.batch:EventsReadError",
+    "clearline.pipelines.cli.models:OrderNotFound",
+    "mlflow.exceptions:MlflowException",
+)  # e.g. a tracking server that does not answer
 
 
 class OrderNotFound(Exception):
@@ -40,27 +46,52 @@ def train(world, state_dir, cutoff, as_json):
     from clearline.features.batch import MODEL_FEATURES, order_features, read_events
     from clearline.models import labels, training_set
     from clearline.models.train import fit_all
+
     cfg = config.load("models")
     source = events_source(world, state_dir)
     at = None if cutoff is None else instant(cutoff, "--cutoff")
-    steps = ["reading events", "features as of each order", "labels and training set",
-             *(f"fitting {k}" for k in cfg.get("models", {})), *(f"logging {k} to MLflow" for k in cfg.get("models", {}))]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=as_json, transient=True) as bar:
+    steps = [
+        "reading events",
+        "features as of each order",
+        "labels and training set",
+        *(f"fitting {k}" for k in cfg.get("models", {})),
+        *(f"logging {k} to MLflow" for k in cfg.get("models", {})),
+    ]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as bar:
         task = bar.add_task("training", total=len(steps))
 
         def step(name: str) -> None:
             bar.update(task, completed=steps.index(name), description=name)
+
         step("reading events")
         facts = read_events(source)
         step("features as of each order")
         rows = order_features(facts)
         step("labels and training set")
         window = labels.outcome_window_days(cfg)
-        ts = training_set.build(rows, labels.outcomes(facts, window), tuple(MODEL_FEATURES),
-                                at or facts["occurred_at"].max(), cfg.get("training_set", {}))
-        trained = fit_all(ts, cfg.get("models", {}), world_truth(world), int(cfg.get("threads", 1)),
-                          on_model=lambda k: step(f"fitting {k}"))
+        ts = training_set.build(
+            rows,
+            labels.outcomes(facts, window),
+            tuple(MODEL_FEATURES),
+            at or facts["occurred_at"].max(),
+            cfg.get("training_set", {}),
+        )
+        trained = fit_all(
+            ts,
+            cfg.get("models", {}),
+            world_truth(world),
+            int(cfg.get("threads", 1)),
+            on_model=lambda k: step(f"fitting {k}"),
+        )
         registry = open_registry()
         params = {"source": str(source), "outcome_window_days": window}
         logged = []
@@ -74,12 +105,19 @@ def train(world, state_dir, cutoff, as_json):
                 registry.promote(version.name, version.version, alias)
                 aliases[alias] = {"name": version.name, "version": version.version}
         bar.update(task, completed=len(steps))
-    report = {"source": str(source), "tracking_uri": registry.settings.tracking_uri,
-              "training_set": {**ts.summary(), "outcome_window_days": window},
-              "models": [{"model": m.key, "name": v.name, "version": v.version, **{k: round(x, 4) for k, x in m.metrics.items()}}
-                         for m, v in zip(trained, logged)],
-              "aliases_set": aliases,
-              "note": "" if aliases else "a champion already exists; promote with `clearline models promote NAME VERSION --alias …`"}
+    report = {
+        "source": str(source),
+        "tracking_uri": registry.settings.tracking_uri,
+        "training_set": {**ts.summary(), "outcome_window_days": window},
+        "models": [
+            {"model": m.key, "name": v.name, "version": v.version, **{k: round(x, 4) for k, x in m.metrics.items()}}
+            for m, v in zip(trained, logged)
+        ],
+        "aliases_set": aliases,
+        "note": ""
+        if aliases
+        else "a champion already exists; promote with `clearline models promote NAME VERSION --alias …`",
+    }
     if not as_json:
         out.print(kv_table("training set", report["training_set"]))
     emit(as_json, report, _models_table(report["models"], aliases))
@@ -91,9 +129,15 @@ def _models_table(models: list[dict], aliases: dict) -> Table:
         table.add_column(col, justify="left" if col in ("model", "registered as", "alias") else "right")
     for m in models:
         alias = ", ".join(a for a, ref in aliases.items() if ref == {"name": m["name"], "version": m["version"]})
-        table.add_row(m["model"], f"{m['name']} v{m['version']}", f"{m['auc']:.4f}",
-                      f"{m['oracle_auc']:.4f}" if "oracle_auc" in m else "n/a (no truth)",
-                      f"{m['auc_ratio']:.3f}" if "auc_ratio" in m else "n/a", f"{m['brier']:.4f}", alias)
+        table.add_row(
+            m["model"],
+            f"{m['name']} v{m['version']}",
+            f"{m['auc']:.4f}",
+            f"{m['oracle_auc']:.4f}" if "oracle_auc" in m else "n/a (no truth)",
+            f"{m['auc_ratio']:.3f}" if "auc_ratio" in m else "n/a",
+            f"{m['brier']:.4f}",
+            alias,
+        )
     return table
 
 
@@ -114,8 +158,13 @@ def list_models(as_json):
         table.add_column(col, justify="right" if col not in ("name", "aliases") else "left")
     for v in versions:
         created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(v["name"], v["version"], ", ".join(v["aliases"]), *(
-            f"{v[k]:.4f}" if k in v else "n/a" for k in ("auc", "oracle_auc", "auc_ratio", "brier")), created)
+        table.add_row(
+            v["name"],
+            v["version"],
+            ", ".join(v["aliases"]),
+            *(f"{v[k]:.4f}" if k in v else "n/a" for k in ("auc", "oracle_auc", "auc_ratio", "brier")),
+            created,
+        )
     if not versions:
         console.print("no registered models yet: run `clearline train`")
     emit(as_json, {"tracking_uri": registry.settings.tracking_uri, "versions": versions}, table if versions else None)
@@ -124,8 +173,12 @@ def list_models(as_json):
 @models.command()
 @click.argument("name")
 @click.argument("version")
-@click.option("--alias", type=click.Choice(["champion", "challenger"]), required=True,
-              help="The alias to give; it moves from whichever version held it.")
+@click.option(
+    "--alias",
+    type=click.Choice(["champion", "challenger"]),
+    required=True,
+    help="The alias to give; it moves from whichever version held it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly
 def promote(name, version, alias, as_json):
@@ -133,8 +186,12 @@ def promote(name, version, alias, as_json):
     registry = open_registry()
     before = registry.holder(alias)
     ref = registry.promote(name, version, alias)
-    report = {"alias": alias, "name": ref.name, "version": ref.version,
-              "previous": None if before is None else {"name": before.name, "version": before.version}}
+    report = {
+        "alias": alias,
+        "name": ref.name,
+        "version": ref.version,
+        "previous": None if before is None else {"name": before.name, "version": before.version},
+    }
     emit(as_json, report, kv_table(f"{alias} is now {ref.name} v{ref.version}", report))
 
 
@@ -148,10 +205,12 @@ def decide_order(order_id, world, state_dir, as_json):
     own time, the champion's score with the challenger in the shadow, the policy in
     configs/policy.yaml, and the reason codes. Prints the decision record."""
     import polars as pl
+
     from clearline.features.batch import MODEL_FEATURES, order_features, read_events
     from clearline.models.decision import UnderwritingRequest, decide
     from clearline.models.policy import Policy
     from clearline.models.registry import RegistryError
+
     source = events_source(world, state_dir)
     policy = Policy.from_config(config.load("policy"))
     with console.status("features as of the order…"):
@@ -161,19 +220,28 @@ def decide_order(order_id, world, state_dir, as_json):
     registry = open_registry()
     champion = registry.load("champion", int(config.load("models").get("threads", 1)))
     if champion is None:
-        raise RegistryError(f"no champion in {registry.settings.tracking_uri}: run `clearline train`, or "
-                            "`clearline models promote NAME VERSION --alias champion`")
+        raise RegistryError(
+            f"no champion in {registry.settings.tracking_uri}: run `clearline train`, or "
+            "`clearline models promote NAME VERSION --alias champion`"
+        )
     row = rows.row(0, named=True)
-    decision = decide(UnderwritingRequest.from_row(row), {f: row[f] for f in MODEL_FEATURES}, champion,
-                      registry.load("challenger"), policy)
+    decision = decide(
+        UnderwritingRequest.from_row(row),
+        {f: row[f] for f in MODEL_FEATURES},
+        champion,
+        registry.load("challenger"),
+        policy,
+    )
     record = decision.to_dict()
-    table = decision_table(f"{order_id}: {record['decision']}", record, ("decision", "band", "policy_reasons",
-                                                                         "decision_time", "buyer_id"))
+    table = decision_table(
+        f"{order_id}: {record['decision']}", record, ("decision", "band", "policy_reasons", "decision_time", "buyer_id")
+    )
     emit(as_json, record, table)
 
 
 def money_text(money: dict) -> str:
     from clearline.currency import minor_to_decimal
+
     return f"{minor_to_decimal(money['minor'], money['currency'])} {money['currency']}"
 
 
@@ -192,8 +260,10 @@ def decision_table(title: str, record: dict, fields: tuple[str, ...]) -> Table:
         table.add_row(f"reason: {code['feature']}", f"{value} vs median {code['reference']:g} ({code['delta']:+.4f})")
     if record["challenger"]:
         shadow = record["challenger"]
-        table.add_row("challenger (shadow)", f"{shadow['model']['name']} v{shadow['model']['version']}: "
-                                             f"{shadow['score']:.4f} → {shadow['decision']}")
+        table.add_row(
+            "challenger (shadow)",
+            f"{shadow['model']['name']} v{shadow['model']['version']}: {shadow['score']:.4f} → {shadow['decision']}",
+        )
     return table
 
 

@@ -42,6 +42,7 @@ def _is_user_error(exc: Exception) -> bool:
 
 def friendly(fn):
     """Turn the project's known errors into `error: …` and exit status 2."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -51,6 +52,7 @@ def friendly(fn):
                 raise
             console.print(f"[bold red]error:[/] {exc}", highlight=False)
             sys.exit(2)
+
     return wrapper
 
 
@@ -89,12 +91,16 @@ MONEY_COLUMNS = {"debit", "credit", "balance", "amount_minor", "running_balance"
 def frame_table(title: str, frame) -> Table:
     """A table for people: money columns as decimals of their row's currency."""
     from clearline.currency import minor_to_decimal
+
     table = Table(title=title, title_justify="left")
     for col in frame.columns:
         table.add_column(col.removesuffix("_minor"), justify="right" if frame[col].dtype.is_numeric() else "left")
     money = "currency" in frame.columns
     for row in frame.iter_rows(named=True):
-        table.add_row(*(
-            minor_to_decimal(int(v), row["currency"]) if money and k in MONEY_COLUMNS and v is not None else cell(v)
-            for k, v in row.items()))
+        table.add_row(
+            *(
+                minor_to_decimal(int(v), row["currency"]) if money and k in MONEY_COLUMNS and v is not None else cell(v)
+                for k, v in row.items()
+            )
+        )
     return table

@@ -29,12 +29,18 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from clearline.pipelines.cli.options import console, emit, friendly, frame_table, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, frame_table, friendly, kv_table, user_errors
 
-user_errors("clearline.pipelines.cli.recon:ReconInputError", "clearline.recon.matching.rules:MatchingConfigError",
-            "clearline.recon.variances.store:VarianceNotFound", "clearline.recon.variances.store:BadTransition",
-            "clearline.recon.intake.model:ParseError", "clearline.pipelines.flows.recon:ReconFlowConfigError",
-            "clearline.pipelines.flows.runner:FlowStateError", "clearline.recon.intake.ingest:IntakeConfigError")
+user_errors(
+    "clearline.pipelines.cli.recon:ReconInputError",
+    "clearline.recon.matching.rules:MatchingConfigError",
+    "clearline.recon.variances.store:VarianceNotFound",
+    "clearline.recon.variances.store:BadTransition",
+    "clearline.recon.intake.model:ParseError",
+    "clearline.pipelines.flows.recon:ReconFlowConfigError",
+    "clearline.pipelines.flows.runner:FlowStateError",
+    "clearline.recon.intake.ingest:IntakeConfigError",
+)
 
 DEFAULT_STATE_DIR = Path("var/recon")
 
@@ -46,6 +52,7 @@ class ReconInputError(ValueError):
 def tolerances():
     from clearline import config
     from clearline.recon.matching.rules import MatchingConfigError, Tolerances
+
     matching = config.load("recon").get("matching")
     if not isinstance(matching, dict):
         raise MatchingConfigError("configs/recon.yaml has no matching: section")
@@ -63,12 +70,22 @@ def parse_all(files: list[Path], quiet: bool):
     with lines intake could not normalise stops the run, naming the file and the lines:
     reconciling without it would report its lines as missing."""
     import polars as pl
+
     from clearline.recon.intake.model import ParseError
     from clearline.recon.intake.parse import parse_file
     from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+
     settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as bar:
         task = bar.add_task("reading reports and statements", total=len(files))
         for path in files:
             try:
@@ -77,8 +94,10 @@ def parse_all(files: list[Path], quiet: bool):
                 raise ReconInputError(f"{path}: {exc}") from None
             if parsed.problems.height:
                 first = parsed.problems.row(0, named=True)
-                raise ReconInputError(f"{path}: {parsed.problems.height} line(s) intake could not read, first at line "
-                                      f"{first['line_no']}: {first['problem']}")
+                raise ReconInputError(
+                    f"{path}: {parsed.problems.height} line(s) intake could not read, first at line "
+                    f"{first['line_no']}: {first['problem']}"
+                )
             (settle if parsed.kind == "processor" else bank).append(parsed.lines)
             bar.advance(task)
     return pl.concat(settle), pl.concat(bank)
@@ -86,6 +105,7 @@ def parse_all(files: list[Path], quiet: bool):
 
 def _default_archive() -> Path:
     from clearline import config
+
     return Path(config.load("ledger")["state_dir"]) / "archive"
 
 
@@ -93,8 +113,10 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
     """(reconcile.Inputs, latest event time): a generated world's events and files, or the
     stored inputs — the ledger's event archive and intake's store of validated lines."""
     import polars as pl
+
     from clearline.recon.matching import expectations
     from clearline.recon.matching.reconcile import Inputs
+
     if world is not None:
         events_file = world / "events" / "events.parquet"
         if not events_file.is_file():
@@ -105,9 +127,12 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
     else:
         from clearline.ledger import archive as event_archive
         from clearline.recon.intake.store import read_lines
+
         archive = archive or _default_archive()
         if not archive.is_dir():
-            raise ReconInputError(f"no ledger event archive at {archive}: run `clearline ledger run`, or give --archive DIR")
+            raise ReconInputError(
+                f"no ledger event archive at {archive}: run `clearline ledger run`, or give --archive DIR"
+            )
         if not (state_dir / "lines").is_dir():
             raise ReconInputError(f"no validated lines under {state_dir / 'lines'}: run `clearline ingest` first")
         scan = event_archive.scan(archive)
@@ -117,9 +142,11 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
     return Inputs(expected[0], expected[1], settle, bank), latest
 
 
-def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: date | None, end: date | None,
-              quiet: bool = True):
+def run_batch(
+    world: Path | None, archive: Path | None, state_dir: Path, start: date | None, end: date | None, quiet: bool = True
+):
     from clearline.recon.matching.reconcile import input_watermark, reconcile, within
+
     inputs, latest = load_inputs(world, archive, state_dir, quiet)
     as_of = input_watermark(inputs, latest)
     if as_of is None:
@@ -131,25 +158,51 @@ def run_batch(world: Path | None, archive: Path | None, state_dir: Path, start: 
 
 def _summary(variances) -> dict:
     import polars as pl
+
     from clearline.currency import minor_to_decimal
+
     counts = dict(variances.group_by("category").len().sort("category").iter_rows())
     money = variances.group_by("currency").agg(pl.col("amount_minor").sum()).sort("currency")
-    return {"variances": variances.height, "by_category": counts,
-            "amount_by_currency": {c: minor_to_decimal(m, c) for c, m in money.iter_rows()}}
+    return {
+        "variances": variances.height,
+        "by_category": counts,
+        "amount_by_currency": {c: minor_to_decimal(m, c) for c, m in money.iter_rows()},
+    }
 
 
-_world = click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="A generated world's folder: its events, settlement reports and bank statements.")
-_state = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
-                      show_default=True, help="Recon state folder: intake's validated lines and the variance store.")
+_world = click.option(
+    "--world",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A generated world's folder: its events, settlement reports and bank statements.",
+)
+_state = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Recon state folder: intake's validated lines and the variance store.",
+)
 
 
 @click.group(invoke_without_command=True)
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day (YYYY-MM-DD) of variances to report.")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (YYYY-MM-DD) of variances to report.")
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First day (YYYY-MM-DD) of variances to report.",
+)
+@click.option(
+    "--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (YYYY-MM-DD) of variances to report."
+)
 @_world
-@click.option("--archive", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The ledger's event archive [default: archive/ under state_dir in configs/ledger.yaml].")
+@click.option(
+    "--archive",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The ledger's event archive [default: archive/ under state_dir in configs/ledger.yaml].",
+)
 @_state
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every variance as JSON.")
 @click.pass_context
@@ -160,7 +213,9 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     if ctx.invoked_subcommand is not None:
         return
     import duckdb
+
     from clearline.recon.variances.store import VarianceStore
+
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
@@ -168,41 +223,70 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     try:
         store = VarianceStore(state_dir / "variances.duckdb")
     except duckdb.IOException as exc:
-        raise ReconInputError(f"cannot record in {state_dir / 'variances.duckdb'}: {exc}. A running `clearline recon run` "
-                              "owns it; stop it, or give another --state-dir") from None
+        raise ReconInputError(
+            f"cannot record in {state_dir / 'variances.duckdb'}: {exc}. A running `clearline recon run` "
+            "owns it; stop it, or give another --state-dir"
+        ) from None
     with store:
         stored = store.record(variances)
-    report = {"as_of": result.as_of.isoformat(), "from": start and start.isoformat(), "to": end and end.isoformat(),
-              **_summary(variances), "pending": result.pending.height, **stored}
+    report = {
+        "as_of": result.as_of.isoformat(),
+        "from": start and start.isoformat(),
+        "to": end and end.isoformat(),
+        **_summary(variances),
+        "pending": result.pending.height,
+        **stored,
+    }
     if as_json:
         emit(True, {**report, "items": variances.to_dicts()}, None)
         return
     emit(False, report, kv_table(f"reconciliation as of {result.as_of}", report))
     if variances.height:
         import polars as pl
+
         shown = variances.head(50).select(
-            "variance_id", "category", "reference", "amount_minor", "currency", "age_days",
-            difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"))
+            "variance_id",
+            "category",
+            "reference",
+            "amount_minor",
+            "currency",
+            "age_days",
+            difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"),
+        )
         emit(False, {}, frame_table(f"variances (first {shown.height} of {variances.height})", shown))
 
 
 @recon.command()
-@click.option("--truth", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="The world's truth/discrepancies.csv.")
-@click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The generated world reconciled [default: the folder the truth file is in].")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Score the variances a run (the stream's or a batch's) stored in this recon state folder, "
-                   "instead of reconciling the world again.")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The world's truth/discrepancies.csv.",
+)
+@click.option(
+    "--world",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The generated world reconciled [default: the folder the truth file is in].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Score the variances a run (the stream's or a batch's) stored in this recon state folder, "
+    "instead of reconciling the world again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @friendly
 def score(truth, world, state_dir, as_json):
     """Precision and recall per variance category against a generated world's truth."""
     import polars as pl
     from rich.table import Table
+
     from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
     from clearline.recon.score import misses
     from clearline.recon.score import score as score_of
+
     world = world or truth.resolve().parent.parent  # WORLD/truth/discrepancies.csv
     try:
         truth_rows = pl.read_csv(truth, schema=TRUTH_SCHEMA)
@@ -210,9 +294,12 @@ def score(truth, world, state_dir, as_json):
         raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
     if state_dir is not None:
         from clearline.recon.variances.store import read_variances
+
         variances = read_variances(state_dir)
         if variances is None:
-            raise ReconInputError(f"no variance store in {state_dir}: run `clearline recon run` or `clearline recon` first")
+            raise ReconInputError(
+                f"no variance store in {state_dir}: run `clearline recon run` or `clearline recon` first"
+            )
         as_of, pending = None, None  # the run that stored them decided their deadlines
     else:
         result, variances = run_batch(world, None, DEFAULT_STATE_DIR, None, None, quiet=as_json)
@@ -220,28 +307,53 @@ def score(truth, world, state_dir, as_json):
     scores = score_of(truth_rows, variances)
     missed, extra = misses(truth_rows, variances)
     report = {
-        "as_of": as_of.isoformat() if as_of else None, "scored": str(state_dir) if state_dir else "a batch run over the world",
-        "variances": variances.height, "injected": truth_rows.height,
-        "pending": pending, "missed": missed.height, "unexpected": extra.height,
+        "as_of": as_of.isoformat() if as_of else None,
+        "scored": str(state_dir) if state_dir else "a batch run over the world",
+        "variances": variances.height,
+        "injected": truth_rows.height,
+        "pending": pending,
+        "missed": missed.height,
+        "unexpected": extra.height,
         "perfect": all(s.precision == 1.0 and s.recall == 1.0 for s in scores),
-        "categories": {s.category: {"injected": s.injected, "found": s.found, "correct": s.correct,
-                                    "precision": s.precision, "recall": s.recall} for s in scores},
+        "categories": {
+            s.category: {
+                "injected": s.injected,
+                "found": s.found,
+                "correct": s.correct,
+                "precision": s.precision,
+                "recall": s.recall,
+            }
+            for s in scores
+        },
     }
-    table = Table(title=f"recon score ({report['scored']}): " + ("every injected break found and classified"
-                                                                  if report["perfect"] else "NOT PERFECT"), title_justify="left")
+    table = Table(
+        title=f"recon score ({report['scored']}): "
+        + ("every injected break found and classified" if report["perfect"] else "NOT PERFECT"),
+        title_justify="left",
+    )
     for col in ("category", "injected", "found", "correct", "precision", "recall"):
         table.add_column(col, justify="left" if col == "category" else "right")
     for s in scores:
-        table.add_row(s.category, str(s.injected), str(s.found), str(s.correct), f"{s.precision:.3f}", f"{s.recall:.3f}")
+        table.add_row(
+            s.category, str(s.injected), str(s.found), str(s.correct), f"{s.precision:.3f}", f"{s.recall:.3f}"
+        )
     emit(as_json, report, table)
 
 
 @recon.command("run")
 @click.option("--once", is_flag=True, help="Stop when both topics are read to their end (and the inbox is empty).")
-@click.option("--inbox", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Inbox folder to watch for reports and statements [default: flow.inbox in configs/recon.yaml].")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Recon state folder [default: intake.state_dir in configs/recon.yaml].")
+@click.option(
+    "--inbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Inbox folder to watch for reports and statements [default: flow.inbox in configs/recon.yaml].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Recon state folder [default: intake.state_dir in configs/recon.yaml].",
+)
 @click.option("--events-topic", default=None, help="Events topic [default: flow.events_topic].")
 @click.option("--settlements-topic", default=None, help="Validated lines topic [default: intake.topic].")
 @click.option("--variances-topic", default=None, help="Variances topic [default: flow.variances_topic].")
@@ -249,19 +361,28 @@ def score(truth, world, state_dir, as_json):
 @click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @friendly
-def run_stream(once, inbox, state_dir, events_topic, settlements_topic, variances_topic, process_id, addresses, as_json):
+def run_stream(
+    once, inbox, state_dir, events_topic, settlements_topic, variances_topic, process_id, addresses, as_json
+):
     """The streaming matcher: ledger events and intake's lines in, variances out to
     payments.variances and the variance store, as event time passes each deadline."""
     import json
+
     from clearline.pipelines.flows.recon import ReconFlowSettings, run
-    settings = ReconFlowSettings.from_config(state_dir, inbox, once, events=events_topic,
-                                             settlements=settlements_topic, variances=variances_topic)
+
+    settings = ReconFlowSettings.from_config(
+        state_dir, inbox, once, events=events_topic, settlements=settlements_topic, variances=variances_topic
+    )
     outcome = run(settings, tolerances(), process_id=process_id, addresses=list(addresses) or None)
     status_file = settings.state_dir / "published" / "status.json"
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     files = outcome["inbox_files"]
-    report = {**status, "inbox_files": len(files), "inbox_quarantined": sum(f["status"] == "quarantined" for f in files),
-              "stopped_by_signal": outcome["stopped_by_signal"]}
+    report = {
+        **status,
+        "inbox_files": len(files),
+        "inbox_quarantined": sum(f["status"] == "quarantined" for f in files),
+        "stopped_by_signal": outcome["stopped_by_signal"],
+    }
     emit(as_json, report, kv_table("reconciliation flow", report))
 
 
@@ -273,7 +394,9 @@ def _open_store(ctx, state_dir: Path | None, work):
     """`work(store)` on the variance store of `--state-dir` (this command's, else the group's);
     None when a running flow holds it."""
     import duckdb
+
     from clearline.recon.variances.store import VarianceStore
+
     path = _store_path(ctx, state_dir)
     if not path.is_file():
         raise ReconInputError(f"no variance store at {path}: run `clearline recon` or `clearline recon run` first")
@@ -291,8 +414,12 @@ def _open_store(ctx, state_dir: Path | None, work):
 @click.argument("variance_id")
 @click.option("--note", required=True, help="What was found or done (required).")
 @click.option("--assign", "assignee", default=None, help="Assign to this person instead of resolving.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Recon state folder [default: the one given to `clearline recon`, else var/recon].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Recon state folder [default: the one given to `clearline recon`, else var/recon].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the variance as JSON.")
 @click.pass_context
 @friendly
@@ -302,37 +429,66 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     if row is None:  # the running flow owns the store: it applies queued requests
         from clearline.recon.variances.resolutions import queue
         from clearline.recon.variances.store import check_request
+
         check_request(note, assignee)
         queued = queue(_store_path(ctx, state_dir).parent, variance_id, note, assignee)
-        report = {"variance_id": variance_id, "queued": str(queued),
-                  "note": "the running `recon run` owns the store and applies this within its advance interval"}
+        report = {
+            "variance_id": variance_id,
+            "queued": str(queued),
+            "note": "the running `recon run` owns the store and applies this within its advance interval",
+        }
         emit(as_json, report, kv_table(f"variance {variance_id}: queued", report))
         return
     shown = {k: row[k] for k in ("variance_id", "category", "reference", "status", "assignee", "note")}
-    emit(as_json, {**row, "since": str(row["since"]), "first_seen": str(row["first_seen"]),
-                   "last_seen": str(row["last_seen"])}, kv_table(f"variance {variance_id}", shown))
+    emit(
+        as_json,
+        {**row, "since": str(row["since"]), "first_seen": str(row["first_seen"]), "last_seen": str(row["last_seen"])},
+        kv_table(f"variance {variance_id}", shown),
+    )
 
 
 @recon.command("list")
-@click.option("--status", type=click.Choice(["open", "assigned", "resolved"]), default=None, help="Only variances with this status.")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "assigned", "resolved"]),
+    default=None,
+    help="Only variances with this status.",
+)
 @click.option("--category", default=None, help="Only variances of this category.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Recon state folder [default: the one given to `clearline recon`, else var/recon].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Recon state folder [default: the one given to `clearline recon`, else var/recon].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print every variance as JSON.")
 @click.pass_context
 @friendly
 def list_(ctx, status, category, state_dir, as_json):
     """The stored variances with their status, oldest break first."""
     import polars as pl
+
     from clearline.recon.variances.store import read_variances
+
     rows = read_variances(_store_path(ctx, state_dir).parent, status)  # the flow's snapshot while it runs
     if rows is None:
-        raise ReconInputError(f"no variance store at {_store_path(ctx, state_dir)}: run `clearline recon` or `clearline recon run` first")
+        raise ReconInputError(
+            f"no variance store at {_store_path(ctx, state_dir)}: run `clearline recon` or `clearline recon run` first"
+        )
     if category:
         rows = rows.filter(pl.col("category") == category)
     if as_json:
         emit(True, {"variances": rows.height, "items": rows.to_dicts()}, None)
         return
-    shown = rows.select("variance_id", "category", "reference", "amount_minor", "currency", "since", "status", "assignee",
-                        difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"))
+    shown = rows.select(
+        "variance_id",
+        "category",
+        "reference",
+        "amount_minor",
+        "currency",
+        "since",
+        "status",
+        "assignee",
+        difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"),
+    )
     emit(False, {}, frame_table(f"{rows.height} variance(s)" + (f", {status}" if status else ""), shown))

@@ -29,14 +29,30 @@ def report() -> None:
 
 
 @report.command()
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="First day a variance is counted from [default: the earliest stored].")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Last day [default: the latest stored].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for variances.html and the CSV/XLSX exports.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/recon"),
-              show_default=True, help="Recon state folder holding variances.duckdb.")
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First day a variance is counted from [default: the earliest stored].",
+)
+@click.option(
+    "--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day [default: the latest stored]."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for variances.html and the CSV/XLSX exports.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/recon"),
+    show_default=True,
+    help="Recon state folder holding variances.duckdb.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written and the totals as JSON.")
 @friendly
 def variances(start, end, out_dir, state_dir, as_json):
@@ -45,6 +61,7 @@ def variances(start, end, out_dir, state_dir, as_json):
     from clearline.recon.report.render import write
     from clearline.recon.report.summary import ReportRules, build
     from clearline.recon.variances.store import read_variances
+
     stored = read_variances(state_dir)  # the running flow's published snapshot while it holds the store
     if stored is None:
         raise NoVariances(f"no variance store at {state_dir / 'variances.duckdb'}: run `clearline recon` first")
@@ -52,8 +69,15 @@ def variances(start, end, out_dir, state_dir, as_json):
     last = end.date() if end else (stored["since"].max() or date.today())
     result = build(stored, ReportRules.from_config(config.load("reports")), first, last, datetime.now(timezone.utc))
     paths = write(result, out_dir)
-    summary = {"from": first, "to": last, "variances": result.variances.height,
-               "open": int((result.variances["status"] != "resolved").sum()),
-               "by_category": {r["category"]: r["len"] for r in result.variances.group_by("category").len().sort("category").iter_rows(named=True)},
-               **{k: str(v) for k, v in paths.items()}}
+    summary = {
+        "from": first,
+        "to": last,
+        "variances": result.variances.height,
+        "open": int((result.variances["status"] != "resolved").sum()),
+        "by_category": {
+            r["category"]: r["len"]
+            for r in result.variances.group_by("category").len().sort("category").iter_rows(named=True)
+        },
+        **{k: str(v) for k, v in paths.items()},
+    }
     emit(as_json, summary, kv_table("variance report", summary))

@@ -15,17 +15,27 @@ from clearline.pipelines.cli.features import feast_dir_option
 from clearline.pipelines.cli.models import decision_table, money_text
 from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
 
-user_errors("clearline.pipelines.flows.runner:FlowStateError", "clearline.features.store:FeatureStoreError",
-            "clearline.models.registry:RegistryError", "clearline.models.policy:PolicyError", "clearline.features.definitions:FeatureConfigError",
-            "mlflow.exceptions:MlflowException", "clearline.pipelines.cli.risk:NoDecisionLog")
+user_errors(
+    "clearline.pipelines.flows.runner:FlowStateError",
+    "clearline.features.store:FeatureStoreError",
+    "clearline.models.registry:RegistryError",
+    "clearline.models.policy:PolicyError",
+    "clearline.features.definitions:FeatureConfigError",
+    "mlflow.exceptions:MlflowException",
+    "clearline.pipelines.cli.risk:NoDecisionLog",
+)
 
 
 class NoDecisionLog(Exception):
     """The state folder has no decision log (yet), or not the order asked for."""
 
 
-_STATE = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="Risk state folder [default: state_dir in configs/risk.yaml].")
+_STATE = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Risk state folder [default: state_dir in configs/risk.yaml].",
+)
 
 
 @click.group()
@@ -47,17 +57,30 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
     order on terms to payments.decisions and the decision log. SIGTERM stops it after its
     last batch; run it again to resume."""
     from clearline.pipelines.flows.risk import RiskSettings, run
+
     settings = RiskSettings.from_config(state_dir, topic, once, feast_dir)
     with console.status("risk flow running…" if not once else "risk flow catching up…"):
         stopped, counts = run(settings, process_id, list(addresses) or None)
     summary = {
-        "consumed": counts.consumed, "refused_skipped": counts.refused, "requests": counts.requests,
-        "decisions": counts.decided, "replayed_already_decided": counts.replayed,
-        "by_outcome": dict(sorted(counts.by_outcome.items())), "by_model": dict(sorted(counts.by_model.items())),
-        "features_unavailable": counts.features_unavailable, "late_events": counts.late_events,
-        "feature_rows_pushed": counts.feature_rows, "stopped_by_signal": stopped, "flow_seconds": round(counts.seconds, 2), "state_dir": str(settings.state_dir),
+        "consumed": counts.consumed,
+        "refused_skipped": counts.refused,
+        "requests": counts.requests,
+        "decisions": counts.decided,
+        "replayed_already_decided": counts.replayed,
+        "by_outcome": dict(sorted(counts.by_outcome.items())),
+        "by_model": dict(sorted(counts.by_model.items())),
+        "features_unavailable": counts.features_unavailable,
+        "late_events": counts.late_events,
+        "feature_rows_pushed": counts.feature_rows,
+        "stopped_by_signal": stopped,
+        "flow_seconds": round(counts.seconds, 2),
+        "state_dir": str(settings.state_dir),
     }
-    emit(as_json, summary, kv_table("risk flow" + (" (stopped by signal; run again to resume)" if stopped else ""), summary))
+    emit(
+        as_json,
+        summary,
+        kv_table("risk flow" + (" (stopped by signal; run again to resume)" if stopped else ""), summary),
+    )
 
 
 @risk.command("decisions")
@@ -69,8 +92,10 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
 def risk_decisions(order_id, limit, state_dir, as_json):
     """Read the decision log: the latest decisions, or one order's full record."""
     import polars as pl
+
     from clearline import config
     from clearline.models.decision_journal import read_log
+
     root = Path(state_dir or config.load("risk")["state_dir"])
     log = read_log(root, "decisions")
     if log.is_empty():
@@ -80,15 +105,35 @@ def risk_decisions(order_id, limit, state_dir, as_json):
         if found.is_empty():
             raise NoDecisionLog(f"{order_id}: no decision for this order in {root / 'decisions'}")
         record = json.loads(found["record"][0])
-        emit(as_json, record, decision_table(f"{order_id}: {record['decision']}", record, (
-            "decision_id", "decision", "band", "policy_reasons", "decision_time", "buyer_id", "merchant_id",
-            "kill_switch", "missing_features", "decided_at")))
+        emit(
+            as_json,
+            record,
+            decision_table(
+                f"{order_id}: {record['decision']}",
+                record,
+                (
+                    "decision_id",
+                    "decision",
+                    "band",
+                    "policy_reasons",
+                    "decision_time",
+                    "buyer_id",
+                    "merchant_id",
+                    "kill_switch",
+                    "missing_features",
+                    "decided_at",
+                ),
+            ),
+        )
         return
     latest = log.tail(limit)
     records = [json.loads(r) for r in latest["record"]]
     counts = log.group_by("decision").len().sort("decision")
-    emit(as_json, {"decisions": log.height, "by_outcome": dict(counts.iter_rows()), "latest": records},
-         _list_table(latest, log.height))
+    emit(
+        as_json,
+        {"decisions": log.height, "by_outcome": dict(counts.iter_rows()), "latest": records},
+        _list_table(latest, log.height),
+    )
 
 
 def _list_table(frame, total: int) -> Table:
@@ -96,9 +141,14 @@ def _list_table(frame, total: int) -> Table:
     for col in ("order", "buyer", "decision", "amount", "limit", "model", "score", "policy reasons"):
         table.add_column(col, justify="right" if col in ("amount", "limit", "score") else "left")
     for r in frame.iter_rows(named=True):
-        table.add_row(r["order_id"], r["buyer_id"], r["decision"],
-                      money_text({"minor": r["amount_minor"], "currency": r["currency"]}),
-                      money_text({"minor": r["credit_limit_minor"], "currency": r["currency"]}),
-                      "rules" if r["model_name"] is None else f"{r['model_name']} v{r['model_version']}",
-                      "" if r["score"] is None else f"{r['score']:.4f}", r["policy_reasons"])
+        table.add_row(
+            r["order_id"],
+            r["buyer_id"],
+            r["decision"],
+            money_text({"minor": r["amount_minor"], "currency": r["currency"]}),
+            money_text({"minor": r["credit_limit_minor"], "currency": r["currency"]}),
+            "rules" if r["model_name"] is None else f"{r['model_name']} v{r['model_version']}",
+            "" if r["score"] is None else f"{r['score']:.4f}",
+            r["policy_reasons"],
+        )
     return table

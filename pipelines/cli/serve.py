@@ -21,8 +21,13 @@ import click
 from clearline import config
 from clearline.pipelines.cli.options import emit, friendly, kv_table, user_errors
 
-user_errors("clearline.models.api_core:ApiSetupError", "clearline.models.registry:RegistryError", "clearline.models.policy:PolicyError",
-            "clearline.features.store:FeatureStoreError", "mlflow.exceptions:MlflowException")
+user_errors(
+    "clearline.models.api_core:ApiSetupError",
+    "clearline.models.registry:RegistryError",
+    "clearline.models.policy:PolicyError",
+    "clearline.features.store:FeatureStoreError",
+    "mlflow.exceptions:MlflowException",
+)
 
 _SETTINGS_ENV = "CLEARLINE_SERVE_SETTINGS"
 
@@ -35,13 +40,17 @@ def _path(value: str | Path) -> Path:
 def merchant_directory(source: str):
     """The merchant -> tenant directory from Parquet with merchant_id and reseller_id."""
     import polars as pl
+
     from clearline.models.api_core import ApiSetupError, MerchantDirectory
+
     try:
         pairs = pl.scan_parquet(source).select("merchant_id", "reseller_id").unique().collect()
     except (FileNotFoundError, pl.exceptions.ComputeError, pl.exceptions.ColumnNotFoundError, OSError) as exc:
-        raise ApiSetupError(f"merchant directory {source}: {str(exc).splitlines()[0]} — give --merchants a Parquet "
-                            "file or glob with merchant_id and reseller_id (a world's entities/merchants.parquet, "
-                            "or the event archive)") from None
+        raise ApiSetupError(
+            f"merchant directory {source}: {str(exc).splitlines()[0]} — give --merchants a Parquet "
+            "file or glob with merchant_id and reseller_id (a world's entities/merchants.parquet, "
+            "or the event archive)"
+        ) from None
     return MerchantDirectory.from_pairs(pairs.iter_rows())
 
 
@@ -51,15 +60,17 @@ def build_service(settings: dict[str, Any]):
     from clearline.features.store import open_store, settings_from_config
     from clearline.models.api import DecisionService
     from clearline.models.api_core import ApiKeys, OnlineFeatures
-    from clearline.models.fast_scoring import ArrayScorer
     from clearline.models.api_store import DecisionStore
+    from clearline.models.fast_scoring import ArrayScorer
     from clearline.models.policy import Policy
     from clearline.models.registry import Registry, RegistrySettings
+
     models_cfg = config.load("models")
     registry = Registry(RegistrySettings.from_config(models_cfg, config.home()))
     threads = int(models_cfg.get("threads", 1))
-    feast = settings_from_config(config.load("features"), config.home(),
-                                 Path(settings["feast_dir"]) if settings.get("feast_dir") else None)
+    feast = settings_from_config(
+        config.load("features"), config.home(), Path(settings["feast_dir"]) if settings.get("feast_dir") else None
+    )
     features = OnlineFeatures(open_store(feast)) if feast.yaml_path.exists() else None
     if features is not None:
         features.read("warm-up", "warm-up")  # Feast loads its registry on the first read
@@ -70,26 +81,43 @@ def build_service(settings: dict[str, Any]):
         keys=ApiKeys.from_config(config.load("tenants")),
         merchants=merchant_directory(settings["merchants"]),
         features=features,
-        store=DecisionStore(Path(settings["decisions"])))
+        store=DecisionStore(Path(settings["decisions"])),
+    )
 
 
 def app_from_env():
     """uvicorn's factory in each worker process."""
     from clearline.models.api import create_app
+
     return create_app(build_service(json.loads(os.environ[_SETTINGS_ENV])))
 
 
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default: configs/serve.yaml, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default: configs/serve.yaml, 8080].")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Worker processes; one per core [default: configs/serve.yaml].")
-@click.option("--merchants", default=None,
-              help="Parquet file or glob with merchant_id, reseller_id [default: configs/serve.yaml].")
-@click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SQLite file of the decisions made [default: configs/serve.yaml].")
-@click.option("--feast-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Feast repository data folder [default: configs/features.yaml].")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes; one per core [default: configs/serve.yaml].",
+)
+@click.option(
+    "--merchants",
+    default=None,
+    help="Parquet file or glob with merchant_id, reseller_id [default: configs/serve.yaml].",
+)
+@click.option(
+    "--decisions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file of the decisions made [default: configs/serve.yaml].",
+)
+@click.option(
+    "--feast-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Feast repository data folder [default: configs/features.yaml].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the start-up summary as JSON.")
 @friendly
 def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
@@ -97,20 +125,34 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     /metrics, OpenAPI docs at /docs. Loads the champion and challenger once; with no
     champion every decision follows the conservative rules (and /health says so)."""
     import uvicorn
+
     cfg = config.load("serve")
-    settings = {"merchants": str(_path(merchants or cfg.get("merchants", "var/ledger/archive/event_date=*/*.parquet"))),
-                "decisions": str(_path(decisions or cfg.get("decisions", "var/api/decisions.db"))),
-                "feast_dir": str(_path(feast_dir)) if feast_dir else None}
+    settings = {
+        "merchants": str(_path(merchants or cfg.get("merchants", "var/ledger/archive/event_date=*/*.parquet"))),
+        "decisions": str(_path(decisions or cfg.get("decisions", "var/api/decisions.db"))),
+        "feast_dir": str(_path(feast_dir)) if feast_dir else None,
+    }
     host, port = host or str(cfg.get("host", "127.0.0.1")), port if port is not None else int(cfg.get("port", 8080))
     workers = workers or int(cfg.get("workers", 1))
     service = build_service(settings)
     from clearline.models.api import create_app
-    summary = {"listening": f"http://{host}:{port}", "workers": workers, "decides_by": service.decides_by(),
-               "champion": None if service.champion is None else f"{service.champion.ref.name} v{service.champion.ref.version}",
-               "challenger": None if service.challenger is None else f"{service.challenger.ref.name} v{service.challenger.ref.version}",
-               "feature_store": "connected" if service.features is not None else "none: run `clearline features apply`",
-               "tenants": ", ".join(sorted(service.keys.hashes)), "merchants": len(service.merchants.owners),
-               "decisions": settings["decisions"], "docs": f"http://{host}:{port}/docs"}
+
+    summary = {
+        "listening": f"http://{host}:{port}",
+        "workers": workers,
+        "decides_by": service.decides_by(),
+        "champion": None
+        if service.champion is None
+        else f"{service.champion.ref.name} v{service.champion.ref.version}",
+        "challenger": None
+        if service.challenger is None
+        else f"{service.challenger.ref.name} v{service.challenger.ref.version}",
+        "feature_store": "connected" if service.features is not None else "none: run `clearline features apply`",
+        "tenants": ", ".join(sorted(service.keys.hashes)),
+        "merchants": len(service.merchants.owners),
+        "decisions": settings["decisions"],
+        "docs": f"http://{host}:{port}/docs",
+    }
     emit(as_json, summary, kv_table("clearline serve", summary))
     run = dict(host=host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
     if workers == 1:

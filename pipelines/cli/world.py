@@ -11,21 +11,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
 
-user_errors("clearline.pipelines.connectors.produce:WorldNotFound", "clearline.pipelines.world.generate:WorldOptionError")
+user_errors(
+    "clearline.pipelines.connectors.produce:WorldNotFound", "clearline.pipelines.world.generate:WorldOptionError"
+)
 
 
 def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float | None, quiet: bool) -> dict:
     from clearline.pipelines.world.generate import WorldOptions, generate
-    steps = ["entities", "orders and payment lifecycles", "settlement, payouts and bank lines",
-             "processor and bank reports, with discrepancies", "events in arrival order", "writing files"]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as bar:
+
+    steps = [
+        "entities",
+        "orders and payment lifecycles",
+        "settlement, payouts and bank lines",
+        "processor and bank reports, with discrepancies",
+        "events in arrival order",
+        "writing files",
+    ]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as bar:
         task = bar.add_task("generating world", total=len(steps))
         done = {"n": 0}
 
         def step(name: str) -> None:
             bar.update(task, completed=done["n"], description=f"generating world: {name}")
             done["n"] += 1
+
         manifest = generate(WorldOptions(days, merchants, seed, rate), out_dir, progress=step)
         bar.update(task, completed=len(steps))
     return manifest
@@ -35,8 +53,19 @@ def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float |
 @click.option("--days", type=int, default=90, show_default=True, help="Length of the world in days.")
 @click.option("--merchants", type=int, default=40, show_default=True, help="Number of merchants.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed; same seed, same files.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write the world to.")
-@click.option("--discrepancy-rate", type=float, default=None, help="Share of records given an injected discrepancy [default: configs/world.yaml].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write the world to.",
+)
+@click.option(
+    "--discrepancy-rate",
+    type=float,
+    default=None,
+    help="Share of records given an injected discrepancy [default: configs/world.yaml].",
+)
 @click.option("--clean", is_flag=True, help="No injected discrepancies (same as --discrepancy-rate 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @friendly
@@ -46,7 +75,10 @@ def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, as_json):
     if clean and discrepancy_rate:
         raise click.BadParameter("--clean and a non-zero --discrepancy-rate contradict each other")
     manifest = _generate(days, merchants, seed, out_dir, 0.0 if clean else discrepancy_rate, quiet=as_json)
-    summary = {k: manifest[k] for k in ("days", "merchants", "buyers", "orders", "events", "settlement_lines", "payouts", "bank_lines")}
+    summary = {
+        k: manifest[k]
+        for k in ("days", "merchants", "buyers", "orders", "events", "settlement_lines", "payouts", "bank_lines")
+    }
     summary["discrepancies"] = sum(manifest["discrepancies"].values())
     summary["files"] = len(manifest["files"])
     emit(as_json, manifest, kv_table(f"world written to {out_dir}", summary))
@@ -54,9 +86,17 @@ def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, as_json):
 
 def _produce(world: Path, rate: float | None, quiet: bool) -> dict:
     from clearline.pipelines.connectors.produce import count_events, produce_world
+
     total = count_events(world)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as bar:
         task = bar.add_task("producing to payments.events", total=total)
         report = produce_world(world, rate, on_progress=lambda n: bar.update(task, completed=n))
     return report.as_dict()
@@ -64,7 +104,12 @@ def _produce(world: Path, rate: float | None, quiet: bool) -> dict:
 
 @click.command()
 @click.argument("world", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--rate", type=click.FloatRange(min=1), default=None, help="Cap on messages per second [default: as fast as the broker takes them].")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Cap on messages per second [default: as fast as the broker takes them].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the delivery counts as JSON.")
 @friendly
 def produce(world, rate, as_json):

@@ -35,22 +35,44 @@ from confluent_kafka.admin import AdminClient
 
 from clearline.features.event_time import LateEvent
 from clearline.models.decision import Decision
-from clearline.models.policy import FEATURES_UNAVAILABLE
 from clearline.models.decision_journal import Entry, Journal
+from clearline.models.policy import FEATURES_UNAVAILABLE
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 DECISION_ID_HEADER = "decision-id"
 _TS = pl.Datetime("us", "UTC")
 
 DECISION_LOG = {
-    "decision_id": pl.String(), "event_id": pl.String(), "order_id": pl.String(), "buyer_id": pl.String(),
-    "merchant_id": pl.String(), "decision_time": _TS, "decision": pl.String(), "amount_minor": pl.Int64(),
-    "currency": pl.String(), "credit_limit_minor": pl.Int64(), "model_name": pl.String(), "model_version": pl.String(),
-    "score": pl.Float64(), "band": pl.String(), "policy_reasons": pl.String(), "features_unavailable": pl.Boolean(),
-    "kill_switch": pl.Boolean(), "challenger_decision": pl.String(), "decided_at": _TS,
+    "decision_id": pl.String(),
+    "event_id": pl.String(),
+    "order_id": pl.String(),
+    "buyer_id": pl.String(),
+    "merchant_id": pl.String(),
+    "decision_time": _TS,
+    "decision": pl.String(),
+    "amount_minor": pl.Int64(),
+    "currency": pl.String(),
+    "credit_limit_minor": pl.Int64(),
+    "model_name": pl.String(),
+    "model_version": pl.String(),
+    "score": pl.Float64(),
+    "band": pl.String(),
+    "policy_reasons": pl.String(),
+    "features_unavailable": pl.Boolean(),
+    "kill_switch": pl.Boolean(),
+    "challenger_decision": pl.String(),
+    "decided_at": _TS,
 }
-LATE_LOG = {"entity": pl.String(), "entity_id": pl.String(), "event_id": pl.String(), "event_type": pl.String(),
-            "occurred_at": _TS, "watermark": _TS, "request": pl.Boolean(), "behind_s": pl.Float64()}
+LATE_LOG = {
+    "entity": pl.String(),
+    "entity_id": pl.String(),
+    "event_id": pl.String(),
+    "event_type": pl.String(),
+    "occurred_at": _TS,
+    "watermark": _TS,
+    "request": pl.Boolean(),
+    "behind_s": pl.Float64(),
+}
 
 
 def decision_id(event_id: str) -> str:
@@ -60,8 +82,11 @@ def decision_id(event_id: str) -> str:
 
 
 def decision_record(decision: Decision, decided_at: datetime) -> dict[str, Any]:
-    return {"decision_id": decision_id(decision.request.event_id), **decision.to_dict(),
-            "decided_at": decided_at.isoformat()}
+    return {
+        "decision_id": decision_id(decision.request.event_id),
+        **decision.to_dict(),
+        "decided_at": decided_at.isoformat(),
+    }
 
 
 def _ts(text: str | None) -> datetime | None:
@@ -70,19 +95,40 @@ def _ts(text: str | None) -> datetime | None:
 
 def decision_log_row(r: dict[str, Any]) -> dict[str, Any]:
     model, shadow = r["model"] or {}, r["challenger"] or {}
-    return {"decision_id": r["decision_id"], "event_id": r["event_id"], "order_id": r["order_id"],
-            "buyer_id": r["buyer_id"], "merchant_id": r["merchant_id"], "decision_time": _ts(r["decision_time"]),
-            "decision": r["decision"], "amount_minor": r["amount"]["minor"], "currency": r["amount"]["currency"],
-            "credit_limit_minor": r["credit_limit"]["minor"], "model_name": model.get("name"),
-            "model_version": model.get("version"), "score": r["score"], "band": r["band"],
-            "policy_reasons": ",".join(r["policy_reasons"]), "features_unavailable": FEATURES_UNAVAILABLE in r["policy_reasons"],
-            "kill_switch": r["kill_switch"], "challenger_decision": shadow.get("decision"), "decided_at": _ts(r["decided_at"])}
+    return {
+        "decision_id": r["decision_id"],
+        "event_id": r["event_id"],
+        "order_id": r["order_id"],
+        "buyer_id": r["buyer_id"],
+        "merchant_id": r["merchant_id"],
+        "decision_time": _ts(r["decision_time"]),
+        "decision": r["decision"],
+        "amount_minor": r["amount"]["minor"],
+        "currency": r["amount"]["currency"],
+        "credit_limit_minor": r["credit_limit"]["minor"],
+        "model_name": model.get("name"),
+        "model_version": model.get("version"),
+        "score": r["score"],
+        "band": r["band"],
+        "policy_reasons": ",".join(r["policy_reasons"]),
+        "features_unavailable": FEATURES_UNAVAILABLE in r["policy_reasons"],
+        "kill_switch": r["kill_switch"],
+        "challenger_decision": shadow.get("decision"),
+        "decided_at": _ts(r["decided_at"]),
+    }
 
 
 def late_record(late: LateEvent) -> dict[str, Any]:
-    return {"entity": late.entity, "entity_id": late.entity_id, "event_id": late.event_id, "event_type": late.event_type,
-            "occurred_at": late.occurred_at.isoformat(), "watermark": late.watermark.isoformat(),
-            "request": late.request, "behind_s": late.behind_s}
+    return {
+        "entity": late.entity,
+        "entity_id": late.entity_id,
+        "event_id": late.event_id,
+        "event_type": late.event_type,
+        "occurred_at": late.occurred_at.isoformat(),
+        "watermark": late.watermark.isoformat(),
+        "request": late.request,
+        "behind_s": late.behind_s,
+    }
 
 
 def late_log_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -98,12 +144,12 @@ class RunCounts:
     requests: int = 0
     feature_rows: int = 0
     decided: int = 0
-    replayed: int = 0          # decisions the journal already had (a resume since the last snapshot)
+    replayed: int = 0  # decisions the journal already had (a resume since the last snapshot)
     late_events: int = 0
     by_outcome: Counter = field(default_factory=Counter)
     by_model: Counter = field(default_factory=Counter)
     features_unavailable: int = 0
-    seconds: float = 0.0       # the dataflow's own run time (after start-up: models loaded, store opened)
+    seconds: float = 0.0  # the dataflow's own run time (after start-up: models loaded, store opened)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: int) -> None:
@@ -125,8 +171,9 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
     def __init__(self, state_dir: Path, bootstrap: str, topic: str, shard: int, counts: RunCounts):
         self.topic, self.bootstrap, self.counts = topic, bootstrap, counts
         self.journal = Journal(state_dir, "decisions", shard, decision_log_row, DECISION_LOG)
-        self.producer = WatchedProducer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                         "linger.ms": 5})
+        self.producer = WatchedProducer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
         if self.journal.get_mark("scan_from") is None:  # before this shard ever sends: where its messages start
             self.journal.set_mark("scan_from", json.dumps(self._ends()))
         self.journal.write_log(self.journal.pending("logged"))
@@ -161,13 +208,21 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
                 errors.append(err.str())
             else:
                 delivered[msg.partition()] = max(delivered.get(msg.partition(), -1), msg.offset())
+
         for e in to_produce:
-            self.producer.produce(self.topic, e.text.encode(), e.record["merchant_id"].encode(),
-                                  headers=[(DECISION_ID_HEADER, e.record["decision_id"].encode())], on_delivery=report)
+            self.producer.produce(
+                self.topic,
+                e.text.encode(),
+                e.record["merchant_id"].encode(),
+                headers=[(DECISION_ID_HEADER, e.record["decision_id"].encode())],
+                on_delivery=report,
+            )
             self.producer.poll(0)
         if self.producer.flush(60) or errors:
-            raise RuntimeError(f"decisions topic {self.topic!r} did not take the decisions: "
-                               f"{errors[0] if errors else 'not acknowledged within 60 s'}")
+            raise RuntimeError(
+                f"decisions topic {self.topic!r} did not take the decisions: "
+                f"{errors[0] if errors else 'not acknowledged within 60 s'}"
+            )
         marks = json.loads(self.journal.get_mark("scan_from") or "{}")
         marks.update({str(p): max(o + 1, marks.get(str(p), 0)) for p, o in delivered.items()})
         self.journal.con.execute("BEGIN IMMEDIATE")
@@ -182,8 +237,10 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
     def _ends(self) -> dict[str, int]:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "clearline-unused"})
         try:
-            return {str(p): consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1]
-                    for p in self._partitions()}
+            return {
+                str(p): consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1]
+                for p in self._partitions()
+            }
         finally:
             consumer.close()
 
@@ -193,8 +250,13 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
         todo = {int(p): end for p, end in ends.items() if end > start.get(p, 0)}
         if not todo:
             return set()
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"clearline-risk-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"clearline-risk-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.assign([TopicPartition(self.topic, p, start.get(str(p), 0)) for p in todo])
         seen: set[str] = set()
         try:

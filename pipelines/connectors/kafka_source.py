@@ -40,7 +40,7 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         self._client = WatchedConsumer(config, self._assignment())
         self._batch_size = batch_size
         self._eof = False
-        self._awake: datetime | None = None   # when Bytewax should ask again (None: at once)
+        self._awake: datetime | None = None  # when Bytewax should ask again (None: at once)
 
     def next_batch(self) -> list[list[Message]]:
         """One poll's messages as ONE item: the flow works per poll batch, so Bytewax's
@@ -91,15 +91,19 @@ class PartitionSource(FixedPartitionedSource[list[Message], int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(consumer_config(self._bootstrap, self._once), self._topic, int(for_part), offset,
-                          self._batch_size)
+        return _Partition(
+            consumer_config(self._bootstrap, self._once), self._topic, int(for_part), offset, self._batch_size
+        )
 
 
 def consumer_config(bootstrap: str, once: bool) -> dict:
     return {
-        "bootstrap.servers": bootstrap, "group.id": "clearline-unused",  # offsets live in recovery
-        "enable.auto.commit": False, "enable.partition.eof": once,
-        "fetch.max.bytes": 8 * 1024 * 1024, "reconnect.backoff.max.ms": 2000,
+        "bootstrap.servers": bootstrap,
+        "group.id": "clearline-unused",  # offsets live in recovery
+        "enable.auto.commit": False,
+        "enable.partition.eof": once,
+        "fetch.max.bytes": 8 * 1024 * 1024,
+        "reconnect.backoff.max.ms": 2000,
         # librdkafka prefetches up to 64 MiB per consumer by default: bound it, or memory
         # grows with the backlog instead of the batch
         "queued.max.messages.kbytes": 16 * 1024,
@@ -132,4 +136,3 @@ def sorted_out(msgs: list[Message]) -> tuple[list[Message], set[int]]:
         else:
             log.warning("kafka: %s (the client retries by itself)", err.str())
     return batch, ended
-

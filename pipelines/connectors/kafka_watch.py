@@ -74,8 +74,9 @@ class WatchedConsumer:
             return False
         assignment = reached()
         where = ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in assignment)
-        log.warning("kafka: the consumer of %s knows no broker any more (librdkafka#5301); "
-                    "starting a new one from there", where)
+        log.warning(
+            "kafka: the consumer of %s knows no broker any more (librdkafka#5301); starting a new one from there", where
+        )
         self.consumer.close()
         self.consumer, self.sight = self._connect(assignment)
         return True
@@ -104,10 +105,16 @@ class WatchedProducer:
     def __init__(self, config: dict):
         self._config = config
         self.producer = Producer(config)
-        self._moved = 0   # messages handed over by the last hand-over
+        self._moved = 0  # messages handed over by the last hand-over
 
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                on_delivery: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         def delivered(err, msg) -> None:
             if err is not None and err.code() in _PURGED:
                 self._moved += 1
@@ -136,15 +143,19 @@ class WatchedProducer:
 
     def lost(self) -> bool:
         """Whether the cluster answers a new client but not this one."""
-        return not _answers(self.producer) and _answers(AdminClient({"bootstrap.servers": self._config["bootstrap.servers"]}))
+        return not _answers(self.producer) and _answers(
+            AdminClient({"bootstrap.servers": self._config["bootstrap.servers"]})
+        )
 
     def hand_over(self) -> None:
         """Move every message this client holds to a new client, which sends it."""
         lost, self.producer, self._moved = self.producer, Producer(self._config), 0
         lost.purge()
-        lost.flush(5)   # serves the purged messages' callbacks: each is produced again on the new client
-        log.warning("kafka: a producer knew no broker any more (librdkafka#5301); "
-                    "its %d waiting message(s) went to a new one", self._moved)
+        lost.flush(5)  # serves the purged messages' callbacks: each is produced again on the new client
+        log.warning(
+            "kafka: a producer knew no broker any more (librdkafka#5301); its %d waiting message(s) went to a new one",
+            self._moved,
+        )
 
 
 def _answers(client: Producer | AdminClient) -> bool:

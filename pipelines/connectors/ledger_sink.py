@@ -29,17 +29,15 @@ from pathlib import Path
 
 from bytewax.outputs import StatelessSinkPartition
 
-from clearline.ledger import archive
 from clearline import config
 from clearline.events import PLATFORM, Money
-from clearline.ledger import metrics
-from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline.ledger import archive, metrics
 from clearline.ledger.model import Outcome, Posted, Rejected, Source
 from clearline.ledger.posting import capital
 from clearline.ledger.settings import LedgerSettings
 from clearline.ledger.snapshot import SnapshotPublisher
 from clearline.ledger.store import LedgerStore
-
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 GENESIS_TOPIC = "genesis"
 _MERCHANT = re.compile(rb'"merchant_id"\s*:\s*"([^"\\]{1,64})"')
@@ -59,8 +57,14 @@ def opening_balances() -> list[Posted]:
     platform = config.load("platform")
     opened = datetime.combine(platform["opened_on"], datetime.min.time(), tzinfo=timezone.utc)
     return [
-        Posted(Source(GENESIS_TOPIC, 0, i), f"genesis:capital:{ccy}", "ledger.opening", PLATFORM, opened,
-               capital(Money(int(spec["opening_balance_minor"]), ccy)))
+        Posted(
+            Source(GENESIS_TOPIC, 0, i),
+            f"genesis:capital:{ccy}",
+            "ledger.opening",
+            PLATFORM,
+            opened,
+            capital(Money(int(spec["opening_balance_minor"]), ccy)),
+        )
         for i, (ccy, spec) in enumerate(sorted(platform["bank_accounts"].items()))
     ]
 
@@ -76,15 +80,18 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         self._store.con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         self._store.con.execute("SET checkpoint_threshold = ?", [settings.duckdb_checkpoint_threshold])
         self._dlq_topic = settings.deadletter_topic
-        self._producer = WatchedProducer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True,
-                                          "acks": "all", "linger.ms": 5})
+        self._producer = WatchedProducer(
+            {"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        )
         if shard == 0 and not self._store.resume().get((GENESIS_TOPIC, 0)):
             self._store.apply(opening_balances())
-        archive.remove_uncommitted(paths["archive"], shard,
-                                   {p: o for (t, p), o in self._store.resume().items() if t == settings.topic})
+        archive.remove_uncommitted(
+            paths["archive"], shard, {p: o for (t, p), o in self._store.resume().items() if t == settings.topic}
+        )
         self._forward_unsent()
-        self._publisher = SnapshotPublisher(self._store, paths["snapshot"],
-                                            interval_s=settings.publish_interval_s).start()
+        self._publisher = SnapshotPublisher(
+            self._store, paths["snapshot"], interval_s=settings.publish_interval_s
+        ).start()
         metrics.observe_store(self._store)
 
     def write_batch(self, batches: list[list[Outcome]]) -> None:
@@ -115,11 +122,19 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         for letter in letters:
             raw = letter.raw if letter.raw is not None else getattr(originals.get(letter.source), "raw", b"")
             key = _MERCHANT.search(raw or b"")
-            self._producer.produce(self._dlq_topic, value=raw, key=key.group(1) if key else None, headers=[
-                ("origin-topic", letter.source.topic.encode()), ("origin-partition", str(letter.source.partition).encode()),
-                ("origin-offset", str(letter.source.offset).encode()), ("reason", letter.reason.encode()),
-                ("detail", letter.detail.encode()[:4000]), ("event-id", (letter.event_id or "").encode()),
-            ])
+            self._producer.produce(
+                self._dlq_topic,
+                value=raw,
+                key=key.group(1) if key else None,
+                headers=[
+                    ("origin-topic", letter.source.topic.encode()),
+                    ("origin-partition", str(letter.source.partition).encode()),
+                    ("origin-offset", str(letter.source.offset).encode()),
+                    ("reason", letter.reason.encode()),
+                    ("detail", letter.detail.encode()[:4000]),
+                    ("event-id", (letter.event_id or "").encode()),
+                ],
+            )
         if self._producer.flush(60):
             raise RuntimeError(f"dead-letter topic {self._dlq_topic!r} did not acknowledge within 60 s")
 

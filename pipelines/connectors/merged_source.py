@@ -67,7 +67,7 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         if STOP.is_set() or (len(self._ended) == len(self._held) and not any(self._held.values())):
             raise StopIteration()
         if self._client.rebuild_if_lost(self._assignment):
-            self._held = {p: deque() for p in self._held}   # read again by the new consumer
+            self._held = {p: deque() for p in self._held}  # read again by the new consumer
             self._paused = set()
         msgs = self._client.consumer.consume(self._batch_size, 0)
         self._awake = None if msgs else datetime.now(timezone.utc) + IDLE
@@ -144,5 +144,10 @@ class MergedSource(FixedPartitionedSource[list[Message], Offsets]):
         return ["merged"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> _Merged:
-        return _Merged(consumer_config(self._bootstrap, self._once), self._topic,
-                       topic_partitions(self._bootstrap, self._topic), resume_state or {}, self._batch_size)
+        return _Merged(
+            consumer_config(self._bootstrap, self._once),
+            self._topic,
+            topic_partitions(self._bootstrap, self._topic),
+            resume_state or {},
+            self._batch_size,
+        )

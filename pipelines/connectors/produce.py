@@ -39,14 +39,24 @@ class ProduceReport:
 
     def as_dict(self) -> dict:
         rate = self.delivered / self.seconds if self.seconds else 0.0
-        return {"topic": self.topic, "total": self.total, "delivered": self.delivered, "failed": self.failed,
-                "errors": dict(self.errors), "seconds": round(self.seconds, 3), "events_per_second": round(rate)}
+        return {
+            "topic": self.topic,
+            "total": self.total,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(rate),
+        }
 
 
 def _world_files(world: Path) -> tuple[Path, Path]:
     jsonl, table = world / "events/events.jsonl", world / "events/events.parquet"
     if not jsonl.exists() or not table.exists():
-        raise WorldNotFound(f"{world} holds no generated world (expected {jsonl} and {table}); run `clearline generate --out {world}` first")
+        raise WorldNotFound(
+            f"{world} holds no generated world (expected {jsonl} and {table}); "
+            f"run `clearline generate --out {world}` first"
+        )
     return jsonl, table
 
 
@@ -64,17 +74,27 @@ def count_events(world: Path) -> int:
 
 
 def producer(delivery_timeout_s: float = 120) -> WatchedProducer:
-    return WatchedProducer({
-        "bootstrap.servers": config.bootstrap_servers(),
-        "enable.idempotence": True, "acks": "all",
-        "linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
-        "queue.buffering.max.messages": 500_000, "message.timeout.ms": int(delivery_timeout_s * 1000),
-    })
+    return WatchedProducer(
+        {
+            "bootstrap.servers": config.bootstrap_servers(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+        }
+    )
 
 
-def produce_world(world: Path, rate: float | None = None, topic: str | None = None,
-                  on_progress: Callable[[int], None] = lambda n: None,
-                  delivery_timeout_s: float = 120) -> ProduceReport:
+def produce_world(
+    world: Path,
+    rate: float | None = None,
+    topic: str | None = None,
+    on_progress: Callable[[int], None] = lambda n: None,
+    delivery_timeout_s: float = 120,
+) -> ProduceReport:
     """Publish every event of `world`; `rate` caps messages per second. A message the
     broker has not acknowledged within `delivery_timeout_s` counts as failed. The topic
     is the deployment's events topic unless named."""

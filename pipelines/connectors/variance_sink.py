@@ -31,11 +31,11 @@ import duckdb
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from clearline.recon.variances import resolutions as recon_resolutions
-from clearline.recon.streaming import Publication
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 from clearline.recon.matching.continuous import facts_hash
 from clearline.recon.matching.variance import SCHEMA
+from clearline.recon.streaming import Publication
+from clearline.recon.variances import resolutions as recon_resolutions
 from clearline.recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
 from clearline.recon.variances.store import VarianceStore
 
@@ -56,7 +56,9 @@ def unseen(store: VarianceStore, variances: pl.DataFrame) -> pl.DataFrame:
     """The variances the store does not hold with these facts (age aside)."""
     if variances.is_empty():
         return variances
-    known = store.frame().select(list(SCHEMA)).cast(SCHEMA).filter(pl.col("variance_id").is_in(variances["variance_id"]))
+    known = (
+        store.frame().select(list(SCHEMA)).cast(SCHEMA).filter(pl.col("variance_id").is_in(variances["variance_id"]))
+    )
     same = set(zip(known["variance_id"], facts_hash(known)))
     fresh = [(vid, h) not in same for vid, h in zip(variances["variance_id"], facts_hash(variances))]
     return variances.filter(pl.Series(fresh, dtype=pl.Boolean))
@@ -100,7 +102,9 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
     def _publish(self, pub: Publication) -> None:
         changes = pub.changes
         send = unseen(self.store, pl.concat([changes.new, changes.changed]))
-        open_gone = self.store.frame().filter(pl.col("variance_id").is_in(changes.gone) & (pl.col("status") != "resolved"))
+        open_gone = self.store.frame().filter(
+            pl.col("variance_id").is_in(changes.gone) & (pl.col("status") != "resolved")
+        )
         messages = [variance_message(r) for r in send.iter_rows(named=True)]
         messages += [variance_message({k: r[k] for k in SCHEMA}, "withdrawn") for r in open_gone.iter_rows(named=True)]
         self._produce(messages)
@@ -111,9 +115,15 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
         if not messages:
             return
         if self._producer is None:
-            self._producer = WatchedProducer({"bootstrap.servers": self.settings.bootstrap, "enable.idempotence": True,
-                                              "acks": "all", "linger.ms": 20,
-                                              "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000)})
+            self._producer = WatchedProducer(
+                {
+                    "bootstrap.servers": self.settings.bootstrap,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 20,
+                    "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000),
+                }
+            )
         errors: list[str] = []
 
         def delivered(err, _msg) -> None:
@@ -129,16 +139,21 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
                     self._producer.poll(0.05)
         remaining = self._producer.flush(self.settings.delivery_timeout_s)
         if errors or remaining:
-            raise DeliveryError(f"{len(errors) + remaining} of {len(messages)} variance messages not acknowledged by "
-                                f"{self.settings.topic}: {'; '.join(sorted(set(errors))[:3]) or 'timed out'}")
+            raise DeliveryError(
+                f"{len(errors) + remaining} of {len(messages)} variance messages not acknowledged by "
+                f"{self.settings.topic}: {'; '.join(sorted(set(errors))[:3]) or 'timed out'}"
+            )
 
     def _snapshot(self, pub: Publication) -> None:
         self.published.mkdir(parents=True, exist_ok=True)
         _replace(self.settings.state_dir / PUBLISHED_VARIANCES, self.store.frame().write_parquet)
         if pub.changes is not None:
             _replace(self.published / "pending.parquet", pub.changes.result.pending.write_parquet)
-        status = {"watermark": pub.watermark.isoformat() if pub.watermark else None, **pub.counts,
-                  "published_at": datetime.now(timezone.utc).isoformat()}
+        status = {
+            "watermark": pub.watermark.isoformat() if pub.watermark else None,
+            **pub.counts,
+            "published_at": datetime.now(timezone.utc).isoformat(),
+        }
         _replace(self.published / "status.json", lambda p: p.write_text(json.dumps(status, indent=1)))
 
     def close(self) -> None:

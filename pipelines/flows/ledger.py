@@ -28,13 +28,14 @@ from bytewax.run import cli_main
 
 from clearline import config
 from clearline.ledger import metrics
-from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
-from clearline.pipelines.connectors.ledger_sink import LedgerWriter
-from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
-from clearline.signing import TenantKeys
 from clearline.ledger.model import Outcome
-from clearline.ledger.settings import LedgerSettings
 from clearline.ledger.outcome import to_outcomes
+from clearline.ledger.settings import LedgerSettings
+from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
+from clearline.pipelines.connectors.ledger_sink import LedgerWriter
+from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.signing import TenantKeys
+
 
 class _LedgerSink(DynamicSink[list[Outcome]]):
     def __init__(self, settings: LedgerSettings):
@@ -73,7 +74,10 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
         signal.signal(sig, lambda signum, frame: STOP.set())
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
     cli_main(
-        build_flow(settings), workers_per_process=1, process_id=process_id, addresses=addresses,
+        build_flow(settings),
+        workers_per_process=1,
+        process_id=process_id,
+        addresses=addresses,
         epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )

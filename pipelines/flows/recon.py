@@ -33,13 +33,13 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from clearline import config
+from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
+from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
 from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
 from clearline.recon.arrivals import from_events, from_settlements
-from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
-from clearline.recon.streaming import builder
-from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
-from clearline.signing import TenantKeys
 from clearline.recon.matching.rules import Tolerances
+from clearline.recon.streaming import builder
+from clearline.signing import TenantKeys
 
 
 class ReconFlowConfigError(ValueError):
@@ -62,21 +62,28 @@ class ReconFlowSettings:
     once: bool = False
 
     @classmethod
-    def from_config(cls, state_dir: Path | None = None, inbox: Path | None = None, once: bool = False,
-                    **topics: str | None) -> ReconFlowSettings:
+    def from_config(
+        cls, state_dir: Path | None = None, inbox: Path | None = None, once: bool = False, **topics: str | None
+    ) -> ReconFlowSettings:
         cfg = config.load("recon")
         flow, intake = cfg.get("flow"), cfg.get("intake") or {}
         if not isinstance(flow, dict):
             raise ReconFlowConfigError("configs/recon.yaml has no flow: section")
         try:
             settings = cls(
-                bootstrap=config.bootstrap_servers(), events_topic=str(flow["events_topic"]),
-                settlements_topic=str(intake["topic"]), variances_topic=str(flow["variances_topic"]),
+                bootstrap=config.bootstrap_servers(),
+                events_topic=str(flow["events_topic"]),
+                settlements_topic=str(intake["topic"]),
+                variances_topic=str(flow["variances_topic"]),
                 state_dir=Path(state_dir) if state_dir else config.state_path(intake["state_dir"]),
                 inbox=inbox or (config.state_path(flow["inbox"]) if flow.get("inbox") else None),
-                batch_size=int(flow["batch_size"]), advance_interval_s=float(flow["advance_interval_s"]),
-                recovery={k: float(flow["recovery"][k]) for k in ("partitions", "snapshot_interval_s", "backup_interval_s")},
-                once=once)
+                batch_size=int(flow["batch_size"]),
+                advance_interval_s=float(flow["advance_interval_s"]),
+                recovery={
+                    k: float(flow["recovery"][k]) for k in ("partitions", "snapshot_interval_s", "backup_interval_s")
+                },
+                once=once,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReconFlowConfigError(f"configs/recon.yaml flow: {exc!r} is missing or not a number") from None
         return dataclasses.replace(settings, **{f"{k}_topic": v for k, v in topics.items() if v})
@@ -85,25 +92,32 @@ class ReconFlowSettings:
 def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
     keys = TenantKeys.from_config()
     flow = Dataflow("recon")
-    sources = {name: PartitionSource(settings.bootstrap, topic, once=settings.once, batch_size=settings.batch_size)
-               for name, topic in (("events", settings.events_topic), ("settlements", settings.settlements_topic))}
+    sources = {
+        name: PartitionSource(settings.bootstrap, topic, once=settings.once, batch_size=settings.batch_size)
+        for name, topic in (("events", settings.events_topic), ("settlements", settings.settlements_topic))
+    }
     expected = op.map("admit", op.input("events", flow, sources["events"]), lambda msgs: from_events(msgs, keys))
     lines = op.map("lines", op.input("settlements", flow, sources["settlements"]), from_settlements)
     arrivals = op.key_on("one_matcher", op.merge("arrivals", expected, lines), lambda _: "all")
     found = op.stateful("match", arrivals, builder(tol, timedelta(seconds=settings.advance_interval_s), settings.once))
-    op.output("variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic)))
+    op.output(
+        "variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic))
+    )
     return flow
 
 
 def _intake(settings: ReconFlowSettings):
     from clearline.pipelines.connectors.produce import producer
     from clearline.recon.intake.ingest import Intake, IntakeSettings
+
     intake = IntakeSettings.from_config(config.load("recon"), settings.state_dir)
     intake = dataclasses.replace(intake, topic=settings.settlements_topic)
     return Intake(intake, producer(intake.delivery_timeout_seconds))
 
 
-def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = None, addresses: list[str] | None = None) -> dict:
+def run(
+    settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = None, addresses: list[str] | None = None
+) -> dict:
     """Run the flow in this process until it is caught up (`once`) or told to stop.
 
     With an inbox, what is in it is ingested before the flow starts (so its lines are on
@@ -111,6 +125,7 @@ def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = N
     watches the inbox until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
     poll: the matcher reconciles once more, the sink publishes, the store closes."""
     from clearline.recon.intake.watch import watch
+
     gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
     flow_dir = settings.state_dir / "flow"
     claim_shape(flow_dir, len(addresses) if addresses else 1)
@@ -125,11 +140,19 @@ def run(settings: ReconFlowSettings, tol: Tolerances, process_id: int | None = N
         intake = _intake(settings)
         outcomes = watch(intake, settings.inbox, STOP, once=True)
         if not settings.once:
-            watcher = threading.Thread(target=watch, args=(intake, settings.inbox, STOP),
-                                       kwargs={"on_outcomes": outcomes.extend}, name="inbox", daemon=True)
+            watcher = threading.Thread(
+                target=watch,
+                args=(intake, settings.inbox, STOP),
+                kwargs={"on_outcomes": outcomes.extend},
+                name="inbox",
+                daemon=True,
+            )
             watcher.start()
     cli_main(
-        build_flow(settings, tol), workers_per_process=1, process_id=process_id, addresses=addresses,
+        build_flow(settings, tol),
+        workers_per_process=1,
+        process_id=process_id,
+        addresses=addresses,
         epoch_interval=timedelta(seconds=settings.recovery["snapshot_interval_s"]),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=settings.recovery["backup_interval_s"])),
     )

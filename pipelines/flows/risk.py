@@ -31,7 +31,6 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -39,6 +38,9 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
+from clearline import config
+from clearline.admission import admit
+from clearline.events import Event
 from clearline.features import store as feast
 from clearline.features.definitions import Spec, spec_from_config
 from clearline.features.event_time import FeatureRow
@@ -48,16 +50,13 @@ from clearline.features.stream_state import Answer
 from clearline.features.streaming import advance_steps
 from clearline.models.decision import Decision, UnderwritingRequest, decide_many
 from clearline.models.policy import Policy
-from clearline.models.scorer import Scorer
-from clearline import config
-from clearline.admission import admit
-from clearline.events import Event
-from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
-from clearline.pipelines.connectors.gather import gathered
 from clearline.models.request_features import request_features
+from clearline.models.scorer import Scorer
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
+from clearline.pipelines.connectors.gather import gathered
 from clearline.pipelines.connectors.kafka_source import STOP
 from clearline.pipelines.connectors.merged_source import MergedSource
+from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
 from clearline.signing import TenantKeys
 
 
@@ -78,16 +77,23 @@ class RiskSettings:
     once: bool = False
 
     @classmethod
-    def from_config(cls, state_dir: Path | None = None, topic: str | None = None,
-                    once: bool = False, feast_dir: Path | None = None) -> "RiskSettings":
+    def from_config(
+        cls, state_dir: Path | None = None, topic: str | None = None, once: bool = False, feast_dir: Path | None = None
+    ) -> "RiskSettings":
         cfg = config.load("risk")
-        return cls(bootstrap=config.bootstrap_servers(), topic=topic or cfg["topic"],
-                   decisions_topic=cfg["decisions_topic"], state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
-                   batch_size=int(cfg["batch_size"]),
-                   feast=feast.settings_from_config(config.load("features"), config.home(), feast_dir),
-                   feast_offline=bool(cfg["feast"]["offline"]), online_push_ms=int(cfg["feast"]["online_push_ms"]),
-                   offline_push_s=float(cfg["feast"]["offline_push_s"]), decide_every_ms=int(cfg["decide_every_ms"]),
-                   once=once)
+        return cls(
+            bootstrap=config.bootstrap_servers(),
+            topic=topic or cfg["topic"],
+            decisions_topic=cfg["decisions_topic"],
+            state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
+            batch_size=int(cfg["batch_size"]),
+            feast=feast.settings_from_config(config.load("features"), config.home(), feast_dir),
+            feast_offline=bool(cfg["feast"]["offline"]),
+            online_push_ms=int(cfg["feast"]["online_push_ms"]),
+            offline_push_s=float(cfg["feast"]["offline_push_s"]),
+            decide_every_ms=int(cfg["decide_every_ms"]),
+            once=once,
+        )
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,11 @@ def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[E
     """The poll batch's events that pass admission; the rest are counted (the ledger flow
     dead-letters them)."""
     events = [e for e in (admit(m.value(), m.headers() or [], keys) for m in msgs) if isinstance(e, Event)]
-    counts.add(consumed=len(msgs), refused=len(msgs) - len(events),
-               requests=sum(1 for e in events if UnderwritingRequest.asks(e)))
+    counts.add(
+        consumed=len(msgs),
+        refused=len(msgs) - len(events),
+        requests=sum(1 for e in events if UnderwritingRequest.asks(e)),
+    )
     return events
 
 
@@ -112,7 +121,7 @@ def decided(answers: list[Answer], models: Models, spec: Spec) -> list[Decision]
     """One decision per answered request (answers come from order.created events on
     terms, so each is a request)."""
     asked = [(UnderwritingRequest.from_fact(request), request_features(row, spec)) for request, row in answers]
-    return decide_many(asked, models.champion, models.challenger, clearline.models.policy)
+    return decide_many(asked, models.champion, models.challenger, models.policy)
 
 
 def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:
@@ -127,12 +136,18 @@ def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCo
     _push_to_feast(rows, settings, spec)
     # a live poll holds a handful of requests: decide (one model call) and write
     # (one flush to Kafka) for all those of the last few milliseconds at once
-    answers = gathered("gather_answers", op.map("answers", advanced, lambda a: a.answers),
-                       timedelta(milliseconds=settings.decide_every_ms))
+    answers = gathered(
+        "gather_answers",
+        op.map("answers", advanced, lambda a: a.answers),
+        timedelta(milliseconds=settings.decide_every_ms),
+    )
     decisions = op.map("decide", answers, lambda batch: decided(batch, models, spec))
-    op.output("decisions", decisions, DecisionSink(settings.state_dir, settings.bootstrap, settings.decisions_topic, counts))
-    late = gathered("gather_late", op.map("late", advanced, lambda a: a.late),
-                    timedelta(milliseconds=settings.decide_every_ms))
+    op.output(
+        "decisions", decisions, DecisionSink(settings.state_dir, settings.bootstrap, settings.decisions_topic, counts)
+    )
+    late = gathered(
+        "gather_late", op.map("late", advanced, lambda a: a.late), timedelta(milliseconds=settings.decide_every_ms)
+    )
     op.output("late_log", late, LateSink(settings.state_dir, counts))
     return flow
 
@@ -152,14 +167,22 @@ def _push_to_feast(rows: Stream[list[FeatureRow]], settings: RiskSettings, spec:
 def load_models() -> Models:
     from clearline.models.fast_scoring import ArrayScorer
     from clearline.models.registry import Registry, RegistrySettings
+
     registry = Registry(RegistrySettings.from_config(config.load("models"), config.home()))
     threads = int(config.load("models").get("threads", 1))
-    return Models(ArrayScorer.of(registry.load("champion", threads)), ArrayScorer.of(registry.load("challenger", threads)),
-                  Policy.from_config(config.load("policy")))
+    return Models(
+        ArrayScorer.of(registry.load("champion", threads)),
+        ArrayScorer.of(registry.load("challenger", threads)),
+        Policy.from_config(config.load("policy")),
+    )
 
 
-def run(settings: RiskSettings, process_id: int | None = None, addresses: list[str] | None = None,
-        models: Models | None = None) -> tuple[bool, RunCounts]:
+def run(
+    settings: RiskSettings,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    models: Models | None = None,
+) -> tuple[bool, RunCounts]:
     """Run the flow in this process until it is caught up (`once`) or told to stop;
     returns whether a signal stopped it, and what this process did.
 
@@ -186,7 +209,10 @@ def run(settings: RiskSettings, process_id: int | None = None, addresses: list[s
     flow = build_flow(settings, models, spec, counts)
     start = time.monotonic()
     cli_main(
-        flow, workers_per_process=1, process_id=process_id, addresses=addresses,
+        flow,
+        workers_per_process=1,
+        process_id=process_id,
+        addresses=addresses,
         epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
         recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
     )

@@ -29,7 +29,8 @@ def claim_shape(state_dir: Path, processes: int) -> None:
         if recorded != processes:
             raise FlowStateError(
                 f"{state_dir} was built by {recorded} process(es); this run has {processes}. "
-                f"Run it with {recorded}, or rebuild into a new --state-dir with {processes}")
+                f"Run it with {recorded}, or rebuild into a new --state-dir with {processes}"
+            )
         return
     tmp = path.with_name(f"cluster.json.{os.getpid()}")
     tmp.write_text(json.dumps({"processes": processes}))
@@ -40,6 +41,7 @@ def recovery_dir(state_dir: Path, partitions: int, first: bool) -> Path:
     """Bytewax's recovery partitions, made once, atomically, by the first process; the
     others wait for them (two processes creating them at once lock each other out)."""
     from bytewax.recovery import init_db_dir
+
     recovery = state_dir / "recovery"
     if first and not recovery.exists():
         tmp = state_dir / f"recovery.tmp-{os.getpid()}"

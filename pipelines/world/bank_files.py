@@ -62,13 +62,13 @@ CAMT_NS = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
 
 # (kind, is_credit) -> BAI2 detail type code; anything else is a miscellaneous credit or debit.
 BAI2_TYPE_CODES = {
-    ("processor_payout", True): "165",   # preauthorized ACH credit
-    ("buyer_repayment", True): "195",    # incoming money transfer
-    ("other", True): "399",              # miscellaneous credit
+    ("processor_payout", True): "165",  # preauthorized ACH credit
+    ("buyer_repayment", True): "195",  # incoming money transfer
+    ("other", True): "399",  # miscellaneous credit
     ("processor_payout", False): "455",  # preauthorized ACH debit
-    ("buyer_repayment", False): "469",   # miscellaneous ACH debit (a returned repayment)
-    ("merchant_payout", False): "495",   # outgoing money transfer
-    ("fee", False): "698",               # miscellaneous fees
+    ("buyer_repayment", False): "469",  # miscellaneous ACH debit (a returned repayment)
+    ("merchant_payout", False): "495",  # outgoing money transfer
+    ("fee", False): "698",  # miscellaneous fees
 }
 _BAI2_MISC = {True: "399", False: "699"}
 
@@ -315,7 +315,7 @@ def _camt_entry(stmt: etree._Element, entry: Row, currency: str) -> None:
     if entry["text"]:
         remittance = _sub(details, "RmtInf")
         for start in range(0, len(entry["text"]), 140):
-            _sub(remittance, "Ustrd", entry["text"][start:start + 140])
+            _sub(remittance, "Ustrd", entry["text"][start : start + 140])
 
 
 # --- MT940 ----------------------------------------------------------------------------

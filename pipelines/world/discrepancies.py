@@ -19,14 +19,27 @@ from clearline.pipelines.world.ids import letter_ids
 from clearline.pipelines.world.settlement import convert, fx_rate_micro, rate_text
 
 LINE_KINDS = (
-    "missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
-    "currency_fx_mismatch", "duplicate", "late_settlement",
+    "missing_at_processor",
+    "missing_in_ledger",
+    "amount_mismatch",
+    "fee_mismatch",
+    "currency_fx_mismatch",
+    "duplicate",
+    "late_settlement",
 )
 CATEGORIES = LINE_KINDS + ("payout_not_in_bank", "unexplained_bank_line")
 TRUTH_SCHEMA = {
-    "kind": pl.String, "processor": pl.String, "payment_id": pl.String, "line_id": pl.String,
-    "payout_id": pl.String, "bank_line_id": pl.String, "amount_minor": pl.Int64, "currency": pl.String,
-    "field": pl.String, "expected": pl.String, "actual": pl.String,
+    "kind": pl.String,
+    "processor": pl.String,
+    "payment_id": pl.String,
+    "line_id": pl.String,
+    "payout_id": pl.String,
+    "bank_line_id": pl.String,
+    "amount_minor": pl.Int64,
+    "currency": pl.String,
+    "field": pl.String,
+    "expected": pl.String,
+    "actual": pl.String,
 }
 
 
@@ -40,10 +53,13 @@ def _truth(rows: pl.DataFrame, kind: str, **exprs) -> pl.DataFrame:
     return rows.select(**cols)
 
 
-def inject_lines(rng: np.random.Generator, lines: pl.DataFrame, rate: float, last_safe_day: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def inject_lines(
+    rng: np.random.Generator, lines: pl.DataFrame, rate: float, last_safe_day: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The processors' actual lines and the truth of what differs from the expected ones."""
     eligible = lines.filter(
-        (pl.col("record_type") == "charge") & pl.col("batch_id").is_not_null()
+        (pl.col("record_type") == "charge")
+        & pl.col("batch_id").is_not_null()
         & (pl.col("available_on") <= last_safe_day)
     )
     per_kind = _count(rate, eligible.height, len(LINE_KINDS))
@@ -59,8 +75,13 @@ def inject_lines(rng: np.random.Generator, lines: pl.DataFrame, rate: float, las
             taken.update(chosen[kind])
     actual, truths = lines, []
     by_kind = {k: eligible.filter(pl.col("line_id").is_in(v)) for k, v in chosen.items()}
-    ref = dict(processor=pl.col("processor"), payment_id=pl.col("payment_id"), line_id=pl.col("line_id"),
-               payout_id=pl.col("batch_id"), currency=pl.col("net_currency"))
+    ref = dict(
+        processor=pl.col("processor"),
+        payment_id=pl.col("payment_id"),
+        line_id=pl.col("line_id"),
+        payout_id=pl.col("batch_id"),
+        currency=pl.col("net_currency"),
+    )
 
     rows = by_kind["missing_at_processor"]
     actual = actual.filter(~pl.col("line_id").is_in(rows["line_id"].to_list()))
@@ -69,7 +90,8 @@ def inject_lines(rng: np.random.Generator, lines: pl.DataFrame, rate: float, las
     rows = by_kind["missing_in_ledger"]
     n = rows.height
     phantom = rows.with_columns(
-        line_id=pl.Series(letter_ids("stx_", 0, n)), psp_reference=pl.Series(letter_ids("pspx", 0, n, 9)),
+        line_id=pl.Series(letter_ids("stx_", 0, n)),
+        psp_reference=pl.Series(letter_ids("pspx", 0, n, 9)),
         payment_id=pl.Series(letter_ids("payx_", 0, n)),
     )
     actual = pl.concat([actual, phantom])
@@ -80,31 +102,90 @@ def inject_lines(rng: np.random.Generator, lines: pl.DataFrame, rate: float, las
     actual = pl.concat([actual, dup])
     truths.append(_truth(dup, "duplicate", **ref, amount_minor=pl.col("net_minor")))
 
-    delta = lambda r: pl.Series(np.maximum(1, (r["gross_minor"].to_numpy() * rng.uniform(0.01, 0.05, r.height)).astype(np.int64)))  # noqa: E731
+    delta = lambda r: pl.Series(
+        np.maximum(1, (r["gross_minor"].to_numpy() * rng.uniform(0.01, 0.05, r.height)).astype(np.int64))
+    )  # noqa: E731
     rows = by_kind["amount_mismatch"]
     rows = rows.with_columns(delta=delta(rows))
-    actual = _patch(actual, rows, gross_minor=pl.col("gross_minor") - pl.col("delta"), net_minor=pl.col("net_minor") - pl.col("delta"))
-    truths.append(_truth(rows, "amount_mismatch", **ref, amount_minor=pl.col("delta"), field=pl.lit("gross"),
-                         expected=pl.col("gross_minor").cast(pl.String), actual=(pl.col("gross_minor") - pl.col("delta")).cast(pl.String)))
+    actual = _patch(
+        actual,
+        rows,
+        gross_minor=pl.col("gross_minor") - pl.col("delta"),
+        net_minor=pl.col("net_minor") - pl.col("delta"),
+    )
+    truths.append(
+        _truth(
+            rows,
+            "amount_mismatch",
+            **ref,
+            amount_minor=pl.col("delta"),
+            field=pl.lit("gross"),
+            expected=pl.col("gross_minor").cast(pl.String),
+            actual=(pl.col("gross_minor") - pl.col("delta")).cast(pl.String),
+        )
+    )
 
     rows = by_kind["fee_mismatch"].with_columns(delta=pl.Series(rng.integers(5, 60, by_kind["fee_mismatch"].height)))
-    actual = _patch(actual, rows, fee_minor=pl.col("fee_minor") + pl.col("delta"), net_minor=pl.col("net_minor") - pl.col("delta"),
-                    markup_minor=pl.col("markup_minor") + pl.when(pl.col("processor") == "adyen").then("delta").otherwise(0))
-    truths.append(_truth(rows, "fee_mismatch", **ref, amount_minor=pl.col("delta"), field=pl.lit("fee"),
-                         expected=pl.col("fee_minor").cast(pl.String), actual=(pl.col("fee_minor") + pl.col("delta")).cast(pl.String)))
+    actual = _patch(
+        actual,
+        rows,
+        fee_minor=pl.col("fee_minor") + pl.col("delta"),
+        net_minor=pl.col("net_minor") - pl.col("delta"),
+        markup_minor=pl.col("markup_minor") + pl.when(pl.col("processor") == "adyen").then("delta").otherwise(0),
+    )
+    truths.append(
+        _truth(
+            rows,
+            "fee_mismatch",
+            **ref,
+            amount_minor=pl.col("delta"),
+            field=pl.lit("fee"),
+            expected=pl.col("fee_minor").cast(pl.String),
+            actual=(pl.col("fee_minor") + pl.col("delta")).cast(pl.String),
+        )
+    )
 
     rows = _fx_mismatch(by_kind["currency_fx_mismatch"])
-    actual = _patch(actual, rows, fx_rate=pl.col("new_rate"), net_minor=pl.col("new_net"), gross_currency=pl.col("new_gross_ccy"))
-    truths.append(_truth(rows, "currency_fx_mismatch", **ref, amount_minor=(pl.col("net_minor") - pl.col("new_net")).abs(),
-                         field=pl.col("field"), expected=pl.col("expected"), actual=pl.col("actual")))
+    actual = _patch(
+        actual, rows, fx_rate=pl.col("new_rate"), net_minor=pl.col("new_net"), gross_currency=pl.col("new_gross_ccy")
+    )
+    truths.append(
+        _truth(
+            rows,
+            "currency_fx_mismatch",
+            **ref,
+            amount_minor=(pl.col("net_minor") - pl.col("new_net")).abs(),
+            field=pl.col("field"),
+            expected=pl.col("expected"),
+            actual=pl.col("actual"),
+        )
+    )
 
     rows = by_kind["late_settlement"].with_columns(
-        late_on=pl.col("available_on").dt.add_business_days(pl.Series(rng.integers(3, 6, by_kind["late_settlement"].height))))
-    rows = rows.with_columns(new_batch=pl.format("po_{}_{}_{}", "processor", pl.col("net_currency").str.to_lowercase(),
-                                                  _batch_day(pl.col("late_on"), pl.col("batch_id")).dt.strftime("%Y%m%d")))
+        late_on=pl.col("available_on").dt.add_business_days(
+            pl.Series(rng.integers(3, 6, by_kind["late_settlement"].height))
+        )
+    )
+    rows = rows.with_columns(
+        new_batch=pl.format(
+            "po_{}_{}_{}",
+            "processor",
+            pl.col("net_currency").str.to_lowercase(),
+            _batch_day(pl.col("late_on"), pl.col("batch_id")).dt.strftime("%Y%m%d"),
+        )
+    )
     actual = _patch(actual, rows, available_on=pl.col("late_on"), batch_id=pl.col("new_batch"))
-    truths.append(_truth(rows, "late_settlement", **ref, amount_minor=pl.col("net_minor"), field=pl.lit("available_on"),
-                         expected=pl.col("available_on").cast(pl.String), actual=pl.col("late_on").cast(pl.String)))
+    truths.append(
+        _truth(
+            rows,
+            "late_settlement",
+            **ref,
+            amount_minor=pl.col("net_minor"),
+            field=pl.lit("available_on"),
+            expected=pl.col("available_on").cast(pl.String),
+            actual=pl.col("late_on").cast(pl.String),
+        )
+    )
     return actual.sort("available_on", "processor", "line_id"), pl.concat(truths)
 
 
@@ -122,13 +203,17 @@ def _fx_mismatch(rows: pl.DataFrame) -> pl.DataFrame:
     present, settle = rows["gross_currency"].to_numpy(), rows["net_currency"].to_numpy()
     day = rows["available_on"].cast(pl.Int64).to_numpy()
     rate = fx_rate_micro(present, settle, day) * 985 // 1000
-    new_net = np.where(is_fx, convert(gross, rate, present, settle) - rows["fee_minor"].to_numpy(), rows["net_minor"].to_numpy())
+    new_net = np.where(
+        is_fx, convert(gross, rate, present, settle) - rows["fee_minor"].to_numpy(), rows["net_minor"].to_numpy()
+    )
     swap = {"USD": "CAD", "EUR": "USD", "GBP": "EUR"}
     new_ccy = np.where(is_fx, present, np.array([swap.get(c, "USD") for c in present]))
     new_rate = np.where(is_fx, rate_text(rate), None)
     text = lambda a: pl.Series(list(a), dtype=pl.String)  # noqa: E731  (numpy str/object -> String)
     return rows.with_columns(
-        new_rate=text(new_rate), new_net=pl.Series(new_net, dtype=pl.Int64), new_gross_ccy=text(new_ccy),
+        new_rate=text(new_rate),
+        new_net=pl.Series(new_net, dtype=pl.Int64),
+        new_gross_ccy=text(new_ccy),
         field=text(np.where(is_fx, "fx_rate", "currency")),
         expected=text(np.where(is_fx, rows["fx_rate"].fill_null("").to_numpy(), present)),
         actual=text(np.where(is_fx, new_rate, new_ccy)),
@@ -141,23 +226,41 @@ def _patch(df: pl.DataFrame, rows: pl.DataFrame, **changes: pl.Expr) -> pl.DataF
     return pl.concat([df.filter(~pl.col("line_id").is_in(rows["line_id"].to_list())), patched])
 
 
-def inject_bank(rng: np.random.Generator, bank: pl.DataFrame, rate: float, last_safe_day: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def inject_bank(
+    rng: np.random.Generator, bank: pl.DataFrame, rate: float, last_safe_day: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Drop some payout credits from the bank and add some lines nobody can explain."""
     payouts = bank.filter((pl.col("kind") == "processor_payout") & (pl.col("booking_date") <= last_safe_day))
     k = _count(rate, payouts.height, 1)
     missing = payouts.sample(n=min(k, payouts.height), seed=int(rng.integers(1 << 31)))
-    truth_missing = _truth(missing, "payout_not_in_bank", payout_id=pl.col("customer_reference"),
-                           bank_line_id=pl.col("line_id"), amount_minor=pl.col("amount_minor"), currency=pl.col("currency"))
+    truth_missing = _truth(
+        missing,
+        "payout_not_in_bank",
+        payout_id=pl.col("customer_reference"),
+        bank_line_id=pl.col("line_id"),
+        amount_minor=pl.col("amount_minor"),
+        currency=pl.col("currency"),
+    )
     k = _count(rate, bank.height, 1)
     donors = bank.sample(n=min(k, bank.height), seed=int(rng.integers(1 << 31)))
     extra = donors.with_columns(
         line_id=pl.Series(letter_ids("bnx_", 0, donors.height)),
         bank_reference=pl.Series(letter_ids("BX", 0, donors.height, 9)).str.to_uppercase(),
         customer_reference=pl.Series(letter_ids("wire_", 0, donors.height)),
-        amount_minor=pl.Series(rng.integers(1_000, 500_000, donors.height) * np.where(rng.random(donors.height) < 0.5, 1, -1)),
-        text=pl.lit("INCOMING WIRE NO REMITTANCE INFO"), kind=pl.lit("other"),
+        amount_minor=pl.Series(
+            rng.integers(1_000, 500_000, donors.height) * np.where(rng.random(donors.height) < 0.5, 1, -1)
+        ),
+        text=pl.lit("INCOMING WIRE NO REMITTANCE INFO"),
+        kind=pl.lit("other"),
     )
-    truth_extra = _truth(extra, "unexplained_bank_line", bank_line_id=pl.col("line_id"),
-                         amount_minor=pl.col("amount_minor").abs(), currency=pl.col("currency"))
-    actual = pl.concat([bank.filter(~pl.col("line_id").is_in(missing["line_id"].to_list())), extra]).sort("booking_date", "line_id")
+    truth_extra = _truth(
+        extra,
+        "unexplained_bank_line",
+        bank_line_id=pl.col("line_id"),
+        amount_minor=pl.col("amount_minor").abs(),
+        currency=pl.col("currency"),
+    )
+    actual = pl.concat([bank.filter(~pl.col("line_id").is_in(missing["line_id"].to_list())), extra]).sort(
+        "booking_date", "line_id"
+    )
     return actual, pl.concat([truth_missing, truth_extra])

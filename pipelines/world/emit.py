@@ -53,10 +53,14 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
     parts = []
     for event_type, df in tables.items():
         df = df.filter(pl.col("t") < end_us)
-        parts.append(df.select(
-            t=pl.col("t").cast(pl.Int64), merchant=pl.col("merchant").cast(pl.Int64),
-            event_type=pl.lit(event_type), payload=payload_json(event_type, df),
-        ))
+        parts.append(
+            df.select(
+                t=pl.col("t").cast(pl.Int64),
+                merchant=pl.col("merchant").cast(pl.Int64),
+                event_type=pl.lit(event_type),
+                payload=payload_json(event_type, df),
+            )
+        )
     ev = pl.concat(parts).sort("t", "event_type", "payload")
     ev = ev.with_columns(
         event_id=pl.Series(letter_ids(f"evt_{world_tag}_", 0, ev.height, 8)),
@@ -65,13 +69,25 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
         reseller_id=merchants["reseller_id"].gather(ev["merchant"]),
         schema_version=pl.lit(events.SCHEMA_VERSION, dtype=pl.Int64),
     )
-    body = pl.concat_str([
-        pl.lit('{"event_id":"'), "event_id", pl.lit('","event_type":"'), "event_type",
-        pl.lit('","occurred_at":"'), pl.col("occurred_at").dt.strftime(TS_FORMAT),
-        pl.lit('","merchant_id":"'), "merchant_id", pl.lit('","reseller_id":"'), "reseller_id",
-        pl.lit('","schema_version":'), pl.col("schema_version").cast(pl.String),
-        pl.lit(',"payload":'), "payload", pl.lit("}"),
-    ])
+    body = pl.concat_str(
+        [
+            pl.lit('{"event_id":"'),
+            "event_id",
+            pl.lit('","event_type":"'),
+            "event_type",
+            pl.lit('","occurred_at":"'),
+            pl.col("occurred_at").dt.strftime(TS_FORMAT),
+            pl.lit('","merchant_id":"'),
+            "merchant_id",
+            pl.lit('","reseller_id":"'),
+            "reseller_id",
+            pl.lit('","schema_version":'),
+            pl.col("schema_version").cast(pl.String),
+            pl.lit(',"payload":'),
+            "payload",
+            pl.lit("}"),
+        ]
+    )
     return ev.with_columns(body=body).drop("merchant")
 
 

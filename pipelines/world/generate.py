@@ -82,36 +82,50 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     progress("settlement, payouts and bank lines")
     lines = settlement_lines(cfg, tables, ents.merchants)
     lines, payouts = processor_payouts(lines)
-    tables["fee.charged"] = pl.concat([tables["fee.charged"], _dispute_fees(cfg, tables["chargeback.opened"], ents.merchants)])
+    tables["fee.charged"] = pl.concat(
+        [tables["fee.charged"], _dispute_fees(cfg, tables["chargeback.opened"], ents.merchants)]
+    )
     m_payouts = merchant_payouts(lines, tables, ents.merchants)
     tables.update(_settlement_events(lines, payouts, m_payouts, platform_row=ents.merchants.height))
 
     progress("processor and bank reports, with discrepancies")
     in_world = lambda df, col: df.filter(pl.col(col) < end_day)  # noqa: E731
-    actual_lines, line_truth = inject_lines(rng, in_world(lines, "available_on").filter(pl.col("batch_id").is_not_null()), rate, last_safe_day)
+    actual_lines, line_truth = inject_lines(
+        rng, in_world(lines, "available_on").filter(pl.col("batch_id").is_not_null()), rate, last_safe_day
+    )
     actual_payouts = _payouts_of(actual_lines, payouts)
     bank = bank_lines(actual_payouts, m_payouts, tables["buyer.repayment"].filter(pl.col("t") < end_us))
     actual_bank, bank_truth = inject_bank(rng, in_world(bank, "booking_date"), rate, last_safe_day)
     truth = pl.concat([line_truth, bank_truth]).sort("kind", "line_id", "bank_line_id")
 
     progress("events in arrival order")
-    emit_merchants = pl.concat([
-        ents.merchants.select("merchant_id", "reseller_id"),
-        pl.DataFrame({"merchant_id": [events.PLATFORM], "reseller_id": [events.PLATFORM]}),
-    ])
+    emit_merchants = pl.concat(
+        [
+            ents.merchants.select("merchant_id", "reseller_id"),
+            pl.DataFrame({"merchant_id": [events.PLATFORM], "reseller_id": [events.PLATFORM]}),
+        ]
+    )
     ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
     ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
 
     progress("writing files")
     files = _write(out, ev, ents, life.orders, actual_lines, actual_payouts, actual_bank, truth, cfg, end_day)
     manifest = {
-        "generator": "clearline", "schema_version": events.SCHEMA_VERSION,
-        "seed": opts.seed, "days": opts.days, "merchants": opts.merchants,
-        "buyers": ents.buyers.height, "start": start.isoformat(), "end": end_day.isoformat(),
-        "discrepancy_rate": rate, "events": ev.height,
+        "generator": "clearline",
+        "schema_version": events.SCHEMA_VERSION,
+        "seed": opts.seed,
+        "days": opts.days,
+        "merchants": opts.merchants,
+        "buyers": ents.buyers.height,
+        "start": start.isoformat(),
+        "end": end_day.isoformat(),
+        "discrepancy_rate": rate,
+        "events": ev.height,
         "events_by_type": dict(sorted(ev.group_by("event_type").len().iter_rows())),
-        "orders": life.orders.height, "settlement_lines": actual_lines.height,
-        "payouts": actual_payouts.height, "bank_lines": actual_bank.height,
+        "orders": life.orders.height,
+        "settlement_lines": actual_lines.height,
+        "payouts": actual_payouts.height,
+        "bank_lines": actual_bank.height,
         "discrepancies": {k: int((truth["kind"] == k).sum()) for k in CATEGORIES},
         "files": sorted(str(p.relative_to(out)) for p in files),
     }
@@ -121,7 +135,9 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
 
 def world_tag(opts: WorldOptions, start: date) -> str:
     """Six letters that name this world (its options and seed) inside its event ids."""
-    digest = hashlib.sha256(f"{opts.seed}|{opts.days}|{opts.merchants}|{start}|{opts.discrepancy_rate}".encode()).digest()
+    digest = hashlib.sha256(
+        f"{opts.seed}|{opts.days}|{opts.merchants}|{start}|{opts.discrepancy_rate}".encode()
+    ).digest()
     return "".join(chr(ord("a") + b % 26) for b in digest[:6])
 
 
@@ -129,29 +145,52 @@ def _dispute_fees(cfg: dict, chargebacks: pl.DataFrame, merchants: pl.DataFrame)
     """The platform passes each processor's chargeback fee on to the merchant."""
     fee = {p: spec["fees"]["chargeback_fee_minor"] for p, spec in cfg["processors"].items()}
     return chargebacks.select(
-        t=pl.col("t") + SECOND, merchant="merchant",
-        fee_id=pl.Series(letter_ids("dfe_", 0, chargebacks.height)), kind=pl.lit("dispute_fee"),
+        t=pl.col("t") + SECOND,
+        merchant="merchant",
+        fee_id=pl.Series(letter_ids("dfe_", 0, chargebacks.height)),
+        kind=pl.lit("dispute_fee"),
         amount_minor=pl.col("processor").replace_strict(fee, return_dtype=pl.Int64),
-        amount_ccy=merchants["currency"].gather(chargebacks["merchant"]), reference="chargeback_id",
+        amount_ccy=merchants["currency"].gather(chargebacks["merchant"]),
+        reference="chargeback_id",
     )
 
 
-def _settlement_events(lines: pl.DataFrame, payouts: pl.DataFrame, m_payouts: pl.DataFrame, platform_row: int) -> dict[str, pl.DataFrame]:
+def _settlement_events(
+    lines: pl.DataFrame, payouts: pl.DataFrame, m_payouts: pl.DataFrame, platform_row: int
+) -> dict[str, pl.DataFrame]:
     """The platform's expected settlements, processor payouts and merchant payouts as events."""
     settled = lines.filter(pl.col("batch_id").is_not_null())
     return {
         "processor.settlement": settled.select(
-            t=pl.col("available_on").cast(pl.Int64) * DAY + 6 * HOUR, merchant="merchant",
-            processor="processor", settlement_id="line_id", batch_id="batch_id", record_type="record_type",
-            payment_id="payment_id", gross_minor=pl.col("gross_minor").abs(), gross_ccy="gross_currency",
-            fee_minor="fee_minor", fee_ccy="net_currency", net_minor=pl.col("net_minor").abs(),
-            net_ccy="net_currency", available_on="available_on", fx_rate="fx_rate",
+            t=pl.col("available_on").cast(pl.Int64) * DAY + 6 * HOUR,
+            merchant="merchant",
+            processor="processor",
+            settlement_id="line_id",
+            batch_id="batch_id",
+            record_type="record_type",
+            payment_id="payment_id",
+            gross_minor=pl.col("gross_minor").abs(),
+            gross_ccy="gross_currency",
+            fee_minor="fee_minor",
+            fee_ccy="net_currency",
+            net_minor=pl.col("net_minor").abs(),
+            net_ccy="net_currency",
+            available_on="available_on",
+            fx_rate="fx_rate",
         ),
         "processor.payout": payouts.select(
-            "t", merchant=pl.lit(platform_row, dtype=pl.Int64), processor="processor", payout_id="payout_id",
-            amount_minor="amount_minor", amount_ccy="currency", arrival_date="arrival_date", line_count="line_count",
+            "t",
+            merchant=pl.lit(platform_row, dtype=pl.Int64),
+            processor="processor",
+            payout_id="payout_id",
+            amount_minor="amount_minor",
+            amount_ccy="currency",
+            arrival_date="arrival_date",
+            line_count="line_count",
         ),
-        "merchant.payout": m_payouts.select("t", "merchant", "payout_id", "amount_minor", "amount_ccy", "value_date", "order_count"),
+        "merchant.payout": m_payouts.select(
+            "t", "merchant", "payout_id", "amount_minor", "amount_ccy", "value_date", "order_count"
+        ),
     }
 
 
@@ -159,7 +198,8 @@ def _payouts_of(actual_lines: pl.DataFrame, expected: pl.DataFrame) -> pl.DataFr
     """The payouts the processors actually made: the sum of each batch's actual lines."""
     timing = expected.select("payout_id", "t", "arrival_date")
     batches = actual_lines.group_by("batch_id", "processor", "net_currency").agg(
-        amount_minor=pl.col("net_minor").sum(), line_count=pl.len(), last_day=pl.col("available_on").max())
+        amount_minor=pl.col("net_minor").sum(), line_count=pl.len(), last_day=pl.col("available_on").max()
+    )
     return (
         batches.rename({"batch_id": "payout_id", "net_currency": "currency"})
         .join(timing, on="payout_id", how="left")
@@ -167,28 +207,60 @@ def _payouts_of(actual_lines: pl.DataFrame, expected: pl.DataFrame) -> pl.DataFr
             t=pl.col("t").fill_null(pl.col("last_day").cast(pl.Int64) * DAY + 7 * HOUR),
             arrival_date=pl.col("arrival_date").fill_null(pl.col("last_day").dt.add_business_days(1)),
         )
-        .drop("last_day").sort("t", "payout_id")
+        .drop("last_day")
+        .sort("t", "payout_id")
     )
 
 
-def _write(out: Path, ev: pl.DataFrame, ents, orders: pl.DataFrame, lines: pl.DataFrame, payouts: pl.DataFrame,
-           bank: pl.DataFrame, truth: pl.DataFrame, cfg: dict, end_day: date) -> list[Path]:
+def _write(
+    out: Path,
+    ev: pl.DataFrame,
+    ents,
+    orders: pl.DataFrame,
+    lines: pl.DataFrame,
+    payouts: pl.DataFrame,
+    bank: pl.DataFrame,
+    truth: pl.DataFrame,
+    cfg: dict,
+    end_day: date,
+) -> list[Path]:
     for sub in ("events", "entities", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     files = [out / "events/events.jsonl", out / "events/events.parquet"]
     files[0].write_text("".join(body + "\n" for body in ev["body"].to_list()))
-    ev.select("arrival_seq", "event_id", "event_type", "occurred_at", "merchant_id", "reseller_id",
-              "schema_version", "payload").write_parquet(files[1])
+    ev.select(
+        "arrival_seq",
+        "event_id",
+        "event_type",
+        "occurred_at",
+        "merchant_id",
+        "reseller_id",
+        "schema_version",
+        "payload",
+    ).write_parquet(files[1])
     ents.merchants.write_parquet(out / "entities/merchants.parquet")
-    ents.buyers.select("buyer_id", home_merchant_id=ents.merchants["merchant_id"].gather(ents.buyers["home_merchant"])).write_parquet(out / "entities/buyers.parquet")
+    ents.buyers.select(
+        "buyer_id", home_merchant_id=ents.merchants["merchant_id"].gather(ents.buyers["home_merchant"])
+    ).write_parquet(out / "entities/buyers.parquet")
     orders.select(
-        "order_id", "buyer_id", merchant_id=ents.merchants["merchant_id"].gather(orders["merchant"]),
-        created_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"), amount_minor="amount",
-        currency="currency", payment_method="method", terms_days="terms_days", p_default="p_default",
+        "order_id",
+        "buyer_id",
+        merchant_id=ents.merchants["merchant_id"].gather(orders["merchant"]),
+        created_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"),
+        amount_minor="amount",
+        currency="currency",
+        payment_method="method",
+        terms_days="terms_days",
+        p_default="p_default",
         defaulted="defaulted",
     ).write_parquet(out / "truth/orders.parquet")
     truth.write_csv(out / "truth/discrepancies.csv")
-    files += [out / "entities/merchants.parquet", out / "entities/buyers.parquet", out / "truth/orders.parquet", out / "truth/discrepancies.csv"]
+    files += [
+        out / "entities/merchants.parquet",
+        out / "entities/buyers.parquet",
+        out / "truth/orders.parquet",
+        out / "truth/discrepancies.csv",
+    ]
     report_lines = lines.with_columns(
         created_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"),
         merchant_id=ents.merchants["merchant_id"].gather(lines["merchant"]),

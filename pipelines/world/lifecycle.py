@@ -45,7 +45,7 @@ def _to_date(t: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Lifecycle:
-    orders: pl.DataFrame       # one row per order, with its truth (p_default, defaulted)
+    orders: pl.DataFrame  # one row per order, with its truth (p_default, defaulted)
     tables: dict[str, pl.DataFrame]  # event type -> rows
 
 
@@ -74,9 +74,15 @@ def simulate_orders(rng: np.random.Generator, cfg: dict, ents: Entities, start_u
     p_default = np.where(terms, _sigmoid(logit), 0.0)
     order = np.argsort(t, kind="stable")
     cols = {
-        "t": t, "buyer": b, "merchant": merchant, "amount": amount, "method": method,
-        "terms_days": terms_days, "p_default": p_default,
-        "defaulted": terms & (rng.random(n) < p_default), "z": zb,
+        "t": t,
+        "buyer": b,
+        "merchant": merchant,
+        "amount": amount,
+        "method": method,
+        "terms_days": terms_days,
+        "p_default": p_default,
+        "defaulted": terms & (rng.random(n) < p_default),
+        "z": zb,
     }
     df = pl.DataFrame({k: v[order] for k, v in cols.items()})
     return df.with_columns(
@@ -90,10 +96,17 @@ def simulate(rng: np.random.Generator, cfg: dict, ents: Entities, start_us: int,
     orders = simulate_orders(rng, cfg, ents, start_us, days)
     tables: dict[str, pl.DataFrame] = {
         "order.created": orders.select(
-            "t", "merchant", "order_id", "buyer_id", amount_minor="amount", amount_ccy="currency",
-            payment_method="method", terms_days="terms_days",
+            "t",
+            "merchant",
+            "order_id",
+            "buyer_id",
+            amount_minor="amount",
+            amount_ccy="currency",
+            payment_method="method",
+            terms_days="terms_days",
             due_date=pl.when(pl.col("terms_days") > 0).then(
-                pl.from_epoch(pl.col("t") // DAY + pl.col("terms_days"), time_unit="d")),
+                pl.from_epoch(pl.col("t") // DAY + pl.col("terms_days"), time_unit="d")
+            ),
         )
     }
     tables.update(_terms(rng, orders.filter(pl.col("method") == "terms")))
@@ -107,27 +120,52 @@ def _terms(rng: np.random.Generator, o: pl.DataFrame) -> dict[str, pl.DataFrame]
     t0, z = o["t"].to_numpy(), o["z"].to_numpy()
     amount, defaulted = o["amount"].to_numpy(), o["defaulted"].to_numpy()
     due = _day_start(t0) + o["terms_days"].to_numpy() * DAY
-    fee = pl.DataFrame({
-        "t": t0 + SECOND, "merchant": o["merchant"], "fee_id": letter_ids("fee_", 0, n),
-        "kind": "platform_fee", "amount_minor": amount * PLATFORM_FEE_BPS // 10_000,
-        "amount_ccy": o["currency"], "reference": o["order_id"],
-    })
+    fee = pl.DataFrame(
+        {
+            "t": t0 + SECOND,
+            "merchant": o["merchant"],
+            "fee_id": letter_ids("fee_", 0, n),
+            "kind": "platform_fee",
+            "amount_minor": amount * PLATFORM_FEE_BPS // 10_000,
+            "amount_ccy": o["currency"],
+            "reference": o["order_id"],
+        }
+    )
     late = rng.random(n) < _sigmoid(-1.8 + 1.4 * z)
     days_late = np.where(late, np.minimum(60, 1 + rng.geometric(0.12, n)), 0)
     partial = defaulted & (rng.random(n) < 0.3)
     paid = np.where(defaulted, np.where(partial, (amount * rng.uniform(0.2, 0.6, n)).astype(np.int64), 0), amount)
     pay_days = np.where(defaulted, rng.integers(0, 20, n), days_late)
     pay_t = due + pay_days * DAY + _uniform_time(rng, 9 * HOUR, 17 * HOUR, n)
-    repay = pl.DataFrame({
-        "t": pay_t, "merchant": o["merchant"], "order_id": o["order_id"], "buyer_id": o["buyer_id"],
-        "repayment_id": letter_ids("rpy_", 0, n), "amount_minor": paid, "amount_ccy": o["currency"],
-        "due_date": _to_date(due), "days_late": np.where(defaulted, pay_days, days_late),
-    }).filter(pl.col("amount_minor") > 0)
-    write_off = pl.DataFrame({
-        "t": due + 60 * DAY + 2 * HOUR, "merchant": o["merchant"], "order_id": o["order_id"],
-        "buyer_id": o["buyer_id"], "amount_minor": amount - paid, "amount_ccy": o["currency"],
-        "days_past_due": np.full(n, 60), "defaulted": defaulted,
-    }).filter("defaulted").drop("defaulted")
+    repay = pl.DataFrame(
+        {
+            "t": pay_t,
+            "merchant": o["merchant"],
+            "order_id": o["order_id"],
+            "buyer_id": o["buyer_id"],
+            "repayment_id": letter_ids("rpy_", 0, n),
+            "amount_minor": paid,
+            "amount_ccy": o["currency"],
+            "due_date": _to_date(due),
+            "days_late": np.where(defaulted, pay_days, days_late),
+        }
+    ).filter(pl.col("amount_minor") > 0)
+    write_off = (
+        pl.DataFrame(
+            {
+                "t": due + 60 * DAY + 2 * HOUR,
+                "merchant": o["merchant"],
+                "order_id": o["order_id"],
+                "buyer_id": o["buyer_id"],
+                "amount_minor": amount - paid,
+                "amount_ccy": o["currency"],
+                "days_past_due": np.full(n, 60),
+                "defaulted": defaulted,
+            }
+        )
+        .filter("defaulted")
+        .drop("defaulted")
+    )
     return {"fee.charged": fee, "buyer.repayment": repay, "buyer.default": write_off}
 
 
@@ -137,7 +175,9 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
     m = ents.merchants
     method = o["method"].to_numpy()
     merchant = o["merchant"].to_numpy()
-    processor = np.where(method == "card", m["card_processor"].to_numpy()[merchant], m["ach_processor"].to_numpy()[merchant])
+    processor = np.where(
+        method == "card", m["card_processor"].to_numpy()[merchant], m["ach_processor"].to_numpy()[merchant]
+    )
     ccy = o["currency"].to_numpy()
     # A share of card payments is presented in another currency than the merchant settles in.
     others = np.array(list(cfg["currencies"]))
@@ -149,10 +189,17 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
     t0 = o["t"].to_numpy()
     z = o["z"].to_numpy()
     base = {"merchant": merchant, "payment_id": pay_ids, "processor": processor, "amount_ccy": present}
-    auth = pl.DataFrame({
-        "t": t0 + 2 * SECOND, **base, "order_id": o["order_id"], "buyer_id": o["buyer_id"],
-        "method": method, "amount_minor": amount, "instrument_token": letter_ids("tok_", 0, n, 8),
-    })
+    auth = pl.DataFrame(
+        {
+            "t": t0 + 2 * SECOND,
+            **base,
+            "order_id": o["order_id"],
+            "buyer_id": o["buyer_id"],
+            "method": method,
+            "amount_minor": amount,
+            "instrument_token": letter_ids("tok_", 0, n, 8),
+        }
+    )
     # Outcome: full capture, partial capture(s) with the rest voided, or a void.
     u = rng.random(n)
     card = method == "card"
@@ -169,16 +216,23 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
     last_t = np.where(two, cap2_t, cap1_t)
     idx = np.arange(n)
     c1 = ~void_all
-    caps = pl.concat([
-        pl.DataFrame({"t": cap1_t[c1], "row": idx[c1], "amount_minor": cap1[c1], "final": (cap1 == amount)[c1]}),
-        pl.DataFrame({"t": cap2_t[two], "row": idx[two], "amount_minor": cap2[two], "final": (cap1 + cap2 == amount)[two]}),
-    ]).filter(pl.col("amount_minor") > 0)
+    caps = pl.concat(
+        [
+            pl.DataFrame({"t": cap1_t[c1], "row": idx[c1], "amount_minor": cap1[c1], "final": (cap1 == amount)[c1]}),
+            pl.DataFrame(
+                {"t": cap2_t[two], "row": idx[two], "amount_minor": cap2[two], "final": (cap1 + cap2 == amount)[two]}
+            ),
+        ]
+    ).filter(pl.col("amount_minor") > 0)
     caps = caps.with_columns(capture_id=pl.Series(letter_ids("cap_", 0, caps.height)))
     voided = rest > 0
-    void = pl.DataFrame({
-        "t": np.where(void_all, t0 + _uniform_time(rng, HOUR, 24 * HOUR, n), last_t + HOUR)[voided],
-        "row": idx[voided], "amount_minor": rest[voided],
-    })
+    void = pl.DataFrame(
+        {
+            "t": np.where(void_all, t0 + _uniform_time(rng, HOUR, 24 * HOUR, n), last_t + HOUR)[voided],
+            "row": idx[voided],
+            "amount_minor": rest[voided],
+        }
+    )
     # Refunds (one, sometimes two) and chargebacks draw on what was captured.
     refund_p = np.minimum(0.5, 0.05 * np.exp(0.4 * z))
     r1 = (captured > 0) & (rng.random(n) < refund_p)
@@ -188,24 +242,35 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
     r2_amt = ((captured - r1_amt) * rng.uniform(0.2, 1.0, n)).astype(np.int64)
     r2_t = r1_t + _uniform_time(rng, DAY, 10 * DAY, n)
     refunded = np.where(r1, r1_amt, 0) + np.where(r2, r2_amt, 0)
-    refunds = pl.concat([
-        pl.DataFrame({"t": r1_t[r1], "row": idx[r1], "amount_minor": r1_amt[r1]}),
-        pl.DataFrame({"t": r2_t[r2], "row": idx[r2], "amount_minor": r2_amt[r2]}),
-    ]).filter(pl.col("amount_minor") > 0)
+    refunds = pl.concat(
+        [
+            pl.DataFrame({"t": r1_t[r1], "row": idx[r1], "amount_minor": r1_amt[r1]}),
+            pl.DataFrame({"t": r2_t[r2], "row": idx[r2], "amount_minor": r2_amt[r2]}),
+        ]
+    ).filter(pl.col("amount_minor") > 0)
     refunds = refunds.with_columns(refund_id=pl.Series(letter_ids("rfd_", 0, refunds.height)))
     disputable = captured - refunded
     cb = card & (disputable > 0) & (rng.random(n) < np.minimum(0.3, 0.006 * np.exp(0.9 * z)))
     cb_t = last_t + _uniform_time(rng, 10 * DAY, 45 * DAY, n)
     cb_ids = letter_ids("cbk_", 0, n)
-    cbs = pl.DataFrame({
-        "t": cb_t[cb], "row": idx[cb], "amount_minor": disputable[cb], "chargeback_id": cb_ids[cb],
-        "reason_code": CHARGEBACK_REASONS[rng.integers(0, len(CHARGEBACK_REASONS), n)][cb],
-    })
+    cbs = pl.DataFrame(
+        {
+            "t": cb_t[cb],
+            "row": idx[cb],
+            "amount_minor": disputable[cb],
+            "chargeback_id": cb_ids[cb],
+            "reason_code": CHARGEBACK_REASONS[rng.integers(0, len(CHARGEBACK_REASONS), n)][cb],
+        }
+    )
     rev = cb & (rng.random(n) < 0.35)
-    revs = pl.DataFrame({
-        "t": (cb_t + _uniform_time(rng, 10 * DAY, 30 * DAY, n))[rev], "row": idx[rev],
-        "amount_minor": disputable[rev], "chargeback_id": cb_ids[rev],
-    })
+    revs = pl.DataFrame(
+        {
+            "t": (cb_t + _uniform_time(rng, 10 * DAY, 30 * DAY, n))[rev],
+            "row": idx[rev],
+            "amount_minor": disputable[rev],
+            "chargeback_id": cb_ids[rev],
+        }
+    )
     per_payment = pl.DataFrame({**base, "fx": fx, "method": method}).with_row_index("row")
 
     def attach(df: pl.DataFrame) -> pl.DataFrame:

@@ -46,8 +46,9 @@ def rate_text(rate_micro: np.ndarray) -> np.ndarray:
     """Decimal text of rates in millionths: 1082000 -> '1.082000'."""
     if rate_micro.size == 0:
         return np.array([], dtype=str)
-    return np.char.add(np.char.add((rate_micro // 1_000_000).astype(str), "."),
-                       np.char.zfill((rate_micro % 1_000_000).astype(str), 6))
+    return np.char.add(
+        np.char.add((rate_micro // 1_000_000).astype(str), "."), np.char.zfill((rate_micro % 1_000_000).astype(str), 6)
+    )
 
 
 def _bps(amount: np.ndarray, bps: int) -> np.ndarray:
@@ -65,7 +66,13 @@ def processor_fees(schedule: dict, amount: np.ndarray) -> dict[str, np.ndarray]:
         if "cap_minor" in schedule:
             fee = np.minimum(fee, schedule["cap_minor"])
         zero = np.zeros_like(amount)
-        return {"fee": fee, "commission_minor": zero, "markup_minor": zero, "scheme_fee_minor": zero, "interchange_minor": zero}
+        return {
+            "fee": fee,
+            "commission_minor": zero,
+            "markup_minor": zero,
+            "scheme_fee_minor": zero,
+            "interchange_minor": zero,
+        }
     parts = {
         "commission_minor": np.full_like(amount, schedule["commission_fixed_minor"]),
         "markup_minor": _bps(amount, schedule["markup_bps"]),
@@ -78,8 +85,10 @@ def processor_fees(schedule: dict, amount: np.ndarray) -> dict[str, np.ndarray]:
 def settlement_lines(cfg: dict, tables: dict[str, pl.DataFrame], merchants: pl.DataFrame) -> pl.DataFrame:
     """Every line each processor settles, with its fee, net, availability and batch."""
     kinds = {
-        "charge": "payment.captured", "refund": "payment.refunded",
-        "chargeback": "chargeback.opened", "chargeback_reversal": "chargeback.reversed",
+        "charge": "payment.captured",
+        "refund": "payment.refunded",
+        "chargeback": "chargeback.opened",
+        "chargeback_reversal": "chargeback.reversed",
     }
     cols = ["t", "merchant", "payment_id", "processor", "method", "amount_minor", "amount_ccy"]
     parts = [tables[ev].select(cols).with_columns(record_type=pl.lit(kind)) for kind, ev in kinds.items()]
@@ -96,7 +105,10 @@ def settlement_lines(cfg: dict, tables: dict[str, pl.DataFrame], merchants: pl.D
     rate = fx_rate_micro(present, settle, day)
     gross = np.where(kind == "fee", 0, lines["amount_minor"].to_numpy())
     converted = convert(gross, rate, present, settle)
-    fee_cols = {k: np.zeros(n, dtype=np.int64) for k in ("fee", "commission_minor", "markup_minor", "scheme_fee_minor", "interchange_minor")}
+    fee_cols = {
+        k: np.zeros(n, dtype=np.int64)
+        for k in ("fee", "commission_minor", "markup_minor", "scheme_fee_minor", "interchange_minor")
+    }
     delay = np.zeros(n, dtype=np.int64)
     weekly = np.zeros(n, dtype=bool)
     for name, spec in cfg["processors"].items():
@@ -116,10 +128,14 @@ def settlement_lines(cfg: dict, tables: dict[str, pl.DataFrame], merchants: pl.D
     return lines.select("t", "merchant", "payment_id", "processor", "record_type", "method").with_columns(
         line_id=pl.Series(letter_ids("stl_", 0, n)),
         psp_reference=pl.Series(letter_ids("psp", 0, n, 9)),
-        gross_minor=pl.Series(sign * gross), gross_currency=pl.Series(present),
-        fee_minor=pl.Series(fee_cols["fee"]), net_minor=pl.Series(net), net_currency=pl.Series(settle),
+        gross_minor=pl.Series(sign * gross),
+        gross_currency=pl.Series(present),
+        fee_minor=pl.Series(fee_cols["fee"]),
+        net_minor=pl.Series(net),
+        net_currency=pl.Series(settle),
         fx_rate=pl.Series(np.where(fx, rate_text(rate), None).tolist(), dtype=pl.String),
-        available_on=pl.Series(available), batch_day=pl.Series(batch_day),
+        available_on=pl.Series(available),
+        batch_day=pl.Series(batch_day),
         **{k: pl.Series(v) for k, v in fee_cols.items() if k != "fee"},
     )
 
@@ -149,8 +165,14 @@ def processor_payouts(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     totals = lines.group_by(*keys, "batch_day").agg(amount=pl.col("net_minor").sum())
     paid = _roll_forward(totals, keys, "batch_day")
     lines = lines.join(paid, on=[*keys, "batch_day"], how="left").with_columns(
-        batch_id=pl.when(pl.col("paid_day").is_not_null()).then(pl.format(
-            "po_{}_{}_{}", "processor", pl.col("net_currency").str.to_lowercase(), pl.col("paid_day").dt.strftime("%Y%m%d")))
+        batch_id=pl.when(pl.col("paid_day").is_not_null()).then(
+            pl.format(
+                "po_{}_{}_{}",
+                "processor",
+                pl.col("net_currency").str.to_lowercase(),
+                pl.col("paid_day").dt.strftime("%Y%m%d"),
+            )
+        )
     )
     payouts = (
         lines.filter(pl.col("batch_id").is_not_null())
@@ -172,16 +194,26 @@ def merchant_payouts(lines: pl.DataFrame, tables: dict[str, pl.DataFrame], merch
     terms = tables["order.created"].filter(pl.col("payment_method") == "terms")
     fees = tables["fee.charged"]
     d = lambda t: pl.from_epoch(t // DAY, time_unit="d")  # noqa: E731
-    owed = pl.concat([
-        terms.select("merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=pl.col("amount_minor")),
-        fees.select("merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=-pl.col("amount_minor")),
-        lines.filter((pl.col("record_type") != "fee") & pl.col("batch_id").is_not_null()).select("merchant", day=pl.col("available_on"), amount=pl.col("net_minor")),
-    ])
+    owed = pl.concat(
+        [
+            terms.select(
+                "merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=pl.col("amount_minor")
+            ),
+            fees.select(
+                "merchant", day=d(pl.col("t")).dt.add_business_days(1, roll="forward"), amount=-pl.col("amount_minor")
+            ),
+            lines.filter((pl.col("record_type") != "fee") & pl.col("batch_id").is_not_null()).select(
+                "merchant", day=pl.col("available_on"), amount=pl.col("net_minor")
+            ),
+        ]
+    )
     totals = owed.group_by("merchant", "day").agg(amount=pl.col("amount").sum(), items=pl.len())
     paid = _roll_forward(totals.drop("items"), ["merchant"], "day")
     payouts = (
-        totals.join(paid, on=["merchant", "day"]).filter(pl.col("paid_day").is_not_null())
-        .group_by("merchant", "paid_day").agg(amount_minor=pl.col("amount").sum(), order_count=pl.col("items").sum())
+        totals.join(paid, on=["merchant", "day"])
+        .filter(pl.col("paid_day").is_not_null())
+        .group_by("merchant", "paid_day")
+        .agg(amount_minor=pl.col("amount").sum(), order_count=pl.col("items").sum())
         .sort("paid_day", "merchant")
     )
     return payouts.with_columns(
@@ -195,22 +227,41 @@ def bank_lines(proc_payouts: pl.DataFrame, m_payouts: pl.DataFrame, repayments: 
     """The platform's bank account lines: payouts in, merchant payouts out, buyers' repayments in."""
     d = lambda t: pl.from_epoch(t // DAY, time_unit="d").dt.add_business_days(0, roll="forward")  # noqa: E731
     cols = ["booking_date", "amount_minor", "currency", "customer_reference", "text", "kind"]
-    lines = pl.concat([
-        proc_payouts.select(
-            booking_date="arrival_date", amount_minor="amount_minor", currency="currency",
-            customer_reference="payout_id",
-            text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "payout_id"),
-            kind=pl.lit("processor_payout")),
-        m_payouts.select(
-            booking_date="value_date", amount_minor=-pl.col("amount_minor"), currency="amount_ccy",
-            customer_reference="payout_id", text=pl.lit("MERCHANT PAYOUT"), kind=pl.lit("merchant_payout")),
-        repayments.select(
-            booking_date=d(pl.col("t")), amount_minor="amount_minor", currency="amount_ccy",
-            customer_reference="repayment_id", text=pl.format("ACH CREDIT ORDER {}", "order_id"),
-            kind=pl.lit("buyer_repayment")),
-    ]).select(cols).sort("booking_date", "kind", "customer_reference")
+    lines = (
+        pl.concat(
+            [
+                proc_payouts.select(
+                    booking_date="arrival_date",
+                    amount_minor="amount_minor",
+                    currency="currency",
+                    customer_reference="payout_id",
+                    text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "payout_id"),
+                    kind=pl.lit("processor_payout"),
+                ),
+                m_payouts.select(
+                    booking_date="value_date",
+                    amount_minor=-pl.col("amount_minor"),
+                    currency="amount_ccy",
+                    customer_reference="payout_id",
+                    text=pl.lit("MERCHANT PAYOUT"),
+                    kind=pl.lit("merchant_payout"),
+                ),
+                repayments.select(
+                    booking_date=d(pl.col("t")),
+                    amount_minor="amount_minor",
+                    currency="amount_ccy",
+                    customer_reference="repayment_id",
+                    text=pl.format("ACH CREDIT ORDER {}", "order_id"),
+                    kind=pl.lit("buyer_repayment"),
+                ),
+            ]
+        )
+        .select(cols)
+        .sort("booking_date", "kind", "customer_reference")
+    )
     return lines.with_columns(
         line_id=pl.Series(letter_ids("bnk_", 0, lines.height)),
         bank_reference=pl.Series(letter_ids("BR", 0, lines.height, 9)).str.to_uppercase(),
-        value_date="booking_date", account_currency="currency",
+        value_date="booking_date",
+        account_currency="currency",
     )

@@ -85,22 +85,35 @@ STRIPE_COLUMNS = stripe.COLUMNS
 CHECKOUT_COLUMNS = checkoutcom.COLUMNS
 
 _ADYEN_TYPE = {
-    "charge": "Settled", "refund": "Refunded", "chargeback": "Chargeback",
-    "chargeback_reversal": "ChargebackReversed", "fee": "Fee", "payout": "MerchantPayout",
+    "charge": "Settled",
+    "refund": "Refunded",
+    "chargeback": "Chargeback",
+    "chargeback_reversal": "ChargebackReversed",
+    "fee": "Fee",
+    "payout": "MerchantPayout",
 }
 _STRIPE_CATEGORY = {
-    "charge": "charge", "refund": "refund", "chargeback": "dispute",
-    "chargeback_reversal": "dispute_reversal", "fee": "fee", "payout": "payout",
+    "charge": "charge",
+    "refund": "refund",
+    "chargeback": "dispute",
+    "chargeback_reversal": "dispute_reversal",
+    "fee": "fee",
+    "payout": "payout",
 }
 _STRIPE_DESCRIPTION = {
-    "charge": "Payment {ref}", "refund": "REFUND FOR CHARGE (Payment {ref})",
-    "chargeback": "Chargeback withdrawal for {ref}", "chargeback_reversal": "Chargeback reversal for {ref}",
-    "fee": "Stripe fee for {ref}", "payout": "STRIPE PAYOUT",
+    "charge": "Payment {ref}",
+    "refund": "REFUND FOR CHARGE (Payment {ref})",
+    "chargeback": "Chargeback withdrawal for {ref}",
+    "chargeback_reversal": "Chargeback reversal for {ref}",
+    "fee": "Stripe fee for {ref}",
+    "payout": "STRIPE PAYOUT",
 }
 _CHECKOUT_ACTION = {
-    "charge": ("Capture", "Capture"), "refund": ("Refund", "Refund"),
+    "charge": ("Capture", "Capture"),
+    "refund": ("Refund", "Refund"),
     "chargeback": ("Chargeback", "Chargeback (ADJM)"),
-    "chargeback_reversal": ("Chargeback", "Chargeback (CBRV)"), "payout": ("Payout", "Payout"),
+    "chargeback_reversal": ("Chargeback", "Chargeback (CBRV)"),
+    "payout": ("Payout", "Payout"),
     "fee": ("Adjustment", None),
 }
 _CHECKOUT_FEE_BREAKDOWN = "Acquirer Fee"
@@ -136,17 +149,13 @@ def _prepared(lines: pl.DataFrame) -> pl.DataFrame:
     """
     if "fee_breakdown" in lines.columns:
         lines = lines.unnest("fee_breakdown")
-    lines = lines.with_columns(
-        pl.lit(0, pl.Int64).alias(part) for part in FEE_PARTS if part not in lines.columns
-    )
+    lines = lines.with_columns(pl.lit(0, pl.Int64).alias(part) for part in FEE_PARTS if part not in lines.columns)
     batch = ["processor", "batch_id"]
     last_day = pl.col("available_on").max().over(batch)
     payout_day = pl.col("available_on").filter(pl.col("record_type") == "payout").max().over(batch)
     return lines.with_columns(
         pl.col(list(FEE_PARTS)).fill_null(0), payout_day.fill_null(last_day).alias("payout_day")
-    ).sort(
-        pl.col("record_type") == "payout", "created_at", "line_id", maintain_order=True
-    )
+    ).sort(pl.col("record_type") == "payout", "created_at", "line_id", maintain_order=True)
 
 
 def _write_files(
@@ -172,32 +181,38 @@ def _write_files(
 
 def _write_adyen(lines: pl.DataFrame, folder: Path) -> list[Path]:
     return _write_files(
-        lines, "batch_id",
+        lines,
+        "batch_id",
         lambda r: folder / f"settlement_detail_report_batch_{r['batch_id']}.csv",
-        ADYEN_COLUMNS, lambda r: [_adyen_row(r)],
+        ADYEN_COLUMNS,
+        lambda r: [_adyen_row(r)],
     )
 
 
 def _write_stripe(lines: pl.DataFrame, folder: Path) -> list[Path]:
     return _write_files(
-        lines.sort("payout_day", "batch_id", maintain_order=True), "payout_day",
+        lines.sort("payout_day", "batch_id", maintain_order=True),
+        "payout_day",
         lambda r: folder / f"payout_reconciliation_{r['payout_day'].isoformat()}.csv",
-        STRIPE_COLUMNS, lambda r: [_stripe_row(r)],
+        STRIPE_COLUMNS,
+        lambda r: [_stripe_row(r)],
     )
 
 
 def _write_checkout(lines: pl.DataFrame, folder: Path) -> list[Path]:
     return _write_files(
-        lines, "batch_id",
-        lambda r: folder / (
-            f"financial-actions_{CHECKOUT_ENTITY_ID}_{r['payout_day']:%Y%m%d}_{r['batch_id']}_1.csv"
-        ),
-        CHECKOUT_COLUMNS, _checkout_rows,
+        lines,
+        "batch_id",
+        lambda r: folder / (f"financial-actions_{CHECKOUT_ENTITY_ID}_{r['payout_day']:%Y%m%d}_{r['batch_id']}_1.csv"),
+        CHECKOUT_COLUMNS,
+        _checkout_rows,
     )
 
 
 _WRITERS: dict[str, Callable[[pl.DataFrame, Path], list[Path]]] = {
-    "adyen": _write_adyen, "stripe": _write_stripe, "checkoutcom": _write_checkout,
+    "adyen": _write_adyen,
+    "stripe": _write_stripe,
+    "checkoutcom": _write_checkout,
 }
 
 
@@ -209,10 +224,26 @@ def _adyen_row(r: Row) -> list[str]:
     method, variant = _adyen_method(r)
     fees = [minor_to_decimal(r[part], net_ccy) if r[part] else "" for part in FEE_PARTS]
     return [
-        ADYEN_COMPANY_ACCOUNT, r["merchant_id"], r["psp_reference"], r["payment_id"] or "",
-        method, _seconds(r["created_at"]), "UTC", _ADYEN_TYPE[r["record_type"]], r["line_id"],
-        gross_ccy, gross_debit, gross_credit, (r["fx_rate"] or "1") if has_gross else "",
-        net_ccy, net_debit, net_credit, *fees, variant, r["batch_id"], r["available_on"].isoformat(),
+        ADYEN_COMPANY_ACCOUNT,
+        r["merchant_id"],
+        r["psp_reference"],
+        r["payment_id"] or "",
+        method,
+        _seconds(r["created_at"]),
+        "UTC",
+        _ADYEN_TYPE[r["record_type"]],
+        r["line_id"],
+        gross_ccy,
+        gross_debit,
+        gross_credit,
+        (r["fx_rate"] or "1") if has_gross else "",
+        net_ccy,
+        net_debit,
+        net_credit,
+        *fees,
+        variant,
+        r["batch_id"],
+        r["available_on"].isoformat(),
     ]
 
 
@@ -220,16 +251,23 @@ def _stripe_row(r: Row) -> list[str]:
     net_ccy = r["net_currency"]
     customer_facing = r["record_type"] in _PAYMENT_TYPES
     return [
-        r["batch_id"], f"{r['payout_day'].isoformat()} 00:00:00", r["line_id"],
-        _seconds(r["created_at"]), f"{r['available_on'].isoformat()} 00:00:00", net_ccy.lower(),
+        r["batch_id"],
+        f"{r['payout_day'].isoformat()} 00:00:00",
+        r["line_id"],
+        _seconds(r["created_at"]),
+        f"{r['available_on'].isoformat()} 00:00:00",
+        net_ccy.lower(),
         minor_to_decimal(r["net_minor"] + r["fee_minor"], net_ccy),
-        minor_to_decimal(r["fee_minor"], net_ccy), minor_to_decimal(r["net_minor"], net_ccy),
-        _STRIPE_CATEGORY[r["record_type"]], r["psp_reference"],
+        minor_to_decimal(r["fee_minor"], net_ccy),
+        minor_to_decimal(r["net_minor"], net_ccy),
+        _STRIPE_CATEGORY[r["record_type"]],
+        r["psp_reference"],
         _STRIPE_DESCRIPTION[r["record_type"]].format(ref=r["payment_id"] or r["psp_reference"]),
         minor_to_decimal(r["gross_minor"], r["gross_currency"]) if customer_facing else "",
         r["gross_currency"].lower() if customer_facing else "",
         {"card": "card", "ach": "us_bank_account"}.get(r["payment_method"], "") if customer_facing else "",
-        r["payment_id"] or "", r["merchant_id"],
+        r["payment_id"] or "",
+        r["merchant_id"],
     ]
 
 
@@ -242,16 +280,37 @@ def _checkout_rows(r: Row) -> list[list[str]]:
     action, breakdown = _CHECKOUT_ACTION[r["record_type"]]
     rows = []
     if breakdown:
-        rows.append([
-            *common, action, r["line_id"], *timing, gross_ccy, net_ccy, breakdown, r["fx_rate"] or "1",
-            minor_to_decimal(r["gross_minor"], gross_ccy),
-            minor_to_decimal(r["net_minor"] + r["fee_minor"], net_ccy), method,
-        ])
+        rows.append(
+            [
+                *common,
+                action,
+                r["line_id"],
+                *timing,
+                gross_ccy,
+                net_ccy,
+                breakdown,
+                r["fx_rate"] or "1",
+                minor_to_decimal(r["gross_minor"], gross_ccy),
+                minor_to_decimal(r["net_minor"] + r["fee_minor"], net_ccy),
+                method,
+            ]
+        )
     if r["fee_minor"] or not breakdown:
-        rows.append([
-            *common, action, r["line_id"], *timing, gross_ccy, net_ccy, _CHECKOUT_FEE_BREAKDOWN, "",
-            "", minor_to_decimal(-r["fee_minor"], net_ccy), method,
-        ])
+        rows.append(
+            [
+                *common,
+                action,
+                r["line_id"],
+                *timing,
+                gross_ccy,
+                net_ccy,
+                _CHECKOUT_FEE_BREAKDOWN,
+                "",
+                "",
+                minor_to_decimal(-r["fee_minor"], net_ccy),
+                method,
+            ]
+        )
     return rows
 
 

@@ -41,12 +41,23 @@ class _Numbered:
 def parse(text: str, source_file: str) -> BankFile:
     numbered = _Numbered(text)
     if not numbered.lines[-1].startswith("99,"):
-        raise ParseError(f"the file ends without its 99 file trailer (last record {numbered.lines[-1][:3]!r}): "
-                         "truncated", numbered.numbers[-1])
+        raise ParseError(
+            f"the file ends without its 99 file trailer (last record {numbered.lines[-1][:3]!r}): truncated",
+            numbered.numbers[-1],
+        )
     try:
         parsed = bai2.parse_from_lines(numbered, check_integrity=False)
-    except (ParsingException, NotSupportedYetException, IntegrityException, ValueError, KeyError,
-            IndexError, AttributeError, TypeError, StopIteration) as exc:  # what the package raises on bad input
+    except (
+        ParsingException,
+        NotSupportedYetException,
+        IntegrityException,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        TypeError,
+        StopIteration,
+    ) as exc:  # what the package raises on bad input
         line = numbered.numbers[max(numbered.consumed - 1, 0)]
         raise ParseError(f"not a readable BAI2 file: {exc or type(exc).__name__}", line) from None
     if numbered.consumed < len(numbered.lines):
@@ -67,30 +78,68 @@ def parse(text: str, source_file: str) -> BankFile:
                 position += len(detail.rows)
                 sign = 1 if detail.type_code.transaction.value == "credit" else -1
                 if detail.amount < 0:
-                    out.problems.note(line_no, f"16 amount {detail.amount} is signed: BAI2 amounts are unsigned, "
-                                               f"the type code {detail.type_code.code} gives the direction")
-                value = (detail.availability or {}).get("date") if detail.funds_type and detail.funds_type.value == "V" else None
-                out.add("bai2", number, optional(detail.bank_reference), optional(detail.customer_reference),
-                        optional(detail.text), sign * detail.amount, currency, group.header.as_of_date,
-                        value, source_file, line_no)
+                    out.problems.note(
+                        line_no,
+                        f"16 amount {detail.amount} is signed: BAI2 amounts are unsigned, "
+                        f"the type code {detail.type_code.code} gives the direction",
+                    )
+                value = (
+                    (detail.availability or {}).get("date")
+                    if detail.funds_type and detail.funds_type.value == "V"
+                    else None
+                )
+                out.add(
+                    "bai2",
+                    number,
+                    optional(detail.bank_reference),
+                    optional(detail.customer_reference),
+                    optional(detail.text),
+                    sign * detail.amount,
+                    currency,
+                    group.header.as_of_date,
+                    value,
+                    source_file,
+                    line_no,
+                )
             summaries = {s.type_code.code: (s.amount, s.item_count) for s in account.header.summary_items}
             mine = out.lines[first:]
             for code, direction in (("100", "credits"), ("400", "debits")):
                 if code in summaries:
                     amounts = [d.amount for d in account.children if d.type_code.transaction.value == direction[:-1]]
-                    out.control(f"03 account {number} {code} total {direction} = sum of {direction[:-1]} details", header_line,
-                                summaries[code][0], sum(amounts))
+                    out.control(
+                        f"03 account {number} {code} total {direction} = sum of {direction[:-1]} details",
+                        header_line,
+                        summaries[code][0],
+                        sum(amounts),
+                    )
                     if summaries[code][1] is not None:
-                        out.control(f"03 account {number} {code} number of {direction} = count of {direction[:-1]} details",
-                                    header_line, summaries[code][1], len(amounts))
+                        out.control(
+                            f"03 account {number} {code} number of {direction} = count of {direction[:-1]} details",
+                            header_line,
+                            summaries[code][1],
+                            len(amounts),
+                        )
             if "010" in summaries and "015" in summaries:
-                out.balance(f"03 account {number} (010 opening, 015 closing ledger)", header_line,
-                            summaries["010"][0], summaries["015"][0], [line.amount.minor for line in mine])
-            computed = sum(s.amount or 0 for s in account.header.summary_items) + sum(d.amount for d in account.children)
+                out.balance(
+                    f"03 account {number} (010 opening, 015 closing ledger)",
+                    header_line,
+                    summaries["010"][0],
+                    summaries["015"][0],
+                    [line.amount.minor for line in mine],
+                )
+            computed = sum(s.amount or 0 for s in account.header.summary_items) + sum(
+                d.amount for d in account.children
+            )
             trailer_line = numbered.numbers[position]
-            out.control(f"49 account {number} control total", trailer_line, account.trailer.account_control_total, computed)
-            out.control(f"49 account {number} number of records", trailer_line, account.trailer.number_of_records,
-                        len(account.rows))
+            out.control(
+                f"49 account {number} control total", trailer_line, account.trailer.account_control_total, computed
+            )
+            out.control(
+                f"49 account {number} number of records",
+                trailer_line,
+                account.trailer.number_of_records,
+                len(account.rows),
+            )
             account_totals.append(computed)
             position += len(account.trailer.rows)
         trailer_line = numbered.numbers[position]

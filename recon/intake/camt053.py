@@ -56,8 +56,11 @@ def _day(element, path: str, problems: Problems) -> date | None:
 def _signed(element, currency: str, what: str, problems: Problems) -> int | None:
     amount = minor(_text(element, "{*}Amt"), currency, what, element.sourceline, problems)
     if amount is not None and amount < 0:
-        problems.note(element.sourceline, f"{what}: Amt {_text(element, '{*}Amt')} is signed: camt.053 amounts are "
-                                          "unsigned, CdtDbtInd gives the direction")
+        problems.note(
+            element.sourceline,
+            f"{what}: Amt {_text(element, '{*}Amt')} is signed: camt.053 amounts are "
+            "unsigned, CdtDbtInd gives the direction",
+        )
         return None
     indicator = _text(element, "{*}CdtDbtInd")
     if indicator not in ("CRDT", "DBIT"):
@@ -89,13 +92,28 @@ def _statement(stmt, source_file: str, out: BankFile) -> None:
         end_to_end = _text(details, "{*}Refs/{*}EndToEndId")
         remittance = "".join(u.text or "" for u in details.findall("{*}RmtInf/{*}Ustrd"))
         currency, amount = amounts[ntry]
-        out.add("camt053", account, optional(bank_ref), None if end_to_end == "NOTPROVIDED" else optional(end_to_end),
-                optional(remittance) or optional(_text(ntry, "{*}AddtlNtryInf")), amount, currency,
-                _day(ntry, "{*}BookgDt", p), _day(ntry, "{*}ValDt", p), source_file, ntry.sourceline)
+        out.add(
+            "camt053",
+            account,
+            optional(bank_ref),
+            None if end_to_end == "NOTPROVIDED" else optional(end_to_end),
+            optional(remittance) or optional(_text(ntry, "{*}AddtlNtryInf")),
+            amount,
+            currency,
+            _day(ntry, "{*}BookgDt", p),
+            _day(ntry, "{*}ValDt", p),
+            source_file,
+            ntry.sourceline,
+        )
     opening = balances.get("OPBD") or balances.get("PRCD")
     if opening and "CLBD" in balances:
-        out.balance(f"statement {_text(stmt, '{*}Id')}", balances["CLBD"][0], opening[1], balances["CLBD"][1],
-                    [line.amount.minor for line in out.lines[first:]])
+        out.balance(
+            f"statement {_text(stmt, '{*}Id')}",
+            balances["CLBD"][0],
+            opening[1],
+            balances["CLBD"][1],
+            [line.amount.minor for line in out.lines[first:]],
+        )
     summary = stmt.find("{*}TxsSummry")
     if summary is not None:
         currency = currency_code(stmt_ccy) or (out.lines[-1].amount.currency if out.lines else "")
@@ -112,20 +130,33 @@ def _summary(summary, signed: list[int | None], currency: str, out: BankFile) ->
     """TxsSummry, where the bank gives it: counts and unsigned sums of all, credit and
     debit entries (booked or not: the summary covers the statement), and the signed net."""
     p = out.problems
-    parts = {"TtlNtries": signed, "TtlCdtNtries": [a for a in signed if a is None or a >= 0],
-             "TtlDbtNtries": [a for a in signed if a is None or a < 0]}
+    parts = {
+        "TtlNtries": signed,
+        "TtlCdtNtries": [a for a in signed if a is None or a >= 0],
+        "TtlDbtNtries": [a for a in signed if a is None or a < 0],
+    }
     for tag, amounts in parts.items():
         part = summary.find(f"{{*}}{tag}")
         if part is None:
             continue
         count = _text(part, "{*}NbOfNtries")
         if count:
-            out.control(f"TxsSummry/{tag}/NbOfNtries", part.sourceline, int(count) if count.isdigit() else None, len(amounts))
+            out.control(
+                f"TxsSummry/{tag}/NbOfNtries", part.sourceline, int(count) if count.isdigit() else None, len(amounts)
+            )
         total = _text(part, "{*}Sum")
         if total:
-            out.control(f"TxsSummry/{tag}/Sum", part.sourceline, minor(total, currency, f"{tag}/Sum", part.sourceline, p),
-                        None if None in amounts else sum(abs(a) for a in amounts))
+            out.control(
+                f"TxsSummry/{tag}/Sum",
+                part.sourceline,
+                minor(total, currency, f"{tag}/Sum", part.sourceline, p),
+                None if None in amounts else sum(abs(a) for a in amounts),
+            )
     net = summary.find("{*}TtlNtries/{*}TtlNetNtry")
     if net is not None:
-        out.control("TxsSummry/TtlNtries/TtlNetNtry", net.sourceline, _signed(net, currency, "TtlNetNtry", p),
-                    None if None in signed else sum(signed))
+        out.control(
+            "TxsSummry/TtlNtries/TtlNetNtry",
+            net.sourceline,
+            _signed(net, currency, "TtlNetNtry", p),
+            None if None in signed else sum(signed),
+        )

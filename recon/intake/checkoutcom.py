@@ -20,14 +20,29 @@ from clearline.recon.intake.reading import csv_rows
 from clearline.recon.lines import SettlementLine
 
 COLUMNS = (
-    "Client Entity ID", "Client Entity Name", "Sub Entity ID", "Payout ID", "Payment ID",
-    "Action Type", "Action ID", "Reference", "Requested On", "Processed On",
-    "Processing Currency", "Holding Currency", "Breakdown Type", "FX Rate Applied",
-    "Processing Currency Amount", "Holding Currency Amount", "Payment Method",
+    "Client Entity ID",
+    "Client Entity Name",
+    "Sub Entity ID",
+    "Payout ID",
+    "Payment ID",
+    "Action Type",
+    "Action ID",
+    "Reference",
+    "Requested On",
+    "Processed On",
+    "Processing Currency",
+    "Holding Currency",
+    "Breakdown Type",
+    "FX Rate Applied",
+    "Processing Currency Amount",
+    "Holding Currency Amount",
+    "Payment Method",
 )
 RECORD_TYPES = {
-    ("Capture", "Capture"): "charge", ("Refund", "Refund"): "refund",
-    ("Chargeback", "Chargeback (ADJM)"): "chargeback", ("Chargeback", "Chargeback (CBRV)"): "chargeback_reversal",
+    ("Capture", "Capture"): "charge",
+    ("Refund", "Refund"): "refund",
+    ("Chargeback", "Chargeback (ADJM)"): "chargeback",
+    ("Chargeback", "Chargeback (CBRV)"): "chargeback_reversal",
 }
 FEE, PAYOUT = "Acquirer Fee", ("Payout", "Payout")
 MILLIS = "%Y-%m-%dT%H:%M:%S.%f"
@@ -59,8 +74,15 @@ def parse(text: str, source_file: str) -> ProcessorFile:
     return out
 
 
-def _line(row: dict[str, str], line_no: int, p: Problems, source_file: str, record_type: str | None,
-          gross: int | None, holding: int | None) -> SettlementLine:
+def _line(
+    row: dict[str, str],
+    line_no: int,
+    p: Problems,
+    source_file: str,
+    record_type: str | None,
+    gross: int | None,
+    holding: int | None,
+) -> SettlementLine:
     """A line from its first row: a gross row (holding = net + fee, fee 0 until its fee
     row comes) or a stand-alone fee row (holding = -fee)."""
     processing, holding_ccy = n.currency_code(row["Processing Currency"]), n.currency_code(row["Holding Currency"])

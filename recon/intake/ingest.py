@@ -50,8 +50,13 @@ class IntakeSettings:
         if not isinstance(section, dict):
             raise IntakeConfigError("configs/recon.yaml has no intake: section")
         try:
-            return cls(Path(state_dir) if state_dir else config.state_path(section["state_dir"]), str(section["topic"]), float(section["poll_seconds"]),
-                       float(section["settle_seconds"]), float(section["delivery_timeout_seconds"]))
+            return cls(
+                Path(state_dir) if state_dir else config.state_path(section["state_dir"]),
+                str(section["topic"]),
+                float(section["poll_seconds"]),
+                float(section["settle_seconds"]),
+                float(section["delivery_timeout_seconds"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntakeConfigError(f"configs/recon.yaml intake: {exc!r} is missing or not a number") from None
 
@@ -86,8 +91,12 @@ class Intake:
         self.settings, self.producer = settings, producer
         self.registry = Registry(settings.registry_path)
 
-    def ingest(self, paths: Sequence[Path], processed_dir: Path | None = None,
-               on_done: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+    def ingest(
+        self,
+        paths: Sequence[Path],
+        processed_dir: Path | None = None,
+        on_done: Callable[[Outcome], None] = lambda o: None,
+    ) -> list[Outcome]:
         """Outcomes in the order of `paths`. With `processed_dir` (an inbox), every file
         leaves its folder: accepted and duplicate files into `processed_dir`, bad ones into
         the quarantine; without it the files stay where they are (bad ones are copied)."""
@@ -109,11 +118,24 @@ class Intake:
             sha = hashlib.sha256(data).hexdigest()
             earlier = self.registry.seen(sha)
             if earlier or sha in first_in_call:
-                said = (f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}" if earlier
-                        else f"same content as {first_in_call[sha]} in this run")
+                said = (
+                    f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}"
+                    if earlier
+                    else f"same content as {first_in_call[sha]} in this run"
+                )
                 kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
-                done(i, Outcome(str(path), sha, "duplicate", earlier.format if earlier else None, 0,
-                                f"{said}: nothing done", str(kept) if kept else None))
+                done(
+                    i,
+                    Outcome(
+                        str(path),
+                        sha,
+                        "duplicate",
+                        earlier.format if earlier else None,
+                        0,
+                        f"{said}: nothing done",
+                        str(kept) if kept else None,
+                    ),
+                )
                 continue
             first_in_call[sha] = path.name
             try:
@@ -131,8 +153,17 @@ class Intake:
         verdicts = validate_many([parsed for *_, parsed in pending]) if pending else []
         for (i, path, sha, parsed), verdict in zip(pending, verdicts):
             if verdict.errors:  # not the file's fault: leave it unrecorded, to be judged again
-                done(i, Outcome(str(path), sha, "failed", parsed.format, parsed.lines.height,
-                                f"the suite could not run ({'; '.join(verdict.errors)}); the file stays to be ingested again"))
+                done(
+                    i,
+                    Outcome(
+                        str(path),
+                        sha,
+                        "failed",
+                        parsed.format,
+                        parsed.lines.height,
+                        f"the suite could not run ({'; '.join(verdict.errors)}); the file stays to be ingested again",
+                    ),
+                )
             elif verdict.passed:
                 done(i, self._accept(path, sha, parsed, processed_dir))
             else:
@@ -154,10 +185,17 @@ class Intake:
             delivery = publish(self.producer, self.settings.topic, parsed, sha, self.settings.delivery_timeout_seconds)
             if delivery.failed:
                 errors = "; ".join(f"{n}x {e}" for e, n in delivery.errors.most_common(3))
-                return Outcome(str(path), sha, "failed", parsed.format, parsed.lines.height,
-                               f"{delivery.failed} of {parsed.lines.height} lines not acknowledged by Kafka "
-                               f"({errors}); the file stays to be ingested again")
+                return Outcome(
+                    str(path),
+                    sha,
+                    "failed",
+                    parsed.format,
+                    parsed.lines.height,
+                    f"{delivery.failed} of {parsed.lines.height} lines not acknowledged by Kafka "
+                    f"({errors}); the file stays to be ingested again",
+                )
         self.registry.record(sha, path.name, parsed.format, "accepted", parsed.lines.height, note, stored)
         kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
-        return Outcome(str(path), sha, "accepted", parsed.format, parsed.lines.height, note,
-                       str(kept) if kept else None)
+        return Outcome(
+            str(path), sha, "accepted", parsed.format, parsed.lines.height, note, str(kept) if kept else None
+        )

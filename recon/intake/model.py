@@ -50,8 +50,10 @@ def fits_i64(value: int) -> bool:
 
 def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.DataFrame:
     """Controls as a frame; a total beyond 64 bits is unreadable (None)."""
+
     def fit(value: int | None) -> int | None:
         return value if value is None or fits_i64(value) else None
+
     return pl.DataFrame([(c, n, fit(d), fit(k)) for c, n, d, k in rows], schema=CONTROL_SCHEMA, orient="row")
 
 

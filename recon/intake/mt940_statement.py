@@ -2,7 +2,8 @@
 
 A file may hold several statements; each (from its `:20:`) is parsed on its own so that
 its opening (:60F:/:60M:) and closing (:62F:/:62M:) balances check its own lines, as a
-control. Signs: the D/C mark (the package signs the amount: D and RC -, C and RD +). Value date from :61:, booking date its entry date (the value date when
+control. Signs: the D/C mark (the package signs the amount: D and RC -, C and RD +). Value date
+from :61:, booking date its entry date (the value date when
 the bank leaves it out). References: the :61: bank reference after `//`; the customer
 reference is the `/EREF/` field of a structured :86: (the full one: the :61: field holds
 only 16 characters) or else the :61: reference unless NONREF; the text is `/REMI/` or the
@@ -66,13 +67,28 @@ def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> 
         details = (t.get("transaction_details") or "").replace("\n", "")
         eref, remi = _EREF.search(details), _REMI.search(details)
         short_ref = t.get("customer_reference")
-        reference = optional(eref.group(1)) if eref else (None if short_ref in (None, "NONREF") else optional(short_ref))
-        out.add("mt940", account, optional(t.get("bank_reference")), None if reference == "NOTPROVIDED" else reference,
-                optional(remi.group(1)) if remi else optional(details), amount, currency,
-                t.get("entry_date") or t.get("date"), t.get("date"), source_file, line_no)
+        reference = (
+            optional(eref.group(1)) if eref else (None if short_ref in (None, "NONREF") else optional(short_ref))
+        )
+        out.add(
+            "mt940",
+            account,
+            optional(t.get("bank_reference")),
+            None if reference == "NOTPROVIDED" else reference,
+            optional(remi.group(1)) if remi else optional(details),
+            amount,
+            currency,
+            t.get("entry_date") or t.get("date"),
+            t.get("date"),
+            source_file,
+            line_no,
+        )
     if opening is not None:
         ccy = currency_code(opening.amount.currency)
-        out.balance(f"statement {data.get('transaction_reference')}", closing_at,
-                    _amount(opening.amount.amount, ccy, ":60F: balance", first_line, out),
-                    _amount(closing.amount.amount, currency_code(closing.amount.currency), ":62F: balance", closing_at, out),
-                    amounts)
+        out.balance(
+            f"statement {data.get('transaction_reference')}",
+            closing_at,
+            _amount(opening.amount.amount, ccy, ":60F: balance", first_line, out),
+            _amount(closing.amount.amount, currency_code(closing.amount.currency), ":62F: balance", closing_at, out),
+            amounts,
+        )

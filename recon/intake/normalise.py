@@ -28,7 +28,9 @@ def currency_code(text: str) -> str:
     return text.strip().upper()
 
 
-def minor(text: str, currency: str, what: str, line_no: int, problems: Problems, *, empty: int | None = None) -> int | None:
+def minor(
+    text: str, currency: str, what: str, line_no: int, problems: Problems, *, empty: int | None = None
+) -> int | None:
     """`text` in minor units of `currency`; an empty field is `empty` (None: a problem)."""
     text = text.strip()
     if not text:
@@ -48,7 +50,9 @@ def minor(text: str, currency: str, what: str, line_no: int, problems: Problems,
     return value
 
 
-def credit_minus_debit(credit: str, debit: str, currency: str, what: str, line_no: int, problems: Problems) -> int | None:
+def credit_minus_debit(
+    credit: str, debit: str, currency: str, what: str, line_no: int, problems: Problems
+) -> int | None:
     """One signed amount from an unsigned credit/debit pair, of which at most one is filled."""
     if credit.strip() and debit.strip():
         problems.note(line_no, f"{what}: both debit {debit!r} and credit {credit!r} are filled")

@@ -25,8 +25,12 @@ def _frames(module) -> Callable[[str, str], Frames]:
 
 
 PARSERS: dict[str, Callable[[str, str], Frames]] = {
-    "adyen": _frames(adyen), "stripe": _frames(stripe), "checkoutcom": _frames(checkoutcom),
-    "bai2": _frames(bai2_statement), "camt053": _frames(camt053), "mt940": _frames(mt940_statement),
+    "adyen": _frames(adyen),
+    "stripe": _frames(stripe),
+    "checkoutcom": _frames(checkoutcom),
+    "bai2": _frames(bai2_statement),
+    "camt053": _frames(camt053),
+    "mt940": _frames(mt940_statement),
 }
 
 

@@ -32,8 +32,12 @@ class ProcessorFile:
         for line in self.lines:
             nets[line.payout_id].append(line.net.minor)
         controls = [
-            (f"payout {payout_id} = sum of its lines' net", line_no, paid,
-             None if None in nets[payout_id] else sum(nets[payout_id]))
+            (
+                f"payout {payout_id} = sum of its lines' net",
+                line_no,
+                paid,
+                None if None in nets[payout_id] else sum(nets[payout_id]),
+            )
             for payout_id, line_no, paid in self.payouts
         ]
         return frame(self.lines, SettlementLine), controls_frame(controls), self.problems.frame()

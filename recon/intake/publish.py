@@ -23,8 +23,12 @@ def messages(parsed: ParsedFile, sha256: str) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) per line."""
     key = "payout_id" if parsed.kind == "processor" else "account"
     for row in parsed.lines.iter_rows(named=True):
-        body = {"kind": parsed.kind, "format": parsed.format, "file_sha256": sha256,
-                **{k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()}}
+        body = {
+            "kind": parsed.kind,
+            "format": parsed.format,
+            "file_sha256": sha256,
+            **{k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()},
+        }
         yield str(row[key]).encode(), json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -23,17 +23,41 @@ ROWS_IN_TEXT = 20
 
 
 def parse_report(name: str, sha256: str, error: ParseError) -> dict[str, Any]:
-    return {"file": name, "sha256": sha256, "format": None, "outcome": "quarantined",
-            "reason": f"cannot be read: {error}", "parse_error": {"line": error.line_no, "message": error.reason},
-            "suite": None, "rules_checked": 0, "failures": []}
+    return {
+        "file": name,
+        "sha256": sha256,
+        "format": None,
+        "outcome": "quarantined",
+        "reason": f"cannot be read: {error}",
+        "parse_error": {"line": error.line_no, "message": error.reason},
+        "suite": None,
+        "rules_checked": 0,
+        "failures": [],
+    }
 
 
 def validation_report(name: str, sha256: str, fmt: str, lines: int, verdict: Verdict) -> dict[str, Any]:
-    return {"file": name, "sha256": sha256, "format": fmt, "outcome": "quarantined", "lines": lines,
-            "reason": reason(verdict), "parse_error": None, "suite": verdict.suite,
-            "rules_checked": verdict.rules,
-            "failures": [{"rule": f.rule, "expectation": f.expectation, "rows_count": f.count, "rows": f.rows,
-                          "observed": f.observed} for f in verdict.failures]}
+    return {
+        "file": name,
+        "sha256": sha256,
+        "format": fmt,
+        "outcome": "quarantined",
+        "lines": lines,
+        "reason": reason(verdict),
+        "parse_error": None,
+        "suite": verdict.suite,
+        "rules_checked": verdict.rules,
+        "failures": [
+            {
+                "rule": f.rule,
+                "expectation": f.expectation,
+                "rows_count": f.count,
+                "rows": f.rows,
+                "observed": f.observed,
+            }
+            for f in verdict.failures
+        ],
+    }
 
 
 def reason(verdict: Verdict) -> str:
@@ -51,16 +75,25 @@ def _where(row: dict[str, Any]) -> str:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    out = [f"QUARANTINED  {report['file']}", f"sha256       {report['sha256']}",
-           f"when         {report.get('quarantined_at', '')}", ""]
+    out = [
+        f"QUARANTINED  {report['file']}",
+        f"sha256       {report['sha256']}",
+        f"when         {report.get('quarantined_at', '')}",
+        "",
+    ]
     if report["parse_error"]:
         line = report["parse_error"]["line"]
-        out += ["The file cannot be read, so none of it was used.",
-                f"  {'line ' + str(line) + ': ' if line else ''}{report['parse_error']['message']}"]
+        out += [
+            "The file cannot be read, so none of it was used.",
+            f"  {'line ' + str(line) + ': ' if line else ''}{report['parse_error']['message']}",
+        ]
         return "\n".join(out) + "\n"
-    out += [f"format       {report['format']} ({report['lines']} lines read)",
-            f"suite        {report['suite']}: {len(report['failures'])} of {report['rules_checked']} rules broken",
-            "", "Nothing from this file reached matching. Broken rules:"]
+    out += [
+        f"format       {report['format']} ({report['lines']} lines read)",
+        f"suite        {report['suite']}: {len(report['failures'])} of {report['rules_checked']} rules broken",
+        "",
+        "Nothing from this file reached matching. Broken rules:",
+    ]
     for failure in report["failures"]:
         out += ["", f"* {failure['rule']}", f"  ({failure['expectation']}, {failure['rows_count']} row(s))"]
         out += [f"    {_where(row)}" for row in failure["rows"][:ROWS_IN_TEXT]]
@@ -90,8 +123,11 @@ def quarantine(source: Path, sha256: str, folder: Path, report: dict[str, Any], 
     """Keep the file whole in `folder` with its .report.json and .report.txt; returns the
     kept file's path."""
     target = place(source, sha256, folder, move=move)
-    report = {**report, "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "kept_as": str(target)}
+    report = {
+        **report,
+        "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kept_as": str(target),
+    }
     target.with_name(target.name + ".report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     target.with_name(target.name + ".report.txt").write_text(render_text(report))
     return target

@@ -54,8 +54,16 @@ class Registry:
             row = db.execute("SELECT * FROM files WHERE sha256 = ?", (sha256,)).fetchone()
         return Seen(*row) if row else None
 
-    def record(self, sha256: str, name: str, fmt: str | None, outcome: str, lines: int,
-               reason: str | None = None, report: Path | None = None) -> bool:
+    def record(
+        self,
+        sha256: str,
+        name: str,
+        fmt: str | None,
+        outcome: str,
+        lines: int,
+        reason: str | None = None,
+        report: Path | None = None,
+    ) -> bool:
         """Record a file's outcome; False when the hash was already recorded (first one wins)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._connect() as db:

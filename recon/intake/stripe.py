@@ -16,15 +16,30 @@ from clearline.recon.intake.reading import csv_rows
 from clearline.recon.lines import SettlementLine
 
 COLUMNS = (
-    "automatic_payout_id", "automatic_payout_effective_at", "balance_transaction_id",
-    "created_utc", "available_on_utc", "currency", "gross", "fee", "net",
-    "reporting_category", "source_id", "description", "customer_facing_amount",
-    "customer_facing_currency", "payment_method_type", "payment_metadata[merchant_reference]",
+    "automatic_payout_id",
+    "automatic_payout_effective_at",
+    "balance_transaction_id",
+    "created_utc",
+    "available_on_utc",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "customer_facing_amount",
+    "customer_facing_currency",
+    "payment_method_type",
+    "payment_metadata[merchant_reference]",
     "payment_metadata[merchant_id]",
 )
 RECORD_TYPES = {
-    "charge": "charge", "refund": "refund", "dispute": "chargeback",
-    "dispute_reversal": "chargeback_reversal", "fee": "fee",
+    "charge": "charge",
+    "refund": "refund",
+    "dispute": "chargeback",
+    "dispute_reversal": "chargeback_reversal",
+    "fee": "fee",
 }
 PAYOUT = "payout"
 TIME = "%Y-%m-%d %H:%M:%S"
@@ -46,20 +61,22 @@ def parse(text: str, source_file: str) -> ProcessorFile:
             p.note(line_no, f"gross {row['gross']} is not net {row['net']} + fee {row['fee']}")
         presented = n.currency_code(row["customer_facing_currency"]) or ccy
         gross = n.minor(row["customer_facing_amount"], presented, "customer_facing_amount", line_no, p, empty=0)
-        out.lines.append(SettlementLine(
-            processor="stripe",
-            line_id=row["balance_transaction_id"],
-            payment_id=n.optional(row["payment_metadata[merchant_reference]"]),
-            payout_id=row["automatic_payout_id"],
-            record_type=record_type,
-            merchant_id=n.optional(row["payment_metadata[merchant_id]"]),
-            gross=money(gross, presented),
-            fee=money(fee, ccy),
-            net=money(net, ccy),
-            fx_rate=None,
-            created_at=n.moment(row["created_utc"], TIME, "created_utc", line_no, p),
-            value_date=n.day(row["available_on_utc"], TIME, "available_on_utc", line_no, p),
-            source_file=source_file,
-            line_no=line_no,
-        ))
+        out.lines.append(
+            SettlementLine(
+                processor="stripe",
+                line_id=row["balance_transaction_id"],
+                payment_id=n.optional(row["payment_metadata[merchant_reference]"]),
+                payout_id=row["automatic_payout_id"],
+                record_type=record_type,
+                merchant_id=n.optional(row["payment_metadata[merchant_id]"]),
+                gross=money(gross, presented),
+                fee=money(fee, ccy),
+                net=money(net, ccy),
+                fx_rate=None,
+                created_at=n.moment(row["created_utc"], TIME, "created_utc", line_no, p),
+                value_date=n.day(row["available_on_utc"], TIME, "available_on_utc", line_no, p),
+                source_file=source_file,
+                line_no=line_no,
+            )
+        )
     return out

@@ -29,12 +29,14 @@ from clearline.recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
 
 def _kind(kind: str):
     from great_expectations.expectations.row_conditions import Column
+
     return Column("kind") == kind
 
 
 def _on_lines(condition=None) -> dict:
     """Row condition: line rows only, and `condition` (a GX Condition) when given."""
     return {"row_condition": _kind("line") if condition is None else _kind("line") & condition}
+
 
 MAX_ROWS = 50  # rows listed per broken rule in a report; the count is always complete
 
@@ -79,55 +81,114 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
     days = [c for c, t in schema.items() if t == pl.Date()]
     moments = [c for c, t in schema.items() if isinstance(t, pl.Datetime)]
     rules = [
-        _rule(gxe.ExpectTableColumnsToMatchSet(column_set=[*schema, "kind", "control", "declared", "computed",
-                                                            "problem", "file", *DERIVED], exact_match=True),
-              "the normalised columns are exactly those of clearline.recon.lines"),
-        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["Int64Dtype"]), f"{c} is an integer")
-          for c in integers),
+        _rule(
+            gxe.ExpectTableColumnsToMatchSet(
+                column_set=[*schema, "kind", "control", "declared", "computed", "problem", "file", *DERIVED],
+                exact_match=True,
+            ),
+            "the normalised columns are exactly those of clearline.recon.lines",
+        ),
+        *(
+            _rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["Int64Dtype"]), f"{c} is an integer")
+            for c in integers
+        ),
         *(_rule(gxe.ExpectColumnValuesToBeOfType(column=c, type_="str"), f"{c} is text") for c in texts),
-        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[ms]", "datetime64[us]"]),
-                f"{c} is a date") for c in days),
-        *(_rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[us]"]), f"{c} is a time (UTC)")
-          for c in moments),
-        *(_rule(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, **_on_lines()),
-                f"{c} is an active ISO 4217 code") for c in currencies),
-        _rule(gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
-              f"no line appears twice in a file (same {', '.join(unique)})"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="control_gap", min_value=0, max_value=0,
-                                                row_condition=_kind("control")),
-              "every control total the file declares equals the one recomputed from its lines"),
+        *(
+            _rule(
+                gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[ms]", "datetime64[us]"]),
+                f"{c} is a date",
+            )
+            for c in days
+        ),
+        *(
+            _rule(gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["datetime64[us]"]), f"{c} is a time (UTC)")
+            for c in moments
+        ),
+        *(
+            _rule(
+                gxe.ExpectColumnValuesToBeInSet(column=c, value_set=codes, **_on_lines()),
+                f"{c} is an active ISO 4217 code",
+            )
+            for c in currencies
+        ),
+        _rule(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
+            f"no line appears twice in a file (same {', '.join(unique)})",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="control_gap", min_value=0, max_value=0, row_condition=_kind("control")
+            ),
+            "every control total the file declares equals the one recomputed from its lines",
+        ),
         _rule(gxe.ExpectColumnValuesToBeNull(column="problem"), "every value could be read and normalised"),
-        *(_rule(gxe.ExpectColumnValuesToNotBeNull(column=c, **_on_lines()),
-                f"{c} is present on every line") for c in required),
+        *(
+            _rule(gxe.ExpectColumnValuesToNotBeNull(column=c, **_on_lines()), f"{c} is present on every line")
+            for c in required
+        ),
     ]
     return rules
 
 
 def _processor_rules(gxe) -> list:
     from great_expectations.expectations.row_conditions import Column
+
     record_type = Column("record_type")
     rules = _common_rules(
-        gxe, SETTLEMENT_SCHEMA,
-        required=["line_id", "payout_id", "record_type", "gross_minor", "fee_minor", "net_minor", "created_at", "value_date"],
-        currencies=["gross_currency", "fee_currency", "net_currency"], unique=["line_id"],
+        gxe,
+        SETTLEMENT_SCHEMA,
+        required=[
+            "line_id",
+            "payout_id",
+            "record_type",
+            "gross_minor",
+            "fee_minor",
+            "net_minor",
+            "created_at",
+            "value_date",
+        ],
+        currencies=["gross_currency", "fee_currency", "net_currency"],
+        unique=["line_id"],
     )
     return rules + [
-        _rule(gxe.ExpectColumnValuesToBeInSet(column="record_type", value_set=list(RECORD_TYPES), **_on_lines(record_type.is_not_null())),
-              f"record_type is one of {', '.join(RECORD_TYPES)}"),
-        _rule(gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **_on_lines(record_type != "fee")),
-              "every line but a stand-alone fee names the platform's payment (payment_id)"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0, **_on_lines(Column("fee_minor").is_not_null())),
-              "fees are positive amounts the processor keeps"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", min_value=0,
-                                                **_on_lines(record_type.is_in(["charge", "chargeback_reversal"]))),
-              "charges and chargeback reversals have gross >= 0 (money to the platform)"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="gross_minor", max_value=0,
-                                                **_on_lines(record_type.is_in(["refund", "chargeback"]))),
-              "refunds and chargebacks have gross <= 0 (money from the platform)"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **_on_lines(record_type == "fee")),
-              "a stand-alone fee has net <= 0"),
-        _rule(gxe.ExpectColumnValuesToBeBetween(column="net_gap", min_value=0, max_value=0, **_on_lines(Column("net_gap").is_not_null())),
-              "net = gross - fee on every line without a currency conversion"),
+        _rule(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="record_type", value_set=list(RECORD_TYPES), **_on_lines(record_type.is_not_null())
+            ),
+            f"record_type is one of {', '.join(RECORD_TYPES)}",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **_on_lines(record_type != "fee")),
+            "every line but a stand-alone fee names the platform's payment (payment_id)",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="fee_minor", min_value=0, **_on_lines(Column("fee_minor").is_not_null())
+            ),
+            "fees are positive amounts the processor keeps",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="gross_minor", min_value=0, **_on_lines(record_type.is_in(["charge", "chargeback_reversal"]))
+            ),
+            "charges and chargeback reversals have gross >= 0 (money to the platform)",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="gross_minor", max_value=0, **_on_lines(record_type.is_in(["refund", "chargeback"]))
+            ),
+            "refunds and chargebacks have gross <= 0 (money from the platform)",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **_on_lines(record_type == "fee")),
+            "a stand-alone fee has net <= 0",
+        ),
+        _rule(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="net_gap", min_value=0, max_value=0, **_on_lines(Column("net_gap").is_not_null())
+            ),
+            "net = gross - fee on every line without a currency conversion",
+        ),
     ]
 
 
@@ -135,13 +196,17 @@ def _bank_rules(gxe) -> list:
     """References: bank formats make none of them mandatory (BAI2 spec samples carry only
     text), so a line must carry at least one of bank_ref, reference or text."""
     rules = _common_rules(
-        gxe, BANK_SCHEMA, required=["account", "amount_minor", "booking_date", "value_date"],
+        gxe,
+        BANK_SCHEMA,
+        required=["account", "amount_minor", "booking_date", "value_date"],
         currencies=["amount_currency"],
         unique=["account", "bank_ref", "reference", "text", "amount_minor", "booking_date", "value_date"],
     )
     return rules + [
-        _rule(gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], **_on_lines()),
-              "every line carries a bank reference, a customer reference or a text"),
+        _rule(
+            gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], **_on_lines()),
+            "every line carries a bank reference, a customer reference or a text",
+        ),
     ]
 
 
@@ -152,10 +217,16 @@ DERIVED = ("control_gap", "net_gap", "identified")
 def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return gx, context, context.data_sources.add_pandas("intake").add_dataframe_asset("file") \
-        .add_batch_definition_whole_dataframe("whole")
+    return (
+        gx,
+        context,
+        context.data_sources.add_pandas("intake")
+        .add_dataframe_asset("file")
+        .add_batch_definition_whole_dataframe("whole"),
+    )
 
 
 @lru_cache(maxsize=None)
@@ -163,6 +234,7 @@ def suite(fmt: str):
     """The GX suite for a format (built once per process)."""
     gx, _, _ = _context()
     import great_expectations.expectations as gxe
+
     rules = _processor_rules(gxe) if fmt in PROCESSOR_FORMATS else _bank_rules(gxe)
     built = gx.ExpectationSuite(name=f"intake.{fmt}")
     for rule in rules:
@@ -178,18 +250,23 @@ def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
         gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
         lines = lines.with_columns(net_gap=gap.cast(pl.Int64), identified=pl.lit(True))
     else:
-        known = pl.any_horizontal((pl.col(c).is_not_null() & (pl.col(c) != "")) for c in ("bank_ref", "reference", "text"))
+        known = pl.any_horizontal(
+            (pl.col(c).is_not_null() & (pl.col(c) != "")) for c in ("bank_ref", "reference", "text")
+        )
         lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64), identified=known)
     controls = parsed.controls.with_columns(
         kind=pl.lit("control"),
-        control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null()).then(pl.lit(None, pl.Int64))
+        control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null())
+        .then(pl.lit(None, pl.Int64))
         .otherwise(pl.col("declared") - pl.col("computed")),
     )
     missing = controls.filter(pl.col("control_gap").is_null()).select(
-        "line_no", problem=pl.format("{}: the declared or recomputed total could not be read", "control"))
+        "line_no", problem=pl.format("{}: the declared or recomputed total could not be read", "control")
+    )
     problems = pl.concat([parsed.problems, missing]).with_columns(kind=pl.lit("problem"))
     return pl.concat([lines, controls, problems], how="diagonal_relaxed").with_columns(
-        pl.col("control_gap", "net_gap").cast(pl.Int64))
+        pl.col("control_gap", "net_gap").cast(pl.Int64)
+    )
 
 
 def _pandas(frame: pl.DataFrame):
@@ -216,12 +293,18 @@ def validate_many(files: list[ParsedFile]) -> list[Verdict]:
     formats = {f.format for f in files}
     for fmt in sorted(formats):
         members = [i for i, f in enumerate(files) if f.format == fmt]
-        frame = pl.concat([validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64)) for i in members],
-                          how="diagonal_relaxed")
+        frame = pl.concat(
+            [validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64)) for i in members], how="diagonal_relaxed"
+        )
         checked = suite(fmt)
         batch = batch_definition.get_batch(batch_parameters={"dataframe": _pandas(frame)})
-        result = batch.validate(checked, result_format={
-            "result_format": "COMPLETE", "unexpected_index_column_names": ["file", "line_no", "control", "declared", "computed"]})
+        result = batch.validate(
+            checked,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": ["file", "line_no", "control", "declared", "computed"],
+            },
+        )
         order = {e.meta["rule"]: i for i, e in enumerate(checked.expectations)}
         failures = sorted((_failure(r) for r in result.results if not r.success), key=lambda f: order.get(f.rule, 0))
         for i in members:
@@ -244,14 +327,21 @@ def _failure(result) -> Failure:
     config = result.expectation_config
     found = result.result or {}
     index_only = ("control", "declared", "computed")  # said on control rows, empty on the others
-    rows = [{k: _plain(v) for k, v in row.items() if k not in index_only or _plain(v) is not None}
-            for row in (found.get("unexpected_index_list") or [])]
+    rows = [
+        {k: _plain(v) for k, v in row.items() if k not in index_only or _plain(v) is not None}
+        for row in (found.get("unexpected_index_list") or [])
+    ]
     rule = (config.meta or {}).get("rule", config.type)
     error = (result.exception_info or {}).get("exception_message")
     if error:
         return Failure(rule, config.type, 0, [], error=error)
-    return Failure(rule, config.type, count=int(found.get("unexpected_count") or len(rows)), rows=rows,
-                   observed=_plain(found.get("observed_value")) if not rows else None)
+    return Failure(
+        rule,
+        config.type,
+        count=int(found.get("unexpected_count") or len(rows)),
+        rows=rows,
+        observed=_plain(found.get("observed_value")) if not rows else None,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -267,6 +357,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     try:
         import pandas as pd
+
         if value is pd.NA or value is pd.NaT:
             return None
     except ImportError:

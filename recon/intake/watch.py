@@ -23,14 +23,23 @@ def ready_files(inbox: Path, settle_seconds: float, now: float | None = None) ->
     """Files directly in the inbox, not hidden or partial, unchanged for settle_seconds."""
     now = time.time() if now is None else now
     return sorted(
-        p for p in inbox.iterdir()
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith((".tmp", ".part"))
+        p
+        for p in inbox.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.endswith((".tmp", ".part"))
         and now - p.stat().st_mtime >= settle_seconds
     )
 
 
-def watch(intake: Intake, inbox: Path, stop: threading.Event, *, once: bool = False,
-          on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None) -> list[Outcome]:
+def watch(
+    intake: Intake,
+    inbox: Path,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
+) -> list[Outcome]:
     """Ingest the inbox until `stop` is set (or once); every outcome, in order."""
     inbox.mkdir(parents=True, exist_ok=True)
     processed = inbox / PROCESSED

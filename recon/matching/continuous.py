@@ -27,23 +27,33 @@ from clearline.recon.matching import expectations
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
 from clearline.recon.matching.rules import Tolerances
 
-_EMPTY = Inputs(pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA), pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT),
-                pl.DataFrame(schema=SETTLEMENT_SCHEMA), pl.DataFrame(schema=BANK_SCHEMA))
+_EMPTY = Inputs(
+    pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA),
+    pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT),
+    pl.DataFrame(schema=SETTLEMENT_SCHEMA),
+    pl.DataFrame(schema=BANK_SCHEMA),
+)
 
 
 @dataclass(frozen=True)
 class Changes:
-    new: pl.DataFrame       # variances not published before (variance.SCHEMA)
-    changed: pl.DataFrame   # published before, with other facts now (a line joined a batch; not mere age)
-    gone: list[str]         # ids published before that the inputs no longer support
-    result: Result          # the whole reconciliation at this watermark
+    new: pl.DataFrame  # variances not published before (variance.SCHEMA)
+    changed: pl.DataFrame  # published before, with other facts now (a line joined a batch; not mere age)
+    gone: list[str]  # ids published before that the inputs no longer support
+    result: Result  # the whole reconciliation at this watermark
 
 
 @dataclass
 class Continuous:
     tol: Tolerances
-    _parts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {
-        "expected_settlements": [], "expected_movements": [], "settlement_lines": [], "bank_lines": []})
+    _parts: dict[str, list[pl.DataFrame]] = field(
+        default_factory=lambda: {
+            "expected_settlements": [],
+            "expected_movements": [],
+            "settlement_lines": [],
+            "bank_lines": [],
+        }
+    )
     _published: dict[str, int] = field(default_factory=dict)  # id -> hash of its facts but age
 
     def add(self, **frames: pl.DataFrame) -> None:
@@ -62,8 +72,12 @@ class Continuous:
         facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
         known = pl.col("variance_id").is_in(list(self._published))
         moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]
-        changes = Changes(result.variances.filter(~known), result.variances.filter(pl.col("variance_id").is_in(moved)),
-                          sorted(self._published.keys() - facts.keys()), result)
+        changes = Changes(
+            result.variances.filter(~known),
+            result.variances.filter(pl.col("variance_id").is_in(moved)),
+            sorted(self._published.keys() - facts.keys()),
+            result,
+        )
         self._published = facts
         return changes
 

@@ -30,8 +30,11 @@ from clearline.recon.lines import flat, flat_schema
 
 # The sign of a settlement line's amounts by what it records (platform's point of view).
 LINE_SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal": 1, "fee": -1}
-BANK_KINDS = {"processor.payout": "processor_payout", "merchant.payout": "merchant_payout",
-              "buyer.repayment": "buyer_repayment"}
+BANK_KINDS = {
+    "processor.payout": "processor_payout",
+    "merchant.payout": "merchant_payout",
+    "buyer.repayment": "buyer_repayment",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +82,43 @@ def expectation(event: events.Event) -> ExpectedSettlement | ExpectedBankMovemen
     if isinstance(p, events.ProcessorSettlement):
         sign = LINE_SIGN[p.record_type]
         return ExpectedSettlement(
-            event.event_id, p.processor, p.settlement_id, p.batch_id, p.record_type, p.payment_id,
-            event.merchant_id, Money(sign * p.gross.minor, p.gross.currency), p.fee,
-            Money(sign * p.net.minor, p.net.currency), p.available_on, p.fx_rate,
+            event.event_id,
+            p.processor,
+            p.settlement_id,
+            p.batch_id,
+            p.record_type,
+            p.payment_id,
+            event.merchant_id,
+            Money(sign * p.gross.minor, p.gross.currency),
+            p.fee,
+            Money(sign * p.net.minor, p.net.currency),
+            p.available_on,
+            p.fx_rate,
         )
     if isinstance(p, events.ProcessorPayout):
-        return ExpectedBankMovement(event.event_id, "processor_payout", p.processor, p.payout_id, p.amount,
-                                    p.arrival_date, event.merchant_id)
+        return ExpectedBankMovement(
+            event.event_id, "processor_payout", p.processor, p.payout_id, p.amount, p.arrival_date, event.merchant_id
+        )
     if isinstance(p, events.MerchantPayout):
-        return ExpectedBankMovement(event.event_id, "merchant_payout", None, p.payout_id,
-                                    Money(-p.amount.minor, p.amount.currency), p.value_date, event.merchant_id)
+        return ExpectedBankMovement(
+            event.event_id,
+            "merchant_payout",
+            None,
+            p.payout_id,
+            Money(-p.amount.minor, p.amount.currency),
+            p.value_date,
+            event.merchant_id,
+        )
     if isinstance(p, events.BuyerRepayment):
-        return ExpectedBankMovement(event.event_id, "buyer_repayment", None, p.repayment_id, p.amount,
-                                    event.occurred_at.date(), event.merchant_id)
+        return ExpectedBankMovement(
+            event.event_id,
+            "buyer_repayment",
+            None,
+            p.repayment_id,
+            p.amount,
+            event.occurred_at.date(),
+            event.merchant_id,
+        )
     return None
 
 
@@ -99,17 +126,32 @@ def frames(records: list[ExpectedSettlement | ExpectedBankMovement]) -> tuple[pl
     """(settlements, bank movements) frames of typed expectations, e.g. a stream's state."""
     settle = [flat(r) for r in records if isinstance(r, ExpectedSettlement)]
     bank = [flat(r) for r in records if isinstance(r, ExpectedBankMovement)]
-    return (pl.DataFrame(settle, schema=SETTLEMENT_SCHEMA, orient="row"),
-            pl.DataFrame(bank, schema=BANK_WITH_MERCHANT, orient="row"))
+    return (
+        pl.DataFrame(settle, schema=SETTLEMENT_SCHEMA, orient="row"),
+        pl.DataFrame(bank, schema=BANK_WITH_MERCHANT, orient="row"),
+    )
 
 
 _MONEY = pl.Struct({"minor": pl.Int64, "currency": pl.String})
-_PAYLOAD = pl.Struct({
-    "processor": pl.String, "settlement_id": pl.String, "batch_id": pl.String, "record_type": pl.String,
-    "payment_id": pl.String, "gross": _MONEY, "fee": _MONEY, "net": _MONEY, "available_on": pl.String,
-    "fx_rate": pl.String, "payout_id": pl.String, "amount": _MONEY, "arrival_date": pl.String,
-    "value_date": pl.String, "repayment_id": pl.String,
-})
+_PAYLOAD = pl.Struct(
+    {
+        "processor": pl.String,
+        "settlement_id": pl.String,
+        "batch_id": pl.String,
+        "record_type": pl.String,
+        "payment_id": pl.String,
+        "gross": _MONEY,
+        "fee": _MONEY,
+        "net": _MONEY,
+        "available_on": pl.String,
+        "fx_rate": pl.String,
+        "payout_id": pl.String,
+        "amount": _MONEY,
+        "arrival_date": pl.String,
+        "value_date": pl.String,
+        "repayment_id": pl.String,
+    }
+)
 
 
 def from_events(ev: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -117,25 +159,41 @@ def from_events(ev: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     occurred_at, merchant_id and `payload` (the payload's JSON text), as a world's
     `events/events.parquet` holds them. An event seen twice counts once."""
     wanted = ev.filter(pl.col("event_type").is_in(["processor.settlement", *BANK_KINDS]))
-    rows = wanted.unique("event_id", keep="first").with_columns(p=pl.col("payload").str.json_decode(_PAYLOAD)).unnest("p")
+    rows = (
+        wanted.unique("event_id", keep="first").with_columns(p=pl.col("payload").str.json_decode(_PAYLOAD)).unnest("p")
+    )
     sign = pl.col("record_type").replace_strict(LINE_SIGN, default=None, return_dtype=pl.Int64)
     settle = rows.filter(pl.col("event_type") == "processor.settlement").select(
-        "event_id", "processor", "settlement_id", pl.col("batch_id").alias("payout_id"), "record_type",
-        "payment_id", "merchant_id",
-        gross_minor=sign * pl.col("gross").struct.field("minor"), gross_currency=pl.col("gross").struct.field("currency"),
-        fee_minor=pl.col("fee").struct.field("minor"), fee_currency=pl.col("fee").struct.field("currency"),
-        net_minor=sign * pl.col("net").struct.field("minor"), net_currency=pl.col("net").struct.field("currency"),
-        available_on=pl.col("available_on").str.to_date(), fx_rate="fx_rate",
+        "event_id",
+        "processor",
+        "settlement_id",
+        pl.col("batch_id").alias("payout_id"),
+        "record_type",
+        "payment_id",
+        "merchant_id",
+        gross_minor=sign * pl.col("gross").struct.field("minor"),
+        gross_currency=pl.col("gross").struct.field("currency"),
+        fee_minor=pl.col("fee").struct.field("minor"),
+        fee_currency=pl.col("fee").struct.field("currency"),
+        net_minor=sign * pl.col("net").struct.field("minor"),
+        net_currency=pl.col("net").struct.field("currency"),
+        available_on=pl.col("available_on").str.to_date(),
+        fx_rate="fx_rate",
     )
     kind = pl.col("event_type").replace_strict(BANK_KINDS, default=None)
     out = pl.col("event_type") == "merchant.payout"
     bank = rows.filter(pl.col("event_type").is_in(list(BANK_KINDS))).select(
-        "event_id", kind.alias("kind"), "processor",
+        "event_id",
+        kind.alias("kind"),
+        "processor",
         reference=pl.coalesce("payout_id", "repayment_id"),
-        amount_minor=pl.when(out).then(-pl.col("amount").struct.field("minor")).otherwise(pl.col("amount").struct.field("minor")),
+        amount_minor=pl.when(out)
+        .then(-pl.col("amount").struct.field("minor"))
+        .otherwise(pl.col("amount").struct.field("minor")),
         amount_currency=pl.col("amount").struct.field("currency"),
-        expected_on=pl.coalesce(pl.col("arrival_date").str.to_date(), pl.col("value_date").str.to_date(),
-                                pl.col("occurred_at").dt.date()),
+        expected_on=pl.coalesce(
+            pl.col("arrival_date").str.to_date(), pl.col("value_date").str.to_date(), pl.col("occurred_at").dt.date()
+        ),
         merchant_id="merchant_id",
     )
     settle_df, bank_df = pl.collect_all([settle, bank])

@@ -36,22 +36,27 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Result:
-    variances: pl.DataFrame   # variance.SCHEMA, one row per break
-    pending: pl.DataFrame     # variance.PENDING_SCHEMA: not arrived yet, not a break before due_on
+    variances: pl.DataFrame  # variance.SCHEMA, one row per break
+    pending: pl.DataFrame  # variance.PENDING_SCHEMA: not arrived yet, not a break before due_on
     as_of: date
 
 
 def watermark(*times: datetime | date | None) -> datetime | None:
     """The latest of the inputs' event times (a date counts as its midnight, UTC)."""
-    moments = [t if isinstance(t, datetime) else datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
-               for t in times if t is not None]
+    moments = [
+        t if isinstance(t, datetime) else datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+        for t in times
+        if t is not None
+    ]
     return max(moments) if moments else None
 
 
 def input_watermark(inputs: Inputs, latest_event: datetime | None) -> datetime | None:
     """The watermark of a batch: the latest ledger event time and the latest day a
     processor or bank line carries."""
-    return watermark(latest_event, _latest(inputs.settlement_lines, "value_date"), _latest(inputs.bank_lines, "booking_date"))
+    return watermark(
+        latest_event, _latest(inputs.settlement_lines, "value_date"), _latest(inputs.bank_lines, "booking_date")
+    )
 
 
 def _latest(frame: pl.DataFrame | pl.LazyFrame, column: str) -> date | None:
@@ -62,8 +67,13 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     day = as_of_day(as_of)
     line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
     # the bank side is a line per payout batch: small, so held whole
-    bank_raw, bank_pending = bank.match(inputs.expected_movements.lazy().collect(), inputs.settlement_lines,
-                                        inputs.bank_lines.lazy().collect(), tol, day)
+    bank_raw, bank_pending = bank.match(
+        inputs.expected_movements.lazy().collect(),
+        inputs.settlement_lines,
+        inputs.bank_lines.lazy().collect(),
+        tol,
+        day,
+    )
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     return Result(finish(pl.concat([line_raw, bank_raw]), day), pending, day)
 

@@ -19,8 +19,13 @@ class MatchingConfigError(ValueError):
     """The `matching:` section of configs/recon.yaml is missing a setting or has a bad one."""
 
 
-_KEYS = {"amount_tolerance_minor", "date_window_days", "bank_date_window_days", "deadline_days",
-         "unknown_payout_arrival_days"}
+_KEYS = {
+    "amount_tolerance_minor",
+    "date_window_days",
+    "bank_date_window_days",
+    "deadline_days",
+    "unknown_payout_arrival_days",
+}
 _DEADLINES = {"processor_line", "ledger_record", "bank_line", "unexplained_bank_line"}
 
 
@@ -55,7 +60,8 @@ class Tolerances:
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MatchingConfigError(
-                    f"configs/recon.yaml matching: {name} must be a whole number >= 0, got {value!r}")
+                    f"configs/recon.yaml matching: {name} must be a whole number >= 0, got {value!r}"
+                )
         return cls(**values)
 
 

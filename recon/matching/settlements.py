@@ -24,15 +24,27 @@ from clearline.recon.matching.rules import Tolerances, evidence, first_differenc
 from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 # What makes two reported lines "the same line twice" when their ids differ.
-FINGERPRINT = ["processor", "payment_id", "record_type", "gross_minor", "gross_currency", "fee_minor",
-               "net_minor", "net_currency", "value_date", "payout_id"]
+FINGERPRINT = [
+    "processor",
+    "payment_id",
+    "record_type",
+    "gross_minor",
+    "gross_currency",
+    "fee_minor",
+    "net_minor",
+    "net_currency",
+    "value_date",
+    "payout_id",
+]
 _EXP = "exp_"
 
 
 def _rate(col: str) -> pl.Expr:
     """A rate's decimal text in one spelling: '0.927700' and '0.9277' agree, no rate is 1."""
     text = pl.col(col).fill_null("1")
-    return pl.when(text.str.contains(r"\.")).then(text.str.strip_chars_end("0").str.strip_chars_end(".")).otherwise(text)
+    return (
+        pl.when(text.str.contains(r"\.")).then(text.str.strip_chars_end("0").str.strip_chars_end(".")).otherwise(text)
+    )
 
 
 def _list(*cols: str) -> pl.Expr:
@@ -58,23 +70,87 @@ def _rules(tol: Tolerances) -> list[tuple[pl.Expr, ...]]:
     fee_line = col(f"{e}record_type") == "fee"
     converted = col(f"{e}gross_currency") != col(f"{e}net_currency")
     return [
-        (~fee_line & (col(f"{e}gross_currency") != col("gross_currency")), lit("currency_fx_mismatch"), lit("currency"),
-         col(f"{e}gross_currency"), col("gross_currency"), off("net"), col(f"{e}net_currency")),
-        (col(f"{e}net_currency") != col("net_currency"), lit("currency_fx_mismatch"), lit("settlement currency"),
-         col(f"{e}net_currency"), col("net_currency"), col("net_minor").abs(), col("net_currency")),
-        (~fee_line & col("fx_rate").is_not_null() & (_rate(f"{e}fx_rate") != _rate("fx_rate")), lit("currency_fx_mismatch"),
-         lit("fx_rate"), col(f"{e}fx_rate").fill_null("none"), col("fx_rate"), off("net"), col(f"{e}net_currency")),
-        (~fee_line & (off("gross") > t), lit("amount_mismatch"), lit("gross"), _money(e, "gross"), _money("", "gross"),
-         off("gross"), col(f"{e}gross_currency")),
-        (~fee_line & (off("fee") > t), lit("fee_mismatch"), lit("fee"), _money(e, "fee"), _money("", "fee"), off("fee"),
-         col(f"{e}fee_currency")),
-        (fee_line & (off("net") > t), lit("fee_mismatch"), lit("fee"), _money(e, "fee"),
-         money_text(-col("net_minor"), col("net_currency")), off("net"), col(f"{e}net_currency")),
-        (converted & (off("net") > t), lit("currency_fx_mismatch"), lit("converted net"), _money(e, "net"),
-         _money("", "net"), off("net"), col(f"{e}net_currency")),
-        (off("net") > t, lit("amount_mismatch"), lit("net"), _money(e, "net"), _money("", "net"), off("net"), col(f"{e}net_currency")),
-        (days > tol.date_window_days, lit("late_settlement"), lit("available_on"), col(f"{e}available_on").cast(pl.String),
-         col("value_date").cast(pl.String), col("net_minor").abs(), col("net_currency")),
+        (
+            ~fee_line & (col(f"{e}gross_currency") != col("gross_currency")),
+            lit("currency_fx_mismatch"),
+            lit("currency"),
+            col(f"{e}gross_currency"),
+            col("gross_currency"),
+            off("net"),
+            col(f"{e}net_currency"),
+        ),
+        (
+            col(f"{e}net_currency") != col("net_currency"),
+            lit("currency_fx_mismatch"),
+            lit("settlement currency"),
+            col(f"{e}net_currency"),
+            col("net_currency"),
+            col("net_minor").abs(),
+            col("net_currency"),
+        ),
+        (
+            ~fee_line & col("fx_rate").is_not_null() & (_rate(f"{e}fx_rate") != _rate("fx_rate")),
+            lit("currency_fx_mismatch"),
+            lit("fx_rate"),
+            col(f"{e}fx_rate").fill_null("none"),
+            col("fx_rate"),
+            off("net"),
+            col(f"{e}net_currency"),
+        ),
+        (
+            ~fee_line & (off("gross") > t),
+            lit("amount_mismatch"),
+            lit("gross"),
+            _money(e, "gross"),
+            _money("", "gross"),
+            off("gross"),
+            col(f"{e}gross_currency"),
+        ),
+        (
+            ~fee_line & (off("fee") > t),
+            lit("fee_mismatch"),
+            lit("fee"),
+            _money(e, "fee"),
+            _money("", "fee"),
+            off("fee"),
+            col(f"{e}fee_currency"),
+        ),
+        (
+            fee_line & (off("net") > t),
+            lit("fee_mismatch"),
+            lit("fee"),
+            _money(e, "fee"),
+            money_text(-col("net_minor"), col("net_currency")),
+            off("net"),
+            col(f"{e}net_currency"),
+        ),
+        (
+            converted & (off("net") > t),
+            lit("currency_fx_mismatch"),
+            lit("converted net"),
+            _money(e, "net"),
+            _money("", "net"),
+            off("net"),
+            col(f"{e}net_currency"),
+        ),
+        (
+            off("net") > t,
+            lit("amount_mismatch"),
+            lit("net"),
+            _money(e, "net"),
+            _money("", "net"),
+            off("net"),
+            col(f"{e}net_currency"),
+        ),
+        (
+            days > tol.date_window_days,
+            lit("late_settlement"),
+            lit("available_on"),
+            col(f"{e}available_on").cast(pl.String),
+            col("value_date").cast(pl.String),
+            col("net_minor").abs(),
+            col("net_currency"),
+        ),
     ]
 
 
@@ -88,16 +164,26 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     category, field, expected, actual, amount, currency = first_difference(rules)
     pairs = pairs.filter(_differs(rules))  # text only for the few that differ
     return pairs.select(
-        category=category, processor="processor", merchant_id="merchant_id", reference="line_id", payout_id="payout_id",
-        amount_minor=amount.cast(pl.Int64), currency=currency, field=field,
-        expected=expected.cast(pl.String), actual=actual.cast(pl.String), since=pl.col("value_date"),
-        ledger_event_ids=_list(f"{_EXP}event_id"), evidence=pl.concat_list(evidence()),
+        category=category,
+        processor="processor",
+        merchant_id="merchant_id",
+        reference="line_id",
+        payout_id="payout_id",
+        amount_minor=amount.cast(pl.Int64),
+        currency=currency,
+        field=field,
+        expected=expected.cast(pl.String),
+        actual=actual.cast(pl.String),
+        since=pl.col("value_date"),
+        ledger_event_ids=_list(f"{_EXP}event_id"),
+        evidence=pl.concat_list(evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     ).filter(pl.col("category").is_not_null())
 
 
-def match(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances,
-          as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def match(
+    expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances, as_of: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the ledger's expected settlements against reported lines.
 
     `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `clearline.recon.lines.SETTLEMENT_SCHEMA`,
@@ -107,10 +193,18 @@ def match(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFr
     exp = first_per(expected.lazy().with_row_index("_e"), ["processor", "settlement_id"], ["event_id"])[0]
     unsure_exp, unsure_lines = _differing(exp, firsts)
     firsts = firsts.drop("_l")
-    odd = unsure_exp.rename(lambda c: _EXP + c).with_columns(_e=pl.lit(True)).join(
-        unsure_lines.with_columns(_l=pl.lit(True)), how="full", coalesce=False,
-        left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"], right_on=["processor", "line_id"],
-    ).filter(pl.col("_e").is_null() | pl.col("_l").is_null() | _differs(_rules(tol)))
+    odd = (
+        unsure_exp.rename(lambda c: _EXP + c)
+        .with_columns(_e=pl.lit(True))
+        .join(
+            unsure_lines.with_columns(_l=pl.lit(True)),
+            how="full",
+            coalesce=False,
+            left_on=[f"{_EXP}processor", f"{_EXP}settlement_id"],
+            right_on=["processor", "line_id"],
+        )
+        .filter(pl.col("_e").is_null() | pl.col("_l").is_null() | _differs(_rules(tol)))
+    )
     exp_columns = [c for c in odd.columns if c.startswith(_EXP)]
     line_columns = [c for c in odd.columns if c not in exp_columns and c not in ("_e", "_l")]
     pairs = odd.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
@@ -119,26 +213,51 @@ def match(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFr
     repeats = repeats.drop("_l")
     dups = _duplicates(firsts, repeats, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
-    raw = [compare(pairs, tol), _missing_at_processor(missing, tol, as_of), _duplicate(dups),
-           _missing_in_ledger(unknown, tol, as_of)]
-    pending = pl.concat([
-        missing.filter(~overdue(f"{_EXP}available_on", tol.processor_line_deadline_days, as_of)).select(
-            awaiting=pl.lit("processor line"), processor=f"{_EXP}processor", reference=f"{_EXP}settlement_id",
-            amount_minor=f"{_EXP}net_minor", currency=f"{_EXP}net_currency", since=f"{_EXP}available_on",
-            due_on=pl.col(f"{_EXP}available_on").dt.offset_by(f"{tol.processor_line_deadline_days}d")),
-        unknown.filter(~overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
-            awaiting=pl.lit("ledger record"), processor="processor", reference="line_id", amount_minor="net_minor",
-            currency="net_currency", since="value_date",
-            due_on=pl.col("value_date").dt.offset_by(f"{tol.ledger_record_deadline_days}d")),
-    ]).cast(PENDING_SCHEMA)
+    raw = [
+        compare(pairs, tol),
+        _missing_at_processor(missing, tol, as_of),
+        _duplicate(dups),
+        _missing_in_ledger(unknown, tol, as_of),
+    ]
+    pending = pl.concat(
+        [
+            missing.filter(~overdue(f"{_EXP}available_on", tol.processor_line_deadline_days, as_of)).select(
+                awaiting=pl.lit("processor line"),
+                processor=f"{_EXP}processor",
+                reference=f"{_EXP}settlement_id",
+                amount_minor=f"{_EXP}net_minor",
+                currency=f"{_EXP}net_currency",
+                since=f"{_EXP}available_on",
+                due_on=pl.col(f"{_EXP}available_on").dt.offset_by(f"{tol.processor_line_deadline_days}d"),
+            ),
+            unknown.filter(~overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
+                awaiting=pl.lit("ledger record"),
+                processor="processor",
+                reference="line_id",
+                amount_minor="net_minor",
+                currency="net_currency",
+                since="value_date",
+                due_on=pl.col("value_date").dt.offset_by(f"{tol.ledger_record_deadline_days}d"),
+            ),
+        ]
+    ).cast(PENDING_SCHEMA)
     return pl.concat([r.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA) for r in raw]), pending
 
 
 def _digest(frame: pl.LazyFrame, index: str, key: str, date: str) -> pl.LazyFrame:
     """Row number, a hash of the key and two of the fields the rules compare (key included,
     as the same names on both sides): 28 bytes a row in place of the row itself."""
-    fields = pl.struct(processor="processor", key=key, gross_currency="gross_currency", net_currency="net_currency",
-                       fx_rate="fx_rate", gross_minor="gross_minor", fee_minor="fee_minor", net_minor="net_minor", date=date)
+    fields = pl.struct(
+        processor="processor",
+        key=key,
+        gross_currency="gross_currency",
+        net_currency="net_currency",
+        fx_rate="fx_rate",
+        gross_minor="gross_minor",
+        fee_minor="fee_minor",
+        net_minor="net_minor",
+        date=date,
+    )
     return frame.select(index, _k=pl.struct("processor", key).hash(), _c=fields.hash(seed=0), _c2=fields.hash(seed=1))
 
 
@@ -152,27 +271,47 @@ def _differing(exp: pl.LazyFrame, firsts: pl.LazyFrame) -> tuple[pl.DataFrame, p
     each row's true partner when two keys' hashes collide. A pair whose hashes agree has
     the same key and fields (short of both hashes colliding at once), so no rule can fire
     on it. Joins, not `is_in`, pick the rows: a file loaded twice makes millions unsure."""
-    exp_dig, line_dig = pl.collect_all([_digest(exp, "_e", "settlement_id", "available_on"),
-                                        _digest(firsts, "_l", "line_id", "value_date")], engine="streaming")
-    unsure = exp_dig.join(line_dig, on="_k", how="full", coalesce=True).filter(
-        pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c") != pl.col("_c_right"))
-        | (pl.col("_c2") != pl.col("_c2_right"))).select("_k").unique()
+    exp_dig, line_dig = pl.collect_all(
+        [_digest(exp, "_e", "settlement_id", "available_on"), _digest(firsts, "_l", "line_id", "value_date")],
+        engine="streaming",
+    )
+    unsure = (
+        exp_dig.join(line_dig, on="_k", how="full", coalesce=True)
+        .filter(
+            pl.col("_e").is_null()
+            | pl.col("_l").is_null()
+            | (pl.col("_c") != pl.col("_c_right"))
+            | (pl.col("_c2") != pl.col("_c2_right"))
+        )
+        .select("_k")
+        .unique()
+    )
     exp_rows = exp_dig.join(unsure, on="_k", how="semi").select("_e")
     line_rows = line_dig.join(unsure, on="_k", how="semi").select("_l")
     del exp_dig, line_dig
-    exp, firsts = pl.collect_all([exp.join(exp_rows.lazy(), on="_e", how="semi"),
-                                  firsts.join(line_rows.lazy(), on="_l", how="semi")], engine="streaming")
+    exp, firsts = pl.collect_all(
+        [exp.join(exp_rows.lazy(), on="_e", how="semi"), firsts.join(line_rows.lazy(), on="_l", how="semi")],
+        engine="streaming",
+    )
     return exp.drop("_e"), firsts.drop("_l")
 
 
 def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
     e = _EXP
     return missing.filter(overdue(f"{e}available_on", tol.processor_line_deadline_days, as_of)).select(
-        category=pl.lit("missing_at_processor"), processor=f"{e}processor", merchant_id=f"{e}merchant_id",
+        category=pl.lit("missing_at_processor"),
+        processor=f"{e}processor",
+        merchant_id=f"{e}merchant_id",
         reference=f"{e}settlement_id",
-        payout_id=f"{e}payout_id", amount_minor=pl.col(f"{e}net_minor").abs(), currency=f"{e}net_currency",
-        field=pl.lit("line"), expected=pl.concat_str(pl.lit("net "), _money(e, "net")), actual=pl.lit(ABSENT),
-        since=f"{e}available_on", ledger_event_ids=_list(f"{e}event_id"), evidence=pl.lit([], pl.List(pl.String)),
+        payout_id=f"{e}payout_id",
+        amount_minor=pl.col(f"{e}net_minor").abs(),
+        currency=f"{e}net_currency",
+        field=pl.lit("line"),
+        expected=pl.concat_str(pl.lit("net "), _money(e, "net")),
+        actual=pl.lit(ABSENT),
+        since=f"{e}available_on",
+        ledger_event_ids=_list(f"{e}event_id"),
+        evidence=pl.lit([], pl.List(pl.String)),
         key=pl.concat_str(f"{e}processor", pl.lit("|"), f"{e}settlement_id"),
     )
 
@@ -182,29 +321,48 @@ def _duplicates(firsts: pl.LazyFrame, repeats: pl.DataFrame, unexpected: pl.Data
     evidence: a later line under an id already seen, and a line the ledger never expected
     whose fields are all those of a line that ranks before it (a line the ledger expected
     first, then by line id). Only the few unexpected lines are compared field by field."""
-    originals = firsts.join(repeats.lazy().select("processor", "line_id").unique(), on=["processor", "line_id"], how="semi")
+    originals = firsts.join(
+        repeats.lazy().select("processor", "line_id").unique(), on=["processor", "line_id"], how="semi"
+    )
     alike = firsts.join(unexpected.lazy().select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
     originals, alike = pl.collect_all([originals, alike], engine="streaming")
-    same_id = repeats.join(originals.select("processor", "line_id", original="line_id", original_evidence=evidence()),
-                           on=["processor", "line_id"])
+    same_id = repeats.join(
+        originals.select("processor", "line_id", original="line_id", original_evidence=evidence()),
+        on=["processor", "line_id"],
+    )
     group = alike.join(
-        unexpected.select("processor", "line_id", unexpected=pl.lit(True)), on=["processor", "line_id"], how="left")
+        unexpected.select("processor", "line_id", unexpected=pl.lit(True)), on=["processor", "line_id"], how="left"
+    )
     group = group.with_columns(expected=pl.col("unexpected").is_null()).sort(
-        *FINGERPRINT, "expected", "line_id", "source_file", "line_no",
-        descending=[False] * len(FINGERPRINT) + [True, False, False, False], nulls_last=True)
+        *FINGERPRINT,
+        "expected",
+        "line_id",
+        "source_file",
+        "line_no",
+        descending=[False] * len(FINGERPRINT) + [True, False, False, False],
+        nulls_last=True,
+    )
     same_fields = group.with_columns(
-        original=pl.col("line_id").first().over(FINGERPRINT), original_evidence=evidence().first().over(FINGERPRINT),
+        original=pl.col("line_id").first().over(FINGERPRINT),
+        original_evidence=evidence().first().over(FINGERPRINT),
     ).filter(~pl.col("expected") & (pl.col("original") != pl.col("line_id")))
     return pl.concat([same_id, same_fields.select(same_id.columns)])
 
 
 def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
     return dups.select(
-        category=pl.lit("duplicate"), processor="processor", merchant_id="merchant_id", reference="line_id",
+        category=pl.lit("duplicate"),
+        processor="processor",
+        merchant_id="merchant_id",
+        reference="line_id",
         payout_id="payout_id",
-        amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line_id"),
-        expected=pl.concat_str(pl.lit("one line "), "original"), actual=pl.concat_str(pl.lit("again as "), "line_id"),
-        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)),
+        amount_minor=pl.col("net_minor").abs(),
+        currency="net_currency",
+        field=pl.lit("line_id"),
+        expected=pl.concat_str(pl.lit("one line "), "original"),
+        actual=pl.concat_str(pl.lit("again as "), "line_id"),
+        since="value_date",
+        ledger_event_ids=pl.lit([], pl.List(pl.String)),
         evidence=pl.concat_list("original_evidence", evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
     )
@@ -212,10 +370,18 @@ def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
 
 def _missing_in_ledger(unknown: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
     return unknown.filter(overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
-        category=pl.lit("missing_in_ledger"), processor="processor", merchant_id="merchant_id", reference="line_id",
+        category=pl.lit("missing_in_ledger"),
+        processor="processor",
+        merchant_id="merchant_id",
+        reference="line_id",
         payout_id="payout_id",
-        amount_minor=pl.col("net_minor").abs(), currency="net_currency", field=pl.lit("line"),
-        expected=pl.lit(ABSENT), actual=pl.concat_str(pl.lit("net "), _money("", "net")),
-        since="value_date", ledger_event_ids=pl.lit([], pl.List(pl.String)), evidence=pl.concat_list(evidence()),
+        amount_minor=pl.col("net_minor").abs(),
+        currency="net_currency",
+        field=pl.lit("line"),
+        expected=pl.lit(ABSENT),
+        actual=pl.concat_str(pl.lit("net "), _money("", "net")),
+        since="value_date",
+        ledger_event_ids=pl.lit([], pl.List(pl.String)),
+        evidence=pl.concat_list(evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id"),
     )

@@ -19,8 +19,14 @@ from clearline.currency import EXPONENT
 from clearline.events import Money
 
 CATEGORIES = (
-    "missing_at_processor", "missing_in_ledger", "amount_mismatch", "fee_mismatch",
-    "currency_fx_mismatch", "duplicate", "late_settlement", "payout_not_in_bank",
+    "missing_at_processor",
+    "missing_in_ledger",
+    "amount_mismatch",
+    "fee_mismatch",
+    "currency_fx_mismatch",
+    "duplicate",
+    "late_settlement",
+    "payout_not_in_bank",
     "unexplained_bank_line",
 )
 ABSENT = "absent"  # the value shown for the side that has no record at all
@@ -55,10 +61,20 @@ class Variance:
 
 
 SCHEMA: dict[str, pl.DataType] = {
-    "variance_id": pl.String(), "category": pl.String(), "processor": pl.String(),
-    "merchant_id": pl.String(), "reference": pl.String(), "payout_id": pl.String(), "amount_minor": pl.Int64(),
-    "currency": pl.String(), "field": pl.String(), "expected": pl.String(), "actual": pl.String(),
-    "since": pl.Date(), "age_days": pl.Int64(), "ledger_event_ids": pl.List(pl.String()),
+    "variance_id": pl.String(),
+    "category": pl.String(),
+    "processor": pl.String(),
+    "merchant_id": pl.String(),
+    "reference": pl.String(),
+    "payout_id": pl.String(),
+    "amount_minor": pl.Int64(),
+    "currency": pl.String(),
+    "field": pl.String(),
+    "expected": pl.String(),
+    "actual": pl.String(),
+    "since": pl.Date(),
+    "age_days": pl.Int64(),
+    "ledger_event_ids": pl.List(pl.String()),
     "evidence": pl.List(pl.String()),
 }
 
@@ -76,16 +92,25 @@ def money_text(minor: pl.Expr, currency: pl.Expr) -> pl.Expr:
     units = (minor.abs() // scale).cast(pl.String)
     frac = (minor.abs() % scale).cast(pl.String).str.zfill(exp)
     sign = pl.when(minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-    number = (pl.when(exp.is_null()).then(pl.concat_str(minor.cast(pl.String), pl.lit(" minor units of")))
-              .when(exp == 0).then(pl.concat_str(sign, units))
-              .otherwise(pl.concat_str(sign, units, pl.lit("."), frac)))
+    number = (
+        pl.when(exp.is_null())
+        .then(pl.concat_str(minor.cast(pl.String), pl.lit(" minor units of")))
+        .when(exp == 0)
+        .then(pl.concat_str(sign, units))
+        .otherwise(pl.concat_str(sign, units, pl.lit("."), frac))
+    )
     return pl.concat_str(number, pl.lit(" "), currency)
 
 
 RAW_SCHEMA = {k: v for k, v in SCHEMA.items() if k not in ("variance_id", "age_days")} | {"key": pl.String()}
 PENDING_SCHEMA: dict[str, pl.DataType] = {
-    "awaiting": pl.String(), "processor": pl.String(), "reference": pl.String(), "amount_minor": pl.Int64(),
-    "currency": pl.String(), "since": pl.Date(), "due_on": pl.Date(),
+    "awaiting": pl.String(),
+    "processor": pl.String(),
+    "reference": pl.String(),
+    "amount_minor": pl.Int64(),
+    "currency": pl.String(),
+    "since": pl.Date(),
+    "due_on": pl.Date(),
 }
 
 
@@ -94,9 +119,12 @@ def finish(raw: pl.DataFrame, as_of: date) -> pl.DataFrame:
     frame: ids from category and key, age at `as_of`, in a canonical order."""
     ids = [variance_id(c, k) for c, k in raw.select("category", "key").iter_rows()]
     return (
-        raw.with_columns(variance_id=pl.Series(ids, dtype=pl.String),
-                         age_days=(pl.lit(as_of) - pl.col("since")).dt.total_days().cast(pl.Int64))
-        .select(list(SCHEMA)).sort("category", "variance_id")
+        raw.with_columns(
+            variance_id=pl.Series(ids, dtype=pl.String),
+            age_days=(pl.lit(as_of) - pl.col("since")).dt.total_days().cast(pl.Int64),
+        )
+        .select(list(SCHEMA))
+        .sort("category", "variance_id")
     )
 
 
@@ -104,10 +132,20 @@ def records(frame: pl.DataFrame) -> list[Variance]:
     """A variance frame as typed records, for callers that handle them one by one."""
     return [
         Variance(
-            variance_id=r["variance_id"], category=r["category"], processor=r["processor"],
-            merchant_id=r["merchant_id"], reference=r["reference"], payout_id=r["payout_id"], amount=Money(r["amount_minor"], r["currency"]),
-            field=r["field"], expected=r["expected"], actual=r["actual"], since=r["since"],
-            age_days=r["age_days"], ledger_event_ids=tuple(r["ledger_event_ids"]), evidence=tuple(r["evidence"]),
+            variance_id=r["variance_id"],
+            category=r["category"],
+            processor=r["processor"],
+            merchant_id=r["merchant_id"],
+            reference=r["reference"],
+            payout_id=r["payout_id"],
+            amount=Money(r["amount_minor"], r["currency"]),
+            field=r["field"],
+            expected=r["expected"],
+            actual=r["actual"],
+            since=r["since"],
+            age_days=r["age_days"],
+            ledger_event_ids=tuple(r["ledger_event_ids"]),
+            evidence=tuple(r["evidence"]),
         )
         for r in frame.iter_rows(named=True)
     ]

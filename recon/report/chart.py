@@ -22,14 +22,18 @@ def colours(categories: tuple[str, ...]) -> dict[str, str]:
 STEP_DAYS = {"day": 1, "week": 7}
 
 
-def stacked_bars(trend: pl.DataFrame, categories: tuple[str, ...], bucket: str = "day",
-                 width: int = 960, height: int = 260) -> str:
+def stacked_bars(
+    trend: pl.DataFrame, categories: tuple[str, ...], bucket: str = "day", width: int = 960, height: int = 260
+) -> str:
     """Bars per bucket (`since`, the bucket's first day: a day, or a week's Monday) of the
     count of variances per category; empty buckets show. The bucket is named in the
     chart's label, each bar's tooltip and under the axis, so a weekly bar is not read as a day."""
     pad_left, pad_bottom, pad_top = 40, 24, 10
     if trend.is_empty():
-        return f'<svg class="trend" width="{width}" height="{height}" role="img" aria-label="no variances in the period"></svg>'
+        return (
+            f'<svg class="trend" width="{width}" height="{height}" role="img" '
+            'aria-label="no variances in the period"></svg>'
+        )
     step = STEP_DAYS[bucket]
     first, last = trend["since"].min(), trend["since"].max()
     bars = (last - first).days // step + 1
@@ -42,12 +46,17 @@ def stacked_bars(trend: pl.DataFrame, categories: tuple[str, ...], bucket: str =
 
     def name(start) -> str:
         return escape(str(start) if bucket == "day" else f"week of {start}")
-    parts = [f'<svg class="trend" width="{width}" height="{height}" role="img" data-bucket="{bucket}" '
-             f'aria-label="variances per {bucket} by category, {name(first)} to {name(last)}">']
+
+    parts = [
+        f'<svg class="trend" width="{width}" height="{height}" role="img" data-bucket="{bucket}" '
+        f'aria-label="variances per {bucket} by category, {name(first)} to {name(last)}">'
+    ]
     for tick in (0, top // 2, top):
         y = pad_top + plot_h - plot_h * tick / top
-        parts.append(f'<line x1="{pad_left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
+        parts.append(
+            f'<line x1="{pad_left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>'
+        )
     for i in range(bars):
         start = first + timedelta(days=i * step)
         y = pad_top + plot_h
@@ -57,8 +66,10 @@ def stacked_bars(trend: pl.DataFrame, categories: tuple[str, ...], bucket: str =
                 continue
             h = plot_h * n / top
             y -= h
-            parts.append(f'<rect x="{pad_left + i * bar_w:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{h:.1f}" '
-                         f'fill="{colour[category]}"><title>{name(start)} {escape(category)}: {n}</title></rect>')
+            parts.append(
+                f'<rect x="{pad_left + i * bar_w:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{h:.1f}" '
+                f'fill="{colour[category]}"><title>{name(start)} {escape(category)}: {n}</title></rect>'
+            )
     parts.append(f'<text x="{pad_left}" y="{height - 6}">{name(first)}</text>')
     if last != first:
         parts.append(f'<text x="{width - 10}" y="{height - 6}" text-anchor="end">{name(last)}</text>')

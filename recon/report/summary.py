@@ -48,14 +48,30 @@ class ReportRules:
     def from_config(cls, cfg: dict) -> ReportRules:
         try:
             ageing = tuple((b["bucket"], b["max_age_days"]) for b in cfg["ageing"])
-            sla = tuple(SlaTier(t["tier"], int(t["min_age_days"]), {k: int(v) for k, v in t["min_amount"].items()},
-                                int(t["due_hours"])) for t in cfg["sla"])
+            sla = tuple(
+                SlaTier(
+                    t["tier"],
+                    int(t["min_age_days"]),
+                    {k: int(v) for k, v in t["min_amount"].items()},
+                    int(t["due_hours"]),
+                )
+                for t in cfg["sla"]
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportConfigError(f"configs/reports.yaml: ageing and sla rules are incomplete ({exc!r})") from exc
         if not ageing or ageing[-1][1] is not None:
-            raise ReportConfigError("configs/reports.yaml: the last ageing bucket must be open-ended (max_age_days: null)")
-        if not sla or any("default" not in t.min_amount for t in sla) or sla[-1].min_age_days or sla[-1].min_amount["default"]:
-            raise ReportConfigError("configs/reports.yaml: every sla tier needs a default amount and the last must catch all (0, 0)")
+            raise ReportConfigError(
+                "configs/reports.yaml: the last ageing bucket must be open-ended (max_age_days: null)"
+            )
+        if (
+            not sla
+            or any("default" not in t.min_amount for t in sla)
+            or sla[-1].min_age_days
+            or sla[-1].min_amount["default"]
+        ):
+            raise ReportConfigError(
+                "configs/reports.yaml: every sla tier needs a default amount and the last must catch all (0, 0)"
+            )
         return cls(ageing, sla)
 
 
@@ -67,15 +83,21 @@ def classify(variances: pl.DataFrame, rules: ReportRules) -> pl.DataFrame:
     tier, due = pl.lit(rules.sla[-1].tier), pl.lit(rules.sla[-1].due_hours)
     for t in reversed(rules.sla[:-1]):
         threshold = pl.col("currency").replace_strict(
-            {c: t.min_minor(c) for c in EXPONENT}, default=t.min_minor("XXX"), return_dtype=pl.Int64)
+            {c: t.min_minor(c) for c in EXPONENT}, default=t.min_minor("XXX"), return_dtype=pl.Int64
+        )
         reached = (pl.col("age_days") >= t.min_age_days) & (pl.col("amount_minor").abs() >= threshold)
         tier = pl.when(reached).then(pl.lit(t.tier)).otherwise(tier)
         due = pl.when(reached).then(pl.lit(t.due_hours)).otherwise(due)
-    frame = variances if "merchant_id" in variances.columns else variances.with_columns(merchant_id=pl.lit(None, pl.String))
+    frame = (
+        variances if "merchant_id" in variances.columns else variances.with_columns(merchant_id=pl.lit(None, pl.String))
+    )
     return frame.with_columns(
-        ageing_bucket=bucket, sla_tier=tier,
+        ageing_bucket=bucket,
+        sla_tier=tier,
         due_at=pl.col("first_seen") + pl.duration(hours=due),
-        processor=_known(pl.col("processor")), merchant_id=_known(pl.col("merchant_id")))
+        processor=_known(pl.col("processor")),
+        merchant_id=_known(pl.col("merchant_id")),
+    )
 
 
 def _known(column: pl.Expr) -> pl.Expr:
@@ -85,9 +107,13 @@ def _known(column: pl.Expr) -> pl.Expr:
 def totals(frame: pl.DataFrame, by: str) -> pl.DataFrame:
     """Count, open count and amount at stake per value of `by` and currency."""
     keys = list(dict.fromkeys([by, "currency"]))
-    return (frame.group_by(keys)
-            .agg(count=pl.len(), open=(pl.col("status") != "resolved").sum(), amount_minor=pl.col("amount_minor").abs().sum())
-            .sort(keys))
+    return (
+        frame.group_by(keys)
+        .agg(
+            count=pl.len(), open=(pl.col("status") != "resolved").sum(), amount_minor=pl.col("amount_minor").abs().sum()
+        )
+        .sort(keys)
+    )
 
 
 @dataclass(frozen=True)
@@ -120,19 +146,38 @@ def trend_counts(frame: pl.DataFrame, bucket: str) -> pl.DataFrame:
     return frame.group_by(since, "category").len().sort("since", "category")
 
 
-def build(variances: pl.DataFrame, rules: ReportRules, period_from: date, period_to: date,
-          generated_at: datetime) -> VarianceReport:
+def build(
+    variances: pl.DataFrame, rules: ReportRules, period_from: date, period_to: date, generated_at: datetime
+) -> VarianceReport:
     """The report over variances counted from a day in [period_from, period_to]."""
     frame = classify(variances.filter(pl.col("since").is_between(period_from, period_to)), rules)
     frame = frame.sort("since", "variance_id")
     buckets = tuple(label for label, _ in rules.ageing)
-    ageing = (frame.group_by("category", "ageing_bucket").len()
-              .pivot(on="ageing_bucket", index="category", values="len")
-              .fill_null(0)) if frame.height else pl.DataFrame({"category": []}, schema={"category": pl.String})
+    ageing = (
+        (
+            frame.group_by("category", "ageing_bucket")
+            .len()
+            .pivot(on="ageing_bucket", index="category", values="len")
+            .fill_null(0)
+        )
+        if frame.height
+        else pl.DataFrame({"category": []}, schema={"category": pl.String})
+    )
     ageing = ageing.with_columns(*(pl.lit(0, pl.UInt32).alias(b) for b in buckets if b not in ageing.columns))
     ageing = ageing.select("category", *buckets).sort("category")
     bucket = trend_bucket(period_from, period_to)
-    return VarianceReport(period_from, period_to, generated_at, frame,
-                          totals(frame, "category"), totals(frame, "processor"), totals(frame, "currency"),
-                          totals(frame, "merchant_id"), ageing, trend_counts(frame, bucket), bucket, buckets,
-                          tuple(t.tier for t in rules.sla))
+    return VarianceReport(
+        period_from,
+        period_to,
+        generated_at,
+        frame,
+        totals(frame, "category"),
+        totals(frame, "processor"),
+        totals(frame, "currency"),
+        totals(frame, "merchant_id"),
+        ageing,
+        trend_counts(frame, bucket),
+        bucket,
+        buckets,
+        tuple(t.tier for t in rules.sla),
+    )

@@ -29,7 +29,8 @@ _FACTS = [c for c in SCHEMA if c != "variance_id"]
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS variances (
-    variance_id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, processor VARCHAR, merchant_id VARCHAR, reference VARCHAR,
+    variance_id VARCHAR PRIMARY KEY, category VARCHAR NOT NULL, processor VARCHAR, merchant_id VARCHAR,
+    reference VARCHAR,
     payout_id VARCHAR, amount_minor BIGINT NOT NULL, currency VARCHAR NOT NULL, field VARCHAR,
     expected VARCHAR, actual VARCHAR, since DATE, age_days BIGINT, ledger_event_ids VARCHAR[],
     evidence VARCHAR[], status VARCHAR NOT NULL, assignee VARCHAR, note VARCHAR,
@@ -84,18 +85,22 @@ class VarianceStore:
         self.con.execute("BEGIN")
         try:
             new = self.con.execute(
-                "SELECT count(*) FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)"
+                "SELECT count(*) FROM incoming i"
+                " WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)"
             ).fetchone()[0]
             self.con.execute(
                 "INSERT INTO history SELECT variance_id, ?, 'open', NULL, 'found' FROM incoming i "
-                "WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)", [seen_at])
+                "WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)",
+                [seen_at],
+            )
             cols = ", ".join(SCHEMA)
             updates = ", ".join(f"{c} = excluded.{c}" for c in _FACTS)
             self.con.execute(
                 f"INSERT INTO variances ({cols}, status, assignee, note, first_seen, last_seen) "
                 f"SELECT {cols}, 'open', NULL, NULL, ?, ? FROM incoming "
                 f"ON CONFLICT (variance_id) DO UPDATE SET {updates}, last_seen = excluded.last_seen",
-                [seen_at, seen_at])
+                [seen_at, seen_at],
+            )
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")
@@ -113,8 +118,10 @@ class VarianceStore:
         assignee = assignee or current["assignee"]
         at = at or datetime.now(timezone.utc)
         self.con.execute("BEGIN")
-        self.con.execute("UPDATE variances SET status = ?, assignee = ?, note = ? WHERE variance_id = ?",
-                         [status, assignee, note, variance_id])
+        self.con.execute(
+            "UPDATE variances SET status = ?, assignee = ?, note = ? WHERE variance_id = ?",
+            [status, assignee, note, variance_id],
+        )
         self.con.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?)", [variance_id, at, status, assignee, note])
         self.con.execute("COMMIT")
         return self.get(variance_id)
@@ -124,13 +131,21 @@ class VarianceStore:
         called missing arrived late); one already resolved by a person keeps their note.
         Returns the ids that moved; each gets a `withdrawn` history row."""
         at = at or datetime.now(timezone.utc)
-        ids = [r[0] for r in self.con.execute(
-            "SELECT variance_id FROM variances WHERE status <> 'resolved' AND list_contains(?, variance_id)",
-            [variance_ids]).fetchall()]
+        ids = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT variance_id FROM variances WHERE status <> 'resolved' AND list_contains(?, variance_id)",
+                [variance_ids],
+            ).fetchall()
+        ]
         if ids:
             self.con.execute("BEGIN")
-            self.con.execute("UPDATE variances SET status = 'resolved', note = ? WHERE list_contains(?, variance_id)", [note, ids])
-            self.con.executemany("INSERT INTO history VALUES (?, ?, 'withdrawn', NULL, ?)", [[i, at, note] for i in ids])
+            self.con.execute(
+                "UPDATE variances SET status = 'resolved', note = ? WHERE list_contains(?, variance_id)", [note, ids]
+            )
+            self.con.executemany(
+                "INSERT INTO history VALUES (?, ?, 'withdrawn', NULL, ?)", [[i, at, note] for i in ids]
+            )
             self.con.execute("COMMIT")
         return ids
 
@@ -141,7 +156,9 @@ class VarianceStore:
         return rows.row(0, named=True)
 
     def history(self, variance_id: str) -> pl.DataFrame:
-        return self.con.sql("SELECT * FROM history WHERE variance_id = ? ORDER BY changed_at, status", params=[variance_id]).pl()
+        return self.con.sql(
+            "SELECT * FROM history WHERE variance_id = ? ORDER BY changed_at, status", params=[variance_id]
+        ).pl()
 
     def frame(self, status: str | None = None) -> pl.DataFrame:
         """Every stored variance (or those with `status`), oldest break first."""

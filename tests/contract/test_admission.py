@@ -15,9 +15,16 @@ PAN = "4111111111111111"
 
 
 def _event(reseller="rs_001", token="tok_abcdef") -> bytes:
-    return events.encode(events.Event(
-        "evt_aaaa", "payment.authorized", datetime(2026, 1, 5, 10, tzinfo=timezone.utc), "m_00001", reseller,
-        events.PaymentAuthorized("pay_a", "ord_a", "b_1", "adyen", "card", events.Money(1999, "EUR"), token)))
+    return events.encode(
+        events.Event(
+            "evt_aaaa",
+            "payment.authorized",
+            datetime(2026, 1, 5, 10, tzinfo=timezone.utc),
+            "m_00001",
+            reseller,
+            events.PaymentAuthorized("pay_a", "ord_a", "b_1", "adyen", "card", events.Money(1999, "EUR"), token),
+        )
+    )
 
 
 def _headers(body: bytes, tenant="rs_001", key_tenant=None) -> list:
@@ -30,16 +37,19 @@ def test_a_signed_valid_event_is_admitted():
     assert isinstance(event, events.Event) and event.event_id == "evt_aaaa"
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("no tenant header", "tenant"),
-    ("unknown tenant", "tenant"),
-    ("signed with another tenant's key", "signature"),
-    ("one byte changed after signing", "signature"),
-    ("body of another tenant", "tenant"),
-    ("malformed json", "contract:json"),
-    ("card number", "contract:pan"),
-    ("tombstone", "empty"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("no tenant header", "tenant"),
+        ("unknown tenant", "tenant"),
+        ("signed with another tenant's key", "signature"),
+        ("one byte changed after signing", "signature"),
+        ("body of another tenant", "tenant"),
+        ("malformed json", "contract:json"),
+        ("card number", "contract:pan"),
+        ("tombstone", "empty"),
+    ],
+)
 def test_refusals_name_the_reason(case, reason):
     body = _event()
     headers = _headers(body)

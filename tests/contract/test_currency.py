@@ -18,8 +18,19 @@ minors = st.one_of(st.integers(), st.integers(-(10**40), 10**40), st.sampled_fro
 
 @pytest.mark.parametrize(
     "code, exponent",
-    [("JPY", 0), ("KRW", 0), ("CLP", 0), ("USD", 2), ("EUR", 2), ("GBP", 2), ("IDR", 2),
-     ("KWD", 3), ("BHD", 3), ("TND", 3), ("CLF", 4)],
+    [
+        ("JPY", 0),
+        ("KRW", 0),
+        ("CLP", 0),
+        ("USD", 2),
+        ("EUR", 2),
+        ("GBP", 2),
+        ("IDR", 2),
+        ("KWD", 3),
+        ("BHD", 3),
+        ("TND", 3),
+        ("CLF", 4),
+    ],
 )
 def test_known_exponents(code, exponent):
     assert EXPONENT[code] == exponent
@@ -40,9 +51,17 @@ def test_not_currencies(code):
 
 @pytest.mark.parametrize(
     "minor, code, text",
-    [(-1999, "USD", "-19.99"), (1999, "USD", "19.99"), (1999, "JPY", "1999"), (5, "KWD", "0.005"),
-     (-5, "USD", "-0.05"), (0, "USD", "0.00"), (0, "JPY", "0"), (10**20, "EUR", "1000000000000000000.00"),
-     (12345, "CLF", "1.2345")],
+    [
+        (-1999, "USD", "-19.99"),
+        (1999, "USD", "19.99"),
+        (1999, "JPY", "1999"),
+        (5, "KWD", "0.005"),
+        (-5, "USD", "-0.05"),
+        (0, "USD", "0.00"),
+        (0, "JPY", "0"),
+        (10**20, "EUR", "1000000000000000000.00"),
+        (12345, "CLF", "1.2345"),
+    ],
 )
 def test_minor_to_decimal_examples(minor, code, text):
     assert minor_to_decimal(minor, code) == text
@@ -78,9 +97,20 @@ def test_decimal_to_minor_is_exact_or_refuses(value, code):
 
 @pytest.mark.parametrize(
     "text, code, minor",
-    [("19.99", "USD", 1999), ("19.9", "USD", 1990), ("19", "USD", 1900), ("+19.99", "USD", 1999),
-     ("-0.01", "USD", -1), (" 19.99 ", "USD", 1999), (".5", "USD", 50), ("19.", "USD", 1900),
-     ("19.990", "USD", 1999), ("1.0", "JPY", 1), ("1.234", "KWD", 1234), ("007", "JPY", 7)],
+    [
+        ("19.99", "USD", 1999),
+        ("19.9", "USD", 1990),
+        ("19", "USD", 1900),
+        ("+19.99", "USD", 1999),
+        ("-0.01", "USD", -1),
+        (" 19.99 ", "USD", 1999),
+        (".5", "USD", 50),
+        ("19.", "USD", 1900),
+        ("19.990", "USD", 1999),
+        ("1.0", "JPY", 1),
+        ("1.234", "KWD", 1234),
+        ("007", "JPY", 7),
+    ],
 )
 def test_decimal_to_minor_examples(text, code, minor):
     # trailing zeros beyond the exponent do not change the value, so they are exact too
@@ -98,8 +128,27 @@ def test_too_many_decimals(text, code):
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "abc", "1.2.3", "1e3", "1,000", "1 000", "-", "+", ".", "$5", "5 USD", "NaN", "Infinity", "0x10",
-     "1_000", "19.9a", "--", "1-2"],
+    [
+        "",
+        " ",
+        "abc",
+        "1.2.3",
+        "1e3",
+        "1,000",
+        "1 000",
+        "-",
+        "+",
+        ".",
+        "$5",
+        "5 USD",
+        "NaN",
+        "Infinity",
+        "0x10",
+        "1_000",
+        "19.9a",
+        "--",
+        "1-2",
+    ],
 )
 def test_garbage_is_refused(text):
     with pytest.raises(ValueError):

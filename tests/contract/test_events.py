@@ -120,26 +120,67 @@ def events(draw, event_type: str | None = None) -> Event:
 
 USD = {"minor": 125000, "currency": "USD"}
 SAMPLES: dict[str, dict] = {
-    "order.created": {"order_id": "ord_1001", "buyer_id": "buy_77", "amount": USD, "payment_method": "terms",
-                      "terms_days": 30, "due_date": "2024-04-13"},
-    "payment.authorized": {"payment_id": "pay_1", "order_id": "ord_1001", "buyer_id": "buy_77", "processor": "stripe",
-                           "method": "card", "amount": USD, "instrument_token": "tok_visa_4242"},
-    "payment.captured": {"payment_id": "pay_1", "capture_id": "cap_1", "processor": "stripe", "amount": USD,
-                         "final": True},
+    "order.created": {
+        "order_id": "ord_1001",
+        "buyer_id": "buy_77",
+        "amount": USD,
+        "payment_method": "terms",
+        "terms_days": 30,
+        "due_date": "2024-04-13",
+    },
+    "payment.authorized": {
+        "payment_id": "pay_1",
+        "order_id": "ord_1001",
+        "buyer_id": "buy_77",
+        "processor": "stripe",
+        "method": "card",
+        "amount": USD,
+        "instrument_token": "tok_visa_4242",
+    },
+    "payment.captured": {
+        "payment_id": "pay_1",
+        "capture_id": "cap_1",
+        "processor": "stripe",
+        "amount": USD,
+        "final": True,
+    },
     "payment.voided": {"payment_id": "pay_1", "processor": "stripe", "amount": USD},
     "payment.refunded": {"payment_id": "pay_1", "refund_id": "re_1", "processor": "stripe", "amount": USD},
-    "chargeback.opened": {"payment_id": "pay_1", "chargeback_id": "cb_1", "processor": "stripe", "amount": USD,
-                          "reason_code": "10.4"},
+    "chargeback.opened": {
+        "payment_id": "pay_1",
+        "chargeback_id": "cb_1",
+        "processor": "stripe",
+        "amount": USD,
+        "reason_code": "10.4",
+    },
     "chargeback.reversed": {"payment_id": "pay_1", "chargeback_id": "cb_1", "processor": "stripe", "amount": USD},
-    "processor.settlement": {"processor": "adyen", "settlement_id": "set_1", "batch_id": "bat_1",
-                             "record_type": "charge", "payment_id": "pay_1",
-                             "gross": {"minor": 10000, "currency": "EUR"}, "fee": {"minor": 290, "currency": "USD"},
-                             "net": {"minor": 10555, "currency": "USD"}, "available_on": "2024-03-18",
-                             "fx_rate": "1.0845"},
-    "processor.payout": {"processor": "adyen", "payout_id": "po_1", "amount": USD, "arrival_date": "2024-03-19",
-                         "line_count": 42},
-    "buyer.repayment": {"order_id": "ord_1001", "buyer_id": "buy_77", "repayment_id": "rp_1", "amount": USD,
-                        "due_date": "2024-04-13", "days_late": 3},
+    "processor.settlement": {
+        "processor": "adyen",
+        "settlement_id": "set_1",
+        "batch_id": "bat_1",
+        "record_type": "charge",
+        "payment_id": "pay_1",
+        "gross": {"minor": 10000, "currency": "EUR"},
+        "fee": {"minor": 290, "currency": "USD"},
+        "net": {"minor": 10555, "currency": "USD"},
+        "available_on": "2024-03-18",
+        "fx_rate": "1.0845",
+    },
+    "processor.payout": {
+        "processor": "adyen",
+        "payout_id": "po_1",
+        "amount": USD,
+        "arrival_date": "2024-03-19",
+        "line_count": 42,
+    },
+    "buyer.repayment": {
+        "order_id": "ord_1001",
+        "buyer_id": "buy_77",
+        "repayment_id": "rp_1",
+        "amount": USD,
+        "due_date": "2024-04-13",
+        "days_late": 3,
+    },
     "buyer.default": {"order_id": "ord_1001", "buyer_id": "buy_77", "amount": USD, "days_past_due": 91},
     "merchant.payout": {"payout_id": "mp_1", "amount": USD, "value_date": "2024-03-20", "order_count": 17},
     "fee.charged": {"fee_id": "fee_1", "kind": "platform_fee", "amount": USD, "reference": "ord_1001"},
@@ -264,8 +305,9 @@ def test_to_dict_is_plain_json_without_floats(event):
 
 def test_encode_normalises_an_aware_non_utc_time_to_z():
     event = decode(raw(doc_for()))
-    local = dataclasses.replace(event, occurred_at=datetime(2024, 3, 14, 11, 26, 53, 589793,
-                                                            tzinfo=timezone(timedelta(hours=2))))
+    local = dataclasses.replace(
+        event, occurred_at=datetime(2024, 3, 14, 11, 26, 53, 589793, tzinfo=timezone(timedelta(hours=2)))
+    )
     assert json.loads(encode(local))["occurred_at"] == "2024-03-14T09:26:53.589793Z"
 
 
@@ -370,9 +412,14 @@ def test_identifier_length_boundary_and_alphabet():
     assert event.event_id == "E" * 64 and event.merchant_id == "0mer.chant:42-a_b"
 
 
-@pytest.mark.parametrize("et, path, value", [("payment.captured", "event_id", "evt_1\n"),
-                                             ("payment.captured", "payload.payment_id", "pay_1\n"),
-                                             ("processor.settlement", "payload.fx_rate", "1.0845\n")])
+@pytest.mark.parametrize(
+    "et, path, value",
+    [
+        ("payment.captured", "event_id", "evt_1\n"),
+        ("payment.captured", "payload.payment_id", "pay_1\n"),
+        ("processor.settlement", "payload.fx_rate", "1.0845\n"),
+    ],
+)
 def test_trailing_newline_is_not_a_valid_identifier_or_rate(et, path, value):
     assert problems(raw(set_path(doc_for(et), path, value))) == [(path, "format")]
 
@@ -380,10 +427,7 @@ def test_trailing_newline_is_not_a_valid_identifier_or_rate(et, path, value):
 # ---------------------------------------------------------------------- payload errors
 
 REQUIRED_PAYLOAD_FIELDS = [
-    (et, f.name)
-    for et, cls in PAYLOADS.items()
-    for f in dataclasses.fields(cls)
-    if f.default is dataclasses.MISSING
+    (et, f.name) for et, cls in PAYLOADS.items() for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
 ]
 
 
@@ -527,24 +571,29 @@ def test_sign_is_checked_on_every_money_field_at_once():
     doc = doc_for("processor.settlement")
     for name in ("gross", "fee", "net"):
         doc["payload"][name]["minor"] *= -1
-    assert sorted(problems(raw(doc))) == [("payload.fee.minor", "sign"), ("payload.gross.minor", "sign"),
-                                          ("payload.net.minor", "sign")]
+    assert sorted(problems(raw(doc))) == [
+        ("payload.fee.minor", "sign"),
+        ("payload.gross.minor", "sign"),
+        ("payload.net.minor", "sign"),
+    ]
 
 
 # ------------------------------------------------------------------- message errors
 
 
-@pytest.mark.parametrize("message", [b'{"event_id": ', b"{'event_id': 'x'}", b"", b"{}}", b"not json",
-                                     b'{"a": 1,}'])
+@pytest.mark.parametrize("message", [b'{"event_id": ', b"{'event_id': 'x'}", b"", b"{}}", b"not json", b'{"a": 1,}'])
 def test_malformed_json(message):
     assert problems(message) == [("", "json")]
 
 
-@pytest.mark.parametrize("message", [
-    b'{"event_id":"evt_\xff"}',
-    "{\"processor\":\"Caf\u00e9\"}".encode("latin-1"),
-    json.dumps({"a": 1}).encode("utf-16"),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'{"event_id":"evt_\xff"}',
+        '{"processor":"Caf\u00e9"}'.encode("latin-1"),
+        json.dumps({"a": 1}).encode("utf-16"),
+    ],
+)
 def test_not_utf8(message):
     assert problems(message) == [("", "encoding")]
 
@@ -605,14 +654,22 @@ def luhn_check_digit(body: str) -> str:
 
 
 def test_luhn_helper_on_known_test_cards():
-    for pan in ("4111111111111111", "4242424242424242", "5555555555554444", "378282246310005", "6011111111111117",
-                "4222222222222"):
+    for pan in (
+        "4111111111111111",
+        "4242424242424242",
+        "5555555555554444",
+        "378282246310005",
+        "6011111111111117",
+        "4222222222222",
+    ):
         assert luhn_check_digit(pan[:-1]) == pan[-1]
 
 
-luhn_pans = st.integers(13, 19).flatmap(
-    lambda n: st.text(alphabet=string.digits, min_size=n - 1, max_size=n - 1)
-).map(lambda body: body + luhn_check_digit(body))
+luhn_pans = (
+    st.integers(13, 19)
+    .flatmap(lambda n: st.text(alphabet=string.digits, min_size=n - 1, max_size=n - 1))
+    .map(lambda body: body + luhn_check_digit(body))
+)
 
 
 @st.composite
@@ -634,8 +691,9 @@ def written(draw, digits: str, whole_run_only: bool = False) -> str:
 
 # Text around a number: no digits, separators or control characters (JSON writes those as
 # \u00XX, whose digits would join the number; see test_card_number_hidden_in_json_escapes).
-no_digits = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"),
-                                           blacklist_characters=string.digits + " -"), max_size=8)
+no_digits = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=string.digits + " -"), max_size=8
+)
 
 
 def _place(doc: dict, where: str, text: str, digits: str, wrap: tuple[str, str]) -> dict:
@@ -697,8 +755,17 @@ def test_a_card_number_as_an_amount_is_refused():
     assert problems(raw(set_path(doc_for(), "payload.amount.minor", 4111111111111111))) == [("", "pan")]
 
 
-@pytest.mark.parametrize("text", ["4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111",
-                                  "378282246310005", "3782-822463-10005", "pan=5555555555554444;"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4111111111111111",
+        "378282246310005",
+        "3782-822463-10005",
+        "pan=5555555555554444;",
+    ],
+)
 def test_contains_pan_on_known_test_cards(text):
     assert contains_pan(text)
     assert re.sub(r"[^0-9]", "", redact_pans(text))[-4:] == re.sub(r"[^0-9]", "", text)[-4:]
@@ -739,8 +806,15 @@ def test_timestamps_dates_and_amounts_are_not_flagged(ts, d, minor):
     assert not contains_pan(f'{{"minor":{minor},"currency":"IDR"}}')
 
 
-@pytest.mark.parametrize("uid", ["3f2b8c1e-9a4d-4c7b-8e21-5d6f0a9b7c34", "c9a646d3-9c61-4cb7-bfcd-ee2522c8f633",
-                                 "123e4567-e89b-42d3-a456-426614174000", "01HV3K6Z9Q8X7W5T4R3P2N1M0B"])
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "3f2b8c1e-9a4d-4c7b-8e21-5d6f0a9b7c34",
+        "c9a646d3-9c61-4cb7-bfcd-ee2522c8f633",
+        "123e4567-e89b-42d3-a456-426614174000",
+        "01HV3K6Z9Q8X7W5T4R3P2N1M0B",
+    ],
+)
 def test_realistic_event_is_not_flagged(uid):
     doc = doc_for("processor.settlement")
     doc["event_id"] = uid
@@ -752,7 +826,9 @@ def test_realistic_event_is_not_flagged(uid):
     assert decode(raw(doc)).event_id == uid
 
 
-@pytest.mark.parametrize("text", ["4111 1111 1111 1111 12/26", "card 4111-1111-1111-1111-123", "qty 2 4111111111111111"])
+@pytest.mark.parametrize(
+    "text", ["4111 1111 1111 1111 12/26", "card 4111-1111-1111-1111-123", "qty 2 4111111111111111"]
+)
 def test_card_number_next_to_other_digits_is_flagged(text):
     assert contains_pan(text)
     assert problems(raw(set_path(doc_for("payment.authorized"), "payload.instrument_token", text))) == [("", "pan")]
@@ -775,16 +851,50 @@ def test_card_number_hidden_in_json_escapes_is_refused(how):
 
 # ------------------------------------------------------------------------ fast path
 
-_tricky_text = st.sampled_from([
-    "", " ", "evt_1\n", "evt 1", "é", "٣", "2024-03-14", "2024-3-14", "2024-03-14T09:26:53Z", "2024-03-14t09:26:53z",
-    "2024-03-14T09:26:53.1234567Z", "2024-03-14T09:26:53+01:00", "2024-03-14T09:26:53", "2024-03-14 09:26:53Z",
-    "2024-02-30", "USD", "usd", "XXX", "1.0845", "0.000", "1e3", "-1", "card", "terms", "platform_fee", "charge",
-    "payment.captured", "a" * 64, "a" * 65, "x:y.z-1",
-])
+_tricky_text = st.sampled_from(
+    [
+        "",
+        " ",
+        "evt_1\n",
+        "evt 1",
+        "é",
+        "٣",
+        "2024-03-14",
+        "2024-3-14",
+        "2024-03-14T09:26:53Z",
+        "2024-03-14t09:26:53z",
+        "2024-03-14T09:26:53.1234567Z",
+        "2024-03-14T09:26:53+01:00",
+        "2024-03-14T09:26:53",
+        "2024-03-14 09:26:53Z",
+        "2024-02-30",
+        "USD",
+        "usd",
+        "XXX",
+        "1.0845",
+        "0.000",
+        "1e3",
+        "-1",
+        "card",
+        "terms",
+        "platform_fee",
+        "charge",
+        "payment.captured",
+        "a" * 64,
+        "a" * 65,
+        "x:y.z-1",
+    ]
+)
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | _tricky_text
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | _tricky_text
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["minor", "currency", "x"]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["minor", "currency", "x"]), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -794,8 +904,11 @@ def mutated_docs(draw) -> dict:
     """A valid document with a few fields replaced, removed or added, anywhere."""
     doc = doc_for(draw(st.sampled_from(EVENT_TYPES)))
     for _ in range(draw(st.integers(1, 3))):
-        paths = [k for k in doc if k != "payload"] + [f"payload.{k}" for k in doc["payload"]] + [
-            f"payload.{k}.{m}" for k, v in doc["payload"].items() if isinstance(v, dict) for m in v]
+        paths = (
+            [k for k in doc if k != "payload"]
+            + [f"payload.{k}" for k in doc["payload"]]
+            + [f"payload.{k}.{m}" for k, v in doc["payload"].items() if isinstance(v, dict) for m in v]
+        )
         path = draw(st.sampled_from(paths + ["payload.extra", "extra"]))
         value = draw(st.just(DELETE) | _json_values)
         try:

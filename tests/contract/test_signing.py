@@ -41,13 +41,18 @@ def _env_name(tenant: str) -> str:
 
 
 def _event_bytes(reseller: str = "rs_001") -> bytes:
-    return encode(Event(
-        event_id="evt_1", event_type="payment.captured",
-        occurred_at=datetime(2024, 3, 14, 9, 26, 53, 589793, tzinfo=timezone.utc),
-        merchant_id="mer_42", reseller_id=reseller,
-        payload=PaymentCaptured(payment_id="pay_1", capture_id="cap_1", processor="stripe",
-                                amount=Money(1999, "USD"), final=True),
-    ))
+    return encode(
+        Event(
+            event_id="evt_1",
+            event_type="payment.captured",
+            occurred_at=datetime(2024, 3, 14, 9, 26, 53, 589793, tzinfo=timezone.utc),
+            merchant_id="mer_42",
+            reseller_id=reseller,
+            payload=PaymentCaptured(
+                payment_id="pay_1", capture_id="cap_1", processor="stripe", amount=Money(1999, "USD"), final=True
+            ),
+        )
+    )
 
 
 # ------------------------------------------------------------------------ sign/verify

@@ -11,8 +11,8 @@ import shlex
 import pytest
 import yaml
 
-from tests import REPO_ROOT
 from clearline import config
+from tests import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 
@@ -70,8 +70,10 @@ def test_topic_init_creates_every_configured_topic(services):
             "replication_factor": int(options["--replication-factor"]),
             "retention_ms": int(options["--config"].removeprefix("retention.ms=")),
         }
-    wanted = {name: {key: spec[key] for key in ("partitions", "replication_factor", "retention_ms")}
-              for name, spec in config.load("topics")["topics"].items()}
+    wanted = {
+        name: {key: spec[key] for key in ("partitions", "replication_factor", "retention_ms")}
+        for name, spec in config.load("topics")["topics"].items()
+    }
     assert created == wanted
 
 

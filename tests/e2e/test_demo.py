@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 def test_topic_prefix_namespaces_every_topic_and_nothing_else(monkeypatch):
     monkeypatch.setenv("CLEARLINE_TOPIC_PREFIX", "run7.")
-    assert set(config.load("topics")["topics"]) == {f"run7.payments.{t}" for t in
-                                                    ("events", "deadletter", "decisions", "settlements", "variances")}
+    assert set(config.load("topics")["topics"]) == {
+        f"run7.payments.{t}" for t in ("events", "deadletter", "decisions", "settlements", "variances")
+    }
     ledger = config.load("ledger")
     assert (ledger["topic"], ledger["deadletter_topic"]) == ("run7.payments.events", "run7.payments.deadletter")
     assert config.load("recon")["intake"]["topic"] == "run7.payments.settlements"
@@ -38,8 +39,13 @@ def test_the_demo_runs_the_whole_pipeline_on_its_own_topics(kafka_bootstrap, tmp
     try:
         # The demo as shipped (its default world): a smaller one leaves the backtest too few
         # matured orders to judge, and its oracle check rightly refuses the result.
-        done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", "demo", "--out", str(tmp_path / "demo"), "--json"],
-                              capture_output=True, text=True, env=env, timeout=900)
+        done = subprocess.run(
+            [sys.executable, "-m", "clearline.pipelines.cli", "demo", "--out", str(tmp_path / "demo"), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
     finally:
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]

@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from tests import REPO_ROOT
 from clearline.recon.variances.store import read_variances
+from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,13 @@ NAMES = ("backtest_walkthrough", "variance_review")
 
 def _cli(*args: str, tracking: Path | None = None) -> dict:
     env = {**os.environ, **({"MLFLOW_TRACKING_URI": f"sqlite:///{tracking}"} if tracking else {})}
-    done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"], capture_output=True, text=True,
-                          timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -53,8 +58,12 @@ def _run(name: str, root: Path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    return "\n".join(out.get("text", "") or out.get("data", {}).get("text/plain", "")
-                     for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    return "\n".join(
+        out.get("text", "") or out.get("data", {}).get("text/plain", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,19 +11,18 @@ import subprocess
 import time
 import warnings
 
+import bytewax.operators as op
 import polars as pl
 import pytest
-from click.testing import CliRunner
-
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main, run_main
+from click.testing import CliRunner
 
+from clearline import config, events
 from clearline.features import batch, store
 from clearline.features.feast_sink import push_steps
 from clearline.features.streaming import feature_steps, run_bounded
 from tests.pipelines.ledger_harness import free_ports
-from clearline import config, events
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
@@ -95,8 +94,10 @@ def test_the_direct_online_write_stores_exactly_what_a_push_stores(tmp_path, wor
     """`store.write_online` skips the push's pandas round trip; the online tables must
     hold the same keys, value bytes and timestamps, nulls included."""
     tables = []
-    for name, write in (("pushed", lambda fs, f, e: store.push(fs, f, e, offline=False)),
-                        ("written", store.write_online)):
+    for name, write in (
+        ("pushed", lambda fs, f, e: store.push(fs, f, e, offline=False)),
+        ("written", store.write_online),
+    ):
         s = store.settings_from_config(config.load("features"), tmp_path, tmp_path / name)
         store.apply(s)
         fs = store.open_store(s)
@@ -127,7 +128,7 @@ def redis_settings(tmp_path, url: str) -> store.FeastSettings:
 
 def sink_flow(arrived, settings) -> Dataflow:
     flow = Dataflow("features_to_feast")
-    batches = [arrived[i:i + 1000] for i in range(0, len(arrived), 1000)]  # as Kafka polls arrive
+    batches = [arrived[i : i + 1000] for i in range(0, len(arrived), 1000)]  # as Kafka polls arrive
     _, rows, _ = feature_steps(op.input("events", flow, TestingSource(batches)))
     push_steps(rows, settings)
     return flow
@@ -164,10 +165,25 @@ def redis_url(tmp_path):
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server binary on this machine (apt-get install redis-server)")
     (port,) = free_ports(1)
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         import redis
+
         client = redis.Redis(port=port)
         for _ in range(100):
             try:
@@ -191,9 +207,14 @@ def test_redis_online_store_keeps_the_newest_row(tmp_path, world_rows, redis_url
     # a second writer pushing an older row afterwards does not overwrite the newer one
     newest = latest(history, "buyer").row(0, named=True)
     older = history.filter((pl.col("buyer_id") == newest["buyer_id"])).sort("event_timestamp").head(1)
-    assert older["buyer_orders_30d"][0] != newest["buyer_orders_30d"] or older["buyer_exposure_minor"][0] != newest["buyer_exposure_minor"]
+    assert (
+        older["buyer_orders_30d"][0] != newest["buyer_orders_30d"]
+        or older["buyer_exposure_minor"][0] != newest["buyer_exposure_minor"]
+    )
     store.push(fs, older, "buyer", offline=False)
-    assert store.online_features(fs, "buyer", newest["buyer_id"])["buyer_exposure_minor"] == newest["buyer_exposure_minor"]
+    assert (
+        store.online_features(fs, "buyer", newest["buyer_id"])["buyer_exposure_minor"] == newest["buyer_exposure_minor"]
+    )
 
 
 @pytest.mark.parametrize("online_store", ["sqlite", "redis"])
@@ -201,7 +222,11 @@ def test_two_workers_push_through_one_writer_per_store(tmp_path, streamed, onlin
     """Each Feast sink has one partition: with two workers one process still writes each
     store (SQLite takes one writer, the offline history one appender), and no row is lost."""
     arrived, rows = streamed
-    s = settings(tmp_path) if online_store == "sqlite" else redis_settings(tmp_path, request.getfixturevalue("redis_url"))
+    s = (
+        settings(tmp_path)
+        if online_store == "sqlite"
+        else redis_settings(tmp_path, request.getfixturevalue("redis_url"))
+    )
     store.apply(s)
     cluster_main(sink_flow(arrived, s), [], 0, worker_count_per_proc=2)
     fs = store.open_store(s)
@@ -214,6 +239,7 @@ def test_two_workers_push_through_one_writer_per_store(tmp_path, streamed, onlin
 
 def test_the_features_commands(tmp_path, small_world, world_rows):
     from clearline.pipelines.cli import main
+
     world, _ = small_world
     runner = CliRunner()
     where = ["--feast-dir", str(tmp_path / "feast")]
@@ -226,7 +252,9 @@ def test_the_features_commands(tmp_path, small_world, world_rows):
     assert report["requests"] == report["buyer_rows_offline"] == world_rows.height
     assert report["buyers_online"] == world_rows["buyer_id"].n_unique()
     buyer = latest(batch.feature_history(world_rows, "buyer"), "buyer").row(0, named=True)
-    got = runner.invoke(main, ["features", "get", "--buyer", buyer["buyer_id"], "--merchant", buyer["buyer_id"], *where, "--json"])
+    got = runner.invoke(
+        main, ["features", "get", "--buyer", buyer["buyer_id"], "--merchant", buyer["buyer_id"], *where, "--json"]
+    )
     doc = json.loads(got.stdout)
     assert doc["buyer"]["buyer_exposure_minor"] == buyer["buyer_exposure_minor"]
     assert doc["merchant"]["currency"] is None  # a buyer id is no merchant

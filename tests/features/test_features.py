@@ -18,17 +18,32 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clearline.features import batch
-from clearline.features.definitions import (DEFAULT_SPEC, NEEDS_ATTRIBUTION, BuyerState, Fact, FeatureConfigError,
-                                  MerchantState, Spec, apply_buyer, apply_merchant, attribute_payment,
-                                  buyer_feature_names, merchant_ticket_names, read_buyer, read_merchant,
-                                  spec_from_config, ticket_zscore)
-from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
 from clearline import config
+from clearline.features import batch
+from clearline.features.definitions import (
+    DEFAULT_SPEC,
+    NEEDS_ATTRIBUTION,
+    BuyerState,
+    Fact,
+    FeatureConfigError,
+    MerchantState,
+    Spec,
+    apply_buyer,
+    apply_merchant,
+    attribute_payment,
+    buyer_feature_names,
+    merchant_ticket_names,
+    read_buyer,
+    read_merchant,
+    spec_from_config,
+    ticket_zscore,
+)
+from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
-SMALL_SPEC = Spec(windows=(("10m", 600), ("1h", 3600), ("1d", 86400)), merchant_window=("1d", 86400),
-                  allowed_lateness_s=1800)
+SMALL_SPEC = Spec(
+    windows=(("10m", 600), ("1h", 3600), ("1d", 86400)), merchant_window=("1d", 86400), allowed_lateness_s=1800
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -68,13 +83,14 @@ def fold(facts: list[Fact], spec: Spec) -> tuple[dict[str, dict], list[LateEvent
 
 
 def frame(facts: list[Fact]) -> pl.DataFrame:
-    return pl.DataFrame([{k: getattr(f, k) for k in batch.FACTS_SCHEMA} for f in facts],
-                        schema=batch.FACTS_SCHEMA, orient="row")
+    return pl.DataFrame(
+        [{k: getattr(f, k) for k in batch.FACTS_SCHEMA} for f in facts], schema=batch.FACTS_SCHEMA, orient="row"
+    )
 
 
 def batch_rows(facts: list[Fact], spec: Spec) -> dict[str, dict]:
     out = batch.order_features(frame(facts), spec)
-    names = out.columns[len(batch.ORDER_COLUMNS):]
+    names = out.columns[len(batch.ORDER_COLUMNS) :]
     return {r["event_id"]: {k: r[k] for k in names} for r in out.iter_rows(named=True)}
 
 
@@ -106,23 +122,52 @@ def histories(draw) -> list[Fact]:
         terms = draw(st.booleans())
         days = draw(st.integers(0, 2)) if terms else 0
         due = (t + timedelta(days=days)).date() if terms and draw(st.booleans()) else None
-        facts.append(Fact(new_id(), "order.created", t, merchant, buyer, oid, None, amount, currency,
-                          "terms" if terms else "card", days, due))
+        facts.append(
+            Fact(
+                new_id(),
+                "order.created",
+                t,
+                merchant,
+                buyer,
+                oid,
+                None,
+                amount,
+                currency,
+                "terms" if terms else "card",
+                days,
+                due,
+            )
+        )
         if terms:
             for _ in range(draw(st.integers(0, 2))):
                 later = t + timedelta(minutes=draw(st.integers(0, 3 * 1440)))
-                facts.append(Fact(new_id(), "buyer.repayment", later, merchant, buyer, oid, None,
-                                  draw(st.integers(1, amount)), currency, days_late=draw(st.integers(0, 3))))
+                facts.append(
+                    Fact(
+                        new_id(),
+                        "buyer.repayment",
+                        later,
+                        merchant,
+                        buyer,
+                        oid,
+                        None,
+                        draw(st.integers(1, amount)),
+                        currency,
+                        days_late=draw(st.integers(0, 3)),
+                    )
+                )
             if draw(st.integers(0, 4)) == 0:
                 later = t + timedelta(minutes=draw(st.integers(0, 3 * 1440)))
                 facts.append(Fact(new_id(), "buyer.default", later, merchant, buyer, oid, None, amount, currency))
         else:
             pid = f"p{len(facts)}"
             facts.append(Fact(new_id(), "payment.authorized", t, merchant, buyer, oid, pid, amount, currency))
-            for kind in draw(st.lists(st.sampled_from(["payment.refunded", "chargeback.opened", "payment.voided"]),
-                                      max_size=2)):
+            for kind in draw(
+                st.lists(st.sampled_from(["payment.refunded", "chargeback.opened", "payment.voided"]), max_size=2)
+            ):
                 later = t + timedelta(minutes=draw(st.integers(0, 2 * 1440)))
-                facts.append(Fact(new_id(), kind, later, merchant, None, None, pid, draw(st.integers(1, amount)), currency))
+                facts.append(
+                    Fact(new_id(), kind, later, merchant, None, None, pid, draw(st.integers(1, amount)), currency)
+                )
     return facts
 
 
@@ -153,13 +198,21 @@ def test_windows_are_monotone_and_exposure_is_financed_minus_repaid(facts):
         counts = [r[f"buyer_orders_{w}"] for w in labels]
         amounts = [r[f"buyer_amount_{w}"] for w in labels]
         assert counts == sorted(counts) and amounts == sorted(amounts)
-        before = [f for f in facts if f.occurred_at < r["decision_time"] and f.buyer_id == r["buyer_id"]
-                  and f.currency == r["currency"]]
-        financed = sum(f.amount_minor for f in before if f.event_type == "order.created" and f.payment_method == "terms")
+        before = [
+            f
+            for f in facts
+            if f.occurred_at < r["decision_time"] and f.buyer_id == r["buyer_id"] and f.currency == r["currency"]
+        ]
+        financed = sum(
+            f.amount_minor for f in before if f.event_type == "order.created" and f.payment_method == "terms"
+        )
         repaid = sum(f.amount_minor for f in before if f.event_type == "buyer.repayment")
         assert r["buyer_exposure_minor"] == financed - repaid
-        assert r["buyer_orders_1d"] <= sum(1 for f in facts if f.event_type == "order.created"
-                                           and f.buyer_id == r["buyer_id"] and f.occurred_at < r["decision_time"])
+        assert r["buyer_orders_1d"] <= sum(
+            1
+            for f in facts
+            if f.event_type == "order.created" and f.buyer_id == r["buyer_id"] and f.occurred_at < r["decision_time"]
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -176,28 +229,48 @@ def test_no_leakage_events_at_or_after_a_request_never_change_its_features(facts
 
 
 def fact(minutes: float, event_type: str, **kw) -> Fact:
-    return Fact(kw.pop("event_id", f"{event_type}@{minutes}"), event_type, T0 + timedelta(minutes=minutes),
-                kw.pop("merchant_id", "m1"), **kw)
+    return Fact(
+        kw.pop("event_id", f"{event_type}@{minutes}"),
+        event_type,
+        T0 + timedelta(minutes=minutes),
+        kw.pop("merchant_id", "m1"),
+        **kw,
+    )
 
 
 def terms_order(minutes, oid, amount=10_000, due=None, **kw) -> Fact:
-    return fact(minutes, "order.created", buyer_id="b1", order_id=oid, amount_minor=amount, currency="USD",
-                payment_method="terms", terms_days=30, due_date=due, **kw)
+    return fact(
+        minutes,
+        "order.created",
+        buyer_id="b1",
+        order_id=oid,
+        amount_minor=amount,
+        currency="USD",
+        payment_method="terms",
+        terms_days=30,
+        due_date=due,
+        **kw,
+    )
 
 
 def test_days_past_due_counts_whole_days_of_open_orders_only():
     due = date(2026, 1, 6)
-    history = [terms_order(0, "o1", due=due), terms_order(1, "o2", due=date(2026, 1, 8)),
-               fact(2 * 1440, "buyer.repayment", buyer_id="b1", order_id="o2", amount_minor=10_000, currency="USD",
-                    days_late=0)]
+    history = [
+        terms_order(0, "o1", due=due),
+        terms_order(1, "o2", due=date(2026, 1, 8)),
+        fact(
+            2 * 1440, "buyer.repayment", buyer_id="b1", order_id="o2", amount_minor=10_000, currency="USD", days_late=0
+        ),
+    ]
     state = BuyerState()
     for f in history:
         state = apply_buyer(state, f)
     at = T0 + timedelta(days=5, hours=23)  # 2026-01-10: o1 is four days past due, o2 was repaid
     assert read_buyer(state, at, "USD")["buyer_days_past_due"] == 4
     assert read_buyer(state, T0 + timedelta(hours=20), "USD")["buyer_days_past_due"] == 0
-    written_off = apply_buyer(state, fact(3 * 1440, "buyer.default", buyer_id="b1", order_id="o1", amount_minor=10_000,
-                                          currency="USD"))
+    written_off = apply_buyer(
+        state, fact(3 * 1440, "buyer.default", buyer_id="b1", order_id="o1", amount_minor=10_000, currency="USD")
+    )
     features = read_buyer(written_off, at, "USD")
     assert features["buyer_days_past_due"] == 0
     assert features["buyer_exposure_minor"] == 10_000  # a write-off is not a repayment
@@ -205,9 +278,10 @@ def test_days_past_due_counts_whole_days_of_open_orders_only():
 
 
 def test_a_partial_repayment_keeps_the_order_open():
-    state = apply_buyer(apply_buyer(BuyerState(), terms_order(0, "o1", due=date(2026, 1, 6))),
-                        fact(10, "buyer.repayment", buyer_id="b1", order_id="o1", amount_minor=4_000, currency="USD",
-                             days_late=2))
+    state = apply_buyer(
+        apply_buyer(BuyerState(), terms_order(0, "o1", due=date(2026, 1, 6))),
+        fact(10, "buyer.repayment", buyer_id="b1", order_id="o1", amount_minor=4_000, currency="USD", days_late=2),
+    )
     got = read_buyer(state, T0 + timedelta(days=3), "USD")
     assert got["buyer_days_past_due"] == 2 and got["buyer_exposure_minor"] == 6_000
     assert got["buyer_late_repayment_rate"] == 1.0
@@ -216,16 +290,38 @@ def test_a_partial_repayment_keeps_the_order_open():
 def test_amounts_count_only_the_reading_currency_counts_count_all():
     state = BuyerState()
     for i, cur in enumerate(["USD", "EUR", "USD"]):
-        state = apply_buyer(state, fact(i, "order.created", buyer_id="b1", order_id=f"o{i}", amount_minor=100 * (i + 1),
-                                        currency=cur, payment_method="card", terms_days=0))
+        state = apply_buyer(
+            state,
+            fact(
+                i,
+                "order.created",
+                buyer_id="b1",
+                order_id=f"o{i}",
+                amount_minor=100 * (i + 1),
+                currency=cur,
+                payment_method="card",
+                terms_days=0,
+            ),
+        )
     usd, eur = (read_buyer(state, T0 + timedelta(minutes=10), c) for c in ("USD", "EUR"))
     assert usd["buyer_orders_1h"] == eur["buyer_orders_1h"] == 3
     assert (usd["buyer_amount_1h"], eur["buyer_amount_1h"]) == (400, 200)
 
 
 def test_a_window_includes_its_start_and_excludes_the_reading_instant():
-    state = apply_buyer(BuyerState(), fact(0, "order.created", buyer_id="b1", order_id="o", amount_minor=5,
-                                           currency="USD", payment_method="card", terms_days=0))
+    state = apply_buyer(
+        BuyerState(),
+        fact(
+            0,
+            "order.created",
+            buyer_id="b1",
+            order_id="o",
+            amount_minor=5,
+            currency="USD",
+            payment_method="card",
+            terms_days=0,
+        ),
+    )
     assert read_buyer(state, T0 + timedelta(hours=1), "USD")["buyer_orders_1h"] == 1
     assert read_buyer(state, T0 + timedelta(hours=1, microseconds=1), "USD")["buyer_orders_1h"] == 0
 
@@ -251,8 +347,20 @@ def test_ticket_zscore_is_the_sample_zscore(tickets, amount):
 def test_the_merchants_ticket_aggregates_stay_exact_past_64_bits_in_both_runtimes(tickets):
     """Count and sum of squares of the tickets in the reading currency (IDR amounts squared
     pass 2^63): the batch frame (Int128) and `read_merchant` give the same integers."""
-    orders = [fact(i, "order.created", buyer_id="b1", order_id=f"o{i}", amount_minor=amount, currency=cur,
-                   payment_method="terms", terms_days=30, event_id=f"e{i:02d}") for i, (amount, cur) in enumerate(tickets)]
+    orders = [
+        fact(
+            i,
+            "order.created",
+            buyer_id="b1",
+            order_id=f"o{i}",
+            amount_minor=amount,
+            currency=cur,
+            payment_method="terms",
+            terms_days=30,
+            event_id=f"e{i:02d}",
+        )
+        for i, (amount, cur) in enumerate(tickets)
+    ]
     last = orders[-1]
     state = MerchantState()
     for o in orders[:-1]:
@@ -260,10 +368,14 @@ def test_the_merchants_ticket_aggregates_stay_exact_past_64_bits_in_both_runtime
     direct = read_merchant(state, last.occurred_at, last.currency, last.amount_minor, SMALL_SPEC)
     same = [a for a, c in tickets[:-1] if c == last.currency]
     n_name, q_name = merchant_ticket_names(SMALL_SPEC)
-    assert (direct[n_name], direct["merchant_volume_1d"], direct[q_name]) == (len(same), sum(same),
-                                                                             sum(a * a for a in same))
-    assert direct["merchant_ticket_zscore"] == ticket_zscore(last.amount_minor, len(same), sum(same),
-                                                             sum(a * a for a in same))
+    assert (direct[n_name], direct["merchant_volume_1d"], direct[q_name]) == (
+        len(same),
+        sum(same),
+        sum(a * a for a in same),
+    )
+    assert direct["merchant_ticket_zscore"] == ticket_zscore(
+        last.amount_minor, len(same), sum(same), sum(a * a for a in same)
+    )
     from_batch = batch_rows(orders, SMALL_SPEC)[last.event_id]
     assert {k: from_batch[k] for k in direct} == direct
 
@@ -273,11 +385,23 @@ def test_the_merchants_ticket_aggregates_stay_exact_past_64_bits_in_both_runtime
 
 def test_a_late_event_is_reported_counted_and_still_counts_for_later_requests():
     spec = SMALL_SPEC  # 30 minutes of allowed lateness
-    arrived = [terms_order(0, "o1", event_id="r1"), terms_order(60, "o2", event_id="r2"),
-               terms_order(200, "o3", event_id="r3"),  # r1 and r2 become final: the watermark is at 170
-               fact(30, "order.created", event_id="late", buyer_id="b1", order_id="o0", amount_minor=7,
-                    currency="USD", payment_method="card", terms_days=0),
-               terms_order(400, "o4", event_id="r4")]
+    arrived = [
+        terms_order(0, "o1", event_id="r1"),
+        terms_order(60, "o2", event_id="r2"),
+        terms_order(200, "o3", event_id="r3"),  # r1 and r2 become final: the watermark is at 170
+        fact(
+            30,
+            "order.created",
+            event_id="late",
+            buyer_id="b1",
+            order_id="o0",
+            amount_minor=7,
+            currency="USD",
+            payment_method="card",
+            terms_days=0,
+        ),
+        terms_order(400, "o4", event_id="r4"),
+    ]
     rows, late = fold(arrived, spec)
     assert sorted((x.event_id, x.entity) for x in late) == [("late", "buyer"), ("late", "merchant")]
     assert late[0].behind_s == (170 - 30) * 60
@@ -292,8 +416,11 @@ def test_a_late_event_is_reported_counted_and_still_counts_for_later_requests():
 
 
 def test_a_late_request_gets_no_features_only_a_report():
-    arrived = [terms_order(0, "o1", event_id="r1"), terms_order(300, "o2", event_id="r2"),
-               terms_order(100, "o3", event_id="r3")]
+    arrived = [
+        terms_order(0, "o1", event_id="r1"),
+        terms_order(300, "o2", event_id="r2"),
+        terms_order(100, "o3", event_id="r3"),
+    ]
     rows, late = fold(arrived, SMALL_SPEC)
     assert "r3" not in rows and {x.event_id for x in late} == {"r3"}
 
@@ -327,12 +454,15 @@ def test_the_default_spec_is_what_configs_features_yaml_says():
     assert batch.MODEL_FEATURES[:4] == ("buyer_orders_1h", "buyer_orders_24h", "buyer_orders_7d", "buyer_orders_30d")
 
 
-@pytest.mark.parametrize("cfg, named", [
-    ({"windows": ["1h", "1x"], "merchant_window": "30d", "allowed_lateness": "1h"}, "'1x'"),
-    ({"windows": ["24h", "1h"], "merchant_window": "30d", "allowed_lateness": "1h"}, "ascending"),
-    ({"windows": ["1h"], "merchant_window": "30d"}, "allowed_lateness"),
-    ({"windows": [], "merchant_window": "30d", "allowed_lateness": "1h"}, "non-empty"),
-])
+@pytest.mark.parametrize(
+    "cfg, named",
+    [
+        ({"windows": ["1h", "1x"], "merchant_window": "30d", "allowed_lateness": "1h"}, "'1x'"),
+        ({"windows": ["24h", "1h"], "merchant_window": "30d", "allowed_lateness": "1h"}, "ascending"),
+        ({"windows": ["1h"], "merchant_window": "30d"}, "allowed_lateness"),
+        ({"windows": [], "merchant_window": "30d", "allowed_lateness": "1h"}, "non-empty"),
+    ],
+)
 def test_a_bad_feature_config_is_named(cfg, named):
     with pytest.raises(FeatureConfigError, match=named):
         spec_from_config(cfg)
@@ -343,14 +473,15 @@ def test_a_bad_feature_config_is_named(cfg, named):
 
 @pytest.mark.slow
 def test_a_world_and_its_archive_read_as_the_same_facts(small_world, tmp_path):
-    from clearline.ledger import archive
     from clearline import events
+    from clearline.ledger import archive
     from clearline.ledger.model import Source
+
     world, _ = small_world
     lines = (world / "events" / "events.jsonl").read_bytes().splitlines()
     rows = [(events.decode(raw), Source("payments.events", i % 3, i), raw) for i, raw in enumerate(lines)]
     for start in range(0, len(rows), 5000):
-        archive.write_batch(tmp_path, 0, rows[start:start + 5000])
+        archive.write_batch(tmp_path, 0, rows[start : start + 5000])
     from_world, from_archive = batch.read_events(world), batch.read_events(tmp_path)
     kept = sum(1 for e, _, _ in rows if e.event_type in batch.FEATURE_EVENTS)
     assert from_world.height == kept > len(lines) // 3
@@ -376,18 +507,35 @@ def test_order_features_has_the_promised_columns_and_types(small_world):
 
 def test_a_malformed_event_is_named(tmp_path):
     (tmp_path / "events").mkdir()
-    good = {"order_id": "o1", "buyer_id": "b1", "amount": {"minor": 5, "currency": "USD"},
-            "payment_method": "terms", "terms_days": 30, "due_date": None}
+    good = {
+        "order_id": "o1",
+        "buyer_id": "b1",
+        "amount": {"minor": 5, "currency": "USD"},
+        "payment_method": "terms",
+        "terms_days": 30,
+        "due_date": None,
+    }
     broken = dict(good, buyer_id=None)
-    pl.DataFrame({"event_id": ["e1", "e2"], "event_type": ["order.created"] * 2,
-                  "occurred_at": [T0, T0], "merchant_id": ["m1", "m1"], "reseller_id": ["r", "r"],
-                  "schema_version": [1, 1], "payload": [json.dumps(good), json.dumps(broken)]}
-                 ).write_parquet(tmp_path / "events" / "events.parquet")
+    pl.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "event_type": ["order.created"] * 2,
+            "occurred_at": [T0, T0],
+            "merchant_id": ["m1", "m1"],
+            "reseller_id": ["r", "r"],
+            "schema_version": [1, 1],
+            "payload": [json.dumps(good), json.dumps(broken)],
+        }
+    ).write_parquet(tmp_path / "events" / "events.parquet")
     with pytest.raises(batch.EventsReadError, match=r"e2 \(order.created\): buyer_id$"):
         batch.read_events(tmp_path)
     written = pl.read_parquet(tmp_path / "events" / "events.parquet")
-    written.with_columns(pl.when(pl.col("event_id") == "e2").then(pl.lit('{"order_id": "o2",'))
-                         .otherwise(pl.col("payload")).alias("payload")).write_parquet(tmp_path / "events" / "events.parquet")
+    written.with_columns(
+        pl.when(pl.col("event_id") == "e2")
+        .then(pl.lit('{"order_id": "o2",'))
+        .otherwise(pl.col("payload"))
+        .alias("payload")
+    ).write_parquet(tmp_path / "events" / "events.parquet")
     with pytest.raises(batch.EventsReadError, match="event e2: its payload is not JSON"):
         batch.read_events(tmp_path)
     twice = written.head(1)

@@ -10,9 +10,9 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from clearline import events
 from clearline.features import batch
 from clearline.features.streaming import run_bounded
-from clearline import events
 
 
 @pytest.mark.parametrize("batch_size", [1, 1000])
@@ -40,8 +40,9 @@ def test_a_request_beyond_the_allowed_lateness_comes_out_on_the_side_output(smal
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:3000]]
     request = next(e for e in arrived if e.event_type == "order.created" and e.payload.payment_method == "terms")
-    copy = dataclasses.replace(request, event_id="evt_late_copy",
-                               payload=dataclasses.replace(request.payload, order_id="ord_late_copy"))
+    copy = dataclasses.replace(
+        request, event_id="evt_late_copy", payload=dataclasses.replace(request.payload, order_id="ord_late_copy")
+    )
     buyer_events = [e for e in arrived if getattr(e.payload, "buyer_id", None) == request.payload.buyer_id]
     # arrives after the buyer's last event, more than the allowed hour after it happened
     assert buyer_events[-1].occurred_at - copy.occurred_at > timedelta(hours=2)

@@ -10,17 +10,38 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearline.features.definitions import (DEFAULT_SPEC, BuyerState, Fact, MerchantState, apply_buyer, apply_merchant, read_buyer,
-                                  read_merchant)
+from clearline.features.definitions import (
+    DEFAULT_SPEC,
+    BuyerState,
+    Fact,
+    MerchantState,
+    apply_buyer,
+    apply_merchant,
+    read_buyer,
+    read_merchant,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-orders = st.lists(st.tuples(st.integers(0, 90 * 24 * 60), st.integers(1, 10**7), st.sampled_from(["EUR", "USD"])),
-                  min_size=1, max_size=40)
+orders = st.lists(
+    st.tuples(st.integers(0, 90 * 24 * 60), st.integers(1, 10**7), st.sampled_from(["EUR", "USD"])),
+    min_size=1,
+    max_size=40,
+)
 
 
 def fact(i: int, minute: int, minor: int, currency: str) -> Fact:
-    return Fact(f"evt_{i}", "order.created", T0 + timedelta(minutes=minute), "m_1", "b_1", f"ord_{i}", None, minor,
-                currency, "card")
+    return Fact(
+        f"evt_{i}",
+        "order.created",
+        T0 + timedelta(minutes=minute),
+        "m_1",
+        "b_1",
+        f"ord_{i}",
+        None,
+        minor,
+        currency,
+        "card",
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -40,7 +61,9 @@ def test_windows_read_the_same_whatever_the_arrival_order(arrivals, at_minute, c
         assert got[f"buyer_orders_{label}"] == len(inside)
         assert got[f"buyer_amount_{label}"] == sum(f.amount_minor for f in inside if f.currency == currency)
     label, secs = DEFAULT_SPEC.merchant_window
-    same = [f.amount_minor for f in kept if at - timedelta(seconds=secs) <= f.occurred_at < at and f.currency == currency]
+    same = [
+        f.amount_minor for f in kept if at - timedelta(seconds=secs) <= f.occurred_at < at and f.currency == currency
+    ]
     m = read_merchant(merchant, at, currency, 1000)
     assert (m[f"merchant_volume_{label}"], m[f"merchant_tickets_{label}"]) == (sum(same), len(same))
     assert [o[0] for o in merchant.orders] == sorted(o[0] for o in merchant.orders)

@@ -34,7 +34,7 @@ def _value(dtype: pl.DataType) -> st.SearchStrategy:
     if dtype == pl.Float64():
         return st.one_of(st.none(), st.floats(allow_infinity=False), st.just(float("nan")))
     if dtype == pl.Int64():
-        return st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))
+        return st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))
     return st.one_of(st.none(), st.text(max_size=12))
 
 
@@ -54,9 +54,12 @@ def _push(fs, entity: str, entity_id: str, values: dict, at: datetime) -> None:
 def _same(a: dict, b: dict) -> bool:
     """Equal, with NaN equal to NaN (a stored NaN comes back as NaN both ways)."""
     return a.keys() == b.keys() and all(
-        _same(a[k], b[k]) if isinstance(a[k], dict) else
-        (isinstance(a[k], float) and isinstance(b[k], float) and math.isnan(a[k]) and math.isnan(b[k]))
-        or (a[k] == b[k] and type(a[k]) is type(b[k])) for k in a)
+        _same(a[k], b[k])
+        if isinstance(a[k], dict)
+        else (isinstance(a[k], float) and isinstance(b[k], float) and math.isnan(a[k]) and math.isnan(b[k]))
+        or (a[k] == b[k] and type(a[k]) is type(b[k]))
+        for k in a
+    )
 
 
 def test_the_sqlite_store_is_read_directly(feast):
@@ -87,12 +90,14 @@ def test_the_entity_key_is_feasts_serialization(join_key, value):
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
+
     proto = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
     assert entity_key(join_key, value) == serialize_entity_key(proto, entity_key_serialization_version=3)
 
 
 def test_a_redis_online_store_keeps_feasts_path(tmp_path):
     import yaml
+
     s = fstore.FeastSettings("clearline", tmp_path / "feast", online_store="redis")
     s.data_dir.mkdir(parents=True)
     s.yaml_path.write_text(yaml.safe_dump(fstore.repo_yaml(s)))  # no redis-server needed: nothing is read

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import REPO_ROOT
 from clearline.events import Money
 from clearline.ledger import chain, invariants
 from clearline.ledger.model import Posted, Posting, Rejected, Source
 from clearline.ledger.snapshot import SnapshotNotFound, SnapshotPublisher, publish_snapshot, read_snapshot
 from clearline.ledger.store import LedgerStore
+from tests import REPO_ROOT
 
 TOPIC = "payments.events"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -37,16 +37,35 @@ FEES = "rs_001:fee_revenue"
 CASH = "platform:bank_cash"
 
 
-def posted(partition: int, offset: int, event_id: str, legs: list[tuple[str, str, int]] | None = None,
-           currency: str = "USD", at: datetime = T0, topic: str = TOPIC) -> Posted:
+def posted(
+    partition: int,
+    offset: int,
+    event_id: str,
+    legs: list[tuple[str, str, int]] | None = None,
+    currency: str = "USD",
+    at: datetime = T0,
+    topic: str = TOPIC,
+) -> Posted:
     """A Posted with `legs` (account, side, minor); default a 1000 capture."""
     legs = legs if legs is not None else [(RECV, "debit", 1000), (PAYABLE, "credit", 1000)]
-    return Posted(Source(topic, partition, offset), event_id, "payment.captured", "rs_001", at,
-                  tuple(Posting(a, s, Money(m, currency)) for a, s, m in legs))
+    return Posted(
+        Source(topic, partition, offset),
+        event_id,
+        "payment.captured",
+        "rs_001",
+        at,
+        tuple(Posting(a, s, Money(m, currency)) for a, s, m in legs),
+    )
 
 
-def rejected(partition: int, offset: int, event_id: str | None, reason: str = "signature",
-             raw: bytes = b'{"bad":1}', topic: str = TOPIC) -> Rejected:
+def rejected(
+    partition: int,
+    offset: int,
+    event_id: str | None,
+    reason: str = "signature",
+    raw: bytes = b'{"bad":1}',
+    topic: str = TOPIC,
+) -> Rejected:
     return Rejected(Source(topic, partition, offset), event_id, reason, f"{reason}: refused", raw)
 
 
@@ -89,7 +108,7 @@ def test_a_batch_applied_twice_is_skipped_and_redelivered_events_are_duplicates(
 def test_a_partly_replayed_batch_counts_only_the_new_offsets(store):
     store.apply([posted(0, i, f"evt_{i}") for i in range(10)])
     r = store.apply([posted(0, i, f"evt_{i}") for i in range(5, 15)] + [posted(0, 12, "evt_12")])
-    assert (r.replayed, r.consumed, r.posted) == (6, 5, 5)   # 5..9 committed, offset 12 twice
+    assert (r.replayed, r.consumed, r.posted) == (6, 5, 5)  # 5..9 committed, offset 12 twice
     assert counters(store)["consumed"] == 15 and n_rows(store, "postings") == 30
 
 
@@ -120,8 +139,11 @@ def test_rejections_keep_raw_bytes_and_a_retried_bad_event_fails_the_same_way(st
     raw = b"\xff\xfe not json \x00"
     r = store.apply([rejected(0, 0, None, "json", raw), rejected(0, 1, "evt_bad", "signature", b"sig1")])
     assert (r.dead_lettered, r.posted) == (2, 0) and len(r.dead_letters) == 2
-    rows = store.cursor().execute(
-        'SELECT "offset", event_id, reason, raw, origin FROM rejections ORDER BY "offset"').fetchall()
+    rows = (
+        store.cursor()
+        .execute('SELECT "offset", event_id, reason, raw, origin FROM rejections ORDER BY "offset"')
+        .fetchall()
+    )
     assert rows == [(0, None, "json", raw, "flow"), (1, "evt_bad", "signature", b"sig1", "flow")]
 
     # the same bad event again: dead-lettered again, the first rejection stays the answer
@@ -131,7 +153,9 @@ def test_rejections_keep_raw_bytes_and_a_retried_bad_event_fails_the_same_way(st
     r = store.apply([posted(0, 3, "evt_bad")])
     assert (r.posted, r.dead_lettered, r.postings) == (0, 1, 0)
     assert r.dead_letters[0].reason == "rejected_before" and "signature" in r.dead_letters[0].detail
-    ev = store.cursor().execute("SELECT status, reason, \"offset\" FROM events WHERE event_id = 'evt_bad'").fetchall()[0]
+    ev = (
+        store.cursor().execute("SELECT status, reason, \"offset\" FROM events WHERE event_id = 'evt_bad'").fetchall()[0]
+    )
     assert ev == ("rejected", "signature", 1)
     assert n_rows(store, "postings") == 0
     assert counters(store) == {"next_offset": 4, "consumed": 4, "posted": 0, "duplicate": 0, "dead_lettered": 4}
@@ -151,14 +175,19 @@ def test_a_rejection_never_unposts_a_posted_event(store):
 
 
 def test_an_unbalanced_or_malformed_posting_is_refused_not_written(store):
-    r = store.apply([
-        posted(0, 0, "evt_unbal", [(RECV, "debit", 1000), (PAYABLE, "credit", 999)]),
-        posted(0, 1, "evt_neg", [(RECV, "debit", -5), (PAYABLE, "credit", -5)]),
-        posted(0, 2, "evt_ok", [(RECV, "debit", 1000), (PAYABLE, "credit", 970), (FEES, "credit", 30)]),
-        posted(0, 3, "evt_none", []),  # an event that moves no money (e.g. an order) is posted with no legs
-    ])
+    r = store.apply(
+        [
+            posted(0, 0, "evt_unbal", [(RECV, "debit", 1000), (PAYABLE, "credit", 999)]),
+            posted(0, 1, "evt_neg", [(RECV, "debit", -5), (PAYABLE, "credit", -5)]),
+            posted(0, 2, "evt_ok", [(RECV, "debit", 1000), (PAYABLE, "credit", 970), (FEES, "credit", 30)]),
+            posted(0, 3, "evt_none", []),  # an event that moves no money (e.g. an order) is posted with no legs
+        ]
+    )
     assert (r.posted, r.dead_lettered, r.postings) == (2, 2, 3)
-    assert {d.event_id: d.reason for d in r.dead_letters} == {"evt_unbal": "posting_invalid", "evt_neg": "posting_invalid"}
+    assert {d.event_id: d.reason for d in r.dead_letters} == {
+        "evt_unbal": "posting_invalid",
+        "evt_neg": "posting_invalid",
+    }
     assert "USD debits − credits = 1" in r.dead_letters[0].detail
     assert invariants.check(store) == []
 
@@ -178,7 +207,10 @@ def _outcome(partition: int, offset: int, m: tuple) -> Posted | Rejected:
         return rejected(partition, offset, eid, raw=f"raw-{partition}-{offset}".encode())
     legs = []
     for j in range(pairs):
-        legs += [(f"rs_00{j}:processor_receivable:p", "debit", amount + j), (f"rs_00{j}:merchant_payable:m", "credit", amount + j)]
+        legs += [
+            (f"rs_00{j}:processor_receivable:p", "debit", amount + j),
+            (f"rs_00{j}:merchant_payable:m", "credit", amount + j),
+        ]
     return posted(partition, offset, eid, legs)
 
 
@@ -225,19 +257,21 @@ def test_every_consumed_offset_is_accounted_for(logs, data):
         for _ in range(data.draw(st.integers(1, 3))):
             p = data.draw(st.integers(0, len(log) - 1))
             start = max(0, position[p] - data.draw(st.integers(0, 3), label="rewind"))
-            chunk = log[p][start:start + data.draw(st.integers(1, 5))]
+            chunk = log[p][start : start + data.draw(st.integers(1, 5))]
             batch += chunk
             position[p] = max(position[p], start + len(chunk))
         batches.append(data.draw(st.permutations(batch)))
-    batches.append([o for p in range(len(log)) for o in log[p][position[p]:]])  # the rest
+    batches.append([o for p in range(len(log)) for o in log[p][position[p] :]])  # the rest
 
     with tempfile.TemporaryDirectory() as tmp, LedgerStore(Path(tmp) / "l.duckdb") as s:
         for b in batches:
             r = s.apply(b)
             assert r.consumed == r.posted + r.duplicate + r.dead_lettered
         expected, legs = _model(batches)
-        got = {p: {k: getattr(st_, k) for k in ("next_offset", "consumed", "posted", "duplicate", "dead_lettered")}
-               for (_, p), st_ in s.partitions().items()}
+        got = {
+            p: {k: getattr(st_, k) for k in ("next_offset", "consumed", "posted", "duplicate", "dead_lettered")}
+            for (_, p), st_ in s.partitions().items()
+        }
         assert got == expected
         for p, c in got.items():
             assert c["consumed"] == c["posted"] + c["duplicate"] + c["dead_lettered"] == len(log[p])
@@ -249,12 +283,14 @@ def test_every_consumed_offset_is_accounted_for(logs, data):
 def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
     store.apply([posted(0, 0, "evt_0")])
     import clearline.ledger.store as mod
+
     real = mod._columns
 
     def boom(cols, schema):
         if schema is mod.POSTINGS_SCHEMA:
             raise OSError("disk full")
         return real(cols, schema)
+
     monkeypatch.setattr(mod, "_columns", boom)
     with pytest.raises(OSError):
         store.apply([posted(0, 1, "evt_1"), rejected(0, 2, None)])
@@ -268,8 +304,14 @@ def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
 def test_before_commit_sees_exactly_the_newly_posted_events_and_can_veto_the_batch(store):
     store.apply([posted(0, 0, "evt_0"), rejected(0, 1, "evt_bad")])
     seen = []
-    batch = [posted(0, 2, "evt_0"), posted(0, 3, "evt_new"), posted(0, 4, "evt_new"), posted(0, 5, "evt_bad"),
-             posted(0, 6, "evt_legs", legs=[("rs_1:fee_revenue:platform_fee", "credit", 5)]), posted(0, 1, "evt_x")]
+    batch = [
+        posted(0, 2, "evt_0"),
+        posted(0, 3, "evt_new"),
+        posted(0, 4, "evt_new"),
+        posted(0, 5, "evt_bad"),
+        posted(0, 6, "evt_legs", legs=[("rs_1:fee_revenue:platform_fee", "credit", 5)]),
+        posted(0, 1, "evt_x"),
+    ]
     with pytest.raises(OSError):
         store.apply(batch, before_commit=lambda fresh: (seen.extend(fresh), _raise(OSError("archive disk full"))))
     assert [o.event_id for o in seen] == ["evt_new"]  # not duplicates, rejected ids, bad legs, replays
@@ -304,14 +346,26 @@ def _world(partitions: int = 3, per_partition: int = 25) -> list[list]:
                 msgs.append(posted(p, off, f"evt_{p}_{off - 1}", at=at))  # a redelivered event
             else:
                 amt = 100 + 7 * off + p
-                msgs.append(posted(p, off, f"evt_{p}_{off}", [(RECV, "debit", amt), (PAYABLE, "credit", amt - 3),
-                                                            (FEES, "credit", 3)], currency=["USD", "EUR"][p % 2], at=at))
+                msgs.append(
+                    posted(
+                        p,
+                        off,
+                        f"evt_{p}_{off}",
+                        [(RECV, "debit", amt), (PAYABLE, "credit", amt - 3), (FEES, "credit", 3)],
+                        currency=["USD", "EUR"][p % 2],
+                        at=at,
+                    )
+                )
         log.append(msgs)
     return log
 
 
 def _postings(s: LedgerStore) -> list[tuple]:
-    return s.cursor().execute('SELECT * EXCLUDE (version) FROM postings ORDER BY topic, partition, "offset", seq').fetchall()
+    return (
+        s.cursor()
+        .execute('SELECT * EXCLUDE (version) FROM postings ORDER BY topic, partition, "offset", seq')
+        .fetchall()
+    )
 
 
 def test_a_replay_in_another_interleaving_rebuilds_the_identical_chain(tmp_path):
@@ -320,18 +374,18 @@ def test_a_replay_in_another_interleaving_rebuilds_the_identical_chain(tmp_path)
     a = LedgerStore(tmp_path / "a.duckdb")
     for p in (2, 0, 1):
         for i in range(0, len(log[p]), 7):
-            a.apply(log[p][i:i + 7])
+            a.apply(log[p][i : i + 7])
     # (b) round-robin one message at a time, batches of 5, a crash-replay midway, and a reopen
     b_path = tmp_path / "b.duckdb"
     b = LedgerStore(b_path)
     rr = [log[p][i] for i in range(len(log[0])) for p in range(len(log))]
     for i in range(0, 40, 5):
-        b.apply(rr[i:i + 5])
-    b.apply(rr[30:45])            # re-delivers 30..39: skipped
+        b.apply(rr[i : i + 5])
+    b.apply(rr[30:45])  # re-delivers 30..39: skipped
     b.close()
     b = LedgerStore(b_path)
     for i in range(45, len(rr), 5):
-        b.apply(list(reversed(rr[i:i + 5])))
+        b.apply(list(reversed(rr[i : i + 5])))
     assert chain.head(a) == chain.head(b) == chain.verify(a).head == chain.verify(b).head
     assert _postings(a) == _postings(b)
     assert a.stats()["partitions"] == b.stats()["partitions"]
@@ -345,12 +399,14 @@ def test_the_chain_bytes_are_the_documented_ones(store):
     account = 'rs_001:caf\u00e9 "x"'
     store.apply([posted(0, 0, "evt_1", [(account, "debit", 1999), (PAYABLE, "credit", 1999)])])
     genesis = hashlib.sha256(b"clearline-ledger-v1\x00payments.events\x000").digest()
-    first = json.dumps(["evt_1", 0, account, "debit", 1999, "USD", "2025-03-01T12:00:00.000000Z"],
-                       separators=(",", ":")).encode()
+    first = json.dumps(
+        ["evt_1", 0, account, "debit", 1999, "USD", "2025-03-01T12:00:00.000000Z"], separators=(",", ":")
+    ).encode()
     assert first == chain.canonical("evt_1", 0, account, "debit", 1999, "USD", chain.iso_utc(T0))
     h0 = hashlib.sha256(genesis + first).digest()
-    second = json.dumps(["evt_1", 1, PAYABLE, "credit", 1999, "USD", "2025-03-01T12:00:00.000000Z"],
-                        separators=(",", ":")).encode()
+    second = json.dumps(
+        ["evt_1", 1, PAYABLE, "credit", 1999, "USD", "2025-03-01T12:00:00.000000Z"], separators=(",", ":")
+    ).encode()
     h1 = hashlib.sha256(h0 + second).hexdigest()
     rows = store.cursor().execute("SELECT prev_hash, hash FROM postings ORDER BY seq").fetchall()
     assert rows == [(genesis.hex(), h0.hex()), (h0.hex(), h1)]
@@ -361,21 +417,33 @@ def test_verify_names_the_posting_whose_amount_was_changed(store):
     log = _world(partitions=2, per_partition=12)
     store.apply([o for msgs in log for o in msgs])
     assert chain.verify(store).ok
-    store.con.execute("UPDATE postings SET amount_minor = amount_minor + 100 "
-                      "WHERE partition = 1 AND \"offset\" = 5 AND seq = 1")
+    store.con.execute(
+        'UPDATE postings SET amount_minor = amount_minor + 100 WHERE partition = 1 AND "offset" = 5 AND seq = 1'
+    )
     result = chain.verify(store)
     assert not result.ok and len(result.bad_links) == 1
     bad = result.first_bad
-    assert (bad.topic, bad.partition, bad.offset, bad.seq, bad.event_id, bad.account, bad.problem) == \
-        (TOPIC, 1, 5, 1, "evt_1_5", PAYABLE, "hash")
-    stored = store.cursor().execute("SELECT hash FROM postings WHERE partition = 1 AND \"offset\" = 5 AND seq = 1").fetchall()[0][0]
+    assert (bad.topic, bad.partition, bad.offset, bad.seq, bad.event_id, bad.account, bad.problem) == (
+        TOPIC,
+        1,
+        5,
+        1,
+        "evt_1_5",
+        PAYABLE,
+        "hash",
+    )
+    stored = (
+        store.cursor()
+        .execute('SELECT hash FROM postings WHERE partition = 1 AND "offset" = 5 AND seq = 1')
+        .fetchall()[0][0]
+    )
     assert bad.stored == stored and bad.expected != stored
     assert "offset 5 seq 1" in str(result) and "evt_1_5" in str(result)
 
 
 def test_verify_notices_a_truncated_tail(store):
     store.apply([o for msgs in _world(partitions=1, per_partition=6) for o in msgs])
-    store.con.execute("DELETE FROM postings WHERE \"offset\" = (SELECT MAX(\"offset\") FROM postings)")
+    store.con.execute('DELETE FROM postings WHERE "offset" = (SELECT MAX("offset") FROM postings)')
     result = chain.verify(store)
     assert not result.ok and result.first_bad.problem == "length"
 
@@ -398,8 +466,12 @@ def test_invariants_flag_an_unbalanced_event_inserted_by_hand(store):
 
 
 def test_invariants_check_floors_on_the_accounts_normal_side(store):
-    store.apply([posted(0, 0, "evt_0", [(CASH, "debit", 500), (PAYABLE, "credit", 500)]),
-                 posted(0, 1, "evt_1", [(PAYABLE, "debit", 800), (CASH, "credit", 800)])])  # pays out more than owed
+    store.apply(
+        [
+            posted(0, 0, "evt_0", [(CASH, "debit", 500), (PAYABLE, "credit", 500)]),
+            posted(0, 1, "evt_1", [(PAYABLE, "debit", 800), (CASH, "credit", 800)]),
+        ]
+    )  # pays out more than owed
     floor = lambda account: 0 if account.split(":")[1] in ("merchant_payable", "bank_cash") else None
     side = lambda account: "credit" if ":merchant_payable" in account else "debit"
     found = invariants.check(store, floor_of=floor, normal_side=side)
@@ -420,13 +492,17 @@ def test_invariants_flag_offset_counters_that_disagree_with_the_rows(store):
 
 def _known(store: LedgerStore) -> None:
     d = lambda n: T0 + timedelta(days=n)
-    store.apply([
-        posted(0, 0, "cap_1", [(RECV, "debit", 10_000), (PAYABLE, "credit", 9_700), (FEES, "credit", 300)], at=d(0)),
-        posted(0, 1, "cap_2", [(RECV, "debit", 5_000), (PAYABLE, "credit", 4_850), (FEES, "credit", 150)], at=d(1)),
-        posted(1, 0, "payout_1", [(PAYABLE, "debit", 9_700), (CASH, "credit", 9_700)], at=d(2)),
-        posted(1, 1, "cap_eur", [(RECV, "debit", 2_000), (PAYABLE, "credit", 2_000)], currency="EUR", at=d(3)),
-        rejected(1, 2, None),
-    ])
+    store.apply(
+        [
+            posted(
+                0, 0, "cap_1", [(RECV, "debit", 10_000), (PAYABLE, "credit", 9_700), (FEES, "credit", 300)], at=d(0)
+            ),
+            posted(0, 1, "cap_2", [(RECV, "debit", 5_000), (PAYABLE, "credit", 4_850), (FEES, "credit", 150)], at=d(1)),
+            posted(1, 0, "payout_1", [(PAYABLE, "debit", 9_700), (CASH, "credit", 9_700)], at=d(2)),
+            posted(1, 1, "cap_eur", [(RECV, "debit", 2_000), (PAYABLE, "credit", 2_000)], currency="EUR", at=d(3)),
+            rejected(1, 2, None),
+        ]
+    )
 
 
 def test_balances_on_a_known_example(store):
@@ -445,7 +521,7 @@ def test_balances_on_a_known_example(store):
     as_of = store.balances(as_of=T0 + timedelta(days=1), account="rs_001:merchant_payable")
     assert as_of.rows() == [(PAYABLE, "USD", 0, 14_550, -14_550)]
     assert store.balances(tenant="platform").rows() == [(CASH, "USD", 0, 9_700, -9_700)]
-    assert store.balances(account="rs_001:merchant_pay").is_empty()   # prefix stops at a ':'
+    assert store.balances(account="rs_001:merchant_pay").is_empty()  # prefix stops at a ':'
     assert store.balances(as_of=T0 - timedelta(days=1)).is_empty()
 
 
@@ -458,14 +534,15 @@ def test_statement_has_a_running_balance_that_includes_earlier_postings(store):
     ]
     full = store.statement(PAYABLE)
     assert full["event_id"].to_list() == ["cap_1", "cap_2", "payout_1", "cap_eur"]
-    assert full["balance"].to_list() == [-9_700, -14_550, -4_850, -2_000]   # per currency
+    assert full["balance"].to_list() == [-9_700, -14_550, -4_850, -2_000]  # per currency
 
 
 def test_stats_count_per_partition_and_in_total(store):
     _known(store)
     s = store.stats()
-    assert [(p["partition"], p["consumed"], p["posted"], p["dead_lettered"], p["chain_length"]) for p in s["partitions"]] \
-        == [(0, 2, 2, 0, 6), (1, 3, 2, 1, 4)]
+    assert [
+        (p["partition"], p["consumed"], p["posted"], p["dead_lettered"], p["chain_length"]) for p in s["partitions"]
+    ] == [(0, 2, 2, 0, 6), (1, 3, 2, 1, 4)]
     assert (s["totals"]["postings"], s["totals"]["consumed"], s["totals"]["rejections"]) == (10, 5, 1)
     assert s["head"] == chain.head(store) and s["version"] == store.version
 
@@ -484,7 +561,7 @@ def test_snapshots_are_incremental_compacted_and_equal_the_store(store, tmp_path
     log = _world(partitions=2, per_partition=30)
     rr = [log[p][i] for i in range(30) for p in range(2)]
     for i in range(0, len(rr), 3):
-        store.apply(rr[i:i + 3])
+        store.apply(rr[i : i + 3])
         pub = publish_snapshot(store, snap, fanout=4, max_level=2)
         assert pub.version == store.version and pub.head == chain.head(store)
     assert publish_snapshot(store, snap).noop
@@ -514,10 +591,10 @@ def test_snapshots_across_a_restart_mix_both_export_paths(tmp_path, keep_recent_
     with LedgerStore(path, keep_recent_rows=keep_recent_rows) as s:
         s.apply(rr[:10])
         publish_snapshot(s, snap)
-        s.apply(rr[10:20])                  # committed, not yet published when the process stops
+        s.apply(rr[10:20])  # committed, not yet published when the process stops
     with LedgerStore(path, keep_recent_rows=keep_recent_rows) as s:
         s.apply(rr[20:30])
-        assert s.committed_since(s.version - 2) is None     # a batch before the restart is not in memory
+        assert s.committed_since(s.version - 2) is None  # a batch before the restart is not in memory
         publish_snapshot(s, snap, fanout=2)  # reads versions 2..3 back from the file
         s.apply(rr[30:])
         publish_snapshot(s, snap, fanout=2)  # and merges files written both ways
@@ -569,8 +646,14 @@ s = read_snapshot({str(snap)!r})
 b = s.balances(account={PAYABLE!r})
 print(b.filter(b["currency"] == "USD")["balance"][0], s.version)
 """
-    out = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", reader],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["locked", "-4851", str(store.version)]
 
@@ -581,7 +664,7 @@ def test_a_background_publisher_keeps_the_snapshot_current(store, tmp_path):
     log = _world(partitions=2, per_partition=24)
     rr = [log[p][i] for i in range(24) for p in range(2)]
     for i in range(0, len(rr), 4):
-        store.apply(rr[i:i + 4])
+        store.apply(rr[i : i + 4])
         publisher.notify()
     assert publisher.flush().version == store.version
     store.apply([posted(5, 0, "late")])
@@ -595,8 +678,11 @@ def test_shards_read_together_give_the_single_store_ledger(tmp_path):
     """One store per worker, each owning some partitions: their snapshots read together
     equal one store that consumed every partition, head included."""
     log = _world(partitions=3, per_partition=12)
-    with LedgerStore(tmp_path / "all.duckdb") as whole, LedgerStore(tmp_path / "s0.duckdb") as s0, \
-            LedgerStore(tmp_path / "s1.duckdb") as s1:
+    with (
+        LedgerStore(tmp_path / "all.duckdb") as whole,
+        LedgerStore(tmp_path / "s0.duckdb") as s0,
+        LedgerStore(tmp_path / "s1.duckdb") as s1,
+    ):
         whole.apply([o for msgs in log for o in msgs])
         s0.apply(log[0] + log[2])
         s1.apply(log[1])

@@ -13,16 +13,29 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from clearline import events
+from clearline import config, events
 from clearline.events import (
-    PAYLOADS, PLATFORM, BuyerDefault, BuyerRepayment, ChargebackOpened, ChargebackReversed, Event, FeeCharged,
-    MerchantPayout, Money, OrderCreated, PaymentAuthorized, PaymentCaptured, PaymentRefunded, PaymentVoided,
-    ProcessorPayout, ProcessorSettlement,
+    PAYLOADS,
+    PLATFORM,
+    BuyerDefault,
+    BuyerRepayment,
+    ChargebackOpened,
+    ChargebackReversed,
+    Event,
+    FeeCharged,
+    MerchantPayout,
+    Money,
+    OrderCreated,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentRefunded,
+    PaymentVoided,
+    ProcessorPayout,
+    ProcessorSettlement,
 )
-from clearline import config
-from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.ledger.accounts import CHART, account_key, floor_of, normal_side, parse_account
 from clearline.ledger.posting import PostingError, balances, capital, check_floors, post
+from clearline.pipelines.world.generate import WorldOptions, generate
 
 OPENING = {ccy: spec["opening_balance_minor"] for ccy, spec in config.load("platform")["bank_accounts"].items()}
 
@@ -60,9 +73,21 @@ def total(*events_: Event) -> dict:
     return {k: v for k, v in balances(p for e in events_ for p in posted(e)).items() if v}
 
 
-def settlement(record_type: str, gross: Money, fee: int, net: Money, rate: str | None = None, processor="adyen") -> ProcessorSettlement:
-    return ProcessorSettlement(processor, f"stl_{next(_ids)}", "po_adyen_usd_20260107", record_type, "pay_1",
-                               gross, Money(fee, net.currency), net, DAY0, rate)
+def settlement(
+    record_type: str, gross: Money, fee: int, net: Money, rate: str | None = None, processor="adyen"
+) -> ProcessorSettlement:
+    return ProcessorSettlement(
+        processor,
+        f"stl_{next(_ids)}",
+        "po_adyen_usd_20260107",
+        record_type,
+        "pay_1",
+        gross,
+        Money(fee, net.currency),
+        net,
+        DAY0,
+        rate,
+    )
 
 
 # ------------------------------------------------------------------ the chart
@@ -74,8 +99,14 @@ def test_account_keys_round_trip_and_are_checked_against_the_chart():
     assert account_key("rs_1", "platform_due") == "rs_1:platform_due"
     ref = parse_account("rs_1:auth_hold:pay:with:colons")
     assert (ref.tenant, ref.name, ref.sub, ref.spec.type) == ("rs_1", "auth_hold", "pay:with:colons", "memo")
-    for bad in [("rs_1", "petty_cash", None), ("rs_1", "bank_cash", "USD"), (PLATFORM, "merchant_payable", "m_1"),
-                ("rs_1", "merchant_payable", None), ("rs_1", "platform_due", "x"), ("rs:1", "platform_due", None)]:
+    for bad in [
+        ("rs_1", "petty_cash", None),
+        ("rs_1", "bank_cash", "USD"),
+        (PLATFORM, "merchant_payable", "m_1"),
+        ("rs_1", "merchant_payable", None),
+        ("rs_1", "platform_due", "x"),
+        ("rs:1", "platform_due", None),
+    ]:
         with pytest.raises(ValueError, match="account"):
             account_key(*bad)
     with pytest.raises(ValueError):
@@ -83,8 +114,20 @@ def test_account_keys_round_trip_and_are_checked_against_the_chart():
 
 
 def test_the_chart_names_type_side_floor_and_sub_ledger_of_every_account():
-    required = {"processor_receivable", "merchant_payable", "buyer_receivable", "fee_revenue", "fee_expense", "chargeback",
-                "loss_reserve", "credit_loss_expense", "bank_cash", "fx_position", "auth_hold", "capital"}
+    required = {
+        "processor_receivable",
+        "merchant_payable",
+        "buyer_receivable",
+        "fee_revenue",
+        "fee_expense",
+        "chargeback",
+        "loss_reserve",
+        "credit_loss_expense",
+        "bank_cash",
+        "fx_position",
+        "auth_hold",
+        "capital",
+    }
     assert required <= set(CHART)
     assert {s.type for s in CHART.values()} == {"asset", "liability", "equity", "revenue", "expense", "memo"}
     for spec in CHART.values():
@@ -130,8 +173,16 @@ def test_unknown_event_types_are_refused():
 
 def test_terms_order_funds_the_merchant_and_makes_the_buyer_owe_card_order_posts_nothing():
     terms = ev("order.created", OrderCreated("ord_1", "b_1", usd(100_000), "terms", 30, date(2026, 2, 4)))
-    assert legs(posted(terms)) == legs(post(terms)) == Counter({
-        ("rs_1:buyer_receivable:b_1", "debit", 100_000, "USD"): 1, ("rs_1:merchant_payable:m_1", "credit", 100_000, "USD"): 1})
+    assert (
+        legs(posted(terms))
+        == legs(post(terms))
+        == Counter(
+            {
+                ("rs_1:buyer_receivable:b_1", "debit", 100_000, "USD"): 1,
+                ("rs_1:merchant_payable:m_1", "credit", 100_000, "USD"): 1,
+            }
+        )
+    )
     assert post(ev("order.created", OrderCreated("ord_2", "b_1", usd(5_000), "card", 0))) == ()
     assert post(ev("order.created", OrderCreated("ord_3", "b_1", usd(5_000), "ach", 0))) == ()
 
@@ -141,13 +192,19 @@ def test_platform_fee_and_dispute_fee_come_off_what_the_merchant_is_owed():
     dispute_fee = ev("fee.charged", FeeCharged("dfe_1", "dispute_fee", usd(1_500), "cbk_1"))
     assert total(platform_fee, dispute_fee) == {
         ("rs_1:merchant_payable:m_1", "USD"): 4_000,
-        ("rs_1:fee_revenue:platform_fee", "USD"): -2_500, ("rs_1:fee_revenue:dispute_fee", "USD"): -1_500}
+        ("rs_1:fee_revenue:platform_fee", "USD"): -2_500,
+        ("rs_1:fee_revenue:dispute_fee", "USD"): -1_500,
+    }
 
 
 def test_authorization_is_an_off_balance_hold():
     auth = ev("payment.authorized", PaymentAuthorized("pay_1", "ord_1", "b_1", "adyen", "card", usd(10_000), "tok_1"))
-    assert legs(posted(auth)) == Counter({("rs_1:auth_hold:pay_1", "debit", 10_000, "USD"): 1,
-                                          ("rs_1:auth_hold_offset:adyen", "credit", 10_000, "USD"): 1})
+    assert legs(posted(auth)) == Counter(
+        {
+            ("rs_1:auth_hold:pay_1", "debit", 10_000, "USD"): 1,
+            ("rs_1:auth_hold_offset:adyen", "credit", 10_000, "USD"): 1,
+        }
+    )
     assert all(parse_account(p.account).spec.type == "memo" for p in post(auth))
 
 
@@ -156,36 +213,58 @@ def test_partial_captures_draw_on_the_hold_and_the_void_releases_the_rest():
     cap1 = ev("payment.captured", PaymentCaptured("pay_1", "cap_1", "adyen", usd(4_000), False))
     cap2 = ev("payment.captured", PaymentCaptured("pay_1", "cap_2", "adyen", usd(3_000), False))
     void = ev("payment.voided", PaymentVoided("pay_1", "adyen", usd(3_000)))
-    assert legs(posted(cap1)) == Counter({
-        ("rs_1:auth_hold_offset:adyen", "debit", 4_000, "USD"): 1, ("rs_1:auth_hold:pay_1", "credit", 4_000, "USD"): 1,
-        ("rs_1:processor_unsettled:adyen", "debit", 4_000, "USD"): 1, ("rs_1:merchant_pending:m_1", "credit", 4_000, "USD"): 1})
-    assert legs(posted(void)) == Counter({("rs_1:auth_hold_offset:adyen", "debit", 3_000, "USD"): 1,
-                                          ("rs_1:auth_hold:pay_1", "credit", 3_000, "USD"): 1})
+    assert legs(posted(cap1)) == Counter(
+        {
+            ("rs_1:auth_hold_offset:adyen", "debit", 4_000, "USD"): 1,
+            ("rs_1:auth_hold:pay_1", "credit", 4_000, "USD"): 1,
+            ("rs_1:processor_unsettled:adyen", "debit", 4_000, "USD"): 1,
+            ("rs_1:merchant_pending:m_1", "credit", 4_000, "USD"): 1,
+        }
+    )
+    assert legs(posted(void)) == Counter(
+        {("rs_1:auth_hold_offset:adyen", "debit", 3_000, "USD"): 1, ("rs_1:auth_hold:pay_1", "credit", 3_000, "USD"): 1}
+    )
     assert total(auth, cap1, cap2, void) == {
-        ("rs_1:processor_unsettled:adyen", "USD"): 7_000, ("rs_1:merchant_pending:m_1", "USD"): -7_000}
+        ("rs_1:processor_unsettled:adyen", "USD"): 7_000,
+        ("rs_1:merchant_pending:m_1", "USD"): -7_000,
+    }
     # a second void (or a capture after it) would draw the hold below zero: the floor says so
     after = balances(p for e in (auth, cap1, cap2, void, void) for p in post(e))
     assert [(v.account, v.balance) for v in check_floors(after)] == [
-        ("rs_1:auth_hold:pay_1", -3_000), ("rs_1:auth_hold_offset:adyen", -3_000)]
+        ("rs_1:auth_hold:pay_1", -3_000),
+        ("rs_1:auth_hold_offset:adyen", -3_000),
+    ]
 
 
 def test_two_partial_refunds_each_take_their_own_amount_back():
     cap = ev("payment.captured", PaymentCaptured("pay_1", "cap_1", "stripe", usd(10_000), True))
     r1 = ev("payment.refunded", PaymentRefunded("pay_1", "rfd_1", "stripe", usd(2_500)))
     r2 = ev("payment.refunded", PaymentRefunded("pay_1", "rfd_2", "stripe", usd(1_500)))
-    assert legs(posted(r1)) == Counter({("rs_1:merchant_pending:m_1", "debit", 2_500, "USD"): 1,
-                                        ("rs_1:processor_unsettled:stripe", "credit", 2_500, "USD"): 1})
+    assert legs(posted(r1)) == Counter(
+        {
+            ("rs_1:merchant_pending:m_1", "debit", 2_500, "USD"): 1,
+            ("rs_1:processor_unsettled:stripe", "credit", 2_500, "USD"): 1,
+        }
+    )
     assert total(cap, r1, r2) == {
-        ("rs_1:auth_hold_offset:stripe", "USD"): 10_000, ("rs_1:auth_hold:pay_1", "USD"): -10_000,  # no authorization here
-        ("rs_1:processor_unsettled:stripe", "USD"): 6_000, ("rs_1:merchant_pending:m_1", "USD"): -6_000}
+        ("rs_1:auth_hold_offset:stripe", "USD"): 10_000,
+        ("rs_1:auth_hold:pay_1", "USD"): -10_000,  # no authorization here
+        ("rs_1:processor_unsettled:stripe", "USD"): 6_000,
+        ("rs_1:merchant_pending:m_1", "USD"): -6_000,
+    }
 
 
 def test_chargeback_then_reversal_returns_the_money_and_closes_the_dispute():
     cb = ev("chargeback.opened", ChargebackOpened("pay_1", "cbk_1", "adyen", usd(6_000), "10.4"))
     rev = ev("chargeback.reversed", ChargebackReversed("pay_1", "cbk_1", "adyen", usd(6_000)))
-    assert legs(posted(cb)) == Counter({
-        ("rs_1:merchant_pending:m_1", "debit", 6_000, "USD"): 1, ("rs_1:processor_unsettled:adyen", "credit", 6_000, "USD"): 1,
-        ("rs_1:chargeback:cbk_1", "debit", 6_000, "USD"): 1, ("rs_1:chargeback_offset:m_1", "credit", 6_000, "USD"): 1})
+    assert legs(posted(cb)) == Counter(
+        {
+            ("rs_1:merchant_pending:m_1", "debit", 6_000, "USD"): 1,
+            ("rs_1:processor_unsettled:adyen", "credit", 6_000, "USD"): 1,
+            ("rs_1:chargeback:cbk_1", "debit", 6_000, "USD"): 1,
+            ("rs_1:chargeback_offset:m_1", "credit", 6_000, "USD"): 1,
+        }
+    )
     assert total(cb, rev) == {}
     twice = balances(p for e in (cb, rev, rev) for p in post(e))
     assert [v.account for v in check_floors(twice)] == ["rs_1:chargeback:cbk_1", "rs_1:chargeback_offset:m_1"]
@@ -193,43 +272,72 @@ def test_chargeback_then_reversal_returns_the_money_and_closes_the_dispute():
 
 def test_settled_charge_becomes_payable_net_of_the_processor_fee():
     line = ev("processor.settlement", settlement("charge", usd(10_000), 320, usd(9_680)))
-    assert legs(posted(line)) == Counter({
-        ("rs_1:merchant_pending:m_1", "debit", 10_000, "USD"): 1, ("rs_1:merchant_payable:m_1", "credit", 10_000, "USD"): 1,
-        ("rs_1:platform_due", "debit", 10_000, "USD"): 1, ("rs_1:processor_unsettled:adyen", "credit", 10_000, "USD"): 1,
-        ("rs_1:merchant_payable:m_1", "debit", 320, "USD"): 1, ("rs_1:platform_due", "credit", 320, "USD"): 1,
-        ("platform:processor_receivable:adyen", "debit", 9_680, "USD"): 1, ("platform:tenant_due:rs_1", "credit", 9_680, "USD"): 1})
+    assert legs(posted(line)) == Counter(
+        {
+            ("rs_1:merchant_pending:m_1", "debit", 10_000, "USD"): 1,
+            ("rs_1:merchant_payable:m_1", "credit", 10_000, "USD"): 1,
+            ("rs_1:platform_due", "debit", 10_000, "USD"): 1,
+            ("rs_1:processor_unsettled:adyen", "credit", 10_000, "USD"): 1,
+            ("rs_1:merchant_payable:m_1", "debit", 320, "USD"): 1,
+            ("rs_1:platform_due", "credit", 320, "USD"): 1,
+            ("platform:processor_receivable:adyen", "debit", 9_680, "USD"): 1,
+            ("platform:tenant_due:rs_1", "credit", 9_680, "USD"): 1,
+        }
+    )
 
 
 def test_settled_refund_and_chargeback_fee_record():
     refund = ev("processor.settlement", settlement("refund", usd(2_500), 0, usd(2_500)))
     fee = ev("processor.settlement", settlement("fee", usd(0), 1_500, usd(1_500)))
     assert total(refund) == {
-        ("rs_1:merchant_pending:m_1", "USD"): -2_500, ("rs_1:merchant_payable:m_1", "USD"): 2_500,
-        ("rs_1:processor_unsettled:adyen", "USD"): 2_500, ("rs_1:platform_due", "USD"): -2_500,
-        ("platform:processor_receivable:adyen", "USD"): -2_500, ("platform:tenant_due:rs_1", "USD"): 2_500}
-    assert legs(posted(fee)) == Counter({
-        ("rs_1:fee_expense:adyen", "debit", 1_500, "USD"): 1, ("rs_1:platform_due", "credit", 1_500, "USD"): 1,
-        ("platform:tenant_due:rs_1", "debit", 1_500, "USD"): 1, ("platform:processor_receivable:adyen", "credit", 1_500, "USD"): 1})
+        ("rs_1:merchant_pending:m_1", "USD"): -2_500,
+        ("rs_1:merchant_payable:m_1", "USD"): 2_500,
+        ("rs_1:processor_unsettled:adyen", "USD"): 2_500,
+        ("rs_1:platform_due", "USD"): -2_500,
+        ("platform:processor_receivable:adyen", "USD"): -2_500,
+        ("platform:tenant_due:rs_1", "USD"): 2_500,
+    }
+    assert legs(posted(fee)) == Counter(
+        {
+            ("rs_1:fee_expense:adyen", "debit", 1_500, "USD"): 1,
+            ("rs_1:platform_due", "credit", 1_500, "USD"): 1,
+            ("platform:tenant_due:rs_1", "debit", 1_500, "USD"): 1,
+            ("platform:processor_receivable:adyen", "credit", 1_500, "USD"): 1,
+        }
+    )
 
 
 def test_fx_settlement_converts_through_the_fx_position_which_stays_flat():
     # 100.00 EUR presented, 1.082000 USD per EUR: 108.20 USD, processor fee 3.20, net 105.00
     line = ev("processor.settlement", settlement("charge", Money(10_000, "EUR"), 320, usd(10_500), "1.082000"))
-    assert legs(posted(line)) == Counter({
-        ("rs_1:merchant_pending:m_1", "debit", 10_000, "EUR"): 1, ("rs_1:fx_position", "credit", 10_000, "EUR"): 1,
-        ("rs_1:fx_position", "debit", 10_820, "USD"): 1, ("rs_1:merchant_payable:m_1", "credit", 10_820, "USD"): 1,
-        ("rs_1:fx_position", "debit", 10_000, "EUR"): 1, ("rs_1:processor_unsettled:adyen", "credit", 10_000, "EUR"): 1,
-        ("rs_1:platform_due", "debit", 10_820, "USD"): 1, ("rs_1:fx_position", "credit", 10_820, "USD"): 1,
-        ("rs_1:merchant_payable:m_1", "debit", 320, "USD"): 1, ("rs_1:platform_due", "credit", 320, "USD"): 1,
-        ("platform:processor_receivable:adyen", "debit", 10_500, "USD"): 1, ("platform:tenant_due:rs_1", "credit", 10_500, "USD"): 1})
+    assert legs(posted(line)) == Counter(
+        {
+            ("rs_1:merchant_pending:m_1", "debit", 10_000, "EUR"): 1,
+            ("rs_1:fx_position", "credit", 10_000, "EUR"): 1,
+            ("rs_1:fx_position", "debit", 10_820, "USD"): 1,
+            ("rs_1:merchant_payable:m_1", "credit", 10_820, "USD"): 1,
+            ("rs_1:fx_position", "debit", 10_000, "EUR"): 1,
+            ("rs_1:processor_unsettled:adyen", "credit", 10_000, "EUR"): 1,
+            ("rs_1:platform_due", "debit", 10_820, "USD"): 1,
+            ("rs_1:fx_position", "credit", 10_820, "USD"): 1,
+            ("rs_1:merchant_payable:m_1", "debit", 320, "USD"): 1,
+            ("rs_1:platform_due", "credit", 320, "USD"): 1,
+            ("platform:processor_receivable:adyen", "debit", 10_500, "USD"): 1,
+            ("platform:tenant_due:rs_1", "credit", 10_500, "USD"): 1,
+        }
+    )
     cap = ev("payment.captured", PaymentCaptured("pay_1", "cap_1", "adyen", Money(10_000, "EUR"), True))
     refund = ev("payment.refunded", PaymentRefunded("pay_1", "rfd_1", "adyen", Money(4_000, "EUR")))
     refund_line = ev("processor.settlement", settlement("refund", Money(4_000, "EUR"), 0, usd(4_360), "1.090000"))
     end = total(cap, line, refund, refund_line)
     assert end == {
-        ("rs_1:auth_hold_offset:adyen", "EUR"): 10_000, ("rs_1:auth_hold:pay_1", "EUR"): -10_000,
-        ("rs_1:merchant_payable:m_1", "USD"): -(10_500 - 4_360), ("rs_1:platform_due", "USD"): 10_500 - 4_360,
-        ("platform:processor_receivable:adyen", "USD"): 10_500 - 4_360, ("platform:tenant_due:rs_1", "USD"): -(10_500 - 4_360)}
+        ("rs_1:auth_hold_offset:adyen", "EUR"): 10_000,
+        ("rs_1:auth_hold:pay_1", "EUR"): -10_000,
+        ("rs_1:merchant_payable:m_1", "USD"): -(10_500 - 4_360),
+        ("rs_1:platform_due", "USD"): 10_500 - 4_360,
+        ("platform:processor_receivable:adyen", "USD"): 10_500 - 4_360,
+        ("platform:tenant_due:rs_1", "USD"): -(10_500 - 4_360),
+    }
 
 
 def test_fx_rate_is_per_major_unit():
@@ -240,23 +348,34 @@ def test_fx_rate_is_per_major_unit():
         post(ev("processor.settlement", settlement("charge", Money(10_000, "JPY"), 0, usd(67), "0.006700")))
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (settlement("charge", usd(10_000), 300, usd(9_600)), "settlement"),           # gross ≠ net + fee, one currency
-    (settlement("charge", Money(10_000, "EUR"), 0, usd(10_820)), "fx"),            # two currencies, no rate
-    (settlement("charge", Money(10_000, "EUR"), 0, usd(10_900), "1.082000"), "fx"),  # rate does not give the net
-    (settlement("refund", usd(100), 500, usd(400)), "settlement"),                 # fee larger than what is refunded
-    (settlement("fee", usd(100), 1_500, usd(1_500)), "settlement"),                # a fee record with a gross
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (settlement("charge", usd(10_000), 300, usd(9_600)), "settlement"),  # gross ≠ net + fee, one currency
+        (settlement("charge", Money(10_000, "EUR"), 0, usd(10_820)), "fx"),  # two currencies, no rate
+        (settlement("charge", Money(10_000, "EUR"), 0, usd(10_900), "1.082000"), "fx"),  # rate does not give the net
+        (settlement("refund", usd(100), 500, usd(400)), "settlement"),  # fee larger than what is refunded
+        (settlement("fee", usd(100), 1_500, usd(1_500)), "settlement"),  # a fee record with a gross
+    ],
+)
 def test_self_contradicting_settlements_are_refused(payload, reason):
     with pytest.raises(PostingError, match=reason):
         post(ev("processor.settlement", payload))
 
 
 def test_processor_payout_lands_in_the_platform_bank():
-    payout = ev("processor.payout", ProcessorPayout("stripe", "po_stripe_usd_20260107", usd(50_000), DAY0, 7),
-                merchant=PLATFORM, tenant=PLATFORM)
-    assert legs(posted(payout)) == Counter({("platform:bank_cash:USD", "debit", 50_000, "USD"): 1,
-                                            ("platform:processor_receivable:stripe", "credit", 50_000, "USD"): 1})
+    payout = ev(
+        "processor.payout",
+        ProcessorPayout("stripe", "po_stripe_usd_20260107", usd(50_000), DAY0, 7),
+        merchant=PLATFORM,
+        tenant=PLATFORM,
+    )
+    assert legs(posted(payout)) == Counter(
+        {
+            ("platform:bank_cash:USD", "debit", 50_000, "USD"): 1,
+            ("platform:processor_receivable:stripe", "credit", 50_000, "USD"): 1,
+        }
+    )
     with pytest.raises(PostingError, match="tenant"):
         post(ev("processor.payout", ProcessorPayout("stripe", "po_1", usd(50_000), DAY0, 7)))
     with pytest.raises(PostingError, match="tenant"):
@@ -267,15 +386,30 @@ def test_repayment_default_and_merchant_payout_move_cash_in_both_books():
     repay = ev("buyer.repayment", BuyerRepayment("ord_1", "b_1", "rpy_1", usd(30_000), date(2026, 2, 4), 3))
     default = ev("buyer.default", BuyerDefault("ord_1", "b_1", usd(70_000), 60))
     payout = ev("merchant.payout", MerchantPayout("mpo_1", usd(97_500), DAY0, 2))
-    assert legs(posted(repay)) == Counter({
-        ("rs_1:platform_due", "debit", 30_000, "USD"): 1, ("rs_1:buyer_receivable:b_1", "credit", 30_000, "USD"): 1,
-        ("platform:bank_cash:USD", "debit", 30_000, "USD"): 1, ("platform:tenant_due:rs_1", "credit", 30_000, "USD"): 1})
-    assert legs(posted(default)) == Counter({
-        ("rs_1:credit_loss_expense", "debit", 70_000, "USD"): 1, ("rs_1:loss_reserve", "credit", 70_000, "USD"): 1,
-        ("rs_1:loss_reserve", "debit", 70_000, "USD"): 1, ("rs_1:buyer_receivable:b_1", "credit", 70_000, "USD"): 1})
-    assert legs(posted(payout)) == Counter({
-        ("rs_1:merchant_payable:m_1", "debit", 97_500, "USD"): 1, ("rs_1:platform_due", "credit", 97_500, "USD"): 1,
-        ("platform:tenant_due:rs_1", "debit", 97_500, "USD"): 1, ("platform:bank_cash:USD", "credit", 97_500, "USD"): 1})
+    assert legs(posted(repay)) == Counter(
+        {
+            ("rs_1:platform_due", "debit", 30_000, "USD"): 1,
+            ("rs_1:buyer_receivable:b_1", "credit", 30_000, "USD"): 1,
+            ("platform:bank_cash:USD", "debit", 30_000, "USD"): 1,
+            ("platform:tenant_due:rs_1", "credit", 30_000, "USD"): 1,
+        }
+    )
+    assert legs(posted(default)) == Counter(
+        {
+            ("rs_1:credit_loss_expense", "debit", 70_000, "USD"): 1,
+            ("rs_1:loss_reserve", "credit", 70_000, "USD"): 1,
+            ("rs_1:loss_reserve", "debit", 70_000, "USD"): 1,
+            ("rs_1:buyer_receivable:b_1", "credit", 70_000, "USD"): 1,
+        }
+    )
+    assert legs(posted(payout)) == Counter(
+        {
+            ("rs_1:merchant_payable:m_1", "debit", 97_500, "USD"): 1,
+            ("rs_1:platform_due", "credit", 97_500, "USD"): 1,
+            ("platform:tenant_due:rs_1", "debit", 97_500, "USD"): 1,
+            ("platform:bank_cash:USD", "credit", 97_500, "USD"): 1,
+        }
+    )
 
 
 def test_worked_example_from_the_docs():
@@ -309,12 +443,19 @@ def test_worked_example_from_the_docs():
 
 
 def test_capital_opens_the_bank_and_floors_catch_an_overdraft():
-    assert legs(capital(usd(1_000))) == Counter({("platform:bank_cash:USD", "debit", 1_000, "USD"): 1,
-                                                 ("platform:capital", "credit", 1_000, "USD"): 1})
-    bals = {("platform:bank_cash:USD", "USD"): -1, ("rs_1:merchant_payable:m_1", "USD"): 5,
-            ("rs_1:fx_position", "EUR"): 3, ("rs_1:buyer_receivable:b_1", "USD"): 0}
+    assert legs(capital(usd(1_000))) == Counter(
+        {("platform:bank_cash:USD", "debit", 1_000, "USD"): 1, ("platform:capital", "credit", 1_000, "USD"): 1}
+    )
+    bals = {
+        ("platform:bank_cash:USD", "USD"): -1,
+        ("rs_1:merchant_payable:m_1", "USD"): 5,
+        ("rs_1:fx_position", "EUR"): 3,
+        ("rs_1:buyer_receivable:b_1", "USD"): 0,
+    }
     assert [(v.account, v.currency, v.balance, v.floor) for v in check_floors(bals)] == [
-        ("platform:bank_cash:USD", "USD", -1, "non_negative"), ("rs_1:fx_position", "EUR", -3, "flat")]
+        ("platform:bank_cash:USD", "USD", -1, "non_negative"),
+        ("rs_1:fx_position", "EUR", -3, "flat"),
+    ]
     with pytest.raises(PostingError, match="sign"):
         capital(usd(-5))
 
@@ -340,23 +481,23 @@ class Lifecycles(RuleBasedStateMachine):
         for ccy in CURRENCIES:
             self.postings += capital(Money(CAPITAL, ccy))
         self.ids = count()
-        self.payments = {}      # payment_id -> dict(merchant, processor, ccy, hold, captured, refunded, cb, reversed)
-        self.items = []         # (payment_id, record_type, gross) waiting for their settlement line
-        self.orders = {}        # order_id -> dict(merchant, buyer, outstanding, open)
+        self.payments = {}  # payment_id -> dict(merchant, processor, ccy, hold, captured, refunded, cb, reversed)
+        self.items = []  # (payment_id, record_type, gross) waiting for their settlement line
+        self.orders = {}  # order_id -> dict(merchant, buyer, outstanding, open)
         # the model: every figure a magnitude on its natural side
-        self.hold = defaultdict(int)         # (tenant, payment) -> open hold
-        self.pending = defaultdict(int)      # (tenant, merchant, ccy) -> unsettled, owed to merchant
-        self.unsettled = defaultdict(int)    # (tenant, processor, ccy) -> unsettled, owed by processor
-        self.payable = defaultdict(int)      # (tenant, merchant, ccy) -> owed to merchant
-        self.receivable = defaultdict(int)   # (processor, ccy) -> settled, not paid out
-        self.due = defaultdict(int)          # (tenant, ccy) -> cash the platform holds for the book
-        self.buyer = defaultdict(int)        # (tenant, buyer, ccy) -> owed by buyer
+        self.hold = defaultdict(int)  # (tenant, payment) -> open hold
+        self.pending = defaultdict(int)  # (tenant, merchant, ccy) -> unsettled, owed to merchant
+        self.unsettled = defaultdict(int)  # (tenant, processor, ccy) -> unsettled, owed by processor
+        self.payable = defaultdict(int)  # (tenant, merchant, ccy) -> owed to merchant
+        self.receivable = defaultdict(int)  # (processor, ccy) -> settled, not paid out
+        self.due = defaultdict(int)  # (tenant, ccy) -> cash the platform holds for the book
+        self.buyer = defaultdict(int)  # (tenant, buyer, ccy) -> owed by buyer
         self.bank = {c: CAPITAL for c in CURRENCIES}
-        self.revenue = defaultdict(int)      # (tenant, kind, ccy)
-        self.expense = defaultdict(int)      # (tenant, processor, ccy)
-        self.losses = defaultdict(int)       # (tenant, ccy)
-        self.dispute = defaultdict(int)      # (tenant, chargeback_id, ccy)
-        self.disputed = defaultdict(int)     # (tenant, merchant, ccy)
+        self.revenue = defaultdict(int)  # (tenant, kind, ccy)
+        self.expense = defaultdict(int)  # (tenant, processor, ccy)
+        self.losses = defaultdict(int)  # (tenant, ccy)
+        self.dispute = defaultdict(int)  # (tenant, chargeback_id, ccy)
+        self.disputed = defaultdict(int)  # (tenant, merchant, ccy)
 
     # -- plumbing
 
@@ -420,16 +561,32 @@ class Lifecycles(RuleBasedStateMachine):
 
     # -- card and ACH
 
-    @rule(merchant=st.sampled_from(sorted(MERCHANTS)), processor=st.sampled_from(PROCESSORS),
-          foreign=st.one_of(st.none(), st.sampled_from(CURRENCIES)), amount=st.integers(1, 10**7))
+    @rule(
+        merchant=st.sampled_from(sorted(MERCHANTS)),
+        processor=st.sampled_from(PROCESSORS),
+        foreign=st.one_of(st.none(), st.sampled_from(CURRENCIES)),
+        amount=st.integers(1, 10**7),
+    )
     def authorize(self, merchant, processor, foreign, amount):
         """Presented in the merchant's own currency half of the time, in any other the rest."""
         pay = self._id("pay")
         t, ccy = MERCHANTS[merchant][0], foreign or MERCHANTS[merchant][1]
-        self.payments[pay] = dict(merchant=merchant, tenant=t, processor=processor, ccy=ccy,
-                                  captured=0, refunded=0, cb=None, cb_amount=0, reversed=False)
-        self._post("payment.authorized", PaymentAuthorized(pay, self._id("ord"), "b_1", processor, "card",
-                                                            Money(amount, ccy), self._id("tok")), merchant)
+        self.payments[pay] = dict(
+            merchant=merchant,
+            tenant=t,
+            processor=processor,
+            ccy=ccy,
+            captured=0,
+            refunded=0,
+            cb=None,
+            cb_amount=0,
+            reversed=False,
+        )
+        self._post(
+            "payment.authorized",
+            PaymentAuthorized(pay, self._id("ord"), "b_1", processor, "card", Money(amount, ccy), self._id("tok")),
+            merchant,
+        )
         self.hold[(t, pay)] = amount
 
     def _held(self):
@@ -448,7 +605,11 @@ class Lifecycles(RuleBasedStateMachine):
         p = self.payments[pay]
         amount = data.draw(st.integers(1, self.hold[(p["tenant"], pay)]))
         final = amount == self.hold[(p["tenant"], pay)]
-        self._post("payment.captured", PaymentCaptured(pay, self._id("cap"), p["processor"], Money(amount, p["ccy"]), final), p["merchant"])
+        self._post(
+            "payment.captured",
+            PaymentCaptured(pay, self._id("cap"), p["processor"], Money(amount, p["ccy"]), final),
+            p["merchant"],
+        )
         self.hold[(p["tenant"], pay)] -= amount
         p["captured"] += amount
         self._move_sale(p, amount, +1)
@@ -459,7 +620,11 @@ class Lifecycles(RuleBasedStateMachine):
     def void_the_rest(self, data):
         pay = data.draw(st.sampled_from(self._held()))
         p = self.payments[pay]
-        self._post("payment.voided", PaymentVoided(pay, p["processor"], Money(self.hold[(p["tenant"], pay)], p["ccy"])), p["merchant"])
+        self._post(
+            "payment.voided",
+            PaymentVoided(pay, p["processor"], Money(self.hold[(p["tenant"], pay)], p["ccy"])),
+            p["merchant"],
+        )
         self.hold[(p["tenant"], pay)] = 0
 
     def _refundable(self):
@@ -471,7 +636,11 @@ class Lifecycles(RuleBasedStateMachine):
         pay = data.draw(st.sampled_from(self._refundable()))
         p = self.payments[pay]
         amount = data.draw(st.integers(1, p["captured"] - p["refunded"] - p["cb_amount"]))
-        self._post("payment.refunded", PaymentRefunded(pay, self._id("rfd"), p["processor"], Money(amount, p["ccy"])), p["merchant"])
+        self._post(
+            "payment.refunded",
+            PaymentRefunded(pay, self._id("rfd"), p["processor"], Money(amount, p["ccy"])),
+            p["merchant"],
+        )
         p["refunded"] += amount
         self._move_sale(p, amount, -1)
         self.items.append((pay, "refund", amount))
@@ -487,8 +656,12 @@ class Lifecycles(RuleBasedStateMachine):
         t, m, settle_ccy = p["tenant"], p["merchant"], MERCHANTS[p["merchant"]][1]
         amount = p["captured"] - p["refunded"]
         p["cb"], p["cb_amount"] = self._id("cbk"), amount
-        self._post("chargeback.opened", ChargebackOpened(pay, p["cb"], p["processor"], Money(amount, p["ccy"]), "10.4"), m)
-        self._post("fee.charged", FeeCharged(self._id("dfe"), "dispute_fee", Money(DISPUTE_FEE, settle_ccy), p["cb"]), m)
+        self._post(
+            "chargeback.opened", ChargebackOpened(pay, p["cb"], p["processor"], Money(amount, p["ccy"]), "10.4"), m
+        )
+        self._post(
+            "fee.charged", FeeCharged(self._id("dfe"), "dispute_fee", Money(DISPUTE_FEE, settle_ccy), p["cb"]), m
+        )
         self._move_sale(p, amount, -1)
         self.dispute[(t, p["cb"], p["ccy"])] += amount
         self.disputed[(t, m, p["ccy"])] += amount
@@ -505,7 +678,11 @@ class Lifecycles(RuleBasedStateMachine):
         pay = data.draw(st.sampled_from(self._reversible()))
         p = self.payments[pay]
         amount = p["cb_amount"]
-        self._post("chargeback.reversed", ChargebackReversed(pay, p["cb"], p["processor"], Money(amount, p["ccy"])), p["merchant"])
+        self._post(
+            "chargeback.reversed",
+            ChargebackReversed(pay, p["cb"], p["processor"], Money(amount, p["ccy"])),
+            p["merchant"],
+        )
         p["reversed"], p["cb_amount"] = True, 0
         self._move_sale(p, amount, +1)
         self.dispute[(p["tenant"], p["cb"], p["ccy"])] -= amount
@@ -522,8 +699,17 @@ class Lifecycles(RuleBasedStateMachine):
         line = dict(processor=proc, settlement_id=self._id("stl"), batch_id="po_x", payment_id=pay, available_on=DAY0)
         if kind == "fee":
             fee = data.draw(st.integers(1, 5_000))
-            self._post("processor.settlement", ProcessorSettlement(
-                **line, record_type="fee", gross=Money(0, present), fee=Money(fee, settle_ccy), net=Money(fee, settle_ccy)), m)
+            self._post(
+                "processor.settlement",
+                ProcessorSettlement(
+                    **line,
+                    record_type="fee",
+                    gross=Money(0, present),
+                    fee=Money(fee, settle_ccy),
+                    net=Money(fee, settle_ccy),
+                ),
+                m,
+            )
             self.expense[(t, proc, settle_ccy)] += fee
             self.due[(t, settle_ccy)] -= fee
             self.receivable[(proc, settle_ccy)] -= fee
@@ -536,9 +722,18 @@ class Lifecycles(RuleBasedStateMachine):
         sign = INWARD[kind]
         fee = data.draw(st.integers(0, converted if sign > 0 else 500))
         net = converted - fee if sign > 0 else converted + fee
-        self._post("processor.settlement", ProcessorSettlement(
-            **line, record_type=kind, gross=Money(gross, present), fee=Money(fee, settle_ccy),
-            net=Money(net, settle_ccy), fx_rate=rate), m)
+        self._post(
+            "processor.settlement",
+            ProcessorSettlement(
+                **line,
+                record_type=kind,
+                gross=Money(gross, present),
+                fee=Money(fee, settle_ccy),
+                net=Money(net, settle_ccy),
+                fx_rate=rate,
+            ),
+            m,
+        )
         self._move_sale(p, gross, -sign)
         signed_net = net if sign > 0 else -net
         self.payable[(t, m, settle_ccy)] += signed_net
@@ -559,7 +754,9 @@ class Lifecycles(RuleBasedStateMachine):
 
     # -- terms
 
-    @rule(merchant=st.sampled_from(sorted(MERCHANTS)), buyer=st.sampled_from(["b_1", "b_2"]), amount=st.integers(1, 10**7))
+    @rule(
+        merchant=st.sampled_from(sorted(MERCHANTS)), buyer=st.sampled_from(["b_1", "b_2"]), amount=st.integers(1, 10**7)
+    )
     def terms_order(self, merchant, buyer, amount):
         t, ccy = MERCHANTS[merchant]
         order = self._id("ord")
@@ -581,7 +778,11 @@ class Lifecycles(RuleBasedStateMachine):
         o = self.orders[order]
         t, ccy = MERCHANTS[o["merchant"]]
         amount = data.draw(st.integers(1, o["outstanding"]))
-        self._post("buyer.repayment", BuyerRepayment(order, o["buyer"], self._id("rpy"), Money(amount, ccy), DAY0, 0), o["merchant"])
+        self._post(
+            "buyer.repayment",
+            BuyerRepayment(order, o["buyer"], self._id("rpy"), Money(amount, ccy), DAY0, 0),
+            o["merchant"],
+        )
         o["outstanding"] -= amount
         self.buyer[(t, o["buyer"], ccy)] -= amount
         self.due[(t, ccy)] += amount
@@ -612,8 +813,9 @@ class Lifecycles(RuleBasedStateMachine):
         self.bank[ccy] -= amount
 
 
-Lifecycles.TestCase.settings = settings(max_examples=100, stateful_step_count=60, deadline=None,
-                                        suppress_health_check=[HealthCheck.too_slow])
+Lifecycles.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 test_random_lifecycles_post_like_the_model = Lifecycles.TestCase
 
 
@@ -707,7 +909,9 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
     batches = defaultdict(list)
     for e in by_type["processor.settlement"]:
         p = e.payload
-        batches[p.batch_id].append((p.processor, p.net.currency, (-1 if p.record_type == "fee" else INWARD[p.record_type]) * p.net.minor))
+        batches[p.batch_id].append(
+            (p.processor, p.net.currency, (-1 if p.record_type == "fee" else INWARD[p.record_type]) * p.net.minor)
+        )
     payouts = {e.payload.payout_id: e.payload for e in by_type["processor.payout"]}
     for payout_id, p in payouts.items():
         assert p.amount.minor == sum(n for _, _, n in batches[payout_id]) and p.line_count == len(batches[payout_id])
@@ -722,7 +926,12 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
     outstanding = {}
     for e in by_type["order.created"]:
         if e.payload.payment_method == "terms":
-            outstanding[e.payload.order_id] = [e.reseller_id, e.payload.buyer_id, e.payload.amount.currency, e.payload.amount.minor]
+            outstanding[e.payload.order_id] = [
+                e.reseller_id,
+                e.payload.buyer_id,
+                e.payload.amount.currency,
+                e.payload.amount.minor,
+            ]
     for e in by_type["buyer.repayment"] + by_type["buyer.default"]:
         outstanding[e.payload.order_id][3] -= e.payload.amount.minor
     defaulted = {e.payload.order_id for e in by_type["buyer.default"]}
@@ -749,17 +958,27 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
     reversed_ = {e.payload.chargeback_id for e in by_type["chargeback.reversed"]}
     for e in by_type["chargeback.opened"]:
         p = e.payload
-        assert balance(f"{e.reseller_id}:chargeback:{p.chargeback_id}", p.amount.currency) == (0 if p.chargeback_id in reversed_ else p.amount.minor)
+        assert balance(f"{e.reseller_id}:chargeback:{p.chargeback_id}", p.amount.currency) == (
+            0 if p.chargeback_id in reversed_ else p.amount.minor
+        )
     tenants = {t for t in tenant_of.values() if t != PLATFORM}
     for t in tenants:
         for c in ("USD", "EUR", "GBP"):
-            fee_lines = sum(e.payload.fee.minor for e in by_type["processor.settlement"]
-                            if e.reseller_id == t and e.payload.record_type == "fee" and e.payload.fee.currency == c)
-            dispute_fees = sum(e.payload.amount.minor for e in by_type["fee.charged"]
-                               if e.reseller_id == t and e.payload.kind == "dispute_fee" and e.payload.amount.currency == c)
+            fee_lines = sum(
+                e.payload.fee.minor
+                for e in by_type["processor.settlement"]
+                if e.reseller_id == t and e.payload.record_type == "fee" and e.payload.fee.currency == c
+            )
+            dispute_fees = sum(
+                e.payload.amount.minor
+                for e in by_type["fee.charged"]
+                if e.reseller_id == t and e.payload.kind == "dispute_fee" and e.payload.amount.currency == c
+            )
             expense = sum(v for (a, cc), v in bal.items() if a.startswith(f"{t}:fee_expense:") and cc == c)
             assert expense == fee_lines
             assert balance(f"{t}:fee_revenue:dispute_fee", c, "credit") == dispute_fees
             # the two halves of every cross-book movement mirror each other
             assert balance(f"{t}:platform_due", c) == balance(f"platform:tenant_due:{t}", c, "credit")
-    assert any(e.payload.fx_rate for e in by_type["processor.settlement"])  # FX settled, and fx_position stayed flat (floors)
+    assert any(
+        e.payload.fx_rate for e in by_type["processor.settlement"]
+    )  # FX settled, and fx_position stayed flat (floors)

@@ -14,18 +14,17 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from tests import REPO_ROOT
+from clearline import config
+from clearline.events import Money
 from clearline.features import store as fstore
 from clearline.features.batch import MODEL_FEATURES
 from clearline.features.definitions import ticket_zscore
 from clearline.models.decision import UnderwritingRequest, decide
 from clearline.models.policy import Policy
-from clearline import config
-from clearline.events import Money
+from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # trains two models and starts servers: about half a minute
 
@@ -43,8 +42,13 @@ class Server:
 
     def __init__(self, env: dict[str, str], args: list[str]):
         self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(self.port), *args],
-                                     cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(self.port), *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,9 +100,17 @@ def world(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def server(world):
-    srv = Server({"MLFLOW_TRACKING_URI": world["uri"]},
-                 ["--feast-dir", world["feast_dir"], "--decisions", str(world["root"] / "decisions.db"),
-                  "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet")])
+    srv = Server(
+        {"MLFLOW_TRACKING_URI": world["uri"]},
+        [
+            "--feast-dir",
+            world["feast_dir"],
+            "--decisions",
+            str(world["root"] / "decisions.db"),
+            "--merchants",
+            str(world["root"] / "world" / "entities" / "merchants.parquet"),
+        ],
+    )
     yield srv
     srv.stop()
 
@@ -106,9 +118,14 @@ def server(world):
 def _order(world, n: int = 0, **changes) -> tuple[dict, str]:
     """A request for the n-th latest order on terms, and its tenant."""
     row = world["rows"].sort("decision_time", descending=True).row(n, named=True)
-    body = {"order_id": f"api-{row['order_id']}", "buyer_id": row["buyer_id"], "merchant_id": row["merchant_id"],
-            "amount": {"minor": row["amount_minor"], "currency": row["currency"]}, "terms_days": row["terms_days"],
-            "occurred_at": "2026-11-22T01:00:00+00:00"}
+    body = {
+        "order_id": f"api-{row['order_id']}",
+        "buyer_id": row["buyer_id"],
+        "merchant_id": row["merchant_id"],
+        "amount": {"minor": row["amount_minor"], "currency": row["currency"]},
+        "terms_days": row["terms_days"],
+        "occurred_at": "2026-11-22T01:00:00+00:00",
+    }
     return body | changes, world["merchants"][row["merchant_id"]]
 
 
@@ -118,12 +135,14 @@ def test_a_decision_by_the_champion_with_reasons_and_the_challengers_shadow(worl
     assert status == 200, got
     assert got["decision"] in ("approve", "review", "decline") and got["tenant"] == tenant
     assert got["model"] == {"name": "clearline-gbm", "version": "1"} and 0.0 <= got["score"] <= 1.0
-    assert got["reason_codes"] and all(c["feature"] in MODEL_FEATURES + ("amount_minor", "terms_days")
-                                       for c in got["reason_codes"])
+    assert got["reason_codes"] and all(
+        c["feature"] in MODEL_FEATURES + ("amount_minor", "terms_days") for c in got["reason_codes"]
+    )
     assert got["policy_reasons"] and got["missing_features"] == []
     assert got["challenger"]["model"] == {"name": "clearline-scorecard", "version": "1"}
     assert got["amount"] == body["amount"] and got["decision_time"] == "2026-11-22T01:00:00+00:00"
     from clearline.models.api import DecisionOut
+
     DecisionOut.model_validate(got)  # the documented response model is what is sent
 
 
@@ -136,16 +155,26 @@ def test_the_api_and_decide_give_the_same_decision_for_the_same_features(world, 
         assert status == 200, got
         features = {}
         for entity, key in (("buyer", body["buyer_id"]), ("merchant", body["merchant_id"])):
-            features |= {k: v for k, v in fstore.online_features(world["fs"], entity, key).items()
-                         if k not in ("currency", f"{entity}_id")}
+            features |= {
+                k: v
+                for k, v in fstore.online_features(world["fs"], entity, key).items()
+                if k not in ("currency", f"{entity}_id")
+            }
         merchant = fstore.online_features(world["fs"], "merchant", body["merchant_id"])
         assert merchant["currency"] == body["amount"]["currency"]
         squares = features["merchant_ticket_sumsq_30d"] = int(merchant["merchant_ticket_sumsq_30d"])  # stored as text
         features["merchant_ticket_zscore"] = ticket_zscore(  # this order's amount against the row's tickets
-            body["amount"]["minor"], merchant["merchant_tickets_30d"], merchant["merchant_volume_30d"], squares)
-        request = UnderwritingRequest(got["event_id"], body["order_id"], body["buyer_id"], body["merchant_id"],
-                                      datetime.fromisoformat(body["occurred_at"]),
-                                      Money(**body["amount"]), body["terms_days"])
+            body["amount"]["minor"], merchant["merchant_tickets_30d"], merchant["merchant_volume_30d"], squares
+        )
+        request = UnderwritingRequest(
+            got["event_id"],
+            body["order_id"],
+            body["buyer_id"],
+            body["merchant_id"],
+            datetime.fromisoformat(body["occurred_at"]),
+            Money(**body["amount"]),
+            body["terms_days"],
+        )
         direct = decide(request, features, world["champion"], None, Policy.from_config(config.load("policy"))).to_dict()
         assert got["decision_id"] == f"dec_{got['event_id']}"
         assert got["score"] == pytest.approx(direct["score"], rel=1e-9, abs=1e-12)
@@ -160,7 +189,9 @@ def test_an_order_is_decided_once(world, server):
     again = server.call("POST", "/v1/decisions", body, KEYS[tenant])
     assert first[0] == again[0] == 200 and first[1] == again[1]
     assert again[2].get("idempotent-replay") == "true" and "idempotent-replay" not in first[2]
-    status, conflict, _ = server.call("POST", "/v1/decisions", body | {"terms_days": body["terms_days"] + 1}, KEYS[tenant])
+    status, conflict, _ = server.call(
+        "POST", "/v1/decisions", body | {"terms_days": body["terms_days"] + 1}, KEYS[tenant]
+    )
     assert status == 409 and first[1]["decision_id"] in conflict["detail"]
     assert server.call("GET", f"/v1/decisions/{first[1]['decision_id']}", key=KEYS[tenant])[1] == first[1]
 
@@ -183,17 +214,23 @@ def test_a_tenant_sees_only_its_own_merchants_decisions(world, server):
     mine = server.call("POST", "/v1/decisions", body, KEYS[tenant])[1]
     status, got, _ = server.call("GET", f"/v1/decisions/{mine['decision_id']}", key=KEYS[other])
     assert status == 403 and "another tenant" in got["detail"]
-    assert server.call("GET", "/v1/decisions/dec_unknown", key=KEYS[tenant])[0:2] == (404, {"detail": "no decision 'dec_unknown'"})
+    assert server.call("GET", "/v1/decisions/dec_unknown", key=KEYS[tenant])[0:2] == (
+        404,
+        {"detail": "no decision 'dec_unknown'"},
+    )
 
 
-@pytest.mark.parametrize(("change", "field", "words"), [
-    ({"buyer_id": None}, "buyer_id", "Field required"),
-    ({"terms_days": "thirty"}, "terms_days", "valid integer"),
-    ({"amount": {"minor": 1000, "currency": "EUX"}}, "amount.currency", "not an ISO 4217"),
-    ({"amount": {"minor": -5, "currency": "EUR"}}, "amount.minor", "greater than 0"),
-    ({"amount": {"minor": 10.5, "currency": "EUR"}}, "amount.minor", "valid integer"),
-    ({"occurred_at": "2026-11-22T01:00:00"}, "occurred_at", "timezone"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"buyer_id": None}, "buyer_id", "Field required"),
+        ({"terms_days": "thirty"}, "terms_days", "valid integer"),
+        ({"amount": {"minor": 1000, "currency": "EUX"}}, "amount.currency", "not an ISO 4217"),
+        ({"amount": {"minor": -5, "currency": "EUR"}}, "amount.minor", "greater than 0"),
+        ({"amount": {"minor": 10.5, "currency": "EUR"}}, "amount.minor", "valid integer"),
+        ({"occurred_at": "2026-11-22T01:00:00"}, "occurred_at", "timezone"),
+    ],
+)
 def test_a_bad_body_is_422_naming_the_field(world, server, change, field, words):
     body, tenant = _order(world, 10)
     body = {k: v for k, v in (body | change).items() if v is not None}
@@ -207,12 +244,17 @@ def test_a_body_that_is_not_json_or_not_an_object_is_422_as_fastapi_answers_it(w
 
     def post(body: str, content_type: str | None) -> tuple[int, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/v1/decisions", body=body,
-                     headers={"X-API-Key": KEYS[tenant]} | ({"Content-Type": content_type} if content_type else {}))
+        conn.request(
+            "POST",
+            "/v1/decisions",
+            body=body,
+            headers={"X-API-Key": KEYS[tenant]} | ({"Content-Type": content_type} if content_type else {}),
+        )
         resp = conn.getresponse()
         got = json.loads(resp.read())
         conn.close()
         return resp.status, got
+
     status, got = post('{"order_id": "o-1",', "application/json")
     assert status == 422 and got["errors"][0]["type"] == "json_invalid" and "JSON decode error" in got["detail"]
     status, got = post(json.dumps(["not", "an", "object"]), "application/json; charset=utf-8")
@@ -236,14 +278,19 @@ def test_a_buyer_the_store_never_saw_is_decided_by_the_conservative_rules(world,
 def test_health_metrics_and_openapi(world, server):
     status, health, _ = server.call("GET", "/health")
     assert status == 200 and health["decides_by"] == "champion"
-    assert health["champion"] == {"name": "clearline-gbm", "version": "1"} and health["merchants"] == len(world["merchants"])
+    assert health["champion"] == {"name": "clearline-gbm", "version": "1"} and health["merchants"] == len(
+        world["merchants"]
+    )
     body, tenant = _order(world, 12)
     server.call("POST", "/v1/decisions", body, KEYS[tenant])
     server.call("GET", "/v1/decisions/dec_nope", key=KEYS[tenant])
     status, text, _ = server.call("GET", "/metrics", raw=True)
     assert status == 200
-    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-             if line and not line.startswith("#")}
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert lines['clearline_api_requests_total{method="POST",route="/v1/decisions",status="200"}'] >= 1
     assert lines['clearline_api_requests_total{method="GET",route="/v1/decisions/{decision_id}",status="404"}'] >= 1
     assert lines['clearline_api_request_seconds_count{method="POST",route="/v1/decisions"}'] >= 1
@@ -257,9 +304,19 @@ def test_decisions_survive_a_restart_and_without_a_champion_the_rules_decide(wor
     body, tenant = _order(world, 13)
     first = server.call("POST", "/v1/decisions", body, KEYS[tenant])[1]
     server.stop()
-    empty = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"},
-                   ["--feast-dir", world["feast_dir"], "--decisions", str(world["root"] / "decisions.db"),
-                    "--merchants", str(world["root"] / "world" / "entities" / "merchants.parquet"), "--workers", "2"])
+    empty = Server(
+        {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"},
+        [
+            "--feast-dir",
+            world["feast_dir"],
+            "--decisions",
+            str(world["root"] / "decisions.db"),
+            "--merchants",
+            str(world["root"] / "world" / "entities" / "merchants.parquet"),
+            "--workers",
+            "2",
+        ],
+    )
     try:
         health = empty.call("GET", "/health")[1]
         assert health["champion"] is None and health["decides_by"] == "conservative rules (no_champion)"

@@ -12,19 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearline.models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
-from clearline.models.fast_scoring import ArrayScorer, LinearTable, TreeTable
-from clearline.models.api_store import DecisionStore
-from clearline.models.scorer import ModelRef, Scorer
-from clearline.models.train import gbm, scorecard
 from clearline import config
 from clearline.events import Money
+from clearline.models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
+from clearline.models.api_store import DecisionStore
+from clearline.models.fast_scoring import ArrayScorer, LinearTable, TreeTable
+from clearline.models.scorer import ModelRef, Scorer
+from clearline.models.train import gbm, scorecard
 
 
 def test_the_dev_keys_behind_configs_hashes_name_their_tenant():
     keys = ApiKeys.from_config(config.load("tenants"), environ={})
-    assert {t: keys.tenant_of(f"dev-api-key-{t}") for t in ("rs_001", "rs_002", "rs_003")} == \
-        {"rs_001": "rs_001", "rs_002": "rs_002", "rs_003": "rs_003"}
+    assert {t: keys.tenant_of(f"dev-api-key-{t}") for t in ("rs_001", "rs_002", "rs_003")} == {
+        "rs_001": "rs_001",
+        "rs_002": "rs_002",
+        "rs_003": "rs_003",
+    }
     assert "platform" not in keys.hashes  # no key: it cannot call the API
     for wrong in (None, "", "dev-api-key-rs_00", "dev-api-key-rs_001 ", "DEV-API-KEY-RS_001"):
         assert keys.tenant_of(wrong) is None
@@ -46,8 +49,10 @@ def test_a_malformed_hash_or_no_keys_at_all_stop_the_start():
 
 def test_a_merchant_under_two_tenants_is_refused(tmp_path):
     from clearline.pipelines.cli.serve import merchant_directory
-    pl.DataFrame({"merchant_id": ["m1", "m2", "m1"], "reseller_id": ["r1", "r2", "r1"], "x": [1, 2, 3]}) \
-        .write_parquet(tmp_path / "events.parquet")
+
+    pl.DataFrame({"merchant_id": ["m1", "m2", "m1"], "reseller_id": ["r1", "r2", "r1"], "x": [1, 2, 3]}).write_parquet(
+        tmp_path / "events.parquet"
+    )
     assert merchant_directory(str(tmp_path / "*.parquet")).owners == {"m1": "r1", "m2": "r2"}
     with pytest.raises(ApiSetupError, match="merchant 'm1' is listed under two tenants"):
         MerchantDirectory.from_pairs([("m1", "r1"), ("m1", "r2")])
@@ -58,23 +63,43 @@ def test_a_merchant_under_two_tenants_is_refused(tmp_path):
 def test_request_features_drop_money_read_in_another_currency_and_treat_all_none_as_no_row():
     """And the merchant's z-score is this order's, from the row's tickets (1, 2, 6: mean 3,
     sample std sqrt(7)), not the previous order's value the row holds."""
-    buyer = {"currency": "USD", "buyer_orders_1h": 2, "buyer_amount_1h": 5000, "buyer_exposure_minor": 10,
-             "buyer_refund_rate": 0.1}
-    merchant = {"currency": "EUR", "merchant_orders_30d": 3, "merchant_volume_30d": 900,
-                "merchant_avg_ticket_30d": 300, "merchant_ticket_zscore": 0.5, "merchant_refund_rate": None,
-                "merchant_tickets_30d": 3, "merchant_ticket_sumsq_30d": str(100**2 + 200**2 + 600**2)}
+    buyer = {
+        "currency": "USD",
+        "buyer_orders_1h": 2,
+        "buyer_amount_1h": 5000,
+        "buyer_exposure_minor": 10,
+        "buyer_refund_rate": 0.1,
+    }
+    merchant = {
+        "currency": "EUR",
+        "merchant_orders_30d": 3,
+        "merchant_volume_30d": 900,
+        "merchant_avg_ticket_30d": 300,
+        "merchant_ticket_zscore": 0.5,
+        "merchant_refund_rate": None,
+        "merchant_tickets_30d": 3,
+        "merchant_ticket_sumsq_30d": str(100**2 + 200**2 + 600**2),
+    }
     got = request_features({"buyer": buyer, "merchant": merchant}, Money(1000, "EUR"))
-    assert got.pop("merchant_ticket_zscore") == pytest.approx((1000 - 300) / (100 * 7 ** 0.5), rel=1e-12)
-    assert got == {"buyer_orders_1h": 2, "buyer_refund_rate": 0.1, "merchant_orders_30d": 3, "merchant_volume_30d": 900,
-                   "merchant_avg_ticket_30d": 300, "merchant_refund_rate": None, "merchant_tickets_30d": 3,
-                   "merchant_ticket_sumsq_30d": 410000}
+    assert got.pop("merchant_ticket_zscore") == pytest.approx((1000 - 300) / (100 * 7**0.5), rel=1e-12)
+    assert got == {
+        "buyer_orders_1h": 2,
+        "buyer_refund_rate": 0.1,
+        "merchant_orders_30d": 3,
+        "merchant_volume_30d": 900,
+        "merchant_avg_ticket_30d": 300,
+        "merchant_refund_rate": None,
+        "merchant_tickets_30d": 3,
+        "merchant_ticket_sumsq_30d": 410000,
+    }
     in_usd = request_features({"buyer": buyer, "merchant": merchant}, Money(1000, "USD"))
     assert set(in_usd) == {*buyer, "merchant_orders_30d", "merchant_refund_rate"} - {"currency"}
     unknown = {k: None for k in buyer}
     assert request_features({"buyer": unknown, "merchant": dict.fromkeys(merchant)}, Money(1, "EUR")) is None
     before_aggregates = merchant | {"merchant_tickets_30d": None, "merchant_ticket_sumsq_30d": None}
-    assert request_features({"buyer": unknown, "merchant": before_aggregates}, Money(1000, "EUR")) == \
-        {k: None if k == "merchant_ticket_zscore" else v for k, v in before_aggregates.items() if k != "currency"}
+    assert request_features({"buyer": unknown, "merchant": before_aggregates}, Money(1000, "EUR")) == {
+        k: None if k == "merchant_ticket_zscore" else v for k, v in before_aggregates.items() if k != "currency"
+    }
 
 
 def test_an_order_is_stored_once_and_survives_reopening(tmp_path):
@@ -95,6 +120,7 @@ def test_the_stores_checkpoints_copy_decisions_into_the_database_file_off_the_re
     that ignores the WAL (immutable) then sees."""
     import sqlite3
     import time
+
     store = DecisionStore(tmp_path / "d.db", checkpoint_every_s=0.05)
     assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     for i in range(50):
@@ -108,6 +134,7 @@ def test_the_stores_checkpoints_copy_decisions_into_the_database_file_off_the_re
             return 0
         finally:
             db.close()
+
     deadline = time.monotonic() + 10
     while in_file() < 50 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -118,6 +145,7 @@ def test_the_stores_checkpoints_copy_decisions_into_the_database_file_off_the_re
 
 def _fitted(kind: str) -> Scorer:
     import pandas as pd
+
     rng = np.random.default_rng(3)
     names = ("a", "b_rate", "c_minor", "d")
     x = pd.DataFrame(rng.normal(size=(400, 4)) * [1, 0.2, 5000, 3], columns=list(names))
@@ -157,6 +185,7 @@ def test_the_tree_table_sums_the_trees_exactly_as_scikit_learn(rows):
     x[: len(at_splits), 0] = at_splits  # exactly on a split: `<=` goes left
     pipeline = SCORERS["gbm"].pipeline
     import pandas as pd
+
     expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["gbm"].features)))[:, 1]
     assert np.array_equal(table.predict(x), expected)
 
@@ -170,6 +199,7 @@ def test_the_linear_table_gives_exactly_the_scorecard_pipelines_numbers(rows):
     table = FAST["scorecard"].table
     assert table.flagged.tolist() == [1]
     import pandas as pd
+
     pipeline = SCORERS["scorecard"].pipeline
     expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["scorecard"].features)))[:, 1]
     assert np.array_equal(table.predict(x), expected)
@@ -177,14 +207,17 @@ def test_the_linear_table_gives_exactly_the_scorecard_pipelines_numbers(rows):
 
 def test_a_pipeline_the_tables_do_not_cover_keeps_scikit_learns_path():
     import pandas as pd
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler
-    from sklearn.impute import SimpleImputer
+
     rng = np.random.default_rng(5)
     x = pd.DataFrame(rng.normal(size=(200, 2)), columns=["a", "b"])
     y = (x["a"] > 0).astype(int)
-    other = Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler()), ("model", LogisticRegression())]).fit(x, y)
+    other = Pipeline([("impute", SimpleImputer()), ("minmax", MinMaxScaler()), ("model", LogisticRegression())]).fit(
+        x, y
+    )
     fast = ArrayScorer.of(Scorer(ModelRef("other", "1"), other, ("a", "b"), {"a": 0.0, "b": 0.0}))
     assert fast.table is None
     row = {"a": 0.3, "b": None}
@@ -200,17 +233,31 @@ def test_a_feature_store_that_fails_still_gives_a_decision_by_the_rules(tmp_path
     from clearline.models.api import DecisionRequest, DecisionService
     from clearline.models.api_core import OnlineFeatures
     from clearline.models.policy import Policy
+
     settings = fstore.FeastSettings("clearline", tmp_path / "feast")
     fstore.apply(settings)
     features = OnlineFeatures(fstore.open_store(settings))
     (tmp_path / "feast" / "online.db").unlink(missing_ok=True)
     (tmp_path / "feast" / "online.db").mkdir()  # not a database: every read fails
-    service = DecisionService(Policy.from_config(config.load("policy")), SCORERS["gbm"], None,
-                              ApiKeys.from_config(config.load("tenants"), environ={}),
-                              MerchantDirectory({"m1": "rs_001"}), features, DecisionStore(tmp_path / "d.db"),
-                              now=lambda: datetime(2026, 11, 22, tzinfo=timezone.utc))
-    body = DecisionRequest.model_validate({"order_id": "o1", "buyer_id": "b1", "merchant_id": "m1", "terms_days": 30,
-                                           "amount": {"minor": 30000, "currency": "EUR"}})
+    service = DecisionService(
+        Policy.from_config(config.load("policy")),
+        SCORERS["gbm"],
+        None,
+        ApiKeys.from_config(config.load("tenants"), environ={}),
+        MerchantDirectory({"m1": "rs_001"}),
+        features,
+        DecisionStore(tmp_path / "d.db"),
+        now=lambda: datetime(2026, 11, 22, tzinfo=timezone.utc),
+    )
+    body = DecisionRequest.model_validate(
+        {
+            "order_id": "o1",
+            "buyer_id": "b1",
+            "merchant_id": "m1",
+            "terms_days": 30,
+            "amount": {"minor": 30000, "currency": "EUR"},
+        }
+    )
     stored, new = service.decide("rs_001", body)
     record = json.loads(stored.record)
     assert new and record["policy_reasons"] == ["features_unavailable", "amount_within_limit"]

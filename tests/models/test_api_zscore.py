@@ -20,15 +20,21 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from clearline import config, events
+from clearline.events import Money
 from clearline.features import batch
 from clearline.features import store as fstore
-from clearline.features.definitions import (DEFAULT_SPEC, Fact, MerchantState, apply_merchant, merchant_ticket_names,
-                                  read_merchant)
+from clearline.features.definitions import (
+    DEFAULT_SPEC,
+    Fact,
+    MerchantState,
+    apply_merchant,
+    merchant_ticket_names,
+    read_merchant,
+)
 from clearline.features.event_time import FeatureRow
 from clearline.features.streaming import run_bounded
 from clearline.models.api_core import OnlineFeatures, is_money_feature, request_features
-from clearline import config, events
-from clearline.events import Money
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
@@ -37,8 +43,19 @@ TICKETS, SUMSQ = merchant_ticket_names()
 
 
 def order(minute: int, amount: int, currency: str, n: int) -> Fact:
-    return Fact(f"e{n:03d}", "order.created", T0 + timedelta(minutes=minute), "m1", "b1", f"o{n}", None, amount,
-                currency, "terms", 30)
+    return Fact(
+        f"e{n:03d}",
+        "order.created",
+        T0 + timedelta(minutes=minute),
+        "m1",
+        "b1",
+        f"o{n}",
+        None,
+        amount,
+        currency,
+        "terms",
+        30,
+    )
 
 
 def stored(row: FeatureRow) -> dict:
@@ -62,11 +79,18 @@ currencies = st.sampled_from(["IDR", "IDR", "EUR"])
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 40 * 1440), amounts, currencies), max_size=30),
-       st.integers(10 * 1440, 45 * 1440), amounts, currencies, amounts, currencies)
+@given(
+    st.lists(st.tuples(st.integers(0, 40 * 1440), amounts, currencies), max_size=30),
+    st.integers(10 * 1440, 45 * 1440),
+    amounts,
+    currencies,
+    amounts,
+    currencies,
+)
 @example([(0, 1, "IDR"), (0, 2, "IDR")], 1, 1, "IDR", 2, "IDR")  # the stored z-score is -0.707, this order's +0.707
-def test_the_apis_zscore_is_read_merchants_for_the_same_state_and_amount(history, minute, last_amount, last_currency,
-                                                                       amount, currency):
+def test_the_apis_zscore_is_read_merchants_for_the_same_state_and_amount(
+    history, minute, last_amount, last_currency, amount, currency
+):
     """The online row was read for the merchant's last request (`last_amount`); the API's
     request brings its own amount, maybe in another currency."""
     orders = [order(m, a, c, i) for i, (m, a, c) in enumerate(history)]
@@ -94,8 +118,15 @@ def test_a_sum_of_squares_past_64_bits_survives_feast_and_gives_the_streams_zsco
     settings_ = fstore.FeastSettings("clearline", tmp_path / "feast")
     fstore.apply(settings_)
     fs = fstore.open_store(settings_)
-    fstore.push(fs, fstore.rows_frame([FeatureRow("merchant", "m1", last, read_merchant(
-        state, last.occurred_at, "IDR", last.amount_minor))], "merchant"), "merchant", offline=False)
+    fstore.push(
+        fs,
+        fstore.rows_frame(
+            [FeatureRow("merchant", "m1", last, read_merchant(state, last.occurred_at, "IDR", last.amount_minor))],
+            "merchant",
+        ),
+        "merchant",
+        offline=False,
+    )
 
     rows = OnlineFeatures(fs).read("nobody", "m1")
     assert rows["merchant"][SUMSQ] == str(sum(t * t for t in tickets))  # exact text, no 64-bit wrap
@@ -119,8 +150,11 @@ def _twins(arrived: list[events.Event], share: float, seed: int) -> tuple[list[e
         if e.event_type == "order.created" and e.payload.payment_method == "terms" and rng.random() < share:
             p = e.payload
             amount = Money(max(1, int(p.amount.minor * rng.uniform(0.2, 4.0))), p.amount.currency)
-            twin = dataclasses.replace(e, event_id=f"{e.event_id}_twin",
-                                       payload=dataclasses.replace(p, order_id=f"{p.order_id}_twin", amount=amount))
+            twin = dataclasses.replace(
+                e,
+                event_id=f"{e.event_id}_twin",
+                payload=dataclasses.replace(p, order_id=f"{p.order_id}_twin", amount=amount),
+            )
             out.append(twin)
             twin_of[twin.event_id] = e.event_id
     return out, twin_of
@@ -130,9 +164,11 @@ def _zscore_model(rows: list[dict]):
     """A gradient-boosted model whose score hangs on the merchant's ticket z-score (its
     label is a noisy z > 0.3), so a wrong z-score moves the decision, not only the record."""
     import pandas as pd
+
     from clearline.models.scorer import ModelRef, Scorer, medians
     from clearline.models.train import gbm
     from clearline.models.training_set import model_features
+
     features = model_features(batch.MODEL_FEATURES)
     x = pd.DataFrame([{f: r[f] for f in features} for r in rows], columns=list(features), dtype=float)
     rng = random.Random(5)
@@ -152,7 +188,8 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
     from clearline.models.api_store import DecisionStore
     from clearline.models.decision import UnderwritingRequest, decide
     from clearline.models.policy import Policy
-    from clearline.models.request_features import has_history, request_features as stream_features
+    from clearline.models.request_features import has_history
+    from clearline.models.request_features import request_features as stream_features
 
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:8000]]
@@ -170,8 +207,15 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
     fstore.apply(feast)
     fs = fstore.open_store(feast)
     owners = {r["merchant_id"]: "rs_001" for r in orders}
-    service = DecisionService(policy, champion, None, ApiKeys.from_config(config.load("tenants"), environ={}),
-                              MerchantDirectory(owners), OnlineFeatures(fs), DecisionStore(tmp_path / "d.db"))
+    service = DecisionService(
+        policy,
+        champion,
+        None,
+        ApiKeys.from_config(config.load("tenants"), environ={}),
+        MerchantDirectory(owners),
+        OnlineFeatures(fs),
+        DecisionStore(tmp_path / "d.db"),
+    )
 
     rng = random.Random(3)
     checked = moved_by_zscore = 0
@@ -183,20 +227,38 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
         for entity, row in original.items():
             fstore.push(fs, fstore.rows_frame([row], entity), entity, offline=False)
         streamed = decide(UnderwritingRequest.from_row(twin), stream_inputs, champion, None, policy).to_dict()
-        body = DecisionRequest.model_validate({
-            "order_id": twin["order_id"], "buyer_id": twin["buyer_id"], "merchant_id": twin["merchant_id"],
-            "amount": {"minor": twin["amount_minor"], "currency": twin["currency"]},
-            "terms_days": twin["terms_days"], "occurred_at": twin["decision_time"].isoformat()})
+        body = DecisionRequest.model_validate(
+            {
+                "order_id": twin["order_id"],
+                "buyer_id": twin["buyer_id"],
+                "merchant_id": twin["merchant_id"],
+                "amount": {"minor": twin["amount_minor"], "currency": twin["currency"]},
+                "terms_days": twin["terms_days"],
+                "occurred_at": twin["decision_time"].isoformat(),
+            }
+        )
         stored_decision, new = service.decide("rs_001", body)
         assert new
         api = json.loads(stored_decision.record)
-        for key in ("decision", "credit_limit", "band", "score", "policy_reasons", "model", "reason_codes", "inputs",
-                    "missing_features", "decision_time", "amount"):
+        for key in (
+            "decision",
+            "credit_limit",
+            "band",
+            "score",
+            "policy_reasons",
+            "model",
+            "reason_codes",
+            "inputs",
+            "missing_features",
+            "decision_time",
+            "amount",
+        ):
             assert api[key] == streamed[key], (twin_id, key)
         checked += 1
         if streamed["inputs"]["merchant_ticket_zscore"] is not None:
             as_before = dict(stream_inputs, merchant_ticket_zscore=None)  # what the API used to send
-            moved_by_zscore += decide(UnderwritingRequest.from_row(twin), as_before, champion, None,
-                                      policy).score != streamed["score"]
+            moved_by_zscore += (
+                decide(UnderwritingRequest.from_row(twin), as_before, champion, None, policy).score != streamed["score"]
+            )
     assert checked >= 100, checked  # of 120: the rest are buyers' first orders
     assert moved_by_zscore >= checked // 2, moved_by_zscore  # the z-score mattered to these decisions

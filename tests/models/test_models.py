@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clearline import config
 from clearline.features.batch import MODEL_FEATURES, order_features, read_events
 from clearline.models import labels, training_set
 from clearline.models.decision import UnderwritingRequest, decide
@@ -23,7 +24,6 @@ from clearline.models.policy import Policy
 from clearline.models.reasons import explain
 from clearline.models.train import fit_all, frame
 from clearline.models.training_set import TrainingSetError
-from clearline import config
 from clearline.pipelines.world.generate import WorldOptions, generate
 
 UTC = timezone.utc
@@ -36,27 +36,44 @@ def _t(day: int, hour: int = 12) -> datetime:
 
 
 def _facts(rows: list[dict]) -> pl.DataFrame:
-    cols = {"event_type": pl.String, "occurred_at": pl.Datetime("us", "UTC"), "order_id": pl.String,
-            "payment_method": pl.String, "terms_days": pl.Int64, "due_date": pl.Date}
+    cols = {
+        "event_type": pl.String,
+        "occurred_at": pl.Datetime("us", "UTC"),
+        "order_id": pl.String,
+        "payment_method": pl.String,
+        "terms_days": pl.Int64,
+        "due_date": pl.Date,
+    }
     return pl.DataFrame([{k: r.get(k) for k in cols} for r in rows], schema=cols)
 
 
 def _order(order_id: str, day: int, terms: int = 30, method: str = "terms", due: bool = True) -> dict:
-    return {"event_type": "order.created", "occurred_at": _t(day), "order_id": order_id, "payment_method": method,
-            "terms_days": terms, "due_date": (_t(day) + timedelta(days=terms)).date() if due else None}
+    return {
+        "event_type": "order.created",
+        "occurred_at": _t(day),
+        "order_id": order_id,
+        "payment_method": method,
+        "terms_days": terms,
+        "due_date": (_t(day) + timedelta(days=terms)).date() if due else None,
+    }
 
 
 # ---------------------------------------------------------------------------- labels
 
 
 def test_a_default_counts_only_inside_the_window_after_the_due_date():
-    facts = _facts([
-        _order("inside", 0), _order("late_default", 0), _order("repaid", 0), _order("card", 0, method="card"),
-        _order("no_due", 0, terms=60, due=False),
-        {"event_type": "buyer.default", "occurred_at": _t(30 + 60), "order_id": "inside"},
-        {"event_type": "buyer.default", "occurred_at": _t(30 + WINDOW + 1), "order_id": "late_default"},
-        {"event_type": "buyer.repayment", "occurred_at": _t(31), "order_id": "repaid"},
-    ])
+    facts = _facts(
+        [
+            _order("inside", 0),
+            _order("late_default", 0),
+            _order("repaid", 0),
+            _order("card", 0, method="card"),
+            _order("no_due", 0, terms=60, due=False),
+            {"event_type": "buyer.default", "occurred_at": _t(30 + 60), "order_id": "inside"},
+            {"event_type": "buyer.default", "occurred_at": _t(30 + WINDOW + 1), "order_id": "late_default"},
+            {"event_type": "buyer.repayment", "occurred_at": _t(31), "order_id": "repaid"},
+        ]
+    )
     out = {r["order_id"]: r for r in labels.outcomes(facts, WINDOW).iter_rows(named=True)}
     assert set(out) == {"inside", "late_default", "repaid", "no_due"}  # card orders are no underwriting
     assert out["inside"]["defaulted"] and not out["late_default"]["defaulted"] and not out["repaid"]["defaulted"]
@@ -82,10 +99,22 @@ def test_a_bad_outcome_window_is_named(value):
 
 def _rows(n: int, bad_every: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     ids = [f"o{i:04d}" for i in range(n)]
-    rows = pl.DataFrame({"order_id": ids, "decision_time": [_t(i // 4, 8 + i % 4) for i in range(n)],
-                         "f": np.arange(n, dtype=float), "amount_minor": [1000] * n, "terms_days": [30] * n})
-    lab = pl.DataFrame({"order_id": ids, "matures_at": [_t(i // 4 + 95) for i in range(n)],
-                        "defaulted": [i % bad_every == 0 for i in range(n)]})
+    rows = pl.DataFrame(
+        {
+            "order_id": ids,
+            "decision_time": [_t(i // 4, 8 + i % 4) for i in range(n)],
+            "f": np.arange(n, dtype=float),
+            "amount_minor": [1000] * n,
+            "terms_days": [30] * n,
+        }
+    )
+    lab = pl.DataFrame(
+        {
+            "order_id": ids,
+            "matures_at": [_t(i // 4 + 95) for i in range(n)],
+            "defaulted": [i % bad_every == 0 for i in range(n)],
+        }
+    )
     return rows, lab
 
 
@@ -113,8 +142,9 @@ def test_too_little_history_is_a_clear_error():
 def test_both_models_fit_a_short_history_with_empty_and_constant_features():
     rows, lab = _rows(400, 7)
     rows = rows.with_columns(never=pl.lit(None, pl.Float64), same=pl.lit(3.0))
-    ts = training_set.build(rows, lab, ("f", "never", "same"), _t(200),
-                            {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5})
+    ts = training_set.build(
+        rows, lab, ("f", "never", "same"), _t(200), {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 5}
+    )
     trained = fit_all(ts, CFG["models"], None, threads=1)
     assert {m.key for m in trained} == {"scorecard", "gbm"}
     assert all(0.0 <= m.auc <= 1.0 and "oracle_auc" not in m.metrics for m in trained)
@@ -122,22 +152,35 @@ def test_both_models_fit_a_short_history_with_empty_and_constant_features():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 300), st.booleans(), st.integers(0, 200)), min_size=1, max_size=60),
-       st.integers(100, 500), st.floats(0.05, 0.95))
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.booleans(), st.integers(0, 200)), min_size=1, max_size=60),
+    st.integers(100, 500),
+    st.floats(0.05, 0.95),
+)
 def test_split_properties(orders, cutoff_day, share):
     """Any history: only matured orders, nothing on both sides, every training order
     decided before every evaluation order."""
     ids = [f"o{i:03d}" for i in range(len(orders))]
-    rows = pl.DataFrame({"order_id": ids, "decision_time": [_t(d, 8 + i % 9) for i, (d, _, _) in enumerate(orders)],
-                         "f": [float(i) for i in range(len(orders))]})
-    lab = pl.DataFrame({"order_id": ids, "defaulted": [b for _, b, _ in orders],
-                        "matures_at": [_t(d + lag) for d, _, lag in orders]})
+    rows = pl.DataFrame(
+        {
+            "order_id": ids,
+            "decision_time": [_t(d, 8 + i % 9) for i, (d, _, _) in enumerate(orders)],
+            "f": [float(i) for i in range(len(orders))],
+        }
+    )
+    lab = pl.DataFrame(
+        {"order_id": ids, "defaulted": [b for _, b, _ in orders], "matures_at": [_t(d + lag) for d, _, lag in orders]}
+    )
     cutoff = _t(cutoff_day)
     try:
-        ts = training_set.build(rows, lab, ("f",), cutoff, {"evaluation_share": share, "min_orders": 2, "min_defaults": 1})
+        ts = training_set.build(
+            rows, lab, ("f",), cutoff, {"evaluation_share": share, "min_orders": 2, "min_defaults": 1}
+        )
     except TrainingSetError:
         return
-    eligible = lab.filter(pl.col("matures_at") <= cutoff).join(rows, on="order_id").filter(pl.col("decision_time") < cutoff)
+    eligible = (
+        lab.filter(pl.col("matures_at") <= cutoff).join(rows, on="order_id").filter(pl.col("decision_time") < cutoff)
+    )
     assert sorted([*ts.train["order_id"], *ts.evaluation["order_id"]]) == sorted(eligible["order_id"])
     assert ts.train.height and ts.evaluation.height
     assert ts.train["decision_time"].max() < ts.evaluation["decision_time"].min() == ts.split_time
@@ -145,8 +188,12 @@ def test_split_properties(orders, cutoff_day, share):
 
 @given(st.integers(-5, 200), st.sampled_from([30, 60]))
 def test_a_default_is_a_label_exactly_when_it_falls_inside_the_window(days_after_due, terms):
-    facts = _facts([_order("o", 0, terms=terms),
-                    {"event_type": "buyer.default", "occurred_at": _t(terms + days_after_due, 0), "order_id": "o"}])
+    facts = _facts(
+        [
+            _order("o", 0, terms=terms),
+            {"event_type": "buyer.default", "occurred_at": _t(terms + days_after_due, 0), "order_id": "o"},
+        ]
+    )
     row = labels.outcomes(facts, WINDOW).row(0, named=True)
     assert row["defaulted"] == (days_after_due <= WINDOW)
 
@@ -185,8 +232,13 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(world):
     facts = read_events(world)
-    ts = training_set.build(order_features(facts), labels.outcomes(facts, WINDOW), tuple(MODEL_FEATURES),
-                            facts["occurred_at"].max(), CFG["training_set"])
+    ts = training_set.build(
+        order_features(facts),
+        labels.outcomes(facts, WINDOW),
+        tuple(MODEL_FEATURES),
+        facts["occurred_at"].max(),
+        CFG["training_set"],
+    )
     truth = pl.read_parquet(world / "truth" / "orders.parquet")
     return ts, truth, fit_all(ts, CFG["models"], truth, threads=1)
 
@@ -194,8 +246,9 @@ def built(world):
 @pytest.mark.slow
 def test_labels_from_events_agree_with_the_generators_truth(built):
     ts, truth, _ = built
-    used = pl.concat([ts.train, ts.evaluation]).join(truth.select("order_id", "defaulted", "payment_method"),
-                                                     on="order_id", suffix="_truth")
+    used = pl.concat([ts.train, ts.evaluation]).join(
+        truth.select("order_id", "defaulted", "payment_method"), on="order_id", suffix="_truth"
+    )
     assert used.height == ts.train.height + ts.evaluation.height and (used["payment_method"] == "terms").all()
     assert (used["defaulted"] == used["defaulted_truth"]).all()
     assert used["matures_at"].max() <= ts.cutoff
@@ -218,6 +271,7 @@ def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite database with its tables made once (the schema migration takes
     seconds); each test copies it."""
     from clearline.models.registry import Registry, RegistrySettings
+
     db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     Registry(RegistrySettings(f"sqlite:///{db}", None, "template")).versions()
     return db
@@ -234,6 +288,7 @@ def store(empty_store, tmp_path, monkeypatch) -> str:
 @pytest.mark.slow
 def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, tmp_path):
     from clearline.models.registry import Registry, RegistryError, RegistrySettings
+
     ts, _, trained = built
     registry = Registry(RegistrySettings.from_config(CFG, tmp_path))
     assert registry.settings.artifact_location == (tmp_path / "artifacts").as_uri()
@@ -243,9 +298,12 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
     run = registry.client.get_run(sc.run_id)
     assert run.data.metrics["auc"] == pytest.approx(trained[0].auc) and "oracle_auc" in run.data.metrics
     assert run.data.params["source"] == "test" and run.data.params["model.C"] == str(CFG["models"]["scorecard"]["C"])
-    report = json.loads(Path(registry.client.download_artifacts(sc.run_id, "training_report.json", str(tmp_path))).read_text())
+    report = json.loads(
+        Path(registry.client.download_artifacts(sc.run_id, "training_report.json", str(tmp_path))).read_text()
+    )
     assert report["training_set"] == json.loads(json.dumps(ts.summary())) and report["features"] == list(ts.features)
     import mlflow
+
     info = mlflow.models.get_model_info(f"models:/{sc.name}/{sc.version}")
     assert info.signature.inputs.input_names() == list(ts.features) and info.saved_input_example_info is not None
 
@@ -264,6 +322,7 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
     champion = registry.load("champion", threads=1)
     assert champion.ref.name == gb.name and champion.features == ts.features
     from threadpoolctl import threadpool_info
+
     assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"} == {1}  # serving: one thread
     model = next(m for m in trained if m.key == "gbm")
     assert champion.reference == pytest.approx(model.reference)
@@ -277,8 +336,11 @@ def test_registry_logs_registers_promotes_and_loads_the_champion(built, store, t
 @pytest.mark.slow
 def test_train_and_models_commands(world, store):
     from clearline.pipelines.cli import main
+
     runner = CliRunner()
-    order = pl.read_parquet(world / "truth" / "orders.parquet").filter(pl.col("payment_method") == "terms")["order_id"][-1]
+    order = pl.read_parquet(world / "truth" / "orders.parquet").filter(pl.col("payment_method") == "terms")["order_id"][
+        -1
+    ]
     unready = runner.invoke(main, ["models", "decide", order, "--world", str(world)])
     assert unready.exit_code == 2 and "error: no champion" in unready.output
     first = runner.invoke(main, ["train", "--world", str(world), "--json"])
@@ -294,7 +356,8 @@ def test_train_and_models_commands(world, store):
     assert second["aliases_set"] == {} and "champion already exists" in second["note"]
     listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).stdout)["versions"]
     assert sorted((v["name"], v["version"]) for v in listed) == sorted(
-        (m["name"], v) for m in report["models"] for v in ("1", "2"))
+        (m["name"], v) for m in report["models"] for v in ("1", "2")
+    )
     champion = [v for v in listed if "champion" in v["aliases"]]
     assert [(v["name"], v["version"]) for v in champion] == [(best["name"], "1")]
 
@@ -308,7 +371,10 @@ def test_train_and_models_commands(world, store):
     assert record["challenger"]["model"] == {"name": other["name"], "version": "1"}  # set by the first train, kept
     assert record["decision"] in ("approve", "review", "decline") and record["reason_codes"]
     assert set(record["inputs"]) == set(MODEL_FEATURES) | {"amount_minor", "terms_days"}
-    assert "error: ord_nope: no order on terms" in runner.invoke(main, ["models", "decide", "ord_nope", "--world", str(world)]).output
+    assert (
+        "error: ord_nope: no order on terms"
+        in runner.invoke(main, ["models", "decide", "ord_nope", "--world", str(world)]).output
+    )
 
     unknown = runner.invoke(main, ["models", "promote", other["name"], "9", "--alias", "champion"])
     assert unknown.exit_code == 2 and "error: no version 9" in unknown.output and "Traceback" not in unknown.output
@@ -324,11 +390,18 @@ def _archive(world: Path, state: Path) -> None:
     """The world's events as the ledger flow archives them: the archive's columns (the
     consumed bytes in `body`), one Parquet file per event date."""
     from clearline.ledger.archive import SCHEMA
+
     events = pl.read_parquet(world / "events" / "events.parquet")  # same order as events.jsonl
-    frame = events.with_columns(
-        body=pl.Series((world / "events" / "events.jsonl").read_bytes().splitlines(), dtype=pl.Binary),
-        topic=pl.lit("payments.events"), partition=pl.lit(0, pl.Int64), offset=pl.int_range(pl.len(), dtype=pl.Int64),
-    ).select(list(SCHEMA)).cast(SCHEMA)
+    frame = (
+        events.with_columns(
+            body=pl.Series((world / "events" / "events.jsonl").read_bytes().splitlines(), dtype=pl.Binary),
+            topic=pl.lit("payments.events"),
+            partition=pl.lit(0, pl.Int64),
+            offset=pl.int_range(pl.len(), dtype=pl.Int64),
+        )
+        .select(list(SCHEMA))
+        .cast(SCHEMA)
+    )
     for (day,), part in frame.group_by(pl.col("occurred_at").dt.date()):
         folder = state / "archive" / f"event_date={day}"
         folder.mkdir(parents=True)
@@ -338,6 +411,7 @@ def _archive(world: Path, state: Path) -> None:
 @pytest.mark.slow
 def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
     from clearline.pipelines.cli import main
+
     runner = CliRunner()
     state = tmp_path / "ledger"
     nothing = runner.invoke(main, ["train", "--state-dir", str(state)])
@@ -356,6 +430,7 @@ def test_train_reads_the_ledger_archive_by_default(world, store, tmp_path):
 @pytest.mark.slow
 def test_a_tracking_server_that_does_not_answer_is_an_error_line(monkeypatch):
     from clearline.pipelines.cli import main
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     result = CliRunner().invoke(main, ["models", "list"])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearline.features.batch import order_features, read_events, feature_history
+from clearline.features.batch import feature_history, order_features, read_events
 from clearline.features.feast_repo import feature_names, history_path
 from clearline.features.store import FeastSettings, apply, open_store, point_in_time
 from clearline.models import pit
@@ -35,8 +35,9 @@ def _brute(decisions: list[tuple[str, int]], history: list[tuple[str, int, int, 
 @st.composite
 def _case(draw):
     keys = st.sampled_from(["a", "b", "c"])
-    pairs = draw(st.lists(st.tuples(keys, st.integers(0, 30), st.integers(0, 30)), max_size=40,
-                          unique_by=lambda r: r))  # one row per (key, ts, created): else "latest" is a tie
+    pairs = draw(
+        st.lists(st.tuples(keys, st.integers(0, 30), st.integers(0, 30)), max_size=40, unique_by=lambda r: r)
+    )  # one row per (key, ts, created): else "latest" is a tie
     history = [(k, ts, created, i) for i, (k, ts, created) in enumerate(pairs)]
     decisions = draw(st.lists(st.tuples(keys, st.integers(-2, 32)), min_size=1, max_size=30))
     return decisions, history
@@ -47,11 +48,19 @@ def _case(draw):
 def test_join_picks_the_latest_row_known_at_each_decision(case):
     decisions, history = case
     at = lambda n: T0 + timedelta(hours=n)  # noqa: E731
-    left = pl.DataFrame({"k": [k for k, _ in decisions], "event_timestamp": [at(t) for _, t in decisions]},
-                        schema={"k": pl.String, "event_timestamp": TS})
-    right = pl.DataFrame({"k": [r[0] for r in history], "event_timestamp": [at(r[1]) for r in history],
-                          "created": [at(r[2]) for r in history], "v": [r[3] for r in history]},
-                         schema={"k": pl.String, "event_timestamp": TS, "created": TS, "v": pl.Int64})
+    left = pl.DataFrame(
+        {"k": [k for k, _ in decisions], "event_timestamp": [at(t) for _, t in decisions]},
+        schema={"k": pl.String, "event_timestamp": TS},
+    )
+    right = pl.DataFrame(
+        {
+            "k": [r[0] for r in history],
+            "event_timestamp": [at(r[1]) for r in history],
+            "created": [at(r[2]) for r in history],
+            "v": [r[3] for r in history],
+        },
+        schema={"k": pl.String, "event_timestamp": TS, "created": TS, "v": pl.Int64},
+    )
     joined = pit.join(left, right, "k", ["v"])
     assert joined.select("k", "event_timestamp").equals(left)  # the decisions, in their order
     assert joined["v"].to_list() == _brute(decisions, history)
@@ -60,8 +69,10 @@ def test_join_picks_the_latest_row_known_at_each_decision(case):
 
 
 def test_compare_names_missing_rows_and_differing_cells():
-    base = pl.DataFrame({"k": ["a", "a", "b"], "event_timestamp": [T0, T0, T0], "x": [1.0, None, 2.0]},
-                        schema={"k": pl.String, "event_timestamp": TS, "x": pl.Float64})
+    base = pl.DataFrame(
+        {"k": ["a", "a", "b"], "event_timestamp": [T0, T0, T0], "x": [1.0, None, 2.0]},
+        schema={"k": pl.String, "event_timestamp": TS, "x": pl.Float64},
+    )
     assert pit.compare(base, base.reverse(), "k", ["x"]).identical  # order does not matter; nulls match
     changed = base.with_columns(pl.when(pl.col("k") == "b").then(None).otherwise(pl.col("x")).alias("x"))
     diff = pit.compare(base, changed, "k", ["x"])
@@ -85,8 +96,12 @@ def _entity_rows(rows: pl.DataFrame, entity: str) -> pl.DataFrame:
     the entity's first row: all features null there)."""
     key = f"{entity}_id"
     t = pl.col("decision_time")
-    return pl.concat([rows.select(key, (t + shift).alias("event_timestamp"))
-                      for shift in (timedelta(0), timedelta(hours=1), timedelta(days=-1))])
+    return pl.concat(
+        [
+            rows.select(key, (t + shift).alias("event_timestamp"))
+            for shift in (timedelta(0), timedelta(hours=1), timedelta(days=-1))
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -96,7 +111,8 @@ def test_the_pit_join_gives_feasts_training_set(world_rows, entity, tmp_path: Pa
     # a backfill: rows about earlier moments written a week later must not reach the decisions in between
     backfill = history.sample(fraction=0.1, seed=3).with_columns(
         (pl.col("created") + timedelta(days=7)).alias("created"),
-        *(pl.lit(-1, pl.Int64).cast(history.schema[n]).alias(n) for n in feature_names(entity)))
+        *(pl.lit(-1, pl.Int64).cast(history.schema[n]).alias(n) for n in feature_names(entity)),
+    )
     history = pl.concat([history, backfill])
     settings_ = FeastSettings(project="pit_parity", data_dir=tmp_path / "feast")
     apply(settings_)

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clearline import config
+from clearline.events import Money
 from clearline.models import policy as pol
 from clearline.models.decision import UnderwritingRequest, decide
 from clearline.models.policy import OUTCOMES, Policy, PolicyError
 from clearline.models.scorer import ModelRef, Scorer, medians
 from clearline.models.train import scorecard
-from clearline import config
-from clearline.events import Money
 
 POLICY = Policy.from_config(config.load("policy"))
 KILLED = Policy.from_config({**config.load("policy"), "kill_switch": True})
@@ -87,18 +87,43 @@ def _cfg(**changes) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"cutoffs": {"approve_below": 0.2, "decline_from": 0.1}}, "approve_below <= decline_from"),
-    ({"bands": [{"band": "A", "max_score": 0.5, "limit_minor": {"USD": 1, "EUR": 1, "GBP": 1}}]}, "last band must have max_score 1.0"),
-    ({"bands": [{"band": "A", "max_score": 0.1, "limit_minor": {"USD": 100, "EUR": 1, "GBP": 1}},
-                {"band": "B", "max_score": 1.0, "limit_minor": {"USD": 200, "EUR": 1, "GBP": 1}}]}, "USD limit rises from band A to B"),
-    ({"bands": [{"band": "A", "max_score": 1.0, "limit_minor": {"USD": 10**9, "EUR": 10**9, "XXQ": 1}}]}, "'XXQ' is not an ISO 4217"),
-    ({"bands": [{"band": "A", "max_score": 1.0, "limit_minor": {"USD": 12.5, "EUR": 1, "GBP": 1}}]}, "USD limit must be a non-negative integer"),
-    ({"conservative": {"limit_minor": {"USD": 10**9, "EUR": 1, "GBP": 1}, "over_limit": "review"}}, "USD limit 1000000000 exceeds an approving band"),
-    ({"conservative": {"limit_minor": {"USD": 1, "EUR": 1, "GBP": 1}, "over_limit": "approve"}}, "must be review or decline"),
-    ({"cutoffs": {"approve_below": 0.1}}, "missing or malformed entry 'decline_from'"),
-    ({"conservative": {"limit_minor": "USD", "over_limit": "review"}}, "missing or malformed entry"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"cutoffs": {"approve_below": 0.2, "decline_from": 0.1}}, "approve_below <= decline_from"),
+        (
+            {"bands": [{"band": "A", "max_score": 0.5, "limit_minor": {"USD": 1, "EUR": 1, "GBP": 1}}]},
+            "last band must have max_score 1.0",
+        ),
+        (
+            {
+                "bands": [
+                    {"band": "A", "max_score": 0.1, "limit_minor": {"USD": 100, "EUR": 1, "GBP": 1}},
+                    {"band": "B", "max_score": 1.0, "limit_minor": {"USD": 200, "EUR": 1, "GBP": 1}},
+                ]
+            },
+            "USD limit rises from band A to B",
+        ),
+        (
+            {"bands": [{"band": "A", "max_score": 1.0, "limit_minor": {"USD": 10**9, "EUR": 10**9, "XXQ": 1}}]},
+            "'XXQ' is not an ISO 4217",
+        ),
+        (
+            {"bands": [{"band": "A", "max_score": 1.0, "limit_minor": {"USD": 12.5, "EUR": 1, "GBP": 1}}]},
+            "USD limit must be a non-negative integer",
+        ),
+        (
+            {"conservative": {"limit_minor": {"USD": 10**9, "EUR": 1, "GBP": 1}, "over_limit": "review"}},
+            "USD limit 1000000000 exceeds an approving band",
+        ),
+        (
+            {"conservative": {"limit_minor": {"USD": 1, "EUR": 1, "GBP": 1}, "over_limit": "approve"}},
+            "must be review or decline",
+        ),
+        ({"cutoffs": {"approve_below": 0.1}}, "missing or malformed entry 'decline_from'"),
+        ({"conservative": {"limit_minor": "USD", "over_limit": "review"}}, "missing or malformed entry"),
+    ],
+)
 def test_a_bad_policy_file_is_named(change, message):
     with pytest.raises(PolicyError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Policy.from_config(_cfg(**change))
@@ -113,8 +138,13 @@ FEATURES = ("buyer_late_repayment_rate", "buyer_orders_30d", "amount_minor")
 def champion() -> Scorer:
     """A real fitted scorecard on a small constructed frame: risk rises with lateness."""
     rng = np.random.default_rng(0)
-    x = pd.DataFrame({"buyer_late_repayment_rate": rng.random(400), "buyer_orders_30d": rng.integers(0, 20, 400).astype(float),
-                      "amount_minor": rng.integers(500, 500_000, 400).astype(float)})
+    x = pd.DataFrame(
+        {
+            "buyer_late_repayment_rate": rng.random(400),
+            "buyer_orders_30d": rng.integers(0, 20, 400).astype(float),
+            "amount_minor": rng.integers(500, 500_000, 400).astype(float),
+        }
+    )
     x.loc[::7, "buyer_late_repayment_rate"] = np.nan
     y = (rng.random(400) < 0.02 + 0.3 * x["buyer_late_repayment_rate"].fillna(0.2)).astype(int)
     pipeline = scorecard({"C": 1.0, "max_iter": 1000}).fit(x, y)
@@ -122,11 +152,19 @@ def champion() -> Scorer:
 
 
 def _request(amount: Money) -> UnderwritingRequest:
-    return UnderwritingRequest("evt_1", "ord_1", "b_1", "m_1", datetime(2026, 3, 1, 12, tzinfo=timezone.utc), amount, 30)
+    return UnderwritingRequest(
+        "evt_1", "ord_1", "b_1", "m_1", datetime(2026, 3, 1, 12, tzinfo=timezone.utc), amount, 30
+    )
 
 
-feature_values = st.one_of(st.none(), st.floats(min_value=-1e9, max_value=1e9), st.sampled_from([float("nan"), float("inf")]),
-                           st.integers(-10**6, 10**6), st.text(max_size=3), st.booleans())
+feature_values = st.one_of(
+    st.none(),
+    st.floats(min_value=-1e9, max_value=1e9),
+    st.sampled_from([float("nan"), float("inf")]),
+    st.integers(-(10**6), 10**6),
+    st.text(max_size=3),
+    st.booleans(),
+)
 feature_maps = st.one_of(st.none(), st.dictionaries(st.sampled_from(FEATURES + ("other",)), feature_values))
 
 
@@ -134,13 +172,23 @@ feature_maps = st.one_of(st.none(), st.dictionaries(st.sampled_from(FEATURES + (
 @given(feature_maps, amounts, st.booleans(), st.booleans(), st.booleans())
 def test_every_request_gets_exactly_one_decision(champion, features, amount, kill, with_champion, with_challenger):
     policy = KILLED if kill else POLICY
-    d = decide(_request(amount), features, champion if with_champion else None,
-               champion if with_challenger else None, policy)
+    d = decide(
+        _request(amount), features, champion if with_champion else None, champion if with_challenger else None, policy
+    )
     assert d.outcome in OUTCOMES and d.credit_limit.currency == amount.currency
     json.dumps(d.to_dict())  # the record is always plain JSON
-    usable = features is not None and any(v is not None for v in features.values()) and all(  # amount from the request
-        f in features and (features[f] is None or isinstance(features[f], (int, float))) and not isinstance(features[f], bool)
-        and features[f] != float("inf") for f in FEATURES if f != "amount_minor")
+    usable = (
+        features is not None
+        and any(v is not None for v in features.values())
+        and all(  # amount from the request
+            f in features
+            and (features[f] is None or isinstance(features[f], (int, float)))
+            and not isinstance(features[f], bool)
+            and features[f] != float("inf")
+            for f in FEATURES
+            if f != "amount_minor"
+        )
+    )
     if kill:
         assert d.kill_switch and d.model is None and pol.KILL_SWITCH in d.policy_reasons
     elif not with_champion:
@@ -167,8 +215,13 @@ def test_a_decision_record_names_model_inputs_reasons_and_shadow(champion):
     record = json.loads(json.dumps(d.to_dict()))
     assert record["model"] == {"name": "clearline-scorecard", "version": "3"}
     # the order's own amount and terms come from the request, not from the feature store
-    assert record["inputs"] == {"amount_minor": 40000.0, "buyer_late_repayment_rate": 0.9, "buyer_orders_30d": 2.0,
-                                "terms_days": 30.0, "unused": 1.0}
+    assert record["inputs"] == {
+        "amount_minor": 40000.0,
+        "buyer_late_repayment_rate": 0.9,
+        "buyer_orders_30d": 2.0,
+        "terms_days": 30.0,
+        "unused": 1.0,
+    }
     assert record["score"] == pytest.approx(champion.score({**features, "amount_minor": 40_000}))
     assert record["challenger"]["score"] == pytest.approx(record["score"])
     codes = record["reason_codes"]
@@ -176,19 +229,31 @@ def test_a_decision_record_names_model_inputs_reasons_and_shadow(champion):
     # lateness 0.9 against a median near 0.5 is what raised this buyer's risk most
     assert codes[0]["feature"] == "buyer_late_repayment_rate" and codes[0]["delta"] > 0
     assert abs(codes[0]["delta"]) >= max(abs(c["delta"]) for c in codes)
-    assert record["amount"] == {"minor": 40000, "currency": "EUR"} and record["decision_time"].startswith("2026-03-01T12")
+    assert record["amount"] == {"minor": 40000, "currency": "EUR"} and record["decision_time"].startswith(
+        "2026-03-01T12"
+    )
 
 
 def test_a_row_of_nothing_but_nulls_is_no_row(champion):
     """Feast answers an entity it has never seen with None for every feature."""
-    d = decide(_request(Money(1_000, "GBP")), {"buyer_late_repayment_rate": None, "buyer_orders_30d": None},
-               champion, champion, POLICY)
+    d = decide(
+        _request(Money(1_000, "GBP")),
+        {"buyer_late_repayment_rate": None, "buyer_orders_30d": None},
+        champion,
+        champion,
+        POLICY,
+    )
     assert d.model is None and d.policy_reasons[0] == pol.FEATURES_UNAVAILABLE and d.challenger is None
     assert d.to_dict()["inputs"] == {"buyer_late_repayment_rate": None, "buyer_orders_30d": None}
 
 
 def test_unknown_values_are_imputed_not_unavailable(champion):
-    d = decide(_request(Money(1_000, "GBP")), {"buyer_late_repayment_rate": None, "buyer_orders_30d": float("nan")},
-               champion, None, POLICY)
+    d = decide(
+        _request(Money(1_000, "GBP")),
+        {"buyer_late_repayment_rate": None, "buyer_orders_30d": float("nan")},
+        champion,
+        None,
+        POLICY,
+    )
     assert d.model is not None and d.missing_features == ()
     assert d.to_dict()["inputs"]["buyer_orders_30d"] is None

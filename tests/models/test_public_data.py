@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clearline.models.public_data import cross_validate, german_credit
 from clearline import config
+from clearline.models.public_data import cross_validate, german_credit
 
 # From the cited figure (docs/backtest.md): logistic regression, out-of-sample AUC 0.748 on a
 # 200-applicant test split; ± 2 standard errors of an AUC on 60 bad / 140 good (Hanley &

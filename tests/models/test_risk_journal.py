@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearline.features.definitions import DEFAULT_SPEC, BuyerState, Fact, apply_buyer, buyer_feature_names, read_buyer
-from clearline.models.request_features import request_features
 from clearline.models.decision_journal import Journal, read_log
+from clearline.models.request_features import request_features
 
 SCHEMA = {"key": pl.String(), "value": pl.Int64()}
 
@@ -63,17 +63,30 @@ AT = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 
 
 def _row(buyer_state: BuyerState) -> dict:
-    return {"order_id": "o", "buyer_id": "b", "merchant_id": "m", "event_id": "e", "decision_time": AT,
-            "amount_minor": 100, "currency": "USD", "terms_days": 30,
-            **read_buyer(buyer_state, AT, "USD"), "merchant_orders_30d": 3}
+    return {
+        "order_id": "o",
+        "buyer_id": "b",
+        "merchant_id": "m",
+        "event_id": "e",
+        "decision_time": AT,
+        "amount_minor": 100,
+        "currency": "USD",
+        "terms_days": 30,
+        **read_buyer(buyer_state, AT, "USD"),
+        "merchant_orders_30d": 3,
+    }
 
 
 def test_a_buyer_without_events_has_no_features_and_any_event_gives_some():
     empty = request_features(_row(BuyerState()), DEFAULT_SPEC)
     assert empty == {"merchant_orders_30d": 3}
     base = Fact("e0", "order.created", AT - timedelta(days=3), "m", "b", "o0", None, 500, "USD", "card", 0)
-    for fact in (base, dataclasses.replace(base, event_type="payment.authorized", payment_id="p"),
-                 dataclasses.replace(base, currency="EUR"), dataclasses.replace(base, occurred_at=AT - timedelta(days=90))):
+    for fact in (
+        base,
+        dataclasses.replace(base, event_type="payment.authorized", payment_id="p"),
+        dataclasses.replace(base, currency="EUR"),
+        dataclasses.replace(base, occurred_at=AT - timedelta(days=90)),
+    ):
         got = request_features(_row(apply_buyer(BuyerState(), fact)), DEFAULT_SPEC)
         assert set(buyer_feature_names()) <= set(got), fact
     assert request_features(None, DEFAULT_SPEC) is None

@@ -32,11 +32,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests import REPO_ROOT
-from clearline.ledger import archive
 from clearline import config
-from clearline.pipelines.connectors.ledger_sink import GENESIS_TOPIC
+from clearline.ledger import archive
 from clearline.ledger.snapshot import read_snapshot
+from clearline.pipelines.connectors.ledger_sink import GENESIS_TOPIC
+from tests import REPO_ROOT
 
 # librdkafka logs every refused connection to stderr unless given a logger; while a
 # private broker is down on purpose those lines are noise, so they go to logging.
@@ -88,7 +88,7 @@ def fresh_topics(bootstrap: str, prefix: str, partitions: int = 4) -> Iterator[t
     tag = uuid.uuid4().hex[:8]
     names = (f"{prefix}.events.{tag}", f"{prefix}.dlq.{tag}")
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _kafka_log})
-    for name, future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).items():
+    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         future.result(30)
     wait_for_topics(bootstrap, names, partitions)
     try:
@@ -107,8 +107,12 @@ def wait_for_topics(bootstrap: str, names, partitions: int, timeout: float = 30)
     deadline = time.monotonic() + timeout
     while True:
         meta = admin.list_topics(timeout=10)
-        ready = all(n in meta.topics and len(meta.topics[n].partitions) == partitions
-                    and all(p.leader >= 0 for p in meta.topics[n].partitions.values()) for n in names)
+        ready = all(
+            n in meta.topics
+            and len(meta.topics[n].partitions) == partitions
+            and all(p.leader >= 0 for p in meta.topics[n].partitions.values())
+            for n in names
+        )
         if ready:
             return
         if time.monotonic() > deadline:
@@ -118,8 +122,9 @@ def wait_for_topics(bootstrap: str, names, partitions: int, timeout: float = 30)
 
 def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[int, int]:
     """The high watermark of each partition: how many messages it holds."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"resilience-{uuid.uuid4().hex[:8]}",
-                         "logger": _kafka_log})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"resilience-{uuid.uuid4().hex[:8]}", "logger": _kafka_log}
+    )
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
     finally:
@@ -174,9 +179,14 @@ class Flow:
         self._close_files()
         self._out = open(self.logs / f"{self.name}.{self.runs}.out", "wb")
         self._err = open(self.logs / f"{self.name}.{self.runs}.err", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", *self.args],
-                                     env=self.env, stdout=self._out, stderr=self._err, cwd=REPO_ROOT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", *self.args],
+            env=self.env,
+            stdout=self._out,
+            stderr=self._err,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
         self.started_at = time.monotonic()
         return self
 
@@ -229,7 +239,16 @@ class Flow:
 
 
 def flow_args(topic: str, dlq: str, state: Path, *extra: str, once: bool = False) -> list[str]:
-    return [*(["--once"] if once else []), "--topic", topic, "--deadletter-topic", dlq, "--state-dir", str(state), *extra]
+    return [
+        *(["--once"] if once else []),
+        "--topic",
+        topic,
+        "--deadletter-topic",
+        dlq,
+        "--state-dir",
+        str(state),
+        *extra,
+    ]
 
 
 def run_once(args: list[str], env: dict[str, str], logs: Path, name: str, timeout: float = 300) -> float:
@@ -244,13 +263,21 @@ def run_once(args: list[str], env: dict[str, str], logs: Path, name: str, timeou
 
 
 def clearline_json(env: dict[str, str], *args: str) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "clearline.pipelines.cli", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     try:
         return done.returncode, json.loads(done.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"clearline {' '.join(args)} exited {done.returncode} without JSON:\n"
-                             f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}") from None
+        raise AssertionError(
+            f"clearline {' '.join(args)} exited {done.returncode} without JSON:\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        ) from None
 
 
 # ----------------------------------------------------------------------- reading state
@@ -278,18 +305,22 @@ def published_counts(state: Path, topic: str) -> dict[str, int] | None:
     return totals if found else None
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, flows: list[Flow] = (),
-               poll: float = 0.2) -> float:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, flows: list[Flow] = (), poll: float = 0.2
+) -> float:
     """Poll until `predicate()`; fail naming `what` (with the flows' stderr) on timeout or
     if a flow died meanwhile. Returns the seconds waited."""
     start = time.monotonic()
     while not predicate():
         for flow in flows:
             if not flow.alive():
-                raise AssertionError(f"{flow.name} exited {flow.proc.returncode} while waiting for {what}\n{flow.tail()}")
+                raise AssertionError(
+                    f"{flow.name} exited {flow.proc.returncode} while waiting for {what}\n{flow.tail()}"
+                )
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n"
-                                 + "\n".join(f.tail() for f in flows))
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}\n" + "\n".join(f.tail() for f in flows)
+            )
         time.sleep(poll)
     return time.monotonic() - start
 
@@ -300,8 +331,10 @@ def topic_stats(state: Path, topic: str) -> tuple[dict[str, int], dict[int, dict
         stats = snap.stats()
     rows = [p for p in stats["partitions"] if p["topic"] == topic]
     parts = {p["partition"]: p for p in rows}
-    assert len(parts) == len(rows), ("a partition has offsets rows in more than one shard (its chain and counters "
-                                     "forked)", [(p["partition"], p["next_offset"], p["consumed"]) for p in rows])
+    assert len(parts) == len(rows), (
+        "a partition has offsets rows in more than one shard (its chain and counters forked)",
+        [(p["partition"], p["next_offset"], p["consumed"]) for p in rows],
+    )
     totals = {k: sum(p[k] for p in parts.values()) for k in COUNTERS}
     return totals, parts, stats
 
@@ -330,8 +363,9 @@ def recovery_initialised(state: Path) -> bool:
 # ----------------------------------------------------------------------- the verdict
 
 
-def assert_exactly_once(state: Path, topic: str, dlq: str, bootstrap: str, produced: list[str],
-                        env: dict[str, str], opening_accounts: int) -> dict:
+def assert_exactly_once(
+    state: Path, topic: str, dlq: str, bootstrap: str, produced: list[str], env: dict[str, str], opening_accounts: int
+) -> dict:
     """Every produced event posted exactly once, nothing else: the counters of the topic,
     the offsets against the broker's, the genesis, `ledger check`, `ledger verify`, the
     archive and the dead-letter topic. Returns the topic's totals."""
@@ -341,22 +375,36 @@ def assert_exactly_once(state: Path, topic: str, dlq: str, bootstrap: str, produ
     assert totals == {"consumed": n, "posted": n, "duplicate": 0, "dead_lettered": 0}, totals
 
     ends = end_offsets(bootstrap, topic)
-    assert {p: parts[p]["next_offset"] for p in parts} == ends, ("committed offsets differ from the topic's ends",
-                                                                    {p: parts[p]["next_offset"] for p in parts}, ends)
+    assert {p: parts[p]["next_offset"] for p in parts} == ends, (
+        "committed offsets differ from the topic's ends",
+        {p: parts[p]["next_offset"] for p in parts},
+        ends,
+    )
     assert {p: parts[p]["consumed"] for p in parts} == ends
 
     genesis = [p for p in stats["partitions"] if p["topic"] == GENESIS_TOPIC]
-    assert [(g["consumed"], g["posted"], g["duplicate"]) for g in genesis] == [(opening_accounts, opening_accounts, 0)], genesis
+    assert [(g["consumed"], g["posted"], g["duplicate"]) for g in genesis] == [
+        (opening_accounts, opening_accounts, 0)
+    ], genesis
     all_topics = {p["topic"] for p in stats["partitions"]}
     assert all_topics == {topic, GENESIS_TOPIC}, all_topics
     t = stats["totals"]
-    assert (t["events"], t["events_posted"], t["events_rejected"], t["rejections"]) == (n + opening_accounts, n + opening_accounts, 0, 0), t
+    assert (t["events"], t["events_posted"], t["events_rejected"], t["rejections"]) == (
+        n + opening_accounts,
+        n + opening_accounts,
+        0,
+        0,
+    ), t
     assert t["postings"] == t["chain_length"], t
 
     rc, check = clearline_json(env, "ledger", "check", "--state-dir", str(state))
     assert rc == 0 and check["ok"], check
-    assert {k: check[k] for k in COUNTERS} == {"consumed": n + opening_accounts, "posted": n + opening_accounts,
-                                               "duplicate": 0, "dead_lettered": 0}, check
+    assert {k: check[k] for k in COUNTERS} == {
+        "consumed": n + opening_accounts,
+        "posted": n + opening_accounts,
+        "duplicate": 0,
+        "dead_lettered": 0,
+    }, check
     rc, verify = clearline_json(env, "ledger", "verify", "--state-dir", str(state))
     assert rc == 0 and verify["ok"] and verify["source"] == "store", verify
     assert verify["postings"] == t["postings"], (verify, t)

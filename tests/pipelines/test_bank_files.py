@@ -22,8 +22,8 @@ from lxml import etree
 from pycamt.parser import Camt053Parser
 
 from clearline import config
-from clearline.pipelines.world.bank_files import CAMT_NS, write_bank_statements
 from clearline.currency import decimal_to_minor
+from clearline.pipelines.world.bank_files import CAMT_NS, write_bank_statements
 
 ACCOUNTS = config.load("platform")["bank_accounts"]
 DAY1 = date(2026, 1, 7)
@@ -31,12 +31,28 @@ OPENING = {"USD": 25_000_000, "EUR": -1_234_56, "GBP": 0}
 LONG_TEXT = " ".join(["MERCHANT PAYOUT m_0042 SETTLEMENT WEEK 2"] * 5)  # > 140 and > 65 characters
 
 
-def bank_line(ccy: str, n: int, amount: int, kind: str, *, day: date = DAY1, value_day: date | None = None,
-              customer_reference: str = "po_1QxYz8Ab2Cd3Ef4G", text: str = "ADYEN PAYOUT 2026-01-07 BATCH 4001") -> dict:
+def bank_line(
+    ccy: str,
+    n: int,
+    amount: int,
+    kind: str,
+    *,
+    day: date = DAY1,
+    value_day: date | None = None,
+    customer_reference: str = "po_1QxYz8Ab2Cd3Ef4G",
+    text: str = "ADYEN PAYOUT 2026-01-07 BATCH 4001",
+) -> dict:
     return {
-        "account_currency": ccy, "line_id": f"{ccy}-{n}", "booking_date": day, "value_date": value_day or day,
-        "amount_minor": amount, "currency": ccy, "bank_reference": f"{ccy[0]}{day:%m%d}{n:06d}",
-        "customer_reference": customer_reference, "text": text, "kind": kind,
+        "account_currency": ccy,
+        "line_id": f"{ccy}-{n}",
+        "booking_date": day,
+        "value_date": value_day or day,
+        "amount_minor": amount,
+        "currency": ccy,
+        "bank_reference": f"{ccy[0]}{day:%m%d}{n:06d}",
+        "customer_reference": customer_reference,
+        "text": text,
+        "kind": kind,
     }
 
 
@@ -45,10 +61,23 @@ def world_bank_lines() -> pl.DataFrame:
     for ccy in ACCOUNTS:
         rows += [
             bank_line(ccy, 1, 1_523_477, "processor_payout"),
-            bank_line(ccy, 2, 250_000_00, "buyer_repayment", customer_reference="INV-2026-0001",
-                      text="INVOICE INV-2026-0001 ACME, INC."),
-            bank_line(ccy, 3, -98_765, "merchant_payout", value_day=DAY1 + timedelta(days=1),
-                      customer_reference="mpo_000123", text=LONG_TEXT),
+            bank_line(
+                ccy,
+                2,
+                250_000_00,
+                "buyer_repayment",
+                customer_reference="INV-2026-0001",
+                text="INVOICE INV-2026-0001 ACME, INC.",
+            ),
+            bank_line(
+                ccy,
+                3,
+                -98_765,
+                "merchant_payout",
+                value_day=DAY1 + timedelta(days=1),
+                customer_reference="mpo_000123",
+                text=LONG_TEXT,
+            ),
             bank_line(ccy, 4, -2_500, "fee", customer_reference="", text=""),
             bank_line(ccy, 5, -40_000, "processor_payout", day=DAY1 + timedelta(days=1)),
             bank_line(ccy, 6, 77, "other", day=DAY1 + timedelta(days=3), customer_reference="X"),
@@ -65,7 +94,9 @@ def written(tmp_path_factory) -> tuple[pl.DataFrame, Path, list[Path]]:
 
 def expected_days(lines: pl.DataFrame, ccy: str) -> list[tuple[date, list[dict]]]:
     own = lines.filter(pl.col("account_currency") == ccy).sort("booking_date", maintain_order=True)
-    return [(day, list(group.iter_rows(named=True))) for (day,), group in own.group_by("booking_date", maintain_order=True)]
+    return [
+        (day, list(group.iter_rows(named=True))) for (day,), group in own.group_by("booking_date", maintain_order=True)
+    ]
 
 
 def test_one_statement_per_account_and_day_with_lines(written) -> None:
@@ -101,8 +132,10 @@ def test_bai2_round_trips(written) -> None:
         debits = [-e["amount_minor"] for e in entries if e["amount_minor"] < 0]
         closing = balance + sum(credits) - sum(debits)
         assert summary == {
-            "010": (balance, None), "015": (closing, None),
-            "100": (sum(credits), len(credits)), "400": (sum(debits), len(debits)),
+            "010": (balance, None),
+            "015": (closing, None),
+            "100": (sum(credits), len(credits)),
+            "400": (sum(debits), len(debits)),
         }
         signed = [t.amount if t.type_code.transaction.value == "credit" else -t.amount for t in account.children]
         assert signed == [e["amount_minor"] for e in entries]
@@ -146,9 +179,16 @@ def test_camt053_round_trips(written) -> None:
             for t in transactions
         ]
         assert signed == [e["amount_minor"] for e in entries]
-        assert [(t["TransactionID"], t["EndToEndId"], t["Status"], t["BookingDate"], t["ValueDate"]) for t in transactions] == [
-            (e["bank_reference"], e["customer_reference"] or "NOTPROVIDED", "BOOK",
-             e["booking_date"].isoformat(), e["value_date"].isoformat())
+        assert [
+            (t["TransactionID"], t["EndToEndId"], t["Status"], t["BookingDate"], t["ValueDate"]) for t in transactions
+        ] == [
+            (
+                e["bank_reference"],
+                e["customer_reference"] or "NOTPROVIDED",
+                "BOOK",
+                e["booking_date"].isoformat(),
+                e["value_date"].isoformat(),
+            )
             for e in entries
         ]
         tree = etree.parse(str(path))
@@ -181,7 +221,8 @@ def assert_camt_summary(tree: etree._ElementTree, amounts: list[int]) -> None:
     assert sign * net == sum(amounts)
     balances = {
         bal.xpath("c:Tp/c:CdOrPrtry/c:Cd/text()", namespaces=ns)[0]: decimal_to_minor(
-            bal.xpath("c:Amt/text()", namespaces=ns)[0], "EUR")
+            bal.xpath("c:Amt/text()", namespaces=ns)[0], "EUR"
+        )
         * (1 if bal.xpath("c:CdtDbtInd/text()", namespaces=ns)[0] == "CRDT" else -1)
         for bal in tree.xpath("//c:Stmt/c:Bal", namespaces=ns)
     }
@@ -265,7 +306,8 @@ def test_random_movements_balance_in_every_format(movements, opening) -> None:
                 parsed = mt940.parse(path.read_text())
                 moved = sum(minor_of(t.data["amount"]) for t in parsed)
                 assert minor_of(parsed.data["final_opening_balance"].amount) + moved == minor_of(
-                    parsed.data["final_closing_balance"].amount)
+                    parsed.data["final_closing_balance"].amount
+                )
 
 
 # --- what the formats cannot carry --------------------------------------------------------

@@ -19,9 +19,9 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.pipelines.ledger_harness import free_ports
-from clearline.pipelines import broker
 from clearline import config
+from clearline.pipelines import broker
+from tests.pipelines.ledger_harness import free_ports
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,9 @@ def private(tmp_path, monkeypatch) -> SimpleNamespace:
     monkeypatch.setenv("CLEARLINE_CONFIG_DIR", str(configs))
     monkeypatch.setenv("CLEARLINE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    return SimpleNamespace(port=port, controller_port=controller_port,
-                           home=tmp_path / "home" / "kafka", installed_libs=installed_libs)
+    return SimpleNamespace(
+        port=port, controller_port=controller_port, home=tmp_path / "home" / "kafka", installed_libs=installed_libs
+    )
 
 
 def rewrite(path, **changes) -> None:
@@ -86,16 +87,19 @@ def test_produce_consume_round_trip_keeps_per_key_order(bootstrap):
         delivered = []
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         for n in range(10):
-            producer.produce(topic, key=b"merchant-42", value=f"event-{n}".encode(),
-                             on_delivery=lambda err, msg: delivered.append((err, msg.partition(), msg.offset())))
+            producer.produce(
+                topic,
+                key=b"merchant-42",
+                value=f"event-{n}".encode(),
+                on_delivery=lambda err, msg: delivered.append((err, msg.partition(), msg.offset())),
+            )
         assert producer.flush(30) == 0
         assert [err for err, _, _ in delivered] == [None] * 10
         partitions = {partition for _, partition, _ in delivered}
         assert len(partitions) == 1
         partition = partitions.pop()
 
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic,
-                             "enable.auto.commit": False})
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
         consumer.assign([TopicPartition(topic, partition, min(offset for _, _, offset in delivered))])
         received = []
         try:
@@ -139,8 +143,8 @@ def test_a_broker_that_dies_while_starting_shows_its_log(private):
     (private.home / "data").mkdir(parents=True)
     (private.home / "libs").symlink_to(private.installed_libs)
     (private.home / "data" / "meta.properties").write_text(
-        "version=1\ncluster.id=3KjTs97fSHa6qquK5UjP-Q\nnode.id=2\n"
-        "directory.id=AGubMR8ar0zolUzy39FRfg\n")
+        "version=1\ncluster.id=3KjTs97fSHa6qquK5UjP-Q\nnode.id=2\ndirectory.id=AGubMR8ar0zolUzy39FRfg\n"
+    )
     with pytest.raises(broker.BrokerError, match="exited while starting") as raised:
         broker.up()
     assert "Stored node id 2 doesn't match previous node id 1" in str(raised.value)

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from clearline.pipelines.cli.model_sources import NoTrainingInput, events_source, instant, world_truth
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31)),
-       st.sampled_from([None, timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31)),
+    st.sampled_from([None, timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]),
+)
 def test_an_iso_time_reads_back_as_the_same_instant_naive_ones_as_utc(moment, zone):
     text = moment.replace(tzinfo=zone).isoformat()
     got = instant(text.replace("+00:00", "Z") if zone is timezone.utc else text, "--from")
@@ -29,7 +31,9 @@ def test_a_date_is_midnight_utc_and_text_that_is_no_time_names_the_option():
     assert instant("2026-04-01", "--to") == datetime(2026, 4, 1, tzinfo=timezone.utc)
     with pytest.raises(click.BadParameter) as bad:
         instant("last tuesday", "--cutoff")
-    assert bad.value.param_hint == "--cutoff" and "'last tuesday' is not an ISO 8601 timestamp or date" in str(bad.value)
+    assert bad.value.param_hint == "--cutoff" and "'last tuesday' is not an ISO 8601 timestamp or date" in str(
+        bad.value
+    )
 
 
 def _world(root: Path, with_truth: bool) -> Path:
@@ -37,7 +41,9 @@ def _world(root: Path, with_truth: bool) -> Path:
     pl.DataFrame({"event_id": ["e1"]}).write_parquet(root / "events" / "events.parquet")
     if with_truth:
         (root / "truth").mkdir()
-        pl.DataFrame({"order_id": ["o1", "o2"], "defaulted": [True, False]}).write_parquet(root / "truth" / "orders.parquet")
+        pl.DataFrame({"order_id": ["o1", "o2"], "defaulted": [True, False]}).write_parquet(
+            root / "truth" / "orders.parquet"
+        )
     return root
 
 

@@ -26,15 +26,14 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
-from tests import REPO_ROOT
 from clearline.pipelines.cli.intake import ingest as ingest_command
 from clearline.pipelines.connectors.produce import producer
 from clearline.recon.intake.ingest import Intake, IntakeSettings
 from clearline.recon.intake.store import read_lines
 from clearline.recon.intake.watch import watch
+from tests import REPO_ROOT
 from tests.pipelines.ledger_harness import fresh_topics
 from tests.recon.test_intake_processor import intake_world  # noqa: F401 (fixture)
-
 
 
 def world_files(world: Path) -> list[Path]:
@@ -46,8 +45,14 @@ def settings(state: Path, topic: str = "unused", timeout: float = 30) -> IntakeS
 
 
 def consume_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"intake-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"intake-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     partitions = [TopicPartition(topic, p) for p in metadata.partitions]
     ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
@@ -135,6 +140,7 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp
 
 def test_a_file_still_being_written_waits_for_the_next_poll(tmp_path) -> None:
     from clearline.recon.intake.watch import ready_files
+
     (tmp_path / "old.csv").write_text("x")
     (tmp_path / "fresh.csv").write_text("x")
     (tmp_path / "partial.csv.part").write_text("x")
@@ -155,7 +161,9 @@ def test_cli_reports_and_exits_1_on_a_quarantined_file(intake_world, tmp_path) -
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert (report["files"], report["accepted"], report["quarantined"]) == (3, 2, 1)
-    assert report["problems"][0]["file"] == str(bad) and "not a known settlement report" in report["problems"][0]["reason"]
+    assert (
+        report["problems"][0]["file"] == str(bad) and "not a known settlement report" in report["problems"][0]["reason"]
+    )
     again = CliRunner().invoke(ingest_command, [*map(str, files), *base])
     assert again.exit_code == 0 and json.loads(again.stdout)["duplicate"] == 2
     nothing = CliRunner().invoke(ingest_command, ["--state-dir", str(tmp_path / "state")])
@@ -168,8 +176,10 @@ def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) ->
     inbox.mkdir()
     for path in world_files(world)[:2]:
         shutil.copy(path, inbox / path.name)
-    result = CliRunner().invoke(ingest_command, ["--watch", str(inbox), "--once", "--no-publish", "--json",
-                                                 "--state-dir", str(tmp_path / "state")])
+    result = CliRunner().invoke(
+        ingest_command,
+        ["--watch", str(inbox), "--once", "--no-publish", "--json", "--state-dir", str(tmp_path / "state")],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accepted"] == 2
     assert len(list((inbox / "processed").iterdir())) == 2 and not [p for p in inbox.iterdir() if p.is_file()]
@@ -179,10 +189,25 @@ def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) ->
 def test_watcher_process_stops_cleanly_on_sigterm(tmp_path) -> None:
     inbox, staging = tmp_path / "inbox", tmp_path / "staging"
     staging.mkdir()
-    command = [sys.executable, "-m", "clearline.pipelines.cli", "ingest", "--watch", str(inbox), "--no-publish",
-               "--state-dir", str(tmp_path / "state")]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "COLUMNS": "200"})
+    command = [
+        sys.executable,
+        "-m",
+        "clearline.pipelines.cli",
+        "ingest",
+        "--watch",
+        str(inbox),
+        "--no-publish",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     try:
         deadline = time.monotonic() + 60
         while not inbox.is_dir() and time.monotonic() < deadline:

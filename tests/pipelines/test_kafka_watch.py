@@ -13,10 +13,10 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.pipelines.ledger_harness import free_ports
 from clearline.pipelines.connectors.kafka_source import PartitionSource
 from clearline.pipelines.connectors.kafka_watch import LOST_AFTER, BrokerSight, WatchedProducer
 from clearline.pipelines.connectors.merged_source import MergedSource
+from tests.pipelines.ledger_harness import free_ports
 from tests.pipelines.test_merged_source import produce, topic  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.kafka
@@ -25,8 +25,14 @@ pytestmark = pytest.mark.kafka
 def reports(bootstrap: str, topic_name: str, count: int = 3) -> list[str]:
     """`count` statistics reports of a real consumer assigned to `topic_name`[0]."""
     got: list[str] = []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "clearline-unused",
-                         "statistics.interval.ms": 200, "stats_cb": got.append})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "clearline-unused",
+            "statistics.interval.ms": 200,
+            "stats_cb": got.append,
+        }
+    )
     consumer.assign([TopicPartition(topic_name, 0, 0)])
     deadline = time.monotonic() + 30
     while len(got) < count and time.monotonic() < deadline:
@@ -41,7 +47,7 @@ def test_a_connected_client_and_one_in_an_outage_both_know_their_brokers(kafka_b
     for stats in reports(kafka_bootstrap, topic):
         up(stats)
     assert up.blind == 0 and not up.lost
-    nobody = f"127.0.0.1:{free_ports(1)[0]}"   # no broker listens: the client keeps retrying the one it was given
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"  # no broker listens: the client keeps retrying the one it was given
     for stats in reports(nobody, topic):
         down(stats)
     assert down.blind == 0 and not down.lost
@@ -50,7 +56,7 @@ def test_a_connected_client_and_one_in_an_outage_both_know_their_brokers(kafka_b
 def test_reports_naming_no_real_broker_in_a_row_mean_lost(kafka_bootstrap, topic):
     """The lost client's report is a real report without its learned and configured
     brokers: only the group-coordinator handle is left."""
-    real = json.loads(reports(kafka_bootstrap, topic)[-1])   # by the third report it has learned the cluster
+    real = json.loads(reports(kafka_bootstrap, topic)[-1])  # by the third report it has learned the cluster
     assert {b["source"] for b in real["brokers"].values()} >= {"learned"}
     blind = json.dumps({**real, "brokers": {k: b for k, b in real["brokers"].items() if b["source"] == "logical"}})
     sight = BrokerSight()
@@ -82,27 +88,26 @@ def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topi
     seen: list[tuple[int, int]] = []
     caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
     for part in parts:
-        _drain(part, seen, until=len(seen) + 60)    # partway: some read, some held or not fetched yet
+        _drain(part, seen, until=len(seen) + 60)  # partway: some read, some held or not fetched yet
         old = part._client.consumer
-        part._client.sight.blind = LOST_AFTER       # what LOST_AFTER blind reports leave behind
+        part._client.sight.blind = LOST_AFTER  # what LOST_AFTER blind reports leave behind
         _drain(part, seen)
         assert part._client.consumer is not old, "the lost consumer was not replaced"
         part.close()
     assert len(seen) == len(sent) and len(set(seen)) == len(sent)  # each message once: no gap, no repeat
-    if source == "per partition":      # (merged, a millisecond's messages go in event-time order)
+    if source == "per partition":  # (merged, a millisecond's messages go in event-time order)
         for p in range(4):
             offsets = [o for q, o in seen if q == p]
-            assert offsets == list(range(len(offsets)))            # in order, from the first
+            assert offsets == list(range(len(offsets)))  # in order, from the first
     assert caplog.text.count("knows no broker any more") == len(parts)
-
 
 
 def test_a_producer_is_lost_only_when_a_new_client_reaches_the_cluster_it_cannot(kafka_bootstrap):
     nobody = f"127.0.0.1:{free_ports(1)[0]}"
-    assert not WatchedProducer({"bootstrap.servers": kafka_bootstrap}).lost()   # both answer
-    assert not WatchedProducer({"bootstrap.servers": nobody}).lost()            # an outage: neither does
+    assert not WatchedProducer({"bootstrap.servers": kafka_bootstrap}).lost()  # both answer
+    assert not WatchedProducer({"bootstrap.servers": nobody}).lost()  # an outage: neither does
     stranded = WatchedProducer({"bootstrap.servers": kafka_bootstrap})
-    stranded.producer = Producer({"bootstrap.servers": nobody})                # a client that reaches nothing
+    stranded.producer = Producer({"bootstrap.servers": nobody})  # a client that reaches nothing
     assert stranded.lost()
 
 
@@ -114,15 +119,17 @@ def test_a_stalled_flush_hands_what_a_lost_client_holds_to_a_new_one(kafka_boots
     reports: list[tuple[object, bytes]] = []
     sent = [f"m{i}".encode() for i in range(500)]
     for value in sent:
-        producer.produce(topic, value, partition=int(value[1:]) % 4,
-                         on_delivery=lambda err, msg: reports.append((err, msg.value())))
+        producer.produce(
+            topic, value, partition=int(value[1:]) % 4, on_delivery=lambda err, msg: reports.append((err, msg.value()))
+        )
     caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
     assert producer.flush(30) == 0
     assert [err for err, _ in reports] == [None] * len(sent)
     assert sorted(v for _, v in reports) == sorted(sent)
     assert "its 500 waiting message(s) went to a new one" in caplog.text, caplog.text
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "clearline-unused",
-                         "enable.partition.eof": True})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": "clearline-unused", "enable.partition.eof": True}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     got, ended = [], set()
     deadline = time.monotonic() + 30
@@ -133,4 +140,4 @@ def test_a_stalled_flush_hands_what_a_lost_client_holds_to_a_new_one(kafka_boots
             else:
                 ended.add(m.partition())
     consumer.close()
-    assert sorted(got) == sorted(sent)                          # on the topic once each
+    assert sorted(got) == sorted(sent)  # on the topic once each

@@ -18,11 +18,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.pipelines.ledger_harness import free_ports
 from clearline.ledger import archive
+from clearline.ledger.snapshot import read_snapshot
 from clearline.pipelines.connectors.produce import world_messages
 from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
-from clearline.ledger.snapshot import read_snapshot
+from tests.pipelines.ledger_harness import free_ports
 
 pytestmark = pytest.mark.kafka
 KEYS = TenantKeys.from_config()
@@ -30,7 +30,9 @@ PAN = "4111111111111111"
 
 
 def clearline(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"clearline {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
@@ -84,7 +86,9 @@ def run(small_world, kafka_bootstrap, tmp_path_factory):
     rng = random.Random(7)
     resent = rng.sample(messages, len(messages) // 10)
     bad = bad_messages(messages[0][0])
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "message.max.bytes": 2_000_000})
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "message.max.bytes": 2_000_000}
+    )
     for body, merchant, tenant in messages + resent:
         producer.produce(topic, body, merchant.encode(), headers=_signed(body, tenant))
         producer.poll(0)
@@ -92,10 +96,29 @@ def run(small_world, kafka_bootstrap, tmp_path_factory):
         producer.produce(topic, body, b"m_bad", headers=headers)
     assert producer.flush(60) == 0
     state = tmp_path_factory.mktemp("ledger") / "state"
-    clearline("ledger", "run", "--once", "--topic", topic, "--deadletter-topic", dlq, "--state-dir", str(state),
-              "--metrics-port", "0")
-    yield {"state": state, "topic": topic, "dlq": dlq, "manifest": manifest, "resent": len(resent), "bad": bad,
-           "event_ids": {json.loads(b)["event_id"] for b, _, _ in messages}, "bootstrap": kafka_bootstrap}
+    clearline(
+        "ledger",
+        "run",
+        "--once",
+        "--topic",
+        topic,
+        "--deadletter-topic",
+        dlq,
+        "--state-dir",
+        str(state),
+        "--metrics-port",
+        "0",
+    )
+    yield {
+        "state": state,
+        "topic": topic,
+        "dlq": dlq,
+        "manifest": manifest,
+        "resent": len(resent),
+        "bad": bad,
+        "event_ids": {json.loads(b)["event_id"] for b, _, _ in messages},
+        "bootstrap": kafka_bootstrap,
+    }
     for name in (topic, dlq):
         admin.delete_topics([name])[name].result(30)
 
@@ -110,7 +133,9 @@ def test_every_message_is_accounted_for_exactly(run):
     events = run["manifest"]["events"]
     assert totals == {
         "consumed": events + run["resent"] + len(run["bad"]),
-        "posted": events, "duplicate": run["resent"], "dead_lettered": len(run["bad"]),
+        "posted": events,
+        "duplicate": run["resent"],
+        "dead_lettered": len(run["bad"]),
     }
 
 
@@ -150,7 +175,9 @@ def test_archive_holds_every_posted_event_once(run):
 
 
 def test_rebuild_from_offset_zero_gives_the_same_head(run):
-    report = json.loads(clearline("ledger", "rebuild", "--state-dir", str(run["state"]), "--topic", run["topic"], "--json").stdout)
+    report = json.loads(
+        clearline("ledger", "rebuild", "--state-dir", str(run["state"]), "--topic", run["topic"], "--json").stdout
+    )
     assert report["identical"] and report["consumed"] == report["rebuilt_consumed"]
 
 
@@ -160,8 +187,9 @@ def test_a_changed_posting_fails_verify_and_is_named(run, tmp_path):
     store = copy / "shards/shard-0/ledger.duckdb"
     con = duckdb.connect(str(store))
     event_id, offset = con.execute(
-        "SELECT event_id, \"offset\" FROM postings WHERE topic = ? ORDER BY partition, \"offset\" LIMIT 1 OFFSET 500",
-        [run["topic"]]).fetchone()
+        'SELECT event_id, "offset" FROM postings WHERE topic = ? ORDER BY partition, "offset" LIMIT 1 OFFSET 500',
+        [run["topic"]],
+    ).fetchone()
     con.execute("UPDATE postings SET amount_minor = amount_minor + 1 WHERE event_id = ? AND seq = 0", [event_id])
     con.close()
     result = clearline("ledger", "verify", "--state-dir", str(copy), "--json", check=False)
@@ -174,7 +202,9 @@ def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bo
     import signal
     import time
     import urllib.request
+
     from clearline.pipelines.connectors.produce import produce_world
+
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     topic = f"test.metrics.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
@@ -182,9 +212,24 @@ def test_metrics_while_running_and_a_clean_stop_on_sigterm(small_world, kafka_bo
         world, manifest = small_world
         produce_world(world, topic=topic)
         (port,) = free_ports(1)
-        flow = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", "--topic", topic,
-                                 "--state-dir", str(tmp_path / "state"), "--metrics-port", str(port)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        flow = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clearline.pipelines.cli",
+                "ledger",
+                "run",
+                "--topic",
+                topic,
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--metrics-port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         posted, deadline = 0.0, time.monotonic() + 120
         while posted < manifest["events"] and time.monotonic() < deadline and flow.poll() is None:
             time.sleep(1)

@@ -26,16 +26,31 @@ from pathlib import Path
 
 import pytest
 
-from clearline.ledger import archive
-from clearline.pipelines import broker
 from clearline import config
+from clearline.ledger import archive
+from clearline.ledger.snapshot import read_snapshot
+from clearline.pipelines import broker
 from clearline.pipelines.connectors.produce import produce_world
 from clearline.pipelines.world.generate import WorldOptions, generate
-from clearline.ledger.snapshot import read_snapshot
 from tests.pipelines.ledger_harness import (
-    Flow, assert_exactly_once, balances, child_env, clearline_json, end_offsets, event_ids, flow_args, free_ports,
-    fresh_topics, private_configs, published_counts, recovery_initialised, rewrite_yaml, run_once, split_world,
-    topic_stats, wait_until,
+    Flow,
+    assert_exactly_once,
+    balances,
+    child_env,
+    clearline_json,
+    end_offsets,
+    event_ids,
+    flow_args,
+    free_ports,
+    fresh_topics,
+    private_configs,
+    published_counts,
+    recovery_initialised,
+    rewrite_yaml,
+    run_once,
+    split_world,
+    topic_stats,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -46,9 +61,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 CRASH_WORLD = WorldOptions(days=120, merchants=90, seed=7)
 CRASH_SEED = 20240611
 KILLS = 7
-STARTUP_KILL = 2            # this restart is killed after a short random delay, progress or not
-BROKER_WORLD = WorldOptions(days=120, merchants=24, seed=5)     # 56,524 events
-CLUSTER_WORLD = WorldOptions(days=120, merchants=20, seed=3)    # 48,198 events
+STARTUP_KILL = 2  # this restart is killed after a short random delay, progress or not
+BROKER_WORLD = WorldOptions(days=120, merchants=24, seed=5)  # 56,524 events
+CLUSTER_WORLD = WorldOptions(days=120, merchants=20, seed=3)  # 48,198 events
 
 
 def opening_accounts() -> int:
@@ -86,11 +101,15 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(kafka_bootstrap, tmp
                 before = _consumed(state, topic)
                 flow.start()
                 if i == STARTUP_KILL:
-                    delay = rng.uniform(1.0, 3.0)   # likely in start-up: Bytewax resume, store open, orphans, 1st batch
+                    delay = rng.uniform(1.0, 3.0)  # likely in start-up: Bytewax resume, store open, orphans, 1st batch
                     waited = 0.0
                 else:
-                    waited = wait_until(lambda: _consumed(state, topic) > before, 120,
-                                        f"progress after restart {i}", [flow])
+                    waited = wait_until(
+                        lambda before=before: _consumed(state, topic) > before,
+                        120,
+                        f"progress after restart {i}",
+                        [flow],
+                    )
                     delay = rng.uniform(0.0, 3.0)
                 time.sleep(delay)
                 assert flow.alive(), f"the flow exited on its own before kill {i}\n{flow.tail()}"
@@ -98,16 +117,20 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(kafka_bootstrap, tmp
                 assert rc == -9, f"kill {i}: exit status {rc}\n{flow.tail()}"
                 after = _consumed(state, topic)
                 history.append((i, round(time.monotonic() - flow.started_at, 2), before, after))
-                print(f"[crash] kill {i}: {history[-1][1]:5.2f} s after start (progress seen after {waited:.1f} s, "
-                      f"then {delay:.2f} s); published consumed {before} -> {after}")
+                print(
+                    f"[crash] kill {i}: {history[-1][1]:5.2f} s after start (progress seen after {waited:.1f} s, "
+                    f"then {delay:.2f} s); published consumed {before} -> {after}"
+                )
         finally:
             flow.stop_quietly()
 
         done_before = _consumed(state, topic)
         assert 0 < done_before < total, ("the kills should land while there is work left", done_before, total)
         seconds = run_once(flow_args(topic, dlq, state, once=True), env, logs, "finish")
-        print(f"[crash] --once finished the remaining {total - done_before} events in {seconds:.1f} s "
-              f"(~{(total - done_before) / seconds:,.0f} events/s including start-up)")
+        print(
+            f"[crash] --once finished the remaining {total - done_before} events in {seconds:.1f} s "
+            f"(~{(total - done_before) / seconds:,.0f} events/s including start-up)"
+        )
 
         assert_exactly_once(state, topic, dlq, kafka_bootstrap, produced, env, opening_accounts())
 
@@ -115,8 +138,10 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(kafka_bootstrap, tmp
         # store gives the same hash-chain head over the same consumed offsets
         t = time.monotonic()
         rc, rebuild = clearline_json(env, "ledger", "rebuild", "--state-dir", str(state), "--topic", topic)
-        print(f"[crash] rebuild from offset 0: {time.monotonic() - t:.1f} s "
-              f"(~{total / (time.monotonic() - t):,.0f} events/s including start-up)")
+        print(
+            f"[crash] rebuild from offset 0: {time.monotonic() - t:.1f} s "
+            f"(~{total / (time.monotonic() - t):,.0f} events/s including start-up)"
+        )
         assert rc == 0 and rebuild["identical"] and rebuild["consumed"] == rebuild["rebuilt_consumed"], rebuild
     print(f"[crash] total {time.monotonic() - t0:.1f} s")
 
@@ -171,8 +196,11 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
         assert (report.delivered, report.failed) == (sizes[0], 0), report.as_dict()
         flow = Flow(flow_args(topic, dlq, state), env, logs, "tail").start()
         live: dict = {}
-        producer = threading.Thread(target=lambda: live.setdefault(
-            "report", produce_world(slices[1], topic=topic, rate=2_500)), name="live-producer", daemon=True)
+        producer = threading.Thread(
+            target=lambda: live.setdefault("report", produce_world(slices[1], topic=topic, rate=2_500)),
+            name="live-producer",
+            daemon=True,
+        )
         try:
             wait_until(lambda: _consumed(state, topic) >= 5_000, 120, "the flow's first batches", [flow])
             producer.start()
@@ -181,19 +209,25 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
             stopped = broker.down()
             assert stopped["stopped"] and not stopped["killed"], stopped
             at_stop = _consumed(state, topic)
-            print(f"[broker] broker stopped ({time.monotonic() - t:.1f} s) with {at_stop}/{sizes[0] + sizes[1]} "
-                  f"of A+B consumed, the live producer still sending B")
+            print(
+                f"[broker] broker stopped ({time.monotonic() - t:.1f} s) with {at_stop}/{sizes[0] + sizes[1]} "
+                f"of A+B consumed, the live producer still sending B"
+            )
             assert at_stop < sizes[0] + sizes[1], "the flow had everything before the stop; the test proves nothing"
             time.sleep(5)
             assert flow.alive(), f"the flow died while the broker was down\n{flow.tail()}"
             t = time.monotonic()
             broker.up()
-            print(f"[broker] broker back in {time.monotonic() - t:.1f} s; the flow had consumed {_consumed(state, topic)}")
+            print(
+                f"[broker] broker back in {time.monotonic() - t:.1f} s; the flow had consumed {_consumed(state, topic)}"
+            )
             producer.join(180)
             assert not producer.is_alive(), "the live producer did not finish within 180 s of the restart"
             assert (live["report"].delivered, live["report"].failed) == (sizes[1], 0), live["report"].as_dict()
             wait_until(lambda: _consumed(state, topic) == sizes[0] + sizes[1], 180, "A and B after the restart", [flow])
-            print(f"[broker] A and B ({sizes[0] + sizes[1]}) in the ledger {time.monotonic() - t:.1f} s after the restart")
+            print(
+                f"[broker] A and B ({sizes[0] + sizes[1]}) in the ledger {time.monotonic() - t:.1f} s after the restart"
+            )
 
             report = produce_world(slices[2], topic=topic)
             assert (report.delivered, report.failed) == (sizes[2], 0), report.as_dict()
@@ -201,12 +235,14 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
             print(f"[broker] C ({sizes[2]}) in the ledger; the flow went on after the restart")
 
             t = time.monotonic()
-            rc = flow.terminate(60)   # drains: the last batch committed, exit 0
+            rc = flow.terminate(60)  # drains: the last batch committed, exit 0
             print(f"[broker] SIGTERM: exit status {rc} after {time.monotonic() - t:.1f} s")
             assert rc == 0 and "Traceback" not in flow.stderr(), flow.tail()
             assert "stopped by signal" in flow.stderr(), flow.tail()
-            print(f"[broker] the flow's Kafka clients logged {flow.stderr().count('Connection refused')} refused "
-                  "connections during the outage and carried on")
+            print(
+                f"[broker] the flow's Kafka clients logged {flow.stderr().count('Connection refused')} refused "
+                "connections during the outage and carried on"
+            )
         finally:
             flow.stop_quietly()
         run_once(flow_args(topic, dlq, state, once=True), env, logs, "finish")
@@ -254,12 +290,23 @@ def cluster(kafka_bootstrap, tmp_path_factory):
             assert report.failed == 0, report.as_dict()
             args = flow_args(topic, dlq, dir_a, once=True)
             timings[f"cluster round {round_}"] = _run_cluster(args, env, logs, dir_a, f"cluster{round_}")
-            timings[f"single round {round_}"] = run_once(flow_args(topic, dlq, dir_b, once=True), env, logs,
-                                                         f"single{round_}")
-        print(f"\n[cluster] {total} events ({cut} + {total - cut}); " +
-              ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-        yield {"A": dir_a, "B": dir_b, "topic": topic, "dlq": dlq, "env": env, "total": total,
-               "produced": event_ids(world), "bootstrap": kafka_bootstrap}
+            timings[f"single round {round_}"] = run_once(
+                flow_args(topic, dlq, dir_b, once=True), env, logs, f"single{round_}"
+            )
+        print(
+            f"\n[cluster] {total} events ({cut} + {total - cut}); "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+        )
+        yield {
+            "A": dir_a,
+            "B": dir_b,
+            "topic": topic,
+            "dlq": dlq,
+            "env": env,
+            "total": total,
+            "produced": event_ids(world),
+            "bootstrap": kafka_bootstrap,
+        }
 
 
 def test_a_two_process_cluster_builds_the_same_ledger_as_one_process(cluster):
@@ -271,7 +318,7 @@ def test_a_two_process_cluster_builds_the_same_ledger_as_one_process(cluster):
         assert totals == expected, (name, totals)
         assert {p: parts[p]["next_offset"] for p in parts} == end_offsets(cluster["bootstrap"], topic), name
     assert balances(cluster["A"]) == balances(cluster["B"])
-    assert stats["A"]["head"] == stats["B"]["head"]          # the same chains, partition by partition
+    assert stats["A"]["head"] == stats["B"]["head"]  # the same chains, partition by partition
     assert stats["A"]["totals"] == stats["B"]["totals"]
 
     # each process owns a disjoint, stable half of the partitions; genesis only in shard 0;
@@ -298,7 +345,9 @@ def test_a_resumed_cluster_keeps_every_event_in_the_archive(cluster):
     for name in ("B", "A"):
         frame = archive.scan(cluster[name] / "archive").collect()
         rows, unique = frame.height, frame["event_id"].n_unique()
-        assert rows == unique == cluster["total"], f"{name}: archive holds {rows} rows, {unique} ids, of {cluster['total']}"
+        assert rows == unique == cluster["total"], (
+            f"{name}: archive holds {rows} rows, {unique} ids, of {cluster['total']}"
+        )
         assert set(frame["event_id"]) == set(cluster["produced"]), name
 
 
@@ -319,7 +368,7 @@ def test_a_cluster_state_folder_is_not_silently_rescaled(kafka_bootstrap, tmp_pa
             rc = single.wait(300)
         finally:
             single.stop_quietly()
-        if rc != 0:   # a refusal is fine if it says why
+        if rc != 0:  # a refusal is fine if it says why
             assert "worker" in single.stderr() or "process" in single.stderr(), single.tail()
             assert "Traceback" not in single.stderr(), single.tail()
             return

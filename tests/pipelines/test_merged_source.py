@@ -42,8 +42,9 @@ def produce(bootstrap: str, topic: str, seed: int, n: int = 600) -> list[tuple[i
         p = rng.randrange(4)
         clock[p] += rng.choice([0, 0, 1, 3, 40])
         body = json.dumps({"event_id": f"e{i}", "occurred_at": f"2026-01-01T00:00:{i % 60:02d}Z"}).encode()
-        producer.produce(topic, body, partition=p, timestamp=clock[p],
-                         on_delivery=lambda err, _msg: err and errors.append(err.str()))
+        producer.produce(
+            topic, body, partition=p, timestamp=clock[p], on_delivery=lambda err, _msg: err and errors.append(err.str())
+        )
         sent.append((clock[p], p, f"e{i}"))
     assert producer.flush(30) == 0 and errors == []
     return sent
@@ -53,8 +54,11 @@ def read_all(bootstrap: str, topic: str) -> list[list]:
     batches: list[list] = []
     flow = Dataflow("merged_test")
     batch = op.input("read", flow, MergedSource(bootstrap, topic, once=True, batch_size=100))
-    op.output("out", op.map("ids", batch, lambda msgs: [(m.timestamp()[1], json.loads(m.value())["event_id"])
-                                                        for m in msgs]), TestingSink(batches))
+    op.output(
+        "out",
+        op.map("ids", batch, lambda msgs: [(m.timestamp()[1], json.loads(m.value())["event_id"]) for m in msgs]),
+        TestingSink(batches),
+    )
     run_main(flow)
     return batches
 
@@ -65,8 +69,8 @@ def test_every_message_once_in_timestamp_order_in_lists(kafka_bootstrap, topic, 
     batches = read_all(kafka_bootstrap, topic)
     got = [m for b in batches for m in b]
     assert sorted(e for _, e in got) == sorted(e for _, _, e in sent)  # each once
-    assert [ts for ts, _ in got] == sorted(ts for ts, _ in got)        # merged by broker time
-    assert len(batches) < len(got) / 5                                 # lists, not one item per message
+    assert [ts for ts, _ in got] == sorted(ts for ts, _ in got)  # merged by broker time
+    assert len(batches) < len(got) / 5  # lists, not one item per message
 
 
 def test_a_snapshot_resumes_right_after_what_was_handed_on(kafka_bootstrap, topic):

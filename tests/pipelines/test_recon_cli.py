@@ -42,7 +42,9 @@ def test_a_batch_run_records_variances_and_a_resolution_survives_the_next_run(sm
     assert all("2026-02-01" <= item["since"] <= "2026-02-28" for item in first["items"])
     vid = first["items"][0]["variance_id"]
 
-    assigned = run("resolve", vid, "--note", "asked the processor", "--assign", "ann", "--state-dir", str(state), "--json")
+    assigned = run(
+        "resolve", vid, "--note", "asked the processor", "--assign", "ann", "--state-dir", str(state), "--json"
+    )
     assert json.loads(assigned.output)["status"] == "assigned"
     resolved = run("--state-dir", str(state), "resolve", vid, "--note", "credited on 2026-03-04")
     assert resolved.exit_code == 0 and "resolved" in resolved.output
@@ -84,23 +86,39 @@ def test_a_report_intake_cannot_read_stops_the_run_naming_the_file(small_world, 
     assert says(result, broken.name)
     assert says(run("--archive", str(tmp_path / "no-archive")), "no ledger event archive")
     (tmp_path / "archive").mkdir()
-    assert says(run("--archive", str(tmp_path / "archive"), "--state-dir", str(tmp_path / "empty")), "run `clearline ingest` first")
+    assert says(
+        run("--archive", str(tmp_path / "archive"), "--state-dir", str(tmp_path / "empty")),
+        "run `clearline ingest` first",
+    )
 
 
 @pytest.mark.slow
 def test_stored_inputs_give_the_same_variances_as_the_worlds_files(small_world, tmp_path):
     """The ledger's event archive plus the lines intake validated into its store (through
     the real `clearline ingest`, suites and all) reconcile exactly like the world's files."""
-    from clearline.ledger import archive
     from clearline import events
+    from clearline.ledger import archive
     from clearline.ledger.model import Source
+
     world, _ = small_world
     bodies = (world / "events" / "events.jsonl").read_bytes().splitlines()
-    archive.write_batch(tmp_path / "archive", 0,
-                        [(events.decode(b), Source("payments.events", 0, n), b) for n, b in enumerate(bodies)])
+    archive.write_batch(
+        tmp_path / "archive", 0, [(events.decode(b), Source("payments.events", 0, n), b) for n, b in enumerate(bodies)]
+    )
     state = tmp_path / "recon"
-    ingested = CliRunner().invoke(main, ["ingest", str(world / "settlements"), str(world / "bank"), "--no-publish",
-                                         "--state-dir", str(state), "--json"], catch_exceptions=False)
+    ingested = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            str(world / "settlements"),
+            str(world / "bank"),
+            "--no-publish",
+            "--state-dir",
+            str(state),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert json.loads(ingested.output)["quarantined"] == 0
     from_world = json.loads(run("--world", str(world), "--state-dir", str(tmp_path / "a"), "--json").output)
     stored = json.loads(run("--archive", str(tmp_path / "archive"), "--state-dir", str(state), "--json").output)
@@ -114,7 +132,10 @@ def test_score_of_stored_variances_judges_what_a_run_recorded(small_world, tmp_p
     state = tmp_path / "recon"
     nothing = run("score", "--truth", truth, "--state-dir", str(state))
     assert nothing.exit_code == 2 and says(nothing, f"no variance store in {state}")
-    assert run("--world", str(world), "--from", "2026-02-01", "--to", "2026-02-28", "--state-dir", str(state)).exit_code == 0
+    assert (
+        run("--world", str(world), "--from", "2026-02-01", "--to", "2026-02-28", "--state-dir", str(state)).exit_code
+        == 0
+    )
     partial = json.loads(run("score", "--truth", truth, "--state-dir", str(state), "--json").output)
     assert partial["scored"] == str(state) and partial["missed"] > 0 and partial["unexpected"] == 0
     assert run("--world", str(world), "--state-dir", str(state)).exit_code == 0

@@ -37,7 +37,9 @@ FACTS = [c for c in SCHEMA if c != "age_days"]  # the age depends on when a vari
 
 
 def clearline(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "clearline.pipelines.cli", *args], capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"clearline {' '.join(args)} exited {result.returncode}:\n{result.stderr[:5000]}")
     return result
@@ -60,8 +62,9 @@ def drop(files: list[Path], inbox: Path) -> None:
 
 
 def consume_all(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"recon-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"recon-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
@@ -79,8 +82,9 @@ def consumers_view(messages: list[dict]) -> pl.DataFrame:
     withdrawn ones removed."""
     latest = {m["variance_id"]: m for m in messages}
     rows = [{k: m[k] for k in SCHEMA} for m in latest.values() if m["message"] == "variance"]
-    return pl.DataFrame(rows, schema={k: (pl.String() if v == pl.Date() else v) for k, v in SCHEMA.items()},
-                        orient="row").with_columns(since=pl.col("since").str.to_date())
+    return pl.DataFrame(
+        rows, schema={k: (pl.String() if v == pl.Date() else v) for k, v in SCHEMA.items()}, orient="row"
+    ).with_columns(since=pl.col("since").str.to_date())
 
 
 def facts(frame: pl.DataFrame) -> set[tuple]:
@@ -101,21 +105,55 @@ class Deployment:
         report = produce_world(world, topic=self.events)
         assert report.failed == 0
         if ledger:
-            clearline("ledger", "run", "--once", "--topic", self.events, "--deadletter-topic", self.dlq,
-                      "--state-dir", str(self.ledger), "--metrics-port", "0")
+            clearline(
+                "ledger",
+                "run",
+                "--once",
+                "--topic",
+                self.events,
+                "--deadletter-topic",
+                self.dlq,
+                "--state-dir",
+                str(self.ledger),
+                "--metrics-port",
+                "0",
+            )
 
     def run_args(self, *extra: str) -> list[str]:
-        return ["recon", "run", "--inbox", str(self.inbox), "--state-dir", str(self.state), "--events-topic", self.events,
-                "--settlements-topic", self.lines, "--variances-topic", self.variances, *extra]
+        return [
+            "recon",
+            "run",
+            "--inbox",
+            str(self.inbox),
+            "--state-dir",
+            str(self.state),
+            "--events-topic",
+            self.events,
+            "--settlements-topic",
+            self.lines,
+            "--variances-topic",
+            self.variances,
+            *extra,
+        ]
 
     def run_once(self) -> dict:
         return json.loads(clearline(*self.run_args("--once", "--json")).stdout)
 
     def batch(self, *extra: str) -> pl.DataFrame:
-        out = json.loads(clearline("recon", "--archive", str(self.ledger / "archive"), "--state-dir", str(self.batch_state()),
-                                   "--json", *extra).stdout)
+        out = json.loads(
+            clearline(
+                "recon",
+                "--archive",
+                str(self.ledger / "archive"),
+                "--state-dir",
+                str(self.batch_state()),
+                "--json",
+                *extra,
+            ).stdout
+        )
         return pl.DataFrame(out["items"], schema=SCHEMA | {"since": pl.String()}, orient="row").with_columns(
-            since=pl.col("since").str.to_date())
+            since=pl.col("since").str.to_date()
+        )
 
     def batch_state(self) -> Path:
         """A copy of the stream's intake store (the same validated lines) with its own
@@ -169,7 +207,9 @@ def test_batch_over_the_same_stored_inputs_gives_exactly_the_streams_variances(s
     assert batch.height > 0
     assert facts(view) == facts(batch), "the topic's consumers see the batch's variances"
     assert stored["variance_id"].n_unique() == stored.height == batch.height
-    assert stored.select(list(SCHEMA)).sort("variance_id").equals(batch.sort("variance_id")), "store rows, ages included"
+    assert stored.select(list(SCHEMA)).sort("variance_id").equals(batch.sort("variance_id")), (
+        "store rows, ages included"
+    )
 
 
 def test_a_date_range_re_run_gives_the_streams_variances_of_that_range(streamed) -> None:
@@ -196,7 +236,9 @@ def test_published_snapshot_is_the_store_and_resolve_moves_a_variance(streamed) 
     assert snapshot.select(shown).sort("variance_id").equals(dep.store().select(shown).sort("variance_id"))
     assert pl.read_parquet(dep.state / "published" / "pending.parquet").columns[:2] == ["awaiting", "processor"]
     target = snapshot["variance_id"][0]
-    moved = json.loads(clearline("recon", "resolve", target, "--note", "checked", "--state-dir", str(dep.state), "--json").stdout)
+    moved = json.loads(
+        clearline("recon", "resolve", target, "--note", "checked", "--state-dir", str(dep.state), "--json").stdout
+    )
     assert moved["status"] == "resolved" and moved["note"] == "checked"
 
 
@@ -221,13 +263,26 @@ def test_a_queued_resolution_is_applied_by_the_running_flow(clean) -> None:
     """While the flow runs it owns the store: resolve queues, the flow applies (or refuses
     with the reason kept)."""
     dep, _ = clean
-    proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            out = clearline("recon", "resolve", "var_00000000000000000000", "--note", "n/a", "--state-dir", str(dep.state),
-                            "--json", check=False)
+            out = clearline(
+                "recon",
+                "resolve",
+                "var_00000000000000000000",
+                "--note",
+                "n/a",
+                "--state-dir",
+                str(dep.state),
+                "--json",
+                check=False,
+            )
             if out.returncode == 0 and "queued" in json.loads(out.stdout):
                 break
             time.sleep(0.5)
@@ -274,8 +329,12 @@ def test_sigkill_and_restart_do_not_duplicate_variances(world, kafka_bootstrap, 
         dep = Deployment(stack, kafka_bootstrap, tmp_path)
         dep.produce(world)
         drop(world_files(world), dep.inbox)
-        proc = subprocess.Popen([sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=os.environ)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ,
+        )
         deadline = time.monotonic() + 120
         status = dep.state / "published" / "status.json"
         while time.monotonic() < deadline and not (status.exists() and json.loads(status.read_text())["advances"] >= 1):

@@ -29,23 +29,31 @@ from clearline.pipelines.connectors.produce import produce_world
 from clearline.pipelines.world.generate import WorldOptions, generate
 
 pytestmark = pytest.mark.kafka
-STREAM_WORLD = WorldOptions(days=60, merchants=4, seed=5)      # ~4,500 events, streamed
+STREAM_WORLD = WorldOptions(days=60, merchants=4, seed=5)  # ~4,500 events, streamed
 MODEL_WORLD = WorldOptions(days=300, merchants=4, seed=7, discrepancy_rate=0.0)  # enough defaults to train on
 
 
 def _train(world: Path, tracking_uri: str) -> dict[str, dict]:
     """Fit both models on the model world and register them: the better one champion."""
+    from clearline import config
     from clearline.features.batch import MODEL_FEATURES
     from clearline.models import labels, training_set
     from clearline.models.registry import Registry, RegistrySettings
     from clearline.models.train import fit_all
-    from clearline import config
+
     facts = read_events(world)
-    ts = training_set.build(order_features(facts), labels.outcomes(facts, 65), tuple(MODEL_FEATURES),
-                            facts["occurred_at"].max(), {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 3})
+    ts = training_set.build(
+        order_features(facts),
+        labels.outcomes(facts, 65),
+        tuple(MODEL_FEATURES),
+        facts["occurred_at"].max(),
+        {"evaluation_share": 0.3, "min_orders": 50, "min_defaults": 3},
+    )
     registry = Registry(RegistrySettings(tracking_uri, None, "risk-test"))
-    logged = sorted((registry.log(m, ts, {"source": "test"}) for m in fit_all(ts, config.load("models")["models"], None, 1)),
-                    key=lambda v: -v.metrics["auc"])
+    logged = sorted(
+        (registry.log(m, ts, {"source": "test"}) for m in fit_all(ts, config.load("models")["models"], None, 1)),
+        key=lambda v: -v.metrics["auc"],
+    )
     for alias, v in zip(("champion", "challenger"), logged):
         registry.promote(v.name, v.version, alias)
     return {alias: {"name": v.name, "version": v.version} for alias, v in zip(("champion", "challenger"), logged)}
@@ -54,6 +62,7 @@ def _train(world: Path, tracking_uri: str) -> dict[str, dict]:
 def _configs(root: Path, feast_dir: Path, **policy) -> Path:
     """A copy of configs/ with the Feast store in a tmp folder (and policy changes)."""
     from clearline import config
+
     out = root / "configs"
     shutil.copytree(config.config_dir(), out)
     features = yaml.safe_load((out / "features.yaml").read_text())
@@ -75,8 +84,11 @@ class Env:
         self.decisions_topic = self.prefix + "payments.decisions"
         admin.create_topics([NewTopic(self.decisions_topic, 4, 1)])[self.decisions_topic].result(30)
         self.state = root / "state"
-        self.env = {**base, "CLEARLINE_CONFIG_DIR": str(_configs(root, root / "feast", **policy)),
-                    "CLEARLINE_TOPIC_PREFIX": self.prefix}
+        self.env = {
+            **base,
+            "CLEARLINE_CONFIG_DIR": str(_configs(root, root / "feast", **policy)),
+            "CLEARLINE_TOPIC_PREFIX": self.prefix,
+        }
         self.events_topic, self.feast = events_topic, root / "feast"
 
     def cmd(self, *args: str) -> list[str]:
@@ -126,17 +138,30 @@ def setup(kafka_bootstrap, tmp_path_factory):
     orders = events.filter(pl.col("event_type") == "order.created").with_columns(
         pl.col("payload").str.json_path_match("$.payment_method").alias("method"),
         pl.col("payload").str.json_path_match("$.order_id").alias("order_id"),
-        pl.col("payload").str.json_path_match("$.buyer_id").alias("buyer_id"))
-    base = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true",
-            "COLUMNS": "250"}  # tables for people: wide enough that ids are not cut
+        pl.col("payload").str.json_path_match("$.buyer_id").alias("buyer_id"),
+    )
+    base = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "COLUMNS": "250",
+    }  # tables for people: wide enough that ids are not cut
     made: list[str] = [topic]
 
     def env(name: str, **policy) -> Env:
         e = Env(root / name, base, topic, admin, **policy)
         made.append(e.decisions_topic)
         return e
-    yield {"stream": stream, "models": models, "terms": orders.filter(pl.col("method") == "terms"),
-           "events": events, "env": env, "bootstrap": kafka_bootstrap, "produced": produced.delivered}
+
+    yield {
+        "stream": stream,
+        "models": models,
+        "terms": orders.filter(pl.col("method") == "terms"),
+        "events": events,
+        "env": env,
+        "bootstrap": kafka_bootstrap,
+        "produced": produced.delivered,
+    }
     for name in made:
         admin.delete_topics([name])[name].result(30)
 
@@ -176,7 +201,9 @@ def test_decisions_carry_model_version_inputs_and_reason_codes(setup, main_run):
 
 def _first_events(events: pl.DataFrame) -> dict[str, object]:
     """Each buyer's first event time, from the events that name a buyer."""
-    named = events.with_columns(pl.col("payload").str.json_path_match("$.buyer_id").alias("buyer_id")).drop_nulls("buyer_id")
+    named = events.with_columns(pl.col("payload").str.json_path_match("$.buyer_id").alias("buyer_id")).drop_nulls(
+        "buyer_id"
+    )
     return dict(named.group_by("buyer_id").agg(pl.col("occurred_at").min()).iter_rows())
 
 
@@ -200,6 +227,7 @@ def test_a_buyer_without_history_is_decided_by_policy_with_features_unavailable(
 
 def test_feast_online_features_equal_the_batch_runtime_as_of_each_buyers_last_order(main_run, setup):
     from clearline.features import store
+
     env = main_run[0]
     batch = order_features(read_events(setup["stream"])).sort("decision_time")
     late = read_log(env.state, "late")
@@ -221,8 +249,15 @@ def test_the_kill_switch_makes_every_decision_conservative(setup):
     summary = env.flow()
     topic = _topic_decisions(setup["bootstrap"], env.decisions_topic)
     assert {r["event_id"] for r in topic} == set(setup["terms"]["event_id"]) and len(topic) == setup["terms"].height
-    assert all(r["kill_switch"] and r["model"] is None and r["score"] is None and not r["reason_codes"]
-               and r["policy_reasons"][0] == "kill_switch" and r["challenger"] is None for r in topic)
+    assert all(
+        r["kill_switch"]
+        and r["model"] is None
+        and r["score"] is None
+        and not r["reason_codes"]
+        and r["policy_reasons"][0] == "kill_switch"
+        and r["challenger"] is None
+        for r in topic
+    )
     assert summary["by_model"] == {"rules": len(topic)}
 
 
@@ -265,8 +300,12 @@ def test_a_sigkill_mid_run_and_a_restart_still_give_one_decision_per_request(set
     risk_yaml.write_text(yaml.safe_dump(risk))
     log_file = tmp_path / "killed-flow.log"
     with log_file.open("w") as said:
-        flow = subprocess.Popen(env.cmd("run", "--topic", env.events_topic, "--state-dir", str(env.state)), env=env.env,
-                                stdout=said, stderr=said)
+        flow = subprocess.Popen(
+            env.cmd("run", "--topic", env.events_topic, "--state-dir", str(env.state)),
+            env=env.env,
+            stdout=said,
+            stderr=said,
+        )
         deadline = time.monotonic() + 300  # loading MLflow models on a busy CI machine takes a while
         while _journal_count(env.state) == 0 and time.monotonic() < deadline and flow.poll() is None:
             time.sleep(0.05)

@@ -37,26 +37,53 @@ class Lines:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def add(self, processor, batch, record_type, gross, fee=0, *, ccy="USD", net_ccy=None, fx=None,
-            converted=None, parts=(0, 0, 0, 0), method="card", day=DAY1, payment="pay-1001"):
+    def add(
+        self,
+        processor,
+        batch,
+        record_type,
+        gross,
+        fee=0,
+        *,
+        ccy="USD",
+        net_ccy=None,
+        fx=None,
+        converted=None,
+        parts=(0, 0, 0, 0),
+        method="card",
+        day=DAY1,
+        payment="pay-1001",
+    ):
         n = len(self.rows)
         net_ccy = net_ccy or ccy
         net = (gross if converted is None else converted) - fee
-        self.rows.append({
-            "processor": processor, "line_id": f"{processor[:3]}-line-{n:04d}", "batch_id": batch,
-            "record_type": record_type, "payment_id": payment, "psp_reference": f"PSP{n:013d}",
-            "merchant_id": f"m_{n % 3}", "created_at": T0 + timedelta(minutes=7 * n),
-            "available_on": day, "gross_minor": gross, "gross_currency": ccy, "fee_minor": fee,
-            "net_minor": net, "net_currency": net_ccy, "fx_rate": fx,
-            **dict(zip(FEE_PARTS, parts)), "payment_method": method,
-        })
+        self.rows.append(
+            {
+                "processor": processor,
+                "line_id": f"{processor[:3]}-line-{n:04d}",
+                "batch_id": batch,
+                "record_type": record_type,
+                "payment_id": payment,
+                "psp_reference": f"PSP{n:013d}",
+                "merchant_id": f"m_{n % 3}",
+                "created_at": T0 + timedelta(minutes=7 * n),
+                "available_on": day,
+                "gross_minor": gross,
+                "gross_currency": ccy,
+                "fee_minor": fee,
+                "net_minor": net,
+                "net_currency": net_ccy,
+                "fx_rate": fx,
+                **dict(zip(FEE_PARTS, parts)),
+                "payment_method": method,
+            }
+        )
 
     def payout(self, processor, batch, day) -> None:
         """The batch's payout line: it pays out the net of everything else in the batch."""
         own = [r for r in self.rows if r["processor"] == processor and r["batch_id"] == batch]
         total = sum(r["net_minor"] for r in own)
-        self.add(processor, batch, "payout", -total, ccy=own[0]["net_currency"], method=None, day=day,
-                 payment=None)
+        self.add(processor, batch, "payout", -total, ccy=own[0]["net_currency"], method=None, day=day, payment=None)
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.rows, schema_overrides={"created_at": pl.Datetime("us", "UTC")})
@@ -67,8 +94,19 @@ def world_lines() -> pl.DataFrame:
     w = Lines()
     # Adyen batch 4001 (USD): interchange++ fees split into Adyen's four fee columns.
     w.add("adyen", "4001", "charge", 10_000, 115, parts=(12, 60, 13, 30))
-    w.add("adyen", "4001", "charge", 5_000, 68, ccy="EUR", net_ccy="USD", fx="1.0850", converted=5_425,
-          parts=(12, 33, 7, 16), payment="pay-1002")
+    w.add(
+        "adyen",
+        "4001",
+        "charge",
+        5_000,
+        68,
+        ccy="EUR",
+        net_ccy="USD",
+        fx="1.0850",
+        converted=5_425,
+        parts=(12, 33, 7, 16),
+        payment="pay-1002",
+    )
     w.add("adyen", "4001", "charge", 20_000, 25, parts=(25, 0, 0, 0), method="ach", payment="pay-1003")
     w.add("adyen", "4001", "refund", -2_500, payment="pay-1001")
     w.add("adyen", "4001", "chargeback", -10_000, 1_500, parts=(1_500, 0, 0, 0), payment="pay-1003")
@@ -83,8 +121,18 @@ def world_lines() -> pl.DataFrame:
     w.add("stripe", "po_A", "chargeback", -10_000, 1_500, payment="pay-2001")
     w.add("stripe", "po_A", "fee", 0, 1_500, payment="pay-2001")
     w.payout("stripe", "po_A", DAY2)
-    w.add("stripe", "po_B", "charge", 4_000, 146, ccy="EUR", net_ccy="GBP", fx="0.8612", converted=3_445,
-          payment="pay-2003")
+    w.add(
+        "stripe",
+        "po_B",
+        "charge",
+        4_000,
+        146,
+        ccy="EUR",
+        net_ccy="GBP",
+        fx="0.8612",
+        converted=3_445,
+        payment="pay-2003",
+    )
     w.add("stripe", "po_B", "refund", -1_000, ccy="GBP", payment="pay-2004")
     w.add("stripe", "po_B", "chargeback_reversal", 2_000, ccy="GBP", payment="pay-2005")
     w.payout("stripe", "po_B", DAY2)
@@ -92,8 +140,18 @@ def world_lines() -> pl.DataFrame:
     w.payout("stripe", "po_C", DAY2 + timedelta(days=1))
     # Checkout.com: one weekly GBP payout with an FX capture.
     w.add("checkoutcom", "CKO-0001", "charge", 12_000, 320, ccy="GBP", payment="pay-3001")
-    w.add("checkoutcom", "CKO-0001", "charge", 10_000, 215, ccy="USD", net_ccy="GBP", fx="0.7854",
-          converted=7_854, payment="pay-3002")
+    w.add(
+        "checkoutcom",
+        "CKO-0001",
+        "charge",
+        10_000,
+        215,
+        ccy="USD",
+        net_ccy="GBP",
+        fx="0.7854",
+        converted=7_854,
+        payment="pay-3002",
+    )
     w.add("checkoutcom", "CKO-0001", "refund", -3_000, ccy="GBP", payment="pay-3001")
     w.add("checkoutcom", "CKO-0001", "chargeback", -12_000, 2_000, ccy="GBP", payment="pay-3001")
     w.add("checkoutcom", "CKO-0001", "chargeback_reversal", 12_000, ccy="GBP", payment="pay-3001")
@@ -169,8 +227,12 @@ def test_adyen_report_round_trips(written) -> None:
     assert seen.keys() == expected.keys()
     types = {expected[k]["record_type"]: row["Type"] for k, row in seen.items()}
     assert types == {
-        "charge": "Settled", "refund": "Refunded", "chargeback": "Chargeback",
-        "chargeback_reversal": "ChargebackReversed", "fee": "Fee", "payout": "MerchantPayout",
+        "charge": "Settled",
+        "refund": "Refunded",
+        "chargeback": "Chargeback",
+        "chargeback_reversal": "ChargebackReversed",
+        "fee": "Fee",
+        "payout": "MerchantPayout",
     }
 
 
@@ -206,8 +268,12 @@ def test_stripe_report_round_trips(written) -> None:
     assert dict(payout_net) == {"po_A": 0, "po_B": 0, "po_C": 0}
     categories = {expected[k]["record_type"]: row["reporting_category"] for k, row in seen.items()}
     assert categories == {
-        "charge": "charge", "refund": "refund", "chargeback": "dispute",
-        "chargeback_reversal": "dispute_reversal", "fee": "fee", "payout": "payout",
+        "charge": "charge",
+        "refund": "refund",
+        "chargeback": "dispute",
+        "chargeback_reversal": "dispute_reversal",
+        "fee": "fee",
+        "payout": "payout",
     }
 
 
@@ -237,14 +303,17 @@ def test_checkout_report_round_trips(written) -> None:
             line["created_at"].strftime("%Y-%m-%dT%H:%M:%S.") + f"{line['created_at'].microsecond // 1000:03d}"
         }
         kinds = {(r["Action Type"], r["Breakdown Type"]) for r in action_rows}
-        assert kinds == {
-            "charge": {("Capture", "Capture"), ("Capture", "Acquirer Fee")},
-            "refund": {("Refund", "Refund")},
-            "chargeback": {("Chargeback", "Chargeback (ADJM)"), ("Chargeback", "Acquirer Fee")},
-            "chargeback_reversal": {("Chargeback", "Chargeback (CBRV)")},
-            "fee": {("Adjustment", "Acquirer Fee")},
-            "payout": {("Payout", "Payout")},
-        }[line["record_type"]]
+        assert (
+            kinds
+            == {
+                "charge": {("Capture", "Capture"), ("Capture", "Acquirer Fee")},
+                "refund": {("Refund", "Refund")},
+                "chargeback": {("Chargeback", "Chargeback (ADJM)"), ("Chargeback", "Acquirer Fee")},
+                "chargeback_reversal": {("Chargeback", "Chargeback (CBRV)")},
+                "fee": {("Adjustment", "Acquirer Fee")},
+                "payout": {("Payout", "Payout")},
+            }[line["record_type"]]
+        )
     fx_row = next(r for r in rows if r["FX Rate Applied"] == "0.7854")
     assert (fx_row["Processing Currency"], fx_row["Holding Currency"]) == ("USD", "GBP")
 
@@ -275,8 +344,15 @@ def test_random_amounts_survive_every_layout(pairs, currency) -> None:
     w = Lines()
     for processor in ("adyen", "stripe", "checkoutcom"):
         for gross, fee in pairs:
-            w.add(processor, f"B-{processor}", "charge" if gross >= 0 else "refund", gross, fee, ccy=currency,
-                  parts=(fee, 0, 0, 0))
+            w.add(
+                processor,
+                f"B-{processor}",
+                "charge" if gross >= 0 else "refund",
+                gross,
+                fee,
+                ccy=currency,
+                parts=(fee, 0, 0, 0),
+            )
         w.payout(processor, f"B-{processor}", DAY2)
     lines = w.frame()
     with tempfile.TemporaryDirectory() as folder:

@@ -26,8 +26,11 @@ def _events(world: Path) -> list[events.Event]:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path):
@@ -71,7 +74,13 @@ def test_arrival_is_event_time_order_with_bounded_lateness(small_world):
 
 def test_payment_lifecycles_add_up(small_world):
     world, _ = small_world
-    auth, captured, voided, refunded, disputed = {}, defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int)
+    auth, captured, voided, refunded, disputed = (
+        {},
+        defaultdict(int),
+        defaultdict(int),
+        defaultdict(int),
+        defaultdict(int),
+    )
     for e in _events(world):
         p = e.payload
         if e.event_type == "payment.authorized":
@@ -150,13 +159,16 @@ def test_clean_world_has_no_discrepancies(clean_world):
     assert sum(manifest["discrepancies"].values()) == 0
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--days", "0"], "--days"),
-    (["--merchants", "-3"], "--merchants"),
-    (["--seed", "-1"], "--seed"),
-    (["--discrepancy-rate", "0.9"], "--discrepancy-rate"),
-    (["--days", "ten"], "'ten' is not a valid integer"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--days", "0"], "--days"),
+        (["--merchants", "-3"], "--merchants"),
+        (["--seed", "-1"], "--seed"),
+        (["--discrepancy-rate", "0.9"], "--discrepancy-rate"),
+        (["--days", "ten"], "'ten' is not a valid integer"),
+    ],
+)
 def test_bad_options_get_a_clear_error(tmp_path, args, needle):
     result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "w"), *args])
     assert result.exit_code == 2
@@ -165,7 +177,9 @@ def test_bad_options_get_a_clear_error(tmp_path, args, needle):
 
 
 def test_generate_json_reports_the_manifest(tmp_path):
-    result = CliRunner().invoke(main, ["generate", "--days", "10", "--merchants", "3", "--out", str(tmp_path / "w"), "--json"])
+    result = CliRunner().invoke(
+        main, ["generate", "--days", "10", "--merchants", "3", "--out", str(tmp_path / "w"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.output)
     assert manifest == json.loads((tmp_path / "w/world.json").read_text())

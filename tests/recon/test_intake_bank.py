@@ -31,15 +31,26 @@ def expected(lines: pl.DataFrame) -> list[tuple]:
     """The written lines as intake should give them back, by account and bank reference."""
     accounts = {ccy: a["account"] for ccy, a in ACCOUNTS.items()}
     return sorted(
-        (accounts[r["account_currency"]], r["bank_reference"], r["customer_reference"] or None, r["text"] or None,
-         r["amount_minor"], r["currency"], r["booking_date"], r["value_date"])
+        (
+            accounts[r["account_currency"]],
+            r["bank_reference"],
+            r["customer_reference"] or None,
+            r["text"] or None,
+            r["amount_minor"],
+            r["currency"],
+            r["booking_date"],
+            r["value_date"],
+        )
         for r in lines.iter_rows(named=True)
     )
 
 
 def got(frame: pl.DataFrame) -> list[tuple]:
-    return sorted(frame.select("account", "bank_ref", "reference", "text", "amount_minor", "amount_currency",
-                               "booking_date", "value_date").iter_rows())
+    return sorted(
+        frame.select(
+            "account", "bank_ref", "reference", "text", "amount_minor", "amount_currency", "booking_date", "value_date"
+        ).iter_rows()
+    )
 
 
 def test_world_statements_read_back_exactly(tmp_path) -> None:
@@ -78,11 +89,17 @@ def test_generated_world_bank_files_pass_their_suites(intake_world) -> None:
 @settings(max_examples=25, deadline=None)
 @given(st.lists(movement, min_size=1, max_size=12), st.integers(min_value=-(10**11), max_value=10**11))
 def test_any_movements_read_back_with_balanced_controls(movements, opening) -> None:
-    rows = [bank_line(ccy, n, amount, kind, day=DAY1 + timedelta(days=offset))
-            for ccy in ACCOUNTS for n, (amount, kind, offset) in enumerate(movements)]
+    rows = [
+        bank_line(ccy, n, amount, kind, day=DAY1 + timedelta(days=offset))
+        for ccy in ACCOUNTS
+        for n, (amount, kind, offset) in enumerate(movements)
+    ]
     lines = pl.DataFrame(rows)
     with tempfile.TemporaryDirectory() as folder:
-        parsed = [parse_file(p) for p in write_bank_statements(lines, dict.fromkeys(ACCOUNTS, opening), ACCOUNTS, Path(folder))]
+        parsed = [
+            parse_file(p)
+            for p in write_bank_statements(lines, dict.fromkeys(ACCOUNTS, opening), ACCOUNTS, Path(folder))
+        ]
     assert got(pl.concat([f.lines for f in parsed])) == expected(lines)
     controls = pl.concat([f.controls for f in parsed])
     assert controls.filter(pl.col("declared") != pl.col("computed")).height == 0
@@ -95,7 +112,14 @@ SAMPLE_FACTS = {
     # file: (format, lines, currency, account, credits (count, sum), debits (count, sum))
     "bai2/moov-io-sample1.bai": ("bai2", 17, "CAD", "10200123456", (5, 320_000), (12, -320_000)),
     "camt053/viafintech-valid_example.xml": ("camt053", 4, "EUR", "DE14740618130000033626", (1, 100), (3, -1_100)),
-    "camt053/viafintech-valid_example_v4.xml": ("camt053", 13, "CHF", "CH0309000000250090342", (5, 181_056), (8, -127_295)),
+    "camt053/viafintech-valid_example_v4.xml": (
+        "camt053",
+        13,
+        "CHF",
+        "CH0309000000250090342",
+        (5, 181_056),
+        (8, -127_295),
+    ),
     "mt940/jejik-rabobank-iban.sta": ("mt940", 4, "EUR", "NL71RABO0123456789", (0, 0), (4, -7_000)),
 }
 
@@ -134,7 +158,11 @@ def test_bai2_sample_details_keep_direction_dates_and_text(samples) -> None:
 def test_camt053_sample_entries_keep_references(samples) -> None:
     parsed, _ = samples["camt053/viafintech-valid_example.xml"]
     first = parsed.lines.row(0, named=True)
-    assert (first["bank_ref"], first["reference"], first["amount_minor"]) == ("2013122710583450000", "EndToEndReference", -200)
+    assert (first["bank_ref"], first["reference"], first["amount_minor"]) == (
+        "2013122710583450000",
+        "EndToEndReference",
+        -200,
+    )
     balance = parsed.controls.row(0, named=True)
     assert "opening balance + entries = closing balance" in balance["control"]
     assert balance["declared"] == balance["computed"] == 2_306
@@ -158,11 +186,22 @@ def test_real_statement_in_a_withdrawn_currency_is_refused() -> None:
 def test_mt940_reversal_marks_sign_like_the_money_moves(tmp_path) -> None:
     """RC (a credit reversed) takes money out, RD (a debit reversed) puts it back."""
     path = tmp_path / "reversals.sta"
-    path.write_text("\r\n".join([
-        ":20:REV1", ":25:GB29NWBK60161331926819", ":28C:1/1", ":60F:C260105GBP100,00",
-        ":61:2601050105RC30,00NTRFpo_1//B1", ":86:/EREF/po_1/REMI/CREDIT REVERSED",
-        ":61:2601050105RD5,50NTRFpo_2//B2", ":86:/EREF/po_2/REMI/DEBIT REVERSED",
-        ":62F:C260105GBP75,50", ""]))
+    path.write_text(
+        "\r\n".join(
+            [
+                ":20:REV1",
+                ":25:GB29NWBK60161331926819",
+                ":28C:1/1",
+                ":60F:C260105GBP100,00",
+                ":61:2601050105RC30,00NTRFpo_1//B1",
+                ":86:/EREF/po_1/REMI/CREDIT REVERSED",
+                ":61:2601050105RD5,50NTRFpo_2//B2",
+                ":86:/EREF/po_2/REMI/DEBIT REVERSED",
+                ":62F:C260105GBP75,50",
+                "",
+            ]
+        )
+    )
     parsed = parse_file(path)
     assert parsed.lines["amount_minor"].to_list() == [-3_000, 550]
     assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list() == [7_550]

@@ -40,15 +40,32 @@ def expected(lines: pl.DataFrame) -> pl.DataFrame:
     writes them (seconds, Checkout.com milliseconds)."""
     fee_row = pl.col("record_type") == "fee"
     is_stripe = pl.col("processor") == "stripe"
-    precision = pl.when(pl.col("processor") == "checkoutcom").then(pl.col("created_at").dt.truncate("1ms")) \
+    precision = (
+        pl.when(pl.col("processor") == "checkoutcom")
+        .then(pl.col("created_at").dt.truncate("1ms"))
         .otherwise(pl.col("created_at").dt.truncate("1s"))
-    return lines.filter(pl.col("record_type") != "payout").select(
-        "processor", "line_id", "payment_id", payout_id="batch_id", record_type="record_type",
-        merchant_id="merchant_id", gross_minor="gross_minor",
-        gross_currency=pl.when(fee_row & is_stripe).then("net_currency").otherwise("gross_currency"),
-        fee_minor="fee_minor", fee_currency="net_currency", net_minor="net_minor", net_currency="net_currency",
-        fx_rate=pl.when(is_stripe).then(None).otherwise("fx_rate"), created_at=precision, value_date="available_on",
-    ).sort(KEY)
+    )
+    return (
+        lines.filter(pl.col("record_type") != "payout")
+        .select(
+            "processor",
+            "line_id",
+            "payment_id",
+            payout_id="batch_id",
+            record_type="record_type",
+            merchant_id="merchant_id",
+            gross_minor="gross_minor",
+            gross_currency=pl.when(fee_row & is_stripe).then("net_currency").otherwise("gross_currency"),
+            fee_minor="fee_minor",
+            fee_currency="net_currency",
+            net_minor="net_minor",
+            net_currency="net_currency",
+            fx_rate=pl.when(is_stripe).then(None).otherwise("fx_rate"),
+            created_at=precision,
+            value_date="available_on",
+        )
+        .sort(KEY)
+    )
 
 
 def read_all(paths: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
@@ -103,8 +120,15 @@ def test_any_amount_in_any_exponent_survives(pairs, currency) -> None:
     w = Lines()
     for processor in ("adyen", "stripe", "checkoutcom"):
         for gross, fee in pairs:
-            w.add(processor, f"B-{processor}", "charge" if gross >= 0 else "refund", gross, fee, ccy=currency,
-                  parts=(fee, 0, 0, 0))
+            w.add(
+                processor,
+                f"B-{processor}",
+                "charge" if gross >= 0 else "refund",
+                gross,
+                fee,
+                ccy=currency,
+                parts=(fee, 0, 0, 0),
+            )
         w.payout(processor, f"B-{processor}", DAY2 + timedelta(days=1))
     lines = w.frame()
     with tempfile.TemporaryDirectory() as folder:

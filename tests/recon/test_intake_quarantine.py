@@ -25,19 +25,25 @@ from tests.pipelines.test_settlement_files import world_lines
 
 
 def settings(state: Path) -> IntakeSettings:
-    return IntakeSettings(state, "unused-without-producer", poll_seconds=0.1, settle_seconds=0,
-                          delivery_timeout_seconds=10)
+    return IntakeSettings(
+        state, "unused-without-producer", poll_seconds=0.1, settle_seconds=0, delivery_timeout_seconds=10
+    )
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> dict[str, Path]:
     """One good file per format, from the world's writers."""
     out = tmp_path_factory.mktemp("good")
-    paths = write_settlement_reports(world_lines(), out) + write_bank_statements(world_bank_lines(), OPENING, ACCOUNTS, out)
+    paths = write_settlement_reports(world_lines(), out) + write_bank_statements(
+        world_bank_lines(), OPENING, ACCOUNTS, out
+    )
     first = {}
     for p in paths:
-        fmt = {"adyen": "adyen", "stripe": "stripe", "checkoutcom": "checkoutcom"}.get(p.parent.name) \
-            or {".bai": "bai2", ".xml": "camt053", ".sta": "mt940"}[p.suffix]
+        fmt = {"adyen": "adyen", "stripe": "stripe", "checkoutcom": "checkoutcom"}.get(p.parent.name) or {
+            ".bai": "bai2",
+            ".xml": "camt053",
+            ".sta": "mt940",
+        }[p.suffix]
         first.setdefault(fmt, p)
     return first
 
@@ -59,52 +65,105 @@ def _adyen_payout_changed(p: Path) -> str:
 
 
 def _duplicate(lines: list[str], i: int, count: int = 1) -> str:
-    return "".join(lines[:i + count] + lines[i:i + count] + lines[i + count:])
+    return "".join(lines[: i + count] + lines[i : i + count] + lines[i + count :])
 
 
 # case -> (source format, how to break it, what the reason must say, the line it must name)
 CASES = {
-    "adyen-truncated": ("adyen", lambda p: p.read_text()[: p.read_text().index("\n", 200) + 40],
-                        "truncated or shifted row", 2),
-    "adyen-wrong-columns": ("adyen", lambda p: p.read_text().replace("Merchant Reference,", "Merchant Ref,", 1),
-                            "missing ['Merchant Reference'], unexpected ['Merchant Ref']", 1),
-    "adyen-bad-encoding": ("adyen", lambda p: p.read_bytes().replace(b"ClearlineCOM", b"Clearline\xe9COM", 3),
-                           "not valid UTF-8: byte 0xe9", 2),
+    "adyen-truncated": (
+        "adyen",
+        lambda p: p.read_text()[: p.read_text().index("\n", 200) + 40],
+        "truncated or shifted row",
+        2,
+    ),
+    "adyen-wrong-columns": (
+        "adyen",
+        lambda p: p.read_text().replace("Merchant Reference,", "Merchant Ref,", 1),
+        "missing ['Merchant Reference'], unexpected ['Merchant Ref']",
+        1,
+    ),
+    "adyen-bad-encoding": (
+        "adyen",
+        lambda p: p.read_bytes().replace(b"ClearlineCOM", b"Clearline\xe9COM", 3),
+        "not valid UTF-8: byte 0xe9",
+        2,
+    ),
     "adyen-broken-control": ("adyen", _adyen_payout_changed, "control total", None),
-    "adyen-unknown-currency": ("adyen", lambda p: "".join(
-        line.replace(",USD,", ",XYZ,") if i == 2 else line for i, line in enumerate(_lines(p))),
-        "ISO 4217", 3),
+    "adyen-unknown-currency": (
+        "adyen",
+        lambda p: "".join(line.replace(",USD,", ",XYZ,") if i == 2 else line for i, line in enumerate(_lines(p))),
+        "ISO 4217",
+        3,
+    ),
     "adyen-duplicated-line": ("adyen", lambda p: _duplicate(_lines(p), 1), "appears twice", 2),
     "adyen-empty": ("adyen", lambda p: b"", "the file is empty", 1),
     "stripe-unknown-currency": ("stripe", lambda p: p.read_text().replace(",usd,", ",usx,", 1), "ISO 4217", 2),
     "stripe-duplicated-line": ("stripe", lambda p: _duplicate(_lines(p), 2), "appears twice", 3),
     "checkout-duplicated-action": ("checkoutcom", lambda p: _duplicate(_lines(p), 1, 2), "appears twice", 2),
     "bai2-truncated": ("bai2", lambda p: "".join(_lines(p)[:-2]), "truncated", None),
-    "bai2-wrong-columns": ("bai2", lambda p: "".join(
-        re.sub(r"^16,(\d+),(\d+),", r"16,\1,", line) if line.startswith("16,") else line for line in _lines(p)),
-        "BAI2", None),
+    "bai2-wrong-columns": (
+        "bai2",
+        lambda p: "".join(
+            re.sub(r"^16,(\d+),(\d+),", r"16,\1,", line) if line.startswith("16,") else line for line in _lines(p)
+        ),
+        "BAI2",
+        None,
+    ),
     "bai2-bad-encoding": ("bai2", lambda p: p.read_bytes().replace(b"88,", b"88,\xff", 1), "not valid UTF-8", 5),
-    "bai2-broken-control": ("bai2", lambda p: re.sub(r"^49,(\d+),", lambda m: f"49,{int(m.group(1)) + 7},",
-                                                     p.read_text(), flags=re.M), "49 account", None),
+    "bai2-broken-control": (
+        "bai2",
+        lambda p: re.sub(r"^49,(\d+),", lambda m: f"49,{int(m.group(1)) + 7},", p.read_text(), flags=re.M),
+        "49 account",
+        None,
+    ),
     "bai2-unknown-currency": ("bai2", lambda p: p.read_text().replace(",USD,", ",XYZ,"), "ISO 4217", None),
     "bai2-duplicated-line": ("bai2", lambda p: _duplicate(_lines(p), _nth(_lines(p), "16,"), 2), "appears twice", None),
     "bai2-empty": ("bai2", lambda p: "\n\n", "the file is empty", 1),
     "camt-truncated": ("camt053", lambda p: p.read_text()[: len(p.read_text()) // 2], "not well-formed XML", None),
     "camt-bad-encoding": ("camt053", lambda p: p.read_bytes().replace(b"BOOK", b"B\xc3OK", 1), "not valid UTF-8", None),
-    "camt-broken-control": ("camt053", lambda p: re.sub(r"<NbOfNtries>(\d+)</NbOfNtries>",
-                                                        lambda m: f"<NbOfNtries>{int(m.group(1)) + 1}</NbOfNtries>",
-                                                        p.read_text(), count=1), "NbOfNtries", None),
+    "camt-broken-control": (
+        "camt053",
+        lambda p: re.sub(
+            r"<NbOfNtries>(\d+)</NbOfNtries>",
+            lambda m: f"<NbOfNtries>{int(m.group(1)) + 1}</NbOfNtries>",
+            p.read_text(),
+            count=1,
+        ),
+        "NbOfNtries",
+        None,
+    ),
     "camt-unknown-currency": ("camt053", lambda p: p.read_text().replace('Ccy="EUR"', 'Ccy="EUX"'), "ISO 4217", None),
-    "camt-duplicated-line": ("camt053", lambda p: _duplicate(
-        _lines(p), _nth(_lines(p), "<Ntry>"), _nth(_lines(p), "</Ntry>") - _nth(_lines(p), "<Ntry>") + 1),
-        "appears twice", None),
+    "camt-duplicated-line": (
+        "camt053",
+        lambda p: _duplicate(
+            _lines(p), _nth(_lines(p), "<Ntry>"), _nth(_lines(p), "</Ntry>") - _nth(_lines(p), "<Ntry>") + 1
+        ),
+        "appears twice",
+        None,
+    ),
     "camt-empty": ("camt053", lambda p: "   ", "the file is empty", 1),
     "mt940-truncated": ("mt940", lambda p: "".join(_lines(p)[:-1]), "no closing balance", None),
-    "mt940-bad-encoding": ("mt940", lambda p: p.read_bytes().replace(b"/REMI/", b"/REMI/\x80", 1), "not valid UTF-8", 6),
-    "mt940-broken-control": ("mt940", lambda p: re.sub(r":62F:C(\d{6})GBP(\d+),", lambda m: f":62F:C{m.group(1)}GBP{int(m.group(2)) + 1},",
-                                                      p.read_text()), "closing balance", None),
+    "mt940-bad-encoding": (
+        "mt940",
+        lambda p: p.read_bytes().replace(b"/REMI/", b"/REMI/\x80", 1),
+        "not valid UTF-8",
+        6,
+    ),
+    "mt940-broken-control": (
+        "mt940",
+        lambda p: re.sub(
+            r":62F:C(\d{6})GBP(\d+),", lambda m: f":62F:C{m.group(1)}GBP{int(m.group(2)) + 1},", p.read_text()
+        ),
+        "closing balance",
+        None,
+    ),
     "mt940-unknown-currency": ("mt940", lambda p: p.read_text().replace("GBP", "GBX"), "ISO 4217", None),
-    "mt940-duplicated-line": ("mt940", lambda p: _duplicate(_lines(p), _nth(_lines(p), ":61:"), 2), "appears twice", None),
+    "mt940-duplicated-line": (
+        "mt940",
+        lambda p: _duplicate(_lines(p), _nth(_lines(p), ":61:"), 2),
+        "appears twice",
+        None,
+    ),
     "mt940-empty": ("mt940", lambda p: "\r\n \r\n", "the file is empty", 1),  # each empty file differs: no duplicates
 }
 
@@ -136,8 +195,11 @@ def test_bad_file_is_quarantined_with_a_clear_reason(run, case) -> None:
     assert report["sha256"] == outcome.sha256 and report["outcome"] == "quarantined"
     assert says in text or any(says in f["rule"] for f in report["failures"]) or says in report["reason"]
     if line is not None:
-        named = report["parse_error"]["line"] if report["parse_error"] else [
-            row["line_no"] for f in report["failures"] for row in f["rows"]]
+        named = (
+            report["parse_error"]["line"]
+            if report["parse_error"]
+            else [row["line_no"] for f in report["failures"] for row in f["rows"]]
+        )
         assert line == named or (isinstance(named, list) and line in named), (line, named)
     if report["failures"]:
         assert "line " in text, "the text report names the rows"
@@ -164,15 +226,22 @@ def test_good_files_are_stored_and_the_same_file_twice_is_a_no_op(good, tmp_path
     paths = list(good.values())
     first = intake.ingest(paths)
     assert [o.status for o in first] == ["accepted"] * len(paths), [o.reason for o in first]
-    stored = pl.concat([read_lines(tmp_path / "state", "processor").select("source_file", "line_no"),
-                        read_lines(tmp_path / "state", "bank").select("source_file", "line_no")])
+    stored = pl.concat(
+        [
+            read_lines(tmp_path / "state", "processor").select("source_file", "line_no"),
+            read_lines(tmp_path / "state", "bank").select("source_file", "line_no"),
+        ]
+    )
     assert stored.height == sum(o.lines for o in first) > 0
     copy = tmp_path / "renamed.csv"
     copy.write_bytes(paths[0].read_bytes())
     again = intake.ingest([*paths, copy])
     assert [o.status for o in again] == ["duplicate"] * (len(paths) + 1)
     assert all("already accepted" in o.reason and "nothing done" in o.reason for o in again)
-    assert read_lines(tmp_path / "state", "processor").height + read_lines(tmp_path / "state", "bank").height == stored.height
+    assert (
+        read_lines(tmp_path / "state", "processor").height + read_lines(tmp_path / "state", "bank").height
+        == stored.height
+    )
     assert len(intake.registry.all()) == len(paths)
 
 
@@ -192,6 +261,7 @@ def test_a_quarantined_file_sent_again_is_a_no_op_that_says_so(run) -> None:
 
 def test_detection_is_by_content_not_by_name(good, tmp_path) -> None:
     from clearline.recon.intake.parse import parse_file
+
     for fmt, path in good.items():
         disguised = tmp_path / f"{fmt}-statement.txt"
         disguised.write_bytes(path.read_bytes())

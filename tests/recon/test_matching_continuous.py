@@ -9,7 +9,7 @@ from datetime import datetime, time, timedelta, timezone
 import polars as pl
 import pytest
 
-from clearline.pipelines.cli.recon import parse_all, report_files, tolerances, run_batch
+from clearline.pipelines.cli.recon import parse_all, report_files, run_batch, tolerances
 from clearline.recon.matching import expectations
 from clearline.recon.matching.continuous import Continuous
 
@@ -22,7 +22,9 @@ def test_a_world_fed_day_by_day_ends_with_the_batchs_variances(small_world):
     files = []  # (arrival day, kind, lines): a report the day after its last line, a statement the morning after
     for path in report_files(world / "settlements") + report_files(world / "bank"):
         settle, bank = parse_all([path], quiet=True)
-        lines, kind, day = (settle, "settlement_lines", "value_date") if settle.height else (bank, "bank_lines", "booking_date")
+        lines, kind, day = (
+            (settle, "settlement_lines", "value_date") if settle.height else (bank, "bank_lines", "booking_date")
+        )
         files.append((lines[day].max() + timedelta(days=1), kind, lines))
 
     flow = Continuous(tolerances())

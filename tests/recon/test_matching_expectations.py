@@ -11,9 +11,9 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clearline.ledger import archive
 from clearline import events
 from clearline.events import Money
+from clearline.ledger import archive
 from clearline.ledger.model import Source
 from clearline.recon.matching import expectations as ex
 
@@ -39,7 +39,12 @@ def test_signs_follow_the_platforms_point_of_view(small_world):
     settle, moves = ex.from_events(pl.scan_parquet(world / "events" / "events.parquet"))
     signs = settle.group_by("record_type").agg(net=pl.col("net_minor").sign().unique())
     assert dict((r, s) for r, s in signs.iter_rows()) == {
-        "charge": [1], "chargeback_reversal": [1], "refund": [-1], "chargeback": [-1], "fee": [-1]}
+        "charge": [1],
+        "chargeback_reversal": [1],
+        "refund": [-1],
+        "chargeback": [-1],
+        "fee": [-1],
+    }
     direction = moves.group_by("kind").agg(pl.col("amount_minor").sign().unique())
     assert dict(direction.iter_rows()) == {"processor_payout": [1], "merchant_payout": [-1], "buyer_repayment": [1]}
 
@@ -52,19 +57,42 @@ def test_the_archive_gives_the_same_expectations_as_the_world(small_world, tmp_p
     archive.write_batch(tmp_path / "archive", 0, rows)
     from_archive = ex.from_archive(archive.scan(tmp_path / "archive"))
     ids = [e.event_id for e, _, _ in rows]
-    from_world = ex.from_events(pl.scan_parquet(world / "events" / "events.parquet").filter(pl.col("event_id").is_in(ids)))
+    from_world = ex.from_events(
+        pl.scan_parquet(world / "events" / "events.parquet").filter(pl.col("event_id").is_in(ids))
+    )
     for got, want in zip(from_archive, from_world):
         assert got.height > 0
         assert got.sort("event_id").equals(want.sort("event_id"))
 
 
-_money = st.builds(Money, st.integers(-10**15, 10**15), st.sampled_from(["EUR", "GBP", "JPY", "KWD", "USD"]))
+_money = st.builds(Money, st.integers(-(10**15), 10**15), st.sampled_from(["EUR", "GBP", "JPY", "KWD", "USD"]))
 _text = st.text("abcdefgh0123456789_", min_size=1, max_size=12)
 _day = st.dates(date(2020, 1, 1), date(2030, 12, 31))
-_settlement = st.builds(ex.ExpectedSettlement, _text, _text, _text, _text, st.sampled_from(sorted(ex.LINE_SIGN)), _text,
-                        _text, _money, _money, _money, _day, st.none() | st.just("1.0842"))
-_movement = st.builds(ex.ExpectedBankMovement, _text, st.sampled_from(sorted(ex.BANK_KINDS.values())),
-                      st.none() | _text, _text, _money, _day, st.none() | _text)
+_settlement = st.builds(
+    ex.ExpectedSettlement,
+    _text,
+    _text,
+    _text,
+    _text,
+    st.sampled_from(sorted(ex.LINE_SIGN)),
+    _text,
+    _text,
+    _money,
+    _money,
+    _money,
+    _day,
+    st.none() | st.just("1.0842"),
+)
+_movement = st.builds(
+    ex.ExpectedBankMovement,
+    _text,
+    st.sampled_from(sorted(ex.BANK_KINDS.values())),
+    st.none() | _text,
+    _text,
+    _money,
+    _day,
+    st.none() | _text,
+)
 
 
 @given(st.lists(st.one_of(_settlement, _movement), max_size=20))
@@ -73,10 +101,15 @@ def test_typed_expectations_flatten_to_frames_that_read_back_to_the_same_records
     assert settle.schema == ex.SETTLEMENT_SCHEMA and moves.schema == ex.BANK_WITH_MERCHANT
 
     def unflat(row: dict, record: type):
-        kw = {f.name: Money(row[f"{f.name}_minor"], row[f"{f.name}_currency"]) if f.type == "Money" else row[f.name]
-              for f in fields(record)}
+        kw = {
+            f.name: Money(row[f"{f.name}_minor"], row[f"{f.name}_currency"]) if f.type == "Money" else row[f.name]
+            for f in fields(record)
+        }
         return record(**kw)
-    back = ([unflat(r, ex.ExpectedSettlement) for r in settle.iter_rows(named=True)]
-            + [unflat(r, ex.ExpectedBankMovement) for r in moves.iter_rows(named=True)])
+
+    back = [unflat(r, ex.ExpectedSettlement) for r in settle.iter_rows(named=True)] + [
+        unflat(r, ex.ExpectedBankMovement) for r in moves.iter_rows(named=True)
+    ]
     assert back == [r for r in records if isinstance(r, ex.ExpectedSettlement)] + [
-        r for r in records if isinstance(r, ex.ExpectedBankMovement)]
+        r for r in records if isinstance(r, ex.ExpectedBankMovement)
+    ]

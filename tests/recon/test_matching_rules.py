@@ -21,7 +21,9 @@ from clearline.recon.matching.rules import MatchingConfigError, Tolerances
 from clearline.recon.matching.variance import CATEGORIES, money_text, records
 
 MATCHING = {
-    "amount_tolerance_minor": 1, "date_window_days": 1, "bank_date_window_days": 3,
+    "amount_tolerance_minor": 1,
+    "date_window_days": 1,
+    "bank_date_window_days": 3,
     "deadline_days": {"processor_line": 8, "ledger_record": 2, "bank_line": 5, "unexplained_bank_line": 0},
     "unknown_payout_arrival_days": 3,
 }
@@ -32,33 +34,64 @@ LATER = datetime(2026, 6, 1, tzinfo=timezone.utc)  # every deadline long past
 
 # ------------------------------------------------------------------------ a small book
 
-def settlement(i: int, processor: str, record_type: str, gross: int, ccy: str, day: int, fx: bool) -> ex.ExpectedSettlement:
+
+def settlement(
+    i: int, processor: str, record_type: str, gross: int, ccy: str, day: int, fx: bool
+) -> ex.ExpectedSettlement:
     sign = ex.LINE_SIGN[record_type]
     fee = gross * 29 // 1000 + 30 if record_type == "charge" else (1500 if record_type == "fee" else 0)
     gross = 0 if record_type == "fee" else gross
     present = {"USD": "EUR", "EUR": "GBP", "GBP": "USD"}[ccy] if fx and record_type != "fee" else ccy
     return ex.ExpectedSettlement(
-        event_id=f"evt_{i:05d}", processor=processor, settlement_id=f"stl_{i:05d}",
-        payout_id=f"po_{processor}_{ccy.lower()}_{(DAY0 + timedelta(days=day)):%Y%m%d}", record_type=record_type,
-        payment_id=f"pay_{i:05d}", merchant_id="m_1", gross=Money(sign * gross, present), fee=Money(fee, ccy),
+        event_id=f"evt_{i:05d}",
+        processor=processor,
+        settlement_id=f"stl_{i:05d}",
+        payout_id=f"po_{processor}_{ccy.lower()}_{(DAY0 + timedelta(days=day)):%Y%m%d}",
+        record_type=record_type,
+        payment_id=f"pay_{i:05d}",
+        merchant_id="m_1",
+        gross=Money(sign * gross, present),
+        fee=Money(fee, ccy),
         net=Money(sign * gross - fee if record_type != "fee" else -fee, ccy),
-        available_on=DAY0 + timedelta(days=day), fx_rate="1.082000" if present != ccy else None)
+        available_on=DAY0 + timedelta(days=day),
+        fx_rate="1.082000" if present != ccy else None,
+    )
 
 
 def reported(e: ex.ExpectedSettlement, line_no: int) -> SettlementLine:
     """The line a processor reports for an expectation, identical in every field."""
     return SettlementLine(
-        processor=e.processor, line_id=e.settlement_id, payment_id=e.payment_id, payout_id=e.payout_id,
-        record_type=e.record_type, merchant_id=e.merchant_id, gross=e.gross, fee=e.fee, net=e.net,
-        fx_rate=e.fx_rate, created_at=datetime(e.available_on.year, e.available_on.month, e.available_on.day,
-                                               tzinfo=timezone.utc) - timedelta(days=2),
-        value_date=e.available_on, source_file=f"{e.processor}_report.csv", line_no=line_no)
+        processor=e.processor,
+        line_id=e.settlement_id,
+        payment_id=e.payment_id,
+        payout_id=e.payout_id,
+        record_type=e.record_type,
+        merchant_id=e.merchant_id,
+        gross=e.gross,
+        fee=e.fee,
+        net=e.net,
+        fx_rate=e.fx_rate,
+        created_at=datetime(e.available_on.year, e.available_on.month, e.available_on.day, tzinfo=timezone.utc)
+        - timedelta(days=2),
+        value_date=e.available_on,
+        source_file=f"{e.processor}_report.csv",
+        line_no=line_no,
+    )
 
 
 def bank_line(reference: str | None, amount: Money, day: date, n: int) -> BankLine:
-    return BankLine(format="bai2", account="8833004455", bank_ref=f"BR{n:07d}", reference=reference,
-                    text="PAYOUT", amount=amount, booking_date=day, value_date=day,
-                    source_file=f"stmt_{day:%Y%m%d}.bai", line_no=n + 2)
+    return BankLine(
+        format="bai2",
+        account="8833004455",
+        bank_ref=f"BR{n:07d}",
+        reference=reference,
+        text="PAYOUT",
+        amount=amount,
+        booking_date=day,
+        value_date=day,
+        source_file=f"stmt_{day:%Y%m%d}.bai",
+        line_no=n + 2,
+    )
 
 
 def payouts_of(lines: list[SettlementLine]) -> dict[tuple[str, str], tuple[int, str, date]]:
@@ -79,14 +112,17 @@ class Book:
         self.lines = [reported(e, i + 2) for i, e in enumerate(self.expected)]
         batches = payouts_of(self.lines)
         self.movements = [
-            ex.ExpectedBankMovement(f"evt_po_{pid}", "processor_payout", proc, pid, Money(total, ccy),
-                                    last + timedelta(days=1), "platform")
+            ex.ExpectedBankMovement(
+                f"evt_po_{pid}", "processor_payout", proc, pid, Money(total, ccy), last + timedelta(days=1), "platform"
+            )
             for (proc, pid), (total, ccy, last) in sorted(batches.items())
         ] + [
-            ex.ExpectedBankMovement("evt_mpo_1", "merchant_payout", None, "mpo_1", Money(-50_000, "USD"),
-                                    DAY0 + timedelta(days=3), "m_1"),
-            ex.ExpectedBankMovement("evt_rpy_1", "buyer_repayment", None, "rpy_1", Money(70_000, "EUR"),
-                                    DAY0 + timedelta(days=5), "m_2"),
+            ex.ExpectedBankMovement(
+                "evt_mpo_1", "merchant_payout", None, "mpo_1", Money(-50_000, "USD"), DAY0 + timedelta(days=3), "m_1"
+            ),
+            ex.ExpectedBankMovement(
+                "evt_rpy_1", "buyer_repayment", None, "rpy_1", Money(70_000, "EUR"), DAY0 + timedelta(days=5), "m_2"
+            ),
         ]
         self.bank_extra: list[BankLine] = []
         self.drop_bank: set[str] = set()
@@ -94,7 +130,7 @@ class Book:
     def bank(self) -> list[BankLine]:
         known = {m.reference: m for m in self.movements}
         out = []
-        for n, ((proc, pid), (total, ccy, last)) in enumerate(sorted(payouts_of(self.lines).items())):
+        for n, ((_proc, pid), (total, ccy, last)) in enumerate(sorted(payouts_of(self.lines).items())):
             day = known[pid].expected_on if pid in known else last + timedelta(days=1)
             out.append(bank_line(pid, Money(total, ccy), day, n))
         out.append(bank_line("mpo_1", Money(-50_000, "USD"), DAY0 + timedelta(days=3), 900))
@@ -117,12 +153,16 @@ class Book:
 spec = st.tuples(
     st.sampled_from(["adyen", "stripe"]),
     st.sampled_from(["charge", "charge", "charge", "refund", "chargeback", "chargeback_reversal", "fee"]),
-    st.integers(1_000, 5_000_000), st.sampled_from(["USD", "EUR", "GBP"]), st.integers(0, 9), st.booleans(),
+    st.integers(1_000, 5_000_000),
+    st.sampled_from(["USD", "EUR", "GBP"]),
+    st.integers(0, 9),
+    st.booleans(),
 )
 books = st.lists(spec, min_size=2, max_size=25)
 
 
 # -------------------------------------------------------------------------- properties
+
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(books)
@@ -149,10 +189,16 @@ def perturb(book: Book, category: str, i: int) -> dict:
         book.lines.append(replace(line, line_id="std_1", line_no=998))
         return {"reference": "std_1", "amount_minor": abs(line.net.minor)}
     if category == "amount_mismatch":
-        book.lines[i] = replace(line, gross=Money(line.gross.minor - 37, line.gross.currency), net=Money(line.net.minor - 37, line.net.currency))
+        book.lines[i] = replace(
+            line,
+            gross=Money(line.gross.minor - 37, line.gross.currency),
+            net=Money(line.net.minor - 37, line.net.currency),
+        )
         return {"reference": e.settlement_id, "amount_minor": 37}
     if category == "fee_mismatch":
-        book.lines[i] = replace(line, fee=Money(line.fee.minor + 20, line.fee.currency), net=Money(line.net.minor - 20, line.net.currency))
+        book.lines[i] = replace(
+            line, fee=Money(line.fee.minor + 20, line.fee.currency), net=Money(line.net.minor - 20, line.net.currency)
+        )
         return {"reference": e.settlement_id, "amount_minor": 20}
     if category == "currency_fx_mismatch":
         book.lines[i] = replace(line, gross=Money(line.gross.minor, "CAD"))
@@ -172,7 +218,9 @@ def perturb(book: Book, category: str, i: int) -> dict:
 @given(books, st.sampled_from(PERTURBATIONS), st.data())
 def test_one_perturbation_is_exactly_one_variance_of_its_category(specs, category, data):
     book = Book([("adyen", "charge", 10_000, "USD", 1, False), *specs])  # at least one plain charge
-    charges = [i for i, e in enumerate(book.expected) if e.record_type == "charge" and e.gross.currency == e.net.currency]
+    charges = [
+        i for i, e in enumerate(book.expected) if e.record_type == "charge" and e.gross.currency == e.net.currency
+    ]
     want = perturb(book, category, data.draw(st.sampled_from(charges)))
     variances = book.run().variances
     assert variances.height == 1, variances.select("category", "reference", "field", "expected", "actual").to_dicts()
@@ -198,6 +246,7 @@ def test_the_order_of_inputs_never_changes_the_variances(specs, categories, rnd)
 
 # ----------------------------------------------------------- boundaries and wording
 
+
 def one_charge_book() -> Book:
     return Book([("adyen", "charge", 10_000, "EUR", 0, False)])
 
@@ -220,8 +269,10 @@ def test_amounts_within_the_tolerance_match_and_one_unit_more_does_not():
         book = one_charge_book()
         line = book.lines[0]
         book.lines[0] = replace(line, fee=Money(line.fee.minor + off, "EUR"), net=Money(line.net.minor - off, "EUR"))
-        book.movements = [replace(m, amount=Money(m.amount.minor - off, m.amount.currency)) if m.kind == "processor_payout" else m
-                          for m in book.movements]
+        book.movements = [
+            replace(m, amount=Money(m.amount.minor - off, m.amount.currency)) if m.kind == "processor_payout" else m
+            for m in book.movements
+        ]
         assert book.run().variances["category"].to_list() == expected
 
 
@@ -253,8 +304,13 @@ def test_the_variance_id_is_the_same_at_any_age():
 
 
 def test_a_payout_batch_is_the_sum_of_its_lines_and_a_bank_line_without_reference_matches_by_amount():
-    book = Book([("stripe", "charge", 10_000, "USD", 0, False), ("stripe", "refund", 2_500, "USD", 0, False),
-                 ("stripe", "charge", 7_000, "USD", 0, False)])
+    book = Book(
+        [
+            ("stripe", "charge", 10_000, "USD", 0, False),
+            ("stripe", "refund", 2_500, "USD", 0, False),
+            ("stripe", "charge", 7_000, "USD", 0, False),
+        ]
+    )
     (batch,) = payouts_of(book.lines).values()
     assert batch[0] == sum(line.net.minor for line in book.lines)
     assert book.run().variances.is_empty()
@@ -266,12 +322,15 @@ def test_a_payout_batch_is_the_sum_of_its_lines_and_a_bank_line_without_referenc
 
 def test_an_ambiguous_amount_match_is_not_guessed():
     book = one_charge_book()
-    (total, ccy, _), = payouts_of(book.lines).values()
+    ((total, ccy, _),) = payouts_of(book.lines).values()
     book.drop_bank.add(book.lines[0].payout_id)
     for n in (55, 56):
         book.bank_extra.append(bank_line(None, Money(total, ccy), DAY0 + timedelta(days=1), n))
     assert sorted(book.run().variances["category"].to_list()) == [
-        "payout_not_in_bank", "unexplained_bank_line", "unexplained_bank_line"]
+        "payout_not_in_bank",
+        "unexplained_bank_line",
+        "unexplained_bank_line",
+    ]
 
 
 def test_the_same_bank_reference_twice_is_a_duplicate():
@@ -287,28 +346,45 @@ def test_a_repayment_the_bank_never_booked_is_reported_after_its_deadline():
     book = one_charge_book()
     book.drop_bank.add("rpy_1")
     due = DAY0 + timedelta(days=5 + TOL.bank_line_deadline_days)
-    assert book.run(as_of=datetime.combine(due - timedelta(days=1), datetime.min.time(), timezone.utc)).variances.is_empty()
+    assert book.run(
+        as_of=datetime.combine(due - timedelta(days=1), datetime.min.time(), timezone.utc)
+    ).variances.is_empty()
     (v,) = records(book.run(as_of=datetime.combine(due, datetime.min.time(), timezone.utc)).variances)
-    assert (v.category, v.reference, v.amount, v.merchant_id) == ("payout_not_in_bank", "rpy_1", Money(70_000, "EUR"), "m_2")
+    assert (v.category, v.reference, v.amount, v.merchant_id) == (
+        "payout_not_in_bank",
+        "rpy_1",
+        Money(70_000, "EUR"),
+        "m_2",
+    )
     assert v.ledger_event_ids == ("evt_rpy_1",)
 
 
-@pytest.mark.parametrize("broken, name", [
-    ({"amount_tolerance_minor": -1}, "amount_minor"),
-    ({"deadline_days": {"processor_line": 8}}, "ledger_record_deadline_days"),
-    ({"date_window_days": "1"}, "date_window_days"),
-    ({"date_windows_days": 1}, "unknown setting.*date_windows_days"),
-    ({"deadline_days": {**MATCHING["deadline_days"], "processor_lines": 8}}, "deadline_days.processor_lines"),
-])
+@pytest.mark.parametrize(
+    "broken, name",
+    [
+        ({"amount_tolerance_minor": -1}, "amount_minor"),
+        ({"deadline_days": {"processor_line": 8}}, "ledger_record_deadline_days"),
+        ({"date_window_days": "1"}, "date_window_days"),
+        ({"date_windows_days": 1}, "unknown setting.*date_windows_days"),
+        ({"deadline_days": {**MATCHING["deadline_days"], "processor_lines": 8}}, "deadline_days.processor_lines"),
+    ],
+)
 def test_a_bad_matching_config_names_the_setting(broken, name):
     with pytest.raises(MatchingConfigError, match=name):
         Tolerances.from_config({**MATCHING, **broken})
 
 
-@pytest.mark.parametrize("minor, currency, text", [
-    (290, "EUR", "2.90 EUR"), (-1999, "USD", "-19.99 USD"), (5, "GBP", "0.05 GBP"), (1999, "JPY", "1999 JPY"),
-    (1234, "KWD", "1.234 KWD"), (77, "XYZ", "77 minor units of XYZ"),
-])
+@pytest.mark.parametrize(
+    "minor, currency, text",
+    [
+        (290, "EUR", "2.90 EUR"),
+        (-1999, "USD", "-19.99 USD"),
+        (5, "GBP", "0.05 GBP"),
+        (1999, "JPY", "1999 JPY"),
+        (1234, "KWD", "1.234 KWD"),
+        (77, "XYZ", "77 minor units of XYZ"),
+    ],
+)
 def test_money_is_written_in_its_currencys_decimals(minor, currency, text):
     frame_ = pl.DataFrame({"m": [minor], "c": [currency]})
     assert frame_.select(money_text(pl.col("m"), pl.col("c"))).item() == text
@@ -329,11 +405,18 @@ def test_as_the_watermark_moves_on_pending_turns_into_variances_and_nothing_is_l
     assert (then.pending["due_on"] > then.as_of).all()
 
 
-@pytest.mark.parametrize("change, category, amount", [
-    (lambda b: replace(b, amount=Money(b.amount.minor - 10, b.amount.currency)), "amount_mismatch", 10),
-    (lambda b: replace(b, booking_date=b.booking_date + timedelta(days=TOL.bank_date_window_days + 1)), "late_settlement", None),
-    (lambda b: replace(b, amount=Money(b.amount.minor, "CAD")), "currency_fx_mismatch", None),
-])
+@pytest.mark.parametrize(
+    "change, category, amount",
+    [
+        (lambda b: replace(b, amount=Money(b.amount.minor - 10, b.amount.currency)), "amount_mismatch", 10),
+        (
+            lambda b: replace(b, booking_date=b.booking_date + timedelta(days=TOL.bank_date_window_days + 1)),
+            "late_settlement",
+            None,
+        ),
+        (lambda b: replace(b, amount=Money(b.amount.minor, "CAD")), "currency_fx_mismatch", None),
+    ],
+)
 def test_a_bank_line_that_differs_from_its_payout_is_one_variance(change, category, amount):
     book = Book([("stripe", "charge", 10_000, "USD", 0, False), ("stripe", "charge", 20_000, "USD", 0, False)])
     payout = next(b for b in book.bank() if b.reference == book.lines[0].payout_id)

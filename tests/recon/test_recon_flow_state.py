@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from clearline import events
 from clearline.pipelines.cli.recon import parse_all, report_files, tolerances
-from clearline.recon.arrivals import Arrivals
-from clearline.recon.streaming import builder
 from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.recon.arrivals import Arrivals
 from clearline.recon.matching import expectations
 from clearline.recon.matching.reconcile import Inputs, input_watermark, reconcile, watermark
+from clearline.recon.streaming import builder
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_any_split_order_and_replay_ends_with_the_batchs_variances(inputs, seed,
     matcher = builder(tolerances(), timedelta(seconds=5), once=True)(None)
     size = -(-len(shuffled) // batches)
     for start in range(0, len(shuffled), size):
-        assert matcher.on_item(merged(shuffled[start:start + size]))[0] == []
+        assert matcher.on_item(merged(shuffled[start : start + size]))[0] == []
         assert matcher.on_notify()[0][0].changes is None, "a --once matcher waits for the end of its backlog"
     (end,), _ = matcher.on_eof()
     assert end.changes.result.variances.equals(batch.variances)
@@ -88,10 +88,10 @@ def test_a_snapshot_stays_as_it_was_when_the_matcher_goes_on(inputs) -> None:
     matcher.on_item(merged(items[: len(items) // 2]))
     snap = matcher.snapshot()
     before = (len(snap.events), len(snap.lines), snap.watermark, dict(snap.counts))
-    matcher.on_item(merged(items[len(items) // 2:]))
+    matcher.on_item(merged(items[len(items) // 2 :]))
     assert (len(snap.events), len(snap.lines), snap.watermark, dict(snap.counts)) == before
     resumed = builder(tolerances(), timedelta(seconds=5), once=False)(snap)
-    resumed.on_item(merged(items[len(items) // 2:]))
+    resumed.on_item(merged(items[len(items) // 2 :]))
     (mine,), _ = matcher.on_eof()
     (theirs,), _ = resumed.on_eof()
     assert mine.changes.result.variances.equals(theirs.changes.result.variances)

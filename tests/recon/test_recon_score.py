@@ -9,21 +9,38 @@ from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
 from clearline.recon.matching.variance import SCHEMA
 from clearline.recon.score import misses, score
 
-TRUTH = pl.DataFrame([
-    {"kind": "fee_mismatch", "processor": "adyen", "line_id": "stl_1", "amount_minor": 20, "currency": "EUR"},
-    {"kind": "payout_not_in_bank", "payout_id": "po_1", "amount_minor": 5000, "currency": "USD"},
-    {"kind": "unexplained_bank_line", "bank_line_id": "bnx_1", "amount_minor": 777, "currency": "GBP"},
-], schema=TRUTH_SCHEMA)
+TRUTH = pl.DataFrame(
+    [
+        {"kind": "fee_mismatch", "processor": "adyen", "line_id": "stl_1", "amount_minor": 20, "currency": "EUR"},
+        {"kind": "payout_not_in_bank", "payout_id": "po_1", "amount_minor": 5000, "currency": "USD"},
+        {"kind": "unexplained_bank_line", "bank_line_id": "bnx_1", "amount_minor": 777, "currency": "GBP"},
+    ],
+    schema=TRUTH_SCHEMA,
+)
 
 
 def found(*rows: dict) -> pl.DataFrame:
-    base = {"variance_id": None, "processor": None, "reference": None, "payout_id": None, "ledger_event_ids": [], "evidence": []}
+    base = {
+        "variance_id": None,
+        "processor": None,
+        "reference": None,
+        "payout_id": None,
+        "ledger_event_ids": [],
+        "evidence": [],
+    }
     return pl.DataFrame([{**base, **r, "variance_id": f"var_{i}"} for i, r in enumerate(rows)], schema=SCHEMA)
 
 
 RIGHT = [
     {"category": "fee_mismatch", "processor": "adyen", "reference": "stl_1", "amount_minor": 20, "currency": "EUR"},
-    {"category": "payout_not_in_bank", "processor": "stripe", "reference": "po_1", "payout_id": "po_1", "amount_minor": 5000, "currency": "USD"},
+    {
+        "category": "payout_not_in_bank",
+        "processor": "stripe",
+        "reference": "po_1",
+        "payout_id": "po_1",
+        "amount_minor": 5000,
+        "currency": "USD",
+    },
     {"category": "unexplained_bank_line", "reference": "wire_1", "amount_minor": 777, "currency": "GBP"},
 ]
 
@@ -33,15 +50,20 @@ def figures(variances: pl.DataFrame) -> dict[str, tuple[int, int, int]]:
 
 
 def test_everything_found_right_is_perfect():
-    assert figures(found(*RIGHT)) == {"fee_mismatch": (1, 1, 1), "payout_not_in_bank": (1, 1, 1), "unexplained_bank_line": (1, 1, 1)}
+    assert figures(found(*RIGHT)) == {
+        "fee_mismatch": (1, 1, 1),
+        "payout_not_in_bank": (1, 1, 1),
+        "unexplained_bank_line": (1, 1, 1),
+    }
     assert all(m.is_empty() for m in misses(TRUTH, found(*RIGHT)))
 
 
 def test_a_wrong_category_a_wrong_amount_and_a_second_report_cost_what_they_should():
     wrong = [
-        {**RIGHT[0], "category": "amount_mismatch"},   # right line, wrong category
-        {**RIGHT[1], "amount_minor": 4999},            # right payout, wrong amount
-        RIGHT[2], RIGHT[2],                            # the same break reported twice
+        {**RIGHT[0], "category": "amount_mismatch"},  # right line, wrong category
+        {**RIGHT[1], "amount_minor": 4999},  # right payout, wrong amount
+        RIGHT[2],
+        RIGHT[2],  # the same break reported twice
     ]
     scores = {s.category: s for s in score(TRUTH, found(*wrong))}
     assert (scores["fee_mismatch"].recall, scores["amount_mismatch"].precision) == (0.0, 0.0)

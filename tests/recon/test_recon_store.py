@@ -13,12 +13,25 @@ from clearline.recon.variances.store import BadTransition, VarianceNotFound, Var
 
 
 def variances(*refs: str, amount: int = 290) -> pl.DataFrame:
-    rows = [{
-        "variance_id": variance_id("fee_mismatch", f"adyen|{r}"), "category": "fee_mismatch", "processor": "adyen",
-        "reference": r, "payout_id": "po_1", "amount_minor": amount, "currency": "EUR", "field": "fee",
-        "expected": "2.90 EUR", "actual": "3.10 EUR", "since": datetime(2026, 3, 2).date(), "age_days": 3,
-        "ledger_event_ids": ["evt_1"], "evidence": ["report.csv:7"],
-    } for r in refs]
+    rows = [
+        {
+            "variance_id": variance_id("fee_mismatch", f"adyen|{r}"),
+            "category": "fee_mismatch",
+            "processor": "adyen",
+            "reference": r,
+            "payout_id": "po_1",
+            "amount_minor": amount,
+            "currency": "EUR",
+            "field": "fee",
+            "expected": "2.90 EUR",
+            "actual": "3.10 EUR",
+            "since": datetime(2026, 3, 2).date(),
+            "age_days": 3,
+            "ledger_event_ids": ["evt_1"],
+            "evidence": ["report.csv:7"],
+        }
+        for r in refs
+    ]
     return pl.DataFrame(rows, schema=SCHEMA)
 
 

@@ -41,7 +41,9 @@ def test_every_variance_carries_its_amount_text_and_evidence(small_run):
     assert variances.schema == pl.Schema(SCHEMA)
     assert variances["variance_id"].is_unique().all()
     assert (variances["amount_minor"] >= 0).all()
-    assert (variances["age_days"] == (pl.Series([result.as_of] * variances.height) - variances["since"]).dt.total_days()).all()
+    assert (
+        variances["age_days"] == (pl.Series([result.as_of] * variances.height) - variances["since"]).dt.total_days()
+    ).all()
     line_level = variances.filter(~pl.col("category").is_in(["payout_not_in_bank", "unexplained_bank_line"]))
     assert line_level["merchant_id"].str.starts_with("m_").all()
     assert (line_level["evidence"].list.len() + line_level["ledger_event_ids"].list.len() >= 1).all()
@@ -72,6 +74,7 @@ def test_a_rerun_over_the_same_inputs_gives_the_same_variances(small_run, small_
     world, first, variances = small_run
     inputs, latest = load_inputs(world, None, None)
     from clearline.pipelines.cli.recon import tolerances
+
     again = reconcile(inputs, tolerances(), input_watermark(inputs, latest))
     assert again.as_of == first.as_of
     assert again.variances.equals(variances)

@@ -16,14 +16,22 @@ import openpyxl
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clearline import config
-from clearline.pipelines.cli import main
 from clearline.currency import minor_to_decimal
+from clearline.pipelines.cli import main
 from clearline.recon.report.chart import stacked_bars
 from clearline.recon.report.render import write
-from clearline.recon.report.summary import WEEKLY_TREND_AFTER_DAYS, ReportConfigError, ReportRules, build, classify, trend_bucket
+from clearline.recon.report.summary import (
+    WEEKLY_TREND_AFTER_DAYS,
+    ReportConfigError,
+    ReportRules,
+    build,
+    classify,
+    trend_bucket,
+)
 from clearline.recon.variances.store import VarianceStore
 
 RULES = ReportRules.from_config(config.load("reports"))
@@ -33,12 +41,19 @@ FIRST_SEEN = datetime(2026, 3, 1, tzinfo=timezone.utc)
 def _variances(rows: list[tuple[int, str, int]]) -> pl.DataFrame:
     """Store-shaped rows from (amount_minor, currency, age_days)."""
     n = len(rows)
-    return pl.DataFrame({
-        "variance_id": [f"var_{i:020d}" for i in range(n)], "category": ["amount_mismatch"] * n,
-        "processor": ["adyen"] * n, "currency": [c for _, c, _ in rows],
-        "amount_minor": [a for a, _, _ in rows], "age_days": [g for _, _, g in rows],
-        "since": [date(2026, 2, 1)] * n, "status": ["open"] * n, "first_seen": [FIRST_SEEN] * n,
-    })
+    return pl.DataFrame(
+        {
+            "variance_id": [f"var_{i:020d}" for i in range(n)],
+            "category": ["amount_mismatch"] * n,
+            "processor": ["adyen"] * n,
+            "currency": [c for _, c, _ in rows],
+            "amount_minor": [a for a, _, _ in rows],
+            "age_days": [g for _, _, g in rows],
+            "since": [date(2026, 2, 1)] * n,
+            "status": ["open"] * n,
+            "first_seen": [FIRST_SEEN] * n,
+        }
+    )
 
 
 def _tier(amount_minor: int, currency: str, age_days: int) -> str:
@@ -47,12 +62,12 @@ def _tier(amount_minor: int, currency: str, age_days: int) -> str:
 
 def test_sla_tiers_follow_the_configured_amount_and_age():
     assert _tier(100_000_00, "EUR", 5) == "critical"
-    assert _tier(100_000_00, "EUR", 4) == "high"        # big but not yet old enough for critical
+    assert _tier(100_000_00, "EUR", 4) == "high"  # big but not yet old enough for critical
     assert _tier(99_999_99, "EUR", 30) == "high"
     assert _tier(1_000_00, "USD", 1) == "medium"
     assert _tier(999_99, "USD", 30) == "low"
-    assert _tier(-100_000_00, "GBP", 9) == "critical"   # a shortfall counts by its size
-    assert _tier(15_000_000, "JPY", 5) == "critical"    # JPY has no minor unit and its own threshold
+    assert _tier(-100_000_00, "GBP", 9) == "critical"  # a shortfall counts by its size
+    assert _tier(15_000_000, "JPY", 5) == "critical"  # JPY has no minor unit and its own threshold
     assert _tier(14_999_999, "JPY", 5) == "high"
 
 
@@ -60,8 +75,13 @@ TIER_RANK = {t.tier: len(RULES.sla) - i for i, t in enumerate(RULES.sla)}  # cri
 
 
 @settings(max_examples=200, deadline=None)
-@given(amount=st.integers(-10**12, 10**12), extra=st.integers(0, 10**10),
-       age=st.integers(0, 400), older=st.integers(0, 30), currency=st.sampled_from(["EUR", "USD", "GBP", "JPY"]))
+@given(
+    amount=st.integers(-(10**12), 10**12),
+    extra=st.integers(0, 10**10),
+    age=st.integers(0, 400),
+    older=st.integers(0, 30),
+    currency=st.sampled_from(["EUR", "USD", "GBP", "JPY"]),
+)
 def test_a_bigger_or_older_variance_is_never_less_urgent(amount, extra, age, older, currency):
     bigger = (abs(amount) + extra) * (1 if amount >= 0 else -1)
     base = TIER_RANK[_tier(amount, currency, age)]
@@ -85,7 +105,8 @@ def test_rules_without_a_catch_all_tier_are_refused():
 
 def test_the_period_keeps_only_variances_counted_from_a_day_in_it():
     frame = _variances([(100, "EUR", 1)] * 3).with_columns(
-        since=pl.Series([date(2026, 1, 31), date(2026, 2, 1), date(2026, 2, 2)]))
+        since=pl.Series([date(2026, 1, 31), date(2026, 2, 1), date(2026, 2, 2)])
+    )
     report = build(frame, RULES, date(2026, 2, 1), date(2026, 2, 1), FIRST_SEEN)
     assert report.variances["since"].to_list() == [date(2026, 2, 1)]
 
@@ -153,15 +174,29 @@ def _store_totals(state: Path, group: str) -> dict[tuple[str, str], tuple[int, i
     return {(r["key"], r["currency"]): (r["n"], r["amount"]) for r in sums.iter_rows(named=True)}
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium package is not installed (.ci/run installs it)"
+)
 def test_the_html_totals_read_in_chromium_equal_the_store(reported, tmp_path):
     state, out = reported
     page = (out / "variances.html").as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     shot = out / "variances.png"
-    subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1400,2000", page],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1400,2000", page],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
     parsed = _Totals()
@@ -170,7 +205,10 @@ def test_the_html_totals_read_in_chromium_equal_the_store(reported, tmp_path):
         total = store.frame().height
     assert total > 0
     for group in ("category", "processor", "merchant_id", "currency"):
-        shown = {(r["data-key"], r["data-currency"]): (int(r["data-count"]), int(r["data-amount-minor"])) for r in parsed.rows[group]}
+        shown = {
+            (r["data-key"], r["data-currency"]): (int(r["data-count"]), int(r["data-amount-minor"]))
+            for r in parsed.rows[group]
+        }
         assert shown == _store_totals(state, group), group
     # The page's script ran in the browser: every row shown, and it says so.
     assert parsed.drill_rows == total
@@ -187,7 +225,9 @@ def test_exports_hold_exactly_the_open_variances(reported):
     assert "assigned" in csv["status"].to_list() and "resolved" not in csv["status"].to_list()
     sheet = openpyxl.load_workbook(out / "variances_open.xlsx", read_only=True)["open variances"]
     header, *rows = list(sheet.iter_rows(values_only=True))
-    xlsx = sorted((r[header.index("variance_id")], r[header.index("amount_minor")], r[header.index("amount")]) for r in rows)
+    xlsx = sorted(
+        (r[header.index("variance_id")], r[header.index("amount_minor")], r[header.index("amount")]) for r in rows
+    )
     assert [(i, a) for i, a, _ in xlsx] == list(zip(open_["variance_id"], open_["amount_minor"]))
     # The amount as people read it: decimals of its own currency, no float rounding.
     currency = dict(zip(open_["variance_id"], open_["currency"]))
@@ -215,12 +255,14 @@ _CATEGORIES = ("amount_mismatch", "duplicate", "late_settlement")
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 400), st.sampled_from(_CATEGORIES)), min_size=1, max_size=60),
-       st.integers(0, 6))
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.sampled_from(_CATEGORIES)), min_size=1, max_size=60), st.integers(0, 6)
+)
 def test_a_weekly_trend_counts_each_variance_once_in_the_week_from_its_monday(found, shift):
-    first = date(2025, 12, 29) + timedelta(days=shift)   # 2025-12-29 is a Monday; shift moves the start off it
+    first = date(2025, 12, 29) + timedelta(days=shift)  # 2025-12-29 is a Monday; shift moves the start off it
     frame = _variances([(100, "EUR", 1)] * len(found)).with_columns(
-        since=pl.Series([first + timedelta(days=d) for d, _ in found]), category=pl.Series([c for _, c in found]))
+        since=pl.Series([first + timedelta(days=d) for d, _ in found]), category=pl.Series([c for _, c in found])
+    )
     report = build(frame, RULES, first, first + timedelta(days=400), FIRST_SEEN)
     assert report.trend_bucket == "week"
     want: dict[tuple[date, str], int] = {}
@@ -243,14 +285,20 @@ def test_the_chart_draws_a_bar_per_day_or_per_week_and_names_the_bucket():
     svg = stacked_bars(daily.trend, ("amount_mismatch",), daily.trend_bucket)
     assert 'aria-label="variances per day by category, 2026-03-02 to 2026-03-12"' in svg
     bars = _bars(svg)
-    assert [t for _, t in bars] == ["2026-03-02 amount_mismatch: 2", "2026-03-05 amount_mismatch: 1",
-                                    "2026-03-12 amount_mismatch: 1"]
+    assert [t for _, t in bars] == [
+        "2026-03-02 amount_mismatch: 2",
+        "2026-03-05 amount_mismatch: 1",
+        "2026-03-12 amount_mismatch: 1",
+    ]
     slot = (960 - 40 - 10) / 11  # the plot's width over the 11 days drawn, the empty ones too
     assert [x for x, _ in bars] == pytest.approx([40, 40 + 3 * slot, 40 + 10 * slot], abs=0.05)
 
     weekly = build(frame, RULES, date(2026, 1, 1), date(2026, 6, 30), FIRST_SEEN)
     svg = stacked_bars(weekly.trend, ("amount_mismatch",), weekly.trend_bucket)
-    assert 'data-bucket="week"' in svg and "variances per week by category, week of 2026-03-02 to week of 2026-03-09" in svg
+    assert (
+        'data-bucket="week"' in svg
+        and "variances per week by category, week of 2026-03-02 to week of 2026-03-09" in svg
+    )
     bars = _bars(svg)
     assert [t for _, t in bars] == ["week of 2026-03-02 amount_mismatch: 3", "week of 2026-03-09 amount_mismatch: 1"]
     assert [x for x, _ in bars] == pytest.approx([40, 40 + 910 / 2], abs=0.05)
@@ -261,8 +309,9 @@ def test_a_report_over_a_long_period_shows_its_trend_per_week(reported, tmp_path
     with VarianceStore(state / "variances.duckdb") as store:
         stored = store.frame()
     # The same variances spread over 300 days: one every few days from 2026-01-05 (a Monday).
-    spread = stored.with_columns(since=pl.Series([date(2026, 1, 5) + timedelta(days=i * 300 // stored.height)
-                                                  for i in range(stored.height)]))
+    spread = stored.with_columns(
+        since=pl.Series([date(2026, 1, 5) + timedelta(days=i * 300 // stored.height) for i in range(stored.height)])
+    )
     report = build(spread, RULES, date(2026, 1, 5), date(2026, 10, 31), FIRST_SEEN)
     page = write(report, tmp_path)["html"].read_text()
     assert "Trend: variances per week (weeks from Monday), by category" in page and 'data-bucket="week"' in page
