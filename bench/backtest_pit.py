@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from clearline.features.feast_repo import feature_names, history_path
+from clearline.features import feature_names, history_path
 from clearline.features.store import FeastSettings, apply, history_schema, open_store, point_in_time
 from clearline.models import pit
 

@@ -67,11 +67,9 @@ def prepare(root: Path) -> dict:
     import polars as pl
 
     from clearline import config
+    from clearline.features import MODEL_FEATURES, feature_history, order_features, read_events
     from clearline.features import store as fstore
-    from clearline.features.batch import MODEL_FEATURES, feature_history, order_features, read_events
-    from clearline.models import labels, training_set
-    from clearline.models.registry import Registry, RegistrySettings
-    from clearline.models.train import fit_all
+    from clearline.models import Registry, RegistrySettings, fit_all, labels, training_set
     from clearline.pipelines.world.generate import WorldOptions, generate
 
     generate(WorldOptions(days=240, merchants=6, seed=11, discrepancy_rate=0.0), root / "world")
@@ -134,7 +132,7 @@ def baselines(prep: dict, root: Path, n: int) -> dict:
     refs = service.features.refs
     rng = random.Random(1)
     asks = [rng.choice(prep["asks"]) for _ in range(n)]
-    from clearline.models.api import DecisionRequest
+    from clearline.models import DecisionRequest
 
     bare, api = [], []
     for i, ask in enumerate(asks):

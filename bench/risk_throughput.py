@@ -45,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
 
 from clearline import config  # noqa: E402
-from clearline.features import store  # noqa: E402
-from clearline.features.feast_repo import view_name  # noqa: E402
-from clearline.features.online_read import SqliteOnlineRead  # noqa: E402
+from clearline.features import (
+    SqliteOnlineRead,  # noqa: E402
+    store,  # noqa: E402
+    view_name,  # noqa: E402
+)
 from clearline.pipelines import broker
 from clearline.pipelines.connectors.produce import produce_world, world_messages  # noqa: E402
 from clearline.pipelines.world.generate import WorldOptions, generate  # noqa: E402

@@ -11,4 +11,47 @@ store         feature_store.yaml, apply, push, direct online write, online and p
 online_read   a request's rows straight from Feast's SQLite online tables
 feast_sink    Bytewax outputs that push streaming rows to Feast, one writer per store
 feast_writer  the child process each of those outputs writes through
+
+The names below are the public surface: the shell, notebooks, benchmarks and the models
+area import only these (clearline.surface explains why they load lazily).
 """
+
+from clearline.surface import surface
+
+__getattr__, __all__ = surface(
+    __name__,
+    {
+        "store": "store:",
+        "MODEL_FEATURES": "batch",
+        "feature_history": "batch",
+        "order_features": "batch",
+        "read_events": "batch",
+        "BuyerState": "definitions",
+        "DEFAULT_SPEC": "definitions",
+        "Fact": "definitions",
+        "ORDER_COLUMNS": "definitions",
+        "Spec": "definitions",
+        "buyer_feature_names": "definitions",
+        "is_underwriting_request": "definitions",
+        "merchant_ticket_names": "definitions",
+        "read_buyer": "definitions",
+        "spec_from_config": "definitions",
+        "zscore_for": "definitions",
+        "FeatureRow": "event_time",
+        "LateEvent": "event_time",
+        "feature_names": "feast_repo",
+        "history_path": "feast_repo",
+        "view_name": "feast_repo",
+        "push_steps": "feast_sink",
+        "FeastWriter": "feast_writer",
+        "SqliteOnlineRead": "online_read",
+        "FeastSettings": "store",
+        "apply": "store",
+        "history_schema": "store",
+        "open_store": "store",
+        "point_in_time": "store",
+        "settings_from_config": "store",
+        "Answer": "stream_state",
+        "advance_steps": "streaming",
+    },
+)

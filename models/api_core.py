@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from clearline.events import Money
-from clearline.features.definitions import DEFAULT_SPEC, Spec, merchant_ticket_names, zscore_for
-from clearline.features.feast_repo import feature_names, view_name
-from clearline.features.online_read import SqliteOnlineRead
+from clearline.features import (
+    DEFAULT_SPEC,
+    Spec,
+    SqliteOnlineRead,
+    feature_names,
+    merchant_ticket_names,
+    view_name,
+    zscore_for,
+)
 
 
 class ApiSetupError(Exception):

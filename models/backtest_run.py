@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from clearline.features.batch import order_features
+from clearline.features import order_features
 from clearline.models import backtest as bt
 from clearline.models.labels import outcomes
 from clearline.models.pit import AVAILABLE

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from clearline.events import Event, Money, OrderCreated
-from clearline.features.definitions import Fact, is_underwriting_request
+from clearline.features import Fact, is_underwriting_request
 from clearline.models import policy as pol
 from clearline.models.policy import Outcome, Policy
 from clearline.models.reasons import ReasonCode

@@ -1,0 +1,61 @@
+"""Reconciliation: settlement reports and bank statements in (intake), the ledger's
+expectations matched against them three ways (matching), variances kept and worked
+(variances), and the variance report (report). docs/intake.md, docs/recon.md.
+
+    intake      detect, parse, validate (Great Expectations), store, publish, quarantine
+    lines       the settlement and bank line schemas every step shares
+    matching    the pure matching rules, the batch `reconcile` and the continuous matcher
+    arrivals    what the reconciliation flow takes from its two topics
+    streaming   the flow's one piece of state around the continuous matcher
+    variances   the variance store and the resolutions queued for a running flow
+    report      the variance report for finance; score: precision and recall on a truth
+
+The names below are the public surface: the shell, notebooks and benchmarks import only
+these (clearline.surface explains why they load lazily).
+"""
+
+from clearline.surface import surface
+
+__getattr__, __all__ = surface(
+    __name__,
+    {
+        "from_events": "arrivals",
+        "from_settlements": "arrivals",
+        "ADYEN_COLUMNS": "intake.adyen:COLUMNS",
+        "CHECKOUTCOM_COLUMNS": "intake.checkoutcom:COLUMNS",
+        "STRIPE_COLUMNS": "intake.stripe:COLUMNS",
+        "Intake": "intake.ingest",
+        "IntakeSettings": "intake.ingest",
+        "ParseError": "intake.model",
+        "parse_file": "intake.parse",
+        "read_lines": "intake.store",
+        "watch": "intake.watch",
+        "BANK_SCHEMA": "lines",
+        "SETTLEMENT_SCHEMA": "lines",
+        "expectations": "matching.expectations:",
+        "match_settlements": "matching.settlements:match",
+        "facts_hash": "matching.continuous",
+        "Inputs": "matching.reconcile",
+        "input_watermark": "matching.reconcile",
+        "reconcile": "matching.reconcile",
+        "within": "matching.reconcile",
+        "MatchingConfigError": "matching.rules",
+        "Tolerances": "matching.rules",
+        "VARIANCE_SCHEMA": "matching.variance:SCHEMA",
+        "money_text": "matching.variance",
+        "open_variances": "report.render",
+        "write_report": "report.render:write",
+        "ReportRules": "report.summary",
+        "build_report": "report.summary:build",
+        "misses": "score",
+        "score_variances": "score:score",
+        "Publication": "streaming",
+        "builder": "streaming",
+        "apply_resolutions": "variances.resolutions:apply",
+        "queue_resolution": "variances.resolutions:queue",
+        "PUBLISHED_VARIANCES": "variances.store:PUBLISHED",
+        "VarianceStore": "variances.store",
+        "check_request": "variances.store",
+        "read_variances": "variances.store",
+    },
+)

@@ -22,8 +22,7 @@ from datetime import date, datetime, timezone
 import polars as pl
 from confluent_kafka import Message
 
-from clearline.ledger.model import Posted
-from clearline.ledger.outcome import to_outcome
+from clearline.ledger import Posted, to_outcome
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
 from clearline.recon.matching import expectations
 from clearline.recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement

@@ -33,10 +33,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from clearline.features.event_time import LateEvent
-from clearline.models.decision import Decision
-from clearline.models.decision_journal import Entry, Journal
-from clearline.models.policy import FEATURES_UNAVAILABLE
+from clearline.features import LateEvent
+from clearline.models import FEATURES_UNAVAILABLE, Decision, Entry, Journal
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 DECISION_ID_HEADER = "decision-id"

@@ -31,12 +31,18 @@ from bytewax.outputs import StatelessSinkPartition
 
 from clearline import config
 from clearline.events import PLATFORM, Money
-from clearline.ledger import archive, metrics
-from clearline.ledger.model import Outcome, Posted, Rejected, Source
-from clearline.ledger.posting import capital
-from clearline.ledger.settings import LedgerSettings
-from clearline.ledger.snapshot import SnapshotPublisher
-from clearline.ledger.store import LedgerStore
+from clearline.ledger import (
+    LedgerSettings,
+    LedgerStore,
+    Outcome,
+    Posted,
+    Rejected,
+    SnapshotPublisher,
+    Source,
+    archive,
+    capital,
+    metrics,
+)
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 GENESIS_TOPIC = "genesis"

@@ -32,12 +32,8 @@ import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
-from clearline.recon.matching.continuous import facts_hash
-from clearline.recon.matching.variance import SCHEMA
-from clearline.recon.streaming import Publication
-from clearline.recon.variances import resolutions as recon_resolutions
-from clearline.recon.variances.store import PUBLISHED as PUBLISHED_VARIANCES
-from clearline.recon.variances.store import VarianceStore
+from clearline.recon import PUBLISHED_VARIANCES, Publication, VarianceStore, apply_resolutions, facts_hash
+from clearline.recon import VARIANCE_SCHEMA as SCHEMA
 
 WITHDRAWN_NOTE = "withdrawn by the matcher: the record it was missing arrived after its deadline"
 
@@ -93,7 +89,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
 
     def write_batch(self, items: list[tuple[str, Publication]]) -> None:
         for _key, pub in items:
-            applied = recon_resolutions.apply(self.settings.state_dir, self.store)
+            applied = apply_resolutions(self.settings.state_dir, self.store)
             if pub.changes is not None:
                 self._publish(pub)
             if pub.changes is not None or applied or not (self.published / "status.json").exists():

@@ -27,10 +27,7 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from clearline import config
-from clearline.ledger import metrics
-from clearline.ledger.model import Outcome
-from clearline.ledger.outcome import to_outcomes
-from clearline.ledger.settings import LedgerSettings
+from clearline.ledger import LedgerSettings, Outcome, metrics, to_outcomes
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.ledger_sink import LedgerWriter
 from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic

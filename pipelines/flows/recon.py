@@ -36,9 +36,7 @@ from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
 from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
-from clearline.recon.arrivals import from_events, from_settlements
-from clearline.recon.matching.rules import Tolerances
-from clearline.recon.streaming import builder
+from clearline.recon import Tolerances, builder, from_events, from_settlements
 from clearline.signing import TenantKeys
 
 
@@ -108,7 +106,7 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
 
 def _intake(settings: ReconFlowSettings):
     from clearline.pipelines.connectors.produce import producer
-    from clearline.recon.intake.ingest import Intake, IntakeSettings
+    from clearline.recon import Intake, IntakeSettings
 
     intake = IntakeSettings.from_config(config.load("recon"), settings.state_dir)
     intake = dataclasses.replace(intake, topic=settings.settlements_topic)
@@ -124,7 +122,7 @@ def run(
     the topic before the flow reads it, as the events are); then, unless `once`, a thread
     watches the inbox until the flow is stopped. SIGTERM and SIGINT end every input partition at its next
     poll: the matcher reconciles once more, the sink publishes, the store closes."""
-    from clearline.recon.intake.watch import watch
+    from clearline.recon import watch
 
     gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
     flow_dir = settings.state_dir / "flow"

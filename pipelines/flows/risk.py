@@ -11,7 +11,7 @@
              to the offline history every 30 s, one push per entity each time
       → answers gathered for up to 100 ms (clearline.pipelines.connectors.gather), then map decide: all of
              them through `clearline.models.decision.decide_many` — champion score, challenger
-             shadow, policy (inputs: clearline.models.request_features)
+             shadow, policy (inputs: clearline.models.request_inputs)
       → sink DecisionSink: journal (exactly once), decision log, payments.decisions
       → sink LateSink: the late-event log
 
@@ -41,17 +41,9 @@ from confluent_kafka import Message
 from clearline import config
 from clearline.admission import admit
 from clearline.events import Event
+from clearline.features import Answer, FeastWriter, FeatureRow, Spec, advance_steps, push_steps, spec_from_config
 from clearline.features import store as feast
-from clearline.features.definitions import Spec, spec_from_config
-from clearline.features.event_time import FeatureRow
-from clearline.features.feast_sink import push_steps
-from clearline.features.feast_writer import FeastWriter
-from clearline.features.stream_state import Answer
-from clearline.features.streaming import advance_steps
-from clearline.models.decision import Decision, UnderwritingRequest, decide_many
-from clearline.models.policy import Policy
-from clearline.models.request_features import request_features
-from clearline.models.scorer import Scorer
+from clearline.models import Decision, Policy, Scorer, UnderwritingRequest, decide_many, request_features
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
 from clearline.pipelines.connectors.gather import gathered
 from clearline.pipelines.connectors.kafka_source import STOP
@@ -165,8 +157,7 @@ def _push_to_feast(rows: Stream[list[FeatureRow]], settings: RiskSettings, spec:
 
 
 def load_models() -> Models:
-    from clearline.models.fast_scoring import ArrayScorer
-    from clearline.models.registry import Registry, RegistrySettings
+    from clearline.models import ArrayScorer, Registry, RegistrySettings
 
     registry = Registry(RegistrySettings.from_config(config.load("models"), config.home()))
     threads = int(config.load("models").get("threads", 1))

@@ -68,7 +68,7 @@ from typing import Any
 import polars as pl
 
 from clearline.currency import minor_to_decimal
-from clearline.recon.intake import adyen, checkoutcom, stripe
+from clearline.recon import ADYEN_COLUMNS, CHECKOUTCOM_COLUMNS, STRIPE_COLUMNS
 
 Row = dict[str, Any]
 
@@ -80,9 +80,9 @@ FEE_PARTS = ("commission_minor", "markup_minor", "scheme_fee_minor", "interchang
 
 # Each layout's columns are defined once, by the intake parser that reads it; the writer
 # produces exactly what intake expects to read.
-ADYEN_COLUMNS = adyen.COLUMNS
-STRIPE_COLUMNS = stripe.COLUMNS
-CHECKOUT_COLUMNS = checkoutcom.COLUMNS
+ADYEN_COLUMNS = ADYEN_COLUMNS
+STRIPE_COLUMNS = STRIPE_COLUMNS
+CHECKOUT_COLUMNS = CHECKOUTCOM_COLUMNS
 
 _ADYEN_TYPE = {
     "charge": "Settled",

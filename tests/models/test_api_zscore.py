@@ -188,8 +188,8 @@ def test_the_api_decides_a_twin_order_as_the_stream_does_from_the_state_the_stre
     from clearline.models.api_store import DecisionStore
     from clearline.models.decision import UnderwritingRequest, decide
     from clearline.models.policy import Policy
-    from clearline.models.request_features import has_history
-    from clearline.models.request_features import request_features as stream_features
+    from clearline.models.request_inputs import has_history
+    from clearline.models.request_inputs import request_features as stream_features
 
     world, _ = small_world
     arrived = [events.decode(raw) for raw in (world / "events" / "events.jsonl").read_bytes().splitlines()[:8000]]

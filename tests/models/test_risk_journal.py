@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from clearline.features.definitions import DEFAULT_SPEC, BuyerState, Fact, apply_buyer, buyer_feature_names, read_buyer
 from clearline.models.decision_journal import Journal, read_log
-from clearline.models.request_features import request_features
+from clearline.models.request_inputs import request_features
 
 SCHEMA = {"key": pl.String(), "value": pl.Int64()}
 

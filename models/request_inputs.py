@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from clearline.features.definitions import ORDER_COLUMNS, BuyerState, Spec, buyer_feature_names, read_buyer
+from clearline.features import ORDER_COLUMNS, BuyerState, Spec, buyer_feature_names, read_buyer
 
 
 def has_history(row: Mapping[str, Any], spec: Spec) -> bool:
