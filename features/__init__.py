@@ -22,6 +22,7 @@ __getattr__, __all__ = surface(
     __name__,
     {
         "store": "store:",
+        "batch": "batch:",
         "MODEL_FEATURES": "batch",
         "feature_history": "batch",
         "order_features": "batch",

@@ -23,8 +23,10 @@ __getattr__, __all__ = surface(
     {
         # modules read as a whole
         "access": "access:",
+        "accounts": "accounts:",
         "archive": "archive:",
         "chain": "chain:",
+        "invariants": "invariants:",
         "metrics": "metrics:",
         # names
         "LedgerSettings": "settings",

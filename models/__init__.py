@@ -22,6 +22,8 @@ __getattr__, __all__ = surface(
     __name__,
     {
         "labels": "labels:",
+        "pit": "pit:",
+        "training_set": "training_set:",
         "DecisionRequest": "api",
         "DecisionService": "api",
         "create_app": "api",

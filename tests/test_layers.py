@@ -78,7 +78,9 @@ def test_the_ground_contract_names_every_ground_module():
     ground = {name for name, path in _module_files().items() if path.parent == REPO_ROOT / "clearline"}
     ground -= {"clearline"}
     contract = next(
-        c for c in PYPROJECT["tool"]["importlinter"]["contracts"] if c.get("source_modules", [""])[0].startswith("clearline.a")
+        c
+        for c in PYPROJECT["tool"]["importlinter"]["contracts"]
+        if c.get("source_modules", [""])[0].startswith("clearline.a")
     )
     assert set(contract["source_modules"]) == ground, "a ground module escapes the contract (pyproject.toml)"
 
@@ -86,16 +88,16 @@ def test_the_ground_contract_names_every_ground_module():
 def test_every_package_folder_is_in_the_distribution():
     listed = {_folder_of(p).resolve() for p in PYPROJECT["tool"]["setuptools"]["packages"]}
     on_disk = {
-        init.parent.resolve()
-        for top in set(PACKAGE_DIR.values())
-        for init in (REPO_ROOT / top).rglob("__init__.py")
+        init.parent.resolve() for top in set(PACKAGE_DIR.values()) for init in (REPO_ROOT / top).rglob("__init__.py")
     }
     assert on_disk == listed, f"folders not packaged: {sorted(map(str, on_disk - listed))}"
 
 
 def _sources() -> list[tuple[str, str, ast.AST]]:
     """(module name, file, syntax tree) of the package, the benchmarks and the notebooks."""
-    out = [(name, str(path.relative_to(REPO_ROOT)), ast.parse(path.read_text())) for name, path in _module_files().items()]
+    out = [
+        (name, str(path.relative_to(REPO_ROOT)), ast.parse(path.read_text())) for name, path in _module_files().items()
+    ]
     for path in sorted((REPO_ROOT / "bench").glob("*.py")):
         out.append((f"bench.{path.stem}", str(path.relative_to(REPO_ROOT)), ast.parse(path.read_text())))
     for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
@@ -124,12 +126,14 @@ def test_areas_are_used_only_through_their_public_surface():
     """From outside an area, only `clearline.<area>` and the modules its `__all__` names."""
     wrong = []
     for name, file, tree in _sources():
-        for line, module, _ in _imports(tree):
+        for line, module, names in _imports(tree):
             area = _area_of(module)
-            if area is None or area == _area_of(name) or module == area:
+            if area is None or area == _area_of(name):
                 continue
             public = importlib.import_module(area).__all__
-            if module.removeprefix(area + ".") not in public:
+            if module == area:
+                wrong += [f"{file}:{line} imports {area}.{n}" for n in names if n not in public]
+            elif module.removeprefix(area + ".") not in public:
                 wrong.append(f"{file}:{line} imports {module}")
     assert not wrong, "reaches into an area's internals:\n" + "\n".join(wrong)
 
