@@ -3,7 +3,7 @@ snapshots other processes read.
 
 Per publication (one worker: the matcher's state is one key), in this order:
 
-1. queued resolutions are applied to the store (`recon_resolutions`);
+1. queued resolutions are applied to the store (`clearline.recon.variances.resolutions`);
 2. new and changed variances the store does not already hold with the same facts are
    produced (key = merchant, else processor, else "platform"; idempotent producer) and
    flushed; withdrawn ones the store still has open are produced as withdrawals;

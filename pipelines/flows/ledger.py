@@ -16,21 +16,15 @@ duplicate, never a second posting.
 
 from __future__ import annotations
 
-import gc
-import signal
-from datetime import timedelta
-
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.recovery import RecoveryConfig
-from bytewax.run import cli_main
 
 from clearline import config
 from clearline.ledger import LedgerSettings, Outcome, metrics, to_outcomes
-from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
+from clearline.pipelines.connectors.kafka_source import PartitionSource
 from clearline.pipelines.connectors.ledger_sink import LedgerWriter
-from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.pipelines.flows.runner import Recovery, execute, prepare
 from clearline.signing import TenantKeys
 
 
@@ -59,23 +53,7 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
     SIGTERM (and SIGINT) end every input partition at its next poll, so the flow drains
     like a --once run: the last batch is committed, the snapshot published, the store
     closed. Whatever was read but not committed is read again on resume."""
-    cfg = config.load("ledger")["recovery"]
-    # The flow makes millions of short-lived records that reference counting frees (they
-    # hold no cycles); at the default thresholds (700 allocations) the cyclic collector
-    # walks every live object of the batch in hand over and over: ~40 % of admission.
-    gc.set_threshold(100_000, 50, 1000)
-    claim_shape(settings.state_dir, len(addresses) if addresses else 1)
-    recovery = recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
-    require_topic(settings.bootstrap, settings.topic)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: STOP.set())
+    recovery = Recovery.from_config(config.load("ledger")["recovery"])
+    folder = prepare(settings.state_dir, recovery, settings.bootstrap, [settings.topic], process_id, addresses)
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
-    cli_main(
-        build_flow(settings),
-        workers_per_process=1,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
-        recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
-    )
-    return STOP.is_set()
+    return execute(build_flow(settings), folder, recovery, process_id, addresses)

@@ -1,11 +1,11 @@
 """The reconciliation dataflow: payments.events ⋈ payments.settlements → variances.
 
     PartitionSource payments.events (offsets in Bytewax recovery; one item per poll batch)
-      → map admit: the ledger's admission and posting (`recon_inputs.from_events`); the
+      → map admit: the ledger's admission and posting (`clearline.recon.arrivals.from_events`); the
              refused are counted, the ledger dead-letters them
     PartitionSource payments.settlements (the lines intake validated and published)
-      → map lines: back into `clearline.recon.lines` rows (`recon_inputs.from_settlements`)
-      → merge → one key → stateful match (`recon_state.Matcher` around
+      → map lines: back into `clearline.recon.lines` rows (`clearline.recon.arrivals.from_settlements`)
+      → merge → one key → stateful match (`clearline.recon.streaming.Matcher` around
              `clearline.recon.matching.continuous`): held inputs, global event-time watermark,
              reconciled every advance_interval_s while something changed and at the end
       → sink VarianceWriter: payments.variances, the variance store, Parquet snapshots
@@ -20,8 +20,6 @@ same frames, so both give the same variances.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import signal
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,13 +27,11 @@ from pathlib import Path
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.recovery import RecoveryConfig
-from bytewax.run import cli_main
 
 from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
-from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.pipelines.flows.runner import Recovery, execute, prepare
 from clearline.recon import Tolerances, builder, from_events, from_settlements
 from clearline.signing import TenantKeys
 
@@ -56,7 +52,7 @@ class ReconFlowSettings:
     inbox: Path | None
     batch_size: int
     advance_interval_s: float
-    recovery: dict
+    recovery: Recovery
     once: bool = False
 
     @classmethod
@@ -77,9 +73,7 @@ class ReconFlowSettings:
                 inbox=inbox or (config.state_path(flow["inbox"]) if flow.get("inbox") else None),
                 batch_size=int(flow["batch_size"]),
                 advance_interval_s=float(flow["advance_interval_s"]),
-                recovery={
-                    k: float(flow["recovery"][k]) for k in ("partitions", "snapshot_interval_s", "backup_interval_s")
-                },
+                recovery=Recovery.from_config(flow["recovery"]),
                 once=once,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -124,14 +118,8 @@ def run(
     poll: the matcher reconciles once more, the sink publishes, the store closes."""
     from clearline.recon import watch
 
-    gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
-    flow_dir = settings.state_dir / "flow"
-    claim_shape(flow_dir, len(addresses) if addresses else 1)
-    recovery = recovery_dir(flow_dir, int(settings.recovery["partitions"]), first=not process_id)
-    for topic in (settings.events_topic, settings.settlements_topic, settings.variances_topic):
-        require_topic(settings.bootstrap, topic)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: STOP.set())
+    topics = (settings.events_topic, settings.settlements_topic, settings.variances_topic)
+    folder = prepare(settings.state_dir / "flow", settings.recovery, settings.bootstrap, topics, process_id, addresses)
     outcomes: list = []
     watcher = None
     if settings.inbox is not None and not process_id:  # one process of a cluster watches the inbox
@@ -146,15 +134,7 @@ def run(
                 daemon=True,
             )
             watcher.start()
-    cli_main(
-        build_flow(settings, tol),
-        workers_per_process=1,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=settings.recovery["snapshot_interval_s"]),
-        recovery_config=RecoveryConfig(recovery, timedelta(seconds=settings.recovery["backup_interval_s"])),
-    )
-    signalled = STOP.is_set()
+    signalled = execute(build_flow(settings, tol), folder, settings.recovery, process_id, addresses)
     STOP.set()  # the inbox watcher stops with the flow
     if watcher is not None:
         watcher.join()

@@ -25,8 +25,6 @@ journal (clearline.models.decision_journal), not from Kafka.
 
 from __future__ import annotations
 
-import gc
-import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,8 +32,6 @@ from pathlib import Path
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.recovery import RecoveryConfig
-from bytewax.run import cli_main
 from confluent_kafka import Message
 
 from clearline import config
@@ -46,9 +42,8 @@ from clearline.features import store as feast
 from clearline.models import Decision, Policy, Scorer, UnderwritingRequest, decide_many, request_features
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
 from clearline.pipelines.connectors.gather import gathered
-from clearline.pipelines.connectors.kafka_source import STOP
 from clearline.pipelines.connectors.merged_source import MergedSource
-from clearline.pipelines.flows.runner import claim_shape, recovery_dir, require_topic
+from clearline.pipelines.flows.runner import Recovery, execute, prepare
 from clearline.signing import TenantKeys
 
 
@@ -180,12 +175,9 @@ def run(
     SIGTERM (and SIGINT) end every input partition at its next poll, so the flow drains
     like a --once run. Whatever was read but not snapshotted is read again on resume,
     and the journal drops the decisions it already has."""
-    cfg = config.load("risk")["recovery"]
-    gc.set_threshold(100_000, 50, 1000)  # short-lived records without cycles (see the ledger flow)
-    claim_shape(settings.state_dir, len(addresses) if addresses else 1)
-    recovery = recovery_dir(settings.state_dir, int(cfg["partitions"]), first=not process_id)
-    require_topic(settings.bootstrap, settings.topic)
-    require_topic(settings.bootstrap, settings.decisions_topic)
+    recovery = Recovery.from_config(config.load("risk")["recovery"])
+    topics = (settings.topic, settings.decisions_topic)
+    folder = prepare(settings.state_dir, recovery, settings.bootstrap, topics, process_id, addresses)
     spec = spec_from_config(config.load("features"))
     if not settings.feast.yaml_path.exists():
         feast.apply(settings.feast, spec)
@@ -195,17 +187,8 @@ def run(
             FeastWriter.start(settings.feast, online=False)
     models = models or load_models()
     counts = RunCounts()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: STOP.set())
     flow = build_flow(settings, models, spec, counts)
     start = time.monotonic()
-    cli_main(
-        flow,
-        workers_per_process=1,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=float(cfg["snapshot_interval_s"])),
-        recovery_config=RecoveryConfig(recovery, timedelta(seconds=float(cfg["backup_interval_s"]))),
-    )
+    stopped = execute(flow, folder, recovery, process_id, addresses)
     counts.seconds = time.monotonic() - start
-    return STOP.is_set(), counts
+    return stopped, counts
