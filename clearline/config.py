@@ -82,6 +82,25 @@ def _sections(node: Any, file: Path, path: str = "") -> Any:
     return node
 
 
+_KINDS = {int: "a whole number", float: "a number", str: "a single value", bool: "true or false"}
+
+
+def typed(section: dict[str, Any], key: str, kind: type) -> Any:
+    """`section[key]` as `kind` (int, float, str or bool). A missing key, or a value of
+    another kind (a word where a number belongs, 2.5 where a count belongs), is one
+    ConfigError naming the file and the key."""
+    value = section[key]  # a Section names the file and the key when it is missing
+    ok = (
+        isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is str and value is not None and not isinstance(value, (dict, list, bool)))
+    )
+    if not ok:
+        where = f"{section.file}: {section.path}{key}" if isinstance(section, Section) else key
+        raise ConfigError(f"{where}: {value!r} is not {_KINDS[kind]}")
+    return kind(value)
+
+
 @lru_cache(maxsize=None)
 def _load(path: Path) -> dict[str, Any]:
     try:

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from clearline import config
 from clearline.models.scorer import ModelRef, Scorer  # noqa: E402
 from clearline.models.train import TrainedModel, frame  # noqa: E402
 from clearline.models.training_set import TrainingSet  # noqa: E402
@@ -61,7 +62,7 @@ class RegistrySettings:
             db = _sqlite_file(env)
             return cls(env, None if db is None else (db.parent / "artifacts").resolve().as_uri(), experiment)
         try:
-            uri, local = str(section["tracking_uri"]), Path(section["artifact_root"])
+            uri, local = config.typed(section, "tracking_uri", str), Path(section["artifact_root"])
         except KeyError as exc:
             raise RegistryError(f"configs/models.yaml: mlflow.{exc.args[0]} is missing") from None
         db = _sqlite_file(uri)

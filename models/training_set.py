@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from clearline import config
 from clearline.models.labels import matured
 
 # Request fields the models use beside the feature store's features: the order itself.
@@ -61,9 +62,9 @@ def build(
     section of `configs/models.yaml` (evaluation_share, min_orders, min_defaults)."""
     try:
         share, min_orders, min_defaults = (
-            float(cfg["evaluation_share"]),
-            int(cfg["min_orders"]),
-            int(cfg["min_defaults"]),
+            config.typed(cfg, "evaluation_share", float),
+            config.typed(cfg, "min_orders", int),
+            config.typed(cfg, "min_defaults", int),
         )
     except KeyError as exc:
         raise TrainingSetError(f"configs/models.yaml: training_set.{exc.args[0]} is missing") from None

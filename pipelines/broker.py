@@ -227,7 +227,7 @@ def ensure_topics(bootstrap: str) -> list[str]:
             name,
             num_partitions=spec["partitions"],
             replication_factor=spec["replication_factor"],
-            config={"retention.ms": str(spec["retention_ms"])},
+            config={"retention.ms": config.typed(spec, "retention_ms", str)},
         )
         for name, spec in wanted.items()
         if name not in existing

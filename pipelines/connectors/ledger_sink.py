@@ -69,7 +69,7 @@ def opening_balances() -> list[Posted]:
             "ledger.opening",
             PLATFORM,
             opened,
-            capital(Money(int(spec["opening_balance_minor"]), ccy)),
+            capital(Money(config.typed(spec, "opening_balance_minor", int), ccy)),
         )
         for i, (ccy, spec) in enumerate(sorted(platform["bank_accounts"].items()))
     ]

@@ -66,13 +66,13 @@ class ReconFlowSettings:
         try:
             settings = cls(
                 bootstrap=config.bootstrap_servers(),
-                events_topic=str(flow["events_topic"]),
-                settlements_topic=str(intake["topic"]),
-                variances_topic=str(flow["variances_topic"]),
+                events_topic=config.typed(flow, "events_topic", str),
+                settlements_topic=config.typed(intake, "topic", str),
+                variances_topic=config.typed(flow, "variances_topic", str),
                 state_dir=Path(state_dir) if state_dir else config.state_path(intake["state_dir"]),
                 inbox=inbox or (config.state_path(flow["inbox"]) if flow.get("inbox") else None),
-                batch_size=int(flow["batch_size"]),
-                advance_interval_s=float(flow["advance_interval_s"]),
+                batch_size=config.typed(flow, "batch_size", int),
+                advance_interval_s=config.typed(flow, "advance_interval_s", float),
                 recovery=Recovery.from_config(flow["recovery"]),
                 once=once,
             )

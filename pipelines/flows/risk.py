@@ -73,12 +73,12 @@ class RiskSettings:
             topic=topic or cfg["topic"],
             decisions_topic=cfg["decisions_topic"],
             state_dir=Path(state_dir) if state_dir else config.state_path(cfg["state_dir"]),
-            batch_size=int(cfg["batch_size"]),
+            batch_size=config.typed(cfg, "batch_size", int),
             feast=feast.settings_from_config(config.load("features"), config.home(), feast_dir),
             feast_offline=bool(cfg["feast"]["offline"]),
             online_push_ms=int(cfg["feast"]["online_push_ms"]),
             offline_push_s=float(cfg["feast"]["offline_push_s"]),
-            decide_every_ms=int(cfg["decide_every_ms"]),
+            decide_every_ms=config.typed(cfg, "decide_every_ms", int),
             once=once,
         )
 

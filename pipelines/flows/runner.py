@@ -23,6 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
+from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 
 
@@ -37,7 +38,9 @@ class Recovery:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> Recovery:
         return cls(
-            int(section["partitions"]), float(section["snapshot_interval_s"]), float(section["backup_interval_s"])
+            config.typed(section, "partitions", int),
+            config.typed(section, "snapshot_interval_s", float),
+            config.typed(section, "backup_interval_s", float),
         )
 
 

@@ -67,7 +67,7 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     cfg = config.load("world")
     tenants = [t for t in config.load("tenants")["tenants"] if t != events.PLATFORM]
     rate = cfg["discrepancy_rate"] if opts.discrepancy_rate is None else opts.discrepancy_rate
-    start = opts.start or date.fromisoformat(str(cfg["start_date"]))
+    start = opts.start or date.fromisoformat(config.typed(cfg, "start_date", str))
     start_us = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()) * SECOND
     end_us = start_us + opts.days * DAY
     end_day = start + timedelta(days=opts.days)

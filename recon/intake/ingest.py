@@ -52,10 +52,10 @@ class IntakeSettings:
         try:
             return cls(
                 Path(state_dir) if state_dir else config.state_path(section["state_dir"]),
-                str(section["topic"]),
-                float(section["poll_seconds"]),
-                float(section["settle_seconds"]),
-                float(section["delivery_timeout_seconds"]),
+                config.typed(section, "topic", str),
+                config.typed(section, "poll_seconds", float),
+                config.typed(section, "settle_seconds", float),
+                config.typed(section, "delivery_timeout_seconds", float),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntakeConfigError(f"configs/recon.yaml intake: {exc!r} is missing or not a number") from None

@@ -133,11 +133,15 @@ def test_the_installed_command_line_works_from_a_folder_of_its_own(installed, ka
     openings = len(yaml.safe_load((work / "cfg" / "platform.yaml").read_text())["bank_accounts"])
     assert check["ok"] and check["consumed"] == produced["delivered"] + openings == check["posted"], check
 
-    # A configuration that lost a key is one `error:` line naming the file and the key.
+    # A configuration that lost a key, or holds a word where a number belongs, is one
+    # `error:` line naming the file and the key.
     ledger_yaml = work / "cfg" / "ledger.yaml"
-    ledger_yaml.write_text(
-        "\n".join(line for line in ledger_yaml.read_text().splitlines() if not line.startswith("state_dir"))
-    )
+    original = ledger_yaml.read_text()
+    ledger_yaml.write_text("\n".join(line for line in original.splitlines() if not line.startswith("state_dir")))
     broken = clearline("ledger", "run", "--once", ok=False)
     assert broken.returncode == 2, broken.stderr
     assert broken.stderr.strip().splitlines() == [f"error: {ledger_yaml}: missing key state_dir"], broken.stderr
+    ledger_yaml.write_text(original.replace("batch_size:", "batch_size: lots #", 1))
+    broken = clearline("ledger", "run", "--once", ok=False)
+    assert broken.returncode == 2, broken.stderr
+    assert broken.stderr.strip().splitlines() == [f"error: {ledger_yaml}: batch_size: 'lots' is not a whole number"]
