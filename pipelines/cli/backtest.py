@@ -17,7 +17,7 @@ from rich.table import Table
 
 from clearline import config
 from clearline.pipelines.cli.model_sources import events_source, instant, open_registry, source_options, world_truth
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, json_option, kv_table, out, user_errors
 
 user_errors(
     "clearline.models.backtest:BacktestError",
@@ -88,7 +88,7 @@ def _load(registry, name: str, alias: str, threads: int):
     required=True,
     help="Folder for backtest.html and the CSV tables.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the backtest summary as JSON.")
+@json_option
 @friendly
 def backtest(model_spec, challenger_spec, start, end, world, state_dir, out_dir, as_json):
     """Backtest NAME@ALIAS (and a challenger) on the orders on terms decided from --from

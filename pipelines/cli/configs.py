@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from clearline import config
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, json_option, kv_table, user_errors
 
 user_errors("clearline.pipelines.cli.configs:InitTargetNotEmpty")
 
@@ -20,7 +20,7 @@ class InitTargetNotEmpty(Exception):
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@json_option
 @friendly
 def init(directory: Path, as_json: bool) -> None:
     """Write a copy of the default configuration into DIRECTORY. Point CLEARLINE_CONFIG_DIR

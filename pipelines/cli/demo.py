@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, json_option, kv_table, user_errors
 
 user_errors("clearline.pipelines.demo:DemoStepFailed")
 
@@ -31,7 +31,7 @@ user_errors("clearline.pipelines.demo:DemoStepFailed")
 )
 @click.option("--merchants", type=int, default=10, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option
 @friendly
 def demo(out_dir, days, merchants, seed, as_json):
     """The main job end to end: generate a world, start Kafka, publish it, run the ledger,

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, json_option, kv_table, progress_bar, user_errors
 
 user_errors(
     "clearline.features.store:FeatureStoreError",
@@ -61,7 +60,7 @@ def features() -> None:
 @features.command()
 @feast_dir_option
 @_online
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @friendly
 def apply(feast_dir, online_store, as_json):
     """Write feature_store.yaml into the data folder and apply the buyer and merchant
@@ -84,7 +83,7 @@ def apply(feast_dir, online_store, as_json):
 @feast_dir_option
 @_online
 @click.option("--online-only", is_flag=True, help="Push to the online store only (no offline history).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @friendly
 def push(events_path, feast_dir, online_store, online_only, as_json):
     """Compute every underwriting request's features from the events (batch runtime) and
@@ -96,16 +95,7 @@ def push(events_path, feast_dir, online_store, online_only, as_json):
 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")  # Feast's offline writer
     spec = _spec()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json,
-        transient=True,
-    ) as bar:
+    with progress_bar(as_json) as bar:
         task = bar.add_task("reading events", total=4)
         events = batch.read_events(events_path)
         bar.update(task, advance=1, description="computing features")
@@ -145,7 +135,7 @@ def _for_people(values: dict) -> dict:
 @click.option("--merchant", "merchant_id", default=None, help="Merchant id, e.g. m_00001.")
 @feast_dir_option
 @_online
-@click.option("--json", "as_json", is_flag=True, help="Print the features as JSON.")
+@json_option
 @friendly
 def get(buyer_id, merchant_id, feast_dir, online_store, as_json):
     """Show a buyer's and/or a merchant's latest online features."""

@@ -20,10 +20,19 @@ from collections import Counter
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
+from clearline.pipelines.cli.options import (
+    console,
+    emit,
+    friendly,
+    json_option,
+    kv_table,
+    out,
+    progress_bar,
+    recon_state_option,
+    user_errors,
+)
 
 user_errors("clearline.pipelines.cli.intake:IngestInputError", "clearline.recon.intake.ingest:IntakeConfigError")
 
@@ -102,14 +111,9 @@ def _show(report: dict, as_json: bool, outcomes) -> None:
     help="Watch this inbox folder: ingest files as they arrive, move them to processed/ or the quarantine.",
 )
 @click.option("--once", is_flag=True, help="With --watch: process what is in the inbox now, then exit.")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Recon state folder [default: intake.state_dir in configs/recon.yaml].",
-)
+@recon_state_option
 @click.option("--no-publish", is_flag=True, help="Do not publish to Kafka (lines still go to the Parquet store).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 @friendly
 def ingest(paths, inbox, once, state_dir, no_publish, as_json):
     """Ingest processor settlement reports and bank statements (BAI2, camt.053, MT940)."""
@@ -130,16 +134,7 @@ def ingest(paths, inbox, once, state_dir, no_publish, as_json):
 
 
 def _ingest_files(intake, files: list[Path], quiet: bool):
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("reading, validating, publishing", total=len(files))
         return intake.ingest(files, on_done=lambda outcome: bar.advance(task))
 

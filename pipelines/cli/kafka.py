@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import console, emit, friendly, json_option, kv_table, user_errors
 
 user_errors("clearline.pipelines.broker:BrokerError")
 
@@ -23,7 +23,7 @@ def _status_table(status: dict) -> Table:
 
 
 @kafka.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the broker status as JSON.")
+@json_option
 @friendly
 def up(as_json):
     """Install (once), start the broker and create the topics. Harmless if already up."""
@@ -35,7 +35,7 @@ def up(as_json):
 
 
 @kafka.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @friendly
 def down(as_json):
     """Stop the broker this machine started. Harmless if it is not running."""
@@ -46,7 +46,7 @@ def down(as_json):
 
 
 @kafka.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the broker status as JSON.")
+@json_option
 @friendly
 def status(as_json):
     """Whether the broker answers, and its topics."""

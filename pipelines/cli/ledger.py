@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import click
 
-from clearline.pipelines.cli.options import console, emit, frame_table, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import (
+    cluster_options,
+    console,
+    emit,
+    frame_table,
+    friendly,
+    json_option,
+    kv_table,
+    ledger_state_dir,
+    ledger_state_option,
+    user_errors,
+)
 
 user_errors(
     "clearline.ledger.access:LedgerNotFound",
     "clearline.ledger.metrics:MetricsPortBusy",
     "clearline.pipelines.flows.runner:FlowStateError",
 )
-
-
-_state_dir = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Ledger state folder [default: state_dir in configs/ledger.yaml].",
-)
-
-
-def _ledger_dir(state_dir: Path | None) -> Path:
-    from clearline.ledger.settings import LedgerSettings
-
-    return LedgerSettings.from_config(state_dir).state_dir
 
 
 @click.group()
@@ -46,9 +42,8 @@ def ledger() -> None:
     default=None,
     help="Prometheus /metrics port, 0 for none [default: configs/ledger.yaml]; process i of a cluster adds i.",
 )
-@_state_dir
-@click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster.")
-@click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
+@ledger_state_option
+@cluster_options
 @friendly
 def ledger_run(once, topic, deadletter_topic, metrics_port, state_dir, process_id, addresses):
     """Consume payments.events into the ledger (Bytewax, recovery on). SIGTERM stops it
@@ -79,14 +74,14 @@ def _as_of(value: str | None):
 @click.option("--as-of", default=None, help="Balances at this time (ISO 8601, UTC) [default: now].")
 @click.option("--account", default=None, help="Only accounts whose key starts with this.")
 @click.option("--tenant", default=None, help="Only this tenant's accounts.")
-@_state_dir
-@click.option("--json", "as_json", is_flag=True)
+@ledger_state_option
+@json_option
 @friendly
 def balances(as_of, account, tenant, state_dir, as_json):
     """Balances per account and currency (debit positive), from the latest snapshot."""
     from clearline.ledger.access import snapshot
 
-    frame = snapshot(_ledger_dir(state_dir)).balances(_as_of(as_of), account, tenant)
+    frame = snapshot(ledger_state_dir(state_dir)).balances(_as_of(as_of), account, tenant)
     emit(as_json, {"balances": frame.to_dicts()}, frame_table("balances", frame))
 
 
@@ -94,21 +89,21 @@ def balances(as_of, account, tenant, state_dir, as_json):
 @click.argument("account")
 @click.option("--from", "from_", default=None, help="From this time (ISO 8601).")
 @click.option("--to", default=None, help="Up to this time (ISO 8601).")
-@_state_dir
-@click.option("--json", "as_json", is_flag=True)
+@ledger_state_option
+@json_option
 @friendly
 def statement(account, from_, to, state_dir, as_json):
     """Every posting to ACCOUNT with its running balance."""
     from clearline.ledger.access import snapshot
 
-    frame = snapshot(_ledger_dir(state_dir)).statement(account, _as_of(from_), _as_of(to))
+    frame = snapshot(ledger_state_dir(state_dir)).statement(account, _as_of(from_), _as_of(to))
     shown = frame.select("occurred_at", "event_id", "event_type", "debit", "credit", "balance", "currency")
     emit(as_json, {"account": account, "postings": frame.to_dicts()}, frame_table(f"statement of {account}", shown))
 
 
 @ledger.command()
-@_state_dir
-@click.option("--json", "as_json", is_flag=True)
+@ledger_state_option
+@json_option
 @friendly
 def check(state_dir, as_json):
     """Invariants: debits = credits per currency, account floors, and offset accounting
@@ -116,7 +111,7 @@ def check(state_dir, as_json):
     from clearline.ledger import accounts, invariants
     from clearline.ledger.access import snapshot
 
-    snap = snapshot(_ledger_dir(state_dir))
+    snap = snapshot(ledger_state_dir(state_dir))
     violations = invariants.check(snap, floor_of=accounts.floor_of, normal_side=accounts.normal_side)
     totals = snap.stats()["totals"]
     report = {"ok": not violations, "violations": [str(v) for v in violations], **totals}
@@ -132,15 +127,15 @@ def check(state_dir, as_json):
 
 
 @ledger.command()
-@_state_dir
-@click.option("--json", "as_json", is_flag=True)
+@ledger_state_option
+@json_option
 @friendly
 def verify(state_dir, as_json):
     """Recompute the hash chain of every posting; name the first bad link. Exits 1 if any."""
     from clearline.ledger import chain
     from clearline.ledger.access import snapshot, stores_if_free
 
-    root = _ledger_dir(state_dir)
+    root = ledger_state_dir(state_dir)
     with stores_if_free(root) as stores:
         sources = stores if stores is not None else [snapshot(root)]
         results = [chain.verify(s) for s in sources]
@@ -159,9 +154,9 @@ def verify(state_dir, as_json):
 
 
 @ledger.command()
-@_state_dir
+@ledger_state_option
 @click.option("--topic", default=None, help="Topic to replay [default: configs/ledger.yaml].")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @friendly
 def rebuild(state_dir, topic, as_json):
     """Replay the topic from offset 0 into a fresh store beside the current one and
@@ -171,7 +166,7 @@ def rebuild(state_dir, topic, as_json):
 
     from clearline.ledger.access import snapshot
 
-    root = _ledger_dir(state_dir)
+    root = ledger_state_dir(state_dir)
     before = snapshot(root).stats()
     fresh = root.with_name(root.name + ".rebuild")
     shutil.rmtree(fresh, ignore_errors=True)
@@ -182,8 +177,7 @@ def rebuild(state_dir, topic, as_json):
         "ledger",
         "run",
         "--once",
-        "--state-dir",
-        str(fresh),
+        f"--state-dir={fresh}",
         "--metrics-port",
         "0",
     ]

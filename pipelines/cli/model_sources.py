@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from clearline import config
-from clearline.pipelines.cli.options import user_errors
+from clearline.pipelines.cli.options import LEDGER_STATE, ledger_state_dir, state_dir_option, user_errors
 
 user_errors("clearline.pipelines.cli.model_sources:NoTrainingInput")
 
@@ -35,12 +35,7 @@ def open_registry():
 
 def source_options(fn):
     """--world and --state-dir: the two places a command's events can come from."""
-    fn = click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Without --world: the ledger state folder whose archive to read [default: configs/ledger.yaml].",
-    )(fn)
+    fn = state_dir_option("Without --world: the ledger state folder whose event archive to read", LEDGER_STATE)(fn)
     return click.option(
         "--world",
         type=click.Path(file_okay=False, path_type=Path),
@@ -60,9 +55,7 @@ def events_source(world: Path | None, state_dir: Path | None) -> Path:
                 "make one with `clearline generate --out DIR`"
             )
         return world
-    from clearline.ledger.settings import LedgerSettings
-
-    archive = LedgerSettings.from_config(state_dir).state_dir / "archive"
+    archive = ledger_state_dir(state_dir) / "archive"
     if not any(archive.glob("event_date=*/*.parquet")):
         raise NoTrainingInput(
             f"no event archive at {archive}: run the ledger flow first "

@@ -10,12 +10,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clearline import config
 from clearline.pipelines.cli.model_sources import events_source, instant, open_registry, source_options, world_truth
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, out, user_errors
+from clearline.pipelines.cli.options import (
+    console,
+    emit,
+    friendly,
+    json_option,
+    kv_table,
+    out,
+    progress_bar,
+    user_errors,
+)
 
 user_errors(
     "clearline.models.registry:RegistryError",
@@ -36,7 +44,7 @@ class OrderNotFound(Exception):
 @click.command()
 @source_options
 @click.option("--cutoff", default=None, help="Training cut-off, ISO 8601 UTC [default: the latest event].")
-@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@json_option
 @friendly
 def train(world, state_dir, cutoff, as_json):
     """Build the point-in-time training set (orders on terms whose outcome window has
@@ -57,16 +65,7 @@ def train(world, state_dir, cutoff, as_json):
         *(f"fitting {k}" for k in cfg.get("models", {})),
         *(f"logging {k} to MLflow" for k in cfg.get("models", {})),
     ]
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json,
-        transient=True,
-    ) as bar:
+    with progress_bar(as_json) as bar:
         task = bar.add_task("training", total=len(steps))
 
         def step(name: str) -> None:
@@ -147,7 +146,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@json_option
 @friendly
 def list_models(as_json):
     """Every registered version with its aliases and evaluation metrics."""
@@ -179,7 +178,7 @@ def list_models(as_json):
     required=True,
     help="The alias to give; it moves from whichever version held it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @friendly
 def promote(name, version, alias, as_json):
     """Give NAME VERSION the champion or challenger alias."""
@@ -198,7 +197,7 @@ def promote(name, version, alias, as_json):
 @models.command("decide")
 @click.argument("order_id")
 @source_options
-@click.option("--json", "as_json", is_flag=True, help="Print the decision record as JSON.")
+@json_option
 @friendly
 def decide_order(order_id, world, state_dir, as_json):
     """Decide ORDER_ID (an order on terms) as the risk flow would: its features as of its

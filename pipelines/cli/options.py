@@ -1,7 +1,8 @@
-"""What every `clearline` command shares: the consoles, the friendly-error wrapper, and
-tables for people beside --json for scripts.
+"""What every `clearline` command shares: the consoles, the friendly-error wrapper,
+tables for people beside --json for scripts, the options several commands take (--json,
+each store's --state-dir, a cluster's -i/-a) and the progress bar.
 
-Command modules (`pipelines/cli_*.py`) register the exceptions that mean "the user asked
+Command modules (`pipelines/cli/*.py`) register the exceptions that mean "the user asked
 for something that cannot be done" with `user_errors("module:Class", ...)`, so each area
 keeps its error types to itself and the wrapper still turns them into one `error:` line.
 Names, not classes: a raised exception's module is always imported already, so the
@@ -13,9 +14,11 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clearline.config import ConfigError
@@ -104,3 +107,86 @@ def frame_table(title: str, frame) -> Table:
             )
         )
     return table
+
+
+# Options several commands take, declared once so a name, a default or a help text cannot
+# drift between commands. click.option(...) builds a new Option each time it decorates.
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
+
+
+def cluster_options(fn):
+    """-i/--process-id and -a/--addresses: this process's place in a Bytewax cluster."""
+    fn = click.option(
+        "-a",
+        "--addresses",
+        multiple=True,
+        help="host:port of every process in the cluster, in order (repeat; with -i).",
+    )(fn)
+    return click.option(
+        "-i", "--process-id", type=int, default=None, help="This process's index in the cluster (with -a)."
+    )(fn)
+
+
+# Each store's folder when --state-dir is not given (None on the command line, resolved by
+# the functions below through the store's settings).
+_RELATIVE = "relative to CLEARLINE_HOME or the working directory"
+LEDGER_STATE = f"state_dir in configs/ledger.yaml, {_RELATIVE}"
+RECON_STATE = f"intake.state_dir in configs/recon.yaml, {_RELATIVE}"
+RISK_STATE = f"state_dir in configs/risk.yaml, {_RELATIVE}"
+
+
+def state_dir_option(what: str, default: str):
+    """--state-dir (dest state_dir, default None): `what` the folder is, and what the
+    command uses when it is not given."""
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"{what} [default: {default}].",
+    )
+
+
+ledger_state_option = state_dir_option("Ledger state folder", LEDGER_STATE)
+recon_state_option = state_dir_option(
+    "Recon state folder: intake's validated lines and the variance store", RECON_STATE
+)
+risk_state_option = state_dir_option("Risk state folder", RISK_STATE)
+
+
+def ledger_state_dir(state_dir: Path | None) -> Path:
+    """The ledger state folder: the one given, else state_dir in configs/ledger.yaml."""
+    from clearline.ledger.settings import LedgerSettings
+
+    return LedgerSettings.from_config(state_dir).state_dir
+
+
+def recon_state_dir(state_dir: Path | None) -> Path:
+    """The recon state folder (intake, the matcher, the variance store and its report):
+    the one given, else intake.state_dir in configs/recon.yaml."""
+    from clearline import config
+    from clearline.recon.intake.ingest import IntakeSettings
+
+    return IntakeSettings.from_config(config.load("recon"), state_dir).state_dir
+
+
+def risk_state_dir(state_dir: Path | None) -> Path:
+    """The risk state folder: the one given, else state_dir in configs/risk.yaml."""
+    from clearline import config
+
+    return Path(state_dir) if state_dir else config.state_path(config.load("risk")["state_dir"])
+
+
+def progress_bar(quiet: bool) -> Progress:
+    """The progress bar of every long step, on stderr and gone when done; shows nothing
+    when `quiet` (--json, whose stdout is the JSON document alone)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )

@@ -27,9 +27,23 @@ from datetime import date
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from clearline.pipelines.cli.options import console, emit, frame_table, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import (
+    RECON_STATE,
+    cluster_options,
+    console,
+    emit,
+    frame_table,
+    friendly,
+    json_option,
+    kv_table,
+    ledger_state_dir,
+    progress_bar,
+    recon_state_dir,
+    recon_state_option,
+    state_dir_option,
+    user_errors,
+)
 
 user_errors(
     "clearline.pipelines.cli.recon:ReconInputError",
@@ -41,8 +55,6 @@ user_errors(
     "clearline.pipelines.flows.runner:FlowStateError",
     "clearline.recon.intake.ingest:IntakeConfigError",
 )
-
-DEFAULT_STATE_DIR = Path("var/recon")
 
 
 class ReconInputError(ValueError):
@@ -76,16 +88,7 @@ def parse_all(files: list[Path], quiet: bool):
     from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
 
     settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("reading reports and statements", total=len(files))
         for path in files:
             try:
@@ -104,14 +107,13 @@ def parse_all(files: list[Path], quiet: bool):
 
 
 def _default_archive() -> Path:
-    from clearline import config
-
-    return Path(config.load("ledger")["state_dir"]) / "archive"
+    return ledger_state_dir(None) / "archive"
 
 
-def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet: bool = True):
+def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None, quiet: bool = True):
     """(reconcile.Inputs, latest event time): a generated world's events and files, or the
-    stored inputs — the ledger's event archive and intake's store of validated lines."""
+    stored inputs — the ledger's event archive and intake's store of validated lines in
+    `state_dir` (None: the recon state folder of configs/recon.yaml)."""
     import polars as pl
 
     from clearline.recon.matching import expectations
@@ -133,6 +135,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
             raise ReconInputError(
                 f"no ledger event archive at {archive}: run `clearline ledger run`, or give --archive DIR"
             )
+        state_dir = recon_state_dir(state_dir)
         if not (state_dir / "lines").is_dir():
             raise ReconInputError(f"no validated lines under {state_dir / 'lines'}: run `clearline ingest` first")
         scan = event_archive.scan(archive)
@@ -143,7 +146,12 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path, quiet
 
 
 def run_batch(
-    world: Path | None, archive: Path | None, state_dir: Path, start: date | None, end: date | None, quiet: bool = True
+    world: Path | None,
+    archive: Path | None,
+    state_dir: Path | None,
+    start: date | None,
+    end: date | None,
+    quiet: bool = True,
 ):
     from clearline.recon.matching.reconcile import input_watermark, reconcile, within
 
@@ -176,13 +184,13 @@ _world = click.option(
     default=None,
     help="A generated world's folder: its events, settlement reports and bank statements.",
 )
-_state = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    help="Recon state folder: intake's validated lines and the variance store.",
-)
+# `recon run`, `resolve` and `list` work in the folder given to them, else in the one given
+# to the group (`clearline recon --state-dir DIR list`), else in the configured one.
+_inherited_state = state_dir_option("Recon state folder", f"the one given to `clearline recon`, else {RECON_STATE}")
+
+
+def _state_dir(ctx: click.Context, state_dir: Path | None) -> Path:
+    return recon_state_dir(state_dir or ctx.parent.params["state_dir"])
 
 
 @click.group(invoke_without_command=True)
@@ -203,8 +211,8 @@ _state = click.option(
     default=None,
     help="The ledger's event archive [default: archive/ under state_dir in configs/ledger.yaml].",
 )
-@_state
-@click.option("--json", "as_json", is_flag=True, help="Print the summary and every variance as JSON.")
+@recon_state_option
+@json_option
 @click.pass_context
 @friendly
 def recon(ctx, start, end, world, archive, state_dir, as_json):
@@ -219,6 +227,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
+    state_dir = recon_state_dir(state_dir)
     result, variances = run_batch(world, archive, state_dir, start, end, quiet=as_json)
     try:
         store = VarianceStore(state_dir / "variances.duckdb")
@@ -269,14 +278,11 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     default=None,
     help="The generated world reconciled [default: the folder the truth file is in].",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Score the variances a run (the stream's or a batch's) stored in this recon state folder, "
-    "instead of reconciling the world again.",
+@state_dir_option(
+    "Score the variances a run (the stream's or a batch's) stored in this recon state folder",
+    "reconcile the world again and score that",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@json_option
 @friendly
 def score(truth, world, state_dir, as_json):
     """Precision and recall per variance category against a generated world's truth."""
@@ -302,7 +308,7 @@ def score(truth, world, state_dir, as_json):
             )
         as_of, pending = None, None  # the run that stored them decided their deadlines
     else:
-        result, variances = run_batch(world, None, DEFAULT_STATE_DIR, None, None, quiet=as_json)
+        result, variances = run_batch(world, None, None, None, None, quiet=as_json)
         as_of, pending = result.as_of, result.pending.height
     scores = score_of(truth_rows, variances)
     missed, extra = misses(truth_rows, variances)
@@ -348,21 +354,16 @@ def score(truth, world, state_dir, as_json):
     default=None,
     help="Inbox folder to watch for reports and statements [default: flow.inbox in configs/recon.yaml].",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Recon state folder [default: intake.state_dir in configs/recon.yaml].",
-)
+@_inherited_state
 @click.option("--events-topic", default=None, help="Events topic [default: flow.events_topic].")
 @click.option("--settlements-topic", default=None, help="Validated lines topic [default: intake.topic].")
 @click.option("--variances-topic", default=None, help="Variances topic [default: flow.variances_topic].")
-@click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster.")
-@click.option("-a", "--addresses", multiple=True, help="host:port of every process in the cluster, in order.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@cluster_options
+@json_option
+@click.pass_context
 @friendly
 def run_stream(
-    once, inbox, state_dir, events_topic, settlements_topic, variances_topic, process_id, addresses, as_json
+    ctx, once, inbox, state_dir, events_topic, settlements_topic, variances_topic, process_id, addresses, as_json
 ):
     """The streaming matcher: ledger events and intake's lines in, variances out to
     payments.variances and the variance store, as event time passes each deadline."""
@@ -371,7 +372,12 @@ def run_stream(
     from clearline.pipelines.flows.recon import ReconFlowSettings, run
 
     settings = ReconFlowSettings.from_config(
-        state_dir, inbox, once, events=events_topic, settlements=settlements_topic, variances=variances_topic
+        state_dir or ctx.parent.params["state_dir"],
+        inbox,
+        once,
+        events=events_topic,
+        settlements=settlements_topic,
+        variances=variances_topic,
     )
     outcome = run(settings, tolerances(), process_id=process_id, addresses=list(addresses) or None)
     status_file = settings.state_dir / "published" / "status.json"
@@ -387,7 +393,7 @@ def run_stream(
 
 
 def _store_path(ctx, state_dir: Path | None) -> Path:
-    return (state_dir or ctx.parent.params["state_dir"]) / "variances.duckdb"
+    return _state_dir(ctx, state_dir) / "variances.duckdb"
 
 
 def _open_store(ctx, state_dir: Path | None, work):
@@ -414,13 +420,8 @@ def _open_store(ctx, state_dir: Path | None, work):
 @click.argument("variance_id")
 @click.option("--note", required=True, help="What was found or done (required).")
 @click.option("--assign", "assignee", default=None, help="Assign to this person instead of resolving.")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Recon state folder [default: the one given to `clearline recon`, else var/recon].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the variance as JSON.")
+@_inherited_state
+@json_option
 @click.pass_context
 @friendly
 def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
@@ -455,13 +456,8 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     help="Only variances with this status.",
 )
 @click.option("--category", default=None, help="Only variances of this category.")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Recon state folder [default: the one given to `clearline recon`, else var/recon].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print every variance as JSON.")
+@_inherited_state
+@json_option
 @click.pass_context
 @friendly
 def list_(ctx, status, category, state_dir, as_json):

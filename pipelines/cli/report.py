@@ -1,6 +1,6 @@
 """`clearline report variances`: the variance report finance teams work from.
 
-    clearline report variances [--from D1] [--to D2] --out DIR [--state-dir var/recon]
+    clearline report variances [--from D1] [--to D2] --out DIR [--state-dir DIR]
 
 Reads the variance store the reconciliation run writes and leaves `variances.html`
 (totals, ageing, SLA tiers, trend, every variance with its evidence) beside CSV and XLSX
@@ -14,7 +14,15 @@ from pathlib import Path
 
 import click
 
-from clearline.pipelines.cli.options import emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import (
+    emit,
+    friendly,
+    json_option,
+    kv_table,
+    recon_state_dir,
+    recon_state_option,
+    user_errors,
+)
 
 user_errors("clearline.recon.report.summary:ReportConfigError", "clearline.pipelines.cli.report:NoVariances")
 
@@ -46,14 +54,8 @@ def report() -> None:
     required=True,
     help="Folder for variances.html and the CSV/XLSX exports.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("var/recon"),
-    show_default=True,
-    help="Recon state folder holding variances.duckdb.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print what was written and the totals as JSON.")
+@recon_state_option
+@json_option
 @friendly
 def variances(start, end, out_dir, state_dir, as_json):
     """Write the variance report (HTML) and exports of open variances (CSV, XLSX)."""
@@ -62,6 +64,7 @@ def variances(start, end, out_dir, state_dir, as_json):
     from clearline.recon.report.summary import ReportRules, build
     from clearline.recon.variances.store import read_variances
 
+    state_dir = recon_state_dir(state_dir)
     stored = read_variances(state_dir)  # the running flow's published snapshot while it holds the store
     if stored is None:
         raise NoVariances(f"no variance store at {state_dir / 'variances.duckdb'}: run `clearline recon` first")

@@ -6,14 +6,23 @@ Wiring only: the flow is `clearline.pipelines.flows.risk`, the log `clearline.mo
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from rich.table import Table
 
 from clearline.pipelines.cli.features import feast_dir_option
 from clearline.pipelines.cli.models import decision_table, money_text
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import (
+    cluster_options,
+    console,
+    emit,
+    friendly,
+    json_option,
+    kv_table,
+    risk_state_dir,
+    risk_state_option,
+    user_errors,
+)
 
 user_errors(
     "clearline.pipelines.flows.runner:FlowStateError",
@@ -30,14 +39,6 @@ class NoDecisionLog(Exception):
     """The state folder has no decision log (yet), or not the order asked for."""
 
 
-_STATE = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Risk state folder [default: state_dir in configs/risk.yaml].",
-)
-
-
 @click.group()
 def risk() -> None:
     """The streaming risk flow: features, Feast pushes and underwriting decisions."""
@@ -46,11 +47,10 @@ def risk() -> None:
 @risk.command("run")
 @click.option("--once", is_flag=True, help="Stop when every partition is caught up.")
 @click.option("--topic", default=None, help="Topic to consume [default: configs/risk.yaml].")
-@_STATE
+@risk_state_option
 @feast_dir_option
-@click.option("-i", "--process-id", type=int, default=None, help="This process's index in a cluster (with -a).")
-@click.option("-a", "--addresses", multiple=True, help="host:port of every cluster process, in order (repeat).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@cluster_options
+@json_option
 @friendly
 def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
     """Consume payments.events (Bytewax, recovery on): features to Feast, one decision per
@@ -86,17 +86,16 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
 @risk.command("decisions")
 @click.option("--order", "order_id", default=None, help="Only this order's decision, in full.")
 @click.option("--limit", type=int, default=20, show_default=True, help="How many of the latest decisions to list.")
-@_STATE
-@click.option("--json", "as_json", is_flag=True, help="Print the decision records as JSON.")
+@risk_state_option
+@json_option
 @friendly
 def risk_decisions(order_id, limit, state_dir, as_json):
     """Read the decision log: the latest decisions, or one order's full record."""
     import polars as pl
 
-    from clearline import config
     from clearline.models.decision_journal import read_log
 
-    root = Path(state_dir or config.load("risk")["state_dir"])
+    root = risk_state_dir(state_dir)
     log = read_log(root, "decisions")
     if log.is_empty():
         raise NoDecisionLog(f"no decision log in {root / 'decisions'}: run `clearline risk run` first")

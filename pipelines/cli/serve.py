@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from clearline import config
-from clearline.pipelines.cli.options import emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.features import feast_dir_option
+from clearline.pipelines.cli.options import emit, friendly, json_option, kv_table, user_errors
 
 user_errors(
     "clearline.models.api_core:ApiSetupError",
@@ -112,13 +113,8 @@ def app_from_env():
     default=None,
     help="SQLite file of the decisions made [default: configs/serve.yaml].",
 )
-@click.option(
-    "--feast-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Feast repository data folder [default: configs/features.yaml].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the start-up summary as JSON.")
+@feast_dir_option
+@json_option
 @friendly
 def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     """Serve the decision API: POST /v1/decisions, GET /v1/decisions/{id}, /health,

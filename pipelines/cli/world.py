@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from clearline.pipelines.cli.options import console, emit, friendly, kv_table, user_errors
+from clearline.pipelines.cli.options import emit, friendly, json_option, kv_table, progress_bar, user_errors
 
 user_errors(
     "clearline.pipelines.connectors.produce:WorldNotFound", "clearline.pipelines.world.generate:WorldOptionError"
@@ -27,16 +26,7 @@ def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float |
         "events in arrival order",
         "writing files",
     ]
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("generating world", total=len(steps))
         done = {"n": 0}
 
@@ -67,7 +57,7 @@ def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float |
     help="Share of records given an injected discrepancy [default: configs/world.yaml].",
 )
 @click.option("--clean", is_flag=True, help="No injected discrepancies (same as --discrepancy-rate 0).")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@json_option
 @friendly
 def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, as_json):
     """Write a deterministic synthetic payments world: events, settlement reports, bank
@@ -88,15 +78,7 @@ def _produce(world: Path, rate: float | None, quiet: bool) -> dict:
     from clearline.pipelines.connectors.produce import count_events, produce_world
 
     total = count_events(world)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("producing to payments.events", total=total)
         report = produce_world(world, rate, on_progress=lambda n: bar.update(task, completed=n))
     return report.as_dict()
@@ -110,7 +92,7 @@ def _produce(world: Path, rate: float | None, quiet: bool) -> dict:
     default=None,
     help="Cap on messages per second [default: as fast as the broker takes them].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the delivery counts as JSON.")
+@json_option
 @friendly
 def produce(world, rate, as_json):
     """Publish a generated world's events to payments.events, signed and keyed by merchant."""
