@@ -14,6 +14,11 @@ RSS per quarter of one run (flat quarters = memory bounded, whatever the size). 
 store shard per core, the partitions split between them; peak RSS is then the largest
 process's.
 
+A rate counts only work the ledger accounted for: after the run the store's own counts
+for the topic must say every produced event was consumed and each consumed one was
+posted, a duplicate or dead-lettered, and `clearline ledger verify` must find the hash
+chain intact; otherwise the benchmark names the figures, prints no rate and exits 1.
+
     python bench/ledger_throughput.py --merchants 450 --days 120 [--processes 2] [--json]
 """
 
@@ -128,6 +133,43 @@ def run_flow(topic: str, dlq: str, state: Path, processes: int) -> FlowRun:
     return FlowRun(seconds, cpu, peak / 1024, quarters)
 
 
+def accounted(state: Path, topic: str, produced: int) -> tuple[dict[str, int], list[str]]:
+    """(the store's counts for `topic`, what does not add up): every produced event
+    consumed, consumed = posted + duplicate + dead-lettered, `ledger verify` intact.
+
+    Read from the shard stores themselves (the flow has exited and released them), the
+    genesis partition of opening balances left out: no event of the topic carries it."""
+    from clearline.ledger import access
+
+    with access.stores_if_free(state) as stores:
+        if stores is None:
+            return {}, [f"the stores in {state} are still held by a flow process"]
+        parts = [p for store in stores for p in store.stats()["partitions"] if p["topic"] == topic]
+    counts = {k: sum(p[k] for p in parts) for k in ("consumed", "posted", "duplicate", "dead_lettered")}
+    problems = []
+    if counts["consumed"] != produced:
+        problems.append(f"consumed {counts['consumed']} != produced {produced}")
+    if counts["consumed"] != counts["posted"] + counts["duplicate"] + counts["dead_lettered"]:
+        problems.append(
+            f"consumed {counts['consumed']} != posted {counts['posted']} + duplicate {counts['duplicate']} "
+            f"+ dead-lettered {counts['dead_lettered']}"
+        )
+    verify = subprocess.run(
+        [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "verify", "--state-dir", str(state), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        verdict = json.loads(verify.stdout)
+    except json.JSONDecodeError:
+        verdict = {"ok": False, "first_bad_links": [" ".join(verify.stderr.split())[-500:] or "no output"]}
+    if verify.returncode != 0 or verdict.get("ok") is not True:
+        problems.append(f"ledger verify (exit {verify.returncode}): first bad links {verdict.get('first_bad_links')}")
+    else:
+        counts["postings_verified"] = verdict["postings"]
+    return counts, problems
+
+
 def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -163,12 +205,18 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             flow = run_flow(topic, dlq, Path(tmp) / "state", args.processes)
             flow_s = flow.seconds
+            counts, problems = accounted(Path(tmp) / "state", topic, n)
     finally:
         for name in (topic, dlq):
             admin.delete_topics([name])[name].result(30)
+    if problems:
+        raise SystemExit(
+            f"error: no rate: the ledger did not account for the {n} events produced to {topic}: " + "; ".join(problems)
+        )
     result = {
         "events": n,
         "world_events": manifest["events"],
+        **{f"ledger_{k}": v for k, v in counts.items()},
         "flow_seconds": round(flow_s, 2),
         "flow_events_per_second": round(n / flow_s),
         "raw_consume_seconds": round(base_s, 2),

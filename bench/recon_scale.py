@@ -8,9 +8,14 @@ here is the matcher, not the simulation):
 * the ledger's expected settlements (one per processor line it expects) and expected bank
   movements (one per payout batch: the sum of its lines' net),
 * the processors' lines: the same lines with a small share of breaks planted — net
-  amount, fee, FX rate, value date changed; lines missing; lines the ledger never saw;
-  lines reported twice,
+  amount, fee, presentment currency (an FX mismatch), value date changed; lines missing;
+  lines the ledger never saw; lines reported twice,
 * the bank's lines: one credit per payout batch, some missing, some nobody expected.
+
+Each planted break's variance id is worked out from what was planted, the way
+`recon/matching/variance.py` documents ids (category and what the break is about, never
+the matcher's output), and the three-way run must find exactly that set of ids, no more
+and no fewer; otherwise the benchmark names the difference, prints no timing and exits 1.
 
 Then, timed, in one process run:
 
@@ -36,6 +41,7 @@ measure of the code.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -67,8 +73,15 @@ def _ids(prefix: str, n: int) -> pl.Expr:
     return pl.format(f"{prefix}{{}}", pl.int_range(n, dtype=pl.Int64).cast(pl.String).str.zfill(10))
 
 
+def variance_id(category: str, key: str) -> str:
+    """A variance's id as recon/matching/variance.py defines it, written out again here so
+    the expected ids do not come from the code under test."""
+    return "var_" + hashlib.sha256(f"{category}|{key}".encode()).hexdigest()[:20]
+
+
 def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
-    """Write the four inputs under `folder`; return how many breaks of each kind were planted.
+    """Write the four inputs under `folder`, and beside them `planted.parquet`: the
+    category and variance id of every break planted; return how many of each kind.
 
     As in a generated world, each side is internally consistent: a changed line changes
     its batch's bank credit, so line breaks are found on the lines, not again on payouts."""
@@ -118,9 +131,14 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
 
     k = max(int(n * BREAK_RATE), 1)
     picks = rng.choice(n, size=6 * k, replace=False)
-    amount_rows, fee_rows, late_rows, missing_rows, dup_rows, _ = np.split(picks, 6)
+    amount_rows, fee_rows, late_rows, missing_rows, dup_rows, fx_rows = np.split(picks, 6)
+    other_currency = dict(zip(CURRENCIES, CURRENCIES[1:] + CURRENCIES[:1]))
     lines = expected.with_row_index("i").with_columns(
         net_minor=pl.when(pl.col("i").is_in(amount_rows)).then(pl.col("net_minor") - 777).otherwise("net_minor"),
+        # charged in another currency than the ledger's order: the net (what is paid out) as expected
+        gross_currency=pl.when(pl.col("i").is_in(fx_rows))
+        .then(pl.col("gross_currency").replace_strict(other_currency))
+        .otherwise("gross_currency"),
         fee_minor=pl.when(pl.col("i").is_in(fee_rows)).then(pl.col("fee_minor") + 55).otherwise("fee_minor"),
         value_date=pl.when(pl.col("i").is_in(late_rows))
         .then(pl.col("available_on") + pl.duration(days=9))
@@ -210,16 +228,44 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
     movements.write_parquet(folder / "expected_movements.parquet")
     reported.write_parquet(folder / "settlement_lines.parquet")
     bank.write_parquet(folder / "bank_lines.parquet")
-    return {
-        "amount_mismatch": k,
-        "fee_mismatch": k,
-        "late_settlement": k,
-        "missing_at_processor": k,
-        "duplicate": k,
-        "missing_in_ledger": k,
-        "payout_not_in_bank": unbanked,
-        "unexplained_bank_line": unbanked,
-    }
+
+    # What each planted break is about (the key its variance id hashes): a changed or
+    # missing line by processor and line id; a second copy by its line id and where it
+    # was reported (`reported` is the n - k lines kept, then the k second copies, then the
+    # k unknown lines); a payout by kind and reference; a stray bank line by account, bank
+    # reference and booking day.
+    line_key = pl.concat_str("processor", pl.lit("|"), "settlement_id")
+    at = pl.concat_str("source_file", pl.lit(":"), pl.col("line_no").cast(pl.String))
+    picked = lambda rows: expected.with_row_index("i").filter(pl.col("i").is_in(rows)).select(key=line_key)  # noqa: E731
+    planted = pl.concat(
+        [
+            picked(amount_rows).with_columns(category=pl.lit("amount_mismatch")),
+            picked(fee_rows).with_columns(category=pl.lit("fee_mismatch")),
+            picked(late_rows).with_columns(category=pl.lit("late_settlement")),
+            picked(missing_rows).with_columns(category=pl.lit("missing_at_processor")),
+            picked(fx_rows).with_columns(category=pl.lit("currency_fx_mismatch")),
+            reported.slice(n - k, k).select(
+                key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), at), category=pl.lit("duplicate")
+            ),
+            reported.slice(n, k).select(
+                key=pl.concat_str("processor", pl.lit("|"), "line_id"), category=pl.lit("missing_in_ledger")
+            ),
+            movements.join(paid, left_on="reference", right_on="payout_id")
+            .sort("reference")
+            .head(unbanked)
+            .select(key=pl.concat_str("kind", pl.lit("|"), "reference"), category=pl.lit("payout_not_in_bank")),
+            stray.select(
+                key=pl.concat_str(
+                    "account", pl.lit("|"), "bank_ref", pl.lit("|"), pl.col("booking_date").cast(pl.String)
+                ),
+                category=pl.lit("unexplained_bank_line"),
+            ),
+        ]
+    )
+    planted.with_columns(
+        variance_id=pl.Series([variance_id(c, key) for c, key in planted.select("category", "key").iter_rows()])
+    ).write_parquet(folder / "planted.parquet")
+    return dict(sorted(planted.group_by("category").len().iter_rows()))
 
 
 def _cpu() -> float:
@@ -291,6 +337,20 @@ def duckdb_pair(folder: Path) -> int:
     return differing
 
 
+def id_differences(planted: pl.DataFrame, variances: pl.DataFrame) -> list[str]:
+    """What differs between the planted variance ids and the ids found, per category and
+    with an example of each; empty when the two sets of ids are the same."""
+    said = []
+    for name, left, right in (("planted, not found", planted, variances), ("found, not planted", variances, planted)):
+        odd = left.join(right.select("variance_id"), on="variance_id", how="anti")
+        for category, ids in odd.group_by("category").agg("variance_id").sort("category").iter_rows():
+            said.append(f"{len(ids)} {category} {name} (e.g. {ids[0]})")
+    repeated = variances.height - variances["variance_id"].n_unique()
+    if repeated:
+        said.append(f"{repeated} variance ids found more than once")
+    return said
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=10_000_000, help="Processor lines (and ledger expectations).")
@@ -311,7 +371,13 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         elapsed, cpu, variances = timed(three_way, folder, tol)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        found = {r["category"]: r["len"] for r in variances.group_by("category").len().iter_rows(named=True)}
+        found = dict(sorted(variances.group_by("category").len().iter_rows()))
+        wrong = id_differences(pl.read_parquet(folder / "planted.parquet"), variances)
+        if wrong:
+            raise SystemExit(
+                f"error: no timings: the three-way run at {args.lines:,} lines did not find exactly the "
+                f"planted variances: {'; '.join(wrong)}"
+            )
         del variances
         pair, pair_cpu, _ = timed(pair_part, folder, tol)
         dc, dc_cpu, _ = timed(datacompy_pair, folder)
@@ -329,6 +395,7 @@ def main() -> None:
         "planted": planted,
         "found": found,
         "found_equals_planted": found == planted,
+        "found_ids_equal_planted_ids": True,  # checked above: no timing is printed otherwise
         "ledger_processor_part_s": round(pair, 2),
         "ledger_processor_part_cpu_s": round(pair_cpu, 1),
         "datacompy_pair_s": round(dc, 2),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 
 class DemoStepFailed(RuntimeError):
@@ -230,11 +230,46 @@ def steps(days: int, merchants: int, seed: int) -> list[Step]:
                     for role, m in r["models"].items()
                 },
                 "backtest_leakage_checks_passed": r["leakage_checks"]["passed"],
+                "backtest_leakage_checks_fired": [c["name"] for c in r["leakage_checks"]["checks"] if not c["passed"]],
                 "backtest_recommendation": r["recommendation"]["text"],
                 "backtest_report": r["report"],
             },
         ),
     ]
+
+
+def broken_promises(summary: Mapping[str, Any]) -> list[str]:
+    """The demo's promises its summary does not show kept, one sentence each; empty when
+    every one holds. A promise holds only when its entry is there and says so exactly
+    (`True`, or 0 failed deliveries): a step that never ran keeps none of its promises.
+
+    The promises: no step failed, every event was delivered, the ledger's invariants hold
+    and its hash chain verifies, the stream's variances score precision and recall 1.0
+    against the world's truth, and the backtest's leakage checks passed."""
+    broken = [f"step {summary['failed_step']!r} failed"] if summary.get("failed_step") else []
+
+    def promise(key: str, kept: Callable[[Any], bool], what: str, detail: Callable[[], str] | None = None) -> None:
+        if key not in summary:
+            broken.append(f"{what}: never checked (no {key} in the summary)")
+        elif not kept(summary[key]):
+            broken.append(f"{what}: {detail() if detail else f'{key} is {summary[key]!r}'}")
+
+    promise("failed", lambda v: v == 0 and not isinstance(v, bool), "every event delivered", None)
+    promise("invariants_hold", lambda v: v is True, "ledger invariants hold")
+    promise("chain_verified", lambda v: v is True, "ledger hash chain verifies")
+    promise(
+        "recon_precision_recall_1",
+        lambda v: v is True,
+        "recon precision and recall 1.0 on the world's truth",
+        lambda: f"missed {summary.get('recon_missed', '?')}, unexpected {summary.get('recon_unexpected', '?')}",
+    )
+    promise(
+        "backtest_leakage_checks_passed",
+        lambda v: v is True,
+        "backtest leakage checks passed",
+        lambda: "fired: " + (", ".join(summary.get("backtest_leakage_checks_fired") or []) or "unnamed"),
+    )
+    return broken
 
 
 def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[Step], object]) -> dict:

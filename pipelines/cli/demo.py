@@ -38,7 +38,8 @@ def demo(out_dir, days, merchants, seed, as_json):
     check and verify it, ingest the settlement reports and bank statements, run the
     reconciliation flow and score its variances against the world's truth, write the
     variance report, train and register the models, run the risk flow, backtest champion
-    against challenger; then summarise what it did and where the reports are."""
+    against challenger; then summarise what it did and where the reports are. Exits 1, with
+    an `error:` line after the summary, when a promise in it is broken."""
     from clearline.pipelines import demo as job
 
     def shown(step: job.Step):
@@ -46,11 +47,7 @@ def demo(out_dir, days, merchants, seed, as_json):
 
     summary = job.run(out_dir, days, merchants, seed, shown)
     emit(as_json, summary, kv_table("clearline demo", summary))
-    healthy = (
-        not summary.get("failed_step")
-        and summary.get("failed") == 0
-        and summary.get("invariants_hold")
-        and summary.get("chain_verified")
-    )
-    if not healthy:
+    broken = job.broken_promises(summary)
+    if broken:
+        console.print(f"[bold red]error:[/] demo promises broken: {'; '.join(broken)}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -323,12 +323,28 @@ def test_files_not_yet_arrived_are_pending_until_their_deadline(world, kafka_boo
         assert set(said_early["variance_id"]) <= set(final["variance_id"])
 
 
+def _on_topic(bootstrap: str, topic: str) -> int:
+    """How many messages the topic holds (the sum of its partitions' end offsets)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"recon-{uuid.uuid4().hex[:8]}"})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    held = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    consumer.close()
+    return held
+
+
 @pytest.mark.slow
 def test_sigkill_and_restart_do_not_duplicate_variances(world, kafka_bootstrap, tmp_path) -> None:
+    """The kill lands mid-work by construction: the flow reconciles and publishes the events
+    and the earlier files, then the last days' files arrive, and it is killed once intake
+    has published their lines and before it reconciles them (it waits for its inputs to
+    be quiet for advance_interval_s first): what it says it has read is some, never all."""
+    files = world_files(world)
+    days = sorted({file_day(p) for p in files})
+    early = [p for p in files if file_day(p) < days[-3]]  # the last three days' files come later
     with ExitStack() as stack:
         dep = Deployment(stack, kafka_bootstrap, tmp_path)
         dep.produce(world)
-        drop(world_files(world), dep.inbox)
+        drop(early, dep.inbox)
         proc = subprocess.Popen(
             [sys.executable, "-m", "clearline.pipelines.cli", *dep.run_args()],
             stdout=subprocess.DEVNULL,
@@ -339,10 +355,22 @@ def test_sigkill_and_restart_do_not_duplicate_variances(world, kafka_bootstrap, 
         status = dep.state / "published" / "status.json"
         while time.monotonic() < deadline and not (status.exists() and json.loads(status.read_text())["advances"] >= 1):
             time.sleep(0.2)
+        assert json.loads(status.read_text())["advances"] >= 1, "the flow published before it was killed"
+        drop([p for p in files if p not in early], dep.inbox)
+        while time.monotonic() < deadline and [p for p in dep.inbox.iterdir() if p.is_file()]:
+            time.sleep(0.1)  # intake takes the files in and publishes their lines, which the flow reads
+        assert not [p for p in dep.inbox.iterdir() if p.is_file()], "intake took in the last files before the kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        assert json.loads(status.read_text())["advances"] >= 1, "the flow published before it was killed"
-        dep.run_once()
+        done_before = json.loads(status.read_text())["consumed"]  # what the flow said it had read and reconciled
+        total = _on_topic(dep.bootstrap, dep.events) + _on_topic(dep.bootstrap, dep.lines)
+        print(
+            f"\n[recon kill] {done_before} of {total} messages read and reconciled before the kill ({len(early)} of "
+            f"{len(files)} files in first)"
+        )
+        assert 0 < done_before < total, ("the kill should land while there is work left", done_before, total)
+        finished = dep.run_once()
+        assert finished["consumed"] == total, ("after the restart every message is read once", finished, total)
         stored, view, batch = dep.store(), dep.view(), dep.batch()
         assert stored["variance_id"].n_unique() == stored.height == batch.height
         assert facts(view) == facts(batch)

@@ -291,31 +291,86 @@ def _journal_count(state: Path) -> int:
         return 0
 
 
+def _publish(world: Path, topic: str, start: int, stop: int, per_second: float | None, sent: dict) -> None:
+    """Messages [start, stop) of the world in its arrival order, keyed by merchant and signed
+    as `clearline produce` sends them, at most `per_second`; `sent` counts them as they go
+    ("sent") and, at the end, the broker's acknowledgements ("acked")."""
+    from itertools import islice
+
+    from confluent_kafka import Producer
+
+    from clearline import config
+    from clearline.pipelines.connectors.produce import world_messages
+    from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
+
+    keys, acked = TenantKeys.from_config(), []
+    producer = Producer({"bootstrap.servers": config.bootstrap_servers(), "enable.idempotence": True, "acks": "all"})
+    began = time.monotonic()
+    for i, (body, merchant, tenant) in enumerate(islice(world_messages(world), start, stop)):
+        headers = [(TENANT_HEADER, tenant.encode()), (SIGNATURE_HEADER, sign(body, keys.key(tenant)).encode())]
+        producer.produce(topic, body, merchant.encode(), headers=headers, on_delivery=lambda e, _m: acked.append(e))
+        producer.poll(0)
+        sent["sent"] = i + 1
+        if per_second:
+            time.sleep(max(0.0, (i + 1) / per_second - (time.monotonic() - began)))
+    producer.flush(60)
+    sent["acked"] = sum(e is None for e in acked)
+
+
 @pytest.mark.slow
 def test_a_sigkill_mid_run_and_a_restart_still_give_one_decision_per_request(setup, tmp_path):
+    """The kill lands mid-work by construction: the flow starts on the first third of the
+    requests, and once it has logged a decision the rest are still being published (slowly)
+    when it is killed, so the decision journal holds some requests' decisions, never all."""
+    import threading
+
     env = setup["env"]("crash")
     risk_yaml = Path(env.env["CLEARLINE_CONFIG_DIR"]) / "risk.yaml"
     risk = yaml.safe_load(risk_yaml.read_text())
-    risk["batch_size"] = 20  # many small steps, so the kill lands mid-topic however fast the flow is
+    risk["batch_size"] = 20  # many small steps
     risk_yaml.write_text(yaml.safe_dump(risk))
+    admin = AdminClient({"bootstrap.servers": setup["bootstrap"]})
+    env.events_topic = f"test.risk.crash.{uuid.uuid4().hex[:8]}"  # a topic of its own, filled as the test goes
+    admin.create_topics([NewTopic(env.events_topic, 4, 1)])[env.events_topic].result(30)
+    events = setup["events"].with_row_index("at")  # the world's arrival order, as published
+    arrival = events.filter(pl.col("event_id").is_in(setup["terms"]["event_id"].implode()))["at"].sort()
+    total, messages = arrival.len(), setup["events"].height
+    cut, last_request = arrival[total // 3], arrival.max()  # the first third of the requests, then the rest
+    first, rest = {}, {}
     log_file = tmp_path / "killed-flow.log"
-    with log_file.open("w") as said:
-        flow = subprocess.Popen(
-            env.cmd("run", "--topic", env.events_topic, "--state-dir", str(env.state)),
-            env=env.env,
-            stdout=said,
-            stderr=said,
-        )
-        deadline = time.monotonic() + 300  # loading MLflow models on a busy CI machine takes a while
-        while _journal_count(env.state) == 0 and time.monotonic() < deadline and flow.poll() is None:
-            time.sleep(0.05)
-        assert flow.poll() is None, f"the flow stopped before the kill:\n{log_file.read_text()[-3000:]}"
-        time.sleep(0.6)  # past a snapshot (every 0.5 s here), so the restart resumes mid-topic and replays
-        os.kill(flow.pid, signal.SIGKILL)
-        flow.wait()
-    before = _journal_count(env.state)
-    assert 0 < before <= setup["terms"].height, log_file.read_text()[-3000:]
-    summary = env.flow()
+    try:
+        _publish(setup["stream"], env.events_topic, 0, cut, None, first)
+        assert first["acked"] == cut, first
+        with log_file.open("w") as said:
+            flow = subprocess.Popen(
+                env.cmd("run", "--topic", env.events_topic, "--state-dir", str(env.state)),
+                env=env.env,
+                stdout=said,
+                stderr=said,
+            )
+            deadline = time.monotonic() + 300  # loading MLflow models on a busy CI machine takes a while
+            while _journal_count(env.state) == 0 and time.monotonic() < deadline and flow.poll() is None:
+                time.sleep(0.05)
+            assert flow.poll() is None, f"the flow stopped before the kill:\n{log_file.read_text()[-3000:]}"
+            assert _journal_count(env.state) > 0, "no decision logged in 300 s"
+            # the rest of the requests arrive over several seconds while the flow works
+            late = threading.Thread(
+                target=_publish, args=(setup["stream"], env.events_topic, cut, messages, 400, rest), daemon=True
+            )
+            late.start()
+            time.sleep(0.6)  # past a snapshot (every 0.5 s here), so the restart resumes mid-topic and replays
+            os.kill(flow.pid, signal.SIGKILL)
+            flow.wait()
+            published = cut + rest.get("sent", 0)  # read after the kill: at least what it had been sent
+        assert published <= last_request, ("the last request was published before the kill", published, last_request)
+        before = _journal_count(env.state)  # the flow's durable record of the requests it decided
+        late.join(120)
+        assert not late.is_alive() and rest["acked"] == messages - cut, rest
+        print(f"\n[risk kill] {before} of {total} requests decided; {published} of {messages} events published")
+        assert 0 < before < total, ("the kill should land while requests are left", before, total)
+        summary = env.flow()
+    finally:
+        admin.delete_topics([env.events_topic])[env.events_topic].result(30)
     expected = set(setup["terms"]["event_id"])
     log, topic = read_log(env.state, "decisions"), _topic_decisions(setup["bootstrap"], env.decisions_topic)
     assert log.height == len(expected) and set(log["event_id"]) == expected
