@@ -57,10 +57,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
-from clearline.recon.matching import expectations
-from clearline.recon.matching.reconcile import Inputs, reconcile
-from clearline.recon.matching.rules import Tolerances
+from clearline.recon import BANK_SCHEMA, SETTLEMENT_SCHEMA, Inputs, Tolerances, expectations, reconcile
 
 PROCESSORS = ("adyen", "stripe", "checkoutcom")
 CURRENCIES = ("EUR", "USD", "GBP")
@@ -284,9 +281,9 @@ def timed(run, *args) -> tuple[float, float, object]:
 
 def pair_part(folder: Path, tol: Tolerances) -> None:
     """The ledger/processor part alone, from the same two Parquet files datacompy reads."""
-    from clearline.recon.matching import settlements
+    from clearline.recon import match_settlements
 
-    settlements.match(
+    match_settlements(
         pl.scan_parquet(folder / "expected_settlements.parquet"),
         pl.scan_parquet(folder / "settlement_lines.parquet"),
         tol,

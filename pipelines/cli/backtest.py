@@ -96,10 +96,11 @@ def backtest(model_spec, challenger_spec, start, end, world, state_dir, out_dir,
     once matured; AUC, Gini, KS, Brier, calibration, PSI against the model's training
     window, approval and bad rate per cut-off, expected loss, vintage curves and leakage
     checks. Logs an MLflow run and writes backtest.html into --out."""
-    from clearline.features.batch import read_events
+    from clearline.features import read_events
+    from clearline.models import BacktestSettings as Settings
     from clearline.models import labels
-    from clearline.models.backtest_report import write
-    from clearline.models.backtest_run import Settings, run
+    from clearline.models import run_backtest as run
+    from clearline.models import write_backtest_report as write
 
     specs = {"champion": _model_spec(model_spec, "--model"), "challenger": _model_spec(challenger_spec, "--challenger")}
     t_from, t_to = instant(start, "--from"), instant(end, "--to")

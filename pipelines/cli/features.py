@@ -33,7 +33,7 @@ def _settings(feast_dir: Path | None, online_store: str | None):
 
 def _spec():
     from clearline import config
-    from clearline.features.definitions import spec_from_config
+    from clearline.features import spec_from_config
 
     return spec_from_config(config.load("features"))
 

@@ -57,7 +57,7 @@ def _files(paths: tuple[Path, ...]) -> list[Path]:
 
 def _intake(state_dir: Path | None, publish: bool):
     from clearline import config
-    from clearline.recon.intake.ingest import Intake, IntakeSettings
+    from clearline.recon import Intake, IntakeSettings
 
     settings = IntakeSettings.from_config(config.load("recon"), state_dir)
     producer = None
@@ -141,7 +141,7 @@ def _ingest_files(intake, files: list[Path], quiet: bool):
 
 def _watch(intake, inbox: Path, once: bool, quiet: bool):
     """The inbox loop; SIGTERM and Ctrl-C end it after the files in hand are done."""
-    from clearline.recon.intake.watch import watch
+    from clearline.recon import watch
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

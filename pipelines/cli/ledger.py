@@ -48,7 +48,7 @@ def ledger() -> None:
 def ledger_run(once, topic, deadletter_topic, metrics_port, state_dir, process_id, addresses):
     """Consume payments.events into the ledger (Bytewax, recovery on). SIGTERM stops it
     cleanly; running it again resumes where it left off."""
-    from clearline.ledger.settings import LedgerSettings
+    from clearline.ledger import LedgerSettings
     from clearline.pipelines.flows.ledger import run
 
     settings = LedgerSettings.from_config(state_dir, topic=topic, deadletter_topic=deadletter_topic, once=once)

@@ -27,7 +27,7 @@ def open_registry():
     """The MLflow registry configured in configs/models.yaml (or MLFLOW_TRACKING_URI)."""
     import logging
 
-    from clearline.models.registry import Registry, RegistrySettings
+    from clearline.models import Registry, RegistrySettings
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO chatter is not for people at a terminal
     return Registry(RegistrySettings.from_config(config.load("models"), config.home()))

@@ -51,9 +51,8 @@ def train(world, state_dir, cutoff, as_json):
     closed), fit the scorecard and the gradient-boosted model, report each one's AUC
     beside the oracle AUC, log and register both in MLflow. With no champion yet, the
     better model becomes champion and the other challenger."""
-    from clearline.features.batch import MODEL_FEATURES, order_features, read_events
-    from clearline.models import labels, training_set
-    from clearline.models.train import fit_all
+    from clearline.features import MODEL_FEATURES, order_features, read_events
+    from clearline.models import fit_all, labels, training_set
 
     cfg = config.load("models")
     source = events_source(world, state_dir)
@@ -205,10 +204,8 @@ def decide_order(order_id, world, state_dir, as_json):
     configs/policy.yaml, and the reason codes. Prints the decision record."""
     import polars as pl
 
-    from clearline.features.batch import MODEL_FEATURES, order_features, read_events
-    from clearline.models.decision import UnderwritingRequest, decide
-    from clearline.models.policy import Policy
-    from clearline.models.registry import RegistryError
+    from clearline.features import MODEL_FEATURES, order_features, read_events
+    from clearline.models import Policy, RegistryError, UnderwritingRequest, decide
 
     source = events_source(world, state_dir)
     policy = Policy.from_config(config.load("policy"))

@@ -53,7 +53,7 @@ def friendly(fn):
         except Exception as exc:
             if not _is_user_error(exc):
                 raise
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
             sys.exit(2)
 
     return wrapper
@@ -156,7 +156,7 @@ risk_state_option = state_dir_option("Risk state folder", RISK_STATE)
 
 def ledger_state_dir(state_dir: Path | None) -> Path:
     """The ledger state folder: the one given, else state_dir in configs/ledger.yaml."""
-    from clearline.ledger.settings import LedgerSettings
+    from clearline.ledger import LedgerSettings
 
     return LedgerSettings.from_config(state_dir).state_dir
 
@@ -165,7 +165,7 @@ def recon_state_dir(state_dir: Path | None) -> Path:
     """The recon state folder (intake, the matcher, the variance store and its report):
     the one given, else intake.state_dir in configs/recon.yaml."""
     from clearline import config
-    from clearline.recon.intake.ingest import IntakeSettings
+    from clearline.recon import IntakeSettings
 
     return IntakeSettings.from_config(config.load("recon"), state_dir).state_dir
 

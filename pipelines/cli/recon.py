@@ -63,7 +63,7 @@ class ReconInputError(ValueError):
 
 def tolerances():
     from clearline import config
-    from clearline.recon.matching.rules import MatchingConfigError, Tolerances
+    from clearline.recon import MatchingConfigError, Tolerances
 
     matching = config.load("recon").get("matching")
     if not isinstance(matching, dict):
@@ -83,9 +83,7 @@ def parse_all(files: list[Path], quiet: bool):
     reconciling without it would report its lines as missing."""
     import polars as pl
 
-    from clearline.recon.intake.model import ParseError
-    from clearline.recon.intake.parse import parse_file
-    from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+    from clearline.recon import BANK_SCHEMA, SETTLEMENT_SCHEMA, ParseError, parse_file
 
     settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
     with progress_bar(quiet) as bar:
@@ -116,8 +114,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
     `state_dir` (None: the recon state folder of configs/recon.yaml)."""
     import polars as pl
 
-    from clearline.recon.matching import expectations
-    from clearline.recon.matching.reconcile import Inputs
+    from clearline.recon import Inputs, expectations
 
     if world is not None:
         events_file = world / "events" / "events.parquet"
@@ -128,7 +125,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
         settle, bank = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
     else:
         from clearline.ledger import archive as event_archive
-        from clearline.recon.intake.store import read_lines
+        from clearline.recon import read_lines
 
         archive = archive or _default_archive()
         if not archive.is_dir():
@@ -153,7 +150,7 @@ def run_batch(
     end: date | None,
     quiet: bool = True,
 ):
-    from clearline.recon.matching.reconcile import input_watermark, reconcile, within
+    from clearline.recon import input_watermark, reconcile, within
 
     inputs, latest = load_inputs(world, archive, state_dir, quiet)
     as_of = input_watermark(inputs, latest)
@@ -222,7 +219,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         return
     import duckdb
 
-    from clearline.recon.variances.store import VarianceStore
+    from clearline.recon import VarianceStore
 
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
@@ -290,8 +287,8 @@ def score(truth, world, state_dir, as_json):
     from rich.table import Table
 
     from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
-    from clearline.recon.score import misses
-    from clearline.recon.score import score as score_of
+    from clearline.recon import misses
+    from clearline.recon import score_variances as score_of
 
     world = world or truth.resolve().parent.parent  # WORLD/truth/discrepancies.csv
     try:
@@ -299,7 +296,7 @@ def score(truth, world, state_dir, as_json):
     except pl.exceptions.PolarsError as exc:
         raise ReconInputError(f"{truth} is not a truth file ({', '.join(TRUTH_SCHEMA)}): {exc}") from None
     if state_dir is not None:
-        from clearline.recon.variances.store import read_variances
+        from clearline.recon import read_variances
 
         variances = read_variances(state_dir)
         if variances is None:
@@ -401,7 +398,7 @@ def _open_store(ctx, state_dir: Path | None, work):
     None when a running flow holds it."""
     import duckdb
 
-    from clearline.recon.variances.store import VarianceStore
+    from clearline.recon import VarianceStore
 
     path = _store_path(ctx, state_dir)
     if not path.is_file():
@@ -428,8 +425,8 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
     """Resolve a variance with a note, or assign it to someone (--assign)."""
     row = _open_store(ctx, state_dir, lambda store: store.move(variance_id, note, assignee))
     if row is None:  # the running flow owns the store: it applies queued requests
-        from clearline.recon.variances.resolutions import queue
-        from clearline.recon.variances.store import check_request
+        from clearline.recon import check_request
+        from clearline.recon import queue_resolution as queue
 
         check_request(note, assignee)
         queued = queue(_store_path(ctx, state_dir).parent, variance_id, note, assignee)
@@ -464,7 +461,7 @@ def list_(ctx, status, category, state_dir, as_json):
     """The stored variances with their status, oldest break first."""
     import polars as pl
 
-    from clearline.recon.variances.store import read_variances
+    from clearline.recon import read_variances
 
     rows = read_variances(_store_path(ctx, state_dir).parent, status)  # the flow's snapshot while it runs
     if rows is None:

@@ -60,9 +60,9 @@ def report() -> None:
 def variances(start, end, out_dir, state_dir, as_json):
     """Write the variance report (HTML) and exports of open variances (CSV, XLSX)."""
     from clearline import config
-    from clearline.recon.report.render import write
-    from clearline.recon.report.summary import ReportRules, build
-    from clearline.recon.variances.store import read_variances
+    from clearline.recon import ReportRules, read_variances
+    from clearline.recon import build_report as build
+    from clearline.recon import write_report as write
 
     state_dir = recon_state_dir(state_dir)
     stored = read_variances(state_dir)  # the running flow's published snapshot while it holds the store

@@ -93,7 +93,7 @@ def risk_decisions(order_id, limit, state_dir, as_json):
     """Read the decision log: the latest decisions, or one order's full record."""
     import polars as pl
 
-    from clearline.models.decision_journal import read_log
+    from clearline.models import read_log
 
     root = risk_state_dir(state_dir)
     log = read_log(root, "decisions")

@@ -42,7 +42,7 @@ def merchant_directory(source: str):
     """The merchant -> tenant directory from Parquet with merchant_id and reseller_id."""
     import polars as pl
 
-    from clearline.models.api_core import ApiSetupError, MerchantDirectory
+    from clearline.models import ApiSetupError, MerchantDirectory
 
     try:
         pairs = pl.scan_parquet(source).select("merchant_id", "reseller_id").unique().collect()
@@ -59,12 +59,16 @@ def build_service(settings: dict[str, Any]):
     """The decision service the settings describe (called in each worker)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before scikit-learn loads: one row at a time
     from clearline.features.store import open_store, settings_from_config
-    from clearline.models.api import DecisionService
-    from clearline.models.api_core import ApiKeys, OnlineFeatures
-    from clearline.models.api_store import DecisionStore
-    from clearline.models.fast_scoring import ArrayScorer
-    from clearline.models.policy import Policy
-    from clearline.models.registry import Registry, RegistrySettings
+    from clearline.models import (
+        ApiKeys,
+        ArrayScorer,
+        DecisionService,
+        DecisionStore,
+        OnlineFeatures,
+        Policy,
+        Registry,
+        RegistrySettings,
+    )
 
     models_cfg = config.load("models")
     registry = Registry(RegistrySettings.from_config(models_cfg, config.home()))
@@ -88,7 +92,7 @@ def build_service(settings: dict[str, Any]):
 
 def app_from_env():
     """uvicorn's factory in each worker process."""
-    from clearline.models.api import create_app
+    from clearline.models import create_app
 
     return create_app(build_service(json.loads(os.environ[_SETTINGS_ENV])))
 
@@ -131,7 +135,7 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     host, port = host or str(cfg.get("host", "127.0.0.1")), port if port is not None else int(cfg.get("port", 8080))
     workers = workers or int(cfg.get("workers", 1))
     service = build_service(settings)
-    from clearline.models.api import create_app
+    from clearline.models import create_app
 
     summary = {
         "listening": f"http://{host}:{port}",
