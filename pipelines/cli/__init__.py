@@ -21,6 +21,7 @@ import click
 from clearline.pipelines.cli import (
     backtest,
     configs,
+    contract,
     demo,
     features,
     intake,
@@ -55,6 +56,7 @@ def main(config_dir: Path | None) -> None:
 
 for command in (
     configs.init,
+    contract.contract,
     world.generate,
     world.produce,
     kafka.kafka,

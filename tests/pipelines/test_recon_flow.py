@@ -30,6 +30,7 @@ from clearline.pipelines.world.discrepancies import TRUTH_SCHEMA
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon.matching.variance import CATEGORIES, SCHEMA
 from clearline.recon.score import score
+from tests.contract.schemas import assert_valid
 from tests.pipelines.ledger_harness import fresh_topics
 
 pytestmark = pytest.mark.kafka
@@ -73,6 +74,7 @@ def consume_all(bootstrap: str, topic: str) -> list[dict]:
         msg = consumer.poll(1.0)
         if msg is not None and msg.error() is None:
             got.append(json.loads(msg.value()))
+            assert_valid("variance", got[-1])  # as the exported contract says
     consumer.close()
     return got
 

@@ -27,6 +27,7 @@ from clearline.features.definitions import buyer_feature_names
 from clearline.models.decision_journal import read_log
 from clearline.pipelines.connectors.produce import produce_world
 from clearline.pipelines.world.generate import WorldOptions, generate
+from tests.contract.schemas import assert_valid
 
 pytestmark = pytest.mark.kafka
 STREAM_WORLD = WorldOptions(days=60, merchants=4, seed=5)  # ~4,500 events, streamed
@@ -113,6 +114,8 @@ def _topic_decisions(bootstrap: str, topic: str) -> list[dict]:
         for msg in consumer.consume(1000, 1.0):
             if msg.error() is None:
                 got.append((msg.key().decode(), json.loads(msg.value())))
+                assert_valid("decision", got[-1][1])  # as the exported contract says
+                assert_valid("decision-headers", {k: v.decode() for k, v in msg.headers()})
             else:
                 eof.add(msg.partition())
     consumer.close()
