@@ -90,11 +90,13 @@ def typed(section: dict[str, Any], key: str, kind: type) -> Any:
     another kind (a word where a number belongs, 2.5 where a count belongs), is one
     ConfigError naming the file and the key."""
     value = section[key]  # a Section names the file and the key when it is missing
-    ok = (
-        isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        or (kind is float and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is str and value is not None and not isinstance(value, (dict, list, bool)))
-    )
+    flag = isinstance(value, bool)  # YAML's true/false is an int to Python, never a count here
+    if kind is str:
+        ok = value is not None and not isinstance(value, (dict, list)) and not flag
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not flag
+    else:
+        ok = isinstance(value, kind) and (kind is bool or not flag)
     if not ok:
         where = f"{section.file}: {section.path}{key}" if isinstance(section, Section) else key
         raise ConfigError(f"{where}: {value!r} is not {_KINDS[kind]}")
