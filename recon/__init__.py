@@ -31,6 +31,8 @@ __getattr__, __all__ = surface(
         "read_lines": "intake.store",
         "watch": "intake.watch",
         "BANK_SCHEMA": "lines",
+        "STATEMENT_SCHEMA": "lines",
+        "Statement": "lines",
         "SETTLEMENT_SCHEMA": "lines",
         "expectations": "matching.expectations:",
         "match_settlements": "matching.settlements:match",

@@ -70,6 +70,35 @@ class BankLine:
     value_date: date
     source_file: str
     line_no: int
+    statement_id: str = ""
+    sequence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One bank statement as its bank identifies it, with the balances it states.
+
+    The identity is (`account`, `statement_id`, `sequence`): camt.053 `Stmt/Id` with
+    `ElctrncSeqNb` (or `LglSeqNb`), MT940 `:20:` with `:28C:`, BAI2 the file id with the
+    group's as-of date. A statement re-issued in another file keeps that identity, which
+    is how a copy is told from a new statement whatever its bytes; every `BankLine` of
+    the statement carries the same `statement_id` and `sequence`. The balances are the
+    statement's own opening (OPBD/PRCD, :60F:/:60M:, BAI2 010) and closing (CLBD,
+    :62F:/:62M:, BAI2 015) with their dates; either amount is None when the statement
+    does not state it. `entries` counts its booked lines; `line_no` is where it starts.
+    """
+
+    format: str
+    account: str
+    statement_id: str
+    sequence: str | None
+    opening: Money
+    opening_date: date | None
+    closing: Money
+    closing_date: date | None
+    entries: int
+    source_file: str
+    line_no: int
 
 
 def flat_schema(record: type) -> dict[str, pl.DataType]:
@@ -81,6 +110,7 @@ def flat_schema(record: type) -> dict[str, pl.DataType]:
         "str | None": pl.String(),
         "int": pl.Int64(),
         "date": pl.Date(),
+        "date | None": pl.Date(),
         "datetime": pl.Datetime("us", "UTC"),
     }
     schema: dict[str, pl.DataType] = {}
@@ -95,6 +125,7 @@ def flat_schema(record: type) -> dict[str, pl.DataType]:
 
 SETTLEMENT_SCHEMA = flat_schema(SettlementLine)
 BANK_SCHEMA = flat_schema(BankLine)
+STATEMENT_SCHEMA = flat_schema(Statement)
 
 
 def flat(record) -> dict:
@@ -110,6 +141,6 @@ def flat(record) -> dict:
     return row
 
 
-def frame(lines: list[SettlementLine] | list[BankLine], record: type) -> pl.DataFrame:
+def frame(lines: list[SettlementLine] | list[BankLine] | list[Statement], record: type) -> pl.DataFrame:
     """Records as a frame with the record's schema, also when there are none."""
     return pl.DataFrame([flat(line) for line in lines], schema=flat_schema(record), orient="row")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from clearline.recon.lines import STATEMENT_SCHEMA
+
 PROCESSOR_FORMATS = ("adyen", "stripe", "checkoutcom")
 BANK_FORMATS = ("bai2", "camt053", "mt940")
 
@@ -61,13 +63,15 @@ def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.Da
 class ParsedFile:
     """One file read: `lines` has `clearline.recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
     `BANK_SCHEMA` (bank formats); values that could not be normalised are null there and
-    explained in `problems`."""
+    explained in `problems`. `statements` has `STATEMENT_SCHEMA`, one row per statement
+    of a bank file (empty for processor reports)."""
 
     path: Path
     format: str
     lines: pl.DataFrame
     controls: pl.DataFrame
     problems: pl.DataFrame
+    statements: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATEMENT_SCHEMA))
 
     @property
     def kind(self) -> str:
