@@ -62,7 +62,7 @@ def parse(text: str, source_file: str) -> BankFile:
         raise ParseError(f"not a readable BAI2 file: {exc or type(exc).__name__}", line) from None
     if numbered.consumed < len(numbered.lines):
         raise ParseError("records after the 99 file trailer", numbered.numbers[numbered.consumed])
-    out = BankFile()
+    out = BankFile(source_file=source_file)
     position = len(parsed.header.rows)  # records read so far, in document order
     group_totals = []
     for group in parsed.children:
@@ -73,6 +73,7 @@ def parse(text: str, source_file: str) -> BankFile:
             position += len(account.header.rows)
             currency = currency_code(account.header.currency or group.header.currency or DEFAULT_CURRENCY)
             number = account.header.customer_account_number
+            out.open_statement("bai2", number, group.header.as_of_date.isoformat(), None, header_line)
             for detail in account.children:
                 line_no = numbered.numbers[position]
                 position += len(detail.rows)
@@ -89,8 +90,6 @@ def parse(text: str, source_file: str) -> BankFile:
                     else None
                 )
                 out.add(
-                    "bai2",
-                    number,
                     optional(detail.bank_reference),
                     optional(detail.customer_reference),
                     optional(detail.text),
@@ -98,7 +97,6 @@ def parse(text: str, source_file: str) -> BankFile:
                     currency,
                     group.header.as_of_date,
                     value,
-                    source_file,
                     line_no,
                 )
             summaries = {s.type_code.code: (s.amount, s.item_count) for s in account.header.summary_items}
@@ -127,6 +125,13 @@ def parse(text: str, source_file: str) -> BankFile:
                     summaries["015"][0],
                     [line.amount.minor for line in mine],
                 )
+            out.close_statement(
+                summaries.get("010", (None,))[0],
+                group.header.as_of_date,
+                summaries.get("015", (None,))[0],
+                group.header.as_of_date,
+                currency,
+            )
             computed = sum(s.amount or 0 for s in account.header.summary_items) + sum(
                 d.amount for d in account.children
             )

@@ -1,8 +1,14 @@
-"""What the three bank formats share: collecting entries, balance controls, frames.
+"""What the three bank formats share: collecting statements and entries, balance controls, frames.
 
 Signs, for every format: a bank line's amount is + for a credit to the platform's account
 and - for a debit (BAI2 by the detail type code's direction, camt.053 by CdtDbtInd, MT940
 by the D/C mark), in the account's minor units.
+
+Statements: a parser opens a statement (`open_statement`: its account and identity),
+adds its entries (each `BankLine` is stamped with the open statement's id and sequence)
+and closes it with the balances it states (`close_statement`), which appends one
+`clearline.recon.lines.Statement`. Entries added outside an open statement would have no
+identity, so `add` refuses them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ import polars as pl
 
 from clearline.recon.intake.model import Problems, controls_frame, fits_i64
 from clearline.recon.intake.processor import money
-from clearline.recon.lines import BankLine, frame
+from clearline.recon.lines import BankLine, Statement, frame
+
+
+@dataclass(frozen=True)
+class _Open:
+    format: str
+    account: str
+    statement_id: str
+    sequence: str | None
+    line_no: int
+    first: int  # index of its first line in BankFile.lines
 
 
 @dataclass
@@ -22,11 +38,45 @@ class BankFile:
     lines: list[BankLine] = field(default_factory=list)
     controls: list[tuple[str, int, int | None, int | None]] = field(default_factory=list)
     problems: Problems = field(default_factory=Problems)
+    statements: list[Statement] = field(default_factory=list)
+    source_file: str = ""
+    _open: _Open | None = None
+
+    def open_statement(self, fmt: str, account: str, statement_id: str, sequence: str | None, line_no: int) -> None:
+        if self._open is not None:
+            raise RuntimeError("a statement is already open")  # a parser's bug, never the file's
+        self._open = _Open(fmt, account, statement_id, sequence, line_no, len(self.lines))
+
+    def close_statement(
+        self,
+        opening: int | None,
+        opening_date: date | None,
+        closing: int | None,
+        closing_date: date | None,
+        currency: str,
+    ) -> None:
+        """The open statement with the balances it states (None where it states none)."""
+        s, self._open = self._open, None
+        if s is None:
+            raise RuntimeError("no statement is open")
+        self.statements.append(
+            Statement(
+                format=s.format,
+                account=s.account,
+                statement_id=s.statement_id,
+                sequence=s.sequence,
+                opening=money(opening if opening is None or fits_i64(opening) else None, currency),
+                opening_date=opening_date,
+                closing=money(closing if closing is None or fits_i64(closing) else None, currency),
+                closing_date=closing_date,
+                entries=len(self.lines) - s.first,
+                source_file=self.source_file,
+                line_no=s.line_no,
+            )
+        )
 
     def add(
         self,
-        fmt: str,
-        account: str,
         bank_ref: str | None,
         reference: str | None,
         text: str | None,
@@ -34,24 +84,29 @@ class BankFile:
         currency: str,
         booked: date | None,
         value: date | None,
-        source_file: str,
         line_no: int,
     ) -> None:
+        """One entry of the open statement."""
+        s = self._open
+        if s is None:
+            raise RuntimeError("an entry outside a statement")
         if amount is not None and not fits_i64(amount):
             self.problems.note(line_no, f"amount {amount} is beyond the range of a 64-bit count of minor units")
             amount = None
         self.lines.append(
             BankLine(
-                format=fmt,
-                account=account,
+                format=s.format,
+                account=s.account,
                 bank_ref=bank_ref or "",
                 reference=reference,
                 text=text,
                 amount=money(amount, currency),
                 booking_date=booked,
                 value_date=value or booked,
-                source_file=source_file,
+                source_file=self.source_file,
                 line_no=line_no,
+                statement_id=s.statement_id,
+                sequence=s.sequence,
             )
         )
 
@@ -65,5 +120,10 @@ class BankFile:
         computed = None if opening is None or None in amounts else opening + sum(amounts)  # type: ignore[operator]
         self.control(f"{what}: opening balance + entries = closing balance", line_no, closing, computed)
 
-    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        return frame(self.lines, BankLine), controls_frame(self.controls), self.problems.frame()
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        return (
+            frame(self.lines, BankLine),
+            controls_frame(self.controls),
+            self.problems.frame(),
+            frame(self.statements, Statement),
+        )

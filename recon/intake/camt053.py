@@ -1,20 +1,51 @@
-"""ISO 20022 camt.053 bank-to-customer statements, read with lxml by the schema's paths.
+"""ISO 20022 camt.053 bank-to-customer statements (001.02 to 001.13), read with lxml.
 
 Why lxml and not pycamt: the suite needs what pycamt does not hand back: the source line
 of each entry (for the report), the TxsSummry control counts and sums, and every
 statement of a multi-statement message with its own account and balances. Element paths
-are namespace-agnostic (`{*}`), so versions 02 to 08+ read alike; only booked entries
-(Sts BOOK, or no status) count, as only they move the balances.
+are namespace-agnostic (`{*}`), so every version reads alike; only booked entries (Sts or
+Sts/Cd BOOK, or no status) are lines, as only they move the balances.
 
-Signs: amounts are unsigned, CdtDbtInd CRDT is +, DBIT is -, for entries and balances.
-References: AcctSvcrRef of the entry (or its transaction) is the bank reference;
-EndToEndId (NOTPROVIDED means none) the customer reference; RmtInf/Ustrd pieces joined,
-or AddtlNtryInf, the text. Opening balance OPBD (or PRCD), closing CLBD.
+Hostile XML: ISO 20022 messages never carry a DOCTYPE, so a document with one (entity
+declarations, external entities, a DTD) is refused whole as hostile, naming what it
+declares. Nothing is resolved, loaded or silently dropped.
+
+Signs: amounts are unsigned; CdtDbtInd CRDT is +, DBIT is -, for entries, transactions
+and balances. A reversal (RvslInd true) is signed by its CdtDbtInd like any entry: ISO
+20022 says the indicator already gives the reversal's own direction (CRDT with RvslInd
+reverses an earlier debit), so money in is + whatever it reverses.
+
+Dates: ISO 20022 dates are XML Schema dates, so `2017-04-01+02:00` and `2017-04-01Z` are
+valid and mean the bank's calendar day 2017-04-01; a `DtTm` date-time gives its date as
+written (the bank's local day, not converted to UTC).
+
+Batched entries: one `Ntry` may carry many `TxDtls` (a batch booking: a processor payout
+of many payments, a collection of direct debits). When an entry has more than one TxDtls
+and each states its own amount (`Amt`, or `AmtDtls/TxAmt/Amt` before version 03), every
+TxDtls becomes a line of its own (the matcher wants one line per payment the credit
+carries), signed by its own CdtDbtInd (else the entry's), and the entry's amount stays a
+control: entry amount = the sum of its transactions (with `Btch/NbOfTxs` as a count
+control where given). Otherwise the entry is one line with the first TxDtls's references.
+Charges (`Chrgs`) are information: the entry's amount is what moved; a charge booked on
+its own is its own entry.
+
+References: AcctSvcrRef of the transaction (or entry) is the bank reference; EndToEndId
+(NOTPROVIDED means none) the customer reference; RmtInf/Ustrd pieces joined, or
+AddtlTxInf, or AddtlNtryInf, the text.
+
+Balances: opening is OPBD, else PRCD (previously closed booked), else the first ITBD
+(interim booked: a statement continued over several pages opens with one); closing is
+CLBD, else the last ITBD. The other types (CLAV, FWAV, ITAV, OPAV, INFO, proprietary
+codes) are availability or information balances: tolerated, not checked.
+
+Identity: `Stmt/Id` with `ElctrncSeqNb` (else `LglSeqNb`); the account is the IBAN or
+`Othr/Id`.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import date
 
 from lxml import etree
 
@@ -22,7 +53,11 @@ from clearline.recon.intake.bank import BankFile
 from clearline.recon.intake.model import ParseError, Problems
 from clearline.recon.intake.normalise import currency_code, minor, optional
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+# encoding="utf-8": decode() already turned the bytes into text by the declared encoding.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8")
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?$")
+_DATE_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
+OPENING, CLOSING, INTERIM = ("OPBD", "PRCD"), ("CLBD",), "ITBD"
 
 
 def parse(text: str, source_file: str) -> BankFile:
@@ -30,13 +65,35 @@ def parse(text: str, source_file: str) -> BankFile:
         root = etree.fromstring(text.encode("utf-8"), _PARSER)
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"not well-formed XML: {exc.msg}", exc.lineno) from None
+    _refuse_doctype(root)
     statements = root.findall("{*}BkToCstmrStmt/{*}Stmt")
     if not statements:
         raise ParseError("no BkToCstmrStmt/Stmt in the document", root.sourceline)
-    out = BankFile()
+    out = BankFile(source_file=source_file)
     for stmt in statements:
-        _statement(stmt, source_file, out)
+        _statement(stmt, out)
     return out
+
+
+def _refuse_doctype(root) -> None:
+    """A DOCTYPE in a camt.053 is hostile (XXE, entity expansion): refused with what it declares."""
+    info = root.getroottree().docinfo
+    dtd = info.internalDTD
+    if not info.doctype and dtd is None:
+        return
+    declared = []
+    for entity in dtd.iterentities() if dtd is not None else []:
+        target = entity.system_url or entity.content or ""
+        kind = "external entity" if entity.system_url else "entity"
+        declared.append(f"{kind} {entity.name!r} ({target[:60]!r})")
+    if info.system_url:
+        declared.append(f"external DTD {info.system_url!r}")
+    what = "; declares " + ", ".join(declared) if declared else ""
+    raise ParseError(
+        f"hostile XML refused: a DOCTYPE{what}. ISO 20022 messages carry no DOCTYPE; "
+        "nothing in it was resolved or loaded",
+        1,
+    )
 
 
 def _text(element, path: str) -> str:
@@ -44,86 +101,165 @@ def _text(element, path: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
-def _day(element, path: str, problems: Problems) -> date | None:
-    value = _text(element, f"{path}/{{*}}Dt") or _text(element, f"{path}/{{*}}DtTm")[:10]
+def xml_date(value: str) -> date | None:
+    """An XML Schema date (offset allowed) or date-time, as the calendar day written; None if neither."""
+    match = _DATE.match(value) or _DATE_TIME.match(value)
+    if not match:
+        return None
     try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
+        return date(*(int(part) for part in match.groups()))
     except ValueError:
-        problems.note(element.sourceline, f"{path.replace('{*}', '')}: {value!r} is not a date")
         return None
 
 
-def _signed(element, currency: str, what: str, problems: Problems) -> int | None:
-    amount = minor(_text(element, "{*}Amt"), currency, what, element.sourceline, problems)
+def _day(element, path: str, problems: Problems, *, required: bool = True) -> date | None:
+    value = _text(element, f"{path}/{{*}}Dt") or _text(element, f"{path}/{{*}}DtTm")
+    if not value and not required:
+        return None
+    found = xml_date(value)
+    if found is None:
+        problems.note(element.sourceline, f"{path.replace('{*}', '')}: {value!r} is not a date")
+    return found
+
+
+def _signed(
+    element, amount_path: str, currency: str, what: str, problems: Problems, default_dc: str = ""
+) -> int | None:
+    text = _text(element, amount_path)
+    amount = minor(text, currency, what, element.sourceline, problems)
     if amount is not None and amount < 0:
         problems.note(
             element.sourceline,
-            f"{what}: Amt {_text(element, '{*}Amt')} is signed: camt.053 amounts are "
-            "unsigned, CdtDbtInd gives the direction",
+            f"{what}: Amt {text} is signed: camt.053 amounts are unsigned, CdtDbtInd gives the direction",
         )
         return None
-    indicator = _text(element, "{*}CdtDbtInd")
+    indicator = _text(element, "{*}CdtDbtInd") or default_dc
     if indicator not in ("CRDT", "DBIT"):
         problems.note(element.sourceline, f"{what}: CdtDbtInd {indicator!r} is neither CRDT nor DBIT")
         return None
     return None if amount is None else (amount if indicator == "CRDT" else -amount)
 
 
-def _statement(stmt, source_file: str, out: BankFile) -> None:
+def _currency(element, path: str, fallback: str) -> str:
+    amt = element.find(path)
+    return currency_code(amt.get("Ccy", fallback) if amt is not None else fallback)
+
+
+def _balances(stmt, stmt_ccy: str, problems: Problems) -> tuple[tuple | None, tuple | None, str]:
+    """(opening, closing, currency): each balance as (line, signed amount, date) or None."""
+    found: list[tuple[str, tuple]] = []
+    for bal in stmt.findall("{*}Bal"):
+        code = _text(bal, "{*}Tp/{*}CdOrPrtry/{*}Cd") or _text(bal, "{*}Tp/{*}CdOrPrtry/{*}Prtry")
+        if code not in (*OPENING, *CLOSING, INTERIM):
+            continue  # availability and information balances: tolerated, not checked
+        ccy = _currency(bal, "{*}Amt", stmt_ccy)
+        found.append(
+            (
+                code,
+                (
+                    bal.sourceline,
+                    _signed(bal, "{*}Amt", ccy, f"balance {code}", problems),
+                    _day(bal, "{*}Dt", problems),
+                    ccy,
+                ),
+            )
+        )
+    interim = [value for code, value in found if code == INTERIM]
+    opening = next((value for code, value in found if code in OPENING), None)
+    closing = next((value for code, value in found if code in CLOSING), None)
+    if opening is None and interim and (closing is not None or len(interim) > 1):
+        opening = interim.pop(0)
+    if closing is None and interim:
+        closing = interim[-1]
+    currency = stmt_ccy or next((value[3] for _, value in found), "")
+    return opening, closing, currency
+
+
+def _statement(stmt, out: BankFile) -> None:
     p = out.problems
     account = _text(stmt, "{*}Acct/{*}Id/{*}IBAN") or _text(stmt, "{*}Acct/{*}Id/{*}Othr/{*}Id")
-    stmt_ccy = _text(stmt, "{*}Acct/{*}Ccy")
-    balances = {}
-    for bal in stmt.findall("{*}Bal"):
-        code = _text(bal, "{*}Tp/{*}CdOrPrtry/{*}Cd")
-        amt = bal.find("{*}Amt")
-        ccy = currency_code(amt.get("Ccy", stmt_ccy)) if amt is not None else stmt_ccy
-        balances[code] = (bal.sourceline, _signed(bal, ccy, f"balance {code}", p))
+    opening, closing, stmt_ccy = _balances(stmt, currency_code(_text(stmt, "{*}Acct/{*}Ccy")), p)
+    statement_id = _text(stmt, "{*}Id")
+    out.open_statement(
+        "camt053",
+        account,
+        statement_id,
+        _text(stmt, "{*}ElctrncSeqNb") or _text(stmt, "{*}LglSeqNb") or None,
+        stmt.sourceline,
+    )
     entries = stmt.findall("{*}Ntry")
-    amounts = {ntry: _entry_amount(ntry, stmt_ccy, p) for ntry in entries}
-    first = len(out.lines)
+    amounts = {}
     for ntry in entries:
-        if (_text(ntry, "{*}Sts/{*}Cd") or _text(ntry, "{*}Sts") or "BOOK") != "BOOK":
-            continue
-        details = ntry.find("{*}NtryDtls/{*}TxDtls")
-        if details is None:
-            details = etree.Element("TxDtls")
-        bank_ref = _text(ntry, "{*}AcctSvcrRef") or _text(details, "{*}Refs/{*}AcctSvcrRef")
-        end_to_end = _text(details, "{*}Refs/{*}EndToEndId")
-        remittance = "".join(u.text or "" for u in details.findall("{*}RmtInf/{*}Ustrd"))
-        currency, amount = amounts[ntry]
-        out.add(
-            "camt053",
-            account,
-            optional(bank_ref),
-            None if end_to_end == "NOTPROVIDED" else optional(end_to_end),
-            optional(remittance) or optional(_text(ntry, "{*}AddtlNtryInf")),
-            amount,
-            currency,
-            _day(ntry, "{*}BookgDt", p),
-            _day(ntry, "{*}ValDt", p),
-            source_file,
-            ntry.sourceline,
-        )
-    opening = balances.get("OPBD") or balances.get("PRCD")
-    if opening and "CLBD" in balances:
-        out.balance(
-            f"statement {_text(stmt, '{*}Id')}",
-            balances["CLBD"][0],
-            opening[1],
-            balances["CLBD"][1],
-            [line.amount.minor for line in out.lines[first:]],
-        )
+        currency = _currency(ntry, "{*}Amt", stmt_ccy)
+        amounts[ntry] = (currency, _signed(ntry, "{*}Amt", currency, "Ntry", p))
+    booked = [a for ntry, (_, a) in amounts.items() if _booked(ntry)]
+    for ntry in entries:
+        if _booked(ntry):
+            _entry(ntry, *amounts[ntry], out)
+    stmt_ccy = stmt_ccy or (out.lines[-1].amount.currency if out.lines else "")
+    if opening and closing:
+        out.balance(f"statement {statement_id}", closing[0], opening[1], closing[1], booked)
+    out.close_statement(
+        opening[1] if opening else None,
+        opening[2] if opening else None,
+        closing[1] if closing else None,
+        closing[2] if closing else None,
+        stmt_ccy,
+    )
     summary = stmt.find("{*}TxsSummry")
     if summary is not None:
-        currency = currency_code(stmt_ccy) or (out.lines[-1].amount.currency if out.lines else "")
-        _summary(summary, [amount for _, amount in amounts.values()], currency, out)
+        _summary(summary, [amount for _, amount in amounts.values()], stmt_ccy, out)
 
 
-def _entry_amount(ntry, stmt_ccy: str, problems: Problems) -> tuple[str, int | None]:
-    amt = ntry.find("{*}Amt")
-    currency = currency_code(amt.get("Ccy", stmt_ccy) if amt is not None else stmt_ccy)
-    return currency, _signed(ntry, currency, "Ntry", problems)
+def _booked(ntry) -> bool:
+    return (_text(ntry, "{*}Sts/{*}Cd") or _text(ntry, "{*}Sts") or "BOOK") == "BOOK"
+
+
+def _tx_amount(tx, currency: str, default_dc: str, problems: Problems) -> int | None:
+    path = "{*}Amt" if tx.find("{*}Amt") is not None else "{*}AmtDtls/{*}TxAmt/{*}Amt"
+    return _signed(tx, path, _currency(tx, path, currency), "TxDtls", problems, default_dc)
+
+
+def _entry(ntry, currency: str, amount: int | None, out: BankFile) -> None:
+    """One line per booked entry, or one per transaction of a batched entry (see the module doc)."""
+    p = out.problems
+    transactions = ntry.findall("{*}NtryDtls/{*}TxDtls")
+    booked, valued = _day(ntry, "{*}BookgDt", p), _day(ntry, "{*}ValDt", p, required=False)
+    entry_ref, entry_text = _text(ntry, "{*}AcctSvcrRef"), _text(ntry, "{*}AddtlNtryInf")
+    itemised = len(transactions) > 1 and all(
+        tx.find("{*}Amt") is not None or tx.find("{*}AmtDtls/{*}TxAmt/{*}Amt") is not None for tx in transactions
+    )
+    if not itemised:
+        tx = transactions[0] if transactions else etree.Element("TxDtls")
+        out.add(*_refs(tx, entry_ref, entry_text, entry_first=True), amount, currency, booked, valued, ntry.sourceline)
+        return
+    dc = _text(ntry, "{*}CdtDbtInd")
+    parts = []
+    for tx in transactions:
+        part = _tx_amount(tx, currency, dc, p)
+        parts.append(part)
+        out.add(*_refs(tx, entry_ref, entry_text), part, currency, booked, valued, tx.sourceline)
+    name = f"Ntry {entry_ref or ntry.sourceline}"
+    out.control(f"{name} amount = sum of its TxDtls", ntry.sourceline, amount, None if None in parts else sum(parts))
+    count = _text(ntry, "{*}NtryDtls/{*}Btch/{*}NbOfTxs")
+    if count:
+        out.control(
+            f"{name} Btch/NbOfTxs = number of its TxDtls",
+            ntry.sourceline,
+            int(count) if count.isdigit() else None,
+            len(transactions),
+        )
+
+
+def _refs(tx, entry_ref: str, entry_text: str, entry_first: bool = False) -> tuple[str | None, str | None, str | None]:
+    """Bank reference, customer reference and text of a transaction: an entry that is one
+    line keeps the entry's AcctSvcrRef first, a transaction of a batch its own."""
+    own = _text(tx, "{*}Refs/{*}AcctSvcrRef")
+    bank_ref = (entry_ref or own) if entry_first else (own or entry_ref)
+    end_to_end = _text(tx, "{*}Refs/{*}EndToEndId")
+    remittance = "".join(u.text or "" for u in tx.findall("{*}RmtInf/{*}Ustrd"))
+    text = optional(remittance) or optional(_text(tx, "{*}AddtlTxInf")) or optional(entry_text)
+    return optional(bank_ref), None if end_to_end == "NOTPROVIDED" else optional(end_to_end), text
 
 
 def _summary(summary, signed: list[int | None], currency: str, out: BankFile) -> None:
@@ -152,11 +288,14 @@ def _summary(summary, signed: list[int | None], currency: str, out: BankFile) ->
                 minor(total, currency, f"{tag}/Sum", part.sourceline, p),
                 None if None in amounts else sum(abs(a) for a in amounts),
             )
-    net = summary.find("{*}TtlNtries/{*}TtlNetNtry")
+    # TtlNetNtry (Amt, CdtDbtInd) from version 04; TtlNetNtryAmt beside TtlNtries/CdtDbtInd before
+    net, path = summary.find("{*}TtlNtries/{*}TtlNetNtry"), "{*}Amt"
+    if net is None and summary.find("{*}TtlNtries/{*}TtlNetNtryAmt") is not None:
+        net, path = summary.find("{*}TtlNtries"), "{*}TtlNetNtryAmt"
     if net is not None:
         out.control(
             "TxsSummry/TtlNtries/TtlNetNtry",
             net.sourceline,
-            _signed(net, currency, "TtlNetNtry", p),
+            _signed(net, path, currency, "TtlNetNtry", p),
             None if None in signed else sum(signed),
         )

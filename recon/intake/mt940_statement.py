@@ -30,7 +30,7 @@ _EREF, _REMI = re.compile(_FIELD.format(key="EREF")), re.compile(_FIELD.format(k
 
 
 def parse(text: str, source_file: str) -> BankFile:
-    out = BankFile()
+    out = BankFile(source_file=source_file)
     starts = [m.start() for m in _STATEMENT.finditer(text)]
     for start, end in zip(starts, [*starts[1:], len(text)]):
         _statement(text[start:end], text.count("\n", 0, start) + 1, source_file, out)
@@ -58,6 +58,9 @@ def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> 
     if len(transactions) != len(tag_lines):
         raise ParseError(f"{len(tag_lines)} :61: lines but {len(transactions)} readable transactions", first_line)
     account = data.get("account_identification") or ""
+    out.open_statement(
+        "mt940", account, data.get("transaction_reference") or "", data.get("statement_number"), first_line
+    )
     amounts = []
     for transaction, line_no in zip(transactions, tag_lines):
         t = transaction.data
@@ -71,8 +74,6 @@ def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> 
             optional(eref.group(1)) if eref else (None if short_ref in (None, "NONREF") else optional(short_ref))
         )
         out.add(
-            "mt940",
-            account,
             optional(t.get("bank_reference")),
             None if reference == "NOTPROVIDED" else reference,
             optional(remi.group(1)) if remi else optional(details),
@@ -80,15 +81,15 @@ def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> 
             currency,
             t.get("entry_date") or t.get("date"),
             t.get("date"),
-            source_file,
             line_no,
         )
+    closing_ccy = currency_code(closing.amount.currency)
+    closing_minor = _amount(closing.amount.amount, closing_ccy, ":62F: balance", closing_at, out)
+    opening_minor = None
     if opening is not None:
         ccy = currency_code(opening.amount.currency)
-        out.balance(
-            f"statement {data.get('transaction_reference')}",
-            closing_at,
-            _amount(opening.amount.amount, ccy, ":60F: balance", first_line, out),
-            _amount(closing.amount.amount, currency_code(closing.amount.currency), ":62F: balance", closing_at, out),
-            amounts,
-        )
+        opening_minor = _amount(opening.amount.amount, ccy, ":60F: balance", first_line, out)
+        out.balance(f"statement {data.get('transaction_reference')}", closing_at, opening_minor, closing_minor, amounts)
+    out.close_statement(
+        opening_minor, opening.date if opening is not None else None, closing_minor, closing.date, closing_ccy
+    )

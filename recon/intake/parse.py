@@ -14,10 +14,11 @@ import polars as pl
 
 from clearline.recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
 from clearline.recon.intake.detect import detect
-from clearline.recon.intake.model import ParsedFile
+from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.reading import decode
 
-Frames = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
+# lines, controls, problems, and for bank formats the statements
+Frames = tuple[pl.DataFrame, ...]
 
 
 def _frames(module) -> Callable[[str, str], Frames]:
@@ -34,11 +35,24 @@ PARSERS: dict[str, Callable[[str, str], Frames]] = {
 }
 
 
+# Text formats whose banks still send ISO-8859-1 / Windows-1252 (German MT940s, older
+# BAI2 files): read so when the bytes are not UTF-8 (see `reading.decode`).
+SINGLE_BYTE_FORMATS = ("mt940", "bai2")
+
+
 def parse_bytes(data: bytes, name: str, path: Path | None = None) -> ParsedFile:
-    text = decode(data)
+    try:
+        text = decode(data)
+    except ParseError as strict:
+        text = decode(data, single_byte=True)
+        try:
+            single_byte_format = detect(text) in SINGLE_BYTE_FORMATS
+        except ParseError:
+            single_byte_format = False
+        if not single_byte_format:
+            raise strict from None
     fmt = detect(text)
-    lines, controls, problems = PARSERS[fmt](text, name)
-    return ParsedFile(path or Path(name), fmt, lines, controls, problems)
+    return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name))
 
 
 def parse_file(path: Path) -> ParsedFile:

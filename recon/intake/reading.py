@@ -1,14 +1,17 @@
 """Bytes to text and CSV rows, with the line number of whatever goes wrong.
 
-Settlement reports and statements are text; a file that is not valid UTF-8 (or has NUL
-bytes, as a binary or a half-copied file does) is refused here with the line of the first
-bad byte, so the quarantine report can point at it.
+Settlement reports and statements are text; a file that is not valid UTF-8 (or in the
+encoding its XML declaration names, or, for the text formats that allow it, Windows-1252 /
+ISO-8859-1), or that has NUL bytes as a binary or a half-copied file does, is refused here
+with the line of the first bad byte, so the quarantine report can point at it.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 
 from clearline.recon.intake.model import ParseError
@@ -18,19 +21,64 @@ def line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def decode(data: bytes) -> str:
-    """UTF-8 text (a byte-order mark is dropped); refuses empty files and bad bytes."""
+_XML_DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def decode(data: bytes, single_byte: bool = False) -> str:
+    """The file's text; refuses empty files, bad bytes and NUL bytes, naming the line.
+
+    UTF-8 (a byte-order mark is dropped), unless an XML declaration names another
+    encoding, which is then used (`<?xml version="1.0" encoding="ISO-8859-1"?>`: the file
+    says what it is). With `single_byte` (the caller's choice, for text formats whose banks
+    still send ISO-8859-1) bytes that are not UTF-8 are read as Windows-1252, the superset
+    of ISO-8859-1 that files labelled Latin-1 are in practice (the WHATWG Encoding Standard
+    reads the label so), or as ISO-8859-1 itself where a byte is undefined in Windows-1252.
+    Either maps every byte to exactly one character, so nothing of the file is lost or
+    replaced: an `é` in a statement's text stays an `é`.
+    """
     if not data.strip():
         raise ParseError("the file is empty", 1)
+    nul = data.find(b"\x00")
+    declared = _XML_DECLARATION.match(data)
+    encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+    if codecs_name(encoding) != "utf-8":
+        return _declared(data, encoding)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ParseError(
-            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", line_of(data, exc.start)
-        ) from None
-    nul = data.find(b"\x00")
+        if not single_byte or nul >= 0:
+            raise ParseError(
+                f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", line_of(data, exc.start)
+            ) from None
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
     if nul >= 0:
         raise ParseError(f"NUL byte at offset {nul}: not a text file", line_of(data, nul))
+    return text
+
+
+def codecs_name(encoding: str) -> str | None:
+    """Python's name for an encoding label, None for a label it does not know."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return None
+
+
+def _declared(data: bytes, encoding: str) -> str:
+    if codecs_name(encoding) is None:
+        raise ParseError(f"the XML declaration names an unknown encoding {encoding!r}", 1)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"not valid {encoding} (as the XML declaration says): byte 0x{data[exc.start]:02x} at offset {exc.start}",
+            line_of(data, exc.start),
+        ) from None
+    if "\x00" in text:
+        raise ParseError(f"NUL character at offset {text.index(chr(0))}: not a text file", 1)
     return text
 
 

@@ -8,7 +8,7 @@ through `line_no`, every row that broke it. GX runs in an ephemeral context (no 
 folder, nothing written) with a pandas datasource; GX 1.24 has no Polars datasource.
 
 Rules, every format: columns and types of `clearline.recon.lines`; required values present; ISO
-4217 codes (`clearline.currency.EXPONENT`); no duplicate lines; declared control totals
+4217 codes (`clearline.currency.EXPONENT`); declared control totals
 equal to the recomputed ones; nothing the parser could not read. Processor formats add
 the sign convention per record type and net = gross - fee where no conversion happened;
 bank formats their own references rule (see `_bank_rules`).
@@ -74,7 +74,11 @@ def _rule(expectation, text: str):
     return expectation
 
 
-def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str], unique: list[str]) -> list:
+def _common_rules(
+    gxe, schema: dict, required: list[str], currencies: list[str], unique: list[str] | None = None
+) -> list:
+    """Rules every format shares; `unique` (processor formats) are the columns no two lines
+    of a file may share."""
     codes = sorted(EXPONENT)
     integers = [c for c, t in schema.items() if t == pl.Int64()]
     texts = [c for c, t in schema.items() if t == pl.String()]
@@ -111,9 +115,15 @@ def _common_rules(gxe, schema: dict, required: list[str], currencies: list[str],
             )
             for c in currencies
         ),
-        _rule(
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
-            f"no line appears twice in a file (same {', '.join(unique)})",
+        *(
+            [
+                _rule(
+                    gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
+                    f"no line appears twice in a file (same {', '.join(unique)})",
+                )
+            ]
+            if unique
+            else []
         ),
         _rule(
             gxe.ExpectColumnValuesToBeBetween(
@@ -194,13 +204,17 @@ def _processor_rules(gxe) -> list:
 
 def _bank_rules(gxe) -> list:
     """References: bank formats make none of them mandatory (BAI2 spec samples carry only
-    text), so a line must carry at least one of bank_ref, reference or text."""
+    text), so a line must carry at least one of bank_ref, reference or text.
+
+    No uniqueness rule: two identical lines in one statement are ordinary (two equal
+    payments on one day; a Citi MT940 repeats zero-amount information lines), so each is
+    kept as a line of its own. Duplicates in bank statements are judged across files, by
+    statement identity (a statement delivered twice, or overlapping statements)."""
     rules = _common_rules(
         gxe,
         BANK_SCHEMA,
-        required=["account", "amount_minor", "booking_date", "value_date"],
+        required=["account", "amount_minor", "booking_date", "value_date", "statement_id"],
         currencies=["amount_currency"],
-        unique=["account", "bank_ref", "reference", "text", "amount_minor", "booking_date", "value_date"],
     )
     return rules + [
         _rule(

@@ -76,6 +76,41 @@ def test_world_statements_read_back_exactly(tmp_path) -> None:
                 assert text[row["line_no"] - 1].strip().startswith("<Ntry")
 
 
+def statement_lines(parsed, statement: dict) -> pl.DataFrame:
+    """The lines of one statement of a parsed file, by its identity."""
+    same = [pl.col(c).eq_missing(pl.lit(statement[c], pl.String)) for c in ("account", "statement_id", "sequence")]
+    return parsed.lines.filter(*same)
+
+
+def assert_statements_hold_their_lines(parsed) -> None:
+    """Every line belongs to exactly one stated statement, and each statement's entries
+    count and (where it states both balances) opening + entries = closing hold."""
+    keys = ["account", "statement_id", "sequence"]
+    assert parsed.statements.select(keys).is_duplicated().sum() == 0
+    assert parsed.lines.join(parsed.statements, on=keys, how="anti", nulls_equal=True).height == 0
+    for statement in parsed.statements.iter_rows(named=True):
+        mine = statement_lines(parsed, statement)
+        assert statement["statement_id"] and mine.height == statement["entries"]
+        if statement["opening_minor"] is not None and statement["closing_minor"] is not None:
+            assert statement["opening_minor"] + mine["amount_minor"].sum() == statement["closing_minor"]
+
+
+def test_world_statements_state_identity_and_chained_balances(tmp_path) -> None:
+    lines = world_bank_lines()
+    parsed = [parse_file(p) for p in write_bank_statements(lines, OPENING, ACCOUNTS, tmp_path)]
+    for f in parsed:
+        assert f.statements.height >= 1
+        assert_statements_hold_their_lines(f)
+    statements = pl.concat([f.statements for f in parsed]).sort("account", "closing_date")
+    for currency, account in ACCOUNTS.items():
+        mine = statements.filter(pl.col("account") == account["account"])
+        assert mine["opening_currency"].unique().to_list() == [currency]
+        # the generator chains its days: each opening is the previous closing, the first the world's opening
+        assert mine["opening_minor"].to_list() == [OPENING[currency], *mine["closing_minor"].to_list()[:-1]]
+        assert mine["entries"].sum() == lines.filter(pl.col("account_currency") == currency).height
+        assert (mine["opening_date"] <= mine["closing_date"]).all()
+
+
 @pytest.mark.slow
 def test_generated_world_bank_files_pass_their_suites(intake_world) -> None:
     out, summary = intake_world
@@ -111,13 +146,13 @@ def test_any_movements_read_back_with_balanced_controls(movements, opening) -> N
 SAMPLE_FACTS = {
     # file: (format, lines, currency, account, credits (count, sum), debits (count, sum))
     "bai2/moov-io-sample1.bai": ("bai2", 17, "CAD", "10200123456", (5, 320_000), (12, -320_000)),
-    "camt053/viafintech-valid_example.xml": ("camt053", 4, "EUR", "DE14740618130000033626", (1, 100), (3, -1_100)),
+    "camt053/viafintech-valid_example.xml": ("camt053", 5, "EUR", "DE14740618130000033626", (1, 100), (4, -1_100)),
     "camt053/viafintech-valid_example_v4.xml": (
         "camt053",
-        13,
+        32,  # 13 entries; four batch bookings itemised into their 23 transactions
         "CHF",
         "CH0309000000250090342",
-        (5, 181_056),
+        (24, 181_056),
         (8, -127_295),
     ),
     "mt940/jejik-rabobank-iban.sta": ("mt940", 4, "EUR", "NL71RABO0123456789", (0, 0), (4, -7_000)),
@@ -163,7 +198,7 @@ def test_camt053_sample_entries_keep_references(samples) -> None:
         "EndToEndReference",
         -200,
     )
-    balance = parsed.controls.row(0, named=True)
+    balance = parsed.controls.filter(pl.col("control").str.contains("opening balance")).row(0, named=True)
     assert "opening balance + entries = closing balance" in balance["control"]
     assert balance["declared"] == balance["computed"] == 2_306
 
