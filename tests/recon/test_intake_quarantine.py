@@ -119,7 +119,8 @@ CASES = {
         "BAI2",
         None,
     ),
-    # bytes that are not UTF-8 are ISO-8859-1 text in a BAI2 or MT940 file (tests/recon/test_intake_bank.py); a NUL is not text
+    # bytes that are not UTF-8 are ISO-8859-1 text in a BAI2 or MT940 file (see test_intake_bank.py);
+    # a NUL byte is not text
     "bai2-binary": ("bai2", lambda p: p.read_bytes().replace(b"88,", b"88,\x00", 1), "NUL byte", 5),
     "bai2-broken-control": (
         "bai2",
