@@ -46,10 +46,12 @@ _LINE = ["source_file", "line_no"]  # what tells one bank line from another
 
 def payout_batches(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Each processor payout as its report shows it: the sum of its lines' net and its last
-    line's value date."""
+    line's value date. A line id reported twice (a report sent again) counts once, as its
+    first report says it; two lines with different ids count twice, as the processor paid
+    them (one is a `duplicate` variance of the line rules)."""
+    once, _ = first_per(lines.lazy(), ["processor", "line_id"], _LINE)
     return (
-        lines.lazy()
-        .group_by("processor", "payout_id")
+        once.group_by("processor", "payout_id")
         .agg(
             amount_minor=pl.col("net_minor").sum(),
             currency=pl.col("net_currency").min(),

@@ -9,12 +9,13 @@ inputs decides every deadline the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 import polars as pl
 
-from clearline.recon.matching import bank, settlements
+from clearline.recon.lines import STATEMENT_SCHEMA
+from clearline.recon.matching import bank, continuity, copies, settlements
 from clearline.recon.matching.rules import Tolerances, as_of_day
 from clearline.recon.matching.variance import finish
 
@@ -26,12 +27,19 @@ class Inputs:
     Each may be in memory or lazy. A batch at ten million lines hands in Parquet scans
     (`pl.scan_parquet`): the matcher then reads each file in parts, only the columns each
     step needs, and never holds the millions of pairs that agree (a DataFrame works the
-    same, it is just held whole by its caller)."""
+    same, it is just held whole by its caller).
+
+    `statements` (`STATEMENT_SCHEMA`) are the bank statements the lines came in, and
+    `bank_books` (`continuity.BOOKS_SCHEMA`, from `continuity.bank_books`) the accounts the
+    ledger keeps bank cash for with their opening capital; without them there is nothing
+    to check balances against, and no balance variance."""
 
     expected_settlements: pl.DataFrame | pl.LazyFrame
     expected_movements: pl.DataFrame | pl.LazyFrame
     settlement_lines: pl.DataFrame | pl.LazyFrame
     bank_lines: pl.DataFrame | pl.LazyFrame
+    statements: pl.DataFrame | pl.LazyFrame = field(default_factory=lambda: pl.DataFrame(schema=STATEMENT_SCHEMA))
+    bank_books: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=continuity.BOOKS_SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,12 @@ def watermark(*times: datetime | date | None) -> datetime | None:
 
 def input_watermark(inputs: Inputs, latest_event: datetime | None) -> datetime | None:
     """The watermark of a batch: the latest ledger event time and the latest day a
-    processor or bank line carries."""
+    processor line, bank line or statement carries."""
     return watermark(
-        latest_event, _latest(inputs.settlement_lines, "value_date"), _latest(inputs.bank_lines, "booking_date")
+        latest_event,
+        _latest(inputs.settlement_lines, "value_date"),
+        _latest(inputs.bank_lines, "booking_date"),
+        _latest(inputs.statements, "closing_date"),
     )
 
 
@@ -65,17 +76,17 @@ def _latest(frame: pl.DataFrame | pl.LazyFrame, column: str) -> date | None:
 
 def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result:
     day = as_of_day(as_of)
+    inputs, copied = copies.sort_out(inputs)  # a line or statement sent twice counts once
     line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
     # the bank side is a line per payout batch: small, so held whole
-    bank_raw, bank_pending = bank.match(
-        inputs.expected_movements.lazy().collect(),
-        inputs.settlement_lines,
-        inputs.bank_lines.lazy().collect(),
-        tol,
-        day,
-    )
+    movements, bank_lines = inputs.expected_movements.lazy().collect(), inputs.bank_lines.lazy().collect()
+    bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
-    return Result(finish(pl.concat([line_raw, bank_raw]), day), pending, day)
+    found = pl.concat([copied, line_raw, bank_raw])
+    balance_raw = continuity.check(
+        inputs.statements.lazy().collect(), inputs.bank_books, movements, bank_lines, found, pending
+    )
+    return Result(finish(pl.concat([found, balance_raw]), day), pending, day)
 
 
 def within(variances: pl.DataFrame, start: date | None, end: date | None) -> pl.DataFrame:

@@ -28,6 +28,11 @@ CATEGORIES = (
     "late_settlement",
     "payout_not_in_bank",
     "unexplained_bank_line",
+    "statement_gap",  # a bank statement missing between two received ones (matching/continuity.py)
+    "balance_break",  # a statement that does not open at the previous one's closing balance
+    "bank_balance_mismatch",  # a closing balance that is not the ledger's bank cash that day
+    "corrected_line",  # a processor line sent again under its id with other values (matching/copies.py)
+    "corrected_statement",  # a bank statement re-issued under its id with other entries
 )
 ABSENT = "absent"  # the value shown for the side that has no record at all
 

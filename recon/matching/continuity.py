@@ -1,0 +1,301 @@
+"""Balances close the loop: each bank statement opens where the previous one closed, and
+each closing balance agrees with the ledger's bank cash on that day, or the open variances
+say why not.
+
+Continuity, per account, statements in date order (then by their sequence number):
+
+* `statement_gap`: a statement is missing between two received ones. Known by the
+  sequence number (camt.053 `ElctrncSeqNb`, MT940 `:28C:` statement number) jumping by
+  more than one, or, where the bank numbers nothing usable (BAI2), by a business day
+  between the two on which the balance moved with no statement to show it;
+* `balance_break`: consecutive statements whose opening is not the previous closing.
+
+Both name the two statements (evidence) and the jump; a statement delivered twice (same
+account, statement id and sequence) counts once.
+
+The tie to the ledger. The ledger's bank cash for the account's currency on day D is its
+opening capital (`configs/platform.yaml`, which the ledger posts before any event) plus
+every bank movement the ledger recorded that the bank should have booked by D: processor
+payouts by arrival date, merchant payouts by value date, repayments by their day (the
+`expectations` frame, read from the event archive as every other rule reads it). The
+ledger is compared value-dated because the bank is: a payout the ledger booked on Friday
+that arrives on Monday is in transit, not a break.
+
+A statement whose closing differs from that balance by another amount than the previous
+statement did is a `bank_balance_mismatch`: a difference that persists is one variance, at
+the statement where it arose (a later one names the new total when it moves again). It
+names the difference and the open variances that explain it, found by what they are about:
+every movement of the account up to D (bank lines by reference, the ledger's movements by
+reference, each jump between statements) is summed per reference, and each reference that
+does not net to zero is explained by the variances about it (a bank-level variance's
+reference, a line-level variance's payout batch, a continuity variance's own jump). What
+no variance claims but a pending item does is "awaited"; the rest is unexplained.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from clearline.recon.lines import STATEMENT_SCHEMA
+from clearline.recon.matching.rules import evidence
+from clearline.recon.matching.variance import RAW_SCHEMA, money_text, variance_id
+
+# The platform's operating accounts as the ledger opens them: one per currency.
+BOOKS_SCHEMA: dict[str, pl.DataType] = {
+    "account": pl.String(),
+    "currency": pl.String(),
+    "opening_minor": pl.Int64(),
+    "opened_on": pl.Date(),
+}
+_IDENTITY = ["account", "statement_id", "sequence"]
+
+
+def bank_books(platform: dict) -> pl.DataFrame:
+    """`BOOKS_SCHEMA` rows from configs/platform.yaml as loaded (`bank_accounts` and
+    `opened_on`): the capital the ledger posts into each account before any event."""
+    opened = platform["opened_on"]
+    opened = opened if isinstance(opened, date) else date.fromisoformat(str(opened))
+    rows = [
+        (str(spec["account"]), currency, int(spec["opening_balance_minor"]), opened)
+        for currency, spec in sorted(platform["bank_accounts"].items())
+    ]
+    return pl.DataFrame(rows, schema=BOOKS_SCHEMA, orient="row")
+
+
+def chain(statements: pl.DataFrame) -> pl.DataFrame:
+    """The statements of each account once each, in order, with the previous one's
+    identity, closing balance and day beside each (`prev_…`, null for the first)."""
+    ordered = (
+        statements.cast(STATEMENT_SCHEMA)
+        .sort("source_file", "line_no")
+        .unique(_IDENTITY, keep="first", maintain_order=True)
+        .with_columns(
+            day=pl.coalesce("closing_date", "opening_date"),
+            number=pl.col("sequence").str.extract(r"^\s*(\d+)").cast(pl.Int64, strict=False),
+            where=evidence(),
+        )
+        .sort("account", "day", "number", "statement_id", "source_file", "line_no", nulls_last=True)
+    )
+    prev = ["statement_id", "sequence", "closing_minor", "closing_currency", "day", "number", "where"]
+    return ordered.with_columns(pl.col(c).shift(1).over("account").alias(f"prev_{c}") for c in prev)
+
+
+def _named(prefix: str = "") -> pl.Expr:
+    """'statement 20260105-00005 (5) of 2026-01-05' for a statement's columns."""
+    seq = pl.when(pl.col(f"{prefix}sequence").is_not_null()).then(
+        pl.concat_str(pl.lit(" ("), pl.col(f"{prefix}sequence"), pl.lit(")"))
+    )
+    return pl.concat_str(
+        pl.lit("statement "),
+        pl.col(f"{prefix}statement_id"),
+        seq.fill_null(""),
+        pl.lit(" of "),
+        pl.col(f"{prefix}day").cast(pl.String).fill_null("an unknown day"),
+    )
+
+
+def breaks(chained: pl.DataFrame) -> pl.DataFrame:
+    """Raw `statement_gap` and `balance_break` variances of `chain(statements)`, with the
+    signed `jump` (opening − previous closing) each stands for."""
+    pairs = chained.filter(pl.col("prev_statement_id").is_not_null())
+    same_ccy = pl.col("opening_currency") == pl.col("prev_closing_currency")
+    jump = pl.when(same_ccy).then(pl.col("opening_minor") - pl.col("prev_closing_minor"))
+    numbered = pl.col("number").is_not_null() & pl.col("prev_number").is_not_null()
+    counted = numbered & (pl.col("number") > pl.col("prev_number"))  # a number that advances per statement
+    workday_between = (pl.business_day_count(pl.col("prev_day").dt.offset_by("1d"), pl.col("day")) > 0) & pl.col(
+        "prev_day"
+    ).is_not_null()
+    gap = (counted & (pl.col("number") > pl.col("prev_number") + 1)) | (
+        ~counted & (jump.fill_null(0) != 0) & workday_between
+    )
+    found = pairs.with_columns(jump=jump, gap=gap).filter(pl.col("gap") | (pl.col("jump").fill_null(0) != 0))
+    return found.select(
+        category=pl.when("gap").then(pl.lit("statement_gap")).otherwise(pl.lit("balance_break")),
+        processor=pl.lit(None, pl.String),
+        merchant_id=pl.lit(None, pl.String),
+        reference=pl.concat_str("account", pl.lit(" "), pl.col("day").cast(pl.String).fill_null("?")),
+        payout_id=pl.lit(None, pl.String),
+        amount_minor=pl.col("jump").abs().fill_null(0),
+        currency="opening_currency",
+        field=pl.when("gap").then(pl.lit("statement sequence")).otherwise(pl.lit("opening balance")),
+        expected=pl.concat_str(
+            money_text(pl.col("prev_closing_minor"), pl.col("prev_closing_currency")).fill_null("no balance"),
+            pl.lit(" closing "),
+            _named("prev_"),
+            pl.when("gap").then(pl.lit(", then the next statement")).otherwise(pl.lit("")),
+        ),
+        actual=pl.concat_str(
+            money_text(pl.col("opening_minor"), pl.col("opening_currency")).fill_null("no balance"),
+            pl.lit(" opening "),
+            _named(),
+        ),
+        since=pl.coalesce("day", "prev_day"),
+        ledger_event_ids=pl.lit([], pl.List(pl.String)),
+        evidence=pl.concat_list("prev_where", "where"),
+        key=pl.concat_str(
+            *[pl.col(c).fill_null("") for c in ("account", "prev_statement_id", "prev_sequence")],
+            *[pl.col(c).fill_null("") for c in ("statement_id", "sequence")],
+            separator="|",
+        ),
+        jump=pl.col("jump").fill_null(0),
+        account="account",
+    )
+
+
+def _ledger_balances(tied: pl.DataFrame, movements: pl.DataFrame) -> pl.Series:
+    """The ledger's bank cash at each statement's day: opening capital plus the signed
+    movements expected by then in that currency (an as-of join on running totals)."""
+    running = (
+        movements.select(currency="amount_currency", day="expected_on", amount="amount_minor")
+        .group_by("currency", "day")
+        .agg(pl.col("amount").sum())
+        .sort("currency", "day")
+        .with_columns(total=pl.col("amount").cum_sum().over("currency"))
+    )
+    joined = (
+        tied.with_row_index("_row")
+        .sort("closing_currency", "day")
+        .join_asof(  # sorted by day within each currency: what an as-of join by group needs
+            running, on="day", by_left="closing_currency", by_right="currency", check_sortedness=False
+        )
+    )
+    return joined.sort("_row").select(pl.col("opening_minor_books") + pl.col("total").fill_null(0)).to_series()
+
+
+def mismatches(
+    chained: pl.DataFrame,
+    books: pl.DataFrame,
+    movements: pl.DataFrame,
+    bank_lines: pl.DataFrame,
+    found: pl.DataFrame,
+    jumps: pl.DataFrame,
+    pending: pl.DataFrame,
+) -> pl.DataFrame:
+    """Raw `bank_balance_mismatch` variances: per statement of an account the ledger keeps
+    (`books`), its closing against the ledger's bank cash on its day, where the difference
+    is not the previous statement's. `found` are this pass's other raw variances (they may
+    explain it), `jumps` the continuity ones (`breaks`), `pending` what is still awaited."""
+    tied = chained.join(
+        books.rename({"currency": "closing_currency", "opening_minor": "opening_minor_books"}),
+        on=["account", "closing_currency"],
+        how="inner",
+    ).filter(pl.col("closing_minor").is_not_null() & (pl.col("day") >= pl.col("opened_on")))
+    if tied.is_empty():
+        return pl.DataFrame(schema=RAW_SCHEMA)
+    tied = tied.with_columns(ledger=_ledger_balances(tied, movements))
+    tied = (
+        tied.sort("account", "day", "number", "statement_id", nulls_last=True)
+        .with_columns(diff=pl.col("closing_minor") - pl.col("ledger"))
+        .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
+        .filter(pl.col("diff") != pl.col("before"))
+    )
+    claims = _claims(found, jumps)
+    rows = [_explained(row, movements, bank_lines, jumps, claims, pending) for row in tied.iter_rows(named=True)]
+    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
+
+
+def _claims(found: pl.DataFrame, jumps: pl.DataFrame) -> pl.DataFrame:
+    """(reference, variance id): what each variance is about, by which it explains a
+    movement: its reference and its payout batch, and a continuity variance its own jump."""
+    ids = [variance_id(c, k) for c, k in found.select("category", "key").iter_rows()]
+    about = found.select("reference", "payout_id").with_columns(variance_id=pl.Series(ids, dtype=pl.String))
+    jump_ids = [variance_id(c, k) for c, k in jumps.select("category", "key").iter_rows()]
+    return (
+        pl.concat(
+            [
+                about.select(ref="reference", variance_id="variance_id"),
+                about.select(ref="payout_id", variance_id="variance_id"),
+                jumps.select(
+                    ref=pl.concat_str(pl.lit("jump|"), "key"), variance_id=pl.Series(jump_ids, dtype=pl.String)
+                ),
+            ]
+        )
+        .filter(pl.col("ref").is_not_null())
+        .unique()
+    )
+
+
+def _explained(
+    row: dict,
+    movements: pl.DataFrame,
+    bank_lines: pl.DataFrame,
+    jumps: pl.DataFrame,
+    claims: pl.DataFrame,
+    pending: pl.DataFrame,
+) -> dict:
+    """One statement's mismatch as a raw variance row, with what explains it."""
+    day, currency, account = row["day"], row["closing_currency"], row["account"]
+    items = pl.concat(
+        [
+            bank_lines.filter((pl.col("account") == account) & (pl.col("booking_date") <= day)).select(
+                ref=pl.coalesce("reference", "bank_ref"), amount="amount_minor"
+            ),
+            movements.filter((pl.col("amount_currency") == currency) & (pl.col("expected_on") <= day)).select(
+                ref="reference", amount=-pl.col("amount_minor")
+            ),
+            jumps.filter((pl.col("account") == account) & (pl.col("since") <= day)).select(
+                ref=pl.concat_str(pl.lit("jump|"), "key"), amount="jump"
+            ),
+        ]
+    )
+    open_items = items.group_by("ref").agg(pl.col("amount").sum()).filter(pl.col("amount") != 0)
+    claimed = open_items.join(claims, on="ref", how="inner")
+    explained = claimed.unique("ref")["amount"].sum()
+    awaited = (
+        open_items.join(claimed.select("ref"), on="ref", how="anti")
+        .join(pending.select(ref="reference").unique(), on="ref", how="semi")["amount"]
+        .sum()
+    )
+    diff = row["diff"]
+    rest = diff - explained - awaited
+    by = sorted(set(claimed["variance_id"]))
+    text = lambda minor: _money(minor, currency)  # noqa: E731
+    parts = [f"difference {text(diff)}"]
+    if by:
+        whole = rest == 0 and awaited == 0
+        parts.append(f"{'all ' if whole else ''}{text(explained)} explained by {len(by)} open variance(s)")
+    if awaited:
+        parts.append(f"{text(awaited)} in items still awaited")
+    if rest:
+        parts.append(f"{text(rest)} unexplained")
+    return {
+        "category": "bank_balance_mismatch",
+        "processor": None,
+        "merchant_id": None,
+        "reference": f"{account} {day}",
+        "payout_id": None,
+        "amount_minor": abs(diff),
+        "currency": currency,
+        "field": f"closing balance on {day}",
+        "expected": f"ledger bank cash {text(row['ledger'])}",
+        "actual": f"bank {text(row['closing_minor'])} ({'; '.join(parts)})",
+        "since": day,
+        "ledger_event_ids": [],
+        "evidence": [row["where"], *by],
+        "key": f"{account}|{day}",
+    }
+
+
+def _money(minor: int, currency: str) -> str:
+    return pl.select(money_text(pl.lit(minor, pl.Int64), pl.lit(currency))).item()
+
+
+def check(
+    statements: pl.DataFrame,
+    books: pl.DataFrame,
+    movements: pl.DataFrame,
+    bank_lines: pl.DataFrame,
+    found: pl.DataFrame,
+    pending: pl.DataFrame,
+) -> pl.DataFrame:
+    """Raw continuity and ledger-tie variances (`RAW_SCHEMA`) of bank statements
+    (`STATEMENT_SCHEMA`), given the ledger's `books` (`BOOKS_SCHEMA`) and expected bank
+    `movements`, the bank lines, the pass's other raw variances and its pending items."""
+    if statements.is_empty():
+        return pl.DataFrame(schema=RAW_SCHEMA)
+    chained = chain(statements)
+    jumps = breaks(chained)
+    tie = mismatches(chained, books, movements, bank_lines, found, jumps, pending)
+    return pl.concat([jumps.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA), tie.cast(RAW_SCHEMA)])

@@ -1,0 +1,168 @@
+"""Lines that came more than once: a processor line id, or a bank statement, in more than one file.
+
+Processors re-send reports and banks re-issue statements, and a copy is rarely the same
+bytes. It is recognised by what its sender calls it: a processor line by (processor,
+line id), a bank statement by (account, statement id, sequence). Intake takes in nothing
+of a copy that says what it already holds, so what reaches matching twice is a copy that
+says something else (a corrected line or statement), or one stored before intake knew
+its identity, or read straight from a folder (`clearline recon --world`).
+
+Before any matching rule runs, each identity keeps its first version (by file, then
+line: the same whatever order the inputs came in, so the stream and a batch agree) and
+a later version that says the same is dropped without a word; one that differs is one
+variance naming what changed (`corrected_line`, `corrected_statement`), and matching
+goes on with the first version, so nothing is counted twice. Identical lines inside one
+statement are two payments and both stay; a bank line with no statement id is left to
+the bank rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from clearline.recon.matching.rules import evidence, first_per
+from clearline.recon.matching.variance import RAW_SCHEMA, money_text
+
+if TYPE_CHECKING:
+    from clearline.recon.matching.reconcile import Inputs
+
+LINE_KEY = ["processor", "line_id"]
+STATEMENT_KEY = ["account", "statement_id", "sequence"]
+WHERE = ["source_file", "line_no"]  # where a line sits, not what it says
+_NOT_CONTENT = {*WHERE, "format"}  # a statement says the same in any format
+# What a corrected processor line may have changed, most telling first; money as text.
+_LINE_FIELDS = ("net", "gross", "fee", "fx_rate", "value_date", "payout_id", "record_type", "payment_id", "merchant_id")
+_NO_STRINGS = pl.lit([], pl.List(pl.String))
+
+
+def content_columns(columns: list[str]) -> list[str]:
+    """The columns that say what a line says (all but where it sits and its file's format)."""
+    return [c for c in columns if c not in _NOT_CONTENT]
+
+
+def _value(name: str, suffix: str = "") -> pl.Expr:
+    if name in ("net", "gross", "fee"):
+        return money_text(pl.col(f"{name}_minor{suffix}"), pl.col(f"{name}_currency{suffix}"))
+    return pl.col(f"{name}{suffix}").cast(pl.String).fill_null("none")
+
+
+def _differs(name: str, suffix: str) -> pl.Expr:
+    cols = [f"{name}_minor", f"{name}_currency"] if name in ("net", "gross", "fee") else [name]
+    return pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}{suffix}")) for c in cols)
+
+
+def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(each processor line id once, raw `corrected_line` variances)."""
+    firsts, repeats = first_per(lines.lazy(), LINE_KEY, WHERE)
+    if repeats.is_empty():
+        return firsts, pl.DataFrame(schema=RAW_SCHEMA)
+    said = content_columns(repeats.columns)
+    originals = firsts.join(repeats.lazy().select(LINE_KEY).unique(), on=LINE_KEY, how="semi").collect()
+    changed = (
+        repeats.sort(*LINE_KEY, *WHERE)
+        .unique(subset=said, keep="first", maintain_order=True)  # one variance per version, however often sent
+        .join(originals, on=LINE_KEY, suffix="_first")
+        .filter(pl.any_horizontal(_differs(f, "_first") for f in _LINE_FIELDS))
+    )
+    pick = lambda part: [(_differs(f, "_first"), part(f)) for f in _LINE_FIELDS]  # noqa: E731
+
+    def first_of(choices: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
+        chain = pl.when(choices[0][0]).then(choices[0][1])
+        for condition, value in choices[1:]:
+            chain = chain.when(condition).then(value)
+        return chain
+
+    net_moved = (pl.col("net_minor") - pl.col("net_minor_first")).abs()
+    raw = changed.select(
+        category=pl.lit("corrected_line"),
+        processor="processor",
+        merchant_id="merchant_id_first",
+        reference="line_id",
+        payout_id="payout_id_first",
+        amount_minor=pl.when(pl.col("net_currency") == pl.col("net_currency_first"))
+        .then(net_moved)
+        .otherwise(pl.col("net_minor_first").abs()),
+        currency="net_currency_first",
+        field=first_of(pick(pl.lit)),
+        expected=first_of(pick(lambda f: _value(f, "_first"))),
+        actual=first_of(pick(_value)),
+        since="value_date_first",
+        ledger_event_ids=_NO_STRINGS,
+        evidence=pl.concat_list(evidence("source_file_first", "line_no_first"), evidence()),
+        key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
+    )
+    return firsts, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+
+
+def _entries(count: str, total: str, currency: str) -> pl.Expr:
+    return pl.concat_str(
+        pl.col(count).cast(pl.String), pl.lit(" entries, net "), money_text(pl.col(total), pl.col(currency))
+    )
+
+
+def statement_copies(bank: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the bank lines of each statement's first version and every line with no
+    statement id, raw `corrected_statement` variances)."""
+    known = bank.filter(pl.col("statement_id").fill_null("") != "")
+    if known.is_empty():
+        return bank, pl.DataFrame(schema=RAW_SCHEMA)
+    versions = (
+        known.group_by(*STATEMENT_KEY, "source_file")
+        .agg(
+            line_no=pl.col("line_no").min(),
+            booked=pl.col("booking_date").min(),
+            entries=pl.len(),
+            total=pl.col("amount_minor").sum(),
+            currency=pl.col("amount_currency").min(),
+            said=pl.struct(content_columns(bank.columns)).hash().sort(),
+        )
+        .sort(*STATEMENT_KEY, "source_file", "line_no", nulls_last=True)
+        .with_columns(rank=pl.int_range(pl.len()).over(STATEMENT_KEY))
+    )
+    if versions["rank"].max() == 0:
+        return bank, pl.DataFrame(schema=RAW_SCHEMA)
+    first = versions.filter(pl.col("rank") == 0)
+    later = versions.filter(pl.col("rank") > 0).join(first, on=STATEMENT_KEY, suffix="_first", nulls_equal=True)
+    changed = later.filter(pl.col("said") != pl.col("said_first")).unique(
+        subset=[*STATEMENT_KEY, "said"], keep="first", maintain_order=True
+    )
+    only = lambda a, b: pl.col(a).list.set_difference(b).list.len().cast(pl.String)  # noqa: E731
+    raw = changed.select(
+        category=pl.lit("corrected_statement"),
+        processor=pl.lit(None, pl.String),
+        merchant_id=pl.lit(None, pl.String),
+        reference=pl.concat_str(
+            "account", pl.lit(" statement "), "statement_id", pl.lit("/"), pl.col("sequence").fill_null("")
+        ),
+        payout_id=pl.lit(None, pl.String),
+        amount_minor=(pl.col("total") - pl.col("total_first")).abs(),
+        currency="currency_first",
+        field=pl.lit("entries"),
+        expected=_entries("entries_first", "total_first", "currency_first"),
+        actual=pl.concat_str(
+            _entries("entries", "total", "currency"),
+            pl.lit(" ("),
+            only("said", "said_first"),
+            pl.lit(" changed or added, "),
+            only("said_first", "said"),
+            pl.lit(" changed or gone)"),
+        ),
+        since="booked_first",
+        ledger_event_ids=_NO_STRINGS,
+        evidence=pl.concat_list(evidence("source_file_first", "line_no_first"), evidence()),
+        key=pl.concat_str("account", "statement_id", pl.col("sequence").fill_null(""), "source_file", separator="|"),
+    )
+    kept = bank.join(
+        later.select(*STATEMENT_KEY, "source_file"), on=[*STATEMENT_KEY, "source_file"], how="anti", nulls_equal=True
+    )
+    return kept, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+
+
+def sort_out(inputs: Inputs) -> tuple[Inputs, pl.DataFrame]:
+    """(the inputs with every copy taken out, raw variances of the copies that differ)."""
+    lines, corrected_lines = processor_copies(inputs.settlement_lines)
+    bank, corrected_statements = statement_copies(inputs.bank_lines.lazy().collect())
+    return replace(inputs, settlement_lines=lines, bank_lines=bank), pl.concat([corrected_lines, corrected_statements])
