@@ -17,8 +17,35 @@ import polars as pl
 
 from clearline.events import Money
 
-# What a processor line records. "fee" is a stand-alone fee line (no payment behind it).
-RECORD_TYPES = ("charge", "refund", "chargeback", "chargeback_reversal", "fee")
+# What a processor line records, in two families.
+#
+# Payment kinds are the ledger's: each is one `processor.settlement` the platform books,
+# and matching pairs it with that expectation line by line. "fee" is a stand-alone fee
+# line (no payment behind it, such as a dispute fee). A refund reversal (a refund that
+# failed and came back) and a second chargeback are payments too: the ledger must know
+# them, so one it has no record of is missing_in_ledger.
+PAYMENT_KINDS = ("charge", "refund", "chargeback", "chargeback_reversal", "fee", "refund_reversal")
+# Batch kinds move the processor balance without a payment of the platform's behind them:
+# costs invoiced or deducted (misc_cost, invoice_deduction), corrections of the merchant's
+# deposit or balance (deposit_correction, adjustment), a negative or held balance carried
+# from one batch to another (balance_transfer), money moved to or from other balances or
+# accounts (transfer, reserve), a payout that failed and came back (payout_reversal). The
+# ledger has no line-level record of them, so matching does not look for one; they count
+# in their batch's payout (a batch pays the net of all its lines), and the payout is what
+# the bank must show. "unclassified" is a type the parser does not know: kept, counted in
+# its batch, and reported as an unclassified_processor_line variance with its raw row.
+BATCH_KINDS = (
+    "misc_cost",
+    "invoice_deduction",
+    "deposit_correction",
+    "adjustment",
+    "balance_transfer",
+    "transfer",
+    "reserve",
+    "payout_reversal",
+    "unclassified",
+)
+RECORD_TYPES = PAYMENT_KINDS + BATCH_KINDS
 BANK_FORMATS = ("bai2", "camt053", "mt940")
 
 
@@ -32,6 +59,12 @@ class SettlementLine:
     `gross` is in the presentment currency, `fee` and `net` in the settlement currency;
     `fx_rate` is the decimal text of settlement units per presentment unit, None when
     the two currencies are the same.
+
+    `source_type` is the record type as the processor names it (Adyen's Type, Stripe's
+    reporting_category, Checkout.com's Action Type / Breakdown Type), and `raw` the row as
+    the file gives it: JSON text of column -> value in file order, every column included
+    (the merchant's own and Adyen's Reserved ones, which matching ignores); a line made of
+    several rows (a Checkout.com action with its fee breakdowns) is a JSON array of them.
     """
 
     processor: str
@@ -48,6 +81,8 @@ class SettlementLine:
     value_date: date
     source_file: str
     line_no: int
+    source_type: str | None = None
+    raw: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,6 @@ from typing import Any
 import polars as pl
 
 from clearline.currency import minor_to_decimal
-from clearline.recon import ADYEN_COLUMNS, CHECKOUTCOM_COLUMNS, STRIPE_COLUMNS
 
 Row = dict[str, Any]
 
@@ -78,12 +77,70 @@ CHECKOUT_ENTITY_NAME = "Clearline Payments Ltd"
 
 FEE_PARTS = ("commission_minor", "markup_minor", "scheme_fee_minor", "interchange_minor")
 
-# Each layout's columns are defined once, by the intake parser that reads it; the writer
-# produces exactly what intake expects to read.
-ADYEN_COLUMNS = ADYEN_COLUMNS
-STRIPE_COLUMNS = STRIPE_COLUMNS
-CHECKOUT_COLUMNS = CHECKOUTCOM_COLUMNS
-
+# The default column sets, in the order each processor's default export writes them.
+ADYEN_COLUMNS = (
+    "Company Account",
+    "Merchant Account",
+    "Psp Reference",
+    "Merchant Reference",
+    "Payment Method",
+    "Creation Date",
+    "TimeZone",
+    "Type",
+    "Modification Reference",
+    "Gross Currency",
+    "Gross Debit (GC)",
+    "Gross Credit (GC)",
+    "Exchange Rate",
+    "Net Currency",
+    "Net Debit (NC)",
+    "Net Credit (NC)",
+    "Commission (NC)",
+    "Markup (NC)",
+    "Scheme Fees (NC)",
+    "Interchange (NC)",
+    "Payment Method Variant",
+    "Batch Number",
+    "Booking Date",
+)
+STRIPE_COLUMNS = (
+    "automatic_payout_id",
+    "automatic_payout_effective_at",
+    "balance_transaction_id",
+    "created_utc",
+    "available_on_utc",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "customer_facing_amount",
+    "customer_facing_currency",
+    "payment_method_type",
+    "payment_metadata[merchant_reference]",
+    "payment_metadata[merchant_id]",
+)
+CHECKOUT_COLUMNS = (
+    "Client Entity ID",
+    "Client Entity Name",
+    "Sub Entity ID",
+    "Payout ID",
+    "Payment ID",
+    "Action Type",
+    "Action ID",
+    "Reference",
+    "Requested On",
+    "Processed On",
+    "Processing Currency",
+    "Holding Currency",
+    "Breakdown Type",
+    "FX Rate Applied",
+    "Processing Currency Amount",
+    "Holding Currency Amount",
+    "Payment Method",
+)
 _ADYEN_TYPE = {
     "charge": "Settled",
     "refund": "Refunded",

@@ -1,22 +1,23 @@
 """Which format a file is in, from its content (the name is only a hint in messages).
 
-Processor reports are told apart by their exact CSV header; a header that shares most
-columns with a known layout but not all is a wrong-columns error naming what is missing
-and what is extra, not an unknown file. Bank formats by their first record: BAI2 opens
+Processor reports are told apart by the columns their header has: a layout fits when every
+column it requires is there (in any order, whatever else the header holds; see
+`reading.Layout`). A CSV header no layout fits is an error naming the closest layout
+(the one whose requirements it meets most), what it misses and the columns it has that
+the layout does not know. Bank formats by their first record: BAI2 opens
 with a `01,` file header, camt.053 is XML in a camt.053 namespace (any version), MT940
 has `:20:` and `:25:` tag lines near the start (after an optional SWIFT envelope).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 from clearline.recon.intake import adyen, checkoutcom, stripe
+from clearline.recon.intake.csv_report import split_header
 from clearline.recon.intake.model import ParseError
 
-CSV_LAYOUTS = {"adyen": adyen.COLUMNS, "stripe": stripe.COLUMNS, "checkoutcom": checkoutcom.COLUMNS}
+CSV_LAYOUTS = {layout.name: layout for layout in (adyen.LAYOUT, stripe.LAYOUT, checkoutcom.LAYOUT)}
 _CAMT = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d\d")
 _MT940_TAG = re.compile(r"^:(20|25):", re.MULTILINE)
 
@@ -36,18 +37,16 @@ def detect(text: str) -> str:
 
 
 def _csv_layout(head: str) -> str:
-    try:
-        header = tuple(next(csv.reader(io.StringIO(head))))
-    except (csv.Error, StopIteration):
-        header = ()
-    for name, columns in CSV_LAYOUTS.items():
-        if header == columns:
-            return name
-    name, columns = max(CSV_LAYOUTS.items(), key=lambda item: len(set(item[1]) & set(header)))
-    if len(set(columns) & set(header)) * 2 >= len(columns):
-        missing = [c for c in columns if c not in header]
-        extra = [c for c in header if c not in columns]
-        order = "" if missing or extra else "; the columns are out of order"
-        raise ParseError(f"wrong columns for the {name} layout: missing {missing}, unexpected {extra}{order}", 1)
+    header, _ = split_header(head)
+    fits = [name for name, layout in CSV_LAYOUTS.items() if not layout.missing(header)]
+    if fits:  # two layouts share no required column set, so at most one fits
+        return fits[0]
+    name, layout = max(CSV_LAYOUTS.items(), key=lambda item: item[1].met(header) / len(item[1].required))
+    if len(header) > 1 and layout.met(header):
+        known = set(layout.canonical(header)) & set(layout.columns)
+        extra = [h.strip() for h, c in zip(header, layout.canonical(header)) if c not in known]
+        raise ParseError(
+            f"wrong columns for the {name} layout: missing {layout.missing(header)}, unexpected {extra}", 1
+        )
     first = head.splitlines()[0][:80] if head else ""
     raise ParseError(f"not a known settlement report or bank statement (first line {first!r})", 1)

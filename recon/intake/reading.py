@@ -1,4 +1,4 @@
-"""Bytes to text and CSV rows, with the line number of whatever goes wrong.
+"""Bytes to text, with the line number of whatever goes wrong.
 
 Settlement reports and statements are text; a file that is not valid UTF-8 (or in the
 encoding its XML declaration names, or, for the text formats that allow it, Windows-1252 /
@@ -9,10 +9,7 @@ with the line of the first bad byte, so the quarantine report can point at it.
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import re
-from collections.abc import Iterator
 
 from clearline.recon.intake.model import ParseError
 
@@ -80,27 +77,3 @@ def _declared(data: bytes, encoding: str) -> str:
     if "\x00" in text:
         raise ParseError(f"NUL character at offset {text.index(chr(0))}: not a text file", 1)
     return text
-
-
-def csv_rows(text: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row by column name) for each data row of a CSV with exactly `columns`.
-
-    The header must be exactly `columns` (detection already chose the layout by it); a row
-    with another number of fields is refused as truncated or shifted.
-    """
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-        if tuple(header) != columns:
-            raise ParseError(f"the header is not the expected {len(columns)} columns", 1)
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(columns):
-                raise ParseError(
-                    f"{len(row)} fields where the header has {len(columns)} (truncated or shifted row)",
-                    reader.line_num,
-                )
-            yield reader.line_num, dict(zip(columns, row))
-    except csv.Error as exc:
-        raise ParseError(f"not valid CSV: {exc}", reader.line_num) from None

@@ -10,7 +10,9 @@ folder, nothing written) with a pandas datasource; GX 1.24 has no Polars datasou
 Rules, every format: columns and types of `clearline.recon.lines`; required values present; ISO
 4217 codes (`clearline.currency.EXPONENT`); declared control totals
 equal to the recomputed ones; nothing the parser could not read. Processor formats add
-the sign convention per record type and net = gross - fee where no conversion happened;
+the sign convention per payment kind and net = gross - fee where no conversion happened
+(batch kinds such as balance transfers or deposit corrections go either way, and a
+stand-alone fee can be a fee refunded);
 bank formats their own references rule (see `_bank_rules`).
 """
 
@@ -24,7 +26,7 @@ import polars as pl
 
 from clearline.currency import EXPONENT
 from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile
-from clearline.recon.lines import BANK_SCHEMA, RECORD_TYPES, SETTLEMENT_SCHEMA
+from clearline.recon.lines import BANK_SCHEMA, PAYMENT_KINDS, RECORD_TYPES, SETTLEMENT_SCHEMA
 
 
 def _kind(kind: str):
@@ -168,30 +170,30 @@ def _processor_rules(gxe) -> list:
             f"record_type is one of {', '.join(RECORD_TYPES)}",
         ),
         _rule(
-            gxe.ExpectColumnValuesToNotBeNull(column="payment_id", **_on_lines(record_type != "fee")),
-            "every line but a stand-alone fee names the platform's payment (payment_id)",
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="payment_id", **_on_lines(record_type.is_in([k for k in PAYMENT_KINDS if k != "fee"]))
+            ),
+            "every payment line (not a stand-alone fee or a batch kind) names the platform's payment (payment_id)",
         ),
         _rule(
             gxe.ExpectColumnValuesToBeBetween(
-                column="fee_minor", min_value=0, **_on_lines(Column("fee_minor").is_not_null())
+                column="fee_minor", min_value=0, **_on_lines(record_type.is_in(["charge", "chargeback"]))
             ),
-            "fees are positive amounts the processor keeps",
+            "the fee of a charge or a chargeback is a positive amount the processor keeps",
         ),
         _rule(
             gxe.ExpectColumnValuesToBeBetween(
-                column="gross_minor", min_value=0, **_on_lines(record_type.is_in(["charge", "chargeback_reversal"]))
+                column="gross_minor",
+                min_value=0,
+                **_on_lines(record_type.is_in(["charge", "chargeback_reversal", "refund_reversal"])),
             ),
-            "charges and chargeback reversals have gross >= 0 (money to the platform)",
+            "charges and reversals of refunds and chargebacks have gross >= 0 (money to the platform)",
         ),
         _rule(
             gxe.ExpectColumnValuesToBeBetween(
                 column="gross_minor", max_value=0, **_on_lines(record_type.is_in(["refund", "chargeback"]))
             ),
             "refunds and chargebacks have gross <= 0 (money from the platform)",
-        ),
-        _rule(
-            gxe.ExpectColumnValuesToBeBetween(column="net_minor", max_value=0, **_on_lines(record_type == "fee")),
-            "a stand-alone fee has net <= 0",
         ),
         _rule(
             gxe.ExpectColumnValuesToBeBetween(

@@ -172,7 +172,10 @@ def test_an_exact_copy_of_the_expectations_gives_no_variance(specs):
     assert result.pending.is_empty()
 
 
-PERTURBATIONS = list(CATEGORIES)
+# What one record changed can break; balances across statements (test_balance_continuity.py)
+# and copies sent twice (their own tests) are broken by other means.
+ACROSS_RECORDS = {"statement_gap", "balance_break", "bank_balance_mismatch", "corrected_line", "corrected_statement"}
+PERTURBATIONS = [c for c in CATEGORIES if c not in ACROSS_RECORDS]
 
 
 def perturb(book: Book, category: str, i: int) -> dict:
