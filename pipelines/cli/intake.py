@@ -6,7 +6,9 @@
 Each file is detected by content, parsed, normalised and checked by its format's Great
 Expectations suite; good lines go to the Parquet store under the recon state folder and
 to `payments.settlements`, a bad file to the quarantine with a report naming rows and
-rules, and a file seen before (same SHA-256) is a no-op. Exit status 1 when any file was
+rules. A file whose content intake already holds (the same processor line ids, the same
+bank statements, saying the same), whatever its bytes or name, is a no-op said once as
+"received again"; a file that partly overlaps brings in only its new lines. Exit status 1 when any file was
 quarantined or could not be published (not for a watcher stopped by SIGTERM or Ctrl-C:
 it reports its files as they come).
 """
@@ -68,6 +70,17 @@ def _intake(state_dir: Path | None, publish: bool):
     return Intake(settings, producer)
 
 
+_STATUSES = ("accepted", "received_again", "quarantined", "failed")
+
+
+def _listed(outcomes, statuses: tuple[str, ...]) -> list[dict]:
+    return [
+        {"file": o.path, "status": o.status, "reason": o.reason, "kept_as": o.kept_as}
+        for o in outcomes
+        if o.status in statuses
+    ]
+
+
 def summary(outcomes) -> dict:
     statuses = Counter(o.status for o in outcomes)
     lines: Counter[str] = Counter()
@@ -76,13 +89,11 @@ def summary(outcomes) -> dict:
             lines[o.format] += o.lines
     return {
         "files": len(outcomes),
-        **{s: statuses.get(s, 0) for s in ("accepted", "duplicate", "quarantined", "failed")},
+        **{s: statuses.get(s, 0) for s in _STATUSES},
         "lines_by_format": dict(sorted(lines.items())),
-        "problems": [
-            {"file": o.path, "status": o.status, "reason": o.reason, "kept_as": o.kept_as}
-            for o in outcomes
-            if o.status in ("quarantined", "failed")
-        ],
+        "lines_already_held": sum(o.already_held for o in outcomes),
+        "problems": _listed(outcomes, ("quarantined", "failed")),
+        "received_again_files": _listed(outcomes, ("received_again",)),
     }
 
 
@@ -90,8 +101,21 @@ def _show(report: dict, as_json: bool, outcomes) -> None:
     if as_json:
         emit(True, {**report, "outcomes": [o.as_dict() for o in outcomes]}, None)
         return
-    counts = {k: report[k] for k in ("files", "accepted", "duplicate", "quarantined", "failed")}
-    emit(False, {}, kv_table("intake", {**counts, "lines by format": report["lines_by_format"]}))
+    counts = {k.replace("_", " "): report[k] for k in ("files", *_STATUSES)}
+    emit(
+        False,
+        {},
+        kv_table(
+            "intake",
+            {
+                **counts,
+                "lines by format": report["lines_by_format"],
+                "lines already held": report["lines_already_held"],
+            },
+        ),
+    )
+    for p in report["received_again_files"]:  # one line each, whole: the reason names the file first taken in
+        out.print(f"received again  {Path(p['file']).name}  ({p['reason']})", highlight=False, soft_wrap=True)
     if report["problems"]:
         table = Table(title="not accepted", title_justify="left", show_lines=True)
         for column in ("file", "status", "reason", "kept as"):
@@ -150,7 +174,8 @@ def _watch(intake, inbox: Path, once: bool, quiet: bool):
         if not quiet:
             for o in outcomes:
                 console.print(
-                    f"{o.status:<11} {Path(o.path).name}" + (f"  ({o.reason})" if o.reason else ""), highlight=False
+                    f"{o.status.replace('_', ' '):<14} {Path(o.path).name}" + (f"  ({o.reason})" if o.reason else ""),
+                    highlight=False,
                 )
 
     if not quiet and not once:

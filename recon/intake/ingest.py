@@ -1,12 +1,16 @@
 """The shell around the pure intake: files in; Parquet, Kafka, quarantine and ledger out.
 
-For each file: hash it; a hash the intake ledger has seen is a no-op (said so, with the
-first outcome). Otherwise parse it (a file that cannot be read is quarantined with the
-error and its line), run its format's suite (all files of one call together, one GX run
-per format), and then either quarantine it with its report, or write its lines to the
-Parquet store, publish them to `payments.settlements` and record it as accepted. The
-ledger records a file only when all of that is done, so a crash or a broker that does not
-acknowledge leaves the file to be tried again (at least once, never half).
+For each file: hash it; a hash the intake ledger has seen is a no-op (received again,
+said so with the first outcome). Otherwise parse it (a file that cannot be read is
+quarantined with the error and its line), run its format's suite (all files of one call
+together, one GX run per format), and then either quarantine it with its report, or sort
+its items (processor lines, bank statements) against what the ledger holds
+(`identity`): a file whose every item is held with the same content is received again,
+whatever its bytes or name, and nothing is done; otherwise its new and changed items'
+lines go to the Parquet store and `payments.settlements` and it is recorded as accepted,
+saying how many lines were already held. The ledger records a file and its items only
+when all of that is done, so a crash or a broker that does not acknowledge leaves the
+file to be tried again (at least once, never half).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clearline import config
+from clearline.recon.intake import identity
 from clearline.recon.intake import quarantine as q
 from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.parse import parse_bytes
@@ -29,7 +34,7 @@ from clearline.recon.intake.suites import validate_many
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("accepted", "duplicate", "quarantined", "failed")
+STATUSES = ("accepted", "received_again", "quarantined", "failed")
 
 
 class IntakeConfigError(ValueError):
@@ -78,6 +83,8 @@ class Outcome:
     lines: int = 0
     reason: str | None = None
     kept_as: str | None = None
+    already_held: int = 0  # lines of the file intake held already, with the same content
+    changed: int = 0  # lines taken in that differ from what is held under the same identity
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +105,7 @@ class Intake:
         on_done: Callable[[Outcome], None] = lambda o: None,
     ) -> list[Outcome]:
         """Outcomes in the order of `paths`. With `processed_dir` (an inbox), every file
-        leaves its folder: accepted and duplicate files into `processed_dir`, bad ones into
+        leaves its folder: accepted files and ones received again into `processed_dir`, bad ones into
         the quarantine; without it the files stay where they are (bad ones are copied)."""
         move = processed_dir is not None
         outcomes: dict[int, Outcome] = {}
@@ -123,17 +130,16 @@ class Intake:
                     if earlier
                     else f"same content as {first_in_call[sha]} in this run"
                 )
-                kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
                 done(
                     i,
                     Outcome(
                         str(path),
                         sha,
-                        "duplicate",
+                        "received_again",
                         earlier.format if earlier else None,
                         0,
                         f"{said}: nothing done",
-                        str(kept) if kept else None,
+                        _processed(path, sha, processed_dir),
                     ),
                 )
                 continue
@@ -177,12 +183,26 @@ class Intake:
         return Outcome(str(path), sha, "quarantined", fmt, lines, report["reason"], str(kept))
 
     def _accept(self, path: Path, sha: str, parsed: ParsedFile, processed_dir: Path | None) -> Outcome:
-        stored = write_lines(self.settings.state_dir, parsed, sha)
-        note = None
+        found = identity.items(parsed)
+        heaps = identity.sort_out(found, self.registry.held([item.identity for item in found]))
+        held = heaps.rows([item for item, _ in heaps.same])
+        where = ", ".join(sorted({h.name for _, h in heaps.same}))
+        if found and not heaps.taken():
+            reason = f"same content as {where}: all {held} lines already held; nothing done"
+            kept = _processed(path, sha, processed_dir)
+            return Outcome(str(path), sha, "received_again", parsed.format, 0, reason, kept, held)
+        taken = identity.only(parsed, heaps.taken()) if heaps.same else parsed
+        notes = []
+        if heaps.same:
+            notes.append(f"took in {taken.lines.height} new lines; {held} already held (from {where})")
+        changed = heaps.rows(heaps.changed)
+        if changed:
+            notes.append(f"{changed} lines differ from the copy held under the same id: matching names what changed")
+        stored = write_lines(self.settings.state_dir, taken, sha)
         if self.producer is None:
-            note = "not published to Kafka (publishing off)"
+            notes.append("not published to Kafka (publishing off)")
         else:
-            delivery = publish(self.producer, self.settings.topic, parsed, sha, self.settings.delivery_timeout_seconds)
+            delivery = publish(self.producer, self.settings.topic, taken, sha, self.settings.delivery_timeout_seconds)
             if delivery.failed:
                 errors = "; ".join(f"{n}x {e}" for e, n in delivery.errors.most_common(3))
                 return Outcome(
@@ -190,12 +210,17 @@ class Intake:
                     sha,
                     "failed",
                     parsed.format,
-                    parsed.lines.height,
-                    f"{delivery.failed} of {parsed.lines.height} lines not acknowledged by Kafka "
+                    taken.lines.height,
+                    f"{delivery.failed} of {taken.lines.height} lines not acknowledged by Kafka "
                     f"({errors}); the file stays to be ingested again",
                 )
-        self.registry.record(sha, path.name, parsed.format, "accepted", parsed.lines.height, note, stored)
-        kept = q.place(path, sha, processed_dir, move=True) if processed_dir is not None else None
-        return Outcome(
-            str(path), sha, "accepted", parsed.format, parsed.lines.height, note, str(kept) if kept else None
-        )
+        note = "; ".join(notes) or None
+        lines = taken.lines.height
+        self.registry.record(sha, path.name, parsed.format, "accepted", lines, note, stored, heaps.taken())
+        kept = _processed(path, sha, processed_dir)
+        return Outcome(str(path), sha, "accepted", parsed.format, lines, note, kept, held, changed)
+
+
+def _processed(path: Path, sha: str, processed_dir: Path | None) -> str | None:
+    """Where an inbox file went once taken in or received again (None outside an inbox)."""
+    return str(q.place(path, sha, processed_dir, move=True)) if processed_dir is not None else None

@@ -1,17 +1,24 @@
-"""The intake ledger: every file seen, by SHA-256, with its outcome.
+"""The intake ledger: every file seen, by SHA-256, with its outcome, and every item held.
 
 SQLite rather than DuckDB: the running pipeline's inbox watcher and a person's `clearline
 ingest` may both record files at the same time, and SQLite takes writers from several
 processes (it locks briefly), where a DuckDB file is owned by one process. The primary key
-on the hash is what makes the same file twice a no-op.
+on the hash is what makes the same bytes twice a no-op; the `held` table is what makes the
+same content twice one, whatever its bytes: every processor line and bank statement taken
+in, by what its sender calls it and a fingerprint of what it says
+(`clearline.recon.intake.identity`), recorded in the same transaction as its file, so a
+crash before the record leaves the file to be taken in again, whole.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from clearline.recon.intake.identity import Held, Item
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -23,7 +30,15 @@ CREATE TABLE IF NOT EXISTS files (
     reason      TEXT,
     report      TEXT,
     recorded_at TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS held (
+    identity    TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    line_no     INTEGER NOT NULL,
+    PRIMARY KEY (identity, fingerprint)
+) WITHOUT ROWID;
 """
 
 
@@ -44,7 +59,7 @@ class Registry:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         with self._connect() as db:
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -63,15 +78,42 @@ class Registry:
         lines: int,
         reason: str | None = None,
         report: Path | None = None,
+        items: Sequence[Item] = (),
     ) -> bool:
-        """Record a file's outcome; False when the hash was already recorded (first one wins)."""
+        """Record a file's outcome and the items it brought; False when the hash was
+        already recorded (first one wins, for the file and for each item's content)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
                 (sha256, name, fmt, outcome, lines, reason, str(report) if report else None, now),
             )
+            db.executemany(
+                "INSERT INTO held VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                ((i.identity, i.fingerprint, sha256, name, i.line_no) for i in items),
+            )
             return cursor.rowcount == 1
+
+    def held(self, identities: Sequence[str]) -> dict[str, list[Held]]:
+        """Every content held under each of `identities` that is held at all."""
+        found: dict[str, list[Held]] = {}
+        with self._connect() as db:
+            db.execute("CREATE TEMP TABLE wanted (identity TEXT PRIMARY KEY) WITHOUT ROWID")
+            db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((i,) for i in identities))
+            rows = db.execute(
+                "SELECT h.identity, h.fingerprint, h.name, h.line_no FROM held h JOIN wanted USING (identity)"
+            )
+            for identity, fingerprint, name, line_no in rows:
+                found.setdefault(identity, []).append(Held(fingerprint, name, line_no))
+        return found
+
+    def quarantined(self) -> list[Seen]:
+        """Every file refused, oldest first: what finance must see did not come in."""
+        with self._connect() as db:
+            return [
+                Seen(*row)
+                for row in db.execute("SELECT * FROM files WHERE outcome = 'quarantined' ORDER BY recorded_at, name")
+            ]
 
     def all(self) -> list[Seen]:
         with self._connect() as db:

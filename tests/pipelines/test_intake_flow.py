@@ -92,8 +92,31 @@ def test_world_files_reach_the_topic_and_the_store_once(intake_world, kafka_boot
         assert isinstance(charge["net_minor"], int) and charge["net_currency"] in ("USD", "EUR", "GBP")
 
         again = intake.ingest(files)
-        assert {o.status for o in again} == {"duplicate"}
+        assert {o.status for o in again} == {"received_again"}
         assert len(consume_all(kafka_bootstrap, topic)) == len(bodies), "the same files publish nothing"
+
+
+@pytest.mark.kafka
+def test_a_report_sent_again_publishes_only_the_lines_not_held(intake_world, kafka_bootstrap, tmp_path) -> None:
+    """A copy with other bytes publishes nothing; a report that partly overlaps what was
+    taken in publishes its new lines only, so the stream never sees a line twice."""
+    world, _ = intake_world
+    first, second = sorted((world / "settlements" / "stripe").glob("*.csv"))[:2]
+    header, *rows_first = first.read_text().splitlines(keepends=True)
+    rows_second = second.read_text().splitlines(keepends=True)[1:]
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(first.read_bytes().replace(b"\n", b"\r\n"))
+    both = tmp_path / "both.csv"
+    both.write_text(header + "".join(rows_first + rows_second))
+    with fresh_topics(kafka_bootstrap, "test.intake.resent") as (topic, _):
+        intake = Intake(settings(tmp_path / "state", topic), producer(30))
+        outcomes = intake.ingest([first, copy, both])
+        assert [o.status for o in outcomes] == ["accepted", "received_again", "accepted"]
+        assert (outcomes[2].lines, outcomes[2].already_held) == (len(rows_second), len(rows_first))
+        bodies = [json.loads(m.value()) for m in consume_all(kafka_bootstrap, topic)]
+        assert len(bodies) == len(rows_first) + len(rows_second)
+        assert len({b["line_id"] for b in bodies}) == len(bodies)
+        assert {b["file_sha256"] for b in bodies} == {outcomes[0].sha256, outcomes[2].sha256}
 
 
 @pytest.mark.kafka
@@ -165,9 +188,27 @@ def test_cli_reports_and_exits_1_on_a_quarantined_file(intake_world, tmp_path) -
         report["problems"][0]["file"] == str(bad) and "not a known settlement report" in report["problems"][0]["reason"]
     )
     again = CliRunner().invoke(ingest_command, [*map(str, files), *base])
-    assert again.exit_code == 0 and json.loads(again.stdout)["duplicate"] == 2
+    assert again.exit_code == 0 and json.loads(again.stdout)["received_again"] == 2
     nothing = CliRunner().invoke(ingest_command, ["--state-dir", str(tmp_path / "state")])
     assert nothing.exit_code == 2 and "give files or folders" in nothing.output
+
+
+def test_cli_says_a_report_downloaded_again_was_received_again(intake_world, tmp_path) -> None:
+    world, _ = intake_world
+    report = sorted((world / "settlements" / "stripe").glob("*.csv"))[0]
+    copy = tmp_path / "Itemized payout reconciliation (1).csv"
+    copy.write_bytes(report.read_bytes().replace(b"\n", b"\r\n"))
+    base = ["--state-dir", str(tmp_path / "state"), "--no-publish"]
+    taken = json.loads(CliRunner().invoke(ingest_command, [str(report), *base, "--json"]).stdout)
+    shown = CliRunner().invoke(ingest_command, [str(copy), *base])
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert "received again" in said and "nothing done" in said
+    assert report.name in "".join(shown.output.split())
+    again = json.loads(CliRunner().invoke(ingest_command, [str(copy), *base, "--json"]).stdout)
+    assert (again["received_again"], again["accepted"]) == (1, 0)
+    assert again["lines_already_held"] == taken["lines_by_format"]["stripe"] > 0
+    assert again["received_again_files"][0]["file"] == str(copy)
 
 
 def test_cli_watch_once_processes_the_inbox_and_exits(intake_world, tmp_path) -> None:

@@ -260,7 +260,7 @@ def test_good_files_are_stored_and_the_same_file_twice_is_a_no_op(good, tmp_path
     copy = tmp_path / "renamed.csv"
     copy.write_bytes(paths[0].read_bytes())
     again = intake.ingest([*paths, copy])
-    assert [o.status for o in again] == ["duplicate"] * (len(paths) + 1)
+    assert [o.status for o in again] == ["received_again"] * (len(paths) + 1)
     assert all("already accepted" in o.reason and "nothing done" in o.reason for o in again)
     assert (
         read_lines(tmp_path / "state", "processor").height + read_lines(tmp_path / "state", "bank").height
@@ -273,14 +273,14 @@ def test_a_file_twice_in_one_call_is_ingested_once(good, tmp_path) -> None:
     copy = tmp_path / "copy.bai"
     copy.write_bytes(good["bai2"].read_bytes())
     outcomes = Intake(settings(tmp_path / "state")).ingest([good["bai2"], copy])
-    assert [o.status for o in outcomes] == ["accepted", "duplicate"]
+    assert [o.status for o in outcomes] == ["accepted", "received_again"]
     assert "in this run" in outcomes[1].reason
 
 
 def test_a_quarantined_file_sent_again_is_a_no_op_that_says_so(run) -> None:
     path = run["folder"] / "adyen-empty.csv"
     (outcome,) = Intake(settings(run["state"])).ingest([path])
-    assert outcome.status == "duplicate" and "already quarantined" in outcome.reason
+    assert outcome.status == "received_again" and "already quarantined" in outcome.reason
 
 
 def test_detection_is_by_content_not_by_name(good, tmp_path) -> None:

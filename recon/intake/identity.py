@@ -1,0 +1,120 @@
+"""What a file's items are called and what they say: how intake knows a copy it holds.
+
+A processor report's items are its lines, each called by (processor, line id); a bank
+statement's items are its statements, each called by (account, statement id, sequence:
+camt.053 `Stmt/Id` with `ElctrncSeqNb`, MT940 `:20:` with `:28C:`, BAI2 file id and as-of
+date). What an item says is a SHA-256 over its normalised content (every column but the
+file it sat in, its line there and its file's format; a statement's lines as a multiset,
+so their order is no news), so the same content is recognised whatever its bytes, line
+endings, encoding or file name. A bank line whose parser gave no statement id is called
+by its statement's content: a copy is still recognised, a correction is then a new
+statement.
+
+Sorting a file against what is held gives three heaps: new items, items held with the
+same content (nothing to do), and items held with other content (a corrected line or
+statement: taken in, and the matcher names what changed, `clearline.recon.matching.copies`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from clearline.recon.intake.model import ParsedFile
+from clearline.recon.matching.copies import LINE_KEY, STATEMENT_KEY, content_columns
+
+_SEP, _NULL = "\x1f", "\x00"
+
+
+@dataclass(frozen=True)
+class Item:
+    identity: str
+    fingerprint: str
+    line_no: int  # where it starts in its file
+    rows: tuple[int, ...]  # its rows in the file's `lines`
+
+
+@dataclass(frozen=True)
+class Held:
+    """An item's content as intake holds it, and the file that first brought it."""
+
+    fingerprint: str
+    name: str
+    line_no: int
+
+
+@dataclass
+class Sorted:
+    new: list[Item] = field(default_factory=list)
+    same: list[tuple[Item, Held]] = field(default_factory=list)
+    changed: list[Item] = field(default_factory=list)
+
+    def taken(self) -> list[Item]:
+        """What a file brings that intake does not hold yet."""
+        return self.new + self.changed
+
+    def rows(self, items: list[Item]) -> int:
+        return sum(len(i.rows) for i in items)
+
+
+def _texts(lines: pl.DataFrame) -> list[str]:
+    """Each line's content as one text (nulls told from empty strings)."""
+    said = content_columns(lines.columns)
+    return (
+        lines.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null(_NULL) for c in said], separator=_SEP))
+        .to_series()
+        .to_list()
+    )
+
+
+def _sha(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def items(parsed: ParsedFile) -> list[Item]:
+    """The file's items, in file order."""
+    lines = parsed.lines
+    texts = _texts(lines)
+    line_nos = lines["line_no"].to_list()
+    if parsed.kind == "processor":
+        names = lines.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
+        return [Item(f"line|{n}", _sha([t]), no, (i,)) for i, (n, t, no) in enumerate(zip(names, texts, line_nos))]
+    statements: dict[tuple, list[int]] = defaultdict(list)
+    for i, key in enumerate(lines.select(STATEMENT_KEY).iter_rows()):
+        statements[key].append(i)
+    found = []
+    for (account, statement_id, sequence), rows in statements.items():
+        said = _sha(sorted(texts[i] for i in rows))
+        called = f"statement|{account}|{statement_id}|{sequence or ''}" if statement_id else f"content|{account}|{said}"
+        found.append(Item(called, said, min(line_nos[i] for i in rows), tuple(rows)))
+    return sorted(found, key=lambda item: item.line_no)
+
+
+def sort_out(found: list[Item], held: dict[str, list[Held]]) -> Sorted:
+    """`found` against `held` (identity -> every content held under it)."""
+    heaps = Sorted()
+    for item in found:
+        versions = held.get(item.identity, [])
+        same = next((h for h in versions if h.fingerprint == item.fingerprint), None)
+        if same is not None:
+            heaps.same.append((item, same))
+        elif versions:
+            heaps.changed.append(item)
+        else:
+            heaps.new.append(item)
+    return heaps
+
+
+def only(parsed: ParsedFile, taken: list[Item]) -> ParsedFile:
+    """The file with only the lines (and statements) of `taken`."""
+    rows = sorted(i for item in taken for i in item.rows)
+    lines = parsed.lines[rows] if rows else parsed.lines.clear()
+    statements = parsed.statements
+    if statements.height and parsed.kind == "bank":
+        statements = statements.join(
+            lines.select(STATEMENT_KEY).unique(), on=STATEMENT_KEY, how="semi", nulls_equal=True
+        )
+    return ParsedFile(parsed.path, parsed.format, lines, parsed.controls, parsed.problems, statements)

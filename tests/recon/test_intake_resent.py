@@ -1,0 +1,181 @@
+"""Files sent twice: a processor report downloaded again, a bank statement re-issued.
+
+The copy is recognised by what its sender calls it (processor line ids; account,
+statement id and sequence), never by its bytes: the same content with CRLF line endings,
+a new file name, a new message id and creation time is a no-op said once as "received
+again"; a file that partly overlaps takes in only its new lines and says how many were
+already held; a copy whose content differs is one variance naming what changed. Payout
+totals count each processor line once. Built from a generated clean world (whose files
+reconcile to no variance at all) and from real public statements in tests/recon/data.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from clearline.pipelines.cli.recon import run_batch, tolerances
+from clearline.recon.intake.ingest import Intake, IntakeSettings
+from clearline.recon.intake.store import read_lines
+from clearline.recon.matching import expectations
+from clearline.recon.matching.reconcile import Inputs, input_watermark, reconcile
+
+SAMPLES = Path(__file__).parent / "data" / "bank_samples"
+
+
+def settings(state: Path) -> IntakeSettings:
+    return IntakeSettings(
+        state, "unused-without-producer", poll_seconds=0.1, settle_seconds=0, delivery_timeout_seconds=10
+    )
+
+
+def downloaded_again(original: Path, folder: Path, name: str) -> Path:
+    """The same report as a browser saves it a second time: CRLF line endings, a new name."""
+    copy = folder / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(original.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    assert copy.read_bytes() != original.read_bytes()
+    return copy
+
+
+def reissued(original: Path, folder: Path, name: str) -> Path:
+    """A camt.053 re-issued: the same statement (id, sequence, entries) in a new message,
+    with a new message id and a new creation time."""
+    text = original.read_text(encoding="utf-8")
+    text = re.sub(r"<MsgId>([^<]*)</MsgId>", r"<MsgId>\1-REISSUE2</MsgId>", text)
+    text = re.sub(r"<CreDtTm>\d{4}-\d\d-\d\dT[^<]*</CreDtTm>", "<CreDtTm>2026-12-01T09:30:00+01:00</CreDtTm>", text)
+    copy = folder / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text, encoding="utf-8")
+    assert copy.read_bytes() != original.read_bytes()
+    return copy
+
+
+def world_files(world: Path) -> list[Path]:
+    return sorted(p for part in ("settlements", "bank") for p in (world / part).rglob("*") if p.is_file())
+
+
+def biggest_stripe_report(world: Path) -> Path:
+    return max(sorted((world / "settlements" / "stripe").glob("*.csv")), key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def world_copy(clean_world, tmp_path_factory) -> Path:
+    """The clean world's events and files, in a folder the tests may add copies to."""
+    world, _ = clean_world
+    copy = tmp_path_factory.mktemp("world-copy")
+    for part in ("events", "settlements", "bank"):
+        shutil.copytree(world / part, copy / part)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def ingested(clean_world, tmp_path_factory):
+    """Every file of the clean world taken in by intake once."""
+    world, _ = clean_world
+    state = tmp_path_factory.mktemp("intake-state")
+    outcomes = Intake(settings(state)).ingest(world_files(world))
+    assert {o.status for o in outcomes} == {"accepted"}, [o.reason for o in outcomes if o.status != "accepted"]
+    return world, state
+
+
+def stored_lines(state: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return read_lines(state, "processor"), read_lines(state, "bank")
+
+
+def reconcile_stored(world: Path, state: Path) -> pl.DataFrame:
+    """The world's events against the lines intake stored in `state`: the variances."""
+    scan = pl.scan_parquet(world / "events" / "events.parquet")
+    settle, movements = expectations.from_events(scan)
+    processor, bank = stored_lines(state)
+    inputs = Inputs(settle, movements, processor, bank)
+    latest = scan.select(pl.col("occurred_at").max()).collect().item()
+    return reconcile(inputs, tolerances(), input_watermark(inputs, latest)).variances
+
+
+# ------------------------------------------------------- the issue's two failures
+
+
+def test_a_stripe_report_downloaded_again_gives_no_variance(world_copy):
+    """The issue's Stripe case in a batch over a folder: the same lines, CRLF, a new
+    name gave a `duplicate` per line and a false `amount_mismatch` per payout, the payout
+    counted twice against what the bank received once."""
+    original = biggest_stripe_report(world_copy)
+    downloaded_again(original, world_copy / "settlements" / "stripe", "payout_reconciliation (1).csv")
+    _, variances = run_batch(world_copy, None, None, None, None)
+    assert variances.is_empty(), variances.select("category", "reference", "field", "expected", "actual").to_dicts()
+
+
+def test_a_stripe_report_downloaded_again_is_received_again(ingested, tmp_path):
+    world, state = ingested
+    before = stored_lines(state)
+    copy = downloaded_again(biggest_stripe_report(world), tmp_path, "Itemized payout reconciliation (1).csv")
+    (outcome,) = Intake(settings(state)).ingest([copy])
+    assert outcome.status == "received_again", outcome
+    assert outcome.lines == 0 and outcome.already_held == pl.read_csv(copy).height
+    assert biggest_stripe_report(world).name in outcome.reason and "nothing done" in outcome.reason
+    after = stored_lines(state)
+    assert all(b.equals(a) for b, a in zip(before, after)), "nothing of the copy reached the store"
+    assert reconcile_stored(world, state).is_empty()
+
+
+def test_a_camt053_reissued_with_a_new_message_id_is_received_again(ingested, tmp_path):
+    world, state = ingested
+    before = stored_lines(state)
+    original = sorted((world / "bank").rglob("*.xml"))[3]
+    copy = reissued(original, tmp_path, "statement-reissued.xml")
+    (outcome,) = Intake(settings(state)).ingest([copy])
+    assert outcome.status == "received_again", outcome
+    assert original.name in outcome.reason
+    assert all(b.equals(a) for b, a in zip(before, stored_lines(state)))
+
+
+def test_a_real_camt053_reissued_is_received_again(tmp_path):
+    state = tmp_path / "state"
+    for sample in sorted((SAMPLES / "camt053").glob("*.xml")):
+        intake = Intake(settings(state))
+        (first,) = intake.ingest([sample])
+        assert first.status == "accepted", first
+        (again,) = intake.ingest([reissued(sample, tmp_path, f"reissued-{sample.name}")])
+        assert again.status == "received_again", again
+        assert again.already_held == first.lines > 0 and sample.name in again.reason
+
+
+def test_the_same_bytes_again_are_received_again_too(ingested):
+    world, state = ingested
+    (outcome,) = Intake(settings(state)).ingest([biggest_stripe_report(world)])
+    assert outcome.status == "received_again" and "already accepted" in outcome.reason
+
+
+# ---------------------------------------------------------------- partial overlap
+
+
+def _stripe_rows(path: Path) -> tuple[str, list[str]]:
+    header, *rows = path.read_text().splitlines(keepends=True)
+    return header, rows
+
+
+def test_a_report_that_partly_overlaps_takes_in_only_its_new_lines(clean_world, tmp_path):
+    world, _ = clean_world
+    reports = sorted((world / "settlements" / "stripe").glob("*.csv"))
+    first, second = reports[3], reports[4]
+    header, rows_first = _stripe_rows(first)
+    _, rows_second = _stripe_rows(second)
+    overlap = tmp_path / "stripe_two_days.csv"
+    overlap.write_text(header + "".join(rows_first[1:] + rows_second))  # one line of `first` not in it
+    state = tmp_path / "state"
+    intake = Intake(settings(state))
+    (taken,) = intake.ingest([first])
+    (partly,) = intake.ingest([overlap])
+    assert partly.status == "accepted"
+    assert (partly.lines, partly.already_held) == (len(rows_second), len(rows_first) - 1)
+    assert f"{len(rows_first) - 1} already held" in partly.reason and first.name in partly.reason
+    (rest,) = intake.ingest([second])
+    assert rest.status == "received_again" and rest.already_held == len(rows_second)
+    processor, _ = stored_lines(state)
+    assert processor.height == taken.lines + partly.lines == len(rows_first) + len(rows_second)
+    assert processor["line_id"].is_unique().all()
