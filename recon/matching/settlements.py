@@ -12,6 +12,13 @@ net moves with the rate), value date outside the window (late_settlement).
 An expected line nobody reported is pending until its deadline, then
 missing_at_processor; a reported line the ledger has no record of likewise becomes
 missing_in_ledger.
+
+Only payment kinds (`clearline.recon.lines.PAYMENT_KINDS`) are the ledger's to expect line
+by line. A batch kind (a cost, a correction, a balance transfer, a payout reversal) has no
+ledger record of its own: it is answered for by its batch's payout, which counts it and
+which the bank must show, so it is never missing_in_ledger. A line of a type intake did
+not know ("unclassified") is an unclassified_processor_line variance at once, with its
+raw row as evidence, so a person classifies it; it too counts in its batch's payout.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from datetime import date
 
 import polars as pl
 
+from clearline.recon.lines import PAYMENT_KINDS
 from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
 from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
@@ -190,6 +198,8 @@ def match(
     in memory or lazy (a Parquet scan is then read in parts, never whole).
     The result does not depend on the order of either input."""
     firsts, repeats = first_per(lines.lazy().with_row_index("_l"), ["processor", "line_id"], ["source_file", "line_no"])
+    unclassified = firsts.filter(pl.col("record_type") == "unclassified").drop("_l").collect()
+    firsts = firsts.filter(pl.col("record_type").is_in(PAYMENT_KINDS))
     exp = first_per(expected.lazy().with_row_index("_e"), ["processor", "settlement_id"], ["event_id"])[0]
     unsure_exp, unsure_lines = _differing(exp, firsts)
     firsts = firsts.drop("_l")
@@ -218,6 +228,7 @@ def match(
         _missing_at_processor(missing, tol, as_of),
         _duplicate(dups),
         _missing_in_ledger(unknown, tol, as_of),
+        _unclassified(unclassified),
     ]
     pending = pl.concat(
         [
@@ -349,39 +360,64 @@ def _duplicates(firsts: pl.LazyFrame, repeats: pl.DataFrame, unexpected: pl.Data
     return pl.concat([same_id, same_fields.select(same_id.columns)])
 
 
-def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
-    return dups.select(
-        category=pl.lit("duplicate"),
+def _reported(
+    lines: pl.DataFrame, category: str, field: str, expected: pl.Expr, actual: pl.Expr, proof: pl.Expr, key: pl.Expr
+) -> pl.DataFrame:
+    """A variance about each reported line: its net at stake, on its value date."""
+    return lines.select(
+        category=pl.lit(category),
         processor="processor",
         merchant_id="merchant_id",
         reference="line_id",
         payout_id="payout_id",
         amount_minor=pl.col("net_minor").abs(),
         currency="net_currency",
-        field=pl.lit("line_id"),
-        expected=pl.concat_str(pl.lit("one line "), "original"),
-        actual=pl.concat_str(pl.lit("again as "), "line_id"),
+        field=pl.lit(field),
+        expected=expected,
+        actual=actual,
         since="value_date",
         ledger_event_ids=pl.lit([], pl.List(pl.String)),
-        evidence=pl.concat_list("original_evidence", evidence()),
-        key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
+        evidence=proof,
+        key=key,
+    )
+
+
+_LINE_KEY = pl.concat_str("processor", pl.lit("|"), "line_id")
+
+
+def _duplicate(dups: pl.DataFrame) -> pl.DataFrame:
+    return _reported(
+        dups,
+        "duplicate",
+        "line_id",
+        pl.concat_str(pl.lit("one line "), "original"),
+        pl.concat_str(pl.lit("again as "), "line_id"),
+        pl.concat_list("original_evidence", evidence()),
+        pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
     )
 
 
 def _missing_in_ledger(unknown: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
-    return unknown.filter(overdue("value_date", tol.ledger_record_deadline_days, as_of)).select(
-        category=pl.lit("missing_in_ledger"),
-        processor="processor",
-        merchant_id="merchant_id",
-        reference="line_id",
-        payout_id="payout_id",
-        amount_minor=pl.col("net_minor").abs(),
-        currency="net_currency",
-        field=pl.lit("line"),
-        expected=pl.lit(ABSENT),
-        actual=pl.concat_str(pl.lit("net "), _money("", "net")),
-        since="value_date",
-        ledger_event_ids=pl.lit([], pl.List(pl.String)),
-        evidence=pl.concat_list(evidence()),
-        key=pl.concat_str("processor", pl.lit("|"), "line_id"),
+    return _reported(
+        unknown.filter(overdue("value_date", tol.ledger_record_deadline_days, as_of)),
+        "missing_in_ledger",
+        "line",
+        pl.lit(ABSENT),
+        pl.concat_str(pl.lit("net "), _money("", "net")),
+        pl.concat_list(evidence()),
+        _LINE_KEY,
+    )
+
+
+def _unclassified(lines: pl.DataFrame) -> pl.DataFrame:
+    """A line whose record type intake did not know: its type as the processor names it,
+    its net, and as evidence its place and its raw row."""
+    return _reported(
+        lines,
+        "unclassified_processor_line",
+        "record type",
+        pl.lit("a record type reconciliation knows"),
+        pl.concat_str(pl.col("source_type").fill_null("none"), pl.lit(", net "), _money("", "net")),
+        pl.concat_list(evidence(), pl.col("raw").fill_null("")),
+        _LINE_KEY,
     )

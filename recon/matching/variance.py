@@ -33,6 +33,7 @@ CATEGORIES = (
     "bank_balance_mismatch",  # a closing balance that is not the ledger's bank cash that day
     "corrected_line",  # a processor line sent again under its id with other values (matching/copies.py)
     "corrected_statement",  # a bank statement re-issued under its id with other entries
+    "unclassified_processor_line",  # a processor line of a record type intake does not know (matching/settlements.py)
 )
 ABSENT = "absent"  # the value shown for the side that has no record at all
 

@@ -213,6 +213,11 @@ def perturb(book: Book, category: str, i: int) -> dict:
         total = sum(x.net.minor for x in book.lines if x.payout_id == line.payout_id and x.processor == line.processor)
         book.drop_bank.add(line.payout_id)
         return {"reference": line.payout_id, "amount_minor": abs(total)}
+    if category == "unclassified_processor_line":  # a type intake did not know, paid out in the batch
+        book.lines.append(
+            replace(line, line_id="stu_1", record_type="unclassified", source_type="ReserveHold", line_no=997)
+        )
+        return {"reference": "stu_1", "amount_minor": abs(line.net.minor)}
     book.bank_extra.append(bank_line("wire_1", Money(-123_456, "EUR"), DAY0 + timedelta(days=4), 777))
     return {"reference": "wire_1", "amount_minor": 123_456}
 
@@ -430,3 +435,22 @@ def test_a_bank_line_that_differs_from_its_payout_is_one_variance(change, catego
     assert v.amount.minor == (amount if amount is not None else abs(payout.amount.minor))
     assert v.ledger_event_ids == (f"evt_po_{payout.reference}",)
     assert len(v.evidence) == 3  # the bank line and the two settlement lines of the batch
+
+
+def test_a_batch_kind_is_answered_for_by_its_payout_never_missing_in_ledger():
+    """A cost or a balance transfer has no ledger record of its own: it counts in its
+    batch's payout (which the bank shows), and is never a missing_in_ledger."""
+    book = one_charge_book()
+    line = book.lines[0]
+    for n, kind in enumerate(["balance_transfer", "misc_cost", "deposit_correction", "payout_reversal"]):
+        book.lines.append(
+            replace(
+                line, line_id=f"bt_{n}", record_type=kind, payment_id=None, net=Money(-100 - n, "EUR"), line_no=50 + n
+            )
+        )
+    (total, _, _) = payouts_of(book.lines)[(line.processor, line.payout_id)]
+    assert total == line.net.minor - 406
+    assert book.run().variances.is_empty()
+    book.drop_bank.add(line.payout_id)  # the bank must show the payout with them in it
+    (v,) = records(book.run().variances)
+    assert (v.category, v.amount.minor) == ("payout_not_in_bank", total)
