@@ -7,9 +7,9 @@ are only counted here. An admitted event's time moves the watermark whether or n
 sets up an expectation, as the batch's watermark is the latest event in the archive.
 
 payments.settlements: the lines intake validated and published (`clearline.recon.intake.publish`),
-one JSON message per line, back into rows of `clearline.recon.lines`' schemas. A message that is
-not such a line cannot come from intake; it is counted and logged with its offset, and
-nothing in it is matched.
+one JSON message per line and per bank statement, back into rows of `clearline.recon.lines`'
+schemas. A message that is not such a line cannot come from intake; it is counted and
+logged with its offset, and nothing in it is matched.
 """
 
 from __future__ import annotations
@@ -23,20 +23,23 @@ import polars as pl
 from confluent_kafka import Message
 
 from clearline.ledger import Posted, to_outcome
-from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
 from clearline.recon.matching import expectations
 from clearline.recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
 from clearline.signing import TenantKeys
 
 log = logging.getLogger(__name__)
-LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
+LINE_SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA, "statement": STATEMENT_SCHEMA}
+# The day a published record moves the watermark by (a statement: the day it closes, or opens).
+_DAYS = {"processor": ("value_date",), "bank": ("booking_date",), "statement": ("closing_date", "opening_date")}
 
 
 @dataclass
 class Arrivals:
     """One poll batch's worth of inputs: expectations keyed by event id, lines keyed by
-    (file SHA-256, line number), so a message read twice (a replay after a crash, the
-    same event re-sent) is held once. `latest` is the latest event time or line day."""
+    (file SHA-256, line number) and statements by ("<file SHA-256>:statement", line
+    number), so a message read twice (a replay after a crash, the same event re-sent) is
+    held once. `latest` is the latest event time or line day."""
 
     expected: dict[str, ExpectedSettlement | ExpectedBankMovement] = field(default_factory=dict)
     lines: dict[tuple[str, int], tuple[str, dict]] = field(default_factory=dict)
@@ -88,7 +91,8 @@ def from_settlements(msgs: list[Message]) -> Arrivals:
         try:
             body = json.loads(msg.value())
             kind, row = line_row(body)
-            key = (str(body["file_sha256"]), int(body["line_no"]))
+            file = str(body["file_sha256"]) + (":statement" if kind == "statement" else "")
+            key = (file, int(body["line_no"]))
         except (TypeError, KeyError, ValueError) as exc:
             got.bad_lines += 1
             log.warning(
@@ -101,14 +105,15 @@ def from_settlements(msgs: list[Message]) -> Arrivals:
             )
             continue
         got.lines.setdefault(key, (kind, row))
-        day = row["value_date"] if kind == "processor" else row["booking_date"]
-        got.saw(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
+        day = next((row[c] for c in _DAYS[kind] if row[c] is not None), None)
+        if day is not None:
+            got.saw(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
     return got
 
 
-def line_frames(lines: list[tuple[str, dict]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(settlement lines, bank lines) frames of held rows."""
+def line_frames(lines: list[tuple[str, dict]]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(settlement lines, bank lines, statements) frames of held rows."""
     return tuple(
         pl.DataFrame([row for k, row in lines if k == kind], schema=LINE_SCHEMAS[kind], orient="row")
-        for kind in ("processor", "bank")
+        for kind in ("processor", "bank", "statement")
     )

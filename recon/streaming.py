@@ -27,6 +27,7 @@ import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import polars as pl
 from bytewax.operators import StatefulLogic
 
 from clearline.recon.arrivals import Arrivals, line_frames
@@ -83,9 +84,13 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         new_lines = [line for key, line in value.lines.items() if key not in held.lines]
         held.lines.update(value.lines)
         settle, movements = expectations.frames(new_expected)
-        lines, bank = line_frames(new_lines)
+        lines, bank, statements = line_frames(new_lines)
         held.matcher.add(
-            expected_settlements=settle, expected_movements=movements, settlement_lines=lines, bank_lines=bank
+            expected_settlements=settle,
+            expected_movements=movements,
+            settlement_lines=lines,
+            bank_lines=bank,
+            statements=statements,
         )
         moved = latest_of(held.watermark, value.latest)
         for name, n in (
@@ -128,6 +133,8 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         return copy.deepcopy(self.held)  # the held sets and lists go on growing after this
 
 
-def builder(tol: Tolerances, interval: timedelta, once: bool):
-    """The stateful step's builder: a fresh matcher, or the one a snapshot resumes."""
-    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol)), interval, once)
+def builder(tol: Tolerances, interval: timedelta, once: bool, books: pl.DataFrame | None = None):
+    """The stateful step's builder: a fresh matcher, or the one a snapshot resumes.
+    `books`: the ledger's bank accounts and opening capital (`continuity.bank_books`) the
+    statements' balances are tied to; None ties none."""
+    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol, books)), interval, once)

@@ -78,14 +78,15 @@ def report_files(root: Path) -> list[Path]:
 
 
 def parse_all(files: list[Path], quiet: bool):
-    """Settlement and bank line frames of every file, through intake's parsers. A file
+    """Settlement line, bank line and bank statement frames of every file, through intake's parsers. A file
     with lines intake could not normalise stops the run, naming the file and the lines:
     reconciling without it would report its lines as missing."""
     import polars as pl
 
-    from clearline.recon import BANK_SCHEMA, SETTLEMENT_SCHEMA, ParseError, parse_file
+    from clearline.recon import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA, ParseError, parse_file
 
     settle, bank = [pl.DataFrame(schema=SETTLEMENT_SCHEMA)], [pl.DataFrame(schema=BANK_SCHEMA)]
+    statements = [pl.DataFrame(schema=STATEMENT_SCHEMA)]
     with progress_bar(quiet) as bar:
         task = bar.add_task("reading reports and statements", total=len(files))
         for path in files:
@@ -100,8 +101,9 @@ def parse_all(files: list[Path], quiet: bool):
                     f"{first['line_no']}: {first['problem']}"
                 )
             (settle if parsed.kind == "processor" else bank).append(parsed.lines)
+            statements.append(parsed.statements)
             bar.advance(task)
-    return pl.concat(settle), pl.concat(bank)
+    return pl.concat(settle), pl.concat(bank), pl.concat(statements)
 
 
 def _default_archive() -> Path:
@@ -114,7 +116,8 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
     `state_dir` (None: the recon state folder of configs/recon.yaml)."""
     import polars as pl
 
-    from clearline.recon import Inputs, expectations
+    from clearline import config
+    from clearline.recon import Inputs, bank_books, expectations
 
     if world is not None:
         events_file = world / "events" / "events.parquet"
@@ -122,10 +125,10 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
             raise ReconInputError(f"{world} is not a generated world: {events_file} is missing")
         scan = pl.scan_parquet(events_file)
         expected = expectations.from_events(scan)
-        settle, bank = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
+        settle, bank, statements = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
     else:
         from clearline.ledger import archive as event_archive
-        from clearline.recon import read_lines
+        from clearline.recon import read_lines, read_statements
 
         archive = archive or _default_archive()
         if not archive.is_dir():
@@ -138,8 +141,10 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
         scan = event_archive.scan(archive)
         expected = expectations.from_archive(scan)
         settle, bank = read_lines(state_dir, "processor"), read_lines(state_dir, "bank")
+        statements = read_statements(state_dir)
     latest = scan.select(pl.col("occurred_at").max()).collect().item()
-    return Inputs(expected[0], expected[1], settle, bank), latest
+    books = bank_books(config.load("platform"))
+    return Inputs(expected[0], expected[1], settle, bank, statements, books), latest
 
 
 def run_batch(

@@ -32,7 +32,7 @@ from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
 from clearline.pipelines.flows.runner import Recovery, execute, prepare
-from clearline.recon import Tolerances, builder, from_events, from_settlements
+from clearline.recon import Tolerances, bank_books, builder, from_events, from_settlements
 from clearline.signing import TenantKeys
 
 
@@ -91,7 +91,9 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
     expected = op.map("admit", op.input("events", flow, sources["events"]), lambda msgs: from_events(msgs, keys))
     lines = op.map("lines", op.input("settlements", flow, sources["settlements"]), from_settlements)
     arrivals = op.key_on("one_matcher", op.merge("arrivals", expected, lines), lambda _: "all")
-    found = op.stateful("match", arrivals, builder(tol, timedelta(seconds=settings.advance_interval_s), settings.once))
+    interval = timedelta(seconds=settings.advance_interval_s)
+    books = bank_books(config.load("platform"))  # the ledger's bank accounts the statements are tied to
+    found = op.stateful("match", arrivals, builder(tol, interval, settings.once, books))
     op.output(
         "variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic))
     )

@@ -1,11 +1,15 @@
-"""Validated lines to Kafka (`payments.settlements`): one JSON message per line.
+"""Validated lines to Kafka (`payments.settlements`): one JSON message per line, and one
+per bank statement.
 
 A processor line is keyed by its payout id, a bank line by its account, so a payout batch
 or a statement stays in one partition and in order. Each message carries the line's
 columns (money as minor units + currency, dates ISO 8601), its kind and format, and the
-source file's SHA-256 with the line number: (file_sha256, line_no) identifies a line, so a
-consumer drops a message it has seen (a re-run after a crash before the intake ledger
-recorded the file publishes the same messages again: at least once, never lost).
+source file's SHA-256 with the line number: (kind, file_sha256, line_no) identifies a
+message, so a consumer drops one it has seen (a re-run after a crash before the intake
+ledger recorded the file publishes the same messages again: at least once, never lost).
+A bank file's statements follow its lines as messages of kind "statement" (the columns of
+`clearline.recon.lines.STATEMENT_SCHEMA`, keyed by account like its lines): their stated
+balances are what balance continuity checks.
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ from clearline.recon.intake.model import ParsedFile
 
 
 def messages(parsed: ParsedFile, sha256: str) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) per line."""
+    """(key, value) per line, then per statement of a bank file."""
     key = "payout_id" if parsed.kind == "processor" else "account"
-    for row in parsed.lines.iter_rows(named=True):
-        body = {
-            "kind": parsed.kind,
-            "format": parsed.format,
-            "file_sha256": sha256,
-            **{k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()},
-        }
-        yield str(row[key]).encode(), json.dumps(body, separators=(",", ":")).encode()
+    parts = [(parsed.kind, parsed.lines)] + ([("statement", parsed.statements)] if parsed.kind == "bank" else [])
+    for kind, rows in parts:
+        for row in rows.iter_rows(named=True):
+            body = {
+                "kind": kind,
+                "format": parsed.format,
+                "file_sha256": sha256,
+                **{k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()},
+            }
+            yield str(row[key]).encode(), json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass

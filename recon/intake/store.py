@@ -2,8 +2,10 @@
 
 `<state_dir>/lines/processor/<format>/<sha256>.parquet` and `.../bank/<format>/...`, with
 exactly the columns of `clearline.recon.lines`, which the batch matcher and the batch-parity re-run
-read with `read_lines`. Written to a temporary name and renamed, so a reader never sees
-half a file, and writing the same file again replaces it with the same rows.
+read with `read_lines`. A bank file's statements (their identity and stated balances, for
+balance continuity) go beside them, `<state_dir>/statements/<format>/<sha256>.parquet`,
+read with `read_statements`. Written to a temporary name and renamed, so a reader never
+sees half a file, and writing the same file again replaces it with the same rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from clearline.recon.intake.model import ParsedFile
-from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
 
 SCHEMAS = {"processor": SETTLEMENT_SCHEMA, "bank": BANK_SCHEMA}
 
@@ -23,18 +25,39 @@ def lines_path(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
     return state_dir / "lines" / parsed.kind / parsed.format / f"{sha256}.parquet"
 
 
-def write_lines(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
-    path = lines_path(state_dir, parsed, sha256)
+def statements_path(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
+    return state_dir / "statements" / parsed.format / f"{sha256}.parquet"
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".parquet.tmp")
-    parsed.lines.write_parquet(temporary)
+    frame.write_parquet(temporary)
     os.replace(temporary, path)
+
+
+def write_lines(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
+    """The file's lines, and a bank file's statements beside them (written first, so
+    lines at rest always have their statements); the path of the lines."""
+    if parsed.kind == "bank":
+        _write(parsed.statements, statements_path(state_dir, parsed, sha256))
+    path = lines_path(state_dir, parsed, sha256)
+    _write(parsed.lines, path)
     return path
+
+
+def _read(folder: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    files = sorted(folder.glob("*/*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=schema)
+    return pl.read_parquet(files).cast(schema).sort("source_file", "line_no")
 
 
 def read_lines(state_dir: Path, kind: str) -> pl.DataFrame:
     """Every validated line of `kind` ("processor" or "bank"), in file and line order."""
-    files = sorted((state_dir / "lines" / kind).glob("*/*.parquet"))
-    if not files:
-        return pl.DataFrame(schema=SCHEMAS[kind])
-    return pl.read_parquet(files).cast(SCHEMAS[kind]).sort("source_file", "line_no")
+    return _read(state_dir / "lines" / kind, SCHEMAS[kind])
+
+
+def read_statements(state_dir: Path) -> pl.DataFrame:
+    """Every stored bank statement (`STATEMENT_SCHEMA`), in file order."""
+    return _read(state_dir / "statements", STATEMENT_SCHEMA)

@@ -169,14 +169,14 @@ def mismatches(
     books: pl.DataFrame,
     movements: pl.DataFrame,
     bank_lines: pl.DataFrame,
-    found: pl.DataFrame,
     jumps: pl.DataFrame,
+    claims: pl.DataFrame,
     pending: pl.DataFrame,
 ) -> pl.DataFrame:
     """Raw `bank_balance_mismatch` variances: per statement of an account the ledger keeps
     (`books`), its closing against the ledger's bank cash on its day, where the difference
-    is not the previous statement's. `found` are this pass's other raw variances (they may
-    explain it), `jumps` the continuity ones (`breaks`), `pending` what is still awaited."""
+    is not the previous statement's. `jumps` are the continuity variances (`breaks`),
+    `claims` what every open variance is about (`claims`), `pending` what is still awaited."""
     tied = chained.join(
         books.rename({"currency": "closing_currency", "opening_minor": "opening_minor_books"}),
         on=["account", "closing_currency"],
@@ -191,22 +191,33 @@ def mismatches(
         .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
         .filter(pl.col("diff") != pl.col("before"))
     )
-    claims = _claims(found, jumps)
     rows = [_explained(row, movements, bank_lines, jumps, claims, pending) for row in tied.iter_rows(named=True)]
     return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
 
 
-def _claims(found: pl.DataFrame, jumps: pl.DataFrame) -> pl.DataFrame:
-    """(reference, variance id): what each variance is about, by which it explains a
-    movement: its reference and its payout batch, and a continuity variance its own jump."""
+def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """(ref, variance id): what each variance is about, by which it explains a movement:
+    its reference, its payout batch, the batches the ledger expected its events' lines in
+    (`expected`: the expected settlements; a line paid in another batch than the ledger's
+    moves both), and a continuity variance its own jump."""
     ids = [variance_id(c, k) for c, k in found.select("category", "key").iter_rows()]
-    about = found.select("reference", "payout_id").with_columns(variance_id=pl.Series(ids, dtype=pl.String))
+    about = found.select("reference", "payout_id", "ledger_event_ids").with_columns(
+        variance_id=pl.Series(ids, dtype=pl.String)
+    )
+    events = about.select("variance_id", event_id="ledger_event_ids").explode("event_id").drop_nulls()
+    batches = (
+        expected.lazy()
+        .select("event_id", "payout_id")
+        .join(events.lazy(), on="event_id", how="inner")
+        .collect(engine="streaming")
+    )
     jump_ids = [variance_id(c, k) for c, k in jumps.select("category", "key").iter_rows()]
     return (
         pl.concat(
             [
                 about.select(ref="reference", variance_id="variance_id"),
                 about.select(ref="payout_id", variance_id="variance_id"),
+                batches.select(ref="payout_id", variance_id="variance_id"),
                 jumps.select(
                     ref=pl.concat_str(pl.lit("jump|"), "key"), variance_id=pl.Series(jump_ids, dtype=pl.String)
                 ),
@@ -289,13 +300,16 @@ def check(
     bank_lines: pl.DataFrame,
     found: pl.DataFrame,
     pending: pl.DataFrame,
+    expected: pl.DataFrame | pl.LazyFrame,
 ) -> pl.DataFrame:
     """Raw continuity and ledger-tie variances (`RAW_SCHEMA`) of bank statements
     (`STATEMENT_SCHEMA`), given the ledger's `books` (`BOOKS_SCHEMA`) and expected bank
-    `movements`, the bank lines, the pass's other raw variances and its pending items."""
+    `movements`, the bank lines, the pass's other raw variances, its pending items and
+    the expected settlements (whose batches line-level variances are about)."""
     if statements.is_empty():
         return pl.DataFrame(schema=RAW_SCHEMA)
     chained = chain(statements)
     jumps = breaks(chained)
-    tie = mismatches(chained, books, movements, bank_lines, found, jumps, pending)
+    about = claims(found, jumps, expected)
+    tie = mismatches(chained, books, movements, bank_lines, jumps, about, pending)
     return pl.concat([jumps.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA), tie.cast(RAW_SCHEMA)])

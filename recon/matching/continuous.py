@@ -22,8 +22,8 @@ from datetime import date, datetime
 
 import polars as pl
 
-from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA
-from clearline.recon.matching import expectations
+from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
+from clearline.recon.matching import continuity, expectations
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
 from clearline.recon.matching.rules import Tolerances
 
@@ -32,7 +32,9 @@ _EMPTY = Inputs(
     pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT),
     pl.DataFrame(schema=SETTLEMENT_SCHEMA),
     pl.DataFrame(schema=BANK_SCHEMA),
+    pl.DataFrame(schema=STATEMENT_SCHEMA),
 )
+_HELD = ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines", "statements")
 
 
 @dataclass(frozen=True)
@@ -46,29 +48,24 @@ class Changes:
 @dataclass
 class Continuous:
     tol: Tolerances
-    _parts: dict[str, list[pl.DataFrame]] = field(
-        default_factory=lambda: {
-            "expected_settlements": [],
-            "expected_movements": [],
-            "settlement_lines": [],
-            "bank_lines": [],
-        }
-    )
+    books: pl.DataFrame | None = None  # continuity.BOOKS_SCHEMA: what the statements' balances are tied to
+    _parts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {name: [] for name in _HELD})
     _published: dict[str, int] = field(default_factory=dict)  # id -> hash of its facts but age
 
     def add(self, **frames: pl.DataFrame) -> None:
         """Hold more inputs: any of expected_settlements, expected_movements,
-        settlement_lines, bank_lines, with the schemas of `reconcile.Inputs`."""
+        settlement_lines, bank_lines, statements, with the schemas of `reconcile.Inputs`."""
         for name, frame in frames.items():
             if frame.height:
-                self._parts[name].append(frame)
+                self._parts.setdefault(name, []).append(frame)  # setdefault: a snapshot from before statements
 
     def advance(self, watermark: datetime | date) -> Changes:
         """Reconcile what is held at `watermark`: what to publish, what to withdraw."""
-        held = Inputs(**{name: pl.concat([getattr(_EMPTY, name), *parts]) for name, parts in self._parts.items()})
+        frames = {name: pl.concat([getattr(_EMPTY, name), *self._parts.get(name, [])]) for name in _HELD}
         for name, parts in self._parts.items():  # one frame each from now on
-            parts[:] = [getattr(held, name)] if getattr(held, name).height else []
-        result = reconcile(held, self.tol, watermark)
+            parts[:] = [frames[name]] if frames[name].height else []
+        books = self.books if self.books is not None else pl.DataFrame(schema=continuity.BOOKS_SCHEMA)
+        result = reconcile(Inputs(**frames, bank_books=books), self.tol, watermark)
         facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
         known = pl.col("variance_id").is_in(list(self._published))
         moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]

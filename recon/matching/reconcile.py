@@ -84,7 +84,13 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     found = pl.concat([copied, line_raw, bank_raw])
     balance_raw = continuity.check(
-        inputs.statements.lazy().collect(), inputs.bank_books, movements, bank_lines, found, pending
+        inputs.statements.lazy().collect(),
+        inputs.bank_books,
+        movements,
+        bank_lines,
+        found,
+        pending,
+        inputs.expected_settlements,
     )
     return Result(finish(pl.concat([found, balance_raw]), day), pending, day)
 

@@ -9,8 +9,10 @@ from datetime import datetime, time, timedelta, timezone
 import polars as pl
 import pytest
 
+from clearline import config
 from clearline.pipelines.cli.recon import parse_all, report_files, run_batch, tolerances
 from clearline.recon.matching import expectations
+from clearline.recon.matching.continuity import bank_books
 from clearline.recon.matching.continuous import Continuous
 
 
@@ -19,15 +21,16 @@ def test_a_world_fed_day_by_day_ends_with_the_batchs_variances(small_world):
     world, _ = small_world
     batch, _ = run_batch(world, None, None, None, None)
     events = pl.read_parquet(world / "events" / "events.parquet").sort("arrival_seq")
-    files = []  # (arrival day, kind, lines): a report the day after its last line, a statement the morning after
+    files = []  # (arrival day, frames): a report the day after its last line, a statement the morning after
     for path in report_files(world / "settlements") + report_files(world / "bank"):
-        settle, bank = parse_all([path], quiet=True)
-        lines, kind, day = (
-            (settle, "settlement_lines", "value_date") if settle.height else (bank, "bank_lines", "booking_date")
-        )
-        files.append((lines[day].max() + timedelta(days=1), kind, lines))
+        settle, bank, statements = parse_all([path], quiet=True)
+        if settle.height:
+            files.append((settle["value_date"].max() + timedelta(days=1), {"settlement_lines": settle}))
+        else:
+            day = statements["closing_date"].max() + timedelta(days=1)
+            files.append((day, {"bank_lines": bank, "statements": statements}))
 
-    flow = Continuous(tolerances())
+    flow = Continuous(tolerances(), bank_books(config.load("platform")))
     published: dict[str, tuple[str, str]] = {}  # id -> (category, reference)
     withdrawn: list[tuple[str, str]] = []
     day = events["occurred_at"].min().date()
@@ -36,17 +39,17 @@ def test_a_world_fed_day_by_day_ends_with_the_batchs_variances(small_world):
         todays = events.filter(pl.col("occurred_at").dt.date() == day)
         settle, moves = expectations.from_events(todays.lazy())
         flow.add(expected_settlements=settle, expected_movements=moves)
-        for arrives, kind, lines in files:
+        for arrives, frames in files:
             if arrives == day:
-                flow.add(**{kind: lines})
+                flow.add(**frames)
         changes = flow.advance(min(end, datetime.combine(batch.as_of, time.max, timezone.utc)))
         assert set(changes.new["variance_id"]).isdisjoint(published)
         published.update(zip(changes.new["variance_id"], zip(changes.new["category"], changes.new["reference"])))
         withdrawn += [published.pop(vid) for vid in changes.gone]
         day += timedelta(days=1)
-    for arrives, kind, lines in files:  # the statements of the last day arrive after it
+    for arrives, frames in files:  # the statements of the last day arrive after it
         if arrives > batch.as_of:
-            flow.add(**{kind: lines})
+            flow.add(**frames)
     final = flow.advance(batch.as_of)
     published.update(zip(final.new["variance_id"], zip(final.new["category"], final.new["reference"])))
     withdrawn += [published.pop(vid) for vid in final.gone]

@@ -13,13 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clearline import events
+from clearline import config, events
 from clearline.pipelines.cli.recon import parse_all, report_files, tolerances
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon.arrivals import Arrivals
 from clearline.recon.matching import expectations
+from clearline.recon.matching.continuity import bank_books
 from clearline.recon.matching.reconcile import Inputs, input_watermark, reconcile, watermark
 from clearline.recon.streaming import builder
+
+BOOKS = bank_books(config.load("platform"))
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +39,20 @@ def inputs(tmp_path_factory):
             got.expected[event.event_id] = expected
         got.saw(event.occurred_at)
         items.append(got)
-    settle, bank = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet=True)
-    for kind, frame, day in (("processor", settle, "value_date"), ("bank", bank, "booking_date")):
+    settle, bank, statements = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet=True)
+    for kind, frame, day in (
+        ("processor", settle, "value_date"),
+        ("bank", bank, "booking_date"),
+        ("statement", statements, "closing_date"),
+    ):
         for row in frame.iter_rows(named=True):
             got = Arrivals(consumed=1)
-            got.lines[(row["source_file"], row["line_no"])] = (kind, row)
+            file = row["source_file"] + (":statement" if kind == "statement" else "")
+            got.lines[(file, row["line_no"])] = (kind, row)
             got.saw(watermark(row[day]))  # a line's day counts as its midnight, as in the batch
             items.append(got)
     expected = expectations.from_events(pl.scan_parquet(world / "events" / "events.parquet"))
-    batch_inputs = Inputs(expected[0], expected[1], settle, bank)
+    batch_inputs = Inputs(expected[0], expected[1], settle, bank, statements, BOOKS)
     latest_event = max(i.latest for i in items if not i.lines)
     batch = reconcile(batch_inputs, tolerances(), input_watermark(batch_inputs, latest_event))
     assert batch.variances.height > 0
@@ -70,7 +78,7 @@ def test_any_split_order_and_replay_ends_with_the_batchs_variances(inputs, seed,
     rng = random.Random(seed)
     shuffled = items + rng.sample(items, int(len(items) * resent))  # some messages read twice
     rng.shuffle(shuffled)
-    matcher = builder(tolerances(), timedelta(seconds=5), once=True)(None)
+    matcher = builder(tolerances(), timedelta(seconds=5), once=True, books=BOOKS)(None)
     size = -(-len(shuffled) // batches)
     for start in range(0, len(shuffled), size):
         assert matcher.on_item(merged(shuffled[start : start + size]))[0] == []
