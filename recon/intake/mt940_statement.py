@@ -1,95 +1,127 @@
-"""SWIFT MT940 statements, read with the `mt-940` package (PyPI `mt-940`, maintained).
+"""SWIFT MT940 statements into bank lines and statements (tokenized by `mt940_fields`).
 
-A file may hold several statements; each (from its `:20:`) is parsed on its own so that
-its opening (:60F:/:60M:) and closing (:62F:/:62M:) balances check its own lines, as a
-control. Signs: the D/C mark (the package signs the amount: D and RC -, C and RD +). Value date
-from :61:, booking date its entry date (the value date when
-the bank leaves it out). References: the :61: bank reference after `//`; the customer
-reference is the `/EREF/` field of a structured :86: (the full one: the :61: field holds
-only 16 characters) or else the :61: reference unless NONREF; the text is `/REMI/` or the
-whole :86:.
+Statements: a file holds one or many (one per day, many empty); each runs from its `:20:`.
+A statement continued over several messages (pages: `:28C:` 5/1, 5/2, …, the first
+closing with an intermediate `:62M:`, the next opening with `:60M:`) is one statement:
+its opening is the first page's, its closing the last page's; every page's own
+opening + lines = closing is a control, and so is each page opening at the balance the
+page before it closed with.
+
+Identity: `statement_id` is the first page's `:20:`, `sequence` the `:28C:` statement
+number (the part before `/`, the page dropped: the pages are merged), or the whole
+`:28C:` as written when the file holds only part of a statement (it opens with `:60M:` or
+closes with `:62M:`). Banks that do not number statements (`:28C:` of zeros, as Rabobank's
+`00000` or ING's `000`) get the closing balance's date as the sequence, so two days in one
+file stay two statements.
+
+Signs: the D/C mark: C and RD (a debit reversed: money back) are +, D and RC (a credit
+reversed) are -. Value date from `:61:`; booking date its entry date (the value date when
+the bank leaves it out). References: the `:61:` bank reference after `//`; the customer
+reference is the end-to-end reference of a structured `:86:` (`EREF+`, `/EREF/`: the full
+one, the `:61:` field holds only 16 characters), else the `:61:` reference unless NONREF;
+the text is the `:86:` remittance text (`SVWZ+`, `/REMI/`, the `?2x` lines) or the whole
+`:86:` (see `mt940_details`), else the `:61:` supplementary details.
 """
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
-import mt940
-
+from clearline.recon.intake import mt940_details
 from clearline.recon.intake.bank import BankFile
 from clearline.recon.intake.model import ParseError
+from clearline.recon.intake.mt940_fields import Balance, Entry, Page, pages
 from clearline.recon.intake.normalise import currency_code, minor, optional
 
-# Sign reversals too: RC (reversal of a credit) takes money out, RD puts it back; and read
-# a lower-case d/c mark as its upper-case self (both off by default in mt-940 5.x).
-_OPTIONS = mt940.Options(reversal_sign=True, case_insensitive_marks=True)
-_STATEMENT = re.compile(r"^:20:", re.MULTILINE)
-_FIELD = r"/{key}/(.*?)(?=/[A-Z]{{4}}/|$)"
-_EREF, _REMI = re.compile(_FIELD.format(key="EREF")), re.compile(_FIELD.format(key="REMI"))
+PLUS = ("C", "RD")
 
 
 def parse(text: str, source_file: str) -> BankFile:
     out = BankFile(source_file=source_file)
-    starts = [m.start() for m in _STATEMENT.finditer(text)]
-    for start, end in zip(starts, [*starts[1:], len(text)]):
-        _statement(text[start:end], text.count("\n", 0, start) + 1, source_file, out)
+    found = pages(text)
+    if not found:
+        raise ParseError("no :20: statement in the file", 1)
+    for statement in _statements(found):
+        _statement(statement, out)
     return out
 
 
-def _amount(value: Decimal, currency: str, what: str, line_no: int, out: BankFile) -> int | None:
-    return minor(format(value, "f"), currency, what, line_no, out.problems)
+def _statements(found: list[Page]) -> list[list[Page]]:
+    """Pages grouped into statements: a page that opens with :60M: continues the one
+    before it when that closed with :62M: on the same account."""
+    groups: list[list[Page]] = []
+    for page in found:
+        if page.opening is None:
+            what = "an MT942 interim report, not a statement:" if page.tags & {"34F", "90D", "90C"} else "statement"
+            raise ParseError(f"{what} {page.reference} has no opening balance :60F:/:60M:", page.line_no)
+        if page.closing is None:
+            raise ParseError(
+                f"statement {page.reference} has no closing balance :62F:/:62M: (truncated?)", page.line_no
+            )
+        last = groups[-1][-1].closing if groups else None
+        if last and not last.final and not page.opening.final and groups[-1][-1].account == page.account:
+            groups[-1].append(page)
+        else:
+            groups.append([page])
+    return groups
 
 
-def _statement(chunk: str, first_line: int, source_file: str, out: BankFile) -> None:
-    lines = chunk.splitlines()
-    tag_lines = [first_line + i for i, line in enumerate(lines) if line.startswith(":61:")]
-    closing_at = next((first_line + i for i, line in enumerate(lines) if line.startswith((":62F:", ":62M:"))), None)
-    try:
-        parsed = mt940.parse(chunk, options=_OPTIONS)
-        transactions = list(parsed)
-    except Exception as exc:  # the package raises bare ValueErrors, RuntimeErrors and KeyErrors
-        raise ParseError(f"not a readable MT940 statement: {exc}", first_line) from None
-    data = parsed.data
-    opening = data.get("final_opening_balance") or data.get("intermediate_opening_balance")
-    closing = data.get("final_closing_balance") or data.get("intermediate_closing_balance")
-    if closing is None or closing_at is None:
-        raise ParseError("the statement has no closing balance :62F:/:62M: (truncated?)", first_line + len(lines) - 1)
-    if len(transactions) != len(tag_lines):
-        raise ParseError(f"{len(tag_lines)} :61: lines but {len(transactions)} readable transactions", first_line)
-    account = data.get("account_identification") or ""
-    out.open_statement(
-        "mt940", account, data.get("transaction_reference") or "", data.get("statement_number"), first_line
+def _sequence(group: list[Page]) -> str | None:
+    first, opening, closing = group[0], group[0].opening, group[-1].closing
+    number = first.number.split("/")[0].strip()
+    if not first.number or opening is None or closing is None:
+        return None
+    if not opening.final or not closing.final:
+        return first.number
+    if number.strip("0") == "" and closing.day is not None:
+        return closing.day.isoformat()
+    return number
+
+
+def _minor(value: Decimal | None, currency: str, what: str, line_no: int, out: BankFile) -> int | None:
+    return None if value is None else minor(format(value, "f"), currency, what, line_no, out.problems)
+
+
+def _statement(group: list[Page], out: BankFile) -> None:
+    first, last = group[0], group[-1]
+    assert first.opening is not None and last.closing is not None  # _statements refused pages without them
+    currency = currency_code(last.closing.currency)
+    out.open_statement("mt940", first.account, first.reference, _sequence(group), first.line_no)
+    before: int | None = None
+    for n, page in enumerate(group):
+        page_open, page_close = page.opening, page.closing
+        assert page_open is not None and page_close is not None
+        opened, closed = _balance(page_open, out), _balance(page_close, out)
+        amounts = [_entry(entry, currency, out) for entry in page.entries]
+        name = f"statement {page.reference} {page.number}".strip()
+        if n:
+            out.control(f"{name}: :60M: opening = the page before's :62M: closing", page_open.line_no, opened, before)
+        out.balance(name, page_close.line_no, opened, closed, amounts)
+        before = closed
+    out.close_statement(_balance(first.opening, out), first.opening.day, before, last.closing.day, currency)
+
+
+def _balance(balance: Balance, out: BankFile) -> int | None:
+    return _minor(balance.amount, currency_code(balance.currency), "balance", balance.line_no, out)
+
+
+def _entry(entry: Entry, currency: str, out: BankFile) -> int | None:
+    if entry.problem:
+        out.problems.note(entry.line_no, entry.problem)
+    amount = _minor(entry.amount, currency, ":61: amount", entry.line_no, out)
+    if amount is not None:
+        amount = amount if entry.mark in PLUS else -amount
+    details = mt940_details.read(entry.details) if entry.details else mt940_details.Details(None, None)
+    short = entry.customer_reference
+    reference = details.reference or (None if short.upper() in mt940_details.NONE_GIVEN else optional(short))
+    out.add(
+        optional(entry.bank_reference),
+        reference,
+        details.text or optional(entry.supplementary),
+        amount,
+        currency,
+        entry.entry_date or entry.value_date,
+        entry.value_date,
+        entry.line_no,
     )
-    amounts = []
-    for transaction, line_no in zip(transactions, tag_lines):
-        t = transaction.data
-        currency = currency_code(t.get("currency") or closing.amount.currency)
-        amount = _amount(t["amount"].amount, currency, ":61: amount", line_no, out)
-        amounts.append(amount)
-        details = (t.get("transaction_details") or "").replace("\n", "")
-        eref, remi = _EREF.search(details), _REMI.search(details)
-        short_ref = t.get("customer_reference")
-        reference = (
-            optional(eref.group(1)) if eref else (None if short_ref in (None, "NONREF") else optional(short_ref))
-        )
-        out.add(
-            optional(t.get("bank_reference")),
-            None if reference == "NOTPROVIDED" else reference,
-            optional(remi.group(1)) if remi else optional(details),
-            amount,
-            currency,
-            t.get("entry_date") or t.get("date"),
-            t.get("date"),
-            line_no,
-        )
-    closing_ccy = currency_code(closing.amount.currency)
-    closing_minor = _amount(closing.amount.amount, closing_ccy, ":62F: balance", closing_at, out)
-    opening_minor = None
-    if opening is not None:
-        ccy = currency_code(opening.amount.currency)
-        opening_minor = _amount(opening.amount.amount, ccy, ":60F: balance", first_line, out)
-        out.balance(f"statement {data.get('transaction_reference')}", closing_at, opening_minor, closing_minor, amounts)
-    out.close_statement(
-        opening_minor, opening.date if opening is not None else None, closing_minor, closing.date, closing_ccy
-    )
+    return amount

@@ -240,3 +240,222 @@ def test_mt940_reversal_marks_sign_like_the_money_moves(tmp_path) -> None:
     parsed = parse_file(path)
     assert parsed.lines["amount_minor"].to_list() == [-3_000, 550]
     assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list() == [7_550]
+
+
+# --- MT940 as banks send it ------------------------------------------------------------------
+
+
+def mt940_message(body: list[str]) -> list[str]:
+    """One SWIFT FIN message around tagged lines (basic, application and user header blocks)."""
+    return ["{1:F01ASNBNL21XXXX0000000000}{2:O940ASNBNL21XXXXN}{3:{108:MT940}}{4:", *body, "-}{5:{CHK:0}}"]
+
+
+def test_mt940_envelopes_pages_wrapped_details_reversals_and_entry_dates(tmp_path) -> None:
+    """A statement continued over two messages (:28C: 5/1 and 5/2, :62M: then :60M:), a
+    :61: whose supplementary details sit on the next line (as the ASN Bank file has it,
+    which the mt-940 package cannot read), RC/RD marks, an entry date in the year before
+    the value date, and an empty statement; CRLF, a byte-order mark, trailing blank lines."""
+    lines = [
+        *mt940_message(
+            [
+                ":20:ST5",
+                ":25:NL81ASNB9999999999",
+                ":28C:5/1",
+                ":60F:C251231EUR444,29",
+                ":61:2601021231D65,00NOVBNL47INGB9999999999",  # 18-character reference, entry 31 Dec
+                "hr gjlm paulissen",
+                ":62M:C260102EUR379,29",
+            ]
+        ),
+        *mt940_message(
+            [
+                ":20:ST5B",
+                ":25:NL81ASNB9999999999",
+                ":28C:5/2",
+                ":60M:C260102EUR379,29",
+                ":61:260102RC10,00NTRFNONREF//B2",  # a credit reversed: money out; no entry date
+                ":86:/EREF/po_77/REMI/CREDIT REVERSED",
+                ":61:260102RD2,50NTRFNONREF//B3",  # a debit reversed: money back
+                ":62F:C260102EUR371,79",
+            ]
+        ),
+        *mt940_message(
+            [":20:ST6", ":25:NL81ASNB9999999999", ":28C:6/1", ":60F:C260102EUR371,79", ":62F:C260103EUR371,79"]
+        ),
+        "",
+        "",
+    ]
+    path = tmp_path / "asn.sta"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    parsed = parse_file(path)
+    assert parsed.lines["amount_minor"].to_list() == [-6_500, -1_000, 250]
+    first = parsed.lines.row(0, named=True)
+    assert (first["reference"], first["text"]) == ("NL47INGB9999999999", "hr gjlm paulissen")
+    assert (str(first["value_date"]), str(first["booking_date"])) == ("2026-01-02", "2025-12-31")
+    assert parsed.lines["reference"].to_list()[1:] == ["po_77", None]
+    assert parsed.lines["line_no"].to_list() == [6, 15, 17]
+    statements = parsed.statements.select(
+        "statement_id", "sequence", "opening_minor", "opening_date", "closing_minor", "closing_date", "entries"
+    ).rows()
+    assert [(s[0], s[1], s[2], str(s[3]), s[4], str(s[5]), s[6]) for s in statements] == [
+        ("ST5", "5", 44_429, "2025-12-31", 37_179, "2026-01-02", 3),
+        ("ST6", "6", 37_179, "2026-01-02", 37_179, "2026-01-03", 0),
+    ]
+    assert set(parsed.lines["sequence"]) == {"5"}
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
+    assert parsed.controls.height == 4  # two pages' balances, the pages' continuity, the empty statement
+    assert_statements_hold_their_lines(parsed)
+    (verdict,) = validate_many([parsed])
+    assert verdict.passed, verdict.failures
+
+
+def test_mt940_structured_details_german_subfields_and_slash_keys(tmp_path) -> None:
+    path = tmp_path / "details.sta"
+    path.write_text(
+        "\n".join(
+            [
+                ":20:STARTUMSE",
+                ":25:10020030/1234567890",
+                ":28C:00001/001",
+                ":60F:C260105EUR1000,00",
+                ":61:2601050105CR150,00N166NONREF",
+                ":86:166?00SEPA-GUTSCHRIFT?109310?20EREF+PO-2026-0001?21SVWZ+Auszahlung Batch 4001 W",
+                "oche 2?30COBADEFFXXX?31DE89370400440532013000?32ADYEN N.V.",
+                ":61:2601050105DR20,00N105NONREF",
+                ":86:105?00LASTSCHRIFT?20Rechnung 4711?21Kundennr. 99",
+                ":61:2601050105C5,00NTRFNONREF",
+                ":86:/EREF/mpo_000123/REMI/MERCHANT PAYOUT m_0042 SETTLEMENT WEEK 2 PART OF A LONG REMITTA",
+                "NCE TEXT/NAME/ACME",
+                ":62F:C260105EUR1135,00",
+            ]
+        )
+        + "\n"
+    )
+    parsed = parse_file(path)
+    rows = parsed.lines.select("reference", "text", "amount_minor").rows()
+    assert rows == [
+        ("PO-2026-0001", "Auszahlung Batch 4001 Woche 2", 15_000),
+        (None, "Rechnung 4711 Kundennr. 99", -2_000),
+        ("mpo_000123", "MERCHANT PAYOUT m_0042 SETTLEMENT WEEK 2 PART OF A LONG REMITTANCE TEXT", 500),
+    ]
+    assert parsed.statements["sequence"].to_list() == ["00001"]
+
+
+@pytest.mark.parametrize("fmt", ["mt940", "bai2"])
+def test_latin1_statements_are_read_without_losing_a_character(tmp_path, fmt) -> None:
+    """German and Hungarian banks send ISO-8859-1: read as such, the text keeps its letters."""
+    if fmt == "mt940":
+        text = "\r\n".join(
+            [
+                ":20:L1",
+                ":25:DE89370400440532013000",
+                ":28C:1",
+                ":60F:C260105EUR0,00",
+                ":61:2601050105C10,00NTRFNONREF",
+                ":86:Überweisung Müller Straße 5 – Kaufpreis",
+                ":62F:C260105EUR10,00",
+                "",
+            ]
+        )
+    else:
+        text = "\r\n".join(
+            [
+                "01,BANK,CLEARLINE,260105,0800,1,,,2/",
+                "02,CLEARLINE,BANK,1,260105,2400,EUR,2/",
+                "03,DE89370400440532013000,EUR,010,0,,,015,1000,,/",
+                "16,195,1000,0,,,Überweisung Müller Straße 5 – Kaufpreis",
+                "49,2000,3/",
+                "98,2000,1,5/",
+                "99,2000,1,7/",
+                "",
+            ]
+        )
+    path = tmp_path / f"latin1.{fmt}"
+    path.write_bytes(text.encode("cp1252"))
+    parsed = parse_file(path)
+    assert parsed.lines["text"].to_list() == ["Überweisung Müller Straße 5 – Kaufpreis"]
+    assert parsed.lines["amount_minor"].to_list() == [1_000]
+    (verdict,) = validate_many([parsed])
+    assert verdict.passed, verdict.failures
+
+
+def test_identical_lines_in_one_statement_are_two_lines(tmp_path) -> None:
+    """Two equal payments on one day are ordinary: both kept, the file accepted."""
+    line = [":61:2601050105C25,00NTRFINV-1", ":86:/EREF/INV-1/REMI/INVOICE 1"]
+    path = tmp_path / "twice.sta"
+    path.write_text(
+        "\n".join(
+            [
+                ":20:T",
+                ":25:GB29NWBK60161331926819",
+                ":28C:7",
+                ":60F:C260105GBP0,00",
+                *line,
+                *line,
+                ":62F:C260105GBP50,00",
+            ]
+        )
+    )
+    parsed = parse_file(path)
+    assert parsed.lines.height == 2 and parsed.lines.unique(subset=["reference", "amount_minor", "text"]).height == 1
+    (verdict,) = validate_many([parsed])
+    assert verdict.passed, verdict.failures
+
+
+def test_a_statement_line_that_cannot_be_read_is_named(tmp_path) -> None:
+    path = tmp_path / "bad.sta"
+    path.write_text(
+        "\n".join([":20:T", ":25:A1", ":28C:1", ":60F:C260105EUR0,00", ":61:26010X5C1,00NTRF", ":62F:C260105EUR1,00"])
+    )
+    parsed = parse_file(path)
+    assert parsed.problems.rows() == [
+        (5, ":61: '26010X5C1,00NTRF' is not a statement line (value date, entry date, D/C mark, amount, type)")
+    ]
+    (verdict,) = validate_many([parsed])
+    assert not verdict.passed
+
+
+def _swift_amount(minor: int) -> str:
+    return f"{abs(minor) // 100},{abs(minor) % 100:02d}"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    amounts=st.lists(st.integers(min_value=-(10**9), max_value=10**9).filter(bool), max_size=8),
+    split=st.integers(min_value=0, max_value=8),
+    opening=st.integers(min_value=-(10**9), max_value=10**9),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    envelope=st.booleans(),
+    trailing=st.integers(min_value=0, max_value=3),
+)
+def test_any_mt940_paging_and_framing_reads_the_same_statement(
+    amounts, split, opening, newline, bom, envelope, trailing
+) -> None:
+    """However a statement is cut into pages and framed, it reads as the same lines and balances."""
+
+    def balance(tag: str, minor: int) -> str:
+        return f":{tag}:{'C' if minor >= 0 else 'D'}260105EUR{_swift_amount(minor)}"
+
+    pages = [amounts[:split], amounts[split:]] if 0 < split < len(amounts) else [amounts]
+    text, running = [], opening
+    for n, page in enumerate(pages, 1):
+        body = [":20:REF" + str(n), ":25:GB29NWBK60161331926819", f":28C:12/{n}"]
+        body.append(balance("60F" if n == 1 else "60M", running))
+        for i, minor in enumerate(page):
+            mark = "C" if minor > 0 else "D"
+            body += [f":61:2601050105{mark}{_swift_amount(minor)}NTRFREF{i}//B{n}{i}", f":86:/EREF/E{n}{i}/REMI/LINE"]
+            running += minor
+        body.append(balance("62F" if n == len(pages) else "62M", running))
+        text += mt940_message(body) if envelope else [*body, "-"]
+    data = (newline.join(text) + newline * trailing).encode()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "paged.sta"
+        path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+        parsed = parse_file(path)
+    assert parsed.lines["amount_minor"].to_list() == amounts
+    assert parsed.statements.select("statement_id", "sequence", "opening_minor", "closing_minor", "entries").rows() == [
+        ("REF1", "12", opening, opening + sum(amounts), len(amounts))
+    ]
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
+    assert parsed.problems.height == 0
