@@ -3,9 +3,11 @@ against a generated world's ground truth (`truth/discrepancies.csv`).
 
 A found variance counts only when its category, what it is about and its amount and
 currency all agree with one truth row: a line-level break by (processor, line id), a
-payout missing from the bank by its payout id, and an unexplained bank line (its bank
-id exists only inside the generator) by currency and amount. Each truth row can be
-claimed once, so a break reported twice costs precision.
+payout missing from the bank by its payout id (a merchant payout's or a repayment's
+reference where it is no processor's payout), a balance break, statement gap or balance
+mismatch by the statement it shows on (account and day, the variance's reference), and
+an unexplained bank line (its bank id exists only inside the generator) by currency and
+amount. Each truth row can be claimed once, so a break reported twice costs precision.
 """
 
 from __future__ import annotations
@@ -43,13 +45,18 @@ class CategoryScore:
         return self.correct / self.injected if self.injected else 1.0
 
 
-def _key(kind: pl.Expr, processor: pl.Expr, line_id: pl.Expr, payout_id: pl.Expr) -> pl.Expr:
+_STATEMENT_KINDS = ("statement_gap", "balance_break", "bank_balance_mismatch")
+
+
+def _key(kind: pl.Expr, processor: pl.Expr, line_id: pl.Expr, payout_id: pl.Expr, statement: pl.Expr) -> pl.Expr:
     amount = pl.concat_str(pl.col("amount_minor").cast(pl.String), pl.lit(" "), pl.col("currency"))
     return (
         pl.when(kind.is_in(list(_LINE_KINDS)))
         .then(pl.concat_str(processor, pl.lit("|"), line_id, pl.lit("|"), amount))
         .when(kind == "payout_not_in_bank")
         .then(pl.concat_str(payout_id, pl.lit("|"), amount))
+        .when(kind.is_in(list(_STATEMENT_KINDS)))
+        .then(pl.concat_str(statement, pl.lit("|"), amount))
         .otherwise(amount)
     )
 
@@ -64,9 +71,20 @@ def _claimable(frame: pl.DataFrame, kind: str, key: pl.Expr) -> pl.DataFrame:
 
 
 def _sides(truth: pl.DataFrame, variances: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    t = _claimable(truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id")))
+    statement = pl.col("statement") if "statement" in truth.columns else pl.lit(None, pl.String)  # older truths
+    t = _claimable(
+        truth, "kind", _key(pl.col("kind"), pl.col("processor"), pl.col("line_id"), pl.col("payout_id"), statement)
+    )
     v = _claimable(
-        variances, "category", _key(pl.col("category"), pl.col("processor"), pl.col("reference"), pl.col("payout_id"))
+        variances,
+        "category",
+        _key(
+            pl.col("category"),
+            pl.col("processor"),
+            pl.col("reference"),
+            pl.coalesce("payout_id", "reference"),
+            pl.col("reference"),
+        ),
     )
     return t, v
 

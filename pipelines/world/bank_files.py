@@ -12,6 +12,10 @@ Amounts are integer minor units inside and are formatted from those integers onl
 Creation timestamps are the morning after the statement day (06:00 UTC), so the same
 world always writes byte-identical files.
 
+A generated world can leave one statement out (`drop_statement`) and tamper with one
+statement's balances (`tamper_balance`), which balance continuity must find
+(pipelines/world/discrepancies.py chooses them and records the truth).
+
 Files: `<out_dir>/<currency>/<account>_<YYYYMMDD>.<bai|xml|sta>`, out_dir being the world's `bank/`. References a format
 cannot carry (a delimiter inside a BAI2 reference, an MT940 bank reference over 16 or a
 camt.053 one over 35 characters) raise ValueError instead of being cut. BAI2 and MT940
@@ -44,7 +48,7 @@ mt940 (GBP): :20: :25: (IBAN) :28C: (statement/sequence) :60F: then per line a :
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,7 +121,15 @@ def write_bank_statements(
     accounts_cfg: dict[str, dict[str, str]],
     out_dir: Path,
 ) -> list[Path]:
-    """Write every account's daily statements under `out_dir/<currency>/` and list them.
+    """Write every account's daily statements under `out_dir/<currency>/` and list them
+    (`daily_statements`, then `write_statements`)."""
+    return write_statements(daily_statements(bank_lines, opening_balances, accounts_cfg), out_dir)
+
+
+def daily_statements(
+    bank_lines: pl.DataFrame, opening_balances: dict[str, int], accounts_cfg: dict[str, dict[str, str]]
+) -> list[Statement]:
+    """Every account's daily statements, each opening at the previous closing balance.
 
     `bank_lines`: account_currency, line_id, booking_date, value_date, amount_minor
     (+ credit, - debit), currency, bank_reference, customer_reference, text, kind.
@@ -127,7 +139,7 @@ def write_bank_statements(
     unknown = set(bank_lines["account_currency"].unique().to_list()) - set(accounts_cfg)
     if unknown:
         raise ValueError(f"bank lines for accounts not in the configuration: {sorted(unknown)}")
-    paths = []
+    out = []
     for currency, account in accounts_cfg.items():
         lines = bank_lines.filter(pl.col("account_currency") == currency)
         if lines.height == 0:
@@ -135,13 +147,33 @@ def write_bank_statements(
         foreign = set(lines["currency"].unique().to_list()) - {currency}
         if foreign:
             raise ValueError(f"{currency} account has lines in {sorted(foreign)}")
-        render, suffix = _FORMATS[account["format"]]
-        for statement in _statements(lines, currency, account, opening_balances[currency]):
-            path = out_dir / currency / f"{account['account']}_{statement.day:%Y%m%d}.{suffix}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(render(statement))
-            paths.append(path)
+        out.extend(_statements(lines, currency, account, opening_balances[currency]))
+    return out
+
+
+def write_statements(statements: list[Statement], out_dir: Path) -> list[Path]:
+    """Each statement as a file in its account's format, `out_dir/<currency>/<account>_<day>.<suffix>`."""
+    paths = []
+    for statement in statements:
+        render, suffix = _FORMATS[statement.account["format"]]
+        path = out_dir / statement.currency / f"{statement.account['account']}_{statement.day:%Y%m%d}.{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(render(statement))
+        paths.append(path)
     return paths
+
+
+def drop_statement(statements: list[Statement], gone: Statement) -> list[Statement]:
+    """The statements without one (a statement day the bank never delivered): the others
+    keep their sequence numbers and balances, so the next one opens where the missing
+    one closed."""
+    return [s for s in statements if s is not gone]
+
+
+def tamper_balance(statements: list[Statement], tampered: Statement, delta_minor: int) -> list[Statement]:
+    """The statements with one statement's stated balances moved by `delta_minor`, opening
+    and closing alike: the file adds up, so only its neighbours show it."""
+    return [replace(s, opening_minor=s.opening_minor + delta_minor) if s is tampered else s for s in statements]
 
 
 def _statements(lines: pl.DataFrame, currency: str, account: dict[str, str], opening: int) -> Iterator[Statement]:

@@ -10,11 +10,12 @@ least one injection whenever the rate is above zero, so a small world still test
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
+from clearline.pipelines.world import bank_files
 from clearline.pipelines.world.ids import letter_ids
 from clearline.pipelines.world.settlement import convert, fx_rate_micro, rate_text
 
@@ -27,7 +28,8 @@ LINE_KINDS = (
     "duplicate",
     "late_settlement",
 )
-CATEGORIES = LINE_KINDS + ("payout_not_in_bank", "unexplained_bank_line")
+STATEMENT_KINDS = ("statement_gap", "balance_break", "bank_balance_mismatch")
+CATEGORIES = LINE_KINDS + ("payout_not_in_bank", "unexplained_bank_line") + STATEMENT_KINDS
 TRUTH_SCHEMA = {
     "kind": pl.String,
     "processor": pl.String,
@@ -40,6 +42,7 @@ TRUTH_SCHEMA = {
     "field": pl.String,
     "expected": pl.String,
     "actual": pl.String,
+    "statement": pl.String,  # "<account> <YYYY-MM-DD>": the bank statement a balance discrepancy shows on
 }
 
 
@@ -264,3 +267,135 @@ def inject_bank(
         "booking_date", "line_id"
     )
     return actual, pl.concat([truth_missing, truth_extra])
+
+
+def inject_statements(
+    rng: np.random.Generator, statements: list[bank_files.Statement], rate: float, last_safe_day: date
+) -> tuple[list[bank_files.Statement], pl.DataFrame]:
+    """Leave one statement day out and tamper with another statement's balances.
+
+    The dropped statement sits between two others, moves the balance (so a bank that
+    numbers nothing still shows the gap) and holds no injected line; its lines are then
+    missing from the bank too (truth: payout_not_in_bank each, by the reference the ledger
+    knows them by). The tampered one has a statement on each side with no working day
+    between them (else a bank without sequence numbers would rightly call it a gap), and
+    neither it nor its neighbours is the dropped one: its opening and closing both move by
+    the same amount, so the file adds up and both its neighbours break."""
+    none = pl.DataFrame(schema=TRUTH_SCHEMA)
+    runs = [run for run in _by_account(statements) if len(run) >= 3]
+    droppable = [
+        (run, i)
+        for run in runs
+        for i in range(1, len(run) - 1)
+        if run[i].day <= last_safe_day
+        and run[i].closing_minor != run[i].opening_minor
+        and not any(e["line_id"].startswith("bnx_") for e in run[i].entries)
+    ]
+    if rate <= 0 or not droppable:
+        return statements, none
+    dropped_run, g = droppable[int(rng.integers(len(droppable)))]
+    gone = dropped_run[g]
+    truths = [
+        _truth(
+            pl.DataFrame(list(gone.entries)),
+            "payout_not_in_bank",
+            payout_id=pl.col("customer_reference"),
+            bank_line_id=pl.col("line_id"),
+            amount_minor=pl.col("amount_minor").abs(),
+            currency=pl.col("currency"),
+        ),
+        _balance_rows("statement_gap", abs(gone.closing_minor - gone.opening_minor), [dropped_run[g + 1]]),
+    ]
+    out = bank_files.drop_statement(statements, gone)
+    tamperable = [
+        (run, i)
+        for run in runs
+        for i in range(1, len(run) - 1)
+        if run[i].day <= last_safe_day
+        and not (run is dropped_run and g - 1 <= i <= g + 1)
+        and _adjacent(run[i - 1].day, run[i].day)
+        and _adjacent(run[i].day, run[i + 1].day)
+    ]
+    if tamperable:
+        run, i = tamperable[int(rng.integers(len(tamperable)))]
+        delta = int(rng.integers(1_000, 500_000)) * (1 if rng.random() < 0.5 else -1)
+        out = bank_files.tamper_balance(out, run[i], delta)
+        truths.append(_balance_rows("balance_break", abs(delta), [run[i], run[i + 1]]))
+    return out, pl.concat([t.cast(TRUTH_SCHEMA) for t in truths])
+
+
+def _adjacent(before: date, after: date) -> bool:
+    """No working day between two statement days (a weekend may be)."""
+    return int(np.busday_count(before + timedelta(days=1), after)) == 0
+
+
+def _balance_rows(kind: str, amount_minor: int, shown_on: list[bank_files.Statement]) -> pl.DataFrame:
+    """Truth rows of a balance discrepancy, one per statement that shows it."""
+    return pl.DataFrame(
+        {
+            "kind": [kind] * len(shown_on),
+            "amount_minor": [amount_minor] * len(shown_on),
+            "currency": [s.currency for s in shown_on],
+            "statement": [_statement_ref(s) for s in shown_on],
+        }
+    ).select(_truth_columns())
+
+
+def balance_truth(statements: list[bank_files.Statement], ev: pl.DataFrame, opening: dict[str, int]) -> pl.DataFrame:
+    """Each statement whose closing balance differs from the ledger's bank cash that day by
+    another amount than the account's previous statement did (a bank_balance_mismatch).
+
+    The ledger's bank cash, from the events the world emits: the opening capital plus
+    processor payouts by arrival date, repayments by their day, less merchant payouts by
+    value date (the day the bank books each: the ledger compared value-dated)."""
+    payload = pl.col("payload").str.json_decode(
+        pl.Struct(
+            {
+                "amount": pl.Struct({"minor": pl.Int64, "currency": pl.String}),
+                "arrival_date": pl.String,
+                "value_date": pl.String,
+            }
+        )
+    )
+    sign = pl.when(pl.col("event_type") == "merchant.payout").then(-1).otherwise(1)
+    moves = (
+        ev.filter(pl.col("event_type").is_in(["processor.payout", "merchant.payout", "buyer.repayment"]))
+        .with_columns(p=payload)
+        .select(
+            currency=pl.col("p").struct.field("amount").struct.field("currency"),
+            day=pl.coalesce(
+                pl.col("p").struct.field("arrival_date").str.to_date(),
+                pl.col("p").struct.field("value_date").str.to_date(),
+                pl.col("occurred_at").dt.date(),
+            ),
+            amount=sign * pl.col("p").struct.field("amount").struct.field("minor"),
+        )
+    )
+    rows = []
+    for run in _by_account(statements):
+        before = 0
+        for s in run:
+            booked = moves.filter((pl.col("currency") == s.currency) & (pl.col("day") <= s.day))["amount"].sum()
+            diff = s.closing_minor - (opening[s.currency] + booked)
+            if diff != before:
+                rows.append(_balance_rows("bank_balance_mismatch", abs(diff), [s]))
+            before = diff
+    return pl.concat([pl.DataFrame(schema=TRUTH_SCHEMA), *rows])
+
+
+def _truth_columns() -> list[pl.Expr]:
+    """Every truth column, null where a balance row has nothing to say."""
+    given = ("kind", "amount_minor", "currency", "statement")
+    return [pl.col(k).cast(t) if k in given else pl.lit(None, t).alias(k) for k, t in TRUTH_SCHEMA.items()]
+
+
+def _statement_ref(s: bank_files.Statement) -> str:
+    """How reconciliation names a statement: its account and its day."""
+    return f"{s.account['account']} {s.day.isoformat()}"
+
+
+def _by_account(statements: list[bank_files.Statement]) -> list[list[bank_files.Statement]]:
+    runs: dict[str, list[bank_files.Statement]] = {}
+    for s in statements:
+        runs.setdefault(s.account["account"], []).append(s)
+    return [sorted(run, key=lambda s: s.day) for run in runs.values()]

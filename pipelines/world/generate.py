@@ -27,7 +27,13 @@ import polars as pl
 
 from clearline import config, events
 from clearline.pipelines.world import bank_files, settlement_files
-from clearline.pipelines.world.discrepancies import CATEGORIES, inject_bank, inject_lines
+from clearline.pipelines.world.discrepancies import (
+    CATEGORIES,
+    balance_truth,
+    inject_bank,
+    inject_lines,
+    inject_statements,
+)
 from clearline.pipelines.world.emit import arrival_order, build_events
 from clearline.pipelines.world.entities import make_entities
 from clearline.pipelines.world.ids import letter_ids
@@ -96,7 +102,6 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     actual_payouts = _payouts_of(actual_lines, payouts)
     bank = bank_lines(actual_payouts, m_payouts, tables["buyer.repayment"].filter(pl.col("t") < end_us))
     actual_bank, bank_truth = inject_bank(rng, in_world(bank, "booking_date"), rate, last_safe_day)
-    truth = pl.concat([line_truth, bank_truth]).sort("kind", "line_id", "bank_line_id")
 
     progress("events in arrival order")
     emit_merchants = pl.concat(
@@ -108,8 +113,17 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
     ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
 
+    # bank statements, one left out and one tampered with: truth needs the ledger's events
+    accounts = config.load("platform")["bank_accounts"]
+    opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
+    statements = bank_files.daily_statements(actual_bank, opening, accounts)
+    statements, statement_truth = inject_statements(rng, statements, rate, last_safe_day)
+    truth = pl.concat([line_truth, bank_truth, statement_truth, balance_truth(statements, ev, opening)]).sort(
+        "kind", "line_id", "bank_line_id", "statement"
+    )
+
     progress("writing files")
-    files = _write(out, ev, ents, life.orders, actual_lines, actual_payouts, actual_bank, truth, cfg, end_day)
+    files = _write(out, ev, ents, life.orders, actual_lines, actual_payouts, statements, truth, cfg, end_day)
     manifest = {
         "generator": "clearline",
         "schema_version": events.SCHEMA_VERSION,
@@ -125,7 +139,7 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
         "orders": life.orders.height,
         "settlement_lines": actual_lines.height,
         "payouts": actual_payouts.height,
-        "bank_lines": actual_bank.height,
+        "bank_lines": sum(len(s.entries) for s in statements),
         "discrepancies": {k: int((truth["kind"] == k).sum()) for k in CATEGORIES},
         "files": sorted(str(p.relative_to(out)) for p in files),
     }
@@ -219,7 +233,7 @@ def _write(
     orders: pl.DataFrame,
     lines: pl.DataFrame,
     payouts: pl.DataFrame,
-    bank: pl.DataFrame,
+    statements: list[bank_files.Statement],
     truth: pl.DataFrame,
     cfg: dict,
     end_day: date,
@@ -267,7 +281,5 @@ def _write(
         payment_method="method",
     )
     files += settlement_files.write_settlement_reports(report_lines, out / "settlements")
-    accounts = config.load("platform")["bank_accounts"]
-    opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
-    files += bank_files.write_bank_statements(bank, opening, accounts, out / "bank")
+    files += bank_files.write_statements(statements, out / "bank")
     return files

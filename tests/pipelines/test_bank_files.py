@@ -23,7 +23,14 @@ from pycamt.parser import Camt053Parser
 
 from clearline import config
 from clearline.currency import decimal_to_minor
-from clearline.pipelines.world.bank_files import CAMT_NS, write_bank_statements
+from clearline.pipelines.world.bank_files import (
+    CAMT_NS,
+    daily_statements,
+    drop_statement,
+    tamper_balance,
+    write_bank_statements,
+    write_statements,
+)
 
 ACCOUNTS = config.load("platform")["bank_accounts"]
 DAY1 = date(2026, 1, 7)
@@ -348,3 +355,28 @@ def test_amounts_are_never_floats() -> None:
         assert account.children[0].amount == amount
         text = etree.parse(str(xml)).xpath("//c:Ntry/c:Amt/text()", namespaces={"c": CAMT_NS})[0]
         assert decimal_to_minor(text, "EUR") == amount
+
+
+def test_a_statement_left_out_and_one_tampered_with_still_read_as_whole_files(tmp_path):
+    """What a generated world does to the bank's statements for balance continuity: the
+    files left add up on their own (intake's controls hold), the sequence skips the one
+    left out, and the tampered one states balances moved by the same amount."""
+    from clearline.recon import parse_file
+
+    statements = daily_statements(world_bank_lines(), OPENING, ACCOUNTS)
+    for ccy in ACCOUNTS:
+        own = [s for s in statements if s.currency == ccy]  # three days: DAY1, the day after, three days on
+        kept = tamper_balance(drop_statement(own, own[1]), own[2], -5_000)
+        parsed = [parse_file(path) for path in write_statements(kept, tmp_path / ccy)]
+        assert len(parsed) == 2
+        for file in parsed:
+            assert file.problems.is_empty()
+            assert (file.controls["declared"] == file.controls["computed"]).all(), file.controls
+        first, last = (file.statements.row(0, named=True) for file in parsed)
+        assert (first["opening_minor"], first["closing_minor"]) == (own[0].opening_minor, own[0].closing_minor)
+        assert (last["opening_minor"], last["closing_minor"]) == (
+            own[1].closing_minor - 5_000,
+            own[2].closing_minor - 5_000,
+        )
+        if ccy != "USD":  # BAI2 numbers no statements; camt.053 and MT940 skip the one left out
+            assert [f.statements["sequence"][0].split("/")[0] for f in parsed] == ["1", "3"]

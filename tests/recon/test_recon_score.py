@@ -72,3 +72,32 @@ def test_a_wrong_category_a_wrong_amount_and_a_second_report_cost_what_they_shou
     missed, extra = misses(TRUTH, found(*wrong))
     assert sorted(missed["kind"]) == ["fee_mismatch", "payout_not_in_bank"]
     assert extra.height == 3
+
+
+BALANCES = pl.DataFrame(
+    [
+        {"kind": "payout_not_in_bank", "payout_id": "mpo_7", "amount_minor": 900, "currency": "EUR"},
+        {"kind": "statement_gap", "amount_minor": 4200, "currency": "EUR", "statement": "DE89 2026-01-07"},
+        {"kind": "balance_break", "amount_minor": 31, "currency": "GBP", "statement": "GB29 2026-01-09"},
+        {"kind": "bank_balance_mismatch", "amount_minor": 31, "currency": "GBP", "statement": "GB29 2026-01-09"},
+    ],
+    schema=TRUTH_SCHEMA,
+)
+
+
+def test_balance_discrepancies_count_by_the_statement_they_show_on():
+    right = [
+        # a merchant payout missing from the bank is no processor's payout: known by its reference
+        {"category": "payout_not_in_bank", "reference": "mpo_7", "amount_minor": 900, "currency": "EUR"},
+        {"category": "statement_gap", "reference": "DE89 2026-01-07", "amount_minor": 4200, "currency": "EUR"},
+        {"category": "balance_break", "reference": "GB29 2026-01-09", "amount_minor": 31, "currency": "GBP"},
+        {"category": "bank_balance_mismatch", "reference": "GB29 2026-01-09", "amount_minor": 31, "currency": "GBP"},
+    ]
+    perfect = {s.category: (s.injected, s.correct) for s in score(BALANCES, found(*right)) if s.injected}
+    assert perfect == {
+        k: (1, 1) for k in ("payout_not_in_bank", "statement_gap", "balance_break", "bank_balance_mismatch")
+    }
+    elsewhere = [right[0], {**right[1], "reference": "DE89 2026-01-08"}, right[2], {**right[3], "amount_minor": 32}]
+    missed, extra = misses(BALANCES, found(*elsewhere))
+    assert sorted(missed["kind"]) == ["bank_balance_mismatch", "statement_gap"]
+    assert sorted(extra["category"]) == ["bank_balance_mismatch", "statement_gap"]

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from clearline.pipelines.cli.recon import load_inputs, run_batch
-from clearline.pipelines.world.discrepancies import CATEGORIES, TRUTH_SCHEMA
+from clearline.pipelines.world.discrepancies import CATEGORIES, STATEMENT_KINDS, TRUTH_SCHEMA
 from clearline.recon.matching.reconcile import input_watermark, reconcile
 from clearline.recon.matching.variance import SCHEMA
 from clearline.recon.score import misses, score
@@ -44,11 +44,15 @@ def test_every_variance_carries_its_amount_text_and_evidence(small_run):
     assert (
         variances["age_days"] == (pl.Series([result.as_of] * variances.height) - variances["since"]).dt.total_days()
     ).all()
-    line_level = variances.filter(~pl.col("category").is_in(["payout_not_in_bank", "unexplained_bank_line"]))
+    bank_level = ["payout_not_in_bank", "unexplained_bank_line", *STATEMENT_KINDS]
+    line_level = variances.filter(~pl.col("category").is_in(bank_level))
     assert line_level["merchant_id"].str.starts_with("m_").all()
     assert (line_level["evidence"].list.len() + line_level["ledger_event_ids"].list.len() >= 1).all()
     evidence = variances["evidence"].explode(empty_as_null=False).drop_nulls()
-    assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$").all()
+    # a file and line, or (a balance mismatch's) an open variance that explains it
+    assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$|^var_[0-9a-f]{20}$").all()
+    explained = variances.filter(pl.col("category") == "bank_balance_mismatch")["evidence"].explode()
+    assert set(explained.filter(explained.str.starts_with("var_"))) <= set(variances["variance_id"])
     fee = variances.filter(pl.col("category") == "fee_mismatch").row(0, named=True)
     assert fee["expected"].endswith(fee["currency"]) and fee["actual"].endswith(fee["currency"])
 
