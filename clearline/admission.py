@@ -5,11 +5,15 @@ tenant; the HMAC signature over the exact bytes verifies with that tenant's key;
 are a valid contract event (which also refuses card numbers); and the event's reseller_id
 is the tenant that signed it. The first failure is the reason a person reads in the
 dead-letter topic, so each says what is wrong and what to do.
+
+Whatever the reason, what is kept of a refused message (`kept`) has every card number
+masked, and its detail too: a message refused for its signature can carry one as well as
+a message refused for the card number itself.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -23,6 +27,11 @@ class Refusal:
     detail: str  # what a person needs to act on it
     event_id: str | None
 
+
+# A refused message is kept whole up to this size (every contract event fits eight times
+# over), else as a prefix of it; the dead-letter producer sends what is kept.
+KEPT_BYTES = 512 * 1024
+DETAIL_CHARS = 2000
 
 _EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9_.:\-]{0,63})"')
 
@@ -38,11 +47,24 @@ def admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys)
 
     A refusal names the event_id only once the signature has verified: the ledger keeps a
     rejected id for good, so a forged message must not be able to claim the id of a real
-    event that has not arrived yet."""
+    event that has not arrived yet. Its detail is masked (`events.masked_text`): it quotes
+    headers and fields of a message that may carry a card number."""
+    admitted = _admit(raw, headers, keys)
+    if isinstance(admitted, events.Event):
+        return admitted
+    event_id = admitted.event_id
+    return Refusal(
+        admitted.reason,
+        events.masked_text(admitted.detail, DETAIL_CHARS),
+        None if event_id is None or events.contains_pan(event_id, wide=True) else event_id,
+    )
+
+
+def _admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys) -> events.Event | Refusal:
     if raw is None:
         return Refusal("empty", "the message has no value (a tombstone?); events must carry a JSON body", None)
     header = {k: v for k, v in headers}
-    tenant = header.get(TENANT_HEADER, b"").decode("utf-8", "replace")
+    tenant = (header.get(TENANT_HEADER) or b"").decode("utf-8", "replace")
     if not tenant:
         return Refusal("tenant", f"no {TENANT_HEADER} header: the producer must name the signing tenant", None)
     try:
@@ -61,31 +83,33 @@ def admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys)
     except events.ContractError as exc:
         # never echo an id from a message that carries a card number
         event_id = None if exc.reason == "pan" else sniff_event_id(raw)
-        return Refusal(f"contract:{exc.reason}", str(exc)[:2000], event_id)
+        return Refusal(f"contract:{exc.reason}", str(exc), event_id)
     if event.reseller_id != tenant:
         # no id: one tenant must not be able to claim the ids of another tenant's events
         return Refusal("tenant", f"signed by tenant {tenant!r} but reseller_id is {event.reseller_id!r}", None)
     return event
 
 
-def redacted_raw(raw: bytes | None, refusal: Refusal) -> bytes:
-    """The bytes to keep for a refused message: as sent, except card numbers masked."""
-    if raw is None or not refusal.reason.startswith("contract:pan"):
-        return raw or b""
-    text = raw.decode("utf-8", "replace")
-    masked = events.redact_pans(text)
-    try:  # numbers hidden in JSON escapes are masked in the parsed form
-        return json.dumps(_mask(json.loads(masked))).encode()
-    except json.JSONDecodeError:
-        return masked.encode()
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What is kept of a refused message: its bytes with every card number masked, cut to
+    at most a bounded prefix; `length` and `sha256` are of the whole masked message, so a
+    reader knows whether `data` is all of it and can check a copy against it."""
+
+    data: bytes
+    length: int
+    sha256: str
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.data) < self.length
 
 
-def _mask(value):
-    if isinstance(value, dict):
-        return {_mask(k): _mask(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v) for v in value]
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        text = str(value)
-        return events.redact_pans(text) if events.contains_pan(text) else value
-    return value
+def kept(raw: bytes | None, limit: int = KEPT_BYTES) -> Kept:
+    """A refused message as the ledger keeps and forwards it, whatever the refusal: card
+    numbers masked in the bytes (plain, grouped, JSON-escaped, UTF-16/32, inside bytes that
+    are not UTF-8), at most `limit` bytes of them (masked again after the cut, which can
+    leave a run of digits that reads as a card number where the whole did not)."""
+    masked = events.mask_pans(raw or b"")
+    data = masked if len(masked) <= limit else events.mask_pans(masked[:limit])
+    return Kept(data, len(masked), hashlib.sha256(masked).hexdigest())

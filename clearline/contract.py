@@ -109,9 +109,13 @@ MinorUnits = Annotated[
     int,
     msgspec.Meta(
         ge=0,
+        le=events.MAX_MINOR,
         description="A magnitude in integer minor units of the currency (1999 USD = $19.99); never a fraction. "
-        "The event or record type gives the direction.",
+        "The event or record type gives the direction. At most 2^63 - 1: the ledger stores a signed 64-bit integer.",
     ),
+]
+Integer = Annotated[
+    int, msgspec.Meta(ge=events.MIN_INT, le=events.MAX_INT, description="A 32-bit integer (counts, days).")
 ]
 
 
@@ -146,7 +150,9 @@ def wire_type(hint: Any, name: str = "", *, absent_ok: bool = True) -> Any:
         return Timestamp
     if hint is date:
         return CalendarDate
-    if hint in (int, float, bool) or origin is Literal:
+    if hint is int:
+        return Integer
+    if hint in (float, bool) or origin is Literal:
         return hint
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return list[wire_type(args[0], name, absent_ok=absent_ok)]

@@ -37,6 +37,11 @@ SCHEMA_VERSION = 1
 PLATFORM = "platform"  # merchant_id and reseller_id of the platform's own events (payouts)
 KNOWN_SCHEMA_VERSIONS = frozenset({1})
 MAX_MESSAGE_BYTES = 64 * 1024
+# Every integer is bounded. Amounts: the ledger stores minor units as a signed 64-bit
+# integer (DuckDB BIGINT, Parquet int64), and sums them in 128 bits, so no balance of
+# admitted amounts can overflow. Other integers (counts, days) are 32-bit.
+MAX_MINOR = 2**63 - 1
+MIN_INT, MAX_INT = -(2**31), 2**31 - 1
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 _DECIMAL = re.compile(r"\d{1,12}(\.\d{1,12})?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -242,7 +247,9 @@ class ContractError(ValueError):
     """An event breaks the contract. `issues` names each field path and why."""
 
     def __init__(self, issues: list[Issue]):
-        self.issues = issues
+        # masked here, once for every message: an error quotes values cut short, and a cut
+        # run of digits can read as a card number where the whole did not
+        self.issues = [Issue(masked_text(i.path), masked_text(i.reason)) for i in issues]
         super().__init__("; ".join(map(str, issues)))
 
     @property
@@ -256,6 +263,15 @@ class ContractError(ValueError):
 # A run of digits in groups split by single spaces or dashes ("4111 1111 1111 1111").
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,}(?![0-9])")  # 13 digits or more
 _MAYBE_RUN = re.compile(r"[0-9][0-9 \-]{11,}[0-9]")  # a cheap necessary condition for _DIGIT_RUN
+_GROUP = re.compile(r"[0-9]+")
+# Bytes kept from a refused message may spell a card number other ways too: digits as JSON
+# escapes ("\u0034"), or in UTF-16/32 text (NUL bytes beside every digit). The wide run
+# reads those as well; it is what masks whatever the ledger keeps or forwards.
+_WIDE_DIGIT = r"(?:[0-9]|\\u003[0-9])"
+_WIDE_GAP = r"\x00*(?:(?:[ \-]|\\u00(?:20|2[dD]))\x00*)?"
+_WIDE_RUN = re.compile(rf"(?<![0-9]){_WIDE_DIGIT}(?:{_WIDE_GAP}{_WIDE_DIGIT}){{12,}}(?![0-9])")
+_WIDE_GROUP = re.compile(rf"{_WIDE_DIGIT}(?:\x00*{_WIDE_DIGIT})*")
+_NOT_DIGIT = re.compile(r"\\u003|[^0-9]")  # what to drop from a span to read its digits
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -268,21 +284,28 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _pan_spans(text: str) -> list[tuple[int, int]]:
+def _pan_spans(text: str, wide: bool = False) -> list[tuple[int, int]]:
     """Spans of card-number-like digits: 13–19 Luhn-valid digits made of whole groups.
 
     A card number is often written next to other figures ("4111 1111 1111 1111 12/26"),
-    so every run of consecutive groups is tried, not only the whole run."""
+    so every run of consecutive groups is tried, not only the whole run. `wide` also
+    reads digits written as JSON escapes or with NUL bytes between them (UTF-16/32)."""
     spans: list[tuple[int, int]] = []
-    if not _MAYBE_RUN.search(text):
-        return spans
-    for m in _DIGIT_RUN.finditer(text):
-        groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"[0-9]+", m.group())]
+    if wide:
+        runs, group = _WIDE_RUN, _WIDE_GROUP
+        if "\\" not in text and "\x00" not in text and not _MAYBE_RUN.search(text):
+            return spans
+    else:
+        runs, group = _DIGIT_RUN, _GROUP
+        if not _MAYBE_RUN.search(text):
+            return spans
+    for m in runs.finditer(text):
+        groups = [(g.start(), g.end(), _NOT_DIGIT.sub("", g.group())) for g in group.finditer(text, m.start(), m.end())]
         i = 0
         while i < len(groups):
             longest, digits = None, ""
             for j in range(i, len(groups)):
-                digits += text[groups[j][0] : groups[j][1]]
+                digits += groups[j][2]
                 if len(digits) > 19:
                     break
                 if len(digits) >= 13 and _luhn_ok(digits):
@@ -294,19 +317,41 @@ def _pan_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def contains_pan(text: str) -> bool:
-    """True if a Luhn-valid 13–19 digit number (spaces or dashes allowed) is in `text`."""
-    return bool(_pan_spans(text))
+def contains_pan(text: str, wide: bool = False) -> bool:
+    """True if a Luhn-valid 13–19 digit number (spaces or dashes allowed) is in `text`;
+    `wide`: also written as JSON escapes or in UTF-16/32."""
+    return bool(_pan_spans(text, wide))
 
 
-def redact_pans(text: str) -> str:
-    """`text` with every PAN-like number masked but its last four digits, as PCI DSS allows."""
-    out, last = [], 0
-    for start, end in _pan_spans(text):
-        digits = re.sub(r"[ \-]", "", text[start:end])
-        out += [text[last:start], "*" * (len(digits) - 4) + digits[-4:]]
-        last = end
-    return "".join(out) + text[last:]
+def redact_pans(text: str, wide: bool = False) -> str:
+    """`text` with every PAN-like number masked but its last four digits, as PCI DSS allows.
+
+    Repeated until none is left: the four digits kept can make a new one with the digits
+    that follow them ("4111 1111 1111 1111 2222 3333 4444")."""
+    spans = _pan_spans(text, wide)
+    while spans:
+        out, last = [], 0
+        for start, end in spans:
+            digits = _NOT_DIGIT.sub("", text[start:end])
+            out += [text[last:start], "*" * (len(digits) - 4) + digits[-4:]]
+            last = end
+        text = "".join(out) + text[last:]
+        spans = _pan_spans(text, wide)
+    return text
+
+
+def mask_pans(data: bytes) -> bytes:
+    """`data` with every card number masked (`redact_pans`, wide), whatever its encoding:
+    read byte for byte, so bytes that are not UTF-8 pass through unchanged."""
+    text = data.decode("latin-1")
+    masked = redact_pans(text, wide=True)
+    return data if masked is text else masked.encode("latin-1")
+
+
+def masked_text(text: str, limit: int | None = None) -> str:
+    """`text` cut to `limit` characters, then masked: a cut can leave a run of digits that
+    reads as a card number where the whole did not."""
+    return redact_pans(text if limit is None else text[:limit], wide=True)
 
 
 def _pan_paths(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -380,13 +425,21 @@ def decode(raw: bytes | str) -> Event:
         raise ContractError(
             [Issue("", f"json: malformed at line {exc.lineno} column {exc.colno}: {exc.msg}")]
         ) from None
-    if "\\" in text:  # escapes can spell digits the raw scan cannot see ("\u0034…")
-        hidden = [
-            Issue(path, f"pan: a card number appears in the field: {masked[:80]}") for path, masked in _pan_paths(doc)
-        ]
-        if hidden:
-            raise ContractError(hidden)
-    return from_dict(doc)
+    except RecursionError:
+        raise ContractError([Issue("", "depth: the JSON nests arrays or objects too deep to read")]) from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise ContractError([Issue("", f"range: a number too long to read ({exc.args[0][:60]})")]) from None
+    try:
+        if "\\" in text:  # escapes can spell digits the raw scan cannot see ("\u0034…")
+            hidden = [
+                Issue(path, f"pan: a card number appears in the field: {masked[:80]}")
+                for path, masked in _pan_paths(doc)
+            ]
+            if hidden:
+                raise ContractError(hidden)
+        return from_dict(doc)
+    except RecursionError:
+        raise ContractError([Issue("", "depth: the JSON nests arrays or objects too deep to read")]) from None
 
 
 def from_dict(doc: Any) -> Event:
@@ -443,6 +496,12 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _figure(n: int) -> str:
+    """An integer as a person reads it in an error: whole if short, else its size."""
+    text = str(n)
+    return text if len(text) <= 40 else f"a {len(text.lstrip('-'))}-digit integer"
+
+
 def _no_extra(doc: dict, allowed: tuple[str, ...], prefix: str, issues: list[Issue]) -> None:
     for key in doc:
         if key not in allowed:
@@ -486,6 +545,9 @@ def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
             issues.append(Issue(path, f"type: expected an integer, got {_kind(value)}"))
+            return None
+        if not MIN_INT <= value <= MAX_INT:
+            issues.append(Issue(path, f"range: {_figure(value)} is outside {MIN_INT}..{MAX_INT} (a 32-bit integer)"))
             return None
         return value
     if typ is str:
@@ -542,6 +604,14 @@ def _money(value: Any, path: str, issues: list[Issue]) -> Money | None:
         )
     elif isinstance(minor, bool) or not isinstance(minor, int):
         issues.append(Issue(path + ".minor", f"type: expected an integer count of minor units, got {_kind(minor)}"))
+    elif minor > MAX_MINOR:
+        issues.append(
+            Issue(
+                path + ".minor",
+                f"range: {_figure(minor)} is above {MAX_MINOR}, the largest amount the ledger stores "
+                "(minor units are a signed 64-bit integer)",
+            )
+        )
     currency = value.get("currency")
     if "currency" not in value:
         issues.append(Issue(path + ".currency", "missing: required field"))
@@ -604,7 +674,7 @@ _TextS = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class _MoneyS(msgspec.Struct, forbid_unknown_fields=True):
-    minor: Annotated[int, msgspec.Meta(ge=0)]
+    minor: Annotated[int, msgspec.Meta(ge=0, le=MAX_MINOR)]
     currency: str
 
 
@@ -628,7 +698,9 @@ def _struct_of(cls: type) -> type:
             t = _IdS if name.endswith("_id") else _TextS
         elif typ in (date, datetime):
             t = str
-        else:  # int, bool, Literal: msgspec checks them exactly as _coerce does
+        elif typ is int:
+            t = Annotated[int, msgspec.Meta(ge=MIN_INT, le=MAX_INT)]
+        else:  # bool, Literal: msgspec checks them exactly as _coerce does
             t = typ
         fields.append((name, t | None, None) if optional else (name, t))
     return msgspec.defstruct(f"_{cls.__name__}S", fields, forbid_unknown_fields=True)
@@ -653,7 +725,7 @@ def _fast_decode(raw: bytes | str) -> Event | None:
             return None
         cls, decoder, typed = spec
         values = msgspec.structs.asdict(decoder.decode(env.payload))
-    except (msgspec.DecodeError, UnicodeError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     issues: list[Issue] = []
     occurred_at = _timestamp(env.occurred_at, "", issues)

@@ -15,6 +15,10 @@ from clearline.ledger.store import BatchResult, LedgerStore
 
 MESSAGES = Counter("clearline_ledger_messages_total", "Messages consumed by outcome", ["outcome"])
 POSTINGS = Counter("clearline_ledger_postings_total", "Posting legs written")
+DEADLETTERS_REFUSED = Counter(
+    "clearline_ledger_deadletters_refused_total",
+    "Dead letters the dead-letter topic refused for good, even cut short (recorded, not sent again)",
+)
 BATCH_SECONDS = Gauge("clearline_ledger_last_batch_seconds", "Wall time since the previous committed batch")
 PARTITION = Gauge(
     "clearline_ledger_partition_count", "Per-partition counters from the store", ["topic", "partition", "counter"]

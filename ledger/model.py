@@ -50,7 +50,8 @@ class Posted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message that could not be posted, kept with its original bytes and the reason.
+    """A message that could not be posted, kept with its bytes (card numbers masked, cut
+    to a bounded prefix when long: `length` and `sha256` then describe the whole) and the reason.
 
     `event_id` is known when the body parsed far enough to name it; a retried bad event
     with the same id is then rejected the same way."""
@@ -59,7 +60,9 @@ class Rejected:
     event_id: str | None
     reason: str
     detail: str
-    raw: bytes
+    raw: bytes | None  # masked, at most a bounded prefix of the message (None: the store made it)
+    length: int | None = None  # of the whole message as kept (masked); None: len(raw)
+    sha256: str | None = None  # hex SHA-256 of that whole; None: of raw
 
 
 Outcome = Posted | Rejected

@@ -240,7 +240,7 @@ def _compact(root: Path, table: str, files: list[dict], fanout: int, max_level: 
         listing = ", ".join(f"'{root / f['file']}'" for f in run)
         with duckdb.connect(config={"memory_limit": "256MB", "threads": 1}) as con:  # beside a running flow
             con.execute("SET TimeZone = 'UTC'")
-            rows = _copy(con, f"SELECT * FROM read_parquet([{listing}])", dest)
+            rows = _copy(con, f"SELECT * FROM read_parquet([{listing}], union_by_name = true)", dest)
         del files[-fanout:]
         files.append(
             {
@@ -407,7 +407,7 @@ class Snapshot:
             files = self.files(t)
             if files:
                 listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-                self.con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet([{listing}])")
+                self.con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
             else:
                 self._table(t, SCHEMAS[t].empty_table())
         self._table(

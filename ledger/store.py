@@ -54,14 +54,19 @@ commit moves at least one partition's offsets row):
     postings(topic, partition, "offset", seq, event_id, account, side, amount_minor,
              currency, occurred_at, prev_hash, hash, version)
     rejections(topic, partition, "offset" — PK, event_id, reason, detail, raw BLOB,
-               origin 'flow'|'store', version)
+               origin 'flow'|'store', version, raw_length, raw_sha256)
     offsets(topic, partition — PK, next_offset, consumed, posted, duplicate,
             dead_lettered, chain_length, head, version)
 
 `postings` has no key of its own (an index would cost every insert): its rows exist only
 for an events row inserted in the same transaction, and `invariants.check_legs` checks
-them against `events.legs`. Balances are derived from postings, never stored. Amounts are BIGINT minor units;
-`occurred_at` is the event time (TIMESTAMPTZ, UTC); "offset" must be quoted in SQL.
+them against `events.legs`. Balances are derived from postings, never stored. Amounts are BIGINT minor units
+(the contract admits none above 2^63 - 1; a leg above it is `posting_invalid`), and every
+sum of them is a HUGEINT (128 bits), so no balance of admitted amounts overflows.
+`raw` holds a refused message's bytes with card numbers masked, at most a bounded prefix
+of them; `raw_length` and `raw_sha256` describe the whole (masked) message, NULL in rows
+written before raw was bounded (there raw is the whole). `occurred_at` is the event time
+(TIMESTAMPTZ, UTC); "offset" must be quoted in SQL.
 
 The queries (`balances`, `statement`, `stats`) are module functions over a DuckDB
 connection exposing those table names, shared with `clearline.ledger.snapshot`, whose reader
@@ -82,6 +87,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from clearline.events import MAX_MINOR
 from clearline.ledger import chain
 from clearline.ledger.model import Outcome, Posted, Posting, Rejected, Source
 
@@ -126,7 +132,12 @@ _DDL = [
         raw          BLOB,
         origin       VARCHAR NOT NULL CHECK (origin IN ('flow', 'store')),
         version      BIGINT  NOT NULL,
+        raw_length   BIGINT,
+        raw_sha256   VARCHAR,
         PRIMARY KEY (topic, partition, "offset"))""",
+    # stores made before raw was bounded: their rows keep raw whole, so NULL = len(raw), sha256(raw)
+    "ALTER TABLE rejections ADD COLUMN IF NOT EXISTS raw_length BIGINT",
+    "ALTER TABLE rejections ADD COLUMN IF NOT EXISTS raw_sha256 VARCHAR",
     """CREATE TABLE IF NOT EXISTS offsets (
         topic         VARCHAR NOT NULL,
         partition     INTEGER NOT NULL,
@@ -187,6 +198,8 @@ REJECTIONS_SCHEMA = pa.schema(
         ("raw", pa.binary()),
         ("origin", pa.string()),
         ("version", pa.int64()),
+        ("raw_length", pa.int64()),
+        ("raw_sha256", pa.string()),
     ]
 )
 OFFSETS_SCHEMA = pa.schema(
@@ -284,7 +297,7 @@ def _invalid_legs(postings: Sequence[Posting]) -> str | None:
             (a.side, b.side) in (("debit", "credit"), ("credit", "debit"))
             and a.amount == b.amount
             and type(a.amount.minor) is int
-            and a.amount.minor >= 0
+            and 0 <= a.amount.minor <= MAX_MINOR
             and type(a.account) is str
             and type(b.account) is str
             and a.account
@@ -296,6 +309,8 @@ def _invalid_legs(postings: Sequence[Posting]) -> str | None:
         minor = p.amount.minor
         if isinstance(minor, bool) or not isinstance(minor, int) or minor < 0:
             return f"leg {i} ({p.account}): amount {minor!r} is not a non-negative integer of minor units"
+        if minor > MAX_MINOR:
+            return f"leg {i} ({p.account}): amount {minor} is above {MAX_MINOR}, the largest the ledger stores (BIGINT)"
         if p.side not in ("debit", "credit"):
             return f"leg {i} ({p.account}): side {p.side!r} is neither debit nor credit"
         if not isinstance(p.account, str) or not p.account:
@@ -526,7 +541,10 @@ class LedgerStore:
                         "store",
                     )  # type: ignore[arg-type]
                 st.dead_lettered += 1
-                rj_rows.append((s.topic, s.partition, s.offset, o.event_id, o.reason, o.detail, o.raw, origin, version))
+                rj_rows.append(
+                    (s.topic, s.partition, s.offset, o.event_id, o.reason, o.detail, o.raw, origin, version)
+                    + (o.length, o.sha256)
+                )
                 res.dead_letters.append(o)
             for tp, raw in heads.items():
                 state[tp].head = raw.hex()
@@ -656,13 +674,13 @@ class LedgerStore:
         rows = (
             self.cursor()
             .execute(
-                'SELECT topic, partition, "offset", event_id, reason, detail, raw FROM rejections '
-                'WHERE version > ? ORDER BY version, topic, partition, "offset"',
+                'SELECT topic, partition, "offset", event_id, reason, detail, raw, raw_length, raw_sha256 '
+                'FROM rejections WHERE version > ? ORDER BY version, topic, partition, "offset"',
                 [version],
             )
             .fetchall()
         )
-        return [Rejected(Source(t, p, o), e, r, d, raw) for t, p, o, e, r, d, raw in rows]
+        return [Rejected(Source(t, p, o), e, r, d, raw, n, h) for t, p, o, e, r, d, raw, n, h in rows]
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -748,16 +766,17 @@ def balances(
         where.append("occurred_at <= ?")
         params.append(_utc(as_of))
     _account_filter(account, tenant, where, params)
-    return con.sql(
+    frame = con.sql(
         f"""
         SELECT account, currency,
-               CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE 0 END) AS BIGINT) AS debit,
-               CAST(SUM(CASE WHEN side = 'credit' THEN amount_minor ELSE 0 END) AS BIGINT) AS credit,
-               CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE -amount_minor END) AS BIGINT) AS balance
+               CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE 0 END) AS HUGEINT) AS debit,
+               CAST(SUM(CASE WHEN side = 'credit' THEN amount_minor ELSE 0 END) AS HUGEINT) AS credit,
+               CAST(SUM(CASE WHEN side = 'debit'  THEN amount_minor ELSE -amount_minor END) AS HUGEINT) AS balance
         FROM postings WHERE {" AND ".join(where)}
         GROUP BY account, currency ORDER BY account, currency""",
         params=params,
     ).pl()
+    return _int128(frame, "debit", "credit", "balance")
 
 
 def statement(
@@ -774,7 +793,7 @@ def statement(
     if from_ is not None:
         qualify = "QUALIFY p.occurred_at >= ?"
         params.append(_utc(from_))
-    return con.sql(
+    frame = con.sql(
         f"""
         SELECT p.occurred_at, p.event_id, e.event_type, p.topic, p.partition, p."offset", p.seq,
                p.side, p.amount_minor, p.currency,
@@ -782,13 +801,20 @@ def statement(
                CASE WHEN p.side = 'credit' THEN p.amount_minor ELSE 0 END AS credit,
                CAST(SUM(CASE WHEN p.side = 'debit' THEN p.amount_minor ELSE -p.amount_minor END) OVER (
                    PARTITION BY p.currency ORDER BY p.occurred_at, p.topic, p.partition, p."offset", p.seq
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS balance
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS HUGEINT) AS balance
         FROM postings p LEFT JOIN events e ON e.event_id = p.event_id
         WHERE {" AND ".join(where)}
         {qualify}
         ORDER BY p.occurred_at, p.topic, p.partition, p."offset", p.seq""",
         params=params,
     ).pl()
+    return _int128(frame, "balance")
+
+
+def _int128(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """Sums of BIGINT amounts as 128-bit integers: DuckDB hands HUGEINT over as a decimal,
+    and a balance is a whole number of minor units that 64 bits cannot always hold."""
+    return frame.with_columns(pl.col(c).cast(pl.Int128) for c in columns)
 
 
 def stats(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, Any]:

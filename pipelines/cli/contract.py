@@ -134,11 +134,22 @@ DeadLetterHeaders = msgspec.defstruct(
         ("reason", Annotated[str, msgspec.Meta(min_length=1, description="signature, tenant, contract:<kind>, …")]),
         ("detail", Annotated[str, msgspec.Meta(description="What a person needs to act on it.")]),
         ("event_id", Annotated[str, msgspec.Meta(pattern=f"^({events._ID.pattern})?$", description="Empty: unknown.")]),
+        (
+            "value_length",
+            Annotated[str, msgspec.Meta(pattern="^[0-9]+$", description="Bytes in the whole refused message.")],
+        ),
+        (
+            "value_sha256",
+            Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="SHA-256 of the whole, hex.")],
+        ),
+        ("truncated", Annotated[Literal["true", "false"], msgspec.Meta(description="true: the value is a prefix.")]),
     ],
     rename="kebab",
     namespace={
         "__doc__": "Kafka headers of a dead letter (`ledger_sink`): where the refused message was read and why. "
-        "The value is the original message's bytes (card numbers masked)."
+        "The value is the refused message's bytes with every card number masked, whatever the reason; a long "
+        "message is cut to a prefix (truncated: true), and value-length and value-sha256 describe the whole "
+        "(as masked)."
     },
 )
 
@@ -154,7 +165,8 @@ def deadletter_message() -> spec.Message:
             DeadLetterHeaders, title="dead-letter headers", description=DeadLetterHeaders.__doc__
         ),
         content_type="application/octet-stream",
-        undescribed="The refused message's bytes as they were read (card numbers masked): maybe not JSON at all.",
+        undescribed="The refused message's bytes as they were read (card numbers masked, a long one cut to a "
+        "prefix): maybe not JSON at all.",
     )
 
 

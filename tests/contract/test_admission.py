@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from clearline import events
-from clearline.admission import Refusal, admit, redacted_raw, sniff_event_id
+from clearline.admission import KEPT_BYTES, Refusal, admit, kept, sniff_event_id
 from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 
 KEYS = TenantKeys.from_config()
@@ -81,9 +81,65 @@ def test_refusals_name_the_reason(case, reason):
 def test_a_card_number_never_survives_in_what_is_kept():
     body = _event(token=PAN)
     refusal = admit(body, _headers(body), KEYS)
-    kept = redacted_raw(body, refusal)
-    assert PAN.encode() not in kept and b"1111" in kept
+    assert refusal.reason == "contract:pan"
+    data = kept(body).data
+    assert PAN.encode() not in data and b"1111" in data
     assert PAN not in refusal.detail and refusal.event_id is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        PAN.encode(),
+        b"4111 1111 1111 1111",
+        b"4111-1111-1111-1111",
+        "".join(f"\\u{ord(c):04x}" for c in PAN).encode(),  # JSON escapes
+        PAN.encode("utf-16-le"),
+        PAN.encode("utf-32-be"),
+        b"\xff\xfe" + PAN.encode() + b"\xc3",  # inside bytes that are not UTF-8
+    ],
+)
+def test_a_card_number_is_masked_whatever_the_refusal(written):
+    """Refused for the signature, never parsed as an event: the number is masked all the same."""
+    body = b'{"note":"' + written + b'"}'
+    refusal = admit(body, _headers(body, key_tenant="rs_002"), KEYS)
+    assert refusal.reason == "signature"
+    data = kept(body).data
+    assert written not in data and not events.contains_pan(data.decode("latin-1"), wide=True)
+    assert data.startswith(b'{"note":"') and data.endswith(b'"}')
+
+
+def test_a_card_number_in_the_tenant_header_is_masked_in_the_detail():
+    body = _event()
+    refusal = admit(body, [(TENANT_HEADER, PAN.encode()), (SIGNATURE_HEADER, b"v1=00")], KEYS)
+    assert refusal.reason == "tenant" and PAN not in refusal.detail and "1111" in refusal.detail
+
+
+def test_a_header_without_a_value_is_a_refusal_not_a_crash():
+    body = _event()
+    assert admit(body, [(TENANT_HEADER, None), (SIGNATURE_HEADER, None)], KEYS).reason == "tenant"
+    assert admit(body, [(TENANT_HEADER, b"rs_001"), (SIGNATURE_HEADER, None)], KEYS).reason == "signature"
+
+
+def test_a_long_message_is_kept_as_a_bounded_prefix_with_the_length_and_digest_of_the_whole():
+    import hashlib
+
+    whole = b"q" * 1_040_000
+    k = kept(whole)
+    assert k.data == whole[:KEPT_BYTES] and k.truncated
+    assert (k.length, k.sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+    small = kept(b"abc")
+    assert (small.data, small.length, small.truncated) == (b"abc", 3, False)
+
+
+def test_the_cut_of_a_prefix_never_makes_a_card_number():
+    """A 20-digit run is no card number; cut to a Luhn-valid 16 digits at the prefix's end, it
+    would read as one: the kept prefix is masked again."""
+    run = PAN + "0000"  # 4111111111111111 is Luhn-valid, the 20-digit run is not a candidate
+    body = b"x" * (KEPT_BYTES - 16) + run.encode()
+    assert not events.contains_pan(body.decode(), wide=True)
+    k = kept(body)
+    assert len(k.data) == KEPT_BYTES and not events.contains_pan(k.data.decode(), wide=True)
 
 
 def test_event_id_is_sniffed_from_a_broken_message():

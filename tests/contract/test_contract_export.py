@@ -16,7 +16,6 @@ import copy
 import json
 from datetime import date
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -111,6 +110,10 @@ BROKEN_ORDERS = {
     "terms as text": _set("payload.terms_days", "30"),
     "a payment method outside the contract": _set("payload.payment_method", "crypto"),
     "a due date in another format": _set("payload.due_date", "01/03/2025"),
+    "an amount above what the ledger stores": _set("payload.amount.minor", events.MAX_MINOR + 1),
+    "an amount of 2^70": _set("payload.amount.minor", 2**70),
+    "terms beyond 32 bits": _set("payload.terms_days", events.MAX_INT + 1),
+    "terms below 32 bits": _set("payload.terms_days", events.MIN_INT - 1),
 }
 
 
@@ -122,6 +125,22 @@ def test_the_schema_refuses_what_the_contract_refuses(world_events, why):
     assert problems("order.created", event), f"the schema accepts {why}"
     with pytest.raises(events.ContractError):
         events.decode(json.dumps(event))
+
+
+def test_the_bounds_are_admitted_by_both_and_named_by_both(world_events, exported):
+    """The largest amount and the widest count are events; the schema states the bounds."""
+    event = first(world_events, "order.created")
+    event["payload"]["amount"]["minor"] = events.MAX_MINOR
+    event["payload"]["terms_days"] = events.MAX_INT
+    assert not problems("order.created", event) and _decodes(event)
+    event["payload"]["terms_days"] = events.MIN_INT
+    assert not problems("order.created", event) and _decodes(event)
+    schema = json.loads(documents()[contract.schema_path("order.created")])
+    money = schema["$defs"]["Money"]["properties"]["minor"]
+    assert (money["minimum"], money["maximum"]) == (0, 2**63 - 1)
+    terms = schema["properties"]["payload"]
+    terms = schema["$defs"][terms["$ref"].rsplit("/", 1)[1]]["properties"]["terms_days"]
+    assert (terms["minimum"], terms["maximum"]) == (-(2**31), 2**31 - 1)
 
 
 @pytest.mark.parametrize("rate,valid", [("1.0834", True), ("0.92", True), ("0.000", False), ("1,08", False)])
@@ -207,21 +226,20 @@ def test_variance_messages_match_the_variance_schema(kind):
 
 
 def test_dead_letter_headers_match_the_dead_letter_schema():
-    """The ledger sink's own code writes the headers (into a producer that records them)."""
+    """The ledger sink's own code writes the headers, whole and cut short."""
     from clearline.ledger.model import Rejected, Source
-    from clearline.pipelines.connectors.ledger_sink import LedgerWriter
+    from clearline.pipelines.connectors.ledger_sink import FALLBACK_BYTES, dead_letter
 
-    sent: list[dict] = []
-    producer = SimpleNamespace(produce=lambda topic, **kw: sent.append(kw), flush=lambda timeout: 0)
-    writer = SimpleNamespace(_producer=producer, _dlq_topic="payments.deadletter")
     letters = [
         Rejected(Source("payments.events", 2, 41), "evt_9", "contract:type", "payload.amount.minor: …", b'{"x":1}'),
         Rejected(Source("payments.events", 0, 7), None, "signature", "HMAC-SHA256 signature missing", b"\xff"),
+        Rejected(Source("payments.events", 1, 3), None, "tenant", "no tenant", b"q" * 2048, 1_040_000, "ab" * 32),
     ]
-    LedgerWriter._send_dead_letters(writer, letters, {})
-    assert len(sent) == 2
-    for message in sent:
-        assert_valid("deadletter-headers", {k: v.decode() for k, v in message["headers"]})
+    for letter in letters:
+        for message in (dead_letter(letter, letter.raw), dead_letter(letter, letter.raw, value_bytes=FALLBACK_BYTES)):
+            headers = {k: v.decode() for k, v in message.headers}
+            assert_valid("deadletter-headers", headers)
+            assert headers["truncated"] == ("true" if len(message.value) < int(headers["value-length"]) else "false")
 
 
 # ----------------------------------------------------------------- the document

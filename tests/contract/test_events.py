@@ -22,7 +22,10 @@ from hypothesis import strategies as st
 from clearline.currency import EXPONENT
 from clearline.events import (
     EVENT_TYPES,
+    MAX_INT,
     MAX_MESSAGE_BYTES,
+    MAX_MINOR,
+    MIN_INT,
     PAYLOADS,
     ContractError,
     Event,
@@ -89,7 +92,7 @@ def _strategy_for(name: str, hint: typing.Any) -> st.SearchStrategy:
     if hint is bool:
         return st.booleans()
     if hint is int:
-        return st.integers(-SAFE_INT, SAFE_INT)
+        return st.integers(MIN_INT, MAX_INT)
     if hint is date:
         return st.dates()
     raise AssertionError(f"no strategy for {name}: {hint!r}; the contract grew a new field type")
@@ -748,6 +751,45 @@ def test_the_error_shows_the_card_number_masked_to_its_last_four(data, digits):
     masked = "*" * (len(digits) - 4) + digits[-4:]
     assert masked in str(info.value)
     assert digits not in str(info.value)
+
+
+@pytest.mark.parametrize("minor", [MAX_MINOR + 1, 2**64, 2**70, 10**4000])
+def test_an_amount_above_the_ledgers_storage_is_refused_naming_the_bound(minor):
+    message = raw(set_path(doc_for("payment.captured"), "payload.amount.minor", minor))
+    assert _fast_decode(message) is None
+    with pytest.raises(ContractError) as info:
+        decode(message)
+    assert [(i.path, kind(i.reason)) for i in info.value.issues] == [("payload.amount.minor", "range")]
+    assert str(MAX_MINOR) in str(info.value) and "64-bit" in str(info.value)
+
+
+def test_the_largest_amount_the_ledger_stores_is_an_event():
+    message = raw(set_path(doc_for("payment.captured"), "payload.amount.minor", MAX_MINOR))
+    assert decode(message).payload.amount.minor == MAX_MINOR == 2**63 - 1
+    assert _fast_decode(message) == decode(message)
+
+
+@pytest.mark.parametrize("value", [MAX_INT + 1, MIN_INT - 1, 2**70])
+def test_every_other_integer_is_bounded_to_32_bits(value):
+    message = raw(set_path(doc_for("order.created"), "payload.terms_days", value))
+    assert _fast_decode(message) is None
+    assert problems(message) == [("payload.terms_days", "range")]
+    assert decode(raw(set_path(doc_for("order.created"), "payload.terms_days", MAX_INT))).payload.terms_days == MAX_INT
+
+
+@pytest.mark.parametrize(
+    "message, why",
+    [
+        (b"[" * 60_000, "depth"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "depth"),
+        (b'{"payload":' + b"[" * 990 + b"]" * 990 + b"}", None),
+        (b'{"event_id":"e","n":' + b"9" * 5_000 + b"}", "range"),
+    ],
+)
+def test_no_shape_of_json_makes_decode_fail_other_than_with_a_contract_error(message, why):
+    with pytest.raises(ContractError) as info:
+        decode(message)
+    assert why is None or info.value.reason == why
 
 
 def test_a_card_number_as_an_amount_is_refused():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clearline import config
@@ -83,12 +83,16 @@ def child_env(configs: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def fresh_topics(bootstrap: str, prefix: str, partitions: int = 4) -> Iterator[tuple[str, str]]:
-    """(events topic, dead-letter topic), created for the test and deleted after it."""
+def fresh_topics(
+    bootstrap: str, prefix: str, partitions: int = 4, configs: tuple[dict, dict] = ({}, {})
+) -> Iterator[tuple[str, str]]:
+    """(events topic, dead-letter topic), created for the test (each with its topic
+    `configs`, e.g. max.message.bytes) and deleted after it."""
     tag = uuid.uuid4().hex[:8]
     names = (f"{prefix}.events.{tag}", f"{prefix}.dlq.{tag}")
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _kafka_log})
-    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+    new = [NewTopic(n, partitions, 1, config={k: str(v) for k, v in c.items()}) for n, c in zip(names, configs)]
+    for future in admin.create_topics(new).values():
         future.result(30)
     wait_for_topics(bootstrap, names, partitions)
     try:
@@ -129,6 +133,43 @@ def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[int, in
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
     finally:
         consumer.close()
+
+
+def produce_raw(bootstrap: str, topic: str, messages: list[tuple], **producer_config) -> None:
+    """Produce (value, key, headers[, partition]) messages as they are, every one acknowledged."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "logger": _kafka_log, **producer_config}
+    )
+    failed: list[str] = []
+    for value, key, headers, *partition in messages:
+        extra = {"partition": partition[0]} if partition else {}
+        producer.produce(
+            topic, value, key, headers=headers, on_delivery=lambda e, _m: e and failed.append(e.str()), **extra
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not failed, failed
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int = 4) -> list:
+    """Every message of `topic`, read from offset 0 to the end each partition has now."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "logger": _kafka_log,
+            "fetch.message.max.bytes": 16 * 1024 * 1024,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions) if ends[p]])
+    out, deadline = [], time.monotonic() + 60
+    try:
+        while len(out) < sum(ends.values()):
+            assert time.monotonic() < deadline, f"read {len(out)} of {sum(ends.values())} messages of {topic}"
+            out += [m for m in consumer.consume(500, timeout=1) if m.error() is None]
+    finally:
+        consumer.close()
+    return out
 
 
 # ------------------------------------------------------------------------------- worlds
