@@ -43,7 +43,8 @@ class Variance:
     """One break. `amount` is the magnitude at stake; `field`, `expected` and `actual`
     say what differs; `since` is the day the break is counted from and `age_days` its age
     at the run's as-of time; `ledger_event_ids` and `evidence` ("file:line") point at the
-    records it rests on. `processor` is None for a bank line nobody expected, `merchant_id`
+    records it rests on (a bank_balance_mismatch also lists there the ids of the open
+    variances that explain it). `processor` is None for a bank line nobody expected, `merchant_id`
     for what belongs to no one merchant (a payout batch, an unexplained bank line)."""
 
     variance_id: str
