@@ -28,11 +28,12 @@ def test_every_injected_discrepancy_is_found_and_classified(small_run):
     world, _, variances = small_run
     truth = pl.read_csv(world / "truth" / "discrepancies.csv", schema=TRUTH_SCHEMA)
     scores = {s.category: s for s in score(truth, variances)}
-    assert set(scores) == set(CATEGORIES)
+    assert set(CATEGORIES) <= set(scores)
     missed, extra = misses(truth, variances)
     assert missed.is_empty() and extra.is_empty(), (missed.to_dicts(), extra.to_dicts())
     for category, s in scores.items():
-        assert s.injected > 0, category
+        # a category the generator does not inject (a copy sent twice, say) must not be found either
+        assert s.injected > 0 if category in CATEGORIES else s.found == 0, s
         assert (s.precision, s.recall) == (1.0, 1.0), s
 
 
