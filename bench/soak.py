@@ -77,7 +77,9 @@ def private_broker(tmp: Path) -> tuple[dict[str, str], str]:
         raise SystemExit("error: the broker's jars are not installed here: run `clearline kafka up` once")
     port, controller_port = free_ports(2)
     configs = private_configs(tmp / "configs")
-    rewrite_yaml(configs / "broker.yaml", port=port, controller_port=controller_port, heap="1g")
+    # a broker restarted on a loaded machine (the flow catching up, the producer retrying)
+    # can take longer than the interactive default to answer
+    rewrite_yaml(configs / "broker.yaml", port=port, controller_port=controller_port, heap="1g", start_timeout_s=300)
     rewrite_yaml(configs / "topics.yaml", bootstrap_servers=f"127.0.0.1:{port}", topics={})
     home = tmp / "home"
     (home / "kafka").mkdir(parents=True)
@@ -96,7 +98,8 @@ def kafka_up(env: dict[str, str]) -> float:
         [sys.executable, "-m", "clearline.pipelines.cli", "kafka", "up"], env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise SystemExit(f"error: clearline kafka up exited {done.returncode}:\n{done.stderr[-2000:]}")
+        said = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        raise SystemExit(f"error: clearline kafka up exited {done.returncode}: {' '.join(said)}\n{done.stderr[-1500:]}")
     return time.monotonic() - start
 
 
