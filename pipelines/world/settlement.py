@@ -159,20 +159,27 @@ def _roll_forward(totals: pl.DataFrame, keys: list[str], day: str) -> pl.DataFra
     return pl.concat(out).drop("amount")
 
 
+def _batch_id(day: str) -> pl.Expr:
+    return pl.format(
+        "po_{}_{}_{}", "processor", pl.col("net_currency").str.to_lowercase(), pl.col(day).dt.strftime("%Y%m%d")
+    )
+
+
 def processor_payouts(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Assign each line its payout batch; return (lines with batch_id, payouts)."""
+    """Assign each line its payout batch; return (lines with batch_id, payouts).
+
+    A line of a day whose balance was not positive is paid by a later batch (`batch_id`),
+    and keeps in `reported_in` the batch of its own day, whose report lists it and carries
+    its balance forward (Adyen writes a Balancetransfer row in each of the two reports);
+    `reported_in` is null for a line paid by its own day's batch."""
     keys = ["processor", "net_currency"]
     totals = lines.group_by(*keys, "batch_day").agg(amount=pl.col("net_minor").sum())
     paid = _roll_forward(totals, keys, "batch_day")
     lines = lines.join(paid, on=[*keys, "batch_day"], how="left").with_columns(
-        batch_id=pl.when(pl.col("paid_day").is_not_null()).then(
-            pl.format(
-                "po_{}_{}_{}",
-                "processor",
-                pl.col("net_currency").str.to_lowercase(),
-                pl.col("paid_day").dt.strftime("%Y%m%d"),
-            )
-        )
+        batch_id=pl.when(pl.col("paid_day").is_not_null()).then(_batch_id("paid_day")),
+        reported_in=pl.when(pl.col("paid_day").is_not_null() & (pl.col("paid_day") != pl.col("batch_day"))).then(
+            _batch_id("batch_day")
+        ),
     )
     payouts = (
         lines.filter(pl.col("batch_id").is_not_null())

@@ -100,7 +100,9 @@ def candidates(movements: pl.DataFrame, lines: pl.DataFrame | pl.LazyFrame, tol:
     batches = payout_batches(lines).join(
         payouts.select("reference", "event_id", "expected_on"), left_on="payout_id", right_on="reference", how="left"
     )
-    from_reports = batches.select(
+    # a batch whose lines net to zero (a negative balance carried to the next batch by a
+    # balance transfer, a refund that cancels its charge) pays nothing: no bank line is due
+    from_reports = batches.filter(pl.col("amount_minor") != 0).select(
         kind=pl.lit("processor_payout"),
         processor="processor",
         merchant_id=pl.lit(None, pl.String),

@@ -97,9 +97,17 @@ def test_every_layout_reads_back_to_the_written_lines(tmp_path) -> None:
 def test_generated_world_reads_and_passes_its_suites(intake_world) -> None:
     out, summary = intake_world
     paths = sorted((out / "settlements").rglob("*.csv"))
-    got, _, problems = read_all(paths)
+    got, controls, problems = read_all(paths)
     assert problems == []
-    assert got.height == summary["settlement_lines"]
+    transfers = got.filter(pl.col("record_type") == "balance_transfer")
+    assert got.height - transfers.height == summary["settlement_lines"]
+    # a negative day's balance carried to the batch that pays it: each pair nets to zero
+    pairs = transfers.group_by(pl.col("line_id").str.replace(r"-(IN|OUT)$", "")).agg(pl.col("net_minor").sum())
+    assert transfers.height > 0 and pairs["net_minor"].to_list() == [0] * (transfers.height // 2)
+    # every batch's payout row is its control, and equals its batch (batches that carry
+    # their balance forward pay nothing and have none)
+    assert controls.height == summary["payouts"]
+    assert controls["declared"].to_list() == controls["computed"].to_list()
     assert got.null_count().select(pl.exclude("payment_id", "fx_rate", "merchant_id")).sum_horizontal().item() == 0
     fees = got.filter(pl.col("record_type") == "fee")
     assert fees.height > 0 and (fees["fee_minor"] == -fees["net_minor"]).all() and (fees["fee_minor"] > 0).all()
