@@ -3,9 +3,10 @@
 `<state_dir>/lines/processor/<format>/<sha256>.parquet` and `.../bank/<format>/...`, with
 exactly the columns of `clearline.recon.lines`, which the batch matcher and the batch-parity re-run
 read with `read_lines`. A bank file's statements (their identity and stated balances, for
-balance continuity) go beside them, `<state_dir>/statements/<format>/<sha256>.parquet`,
-read with `read_statements`. Written to a temporary name and renamed, so a reader never
-sees half a file, and writing the same file again replaces it with the same rows.
+balance continuity) go beside them as a third kind, `.../lines/statement/<format>/...`,
+read with `read_statements`, so whatever copies or reads the store's lines has them too.
+Written to a temporary name and renamed, so a reader never sees half a file, and writing
+the same file again replaces it with the same rows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def lines_path(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
 
 
 def statements_path(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
-    return state_dir / "statements" / parsed.format / f"{sha256}.parquet"
+    return state_dir / "lines" / "statement" / parsed.format / f"{sha256}.parquet"
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
@@ -60,4 +61,4 @@ def read_lines(state_dir: Path, kind: str) -> pl.DataFrame:
 
 def read_statements(state_dir: Path) -> pl.DataFrame:
     """Every stored bank statement (`STATEMENT_SCHEMA`), in file order."""
-    return _read(state_dir / "statements", STATEMENT_SCHEMA)
+    return _read(state_dir / "lines" / "statement", STATEMENT_SCHEMA)
