@@ -94,7 +94,8 @@ def parse(text: str, source_file: str) -> ProcessorFile:
     out = ProcessorFile()
     closing: dict[str, date | None] = {}  # batch -> the day its MerchantPayout row was created
     undated: list[tuple[int, str, date | None]] = []  # (line index, batch, its own day) without Booking Date
-    for row in csv_rows(text, LAYOUT):
+    rows = list(csv_rows(text, LAYOUT))
+    for row, line_id in zip(rows, _line_ids(rows)):
         line_no, p = row.line_no, out.problems
         tz = n.zone(row.get("TimeZone"))
         if tz is None:
@@ -120,7 +121,7 @@ def parse(text: str, source_file: str) -> ProcessorFile:
         out.lines.append(
             SettlementLine(
                 processor="adyen",
-                line_id=row.get("Modification Reference") or row.get("Psp Reference") or f"{batch}:{line_no}",
+                line_id=line_id,
                 payment_id=n.optional(row.get("Merchant Reference")),
                 payout_id=batch,
                 record_type=record_type,
@@ -139,6 +140,26 @@ def parse(text: str, source_file: str) -> ProcessorFile:
         )
     settle_days(out, undated, closing, "Booking Date")
     return out
+
+
+def _line_ids(rows: list[CsvRow]) -> list[str]:
+    """Each row's line id: its Modification Reference (else its Psp Reference, else its type
+    and batch). Real reports share one between rows that are different movements (a
+    payment's Settled and Refunded rows, every "Balancetransfer" row, fee rows of one
+    day), so a reference that rows of different types or descriptions share gets the
+    type and the Modification Merchant Reference added; rows alike in all three keep one
+    id, so a row written twice is still refused as appearing twice."""
+    base = [r.get("Modification Reference") or r.get("Psp Reference") or r.get("Type") for r in rows]
+    kinds: dict[str, set[tuple[str, str]]] = {}
+    for b, r in zip(base, rows):
+        kinds.setdefault(b, set()).add((r.get("Type"), r.get("Modification Merchant Reference")))
+    ids = []
+    for b, r in zip(base, rows):
+        if len(kinds[b]) == 1:
+            ids.append(b)
+        else:
+            ids.append(" ".join(filter(None, (b, r.get("Type"), r.get("Modification Merchant Reference")))))
+    return ids
 
 
 def _gross_and_fee(
