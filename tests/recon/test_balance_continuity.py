@@ -8,13 +8,20 @@ variances behind it, or the part nothing explains."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clearline import config
 from clearline.events import Money
+from clearline.pipelines.world.bank_files import daily_statements, write_statements
+from clearline.recon.arrivals import line_frames, line_row
+from clearline.recon.intake.parse import parse_file
+from clearline.recon.intake.publish import messages
+from clearline.recon.intake.store import read_lines, read_statements, write_lines
 from clearline.recon.lines import BankLine, SettlementLine, Statement, frame
 from clearline.recon.matching import expectations as ex
 from clearline.recon.matching.continuity import BOOKS_SCHEMA, bank_books
@@ -246,3 +253,41 @@ def test_ids_are_stable_per_account_and_day() -> None:
     found = run(booked(days, bank), [], bank, BOOKS)
     row = found.filter(pl.col("category") == "bank_balance_mismatch").row(0, named=True)
     assert row["variance_id"] == variance_id("bank_balance_mismatch", f"{ACCOUNT}|{days[1]}")
+
+
+# ------------------------------------------------------- statements at rest and on the topic
+
+
+def test_a_bank_files_statements_are_stored_beside_its_lines_and_published_after_them(tmp_path) -> None:
+    accounts = config.load("platform")["bank_accounts"]
+    rows = [
+        {
+            "account_currency": ccy,
+            "line_id": f"{ccy}-{n}",
+            "booking_date": day,
+            "value_date": day,
+            "amount_minor": 1_000 * (n + 1),
+            "currency": ccy,
+            "bank_reference": f"BR{ccy}{n:04d}",
+            "customer_reference": f"po_{ccy}_{n}",
+            "text": "PAYOUT",
+            "kind": "processor_payout",
+        }
+        for ccy in accounts
+        for n, day in enumerate(workdays(2))
+    ]
+    files = write_statements(daily_statements(pl.DataFrame(rows), dict.fromkeys(accounts, 0), accounts), tmp_path)
+    parsed = [parse_file(path) for path in files]
+    for n, file in enumerate(parsed):
+        write_lines(tmp_path / "state", file, f"sha{n}")
+    stored = read_statements(tmp_path / "state")
+    assert stored.height == len(files) == 6
+    assert stored.sort("source_file").equals(pl.concat([f.statements for f in parsed]).sort("source_file"))
+    assert read_lines(tmp_path / "state", "bank").height == len(rows)  # the statements are no lines
+
+    published = [line_row(json.loads(value)) for file in parsed for _, value in messages(file, "sha")]
+    kinds = [kind for kind, _ in published]
+    assert kinds == (["bank"] + ["statement"]) * len(files)  # each file: its lines, then its statement
+    _, bank, statements = line_frames(published)
+    assert statements.sort("source_file").equals(stored.sort("source_file"))
+    assert bank.height == len(rows)
