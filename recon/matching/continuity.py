@@ -21,7 +21,9 @@ payouts by arrival date, merchant payouts by value date, repayments by their day
 ledger is compared value-dated because the bank is: a payout the ledger booked on Friday
 that arrives on Monday is in transit, not a break.
 
-A statement whose closing differs from that balance by another amount than the previous
+The ledger's balance is end-of-day, so a day's last statement is compared (a statement
+continued over pages, MT940 `:28C:` 5/1 and 5/2, closes the day on its last page). A
+statement whose closing differs from that balance by another amount than the previous
 statement did is a `bank_balance_mismatch`: a difference that persists is one variance, at
 the statement where it arose (a later one names the new total when it moves again). It
 names the difference and the open variances that explain it, found by what they are about:
@@ -74,9 +76,11 @@ def chain(statements: pl.DataFrame) -> pl.DataFrame:
         .with_columns(
             day=pl.coalesce("closing_date", "opening_date"),
             number=pl.col("sequence").str.extract(r"^\s*(\d+)").cast(pl.Int64, strict=False),
+            page=pl.col("sequence").str.extract(r"/\s*(\d+)").cast(pl.Int64, strict=False),  # MT940 :28C: 5/2
             where=evidence(),
         )
-        .sort("account", "day", "number", "statement_id", "source_file", "line_no", nulls_last=True)
+        .sort("account", "day", "number", "page", "statement_id", "source_file", "line_no", nulls_last=True)
+        .with_row_index("position")
     )
     prev = ["statement_id", "sequence", "closing_minor", "closing_currency", "day", "number", "where"]
     return ordered.with_columns(pl.col(c).shift(1).over("account").alias(f"prev_{c}") for c in prev)
@@ -177,16 +181,21 @@ def mismatches(
     (`books`), its closing against the ledger's bank cash on its day, where the difference
     is not the previous statement's. `jumps` are the continuity variances (`breaks`),
     `claims` what every open variance is about (`claims`), `pending` what is still awaited."""
-    tied = chained.join(
-        books.rename({"currency": "closing_currency", "opening_minor": "opening_minor_books"}),
-        on=["account", "closing_currency"],
-        how="inner",
-    ).filter(pl.col("closing_minor").is_not_null() & (pl.col("day") >= pl.col("opened_on")))
+    day_end = (pl.col("position") == pl.col("position").max().over("account", "day")) & pl.col("day").is_not_null()
+    tied = (
+        chained.filter(day_end)
+        .join(  # the ledger is end-of-day: a day's last statement (or page) tells
+            books.rename({"currency": "closing_currency", "opening_minor": "opening_minor_books"}),
+            on=["account", "closing_currency"],
+            how="inner",
+        )
+        .filter(pl.col("closing_minor").is_not_null() & (pl.col("day") >= pl.col("opened_on")))
+    )
     if tied.is_empty():
         return pl.DataFrame(schema=RAW_SCHEMA)
     tied = tied.with_columns(ledger=_ledger_balances(tied, movements))
     tied = (
-        tied.sort("account", "day", "number", "statement_id", nulls_last=True)
+        tied.sort("position")
         .with_columns(diff=pl.col("closing_minor") - pl.col("ledger"))
         .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
         .filter(pl.col("diff") != pl.col("before"))

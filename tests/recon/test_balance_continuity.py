@@ -291,3 +291,20 @@ def test_a_bank_files_statements_are_stored_beside_its_lines_and_published_after
     _, bank, statements = line_frames(published)
     assert statements.sort("source_file").equals(stored.sort("source_file"))
     assert bank.height == len(rows)
+
+
+def test_a_statement_continued_over_pages_is_one_chain_and_tied_at_the_days_end() -> None:
+    """MT940 pages (:28C: 5/1, 5/2) chain like statements; only the day's last page closes
+    the day the ledger is compared with, whatever order the pages arrive in."""
+    day = workdays(1)[0]
+    moves = [movement("po_1", 5_000, day), movement("po_2", 7_000, day)]
+    bank = [line("po_1", 5_000, day, 1), line("po_2", 7_000, day, 2)]
+    pages = [
+        Statement(
+            "mt940", ACCOUNT, "CL0001", f"5/{page}", Money(opening, "EUR"), day, Money(opening + net, "EUR"), day, 1,
+            f"page_{page}.sta", 1,
+        )
+        for page, opening, net in ((1, OPENING, 5_000), (2, OPENING + 5_000, 7_000))
+    ]  # fmt: skip
+    assert run(pages[::-1], moves, bank, BOOKS).is_empty()
+    assert run(pages, moves[:1], bank[:1], BOOKS)["category"].to_list() == ["bank_balance_mismatch"]
