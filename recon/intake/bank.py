@@ -8,7 +8,9 @@ Statements: a parser opens a statement (`open_statement`: its account and identi
 adds its entries (each `BankLine` is stamped with the open statement's id and sequence)
 and closes it with the balances it states (`close_statement`), which appends one
 `clearline.recon.lines.Statement`. Entries added outside an open statement would have no
-identity, so `add` refuses them.
+identity, so `add` refuses them. A file that states the same identity twice (BAI2 files
+that report one account twice in a group) gets `#2`, `#3`, … on the later sequences, so
+every statement of a file keeps an identity of its own.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class BankFile:
     def open_statement(self, fmt: str, account: str, statement_id: str, sequence: str | None, line_no: int) -> None:
         if self._open is not None:
             raise RuntimeError("a statement is already open")  # a parser's bug, never the file's
+        stated = {(s.account, s.statement_id, s.sequence) for s in self.statements}
+        repeat, base = 1, sequence
+        while (account, statement_id, sequence) in stated:
+            repeat += 1
+            sequence = f"{base or ''}#{repeat}"
         self._open = _Open(fmt, account, statement_id, sequence, line_no, len(self.lines))
 
     def close_statement(

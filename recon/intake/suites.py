@@ -13,7 +13,7 @@ equal to the recomputed ones; nothing the parser could not read. Processor forma
 the sign convention per payment kind and net = gross - fee where no conversion happened
 (batch kinds such as balance transfers or deposit corrections go either way, and a
 stand-alone fee can be a fee refunded);
-bank formats their own references rule (see `_bank_rules`).
+bank formats nothing more (see `_bank_rules`).
 """
 
 from __future__ import annotations
@@ -205,28 +205,24 @@ def _processor_rules(gxe) -> list:
 
 
 def _bank_rules(gxe) -> list:
-    """References: bank formats make none of them mandatory (BAI2 spec samples carry only
-    text), so a line must carry at least one of bank_ref, reference or text.
+    """No reference is mandatory: a bank line is a movement of money on the account, and
+    reconciliation must see it whatever the bank wrote beside it (the BAI2 specification's
+    own example has details with nothing but a type code and an amount; a line nothing can
+    be matched to becomes a variance, it does not hide the rest of the statement).
 
     No uniqueness rule: two identical lines in one statement are ordinary (two equal
     payments on one day; a Citi MT940 repeats zero-amount information lines), so each is
     kept as a line of its own. Duplicates in bank statements are judged across files, by
     statement identity (a statement delivered twice, or overlapping statements)."""
-    rules = _common_rules(
+    return _common_rules(
         gxe,
         BANK_SCHEMA,
         required=["account", "amount_minor", "booking_date", "value_date", "statement_id"],
         currencies=["amount_currency"],
     )
-    return rules + [
-        _rule(
-            gxe.ExpectColumnValuesToBeInSet(column="identified", value_set=[True], **_on_lines()),
-            "every line carries a bank reference, a customer reference or a text",
-        ),
-    ]
 
 
-DERIVED = ("control_gap", "net_gap", "identified")
+DERIVED = ("control_gap", "net_gap")
 
 
 @lru_cache(maxsize=1)
@@ -264,12 +260,9 @@ def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
     if parsed.kind == "processor":
         same = pl.col("gross_currency") == pl.col("net_currency")
         gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
-        lines = lines.with_columns(net_gap=gap.cast(pl.Int64), identified=pl.lit(True))
+        lines = lines.with_columns(net_gap=gap.cast(pl.Int64))
     else:
-        known = pl.any_horizontal(
-            (pl.col(c).is_not_null() & (pl.col(c) != "")) for c in ("bank_ref", "reference", "text")
-        )
-        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64), identified=known)
+        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64))
     controls = parsed.controls.with_columns(
         kind=pl.lit("control"),
         control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null())

@@ -186,8 +186,11 @@ def test_bai2_sample_details_keep_direction_dates_and_text(samples) -> None:
     # 16,409,000000000002500,V,060316,,,,RETURNED CHEQUE  -> type 409 is a debit
     assert (first["amount_minor"], first["text"], first["line_no"]) == (-2_500, "RETURNED CHEQUE", 5)
     assert (str(first["booking_date"]), str(first["value_date"])) == ("2006-03-17", "2006-03-16")
-    credits = parsed.controls.filter(pl.col("control").str.contains("100 total credits"))
-    assert credits["declared"].to_list() == [208_500, 111_500]  # the 88-continued 03 summaries
+    # the 88-continued 03 summaries (040, 045, 100, 400) count in the 49 account control totals
+    totals = parsed.controls.filter(
+        pl.col("control").str.starts_with("49 account") & pl.col("control").str.ends_with("total")
+    )
+    assert totals["declared"].to_list() == totals["computed"].to_list() == [834_000, 446_000]
 
 
 def test_camt053_sample_entries_keep_references(samples) -> None:
@@ -459,3 +462,92 @@ def test_any_mt940_paging_and_framing_reads_the_same_statement(
     ]
     assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
     assert parsed.problems.height == 0
+
+
+# --- BAI2 as banks send it -------------------------------------------------------------------
+
+BAI2_FILE = [
+    "01,SENDER,RECEIVER,260105,0800,42,,,2/",
+    "02,RECEIVER,SENDER,1,260105,2400,USD,2/",
+    "03,111,,010,100000,,,015,160000,,,100,70000,2,V,260106,0900/",  # 100 credits with a value date
+    "88,400,10000,1,D,2,0,6000,1,4000/",  # 400 debits, distributed: 6000 today, 4000 in one day
+    "16,195,50000,S,20000,20000,10000,WIRE1,po_1,INCOMING WIRE/ADYEN, BATCH 7/",  # text with / and ,
+    "16,142,20000,V,260106,,ACH1,po_2/",
+    "88,ACH CREDIT ADYEN",  # text on continuation records, without the / delimiter
+    "88,PAYOUT 2026-01-05",
+    "16,451,10000,0,DEB1,,FEE/ 49,420000,8/",  # two records on one physical line
+    "03,222,EUR,010,5000,,,015,5000,,/",
+    "49,10000,2/",
+    "98,430000,2,12/",
+    "02,RECEIVER,SENDER,1,260105,2400,CAD,2/",  # as-of-date modifier 2: final previous-day
+    "03,333,,010,0,,,015,-2500,,,400,2500,1,Z/",
+    "16,699,2500,Z,R1,,SERVICE",
+    " CHARGE",  # a text wrapped onto a physical line of its own
+    "49,2500,3/",
+    "98,2500,1,5/",
+    "99,432500,2,19/",
+]
+
+
+def test_bai2_groups_accounts_continuations_funds_types_and_controls(tmp_path) -> None:
+    """Several groups and accounts; 88 continuing an 03's summaries and a 16's text; funds
+    types V, S, D and Z with their extra fields (not amounts: they stay out of the control
+    totals); several records on a physical line and a wrapped one; every 49, 98 and 99
+    control total and record count recomputed as BAI2 defines them; CRLF and a BOM."""
+    path = tmp_path / "spec.bai"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join(BAI2_FILE) + "\r\n\r\n").encode())
+    parsed = parse_file(path)
+    assert parsed.problems.height == 0, parsed.problems
+    rows = parsed.lines.select("account", "bank_ref", "reference", "text", "amount_minor", "amount_currency").rows()
+    assert rows == [
+        ("111", "WIRE1", "po_1", "INCOMING WIRE/ADYEN, BATCH 7", 50_000, "USD"),
+        ("111", "ACH1", "po_2", "ACH CREDIT ADYEN PAYOUT 2026-01-05", 20_000, "USD"),
+        ("111", "DEB1", None, "FEE", -10_000, "USD"),
+        ("333", "R1", None, "SERVICE CHARGE", -2_500, "CAD"),
+    ]
+    assert [str(d) for d in parsed.lines["value_date"]] == ["2026-01-05", "2026-01-06", "2026-01-05", "2026-01-05"]
+    assert parsed.lines["line_no"].to_list() == [5, 6, 9, 15]
+    controls = dict(zip(parsed.controls["control"], zip(parsed.controls["declared"], parsed.controls["computed"])))
+    assert controls["49 account 111 control total"] == (420_000, 420_000)
+    assert controls["49 account 111 number of records"] == (8, 8)
+    assert controls["98 group number of records"] in ((12, 12), (5, 5))
+    assert controls["99 file control total"] == (432_500, 432_500)
+    assert controls["99 file number of records"] == (19, 19)
+    assert all(d == c for d, c in controls.values())
+    statements = parsed.statements.select(
+        "account", "statement_id", "sequence", "opening_minor", "closing_minor", "opening_currency", "entries"
+    ).rows()
+    assert statements == [
+        ("111", "2026-01-05", "2", 100_000, 160_000, "USD", 3),
+        ("222", "2026-01-05", "2", 5_000, 5_000, "EUR", 0),
+        ("333", "2026-01-05", "2", 0, -2_500, "CAD", 1),
+    ]
+    (verdict,) = validate_many([parsed])
+    assert verdict.passed, verdict.failures
+
+
+@pytest.mark.parametrize(
+    ("line", "broken", "control", "declared", "computed"),
+    [
+        (18, "99,432500,2,20/", "99 file number of records", 20, 19),
+        (11, "98,430001,2,12/", "98 group control total", 430_001, 430_000),
+        (8, "16,451,10000,0,DEB1,,FEE/ 49,420000,7/", "49 account 111 number of records", 7, 8),
+        (
+            13,
+            "03,333,,010,0,,,015,-2400,,,400,2500,1,Z/",
+            "03 account 333 (010 opening, 015 closing ledger)",
+            -2_400,
+            -2_500,
+        ),
+    ],
+)
+def test_bai2_broken_totals_are_named_with_both_figures(tmp_path, line, broken, control, declared, computed) -> None:
+    lines = list(BAI2_FILE)
+    lines[line] = broken
+    path = tmp_path / "broken.bai"
+    path.write_text("\n".join(lines))
+    parsed = parse_file(path)
+    (verdict,) = validate_many([parsed])
+    failure = next(f for f in verdict.failures if "control total" in f.rule)
+    named = {row["control"]: (row["declared"], row["computed"]) for row in failure.rows}
+    assert named[next(c for c in named if c.startswith(control))] == (declared, computed)
