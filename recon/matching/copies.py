@@ -32,14 +32,18 @@ if TYPE_CHECKING:
 LINE_KEY = ["processor", "line_id"]
 STATEMENT_KEY = ["account", "statement_id", "sequence"]
 WHERE = ["source_file", "line_no"]  # where a line sits, not what it says
-_NOT_CONTENT = {*WHERE, "format"}  # a statement says the same in any format
+# A statement says the same in any format, and a report re-exported with its columns in
+# another order or with a merchant's extra column says the same as long as every field
+# matching reads does (`raw` keeps the row as the file gave it, all columns).
+_NOT_CONTENT = {*WHERE, "format", "raw"}
 # What a corrected processor line may have changed, most telling first; money as text.
 _LINE_FIELDS = ("net", "gross", "fee", "fx_rate", "value_date", "payout_id", "record_type", "payment_id", "merchant_id")
 _NO_STRINGS = pl.lit([], pl.List(pl.String))
 
 
 def content_columns(columns: list[str]) -> list[str]:
-    """The columns that say what a line says (all but where it sits and its file's format)."""
+    """The columns that say what a line says (all but where it sits, its file's format and
+    its raw row)."""
     return [c for c in columns if c not in _NOT_CONTENT]
 
 
@@ -82,7 +86,8 @@ def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, 
         merchant_id="merchant_id_first",
         reference="line_id",
         payout_id="payout_id_first",
-        amount_minor=pl.when(pl.col("net_currency") == pl.col("net_currency_first"))
+        # at stake: what the net moved, else (a date, a batch, an id changed) the whole line
+        amount_minor=pl.when((pl.col("net_currency") == pl.col("net_currency_first")) & (net_moved > 0))
         .then(net_moved)
         .otherwise(pl.col("net_minor_first").abs()),
         currency="net_currency_first",
