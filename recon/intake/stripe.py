@@ -114,9 +114,9 @@ def parse(text: str, source_file: str) -> ProcessorFile:
         if None not in (gross_col, fee, net) and gross_col != net + fee:
             p.note(line_no, f"gross {row.get('gross', 'amount')} is not net {row.get('net')} + fee {row.get('fee')}")
         presented = n.currency_code(row.get("customer_facing_currency")) or ccy
-        facing = n.minor(row.get("customer_facing_amount"), presented, "customer_facing_amount", line_no, p, empty=0)
-        if row.get("customer_facing_amount") and facing is not None and gross_col is not None:
-            gross = abs(facing) if gross_col >= 0 else -abs(facing)
+        if row.get("customer_facing_amount"):  # the presentment amount, in its currency (ISO 4217 or refused)
+            facing = n.minor(row.get("customer_facing_amount"), presented, "customer_facing_amount", line_no, p)
+            gross = None if facing is None or gross_col is None else abs(facing) * (1 if gross_col >= 0 else -1)
         else:
             gross, presented = gross_col, ccy
         time = n.local_time(row.get("created_utc", "created"), "created_utc", line_no, p, timezone.utc)

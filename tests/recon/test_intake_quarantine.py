@@ -89,7 +89,7 @@ CASES = {
     "adyen-wrong-columns": (
         "adyen",
         lambda p: p.read_text().replace("Merchant Reference,", "Merchant Ref,", 1),
-        "missing ['Merchant Reference'], unexpected ['Merchant Ref']",
+        "missing ['Merchant Reference'], unexpected ['Merchant Ref'",  # and any column the layout does not use
         1,
     ),
     "adyen-bad-encoding": (
@@ -107,7 +107,12 @@ CASES = {
     ),
     "adyen-duplicated-line": ("adyen", lambda p: _duplicate(_lines(p), 1), "appears twice", 2),
     "adyen-empty": ("adyen", lambda p: b"", "the file is empty", 1),
-    "stripe-unknown-currency": ("stripe", lambda p: p.read_text().replace(",usd,", ",usx,", 1), "ISO 4217", 2),
+    "stripe-unknown-currency": (
+        "stripe",
+        lambda p: re.sub(",usd,", ",usx,", p.read_text(), count=1, flags=re.IGNORECASE),  # usd or USD, as written
+        "ISO 4217",
+        2,
+    ),
     "stripe-duplicated-line": ("stripe", lambda p: _duplicate(_lines(p), 2), "appears twice", 3),
     "checkout-duplicated-action": ("checkoutcom", lambda p: _duplicate(_lines(p), 1, 2), "appears twice", 2),
     "bai2-truncated": ("bai2", lambda p: "".join(_lines(p)[:-2]), "truncated", None),
