@@ -18,12 +18,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from clearline import config
 from clearline.pipelines.cli.recon import run_batch, tolerances
 from clearline.recon.intake.ingest import Intake, IntakeSettings
 from clearline.recon.intake.parse import parse_file
-from clearline.recon.intake.store import read_lines
+from clearline.recon.intake.store import read_lines, read_statements
 from clearline.recon.matching import expectations
+from clearline.recon.matching.continuity import bank_books
 from clearline.recon.matching.reconcile import Inputs, input_watermark, reconcile
+from clearline.recon.matching.variance import records
 
 SAMPLES = Path(__file__).parent / "data" / "bank_samples"
 
@@ -93,7 +96,7 @@ def reconcile_stored(world: Path, state: Path) -> pl.DataFrame:
     scan = pl.scan_parquet(world / "events" / "events.parquet")
     settle, movements = expectations.from_events(scan)
     processor, bank = stored_lines(state)
-    inputs = Inputs(settle, movements, processor, bank)
+    inputs = Inputs(settle, movements, processor, bank, read_statements(state), bank_books(config.load("platform")))
     latest = scan.select(pl.col("occurred_at").max()).collect().item()
     return reconcile(inputs, tolerances(), input_watermark(inputs, latest)).variances
 
@@ -107,6 +110,15 @@ def test_a_stripe_report_downloaded_again_gives_no_variance(world_copy):
     counted twice against what the bank received once."""
     original = biggest_stripe_report(world_copy)
     downloaded_again(original, world_copy / "settlements" / "stripe", "payout_reconciliation (1).csv")
+    _, variances = run_batch(world_copy, None, None, None, None)
+    assert variances.is_empty(), variances.select("category", "reference", "field", "expected", "actual").to_dicts()
+
+
+def test_a_camt053_reissued_in_the_same_folder_gives_no_variance(world_copy):
+    """The issue's camt.053 case in a batch over a folder: each entry of the copy was a
+    `duplicate`; the statement (and its balances) must count once."""
+    original = sorted((world_copy / "bank").rglob("*.xml"))[5]
+    reissued(original, original.parent, "reissued-" + original.name)
     _, variances = run_batch(world_copy, None, None, None, None)
     assert variances.is_empty(), variances.select("category", "reference", "field", "expected", "actual").to_dicts()
 
@@ -144,6 +156,34 @@ def test_a_real_camt053_reissued_is_received_again(tmp_path):
         (again,) = intake.ingest([reissued(sample, tmp_path, f"reissued-{sample.name}")])
         assert again.status == "received_again", again
         assert again.already_held == first.lines > 0 and sample.name in again.reason
+
+
+def test_a_corrected_statement_is_taken_in_and_is_one_variance(ingested, tmp_path):
+    """The bank re-issues a statement under the same id and sequence with one entry's
+    text corrected: intake takes it in (saying its lines differ from the copy held), the
+    matcher keeps the first version and names the correction once; the same corrected
+    copy once more is received again."""
+    world, held_state = ingested
+    state = tmp_path / "state"
+    shutil.copytree(held_state, state)
+    original = next(
+        p for p in sorted((world / "bank").rglob("*.xml")) if "<Ustrd>MERCHANT PAYOUT</Ustrd>" in p.read_text()
+    )
+    copy = reissued(original, tmp_path, "statement-corrected.xml")
+    copy.write_text(
+        copy.read_text().replace("<Ustrd>MERCHANT PAYOUT</Ustrd>", "<Ustrd>MERCHANT PAYOUT (CORR)</Ustrd>", 1)
+    )
+    entries = parse_file(original).lines.height
+    (outcome,) = Intake(settings(state)).ingest([copy])
+    assert (outcome.status, outcome.lines, outcome.changed) == ("accepted", entries, entries), outcome
+    assert "differ from the copy held" in outcome.reason
+    (v,) = records(reconcile_stored(world, state))
+    assert v.category == "corrected_statement" and v.field == "entries"
+    assert v.expected.startswith(f"{entries} entries") and "1 changed or added, 1 changed or gone" in v.actual
+    assert [e.rsplit(":", 1)[0] for e in v.evidence] == [original.name, copy.name]
+    again = reissued(copy, tmp_path / "again", copy.name)
+    (second,) = Intake(settings(state)).ingest([again])
+    assert second.status == "received_again" and copy.name in second.reason
 
 
 def test_the_same_bytes_again_are_received_again_too(ingested):
