@@ -38,6 +38,7 @@ class Layout:
     name: str
     required: tuple[str | tuple[str, ...], ...]
     optional: tuple[str, ...] = ()
+    hint: str = ""  # said after a missing-columns error: what the missing columns usually mean
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -118,7 +119,9 @@ def csv_rows(text: str, layout: Layout) -> Iterator[CsvRow]:
     header, delimiter = split_header(text)
     missing = layout.missing(header)
     if missing:
-        raise ParseError(f"the {layout.name} layout needs column(s) {missing}, which the header does not have", 1)
+        raise ParseError(
+            f"the {layout.name} layout needs column(s) {missing}, which the header does not have{layout.hint}", 1
+        )
     names = _unique(layout.canonical(header))
     shown = _unique([h.strip() for h in header])
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)

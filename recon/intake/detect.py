@@ -42,11 +42,16 @@ def _csv_layout(head: str) -> str:
     if fits:  # two layouts share no required column set, so at most one fits
         return fits[0]
     name, layout = max(CSV_LAYOUTS.items(), key=lambda item: item[1].met(header) / len(item[1].required))
-    if len(header) > 1 and layout.met(header):
-        known = set(layout.canonical(header)) & set(layout.columns)
-        extra = [h.strip() for h, c in zip(header, layout.canonical(header)) if c not in known]
-        raise ParseError(
-            f"wrong columns for the {name} layout: missing {layout.missing(header)}, unexpected {extra}", 1
-        )
     first = head.splitlines()[0][:80] if head else ""
-    raise ParseError(f"not a known settlement report or bank statement (first line {first!r})", 1)
+    if len(header) < 2 or not layout.met(header):
+        raise ParseError(f"not a known settlement report or bank statement (first line {first!r})", 1)
+    if layout.met(header) * 2 < len(layout.required):
+        raise ParseError(
+            f"not a known settlement report or bank statement (first line {first!r}); the closest layout, "
+            f"{name}, misses {layout.missing(header)}",
+            1,
+        )
+    extra = [h.strip() for h, c in zip(header, layout.canonical(header)) if c not in layout.columns]
+    raise ParseError(
+        f"wrong columns for the {name} layout: missing {layout.missing(header)}, unexpected {extra}{layout.hint}", 1
+    )

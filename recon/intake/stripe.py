@@ -64,6 +64,8 @@ LAYOUT = Layout(
         "payment_metadata[merchant_reference]",
         "payment_metadata[merchant_id]",
     ),
+    hint=" (a balance report without automatic_payout_id does not say which payout paid each line: reconcile with"
+    " the itemized payout reconciliation report)",
 )
 # Stripe's reporting categories (docs.stripe.com/reports/reporting-categories).
 RECORD_TYPES = {
