@@ -19,8 +19,11 @@ from hypothesis import strategies as st
 
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.pipelines.world.settlement_files import write_settlement_reports
+from clearline.recon.arrivals import line_row
 from clearline.recon.intake.model import ParseError
 from clearline.recon.intake.parse import parse_file
+from clearline.recon.intake.publish import messages
+from clearline.recon.intake.store import read_lines, write_lines
 from clearline.recon.intake.suites import validate_many
 from clearline.recon.lines import SETTLEMENT_SCHEMA
 from tests.pipelines.test_settlement_files import DAY2, Lines, world_lines
@@ -323,3 +326,21 @@ def test_unknown_time_zone_is_a_problem_naming_it(tmp_path) -> None:
     )
     got = parsed(tmp_path, "tz.csv", text)
     assert any("Mars/Olympus" in problem for problem in got.problems["problem"])
+
+
+def test_the_raw_row_survives_the_store_and_the_message(tmp_path) -> None:
+    """What intake stores (Parquet) and publishes (one JSON message per line) keeps each
+    line's raw row and the processor's type, and the flow reads them back as they were."""
+    got = parsed(tmp_path, "batch.csv", ADYEN_EXPORT_HEADER + "\n" + _ONE_ADYEN_ROW)
+    write_lines(tmp_path / "state", got, "ab" * 32)
+    stored = read_lines(tmp_path / "state", "processor")
+    assert stored["raw"].to_list() == got.lines["raw"].to_list()
+    assert json.loads(stored["raw"][0])["Reserved4"] == "r4"
+    ((_, value),) = list(messages(got, "ab" * 32))
+    kind, row = line_row(json.loads(value))
+    assert kind == "processor" and (row["raw"], row["source_type"]) == (stored["raw"][0], "Settled")
+
+
+_ONE_ADYEN_ROW = (
+    "Co,Shop,P1,O1,visa,2026-03-02 10:00:00,UTC,Settled,M1,EUR,,1.00,1,EUR,,0.90,0.10,,,,visacredit,,7,r4,,,,,,\n"
+)
