@@ -23,15 +23,17 @@ that arrives on Monday is in transit, not a break.
 
 The ledger's balance is end-of-day, so a day's last statement is compared (a statement
 continued over pages, MT940 `:28C:` 5/1 and 5/2, closes the day on its last page). A
-statement whose closing differs from that balance by another amount than the previous
-statement did is a `bank_balance_mismatch`: a difference that persists is one variance, at
-the statement where it arose (a later one names the new total when it moves again). It
+statement whose closing differs from that balance, by another amount than the previous
+statement did, is a `bank_balance_mismatch`: a difference that persists is one variance, at
+the statement where it arose (a later one names the new total when it moves again; one
+that goes back to zero is none). It
 names the difference and the open variances that explain it, found by what they are about:
 every movement of the account up to D (bank lines by reference, the ledger's movements by
 reference, each jump between statements) is summed per reference, and each reference that
 does not net to zero is explained by the variances about it (a bank-level variance's
 reference, a line-level variance's payout batch, a continuity variance's own jump). What
-no variance claims but a pending item does is "awaited"; the rest is unexplained.
+no variance claims but a pending item does is "awaited", what the other side books after
+the day (within the date windows: no break) is "in transit"; the rest is unexplained.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def mismatches(
 ) -> pl.DataFrame:
     """Raw `bank_balance_mismatch` variances: per statement of an account the ledger keeps
     (`books`), its closing against the ledger's bank cash on its day, where the difference
-    is not the previous statement's. `jumps` are the continuity variances (`breaks`),
+    is not zero and not the previous statement's. `jumps` are the continuity variances (`breaks`),
     `claims` what every open variance is about (`claims`), `pending` what is still awaited."""
     day_end = (pl.col("position") == pl.col("position").max().over("account", "day")) & pl.col("day").is_not_null()
     tied = (
@@ -198,7 +200,7 @@ def mismatches(
         tied.sort("position")
         .with_columns(diff=pl.col("closing_minor") - pl.col("ledger"))
         .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
-        .filter(pl.col("diff") != pl.col("before"))
+        .filter((pl.col("diff") != pl.col("before")) & (pl.col("diff") != 0))
     )
     rows = [_explained(row, movements, bank_lines, jumps, claims, pending) for row in tied.iter_rows(named=True)]
     return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
@@ -262,22 +264,32 @@ def _explained(
     )
     open_items = items.group_by("ref").agg(pl.col("amount").sum()).filter(pl.col("amount") != 0)
     claimed = open_items.join(claims, on="ref", how="inner")
-    explained = claimed.unique("ref")["amount"].sum()
-    awaited = (
-        open_items.join(claimed.select("ref"), on="ref", how="anti")
-        .join(pending.select(ref="reference").unique(), on="ref", how="semi")["amount"]
-        .sum()
+    unclaimed = open_items.join(claimed.select("ref"), on="ref", how="anti")
+    # booked after the day on the other side (within the bank's date window, or no break is
+    # called): a payout in transit, a repayment booked on Monday
+    later = pl.concat(
+        [
+            bank_lines.filter((pl.col("account") == account) & (pl.col("booking_date") > day)).select(
+                ref=pl.coalesce("reference", "bank_ref")
+            ),
+            movements.filter((pl.col("amount_currency") == currency) & (pl.col("expected_on") > day)).select(
+                ref="reference"
+            ),
+        ]
     )
-    diff = row["diff"]
-    rest = diff - explained - awaited
+    awaited = unclaimed.join(pending.select(ref="reference"), on="ref", how="semi")
+    transit = unclaimed.join(awaited.select("ref"), on="ref", how="anti").join(later, on="ref", how="semi")
+    diff, explained = row["diff"], claimed.unique("ref")["amount"].sum()
+    rest = diff - explained - awaited["amount"].sum() - transit["amount"].sum()
     by = sorted(set(claimed["variance_id"]))
     text = lambda minor: _money(minor, currency)  # noqa: E731
     parts = [f"difference {text(diff)}"]
     if by:
-        whole = rest == 0 and awaited == 0
+        whole = explained == diff
         parts.append(f"{'all ' if whole else ''}{text(explained)} explained by {len(by)} open variance(s)")
-    if awaited:
-        parts.append(f"{text(awaited)} in items still awaited")
+    for what, amount in (("in items still awaited", awaited), ("in transit, booked after the day", transit)):
+        if amount.height:
+            parts.append(f"{text(amount['amount'].sum())} {what}")
     if rest:
         parts.append(f"{text(rest)} unexplained")
     return {

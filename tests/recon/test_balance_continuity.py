@@ -308,3 +308,51 @@ def test_a_statement_continued_over_pages_is_one_chain_and_tied_at_the_days_end(
     ]  # fmt: skip
     assert run(pages[::-1], moves, bank, BOOKS).is_empty()
     assert run(pages, moves[:1], bank[:1], BOOKS)["category"].to_list() == ["bank_balance_mismatch"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    moves=st.lists(st.tuples(st.integers(0, 4), st.integers(-90_000, 90_000).filter(bool), st.booleans()), max_size=12),
+    # lines nobody expected, in amounts no expected movement has (else they pair up by amount)
+    extras=st.lists(st.tuples(st.integers(0, 4), st.integers(100_000, 200_000), st.booleans()), max_size=3),
+)
+def test_every_difference_the_bank_and_ledger_show_is_explained_by_the_variances_behind_it(moves, extras) -> None:
+    """Movements the bank never booked and lines nobody expected, on any days: each
+    mismatch names the difference at its statement exactly, and all of it is explained."""
+    days = workdays(5)
+    ledger, bank = [], []
+    for n, (d, minor, in_bank) in enumerate(moves):
+        kind = "buyer_repayment" if minor > 0 else "merchant_payout"
+        ledger.append(movement(f"ref_{n}", minor, days[d], kind))
+        if in_bank:
+            bank.append(line(f"ref_{n}", minor, days[d], n))
+    bank += [line(f"wire_{n}", m if up else -m, days[d], 100 + n) for n, (d, m, up) in enumerate(extras)]
+    found = run(booked(days, bank), ledger, bank, BOOKS)
+    mismatches = found.filter(pl.col("category") == "bank_balance_mismatch").sort("since")
+    difference = {
+        day: sum(x.amount.minor for x in bank if x.booking_date <= day)
+        - sum(m.amount.minor for m in ledger if m.expected_on <= day)
+        for day in days
+    }
+    changed = [d for i, d in enumerate(days) if difference[d] not in (difference[days[i - 1]] if i else 0, 0)]
+    assert mismatches["since"].to_list() == changed
+    assert mismatches["amount_minor"].to_list() == [abs(difference[d]) for d in changed]
+    assert not mismatches["actual"].str.contains("unexplained").any(), mismatches["actual"].to_list()
+    named = mismatches["evidence"].explode()
+    named = set(named.filter(named.str.starts_with("var_")))
+    assert named <= set(found["variance_id"])
+
+
+def test_a_payout_booked_the_next_working_day_is_in_transit_not_unexplained() -> None:
+    friday, monday = date(2026, 3, 6), date(2026, 3, 9)
+    moves = [movement("rpy_1", 30_000, friday, "buyer_repayment")]
+    bank = [line("rpy_1", 30_000, monday, 1)]  # within the bank's date window: no break
+    stmts = statements([0, 30_000])
+    stmts = [
+        Statement(**{**{f: getattr(s, f) for f in s.__slots__}, "opening_date": d, "closing_date": d})
+        for s, d in zip(stmts, (friday, monday))
+    ]
+    found = run(stmts, moves, bank, BOOKS)
+    assert found["category"].to_list() == ["bank_balance_mismatch"]  # on Friday; on Monday they agree
+    said = "bank 10000.00 EUR (difference -300.00 EUR; -300.00 EUR in transit, booked after the day)"
+    assert found["actual"].item() == said
