@@ -9,9 +9,17 @@ model version whichever way it asked.
 
 Callers are tenants (resellers) with an API key (`X-API-Key`, see `clearline.models.api_core`). A
 tenant may decide and read only for its own merchants: another tenant's merchant is 403,
-as is another tenant's decision id. Bodies are checked by pydantic; a bad one gets 422
-naming each bad field. A repeated order_id with the same body gets the stored decision
-(same decision id); with a different body, 409.
+as is another tenant's decision id. A repeated order_id with the same body gets the stored
+decision (same decision id); with a different body, 409.
+
+Hostile input is refused early and cheaply, in this order: the key (401) before a byte
+of the body is read; the body's size (413, `limits.max_body_bytes` in configs/serve.yaml,
+from Content-Length when sent, else counted as it arrives); JSON that does not parse or
+nests deeper than `limits.max_json_depth` (422); then the fields (422 naming each bad
+one: pydantic, with the ranges the OpenAPI document states — ids of the event contract's
+shape, amounts up to `MAX_AMOUNT_MINOR`, times in 2000–2099); then card numbers (422 naming
+the field, the number masked: nothing that looks like one is stored, echoed or logged).
+Every error body is one `Problem`, declared for every status the server answers.
 
 The handlers are `async def` and do their (CPU-bound, under a millisecond) work on the
 event loop: one uvicorn worker per core, no thread hand-off per request, no GIL fights
@@ -20,15 +28,18 @@ between a thread pool and the loop. POST /v1/decisions, the hot path, is answere
 layers (see there); everything else is plain FastAPI.
 """
 
+import base64
 import gc
 import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Annotated, Any, Callable, Literal
 
 import msgspec
@@ -40,16 +51,20 @@ from fastapi.security import APIKeyHeader
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
-from clearline.currency import is_currency
-from clearline.events import Money
+from clearline import config
+from clearline.contract import CURRENCY_PATTERN, ID_PATTERN
+from clearline.currency import EXPONENT, is_currency
+from clearline.events import MAX_MINOR, Money, contains_pan, redact_pans
 from clearline.models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
 from clearline.models.api_store import DecisionStore, Stored
 from clearline.models.decision import UnderwritingRequest, decide
@@ -58,7 +73,52 @@ from clearline.models.scorer import Scorer
 
 log = logging.getLogger("clearline.api")
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False)]
+# An amount's upper bound: 12 digits, far inside what the ledger stores (`MAX_MINOR`,
+# 2^63-1), ten billion in a two-decimal currency for one order on terms — and no amount
+# the API admits can look like a card number (13 digits or more).
+MAX_AMOUNT_MINOR = 10**12 - 1
+assert MAX_AMOUNT_MINOR <= MAX_MINOR
+
+# The order's time: RFC 3339 with its offset, in the years 2000–2099 (so no offset can
+# carry it out of what a datetime holds), at most microseconds.
+ORDER_TIME_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)$"
+)
+_ORDER_TIME = re.compile(ORDER_TIME_PATTERN)
+
+# The event contract's identifier (1–64 of A-Z a-z 0-9 _ . : -), so a decided order's ids
+# are ids the rest of Clearline takes.
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=64)]
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number written with a fraction of zero (`1267.0`, `1.267e3`) is the integer
+    JSON Schema says it is; the body's numbers are read as decimals, never binary floats,
+    so `1267.0000000000000001` stays a fraction (refused) instead of rounding to 1267."""
+    # under 10^19 first: 1e999999999 overflows decimal arithmetic
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19 and value == int(value):
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
+
+
+def _order_time(value: Any) -> Any:
+    if not isinstance(value, str) or not _ORDER_TIME.match(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with its timezone (Z or +HH:MM), in the years 2000-2099, "
+            "e.g. 2026-11-22T01:00:00+00:00"
+        )
+    return value
+
+
+OrderTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_order_time),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": ORDER_TIME_PATTERN}),
+]
 
 
 # --------------------------------------------------------------------------- wire models
@@ -68,8 +128,10 @@ class MoneyIn(BaseModel):
     """An amount: integer minor units (1999 EUR = 19.99 EUR) and an ISO 4217 code."""
 
     model_config = ConfigDict(extra="forbid")
-    minor: StrictInt = Field(gt=0, description="integer minor units, > 0")
-    currency: str = Field(description="ISO 4217 code, e.g. EUR")
+    minor: WholeNumber = Field(gt=0, le=MAX_AMOUNT_MINOR, description="integer minor units, > 0")
+    currency: str = Field(
+        pattern=CURRENCY_PATTERN, description="ISO 4217 code, e.g. EUR", json_schema_extra={"enum": sorted(EXPONENT)}
+    )
 
     @field_validator("currency")
     @classmethod
@@ -82,15 +144,40 @@ class MoneyIn(BaseModel):
 class DecisionRequest(BaseModel):
     """An order on terms asking to be underwritten."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "o-10001",
+                    "buyer_id": "b_00042",
+                    "merchant_id": "m_00001",
+                    "amount": {"minor": 125000, "currency": "EUR"},
+                    "terms_days": 30,
+                    "occurred_at": "2026-11-22T01:00:00+00:00",
+                }
+            ]
+        },
+    )
     order_id: Id
     buyer_id: Id
     merchant_id: Id
     amount: MoneyIn
-    terms_days: StrictInt = Field(ge=1, le=365, description="net terms in days, e.g. 30")
-    occurred_at: AwareDatetime | None = Field(
+    terms_days: WholeNumber = Field(ge=1, le=365, description="net terms in days, e.g. 30")
+    occurred_at: OrderTime | None = Field(
         None, description="the order's time (with a UTC offset); default: when the API receives it"
     )
+
+    def card_numbers(self) -> list[dict[str, str]]:
+        """The fields holding something that looks like a card number, each as a 422 error
+        naming the field with the number masked. After validation only the ids can: the
+        currency is a code, the amount has at most 12 digits, the time has none in a row."""
+        ids = {"order_id": self.order_id, "buyer_id": self.buyer_id, "merchant_id": self.merchant_id}
+        return [
+            {"loc": ("body", name), "msg": f"a card number is not an id: {redact_pans(value)}", "type": "card_number"}
+            for name, value in ids.items()
+            if contains_pan(value)
+        ]
 
 
 class MoneyOut(BaseModel):
@@ -143,8 +230,30 @@ class DecisionOut(BaseModel):
     kill_switch: bool
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="the field's path, e.g. amount.currency; `body` for the body as a whole")
+    message: str
+    type: str
+
+
 class Problem(BaseModel):
+    """Every error the API answers: what is wrong in one line, and for 422 each bad field."""
+
     detail: str
+    errors: list[FieldError] | None = Field(None, description="422 only: each bad field and why")
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What the API refuses before it looks at the fields (configs/serve.yaml `limits`)."""
+
+    max_body_bytes: int
+    max_json_depth: int
+
+    @classmethod
+    def from_config(cls, serve_cfg: dict[str, Any]) -> "ApiLimits":
+        limits = serve_cfg["limits"]
+        return cls(config.typed(limits, "max_body_bytes", int), config.typed(limits, "max_json_depth", int))
 
 
 # --------------------------------------------------------------------------- the service
@@ -187,7 +296,7 @@ class DecisionService:
         stored = self.store.by_order(tenant, body.order_id)
         if stored is not None:
             return stored, False
-        event_id = "api_" + uuid.uuid4().hex  # the API's request is its own event
+        event_id = _fresh_id()  # the API's request is its own event
         decision_id = "dec_" + event_id  # derived as the risk flow derives it from a request
         at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
         request = UnderwritingRequest(
@@ -207,9 +316,29 @@ class DecisionService:
         return stored, stored.decision_id == decision_id
 
 
+def _fresh_id() -> str:
+    """`api_` and a random hex: drawn again when its digits happen to read as a card
+    number (a run of 13+ decimal digits, Luhn-valid: about one id in 250), which no
+    record, answer or log may hold."""
+    while contains_pan(event_id := "api_" + uuid.uuid4().hex):
+        pass
+    return event_id
+
+
 def request_hash(body: DecisionRequest) -> str:
-    """What identifies a request body for idempotency: its fields, canonically."""
-    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    """What identifies a request body for idempotency: the SHA-256 of its fields,
+    canonically, in unpadded base64url — not hex, whose digits read as a card number (13+
+    in a row, Luhn-valid) in about one digest in 250, and no stored record may hold one."""
+    digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def same_request(stored_hash: str, body: DecisionRequest) -> bool:
+    """Whether `body` is the request stored under `stored_hash` (a store written before
+    the hash was base64url holds hex digests)."""
+    if len(stored_hash) == 64:
+        return stored_hash == base64.urlsafe_b64decode(request_hash(body) + "=").hex()
+    return stored_hash == request_hash(body)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -281,7 +410,9 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the ten
 _ERRORS = {
     401: {"model": Problem, "description": "no or unknown API key"},
     403: {"model": Problem, "description": "another tenant's merchant or decision"},
+    422: {"model": Problem, "description": "a bad request, naming each bad field and why"},
 }
+_JSON_MEDIA = re.compile(r"application/(?:[^;]*\+)?json", re.IGNORECASE)
 
 
 class _Outcome(msgspec.Struct):
@@ -296,39 +427,84 @@ def _record(stored: Stored, replay: bool = False) -> Response:
     )
 
 
+def _problem(exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def nests_deeper(doc: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests arrays or objects more than `limit` deep (a
+    scalar is 0 deep, `[]` 1, `{"amount": {}}` 2); level by level, never recursing."""
+    level, depth = [doc], 0
+    while level := [v for v in level if isinstance(v, (dict, list))]:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [x for v in level for x in (v.values() if isinstance(v, dict) else v)]
+    return False
+
+
 class _FastDecisions:
     """POST /v1/decisions served without Starlette's router, FastAPI's dependency solver
     and the middleware between them — about a sixth of the server's CPU per decision in
-    a profile under load. It calls the functions the declared route is made of, in the
-    route's order (JSON, API key, fields, then the decision), so statuses, bodies and
-    headers are the route's; the route stays declared for the OpenAPI docs and their
-    schema. It runs inside the metrics middleware, under the route's label."""
+    a profile under load. The route stays declared for the OpenAPI docs and their schema,
+    and this layer answers with the statuses, bodies and headers the document declares.
+    It runs inside the metrics middleware, under the route's label.
 
-    def __init__(self, app, route: Any, answer: Callable[[str | None, str | None, bytes], Response]):
-        self.app, self.route, self.answer = app, route, answer
+    The key is checked from the headers before a byte of the body is read (a caller
+    without one costs a hash), then the body is read up to the size limit: a larger
+    Content-Length is refused before reading, a body without one as soon as it passes the
+    limit. The rest of a refused body is never buffered (uvicorn drops it)."""
+
+    def __init__(self, app, route: Any, limits: ApiLimits, caller: Callable, answer: Callable):
+        self.app, self.route, self.limit, self.caller, self.answer = app, route, limits.max_body_bytes, caller, answer
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.route.path:
             return await self.app(scope, receive, send)
         scope["route"] = self.route
-        chunks = []
+        key = content_type = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+        try:
+            who = self.caller(key)
+            if length is not None and (len(length) > 18 or int(length) > self.limit):
+                raise self.too_large()
+            response = self.answer(who, content_type, await self.body(receive))
+        except HTTPException as exc:
+            response = _problem(exc)
+        await response(scope, receive, send)
+
+    async def body(self, receive) -> bytes:
+        chunks, size = [], 0
         while True:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise self.too_large()
+            chunks.append(chunk)
             if not message.get("more_body"):
-                break
-        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"x-api-key", b"content-type")}
-        await self.answer(headers.get(b"x-api-key"), headers.get(b"content-type"), b"".join(chunks))(
-            scope, receive, send
-        )
+                return b"".join(chunks)
+
+    def too_large(self) -> HTTPException:
+        return HTTPException(413, f"the body is over {self.limit} bytes, the most a decision request may have")
 
 
-def create_app(service: DecisionService) -> FastAPI:
+def create_app(service: DecisionService, limits: ApiLimits | None = None) -> FastAPI:
+    """The app; `limits` default to configs/serve.yaml's."""
+    limits = limits or ApiLimits.from_config(config.load("serve"))
     app = FastAPI(
         title="Clearline decision API",
         version="1",
         description="Underwriting decisions for orders on terms: the same policy, model and reason codes "
-        "as the streaming risk flow. Money is integer minor units plus an ISO 4217 code.",
+        "as the streaming risk flow. Money is integer minor units plus an ISO 4217 code. "
+        f"A request body is at most {limits.max_body_bytes} bytes and nests at most {limits.max_json_depth} deep; "
+        "no field may hold a card number (13–19 digits, Luhn-valid).",
     )
     metrics = Metrics()
     app.state.service = service
@@ -351,9 +527,14 @@ def create_app(service: DecisionService) -> FastAPI:
         return caller(key)
 
     def invalid(errors: list[dict[str, Any]]) -> JSONResponse:
-        """422 naming each bad field by its path (e.g. amount.currency) and why."""
+        """422 naming each bad field by its path (e.g. amount.currency) and why; a card
+        number in a field's name or its message is masked."""
         named = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"], "type": e["type"]}
+            {
+                "field": redact_pans(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0])),
+                "message": redact_pans(e["msg"]),
+                "type": e["type"],
+            }
             for e in errors
         ]
         text = "; ".join(f"{e['field']}: {e['message']}" for e in named)
@@ -371,7 +552,7 @@ def create_app(service: DecisionService) -> FastAPI:
         if new:
             metrics.decisions.labels(msgspec.json.decode(stored.record, type=_Outcome).decision).inc()
             return _record(stored)
-        if stored.request_hash != request_hash(body):
+        if not same_request(stored.request_hash, body):
             raise HTTPException(
                 409,
                 f"order_id {body.order_id!r} was already decided ({stored.decision_id}) "
@@ -383,51 +564,69 @@ def create_app(service: DecisionService) -> FastAPI:
         "/v1/decisions",
         response_model=None,
         summary="Decide an order on terms",
+        operation_id="post_decision",
         responses={
             200: {
                 "model": DecisionOut,
                 "description": "the decision (stored, or the one stored before for this order_id)",
+                "links": {
+                    "GetDecision": {
+                        "operationId": "get_decision",
+                        "parameters": {"decision_id": "$response.body#/decision_id"},
+                    }
+                },
             },
             409: {"model": Problem, "description": "order_id already decided with another body"},
+            413: {"model": Problem, "description": f"a body over {limits.max_body_bytes} bytes"},
             **_ERRORS,
         },
     )
     async def post_decision(body: DecisionRequest, who: Annotated[str, Depends(tenant)]) -> Response:
-        return decided(who, body)
+        return decided(who, body)  # documents the route: `_FastDecisions` answers it
 
-    def answer(key: str | None, content_type: str | None, raw: bytes) -> Response:
-        """POST /v1/decisions for `_FastDecisions`, in FastAPI's order and with its rules:
-        a body declared JSON (application/json or */*+json) must parse (422), then the key
-        (401), then the fields (422: a body not declared JSON is validated as bytes and
-        fails, an empty one is missing), then the decision."""
-        media = (content_type or "").split(";")[0].strip().lower()
-        try:
-            data: Any = raw
-            if raw and (media == "application/json" or media.startswith("application/") and media.endswith("+json")):
-                try:
-                    data = json.loads(raw)
-                except ValueError as exc:
-                    return invalid(
-                        [{"loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error", "type": "json_invalid"}]
-                    )
-            who = caller(key)
-            if not raw:
-                return invalid([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
+    too_deep = [
+        {"loc": ("body",), "msg": f"JSON nested more than {limits.max_json_depth} deep", "type": "json_too_deep"}
+    ]
+
+    def answer(who: str, content_type: str | None, raw: bytes) -> Response:
+        """POST /v1/decisions for `_FastDecisions`, once the key and the size passed: a body
+        declared JSON (application/json or application/*+json) must parse and nest at most
+        `max_json_depth` deep (422), then the fields (422: a body not declared JSON is
+        validated as bytes and fails, an empty one is missing), card numbers (422), then
+        the merchant (403) and the decision."""
+        data: Any = raw
+        if raw and _JSON_MEDIA.fullmatch((content_type or "").split(";")[0].strip()):
             try:
-                body = DecisionRequest.model_validate(data)
-            except ValidationError as exc:
-                return invalid([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
-            return decided(who, body)
-        except HTTPException as exc:
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+                data = json.loads(raw, parse_float=Decimal)
+            except RecursionError:
+                return invalid(too_deep)
+            except ValueError as exc:
+                return invalid([{"loc": ("body",), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}])
+            if raw.count(b"[") + raw.count(b"{") > limits.max_json_depth and nests_deeper(data, limits.max_json_depth):
+                return invalid(too_deep)
+        if not raw:
+            return invalid([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
+        try:
+            body = DecisionRequest.model_validate(data)
+        except ValidationError as exc:
+            return invalid([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+        cards = body.card_numbers()
+        if cards:
+            return invalid(cards)
+        return decided(who, body)
 
     @app.get(
         "/v1/decisions/{decision_id}",
         response_model=None,
         summary="A stored decision",
+        operation_id="get_decision",
         responses={200: {"model": DecisionOut}, 404: {"model": Problem, "description": "no such decision"}, **_ERRORS},
     )
     async def get_decision(decision_id: str, who: Annotated[str, Depends(tenant)]) -> Response:
+        if contains_pan(decision_id):
+            return invalid(
+                [{"loc": ("path", "decision_id"), "msg": "a card number is not a decision id", "type": "card_number"}]
+            )
         stored = service.store.by_id(decision_id)
         if stored is None:
             raise HTTPException(404, f"no decision {decision_id!r}")
@@ -455,7 +654,7 @@ def create_app(service: DecisionService) -> FastAPI:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     route = next(r for r in app.routes if getattr(r, "endpoint", None) is post_decision)
-    app.add_middleware(_FastDecisions, route=route, answer=answer)
+    app.add_middleware(_FastDecisions, route=route, limits=limits, caller=caller, answer=answer)
     app.add_middleware(_Measure, metrics=metrics)  # added last: outermost, it counts the fast path too
     _freeze_the_loaded_heap()
     return app

@@ -137,6 +137,7 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     service = build_service(settings)
     from clearline.models import create_app
 
+    app = create_app(service)  # here too with several workers: a bad `limits` is found before any starts
     summary = {
         "listening": f"http://{host}:{port}",
         "workers": workers,
@@ -156,7 +157,7 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
     emit(as_json, summary, kv_table("clearline serve", summary))
     run = dict(host=host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
     if workers == 1:
-        uvicorn.run(create_app(service), **run)
+        uvicorn.run(app, **run)
         return
     service.store.close()
     os.environ[_SETTINGS_ENV] = json.dumps(settings)

@@ -7,12 +7,6 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from datetime import datetime
 
 import pytest
@@ -25,60 +19,9 @@ from clearline.features.definitions import ticket_zscore
 from clearline.models.decision import UnderwritingRequest, decide
 from clearline.models.policy import Policy
 from tests import REPO_ROOT
+from tests.models.api_server import KEYS, Server
 
 pytestmark = pytest.mark.slow  # trains two models and starts servers: about half a minute
-
-KEYS = {t: f"dev-api-key-{t}" for t in ("rs_001", "rs_002", "rs_003")}  # behind configs/tenants.yaml's hashes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`clearline serve` in a subprocess, and a tiny HTTP client for it."""
-
-    def __init__(self, env: dict[str, str], args: list[str]):
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clearline.pipelines.cli", "serve", "--port", str(self.port), *args],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
-            try:
-                if self.call("GET", "/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("serve did not answer /health within 90 s")
-
-    def call(self, method: str, path: str, body=None, key: str | None = None, raw: bool = False):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json"} | ({"X-API-Key": key} if key else {})
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        if raw:
-            return resp.status, data.decode(), dict(resp.getheaders())
-        return resp.status, json.loads(data), dict(resp.getheaders())
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()
 
 
 def _bench():

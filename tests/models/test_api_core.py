@@ -4,16 +4,28 @@ must give exactly the numbers of the DataFrame one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from decimal import Decimal
 
 import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from clearline import config
-from clearline.events import Money
+from clearline.config import ConfigError
+from clearline.events import Money, contains_pan
+from clearline.models.api import (
+    MAX_AMOUNT_MINOR,
+    ApiLimits,
+    DecisionRequest,
+    nests_deeper,
+    request_hash,
+    same_request,
+)
 from clearline.models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
 from clearline.models.api_store import DecisionStore
 from clearline.models.fast_scoring import ArrayScorer, LinearTable, TreeTable
@@ -264,3 +276,76 @@ def test_a_feature_store_that_fails_still_gives_a_decision_by_the_rules(tmp_path
     assert record["decision"] == "approve" and record["model"] is None and record["decided_at"].startswith("2026-11-22")
     assert "online feature store read failed for buyer b1 merchant m1" in caplog.text
     assert service.decide("rs_001", body) == (stored, False)
+
+
+# --------------------------------------------------------------------------- what the API refuses early
+
+
+def _depth(doc) -> int:
+    """The reference: nesting depth by plain recursion (a scalar 0, `[]` 1)."""
+    if isinstance(doc, dict):
+        return 1 + max(map(_depth, doc.values()), default=0)
+    if isinstance(doc, list):
+        return 1 + max(map(_depth, doc), default=0)
+    return 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(deadline=None)
+@given(doc=_json, limit=st.integers(0, 8))
+def test_nests_deeper_agrees_with_the_recursive_depth(doc, limit):
+    assert nests_deeper(doc, limit) == (_depth(doc) > limit)
+
+
+def test_a_number_written_with_a_zero_fraction_is_the_integer_and_any_other_fraction_is_refused():
+    """As JSON Schema reads `integer`; the body's numbers are decimals (the API parses with
+    parse_float=Decimal), so a fraction too small for a float is still a fraction."""
+
+    def body(minor, terms="30") -> dict:
+        text = (
+            '{"order_id": "o1", "buyer_id": "b1", "merchant_id": "m1", '
+            f'"terms_days": {terms}, "amount": {{"minor": {minor}, "currency": "EUR"}}}}'
+        )
+        return json.loads(text, parse_float=Decimal)
+
+    for text in ("1267.0", "1.267e3", "12670e-1", "1267"):
+        got = DecisionRequest.model_validate(body(text, terms="30.0"))
+        assert got.amount.minor == 1267 and type(got.amount.minor) is int and got.terms_days == 30
+    for refused in ("1267.0000000000000001", "1e999999999", '"1267"', "true", "NaN"):
+        with pytest.raises(ValidationError, match="amount.minor"):
+            DecisionRequest.model_validate(body(refused))
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_AMOUNT_MINOR}"):
+        DecisionRequest.model_validate(body(f"{MAX_AMOUNT_MINOR + 1}.0"))
+
+
+def test_a_request_hash_holds_no_card_number_and_a_stored_hex_hash_still_matches():
+    first, other = (
+        DecisionRequest.model_validate(
+            {
+                "order_id": f"o{i}",
+                "buyer_id": "b1",
+                "merchant_id": "m1",
+                "terms_days": 30,
+                "amount": {"minor": 100, "currency": "EUR"},
+            }  # fmt: skip
+        )
+        for i in (1, 2)
+    )
+    digest = request_hash(first)
+    assert len(digest) == 43 and not contains_pan(digest)
+    hexed = hashlib.sha256(json.dumps(first.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    assert same_request(digest, first) and same_request(hexed, first)  # a store written before: hex
+    assert not same_request(digest, other) and not same_request(hexed, other)
+
+
+def test_the_limits_come_from_configs_and_a_missing_one_is_named():
+    limits = ApiLimits.from_config(config.load("serve"))
+    assert limits.max_body_bytes > 1000 and limits.max_json_depth >= 2  # a decision request fits
+    with pytest.raises(ConfigError, match="max_json_depth: 'deep' is not"):
+        ApiLimits.from_config({"limits": {"max_body_bytes": 10, "max_json_depth": "deep"}})
