@@ -153,6 +153,8 @@ def _balances(stmt, stmt_ccy: str, problems: Problems) -> tuple[tuple | None, tu
         if code not in (*OPENING, *CLOSING, INTERIM):
             continue  # availability and information balances: tolerated, not checked
         ccy = _currency(bal, "{*}Amt", stmt_ccy)
+        if stmt_ccy and ccy != stmt_ccy:
+            problems.note(bal.sourceline, f"balance {code} is in {ccy}, the statement's account in {stmt_ccy}")
         found.append(
             (
                 code,

@@ -39,11 +39,11 @@ _BALANCE = re.compile(r"^\s*([CD])(\d{6})([A-Z]{3})\s*([0-9]+(?:[,.][0-9]*)?|[,.
 # :61: value date, optional entry date (MMDD, or blanks), D/C mark (RC/RD reversals), an
 # optional funds code (the currency's third letter), amount, transaction type, customer
 # reference, optional //bank reference. The type is N, S or F and three characters (some
-# banks leave them blank: Sberbank's `S   `). Banks exceed the 16-character references (ASN Bank
+# banks leave them blank, Sberbank's `S   `, or out, Zenith Bank's). Banks exceed the 16-character references (ASN Bank
 # writes an 18-character IBAN): the references are read to the end of the line.
 _LINE = re.compile(
     r"^(?P<value>\d{6})(?P<entry>\d{4}|\s{4})?\s*(?P<mark>RC|RD|C|D)(?P<funds>[A-Z])?"
-    r"(?P<amount>[0-9]+(?:,[0-9]*)?|,[0-9]+)(?P<type>[A-Z][A-Z0-9 ]{3})(?P<ref>.*?)(?://(?P<bank_ref>.*))?$"
+    r"(?P<amount>[0-9]+(?:,[0-9]*)?|,[0-9]+)(?P<type>[A-Z][A-Z0-9 ]{3})?(?P<ref>.*?)(?://(?P<bank_ref>.*))?$"
 )
 
 
@@ -100,7 +100,7 @@ def fields(text: str) -> list[Field]:
     out: list[tuple[str, list[str], int]] = []
     in_message = True
     for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip("\r")
+        line = raw.rstrip("\r").replace("\x1a", "")  # Ctrl-Z: a DOS end-of-file mark (old Rabobank files)
         envelope = _ENVELOPE.match(line)
         if envelope:
             in_message, line = True, line[envelope.end() :]
@@ -198,7 +198,7 @@ def statement_line(f: Field) -> Entry:
         entry.problem = f":61: {exc}"
         return entry
     entry.entry_date = _entry_date(match["entry"], entry.value_date)
-    entry.mark, entry.type_code = match["mark"], match["type"]
+    entry.mark, entry.type_code = match["mark"], match["type"] or ""
     entry.customer_reference = (match["ref"] or "").strip()
     entry.bank_reference = (match["bank_ref"] or "").strip()
     return entry

@@ -92,6 +92,10 @@ def _statement(group: list[Page], out: BankFile) -> None:
         page_open, page_close = page.opening, page.closing
         assert page_open is not None and page_close is not None
         opened, closed = _balance(page_open, out), _balance(page_close, out)
+        if currency_code(page_open.currency) != currency:
+            out.problems.note(
+                page_open.line_no, f"the opening balance is in {page_open.currency}, the closing in {currency}"
+            )
         amounts = [_entry(entry, currency, out) for entry in page.entries]
         name = f"statement {page.reference} {page.number}".strip()
         if n:

@@ -2,7 +2,8 @@
 
 The world's BAI2, camt.053 and MT940 statements read back to exactly the lines written,
 with their control totals equal; public sample statements from other projects' fixtures
-(tests/data/bank_samples, see SOURCES.md) parse, normalise with the right signs, amounts,
+(tests/data/bank_statements, see SOURCES.md; every file's outcome is in
+test_real_bank_statements.py) parse, normalise with the right signs, amounts,
 currencies and counts, and pass their suites.
 """
 
@@ -24,7 +25,7 @@ from clearline.recon.lines import BANK_SCHEMA
 from tests.pipelines.test_bank_files import ACCOUNTS, DAY1, OPENING, bank_line, movement, world_bank_lines
 from tests.recon.test_intake_processor import intake_world  # noqa: F401 (fixture)
 
-SAMPLES = Path(__file__).parent / "data" / "bank_samples"
+SAMPLES = Path(__file__).parents[1] / "data" / "bank_statements"
 
 
 def expected(lines: pl.DataFrame) -> list[tuple]:
