@@ -79,8 +79,10 @@ def test_world_files_reach_the_topic_and_the_store_once(intake_world, kafka_boot
         assert {o.status for o in outcomes} == {"accepted"}, [o.reason for o in outcomes if o.status != "accepted"]
         messages = consume_all(kafka_bootstrap, topic)
         bodies = [json.loads(m.value()) for m in messages]
-        assert len(bodies) == summary["settlement_lines"] + summary["bank_lines"]
-        assert len({(b["file_sha256"], b["line_no"]) for b in bodies}) == len(bodies)
+        statements = [b for b in bodies if b["kind"] == "statement"]  # a bank file's, after its lines
+        assert len(bodies) - len(statements) == summary["settlement_lines"] + summary["bank_lines"]
+        assert len(statements) == len([p for p in files if p.is_relative_to(world / "bank")])  # one per file here
+        assert len({(b["kind"], b["file_sha256"], b["line_no"]) for b in bodies}) == len(bodies)
         assert {b["file_sha256"] for b in bodies} == {o.sha256 for o in outcomes}
         partitions = defaultdict(set)
         for message, body in zip(messages, bodies):
