@@ -5,10 +5,10 @@ statement's items are its statements, each called by (account, statement id, seq
 camt.053 `Stmt/Id` with `ElctrncSeqNb`, MT940 `:20:` with `:28C:`, BAI2 file id and as-of
 date). What an item says is a SHA-256 over its normalised content (every column but the
 file it sat in, its line there and its file's format; a statement's lines as a multiset,
-so their order is no news), so the same content is recognised whatever its bytes, line
-endings, encoding or file name. A bank line whose parser gave no statement id is called
-by its statement's content: a copy is still recognised, a correction is then a new
-statement.
+so their order is no news, with its own balances, dates and count), so the same content
+is recognised whatever its bytes, line endings, encoding or file name. A bank line whose
+parser gave no statement id is called by its statement's content: a copy is still
+recognised, a correction is then a new statement.
 
 Sorting a file against what is held gives three heaps: new items, items held with the
 same content (nothing to do), and items held with other content (a corrected line or
@@ -35,6 +35,7 @@ class Item:
     fingerprint: str
     line_no: int  # where it starts in its file
     rows: tuple[int, ...]  # its rows in the file's `lines`
+    statement: tuple | None = None  # a bank statement's (account, statement id, sequence)
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,23 @@ def items(parsed: ParsedFile) -> list[Item]:
     if parsed.kind == "processor":
         names = lines.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
         return [Item(f"line|{n}", _sha([t]), no, (i,)) for i, (n, t, no) in enumerate(zip(names, texts, line_nos))]
-    statements: dict[tuple, list[int]] = defaultdict(list)
+    rows: dict[tuple, list[int]] = defaultdict(list)
     for i, key in enumerate(lines.select(STATEMENT_KEY).iter_rows()):
-        statements[key].append(i)
+        rows[key].append(i)
+    stated: dict[tuple, list[str]] = defaultdict(list)  # a statement's own figures: balances, dates, count
+    starts: dict[tuple, int] = {}
+    statements = parsed.statements
+    for key, text, no in zip(statements.select(STATEMENT_KEY).iter_rows(), _texts(statements), statements["line_no"]):
+        stated[key].append(text)
+        starts[key] = min(starts.get(key, no), no)
+        rows.setdefault(key, [])  # a statement with no entries is an item too
     found = []
-    for (account, statement_id, sequence), rows in statements.items():
-        said = _sha(sorted(texts[i] for i in rows))
+    for key, own in rows.items():
+        account, statement_id, sequence = key
+        said = _sha(sorted(texts[i] for i in own) + [""] + sorted(stated[key]))
         called = f"statement|{account}|{statement_id}|{sequence or ''}" if statement_id else f"content|{account}|{said}"
-        found.append(Item(called, said, min(line_nos[i] for i in rows), tuple(rows)))
+        start = min((line_nos[i] for i in own), default=starts.get(key, 0))
+        found.append(Item(called, said, start, tuple(own), key))
     return sorted(found, key=lambda item: item.line_no)
 
 
@@ -113,8 +123,7 @@ def only(parsed: ParsedFile, taken: list[Item]) -> ParsedFile:
     rows = sorted(i for item in taken for i in item.rows)
     lines = parsed.lines[rows] if rows else parsed.lines.clear()
     statements = parsed.statements
-    if statements.height and parsed.kind == "bank":
-        statements = statements.join(
-            lines.select(STATEMENT_KEY).unique(), on=STATEMENT_KEY, how="semi", nulls_equal=True
-        )
+    if statements.height:
+        keys = pl.DataFrame([i.statement for i in taken], schema=statements.select(STATEMENT_KEY).schema, orient="row")
+        statements = statements.join(keys, on=STATEMENT_KEY, how="semi", nulls_equal=True)
     return ParsedFile(parsed.path, parsed.format, lines, parsed.controls, parsed.problems, statements)

@@ -28,7 +28,7 @@ from clearline.recon.intake import quarantine as q
 from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.parse import parse_bytes
 from clearline.recon.intake.publish import publish
-from clearline.recon.intake.registry import Registry
+from clearline.recon.intake.registry import FILE_NAME, Registry
 from clearline.recon.intake.store import write_lines
 from clearline.recon.intake.suites import validate_many
 
@@ -71,7 +71,7 @@ class IntakeSettings:
 
     @property
     def registry_path(self) -> Path:
-        return self.state_dir / "intake.sqlite"
+        return self.state_dir / FILE_NAME
 
 
 @dataclass(frozen=True)

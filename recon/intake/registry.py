@@ -18,7 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+
 from clearline.recon.intake.identity import Held, Item
+
+FILE_NAME = "intake.sqlite"  # in the intake's state folder, which is the recon state folder
+# What finance sees of a refused file: its name and format, why, where it is kept (its
+# validation report beside it), how many lines it held and when it came.
+QUARANTINED_SCHEMA = {
+    "name": pl.String(),
+    "format": pl.String(),
+    "reason": pl.String(),
+    "lines": pl.Int64(),
+    "kept_as": pl.String(),
+    "recorded_at": pl.String(),
+    "sha256": pl.String(),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -107,13 +122,21 @@ class Registry:
                 found.setdefault(identity, []).append(Held(fingerprint, name, line_no))
         return found
 
-    def quarantined(self) -> list[Seen]:
-        """Every file refused, oldest first: what finance must see did not come in."""
+    def quarantined(self) -> pl.DataFrame:
+        """Every file refused, oldest first (`QUARANTINED_SCHEMA`)."""
         with self._connect() as db:
-            return [
-                Seen(*row)
-                for row in db.execute("SELECT * FROM files WHERE outcome = 'quarantined' ORDER BY recorded_at, name")
-            ]
+            rows = db.execute(
+                "SELECT name, format, reason, lines, report, recorded_at, sha256 FROM files"
+                " WHERE outcome = 'quarantined' ORDER BY recorded_at, name"
+            ).fetchall()
+        return pl.DataFrame(rows, schema=QUARANTINED_SCHEMA, orient="row")
+
+
+def quarantined_files(state_dir: Path) -> pl.DataFrame:
+    """Every file intake refused in `state_dir`, oldest first: what finance must see did
+    not come in. No rows (and no registry made) where intake never ran."""
+    path = Path(state_dir) / FILE_NAME
+    return Registry(path).quarantined() if path.is_file() else pl.DataFrame(schema=QUARANTINED_SCHEMA)
 
     def all(self) -> list[Seen]:
         with self._connect() as db:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from clearline.recon.lines import STATEMENT_SCHEMA
 from clearline.recon.matching.rules import evidence, first_per
 from clearline.recon.matching.variance import RAW_SCHEMA, money_text
 
@@ -102,20 +103,26 @@ def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, 
     return firsts, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
 
 
-def _entries(count: str, total: str, currency: str) -> pl.Expr:
+def _entries(prefix: str = "") -> pl.Expr:
+    """'3 entries, net 12.00 EUR, closing 80.00 EUR' of a statement version."""
+    col = lambda name: pl.col(f"{name}{prefix}")  # noqa: E731
+    closing = pl.concat_str(pl.lit(", closing "), money_text(col("closing"), col("currency")))
     return pl.concat_str(
-        pl.col(count).cast(pl.String), pl.lit(" entries, net "), money_text(pl.col(total), pl.col(currency))
+        col("entries").cast(pl.String),
+        pl.lit(" entries, net "),
+        money_text(col("total"), col("currency")),
+        closing.fill_null(""),
     )
 
 
-def statement_copies(bank: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(the bank lines of each statement's first version and every line with no
-    statement id, raw `corrected_statement` variances)."""
-    known = bank.filter(pl.col("statement_id").fill_null("") != "")
-    if known.is_empty():
-        return bank, pl.DataFrame(schema=RAW_SCHEMA)
-    versions = (
-        known.group_by(*STATEMENT_KEY, "source_file")
+def _versions(bank: pl.DataFrame, statements: pl.DataFrame) -> pl.DataFrame:
+    """One row per statement identity and file: what its lines and its own figures say
+    (sorted hashes), its entries, their net, its closing balance, where it starts, ranked
+    by file and line within its identity."""
+    named = pl.col("statement_id").fill_null("") != ""
+    lines = (
+        bank.filter(named)
+        .group_by(*STATEMENT_KEY, "source_file")
         .agg(
             line_no=pl.col("line_no").min(),
             booked=pl.col("booking_date").min(),
@@ -124,16 +131,45 @@ def statement_copies(bank: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             currency=pl.col("amount_currency").min(),
             said=pl.struct(content_columns(bank.columns)).hash().sort(),
         )
+    )
+    own = (
+        statements.filter(named)
+        .group_by(*STATEMENT_KEY, "source_file")
+        .agg(
+            stmt_line=pl.col("line_no").min(),
+            day=pl.coalesce("opening_date", "closing_date").min(),
+            closing=pl.col("closing_minor").first(),
+            closing_currency=pl.col("closing_currency").first(),
+            stated=pl.struct(content_columns(statements.columns)).hash().sort(),
+        )
+    )
+    empty = pl.lit([], pl.List(pl.UInt64))
+    return (
+        lines.join(own, on=[*STATEMENT_KEY, "source_file"], how="full", coalesce=True, nulls_equal=True)
+        .with_columns(
+            line_no=pl.min_horizontal("line_no", "stmt_line"),
+            booked=pl.coalesce("booked", "day"),
+            entries=pl.col("entries").fill_null(0),
+            total=pl.col("total").fill_null(0),
+            currency=pl.coalesce("currency", "closing_currency"),
+            said=pl.col("said").fill_null(empty),
+            stated=pl.col("stated").fill_null(empty),
+        )
         .sort(*STATEMENT_KEY, "source_file", "line_no", nulls_last=True)
         .with_columns(rank=pl.int_range(pl.len()).over(STATEMENT_KEY))
     )
-    if versions["rank"].max() == 0:
-        return bank, pl.DataFrame(schema=RAW_SCHEMA)
+
+
+def statement_copies(bank: pl.DataFrame, statements: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(the bank lines and statements of each statement's first version, with every
+    line that has no statement id; raw `corrected_statement` variances)."""
+    versions = _versions(bank, statements)
+    if versions.is_empty() or versions["rank"].max() == 0:
+        return bank, statements, pl.DataFrame(schema=RAW_SCHEMA)
     first = versions.filter(pl.col("rank") == 0)
     later = versions.filter(pl.col("rank") > 0).join(first, on=STATEMENT_KEY, suffix="_first", nulls_equal=True)
-    changed = later.filter(pl.col("said") != pl.col("said_first")).unique(
-        subset=[*STATEMENT_KEY, "said"], keep="first", maintain_order=True
-    )
+    changed = later.filter((pl.col("said") != pl.col("said_first")) | (pl.col("stated") != pl.col("stated_first")))
+    changed = changed.unique(subset=[*STATEMENT_KEY, "said", "stated"], keep="first", maintain_order=True)
     only = lambda a, b: pl.col(a).list.set_difference(b).list.len().cast(pl.String)  # noqa: E731
     raw = changed.select(
         category=pl.lit("corrected_statement"),
@@ -146,10 +182,10 @@ def statement_copies(bank: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         amount_minor=(pl.col("total") - pl.col("total_first")).abs(),
         currency="currency_first",
         field=pl.lit("entries"),
-        expected=_entries("entries_first", "total_first", "currency_first"),
+        expected=_entries("_first"),
         actual=pl.concat_str(
-            _entries("entries", "total", "currency"),
-            pl.lit(" ("),
+            _entries(),
+            pl.lit(" (entries: "),
             only("said", "said_first"),
             pl.lit(" changed or added, "),
             only("said_first", "said"),
@@ -160,14 +196,19 @@ def statement_copies(bank: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         evidence=pl.concat_list(evidence("source_file_first", "line_no_first"), evidence()),
         key=pl.concat_str("account", "statement_id", pl.col("sequence").fill_null(""), "source_file", separator="|"),
     )
-    kept = bank.join(
-        later.select(*STATEMENT_KEY, "source_file"), on=[*STATEMENT_KEY, "source_file"], how="anti", nulls_equal=True
+    dropped = later.select(*STATEMENT_KEY, "source_file")
+    kept_lines, kept_statements = (
+        frame.join(dropped, on=[*STATEMENT_KEY, "source_file"], how="anti", nulls_equal=True)
+        for frame in (bank, statements)
     )
-    return kept, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+    return kept_lines, kept_statements, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
 
 
 def sort_out(inputs: Inputs) -> tuple[Inputs, pl.DataFrame]:
     """(the inputs with every copy taken out, raw variances of the copies that differ)."""
     lines, corrected_lines = processor_copies(inputs.settlement_lines)
-    bank, corrected_statements = statement_copies(inputs.bank_lines.lazy().collect())
-    return replace(inputs, settlement_lines=lines, bank_lines=bank), pl.concat([corrected_lines, corrected_statements])
+    bank, statements, corrected_statements = statement_copies(
+        inputs.bank_lines.lazy().collect(), inputs.statements.lazy().collect().cast(STATEMENT_SCHEMA)
+    )
+    taken = replace(inputs, settlement_lines=lines, bank_lines=bank, statements=statements)
+    return taken, pl.concat([corrected_lines, corrected_statements])

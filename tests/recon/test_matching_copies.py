@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from clearline.currency import minor_to_decimal
 from clearline.events import Money
-from clearline.recon.lines import BankLine, SettlementLine, frame
+from clearline.recon.lines import BankLine, SettlementLine, Statement, frame
 from clearline.recon.matching import expectations as ex
 from clearline.recon.matching.bank import payout_batches
 from clearline.recon.matching.continuous import Continuous
@@ -24,9 +24,9 @@ from clearline.recon.matching.variance import records
 from tests.recon.test_matching_rules import DAY0, LATER, TOL, Book, bank_line, books
 
 
-def run(book: Book, lines: list[SettlementLine], bank: list[BankLine], movements=None, shuffle=None):
-    """The book's expectations against `lines` and `bank` as given (the book's own bank
-    is what the processors paid: each line once)."""
+def run(book: Book, lines: list[SettlementLine], bank: list[BankLine], movements=None, shuffle=None, statements=()):
+    """The book's expectations against `lines` and `bank` (and `statements`) as given (the
+    book's own bank is what the processors paid: each line once)."""
     exp, moves = list(book.expected), list(movements or book.movements)
     lines, bank = list(lines), list(bank)
     if shuffle:
@@ -34,7 +34,14 @@ def run(book: Book, lines: list[SettlementLine], bank: list[BankLine], movements
             shuffle.shuffle(seq)
     settle_frame, _ = ex.frames(exp)
     _, move_frame = ex.frames(moves)
-    return reconcile(Inputs(settle_frame, move_frame, frame(lines, SettlementLine), frame(bank, BankLine)), TOL, LATER)
+    inputs = Inputs(
+        settle_frame,
+        move_frame,
+        frame(lines, SettlementLine),
+        frame(bank, BankLine),
+        frame(list(statements), Statement),
+    )
+    return reconcile(inputs, TOL, LATER)
 
 
 def resent(line: SettlementLine, **changes) -> SettlementLine:
@@ -173,8 +180,23 @@ def test_a_corrected_statement_is_one_variance_and_its_first_version_counts():
     assert v.category == "corrected_statement" and v.reference == f"{payout.account} statement S9/1"
     assert v.field == "entries" and v.amount == Money(7_000, "USD")
     assert v.expected == "1 entries, net -70.00 USD"
-    assert v.actual.startswith("2 entries, net -140.00 USD (1 changed or added, 0 changed or gone)")
+    assert v.actual.startswith("2 entries, net -140.00 USD (entries: 1 changed or added, 0 changed or gone)")
     assert v.evidence == (f"stmt_a.xml:{payout.line_no}", f"stmt_b.xml:{payout.line_no}")
+
+
+def test_a_statement_reissued_with_other_balances_is_one_variance_naming_them():
+    book, movements, payout = merchant_payout_book()
+    day = payout.booking_date
+    stated = Statement(
+        "bai2", payout.account, "S9", "1", Money(100_000, "USD"), day, Money(93_000, "USD"), day, 1, "a", 1
+    )
+    versions = [stated, replace(stated, closing=Money(93_100, "USD"), source_file="b")]
+    bank = book.bank() + statement([payout], "S9", "a") + statement([payout], "S9", "b")
+    (v,) = records(run(book, book.lines, bank, movements, statements=versions).variances)
+    assert v.category == "corrected_statement" and v.amount == Money(0, "USD")
+    assert v.expected == "1 entries, net -70.00 USD, closing 930.00 USD"
+    assert v.actual == "1 entries, net -70.00 USD, closing 931.00 USD (entries: 0 changed or added, 0 changed or gone)"
+    assert v.evidence == ("a:1", "b:1")
 
 
 def test_identical_lines_inside_one_statement_are_two_payments():
