@@ -198,6 +198,7 @@ _ADYEN_TYPE = {
     "fee": "Fee",
     "balance_transfer": "Balancetransfer",
     "payout": "MerchantPayout",
+    "unclassified": "ReserveHold",  # the world's "new" record types, which intake does not know
 }
 _STRIPE_CATEGORY = {
     "charge": "charge",
@@ -206,6 +207,7 @@ _STRIPE_CATEGORY = {
     "chargeback_reversal": "dispute_reversal",
     "fee": "fee",
     "payout": "payout",
+    "unclassified": "anticipation_repayment",
 }
 _STRIPE_DESCRIPTION = {
     "charge": "Payment {ref}",
@@ -214,6 +216,7 @@ _STRIPE_DESCRIPTION = {
     "chargeback_reversal": "Chargeback reversal for {ref}",
     "fee": "Stripe fee for {ref}",
     "payout": "STRIPE PAYOUT",
+    "unclassified": "Repayment {ref}",
 }
 _CHECKOUT_ACTION = {
     "charge": ("Capture", "Capture"),
@@ -222,6 +225,7 @@ _CHECKOUT_ACTION = {
     "chargeback_reversal": ("Chargeback", "Chargeback (CBRV)"),
     "payout": ("Payout", "Payout"),
     "fee": ("Adjustment", None),
+    "unclassified": ("Rolling Reserve Hold", "Rolling Reserve Hold"),
 }
 _CHECKOUT_FEE_BREAKDOWN = "Acquirer Fee"
 _PAYMENT_TYPES = {"charge", "refund", "chargeback", "chargeback_reversal"}

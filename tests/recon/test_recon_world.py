@@ -5,6 +5,7 @@ whole run gives for that range."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import polars as pl
@@ -50,8 +51,11 @@ def test_every_variance_carries_its_amount_text_and_evidence(small_run):
     assert line_level["merchant_id"].str.starts_with("m_").all()
     assert (line_level["evidence"].list.len() + line_level["ledger_event_ids"].list.len() >= 1).all()
     evidence = variances["evidence"].explode(empty_as_null=False).drop_nulls()
-    # a file and line, or (a balance mismatch's) an open variance that explains it
-    assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$|^var_[0-9a-f]{20}$").all()
+    # a file and line, (a balance mismatch's) an open variance that explains it, or (an
+    # unclassified processor line's) the raw row, JSON as the report gives it
+    assert evidence.str.contains(r"\.(csv|bai|xml|sta):\d+$|^var_[0-9a-f]{20}$|^[\[{].*[\]}]$").all()
+    raw = variances.filter(pl.col("category") == "unclassified_processor_line")["evidence"].list.get(1)
+    assert not raw.is_empty() and all(json.loads(r) for r in raw)
     explained = variances.filter(pl.col("category") == "bank_balance_mismatch")["evidence"].explode()
     assert set(explained.filter(explained.str.starts_with("var_"))) <= set(variances["variance_id"])
     fee = variances.filter(pl.col("category") == "fee_mismatch").row(0, named=True)
