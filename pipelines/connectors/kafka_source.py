@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -110,11 +111,23 @@ def consumer_config(bootstrap: str, once: bool) -> dict:
     }
 
 
-def topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    try:
-        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
-    except KafkaException as exc:
-        raise RuntimeError(f"no Kafka broker answers at {bootstrap}: {exc.args[0].str()}") from None
+# A flow (re)started while its broker restarts waits for it rather than exit: a broker
+# restart takes 10 to 40 s on a small machine. Past this, it is an outage, said as such.
+BROKER_WAIT_S = 180.0
+
+
+def topic_partitions(bootstrap: str, topic: str, wait_s: float = BROKER_WAIT_S) -> list[int]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=5)
+            break
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"no Kafka broker answers at {bootstrap} (waited {wait_s:g} s): {exc.args[0].str()}"
+                ) from None
+            log.warning("no Kafka broker answers at %s yet (%s); waiting for it", bootstrap, exc.args[0].str())
     found = meta.topics.get(topic)
     if found is None or found.error is not None:
         raise RuntimeError(f"topic {topic!r} not found on {bootstrap}: run `clearline kafka up`")

@@ -180,7 +180,8 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
     """Three slices of one world: A before the flow starts; B produced live (rate-limited)
     while the broker is stopped and started under the flow, so the flow has to fetch from
     the restarted broker (its consumers prefetch all of A within a second or two, so A
-    alone would barely touch the broker after the stop); C once the broker is back."""
+    alone would barely touch the broker after the stop); C once the broker is back. During
+    the outage the flow is also killed and restarted: it must wait for the broker."""
     t0 = time.monotonic()
     bootstrap, configs = private_broker["bootstrap"], private_broker["configs"]
     env = child_env(configs)
@@ -216,6 +217,12 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
             assert at_stop < sizes[0] + sizes[1], "the flow had everything before the stop; the test proves nothing"
             time.sleep(5)
             assert flow.alive(), f"the flow died while the broker was down\n{flow.tail()}"
+            # a flow (re)started while its broker is down waits for it rather than exit
+            assert flow.kill() == -9
+            flow.start()
+            wait_until(
+                lambda: "waiting for it" in flow.stderr(), 120, "the restarted flow waiting for the broker", [flow]
+            )
             t = time.monotonic()
             broker.up()
             print(
