@@ -344,3 +344,26 @@ def test_the_raw_row_survives_the_store_and_the_message(tmp_path) -> None:
 _ONE_ADYEN_ROW = (
     "Co,Shop,P1,O1,visa,2026-03-02 10:00:00,UTC,Settled,M1,EUR,,1.00,1,EUR,,0.90,0.10,,,,visacredit,,7,r4,,,,,,\n"
 )
+
+
+def test_adyen_rows_that_share_a_modification_reference_are_lines_of_their_own(tmp_path) -> None:
+    """Real reports reuse one Modification Reference for different movements (a payment's
+    Settled and Refunded rows, every Balancetransfer row): each stays a line with an id of
+    its own, while a row written twice is still one line twice, which the suite refuses."""
+    rows = [
+        "Co,Shop,,,,2026-03-02 01:00:00,UTC,Balancetransfer,Balancetransfer,,,,,EUR,,30.00,,,,,,"
+        "Balancetransfer from batch 41,42,,,,,,,",
+        "Co,Shop,PSP9,ORD-9,ideal,2026-03-02 09:00:00,UTC,Settled,PSP9,EUR,,20.00,1,EUR,,19.70,0.30,,,,ideal,ORD-9,42"
+        ",,,,,,,",
+        "Co,Shop,PSP9,ORD-9,ideal,2026-03-02 10:00:00,UTC,Refunded,PSP9,EUR,20.00,,1,EUR,20.00,,,,,,ideal,ORD-9,42"
+        ",,,,,,,",
+        "Co,Shop,,,,2026-03-03 01:00:00,UTC,Balancetransfer,Balancetransfer,,,,,EUR,29.70,,,,,,,"
+        "Balancetransfer to batch 43,42,,,,,,,",
+    ]
+    good = parsed(tmp_path, "b42.csv", "\n".join([ADYEN_EXPORT_HEADER, *rows]))
+    assert good.lines["line_id"].is_unique().all() and good.lines.height == 4
+    assert good.lines["net_minor"].sum() == 0  # held whole and carried on: nothing paid out
+    assert validate_many([good])[0].passed
+    twice = parsed(tmp_path, "b42-twice.csv", "\n".join([ADYEN_EXPORT_HEADER, *rows, rows[1]]))
+    [verdict] = validate_many([twice])
+    assert any("appears twice" in failure.rule for failure in verdict.failures)
