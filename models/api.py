@@ -412,6 +412,9 @@ _ERRORS = {
     403: {"model": Problem, "description": "another tenant's merchant or decision"},
     422: {"model": Problem, "description": "a bad request, naming each bad field and why"},
 }
+# Numbers with a fraction or exponent are read as decimals (see `_whole`); one decoder,
+# made once (json.loads with parse_float builds one per call).
+_DECODER = json.JSONDecoder(parse_float=Decimal)
 _JSON_MEDIA = re.compile(r"application/(?:[^;]*\+)?json", re.IGNORECASE)
 
 
@@ -597,7 +600,7 @@ def create_app(service: DecisionService, limits: ApiLimits | None = None) -> Fas
         data: Any = raw
         if raw and _JSON_MEDIA.fullmatch((content_type or "").split(";")[0].strip()):
             try:
-                data = json.loads(raw, parse_float=Decimal)
+                data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads
             except RecursionError:
                 return invalid(too_deep)
             except ValueError as exc:
