@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearline.pipelines.world.bank_files import write_bank_statements
+from clearline.recon.intake.camt053 import xml_date
 from clearline.recon.intake.parse import parse_file
 from clearline.recon.intake.suites import validate_many
 from clearline.recon.lines import BANK_SCHEMA
@@ -552,3 +553,139 @@ def test_bai2_broken_totals_are_named_with_both_figures(tmp_path, line, broken, 
     failure = next(f for f in verdict.failures if "control total" in f.rule)
     named = {row["control"]: (row["declared"], row["computed"]) for row in failure.rows}
     assert named[next(c for c in named if c.startswith(control))] == (declared, computed)
+
+
+# --- camt.053 as banks send it -----------------------------------------------------------------
+
+
+def camt_balance(code: str, amount: str, day: str, dc: str = "CRDT") -> str:
+    return (
+        f"<Bal><Tp><CdOrPrtry><Cd>{code}</Cd></CdOrPrtry></Tp><Amt Ccy='EUR'>{amount}</Amt>"
+        f"<CdtDbtInd>{dc}</CdtDbtInd><Dt>{day}</Dt></Bal>"
+    )
+
+
+def camt_entry(amount: str, dc: str, body: str = "", status: str = "<Sts><Cd>BOOK</Cd></Sts>") -> str:
+    return (
+        f"<Ntry><Amt Ccy='EUR'>{amount}</Amt><CdtDbtInd>{dc}</CdtDbtInd>{status}"
+        "<BookgDt><Dt>2017-04-01+02:00</Dt></BookgDt><ValDt><DtTm>2017-04-01T10:15:00+02:00</DtTm></ValDt>"
+        f"{body}</Ntry>"
+    )
+
+
+def camt_tx(amount: str, end_to_end: str, text: str) -> str:
+    return (
+        f"<TxDtls><Refs><EndToEndId>{end_to_end}</EndToEndId></Refs><Amt Ccy='EUR'>{amount}</Amt>"
+        f"<CdtDbtInd>CRDT</CdtDbtInd><RmtInf><Ustrd>{text}</Ustrd></RmtInf></TxDtls>"
+    )
+
+
+def camt_document(batch: tuple[str, str] = ("100.00", "50.00")) -> str:
+    """Two statements as a Raiffeisen-style bank writes them: dates with a time-zone offset,
+    a DtTm value date, an ISO-8859-1 declaration, a batch credit of two payments, a reversal,
+    a pending entry, an entry with charges, and every kind of balance."""
+    first = "".join(
+        [
+            "<Stmt><Id>S1</Id><ElctrncSeqNb>7</ElctrncSeqNb>",
+            "<Acct><Id><IBAN>AT611904300234573201</IBAN></Id><Ccy>EUR</Ccy></Acct>",
+            camt_balance("PRCD", "1000.00", "<Dt>2017-03-31+02:00</Dt>"),
+            camt_balance("CLBD", "1127.50", "<Dt>2017-04-01+02:00</Dt>"),
+            camt_balance("CLAV", "1100.00", "<Dt>2017-04-01+02:00</Dt>"),
+            camt_balance("FWAV", "1090.00", "<Dt>2017-04-03+02:00</Dt>"),
+            camt_balance("ITAV", "5.00", "<DtTm>2017-04-01T12:00:00Z</DtTm>"),
+            camt_balance("INFO", "1.00", "<Dt>2017-04-01</Dt>", "DBIT"),
+            camt_entry(
+                "150.00",
+                "CRDT",
+                "<AcctSvcrRef>B1</AcctSvcrRef><NtryDtls><Btch><NbOfTxs>2</NbOfTxs></Btch>"
+                + camt_tx(batch[0], "po_1", "Auszahlung März")
+                + camt_tx(batch[1], "po_2", "Auszahlung April")
+                + "</NtryDtls>",
+            ),
+            camt_entry("20.00", "DBIT", "<RvslInd>true</RvslInd><AcctSvcrRef>B2</AcctSvcrRef>"),
+            camt_entry("5.00", "CRDT", "<AcctSvcrRef>B3</AcctSvcrRef>", status="<Sts><Cd>PDNG</Cd></Sts>"),
+            camt_entry(
+                "2.50",
+                "DBIT",
+                "<AcctSvcrRef>B4</AcctSvcrRef><Chrgs><TtlChrgsAndTaxAmt Ccy='EUR'>2.50</TtlChrgsAndTaxAmt></Chrgs>"
+                "<AddtlNtryInf>Kontoführung</AddtlNtryInf>",
+            ),
+            "</Stmt>",
+        ]
+    )
+    second = "".join(
+        [
+            "<Stmt><Id>S2</Id><LglSeqNb>8</LglSeqNb>",
+            "<Acct><Id><IBAN>AT611904300234573201</IBAN></Id><Ccy>EUR</Ccy></Acct>",
+            camt_balance("ITBD", "1127.50", "<Dt>2017-04-02+02:00</Dt>"),
+            camt_balance("CLBD", "1137.50", "<Dt>2017-04-02+02:00</Dt>"),
+            camt_entry("10.00", "CRDT", "<AcctSvcrRef>B5</AcctSvcrRef>"),
+            "</Stmt>",
+        ]
+    )
+    return (
+        "<?xml version='1.0' encoding='ISO-8859-1'?>\n"
+        "<Document xmlns='urn:iso:std:iso:20022:tech:xsd:camt.053.001.08'><BkToCstmrStmt>"
+        "<GrpHdr><MsgId>M1</MsgId><CreDtTm>2017-04-02T06:00:00+02:00</CreDtTm></GrpHdr>"
+        f"{first}\n{second}</BkToCstmrStmt></Document>\n"
+    )
+
+
+def test_camt053_as_a_bank_sends_it(tmp_path) -> None:
+    path = tmp_path / "raiffeisen.xml"
+    path.write_bytes(camt_document().encode("latin-1"))
+    parsed = parse_file(path)
+    assert parsed.problems.height == 0, parsed.problems
+    rows = parsed.lines.select("bank_ref", "reference", "text", "amount_minor", "statement_id").rows()
+    assert rows == [
+        ("B1", "po_1", "Auszahlung März", 10_000, "S1"),  # the batch credit, one line per payment
+        ("B1", "po_2", "Auszahlung April", 5_000, "S1"),
+        ("B2", None, None, -2_000, "S1"),  # a reversal, signed by its CdtDbtInd
+        ("B4", None, "Kontoführung", -250, "S1"),  # the pending B3 is no line
+        ("B5", None, None, 1_000, "S2"),
+    ]
+    assert (
+        {str(d) for d in parsed.lines["booking_date"]} == {str(d) for d in parsed.lines["value_date"]} == {"2017-04-01"}
+    )
+    statements = parsed.statements.select(
+        "statement_id", "sequence", "opening_minor", "opening_date", "closing_minor", "closing_date", "entries"
+    ).rows()
+    assert [(s[0], s[1], s[2], str(s[3]), s[4], str(s[5]), s[6]) for s in statements] == [
+        ("S1", "7", 100_000, "2017-03-31", 112_750, "2017-04-01", 4),
+        ("S2", "8", 112_750, "2017-04-02", 113_750, "2017-04-02", 1),
+    ]
+    controls = dict(zip(parsed.controls["control"], zip(parsed.controls["declared"], parsed.controls["computed"])))
+    assert controls["Ntry B1 amount = sum of its TxDtls"] == (15_000, 15_000)
+    assert controls["Ntry B1 Btch/NbOfTxs = number of its TxDtls"] == (2, 2)
+    assert all(declared == computed for declared, computed in controls.values())
+    (verdict,) = validate_many([parsed])
+    assert verdict.passed, verdict.failures
+
+
+def test_camt053_batch_that_does_not_add_up_is_named(tmp_path) -> None:
+    path = tmp_path / "batch.xml"
+    path.write_bytes(camt_document(batch=("100.00", "40.00")).encode("latin-1"))
+    (verdict,) = validate_many([parse_file(path)])
+    failure = next(f for f in verdict.failures if "control total" in f.rule)
+    named = {row["control"]: (row["declared"], row["computed"]) for row in failure.rows}
+    assert named["Ntry B1 amount = sum of its TxDtls"] == (15_000, 14_000)
+
+
+@pytest.mark.parametrize(
+    ("value", "day"),
+    [
+        ("2017-04-01", "2017-04-01"),
+        ("2017-04-01+02:00", "2017-04-01"),
+        ("2017-04-01-05:00", "2017-04-01"),
+        ("2017-04-01Z", "2017-04-01"),
+        ("2017-04-01T23:30:00+02:00", "2017-04-01"),
+        ("2017-04-01T23:30:00.123Z", "2017-04-01"),
+        ("2017-04-01T23:30:00", "2017-04-01"),
+        ("2017-02-30", None),
+        ("01.04.2017", None),
+        ("2017-04-01+2:00", None),
+    ],
+)
+def test_camt053_dates_are_xml_schema_dates_as_the_bank_wrote_them(value, day) -> None:
+    found = xml_date(value)
+    assert (None if found is None else found.isoformat()) == day
