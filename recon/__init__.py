@@ -28,6 +28,7 @@ __getattr__, __all__ = surface(
         "IntakeSettings": "intake.ingest",
         "ParseError": "intake.model",
         "parse_file": "intake.parse",
+        "quarantined_files": "intake.registry",
         "read_lines": "intake.store",
         "read_statements": "intake.store",
         "watch": "intake.watch",

@@ -224,7 +224,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         return
     import duckdb
 
-    from clearline.recon import VarianceStore
+    from clearline.recon import VarianceStore, quarantined_files
 
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
@@ -246,6 +246,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         "to": end and end.isoformat(),
         **_summary(variances),
         "pending": result.pending.height,
+        "quarantined_files": quarantined_files(state_dir).height,  # refused by intake: not reconciled at all
         **stored,
     }
     if as_json:
@@ -463,20 +464,33 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
 @click.pass_context
 @friendly
 def list_(ctx, status, category, state_dir, as_json):
-    """The stored variances with their status, oldest break first."""
+    """The stored variances with their status, oldest break first, and every file intake
+    quarantined with its reason (nothing in those is reconciled until a good copy comes)."""
     import polars as pl
 
-    from clearline.recon import read_variances
+    from clearline.pipelines.cli.report import show_quarantined
+    from clearline.recon import quarantined_files, read_variances
 
-    rows = read_variances(_store_path(ctx, state_dir).parent, status)  # the flow's snapshot while it runs
+    folder = _store_path(ctx, state_dir).parent
+    rows = read_variances(folder, status)  # the flow's snapshot while it runs
     if rows is None:
         raise ReconInputError(
             f"no variance store at {_store_path(ctx, state_dir)}: run `clearline recon` or `clearline recon run` first"
         )
     if category:
         rows = rows.filter(pl.col("category") == category)
+    refused = quarantined_files(folder)
     if as_json:
-        emit(True, {"variances": rows.height, "items": rows.to_dicts()}, None)
+        emit(
+            True,
+            {
+                "variances": rows.height,
+                "items": rows.to_dicts(),
+                "quarantined_files": refused.height,
+                "quarantined": refused.to_dicts(),
+            },
+            None,
+        )
         return
     shown = rows.select(
         "variance_id",
@@ -490,3 +504,4 @@ def list_(ctx, status, category, state_dir, as_json):
         difference=pl.concat_str("field", pl.lit(": "), "expected", pl.lit(" vs "), "actual"),
     )
     emit(False, {}, frame_table(f"{rows.height} variance(s)" + (f", {status}" if status else ""), shown))
+    show_quarantined(refused)

@@ -3,8 +3,8 @@
     clearline report variances [--from D1] [--to D2] --out DIR [--state-dir DIR]
 
 Reads the variance store the reconciliation run writes and leaves `variances.html`
-(totals, ageing, SLA tiers, trend, every variance with its evidence) beside CSV and XLSX
-exports of every open variance.
+(totals, ageing, SLA tiers, trend, every variance with its evidence, and every file
+intake quarantined with its reason) beside CSV and XLSX exports of every open variance.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from clearline.pipelines.cli.options import (
     friendly,
     json_option,
     kv_table,
+    out,
     recon_state_dir,
     recon_state_option,
     user_errors,
@@ -29,6 +30,20 @@ user_errors("clearline.recon.report.summary:ReportConfigError", "clearline.pipel
 
 class NoVariances(LookupError):
     """There is no variance store to report on."""
+
+
+def show_quarantined(refused) -> None:
+    """The files intake refused, one whole line each with its reason and where it is kept
+    (a table would fold a long reason or path into pieces); nothing when none."""
+    if refused.height:
+        out.print(f"\n{refused.height} file(s) quarantined, not taken in:", highlight=False)
+        for f in refused.iter_rows(named=True):
+            out.print(
+                f"  {f['name']} ({f['format'] or 'unknown format'}, received {f['recorded_at']}): {f['reason']}"
+                f"; kept as {f['kept_as']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @click.group()
@@ -60,7 +75,7 @@ def report() -> None:
 def variances(start, end, out_dir, state_dir, as_json):
     """Write the variance report (HTML) and exports of open variances (CSV, XLSX)."""
     from clearline import config
-    from clearline.recon import ReportRules, read_variances
+    from clearline.recon import ReportRules, quarantined_files, read_variances
     from clearline.recon import build_report as build
     from clearline.recon import write_report as write
 
@@ -70,7 +85,9 @@ def variances(start, end, out_dir, state_dir, as_json):
         raise NoVariances(f"no variance store at {state_dir / 'variances.duckdb'}: run `clearline recon` first")
     first = start.date() if start else (stored["since"].min() or date.today())
     last = end.date() if end else (stored["since"].max() or date.today())
-    result = build(stored, ReportRules.from_config(config.load("reports")), first, last, datetime.now(timezone.utc))
+    refused = quarantined_files(state_dir)
+    rules = ReportRules.from_config(config.load("reports"))
+    result = build(stored, rules, first, last, datetime.now(timezone.utc), refused)
     paths = write(result, out_dir)
     summary = {
         "from": first,
@@ -81,6 +98,11 @@ def variances(start, end, out_dir, state_dir, as_json):
             r["category"]: r["len"]
             for r in result.variances.group_by("category").len().sort("category").iter_rows(named=True)
         },
+        "quarantined_files": refused.height,
         **{k: str(v) for k, v in paths.items()},
     }
-    emit(as_json, summary, kv_table("variance report", summary))
+    if as_json:
+        emit(True, {**summary, "quarantined": refused.to_dicts()}, None)
+        return
+    emit(False, summary, kv_table("variance report", summary))
+    show_quarantined(refused)

@@ -4,7 +4,9 @@ A finance team works a variance list by urgency, so each variance gets an ageing
 and an SLA tier (how much is at stake and how long it has been open decide how soon it is
 due), and the period is summed up by category, processor, currency and merchant. Money
 is summed per currency and never converted: a total of EUR and GBP together would be a
-number nobody can book.
+number nobody can book. Files intake refused are listed beside the variances with their
+reasons, whatever the period: a refused file is money nobody has reconciled, and must
+never be out of sight.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import date, datetime
 import polars as pl
 
 from clearline.currency import EXPONENT
+from clearline.recon.intake.registry import QUARANTINED_SCHEMA
 
 UNKNOWN = "—"  # shown where a variance has no processor or merchant (a stray bank line)
 # Past this many days a period's trend is counted per week: a bar a day would be a pixel
@@ -133,6 +136,7 @@ class VarianceReport:
     trend_bucket: str  # "day" or "week" (weeks from Monday), see `trend_bucket`
     buckets: tuple[str, ...]
     tiers: tuple[str, ...]
+    quarantined: pl.DataFrame  # files intake refused (`intake.registry.QUARANTINED_SCHEMA`), oldest first
 
 
 def trend_bucket(period_from: date, period_to: date) -> str:
@@ -147,9 +151,15 @@ def trend_counts(frame: pl.DataFrame, bucket: str) -> pl.DataFrame:
 
 
 def build(
-    variances: pl.DataFrame, rules: ReportRules, period_from: date, period_to: date, generated_at: datetime
+    variances: pl.DataFrame,
+    rules: ReportRules,
+    period_from: date,
+    period_to: date,
+    generated_at: datetime,
+    quarantined: pl.DataFrame | None = None,
 ) -> VarianceReport:
-    """The report over variances counted from a day in [period_from, period_to]."""
+    """The report over variances counted from a day in [period_from, period_to], with
+    every file intake refused (`quarantined`; None where there is no intake registry)."""
     frame = classify(variances.filter(pl.col("since").is_between(period_from, period_to)), rules)
     frame = frame.sort("since", "variance_id")
     buckets = tuple(label for label, _ in rules.ageing)
@@ -180,4 +190,5 @@ def build(
         bucket,
         buckets,
         tuple(t.tier for t in rules.sla),
+        quarantined if quarantined is not None else pl.DataFrame(schema=QUARANTINED_SCHEMA),
     )

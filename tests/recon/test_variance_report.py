@@ -5,6 +5,7 @@ or per week over a long period."""
 
 from __future__ import annotations
 
+import html
 import html.parser
 import re
 import shutil
@@ -233,6 +234,49 @@ def test_exports_hold_exactly_the_open_variances(reported):
     currency = dict(zip(open_["variance_id"], open_["currency"]))
     for variance_id, minor, text in xlsx:
         assert text == str(minor_to_decimal(minor, currency[variance_id]))
+
+
+def test_quarantined_files_are_shown_with_their_reasons_and_counted(reported, tmp_path):
+    """A file intake refused is never out of sight: the report lists it with its reason
+    and counts it, and so does `recon list`."""
+    import json
+
+    from clearline.recon.intake.ingest import Intake
+    from tests.recon.test_intake_resent import real_samples, settings
+
+    state = tmp_path / "state"
+    shutil.copytree(reported[0], state)
+    (refused,) = Intake(settings(state)).ingest(real_samples("cmxl-mt940-dem.sta"))  # Deutsche Mark: not ISO 4217
+    assert refused.status == "quarantined"
+    runner, out = CliRunner(), tmp_path / "report"
+    done = runner.invoke(main, ["report", "variances", "--state-dir", str(state), "--out", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.output)
+    assert summary["quarantined_files"] == 1
+    (shown,) = summary["quarantined"]
+    assert (shown["name"], shown["reason"], shown["kept_as"]) == ("cmxl-mt940-dem.sta", refused.reason, refused.kept_as)
+    page = (out / "variances.html").read_text()
+    assert 'id="quarantined-count" data-count="1"' in page
+    table = page[page.index('<table id="quarantined">') :]
+    assert "cmxl-mt940-dem.sta" in table and refused.reason in html.unescape(table)
+    listed = runner.invoke(main, ["recon", "list", "--state-dir", str(state), "--json"])
+    assert json.loads(listed.output)["quarantined_files"] == 1
+    said = runner.invoke(main, ["recon", "list", "--state-dir", str(state)]).output
+    assert "1 file(s) quarantined" in said and "cmxl-mt940-dem.sta (mt940, received " in said
+    assert refused.reason in said and refused.kept_as in said
+
+
+def test_without_an_intake_registry_the_report_counts_no_quarantined_file(reported, tmp_path):
+    import json
+
+    state, _ = reported
+    done = CliRunner().invoke(
+        main, ["report", "variances", "--state-dir", str(state), "--out", str(tmp_path), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    assert (json.loads(done.output)["quarantined_files"], json.loads(done.output)["quarantined"]) == (0, [])
+    assert not (state / "intake.sqlite").exists(), "reading made no registry"
+    assert 'id="quarantined-count" data-count="0"' in (tmp_path / "variances.html").read_text()
 
 
 def test_no_store_is_a_clear_error(tmp_path):
