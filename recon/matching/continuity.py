@@ -202,8 +202,8 @@ def mismatches(
         .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
         .filter((pl.col("diff") != pl.col("before")) & (pl.col("diff") != 0))
     )
-    rows = [_explained(row, movements, bank_lines, jumps, claims, pending) for row in tied.iter_rows(named=True)]
-    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
+    items = _open_items(books, movements, bank_lines, jumps)
+    return _explained(tied.with_row_index("m"), items, claims, pending)
 
 
 def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -239,79 +239,100 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
     )
 
 
-def _explained(
-    row: dict,
-    movements: pl.DataFrame,
-    bank_lines: pl.DataFrame,
-    jumps: pl.DataFrame,
-    claims: pl.DataFrame,
-    pending: pl.DataFrame,
-) -> dict:
-    """One statement's mismatch as a raw variance row, with what explains it."""
-    day, currency, account = row["day"], row["closing_currency"], row["account"]
-    items = pl.concat(
+def _open_items(
+    books: pl.DataFrame, movements: pl.DataFrame, bank_lines: pl.DataFrame, jumps: pl.DataFrame
+) -> pl.DataFrame:
+    """Per account and reference, the stretches of days over which the bank's and the
+    ledger's movements under it do not net to zero: (account, ref, start, end, amount),
+    `end` the next day anything under the reference moves (null: nothing more does)."""
+    accounts = books.select("account", "currency")
+    steps = pl.concat(
         [
-            bank_lines.filter((pl.col("account") == account) & (pl.col("booking_date") <= day)).select(
-                ref=pl.coalesce("reference", "bank_ref"), amount="amount_minor"
+            bank_lines.select(
+                "account", ref=pl.coalesce("reference", "bank_ref"), day="booking_date", amount="amount_minor"
             ),
-            movements.filter((pl.col("amount_currency") == currency) & (pl.col("expected_on") <= day)).select(
-                ref="reference", amount=-pl.col("amount_minor")
+            movements.join(accounts, left_on="amount_currency", right_on="currency").select(
+                "account", ref="reference", day="expected_on", amount=-pl.col("amount_minor")
             ),
-            jumps.filter((pl.col("account") == account) & (pl.col("since") <= day)).select(
-                ref=pl.concat_str(pl.lit("jump|"), "key"), amount="jump"
-            ),
+            jumps.select("account", ref=pl.concat_str(pl.lit("jump|"), "key"), day="since", amount="jump"),
         ]
     )
-    open_items = items.group_by("ref").agg(pl.col("amount").sum()).filter(pl.col("amount") != 0)
+    return (
+        steps.group_by("account", "ref", "day")
+        .agg(pl.col("amount").sum())
+        .sort("account", "ref", "day")
+        .with_columns(
+            amount=pl.col("amount").cum_sum().over("account", "ref"),
+            end=pl.col("day").shift(-1).over("account", "ref"),
+        )
+        .filter(pl.col("amount") != 0)
+        .rename({"day": "start"})
+    )
+
+
+def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pending: pl.DataFrame) -> pl.DataFrame:
+    """The mismatches (`tied`, numbered `m`) as raw variance rows, each with what explains
+    its difference: the references open on its day claimed by a variance, awaited by a
+    pending item, or moving again later (in transit); the rest unexplained."""
+    open_items = (
+        tied.select("m", "account", "day")
+        .join(items, on="account")
+        .filter((pl.col("start") <= pl.col("day")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("day"))))
+    )
     claimed = open_items.join(claims, on="ref", how="inner")
-    unclaimed = open_items.join(claimed.select("ref"), on="ref", how="anti")
-    # booked after the day on the other side (within the bank's date window, or no break is
-    # called): a payout in transit, a repayment booked on Monday
-    later = pl.concat(
-        [
-            bank_lines.filter((pl.col("account") == account) & (pl.col("booking_date") > day)).select(
-                ref=pl.coalesce("reference", "bank_ref")
-            ),
-            movements.filter((pl.col("amount_currency") == currency) & (pl.col("expected_on") > day)).select(
-                ref="reference"
-            ),
-        ]
+    unclaimed = open_items.join(claimed.select("m", "ref"), on=["m", "ref"], how="anti")
+    awaited = unclaimed.join(pending.select(ref="reference").drop_nulls().unique(), on="ref", how="semi")
+    transit = unclaimed.join(awaited.select("m", "ref"), on=["m", "ref"], how="anti").filter(
+        pl.col("end").is_not_null()
     )
-    awaited = unclaimed.join(pending.select(ref="reference"), on="ref", how="semi")
-    transit = unclaimed.join(awaited.select("ref"), on="ref", how="anti").join(later, on="ref", how="semi")
-    diff, explained = row["diff"], claimed.unique("ref")["amount"].sum()
-    rest = diff - explained - awaited["amount"].sum() - transit["amount"].sum()
-    by = sorted(set(claimed["variance_id"]))
-    text = lambda minor: _money(minor, currency)  # noqa: E731
-    parts = [f"difference {text(diff)}"]
-    if by:
-        whole = explained == diff
-        parts.append(f"{'all ' if whole else ''}{text(explained)} explained by {len(by)} open variance(s)")
-    for what, amount in (("in items still awaited", awaited), ("in transit, booked after the day", transit)):
-        if amount.height:
-            parts.append(f"{text(amount['amount'].sum())} {what}")
-    if rest:
-        parts.append(f"{text(rest)} unexplained")
-    return {
-        "category": "bank_balance_mismatch",
-        "processor": None,
-        "merchant_id": None,
-        "reference": f"{account} {day}",
-        "payout_id": None,
-        "amount_minor": abs(diff),
-        "currency": currency,
-        "field": f"closing balance on {day}",
-        "expected": f"ledger bank cash {text(row['ledger'])}",
-        "actual": f"bank {text(row['closing_minor'])} ({'; '.join(parts)})",
-        "since": day,
-        "ledger_event_ids": [],
-        "evidence": [row["where"], *by],
-        "key": f"{account}|{day}",
-    }
-
-
-def _money(minor: int, currency: str) -> str:
-    return pl.select(money_text(pl.lit(minor, pl.Int64), pl.lit(currency))).item()
+    sums = [
+        claimed.unique(["m", "ref"]).group_by("m").agg(explained=pl.col("amount").sum()),
+        claimed.group_by("m").agg(by=pl.col("variance_id").unique().sort()),
+        awaited.group_by("m").agg(awaited=pl.col("amount").sum()),
+        transit.group_by("m").agg(transit=pl.col("amount").sum()),
+    ]
+    for part in sums:
+        tied = tied.join(part, on="m", how="left")
+    tied = tied.with_columns(pl.col("explained", "awaited", "transit").fill_null(0), by=pl.col("by").fill_null([]))
+    money = lambda column: money_text(pl.col(column), pl.col("closing_currency"))  # noqa: E731
+    part = lambda when, *text: pl.when(when).then(pl.concat_str(*text))  # noqa: E731
+    parts = pl.concat_list(
+        pl.concat_str(pl.lit("difference "), money("diff")),
+        part(
+            pl.col("by").list.len() > 0,
+            pl.when(pl.col("explained") == pl.col("diff")).then(pl.lit("all ")).otherwise(pl.lit("")),
+            money("explained"),
+            pl.lit(" explained by "),
+            pl.col("by").list.len().cast(pl.String),
+            pl.lit(" open variance(s)"),
+        ),
+        part(pl.col("m").is_in(awaited["m"].implode()), money("awaited"), pl.lit(" in items still awaited")),
+        part(pl.col("m").is_in(transit["m"].implode()), money("transit"), pl.lit(" in transit, booked after the day")),
+        part(pl.col("rest") != 0, money("rest"), pl.lit(" unexplained")),
+    ).list.drop_nulls()
+    day = pl.col("day").cast(pl.String)
+    return (
+        tied.with_columns(rest=pl.col("diff") - pl.col("explained") - pl.col("awaited") - pl.col("transit"))
+        .sort("m")
+        .select(
+            category=pl.lit("bank_balance_mismatch"),
+            processor=pl.lit(None, pl.String),
+            merchant_id=pl.lit(None, pl.String),
+            reference=pl.concat_str("account", pl.lit(" "), day),
+            payout_id=pl.lit(None, pl.String),
+            amount_minor=pl.col("diff").abs(),
+            currency="closing_currency",
+            field=pl.concat_str(pl.lit("closing balance on "), day),
+            expected=pl.concat_str(pl.lit("ledger bank cash "), money("ledger")),
+            actual=pl.concat_str(
+                pl.lit("bank "), money("closing_minor"), pl.lit(" ("), parts.list.join("; "), pl.lit(")")
+            ),
+            since="day",
+            ledger_event_ids=pl.lit([], pl.List(pl.String)),
+            evidence=pl.concat_list(pl.concat_list("where"), "by"),
+            key=pl.concat_str("account", pl.lit("|"), day),
+        )
+    )
 
 
 def check(
