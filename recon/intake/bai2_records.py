@@ -13,6 +13,9 @@ Specifications, version 2):
   it (a wrapped line).
 * `/` ends a record's fields. In a 16 the text field is last and runs to the end of the
   record, commas and slashes included (`AB/GS/0001`); a final `/` is the delimiter.
+* What the format itself cannot tell apart is read the common way: a `/` at the very end
+  of a text is the delimiter, and a `/` followed by a record code and a comma inside a
+  text starts the next record.
 * `88` continues the record before it: its fields carry on the field list (an 03's
   summaries, a 16 cut before its text) or, once a 16 has reached its text, add a line of
   text. Every 88 counts as a record in the trailers' record counts.

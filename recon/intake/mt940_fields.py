@@ -35,15 +35,16 @@ _TAG = re.compile(r"^:([0-9]{2}[A-Z]?|NS):(.*)$")
 _ENVELOPE = re.compile(r"^\{1:[^}]*\}(?:\{2:[^}]*\})?(?:\{3:(?:\{[^}]*\})*\})?\{4:")
 _MESSAGE_END = re.compile(r"^-(\}|XXX)?(\{5:.*)?\s*$|^\{5:")
 # :60F: / :62F: and friends: D/C mark, date YYMMDD, currency, amount with a decimal comma
-_BALANCE = re.compile(r"^\s*([CD])(\d{6})([A-Z]{3})\s*([0-9]+(?:[,.][0-9]*)?|[,.][0-9]+)\s*$")
+_BALANCE = re.compile(r"^\s*([CDcd])\s*(\d{6})\s*([A-Z]{3})\s*([0-9]+(?:[,.][0-9]*)?|[,.][0-9]+)\s*$")
 # :61: value date, optional entry date (MMDD, or blanks), D/C mark (RC/RD reversals), an
 # optional funds code (the currency's third letter), amount, transaction type, customer
-# reference, optional //bank reference. The type is N, S or F and three characters (some
+# reference, optional //bank reference. Some banks write the mark in lower case, or a
+# decimal point for the comma. The type is N, S or F and three characters (some
 # banks leave them blank, Sberbank's `S   `, or out, Zenith Bank's). Banks exceed the 16-character references (ASN Bank
 # writes an 18-character IBAN): the references are read to the end of the line.
 _LINE = re.compile(
-    r"^(?P<value>\d{6})(?P<entry>\d{4}|\s{4})?\s*(?P<mark>RC|RD|C|D)(?P<funds>[A-Z])?"
-    r"(?P<amount>[0-9]+(?:,[0-9]*)?|,[0-9]+)(?P<type>[A-Z][A-Z0-9 ]{3})?(?P<ref>.*?)(?://(?P<bank_ref>.*))?$"
+    r"^(?P<value>\d{6})(?P<entry>\d{4}|\s{4})?\s*(?P<mark>RC|RD|C|D|rc|rd|c|d)(?P<funds>[A-Z])?"
+    r"(?P<amount>[0-9]+(?:[,.][0-9]*)?|[,.][0-9]+)(?P<type>[A-Z][A-Z0-9 ]{3})?(?P<ref>.*?)(?://(?P<bank_ref>.*))?$"
 )
 
 
@@ -177,7 +178,7 @@ def balance(f: Field) -> Balance:
         when = swift_date(day)
     except ValueError as exc:
         raise ParseError(f":{f.tag}: {exc}", f.line_no) from None
-    signed = amount(value) * (1 if mark == "C" else -1)
+    signed = amount(value) * (1 if mark.upper() == "C" else -1)
     return Balance(signed, currency, when, f.tag.endswith("F"), f.line_no)
 
 
@@ -198,7 +199,7 @@ def statement_line(f: Field) -> Entry:
         entry.problem = f":61: {exc}"
         return entry
     entry.entry_date = _entry_date(match["entry"], entry.value_date)
-    entry.mark, entry.type_code = match["mark"], match["type"] or ""
+    entry.mark, entry.type_code = match["mark"].upper(), match["type"] or ""
     entry.customer_reference = (match["ref"] or "").strip()
     entry.bank_reference = (match["bank_ref"] or "").strip()
     return entry

@@ -9,6 +9,7 @@ currencies and counts, and pass their suites.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -689,3 +690,60 @@ def test_camt053_batch_that_does_not_add_up_is_named(tmp_path) -> None:
 def test_camt053_dates_are_xml_schema_dates_as_the_bank_wrote_them(value, day) -> None:
     found = xml_date(value)
     assert (None if found is None else found.isoformat()) == day
+
+
+detail = st.tuples(
+    st.sampled_from(["195", "142", "495", "451", "699", "275"]),
+    st.integers(min_value=0, max_value=10**11),
+    # what BAI2 itself cannot tell apart stays out: a "/" that ends the text (the record's
+    # delimiter) or that a record code and a comma follow (the next record)
+    st.text(alphabet="ABCXYZ 0123456789/,.-", min_size=0, max_size=40)
+    .map(str.strip)
+    .filter(lambda t: not t.endswith("/") and not re.search(r"/\s*\d\d,", t)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    accounts=st.lists(st.lists(detail, max_size=5), min_size=1, max_size=3),
+    opening=st.integers(min_value=-(10**9), max_value=10**9),
+    text_on_88=st.booleans(),
+    same_line=st.booleans(),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_any_bai2_layout_reads_the_same_details_and_totals(accounts, opening, text_on_88, same_line, newline) -> None:
+    """However the records are laid out (text on the 16 or on an 88, one record per line or
+    a trailer on the line of the record before it), the details and every control total read
+    back, the totals computed as BAI2 defines them."""
+    records, expected, file_total = ["01,BANK,US,260105,0800,7,,,2/", "02,US,BANK,1,260105,2400,USD,2/"], [], 0
+    group_records = 1
+    for n, details in enumerate(accounts):
+        sign = {code: (1 if int(code) < 400 else -1) for code, _, _ in details}
+        closing = opening + sum(sign[code] * amount for code, amount, _ in details)
+        account = [f"03,ACC{n},USD,010,{opening},,,015,{closing},,/"]
+        for code, amount, text in details:
+            if text_on_88:
+                account += [f"16,{code},{amount},0,BR{n},CR{n}/", f"88,{text}"]
+            else:
+                account.append(f"16,{code},{amount},0,BR{n},CR{n},{text}/")
+            expected.append((f"ACC{n}", sign[code] * amount, text or None))
+        total = opening + closing + sum(amount for _, amount, _ in details)
+        account.append(f"49,{total},{len(account) + 1}/")
+        records += account
+        group_records += len(account)
+        file_total += total
+    records.append(f"98,{file_total},{len(accounts)},{group_records + 1}/")
+    records.append(f"99,{file_total},1,{len(records) + 1}/")
+    if same_line:  # the trailers on the line of the record before them, as some banks write
+        text = newline.join(records).replace(f"/{newline}49,", "/ 49,").replace(f"/{newline}98,", "/98,")
+    else:
+        text = newline.join(records)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "any.bai"
+        path.write_text(text + newline, newline="")
+        parsed = parse_file(path)
+    got = [(r["account"], r["amount_minor"], r["text"]) for r in parsed.lines.iter_rows(named=True)]
+    assert got == expected
+    assert parsed.problems.height == 0
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
+    assert parsed.statements["entries"].to_list() == [len(d) for d in accounts]
