@@ -475,7 +475,7 @@ class _FastDecisions:
                 length = value
         try:
             who = self.caller(key)
-            if length is not None and (len(length) > 18 or int(length) > self.limit):
+            if length is not None and length.isdigit() and (len(length) > 18 or int(length) > self.limit):
                 raise self.too_large()
             response = self.answer(who, content_type, await self.body(receive))
         except HTTPException as exc:
