@@ -337,9 +337,11 @@ def _with_payouts(lines: pl.DataFrame) -> pl.DataFrame:
     batch's net (every line, balance transfers included), on the batch's last day."""
     batch = ["processor", "batch_id"]
     have = lines.filter(pl.col("record_type") == "payout").select(batch).unique()
+    unpaid = lines.join(have, on=batch, how="anti")
+    if unpaid.is_empty():
+        return lines
     due = (
-        lines.join(have, on=batch, how="anti")
-        .group_by(*batch, "net_currency")
+        unpaid.group_by(*batch, "net_currency")
         .agg(total=pl.col("net_minor").sum(), day=pl.col("available_on").max())
         .filter(pl.col("total") != 0)
     )
