@@ -28,7 +28,10 @@ def detect(text: str) -> str:
     if head.startswith("01,"):
         return "bai2"
     if head.startswith("<"):
-        if _CAMT.search(head):
+        # a DOCTYPE goes to the camt.053 reader whatever else the head holds: it refuses the
+        # document as hostile XML naming what it declares (a long internal subset can push
+        # the namespace out of the head)
+        if _CAMT.search(head) or "<!DOCTYPE" in head:
             return "camt053"
         raise ParseError("XML, but not an ISO 20022 camt.053 statement (no camt.053.001.xx namespace)", 1)
     if len(set(_MT940_TAG.findall(head))) == 2:

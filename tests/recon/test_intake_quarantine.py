@@ -174,6 +174,12 @@ CASES = {
         1,
     ),
     "camt-doctype-only": ("camt053", lambda p: _with_doctype(p, "", ""), "ISO 20022 messages carry no DOCTYPE", 1),
+    "camt-long-entity-list": (  # 10,000 characters of declarations push the namespace out of detection's view
+        "camt053",
+        lambda p: _with_doctype(p, "".join(f'<!ENTITY e{i} "{"x" * 40}">' for i in range(200)), "&e1;"),
+        "hostile XML refused",
+        1,
+    ),
     "mt940-truncated": ("mt940", lambda p: "".join(_lines(p)[:-1]), "no closing balance", None),
     "mt940-binary": ("mt940", lambda p: p.read_bytes().replace(b"/REMI/", b"/REMI/\x00", 1), "NUL byte", 6),
     "mt940-broken-control": (
