@@ -117,6 +117,14 @@ def breaks(chained: pl.DataFrame) -> pl.DataFrame:
         ~counted & (jump.fill_null(0) != 0) & workday_between
     )
     found = pairs.with_columns(jump=jump, gap=gap).filter(pl.col("gap") | (pl.col("jump").fill_null(0) != 0))
+    closing = money_text(pl.col("prev_closing_minor"), pl.col("prev_closing_currency")).fill_null("no balance")
+    opening = money_text(pl.col("opening_minor"), pl.col("opening_currency")).fill_null("no balance")
+    skipped = pl.col("number") - pl.col("prev_number") - 1
+    missing = (
+        pl.when(counted)
+        .then(pl.concat_str(skipped.cast(pl.String), pl.lit(" statement(s) missing")))
+        .otherwise(pl.lit("a working day without a statement, and the balance moved"))
+    )
     return found.select(
         category=pl.when("gap").then(pl.lit("statement_gap")).otherwise(pl.lit("balance_break")),
         processor=pl.lit(None, pl.String),
@@ -125,18 +133,13 @@ def breaks(chained: pl.DataFrame) -> pl.DataFrame:
         payout_id=pl.lit(None, pl.String),
         amount_minor=pl.col("jump").abs().fill_null(0),
         currency="opening_currency",
-        field=pl.when("gap").then(pl.lit("statement sequence")).otherwise(pl.lit("opening balance")),
-        expected=pl.concat_str(
-            money_text(pl.col("prev_closing_minor"), pl.col("prev_closing_currency")).fill_null("no balance"),
-            pl.lit(" closing "),
-            _named("prev_"),
-            pl.when("gap").then(pl.lit(", then the next statement")).otherwise(pl.lit("")),
-        ),
-        actual=pl.concat_str(
-            money_text(pl.col("opening_minor"), pl.col("opening_currency")).fill_null("no balance"),
-            pl.lit(" opening "),
-            _named(),
-        ),
+        field=pl.when("gap").then(pl.lit("statements")).otherwise(pl.lit("opening balance")),
+        expected=pl.when("gap")
+        .then(pl.concat_str(pl.lit("the statement after "), _named("prev_"), pl.lit(", closing "), closing))
+        .otherwise(pl.concat_str(closing, pl.lit(" closing "), _named("prev_"))),
+        actual=pl.when("gap")
+        .then(pl.concat_str(_named(), pl.lit(", opening "), opening, pl.lit(": "), missing))
+        .otherwise(pl.concat_str(opening, pl.lit(" opening "), _named())),
         since=pl.coalesce("day", "prev_day"),
         ledger_event_ids=pl.lit([], pl.List(pl.String)),
         evidence=pl.concat_list("prev_where", "where"),
