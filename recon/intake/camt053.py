@@ -66,7 +66,10 @@ def parse(text: str, source_file: str) -> BankFile:
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"not well-formed XML: {exc.msg}", exc.lineno) from None
     _refuse_doctype(root)
-    statements = root.findall("{*}BkToCstmrStmt/{*}Stmt")
+    # the Document may come inside an envelope (a business application header beside it)
+    statements = root.findall(".//{*}BkToCstmrStmt/{*}Stmt")
+    if etree.QName(root).localname == "BkToCstmrStmt":
+        statements = root.findall("{*}Stmt")
     if not statements:
         raise ParseError("no BkToCstmrStmt/Stmt in the document", root.sourceline)
     out = BankFile(source_file=source_file)

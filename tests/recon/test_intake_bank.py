@@ -747,3 +747,19 @@ def test_any_bai2_layout_reads_the_same_details_and_totals(accounts, opening, te
     assert parsed.problems.height == 0
     assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
     assert parsed.statements["entries"].to_list() == [len(d) for d in accounts]
+
+
+def test_camt053_inside_an_envelope_with_a_business_application_header(tmp_path) -> None:
+    """SWIFT MX delivers the Document beside its head.001 header, inside an envelope."""
+    document = camt_document().split("?>", 1)[1]
+    path = tmp_path / "enveloped.xml"
+    path.write_bytes(
+        (
+            "<?xml version='1.0' encoding='ISO-8859-1'?>\n<Envelope>"
+            "<AppHdr xmlns='urn:iso:std:iso:20022:tech:xsd:head.001.001.02'><BizMsgIdr>M1</BizMsgIdr></AppHdr>"
+            f"{document}</Envelope>\n"
+        ).encode("latin-1")
+    )
+    parsed = parse_file(path)
+    assert parsed.statements["statement_id"].to_list() == ["S1", "S2"]
+    assert parsed.lines.height == 5
