@@ -24,6 +24,7 @@ from datetime import date
 
 import polars as pl
 
+from clearline.recon.matching.copies import taken_once
 from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
 from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
@@ -46,12 +47,12 @@ _LINE = ["source_file", "line_no"]  # what tells one bank line from another
 
 def payout_batches(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Each processor payout as its report shows it: the sum of its lines' net and its last
-    line's value date. A line id reported twice (a report sent again) counts once, as its
-    first report says it; two lines with different ids count twice, as the processor paid
-    them (one is a `duplicate` variance of the line rules)."""
-    once, _ = first_per(lines.lazy(), ["processor", "line_id"], _LINE)
+    line's value date. A line a later report sends again under its id counts once, as its
+    first report says it (`copies.taken_once`); lines one report gives twice count twice,
+    as the processor paid them (the line rules call the second a `duplicate`)."""
     return (
-        once.group_by("processor", "payout_id")
+        taken_once(lines)
+        .group_by("processor", "payout_id")
         .agg(
             amount_minor=pl.col("net_minor").sum(),
             currency=pl.col("net_currency").min(),

@@ -9,11 +9,13 @@ its identity, or read straight from a folder (`clearline recon --world`).
 
 Before any matching rule runs, each identity keeps its first version (by file, then
 line: the same whatever order the inputs came in, so the stream and a batch agree) and
-a later version that says the same is dropped without a word; one that differs is one
-variance naming what changed (`corrected_line`, `corrected_statement`), and matching
-goes on with the first version, so nothing is counted twice. Identical lines inside one
-statement are two payments and both stay; a bank line with no statement id is left to
-the bank rules.
+a version in a later file that says the same is dropped without a word; one that differs
+is one variance naming what changed (`corrected_line`, `corrected_statement`), and
+matching goes on with the first version, so nothing is counted twice. What one file says
+twice is not a copy: a line id twice in one report is the report's own (the processor
+paid it twice; the line rules call it a duplicate), identical lines inside one
+statement are two payments and both stay, and a bank line with no statement id is left
+to the bank rules.
 """
 
 from __future__ import annotations
@@ -59,17 +61,37 @@ def _differs(name: str, suffix: str) -> pl.Expr:
     return pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}{suffix}")) for c in cols)
 
 
-def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
-    """(each processor line id once, raw `corrected_line` variances)."""
+def _resent(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(the lines without those a later file repeats under an id an earlier file
+    reported, those repeats with their first version's columns suffixed `_first`).
+    Repeats are found by `first_per` (one hash per line): the common case of no repeat
+    costs no join."""
     firsts, repeats = first_per(lines.lazy(), LINE_KEY, WHERE)
     if repeats.is_empty():
-        return firsts, pl.DataFrame(schema=RAW_SCHEMA)
-    said = content_columns(repeats.columns)
+        return lines.lazy(), repeats.join(repeats, on=LINE_KEY, suffix="_first")
     originals = firsts.join(repeats.lazy().select(LINE_KEY).unique(), on=LINE_KEY, how="semi").collect()
+    copies = repeats.join(originals, on=LINE_KEY, suffix="_first").filter(
+        pl.col("source_file") != pl.col("source_file_first")
+    )
+    if copies.is_empty():
+        return lines.lazy(), copies
+    return lines.lazy().join(copies.lazy().select(*LINE_KEY, *WHERE), on=[*LINE_KEY, *WHERE], how="anti"), copies
+
+
+def taken_once(lines: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The processor lines without the copies later files sent of lines already reported."""
+    return _resent(lines)[0]
+
+
+def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(the processor lines without copies, raw `corrected_line` variances)."""
+    kept, copies = _resent(lines)
+    if copies.is_empty():
+        return kept, pl.DataFrame(schema=RAW_SCHEMA)
+    said = content_columns([c for c in copies.columns if not c.endswith("_first")])
     changed = (
-        repeats.sort(*LINE_KEY, *WHERE)
+        copies.sort(*LINE_KEY, *WHERE)
         .unique(subset=said, keep="first", maintain_order=True)  # one variance per version, however often sent
-        .join(originals, on=LINE_KEY, suffix="_first")
         .filter(pl.any_horizontal(_differs(f, "_first") for f in _LINE_FIELDS))
     )
     pick = lambda part: [(_differs(f, "_first"), part(f)) for f in _LINE_FIELDS]  # noqa: E731
@@ -100,7 +122,7 @@ def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, 
         evidence=pl.concat_list(evidence("source_file_first", "line_no_first"), evidence()),
         key=pl.concat_str("processor", pl.lit("|"), "line_id", pl.lit("|"), evidence()),
     )
-    return firsts, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+    return kept, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
 
 
 def _entries(prefix: str = "") -> pl.Expr:

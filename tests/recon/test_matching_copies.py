@@ -93,6 +93,19 @@ def test_the_first_field_that_changed_is_named():
     assert v.amount == Money(abs(line.net.minor), line.net.currency)
 
 
+def test_a_line_id_twice_in_one_report_is_the_reports_own_duplicate_and_paid_twice():
+    """Not a copy: the report itself says the line twice (intake quarantines such a file;
+    read from a folder, the line rules call it a duplicate), and the bank shows it paid
+    twice, so its payout counts it twice."""
+    book = charge_book([])
+    line = book.lines[0]
+    book.lines.append(replace(line, line_no=99))  # same file, same id
+    (v,) = records(book.run().variances)
+    assert (v.category, v.reference) == ("duplicate", line.line_id)
+    (total,) = payout_batches(frame(book.lines, SettlementLine))["amount_minor"]
+    assert total == 2 * line.net.minor
+
+
 def test_a_true_duplicate_under_another_id_is_still_a_duplicate():
     book = charge_book([])
     line = book.lines[0]
