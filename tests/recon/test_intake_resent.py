@@ -32,10 +32,15 @@ TESTS = Path(__file__).parent.parent
 
 
 def real_samples(pattern: str) -> list[Path]:
-    """Real public bank statements of the test corpus (tests/data/bank_statements, and
-    the older tests/recon/data/bank_samples while it is being moved there)."""
-    roots = [TESTS / "data" / "bank_statements", TESTS / "recon" / "data" / "bank_samples"]
-    return sorted(p for root in roots if root.is_dir() for p in root.rglob(pattern))
+    """Real public files of the test corpus: bank statements (tests/data/bank_statements,
+    and the older tests/recon/data/bank_samples while it is being moved there) and
+    processor reports (tests/data/processor_reports)."""
+    roots = [
+        TESTS / "data" / "bank_statements",
+        TESTS / "recon" / "data" / "bank_samples",
+        TESTS / "data" / "processor_reports",
+    ]
+    return sorted(p for root in roots if root.is_dir() for p in root.rglob(pattern) if not p.name.startswith("LICENSE"))
 
 
 def settings(state: Path) -> IntakeSettings:
@@ -197,6 +202,35 @@ def test_a_corrected_statement_is_taken_in_and_is_one_variance(ingested, tmp_pat
     again = reissued(copy, tmp_path / "again", copy.name)
     (second,) = Intake(settings(state)).ingest([again])
     assert second.status == "received_again" and copy.name in second.reason
+
+
+def other_line_endings(original: Path, folder: Path) -> Path:
+    """The file saved again on another system: CRLF where it had LF, LF where it had
+    CRLF, under a new name."""
+    data = original.read_bytes()
+    copy = folder / f"saved-again-{original.name}"
+    copy.write_bytes(data.replace(b"\r\n", b"\n") if b"\r\n" in data else data.replace(b"\n", b"\r\n"))
+    return copy
+
+
+@pytest.mark.slow
+def test_every_real_file_saved_again_is_received_again(tmp_path):
+    """Each real statement and report of the corpus, taken in on its own, then saved
+    again with other line endings and another name: received again when it was taken in,
+    quarantined again when the file itself is inconsistent."""
+    accepted = 0
+    samples = [p for p in real_samples("*") if p.suffix.lower() in (".sta", ".xml", ".bai", ".csv", ".txt", ".940")]
+    for n, sample in enumerate(samples):
+        intake = Intake(settings(tmp_path / f"state-{n}"))
+        (first,) = intake.ingest([sample])
+        (again,) = intake.ingest([other_line_endings(sample, tmp_path / f"state-{n}")])
+        if first.status == "quarantined":
+            assert again.status == "quarantined", (sample.name, again)
+            continue
+        accepted += 1
+        assert (first.status, again.status) == ("accepted", "received_again"), (sample.name, first, again)
+        assert again.already_held == first.lines and sample.name in again.reason
+    assert accepted >= 10, f"only {accepted} of {len(samples)} real files taken in"
 
 
 def test_the_same_bytes_again_are_received_again_too(ingested):
