@@ -6,12 +6,13 @@ standard puts them, and the package then fails or takes them for another field (
 ASN Bank and Citi files); it also reads a wrapped `:86:` line that happens to start with
 `:12:` as a tag. The format itself is small, so intake reads it here:
 
-* SWIFT envelopes (`{1:…}{2:…}{3:…}{4:` … `-}{5:…}`), a `-` or `-XXX` closing a message,
-  and a bank's preamble before the first tag (ING's `0000 01INGB…` lines, Rabobank's
-  `:940:`) frame messages and carry no statement data: they are skipped.
-* A field starts at a line `:TAG:` for a tag MT940 defines (20, 21, 25, 25P, 28, 28C, 60F,
-  60M, 61, 86, 62F, 62M, 64, 65, and MT942's 13D, 34F, 90D, 90C); every other line, blank
-  ones included, continues the field before it (so `:12:11` inside a wrapped `:86:` stays
+* SWIFT envelopes (`{1:…}{2:…}{3:…}{4:` … `-}{5:…}`, with the SOH and ETX characters that
+  frame FIN messages, the next message on the same line or not), a `-` or `-XXX` closing a
+  message, a bank's preamble before the first tag (ING's `0000 01INGB…` lines, Rabobank's
+  `:940:`) and a Ctrl-Z end mark frame messages and carry no statement data: skipped.
+* A field starts at a line `:TAG:` for a tag MT940 defines (20, 21, 25, 28, 60, 61, 62,
+  64, 65, 86 with their letters, and MT942's 13, 34, 90); every other line, blank ones
+  included, continues the field before it (so `:12:11` inside a wrapped `:86:` stays
   text).
 * A statement runs from one `:20:` to the next; several per file, each with its own
   `:25:`, `:28C:` and balances. `:86:` after a `:61:` belongs to that line (several `:86:`
@@ -28,12 +29,13 @@ from decimal import Decimal, InvalidOperation
 
 from clearline.recon.intake.model import ParseError
 
-TAGS = {"20", "21", "25", "25P", "28", "28C", "60F", "60M", "61", "86", "62F", "62M", "64", "65", "13", "13D"}
-TAGS |= {"34F", "90D", "90C", "NS"}
+# MT940's own tags (and MT942's), by number: a bank's letter variant (`:65F:`) is still one
+TAG_NUMBERS = {"20", "21", "25", "28", "60", "61", "62", "64", "65", "86", "13", "34", "90", "NS"}
 _TAG = re.compile(r"^:([0-9]{2}[A-Z]?|NS):(.*)$")
 # {1:basic header}{2:application header}{3:{108:…}…}{4:  (block 3 holds nested fields)
 _ENVELOPE = re.compile(r"^\{1:[^}]*\}(?:\{2:[^}]*\})?(?:\{3:(?:\{[^}]*\})*\})?\{4:")
-_MESSAGE_END = re.compile(r"^-(\}|XXX)?(\{5:.*)?\s*$|^\{5:")
+_MESSAGE_END = re.compile(r"^\s*-(\}|XXX)?(\{5:.*)?\s*$|^\{5:")
+_FRAMING = str.maketrans("", "", "\x01\x03\x1a")  # SOH and ETX around FIN messages; Ctrl-Z, a DOS end mark
 # :60F: / :62F: and friends: D/C mark, date YYMMDD, currency, amount with a decimal comma
 _BALANCE = re.compile(r"^\s*([CDcd])\s*(\d{6})\s*([A-Z]{3})\s*([0-9]+(?:[,.][0-9]*)?|[,.][0-9]+)\s*$")
 # :61: value date, optional entry date (MMDD, or blanks), D/C mark (RC/RD reversals), an
@@ -100,8 +102,10 @@ def fields(text: str) -> list[Field]:
     """Every tagged field of the file in order, envelopes and preambles skipped."""
     out: list[tuple[str, list[str], int]] = []
     in_message = True
+    # a message that starts on the line where the one before ended (`-}{1:…`) starts a line
+    text = re.sub(r"(?<=[}\x01\x03])(?=\{1:)", "\n", text)
     for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip("\r").replace("\x1a", "")  # Ctrl-Z: a DOS end-of-file mark (old Rabobank files)
+        line = raw.rstrip("\r").translate(_FRAMING)
         envelope = _ENVELOPE.match(line)
         if envelope:
             in_message, line = True, line[envelope.end() :]
@@ -111,7 +115,7 @@ def fields(text: str) -> list[Field]:
             in_message = False
             continue
         tag = _TAG.match(line)
-        if tag and tag.group(1) in TAGS:
+        if tag and tag.group(1)[:2] in TAG_NUMBERS:
             in_message = True
             out.append((tag.group(1), [tag.group(2)], n))
         elif out and in_message:

@@ -763,3 +763,35 @@ def test_camt053_inside_an_envelope_with_a_business_application_header(tmp_path)
     parsed = parse_file(path)
     assert parsed.statements["statement_id"].to_list() == ["S1", "S2"]
     assert parsed.lines.height == 5
+
+
+def test_mt940_fin_framing_characters_and_messages_on_one_line(tmp_path) -> None:
+    """PostFinance frames each FIN message in SOH/ETX and starts the next one on the line
+    where the last ended; Moneyou ends one with ' -'; a :65F: (a letter on :65:) is a field."""
+    header = "{1:F01POFICHBEAXXX0000000000}{2:I940XXXXXXXXXXXXN}{3:{108:140407CH00000000}}{4:"
+    statement = [":25:CH0000000000000000000", ":28C:999/1", ":60F:C140407CHF100,00"]
+    text = (
+        f"\x01{header}\r\n:20:P1\r\n"
+        + "\r\n".join([*statement, ":61:1404070407C5,00NTRFNONREF//X1", ":86:/REMI/ONE", ":62M:C140407CHF105,00"])
+        + f"\r\n-}}\x03\x01{header}\r\n:20:P2\r\n"
+        + "\r\n".join(
+            [
+                ":25:CH0000000000000000000",
+                ":28C:999/2",
+                ":60M:C140407CHF105,00",
+                ":61:1404070407D2,50NTRFNONREF//X2",
+                ":62F:C140407CHF102,50",
+                ":65F:C140408CHF102,50",
+                " -",
+            ]
+        )
+        + "\x03"
+    )
+    path = tmp_path / "postfinance.sta"
+    path.write_bytes(text.encode())
+    parsed = parse_file(path)
+    assert parsed.lines["amount_minor"].to_list() == [500, -250]
+    assert parsed.statements.select("statement_id", "sequence", "opening_minor", "closing_minor").rows() == [
+        ("P1", "999", 10_000, 10_250)
+    ]
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
