@@ -158,6 +158,58 @@ EXPECTED = {
         f"statement 940A030107 00000/00: {BALANCE}: declared=214500, computed=0"
     ),
     "mt940/php-mt940-hsbc-sample.sta": quarantined(f"{BALANCE}: declared=0, computed=-2000000"),
+    "mt940/jejik-mt940-postfinance.txt": quarantined(
+        f"statement 2014040708285928 999/2: {BALANCE}: declared=15960, computed=15940"
+    ),
+    "mt940/jejik-mt940-lbbw.txt": accepted(2, 0, 1, ("LBBW", "1", 0, 0, "EUR", 2)),
+    "mt940/jejik-mt940-volksbankenraiffeisenbanken.txt": accepted(
+        12,
+        74_500,
+        8,
+        ("STARTUMS", "2020-02-19", 308_500, 323_000, "EUR", 2),
+        ("STARTUMS", "2020-03-10", 377_500, 383_000, "EUR", 1),
+    ),
+    "mt940/jejik-mt940-sparkasse_interim_balance.txt": accepted(
+        2,
+        -4_000,
+        3,
+        ("STARTUMSE", "2019-02-18", 19_457, 17_457, "EUR", 1),
+        ("STARTUMSE", "00215/00129", 0, 0, "EUR", 0),
+    ),
+    "mt940/jejik-mt940-commerzbank.txt": quarantined(f"{BALANCE}: declared=0, computed=-1235"),
+    "mt940/zilverline-van_lanschot.txt": accepted(
+        4, -20_399, 3, ("FVLOLB", "002", 505_333, 777_009, "EUR", 1), ("FVLOLB", "004", 566_609, 484_934, "EUR", 1)
+    ),
+    "mt940/zilverline-triodos_iban_2.txt": accepted(4, 772_878, 1, ("868686868668", "1", 0, 772_878, "EUR", 4)),
+    "mt940/zilverline-sns.txt": accepted(
+        4,
+        4_501_245,
+        16,
+        ("0000000000", "19", 53_403, 54_648, "EUR", 1),
+        ("0000000000", "265", 2_554_648, 4_554_648, "EUR", 1),
+    ),
+    "mt940/zilverline-two_accounts.txt": accepted(
+        3,
+        -634_875,
+        4,
+        ("940A120918", "2012-09-18", 926_512, 266_637, "EUR", 2),
+        ("940A121029", "2012-10-29", -1_200, 23_800, "EUR", 1),
+    ),
+    "mt940/zilverline-moneyou.txt": accepted(2, 1_176, 1, ("940A190401", "00001", 4_311_971, 4_313_147, "EUR", 2)),
+    "mt940/zilverline-rabobank_mt940_structured.txt": accepted(
+        9,
+        1_769_839,
+        2,
+        ("940S130403", "2013-04-03", 114_795, 119_035, "EUR", 2),
+        ("940S130404", "2013-04-04", 119_035, 1_884_634, "EUR", 7),
+    ),
+    "mt940/zilverline-knab_two_blocks.txt": accepted(
+        3, 106_000, 2, ("ABC123456789097", "1", 0, 5_000, "EUR", 1), ("AA7392334590834", "2", 5_000, 106_000, "EUR", 2)
+    ),
+    "mt940/zilverline-ing-mt940_iban.txt": accepted(
+        21, -19_045, 1, ("P123456000000001", "2014-08-25", 43_690, 24_645, "EUR", 21)
+    ),
+    "mt940/zilverline-abn_structured_sepa_ideal.txt": quarantined(f"{BALANCE}: declared=1001000, computed=1001050"),
 }
 
 STATEMENT = ["statement_id", "sequence", "opening_minor", "closing_minor", "opening_currency", "entries"]
