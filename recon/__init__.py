@@ -36,7 +36,6 @@ __getattr__, __all__ = surface(
         "STATEMENT_SCHEMA": "lines",
         "Statement": "lines",
         "SETTLEMENT_SCHEMA": "lines",
-        "RECORD_TYPES": "lines",
         "expectations": "matching.expectations:",
         "bank_books": "matching.continuity",
         "match_settlements": "matching.settlements:match",
