@@ -210,13 +210,14 @@ def mismatches(
 
 
 def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """(ref, variance id): what each variance is about, by which it explains a movement:
-    its reference, its payout batch, the batches the ledger expected its events' lines in
-    (`expected`: the expected settlements; a line paid in another batch than the ledger's
-    moves both), and a continuity variance its own jump."""
+    """(ref, variance id, label): what each variance is about, by which it explains a
+    movement: its reference, its payout batch, the batches the ledger expected its events'
+    lines in (`expected`: the expected settlements; a line paid in another batch than the
+    ledger's moves both), and a continuity variance its own jump. The label ("<category>
+    <reference>") is how a mismatch names it."""
     ids = [variance_id(c, k) for c, k in found.select("category", "key").iter_rows()]
     about = found.select("reference", "payout_id", "ledger_event_ids").with_columns(
-        variance_id=pl.Series(ids, dtype=pl.String)
+        variance_id=pl.Series(ids, dtype=pl.String), label=_label(found)
     )
     events = about.select("variance_id", event_id="ledger_event_ids").explode("event_id").drop_nulls()
     batches = (
@@ -229,17 +230,25 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
     return (
         pl.concat(
             [
-                about.select(ref="reference", variance_id="variance_id"),
-                about.select(ref="payout_id", variance_id="variance_id"),
-                batches.select(ref="payout_id", variance_id="variance_id"),
+                about.select("variance_id", "label", ref="reference"),
+                about.select("variance_id", "label", ref="payout_id"),
+                batches.join(about.select("variance_id", "label"), on="variance_id").select(
+                    "variance_id", "label", ref="payout_id"
+                ),
                 jumps.select(
-                    ref=pl.concat_str(pl.lit("jump|"), "key"), variance_id=pl.Series(jump_ids, dtype=pl.String)
+                    variance_id=pl.Series(jump_ids, dtype=pl.String),
+                    label=_label(jumps),
+                    ref=pl.concat_str(pl.lit("jump|"), "key"),
                 ),
             ]
         )
         .filter(pl.col("ref").is_not_null())
         .unique()
     )
+
+
+def _label(raw: pl.DataFrame) -> pl.Series:
+    return raw.select(pl.concat_str("category", pl.lit(" "), pl.col("reference").fill_null("?"))).to_series()
 
 
 def _open_items(
@@ -288,9 +297,24 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
     transit = unclaimed.join(awaited.select("m", "ref"), on=["m", "ref"], how="anti").filter(
         pl.col("end").is_not_null()
     )
+    # a movement several variances are about (lines of one batch) is theirs together
+    shares = (
+        claimed.group_by("m", "ref")
+        .agg(pl.col("amount").first(), label=pl.col("label").unique().sort().str.join(" + "))
+        .group_by("m", "label")
+        .agg(pl.col("amount").sum())
+    )
     sums = [
         claimed.unique(["m", "ref"]).group_by("m").agg(explained=pl.col("amount").sum()),
         claimed.group_by("m").agg(by=pl.col("variance_id").unique().sort()),
+        shares.join(tied.select("m", "closing_currency"), on="m")
+        .sort("m", "label")
+        .group_by("m", maintain_order=True)
+        .agg(
+            shares=pl.concat_str(
+                "label", pl.lit(" "), money_text(pl.col("amount"), pl.col("closing_currency"))
+            ).str.join(", ")
+        ),
         awaited.group_by("m").agg(awaited=pl.col("amount").sum()),
         transit.group_by("m").agg(transit=pl.col("amount").sum()),
     ]
@@ -307,7 +331,8 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
             money("explained"),
             pl.lit(" explained by "),
             pl.col("by").list.len().cast(pl.String),
-            pl.lit(" open variance(s)"),
+            pl.lit(" open variance(s): "),
+            pl.col("shares"),
         ),
         part(pl.col("m").is_in(awaited["m"].implode()), money("awaited"), pl.lit(" in items still awaited")),
         part(pl.col("m").is_in(transit["m"].implode()), money("transit"), pl.lit(" in transit, booked after the day")),
