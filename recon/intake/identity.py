@@ -3,7 +3,8 @@
 A processor report's items are its lines, each called by (processor, line id); a bank
 statement's items are its statements, each called by (account, statement id, sequence:
 camt.053 `Stmt/Id` with `ElctrncSeqNb`, MT940 `:20:` with `:28C:`, BAI2 file id and as-of
-date). What an item says is a SHA-256 over its normalised content (every column but the
+date; and the day it states, since many banks write one constant `:20:` and number
+`:28C:` from 1 again every year). What an item says is a SHA-256 over its normalised content (every column but the
 file it sat in, its line there and its file's format; a statement's lines as a multiset,
 so their order is no news, with its own balances, dates and count), so the same content
 is recognised whatever its bytes, line endings, encoding or file name. A bank line whose
@@ -88,16 +89,22 @@ def items(parsed: ParsedFile) -> list[Item]:
         rows[key].append(i)
     stated: dict[tuple, list[str]] = defaultdict(list)  # a statement's own figures: balances, dates, count
     starts: dict[tuple, int] = {}
+    days: dict[tuple, str] = {}  # its day is part of who it is (numbers start again every year)
     statements = parsed.statements
-    for key, text, no in zip(statements.select(STATEMENT_KEY).iter_rows(), _texts(statements), statements["line_no"]):
+    day = statements.select(pl.coalesce("closing_date", "opening_date").cast(pl.String).fill_null("")).to_series()
+    for key, text, no, on in zip(
+        statements.select(STATEMENT_KEY).iter_rows(), _texts(statements), statements["line_no"], day
+    ):
         stated[key].append(text)
         starts[key] = min(starts.get(key, no), no)
+        days[key] = min(days.get(key, on), on)
         rows.setdefault(key, [])  # a statement with no entries is an item too
     found = []
     for key, own in rows.items():
         account, statement_id, sequence = key
         said = _sha(sorted(texts[i] for i in own) + [""] + sorted(stated[key]))
-        called = f"statement|{account}|{statement_id}|{sequence or ''}" if statement_id else f"content|{account}|{said}"
+        named = f"statement|{account}|{statement_id}|{sequence or ''}|{days.get(key, '')}"
+        called = named if statement_id else f"content|{account}|{said}"
         start = min((line_nos[i] for i in own), default=starts.get(key, 0))
         found.append(Item(called, said, start, tuple(own), key))
     return sorted(found, key=lambda item: item.line_no)

@@ -7,11 +7,12 @@ of a copy that says what it already holds, so what reaches matching twice is a c
 says something else (a corrected line or statement), or one stored before intake knew
 its identity, or read straight from a folder (`clearline recon --world`).
 
-Before any matching rule runs, each identity keeps its first version (by file, then
-line: the same whatever order the inputs came in, so the stream and a batch agree) and
-a version in a later file that says the same is dropped without a word; one that differs
-is one variance naming what changed (`corrected_line`, `corrected_statement`), and
-matching goes on with the first version, so nothing is counted twice. What one file says
+Before any matching rule runs, each identity (a statement's with the day it states, see
+`_versions`) keeps its first version (by file, then line: the same whatever order the
+inputs came in, so the stream and a batch agree) and a version in a later file that says
+the same is dropped without a word; one that differs is one variance naming what changed
+(`corrected_line`, `corrected_statement`), and matching goes on with the first version,
+so nothing is counted twice. What one file says
 twice is not a copy: a line id twice in one report is the report's own (the processor
 paid it twice; the line rules call it a duplicate), identical lines inside one
 statement are two payments and both stay, and a bank line with no statement id is left
@@ -139,8 +140,10 @@ def _entries(prefix: str = "") -> pl.Expr:
 
 def _versions(bank: pl.DataFrame, statements: pl.DataFrame) -> pl.DataFrame:
     """One row per statement identity and file: what its lines and its own figures say
-    (sorted hashes), its entries, their net, its closing balance, where it starts, ranked
-    by file and line within its identity."""
+    (sorted hashes), its entries, their net, its closing balance, its day, where it
+    starts, ranked by file and line within its identity and day. The day is part of who
+    a statement is: many banks write one constant `:20:` and start `:28C:` again every
+    year, so a number alone comes back next year as another statement."""
     named = pl.col("statement_id").fill_null("") != ""
     lines = (
         bank.filter(named)
@@ -159,7 +162,7 @@ def _versions(bank: pl.DataFrame, statements: pl.DataFrame) -> pl.DataFrame:
         .group_by(*STATEMENT_KEY, "source_file")
         .agg(
             stmt_line=pl.col("line_no").min(),
-            day=pl.coalesce("opening_date", "closing_date").min(),
+            day=pl.coalesce("closing_date", "opening_date").min(),
             closing=pl.col("closing_minor").first(),
             closing_currency=pl.col("closing_currency").first(),
             stated=pl.struct(content_columns(statements.columns)).hash().sort(),
@@ -178,7 +181,7 @@ def _versions(bank: pl.DataFrame, statements: pl.DataFrame) -> pl.DataFrame:
             stated=pl.col("stated").fill_null(empty),
         )
         .sort(*STATEMENT_KEY, "source_file", "line_no", nulls_last=True)
-        .with_columns(rank=pl.int_range(pl.len()).over(STATEMENT_KEY))
+        .with_columns(rank=pl.int_range(pl.len()).over(*STATEMENT_KEY, "day"))
     )
 
 
@@ -189,9 +192,10 @@ def statement_copies(bank: pl.DataFrame, statements: pl.DataFrame) -> tuple[pl.D
     if versions.is_empty() or versions["rank"].max() == 0:
         return bank, statements, pl.DataFrame(schema=RAW_SCHEMA)
     first = versions.filter(pl.col("rank") == 0)
-    later = versions.filter(pl.col("rank") > 0).join(first, on=STATEMENT_KEY, suffix="_first", nulls_equal=True)
+    same = [*STATEMENT_KEY, "day"]
+    later = versions.filter(pl.col("rank") > 0).join(first, on=same, suffix="_first", nulls_equal=True)
     changed = later.filter((pl.col("said") != pl.col("said_first")) | (pl.col("stated") != pl.col("stated_first")))
-    changed = changed.unique(subset=[*STATEMENT_KEY, "said", "stated"], keep="first", maintain_order=True)
+    changed = changed.unique(subset=[*same, "said", "stated"], keep="first", maintain_order=True)
     only = lambda a, b: pl.col(a).list.set_difference(b).list.len().cast(pl.String)  # noqa: E731
     raw = changed.select(
         category=pl.lit("corrected_statement"),

@@ -233,6 +233,22 @@ def test_every_real_file_saved_again_is_received_again(tmp_path):
     assert accepted >= 10, f"only {accepted} of {len(samples)} real files taken in"
 
 
+def test_next_years_statements_under_the_same_numbers_are_new_statements(tmp_path):
+    """ASN Bank writes `:20:0000000000` on every statement and numbers `:28C:` by the day
+    of the year: a year later the same numbers come back on other statements. They are
+    new statements, taken in whole, not corrections of last year's."""
+    (sample,) = real_samples("wolph-asnb-mt940.txt")
+    text = sample.read_text()
+    next_year = re.sub(r"(:6[02][FM]:[CD])20(\d{4})", r"\g<1>21\2", text)
+    next_year = re.sub(r":61:20(\d{4})", r":61:21\1", next_year)
+    later = tmp_path / "asn-2021.sta"
+    later.write_text(next_year)
+    intake = Intake(settings(tmp_path / "state"))
+    first, second = intake.ingest([sample, later])
+    assert first.status == "accepted", first
+    assert (second.status, second.lines, second.already_held, second.changed) == ("accepted", first.lines, 0, 0)
+
+
 def test_the_same_bytes_again_are_received_again_too(ingested):
     world, state = ingested
     (outcome,) = Intake(settings(state)).ingest([biggest_stripe_report(world)])

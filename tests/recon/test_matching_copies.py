@@ -212,6 +212,25 @@ def test_a_statement_reissued_with_other_balances_is_one_variance_naming_them():
     assert v.evidence == ("a:1", "b:1")
 
 
+def test_the_same_statement_numbers_on_another_day_are_another_statement():
+    """A bank's constant statement id and a sequence that starts again every year: the
+    statements of two days under the same numbers are two statements, both counted."""
+    book, movements, payout = merchant_payout_book()
+    day, later_day = payout.booking_date, payout.booking_date + timedelta(days=365)
+    other = replace(payout, reference="mpo_10", booking_date=later_day, value_date=later_day, line_no=990)
+    movements.append(
+        ex.ExpectedBankMovement("evt_mpo_10", "merchant_payout", None, "mpo_10", payout.amount, later_day, "m_1")
+    )
+    stated = Statement(
+        "mt940", payout.account, "0000000000", "1/1", Money(0, "USD"), day, payout.amount, day, 1, "a", 1
+    )
+    versions = [stated, replace(stated, opening_date=later_day, closing_date=later_day, source_file="b")]
+    bank = book.bank() + statement([payout], "0000000000", "a") + statement([other], "0000000000", "b")
+    bank = [replace(b, sequence="1/1") if b.statement_id else b for b in bank]
+    result = run(book, book.lines, bank, movements, statements=versions)
+    assert result.variances.is_empty(), result.variances.to_dicts()
+
+
 def test_identical_lines_inside_one_statement_are_two_payments():
     book, movements, payout = merchant_payout_book()
     twice = statement([payout, replace(payout, line_no=payout.line_no + 1)], "S9", "stmt_a.xml")
