@@ -270,8 +270,13 @@ _GROUP = re.compile(r"[0-9]+")
 _WIDE_DIGIT = r"(?:[0-9]|\\u003[0-9])"
 _WIDE_GAP = r"\x00*(?:(?:[ \-]|\\u00(?:20|2[dD]))\x00*)?"
 _WIDE_RUN = re.compile(rf"(?<![0-9]){_WIDE_DIGIT}(?:{_WIDE_GAP}{_WIDE_DIGIT}){{12,}}(?![0-9])")
-_WIDE_GROUP = re.compile(rf"{_WIDE_DIGIT}(?:\x00*{_WIDE_DIGIT})*")
+# NULs end a group like a space: in UTF-16/32 each digit is its own group, so a card number
+# is found among digits of other text decoded at another alignment ("1" + number + "1999")
+_WIDE_GROUP = re.compile(rf"{_WIDE_DIGIT}+")
 _NOT_DIGIT = re.compile(r"\\u003|[^0-9]")  # what to drop from a span to read its digits
+_ANY_DIGIT = re.compile(r"[0-9]")
+_LONG_DIGITS = re.compile(r"[0-9]{20,}")
+MASK_ALL_OVER_GROUPS = 10_000
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -295,6 +300,9 @@ def _pan_spans(text: str, wide: bool = False) -> list[tuple[int, int]]:
         runs, group = _WIDE_RUN, _WIDE_GROUP
         if "\\" not in text and "\x00" not in text and not _MAYBE_RUN.search(text):
             return spans
+        # 20 digits in a row are no card number, nor part of one: hidden from the slow
+        # search, same length, so the spans found still index `text`
+        text = _LONG_DIGITS.sub(lambda m: "#" * len(m.group()), text)
     else:
         runs, group = _DIGIT_RUN, _GROUP
         if not _MAYBE_RUN.search(text):
@@ -342,8 +350,14 @@ def redact_pans(text: str, wide: bool = False) -> str:
 
 def mask_pans(data: bytes) -> bytes:
     """`data` with every card number masked (`redact_pans`, wide), whatever its encoding:
-    read byte for byte, so bytes that are not UTF-8 pass through unchanged."""
+    read byte for byte, so bytes that are not UTF-8 pass through unchanged.
+
+    The search tries every run of up to 19 digits' worth of groups, so its cost grows with
+    the number of digit groups; bytes with more than `MASK_ALL_OVER_GROUPS` of them (no
+    event has a tenth as many: "1 1 1 …" garbage does) have every digit masked instead."""
     text = data.decode("latin-1")
+    if len(_GROUP.findall(text)) > MASK_ALL_OVER_GROUPS:
+        return _ANY_DIGIT.sub("*", text).encode("latin-1")
     masked = redact_pans(text, wide=True)
     return data if masked is text else masked.encode("latin-1")
 
