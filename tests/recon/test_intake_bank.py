@@ -795,3 +795,75 @@ def test_mt940_fin_framing_characters_and_messages_on_one_line(tmp_path) -> None
         ("P1", "999", 10_000, 10_250)
     ]
     assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
+
+
+camt_amount = st.integers(min_value=-(10**9), max_value=10**9).filter(bool)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    statements=st.lists(st.lists(st.lists(camt_amount, min_size=1, max_size=4), max_size=4), min_size=1, max_size=3),
+    offset=st.sampled_from(["", "Z", "+02:00", "-05:00", "T23:59:59+14:00"]),
+    extra_balances=st.booleans(),
+)
+def test_any_camt053_statements_and_batches_read_back(statements, offset, extra_balances) -> None:
+    """Any statements of entries, an entry of several amounts being a batch of transactions:
+    every transaction is a line with its sign, each statement's balances and entries hold,
+    whatever the dates' offsets and the information balances beside them."""
+
+    def money(minor: int) -> tuple[str, str]:
+        return f"{abs(minor) // 100}.{abs(minor) % 100:02d}", "CRDT" if minor >= 0 else "DBIT"
+
+    day = "2017-04-01" + ("" if offset.startswith("T") else offset)
+    moment = "2017-04-01" + (offset if offset.startswith("T") else "T10:00:00" + offset)
+
+    def balance(code: str, minor: int) -> str:
+        amount, dc = money(minor)
+        return camt_balance(code, amount, f"<Dt>{day}</Dt>", dc)
+
+    body, running, expected = [], 0, []
+    for n, entries in enumerate(statements):
+        opening = running
+        xml = [
+            f"<Stmt><Id>S{n}</Id><ElctrncSeqNb>{n}</ElctrncSeqNb><Acct><Id><IBAN>AT611904300234573201</IBAN></Id><Ccy>EUR</Ccy></Acct>"
+        ]
+        entry_xml = []
+        for parts in entries:
+            total = sum(parts)
+            amount, dc = money(total)
+            txs = ""
+            if len(parts) > 1:
+                txs = (
+                    "<NtryDtls>"
+                    + "".join(
+                        f"<TxDtls><Amt Ccy='EUR'>{money(p)[0]}</Amt><CdtDbtInd>{money(p)[1]}</CdtDbtInd></TxDtls>"
+                        for p in parts
+                    )
+                    + "</NtryDtls>"
+                )
+            entry_xml.append(
+                f"<Ntry><Amt Ccy='EUR'>{amount}</Amt><CdtDbtInd>{dc}</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>"
+                f"<BookgDt><Dt>{day}</Dt></BookgDt><ValDt><DtTm>{moment}</DtTm></ValDt>{txs}</Ntry>"
+            )
+            expected += [(f"S{n}", p) for p in (parts if len(parts) > 1 else [total])]
+            running += total
+        xml.append(balance("OPBD", opening) + balance("CLBD", running))
+        if extra_balances:
+            xml.append(balance("CLAV", running + 1) + balance("FWAV", running - 1) + balance("INFO", 7))
+        body.append("".join(xml + entry_xml) + "</Stmt>")
+    document = (
+        "<?xml version='1.0' encoding='UTF-8'?><Document xmlns='urn:iso:std:iso:20022:tech:xsd:camt.053.001.02'>"
+        f"<BkToCstmrStmt><GrpHdr><MsgId>M</MsgId></GrpHdr>{''.join(body)}</BkToCstmrStmt></Document>"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "any.xml"
+        path.write_text(document)
+        parsed = parse_file(path)
+    assert parsed.problems.height == 0, parsed.problems
+    assert parsed.lines.select("statement_id", "amount_minor").rows() == expected
+    assert {str(d) for d in parsed.lines["booking_date"]} <= {"2017-04-01"}
+    assert {str(d) for d in parsed.lines["value_date"]} <= {"2017-04-01"}
+    assert parsed.controls["declared"].to_list() == parsed.controls["computed"].to_list()
+    assert parsed.statements["entries"].to_list() == [
+        sum(len(parts) if len(parts) > 1 else 1 for parts in entries) for entries in statements
+    ]
