@@ -114,13 +114,17 @@ class Statement:
     """One bank statement as its bank identifies it, with the balances it states.
 
     The identity is (`account`, `statement_id`, `sequence`): camt.053 `Stmt/Id` with
-    `ElctrncSeqNb` (or `LglSeqNb`), MT940 `:20:` with `:28C:`, BAI2 the file id with the
-    group's as-of date. A statement re-issued in another file keeps that identity, which
-    is how a copy is told from a new statement whatever its bytes; every `BankLine` of
-    the statement carries the same `statement_id` and `sequence`. The balances are the
-    statement's own opening (OPBD/PRCD, :60F:/:60M:, BAI2 010) and closing (CLBD,
-    :62F:/:62M:, BAI2 015) with their dates; either amount is None when the statement
-    does not state it. `entries` counts its booked lines; `line_no` is where it starts.
+    `ElctrncSeqNb` (or `LglSeqNb`); MT940 `:20:` with the `:28C:` statement number (the
+    pages of a continued statement are one statement); BAI2 the group's as-of date with
+    its as-of-date modifier (not the file id, which a re-sent day changes); a file that
+    states one identity twice has `#2`, `#3`, … on the later sequences (docs/intake.md).
+    A statement re-issued in another file keeps that identity, which is how a copy is
+    told from a new statement whatever its bytes; every `BankLine` of the statement
+    carries the same `statement_id` and `sequence`. The balances are the statement's own
+    opening (OPBD, else PRCD, else ITBD; :60F:/:60M:; BAI2 010) and closing (CLBD, else
+    ITBD; :62F:/:62M:; BAI2 015) with their dates; either amount is None when the
+    statement does not state it. `entries` counts its booked lines (each transaction of
+    a camt.053 batch booking is a line); `line_no` is where it starts.
     """
 
     format: str
