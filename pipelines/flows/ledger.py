@@ -5,8 +5,12 @@
       → sink LedgerWriter: one DuckDB shard per worker; per batch, in this order:
              store transaction written, archive files of its new events written,
              committed; dead letters produced and flushed (at least once, keyed by
-             origin offset); the snapshot publisher told (it publishes at most every
-             publish_interval_s).
+             origin offset; masked, at most 512 KiB, a letter the broker refuses for
+             good recorded and never retried); the snapshot publisher told (it
+             publishes at most every publish_interval_s).
+
+No message stops the flow: admission and posting turn anything a message holds into a
+dead letter with its reason (`clearline.ledger.outcome.to_outcome`).
 
 Exactly once comes from the store, not from Kafka: the store keeps the next offset per
 partition in the same transaction as the postings, and skips what a resumed Bytewax
