@@ -53,7 +53,9 @@ BOOKS_SCHEMA: dict[str, pl.DataType] = {
     "opening_minor": pl.Int64(),
     "opened_on": pl.Date(),
 }
-_IDENTITY = ["account", "statement_id", "sequence"]
+# A statement is who it is on its day: some banks write one constant :20: and number
+# :28C: afresh every year (matching's copies step uses the same identity).
+_IDENTITY = ["account", "statement_id", "sequence", "day"]
 
 
 def bank_books(platform: dict) -> pl.DataFrame:
@@ -74,9 +76,9 @@ def chain(statements: pl.DataFrame) -> pl.DataFrame:
     ordered = (
         statements.cast(STATEMENT_SCHEMA)
         .sort("source_file", "line_no")
+        .with_columns(day=pl.coalesce("closing_date", "opening_date"))
         .unique(_IDENTITY, keep="first", maintain_order=True)
         .with_columns(
-            day=pl.coalesce("closing_date", "opening_date"),
             number=pl.col("sequence").str.extract(r"^\s*(\d+)").cast(pl.Int64, strict=False),
             page=pl.col("sequence").str.extract(r"/\s*(\d+)").cast(pl.Int64, strict=False),  # MT940 :28C: 5/2
             where=evidence(),

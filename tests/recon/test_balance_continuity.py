@@ -9,6 +9,7 @@ variances behind it, or the part nothing explains."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
@@ -90,6 +91,11 @@ def run(stmts: list[Statement], movements=(), bank=(), books: pl.DataFrame | Non
     return reconcile(inputs, TOL, LATER).variances
 
 
+def shifted(s: Statement, delta: int) -> Statement:
+    """The statement with both its balances moved (it still adds up on its own)."""
+    return replace(s, opening=Money(s.opening.minor + delta, "EUR"), closing=Money(s.closing.minor + delta, "EUR"))
+
+
 def where(s: Statement) -> str:
     return f"{s.source_file}:{s.line_no}"
 
@@ -130,14 +136,7 @@ def test_without_sequence_numbers_a_missing_working_day_is_a_gap(nets, pick) -> 
 
 def test_a_statement_that_opens_elsewhere_is_a_break_and_the_next_one_too() -> None:
     chain = statements([100, 200, 300, 400])
-    tampered = chain[2]
-    chain[2] = Statement(
-        **{
-            **{f: getattr(tampered, f) for f in tampered.__slots__},
-            "opening": Money(tampered.opening.minor + 777, "EUR"),
-            "closing": Money(tampered.closing.minor + 777, "EUR"),
-        }
-    )
+    chain[2] = shifted(chain[2], 777)
     found = run(chain).sort("since")
     assert found["category"].to_list() == ["balance_break", "balance_break"]
     assert found["amount_minor"].to_list() == [777, 777]
@@ -148,7 +147,7 @@ def test_a_statement_that_opens_elsewhere_is_a_break_and_the_next_one_too() -> N
 
 def test_the_same_statement_twice_counts_once() -> None:
     chain = statements([100, -50, 25])
-    again = Statement(**{**{f: getattr(chain[1], f) for f in chain[1].__slots__}, "source_file": "copy.xml"})
+    again = replace(chain[1], source_file="copy.xml")
     assert run([*chain, again]).is_empty()
 
 
@@ -207,13 +206,7 @@ def test_a_payout_missing_from_the_bank_and_a_break_explain_a_difference_between
     bank = [line("po_0", 10_000, days[0], 0)]
     chain = booked(days, bank)
     # the bank's balance jumps by 5,000 between days 3 and 4 with no entry to show it
-    chain[3] = Statement(
-        **{
-            **{f: getattr(chain[3], f) for f in chain[3].__slots__},
-            "opening": Money(chain[3].opening.minor + 5_000, "EUR"),
-            "closing": Money(chain[3].closing.minor + 5_000, "EUR"),
-        }
-    )
+    chain[3] = shifted(chain[3], 5_000)
     found = run(chain, moves, bank, BOOKS).sort("since", "category")
     missing = found.filter(pl.col("category") == "payout_not_in_bank")["variance_id"].item()
     brk = found.filter(pl.col("category") == "balance_break")["variance_id"].item()
@@ -352,11 +345,26 @@ def test_a_payout_booked_the_next_working_day_is_in_transit_not_unexplained() ->
     moves = [movement("rpy_1", 30_000, friday, "buyer_repayment")]
     bank = [line("rpy_1", 30_000, monday, 1)]  # within the bank's date window: no break
     stmts = statements([0, 30_000])
-    stmts = [
-        Statement(**{**{f: getattr(s, f) for f in s.__slots__}, "opening_date": d, "closing_date": d})
-        for s, d in zip(stmts, (friday, monday))
-    ]
+    stmts = [replace(s, opening_date=d, closing_date=d) for s, d in zip(stmts, (friday, monday))]
     found = run(stmts, moves, bank, BOOKS)
     assert found["category"].to_list() == ["bank_balance_mismatch"]  # on Friday; on Monday they agree
     said = "bank 10000.00 EUR (difference -300.00 EUR; -300.00 EUR in transit, booked after the day)"
     assert found["actual"].item() == said
+
+
+def test_a_bank_that_numbers_afresh_each_year_under_one_statement_id_still_chains() -> None:
+    """ASN Bank and others write one constant :20: and restart :28C: every year: the
+    statement of the same numbers a year on is another statement, and a chain through the
+    new year is no gap and no break."""
+    this_year = statements([100, 200], fmt="mt940")
+    next_year = [
+        replace(s, opening_date=d, closing_date=d)
+        for s, d in zip(
+            statements([300, 400], opening=this_year[-1].closing.minor, fmt="mt940"),
+            (date(2026, 12, 31), date(2027, 1, 4)),
+        )
+    ]
+    same_ids = [
+        replace(s, statement_id="0000000000", source_file=f"{n}.sta") for n, s in enumerate([*this_year, *next_year])
+    ]
+    assert run(same_ids).is_empty()
