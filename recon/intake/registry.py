@@ -131,13 +131,13 @@ class Registry:
             ).fetchall()
         return pl.DataFrame(rows, schema=QUARANTINED_SCHEMA, orient="row")
 
+    def all(self) -> list[Seen]:
+        with self._connect() as db:
+            return [Seen(*row) for row in db.execute("SELECT * FROM files ORDER BY recorded_at, name")]
+
 
 def quarantined_files(state_dir: Path) -> pl.DataFrame:
     """Every file intake refused in `state_dir`, oldest first: what finance must see did
     not come in. No rows (and no registry made) where intake never ran."""
     path = Path(state_dir) / FILE_NAME
     return Registry(path).quarantined() if path.is_file() else pl.DataFrame(schema=QUARANTINED_SCHEMA)
-
-    def all(self) -> list[Seen]:
-        with self._connect() as db:
-            return [Seen(*row) for row in db.execute("SELECT * FROM files ORDER BY recorded_at, name")]
