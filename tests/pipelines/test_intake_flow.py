@@ -168,6 +168,22 @@ def test_inbox_empties_into_processed_and_quarantine_and_stops(intake_world, tmp
     assert sorted(o.status for o in seen) == ["accepted"] * 3 + ["quarantined"]
 
 
+def test_a_report_downloaded_again_into_the_inbox_is_received_again_and_leaves_it(intake_world, tmp_path) -> None:
+    """The inbox watcher and `clearline ingest` share the registry: a report taken in by
+    one is known to the other, whatever its bytes and name, across runs."""
+    world, _ = intake_world
+    report = sorted((world / "settlements" / "stripe").glob("*.csv"))[0]
+    state, inbox = tmp_path / "state", tmp_path / "inbox"
+    taken = CliRunner().invoke(ingest_command, [str(report), "--state-dir", str(state), "--no-publish", "--json"])
+    assert json.loads(taken.stdout)["accepted"] == 1
+    inbox.mkdir()
+    (inbox / "stripe (2).csv").write_bytes(report.read_bytes().replace(b"\n", b"\r\n"))
+    (outcome,) = watch(Intake(settings(state)), inbox, threading.Event(), once=True)
+    assert outcome.status == "received_again" and report.name in outcome.reason
+    assert [p.name for p in inbox.iterdir() if p.is_file()] == []
+    assert [p.name for p in (inbox / "processed").iterdir()] == ["stripe (2).csv"]
+
+
 def test_a_file_still_being_written_waits_for_the_next_poll(tmp_path) -> None:
     from clearline.recon.intake.watch import ready_files
 
