@@ -170,6 +170,8 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
         value_date="value_date",
         source_file=pl.format("{}_{}.csv", "processor", "payout_id"),
         line_no=pl.int_range(pl.len()) + 2,
+        source_type="record_type",
+        raw=pl.lit(None, pl.String),
     ).cast(SETTLEMENT_SCHEMA)
 
     payouts = (
@@ -206,6 +208,10 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
             value_date="expected_on",
             source_file=pl.format("stmt_{}.xml", "amount_currency"),
             line_no=pl.lit(0),
+            # no statement identity: these lines stand for the bank side alone (no
+            # statements, so no continuity or balance rule runs here)
+            statement_id=pl.lit(""),
+            sequence=pl.lit(None, pl.String),
         )
     )
     stray = bank.head(unbanked).with_columns(
