@@ -131,6 +131,8 @@ class Book:
         known = {m.reference: m for m in self.movements}
         out = []
         for n, ((_proc, pid), (total, ccy, last)) in enumerate(sorted(payouts_of(self.lines).items())):
+            if total == 0:  # a batch that nets to zero pays nothing: no bank line
+                continue
             day = known[pid].expected_on if pid in known else last + timedelta(days=1)
             out.append(bank_line(pid, Money(total, ccy), day, n))
         out.append(bank_line("mpo_1", Money(-50_000, "USD"), DAY0 + timedelta(days=3), 900))
