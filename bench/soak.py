@@ -137,6 +137,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict:
     plan = schedule(rng, args.flow_kills, args.broker_kills, total / args.rate)
     state, logs = tmp / "state", tmp / "logs"
     history: list[dict] = []
+    flow = None
     try:
         with fresh_topics(bootstrap, "soak") as (topic, dlq):
             report: dict = {}
@@ -196,6 +197,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict:
                 raise AssertionError(f"ledger rebuild from offset 0 differs: {rebuild}")
             say(f"rebuild from offset 0 in {time.monotonic() - t:.0f} s: the same chain head")
     finally:
+        if flow is not None:
+            flow.stop_quietly()  # a failed soak leaves no flow behind
         try:
             broker.down()
         except Exception as exc:  # a broker already gone: nothing to stop
