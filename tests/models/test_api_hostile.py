@@ -29,6 +29,7 @@ import pytest
 from clearline import config
 from clearline.events import contains_pan, redact_pans
 from tests.models.api_server import KEYS, Server
+from tests.pan_scan import find_pans
 
 pytestmark = pytest.mark.slow  # starts a server (about ten seconds)
 
@@ -237,29 +238,14 @@ def test_every_error_status_is_declared_with_the_one_error_schema(api):
 # ----------------------------------------------------------------------- card numbers
 
 
+_FRACTION = re.compile(r"(?<=[0-9])\.[0-9]+")
+
+
 def pans_in(text: str) -> list[str]:
-    """Card-number-like numbers in `text`, by the ground's detector: every string, key and
-    integer of a JSON document (a float's digits are a fraction, not a card number, as the
-    contract reads them), and in any other text every digit run not part of a decimal."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return [m for m in re.split(r"\d+\.\d+(?:[eE][+-]?\d+)?", text) if contains_pan(m)]
-    found: list[str] = []
-
-    def walk(value) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(k)
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, (str, int)) and not isinstance(value, bool) and contains_pan(str(value)):
-            found.append(str(value))
-
-    walk(doc)
-    return found
+    """Card numbers in `text` by the shared test scanner (`tests/pan_scan.py`: also spelt
+    with JSON escapes or in UTF-16/32), each masked; a decimal's fraction is left out, as
+    `0.5493028163909912` in /metrics or a score is a fraction, not a card number."""
+    return [str(f) for f in find_pans(_FRACTION.sub(".", text))]
 
 
 def _db_texts(path: Path) -> list[str]:
