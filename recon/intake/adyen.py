@@ -22,12 +22,12 @@ closed), else the line's own Creation Date, as a day in the report's zone.
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterable
 
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
 from clearline.recon.intake.model import Problems
-from clearline.recon.intake.processor import ProcessorFile, classify, money, settle_days
+from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money, settle_days
 from clearline.recon.lines import SettlementLine
 
 FEE_COLUMNS = ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)")
@@ -90,12 +90,11 @@ PAYOUT = "MerchantPayout"
 PAYMENT_ROWS = ("charge", "refund", "refund_reversal", "chargeback", "chargeback_reversal")
 
 
-def parse(text: str, source_file: str) -> ProcessorFile:
-    out = ProcessorFile()
-    closing: dict[str, date | None] = {}  # batch -> the day its MerchantPayout row was created
-    undated: list[tuple[int, str, date | None]] = []  # (line index, batch, its own day) without Booking Date
-    rows = list(csv_rows(text, LAYOUT))
-    for row, line_id in zip(rows, _line_ids(rows)):
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
+    out = ProcessorFile(chunk_rows)
+    shared = _shared_references(csv_rows(text, LAYOUT))
+    for row in csv_rows(text, LAYOUT):
+        line_id = _line_id(row, shared)
         line_no, p = row.line_no, out.problems
         tz = n.zone(row.get("TimeZone"))
         if tz is None:
@@ -109,7 +108,7 @@ def parse(text: str, source_file: str) -> ProcessorFile:
         batch = row.get("Batch Number")
         if row.get("Type") == PAYOUT:
             out.payouts.append((batch, line_no, None if net is None else -net))
-            closing[batch] = day
+            out.closing[batch] = day
             continue
         record_type = classify(RECORD_TYPES, row.get("Type"))
         gross_ccy, gross, fee = _gross_and_fee(row, record_type, net, net_ccy, p)
@@ -117,8 +116,8 @@ def parse(text: str, source_file: str) -> ProcessorFile:
             value = n.local_day(row.get("Booking Date"), "Booking Date", line_no, p)
         else:
             value = None
-            undated.append((len(out.lines), batch, day))
-        out.lines.append(
+            settle_days(out, line_no, batch, day, "Booking Date")
+        out.add(
             SettlementLine(
                 processor="adyen",
                 line_id=line_id,
@@ -138,28 +137,37 @@ def parse(text: str, source_file: str) -> ProcessorFile:
                 raw=row.raw,
             )
         )
-    settle_days(out, undated, closing, "Booking Date")
     return out
 
 
-def _line_ids(rows: list[CsvRow]) -> list[str]:
-    """Each row's line id: its Modification Reference (else its Psp Reference, else its type
+def _base(row: CsvRow) -> str:
+    return row.get("Modification Reference") or row.get("Psp Reference") or row.get("Type")
+
+
+def _shared_references(rows: Iterable[CsvRow]) -> set[str]:
+    """The references (Modification Reference, else Psp Reference, else type) that rows of
+    different types or descriptions share anywhere in the report: a first pass, so a line's
+    id does not depend on which chunk it is read in."""
+    kinds: dict[str, tuple[str, str]] = {}
+    shared: set[str] = set()
+    for row in rows:
+        base, kind = _base(row), (row.get("Type"), row.get("Modification Merchant Reference"))
+        if kinds.setdefault(base, kind) != kind:
+            shared.add(base)
+    return shared
+
+
+def _line_id(row: CsvRow, shared: set[str]) -> str:
+    """A row's line id: its Modification Reference (else its Psp Reference, else its type
     and batch). Real reports share one between rows that are different movements (a
     payment's Settled and Refunded rows, every "Balancetransfer" row, fee rows of one
-    day), so a reference that rows of different types or descriptions share gets the
-    type and the Modification Merchant Reference added; rows alike in all three keep one
-    id, so a row written twice is still refused as appearing twice."""
-    base = [r.get("Modification Reference") or r.get("Psp Reference") or r.get("Type") for r in rows]
-    kinds: dict[str, set[tuple[str, str]]] = {}
-    for b, r in zip(base, rows):
-        kinds.setdefault(b, set()).add((r.get("Type"), r.get("Modification Merchant Reference")))
-    ids = []
-    for b, r in zip(base, rows):
-        if len(kinds[b]) == 1:
-            ids.append(b)
-        else:
-            ids.append(" ".join(filter(None, (b, r.get("Type"), r.get("Modification Merchant Reference")))))
-    return ids
+    day), so a reference that rows of different types or descriptions share (`shared`) gets
+    the type and the Modification Merchant Reference added; rows alike in all three keep
+    one id, so a row written twice is still refused as appearing twice."""
+    base = _base(row)
+    if base not in shared:
+        return base
+    return " ".join(filter(None, (base, row.get("Type"), row.get("Modification Merchant Reference"))))
 
 
 def _gross_and_fee(

@@ -27,7 +27,7 @@ from datetime import timezone
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
 from clearline.recon.intake.model import Problems
-from clearline.recon.intake.processor import ProcessorFile, classify, money
+from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
 from clearline.recon.lines import PAYMENT_KINDS, SettlementLine
 
 LAYOUT = Layout(
@@ -105,8 +105,8 @@ def _plus(total: int | None, amount: int | None) -> int | None:
     return None if total is None or amount is None else total + amount
 
 
-def parse(text: str, source_file: str) -> ProcessorFile:
-    out = ProcessorFile()
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
+    out = ProcessorFile(chunk_rows)
     actions: list[_Action] = []
     by_id: dict[str, _Action] = {}
     for row in csv_rows(text, LAYOUT):
@@ -131,7 +131,8 @@ def parse(text: str, source_file: str) -> ProcessorFile:
             gross = n.minor(row.get("Processing Currency Amount"), processing, "Processing Currency Amount", line_no, p)
             action.gross = _plus(action.gross, gross)
             action.payment = action.payment or row
-    out.lines.extend(_line(a, source_file, out.problems) for a in actions)
+    for action in actions:
+        out.add(_line(action, source_file, out.problems))
     return out
 
 

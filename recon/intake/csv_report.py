@@ -10,8 +10,8 @@ Delimiter: the one of `,`, `;` and tab that splits the header into the most cell
 from __future__ import annotations
 
 import csv
-import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -109,6 +109,16 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
+# one physical line with its ending, as a file opened with newline="" splits them
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+\Z")
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """The lines of `text` one at a time, endings kept (what `csv.reader` wants), without
+    a copy of the whole: `io.StringIO` would hold the text again, at four bytes a character."""
+    return (match.group() for match in _LINE.finditer(text))
+
+
 def csv_rows(text: str, layout: Layout) -> Iterator[CsvRow]:
     """Each data row of a CSV report read by column name.
 
@@ -124,7 +134,7 @@ def csv_rows(text: str, layout: Layout) -> Iterator[CsvRow]:
         )
     names = _unique(layout.canonical(header))
     shown = _unique([h.strip() for h in header])
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
+    reader = csv.reader(text_lines(text.lstrip("\ufeff")), delimiter=delimiter)
     try:
         next(reader)
         for row in reader:

@@ -28,6 +28,7 @@ from clearline.recon.intake.model import ParsedFile
 from clearline.recon.matching.copies import LINE_KEY, STATEMENT_KEY, content_columns
 
 _SEP, _NULL = "\x1f", "\x00"
+SLICE_ROWS = 50_000  # lines whose content texts are made at once
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,16 @@ def _sha(texts: list[str]) -> str:
 def items(parsed: ParsedFile) -> list[Item]:
     """The file's items, in file order."""
     lines = parsed.lines
+    if parsed.kind == "processor":  # one line at a time: a large report's texts are never all held at once
+        found, start = [], 0
+        for part in lines.iter_slices(SLICE_ROWS):
+            names = part.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
+            for i, (n, t, no) in enumerate(zip(names, _texts(part), part["line_no"]), start):
+                found.append(Item(f"line|{n}", _sha([t]), no, (i,)))
+            start += part.height
+        return found
     texts = _texts(lines)
     line_nos = lines["line_no"].to_list()
-    if parsed.kind == "processor":
-        names = lines.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
-        return [Item(f"line|{n}", _sha([t]), no, (i,)) for i, (n, t, no) in enumerate(zip(names, texts, line_nos))]
     rows: dict[tuple, list[int]] = defaultdict(list)
     for i, key in enumerate(lines.select(STATEMENT_KEY).iter_rows()):
         rows[key].append(i)

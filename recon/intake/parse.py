@@ -15,20 +15,26 @@ import polars as pl
 from clearline.recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
 from clearline.recon.intake.detect import detect
 from clearline.recon.intake.model import ParsedFile, ParseError
+from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import decode
 
 # lines, controls, problems, and for bank formats the statements
 Frames = tuple[pl.DataFrame, ...]
 
 
-def _frames(module) -> Callable[[str, str], Frames]:
-    return lambda text, name: module.parse(text, name).frames()
+def _frames(module) -> Callable[[str, str, int], Frames]:
+    return lambda text, name, chunk_rows: module.parse(text, name).frames()
 
 
-PARSERS: dict[str, Callable[[str, str], Frames]] = {
-    "adyen": _frames(adyen),
-    "stripe": _frames(stripe),
-    "checkoutcom": _frames(checkoutcom),
+def _chunked(module) -> Callable[[str, str, int], Frames]:
+    """A processor report read `chunk_rows` lines at a time (`processor.ProcessorFile`)."""
+    return lambda text, name, chunk_rows: module.parse(text, name, chunk_rows).frames()
+
+
+PARSERS: dict[str, Callable[[str, str, int], Frames]] = {
+    "adyen": _chunked(adyen),
+    "stripe": _chunked(stripe),
+    "checkoutcom": _chunked(checkoutcom),
     "bai2": _frames(bai2_statement),
     "camt053": _frames(camt053),
     "mt940": _frames(mt940_statement),
@@ -40,7 +46,7 @@ PARSERS: dict[str, Callable[[str, str], Frames]] = {
 SINGLE_BYTE_FORMATS = ("mt940", "bai2")
 
 
-def parse_bytes(data: bytes, name: str, path: Path | None = None) -> ParsedFile:
+def parse_bytes(data: bytes, name: str, path: Path | None = None, chunk_rows: int = CHUNK_ROWS) -> ParsedFile:
     try:
         text = decode(data)
     except ParseError as strict:
@@ -52,10 +58,10 @@ def parse_bytes(data: bytes, name: str, path: Path | None = None) -> ParsedFile:
         if not single_byte_format:
             raise strict from None
     fmt = detect(text)
-    return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name))
+    return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name, chunk_rows))
 
 
-def parse_file(path: Path) -> ParsedFile:
+def parse_file(path: Path, chunk_rows: int = CHUNK_ROWS) -> ParsedFile:
     """The file at `path` detected, parsed and normalised; its name becomes `source_file`."""
     path = Path(path)
-    return parse_bytes(path.read_bytes(), path.name, path)
+    return parse_bytes(path.read_bytes(), path.name, path, chunk_rows)

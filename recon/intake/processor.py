@@ -14,8 +14,7 @@ as an unclassified_processor_line variance with its raw row.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
@@ -24,29 +23,70 @@ from clearline.events import Money
 from clearline.recon.intake.model import Problems, controls_frame
 from clearline.recon.lines import SettlementLine, frame
 
+CHUNK_ROWS = 50_000  # settlement lines held as Python objects at once while a report is read
+
 
 @dataclass
 class ProcessorFile:
-    """Lines, payout rows and problems collected while reading one report."""
+    """Lines, payout rows and problems collected while reading one report.
 
-    lines: list[SettlementLine] = field(default_factory=list)
+    Read in chunks: `add` keeps at most `chunk_rows` lines as Python objects and turns each
+    full chunk into a frame (a frame of a line costs a fraction of the object), so a large
+    report never holds one object per row. What the file as a whole must say is kept
+    across chunks: each payout's running sum of its lines' nets (the control total), the
+    payout rows, and the lines whose value day waits for their batch's payout row
+    (`settle_days`), which may come in a later chunk.
+    """
+
+    chunk_rows: int = CHUNK_ROWS
+    lines: list[SettlementLine] = field(default_factory=list)  # the chunk being read
     payouts: list[tuple[str, int, int | None]] = field(default_factory=list)  # payout id, line, paid out
     problems: Problems = field(default_factory=Problems)
+    parts: list[pl.DataFrame] = field(default_factory=list)  # the chunks read, as frames
+    nets: dict[str, int | None] = field(default_factory=dict)  # payout id -> sum of its lines' net so far
+    undated: list[tuple[int, str, date | None]] = field(default_factory=list)  # line no, batch, its own day
+    undated_column: str = ""  # the value-date column the report lacks (named in a problem)
+    closing: dict[str, date | None] = field(default_factory=dict)  # batch -> the day its payout row closed it
+
+    def add(self, line: SettlementLine) -> None:
+        total = self.nets.get(line.payout_id, 0)
+        self.nets[line.payout_id] = None if total is None or line.net.minor is None else total + line.net.minor
+        self.lines.append(line)
+        if len(self.lines) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.parts.append(frame(self.lines, SettlementLine))
+            self.lines = []
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        nets: dict[str, list[int | None]] = defaultdict(list)
-        for line in self.lines:
-            nets[line.payout_id].append(line.net.minor)
+        self.flush()
+        lines = pl.concat(self.parts) if self.parts else frame([], SettlementLine)
+        self.parts = []
+        lines = self._settled(lines)
         controls = [
-            (
-                f"payout {payout_id} = sum of its lines' net",
-                line_no,
-                paid,
-                None if None in nets[payout_id] else sum(nets[payout_id]),
-            )
+            (f"payout {payout_id} = sum of its lines' net", line_no, paid, self.nets.get(payout_id, 0))
             for payout_id, line_no, paid in self.payouts
         ]
-        return frame(self.lines, SettlementLine), controls_frame(controls), self.problems.frame()
+        return lines, controls_frame(controls), self.problems.frame()
+
+    def _settled(self, lines: pl.DataFrame) -> pl.DataFrame:
+        """Value days of the lines whose report has no value-date column: the day of their
+        batch's payout row (the day the batch closed), else the line's own day; a line with
+        neither is a problem naming the column (`settle_days` said which)."""
+        if not self.undated:
+            return lines
+        column, days = self.undated_column, []
+        for line_no, batch, own in self.undated:
+            day = self.closing.get(batch) or own
+            if day is None:
+                self.problems.note(line_no, f"{column}: no value date (no column, payout row or time)")
+            days.append((line_no, day))
+        self.undated = []
+        fix = pl.DataFrame(days, schema={"line_no": pl.Int64(), "settled": pl.Date()}, orient="row")
+        joined = lines.join(fix, on="line_no", how="left", maintain_order="left")
+        return joined.with_columns(value_date=pl.coalesce("settled", "value_date")).drop("settled")
 
 
 def money(minor: int | None, currency: str) -> Money:
@@ -66,14 +106,8 @@ def _fold(text: str) -> str:
     return "".join(text.split()).replace("_", "").casefold()
 
 
-def settle_days(
-    out: ProcessorFile, undated: list[tuple[int, str, date | None]], closing: dict[str, date | None], column: str
-) -> None:
-    """Value days of the lines whose report has no value-date column: the day of their
-    batch's payout row (the day the batch closed), else the line's own day; a line with
-    neither is a problem naming the column."""
-    for index, batch, own in undated:
-        day = closing.get(batch) or own
-        if day is None:
-            out.problems.note(out.lines[index].line_no, f"{column}: no value date (no column, payout row or time)")
-        out.lines[index] = replace(out.lines[index], value_date=day)
+def settle_days(out: ProcessorFile, line_no: int, batch: str, own: date | None, column: str) -> None:
+    """Note a line whose report has no value-date column: its value day is settled once the
+    whole report is read (its batch's payout row may come after it; see `ProcessorFile`)."""
+    out.undated.append((line_no, batch, own))
+    out.undated_column = column

@@ -33,7 +33,7 @@ from datetime import timezone
 
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import Layout, csv_rows
-from clearline.recon.intake.processor import ProcessorFile, classify, money
+from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
 from clearline.recon.lines import SettlementLine
 
 LAYOUT = Layout(
@@ -99,8 +99,8 @@ PAYOUT = "payout"
 PAYMENT_IDS = ("payment_metadata[merchant_reference]", "payment_intent_id", "charge_id", "source_id")
 
 
-def parse(text: str, source_file: str) -> ProcessorFile:
-    out = ProcessorFile()
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
+    out = ProcessorFile(chunk_rows)
     for row in csv_rows(text, LAYOUT):
         line_no, p = row.line_no, out.problems
         ccy = n.currency_code(row.get("currency"))
@@ -125,7 +125,7 @@ def parse(text: str, source_file: str) -> ProcessorFile:
         day_text = row.get("available_on_utc", "available_on", "automatic_payout_effective_at_utc")
         day_text = day_text or row.get("automatic_payout_effective_at")
         day = n.local_day(day_text, "available_on_utc", line_no, p) if day_text else (time and time.date())
-        out.lines.append(
+        out.add(
             SettlementLine(
                 processor="stripe",
                 line_id=row.get("balance_transaction_id"),

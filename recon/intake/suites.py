@@ -18,6 +18,7 @@ bank formats nothing more (see `_bank_rules`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -26,6 +27,7 @@ import polars as pl
 
 from clearline.currency import EXPONENT
 from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile
+from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.lines import BANK_SCHEMA, PAYMENT_KINDS, RECORD_TYPES, SETTLEMENT_SCHEMA
 
 
@@ -120,7 +122,7 @@ def _common_rules(
         *(
             [
                 _rule(
-                    gxe.ExpectCompoundColumnsToBeUnique(column_list=["file", *unique], **_on_lines()),
+                    gxe.ExpectColumnValuesToBeBetween(column="same_id", min_value=1, max_value=1, **_on_lines()),
                     f"no line appears twice in a file (same {', '.join(unique)})",
                 )
             ]
@@ -160,7 +162,7 @@ def _processor_rules(gxe) -> list:
             "value_date",
         ],
         currencies=["gross_currency", "fee_currency", "net_currency"],
-        unique=["line_id"],
+        unique=UNIQUE,
     )
     return rules + [
         _rule(
@@ -222,7 +224,8 @@ def _bank_rules(gxe) -> list:
     )
 
 
-DERIVED = ("control_gap", "net_gap")
+DERIVED = ("control_gap", "net_gap", "same_id")
+UNIQUE = ["line_id"]  # what no two lines of a processor report share (`same_id` counts them per file)
 
 
 @lru_cache(maxsize=1)
@@ -260,9 +263,9 @@ def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
     if parsed.kind == "processor":
         same = pl.col("gross_currency") == pl.col("net_currency")
         gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
-        lines = lines.with_columns(net_gap=gap.cast(pl.Int64))
+        lines = lines.with_columns(net_gap=gap.cast(pl.Int64), same_id=pl.len().over(UNIQUE).cast(pl.Int64))
     else:
-        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64))
+        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64), same_id=pl.lit(None, pl.Int64))
     controls = parsed.controls.with_columns(
         kind=pl.lit("control"),
         control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null())
@@ -273,9 +276,7 @@ def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
         "line_no", problem=pl.format("{}: the declared or recomputed total could not be read", "control")
     )
     problems = pl.concat([parsed.problems, missing]).with_columns(kind=pl.lit("problem"))
-    return pl.concat([lines, controls, problems], how="diagonal_relaxed").with_columns(
-        pl.col("control_gap", "net_gap").cast(pl.Int64)
-    )
+    return pl.concat([lines, controls, problems], how="diagonal_relaxed").with_columns(pl.col(DERIVED).cast(pl.Int64))
 
 
 def _pandas(frame: pl.DataFrame):
@@ -290,36 +291,86 @@ def validate(parsed: ParsedFile) -> Verdict:
     return validate_many([parsed])[0]
 
 
-def validate_many(files: list[ParsedFile]) -> list[Verdict]:
-    """Verdicts for many files, in order: one GX run per format, not per file.
+def validate_many(files: list[ParsedFile], chunk_rows: int = CHUNK_ROWS) -> list[Verdict]:
+    """Verdicts for many files, in order: one GX run per chunk of at most `chunk_rows` rows
+    of one format, not per file nor per whole file.
 
-    GX costs about a second a run whatever the size, so the files of one format share
-    a batch with a `file` column. Every rule is per row or per file (uniqueness includes
-    `file`), so a file's verdict never depends on the files beside it.
+    GX costs about a second a run whatever the size, so small files of one format share a
+    chunk with a `file` column; a large file is validated a chunk at a time, so GX's pandas
+    copy of it is never whole. Every rule is per row: what concerns the whole file (a line
+    id the file repeats, a payout's sum) is computed across the file before it is cut into
+    chunks (`validation_frame`), so a file's verdict depends neither on the files beside it
+    nor on where the chunks fall; a rule's failures are merged over the chunks
+    (`_merged`: its count is the sum, its rows listed up to MAX_ROWS).
     """
-    _, _, batch_definition = _context()
     verdicts: list[Verdict | None] = [None] * len(files)
-    formats = {f.format for f in files}
-    for fmt in sorted(formats):
+    for fmt in sorted({f.format for f in files}):
         members = [i for i, f in enumerate(files) if f.format == fmt]
-        frame = pl.concat(
-            [validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64)) for i in members], how="diagonal_relaxed"
-        )
         checked = suite(fmt)
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": _pandas(frame)})
-        result = batch.validate(
-            checked,
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": ["file", "line_no", "control", "declared", "computed"],
-            },
-        )
-        order = {e.meta["rule"]: i for i, e in enumerate(checked.expectations)}
-        failures = sorted((_failure(r) for r in result.results if not r.success), key=lambda f: order.get(f.rule, 0))
+        found: dict[int, list[Failure]] = {i: [] for i in members}
+        for chunk in _chunks(files, members, chunk_rows):
+            in_chunk = set(chunk["file"].unique().to_list())
+            for failure in _run(checked, chunk):
+                for i in in_chunk:
+                    mine = _for_file(failure, i)
+                    if mine is not None:
+                        found[i].append(mine)
+        order = {e.meta["rule"]: n for n, e in enumerate(checked.expectations)}
         for i in members:
-            mine = [_for_file(failure, i) for failure in failures]
-            verdicts[i] = Verdict(checked.name, len(checked.expectations), [f for f in mine if f is not None])
+            merged = _merged(found[i])
+            verdicts[i] = Verdict(
+                checked.name, len(checked.expectations), sorted(merged, key=lambda f: order.get(f.rule, 0))
+            )
     return verdicts  # type: ignore[return-value]
+
+
+def _chunks(files: list[ParsedFile], members: list[int], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """The members' validation rows, `file` column added, in frames of at most `chunk_rows` rows."""
+    pending: list[pl.DataFrame] = []
+    size = 0
+    for i in members:
+        rows = validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64))
+        for start in range(0, rows.height, chunk_rows):
+            part = rows.slice(start, min(chunk_rows - size, rows.height - start))
+            pending.append(part)
+            size += part.height
+            if size >= chunk_rows:
+                yield pl.concat(pending, how="diagonal_relaxed")
+                pending, size = [], 0
+    if pending:
+        yield pl.concat(pending, how="diagonal_relaxed")
+
+
+def _run(checked, chunk: pl.DataFrame) -> list[Failure]:
+    """The failures of one GX run of a suite over one chunk."""
+    _, _, batch_definition = _context()
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": _pandas(chunk)})
+    result = batch.validate(
+        checked,
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": ["file", "line_no", "control", "declared", "computed"],
+        },
+    )
+    return [_failure(r) for r in result.results if not r.success]
+
+
+def _merged(failures: list[Failure]) -> list[Failure]:
+    """One failure per rule from its failures in several chunks: the count is the sum, the
+    rows are listed in file order up to MAX_ROWS; a rule that could not run, or broken by the
+    table as a whole (no rows), is said once."""
+    by_rule: dict[str, list[Failure]] = {}
+    for failure in failures:
+        by_rule.setdefault(failure.rule, []).append(failure)
+    merged = []
+    for rule, found in by_rule.items():
+        failed = next((f for f in found if f.error), None) or next((f for f in found if not f.rows), None)
+        if failed is not None:
+            merged.append(failed)
+            continue
+        rows = [row for f in found for row in f.rows][:MAX_ROWS]
+        merged.append(Failure(rule, found[0].expectation, sum(f.count for f in found), rows))
+    return merged
 
 
 def _for_file(failure: Failure, index: int) -> Failure | None:
@@ -329,7 +380,7 @@ def _for_file(failure: Failure, index: int) -> Failure | None:
     rows = [{k: v for k, v in row.items() if k != "file"} for row in failure.rows if row.get("file") == index]
     if not rows:
         return None
-    return Failure(failure.rule, failure.expectation, len(rows), rows[:MAX_ROWS])
+    return Failure(failure.rule, failure.expectation, len(rows), rows)
 
 
 def _failure(result) -> Failure:
