@@ -155,6 +155,7 @@ class Intake:
                 done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, error), None, 0, move))
                 continue
             pending.append((i, path, sha, parsed))
+            del data  # the bytes are read: a large file's must not stay through the suite and the store
 
         verdicts = validate_many([parsed for *_, parsed in pending]) if pending else []
         for (i, path, sha, parsed), verdict in zip(pending, verdicts):
