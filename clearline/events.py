@@ -270,12 +270,16 @@ _GROUP = re.compile(r"[0-9]+")
 _WIDE_DIGIT = r"(?:[0-9]|\\u003[0-9])"
 _WIDE_GAP = r"\x00*(?:(?:[ \-]|\\u00(?:20|2[dD]))\x00*)?"
 _WIDE_RUN = re.compile(rf"(?<![0-9]){_WIDE_DIGIT}(?:{_WIDE_GAP}{_WIDE_DIGIT}){{12,}}(?![0-9])")
-# NULs end a group like a space: in UTF-16/32 each digit is its own group, so a card number
-# is found among digits of other text decoded at another alignment ("1" + number + "1999")
 _WIDE_GROUP = re.compile(rf"{_WIDE_DIGIT}+")
+# In bytes with NULs (UTF-16/32) every digit is a group of its own: read at another
+# alignment, digits beside the number are other characters ("9" + number + "999…").
+_ONE_DIGIT = re.compile(_WIDE_DIGIT)
+# The same over the bytes as they are: an escape's hex digits are digits like any other.
+_BYTES_RUN = re.compile(r"(?<![0-9])[0-9](?:\x00*(?:[ \-]\x00*)?[0-9]){12,}(?![0-9])")
 _NOT_DIGIT = re.compile(r"\\u003|[^0-9]")  # what to drop from a span to read its digits
 _ANY_DIGIT = re.compile(r"[0-9]")
 _LONG_DIGITS = re.compile(r"[0-9]{20,}")
+_OTHER_ESCAPE = re.compile(r"\\u(?!003[0-9]|0020|002[dD])[0-9a-fA-F]{4}")
 MASK_ALL_OVER_GROUPS = 10_000
 
 
@@ -289,20 +293,28 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _pan_spans(text: str, wide: bool = False) -> list[tuple[int, int]]:
+def _pan_spans(text: str, wide: bool = False, reading: str = "bytes") -> list[tuple[int, int]]:
     """Spans of card-number-like digits: 13–19 Luhn-valid digits made of whole groups.
 
     A card number is often written next to other figures ("4111 1111 1111 1111 12/26"),
     so every run of consecutive groups is tried, not only the whole run. `wide` also
-    reads digits written as JSON escapes or with NUL bytes between them (UTF-16/32)."""
+    reads digits with NUL bytes between them (UTF-16/32), in one of three `reading`s:
+    "bytes" as they are (an escape's hex digits are digits), "escapes" with "\\u0034"
+    read as the digit 4, and "json" as JSON reads it: other escapes ("\\u0004") too."""
     spans: list[tuple[int, int]] = []
     if wide:
-        runs, group = _WIDE_RUN, _WIDE_GROUP
         if "\\" not in text and "\x00" not in text and not _MAYBE_RUN.search(text):
             return spans
+        if reading == "bytes":
+            runs, group = _BYTES_RUN, (_ANY_DIGIT if "\x00" in text else _GROUP)
+        else:
+            runs, group = _WIDE_RUN, (_ONE_DIGIT if "\x00" in text else _WIDE_GROUP)
         # 20 digits in a row are no card number, nor part of one: hidden from the slow
-        # search, same length, so the spans found still index `text`
-        text = _LONG_DIGITS.sub(lambda m: "#" * len(m.group()), text)
+        # search, same length, so the spans found still index `text`. Their first and
+        # last digit stay: beside a NUL, each may be a digit of UTF-16/32 text.
+        if reading == "json":
+            text = _OTHER_ESCAPE.sub("######", text)
+        text = _LONG_DIGITS.sub(lambda m: m.group()[0] + "#" * (len(m.group()) - 2) + m.group()[-1], text)
     else:
         runs, group = _DIGIT_RUN, _GROUP
         if not _MAYBE_RUN.search(text):
@@ -328,7 +340,7 @@ def _pan_spans(text: str, wide: bool = False) -> list[tuple[int, int]]:
 def contains_pan(text: str, wide: bool = False) -> bool:
     """True if a Luhn-valid 13–19 digit number (spaces or dashes allowed) is in `text`;
     `wide`: also written as JSON escapes or in UTF-16/32."""
-    return bool(_pan_spans(text, wide))
+    return bool(_spans_any_reading(text, wide))
 
 
 def redact_pans(text: str, wide: bool = False) -> str:
@@ -336,7 +348,7 @@ def redact_pans(text: str, wide: bool = False) -> str:
 
     Repeated until none is left: the four digits kept can make a new one with the digits
     that follow them ("4111 1111 1111 1111 2222 3333 4444")."""
-    spans = _pan_spans(text, wide)
+    spans = _spans_any_reading(text, wide)
     while spans:
         out, last = [], 0
         for start, end in spans:
@@ -344,8 +356,18 @@ def redact_pans(text: str, wide: bool = False) -> str:
             out += [text[last:start], "*" * (len(digits) - 4) + digits[-4:]]
             last = end
         text = "".join(out) + text[last:]
-        spans = _pan_spans(text, wide)
+        spans = _spans_any_reading(text, wide)
     return text
+
+
+def _spans_any_reading(text: str, wide: bool) -> list[tuple[int, int]]:
+    """Spans of the first reading of `text` that finds any (wide: bytes, escapes, JSON);
+    masking repeats until none finds one."""
+    for reading in ("bytes", "escapes", "json") if wide and "\\u" in text else ("bytes",):
+        spans = _pan_spans(text, wide, reading)
+        if spans:
+            return spans
+    return []
 
 
 def mask_pans(data: bytes) -> bytes:

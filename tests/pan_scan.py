@@ -123,10 +123,16 @@ def scan_kafka(bootstrap: str, topics: Iterable[str]) -> list[Finding]:
                         if m.error() is not None:
                             continue
                         read = m.offset() + 1
-                        findings += scan_values(_message_rows(f"kafka {topic}[{p}]@{m.offset()}", m))
+                        findings += scan_messages([m])
     finally:
         consumer.close()
     return findings
+
+
+def scan_messages(messages: Iterable[Any]) -> list[Finding]:
+    """Consumed Kafka messages (confluent-kafka `Message`s): value, key and headers."""
+    rows = (row for m in messages for row in _message_rows(f"kafka {m.topic()}[{m.partition()}]@{m.offset()}", m))
+    return scan_values(rows)
 
 
 def _message_rows(where: str, m: Any) -> list[tuple[str, Any]]:

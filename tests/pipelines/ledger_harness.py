@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -32,10 +33,11 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from clearline import config
+from clearline import config, events
 from clearline.ledger import archive
 from clearline.ledger.snapshot import read_snapshot
 from clearline.pipelines.connectors.ledger_sink import GENESIS_TOPIC
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 from tests import REPO_ROOT
 
 # librdkafka logs every refused connection to stderr unless given a logger; while a
@@ -170,6 +172,34 @@ def read_topic(bootstrap: str, topic: str, partitions: int = 4) -> list:
     finally:
         consumer.close()
     return out
+
+
+# ----------------------------------------------------------------------- hand-made events
+
+TENANT, MERCHANT, PROCESSOR = "rs_001", "m_00001", "adyen"
+
+
+def signed(body: bytes, tenant: str = TENANT, key_tenant: str | None = None) -> list[tuple[str, bytes]]:
+    """The headers of `body` signed for `tenant` (with `key_tenant`'s key: a wrong signature)."""
+    keys = TenantKeys.from_config()
+    return [(TENANT_HEADER, tenant.encode()), (SIGNATURE_HEADER, sign(body, keys.key(key_tenant or tenant)).encode())]
+
+
+def authorization(event_id: str, minor: int = 1999, token: str = "tok_x") -> bytes:
+    """A payment.authorized of `minor` EUR by MERCHANT; its legs are the amount itself."""
+    n = event_id.rsplit("_", 1)[-1]
+    return events.encode(
+        events.Event(
+            event_id,
+            "payment.authorized",
+            datetime(2026, 1, 5, 10, tzinfo=timezone.utc),
+            MERCHANT,
+            TENANT,
+            events.PaymentAuthorized(
+                f"pay_{n}", f"ord_{n}", "b_1", PROCESSOR, "card", events.Money(minor, "EUR"), token
+            ),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------- worlds

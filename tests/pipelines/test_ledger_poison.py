@@ -20,16 +20,18 @@ import hashlib
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
 
 import pytest
 
 from clearline import events
 from clearline.admission import KEPT_BYTES
 from clearline.pipelines.connectors.ledger_sink import FALLBACK_BYTES
-from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 from tests import REPO_ROOT
 from tests.pipelines.ledger_harness import (
+    MERCHANT,
+    PROCESSOR,
+    TENANT,
+    authorization,
     child_env,
     clearline_json,
     flow_args,
@@ -38,33 +40,12 @@ from tests.pipelines.ledger_harness import (
     produce_raw,
     read_topic,
     run_once,
+    signed,
     topic_stats,
 )
 
 pytestmark = pytest.mark.kafka
-KEYS = TenantKeys.from_config()
-TENANT, MERCHANT, PROCESSOR = "rs_001", "m_00001", "adyen"
 BROKER_LIMIT = 1_048_576  # the topics' max.message.bytes in these tests: about the broker's default
-
-
-def signed(body: bytes, tenant: str = TENANT) -> list[tuple[str, bytes]]:
-    return [(TENANT_HEADER, tenant.encode()), (SIGNATURE_HEADER, sign(body, KEYS.key(tenant)).encode())]
-
-
-def authorization(n: int, minor: int) -> bytes:
-    """A payment.authorized of `minor` EUR; its legs are the amount itself (hold and offset)."""
-    return events.encode(
-        events.Event(
-            f"evt_poison_{n:05d}",
-            "payment.authorized",
-            datetime(2026, 1, 5, 10, tzinfo=timezone.utc),
-            MERCHANT,
-            TENANT,
-            events.PaymentAuthorized(
-                f"pay_{n:05d}", f"ord_{n:05d}", "b_1", PROCESSOR, "card", events.Money(minor, "EUR"), "tok_x"
-            ),
-        )
-    )
 
 
 def with_minor(body: bytes, minor_text: bytes) -> bytes:
@@ -94,7 +75,7 @@ def flow(kafka_bootstrap, tmp_path):
 def test_an_oversized_message_is_dead_lettered_as_a_bounded_prefix_and_never_sent_twice(kafka_bootstrap, flow):
     run, _, state, _ = flow
     limit = {"max.message.bytes": BROKER_LIMIT}
-    good = [authorization(n, 1999) for n in range(20)]
+    good = [authorization(f"evt_poison_{n:05d}", 1999) for n in range(20)]
     huge = b"q" * 1_040_000
     with fresh_topics(kafka_bootstrap, "test.poison.size", configs=(limit, limit)) as (topic, dlq):
         produce_raw(
@@ -141,7 +122,7 @@ def test_a_letter_too_large_for_the_dead_letter_topic_is_sent_cut_short(kafka_bo
 
 def test_a_letter_the_dead_letter_topic_always_refuses_is_recorded_and_never_retried(kafka_bootstrap, flow):
     run, _, state, _ = flow
-    good = [authorization(100 + n, 500) for n in range(5)]
+    good = [authorization(f"evt_poison_{100 + n:05d}", 500) for n in range(5)]
     bad = [b"q" * 200_000, b"\xff\xfe garbage"]
     refused = state / "shards/shard-0/deadletters.refused"
     with fresh_topics(kafka_bootstrap, "test.poison.refused", configs=({}, {"max.message.bytes": 600})) as (
@@ -168,10 +149,10 @@ def test_amounts_at_and_beyond_the_bound_and_hostile_json_never_stop_the_flow(ka
     the pills are dead-lettered naming the bound; `ledger balances` and `statement` print."""
     run, env, state, _ = flow
     n_max = 40
-    maxed = [authorization(200 + n, events.MAX_MINOR) for n in range(n_max)]
-    over = with_minor(authorization(300, 1), str(events.MAX_MINOR + 1).encode())
-    huge = with_minor(authorization(301, 1), str(2**70).encode())
-    digits = with_minor(authorization(302, 1), b"9" * 5000)
+    maxed = [authorization(f"evt_poison_{200 + n:05d}", events.MAX_MINOR) for n in range(n_max)]
+    over = with_minor(authorization("evt_poison_300", 1), str(events.MAX_MINOR + 1).encode())
+    huge = with_minor(authorization("evt_poison_301", 1), str(2**70).encode())
+    digits = with_minor(authorization("evt_poison_302", 1), b"9" * 5000)
     deep = b'{"event_id":"evt_deep","payload":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
     pills = {over: "contract:range", huge: "contract:range", digits: "contract:range", deep: "contract:depth"}
     with fresh_topics(kafka_bootstrap, "test.poison.amount", partitions=1) as (topic, dlq):
