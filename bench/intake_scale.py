@@ -1,0 +1,146 @@
+"""Benchmark: peak memory of `clearline ingest` on one large processor report.
+
+Writes a Stripe itemized payout reconciliation report of about `--mb` megabytes in the
+real layout: a generated world's Stripe report, as `clearline.pipelines.world.settlement_files`
+writes it (header and rows), repeated with each copy's line, payout and payment ids made
+its own, so the file stays valid (every line id once, each payout's row equal to the sum
+of its copy's lines). Then, each as a child process whose peak RSS (VmHWM) is sampled
+until it exits:
+
+* baseline: a bare `polars.scan_csv(file).sink_parquet(...)` of the same file, the
+  cheapest way to turn the CSV into Parquet (no types, no checks);
+* intake: `clearline ingest FILE --state-dir <fresh> --json` (with `--no-publish` unless
+  `--publish`): detection, parsing, the suite, identity, the Parquet store.
+
+It prints the file's size, each peak, the intake's peak as a multiple of the file and of
+the baseline, the lines taken in and the seconds, and exits 1 (printing the figures) when
+the file is not accepted whole. The aim (issue 15): peak at most 3x the file and at most
+1 GiB.
+
+    python bench/intake_scale.py --mb 200 [--publish] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ledger_throughput import _status_kib  # /proc/<pid>/status, as the ledger benchmark samples VmHWM
+
+from clearline.pipelines.world.generate import WorldOptions, generate
+
+# the Stripe columns that name a line, its payout or its payment: made unique per copy
+ID_COLUMNS = (
+    "balance_transaction_id",
+    "automatic_payout_id",
+    "source_id",
+    "charge_id",
+    "payment_intent_id",
+    "payment_metadata[merchant_reference]",
+)
+CLEARLINE = Path(sys.executable).with_name("clearline")
+
+
+def template(folder: Path) -> Path:
+    """The largest Stripe report of a generated world (the writer's own layout)."""
+    generate(WorldOptions(days=60, merchants=12, seed=7), folder)
+    reports = sorted((folder / "settlements" / "stripe").glob("*.csv"), key=lambda p: p.stat().st_size)
+    if not reports:
+        raise SystemExit("the generated world has no Stripe report")
+    return reports[-1]
+
+
+def write_report(source: Path, target: Path, size: int) -> int:
+    """`source`'s rows repeated into `target` until it holds at least `size` bytes; data rows written."""
+    with source.open(newline="", encoding="utf-8") as handle:
+        header, *rows = csv.reader(handle)
+    ids = [header.index(c) for c in ID_COLUMNS if c in header]
+    written, copy = 0, 0
+    with target.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        while out.tell() < size:
+            for row in rows:
+                row = list(row)
+                for i in ids:
+                    if row[i]:
+                        row[i] = f"{row[i]}_{copy}"
+                writer.writerow(row)
+            written += len(rows)
+            copy += 1
+    return written
+
+
+def run(cmd: list[str]) -> tuple[float, int, str]:
+    """(seconds, peak RSS in KiB, stdout) of `cmd` run to its end; VmHWM sampled every 50 ms
+    (its peak is missed only if it came in its last 50 ms)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, _status_kib(child.pid, "VmHWM"))
+        time.sleep(0.05)
+    out, err = child.communicate()
+    seconds = time.perf_counter() - start
+    if child.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({child.returncode}): {err[-2000:]}")
+    return seconds, peak, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=200, help="report size in MB (10^6 bytes)")
+    ap.add_argument("--publish", action="store_true", help="publish the lines to Kafka (the broker must be up)")
+    ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        work = Path(tmp)
+        report = work / "payout_reconciliation_bench.csv"
+        lines = write_report(template(work / "world"), report, int(args.mb * 1e6))
+        size = report.stat().st_size
+        load_before = os.getloadavg()[0]
+        sink = f"import polars as pl; pl.scan_csv({str(report)!r}).sink_parquet({str(work / 'bare.parquet')!r})"
+        base_s, base_kib, _ = run([sys.executable, "-c", sink])
+        cmd = [str(CLEARLINE), "ingest", str(report), "--state-dir", str(work / "state"), "--json"]
+        intake_s, intake_kib, out = run([*cmd, *([] if args.publish else ["--no-publish"])])
+        load_after = os.getloadavg()[0]
+    outcome = json.loads(out)
+    files = outcome.get("outcomes") or []
+    statuses = [f.get("status") for f in files]
+    taken = sum(f.get("lines", 0) for f in files)
+    peak = intake_kib * 1024
+    result = {
+        "file_bytes": size,
+        "file_mib": round(size / 2**20, 1),
+        "data_rows": lines,
+        "lines_taken_in": taken,
+        "statuses": statuses,
+        "intake_seconds": round(intake_s, 1),
+        "intake_peak_rss_mib": round(peak / 2**20),
+        "intake_peak_to_file": round(peak / size, 2),
+        "baseline_seconds": round(base_s, 1),
+        "baseline_peak_rss_mib": round(base_kib / 1024),
+        "intake_peak_to_baseline_peak": round(intake_kib / base_kib, 2),
+        "intake_seconds_to_baseline": round(intake_s / base_s, 1),
+        "aim_met": peak <= 3 * size and peak <= 2**30,
+        "published": args.publish,
+        "load_average_before_after": [round(load_before, 1), round(load_after, 1)],
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+    }
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+    if statuses != ["accepted"]:
+        raise SystemExit(f"error: the report was not accepted whole: {files}")
+
+
+if __name__ == "__main__":
+    main()
