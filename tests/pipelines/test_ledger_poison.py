@@ -125,7 +125,7 @@ def test_a_letter_the_dead_letter_topic_always_refuses_is_recorded_and_never_ret
     good = [authorization(f"evt_poison_{100 + n:05d}", 500) for n in range(5)]
     bad = [b"q" * 200_000, b"\xff\xfe garbage"]
     refused = state / "shards/shard-0/deadletters.refused"
-    with fresh_topics(kafka_bootstrap, "test.poison.refused", configs=({}, {"max.message.bytes": 600})) as (
+    with fresh_topics(kafka_bootstrap, "test.poison.refused", configs=({}, {"max.message.bytes": 200})) as (
         topic,
         dlq,
     ):
