@@ -79,14 +79,20 @@ def write_report(source: Path, target: Path, size: int) -> int:
     return written
 
 
-def run(cmd: list[str]) -> tuple[float, int, str]:
+def run(cmd: list[str], limit_kib: int | None = None) -> tuple[float, int, str | None]:
     """(seconds, peak RSS in KiB, stdout) of `cmd` run to its end; VmHWM sampled every 50 ms
-    (its peak is missed only if it came in its last 50 ms)."""
+    (its peak is missed only if it came in its last 50 ms). A child whose peak passes
+    `limit_kib` is stopped there (stdout None): on a shared machine a run that cannot meet
+    its aim must not take the memory of everything else."""
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while child.poll() is None:
         peak = max(peak, _status_kib(child.pid, "VmHWM"))
+        if limit_kib is not None and peak > limit_kib:
+            child.kill()
+            child.communicate()
+            return time.perf_counter() - start, peak, None
         time.sleep(0.05)
     out, err = child.communicate()
     seconds = time.perf_counter() - start
@@ -100,6 +106,7 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=200, help="report size in MB (10^6 bytes)")
     ap.add_argument("--publish", action="store_true", help="publish the lines to Kafka (the broker must be up)")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--limit-mib", type=int, default=None, help="stop the intake once its peak passes this")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -111,10 +118,10 @@ def main() -> None:
         sink = f"import polars as pl; pl.scan_csv({str(report)!r}).sink_parquet({str(work / 'bare.parquet')!r})"
         base_s, base_kib, _ = run([sys.executable, "-c", sink])
         cmd = [str(CLEARLINE), "ingest", str(report), "--state-dir", str(work / "state"), "--json"]
-        intake_s, intake_kib, out = run([*cmd, *([] if args.publish else ["--no-publish"])])
+        limit = args.limit_mib * 1024 if args.limit_mib else None
+        intake_s, intake_kib, out = run([*cmd, *([] if args.publish else ["--no-publish"])], limit)
         load_after = os.getloadavg()[0]
-    outcome = json.loads(out)
-    files = outcome.get("outcomes") or []
+    files = (json.loads(out).get("outcomes") or []) if out is not None else []
     statuses = [f.get("status") for f in files]
     taken = sum(f.get("lines", 0) for f in files)
     peak = intake_kib * 1024
@@ -131,13 +138,16 @@ def main() -> None:
         "baseline_peak_rss_mib": round(base_kib / 1024),
         "intake_peak_to_baseline_peak": round(intake_kib / base_kib, 2),
         "intake_seconds_to_baseline": round(intake_s / base_s, 1),
-        "aim_met": peak <= 3 * size and peak <= 2**30,
+        "stopped_at_limit_mib": args.limit_mib if out is None else None,
+        "aim_met": out is not None and peak <= 3 * size and peak <= 2**30,
         "published": args.publish,
         "load_average_before_after": [round(load_before, 1), round(load_after, 1)],
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}",
     }
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+    if out is None:
+        raise SystemExit(f"error: the intake passed {args.limit_mib} MiB after {intake_s:.0f} s and was stopped")
     if statuses != ["accepted"]:
         raise SystemExit(f"error: the report was not accepted whole: {files}")
 
