@@ -23,6 +23,7 @@ closed), else the line's own Creation Date, as a day in the report's zone.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
@@ -90,8 +91,9 @@ PAYOUT = "MerchantPayout"
 PAYMENT_ROWS = ("charge", "refund", "refund_reversal", "chargeback", "chargeback_reversal")
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
-    out = ProcessorFile(chunk_rows)
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+    """`spill`: see `processor.ProcessorFile`."""
+    out = ProcessorFile(chunk_rows, spill=spill)
     shared = _shared_references(csv_rows(text, LAYOUT))
     for row in csv_rows(text, LAYOUT):
         line_id = _line_id(row, shared)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timezone
+from pathlib import Path
 
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
@@ -105,8 +106,9 @@ def _plus(total: int | None, amount: int | None) -> int | None:
     return None if total is None or amount is None else total + amount
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
-    out = ProcessorFile(chunk_rows)
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+    """`spill`: see `processor.ProcessorFile`."""
+    out = ProcessorFile(chunk_rows, spill=spill)
     actions: list[_Action] = []
     by_id: dict[str, _Action] = {}
     for row in csv_rows(text, LAYOUT):

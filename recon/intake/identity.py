@@ -19,8 +19,10 @@ statement: taken in, and the matcher names what changed, `clearline.recon.matchi
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -79,15 +81,15 @@ def _sha(texts: list[str]) -> str:
 
 def items(parsed: ParsedFile) -> list[Item]:
     """The file's items, in file order."""
-    lines = parsed.lines
-    if parsed.kind == "processor":  # one line at a time: a large report's texts are never all held at once
+    if parsed.kind == "processor":  # a slice at a time: a large report's texts are never all held at once
         found, start = [], 0
-        for part in lines.iter_slices(SLICE_ROWS):
+        for part in parsed.chunks(SLICE_ROWS):
             names = part.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
             for i, (n, t, no) in enumerate(zip(names, _texts(part), part["line_no"]), start):
                 found.append(Item(f"line|{n}", _sha([t]), no, (i,)))
             start += part.height
         return found
+    lines = parsed.lines
     texts = _texts(lines)
     line_nos = lines["line_no"].to_list()
     rows: dict[tuple, list[int]] = defaultdict(list)
@@ -132,9 +134,18 @@ def sort_out(found: list[Item], held: dict[str, list[Held]]) -> Sorted:
 
 
 def only(parsed: ParsedFile, taken: list[Item]) -> ParsedFile:
-    """The file with only the lines (and statements) of `taken`."""
+    """The file with only the lines (and statements) of `taken`; a spilled file's spill is
+    rewritten so (streamed, never one frame)."""
     rows = sorted(i for item in taken for i in item.rows)
-    lines = parsed.lines[rows] if rows else parsed.lines.clear()
+    lines: pl.DataFrame | Path
+    if parsed.spill is not None:
+        kept = parsed.spill.with_name(parsed.spill.name + ".only")
+        chosen = pl.scan_parquet(parsed.spill).with_row_index("_row").filter(pl.col("_row").is_in(rows))
+        chosen.drop("_row").sink_parquet(kept)
+        os.replace(kept, parsed.spill)
+        lines = parsed.spill
+    else:
+        lines = parsed.lines[rows] if rows else parsed.lines.clear()
     statements = parsed.statements
     if statements.height:
         keys = pl.DataFrame([i.statement for i in taken], schema=statements.select(STATEMENT_KEY).schema, orient="row")

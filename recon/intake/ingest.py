@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,47 +117,70 @@ class Intake:
             outcomes[i] = outcome
             on_done(outcome)
 
-        for i, path in enumerate(paths):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                done(i, Outcome(str(path), "", "failed", reason=f"cannot read the file: {exc.strerror}"))
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            earlier = self.registry.seen(sha)
-            if earlier or sha in first_in_call:
-                said = (
-                    f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}"
-                    if earlier
-                    else f"same content as {first_in_call[sha]} in this run"
-                )
-                done(
-                    i,
-                    Outcome(
-                        str(path),
-                        sha,
-                        "received_again",
-                        earlier.format if earlier else None,
-                        0,
-                        f"{said}: nothing done",
-                        _processed(path, sha, processed_dir),
-                    ),
-                )
-                continue
-            first_in_call[sha] = path.name
-            try:
-                parsed = parse_bytes(data, path.name, path)
-            except ParseError as exc:
-                done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, exc), None, 0, move))
-                continue
-            except Exception as exc:  # a parser library's own failure on a strange file: still the file's fault
-                log.exception("parser failed on %s", path)
-                error = ParseError(f"the parser failed: {type(exc).__name__}: {exc}")
-                done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, error), None, 0, move))
-                continue
-            pending.append((i, path, sha, parsed))
-            del data  # the bytes are read: a large file's must not stay through the suite and the store
+        try:
+            for i, path in enumerate(paths):
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    done(i, Outcome(str(path), "", "failed", reason=f"cannot read the file: {exc.strerror}"))
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                earlier = self.registry.seen(sha)
+                if earlier or sha in first_in_call:
+                    said = (
+                        f"already {earlier.outcome} as {earlier.name} on {earlier.recorded_at}"
+                        if earlier
+                        else f"same content as {first_in_call[sha]} in this run"
+                    )
+                    done(
+                        i,
+                        Outcome(
+                            str(path),
+                            sha,
+                            "received_again",
+                            earlier.format if earlier else None,
+                            0,
+                            f"{said}: nothing done",
+                            _processed(path, sha, processed_dir),
+                        ),
+                    )
+                    continue
+                first_in_call[sha] = path.name
+                try:
+                    parsed = parse_bytes(data, path.name, path, spill=self._spill(sha))
+                except ParseError as exc:
+                    done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, exc), None, 0, move))
+                    continue
+                except Exception as exc:  # a parser library's own failure on a strange file: still the file's fault
+                    log.exception("parser failed on %s", path)
+                    error = ParseError(f"the parser failed: {type(exc).__name__}: {exc}")
+                    done(i, self._quarantine(path, sha, q.parse_report(path.name, sha, error), None, 0, move))
+                    continue
+                pending.append((i, path, sha, parsed))
+                del data  # the bytes are read: a large file's must not stay through the suite and the store
 
+            self._judge(pending, processed_dir, done)
+        finally:  # a spill taken into the store is gone; any other (quarantined, failed) is deleted, rewrites too
+            for *_, parsed in pending:
+                if parsed.spill is not None:
+                    for left in parsed.spill.parent.glob(parsed.spill.name + "*"):
+                        left.unlink(missing_ok=True)
+        return [outcomes[i] for i in range(len(paths))]
+
+    def _spill(self, sha: str) -> Path:
+        """Where a report's lines go a chunk at a time while it is read and judged: in the
+        state folder (so taking it into the store is a rename), named for the file and this
+        process (the inbox watcher and a person's `clearline ingest` may read one file at once)."""
+        return self.settings.state_dir / "spill" / f"{sha}.{os.getpid()}.parquet"
+
+    def _judge(
+        self,
+        pending: list[tuple[int, Path, str, ParsedFile]],
+        processed_dir: Path | None,
+        done: Callable[[int, Outcome], None],
+    ) -> None:
+        """The suite's verdict on every parsed file, and each file accepted or quarantined by it."""
+        move = processed_dir is not None
         verdicts = validate_many([parsed for *_, parsed in pending]) if pending else []
         for (i, path, sha, parsed), verdict in zip(pending, verdicts):
             if verdict.errors:  # not the file's fault: leave it unrecorded, to be judged again
@@ -167,16 +191,15 @@ class Intake:
                         sha,
                         "failed",
                         parsed.format,
-                        parsed.lines.height,
+                        parsed.line_count,
                         f"the suite could not run ({'; '.join(verdict.errors)}); the file stays to be ingested again",
                     ),
                 )
             elif verdict.passed:
                 done(i, self._accept(path, sha, parsed, processed_dir))
             else:
-                report = q.validation_report(path.name, sha, parsed.format, parsed.lines.height, verdict)
-                done(i, self._quarantine(path, sha, report, parsed.format, parsed.lines.height, move))
-        return [outcomes[i] for i in range(len(paths))]
+                report = q.validation_report(path.name, sha, parsed.format, parsed.line_count, verdict)
+                done(i, self._quarantine(path, sha, report, parsed.format, parsed.line_count, move))
 
     def _quarantine(self, path: Path, sha: str, report: dict, fmt: str | None, lines: int, move: bool) -> Outcome:
         kept = q.quarantine(path, sha, self.settings.quarantine_dir, report, move=move)
@@ -195,11 +218,13 @@ class Intake:
         taken = identity.only(parsed, heaps.taken()) if heaps.same else parsed
         notes = []
         if heaps.same:
-            notes.append(f"took in {taken.lines.height} new lines; {held} already held (from {where})")
+            notes.append(f"took in {taken.line_count} new lines; {held} already held (from {where})")
         changed = heaps.rows(heaps.changed)
         if changed:
             notes.append(f"{changed} lines differ from the copy held under the same id: matching names what changed")
         stored = write_lines(self.settings.state_dir, taken, sha)
+        if taken.spill is not None:  # renamed into the store: published from there, a chunk at a time
+            taken = replace(taken, rows=stored)
         if self.producer is None:
             notes.append("not published to Kafka (publishing off)")
         else:
@@ -211,12 +236,12 @@ class Intake:
                     sha,
                     "failed",
                     parsed.format,
-                    taken.lines.height,
-                    f"{delivery.failed} of {taken.lines.height} lines not acknowledged by Kafka "
+                    taken.line_count,
+                    f"{delivery.failed} of {taken.line_count} lines not acknowledged by Kafka "
                     f"({errors}); the file stays to be ingested again",
                 )
         note = "; ".join(notes) or None
-        lines = taken.lines.height
+        lines = taken.line_count
         self.registry.record(sha, path.name, parsed.format, "accepted", lines, note, stored, heaps.taken())
         kept = _processed(path, sha, processed_dir)
         return Outcome(str(path), sha, "accepted", parsed.format, lines, note, kept, held, changed)

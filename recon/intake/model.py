@@ -8,10 +8,12 @@ rather than the first. Only a file that cannot be read at all raises `ParseError
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from clearline.recon.lines import STATEMENT_SCHEMA
 
@@ -61,14 +63,19 @@ def controls_frame(rows: list[tuple[str, int, int | None, int | None]]) -> pl.Da
 
 @dataclass(frozen=True)
 class ParsedFile:
-    """One file read: `lines` has `clearline.recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
+    """One file read: its lines have `clearline.recon.lines.SETTLEMENT_SCHEMA` (processor formats) or
     `BANK_SCHEMA` (bank formats); values that could not be normalised are null there and
     explained in `problems`. `statements` has `STATEMENT_SCHEMA`, one row per statement
-    of a bank file (empty for processor reports)."""
+    of a bank file (empty for processor reports).
+
+    `rows` is the lines as a frame, or the path of a Parquet file they were spilled to a
+    chunk at a time (a large report read by intake, `processor.ProcessorFile`), so they are
+    never one frame in memory: `line_count` and `chunks` read such a file a row group at a
+    time; `lines` reads it whole (for callers that want a frame of a small file)."""
 
     path: Path
     format: str
-    lines: pl.DataFrame
+    rows: pl.DataFrame | Path
     controls: pl.DataFrame
     problems: pl.DataFrame
     statements: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATEMENT_SCHEMA))
@@ -76,3 +83,30 @@ class ParsedFile:
     @property
     def kind(self) -> str:
         return "processor" if self.format in PROCESSOR_FORMATS else "bank"
+
+    @property
+    def spill(self) -> Path | None:
+        return self.rows if isinstance(self.rows, Path) else None
+
+    @property
+    def lines(self) -> pl.DataFrame:
+        return pl.read_parquet(self.rows) if isinstance(self.rows, Path) else self.rows
+
+    @property
+    def line_count(self) -> int:
+        if isinstance(self.rows, Path):
+            return pq.ParquetFile(self.rows).metadata.num_rows
+        return self.rows.height
+
+    def chunks(self, rows: int) -> Iterator[pl.DataFrame]:
+        """The lines in frames of at most `rows` rows, in file order (at least one frame)."""
+        if not isinstance(self.rows, Path):
+            yield from self.rows.iter_slices(rows) if self.rows.height else [self.rows]
+            return
+        schema = pl.read_parquet_schema(self.rows)
+        empty = True
+        for batch in pq.ParquetFile(self.rows).iter_batches(batch_size=rows):
+            empty = False
+            yield pl.from_arrow(batch).cast(schema)  # type: ignore[union-attr]
+        if empty:
+            yield pl.DataFrame(schema=schema)

@@ -18,20 +18,24 @@ from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import decode
 
-# lines, controls, problems, and for bank formats the statements
-Frames = tuple[pl.DataFrame, ...]
+# lines (a frame, or the Parquet file they were spilled to), controls, problems, and for
+# bank formats the statements
+Frames = tuple[pl.DataFrame | Path, ...]
+Parser = Callable[[str, str, int, Path | None], Frames]
 
 
-def _frames(module) -> Callable[[str, str, int], Frames]:
-    return lambda text, name, chunk_rows: module.parse(text, name).frames()
+def _frames(module) -> Parser:
+    """A bank file, read whole (never spilled)."""
+    return lambda text, name, chunk_rows, spill: module.parse(text, name).frames()
 
 
-def _chunked(module) -> Callable[[str, str, int], Frames]:
-    """A processor report read `chunk_rows` lines at a time (`processor.ProcessorFile`)."""
-    return lambda text, name, chunk_rows: module.parse(text, name, chunk_rows).frames()
+def _chunked(module) -> Parser:
+    """A processor report read `chunk_rows` lines at a time, each chunk spilled to `spill`
+    when given (`processor.ProcessorFile`)."""
+    return lambda text, name, chunk_rows, spill: module.parse(text, name, chunk_rows, spill).frames()
 
 
-PARSERS: dict[str, Callable[[str, str, int], Frames]] = {
+PARSERS: dict[str, Parser] = {
     "adyen": _chunked(adyen),
     "stripe": _chunked(stripe),
     "checkoutcom": _chunked(checkoutcom),
@@ -46,7 +50,12 @@ PARSERS: dict[str, Callable[[str, str, int], Frames]] = {
 SINGLE_BYTE_FORMATS = ("mt940", "bai2")
 
 
-def parse_bytes(data: bytes, name: str, path: Path | None = None, chunk_rows: int = CHUNK_ROWS) -> ParsedFile:
+def parse_bytes(
+    data: bytes, name: str, path: Path | None = None, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None
+) -> ParsedFile:
+    """The file read; with `spill`, a processor report's lines go to that Parquet file a
+    chunk at a time (`ParsedFile.spill`; the caller deletes it when done). A file that
+    cannot be read leaves no spill behind."""
     try:
         text = decode(data)
     except ParseError as strict:
@@ -58,7 +67,13 @@ def parse_bytes(data: bytes, name: str, path: Path | None = None, chunk_rows: in
         if not single_byte_format:
             raise strict from None
     fmt = detect(text)
-    return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name, chunk_rows))
+    try:
+        return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name, chunk_rows, spill))
+    except BaseException:
+        if spill is not None:  # half a spill, and its rewrite with settled days (`ProcessorFile.frames`)
+            for left in (spill, spill.with_name(spill.name + ".settled")):
+                left.unlink(missing_ok=True)
+        raise
 
 
 def parse_file(path: Path, chunk_rows: int = CHUNK_ROWS) -> ParsedFile:

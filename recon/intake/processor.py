@@ -14,10 +14,13 @@ as an unclassified_processor_line variance with its raw row.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from clearline.events import Money
 from clearline.recon.intake.model import Problems, controls_frame
@@ -36,6 +39,11 @@ class ProcessorFile:
     across chunks: each payout's running sum of its lines' nets (the control total), the
     payout rows, and the lines whose value day waits for their batch's payout row
     (`settle_days`), which may come in a later chunk.
+
+    With `spill` (a Parquet path), each full chunk is appended to that file as a row group
+    instead of being kept, so the lines are never one frame in memory: `frames` then
+    gives the path as the lines. Its caller owns the file (intake deletes it unless the
+    file is accepted, when it is renamed into the store).
     """
 
     chunk_rows: int = CHUNK_ROWS
@@ -47,6 +55,8 @@ class ProcessorFile:
     undated: list[tuple[int, str, date | None]] = field(default_factory=list)  # line no, batch, its own day
     undated_column: str = ""  # the value-date column the report lacks (named in a problem)
     closing: dict[str, date | None] = field(default_factory=dict)  # batch -> the day its payout row closed it
+    spill: Path | None = None  # where full chunks go, instead of `parts`
+    _writer: pq.ParquetWriter | None = None
 
     def add(self, line: SettlementLine) -> None:
         total = self.nets.get(line.payout_id, 0)
@@ -56,22 +66,43 @@ class ProcessorFile:
             self.flush()
 
     def flush(self) -> None:
-        if self.lines:
-            self.parts.append(frame(self.lines, SettlementLine))
-            self.lines = []
+        if not self.lines:
+            return
+        part, self.lines = frame(self.lines, SettlementLine), []
+        if self.spill is None:
+            self.parts.append(part)
+            return
+        table = part.to_arrow()
+        if self._writer is None:
+            self.spill.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.spill, table.schema)
+        self._writer.write_table(table)
 
-    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    def frames(self) -> tuple[pl.DataFrame | Path, pl.DataFrame, pl.DataFrame]:
         self.flush()
-        lines = pl.concat(self.parts) if self.parts else frame([], SettlementLine)
-        self.parts = []
-        lines = self._settled(lines)
+        lines: pl.DataFrame | Path
+        if self.spill is None:
+            lines = pl.concat(self.parts) if self.parts else frame([], SettlementLine)
+            self.parts = []
+            lines = self._settled(lines.lazy()).collect()
+        else:
+            if self._writer is None:  # no line at all: an empty file with the lines' columns
+                frame([], SettlementLine).write_parquet(self.spill)
+            else:
+                self._writer.close()
+                self._writer = None
+            if self.undated:  # rewritten with the days settled, streamed (never one frame)
+                settled = self.spill.with_name(self.spill.name + ".settled")
+                self._settled(pl.scan_parquet(self.spill)).sink_parquet(settled)
+                os.replace(settled, self.spill)
+            lines = self.spill
         controls = [
             (f"payout {payout_id} = sum of its lines' net", line_no, paid, self.nets.get(payout_id, 0))
             for payout_id, line_no, paid in self.payouts
         ]
         return lines, controls_frame(controls), self.problems.frame()
 
-    def _settled(self, lines: pl.DataFrame) -> pl.DataFrame:
+    def _settled(self, lines: pl.LazyFrame) -> pl.LazyFrame:
         """Value days of the lines whose report has no value-date column: the day of their
         batch's payout row (the day the batch closed), else the line's own day; a line with
         neither is a problem naming the column (`settle_days` said which)."""
@@ -85,7 +116,7 @@ class ProcessorFile:
             days.append((line_no, day))
         self.undated = []
         fix = pl.DataFrame(days, schema={"line_no": pl.Int64(), "settled": pl.Date()}, orient="row")
-        joined = lines.join(fix, on="line_no", how="left", maintain_order="left")
+        joined = lines.join(fix.lazy(), on="line_no", how="left", maintain_order="left")
         return joined.with_columns(value_date=pl.coalesce("settled", "value_date")).drop("settled")
 
 

@@ -14,6 +14,7 @@ balances are what balance continuity checks.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -21,13 +22,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from clearline.recon.intake.model import ParsedFile
+from clearline.recon.intake.processor import CHUNK_ROWS
 
 
 def messages(parsed: ParsedFile, sha256: str) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) per line, then per statement of a bank file."""
     key = "payout_id" if parsed.kind == "processor" else "account"
-    parts = [(parsed.kind, parsed.lines)] + ([("statement", parsed.statements)] if parsed.kind == "bank" else [])
-    for kind, rows in parts:
+    parts = ((parsed.kind, chunk) for chunk in parsed.chunks(CHUNK_ROWS))  # a chunk at a time when spilled
+    for kind, rows in itertools.chain(parts, [("statement", parsed.statements)] if parsed.kind == "bank" else []):
         for row in rows.iter_rows(named=True):
             body = {
                 "kind": kind,

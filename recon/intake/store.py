@@ -39,11 +39,17 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
 
 def write_lines(state_dir: Path, parsed: ParsedFile, sha256: str) -> Path:
     """The file's lines, and a bank file's statements beside them (written first, so
-    lines at rest always have their statements); the path of the lines."""
+    lines at rest always have their statements); the path of the lines. A spilled
+    report's spill (`ParsedFile.spill`, in `state_dir`) is renamed into place: after
+    this the spill is gone and the lines are read from the returned path."""
     if parsed.kind == "bank":
         _write(parsed.statements, statements_path(state_dir, parsed, sha256))
     path = lines_path(state_dir, parsed, sha256)
-    _write(parsed.lines, path)
+    if parsed.spill is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(parsed.spill, path)
+    else:
+        _write(parsed.lines, path)
     return path
 
 

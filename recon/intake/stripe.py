@@ -30,6 +30,7 @@ automatic_payout_id, else its source id) is the batch's control total (see `proc
 from __future__ import annotations
 
 from datetime import timezone
+from pathlib import Path
 
 from clearline.recon.intake import normalise as n
 from clearline.recon.intake.csv_report import Layout, csv_rows
@@ -99,8 +100,9 @@ PAYOUT = "payout"
 PAYMENT_IDS = ("payment_metadata[merchant_reference]", "payment_intent_id", "charge_id", "source_id")
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS) -> ProcessorFile:
-    out = ProcessorFile(chunk_rows)
+def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+    """`spill`: see `processor.ProcessorFile`."""
+    out = ProcessorFile(chunk_rows, spill=spill)
     for row in csv_rows(text, LAYOUT):
         line_no, p = row.line_no, out.problems
         ccy = n.currency_code(row.get("currency"))

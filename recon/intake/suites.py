@@ -259,13 +259,15 @@ def suite(fmt: str):
 
 def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
     """Lines, controls and problems of one file as rows of one frame, with derived checks."""
-    lines = parsed.lines.with_columns(kind=pl.lit("line"))
-    if parsed.kind == "processor":
-        same = pl.col("gross_currency") == pl.col("net_currency")
-        gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
-        lines = lines.with_columns(net_gap=gap.cast(pl.Int64), same_id=pl.len().over(UNIQUE).cast(pl.Int64))
-    else:
-        lines = lines.with_columns(net_gap=pl.lit(None, pl.Int64), same_id=pl.lit(None, pl.Int64))
+    return pl.concat(list(validation_parts(parsed, max(parsed.line_count, 1))), how="diagonal_relaxed")
+
+
+def validation_parts(parsed: ParsedFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """`validation_frame` a part at a time: the lines in chunks of at most `chunk_rows`
+    (read from the spill of a large report, `ParsedFile.chunks`), then the controls and
+    problems; every part has every column. What concerns the whole file is computed over
+    it first: `same_id` counts the lines of the whole file with that line id."""
+    repeats = _repeats(parsed)
     controls = parsed.controls.with_columns(
         kind=pl.lit("control"),
         control_gap=pl.when(pl.col("declared").is_null() | pl.col("computed").is_null())
@@ -276,7 +278,39 @@ def validation_frame(parsed: ParsedFile) -> pl.DataFrame:
         "line_no", problem=pl.format("{}: the declared or recomputed total could not be read", "control")
     )
     problems = pl.concat([parsed.problems, missing]).with_columns(kind=pl.lit("problem"))
-    return pl.concat([lines, controls, problems], how="diagonal_relaxed").with_columns(pl.col(DERIVED).cast(pl.Int64))
+    facts = pl.concat([controls, problems], how="diagonal_relaxed")
+    template: pl.DataFrame | None = None
+    for chunk in parsed.chunks(chunk_rows):  # at least one, so the template has the lines' columns
+        lines = _checked(chunk, parsed.kind, repeats)
+        if template is None:
+            template = pl.concat([lines.clear(), facts.clear()], how="diagonal_relaxed")
+        if lines.height:
+            yield _typed(template, lines)
+    yield _typed(template, facts)  # type: ignore[arg-type]  # the last part, empty or not
+
+
+def _typed(template: pl.DataFrame, part: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([template, part], how="diagonal_relaxed").with_columns(pl.col(DERIVED).cast(pl.Int64))
+
+
+def _repeats(parsed: ParsedFile) -> pl.DataFrame:
+    """The line ids a processor report holds more than once, each with how many times."""
+    if parsed.kind != "processor":
+        return pl.DataFrame()
+    lines = pl.scan_parquet(parsed.spill) if parsed.spill else parsed.lines.lazy()
+    counted = lines.group_by(UNIQUE).agg(same_id=pl.len().cast(pl.Int64))
+    return counted.filter(pl.col("same_id") > 1).collect()
+
+
+def _checked(lines: pl.DataFrame, kind: str, repeats: pl.DataFrame) -> pl.DataFrame:
+    """A chunk of lines with the derived per-row checks (`DERIVED`)."""
+    lines = lines.with_columns(kind=pl.lit("line"))
+    if kind != "processor":
+        return lines.with_columns(net_gap=pl.lit(None, pl.Int64), same_id=pl.lit(None, pl.Int64))
+    same = pl.col("gross_currency") == pl.col("net_currency")
+    gap = pl.when(same).then(pl.col("gross_minor") - pl.col("fee_minor") - pl.col("net_minor"))
+    counted = lines.join(repeats, on=UNIQUE, how="left", nulls_equal=True, maintain_order="left")
+    return counted.with_columns(net_gap=gap.cast(pl.Int64), same_id=pl.col("same_id").fill_null(1))
 
 
 def _pandas(frame: pl.DataFrame):
@@ -329,14 +363,15 @@ def _chunks(files: list[ParsedFile], members: list[int], chunk_rows: int) -> Ite
     pending: list[pl.DataFrame] = []
     size = 0
     for i in members:
-        rows = validation_frame(files[i]).with_columns(file=pl.lit(i, pl.Int64))
-        for start in range(0, rows.height, chunk_rows):
-            part = rows.slice(start, min(chunk_rows - size, rows.height - start))
-            pending.append(part)
-            size += part.height
-            if size >= chunk_rows:
-                yield pl.concat(pending, how="diagonal_relaxed")
-                pending, size = [], 0
+        for rows in validation_parts(files[i], chunk_rows):
+            rows, start = rows.with_columns(file=pl.lit(i, pl.Int64)), 0
+            while start < rows.height:
+                part = rows.slice(start, chunk_rows - size)
+                pending.append(part)
+                size, start = size + part.height, start + part.height
+                if size >= chunk_rows:
+                    yield pl.concat(pending, how="diagonal_relaxed")
+                    pending, size = [], 0
     if pending:
         yield pl.concat(pending, how="diagonal_relaxed")
 

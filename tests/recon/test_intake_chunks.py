@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,19 +44,27 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     return found
 
 
-def _read(data: bytes, name: str, chunk_rows: int) -> tuple[ParsedFile, Verdict]:
-    parsed = parse_bytes(data, name, chunk_rows=chunk_rows)
+def _read(data: bytes, name: str, chunk_rows: int, spill: Path | None = None) -> tuple[ParsedFile, Verdict]:
+    parsed = parse_bytes(data, name, chunk_rows=chunk_rows, spill=spill)
     (verdict,) = validate_many([parsed], chunk_rows=chunk_rows)
     return parsed, verdict
 
 
 def _same(data: bytes, name: str) -> tuple[ParsedFile, Verdict]:
-    """The file read in small chunks, after checking it says the same as read whole."""
+    """The file read in small chunks, after checking it says the same as read whole, and
+    the same again with its chunks spilled to Parquet (as intake reads it) and judged from there."""
     whole, whole_verdict = _read(data, name, WHOLE)
     chunked, verdict = _read(data, name, SMALL)
     assert whole.lines.height > 3 * SMALL, "the report must span several chunks"
-    for part in ("lines", "controls", "problems"):
-        assert_frame_equal(getattr(chunked, part), getattr(whole, part))
+    with tempfile.TemporaryDirectory() as folder:
+        spilled, spilled_verdict = _read(data, name, SMALL, Path(folder) / "spill.parquet")
+        assert spilled.spill is not None and pq.ParquetFile(spilled.spill).num_row_groups > 3
+        assert spilled.line_count == whole.lines.height
+        assert_frame_equal(pl.concat(list(spilled.chunks(SMALL + 2))), whole.lines)
+        for got in (chunked, spilled):
+            for part in ("lines", "controls", "problems"):
+                assert_frame_equal(getattr(got, part), getattr(whole, part))
+        assert spilled_verdict == whole_verdict
     assert verdict == whole_verdict
     return chunked, verdict
 
