@@ -141,7 +141,7 @@ def only(parsed: ParsedFile, taken: list[Item]) -> ParsedFile:
     if parsed.spill is not None:
         kept = parsed.spill.with_name(parsed.spill.name + ".only")
         chosen = pl.scan_parquet(parsed.spill).with_row_index("_row").filter(pl.col("_row").is_in(rows))
-        chosen.drop("_row").sink_parquet(kept)
+        chosen.drop("_row").sink_parquet(kept, row_group_size=SLICE_ROWS)
         os.replace(kept, parsed.spill)
         lines = parsed.spill
     else:

@@ -93,7 +93,7 @@ class ProcessorFile:
                 self._writer = None
             if self.undated:  # rewritten with the days settled, streamed (never one frame)
                 settled = self.spill.with_name(self.spill.name + ".settled")
-                self._settled(pl.scan_parquet(self.spill)).sink_parquet(settled)
+                self._settled(pl.scan_parquet(self.spill)).sink_parquet(settled, row_group_size=self.chunk_rows)
                 os.replace(settled, self.spill)
             lines = self.spill
         controls = [
