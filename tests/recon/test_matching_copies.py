@@ -224,7 +224,19 @@ def test_the_same_statement_numbers_on_another_day_are_another_statement():
     stated = Statement(
         "mt940", payout.account, "0000000000", "1/1", Money(0, "USD"), day, payout.amount, day, 1, "a", 1
     )
-    versions = [stated, replace(stated, opening_date=later_day, closing_date=later_day, source_file="b")]
+    # the second opens where the first closed: a year apart, and no balance moved in between
+    later = Money(stated.closing.minor + other.amount.minor, stated.closing.currency)
+    versions = [
+        stated,
+        replace(
+            stated,
+            opening=stated.closing,
+            opening_date=later_day,
+            closing=later,
+            closing_date=later_day,
+            source_file="b",
+        ),
+    ]
     bank = book.bank() + statement([payout], "0000000000", "a") + statement([other], "0000000000", "b")
     bank = [replace(b, sequence="1/1") if b.statement_id else b for b in bank]
     result = run(book, book.lines, bank, movements, statements=versions)
