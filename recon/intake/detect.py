@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import re
 
-from clearline.recon.intake import adyen, checkoutcom, stripe
+from clearline.recon.intake import adyen, checkoutcom, checkoutcom_breakdown, stripe
 from clearline.recon.intake.csv_report import split_header
 from clearline.recon.intake.model import ParseError
 
-CSV_LAYOUTS = {layout.name: layout for layout in (adyen.LAYOUT, stripe.LAYOUT, checkoutcom.LAYOUT)}
+CSV_LAYOUTS = {
+    layout.name: layout for layout in (adyen.LAYOUT, stripe.LAYOUT, checkoutcom.LAYOUT, checkoutcom_breakdown.LAYOUT)
+}
+# Reports a processor sends that carry no lines: refused naming the report to send instead.
+NO_LINES = ((checkoutcom_breakdown.PAYOUTS_REPORT, checkoutcom_breakdown.PAYOUTS_REFUSAL),)
 _CAMT = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d\d")
 _MT940_TAG = re.compile(r"^:(20|25):", re.MULTILINE)
 
 
 def detect(text: str) -> str:
-    """adyen, stripe, checkoutcom, bai2, camt053 or mt940; ParseError if none fits."""
+    """adyen, stripe, checkoutcom, checkoutcom_breakdown, bai2, camt053 or mt940; ParseError if none fits."""
     head = text[:8192].lstrip()
     if head.startswith("01,"):
         return "bai2"
@@ -44,6 +48,9 @@ def _csv_layout(head: str) -> str:
     fits = [name for name, layout in CSV_LAYOUTS.items() if not layout.missing(header)]
     if fits:  # two layouts share no required column set, so at most one fits
         return fits[0]
+    for layout, refusal in NO_LINES:
+        if not layout.missing(header):
+            raise ParseError(refusal, 1)
     name, layout = max(CSV_LAYOUTS.items(), key=lambda item: item[1].met(header) / len(item[1].required))
     first = head.splitlines()[0][:80] if head else ""
     if len(header) < 2 or not layout.met(header):

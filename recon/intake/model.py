@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from clearline.recon.lines import STATEMENT_SCHEMA
 
-PROCESSOR_FORMATS = ("adyen", "stripe", "checkoutcom")
+PROCESSOR_FORMATS = ("adyen", "stripe", "checkoutcom", "checkoutcom_breakdown")
 BANK_FORMATS = ("bai2", "camt053", "mt940")
 
 # One row per declared control: its name, the line that declares it, and the declared

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import polars as pl
 
-from clearline.recon.intake import adyen, bai2_statement, camt053, checkoutcom, mt940_statement, stripe
+from clearline.recon.intake import (
+    adyen,
+    bai2_statement,
+    camt053,
+    checkoutcom,
+    checkoutcom_breakdown,
+    mt940_statement,
+    stripe,
+)
 from clearline.recon.intake.detect import detect
 from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.processor import CHUNK_ROWS
@@ -39,6 +47,7 @@ PARSERS: dict[str, Parser] = {
     "adyen": _chunked(adyen),
     "stripe": _chunked(stripe),
     "checkoutcom": _chunked(checkoutcom),
+    "checkoutcom_breakdown": _chunked(checkoutcom_breakdown),
     "bai2": _frames(bai2_statement),
     "camt053": _frames(camt053),
     "mt940": _frames(mt940_statement),
