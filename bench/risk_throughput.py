@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from feast.errors import FeatureViewNotFoundException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
@@ -115,12 +116,18 @@ class Markers:
         return buyer
 
 
-def online_reader(feast_dir: Path) -> SqliteOnlineRead:
+def online_reader(feast_dir: Path) -> SqliteOnlineRead | None:
     """Feast's SQLite online table of the buyer view, read directly (`clearline.features.online_read`,
     held equal to `get_online_features` by its tests). Polling every 5 ms through Feast's
-    Python layer would cost the poller about a core, taken from the flow it measures."""
+    Python layer would cost the poller about a core, taken from the flow it measures.
+
+    None while the flow has written `feature_store.yaml` but not yet applied its views
+    (the first run after a fresh checkout met that window and crashed): the caller asks again."""
     fs = store.open_store(store.FeastSettings("clearline", feast_dir))
-    reader = SqliteOnlineRead.of(fs, {view_name("buyer"): ("buyer_orders_30d",)})
+    try:
+        reader = SqliteOnlineRead.of(fs, {view_name("buyer"): ("buyer_orders_30d",)})
+    except FeatureViewNotFoundException:
+        return None
     if reader is None:
         raise SystemExit("the freshness run needs the SQLite online store")
     return reader
