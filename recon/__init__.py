@@ -9,6 +9,7 @@ expectations matched against them three ways (matching), variances kept and work
     streaming   the flow's one piece of state around the continuous matcher
     variances   the variance store and the resolutions queued for a running flow
     report      the variance report for finance; score: precision and recall on a truth
+    autofix     automatic fixes: configured rules that clear known patterns with a reason
 
 The names below are the public surface: the shell, notebooks and benchmarks import only
 these (clearline.surface explains why they load lazily).
@@ -54,8 +55,13 @@ __getattr__, __all__ = surface(
         "open_variances": "report.render",
         "write_report": "report.render:write",
         "ReportRules": "report.summary",
+        "classify_variances": "report.summary:classify",
+        "variance_totals": "report.summary:totals",
         "build_report": "report.summary:build",
         "misses": "score",
+        "autofix": "autofix:",
+        "AutofixRules": "autofix",
+        "AutofixConfigError": "autofix",
         "score_variances": "score:score",
         "Publication": "streaming",
         "builder": "streaming",
