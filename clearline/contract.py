@@ -126,8 +126,19 @@ class Money(msgspec.Struct, forbid_unknown_fields=True):
     currency: Currency
 
 
+class LegMoney(msgspec.Struct, forbid_unknown_fields=True):
+    """An adjusting entry's leg amount: at least one minor unit of an ISO 4217 currency."""
+
+    minor: Annotated[int, msgspec.Meta(ge=1, le=events.MAX_MINOR)]
+    currency: Currency
+
+
 # Fields whose rule the validator keys on the field's name rather than its type.
-_BY_NAME: dict[str, Any] = {"fx_rate": Rate}
+_BY_NAME: dict[str, Any] = {"fx_rate": Rate} | {
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=limit)] for name, limit in events.MAX_CHARS.items()
+}
+# Fields of a nested record whose wire type the validator sets apart from its type.
+_NESTED_OVERRIDES: dict[type, dict[str, Any]] = {events.AdjustmentLeg: {"amount": LegMoney}}
 
 
 def wire_type(hint: Any, name: str = "", *, absent_ok: bool = True) -> Any:
@@ -155,7 +166,10 @@ def wire_type(hint: Any, name: str = "", *, absent_ok: bool = True) -> Any:
     if hint in (float, bool) or origin is Literal:
         return hint
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return list[wire_type(args[0], name, absent_ok=absent_ok)]
+        items = list[wire_type(args[0], name, absent_ok=absent_ok)]
+        if name in events.MAX_ITEMS:
+            return Annotated[items, msgspec.Meta(min_length=1, max_length=events.MAX_ITEMS[name])]
+        return items
     if dataclasses.is_dataclass(hint):
         return _nested_struct(hint, absent_ok)
     raise TypeError(f"no wire type for {hint!r} (field {name!r}); teach clearline.contract.wire_type")
@@ -208,7 +222,7 @@ def struct_of(
 def _nested_struct(cls: type, absent_ok: bool) -> type:
     """One Struct per nested record type, so a type used twice (a model reference in a
     decision and in its challenger) is one schema component, not two."""
-    return struct_of(cls, absent_ok=absent_ok)
+    return struct_of(cls, absent_ok=absent_ok, override=_NESTED_OVERRIDES.get(cls))
 
 
 def _doc(cls: type) -> str | None:

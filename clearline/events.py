@@ -201,6 +201,37 @@ class FeeCharged:
     reference: str
 
 
+AdjustmentKind = Literal["fee", "fx", "amount", "write_off", "manual"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentLeg:
+    """One line of an adjusting entry: `amount` (at least one minor unit) debited or
+    credited to an account of the chart named without its tenant, "<account>[:<sub-ledger
+    key>]" ("fee_expense:stripe", "bank_cash:USD"). The ledger places it in the books the
+    chart keeps that account in: the event's tenant's, or the platform's."""
+
+    account: str
+    side: Literal["debit", "credit"]
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentPosted:
+    """An adjusting entry that closes a reconciliation variance: proposed by one person,
+    approved by another (maker-checker), posted by the ledger as its legs say. `code` is
+    the resolution code (our_error, written_off, …); `kind` what the entry corrects."""
+
+    variance_id: str
+    kind: AdjustmentKind
+    code: str
+    note: str
+    proposed_by: str
+    approved_by: str
+    approved_at: datetime
+    legs: tuple[AdjustmentLeg, ...]
+
+
 PAYLOADS: dict[str, type] = {
     "order.created": OrderCreated,
     "payment.authorized": PaymentAuthorized,
@@ -215,7 +246,14 @@ PAYLOADS: dict[str, type] = {
     "buyer.default": BuyerDefault,
     "merchant.payout": MerchantPayout,
     "fee.charged": FeeCharged,
+    "adjustment.posted": AdjustmentPosted,  # added in schema_version 1: a new type, nothing reinterpreted
 }
+# Event types people publish (through the finance workbench), not the flows of money a
+# generated world plays out.
+PERSON_EVENT_TYPES = ("adjustment.posted",)
+# Text fields the contract bounds by name, in characters, and lists by name, in items.
+MAX_CHARS = {"account": 140, "code": 64, "note": 1000, "proposed_by": 128, "approved_by": 128}
+MAX_ITEMS = {"legs": 16}
 EVENT_TYPES = tuple(PAYLOADS)
 Payload = typing.Union[tuple(PAYLOADS.values())]  # type: ignore[valid-type]
 
@@ -411,6 +449,10 @@ def _pan_paths(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 def _to_wire(value: Any) -> Any:
     if isinstance(value, Money):
         return {"minor": value.minor, "currency": value.currency}
+    if isinstance(value, tuple):
+        return [_to_wire(v) for v in value]
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     if isinstance(value, date):
@@ -562,7 +604,32 @@ def _field(doc: dict, name: str, typ: Any, prefix: str, issues: list[Issue], opt
         if not optional:
             issues.append(Issue(path, "missing: required field"))
         return None
-    return _coerce(doc[name], typ, path, issues)
+    if typing.get_origin(typ) is tuple:
+        return _records(doc[name], typing.get_args(typ)[0], MAX_ITEMS[name], path, issues)
+    value = _coerce(doc[name], typ, path, issues)
+    limit = MAX_CHARS.get(name)
+    if isinstance(value, str) and limit is not None and len(value) > limit:
+        issues.append(Issue(path, f"length: {len(value)} characters, at most {limit}"))
+        return None
+    return value
+
+
+def _records(value: Any, cls: type, limit: int, path: str, issues: list[Issue]) -> tuple | None:
+    """A list of 1 to `limit` nested records (an adjustment's legs), each checked like a
+    payload, its problems named by index ("payload.legs[1].side")."""
+    if not isinstance(value, list):
+        issues.append(Issue(path, f"type: expected an array, got {_kind(value)}"))
+        return None
+    if not 1 <= len(value) <= limit:
+        issues.append(Issue(path, f"length: {len(value)} items, 1 to {limit} allowed"))
+        return None
+    before, items = len(issues), []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            issues.append(Issue(f"{path}[{i}]", f"type: expected an object, got {_kind(item)}"))
+            continue
+        items.append(_build(cls, item, f"{path}[{i}]", issues))
+    return tuple(items) if len(issues) == before else None
 
 
 def _coerce(value: Any, typ: Any, path: str, issues: list[Issue]) -> Any:
@@ -666,7 +733,7 @@ def _hints(cls: type) -> dict[str, tuple[Any, bool]]:
     return out
 
 
-_PAYLOAD_FIELDS = {cls: _hints(cls) for cls in PAYLOADS.values()}
+_PAYLOAD_FIELDS = {cls: _hints(cls) for cls in (*PAYLOADS.values(), AdjustmentLeg)}
 # by identity: hashing a Literal type costs more than the check it guards
 _LITERALS = frozenset(
     id(t) for fields in _PAYLOAD_FIELDS.values() for t, _ in fields.values() if typing.get_origin(t) is Literal
@@ -684,6 +751,9 @@ def _build(cls: type, doc: dict, prefix: str, issues: list[Issue]) -> Any:
         else:
             values[name] = _field(doc, name, typ, prefix + ".", issues, optional)
     _check_amounts(values, prefix, issues)
+    amount = values.get("amount")
+    if cls is AdjustmentLeg and isinstance(amount, Money) and amount.minor == 0:
+        issues.append(Issue(f"{prefix}.amount.minor", "range: a leg moves at least 1 minor unit"))
     return cls(**values) if len(issues) == before else None
 
 
@@ -750,6 +820,8 @@ _FAST_PAYLOADS = {
         tuple((name, typ) for name, (typ, _) in _PAYLOAD_FIELDS[cls].items() if typ in (Money, date, datetime)),
     )
     for event_type, cls in PAYLOADS.items()
+    # the rare events a person publishes (nested legs, bounded text) always take from_dict
+    if event_type not in PERSON_EVENT_TYPES
 }
 
 

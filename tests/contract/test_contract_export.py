@@ -68,7 +68,8 @@ def test_every_event_of_a_world_is_valid_against_its_types_schema(exported, worl
     for event in world_events:
         assert_valid(event["event_type"], event)
         seen[event["event_type"]] = seen.get(event["event_type"], 0) + 1
-    assert set(seen) == set(events.PAYLOADS), "the world should exercise every event type"
+    people = set(events.PERSON_EVENT_TYPES)  # published from the workbench, not played out by a world
+    assert set(seen) == set(events.PAYLOADS) - people, "the world should exercise every event type"
 
 
 def _set(path: str, value):
