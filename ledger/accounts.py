@@ -128,11 +128,14 @@ _SPECS = (
         "fee_expense",
         "expense",
         "debit",
-        "non_negative",
+        "either",
         "processor",
         "tenant",
         "Processor fees this book bears itself: chargeback fees ('fee' settlement "
-        "records). Processing fees on sales are the merchant's and never land here.",
+        "records), and the difference when a processor withheld another fee than its "
+        "settlement notice said (an adjusting entry). Processing fees on sales are the "
+        "merchant's and land here only through such a correction. Either way: a "
+        "processor that withheld less than its notice said is a credit here.",
     ),
     AccountSpec(
         "loss_reserve",
@@ -164,6 +167,16 @@ _SPECS = (
         "own currency. Flat: the processor converts the receivable and the merchant is "
         "credited at the same rate, so the platform takes no FX position; any balance "
         "left after an event is a conversion at two different rates.",
+    ),
+    AccountSpec(
+        "fx_gain_loss",
+        "revenue",
+        "credit",
+        "either",
+        None,
+        "tenant",
+        "Gains (credit) and losses (debit) when a processor converted at another rate "
+        "than its settlement notice said, booked by adjusting entries. Either way.",
     ),
     AccountSpec(
         "auth_hold",
@@ -234,6 +247,17 @@ _SPECS = (
         "tenant",
         "platform",
         "What the platform holds for a tenant's book; mirrors <tenant>:platform_due.",
+    ),
+    AccountSpec(
+        "suspense",
+        "asset",
+        "debit",
+        "either",
+        None,
+        "platform",
+        "Amounts an adjusting entry parks until their cause is known (a bank line "
+        "nobody expected, a correction waiting for its counterpart). Either way; it "
+        "should be empty once every variance is worked.",
     ),
     AccountSpec(
         "capital",
@@ -313,3 +337,62 @@ def floor_of(key: str) -> int | None:
     either way. A `flat` account's floor is 0 here; that it may not go above 0 either is
     checked by clearline.ledger.posting.check_floors."""
     return None if parse_account(key).spec.floor == "either" else 0
+
+
+# ------------------------------------------------------------- adjusting entries
+
+# The accounts a person may name in an adjusting entry (`adjustment.posted`): where the
+# correction of a reconciliation variance lands. Holds, disputes, conversions in flight
+# (fx_position), the books' mirrored pair and capital are the posting rules' alone.
+ADJUSTABLE = (
+    "fee_expense",
+    "processor_receivable",
+    "fx_gain_loss",
+    "credit_loss_expense",
+    "loss_reserve",
+    "merchant_payable",
+    "bank_cash",
+    "suspense",
+)
+
+
+def adjusting_key(tenant: str, account: str) -> str:
+    """The key of an adjustable account named without its tenant ("fee_expense:stripe"),
+    in the books the chart keeps it in: `tenant`'s, or the platform's. ValueError when the
+    account is not one a person may adjust, or not well formed."""
+    name, _, sub = account.partition(":")
+    if name not in ADJUSTABLE:
+        raise ValueError(f"account: {name!r} is not one an adjusting entry may name ({', '.join(ADJUSTABLE)})")
+    books = PLATFORM if CHART[name].books == "platform" else tenant
+    return account_key(books, name, sub or None)
+
+
+def adjustment_problems(legs: list[tuple[str, str, int, str]], tenant: str | None = None) -> list[str]:
+    """What keeps an adjusting entry's legs, (account without tenant, side, minor units,
+    currency), from posting, each naming its leg by number ("leg 2: …"); [] when they
+    post. The legs must name adjustable accounts (a bank account in its own currency),
+    move at least one minor unit each, and balance per currency. `tenant`: the book the
+    entry is for; the platform may name only platform accounts (None: any tenant)."""
+    problems, net = [], {}
+    for i, (account, side, minor, currency) in enumerate(legs, 1):
+        try:
+            ref = parse_account(adjusting_key(tenant or "tenant", account))  # the platform's: its own books only
+            if ref.spec.sub == "currency" and ref.sub != currency:
+                raise ValueError(f"account: {account} holds {ref.sub}, the leg moves {currency}")
+        except ValueError as exc:
+            problems.append(f"leg {i}: {exc}")
+        if side not in ("debit", "credit"):
+            problems.append(f"leg {i}: side {side!r} is neither debit nor credit")
+        if not isinstance(minor, int) or isinstance(minor, bool) or minor < 1:
+            problems.append(f"leg {i}: {minor!r} {currency} moves nothing; a leg is at least 1 minor unit")
+        elif side in ("debit", "credit"):
+            net[currency] = net.get(currency, 0) + (minor if side == "debit" else -minor)
+    for currency, off in sorted(net.items()):
+        if off:
+            debits = sum(m for _, s, m, c in legs if c == currency and s == "debit")
+            problems.append(
+                f"unbalanced in {currency}: debits {debits} vs credits {debits - off} (off by {off} minor units)"
+            )
+    if not legs:
+        problems.append("no legs: an adjusting entry moves money between at least two accounts")
+    return problems

@@ -40,6 +40,7 @@ from typing import Callable, Iterable
 from clearline.currency import EXPONENT
 from clearline.events import (
     PLATFORM,
+    AdjustmentPosted,
     BuyerDefault,
     BuyerRepayment,
     ChargebackOpened,
@@ -56,7 +57,7 @@ from clearline.events import (
     ProcessorPayout,
     ProcessorSettlement,
 )
-from clearline.ledger.accounts import account_key, parse_account
+from clearline.ledger.accounts import account_key, adjusting_key, adjustment_problems, parse_account
 from clearline.ledger.model import Posting
 
 Legs = tuple[Posting, ...]
@@ -326,6 +327,43 @@ def _fee_charged(e: Event) -> Legs:
     return _pair(account_key(t, "merchant_payable", e.merchant_id), account_key(t, "fee_revenue", p.kind), p.amount)
 
 
+# ------------------------------------------------------------- adjusting entries
+
+
+def _adjustment_posted(e: Event) -> Legs:
+    """An approved adjusting entry posts its legs as given, each in the books the chart
+    keeps its account in (the event's tenant's, or the platform's). Where the legs cross
+    books, the mirrored pair (`platform_due` / `tenant_due:<tenant>`) carries the
+    difference per currency, as every rule that crosses books does, so each book still
+    balances. Refused, naming the leg: an account a person may not adjust, a leg of
+    nothing, legs that do not balance per currency; and an entry approved by the person
+    who proposed it (the workbench refuses that too: this is the second line)."""
+    p: AdjustmentPosted = e.payload
+    if p.approved_by.strip().casefold() == p.proposed_by.strip().casefold():
+        raise PostingError(
+            "maker_checker",
+            f"{e.event_id}: approved by {p.approved_by!r}, who proposed it; an adjusting entry needs a second person",
+        )
+    t = e.reseller_id
+    problems = adjustment_problems(
+        [(leg.account, leg.side, leg.amount.minor, leg.amount.currency) for leg in p.legs], t
+    )
+    if problems:
+        raise PostingError("adjustment", f"{e.event_id} for {p.variance_id}: {'; '.join(problems)}")
+    legs = tuple(Posting(adjusting_key(t, leg.account), leg.side, leg.amount) for leg in p.legs)
+    if t == PLATFORM:
+        return legs
+    crossing: dict[str, int] = defaultdict(int)  # platform books' debits - credits, per currency
+    for leg in legs:
+        if leg.account.startswith(f"{PLATFORM}:"):
+            crossing[leg.amount.currency] += leg.amount.minor if leg.side == "debit" else -leg.amount.minor
+    due, tenant_due = account_key(t, "platform_due"), account_key(PLATFORM, "tenant_due", t)
+    for currency, net in sorted(crossing.items()):
+        amount = Money(abs(net), currency)
+        legs += _pair(tenant_due, due, amount) if net < 0 else _pair(due, tenant_due, amount)
+    return legs
+
+
 _RULES: dict[str, Callable[[Event], Legs]] = {
     "order.created": _order_created,
     "payment.authorized": _payment_authorized,
@@ -340,6 +378,7 @@ _RULES: dict[str, Callable[[Event], Legs]] = {
     "buyer.default": _buyer_default,
     "merchant.payout": _merchant_payout,
     "fee.charged": _fee_charged,
+    "adjustment.posted": _adjustment_posted,
 }
 
 

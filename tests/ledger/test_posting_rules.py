@@ -17,6 +17,8 @@ from clearline import config, events
 from clearline.events import (
     PAYLOADS,
     PLATFORM,
+    AdjustmentLeg,
+    AdjustmentPosted,
     BuyerDefault,
     BuyerRepayment,
     ChargebackOpened,
@@ -156,6 +158,19 @@ SAMPLES = {
     "buyer.default": BuyerDefault("ord_1", "b_1", usd(100), 60),
     "merchant.payout": MerchantPayout("mpo_1", usd(100), DAY0, 1),
     "fee.charged": FeeCharged("fee_1", "platform_fee", usd(100), "ord_1"),
+    "adjustment.posted": AdjustmentPosted(
+        "var_0123456789abcdef0123",
+        "fee",
+        "our_error",
+        "fee over the notice",
+        "alice",
+        "bob",
+        T0,
+        (
+            AdjustmentLeg("fee_expense:adyen", "debit", usd(100)),
+            AdjustmentLeg("processor_receivable:adyen", "credit", usd(100)),
+        ),
+    ),
 }
 
 
