@@ -21,6 +21,11 @@ __getattr__, __all__ = surface(
     __name__,
     {
         "from_events": "arrivals",
+        "ADJUSTMENT_ACCOUNTS": "adjustments",
+        "AdjustmentLeg": "adjustments",
+        "AdjustmentProposal": "adjustments",
+        "check_adjustment": "adjustments",
+        "propose_adjustment": "adjustments",
         "from_settlements": "arrivals",
         "ADYEN_LAYOUT": "intake.adyen:LAYOUT",
         "CHECKOUTCOM_LAYOUT": "intake.checkoutcom:LAYOUT",

@@ -1,0 +1,183 @@
+"""Proposed adjusting entries (recon/adjustments.py): for a variance whose numbers state
+the correction, the entry moves exactly the difference, on the side the difference goes,
+balanced and postable by the ledger's own rule; for the rest, no proposal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clearline.currency import minor_to_decimal
+from clearline.events import AdjustmentLeg as EventLeg
+from clearline.events import AdjustmentPosted, Event, Money
+from clearline.ledger.posting import post
+from clearline.recon import (
+    ADJUSTMENT_ACCOUNTS,
+    VARIANCE_CATEGORIES,
+    AdjustmentLeg,
+    AdjustmentProposal,
+    check_adjustment,
+    propose_adjustment,
+)
+
+
+def text(minor: int, currency: str, prefix: str = "") -> str:
+    return f"{prefix}{minor_to_decimal(minor, currency)} {currency}"
+
+
+def variance(category: str, field: str, expected: str, actual: str, amount: int, currency: str = "USD") -> dict:
+    return {
+        "variance_id": "var_00000000000000000001",
+        "category": category,
+        "processor": "stripe",
+        "merchant_id": "m_00004",
+        "reference": "stl_1",
+        "payout_id": "po_1",
+        "amount_minor": amount,
+        "currency": currency,
+        "field": field,
+        "expected": expected,
+        "actual": actual,
+    }
+
+
+def posts(p: AdjustmentProposal) -> tuple:
+    """The proposal as the ledger posts it (approved by someone else)."""
+    legs = tuple(EventLeg(leg.account, leg.side, Money(leg.minor, p.currency)) for leg in p.legs)
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    payload = AdjustmentPosted(p.variance_id, p.kind, "our_error", p.memo[:1000], "alice", "bob", at, legs)
+    return post(Event("adj_1", "adjustment.posted", at, p.merchant_id or "platform", "rs_001", payload))
+
+
+def test_a_fee_overcharge_is_fee_expense_against_the_processor_receivable():
+    p = propose_adjustment(variance("fee_mismatch", "fee", "2.90 USD", "3.27 USD", 37))
+    assert p == AdjustmentProposal(
+        "var_00000000000000000001",
+        "m_00004",
+        "stripe",
+        "USD",
+        "fee",
+        (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("processor_receivable:stripe", "credit", 37)),
+        p.memo,
+    )
+    assert "0.37 USD more fee expense" in p.memo
+    assert check_adjustment(p) == []
+
+
+def test_each_rule_goes_the_way_the_difference_goes():
+    under = propose_adjustment(variance("fee_mismatch", "fee", "3.27 USD", "2.90 USD", 37))
+    assert [(x.account, x.side) for x in under.legs] == [
+        ("processor_receivable:stripe", "debit"),
+        ("fee_expense:stripe", "credit"),
+    ]
+    short = propose_adjustment(variance("amount_mismatch", "gross", "100.00 USD", "97.00 USD", 300))
+    assert [(x.account, x.side, x.minor) for x in short.legs] == [
+        ("merchant_payable:m_00004", "debit", 300),
+        ("processor_receivable:stripe", "credit", 300),
+    ]
+    refund = propose_adjustment(variance("amount_mismatch", "net", "-100.00 USD", "-90.00 USD", 1000))
+    assert [(x.account, x.side) for x in refund.legs] == [
+        ("processor_receivable:stripe", "debit"),
+        ("merchant_payable:m_00004", "credit"),
+    ]
+    loss = propose_adjustment(variance("currency_fx_mismatch", "fx_rate", "0.9277", "0.913785", 139, "EUR"))
+    assert (loss.kind, [(x.account, x.side, x.minor) for x in loss.legs]) == (
+        "fx",
+        [("fx_gain_loss", "debit", 139), ("processor_receivable:stripe", "credit", 139)],
+    )
+    gain = propose_adjustment(variance("currency_fx_mismatch", "converted net", "90.00 EUR", "91.50 EUR", 150, "EUR"))
+    assert [(x.account, x.side, x.minor) for x in gain.legs] == [
+        ("processor_receivable:stripe", "debit", 150),
+        ("fx_gain_loss", "credit", 150),
+    ]
+    gone = propose_adjustment(variance("missing_at_processor", "line", "net 55.00 USD", "absent", 5500))
+    assert (gone.kind, [(x.account, x.side, x.minor) for x in gone.legs]) == (
+        "write_off",
+        [("credit_loss_expense", "debit", 5500), ("processor_receivable:stripe", "credit", 5500)],
+    )
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        variance("currency_fx_mismatch", "currency", "USD", "EUR", 0),  # the same net in another currency
+        variance("currency_fx_mismatch", "settlement currency", "USD", "EUR", 500),
+        variance("missing_at_processor", "line", "net -55.00 USD", "absent", 5500),  # a refund the processor kept
+        variance("fee_mismatch", "fee", "2.90 USD", "2.90 EUR", 0),  # not one currency: no difference stated
+        variance("duplicate", "line_id", "one line stl_1", "again as stl_2", 100),
+        variance("unexplained_bank_line", "line", "absent", "credit 5.00 USD", 500),
+    ],
+)
+def test_no_proposal_where_the_numbers_state_no_correction(row):
+    assert propose_adjustment(row) is None
+
+
+def test_the_accounts_a_person_may_pick_say_what_each_is_kept_per():
+    assert ADJUSTMENT_ACCOUNTS["fee_expense"] == "processor" and ADJUSTMENT_ACCOUNTS["suspense"] is None
+    assert "fx_position" not in ADJUSTMENT_ACCOUNTS and "capital" not in ADJUSTMENT_ACCOUNTS
+
+
+def test_check_names_what_keeps_an_edited_entry_from_posting():
+    p = propose_adjustment(variance("fee_mismatch", "fee", "2.90 USD", "3.27 USD", 37))
+    edited = AdjustmentProposal(
+        p.variance_id,
+        p.merchant_id,
+        p.processor,
+        "USD",
+        "manual",
+        (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("capital", "credit", 36)),
+        "edited",
+    )
+    problems = check_adjustment(edited)
+    assert problems[0].startswith("leg 2: account: 'capital' is not one")
+    assert problems[1] == "unbalanced in USD: debits 37 vs credits 36 (off by 1 minor units)"
+    assert check_adjustment(AdjustmentProposal("v", None, None, "XXX", "fee", p.legs, "")) == [
+        "currency 'XXX' is not an ISO 4217 code"
+    ]
+
+
+# ----------------------------------------------------------------------- every row
+
+CURRENCIES = ["USD", "EUR", "JPY", "KWD"]
+FIELDS = {
+    "fee_mismatch": ["fee"],
+    "amount_mismatch": ["gross", "net"],
+    "currency_fx_mismatch": ["converted net", "fx_rate", "currency"],
+    "missing_at_processor": ["line"],
+}
+
+
+@st.composite
+def variance_rows(draw) -> dict:
+    category = draw(st.sampled_from(VARIANCE_CATEGORIES))
+    field = draw(st.sampled_from(FIELDS.get(category, ["line"])))
+    currency = draw(st.sampled_from(CURRENCIES))
+    expected, actual = draw(st.integers(-(10**12), 10**12)), draw(st.integers(-(10**12), 10**12))
+    if field == "fx_rate":
+        shown = [draw(st.sampled_from(["0.9277", "1.0845", "0.913785", "150.25"])) for _ in range(2)]
+    elif category == "missing_at_processor":
+        shown = [text(expected, currency, "net "), "absent"]
+    else:
+        shown = [text(expected, currency), text(actual, currency)]
+    row = variance(category, field, *shown, abs(actual - expected), currency)
+    row["processor"] = draw(st.sampled_from(["stripe", "adyen", None]))
+    row["merchant_id"] = draw(st.sampled_from(["m_00001", None]))
+    return row
+
+
+@settings(max_examples=400, deadline=None)
+@given(variance_rows())
+def test_every_proposal_is_balanced_postable_and_moves_what_the_variance_states(row):
+    p = propose_adjustment(row)
+    if p is None:
+        return
+    assert check_adjustment(p) == []
+    debits = sum(x.minor for x in p.legs if x.side == "debit")
+    assert debits == sum(x.minor for x in p.legs if x.side == "credit") > 0
+    if row["field"] in ("fee", "gross", "net", "converted net", "fx_rate"):
+        assert debits == row["amount_minor"]
+    assert p.variance_id == row["variance_id"] and p.currency == row["currency"]
+    assert posts(p)  # the ledger's own rule posts it
