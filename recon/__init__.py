@@ -43,6 +43,7 @@ __getattr__, __all__ = surface(
         "Statement": "lines",
         "SETTLEMENT_SCHEMA": "lines",
         "expectations": "matching.expectations:",
+        "adjusted": "matching.adjusted:",
         "bank_books": "matching.continuity",
         "match_settlements": "matching.settlements:match",
         "facts_hash": "matching.continuous",

@@ -24,7 +24,7 @@ from confluent_kafka import Message
 
 from clearline.ledger import Posted, to_outcome
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
-from clearline.recon.matching import expectations
+from clearline.recon.matching import adjusted, expectations
 from clearline.recon.matching.expectations import ExpectedBankMovement, ExpectedSettlement
 from clearline.signing import TenantKeys
 
@@ -42,6 +42,7 @@ class Arrivals:
     held once. `latest` is the latest event time or line day."""
 
     expected: dict[str, ExpectedSettlement | ExpectedBankMovement] = field(default_factory=dict)
+    adjustments: dict[str, dict] = field(default_factory=dict)  # adjusting entries' rows (`adjusted.adjustment`)
     lines: dict[tuple[str, int], tuple[str, dict]] = field(default_factory=dict)
     latest: datetime | None = None
     consumed: int = 0
@@ -63,6 +64,9 @@ def from_events(msgs: list[Message], keys: TenantKeys) -> Arrivals:
         expected = expectations.expectation(outcome.event)
         if expected is not None:
             got.expected.setdefault(outcome.event_id, expected)
+        entry = adjusted.adjustment(outcome.event)
+        if entry is not None:
+            got.adjustments.setdefault(outcome.event_id, entry)
         got.saw(outcome.event.occurred_at)
     return got
 

@@ -31,7 +31,7 @@ import polars as pl
 from bytewax.operators import StatefulLogic
 
 from clearline.recon.arrivals import Arrivals, line_frames
-from clearline.recon.matching import expectations
+from clearline.recon.matching import adjusted, expectations
 from clearline.recon.matching.continuous import Changes, Continuous
 from clearline.recon.matching.reconcile import watermark as latest_of
 from clearline.recon.matching.rules import Tolerances
@@ -81,6 +81,8 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         held = self.held
         new_expected = [r for eid, r in value.expected.items() if eid not in held.events]
         held.events.update(value.expected)
+        new_entries = [row for eid, row in value.adjustments.items() if eid not in held.events]
+        held.events.update(value.adjustments)
         new_lines = [line for key, line in value.lines.items() if key not in held.lines]
         held.lines.update(value.lines)
         settle, movements = expectations.frames(new_expected)
@@ -91,6 +93,7 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
             settlement_lines=lines,
             bank_lines=bank,
             statements=statements,
+            adjustments=adjusted.frame(new_entries),
         )
         moved = latest_of(held.watermark, value.latest)
         for name, n in (
@@ -101,7 +104,7 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
             ("lines", len(new_lines)),
         ):
             held.counts[name] += n
-        held.dirty |= bool(new_expected or new_lines) or moved != held.watermark
+        held.dirty |= bool(new_expected or new_lines or new_entries) or moved != held.watermark
         self.arrived = True
         held.watermark = moved
         return [], StatefulLogic.RETAIN

@@ -117,7 +117,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
     import polars as pl
 
     from clearline import config
-    from clearline.recon import Inputs, bank_books, expectations
+    from clearline.recon import Inputs, adjusted, bank_books, expectations
 
     if world is not None:
         events_file = world / "events" / "events.parquet"
@@ -125,6 +125,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
             raise ReconInputError(f"{world} is not a generated world: {events_file} is missing")
         scan = pl.scan_parquet(events_file)
         expected = expectations.from_events(scan)
+        entries = adjusted.from_events(scan)
         settle, bank, statements = parse_all(report_files(world / "settlements") + report_files(world / "bank"), quiet)
     else:
         from clearline.ledger import archive as event_archive
@@ -140,11 +141,12 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
             raise ReconInputError(f"no validated lines under {state_dir / 'lines'}: run `clearline ingest` first")
         scan = event_archive.scan(archive)
         expected = expectations.from_archive(scan)
+        entries = adjusted.from_archive(scan)
         settle, bank = read_lines(state_dir, "processor"), read_lines(state_dir, "bank")
         statements = read_statements(state_dir)
     latest = scan.select(pl.col("occurred_at").max()).collect().item()
     books = bank_books(config.load("platform"))
-    return Inputs(expected[0], expected[1], settle, bank, statements, books), latest
+    return Inputs(expected[0], expected[1], settle, bank, statements, books, entries), latest
 
 
 def run_batch(
@@ -224,7 +226,8 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         return
     import duckdb
 
-    from clearline.recon import VarianceStore, quarantined_files
+    from clearline.pipelines.connectors.variance_sink import close_adjusted
+    from clearline.recon import VarianceStore, quarantined_files, within
 
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
@@ -240,6 +243,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         ) from None
     with store:
         stored = store.record(variances)
+        stored["closed_by_adjustments"] = len(close_adjusted(store, within(result.closed, start, end)))
     report = {
         "as_of": result.as_of.isoformat(),
         "from": start and start.isoformat(),

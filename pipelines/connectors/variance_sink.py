@@ -8,7 +8,8 @@ Per publication (one worker: the matcher's state is one key), in this order:
    produced (key = merchant, else processor, else "platform"; idempotent producer) and
    flushed; withdrawn ones the store still has open are produced as withdrawals;
 3. the store records every variance of the reconciliation (statuses kept, ages
-   refreshed) and resolves the withdrawn ones with a note;
+   refreshed), resolves the ones an adjusting entry closed with a note naming the entry
+   and its approver (`close_adjusted`), and the withdrawn ones with a note;
 4. `<state_dir>/published/` gets variances.parquet (the store, with statuses),
    pending.parquet and status.json, each written to a temporary name and renamed.
 
@@ -60,6 +61,34 @@ def unseen(store: VarianceStore, variances: pl.DataFrame) -> pl.DataFrame:
     return variances.filter(pl.Series(fresh, dtype=pl.Boolean))
 
 
+def adjusted_note(entry: dict) -> str:
+    """The resolution note of a variance an adjusting entry closed: the entry and who approved it."""
+    at = entry["approved_at"].isoformat() if entry.get("approved_at") else "an unknown time"
+    return (
+        f"closed by adjusting entry {entry['event_id']} ({entry['kind']}, {entry['code']}), "
+        f"approved by {entry['approved_by']} at {at}"
+    )
+
+
+def close_adjusted(store: VarianceStore, closed: pl.DataFrame) -> list[str]:
+    """Resolve each variance an adjusting entry closed (`Result.closed`) with a note naming
+    the entry and its approver, the entry's code, and the approver as the actor. A break
+    closed before it was ever recorded is recorded first, so the store keeps it, resolved;
+    one already resolved by this entry is left as it is (a re-run moves nothing). Returns
+    the ids that moved."""
+    if closed.is_empty():
+        return []
+    store.record(closed.select(list(SCHEMA)))
+    moved = []
+    for entry in closed.iter_rows(named=True):
+        current = store.get(entry["variance_id"])
+        if current["status"] == "resolved" and entry["event_id"] in (current["note"] or ""):
+            continue
+        store.move(entry["variance_id"], adjusted_note(entry), code=entry["code"], actor=entry["approved_by"])
+        moved.append(entry["variance_id"])
+    return moved
+
+
 def _replace(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -105,6 +134,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
         messages += [variance_message({k: r[k] for k in SCHEMA}, "withdrawn") for r in open_gone.iter_rows(named=True)]
         self._produce(messages)
         self.store.record(changes.result.variances)
+        close_adjusted(self.store, changes.result.closed)  # before withdraw: a closed break is not withdrawn
         self.store.withdraw(changes.gone, WITHDRAWN_NOTE)
 
     def _produce(self, messages: list[tuple[bytes, bytes]]) -> None:

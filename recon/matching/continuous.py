@@ -23,7 +23,7 @@ from datetime import date, datetime
 import polars as pl
 
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
-from clearline.recon.matching import continuity, expectations
+from clearline.recon.matching import adjusted, continuity, expectations
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
 from clearline.recon.matching.rules import Tolerances
 
@@ -33,15 +33,16 @@ _EMPTY = Inputs(
     pl.DataFrame(schema=SETTLEMENT_SCHEMA),
     pl.DataFrame(schema=BANK_SCHEMA),
     pl.DataFrame(schema=STATEMENT_SCHEMA),
+    adjustments=pl.DataFrame(schema=adjusted.ADJUSTMENT_SCHEMA),
 )
-_HELD = ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines", "statements")
+_HELD = ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines", "statements", "adjustments")
 
 
 @dataclass(frozen=True)
 class Changes:
     new: pl.DataFrame  # variances not published before (variance.SCHEMA)
     changed: pl.DataFrame  # published before, with other facts now (a line joined a batch; not mere age)
-    gone: list[str]  # ids published before that the inputs no longer support
+    gone: list[str]  # ids published before that the inputs no longer support (closed ones too: result.closed)
     result: Result  # the whole reconciliation at this watermark
 
 
@@ -54,7 +55,8 @@ class Continuous:
 
     def add(self, **frames: pl.DataFrame) -> None:
         """Hold more inputs: any of expected_settlements, expected_movements,
-        settlement_lines, bank_lines, statements, with the schemas of `reconcile.Inputs`."""
+        settlement_lines, bank_lines, statements, adjustments, with the schemas of
+        `reconcile.Inputs`."""
         for name, frame in frames.items():
             if frame.height:
                 self._parts.setdefault(name, []).append(frame)  # setdefault: a snapshot from before statements

@@ -15,7 +15,7 @@ from datetime import date, datetime, timezone
 import polars as pl
 
 from clearline.recon.lines import STATEMENT_SCHEMA
-from clearline.recon.matching import bank, continuity, copies, settlements
+from clearline.recon.matching import adjusted, bank, continuity, copies, settlements
 from clearline.recon.matching.rules import Tolerances, as_of_day
 from clearline.recon.matching.variance import finish
 
@@ -32,7 +32,10 @@ class Inputs:
     `statements` (`STATEMENT_SCHEMA`) are the bank statements the lines came in, and
     `bank_books` (`continuity.BOOKS_SCHEMA`, from `continuity.bank_books`) the accounts the
     ledger keeps bank cash for with their opening capital; without them there is nothing
-    to check balances against, and no balance variance."""
+    to check balances against, and no balance variance.
+
+    `adjustments` (`adjusted.ADJUSTMENT_SCHEMA`) are the adjusting entries the ledger
+    posted: each closes the variance it names (`Result.closed`)."""
 
     expected_settlements: pl.DataFrame | pl.LazyFrame
     expected_movements: pl.DataFrame | pl.LazyFrame
@@ -40,13 +43,18 @@ class Inputs:
     bank_lines: pl.DataFrame | pl.LazyFrame
     statements: pl.DataFrame | pl.LazyFrame = field(default_factory=lambda: pl.DataFrame(schema=STATEMENT_SCHEMA))
     bank_books: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=continuity.BOOKS_SCHEMA))
+    adjustments: pl.DataFrame | pl.LazyFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=adjusted.ADJUSTMENT_SCHEMA)
+    )
 
 
 @dataclass(frozen=True)
 class Result:
-    variances: pl.DataFrame  # variance.SCHEMA, one row per break
+    variances: pl.DataFrame  # variance.SCHEMA, one row per break still open
     pending: pl.DataFrame  # variance.PENDING_SCHEMA: not arrived yet, not a break before due_on
     as_of: date
+    # adjusted.CLOSED_SCHEMA: breaks an adjusting entry closed, with the entry
+    closed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=adjusted.CLOSED_SCHEMA))
 
 
 def watermark(*times: datetime | date | None) -> datetime | None:
@@ -92,7 +100,8 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
         pending,
         inputs.expected_settlements,
     )
-    return Result(finish(pl.concat([found, balance_raw]), day), pending, day)
+    still_open, closed = adjusted.close(finish(pl.concat([found, balance_raw]), day), inputs.adjustments)
+    return Result(still_open, pending, day, closed)
 
 
 def within(variances: pl.DataFrame, start: date | None, end: date | None) -> pl.DataFrame:

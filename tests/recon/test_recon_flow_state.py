@@ -6,7 +6,7 @@ snapshot does not change when the matcher goes on."""
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
@@ -30,6 +30,15 @@ def inputs(tmp_path_factory):
     """(every input as one Arrivals item per record, the batch's result) for a 30-day world."""
     world = tmp_path_factory.mktemp("recon-state-world")
     generate(WorldOptions(days=30, merchants=4, seed=31), world)
+    items, batch_inputs, as_of = world_inputs(world)
+    batch = reconcile(batch_inputs, tolerances(), as_of)
+    assert batch.variances.height > 0
+    return items, batch
+
+
+def world_inputs(world) -> tuple[list[Arrivals], Inputs, datetime]:
+    """A generated world's inputs as one Arrivals item per record, the same as a batch's
+    Inputs, and the batch's watermark."""
     items: list[Arrivals] = []
     for raw in (world / "events" / "events.jsonl").read_bytes().splitlines():
         event = events.decode(raw)
@@ -54,9 +63,7 @@ def inputs(tmp_path_factory):
     expected = expectations.from_events(pl.scan_parquet(world / "events" / "events.parquet"))
     batch_inputs = Inputs(expected[0], expected[1], settle, bank, statements, BOOKS)
     latest_event = max(i.latest for i in items if not i.lines)
-    batch = reconcile(batch_inputs, tolerances(), input_watermark(batch_inputs, latest_event))
-    assert batch.variances.height > 0
-    return items, batch
+    return items, batch_inputs, input_watermark(batch_inputs, latest_event)
 
 
 def merged(items: list[Arrivals]) -> Arrivals:

@@ -1,0 +1,153 @@
+"""Publishing an approved adjusting entry: `adjustment.posted` on payments.events, signed
+by its tenant like every other event, so the ledger posts it by its rule and the
+reconciliation flow sees its variance closed. Events stay the one source of truth: the
+workbench keeps no entry of its own beyond the proposal and the event id it got back.
+
+The event id is a hash of the variance, the entry (kind, currency, legs) and its approval
+(who proposed, who approved, code, note), never of the time: a double click, or a retry
+after a timeout, publishes the same id, and the ledger counts the second a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from clearline import config, events
+from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline.recon import AdjustmentProposal, check_adjustment
+from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
+
+DELIVERY_TIMEOUT_S = 30
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge the event; nothing was posted, the same approval may be retried."""
+
+
+def adjustment_id(
+    proposal: AdjustmentProposal, *, reseller_id: str, proposed_by: str, approved_by: str, code: str, note: str
+) -> str:
+    """`adj_` + 32 hex digits of SHA-256 over everything the event says but its time."""
+    content = {
+        "variance_id": proposal.variance_id,
+        "tenant": reseller_id,
+        "merchant_id": proposal.merchant_id,
+        "kind": proposal.kind,
+        "currency": proposal.currency,
+        "legs": [[leg.account, leg.side, leg.minor] for leg in proposal.legs],
+        "approval": [proposed_by, approved_by, code, note],
+    }
+    return "adj_" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def adjustment_event(
+    proposal: AdjustmentProposal,
+    *,
+    reseller_id: str,
+    proposed_by: str,
+    approved_by: str,
+    code: str,
+    note: str,
+    approved_at: datetime | None = None,
+) -> events.Event:
+    """The `adjustment.posted` event of an approved proposal; ValueError (its reason)
+    when the approver proposed it, the entry cannot post, or the event breaks the contract."""
+    if approved_by.strip().casefold() == proposed_by.strip().casefold():
+        raise ValueError(f"{approved_by} proposed this entry: another person must approve it (maker-checker)")
+    problems = check_adjustment(proposal)
+    if problems:
+        raise ValueError("the entry cannot be posted: " + "; ".join(problems))
+    at = approved_at or datetime.now(timezone.utc)
+    legs = tuple(
+        events.AdjustmentLeg(leg.account, leg.side, events.Money(leg.minor, proposal.currency)) for leg in proposal.legs
+    )
+    payload = events.AdjustmentPosted(
+        proposal.variance_id, proposal.kind, code, note, proposed_by, approved_by, at, legs
+    )
+    event = events.Event(
+        adjustment_id(
+            proposal, reseller_id=reseller_id, proposed_by=proposed_by, approved_by=approved_by, code=code, note=note
+        ),
+        "adjustment.posted",
+        at,
+        proposal.merchant_id or events.PLATFORM,
+        reseller_id,
+        payload,
+    )
+    try:
+        events.decode(events.encode(event))  # the ledger's own contract check, before anything leaves
+    except events.ContractError as exc:
+        raise ValueError(f"the entry breaks the event contract: {exc}") from None
+    return event
+
+
+_CONFIG_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _configs(config_dir: Path | str | None) -> Iterator[None]:
+    """Read configs from `config_dir` meanwhile (as the CLI's --config-dir does)."""
+    if config_dir is None:
+        yield
+        return
+    with _CONFIG_LOCK:
+        before = os.environ.get("CLEARLINE_CONFIG_DIR")
+        os.environ["CLEARLINE_CONFIG_DIR"] = str(config_dir)
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("CLEARLINE_CONFIG_DIR", None)
+            else:
+                os.environ["CLEARLINE_CONFIG_DIR"] = before
+
+
+def publish_adjustment(
+    proposal: AdjustmentProposal,
+    *,
+    reseller_id: str,
+    proposed_by: str,
+    approved_by: str,
+    code: str,
+    note: str,
+    config_dir: Path | str | None = None,
+    bootstrap: str | None = None,
+) -> str:
+    """Build, sign with `reseller_id`'s key (the merchant's reseller, or `platform`) and
+    produce the approved entry to the ledger's events topic, keyed by merchant; returns
+    the event id once Kafka acknowledged it. ValueError when it may not be published
+    (see `adjustment_event`); PublishError when Kafka did not take it."""
+    event = adjustment_event(
+        proposal, reseller_id=reseller_id, proposed_by=proposed_by, approved_by=approved_by, code=code, note=note
+    )
+    body = events.encode(event)
+    with _configs(config_dir):
+        topic = str(config.load("ledger")["topic"])
+        key = TenantKeys.from_config().key(reseller_id)
+        bootstrap = bootstrap or config.bootstrap_servers()
+    producer = WatchedProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
+        }
+    )
+    errors: list[str] = []
+    producer.produce(
+        topic,
+        key=event.merchant_id.encode(),
+        value=body,
+        headers=[(TENANT_HEADER, reseller_id.encode()), (SIGNATURE_HEADER, sign(body, key).encode())],
+        on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None,
+    )
+    if producer.flush(DELIVERY_TIMEOUT_S + 5) or errors:
+        raise PublishError(f"{event.event_id} not acknowledged by {topic}: {'; '.join(errors) or 'timed out'}")
+    return event.event_id
