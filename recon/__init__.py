@@ -73,6 +73,8 @@ __getattr__, __all__ = surface(
         "builder": "streaming",
         "apply_resolutions": "variances.resolutions:apply",
         "queue_resolution": "variances.resolutions:queue",
+        "pending_resolutions": "variances.resolutions:pending",
+        "publish_variances": "variances.store:publish",
         "PUBLISHED_VARIANCES": "variances.store:PUBLISHED",
         "VarianceStore": "variances.store",
         "check_request": "variances.store",

@@ -32,6 +32,7 @@ from clearline.pipelines.cli import (
     report,
     risk,
     serve,
+    workbench,
     world,
 )
 
@@ -71,5 +72,6 @@ for command in (
     serve.serve,
     backtest.backtest,
     demo.demo,
+    workbench.workbench,
 ):
     main.add_command(command)

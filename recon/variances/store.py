@@ -4,7 +4,10 @@ DuckDB under the recon state folder (`var/recon/variances.duckdb`), keyed by var
 A run records what it found: a new variance opens; one found again gets its facts and
 age refreshed but keeps its status, assignee and note, because its id is the same for
 the same break (see `clearline.recon.matching.variance`). People move a variance with `move`:
-assigned to someone, or resolved with a note. Every change is a row in `history`.
+assigned to someone, resolved with a note (and, from the finance workbench, a resolution
+code and who did it), or watched until a date ("timing": expected to clear by then; the
+matcher withdraws it when it clears, `reopen_expired` reopens it when it has not). Every
+change is a row in `history`, naming the actor and the code when there is one.
 
 One process owns the file while it writes (DuckDB takes one writer and no other reader),
 so a store is opened, used and closed by one command. The one process that holds it open
@@ -15,7 +18,8 @@ or that snapshot while the flow holds the store.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import os
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -23,7 +27,8 @@ import polars as pl
 
 from clearline.recon.matching.variance import SCHEMA
 
-STATUSES = ("open", "assigned", "resolved")
+STATUSES = ("open", "assigned", "watched", "resolved")
+SYSTEM_ACTOR = "clearline"  # the actor of changes no person made (a watched variance reopened)
 PUBLISHED = Path("published") / "variances.parquet"  # under the state folder, written by the running flow
 _FACTS = [c for c in SCHEMA if c != "variance_id"]
 
@@ -37,11 +42,17 @@ CREATE TABLE IF NOT EXISTS variances (
     first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL
 );
 ALTER TABLE variances ADD COLUMN IF NOT EXISTS merchant_id VARCHAR;  -- stores made before variances named merchants
+ALTER TABLE variances ADD COLUMN IF NOT EXISTS code VARCHAR;  -- the resolution code (configs/workbench.yaml)
+ALTER TABLE variances ADD COLUMN IF NOT EXISTS watch_until DATE;  -- a watched ("timing") variance's deadline
 CREATE TABLE IF NOT EXISTS history (
     variance_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
     assignee VARCHAR, note VARCHAR
 );
+ALTER TABLE history ADD COLUMN IF NOT EXISTS actor VARCHAR;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS code VARCHAR;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS request VARCHAR;  -- the queued request applied (applied once)
 """
+_HISTORY = "INSERT INTO history (variance_id, changed_at, status, assignee, note, actor, code, request)"
 
 
 class VarianceNotFound(LookupError):
@@ -58,6 +69,14 @@ def check_request(note: str, assignee: str | None) -> None:
         raise BadTransition("a note is required: say what was found or done")
     if assignee is not None and not assignee.strip():
         raise BadTransition("--assign needs a name")
+
+
+def expired(variance: dict, today: date) -> bool:
+    """The timing rule: a watched variance whose `watch_until` day has passed (it was
+    expected to clear by the end of that day) has not cleared and reopens; one the matcher
+    stopped finding was withdrawn (resolved) before it got here."""
+    until = variance.get("watch_until")
+    return variance.get("status") == "watched" and until is not None and until < today
 
 
 class VarianceStore:
@@ -89,7 +108,7 @@ class VarianceStore:
                 " WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)"
             ).fetchone()[0]
             self.con.execute(
-                "INSERT INTO history SELECT variance_id, ?, 'open', NULL, 'found' FROM incoming i "
+                f"{_HISTORY} SELECT variance_id, ?, 'open', NULL, 'found', NULL, NULL, NULL FROM incoming i "
                 "WHERE NOT EXISTS (SELECT 1 FROM variances v WHERE v.variance_id = i.variance_id)",
                 [seen_at],
             )
@@ -109,22 +128,63 @@ class VarianceStore:
             self.con.unregister("incoming")
         return {"new": new, "seen_again": variances.height - new}
 
-    def move(self, variance_id: str, note: str, assignee: str | None = None, at: datetime | None = None) -> dict:
-        """Assign the variance to `assignee`, or resolve it when no assignee is given.
-        A note is always required: it is what the next person reads."""
+    def move(
+        self,
+        variance_id: str,
+        note: str,
+        assignee: str | None = None,
+        at: datetime | None = None,
+        *,
+        code: str | None = None,
+        actor: str | None = None,
+        watch_until: date | None = None,
+        request: str | None = None,
+    ) -> dict:
+        """Assign the variance to `assignee`; or, with no assignee, resolve it — or watch it
+        until `watch_until` when one is given (a timing difference expected to clear). A
+        note is always required: it is what the next person reads. `code` (the resolution
+        reason) and `actor` (who asked) go on the variance and its history row. `request`
+        names a queued request: one already applied is not applied again (a flow that
+        crashed between applying a request and filing it away applies it once)."""
         check_request(note, assignee)
         current = self.get(variance_id)
-        status = "assigned" if assignee else "resolved"
+        if request is not None and self.con.execute("SELECT 1 FROM history WHERE request = ?", [request]).fetchall():
+            return current
+        status = "assigned" if assignee else "watched" if watch_until else "resolved"
         assignee = assignee or current["assignee"]
         at = at or datetime.now(timezone.utc)
         self.con.execute("BEGIN")
         self.con.execute(
-            "UPDATE variances SET status = ?, assignee = ?, note = ? WHERE variance_id = ?",
-            [status, assignee, note, variance_id],
+            "UPDATE variances SET status = ?, assignee = ?, note = ?, code = ?, watch_until = ? WHERE variance_id = ?",
+            [status, assignee, note, code, watch_until, variance_id],
         )
-        self.con.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?)", [variance_id, at, status, assignee, note])
+        self.con.execute(
+            f"{_HISTORY} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [variance_id, at, status, assignee, note, actor, code, request],
+        )
         self.con.execute("COMMIT")
         return self.get(variance_id)
+
+    def reopen_expired(self, today: date, at: datetime | None = None) -> list[str]:
+        """Reopen every watched variance whose deadline passed before `today` without the
+        matcher withdrawing it (`expired` is the rule); returns their ids."""
+        at = at or datetime.now(timezone.utc)
+        watched = self.frame("watched")
+        ids = [r["variance_id"] for r in watched.iter_rows(named=True) if expired(r, today)]
+        if ids:
+            note = "reopened: the timing difference did not clear by its date"
+            self.con.execute("BEGIN")
+            self.con.execute(
+                "UPDATE variances SET status = 'open', note = ?, watch_until = NULL"
+                " WHERE list_contains(?, variance_id)",
+                [note, ids],
+            )
+            self.con.executemany(
+                f"{_HISTORY} VALUES (?, ?, 'open', NULL, ?, ?, 'timing_expired', NULL)",
+                [[i, at, note, SYSTEM_ACTOR] for i in ids],
+            )
+            self.con.execute("COMMIT")
+        return ids
 
     def withdraw(self, variance_ids: list[str], note: str, at: datetime | None = None) -> list[str]:
         """Resolve, with `note`, variances the matcher no longer finds (a record first
@@ -144,7 +204,7 @@ class VarianceStore:
                 "UPDATE variances SET status = 'resolved', note = ? WHERE list_contains(?, variance_id)", [note, ids]
             )
             self.con.executemany(
-                "INSERT INTO history VALUES (?, ?, 'withdrawn', NULL, ?)", [[i, at, note] for i in ids]
+                f"{_HISTORY} VALUES (?, ?, 'withdrawn', NULL, ?, NULL, NULL, NULL)", [[i, at, note] for i in ids]
             )
             self.con.execute("COMMIT")
         return ids
@@ -164,6 +224,18 @@ class VarianceStore:
         """Every stored variance (or those with `status`), oldest break first."""
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
         return self.con.sql(f"SELECT * FROM variances {where} ORDER BY since, variance_id", params=args).pl()
+
+
+def publish(state_dir: Path, store: VarianceStore) -> Path:
+    """Write the store as the published snapshot (`PUBLISHED`), atomically: readers see the
+    previous file or this one. The running flow publishes after each change; a process that
+    changed the store while no flow held it (the workbench) publishes the same way."""
+    path = state_dir / PUBLISHED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    store.frame().write_parquet(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def read_variances(state_dir: Path, status: str | None = None) -> pl.DataFrame | None:

@@ -1,0 +1,212 @@
+"""What a person does in the workbench, as functions of the person, the request and the
+stores: every action is checked (role, tenant, the rule it must keep), then done, then
+appended to the audit log — a refused approval too.
+
+Variance changes go the way `clearline recon resolve` goes: each is a queued request in the
+recon state folder (`queue_resolution`, durable before the page answers), applied by the
+running recon flow at its next tick; when no flow holds the variance store the workbench
+applies the queue itself at once and publishes the store's snapshot. Either way, nothing a
+person did is lost if a flow restarts: a request stays in the queue until it is applied
+(once: see clearline.recon.variances.resolutions).
+
+Adjusting entries are maker-checker: a resolver's proposal is stored here; a different
+person approves it, and approval publishes `adjustment.posted` to payments.events (H2's
+`publish_adjustment`), which the ledger posts like any event. At or above the configured
+threshold (per currency, the largest leg) only an approver may approve; below it any
+resolver who is not the proposer may. Never the proposer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from clearline.pipelines.workbench import auth
+from clearline.pipelines.workbench.settings import WorkbenchSettings
+from clearline.pipelines.workbench.state import WorkbenchState
+
+ADJUSTED_CATEGORIES = ("fee_mismatch", "currency_fx_mismatch", "amount_mismatch")
+
+
+class Refused(ValueError):
+    """An action the workbench refuses; the message says why, in words for the person."""
+
+
+def resolution(
+    settings: WorkbenchSettings, code: str | None, note: str, watch_until: date | None, today: date
+) -> dict[str, Any]:
+    """The timing rule and its neighbours, as a pure check of one resolution request:
+    a code from the configuration and a note are required; a code that watches (timing)
+    requires a date after today by which the variance must clear, others take none.
+    Returns the request's fields for the queue."""
+    if not note or not note.strip():
+        raise Refused("a note is required: say what was found or done")
+    known = settings.code(code or "")
+    if known is None:
+        raise Refused(f"resolution code {code!r}: choose one of {', '.join(c.code for c in settings.codes)}")
+    if known.watch:
+        if watch_until is None:
+            raise Refused(f"{known.code}: give the date by which it must clear (it reopens if it has not)")
+        if watch_until <= today:
+            raise Refused(f"{known.code}: the date it must clear by ({watch_until}) must be after today ({today})")
+    elif watch_until is not None:
+        raise Refused(f"{known.code}: only a timing resolution takes a date")
+    return {"note": note.strip(), "assignee": None, "code": known.code, "watch_until": watch_until}
+
+
+def assignment(note: str, assignee: str) -> dict[str, Any]:
+    if not assignee or not assignee.strip():
+        raise Refused("assign to whom? give a name")
+    return {"note": (note or "").strip() or f"assigned to {assignee.strip()}", "assignee": assignee.strip()}
+
+
+def move(settings: WorkbenchSettings, state: WorkbenchState, user: dict, variance_ids: list[str], request: dict) -> str:
+    """Queue one request per variance (assign or resolve), audit each, then apply the queue
+    when no flow holds the store. Returns "applied" or "queued" (the flow applies it)."""
+    from clearline.recon import queue_resolution
+
+    if not auth.may(user["role"], "resolver"):
+        raise Refused(f"{user['name']} is a {user['role']}: only a resolver or an approver may do that")
+    action = "assign" if request.get("assignee") else "resolve"
+    for vid in variance_ids:
+        queue_resolution(
+            settings.recon_state,
+            vid,
+            request["note"],
+            request.get("assignee"),
+            code=request.get("code"),
+            actor=user["name"],
+            watch_until=request.get("watch_until"),
+        )
+        state.record(user["name"], action, vid, **{k: v for k, v in request.items() if v is not None})
+    return settle(settings)
+
+
+def settle(settings: WorkbenchSettings) -> str:
+    """Apply the queue now when no flow holds the variance store (and publish it)."""
+    from clearline.recon import VarianceStore, apply_resolutions, publish_variances
+
+    path = settings.recon_state / "variances.duckdb"
+    if not path.is_file():
+        return "queued"
+    try:
+        store = VarianceStore(path)
+    except duckdb.IOException:
+        return "queued"
+    with store:
+        apply_resolutions(settings.recon_state, store)
+        publish_variances(settings.recon_state, store)
+    return "applied"
+
+
+# ------------------------------------------------------------------ adjusting entries
+
+
+def adjustments() -> dict[str, Any] | None:
+    """H2's adjustment surface, or None while it is not there (the page then says so)."""
+    try:
+        from clearline.pipelines.connectors.adjustments import publish_adjustment
+        from clearline.recon import (
+            ADJUSTMENT_ACCOUNTS,
+            AdjustmentLeg,
+            AdjustmentProposal,
+            check_adjustment,
+            propose_adjustment,
+        )
+    except (ImportError, AttributeError):
+        return None
+    return {
+        "accounts": ADJUSTMENT_ACCOUNTS,
+        "Leg": AdjustmentLeg,
+        "Proposal": AdjustmentProposal,
+        "check": check_adjustment,
+        "propose": propose_adjustment,
+        "publish": publish_adjustment,
+    }
+
+
+def to_body(proposal) -> dict[str, Any]:
+    body = dataclasses.asdict(proposal)
+    body["legs"] = [dict(leg) for leg in body["legs"]]
+    return body
+
+
+def from_body(adj: dict, body: dict[str, Any]):
+    legs = tuple(adj["Leg"](str(leg["account"]), str(leg["side"]), int(leg["minor"])) for leg in body["legs"])
+    return adj["Proposal"](**{**body, "legs": legs})
+
+
+def largest_leg(body: dict[str, Any]) -> int:
+    return max((int(leg["minor"]) for leg in body["legs"]), default=0)
+
+
+def propose(state: WorkbenchState, user: dict, variance: dict, tenant: str | None, body: dict[str, Any]) -> int:
+    adj = adjustments()
+    if adj is None:
+        raise Refused("adjustments are not available yet in this installation")
+    if not auth.may(user["role"], "resolver"):
+        raise Refused(f"{user['name']} is a {user['role']}: only a resolver or an approver may propose")
+    body = {**body, "variance_id": variance["variance_id"]}
+    problems = adj["check"](from_body(adj, body))
+    if problems:
+        raise Refused("the entry cannot be posted: " + "; ".join(problems))
+    pid = state.add_proposal(variance["variance_id"], tenant, body, user["name"])
+    state.record(user["name"], "propose", variance["variance_id"], proposal_id=pid, legs=body["legs"])
+    return pid
+
+
+def approve(
+    settings: WorkbenchSettings, state: WorkbenchState, user: dict, proposal: dict, note: str, bootstrap=None
+) -> str:
+    """Approve and publish; the event id. Refusals are audited before they are raised."""
+    adj = adjustments()
+    vid, pid = proposal["variance_id"], proposal["proposal_id"]
+    body = proposal["body"]
+    threshold = settings.threshold(body["currency"])
+    why = None
+    if adj is None:
+        why = "adjustments are not available yet in this installation"
+    elif proposal["status"] != "proposed":
+        why = f"proposal {pid} is {proposal['status']} already"
+    elif user["name"] == proposal["proposed_by"]:
+        why = f"{user['name']} proposed this entry: another person must approve it (maker-checker)"
+    elif not auth.may(user["role"], "resolver"):
+        why = f"{user['name']} is a viewer: viewers do not approve"
+    elif largest_leg(body) >= threshold and not auth.may(user["role"], "approver"):
+        why = (
+            f"the entry reaches the approval threshold ({threshold} minor units of {body['currency']}):"
+            " only an approver may approve it"
+        )
+    elif not note or not note.strip():
+        why = "a note is required: say why the entry is right"
+    if why:
+        state.record(user["name"], "approve_refused", vid, proposal_id=pid, reason=why)
+        raise Refused(why)
+    try:
+        event_id = adj["publish"](
+            from_body(adj, body),
+            reseller_id=proposal["tenant"] or auth.PLATFORM,
+            proposed_by=proposal["proposed_by"],
+            approved_by=user["name"],
+            code="our_error",
+            note=note.strip(),
+            bootstrap=bootstrap,
+        )
+    except ValueError as exc:
+        state.record(user["name"], "approve_refused", vid, proposal_id=pid, reason=str(exc))
+        raise Refused(str(exc)) from None
+    state.decide(pid, "approved", user["name"], event_id=event_id)
+    state.record(user["name"], "approve", vid, proposal_id=pid, event_id=event_id, note=note.strip())
+    return event_id
+
+
+def refuse(state: WorkbenchState, user: dict, proposal: dict, note: str) -> None:
+    if not auth.may(user["role"], "resolver") or user["name"] == proposal["proposed_by"]:
+        raise Refused("only another resolver or an approver may refuse a proposal")
+    if not note or not note.strip():
+        raise Refused("a note is required: say what is wrong with the entry")
+    state.decide(proposal["proposal_id"], "refused", user["name"], reason=note.strip())
+    state.record(user["name"], "refuse", proposal["variance_id"], proposal_id=proposal["proposal_id"], note=note)

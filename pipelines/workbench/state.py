@@ -1,0 +1,199 @@
+"""The workbench's own store: users, API tokens, adjusting-entry proposals and the audit
+log, in SQLite under its state folder (the workbench process is its only writer), and the
+session-signing secret beside it (generated once with `secrets`, readable by its owner
+only).
+
+The audit table takes inserts only: triggers refuse UPDATE and DELETE, and the hash chain
+(`audit`) shows any change made around them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from clearline.pipelines.workbench import audit, auth
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, tenant TEXT NOT NULL, password_hash TEXT, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES users(name), created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proposals (
+    proposal_id INTEGER PRIMARY KEY, variance_id TEXT NOT NULL, tenant TEXT, body TEXT NOT NULL,
+    proposed_by TEXT NOT NULL, proposed_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'proposed',
+    decided_by TEXT, decided_at TEXT, event_id TEXT, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, variance_id TEXT,
+    detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+class UserError(ValueError):
+    """A user request the store refuses (unknown role or tenant, a name taken); says why."""
+
+
+def now_iso(at: datetime | None = None) -> str:
+    return (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class WorkbenchState:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = state_dir
+        self.path = state_dir / "workbench.sqlite"
+        self._lock = threading.Lock()
+        with self._con() as con:
+            con.executescript(_DDL)
+
+    @contextmanager
+    def _con(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def secret(self) -> str:
+        """The session-signing secret: made once, kept in the state folder (mode 0600)."""
+        path = self.dir / "session.secret"
+        if not path.is_file():
+            fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            os.replace(path.with_suffix(".tmp"), path)
+        return path.read_text().strip()
+
+    # ---------------------------------------------------------------- users
+
+    def add_user(self, name: str, role: str, tenant: str, password: str | None) -> None:
+        if role not in auth.ROLES:
+            raise UserError(f"role {role!r}: choose one of {', '.join(auth.ROLES)}")
+        if not name.strip() or ":" in name:
+            raise UserError(f"user name {name!r}: must be non-empty and hold no ':'")
+        pw = auth.hash_password(password) if password else None
+        with self._con() as con:
+            try:
+                con.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)", [name, role, tenant, pw, now_iso()])
+            except sqlite3.IntegrityError:
+                raise UserError(f"user {name!r} exists already") from None
+
+    def add_token(self, name: str) -> str:
+        token = auth.new_token()
+        with self._con() as con:
+            con.execute("INSERT INTO tokens VALUES (?, ?, ?)", [auth.token_digest(token), name, now_iso()])
+        return token
+
+    def user(self, name: str) -> dict | None:
+        with self._con() as con:
+            row = con.execute("SELECT * FROM users WHERE name = ?", [name]).fetchone()
+        return dict(row) if row else None
+
+    def login(self, name: str, password: str) -> dict | None:
+        user = self.user(name)
+        return user if user and auth.password_matches(user["password_hash"], password) else None
+
+    def user_by_token(self, token: str) -> dict | None:
+        with self._con() as con:
+            row = con.execute(
+                "SELECT u.* FROM tokens t JOIN users u ON u.name = t.name WHERE t.token_sha256 = ?",
+                [auth.token_digest(token)],
+            ).fetchone()
+        return dict(row) if row else None
+
+    # ---------------------------------------------------------------- audit
+
+    def record(
+        self, actor: str, action: str, variance_id: str | None = None, at: datetime | None = None, **detail
+    ) -> dict:
+        """Append one action to the audit log (chained to the row before); the row."""
+        with self._lock, self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                last = con.execute("SELECT seq, hash FROM audit_head").fetchone()
+                seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, audit.GENESIS)
+                row = {"seq": seq, "at": now_iso(at), "actor": actor, "action": action, "variance_id": variance_id}
+                row["detail"] = json.loads(json.dumps(detail, default=str))
+                row["prev_hash"], row["hash"] = prev, audit.link(prev, row)
+                con.execute(
+                    "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        seq,
+                        row["at"],
+                        actor,
+                        action,
+                        variance_id,
+                        json.dumps(row["detail"], sort_keys=True),
+                        prev,
+                        row["hash"],
+                    ],
+                )
+                con.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", [seq, row["hash"]])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return row
+
+    def audit_rows(self, variance_id: str | None = None) -> list[dict]:
+        where, args = ("WHERE variance_id = ?", [variance_id]) if variance_id else ("", [])
+        with self._con() as con:
+            rows = con.execute(f"SELECT * FROM audit {where} ORDER BY seq", args).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    def audit_head(self) -> str | None:
+        with self._con() as con:
+            row = con.execute("SELECT hash FROM audit_head").fetchone()
+        return row["hash"] if row else None
+
+    def verify_audit(self) -> audit.BadAuditLink | None:
+        return audit.verify(self.audit_rows(), self.audit_head())
+
+    # ---------------------------------------------------------------- proposals
+
+    def add_proposal(self, variance_id: str, tenant: str | None, body: dict, proposed_by: str) -> int:
+        with self._con() as con:
+            cur = con.execute(
+                "INSERT INTO proposals (variance_id, tenant, body, proposed_by, proposed_at) VALUES (?, ?, ?, ?, ?)",
+                [variance_id, tenant, json.dumps(body, sort_keys=True), proposed_by, now_iso()],
+            )
+            return int(cur.lastrowid)
+
+    def proposal(self, proposal_id: int) -> dict | None:
+        with self._con() as con:
+            row = con.execute("SELECT * FROM proposals WHERE proposal_id = ?", [proposal_id]).fetchone()
+        return {**dict(row), "body": json.loads(row["body"])} if row else None
+
+    def proposals(self, variance_id: str) -> list[dict]:
+        with self._con() as con:
+            rows = con.execute("SELECT * FROM proposals WHERE variance_id = ? ORDER BY proposal_id", [variance_id])
+            return [{**dict(r), "body": json.loads(r["body"])} for r in rows.fetchall()]
+
+    def decide(self, proposal_id: int, status: str, by: str, event_id: str | None = None, reason: str | None = None):
+        with self._con() as con:
+            con.execute(
+                "UPDATE proposals SET status = ?, decided_by = ?, decided_at = ?, event_id = ?, reason = ?"
+                " WHERE proposal_id = ? AND status = 'proposed'",
+                [status, by, now_iso(), event_id, reason, proposal_id],
+            )

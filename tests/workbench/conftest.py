@@ -1,0 +1,43 @@
+"""A real deployment for the workbench to read: a generated world's events produced to
+fresh topics on the real broker, the ledger flow run over them (its Parquet snapshots and
+event archive), the world's reports and statements dropped into the recon flow's inbox and
+`clearline recon run --once` (intake's validated lines, the variance store and its
+published snapshot). Made once per test session; tests that change variances work on a
+copy of the recon state folder (`deployment_copy`)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from clearline.pipelines.workbench.settings import WorkbenchSettings
+from clearline.pipelines.world.generate import WorldOptions, generate
+from tests.pipelines.test_recon_flow import Deployment, drop, world_files
+
+
+@pytest.fixture(scope="session")
+def deployment(kafka_bootstrap, tmp_path_factory):
+    root = tmp_path_factory.mktemp("workbench-deployment")
+    world = root / "world"
+    generate(WorldOptions(days=30, merchants=6, seed=31), world)
+    with ExitStack() as stack:
+        dep = Deployment(stack, kafka_bootstrap, root)
+        started = time.monotonic()
+        dep.produce(world)
+        drop(world_files(world), dep.inbox)
+        dep.run_once()
+        print(f"[workbench deployment] {time.monotonic() - started:.1f} s")
+        yield dep, world
+
+
+@pytest.fixture
+def deployment_copy(deployment, tmp_path) -> WorkbenchSettings:
+    """Settings over the deployment's ledger and a private copy of its recon state (the
+    variance store and its snapshot), with a fresh workbench state folder."""
+    dep, _ = deployment
+    recon = tmp_path / "recon"
+    shutil.copytree(dep.state, recon, ignore=shutil.ignore_patterns("flow"))
+    return WorkbenchSettings.from_config(tmp_path / "workbench", recon, dep.ledger)
