@@ -171,7 +171,7 @@ def approve(
         why = "adjustments are not available yet in this installation"
     elif proposal["status"] != "proposed":
         why = f"proposal {pid} is {proposal['status']} already"
-    elif user["name"] == proposal["proposed_by"]:
+    elif user["name"].casefold() == proposal["proposed_by"].casefold():
         why = f"{user['name']} proposed this entry: another person must approve it (maker-checker)"
     elif not auth.may(user["role"], "resolver"):
         why = f"{user['name']} is a viewer: viewers do not approve"
@@ -191,7 +191,7 @@ def approve(
             reseller_id=proposal["tenant"] or auth.PLATFORM,
             proposed_by=proposal["proposed_by"],
             approved_by=user["name"],
-            code="our_error",
+            code="written_off" if body.get("kind") == "write_off" else "our_error",
             note=note.strip(),
             bootstrap=bootstrap,
         )
@@ -204,7 +204,7 @@ def approve(
 
 
 def refuse(state: WorkbenchState, user: dict, proposal: dict, note: str) -> None:
-    if not auth.may(user["role"], "resolver") or user["name"] == proposal["proposed_by"]:
+    if not auth.may(user["role"], "resolver") or user["name"].casefold() == proposal["proposed_by"].casefold():
         raise Refused("only another resolver or an approver may refuse a proposal")
     if not note or not note.strip():
         raise Refused("a note is required: say what is wrong with the entry")
