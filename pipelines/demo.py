@@ -313,4 +313,28 @@ def run(out_dir: Path, days: int, merchants: int, seed: int, on_step: Callable[[
             break
     summary["seconds"] = timings
     summary["total_seconds"] = round(sum(timings.values()), 1)
+    if "failed_step" not in summary:
+        summary.update(workbench_login(out_dir))
     return summary
+
+
+def workbench_login(out_dir: Path) -> dict[str, str]:
+    """A demo user (platform approver) in the demo's own workbench state, with a fresh
+    random password each run, and the command that serves the workbench on the demo's
+    world: what the demo prints last, so a person can open it."""
+    import secrets
+
+    from clearline.pipelines.workbench.state import WorkbenchState
+
+    state = WorkbenchState(out_dir / "workbench")
+    password = secrets.token_urlsafe(12)
+    if state.user("demo") is None:
+        state.add_user("demo", "approver", "platform", password)
+    else:
+        state.set_password("demo", password)
+    state.record("demo", "user_add", None, name="demo", role="approver", tenant="platform")
+    command = (
+        f"clearline workbench --state-dir {out_dir / 'workbench'} --recon-state-dir {out_dir / 'recon'}"
+        f" --ledger-state-dir {out_dir / 'ledger'}"
+    )
+    return {"workbench": command, "workbench_login": f"demo / {password} (approver, platform)"}

@@ -99,6 +99,13 @@ class WorkbenchState:
             except sqlite3.IntegrityError:
                 raise UserError(f"user {name!r} exists already") from None
 
+    def set_password(self, name: str, password: str) -> None:
+        with self._con() as con:
+            if not con.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ?", [auth.hash_password(password), name]
+            ).rowcount:
+                raise UserError(f"no user {name!r}")
+
     def add_token(self, name: str) -> str:
         token = auth.new_token()
         with self._con() as con:
