@@ -168,14 +168,18 @@ def build(filters: Filters, tenant: str | None, rules) -> dict[str, Any]:
         where.append("age_days <= ?")
         params.append(filters.max_age)
     tier, rank = tier_sql(rules)
-    source = f"(SELECT *, {tier} AS sla_tier, {rank} AS tier_rank FROM variances)"
+    tiered = f"SELECT *, {tier} AS sla_tier, {rank} AS tier_rank FROM "
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    direction = "DESC" if filters.desc else "ASC"
-    offset = (filters.page - 1) * filters.page_size
+    order = f" ORDER BY {SORTS[filters.sort]} {'DESC' if filters.desc else 'ASC'} NULLS LAST, variance_id"
+    window = f" LIMIT {filters.page_size} OFFSET {(filters.page - 1) * filters.page_size}"
+    if filters.tier is not None or filters.sort == "tier":  # every row's tier is needed
+        source = f"({tiered}variances)"
+        rows = f"SELECT {COLUMNS} FROM {source}{clause}{order}{window}"
+    else:  # the tier of the page's rows only
+        source = "variances"
+        rows = f"SELECT {COLUMNS} FROM ({tiered}(SELECT * FROM variances{clause}{order}{window})){order}"
     return {
-        "rows": f"SELECT {COLUMNS} FROM {source}{clause}"
-        f" ORDER BY {SORTS[filters.sort]} {direction} NULLS LAST, variance_id"
-        f" LIMIT {filters.page_size} OFFSET {offset}",
+        "rows": rows,
         "totals": f"SELECT currency, count(*) AS count, sum(abs(amount_minor))::BIGINT AS amount_minor"
         f" FROM {source}{clause} GROUP BY currency ORDER BY currency",
         "params": params,

@@ -59,7 +59,7 @@ class Sources:
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
-        self._view_of: tuple | None = None
+        self._view_of: tuple | None = None  # the snapshot file the view was made for
         self._owners_at = 0.0
         self.con.execute("CREATE TABLE owners (merchant_id VARCHAR PRIMARY KEY, reseller_id VARCHAR)")
 
@@ -79,11 +79,11 @@ class Sources:
                 raise NoVariances(
                     f"no published variances at {path}: run `clearline recon run` (or `clearline recon`) first"
                 )
-            columns = {
-                r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_quote(path)})").fetchall()
-            }
-            key = (path, frozenset(columns))
+            seen = path.stat()
+            key = (path, seen.st_ino, seen.st_mtime_ns, seen.st_size)  # a new snapshot is a new file (renamed in)
             if key != self._view_of:
+                described = self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_quote(path)})").fetchall()
+                columns = {r[0] for r in described}
                 extra = "".join(f", NULL::{t} AS {c}" for c, t in _ADDED.items() if c not in columns)
                 self.con.execute(
                     f"CREATE OR REPLACE VIEW variances AS SELECT *{extra} FROM read_parquet({_quote(path)})"
