@@ -76,6 +76,7 @@ __getattr__, __all__ = surface(
         "pending_resolutions": "variances.resolutions:pending",
         "publish_variances": "variances.store:publish",
         "PUBLISHED_VARIANCES": "variances.store:PUBLISHED",
+        "PUBLISHED_VARIANCE_HISTORY": "variances.store:PUBLISHED_HISTORY",
         "VarianceStore": "variances.store",
         "check_request": "variances.store",
         "read_variances": "variances.store",

@@ -276,21 +276,26 @@ def create_app(
         }
 
     def _history(variance_id: str) -> list[dict]:
-        """The store's history rows when no flow holds the store; else none (the audit log
-        and the snapshot's status say what people did)."""
+        """The store's history rows: from the store itself when no flow holds it (a moment's
+        read, which a starting flow waits out), else from its published history."""
         import duckdb
+        import polars as pl
 
-        from clearline.recon import VarianceStore
+        from clearline.recon import PUBLISHED_VARIANCE_HISTORY, VarianceStore
 
         path = settings.recon_state / "variances.duckdb"
-        if not path.is_file():
-            return []
         try:
-            store = VarianceStore(path)
+            store = VarianceStore(path) if path.is_file() else None
         except duckdb.IOException:
+            store = None
+        if store is not None:
+            with store:
+                return store.history(variance_id).to_dicts()
+        published = settings.recon_state / PUBLISHED_VARIANCE_HISTORY
+        if not published.is_file():
             return []
-        with store:
-            return store.history(variance_id).to_dicts()
+        rows = pl.scan_parquet(published).filter(pl.col("variance_id") == variance_id).collect()
+        return rows.sort("changed_at").to_dicts()
 
     @app.post("/variances/{variance_id}/move")
     async def move_one(request: Request, variance_id: str):

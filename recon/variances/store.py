@@ -30,6 +30,7 @@ from clearline.recon.matching.variance import SCHEMA
 STATUSES = ("open", "assigned", "watched", "resolved")
 SYSTEM_ACTOR = "clearline"  # the actor of changes no person made (a watched variance reopened)
 PUBLISHED = Path("published") / "variances.parquet"  # under the state folder, written by the running flow
+PUBLISHED_HISTORY = Path("published") / "history.parquet"  # beside it, by `publish`
 _FACTS = [c for c in SCHEMA if c != "variance_id"]
 
 _DDL = """
@@ -227,15 +228,20 @@ class VarianceStore:
 
 
 def publish(state_dir: Path, store: VarianceStore) -> Path:
-    """Write the store as the published snapshot (`PUBLISHED`), atomically: readers see the
-    previous file or this one. The running flow publishes after each change; a process that
-    changed the store while no flow held it (the workbench) publishes the same way."""
-    path = state_dir / PUBLISHED
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    store.frame().write_parquet(tmp)
-    os.replace(tmp, path)
-    return path
+    """Write the store as the published snapshot (`PUBLISHED`, and its history as
+    `PUBLISHED_HISTORY`, written first), each atomically: readers see the previous file or
+    the new one. The running flow publishes after each change; a process that changed the
+    store while no flow held it (the workbench) publishes the same way."""
+    for name, frame in (
+        (PUBLISHED_HISTORY, store.con.sql("SELECT * FROM history ORDER BY changed_at, variance_id").pl()),
+        (PUBLISHED, store.frame()),
+    ):
+        path = state_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    return state_dir / PUBLISHED
 
 
 def read_variances(state_dir: Path, status: str | None = None) -> pl.DataFrame | None:

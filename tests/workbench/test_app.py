@@ -6,6 +6,8 @@ every action in the audit log."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -203,3 +205,38 @@ def test_a_session_expires_after_the_configured_minutes(app):
     r = b.get("/queue")
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert "Your session expired" in b.get("/login").text
+
+
+def test_while_a_flow_holds_the_store_actions_wait_in_the_queue_and_survive_it(app):
+    """A process holding the variance store (as the running recon flow does) is killed
+    while a person's resolution waits: the page showed it queued, and the next holder
+    applies it with its actor and code."""
+    settings, base, _ = app
+    b = Browser(base)
+    token = b.login("pat")
+    vid, other = published(settings).filter(pl.col("status") == "open")["variance_id"][:2]
+    assign = {"csrf_token": token, "action": "assign", "assignee": "pat", "note": "mine"}
+    b.post(f"/variances/{other}/move", data=assign)  # applied at once: the store and its history published
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+         " time.sleep(600)", str(settings.recon_state / "variances.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        form = {"csrf_token": token, "action": "resolve", "code": "processor_error", "note": "claim raised"}
+        b.post(f"/variances/{vid}/move", data=form)
+        page = b.get(f"/variances/{vid}").text
+        assert "Resolved (queued)" in page and "Queued for the running recon flow" in page
+        assert "pat: resolve (processor_error)" in page
+        assert "<td>open</td>" in page.split('id="history"')[1]  # the published history, read without the store
+    finally:
+        holder.kill()
+        holder.wait()
+    from clearline.pipelines.workbench.actions import settle
+
+    assert settle(settings) == "applied"
+    row = published(settings).filter(pl.col("variance_id") == vid).row(0, named=True)
+    assert (row["status"], row["code"], row["note"]) == ("resolved", "processor_error", "claim raised")
+    assert pending_resolutions(settings.recon_state) == []
