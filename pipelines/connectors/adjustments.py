@@ -11,10 +11,12 @@ after a timeout, publishes the same id, and the ledger counts the second a dupli
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -31,36 +33,39 @@ class PublishError(RuntimeError):
     """Kafka did not acknowledge the event; nothing was posted, the same approval may be retried."""
 
 
-def adjustment_id(
-    proposal: AdjustmentProposal, *, reseller_id: str, proposed_by: str, approved_by: str, code: str, note: str
-) -> str:
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """Who signs for an entry: the tenant whose key signs it (the merchant's reseller, or
+    `platform`), who proposed it, who approved it, the resolution code and the note."""
+
+    reseller_id: str
+    proposed_by: str
+    approved_by: str
+    code: str
+    note: str
+
+
+def adjustment_id(proposal: AdjustmentProposal, approval: Approval) -> str:
     """`adj_` + 32 hex digits of SHA-256 over everything the event says but its time."""
     content = {
         "variance_id": proposal.variance_id,
-        "tenant": reseller_id,
         "merchant_id": proposal.merchant_id,
         "kind": proposal.kind,
         "currency": proposal.currency,
         "legs": [[leg.account, leg.side, leg.minor] for leg in proposal.legs],
-        "approval": [proposed_by, approved_by, code, note],
+        "approval": dataclasses.astuple(approval),
     }
     return "adj_" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def adjustment_event(
-    proposal: AdjustmentProposal,
-    *,
-    reseller_id: str,
-    proposed_by: str,
-    approved_by: str,
-    code: str,
-    note: str,
-    approved_at: datetime | None = None,
+    proposal: AdjustmentProposal, approval: Approval, approved_at: datetime | None = None
 ) -> events.Event:
     """The `adjustment.posted` event of an approved proposal; ValueError (its reason)
     when the approver proposed it, the entry cannot post, or the event breaks the contract."""
-    if approved_by.strip().casefold() == proposed_by.strip().casefold():
-        raise ValueError(f"{approved_by} proposed this entry: another person must approve it (maker-checker)")
+    a = approval
+    if a.approved_by.strip().casefold() == a.proposed_by.strip().casefold():
+        raise ValueError(f"{a.approved_by} proposed this entry: another person must approve it (maker-checker)")
     problems = check_adjustment(proposal)
     if problems:
         raise ValueError("the entry cannot be posted: " + "; ".join(problems))
@@ -69,18 +74,10 @@ def adjustment_event(
         events.AdjustmentLeg(leg.account, leg.side, events.Money(leg.minor, proposal.currency)) for leg in proposal.legs
     )
     payload = events.AdjustmentPosted(
-        proposal.variance_id, proposal.kind, code, note, proposed_by, approved_by, at, legs
+        proposal.variance_id, proposal.kind, a.code, a.note, a.proposed_by, a.approved_by, at, legs
     )
-    event = events.Event(
-        adjustment_id(
-            proposal, reseller_id=reseller_id, proposed_by=proposed_by, approved_by=approved_by, code=code, note=note
-        ),
-        "adjustment.posted",
-        at,
-        proposal.merchant_id or events.PLATFORM,
-        reseller_id,
-        payload,
-    )
+    merchant = proposal.merchant_id or events.PLATFORM
+    event = events.Event(adjustment_id(proposal, a), "adjustment.posted", at, merchant, a.reseller_id, payload)
     try:
         events.decode(events.encode(event))  # the ledger's own contract check, before anything leaves
     except events.ContractError as exc:
@@ -124,9 +121,7 @@ def publish_adjustment(
     produce the approved entry to the ledger's events topic, keyed by merchant; returns
     the event id once Kafka acknowledged it. ValueError when it may not be published
     (see `adjustment_event`); PublishError when Kafka did not take it."""
-    event = adjustment_event(
-        proposal, reseller_id=reseller_id, proposed_by=proposed_by, approved_by=approved_by, code=code, note=note
-    )
+    event = adjustment_event(proposal, Approval(reseller_id, proposed_by, approved_by, code, note))
     body = events.encode(event)
     with _configs(config_dir):
         topic = str(config.load("ledger")["topic"])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from clearline import config, events
 from clearline.pipelines.cli.recon import tolerances
-from clearline.pipelines.connectors.adjustments import adjustment_event
+from clearline.pipelines.connectors.adjustments import Approval, adjustment_event
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon import propose_adjustment
 from clearline.recon.arrivals import Arrivals
@@ -33,15 +33,7 @@ AT = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
 
 def entry(row: dict, approver: str = "bob") -> events.Event:
     proposal = propose_adjustment(row)
-    return adjustment_event(
-        proposal,
-        reseller_id="rs_001",
-        proposed_by="alice",
-        approved_by=approver,
-        code="our_error",
-        note="ok",
-        approved_at=AT,
-    )
+    return adjustment_event(proposal, Approval("rs_001", "alice", approver, "our_error", "ok"), approved_at=AT)
 
 
 @pytest.fixture(scope="module")
