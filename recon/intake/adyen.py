@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
-from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
+from clearline.recon.intake.csv_report import CsvRow, Layout, Text, csv_rows
 from clearline.recon.intake.model import Problems
 from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money, settle_days
 from clearline.recon.lines import SettlementLine
@@ -91,7 +91,7 @@ PAYOUT = "MerchantPayout"
 PAYMENT_ROWS = ("charge", "refund", "refund_reversal", "chargeback", "chargeback_reversal")
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
     """`spill`: see `processor.ProcessorFile`."""
     out = ProcessorFile(chunk_rows, spill=spill)
     shared = _shared_references(csv_rows(text, LAYOUT))

@@ -26,7 +26,7 @@ from datetime import timezone
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
-from clearline.recon.intake.csv_report import CsvRow, Layout, csv_rows
+from clearline.recon.intake.csv_report import CsvRow, Layout, Text, csv_rows
 from clearline.recon.intake.model import Problems
 from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
 from clearline.recon.lines import PAYMENT_KINDS, SettlementLine
@@ -106,7 +106,7 @@ def _plus(total: int | None, amount: int | None) -> int | None:
     return None if total is None or amount is None else total + amount
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
     """`spill`: see `processor.ProcessorFile`."""
     out = ProcessorFile(chunk_rows, spill=spill)
     actions: list[_Action] = []

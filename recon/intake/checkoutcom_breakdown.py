@@ -30,7 +30,7 @@ from pathlib import Path
 
 from clearline.recon.intake import checkoutcom
 from clearline.recon.intake import normalise as n
-from clearline.recon.intake.csv_report import Layout, csv_rows
+from clearline.recon.intake.csv_report import Layout, Text, csv_rows
 from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
 from clearline.recon.lines import PAYMENT_KINDS, SettlementLine
 
@@ -90,7 +90,7 @@ RECORD_TYPES = {
 }
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
     """`spill`: see `processor.ProcessorFile`."""
     out = ProcessorFile(chunk_rows, spill=spill)
     for row in csv_rows(text, LAYOUT):

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clearline.recon.intake.model import ParseError
+from clearline.recon.intake.reading import TextFile
+
+# A report's text: whole, or a file read as a stream (`reading.TextFile`, what intake reads)
+Text = str | TextFile
 
 DELIMITERS = (",", ";", "\t")
 
@@ -83,11 +87,12 @@ class CsvRow:
         return name in self.cells
 
 
-def split_header(text: str) -> tuple[list[str], str]:
+def split_header(text: Text) -> tuple[list[str], str]:
     """(header cells, delimiter) of a CSV's first line. The delimiter is the one of `,`, `;`
     and tab that splits the header into the most cells (spreadsheets in many locales
     export with `;`)."""
-    first = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    first = text.first_line() if isinstance(text, TextFile) else text.lstrip("\ufeff").split("\n", 1)[0]
+    first = first.lstrip("\ufeff").rstrip("\r")
     best: tuple[list[str], str] = ([], ",")
     for delimiter in DELIMITERS:
         try:
@@ -119,7 +124,19 @@ def text_lines(text: str) -> Iterator[str]:
     return (match.group() for match in _LINE.finditer(text))
 
 
-def csv_rows(text: str, layout: Layout) -> Iterator[CsvRow]:
+def _lines(text: Text) -> Iterator[str]:
+    """The text's lines for the CSV reader, leading byte-order marks dropped."""
+    if isinstance(text, str):
+        yield from text_lines(text.lstrip("\ufeff"))
+        return
+    lines = text.lines()
+    for first in lines:
+        yield first.lstrip("\ufeff")
+        break
+    yield from lines
+
+
+def csv_rows(text: Text, layout: Layout) -> Iterator[CsvRow]:
     """Each data row of a CSV report read by column name.
 
     A header missing a required column is a ParseError naming the columns and the layout.
@@ -134,7 +151,7 @@ def csv_rows(text: str, layout: Layout) -> Iterator[CsvRow]:
         )
     names = _unique(layout.canonical(header))
     shown = _unique([h.strip() for h in header])
-    reader = csv.reader(text_lines(text.lstrip("\ufeff")), delimiter=delimiter)
+    reader = csv.reader(_lines(text), delimiter=delimiter)
     try:
         next(reader)
         for row in reader:

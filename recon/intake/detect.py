@@ -22,13 +22,14 @@ CSV_LAYOUTS = {
 }
 # Reports a processor sends that carry no lines: refused naming the report to send instead.
 NO_LINES = ((checkoutcom_breakdown.PAYOUTS_REPORT, checkoutcom_breakdown.PAYOUTS_REFUSAL),)
+HEAD_CHARS = 8192  # what detection reads of a file
 _CAMT = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d\d")
 _MT940_TAG = re.compile(r"^:(20|25):", re.MULTILINE)
 
 
 def detect(text: str) -> str:
     """adyen, stripe, checkoutcom, checkoutcom_breakdown, bai2, camt053 or mt940; ParseError if none fits."""
-    head = text[:8192].lstrip()
+    head = text[:HEAD_CHARS].lstrip()
     if head.startswith("01,"):
         return "bai2"
     if head.startswith("<"):

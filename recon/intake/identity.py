@@ -21,16 +21,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clearline.recon.intake.model import ParsedFile
+from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.matching.copies import LINE_KEY, STATEMENT_KEY, content_columns
 
 _SEP, _NULL = "\x1f", "\x00"
-SLICE_ROWS = 50_000  # lines whose content texts are made at once
+SLICE_ROWS = CHUNK_ROWS  # lines whose content texts are made at once
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,30 @@ class Held:
     line_no: int
 
 
+Record = tuple[str, str, int]  # an item as the registry holds it: identity, fingerprint, first line
+
+
+class Heaps(Protocol):
+    """A file sorted against what intake holds, as intake uses it (`Sorted` for a bank
+    file's statements, `SortedLines` for a report's lines)."""
+
+    found: int  # items in the file
+    held_rows: int  # its lines held already with the same content
+    changed_rows: int  # its lines held under the same identity with other content
+    held_in: set[str]  # the files that first brought what it holds already
+
+    def any_held(self) -> bool: ...
+    def any_taken(self) -> bool: ...
+    def records(self) -> Iterator[Record]: ...
+    def only(self, parsed: ParsedFile) -> ParsedFile: ...
+
+
 @dataclass
 class Sorted:
     new: list[Item] = field(default_factory=list)
     same: list[tuple[Item, Held]] = field(default_factory=list)
     changed: list[Item] = field(default_factory=list)
+    found: int = 0
 
     def taken(self) -> list[Item]:
         """What a file brings that intake does not hold yet."""
@@ -63,6 +87,98 @@ class Sorted:
 
     def rows(self, items: list[Item]) -> int:
         return sum(len(i.rows) for i in items)
+
+    @property
+    def held_rows(self) -> int:
+        return self.rows([item for item, _ in self.same])
+
+    @property
+    def changed_rows(self) -> int:
+        return self.rows(self.changed)
+
+    @property
+    def held_in(self) -> set[str]:
+        return {h.name for _, h in self.same}
+
+    def any_held(self) -> bool:
+        return bool(self.same)
+
+    def any_taken(self) -> bool:
+        return bool(self.taken())
+
+    def records(self) -> Iterator[Record]:
+        return ((i.identity, i.fingerprint, i.line_no) for i in self.taken())
+
+    def only(self, parsed: ParsedFile) -> ParsedFile:
+        return only(parsed, self.taken())
+
+
+@dataclass
+class SortedLines:
+    """A processor report's lines sorted against what intake holds, a slice at a time: per
+    line only a flag (taken or not) stays in memory; the taken lines' identities and
+    fingerprints wait in a Parquet file beside the spill (`path`) for the registry."""
+
+    path: Path
+    found: int = 0
+    held_rows: int = 0
+    changed_rows: int = 0
+    held_in: set[str] = field(default_factory=set)
+    taken: pl.Series = field(default_factory=lambda: pl.Series("taken", [], pl.Boolean))
+
+    def any_held(self) -> bool:
+        return self.held_rows > 0
+
+    def any_taken(self) -> bool:
+        return self.found > self.held_rows
+
+    def records(self) -> Iterator[Record]:
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=SLICE_ROWS):
+            yield from zip(*(batch.column(c).to_pylist() for c in ("identity", "fingerprint", "line_no")))
+
+    def only(self, parsed: ParsedFile) -> ParsedFile:
+        """The report with only its taken lines; a spill is rewritten so, streamed."""
+        rows = self.taken.arg_true()
+        if parsed.spill is None:
+            return replace(parsed, rows=parsed.lines[rows])
+        kept = parsed.spill.with_name(parsed.spill.name + ".only")
+        chosen = pl.scan_parquet(parsed.spill).with_row_index("_row").filter(pl.col("_row").is_in(rows.implode()))
+        chosen.drop("_row").sink_parquet(kept, row_group_size=SLICE_ROWS)
+        os.replace(kept, parsed.spill)
+        return parsed
+
+
+def sort_lines(parsed: ParsedFile, held: Callable[[list[str]], dict[str, list[Held]]], path: Path) -> SortedLines:
+    """A processor report's lines against what intake holds (`held`: identity -> every
+    content held under it, asked a slice at a time), each called by (processor, line id)
+    and fingerprinted by what it says."""
+    heaps, flags = SortedLines(path), []
+    with pq.ParquetWriter(path, _RECORD_SCHEMA) as writer:
+        for part in parsed.chunks(SLICE_ROWS):
+            names = part.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
+            identities = [f"line|{n}" for n in names]
+            known = held(identities)
+            taken: list[Record] = []
+            flag: list[bool] = []
+            for name, text, no in zip(identities, _texts(part), part["line_no"]):
+                fingerprint, versions = _sha([text]), known.get(name, [])
+                same = next((h for h in versions if h.fingerprint == fingerprint), None)
+                flag.append(same is None)
+                if same is not None:
+                    heaps.held_rows += 1
+                    heaps.held_in.add(same.name)
+                    continue
+                heaps.changed_rows += bool(versions)
+                taken.append((name, fingerprint, no))
+            heaps.found += part.height
+            flags.append(pl.Series("taken", flag, pl.Boolean))
+            columns = [list(column) for column in zip(*taken)] or [[], [], []]
+            writer.write_table(pa.Table.from_arrays(columns, schema=_RECORD_SCHEMA))
+    heaps.taken = pl.concat(flags) if flags else heaps.taken
+    return heaps
+
+
+_RECORD_SCHEMA = pa.schema([("identity", pa.string()), ("fingerprint", pa.string()), ("line_no", pa.int64())])
 
 
 def _texts(lines: pl.DataFrame) -> list[str]:
@@ -80,15 +196,8 @@ def _sha(texts: list[str]) -> str:
 
 
 def items(parsed: ParsedFile) -> list[Item]:
-    """The file's items, in file order."""
-    if parsed.kind == "processor":  # a slice at a time: a large report's texts are never all held at once
-        found, start = [], 0
-        for part in parsed.chunks(SLICE_ROWS):
-            names = part.select(pl.concat_str(LINE_KEY, separator="|")).to_series().to_list()
-            for i, (n, t, no) in enumerate(zip(names, _texts(part), part["line_no"]), start):
-                found.append(Item(f"line|{n}", _sha([t]), no, (i,)))
-            start += part.height
-        return found
+    """A bank file's items (its statements), in file order. A processor report's lines are
+    sorted a slice at a time instead (`sort_lines`), never one object per line."""
     lines = parsed.lines
     texts = _texts(lines)
     line_nos = lines["line_no"].to_list()
@@ -120,7 +229,7 @@ def items(parsed: ParsedFile) -> list[Item]:
 
 def sort_out(found: list[Item], held: dict[str, list[Held]]) -> Sorted:
     """`found` against `held` (identity -> every content held under it)."""
-    heaps = Sorted()
+    heaps = Sorted(found=len(found))
     for item in found:
         versions = held.get(item.identity, [])
         same = next((h for h in versions if h.fingerprint == item.fingerprint), None)
@@ -134,18 +243,9 @@ def sort_out(found: list[Item], held: dict[str, list[Held]]) -> Sorted:
 
 
 def only(parsed: ParsedFile, taken: list[Item]) -> ParsedFile:
-    """The file with only the lines (and statements) of `taken`; a spilled file's spill is
-    rewritten so (streamed, never one frame)."""
+    """The bank file with only the lines and statements of `taken`."""
     rows = sorted(i for item in taken for i in item.rows)
-    lines: pl.DataFrame | Path
-    if parsed.spill is not None:
-        kept = parsed.spill.with_name(parsed.spill.name + ".only")
-        chosen = pl.scan_parquet(parsed.spill).with_row_index("_row").filter(pl.col("_row").is_in(rows))
-        chosen.drop("_row").sink_parquet(kept, row_group_size=SLICE_ROWS)
-        os.replace(kept, parsed.spill)
-        lines = parsed.spill
-    else:
-        lines = parsed.lines[rows] if rows else parsed.lines.clear()
+    lines = parsed.lines[rows] if rows else parsed.lines.clear()
     statements = parsed.statements
     if statements.height:
         keys = pl.DataFrame([i.statement for i in taken], schema=statements.select(STATEMENT_KEY).schema, orient="row")

@@ -98,15 +98,20 @@ class ParsedFile:
             return pq.ParquetFile(self.rows).metadata.num_rows
         return self.rows.height
 
-    def chunks(self, rows: int) -> Iterator[pl.DataFrame]:
-        """The lines in frames of at most `rows` rows, in file order (at least one frame)."""
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The lines (only `columns`, when given) in frames of at most `rows` rows, in file
+        order (at least one frame).
+        A spill is read a slice at a time by Polars: pyarrow's batch reader held about
+        twice as much memory for the same batches (measured: +230 MiB against +100 for
+        50,000-row slices of a 50 MB report)."""
         if not isinstance(self.rows, Path):
-            yield from self.rows.iter_slices(rows) if self.rows.height else [self.rows]
+            lines = self.rows if columns is None else self.rows.select(columns)
+            yield from lines.iter_slices(rows) if lines.height else [lines]
             return
-        schema = pl.read_parquet_schema(self.rows)
-        empty = True
-        for batch in pq.ParquetFile(self.rows).iter_batches(batch_size=rows):
-            empty = False
-            yield pl.from_arrow(batch).cast(schema)  # type: ignore[union-attr]
-        if empty:
-            yield pl.DataFrame(schema=schema)
+        spilled = pl.scan_parquet(self.rows)
+        spilled = spilled if columns is None else spilled.select(columns)
+        total = self.line_count
+        if not total:
+            yield spilled.collect()
+        for start in range(0, total, rows):  # polars reads only the row groups a slice needs
+            yield spilled.slice(start, rows).collect()

@@ -21,15 +21,16 @@ from clearline.recon.intake import (
     mt940_statement,
     stripe,
 )
-from clearline.recon.intake.detect import detect
-from clearline.recon.intake.model import ParsedFile, ParseError
+from clearline.recon.intake.csv_report import Text
+from clearline.recon.intake.detect import HEAD_CHARS, detect
+from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile, ParseError
 from clearline.recon.intake.processor import CHUNK_ROWS
-from clearline.recon.intake.reading import decode
+from clearline.recon.intake.reading import TextFile, decode
 
 # lines (a frame, or the Parquet file they were spilled to), controls, problems, and for
 # bank formats the statements
 Frames = tuple[pl.DataFrame | Path, ...]
-Parser = Callable[[str, str, int, Path | None], Frames]
+Parser = Callable[[Text, str, int, Path | None], Frames]
 
 
 def _frames(module) -> Parser:
@@ -75,7 +76,23 @@ def parse_bytes(
             single_byte_format = False
         if not single_byte_format:
             raise strict from None
-    fmt = detect(text)
+    return _parsed(text, detect(text), name, path, chunk_rows, spill)
+
+
+def parse_path(path: Path, streams: bool, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ParsedFile:
+    """The file at `path` as intake reads it. A processor report whose bytes `reading.scan`
+    found to be UTF-8 (`streams`) is read as a stream, so neither its bytes nor its text
+    are ever whole in memory; anything else (a bank statement, a file whose bytes
+    `decode` must judge) is read whole by `parse_bytes`. Either gives the same lines."""
+    if streams:
+        text = TextFile(path)
+        fmt = detect(text.head(HEAD_CHARS))
+        if fmt in PROCESSOR_FORMATS:
+            return _parsed(text, fmt, path.name, path, chunk_rows, spill)
+    return parse_bytes(path.read_bytes(), path.name, path, chunk_rows, spill)
+
+
+def _parsed(text: Text, fmt: str, name: str, path: Path | None, chunk_rows: int, spill: Path | None) -> ParsedFile:
     try:
         return ParsedFile(path or Path(name), fmt, *PARSERS[fmt](text, name, chunk_rows, spill))
     except BaseException:

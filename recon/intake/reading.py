@@ -9,7 +9,11 @@ with the line of the first bad byte, so the quarantine report can point at it.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from clearline.recon.intake.model import ParseError
 
@@ -77,3 +81,80 @@ def _declared(data: bytes, encoding: str) -> str:
     if "\x00" in text:
         raise ParseError(f"NUL character at offset {text.index(chr(0))}: not a text file", 1)
     return text
+
+
+BLOCK = 1 << 20  # bytes read at once when a file is streamed
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over a file's bytes found: its SHA-256, and whether its text can be
+    read as a stream (`streams`: UTF-8, no NUL byte, not blank, no XML declaration naming
+    another encoding). A file that cannot is read whole by `decode`, which says what is wrong."""
+
+    sha256: str
+    streams: bool
+
+
+def scan(path: Path) -> Scan:
+    """Hash the file and check its UTF-8 in one pass, a block at a time (never whole)."""
+    digest, check = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
+    streams, blank, first = True, True, True
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+            if first:
+                streams = not _declares_other_encoding(block)
+                first = False
+            if streams:
+                blank = blank and not block.strip()
+                try:
+                    check.decode(block)
+                except UnicodeDecodeError:
+                    streams = False
+                streams = streams and b"\x00" not in block
+    if streams:
+        try:
+            check.decode(b"", final=True)
+        except UnicodeDecodeError:
+            streams = False
+    return Scan(digest.hexdigest(), streams and not blank)
+
+
+def _declares_other_encoding(head: bytes) -> bool:
+    declared = _XML_DECLARATION.match(head)
+    return bool(declared) and codecs_name(declared.group(1).decode("ascii")) != "utf-8"
+
+
+class TextFile:
+    """A UTF-8 file's text read as a stream (a byte-order mark dropped, as `decode` drops
+    it): `head` for detection, `lines` for the CSV reader, each from the start of the file
+    as often as a parser wants (Adyen's reader takes two passes). Only for a file `scan`
+    says `streams`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _open(self):
+        return self.path.open(encoding="utf-8-sig", newline="")
+
+    def head(self, chars: int) -> str:
+        with self._open() as handle:
+            return handle.read(chars)
+
+    def first_line(self) -> str:
+        """Up to the first "\\n" (what `text.split("\\n", 1)[0]` gives)."""
+        with self._open() as handle:
+            parts = []
+            while part := handle.read(BLOCK):
+                end = part.find("\n")
+                if end >= 0:
+                    parts.append(part[:end])
+                    break
+                parts.append(part)
+            return "".join(parts)
+
+    def lines(self) -> Iterator[str]:
+        """The physical lines, endings kept, as a file opened with newline="" gives them."""
+        with self._open() as handle:
+            yield from handle

@@ -13,14 +13,14 @@ crash before the record leaves the file to be taken in again, whole.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
-from clearline.recon.intake.identity import Held, Item
+from clearline.recon.intake.identity import Held, Record
 
 FILE_NAME = "intake.sqlite"  # in the intake's state folder, which is the recon state folder
 # What finance sees of a refused file: its name and format, why, where it is kept (its
@@ -93,7 +93,7 @@ class Registry:
         lines: int,
         reason: str | None = None,
         report: Path | None = None,
-        items: Sequence[Item] = (),
+        items: Iterable[Record] = (),
     ) -> bool:
         """Record a file's outcome and the items it brought; False when the hash was
         already recorded (first one wins, for the file and for each item's content)."""
@@ -105,7 +105,7 @@ class Registry:
             )
             db.executemany(
                 "INSERT INTO held VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                ((i.identity, i.fingerprint, sha256, name, i.line_no) for i in items),
+                ((identity, fingerprint, sha256, name, line_no) for identity, fingerprint, line_no in items),
             )
             return cursor.rowcount == 1
 

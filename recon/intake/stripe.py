@@ -33,7 +33,7 @@ from datetime import timezone
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
-from clearline.recon.intake.csv_report import Layout, csv_rows
+from clearline.recon.intake.csv_report import Layout, Text, csv_rows
 from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
 from clearline.recon.lines import SettlementLine
 
@@ -100,7 +100,7 @@ PAYOUT = "payout"
 PAYMENT_IDS = ("payment_metadata[merchant_reference]", "payment_intent_id", "charge_id", "source_id")
 
 
-def parse(text: str, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
+def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
     """`spill`: see `processor.ProcessorFile`."""
     out = ProcessorFile(chunk_rows, spill=spill)
     for row in csv_rows(text, LAYOUT):

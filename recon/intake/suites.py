@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from clearline.currency import EXPONENT
@@ -225,6 +226,7 @@ def _bank_rules(gxe) -> list:
 
 
 DERIVED = ("control_gap", "net_gap", "same_id")
+ID_ROWS = 200_000  # line ids read at once while looking for repeats (only that column)
 UNIQUE = ["line_id"]  # what no two lines of a processor report share (`same_id` counts them per file)
 
 
@@ -294,12 +296,23 @@ def _typed(template: pl.DataFrame, part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _repeats(parsed: ParsedFile) -> pl.DataFrame:
-    """The line ids a processor report holds more than once, each with how many times."""
+    """The line ids a processor report holds more than once, each with how many times.
+
+    Found without holding the ids: a 64-bit hash per line (8 bytes, read a slice at a
+    time), sorted; only the lines whose hash repeats are then read and counted by their
+    ids, so a hash collision is never taken for a repeat."""
     if parsed.kind != "processor":
         return pl.DataFrame()
-    lines = pl.scan_parquet(parsed.spill) if parsed.spill else parsed.lines.lazy()
-    counted = lines.group_by(UNIQUE).agg(same_id=pl.len().cast(pl.Int64))
-    return counted.filter(pl.col("same_id") > 1).collect()
+    key, hashes = pl.struct(UNIQUE).hash(), []
+    for part in parsed.chunks(ID_ROWS, UNIQUE):
+        hashes.append(part.select(key).to_series().to_numpy())
+    ordered = np.sort(np.concatenate(hashes))
+    del hashes
+    twice = pl.Series(np.unique(ordered[1:][ordered[1:] == ordered[:-1]])).implode()
+    del ordered
+    found = [part.filter(key.is_in(twice)) for part in parsed.chunks(ID_ROWS, UNIQUE)]
+    counted = pl.concat(found).group_by(UNIQUE).agg(same_id=pl.len().cast(pl.Int64))
+    return counted.filter(pl.col("same_id") > 1)
 
 
 def _checked(lines: pl.DataFrame, kind: str, repeats: pl.DataFrame) -> pl.DataFrame:
