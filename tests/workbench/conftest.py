@@ -15,7 +15,9 @@ import pytest
 
 from clearline.pipelines.workbench.settings import WorkbenchSettings
 from clearline.pipelines.world.generate import WorldOptions, generate
+from tests.pipelines.ledger_harness import private_configs
 from tests.pipelines.test_recon_flow import Deployment, drop, world_files
+from tests.workbench.web import add_users
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +43,24 @@ def deployment_copy(deployment, tmp_path) -> WorkbenchSettings:
     recon = tmp_path / "recon"
     shutil.copytree(dep.state, recon, ignore=shutil.ignore_patterns("flow"))
     return WorkbenchSettings.from_config(tmp_path / "workbench", recon, dep.ledger)
+
+
+@pytest.fixture
+def own_deployment(deployment, tmp_path, monkeypatch):
+    """Copies of the deployment's ledger and recon state (with their flows' recovery, so a
+    flow run on them resumes where the deployment's stopped), configs whose ledger topic is
+    the deployment's events topic, and workbench settings over them."""
+    dep, _ = deployment
+    ledger, recon = tmp_path / "ledger", tmp_path / "recon"
+    shutil.copytree(dep.ledger, ledger)
+    shutil.copytree(dep.state, recon)
+    monkeypatch.setenv("CLEARLINE_CONFIG_DIR", str(private_configs(tmp_path / "configs", topic=dep.events)))
+    settings = WorkbenchSettings.from_config(tmp_path / "workbench", recon, ledger)
+    add_users(
+        settings,
+        ("pat", "resolver", "platform"),
+        ("amy", "approver", "platform"),
+        ("tom", "approver", "rs_003"),
+        ("rex", "resolver", "rs_003"),
+    )
+    return dep, settings, tmp_path
