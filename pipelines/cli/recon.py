@@ -48,6 +48,7 @@ from clearline.pipelines.cli.options import (
 user_errors(
     "clearline.pipelines.cli.recon:ReconInputError",
     "clearline.recon.matching.rules:MatchingConfigError",
+    "clearline.recon.autofix:AutofixConfigError",
     "clearline.recon.variances.store:VarianceNotFound",
     "clearline.recon.variances.store:BadTransition",
     "clearline.recon.intake.model:ParseError",
@@ -226,12 +227,14 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
         return
     import duckdb
 
-    from clearline.pipelines.connectors.variance_sink import close_adjusted
-    from clearline.recon import VarianceStore, quarantined_files, within
+    from clearline import config
+    from clearline.pipelines.connectors.variance_sink import apply_autofix, close_adjusted
+    from clearline.recon import AutofixRules, VarianceStore, quarantined_files, within
 
     start, end = (d.date() if d else None for d in (start, end))
     if start and end and start > end:
         raise click.BadParameter(f"--from {start} is after --to {end}")
+    fixes = AutofixRules.from_config(config.load("recon"))  # a wrong rule is named before any work
     state_dir = recon_state_dir(state_dir)
     result, variances = run_batch(world, archive, state_dir, start, end, quiet=as_json)
     try:
@@ -244,6 +247,7 @@ def recon(ctx, start, end, world, archive, state_dir, as_json):
     with store:
         stored = store.record(variances)
         stored["closed_by_adjustments"] = len(close_adjusted(store, within(result.closed, start, end)))
+        stored["autofixed"] = len(apply_autofix(store, fixes))
     report = {
         "as_of": result.as_of.isoformat(),
         "from": start and start.isoformat(),

@@ -9,7 +9,8 @@ Per publication (one worker: the matcher's state is one key), in this order:
    flushed; withdrawn ones the store still has open are produced as withdrawals;
 3. the store records every variance of the reconciliation (statuses kept, ages
    refreshed), resolves the ones an adjusting entry closed with a note naming the entry
-   and its approver (`close_adjusted`), and the withdrawn ones with a note;
+   and its approver (`close_adjusted`), the ones a configured automatic fix clears with
+   its rule's reason (`apply_autofix`), and the other withdrawn ones with a note;
 4. `<state_dir>/published/` gets variances.parquet (the store, with statuses),
    pending.parquet and status.json, each written to a temporary name and renamed.
 
@@ -33,7 +34,15 @@ import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
-from clearline.recon import PUBLISHED_VARIANCES, Publication, VarianceStore, apply_resolutions, facts_hash
+from clearline.recon import (
+    PUBLISHED_VARIANCES,
+    AutofixRules,
+    Publication,
+    VarianceStore,
+    apply_resolutions,
+    autofix,
+    facts_hash,
+)
 from clearline.recon import VARIANCE_SCHEMA as SCHEMA
 
 WITHDRAWN_NOTE = "withdrawn by the matcher: the record it was missing arrived after its deadline"
@@ -89,6 +98,21 @@ def close_adjusted(store: VarianceStore, closed: pl.DataFrame) -> list[str]:
     return moved
 
 
+def apply_autofix(store: VarianceStore, rules: AutofixRules, gone: list[str] = (), on: date | None = None) -> list[str]:
+    """Resolve what the automatic fixes of configs/recon.yaml clear, each with its rule's
+    reason, code and actor "autofix": the first tier of escalation, no person involved.
+    `gone` are the ids the matcher stopped finding at the day `on` (the stream's
+    watermark); a batch run withdraws nothing, so there only the bank-fee rule applies.
+    Returns the ids that moved."""
+    rows = store.frame().filter(pl.col("status") != "resolved")
+    if on is not None:
+        rows = autofix.mark_cleared(rows, list(gone), on)
+    fixes = autofix.autofix(rows, rules)
+    for vid, _rule, reason in fixes.iter_rows():
+        store.move(vid, reason, code=autofix.CODE, actor=autofix.CODE)
+    return fixes["variance_id"].to_list()
+
+
 def _replace(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -101,6 +125,7 @@ class SinkSettings:
     bootstrap: str
     topic: str
     delivery_timeout_s: float = 60
+    autofix: AutofixRules = AutofixRules()
 
 
 class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
@@ -135,6 +160,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
         self._produce(messages)
         self.store.record(changes.result.variances)
         close_adjusted(self.store, changes.result.closed)  # before withdraw: a closed break is not withdrawn
+        apply_autofix(self.store, self.settings.autofix, changes.gone, pub.watermark and pub.watermark.date())
         self.store.withdraw(changes.gone, WITHDRAWN_NOTE)
 
     def _produce(self, messages: list[tuple[bytes, bytes]]) -> None:

@@ -32,7 +32,7 @@ from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
 from clearline.pipelines.flows.runner import Recovery, execute, prepare
-from clearline.recon import Tolerances, bank_books, builder, from_events, from_settlements
+from clearline.recon import AutofixRules, Tolerances, bank_books, builder, from_events, from_settlements
 from clearline.signing import TenantKeys
 
 
@@ -94,9 +94,9 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
     interval = timedelta(seconds=settings.advance_interval_s)
     books = bank_books(config.load("platform"))  # the ledger's bank accounts the statements are tied to
     found = op.stateful("match", arrivals, builder(tol, interval, settings.once, books))
-    op.output(
-        "variances", found, VarianceSink(SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic))
-    )
+    fixes = AutofixRules.from_config(config.load("recon"))
+    sink = SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic, autofix=fixes)
+    op.output("variances", found, VarianceSink(sink))
     return flow
 
 

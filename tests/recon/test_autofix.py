@@ -220,3 +220,29 @@ def test_no_section_fixes_nothing_and_integer_fees_are_major_units():
     rules = AutofixRules.from_config({"autofix": {"bank_fee_netted": {"max_fee": {"JPY": 700, "KWD": 2}}}})
     assert rules.bank_fee_max_minor == {"JPY": 700, "KWD": 2 * 10 ** EXPONENT["KWD"]}
     assert autofix.autofix(_payout_short("EUR", 10_000, 1), AutofixRules()).is_empty()
+
+
+def test_the_variance_store_records_each_fix_with_its_reason_code_and_actor(world_inputs, tmp_path):
+    """The wiring both runs share (`variance_sink.apply_autofix`): a fix is a resolution in
+    the store, under code and actor "autofix", with the rule's reason as its note; what the
+    rules do not clear stays open, and a second pass moves nothing."""
+    from clearline.pipelines.connectors.variance_sink import apply_autofix
+    from clearline.recon import VarianceStore
+
+    inputs, _ = world_inputs
+    eur = _paid_payouts(inputs).filter(pl.col("amount_currency") == "EUR")
+    fee, over = eur["reference"][0], eur["reference"][1]
+    found = reconcile(_short_credit(inputs, {fee: 150, over: 501}), tolerances(), _as_of(inputs)).variances
+    with VarianceStore(tmp_path / "variances.duckdb") as store:
+        store.record(found)
+        moved = apply_autofix(store, RULES)
+        fixed = found.filter((pl.col("category") == "amount_mismatch") & (pl.col("reference") == fee))
+        assert moved == fixed["variance_id"].to_list()
+        row = store.get(moved[0])
+        assert (row["status"], row["code"]) == ("resolved", autofix.CODE)
+        assert row["note"].startswith("autofix:bank_fee_netted") and "1.50 EUR" in row["note"]
+        last = store.history(moved[0]).row(-1, named=True)
+        assert (last["status"], last["actor"], last["code"]) == ("resolved", autofix.CODE, autofix.CODE)
+        still = found.filter((pl.col("category") == "amount_mismatch") & (pl.col("reference") == over))
+        assert store.get(still["variance_id"][0])["status"] == "open"
+        assert apply_autofix(store, RULES) == []
