@@ -11,8 +11,9 @@ Per publication (one worker: the matcher's state is one key), in this order:
    refreshed), resolves the ones an adjusting entry closed with a note naming the entry
    and its approver (`close_adjusted`), the ones a configured automatic fix clears with
    its rule's reason (`apply_autofix`), and the other withdrawn ones with a note;
-4. `<state_dir>/published/` gets variances.parquet (the store, with statuses),
-   pending.parquet and status.json, each written to a temporary name and renamed.
+4. `<state_dir>/published/` gets history.parquet and variances.parquet (the store, with
+   statuses, and every change to them: the workbench's pages and the KPI page read
+   these), pending.parquet and status.json, each written to a temporary name and renamed.
 
 After a crash Bytewax resumes the matcher from its last snapshot and re-publishes what
 it found since; step 2 compares with the store, so what reached the store is not sent
@@ -42,6 +43,7 @@ from clearline.recon import (
     apply_resolutions,
     autofix,
     facts_hash,
+    publish_variances,
 )
 from clearline.recon import VARIANCE_SCHEMA as SCHEMA
 
@@ -198,7 +200,7 @@ class VarianceWriter(StatelessSinkPartition[tuple[str, Publication]]):
 
     def _snapshot(self, pub: Publication) -> None:
         self.published.mkdir(parents=True, exist_ok=True)
-        _replace(self.settings.state_dir / PUBLISHED_VARIANCES, self.store.frame().write_parquet)
+        publish_variances(self.settings.state_dir, self.store)  # the store and its history (workbench, KPIs)
         if pub.changes is not None:
             _replace(self.published / "pending.parquet", pub.changes.result.pending.write_parquet)
         status = {

@@ -237,6 +237,11 @@ def test_published_snapshot_is_the_store_and_resolve_moves_a_variance(streamed) 
     shown = [*SCHEMA, "status", "assignee", "note"]
     assert snapshot.select(shown).sort("variance_id").equals(dep.store().select(shown).sort("variance_id"))
     assert pl.read_parquet(dep.state / "published" / "pending.parquet").columns[:2] == ["awaiting", "processor"]
+    history = pl.read_parquet(dep.state / "published" / "history.parquet")  # the workbench's and KPIs' history
+    with duckdb.connect(str(dep.state / "variances.duckdb"), read_only=True) as con:
+        held = con.sql("SELECT * FROM history").pl()
+    assert history.height == held.height >= snapshot.height, "every variance's 'found' row, at least"
+    assert set(history["variance_id"]) == set(snapshot["variance_id"])
     target = snapshot["variance_id"][0]
     moved = json.loads(
         clearline("recon", "resolve", target, "--note", "checked", "--state-dir", str(dep.state), "--json").stdout
