@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 from starlette.middleware.sessions import SessionMiddleware
 
 from clearline.currency import minor_to_decimal
@@ -55,6 +55,13 @@ def _money(minor: int | None, currency: str | None) -> str:
         return f"{minor} minor {currency}"
 
 
+def _cell(value: Any) -> str:
+    """A KPI table's cell: floats (rates, hours) to four decimals, nulls empty."""
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def create_app(
     settings: WorkbenchSettings, clock: Callable[[], float] = time.time, bootstrap: str | None = None
 ) -> FastAPI:
@@ -68,9 +75,11 @@ def create_app(
     sources = Sources(settings)
     rules = ReportRules.from_config(config.load("reports"))
     env = Environment(
-        loader=PackageLoader("clearline.pipelines.workbench", "templates"), autoescape=select_autoescape()
+        loader=PackageLoader("clearline.pipelines.workbench", "templates"),
+        autoescape=True,  # every value escaped
     )
     env.filters["money"] = lambda minor, currency: _money(minor, currency)
+    env.filters["cell"] = _cell
     app = FastAPI(title="Clearline workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(
         SessionMiddleware,

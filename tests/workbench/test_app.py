@@ -240,3 +240,43 @@ def test_while_a_flow_holds_the_store_actions_wait_in_the_queue_and_survive_it(a
     row = published(settings).filter(pl.col("variance_id") == vid).row(0, named=True)
     assert (row["status"], row["code"], row["note"]) == ("resolved", "processor_error", "claim raised")
     assert pending_resolutions(settings.recon_state) == []
+
+
+def test_the_kpi_page_shows_the_tables_kpis_compute_gives_for_the_persons_tenant(app):
+    from clearline.pipelines.workbench import kpis
+
+    settings, base, _ = app
+    sources = kpis.KpiSources.from_config(settings.ledger_state, settings.recon_state)
+    for name, tenant in (("pat", None), ("ria", "rs_002")):
+        b = Browser(base)
+        b.login(name)
+        page = b.get("/kpis").text
+        tables = kpis.compute(sources, tenant)
+        assert tables and re.findall(r"<h2>(.*?)</h2>", page) == [_escape(t) for t in tables]
+        for frame in tables.values():
+            for row in frame.head(3).iter_rows():
+                cells = "".join(f"<td>{_escape(_cell(v))}</td>" for v in row)
+                assert cells in page
+
+
+def _escape(text: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
+def _cell(value) -> str:
+    from clearline.pipelines.workbench.app import _cell as cell
+
+    return cell(value)
+
+
+def test_what_people_type_is_shown_as_text_never_as_markup(app):
+    settings, base, _ = app
+    b = Browser(base)
+    token = b.login("pat")
+    vid = published(settings).filter(pl.col("status") == "open")["variance_id"][0]
+    note = '<script>alert("x")</script>'
+    b.post(f"/variances/{vid}/move", data={"csrf_token": token, "action": "assign", "assignee": "pat", "note": note})
+    page = b.get(f"/variances/{vid}").text
+    assert note not in page and "&lt;script&gt;alert(" in page
