@@ -210,3 +210,60 @@ def refuse(state: WorkbenchState, user: dict, proposal: dict, note: str) -> None
         raise Refused("a note is required: say what is wrong with the entry")
     state.decide(proposal["proposal_id"], "refused", user["name"], reason=note.strip())
     state.record(user["name"], "refuse", proposal["variance_id"], proposal_id=proposal["proposal_id"], note=note)
+
+
+# ------------------------------------------------------------------ emergency freezes
+
+
+def _published_freezes(settings: WorkbenchSettings, state: WorkbenchState) -> None:
+    from clearline.pipelines.workbench import freezes
+
+    keys = ("kind", "target", "tenant", "reason", "frozen_by", "frozen_at")
+    freezes.publish(settings.state_dir, [{k: f[k] for k in keys} for f in state.freezes(active_only=True)])
+
+
+def freeze(
+    settings: WorkbenchSettings, state: WorkbenchState, user: dict, kind: str, target: str, reason: str, owner
+) -> int:
+    """Freeze a target (checked, stored, audited, published); its id."""
+    from clearline.pipelines.workbench import freezes
+    from clearline.pipelines.workbench.state import UserError
+
+    target = (target or "").strip()
+    why = freezes.check(user, kind, target, owner)
+    if why is None and not (reason or "").strip():
+        why = "a reason is required: say why it must be held"
+    if why:
+        state.record(user["name"], "freeze_refused", None, kind=kind, target=target, reason=why)
+        raise Refused(why)
+    try:
+        fid = state.add_freeze(kind, target, owner if kind == "merchant" else None, reason.strip(), user["name"])
+    except UserError as exc:
+        state.record(user["name"], "freeze_refused", None, kind=kind, target=target, reason=str(exc))
+        raise Refused(str(exc)) from None
+    state.record(user["name"], "freeze", None, freeze_id=fid, kind=kind, target=target, reason=reason.strip())
+    _published_freezes(settings, state)
+    return fid
+
+
+def lift(settings: WorkbenchSettings, state: WorkbenchState, user: dict, freeze_id: int, note: str, owner) -> None:
+    from clearline.pipelines.workbench import freezes
+    from clearline.pipelines.workbench.state import UserError
+
+    current = state.freeze(freeze_id)
+    if current is None:
+        raise Refused(f"no freeze {freeze_id}")
+    why = freezes.check(user, current["kind"], current["target"], owner)
+    if why is None and not (note or "").strip():
+        why = "a note is required: say why the hold can end"
+    if why:
+        state.record(user["name"], "lift_refused", None, freeze_id=freeze_id, reason=why)
+        raise Refused(why)
+    try:
+        state.lift_freeze(freeze_id, user["name"], note.strip())
+    except UserError as exc:
+        raise Refused(str(exc)) from None
+    state.record(
+        user["name"], "lift", None, freeze_id=freeze_id, kind=current["kind"], target=current["target"], note=note
+    )
+    _published_freezes(settings, state)

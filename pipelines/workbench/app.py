@@ -358,6 +358,43 @@ def create_app(
             request.session["flash"] = f"Not {decision}d: {exc}"
         return RedirectResponse(f"/variances/{proposal['variance_id']}", status_code=303)
 
+    # ------------------------------------------------------------------ emergency freezes
+
+    @app.get("/freezes", response_class=HTMLResponse)
+    async def freezes_view(request: Request):
+        user = page_user(request)
+        rows = [f for f in state.freezes() if user["tenant"] == auth.PLATFORM or f["tenant"] == user["tenant"]]
+        return render(
+            request, "freezes.html.j2", user=user, freezes=rows, kinds=("processor", "merchant", "bank_account")
+        )
+
+    @app.post("/freezes")
+    async def freeze(request: Request):
+        form = await form_of(request)
+        user = page_user(request)
+        kind, target = str(form.get("kind") or ""), str(form.get("target") or "").strip()
+        try:
+            fid = actions.freeze(
+                settings, state, user, kind, target, str(form.get("reason") or ""), sources.owner(target)
+            )
+            request.session["flash"] = f"Freeze {fid}: {kind} {target} is held."
+        except actions.Refused as exc:
+            request.session["flash"] = f"Not frozen: {exc}"
+        return RedirectResponse("/freezes", status_code=303)
+
+    @app.post("/freezes/{freeze_id}/lift")
+    async def lift(request: Request, freeze_id: int):
+        form = await form_of(request)
+        user = page_user(request)
+        current = state.freeze(freeze_id)
+        owner = sources.owner(current["target"]) if current else None
+        try:
+            actions.lift(settings, state, user, freeze_id, str(form.get("note") or ""), owner)
+            request.session["flash"] = f"Freeze {freeze_id} lifted."
+        except actions.Refused as exc:
+            request.session["flash"] = f"Not lifted: {exc}"
+        return RedirectResponse("/freezes", status_code=303)
+
     # ------------------------------------------------------------------ KPIs
 
     @app.get("/kpis", response_class=HTMLResponse)

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS proposals (
     proposed_by TEXT NOT NULL, proposed_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'proposed',
     decided_by TEXT, decided_at TEXT, event_id TEXT, reason TEXT
 );
+CREATE TABLE IF NOT EXISTS freezes (
+    freeze_id INTEGER PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, tenant TEXT, reason TEXT NOT NULL,
+    frozen_by TEXT NOT NULL, frozen_at TEXT NOT NULL, lifted_by TEXT, lifted_at TEXT, lift_note TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_freeze ON freezes (kind, target) WHERE lifted_at IS NULL;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, variance_id TEXT,
     detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
@@ -176,6 +181,41 @@ class WorkbenchState:
 
     def verify_audit(self) -> audit.BadAuditLink | None:
         return audit.verify(self.audit_rows(), self.audit_head())
+
+    # ---------------------------------------------------------------- freezes
+
+    def add_freeze(self, kind: str, target: str, tenant: str | None, reason: str, by: str) -> int:
+        with self._con() as con:
+            try:
+                cur = con.execute(
+                    "INSERT INTO freezes (kind, target, tenant, reason, frozen_by, frozen_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [kind, target, tenant, reason, by, now_iso()],
+                )
+            except sqlite3.IntegrityError:
+                raise UserError(f"{kind} {target} is frozen already") from None
+            return int(cur.lastrowid)
+
+    def lift_freeze(self, freeze_id: int, by: str, note: str) -> dict:
+        with self._con() as con:
+            done = con.execute(
+                "UPDATE freezes SET lifted_by = ?, lifted_at = ?, lift_note = ?"
+                " WHERE freeze_id = ? AND lifted_at IS NULL",
+                [by, now_iso(), note, freeze_id],
+            ).rowcount
+            if not done:
+                raise UserError(f"no active freeze {freeze_id}")
+            return dict(con.execute("SELECT * FROM freezes WHERE freeze_id = ?", [freeze_id]).fetchone())
+
+    def freezes(self, active_only: bool = False) -> list[dict]:
+        where = " WHERE lifted_at IS NULL" if active_only else ""
+        with self._con() as con:
+            return [dict(r) for r in con.execute(f"SELECT * FROM freezes{where} ORDER BY freeze_id").fetchall()]
+
+    def freeze(self, freeze_id: int) -> dict | None:
+        with self._con() as con:
+            row = con.execute("SELECT * FROM freezes WHERE freeze_id = ?", [freeze_id]).fetchone()
+        return dict(row) if row else None
 
     # ---------------------------------------------------------------- proposals
 
