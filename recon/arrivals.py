@@ -4,7 +4,10 @@ payments.events: every message goes through the ledger's own admission and posti
 (`clearline.ledger.outcome.to_outcome`), so reconciliation expects exactly what the ledger
 posted and archived; refused ones are the ledger's business (it dead-letters them) and
 are only counted here. An admitted event's time moves the watermark whether or not it
-sets up an expectation, as the batch's watermark is the latest event in the archive.
+sets up an expectation, as the batch's watermark is the latest event in the archive;
+except an event a person publishes (`events.PERSON_EVENT_TYPES`: an adjusting entry),
+stamped when it was approved, which may be months after the traffic it corrects: it
+closes what it names whenever it comes, and never makes pending items due.
 
 payments.settlements: the lines intake validated and published (`clearline.recon.intake.publish`),
 one JSON message per line and per bank statement, back into rows of `clearline.recon.lines`'
@@ -22,6 +25,7 @@ from datetime import date, datetime, timezone
 import polars as pl
 from confluent_kafka import Message
 
+from clearline import events
 from clearline.ledger import Posted, to_outcome
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
 from clearline.recon.matching import adjusted, expectations
@@ -67,7 +71,8 @@ def from_events(msgs: list[Message], keys: TenantKeys) -> Arrivals:
         entry = adjusted.adjustment(outcome.event)
         if entry is not None:
             got.adjustments.setdefault(outcome.event_id, entry)
-        got.saw(outcome.event.occurred_at)
+        if outcome.event.event_type not in events.PERSON_EVENT_TYPES:
+            got.saw(outcome.event.occurred_at)
     return got
 
 

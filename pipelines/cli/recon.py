@@ -117,7 +117,7 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
     `state_dir` (None: the recon state folder of configs/recon.yaml)."""
     import polars as pl
 
-    from clearline import config
+    from clearline import config, events
     from clearline.recon import Inputs, adjusted, bank_books, expectations
 
     if world is not None:
@@ -145,7 +145,8 @@ def load_inputs(world: Path | None, archive: Path | None, state_dir: Path | None
         entries = adjusted.from_archive(scan)
         settle, bank = read_lines(state_dir, "processor"), read_lines(state_dir, "bank")
         statements = read_statements(state_dir)
-    latest = scan.select(pl.col("occurred_at").max()).collect().item()
+    traffic = scan.filter(~pl.col("event_type").is_in(events.PERSON_EVENT_TYPES))  # as the stream's watermark
+    latest = traffic.select(pl.col("occurred_at").max()).collect().item()
     books = bank_books(config.load("platform"))
     return Inputs(expected[0], expected[1], settle, bank, statements, books, entries), latest
 

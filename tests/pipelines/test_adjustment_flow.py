@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -105,6 +105,7 @@ def flowed(kafka_bootstrap, tmp_path_factory):
             "before": before,
             "totals_before": totals_before,
             "event_ids": event_ids,
+            "found_before": set(store["variance_id"]),
         }
 
 
@@ -169,6 +170,15 @@ def test_the_stream_resolves_the_variance_naming_the_event_and_its_approver(flow
     event_id = flowed["event_ids"][0]
     assert row["status"] == "resolved" and event_id in row["note"] and "approved by bob" in row["note"]
     assert fee["variance_id"] not in set(dep.view()["variance_id"]), "withdrawn from the topic's open set"
+
+
+def test_an_entry_approved_months_after_the_traffic_brings_nothing_due(flowed):
+    """The entry is stamped now; the world's traffic ended months ago. A person's event
+    does not move reconciliation's event time, so no pending item comes due because of it."""
+    dep = flowed["dep"]
+    assert set(dep.store()["variance_id"]) == flowed["found_before"], "no variance found because of the entry"
+    status = json.loads((dep.state / "published" / "status.json").read_text())
+    assert datetime.fromisoformat(status["watermark"]) < datetime.now(timezone.utc) - timedelta(days=30)
 
 
 def test_a_batch_over_the_ledgers_archive_closes_it_too_and_agrees_with_the_stream(flowed):
