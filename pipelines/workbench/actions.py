@@ -35,6 +35,10 @@ class Refused(ValueError):
     """An action the workbench refuses; the message says why, in words for the person."""
 
 
+class NotAllowed(Refused):
+    """Refused because of who asks (their role), not what they asked."""
+
+
 def resolution(
     settings: WorkbenchSettings, code: str | None, note: str, watch_until: date | None, today: date
 ) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def move(settings: WorkbenchSettings, state: WorkbenchState, user: dict, varianc
     from clearline.recon import queue_resolution
 
     if not auth.may(user["role"], "resolver"):
-        raise Refused(f"{user['name']} is a {user['role']}: only a resolver or an approver may do that")
+        raise NotAllowed(f"{user['name']} is a {user['role']}: only a resolver or an approver may do that")
     action = "assign" if request.get("assignee") else "resolve"
     for vid in variance_ids:
         queue_resolution(
@@ -148,7 +152,7 @@ def propose(state: WorkbenchState, user: dict, variance: dict, tenant: str | Non
     if adj is None:
         raise Refused("adjustments are not available yet in this installation")
     if not auth.may(user["role"], "resolver"):
-        raise Refused(f"{user['name']} is a {user['role']}: only a resolver or an approver may propose")
+        raise NotAllowed(f"{user['name']} is a {user['role']}: only a resolver or an approver may propose")
     body = {**body, "variance_id": variance["variance_id"]}
     problems = adj["check"](from_body(adj, body))
     if problems:

@@ -36,7 +36,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from clearline.currency import minor_to_decimal
 from clearline.pipelines.workbench import actions, auth, queue
 from clearline.pipelines.workbench.settings import WorkbenchSettings
-from clearline.pipelines.workbench.sources import NoVariances, Sources
+from clearline.pipelines.workbench.sources import NoVariances, Sources, file_lines
 from clearline.pipelines.workbench.state import WorkbenchState
 
 
@@ -272,7 +272,7 @@ def create_app(
             "postings": sources.postings(event_ids),
             "events": sources.events(event_ids),
             "lines": sources.lines(list(v.get("evidence") or [])),
-            "other_evidence": [e for e in (v.get("evidence") or []) if not sources_file_line(e)],
+            "other_evidence": [e for e in (v.get("evidence") or []) if not file_lines([e])],
             "history": _history(v["variance_id"]),
             "pending": [p for p in pending_resolutions(settings.recon_state) if p["variance_id"] == v["variance_id"]],
             "audit": state.audit_rows(v["variance_id"]),
@@ -442,7 +442,7 @@ def create_app(
                 )
             outcome = actions.move(settings, state, user, [variance_id], fields)
         except actions.Refused as exc:
-            raise Denied(422 if "only a resolver" not in str(exc) else 403, str(exc)) from None
+            raise Denied(403 if isinstance(exc, actions.NotAllowed) else 422, str(exc)) from None
         return JSONResponse({"variance_id": variance_id, "outcome": outcome})
 
     return app
@@ -452,12 +452,6 @@ class _LoginFirst(Exception):
     def __init__(self, next: str) -> None:
         super().__init__(next)
         self.next = next
-
-
-def sources_file_line(item: str) -> bool:
-    from clearline.pipelines.workbench.sources import file_lines
-
-    return bool(file_lines([item]))
 
 
 def _date(text: Any) -> date | None:

@@ -51,6 +51,11 @@ def queue(
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, folder / name)
+    directory = os.open(folder, os.O_RDONLY)  # the rename itself on disk too
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return folder / name
 
 

@@ -136,7 +136,17 @@ def test_a_viewer_reads_but_does_not_act(app):
     assert 'id="resolve_form"' not in b.get(f"/variances/{vid}").text
     b.post(f"/variances/{vid}/move", data={"csrf_token": token, "action": "resolve", "code": "bank_error", "note": "x"})
     assert "only a resolver or an approver" in b.get(f"/variances/{vid}").text
+    state = WorkbenchState(settings.state_dir)
+    val, pat = ({"Authorization": f"Bearer {state.add_token(n)}"} for n in ("val", "pat"))
+    move = f"{base}/api/variances/{vid}/move"
+    assert b.http.post(move, headers=val, json={"code": "bank_error", "note": "x"}).status_code == 403
+    bad = b.http.post(move, headers=pat, json={"code": "no_such_code", "note": "x"})
+    assert bad.status_code == 422 and "choose one of" in bad.json()["error"]
     assert published(settings).filter(pl.col("variance_id") == vid)["status"][0] == "open"
+    done = b.http.post(move, headers=pat, json={"code": "timing", "note": "in transit", "watch_until": "2999-01-01"})
+    assert done.json() == {"variance_id": vid, "outcome": "applied"}
+    row = published(settings).filter(pl.col("variance_id") == vid).row(0, named=True)
+    assert (row["status"], row["code"], str(row["watch_until"])) == ("watched", "timing", "2999-01-01")
 
 
 def test_a_resellers_user_sees_and_acts_on_only_its_own_merchants_by_page_and_by_api(app):
