@@ -99,30 +99,40 @@ class Scan:
 def scan(path: Path) -> Scan:
     """Hash the file and check its UTF-8 in one pass, a block at a time (never whole)."""
     digest, check = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
-    streams, blank, first = True, True, True
+    utf8, blank, nul, prefix = True, True, False, b""
     with path.open("rb") as handle:
         while block := handle.read(BLOCK):
             digest.update(block)
-            if first:
-                streams = not _declares_other_encoding(block)
-                first = False
-            if streams:
-                blank = blank and not block.strip()
+            if prefix is not None:  # the start, until it says whether it declares an encoding
+                prefix += block
+                if not _undecided(prefix):
+                    utf8, prefix = utf8 and not _declares_other_encoding(prefix), None
+            blank = blank and not block.strip()
+            nul = nul or b"\x00" in block
+            if utf8:
                 try:
                     check.decode(block)
                 except UnicodeDecodeError:
-                    streams = False
-                streams = streams and b"\x00" not in block
-    if streams:
+                    utf8 = False
+    if prefix is not None:
+        utf8 = utf8 and not _declares_other_encoding(prefix)
+    if utf8:
         try:
             check.decode(b"", final=True)
         except UnicodeDecodeError:
-            streams = False
-    return Scan(digest.hexdigest(), streams and not blank)
+            utf8 = False
+    return Scan(digest.hexdigest(), utf8 and not nul and not blank)
 
 
-def _declares_other_encoding(head: bytes) -> bool:
-    declared = _XML_DECLARATION.match(head)
+def _undecided(start: bytes) -> bool:
+    """Whether more of the file is needed to tell if it opens with an XML declaration
+    naming an encoding (one ends before the first ">")."""
+    body = start.lstrip()
+    return len(body) < 5 or (body.startswith(b"<?xml") and b">" not in body)
+
+
+def _declares_other_encoding(start: bytes) -> bool:
+    declared = _XML_DECLARATION.match(start)
     return bool(declared) and codecs_name(declared.group(1).decode("ascii")) != "utf-8"
 
 

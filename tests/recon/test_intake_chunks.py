@@ -9,6 +9,7 @@ lie in several chunks is checked against all of them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import tempfile
 from decimal import Decimal
@@ -24,7 +25,8 @@ from polars.testing import assert_frame_equal
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon.intake.csv_report import text_lines
 from clearline.recon.intake.model import ParsedFile
-from clearline.recon.intake.parse import parse_bytes
+from clearline.recon.intake.parse import parse_bytes, parse_path
+from clearline.recon.intake.reading import scan
 from clearline.recon.intake.suites import Verdict, validate_many
 
 SMALL = 5  # lines per chunk: a report of a few dozen rows spans many
@@ -52,7 +54,8 @@ def _read(data: bytes, name: str, chunk_rows: int, spill: Path | None = None) ->
 
 def _same(data: bytes, name: str) -> tuple[ParsedFile, Verdict]:
     """The file read in small chunks, after checking it says the same as read whole, and
-    the same again with its chunks spilled to Parquet (as intake reads it) and judged from there."""
+    the same again with its chunks spilled to Parquet and judged from there, and again read
+    from the file as a stream (as intake reads it: `reading.scan`, `parse_path`)."""
     whole, whole_verdict = _read(data, name, WHOLE)
     chunked, verdict = _read(data, name, SMALL)
     assert whole.lines.height > 3 * SMALL, "the report must span several chunks"
@@ -65,6 +68,15 @@ def _same(data: bytes, name: str) -> tuple[ParsedFile, Verdict]:
             for part in ("lines", "controls", "problems"):
                 assert_frame_equal(getattr(got, part), getattr(whole, part))
         assert spilled_verdict == whole_verdict
+        path = Path(folder) / name
+        path.write_bytes(data)
+        scanned = scan(path)
+        assert scanned.streams and scanned.sha256 == hashlib.sha256(data).hexdigest()
+        streamed = parse_path(path, scanned.streams, SMALL, Path(folder) / "streamed.parquet")
+        assert streamed.spill is not None
+        for part in ("lines", "controls", "problems"):
+            assert_frame_equal(getattr(streamed, part), getattr(whole, part))
+        assert validate_many([streamed]) == [whole_verdict]
     assert verdict == whole_verdict
     return chunked, verdict
 
