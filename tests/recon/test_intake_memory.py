@@ -17,25 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon.intake import reading
 from clearline.recon.intake.model import ParseError
 from clearline.recon.intake.parse import parse_bytes, parse_path
 from clearline.recon.intake.reading import decode, scan
 from clearline.recon.intake.suites import validate_many
-
-
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> dict[str, bytes]:
-    """The largest report of each processor in a small generated world."""
-    out = tmp_path_factory.mktemp("memory-world")
-    generate(WorldOptions(days=30, merchants=8, seed=11), out)
-    found = {}
-    for processor in ("adyen", "stripe", "checkoutcom"):
-        files = sorted((out / "settlements" / processor).glob("*.csv"), key=lambda p: p.stat().st_size)
-        assert files, f"the world wrote no {processor} report"
-        found[processor] = files[-1].read_bytes()
-    return found
+from tests.recon.test_intake_chunks import reports  # noqa: F401  (the fixture: a generated world's reports)
 
 
 def _streams_by_decode(data: bytes) -> bool:
@@ -74,7 +61,7 @@ def test_scan_hashes_the_bytes_and_agrees_with_decode(tmp_path, parts, block, mo
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
 def test_a_report_read_as_a_stream_says_what_it_says_read_whole(reports, tmp_path, processor, bom, ending) -> None:
-    data = bom + reports[processor].replace(b"\r\n", b"\n").replace(b"\n", ending)
+    data = bom + reports[processor].read_bytes().replace(b"\r\n", b"\n").replace(b"\n", ending)
     path = tmp_path / f"{processor}.csv"
     path.write_bytes(data)
     scanned = scan(path)
@@ -90,7 +77,8 @@ def test_a_report_read_as_a_stream_says_what_it_says_read_whole(reports, tmp_pat
 def test_a_report_that_is_not_utf8_is_read_whole_and_refused_as_before(reports, tmp_path) -> None:
     """A Latin-1 byte in a report: scan does not stream it, and parse_path refuses it with
     decode's error naming the line, as reading it whole does."""
-    data = reports["stripe"].replace(b"\n", b"\n\xe9", 3).replace(b"\n\xe9", b"\n", 2)  # line 4 starts with it
+    # line 4 starts with the byte
+    data = reports["stripe"].read_bytes().replace(b"\n", b"\n\xe9", 3).replace(b"\n\xe9", b"\n", 2)
     path = tmp_path / "latin.csv"
     path.write_bytes(data)
     scanned = scan(path)
