@@ -70,7 +70,9 @@ def test_a_person_works_a_fee_mismatch_through_to_the_books(own_deployment, kafk
         """Click what loads a new page, and wait until the old one is gone."""
         page = find(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+        wait = WebDriverWait(browser, 30)
+        wait.until(expected_conditions.staleness_of(page))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def log_in(name: str) -> None:
         browser.get(f"{base}/login")
