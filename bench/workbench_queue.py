@@ -45,17 +45,8 @@ from clearline.pipelines.workbench.app import create_app
 from clearline.pipelines.workbench.settings import WorkbenchSettings
 from clearline.pipelines.workbench.sources import Sources
 from clearline.pipelines.workbench.state import WorkbenchState
-from clearline.recon import PUBLISHED_VARIANCES, VARIANCE_SCHEMA, ReportRules
+from clearline.recon import PUBLISHED_VARIANCE_SCHEMA, PUBLISHED_VARIANCES, ReportRules
 
-STORE_COLUMNS = {
-    "status": pl.String,
-    "assignee": pl.String,
-    "note": pl.String,
-    "first_seen": pl.Datetime("us", "UTC"),
-    "last_seen": pl.Datetime("us", "UTC"),
-    "code": pl.String,
-    "watch_until": pl.Date,
-}
 MERCHANTS = {f"m_{i:05d}": f"rs_00{1 + i % 3}" for i in range(300)}
 VIEWS = {
     "first page by age": ({"sort": "age"}, None),
@@ -98,7 +89,7 @@ def synthesise(n: int, recon: Path, ledger: Path, seed: int = 1) -> Path:
             "code": [None] * n,
             "watch_until": [None] * n,
         },
-        schema=VARIANCE_SCHEMA | STORE_COLUMNS,
+        schema=PUBLISHED_VARIANCE_SCHEMA,
     )
     path = recon / PUBLISHED_VARIANCES
     path.parent.mkdir(parents=True)

@@ -77,6 +77,7 @@ __getattr__, __all__ = surface(
         "publish_variances": "variances.store:publish",
         "PUBLISHED_VARIANCES": "variances.store:PUBLISHED",
         "PUBLISHED_VARIANCE_HISTORY": "variances.store:PUBLISHED_HISTORY",
+        "PUBLISHED_VARIANCE_SCHEMA": "variances.store:PUBLISHED_SCHEMA",
         "VarianceStore": "variances.store",
         "check_request": "variances.store",
         "read_variances": "variances.store",

@@ -32,6 +32,17 @@ SYSTEM_ACTOR = "clearline"  # the actor of changes no person made (a watched var
 PUBLISHED = Path("published") / "variances.parquet"  # under the state folder, written by the running flow
 PUBLISHED_HISTORY = Path("published") / "history.parquet"  # beside it, by `publish`
 _FACTS = [c for c in SCHEMA if c != "variance_id"]
+# The published snapshot's columns: the variance's facts and what people gave it.
+PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
+    **SCHEMA,
+    "status": pl.String(),
+    "assignee": pl.String(),
+    "note": pl.String(),
+    "first_seen": pl.Datetime("us", "UTC"),
+    "last_seen": pl.Datetime("us", "UTC"),
+    "code": pl.String(),
+    "watch_until": pl.Date(),
+}
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS variances (

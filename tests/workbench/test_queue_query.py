@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from clearline import config
 from clearline.pipelines.workbench import queue
-from clearline.recon import VARIANCE_SCHEMA, ReportRules
+from clearline.recon import PUBLISHED_VARIANCE_SCHEMA, ReportRules
 from clearline.recon.report.summary import classify as classify_variances
 
 RULES = ReportRules.from_config(config.load("reports"))
@@ -58,19 +58,7 @@ def published(n: int, seed: int = 7) -> pl.DataFrame:
                 "watch_until": None,
             }
         )
-    return pl.DataFrame(
-        rows,
-        schema=VARIANCE_SCHEMA
-        | {
-            "status": pl.String,
-            "assignee": pl.String,
-            "note": pl.String,
-            "first_seen": pl.Datetime("us", "UTC"),
-            "last_seen": pl.Datetime("us", "UTC"),
-            "code": pl.String,
-            "watch_until": pl.Date,
-        },
-    )
+    return pl.DataFrame(rows, schema=PUBLISHED_VARIANCE_SCHEMA)
 
 
 def connect(path: Path) -> duckdb.DuckDBPyConnection:

@@ -155,7 +155,12 @@ def test_an_old_store_gains_the_new_columns_and_keeps_its_rows(tmp_path):
 
 
 def test_publishing_writes_the_store_and_its_history_as_readers_see_them(store_dir):
-    from clearline.recon import PUBLISHED_VARIANCE_HISTORY, PUBLISHED_VARIANCES, publish_variances
+    from clearline.recon import (
+        PUBLISHED_VARIANCE_HISTORY,
+        PUBLISHED_VARIANCE_SCHEMA,
+        PUBLISHED_VARIANCES,
+        publish_variances,
+    )
 
     a = ids(1)[0]
     queue_resolution(store_dir, a, "looking", "ann", actor="ann")
@@ -163,7 +168,8 @@ def test_publishing_writes_the_store_and_its_history_as_readers_see_them(store_d
         apply_resolutions(store_dir, store, today=TODAY)
         publish_variances(store_dir, store)
         want_rows, want_history = store.frame(), store.history(a)
-    assert pl.read_parquet(store_dir / PUBLISHED_VARIANCES).equals(want_rows)
+    snapshot = pl.read_parquet(store_dir / PUBLISHED_VARIANCES)
+    assert snapshot.equals(want_rows) and dict(snapshot.schema) == PUBLISHED_VARIANCE_SCHEMA
     history = pl.read_parquet(store_dir / PUBLISHED_VARIANCE_HISTORY).filter(pl.col("variance_id") == a)
     assert history.select("status", "actor", "note").rows() == want_history.select("status", "actor", "note").rows()
     assert history["actor"].to_list() == [None, "ann"]
