@@ -1,11 +1,13 @@
-"""Benchmark: peak memory of `clearline ingest` on one large processor report.
+"""Benchmark: peak memory of `clearline ingest` on one large processor report or bank statement.
 
 Writes a Stripe itemized payout reconciliation report of about `--mb` megabytes in the
 real layout: a generated world's Stripe report, as `clearline.pipelines.world.settlement_files`
 writes it (header and rows), repeated with each copy's line, payout and payment ids made
 its own, so the file stays valid (every line id once, each payout's row equal to the sum
-of its copy's lines). Then, each as a child process whose peak RSS (VmHWM) is sampled
-until it exits:
+of its copy's lines). With `--format mt940`, an MT940 statement instead: the world's
+largest, its entries (`:61:` with their `:86:`) repeated and its closing balance `:62F:`
+made their sum, so the statement adds up (a bank statement may repeat a line). Then, each
+as a child process whose peak RSS (VmHWM) is sampled until it exits:
 
 * baseline: a bare `polars.scan_csv(file).sink_parquet(...)` of the same file, the
   cheapest way to turn the CSV into Parquet (no types, no checks);
@@ -17,7 +19,7 @@ the baseline, the lines taken in and the seconds, and exits 1 (printing the figu
 the file is not accepted whole. The aim (issue 15): peak at most 3x the file and at most
 1 GiB.
 
-    python bench/intake_scale.py --mb 200 [--publish] [--json]
+    python bench/intake_scale.py --mb 200 [--format stripe|mt940] [--publish] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,6 +59,42 @@ def template(folder: Path) -> Path:
     if not reports:
         raise SystemExit("the generated world has no Stripe report")
     return reports[-1]
+
+
+def mt940_template(folder: Path) -> Path:
+    """The largest MT940 statement of a generated world (the writer's own layout)."""
+    generate(WorldOptions(days=60, merchants=12, seed=7), folder)
+    statements = sorted((folder / "bank").glob("*/*.sta"), key=lambda p: p.stat().st_size)
+    if not statements:
+        raise SystemExit("the generated world has no MT940 statement")
+    return statements[-1]
+
+
+_BALANCE = re.compile(r"^:(60F|62F):([CD])(\d{6})([A-Z]{3})(\d+),(\d{2})$", re.MULTILINE)
+
+
+def write_mt940(source: Path, target: Path, size: int) -> int:
+    """`source`'s entries repeated into `target` until it holds at least `size` bytes, the
+    closing balance the opening plus every copy's movements; entries written."""
+    text = source.read_text(encoding="utf-8")
+    start, end = text.index("\n:61:") + 1, text.index(":62F:")
+    head, body = text[:start], text[start:end]
+    balances = {m.group(1): m for m in _BALANCE.finditer(text)}
+    opening, closing = (_minor(balances[tag]) for tag in ("60F", "62F"))
+    entries, copies = body.count(":61:"), max(1, -(-(size - len(text)) // len(body)))
+    total = opening + copies * (closing - opening)
+    day, ccy = balances["62F"].group(3), balances["62F"].group(4)
+    sign, units = ("C" if total >= 0 else "D"), abs(total)
+    with target.open("w", encoding="utf-8", newline="") as out:
+        out.write(head)
+        for _ in range(copies):
+            out.write(body)
+        out.write(f":62F:{sign}{day}{ccy}{units // 100},{units % 100:02d}\n")
+    return entries * copies
+
+
+def _minor(balance: re.Match) -> int:
+    return (1 if balance.group(2) == "C" else -1) * (int(balance.group(5)) * 100 + int(balance.group(6)))
 
 
 def write_report(source: Path, target: Path, size: int) -> int:
@@ -104,6 +143,7 @@ def run(cmd: list[str], limit_kib: int | None = None) -> tuple[float, int, str |
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=200, help="report size in MB (10^6 bytes)")
+    ap.add_argument("--format", choices=("stripe", "mt940"), default="stripe", help="what the file is")
     ap.add_argument("--publish", action="store_true", help="publish the lines to Kafka (the broker must be up)")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--limit-mib", type=int, default=None, help="stop the intake once its peak passes this")
@@ -111,11 +151,18 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
-        report = work / "payout_reconciliation_bench.csv"
-        lines = write_report(template(work / "world"), report, int(args.mb * 1e6))
+        if args.format == "mt940":
+            report = work / "statement_bench.sta"
+            lines = write_mt940(mt940_template(work / "world"), report, int(args.mb * 1e6))
+        else:
+            report = work / "payout_reconciliation_bench.csv"
+            lines = write_report(template(work / "world"), report, int(args.mb * 1e6))
         size = report.stat().st_size
         load_before = os.getloadavg()[0]
-        sink = f"import polars as pl; pl.scan_csv({str(report)!r}).sink_parquet({str(work / 'bare.parquet')!r})"
+        # the baseline reads the file as lines (one column) where it is no CSV
+        csv_options = "" if args.format == "stripe" else ", has_header=False, separator='\\x1f', quote_char=None"
+        bare = str(work / "bare.parquet")
+        sink = f"import polars as pl; pl.scan_csv({str(report)!r}{csv_options}).sink_parquet({bare!r})"
         base_s, base_kib, _ = run([sys.executable, "-c", sink])
         cmd = [str(CLEARLINE), "ingest", str(report), "--state-dir", str(work / "state"), "--json"]
         limit = args.limit_mib * 1024 if args.limit_mib else None
@@ -126,9 +173,10 @@ def main() -> None:
     taken = sum(f.get("lines", 0) for f in files)
     peak = intake_kib * 1024
     result = {
+        "format": args.format,
         "file_bytes": size,
         "file_mib": round(size / 2**20, 1),
-        "data_rows": lines,
+        "data_rows": lines,  # report rows, or statement entries
         "lines_taken_in": taken,
         "statuses": statuses,
         "intake_seconds": round(intake_s, 1),
