@@ -112,7 +112,7 @@ def settle(settings: WorkbenchSettings) -> str:
 def adjustments() -> dict[str, Any] | None:
     """H2's adjustment surface, or None while it is not there (the page then says so)."""
     try:
-        from clearline.pipelines.connectors.adjustments import publish_adjustment
+        from clearline.pipelines.connectors.adjustments import PublishError, publish_adjustment
         from clearline.recon import (
             ADJUSTMENT_ACCOUNTS,
             AdjustmentLeg,
@@ -123,6 +123,7 @@ def adjustments() -> dict[str, Any] | None:
     except (ImportError, AttributeError):
         return None
     return {
+        "PublishError": PublishError,
         "accounts": ADJUSTMENT_ACCOUNTS,
         "Leg": AdjustmentLeg,
         "Proposal": AdjustmentProposal,
@@ -202,6 +203,9 @@ def approve(
     except ValueError as exc:
         state.record(user["name"], "approve_refused", vid, proposal_id=pid, reason=str(exc))
         raise Refused(str(exc)) from None
+    except adj["PublishError"] as exc:  # Kafka did not take it: still a proposal, approve again later
+        state.record(user["name"], "approve_failed", vid, proposal_id=pid, reason=str(exc))
+        raise Refused(f"the entry was not published, it stays proposed (try again): {exc}") from None
     state.decide(pid, "approved", user["name"], event_id=event_id)
     state.record(user["name"], "approve", vid, proposal_id=pid, event_id=event_id, note=note.strip())
     return event_id

@@ -82,3 +82,24 @@ def test_the_threshold_decides_who_may_approve_and_every_refusal_is_audited(own_
     assert len(refusals) == 2 and "only an approver" in refusals[0]
     assert state.proposal(pid)["status"] == "proposed"
     assert actions.largest_leg(body) < big  # the entry as proposed is below the threshold: a resolver may approve it
+
+
+def test_an_approval_kafka_does_not_take_stays_a_proposal_and_says_so(own_deployment):
+    """The broker is unreachable: the approver is told the entry was not published, the
+    proposal stays proposed (approving again later works), the failure is audited."""
+    from tests.workbench.web import free_port
+
+    _, settings, _ = own_deployment
+    state = WorkbenchState(settings.state_dir)
+    variance = (
+        pl.read_parquet(settings.recon_state / PUBLISHED_VARIANCES)
+        .filter(pl.col("category") == "fee_mismatch")
+        .row(0, named=True)
+    )
+    body = actions.to_body(actions.adjustments()["propose"](variance))
+    pid = actions.propose(state, {"name": "pat", "role": "resolver"}, variance, "rs_003", body)
+    amy = {"name": "amy", "role": "approver", "tenant": "platform"}
+    with pytest.raises(actions.Refused, match="not published, it stays proposed"):
+        actions.approve(settings, state, amy, state.proposal(pid), "ok", bootstrap=f"127.0.0.1:{free_port()}")
+    assert state.proposal(pid)["status"] == "proposed"
+    assert [r["action"] for r in state.audit_rows(variance["variance_id"])] == ["propose", "approve_failed"]
