@@ -154,6 +154,13 @@ def propose(state: WorkbenchState, user: dict, variance: dict, tenant: str | Non
         raise Refused("adjustments are not available yet in this installation")
     if not auth.may(user["role"], "resolver"):
         raise NotAllowed(f"{user['name']} is a {user['role']}: only a resolver or an approver may propose")
+    standing = [p for p in state.proposals(variance["variance_id"]) if p["status"] in ("proposed", "approved")]
+    if standing:
+        p = standing[-1]
+        raise Refused(
+            f"proposal {p['proposal_id']} is {p['status']} already: one entry per break"
+            + (" (refuse it first to propose another)" if p["status"] == "proposed" else "")
+        )
     body = {**body, "variance_id": variance["variance_id"]}
     problems = adj["check"](from_body(adj, body))
     if problems:
@@ -212,8 +219,11 @@ def approve(
 
 
 def refuse(state: WorkbenchState, user: dict, proposal: dict, note: str) -> None:
-    if not auth.may(user["role"], "resolver") or user["name"].casefold() == proposal["proposed_by"].casefold():
-        raise Refused("only another resolver or an approver may refuse a proposal")
+    """Refuse a proposal (its proposer too may: withdrawing an entry needs no second person)."""
+    if not auth.may(user["role"], "resolver"):
+        raise NotAllowed(f"{user['name']} is a {user['role']}: only a resolver or an approver may refuse a proposal")
+    if proposal["status"] != "proposed":
+        raise Refused(f"proposal {proposal['proposal_id']} is {proposal['status']} already")
     if not note or not note.strip():
         raise Refused("a note is required: say what is wrong with the entry")
     state.decide(proposal["proposal_id"], "refused", user["name"], reason=note.strip())

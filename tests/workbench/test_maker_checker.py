@@ -74,13 +74,18 @@ def test_the_threshold_decides_who_may_approve_and_every_refusal_is_audited(own_
         actions.approve(settings, state, rex, state.proposal(pid), "ok")
     with pytest.raises(actions.Refused, match="another person"):
         actions.approve(settings, state, {"name": "PAT", "role": "approver"}, state.proposal(pid), "ok")
+    with pytest.raises(actions.Refused, match="proposed already: one entry per break"):
+        actions.propose(state, rex, variance, "rs_003", body)
+    with pytest.raises(actions.NotAllowed, match="viewer"):
+        actions.refuse(state, {"name": "val", "role": "viewer"}, state.proposal(pid), "no")
+    actions.refuse(state, rex, state.proposal(pid), "the threshold entry is wrong")
     with pytest.raises(actions.Refused, match="cannot be posted"):
         actions.propose(state, rex, variance, "rs_003", {**body, "legs": body["legs"][:1]})
     refusals = [
         r["detail"]["reason"] for r in state.audit_rows(variance["variance_id"]) if r["action"] == "approve_refused"
     ]
     assert len(refusals) == 2 and "only an approver" in refusals[0]
-    assert state.proposal(pid)["status"] == "proposed"
+    assert state.proposal(pid)["status"] == "refused"
     assert actions.largest_leg(body) < big  # the entry as proposed is below the threshold: a resolver may approve it
 
 
