@@ -171,9 +171,16 @@ def propose(state: WorkbenchState, user: dict, variance: dict, tenant: str | Non
 
 
 def approve(
-    settings: WorkbenchSettings, state: WorkbenchState, user: dict, proposal: dict, note: str, bootstrap=None
+    settings: WorkbenchSettings,
+    state: WorkbenchState,
+    user: dict,
+    proposal: dict,
+    note: str,
+    bootstrap=None,
+    variance: dict | None = None,
 ) -> str:
-    """Approve and publish; the event id. Refusals are audited before they are raised."""
+    """Approve and publish; the event id. Refusals are audited before they are raised.
+    `variance` (as published now): an entry for a variance resolved meanwhile is refused."""
     adj = adjustments()
     vid, pid = proposal["variance_id"], proposal["proposal_id"]
     body = proposal["body"]
@@ -194,6 +201,8 @@ def approve(
         )
     elif not note or not note.strip():
         why = "a note is required: say why the entry is right"
+    elif variance is not None and variance.get("status") == "resolved":
+        why = f"{vid} is resolved already ({variance.get('note') or 'no note'}): refuse the entry instead"
     if why:
         state.record(user["name"], "approve_refused", vid, proposal_id=pid, reason=why)
         raise Refused(why)

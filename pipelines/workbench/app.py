@@ -345,11 +345,11 @@ def create_app(
         proposal = state.proposal(proposal_id)
         if proposal is None or decision not in ("approve", "refuse"):
             raise Denied(404, f"no proposal {proposal_id}")
-        visible(user, proposal["variance_id"])
+        v = visible(user, proposal["variance_id"])
         note = str(form.get("note") or "")
         try:
             if decision == "approve":
-                event_id = actions.approve(settings, state, user, proposal, note, bootstrap=bootstrap)
+                event_id = actions.approve(settings, state, user, proposal, note, bootstrap=bootstrap, variance=v)
                 request.session["flash"] = f"Approved: adjustment.posted {event_id} published."
             else:
                 actions.refuse(state, user, proposal, note)

@@ -74,6 +74,10 @@ def test_the_threshold_decides_who_may_approve_and_every_refusal_is_audited(own_
         actions.approve(settings, state, rex, state.proposal(pid), "ok")
     with pytest.raises(actions.Refused, match="another person"):
         actions.approve(settings, state, {"name": "PAT", "role": "approver"}, state.proposal(pid), "ok")
+    tom = {"name": "tom", "role": "approver", "tenant": "rs_003"}
+    resolved = {**variance, "status": "resolved", "note": "the processor refunded the fee"}
+    with pytest.raises(actions.Refused, match="resolved already"):
+        actions.approve(settings, state, tom, state.proposal(pid), "ok", variance=resolved)
     with pytest.raises(actions.Refused, match="proposed already: one entry per break"):
         actions.propose(state, rex, variance, "rs_003", body)
     with pytest.raises(actions.NotAllowed, match="viewer"):
@@ -84,7 +88,7 @@ def test_the_threshold_decides_who_may_approve_and_every_refusal_is_audited(own_
     refusals = [
         r["detail"]["reason"] for r in state.audit_rows(variance["variance_id"]) if r["action"] == "approve_refused"
     ]
-    assert len(refusals) == 2 and "only an approver" in refusals[0]
+    assert len(refusals) == 3 and "only an approver" in refusals[0]
     assert state.proposal(pid)["status"] == "refused"
     assert actions.largest_leg(body) < big  # the entry as proposed is below the threshold: a resolver may approve it
 
