@@ -14,6 +14,10 @@ pattern, chosen over a package such as starlette-csrf because the session is alr
 signed server-issued cookie, the forms are rendered here, and it adds no dependency or
 second cookie. A POST without the token is 403.
 
+Handlers that touch a store run in the thread pool (plain `def` routes, or
+`run_in_threadpool` once a form is read), so one slow request — an approval waiting for
+Kafka, a deep queue page — does not stall everyone else's.
+
 Tenants: a reseller's user sees only variances whose merchant that reseller owns (the
 ledger's event archive says which); another tenant's variance is 404 by page and by API,
 exactly like a variance that does not exist, so ids cannot be probed.
@@ -31,6 +35,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 
 from clearline.currency import minor_to_decimal
@@ -167,12 +172,15 @@ def create_app(
     # ------------------------------------------------------------------ login
 
     @app.get("/login", response_class=HTMLResponse)
-    async def login_page(request: Request, next: str = "/queue"):
+    def login_page(request: Request, next: str = "/queue"):
         return render(request, "login.html.j2", next=next)
 
     @app.post("/login")
     async def login(request: Request):
         form = await form_of(request)
+        return await run_in_threadpool(login_work, request, form)
+
+    def login_work(request: Request, form):
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
         user = state.login(name, password)
         target = str(form.get("next") or "/queue")
@@ -196,7 +204,7 @@ def create_app(
         return RedirectResponse("/login", status_code=303)
 
     @app.get("/")
-    async def home():
+    def home():
         return RedirectResponse("/queue", status_code=303)
 
     # ------------------------------------------------------------------ the queue
@@ -209,7 +217,7 @@ def create_app(
             raise Denied(400, str(exc)) from None
 
     @app.get("/queue", response_class=HTMLResponse)
-    async def queue_view(request: Request):
+    def queue_view(request: Request):
         user = page_user(request)
         page = queue_page(user, dict(request.query_params))
         tenant = tenant_filter(user)
@@ -231,6 +239,9 @@ def create_app(
     @app.post("/queue/bulk")
     async def bulk(request: Request):
         form = await form_of(request)
+        return await run_in_threadpool(bulk_work, request, form)
+
+    def bulk_work(request: Request, form):
         user = page_user(request)
         ids = [str(i) for i in form.getlist("ids")]
         back = str(form.get("back") or "/queue")
@@ -252,7 +263,7 @@ def create_app(
     # ------------------------------------------------------------------ one variance
 
     @app.get("/variances/{variance_id}", response_class=HTMLResponse)
-    async def variance_view(request: Request, variance_id: str):
+    def variance_view(request: Request, variance_id: str):
         user = page_user(request)
         v = visible(user, variance_id)
         return render(request, "variance.html.j2", user=user, **_evidence(v))
@@ -309,6 +320,9 @@ def create_app(
     @app.post("/variances/{variance_id}/move")
     async def move_one(request: Request, variance_id: str):
         form = await form_of(request)
+        return await run_in_threadpool(move_one_work, request, form, variance_id)
+
+    def move_one_work(request: Request, form, variance_id: str):
         user = page_user(request)
         visible(user, variance_id)
         try:
@@ -322,6 +336,9 @@ def create_app(
     @app.post("/variances/{variance_id}/propose")
     async def propose(request: Request, variance_id: str):
         form = await form_of(request)
+        return await run_in_threadpool(propose_work, request, form, variance_id)
+
+    def propose_work(request: Request, form, variance_id: str):
         user = page_user(request)
         v = visible(user, variance_id)
         adj = actions.adjustments()
@@ -341,6 +358,9 @@ def create_app(
     @app.post("/proposals/{proposal_id}/{decision}")
     async def decide(request: Request, proposal_id: int, decision: str):
         form = await form_of(request)
+        return await run_in_threadpool(decide_work, request, form, proposal_id, decision)
+
+    def decide_work(request: Request, form, proposal_id: int, decision: str):
         user = page_user(request)
         proposal = state.proposal(proposal_id)
         if proposal is None or decision not in ("approve", "refuse"):
@@ -361,7 +381,7 @@ def create_app(
     # ------------------------------------------------------------------ emergency freezes
 
     @app.get("/freezes", response_class=HTMLResponse)
-    async def freezes_view(request: Request):
+    def freezes_view(request: Request):
         user = page_user(request)
         rows = [f for f in state.freezes() if user["tenant"] == auth.PLATFORM or f["tenant"] == user["tenant"]]
         return render(
@@ -371,6 +391,9 @@ def create_app(
     @app.post("/freezes")
     async def freeze(request: Request):
         form = await form_of(request)
+        return await run_in_threadpool(freeze_work, request, form)
+
+    def freeze_work(request: Request, form):
         user = page_user(request)
         kind, target = str(form.get("kind") or ""), str(form.get("target") or "").strip()
         try:
@@ -385,6 +408,9 @@ def create_app(
     @app.post("/freezes/{freeze_id}/lift")
     async def lift(request: Request, freeze_id: int):
         form = await form_of(request)
+        return await run_in_threadpool(lift_work, request, form, freeze_id)
+
+    def lift_work(request: Request, form, freeze_id: int):
         user = page_user(request)
         current = state.freeze(freeze_id)
         owner = sources.owner(current["target"]) if current else None
@@ -398,7 +424,7 @@ def create_app(
     # ------------------------------------------------------------------ KPIs
 
     @app.get("/kpis", response_class=HTMLResponse)
-    async def kpis(request: Request):
+    def kpis(request: Request):
         user = page_user(request)
         tables, problem = _kpi_tables(settings, tenant_filter(user))
         return render(request, "kpis.html.j2", user=user, tables=tables, problem=problem)
@@ -406,7 +432,7 @@ def create_app(
     # ------------------------------------------------------------------ JSON API
 
     @app.get("/api/variances")
-    async def api_queue(request: Request):
+    def api_queue(request: Request):
         user = api_user(request)
         page = queue_page(user, dict(request.query_params))
         return JSONResponse(
@@ -422,16 +448,18 @@ def create_app(
         )
 
     @app.get("/api/variances/{variance_id}")
-    async def api_variance(request: Request, variance_id: str):
+    def api_variance(request: Request, variance_id: str):
         user = api_user(request)
         v = visible(user, variance_id)
         return JSONResponse(_jsonable({**v, "audit": state.audit_rows(variance_id)}))
 
     @app.post("/api/variances/{variance_id}/move")
     async def api_move(request: Request, variance_id: str):
+        return await run_in_threadpool(api_move_work, request, variance_id, await request.json())
+
+    def api_move_work(request: Request, variance_id: str, body: Any):
         user = api_user(request)
         visible(user, variance_id)
-        body = await request.json()
         try:
             if body.get("assignee"):
                 fields = actions.assignment(str(body.get("note") or ""), str(body["assignee"]))

@@ -107,13 +107,19 @@ class Sources:
 
     def _load_owners(self) -> None:
         files = sorted((self.settings.ledger_state / "archive").glob("event_date=*/*.parquet"))
-        self.con.execute("DELETE FROM owners")
-        if files:
-            listing = ", ".join(_quote(f) for f in files)
-            self.con.execute(
-                "INSERT INTO owners SELECT merchant_id, min(reseller_id) FROM read_parquet"
-                f"([{listing}], union_by_name = true) WHERE merchant_id IS NOT NULL GROUP BY merchant_id"
-            )
+        self.con.execute("BEGIN")  # readers on other cursors see the old owners or the new, never none
+        try:
+            self.con.execute("DELETE FROM owners")
+            if files:
+                listing = ", ".join(_quote(f) for f in files)
+                self.con.execute(
+                    "INSERT INTO owners SELECT merchant_id, min(reseller_id) FROM read_parquet"
+                    f"([{listing}], union_by_name = true) WHERE merchant_id IS NOT NULL GROUP BY merchant_id"
+                )
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
         self._owners_at = time.monotonic()
 
     def reload_owners(self) -> None:
