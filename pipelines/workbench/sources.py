@@ -4,7 +4,9 @@
   under the recon state folder), through an in-memory DuckDB view that reads the file at
   each query (the flow replaces it atomically, so a query sees one whole snapshot). When
   there is no snapshot yet but a variance store no flow holds (a batch `clearline recon`
-  run), the store is published once (`publish_variances`) and closed at once.
+  run), or one written after the snapshot (a batch run or `recon resolve` since), the
+  store is published (`publish_variances`) and closed at once; one a flow holds is left to
+  the flow, which publishes after every change.
 - Merchant owners (merchant -> reseller): the ledger's event archive, whose every event
   names both (the decision API reads the same); a variance of no known merchant (a payout
   batch, an unexplained bank line) is the platform's only.
@@ -32,6 +34,7 @@ from clearline.pipelines.workbench.settings import WorkbenchSettings
 _ADDED = {"code": "VARCHAR", "watch_until": "DATE", "note": "VARCHAR", "assignee": "VARCHAR"}
 _FILE_LINE = re.compile(r"^(?P<file>[^\[{].*):(?P<line>\d+)$")
 _OWNERS_TTL_S = 30.0
+_HELD_RETRY_S = 5.0  # a store a flow held is not tried again sooner
 
 
 class NoVariances(FileNotFoundError):
@@ -61,6 +64,7 @@ class Sources:
         self._lock = threading.Lock()
         self._view_of: tuple | None = None  # the snapshot file the view was made for
         self._owners_at = 0.0
+        self._held_at = -_HELD_RETRY_S  # when the store was last found held by a flow
         self.con.execute("CREATE TABLE owners (merchant_id VARCHAR PRIMARY KEY, reseller_id VARCHAR)")
 
     @property
@@ -73,7 +77,7 @@ class Sources:
         """Point `variances` at the current snapshot and reload the owners when stale."""
         with self._lock:
             path = self.published
-            if not path.is_file():
+            if not path.is_file() or self._store_changed_since(path):
                 self._publish_free_store()
             if not path.is_file():
                 raise NoVariances(
@@ -92,15 +96,25 @@ class Sources:
             if time.monotonic() - self._owners_at > _OWNERS_TTL_S:
                 self._load_owners()
 
+    def _store_changed_since(self, published: Path) -> bool:
+        """The variance store (or its write-ahead log) was written after the snapshot: a
+        batch `clearline recon` or `recon resolve` changed it with no flow to publish."""
+        store = self.settings.recon_state / "variances.duckdb"
+        written = [f.stat().st_mtime_ns for f in (store, store.with_name(store.name + ".wal")) if f.is_file()]
+        return bool(written) and max(written) > published.stat().st_mtime_ns
+
     def _publish_free_store(self) -> None:
         from clearline.recon import VarianceStore, publish_variances
 
         store_path = self.settings.recon_state / "variances.duckdb"
         if not store_path.is_file():
             return
+        if time.monotonic() - self._held_at < _HELD_RETRY_S:
+            return
         try:
             store = VarianceStore(store_path)
         except duckdb.IOException:  # a flow holds it: it publishes on its own
+            self._held_at = time.monotonic()
             return
         with store:
             publish_variances(self.settings.recon_state, store)

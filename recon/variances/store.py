@@ -242,7 +242,10 @@ def publish(state_dir: Path, store: VarianceStore) -> Path:
     """Write the store as the published snapshot (`PUBLISHED`, and its history as
     `PUBLISHED_HISTORY`, written first), each atomically: readers see the previous file or
     the new one. The running flow publishes after each change; a process that changed the
-    store while no flow held it (the workbench) publishes the same way."""
+    store while no flow held it (the workbench) publishes the same way. The store is
+    checkpointed first, so its file is not written after the snapshot (a reader comparing
+    the two times would otherwise take the snapshot for stale)."""
+    store.con.execute("CHECKPOINT")
     for name, frame in (
         (PUBLISHED_HISTORY, store.con.sql("SELECT * FROM history ORDER BY changed_at, variance_id").pl()),
         (PUBLISHED, store.frame()),

@@ -290,3 +290,20 @@ def test_what_people_type_is_shown_as_text_never_as_markup(app):
     b.post(f"/variances/{vid}/move", data={"csrf_token": token, "action": "assign", "assignee": "pat", "note": note})
     page = b.get(f"/variances/{vid}").text
     assert note not in page and "&lt;script&gt;alert(" in page
+
+
+def test_a_change_made_to_the_store_without_the_workbench_shows_on_the_next_page(app):
+    """`clearline recon resolve` (or a batch run) writes the store while no flow runs:
+    the snapshot is then older than the store, and the workbench publishes it again."""
+    from clearline.recon import VarianceStore
+
+    settings, base, _ = app
+    b = Browser(base)
+    b.login("pat")
+    vid = published(settings).filter(pl.col("status") == "open")["variance_id"][0]
+    assert '<td id="status">open' in b.get(f"/variances/{vid}").text
+    with VarianceStore(settings.recon_state / "variances.duckdb") as store:
+        store.move(vid, "resolved from the terminal")
+    page = b.get(f"/variances/{vid}").text
+    assert '<td id="status">resolved' in page and "resolved from the terminal" in page
+    assert vid not in ids_on(b.get("/queue?page_size=500").text)
