@@ -102,7 +102,7 @@ def settle(settings: WorkbenchSettings) -> str:
         return "queued"
     with store:
         apply_resolutions(settings.recon_state, store)
-        publish_variances(settings.recon_state, store)
+        publish_variances(settings.recon_state, store, checkpoint=True)
     return "applied"
 
 

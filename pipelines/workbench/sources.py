@@ -117,7 +117,7 @@ class Sources:
             self._held_at = time.monotonic()
             return
         with store:
-            publish_variances(self.settings.recon_state, store)
+            publish_variances(self.settings.recon_state, store, checkpoint=True)
 
     def _load_owners(self) -> None:
         files = sorted((self.settings.ledger_state / "archive").glob("event_date=*/*.parquet"))

@@ -238,14 +238,16 @@ class VarianceStore:
         return self.con.sql(f"SELECT * FROM variances {where} ORDER BY since, variance_id", params=args).pl()
 
 
-def publish(state_dir: Path, store: VarianceStore) -> Path:
+def publish(state_dir: Path, store: VarianceStore, *, checkpoint: bool = False) -> Path:
     """Write the store as the published snapshot (`PUBLISHED`, and its history as
     `PUBLISHED_HISTORY`, written first), each atomically: readers see the previous file or
     the new one. The running flow publishes after each change; a process that changed the
-    store while no flow held it (the workbench) publishes the same way. The store is
-    checkpointed first, so its file is not written after the snapshot (a reader comparing
-    the two times would otherwise take the snapshot for stale)."""
-    store.con.execute("CHECKPOINT")
+    store while no flow held it (the workbench) publishes the same way, with `checkpoint`:
+    the store's file is then not written after the snapshot by its close (a reader
+    comparing the two times would take the snapshot for stale). The flow, which publishes
+    at every change, leaves checkpoints to DuckDB."""
+    if checkpoint:
+        store.con.execute("CHECKPOINT")
     for name, frame in (
         (PUBLISHED_HISTORY, store.con.sql("SELECT * FROM history ORDER BY changed_at, variance_id").pl()),
         (PUBLISHED, store.frame()),
