@@ -70,7 +70,7 @@ def test_a_person_works_a_fee_mismatch_through_to_the_books(own_deployment, kafk
         """Click what loads a new page, and wait until the old one is gone."""
         page = find(By.TAG_NAME, "html")
         element.click()
-        wait = WebDriverWait(browser, 30)
+        wait = WebDriverWait(browser, 120)  # an approval may wait for Kafka (up to 30 s) before the page comes
         wait.until(expected_conditions.staleness_of(page))
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
