@@ -37,7 +37,7 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Callable, Literal
@@ -65,6 +65,7 @@ from clearline import config
 from clearline.contract import CURRENCY_PATTERN, ID_PATTERN
 from clearline.currency import EXPONENT, is_currency
 from clearline.events import MAX_MINOR, Money, contains_pan, redact_pans
+from clearline.freezes import Reader, reader_from_config
 from clearline.models.api_core import ApiKeys, MerchantDirectory, OnlineFeatures, request_features
 from clearline.models.api_store import DecisionStore, Stored
 from clearline.models.decision import UnderwritingRequest, decide
@@ -271,6 +272,8 @@ class DecisionService:
     features: OnlineFeatures | None
     store: DecisionStore
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    # the workbench's emergency freezes, re-read only when the snapshot is replaced (a stat per request)
+    freezes: Reader = field(default_factory=reader_from_config)
 
     def decides_by(self) -> str:
         if self.policy.kill_switch:
@@ -309,7 +312,7 @@ class DecisionService:
             body.terms_days,
         )
         features = self.online(body.buyer_id, body.merchant_id, request.amount)
-        made = decide(request, features, self.champion, self.challenger, self.policy)
+        made = decide(request, features, self.champion, self.challenger, self.policy, self.freezes.current())
         # the risk flow's decision record (decision_id, Decision.to_dict(), decided_at) plus the tenant
         record = {"decision_id": decision_id, "tenant": tenant, **made.to_dict(), "decided_at": self.now().isoformat()}
         stored = self.store.add(decision_id, tenant, body.order_id, digest, record)
@@ -650,6 +653,7 @@ def create_app(service: DecisionService, limits: ApiLimits | None = None) -> Fas
             "feature_store": "connected" if service.features is not None else "none (decisions without features)",
             "tenants": sorted(service.keys.hashes),
             "merchants": len(service.merchants.owners),
+            "freezes": {"snapshot": str(service.freezes.path), "active": len(service.freezes.current())},
         }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

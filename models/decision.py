@@ -7,6 +7,10 @@ The champion's score goes through the policy; the challenger is scored in the sh
 (recorded, never acted on). No champion, the kill switch, or features the feature store
 does not have for this request all still get a decision — by the policy's conservative
 rules, with the reason — never an exception: a checkout waiting on a decision must get one.
+The active emergency freezes (`clearline.freezes.Freezes`, read by the caller from the
+workbench's snapshot) are an input too: an order of a frozen merchant is held by the
+policy (`policy.held`), the champion's and the challenger's decisions alike, the score
+and reasons still recorded.
 The record keeps everything needed to explain and replay the decision: the request, the
 feature values used, the model version, the score, the policy's reasons and the features
 that moved the score most.
@@ -22,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from clearline.events import Event, Money, OrderCreated
 from clearline.features import Fact, is_underwriting_request
+from clearline.freezes import NONE, Freezes
 from clearline.models import policy as pol
 from clearline.models.policy import Outcome, Policy
 from clearline.models.reasons import ReasonCode
@@ -187,12 +192,13 @@ def decide(
     champion: Scorer | None,
     challenger: Scorer | None,
     policy: Policy,
+    freezes: Freezes = NONE,
 ) -> Decision:
     """Decide one request; always returns exactly one Decision. `features` are the
     feature store's values for this request; None, empty, or every value None (how Feast
     answers for an entity it has never seen) mean it has none. The order's own fields
-    (amount, terms) are added from the request."""
-    return decide_many([(request, features)], champion, challenger, policy)[0]
+    (amount, terms) are added from the request. `freezes`: the active emergency freezes."""
+    return decide_many([(request, features)], champion, challenger, policy, freezes)[0]
 
 
 def decide_many(
@@ -200,12 +206,13 @@ def decide_many(
     champion: Scorer | None,
     challenger: Scorer | None,
     policy: Policy,
+    freezes: Freezes = NONE,
 ) -> list[Decision]:
     """`decide` for each (request, features), in order, with one champion call and one
     challenger call for all of them: a model call costs far more than the rows it scores,
     and a stream hands over its requests a poll batch at a time. Each request's decision
     is the one `decide` gives it alone (the models score rows independently)."""
-    asked = [_Asked.of(request, features) for request, features in items]
+    asked = [_Asked.of(request, features, freezes) for request, features in items]
     if policy.kill_switch:
         return [_fallback(a, policy, pol.KILL_SWITCH, kill_switch=True) for a in asked]
     if champion is None:
@@ -220,7 +227,7 @@ def decide_many(
             decisions.append(_fallback(a, policy, pol.FEATURES_UNAVAILABLE, missing=usable[i][1]))
             continue
         score, reasons = explained[i]
-        outcome = pol.by_score(policy, score, a.request.amount)
+        outcome = pol.held(policy, pol.by_score(policy, score, a.request.amount), a.freeze)
         decisions.append(
             Decision(
                 a.request,
@@ -241,25 +248,27 @@ def decide_many(
 @dataclass(frozen=True, slots=True)
 class _Asked:
     """A request with its features as the models see them (None: the store has none) and
-    as the record keeps them."""
+    as the record keeps them, and the freeze holding it (its policy reason, None: none)."""
 
     request: UnderwritingRequest
     features: Mapping[str, Any] | None
     inputs: tuple[tuple[str, Any], ...]
+    freeze: str | None
 
     @classmethod
-    def of(cls, request: UnderwritingRequest, features: Mapping[str, Any] | None) -> _Asked:
+    def of(cls, request: UnderwritingRequest, features: Mapping[str, Any] | None, freezes: Freezes) -> _Asked:
         has_row = features is not None and any(v is not None for v in features.values())
         if has_row:
             features = {**features, **request.model_inputs()}
         inputs = tuple(sorted((k, _plain(v)) for k, v in (features or {}).items()))
-        return cls(request, features if has_row else None, inputs)
+        frozen = freezes.holding("merchant", request.merchant_id) is not None
+        return cls(request, features if has_row else None, inputs, pol.FROZEN_MERCHANT if frozen else None)
 
 
 def _fallback(
     asked: _Asked, policy: Policy, why: str, missing: tuple[str, ...] = (), kill_switch: bool = False
 ) -> Decision:
-    outcome = pol.conservative(policy, asked.request.amount, why)
+    outcome = pol.held(policy, pol.conservative(policy, asked.request.amount, why), asked.freeze)
     return Decision(
         asked.request,
         outcome.outcome,
@@ -283,7 +292,7 @@ def _shadows(asked: Mapping[int, _Asked], challenger: Scorer | None, policy: Pol
             usable[i] = values
     shadows = {}
     for i, score in zip(usable, challenger.score_many(list(usable.values()))):
-        outcome = pol.by_score(policy, score, asked[i].request.amount)
+        outcome = pol.held(policy, pol.by_score(policy, score, asked[i].request.amount), asked[i].freeze)
         shadows[i] = Shadow(challenger.ref, score, outcome.outcome, outcome.credit_limit)
     return shadows
 

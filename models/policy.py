@@ -4,7 +4,11 @@ decision out — approve, review or decline — with a credit limit and the poli
 Pure functions on frozen records, so the stream, the HTTP API and the backtests decide
 alike and the rules can be property-tested: a better (lower) score never gets a worse
 decision or a lower limit, the kill switch never consults the score, and every request
-gets exactly one decision. The numbers live in `configs/policy.yaml`; `Policy.from_config`
+gets exactly one decision. An emergency freeze of the order's merchant (the finance
+workbench's, `clearline.freezes`) is an input like the score: `held` turns any decision
+into `freezes.outcome` (decline unless configured review) with the reason first, so a
+frozen merchant is never approved whatever the score or the kill switch says, and an
+unfrozen one's decision is untouched. The numbers live in `configs/policy.yaml`; `Policy.from_config`
 checks them once so a wrong file is named at start-up, not at the first request.
 """
 
@@ -29,6 +33,7 @@ KILL_SWITCH = "kill_switch"
 FEATURES_UNAVAILABLE = "features_unavailable"
 NO_CHAMPION = "no_champion"
 CURRENCY_NOT_IN_POLICY = "currency_not_in_policy"
+FROZEN_MERCHANT = "frozen_merchant"  # the order's merchant is under an emergency freeze
 
 
 class PolicyError(ValueError):
@@ -56,6 +61,7 @@ class Policy:
     conservative: Conservative
     kill_switch: bool = False
     reason_codes: int = 4
+    freeze_outcome: Outcome = "decline"  # what an order of a frozen merchant gets
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Policy:
@@ -74,6 +80,7 @@ class Policy:
                 Conservative(_limits(cons["limit_minor"], "conservative"), cons["over_limit"]),
                 bool(cfg.get("kill_switch", False)),
                 int(cfg.get("reason_codes", 4)),
+                (cfg.get("freezes") or {}).get("outcome", "decline"),
             )
         except PolicyError:
             raise
@@ -121,6 +128,8 @@ class Policy:
             raise PolicyError(
                 f"policy conservative.over_limit: must be review or decline, got {self.conservative.over_limit!r}"
             )
+        if self.freeze_outcome not in ("review", "decline"):
+            raise PolicyError(f"policy freezes.outcome: must be review or decline, got {self.freeze_outcome!r}")
         if self.reason_codes < 0:
             raise PolicyError(f"policy reason_codes: must be >= 0, got {self.reason_codes}")
 
@@ -175,3 +184,15 @@ def conservative(policy: Policy, amount: Money, why: str) -> PolicyDecision:
     if amount.minor <= limit.minor:
         return PolicyDecision("approve", limit, None, (why, WITHIN_LIMIT))
     return PolicyDecision(policy.conservative.over_limit, limit, None, (why, OVER_LIMIT))
+
+
+def held(policy: Policy, decided: PolicyDecision, freeze: str | None) -> PolicyDecision:
+    """`decided` under an emergency freeze: None leaves it as it is; a freeze reason
+    (FROZEN_MERCHANT) makes it the worse of its outcome and `freeze_outcome`, the freeze's
+    reason first and the others kept (what the score or the rules would have said). A
+    decline grants no credit; a review keeps the limit a person would weigh."""
+    if freeze is None:
+        return decided
+    outcome = min(decided.outcome, policy.freeze_outcome, key=OUTCOMES.index)
+    limit = decided.credit_limit if outcome == "review" else Money(0, decided.credit_limit.currency)
+    return PolicyDecision(outcome, limit, decided.band, (freeze, *decided.reasons))

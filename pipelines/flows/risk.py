@@ -11,7 +11,8 @@
              to the offline history every 30 s, one push per entity each time
       → answers gathered for up to 100 ms (clearline.pipelines.connectors.gather), then map decide: all of
              them through `clearline.models.decision.decide_many` — champion score, challenger
-             shadow, policy (inputs: clearline.models.request_inputs)
+             shadow, policy (inputs: clearline.models.request_inputs), and the workbench's
+             emergency freezes as published when the batch is decided
       → sink DecisionSink: journal (exactly once), decision log, payments.decisions
       → sink LateSink: the late-event log
 
@@ -19,14 +20,16 @@ Every item is a batch (a list), from the poll to the sinks: a dataflow hop per e
 more than the features and the scoring of that event.
 
 The champion and challenger are loaded from MLflow once, at start; the policy (and its
-kill switch) is read from configs/policy.yaml at start. Exactly once comes from the
+kill switch) is read from configs/policy.yaml at start; the freezes snapshot it names is
+stat'ed at every decided batch and re-read when the workbench replaced it, so a freeze or
+a lift applies from the next batch without a restart. Exactly once comes from the
 journal (clearline.models.decision_journal), not from Kafka.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from clearline.admission import admit
 from clearline.events import Event
 from clearline.features import Answer, FeastWriter, FeatureRow, Spec, advance_steps, push_steps, spec_from_config
 from clearline.features import store as feast
+from clearline.freezes import Reader, reader_from_config
 from clearline.models import Decision, Policy, Scorer, UnderwritingRequest, decide_many, request_features
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
 from clearline.pipelines.connectors.gather import gathered
@@ -85,11 +89,13 @@ class RiskSettings:
 
 @dataclass(frozen=True)
 class Models:
-    """What decides: loaded once at start, the same for every request of the run."""
+    """What decides: the models and the policy loaded once at start, the same for every
+    request of the run; the emergency freezes as they stand when a batch is decided."""
 
     champion: Scorer | None
     challenger: Scorer | None
     policy: Policy
+    freezes: Reader = field(default_factory=reader_from_config)  # read as of each batch, not once
 
 
 def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[Event]:
@@ -108,7 +114,7 @@ def decided(answers: list[Answer], models: Models, spec: Spec) -> list[Decision]
     """One decision per answered request (answers come from order.created events on
     terms, so each is a request)."""
     asked = [(UnderwritingRequest.from_fact(request), request_features(row, spec)) for request, row in answers]
-    return decide_many(asked, models.champion, models.challenger, models.policy)
+    return decide_many(asked, models.champion, models.challenger, models.policy, models.freezes.current())
 
 
 def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCounts) -> Dataflow:

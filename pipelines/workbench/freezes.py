@@ -3,9 +3,10 @@
 The workbench keeps every freeze (who, when, why; who lifted it, when, why) in its own
 store, audits both moves, and publishes the active ones as an immutable snapshot,
 `<workbench state>/published/freezes.json` (written under a temporary name and renamed),
-which the components that act on them read — the payout side holds new payouts to a
-frozen target, the risk flow names the freeze as a policy reason — without opening the
-workbench's store (`read_active`).
+which the components that act on them read without opening the workbench's store: the
+decision API and the risk flow name a merchant's freeze as a policy reason; the payout
+side does not act on freezes yet. The snapshot's format, its writer (`publish`) and its
+readers live in the ground, `clearline.freezes`, so both sides share one definition.
 
 Who may freeze what (`check`): approvers only; a reseller's approver only its own
 merchants; processors and bank accounts, which serve every tenant, only the platform's.
@@ -13,14 +14,10 @@ merchants; processors and bank accounts, which serve every tenant, only the plat
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
+from clearline.freezes import KINDS, is_frozen, publish, read_active
 from clearline.pipelines.workbench import auth
 
-KINDS = ("processor", "merchant", "bank_account")
-PUBLISHED = Path("published") / "freezes.json"
+__all__ = ["KINDS", "check", "is_frozen", "publish", "read_active"]
 
 
 def check(user: dict, kind: str, target: str, owner: str | None) -> str | None:
@@ -38,23 +35,3 @@ def check(user: dict, kind: str, target: str, owner: str | None) -> str | None:
         if owner != user["tenant"]:
             return f"merchant {target} is not one of {user['tenant']}'s merchants"
     return None
-
-
-def publish(state_dir: Path, active: list[dict]) -> Path:
-    path = state_dir / PUBLISHED
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"freezes": active}, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
-
-
-def read_active(state_dir: Path) -> list[dict]:
-    """The active freezes as last published: kind, target, tenant, reason, frozen_by, frozen_at."""
-    path = state_dir / PUBLISHED
-    return json.loads(path.read_text())["freezes"] if path.is_file() else []
-
-
-def is_frozen(active: list[dict], kind: str, target: str) -> dict | None:
-    """The freeze holding this target, if any."""
-    return next((f for f in active if f["kind"] == kind and f["target"] == target), None)
