@@ -7,7 +7,7 @@
     clearline recon run [--once] [--inbox DIR] [--state-dir DIR]
                                          the streaming matcher (clearline.pipelines.flows.recon)
     clearline recon resolve VARIANCE_ID --note TEXT [--assign WHO]
-    clearline recon list [--status open|assigned|resolved] [--category C]
+    clearline recon list [--status open|assigned|watched|resolved] [--category C]
 
 While `recon run` is running it owns the variance store: `resolve` then queues the
 request for the flow to apply (within its advance interval), and `list` reads the
@@ -463,7 +463,7 @@ def resolve(ctx, variance_id, note, assignee, state_dir, as_json):
 @recon.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["open", "assigned", "resolved"]),
+    type=click.Choice(["open", "assigned", "watched", "resolved"]),  # recon.variances.store.STATUSES
     default=None,
     help="Only variances with this status.",
 )
