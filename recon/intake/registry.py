@@ -13,7 +13,8 @@ crash before the record leaves the file to be taken in again, whole.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,8 +77,17 @@ class Registry:
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one transaction (committed, or rolled back on an error), closed
+        after it: a large report asks once per slice of its lines, and connections left
+        to the garbage collector kept their temporary tables and caches."""
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def seen(self, sha256: str) -> Seen | None:
         with self._connect() as db:
