@@ -9,7 +9,10 @@ resolutions with reasons, adjusting entries under maker-checker control (docs/wo
     sources     the published snapshots it reads: variances, ledger, merchant owners, lines
     actions     what a person does: assign, resolve, propose, approve (through the queue the
                 recon flow applies, and `adjustment.posted` events)
-    app         the FastAPI application and its pages (templates/)
+    forms       a form (or API body) read into what `actions` takes
+    web         what every route shares: who asks, tenants, CSRF, templates, the form-POST shape
+    routes_*    one router per concern: login, queue, variance, proposals, freezes, kpis, api
+    app         `create_app`: assembles the routers over the shared dependencies (templates/)
 
 `clearline workbench` (pipelines/cli/workbench.py) serves it.
 """

@@ -276,7 +276,7 @@ def _escape(text: str) -> str:
 
 
 def _cell(value) -> str:
-    from clearline.pipelines.workbench.app import _cell as cell
+    from clearline.pipelines.workbench.web import cell
 
     return cell(value)
 
