@@ -191,6 +191,37 @@ class MerchantPayout:
     order_count: int
 
 
+FreezeKind = Literal["merchant", "bank_account"]
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutHeld:
+    """A merchant payout the platform's payout run did not send because an emergency
+    freeze held its target (the merchant, or the bank account it would leave from): what
+    the book owed the merchant is set aside (`payouts_held`), and no money leaves the bank.
+    `frozen_kind` and `frozen_target` name the freeze, so lifting it finds what it held."""
+
+    payout_id: str
+    amount: Money
+    value_date: date
+    order_count: int
+    frozen_kind: FreezeKind
+    frozen_target: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutReleased:
+    """A held payout sent once its freeze was lifted: it leaves the bank on `value_date`,
+    the day of the release. Published by the person who lifted the freeze (the workbench),
+    one per held payout, with an id derived from the payout's, so a second lift of the same
+    payout is a duplicate, not a second payment."""
+
+    payout_id: str
+    amount: Money
+    value_date: date
+    released_by: str
+
+
 @dataclass(frozen=True, slots=True)
 class FeeCharged:
     """A fee the platform charges a merchant (take rate on financed orders, dispute fee)."""
@@ -246,13 +277,24 @@ PAYLOADS: dict[str, type] = {
     "buyer.default": BuyerDefault,
     "merchant.payout": MerchantPayout,
     "fee.charged": FeeCharged,
-    "adjustment.posted": AdjustmentPosted,  # added in schema_version 1: a new type, nothing reinterpreted
+    # added in schema_version 1: new types, nothing reinterpreted
+    "adjustment.posted": AdjustmentPosted,
+    "payout.held": PayoutHeld,
+    "payout.released": PayoutReleased,
 }
 # Event types people publish (through the finance workbench), not the flows of money a
 # generated world plays out.
-PERSON_EVENT_TYPES = ("adjustment.posted",)
+PERSON_EVENT_TYPES = ("adjustment.posted", "payout.released")
 # Text fields the contract bounds by name, in characters, and lists by name, in items.
-MAX_CHARS = {"account": 140, "code": 64, "note": 1000, "proposed_by": 128, "approved_by": 128}
+MAX_CHARS = {
+    "account": 140,
+    "code": 64,
+    "note": 1000,
+    "proposed_by": 128,
+    "approved_by": 128,
+    "frozen_target": 140,
+    "released_by": 128,
+}
 MAX_ITEMS = {"legs": 16}
 EVENT_TYPES = tuple(PAYLOADS)
 Payload = typing.Union[tuple(PAYLOADS.values())]  # type: ignore[valid-type]

@@ -5,7 +5,9 @@ publishes the active ones, each time they change, as one immutable file,
 `<workbench state>/published/freezes.json` — written under a temporary name and renamed,
 so a reader sees the old set or the new one, never half of one. The components that act
 on a freeze read that file and never the workbench's store: the decision API and the risk
-flow (a frozen merchant's orders get a policy reason), later the payout side.
+flow (a frozen merchant's orders get a policy reason), and the platform's payout run
+(a payout to a frozen merchant, or from a frozen bank account, is held: `holding_payout`;
+lifting the freeze releases what it held: `release_of`).
 
 The format lives here, in the ground, so the writer (`publish`) and every reader share
 one definition: `{"freezes": [{kind, target, tenant, reason, frozen_by, frozen_at}, …]}`.
@@ -15,14 +17,16 @@ the file only when a stat says it was replaced, so a request costs a stat, not a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from clearline import config
+from clearline import config, events
 
 log = logging.getLogger("clearline.freezes")
 
@@ -48,6 +52,16 @@ class Freezes:
     def holding(self, kind: str, target: str) -> Mapping[str, Any] | None:
         """The freeze holding this target, if any."""
         return self.by_target.get((kind, target))
+
+    def holding_payout(self, merchant_id: str, account: str | None, at: datetime) -> Mapping[str, Any] | None:
+        """The freeze that holds a payout sent at `at` to this merchant from the platform's
+        bank `account`: one on the merchant, else one on the account, placed at or before
+        `at`. A freeze holds new payouts; those sent before it stay sent."""
+        for kind, target in (("merchant", merchant_id), ("bank_account", account)):
+            f = self.by_target.get((kind, target)) if target else None
+            if f is not None and datetime.fromisoformat(str(f["frozen_at"])) <= at:
+                return f
+        return None
 
     def __len__(self) -> int:
         return len(self.by_target)
@@ -148,3 +162,16 @@ class Reader:
 def reader_from_config() -> Reader:
     """The Reader of the snapshot configs/policy.yaml names (`path_from_config`)."""
     return Reader(path_from_config(config.load("policy")))
+
+
+def release_of(held: events.Event, released_by: str, at: datetime) -> events.Event:
+    """The `payout.released` event that sends a held payout (`held`, a `payout.held`) on
+    the UTC day of `at` (aware). Its id is derived from the held event's alone, so
+    releasing the same payout twice (a second lift, a retry after a timeout) is one
+    event, which the ledger counts once."""
+    p = held.payload
+    if not isinstance(p, events.PayoutHeld):
+        raise ValueError(f"{held.event_id} is a {held.event_type}, not a held payout")
+    event_id = "rel_" + hashlib.sha256(held.event_id.encode()).hexdigest()[:32]
+    payload = events.PayoutReleased(p.payout_id, p.amount, at.astimezone(timezone.utc).date(), released_by)
+    return events.Event(event_id, "payout.released", at, held.merchant_id, held.reseller_id, payload)

@@ -82,6 +82,17 @@ _SPECS = (
         "cover it (payouts roll forward until the running total is positive).",
     ),
     AccountSpec(
+        "payouts_held",
+        "liability",
+        "credit",
+        "non_negative",
+        "merchant_id",
+        "tenant",
+        "Payouts the platform owed the merchant and did not send because an emergency "
+        "freeze held them (payout.held), until the freeze is lifted and each is sent "
+        "(payout.released). Floor: nothing is released that was not held.",
+    ),
+    AccountSpec(
         "processor_unsettled",
         "asset",
         "debit",

@@ -54,6 +54,8 @@ from clearline.events import (
     PaymentCaptured,
     PaymentRefunded,
     PaymentVoided,
+    PayoutHeld,
+    PayoutReleased,
     ProcessorPayout,
     ProcessorSettlement,
 )
@@ -309,15 +311,36 @@ def _buyer_default(e: Event) -> Legs:
     return provision + _pair(reserve, account_key(t, "buyer_receivable", p.buyer_id), p.amount)
 
 
+def _paid_out(t: str, owed: str, amount: Money) -> Legs:
+    """The platform pays a merchant from its bank what `owed` (an account of the book) holds."""
+    book = _pair(owed, account_key(t, "platform_due"), amount)
+    bank = _pair(account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "bank_cash", amount.currency), amount)
+    return book + bank
+
+
 def _merchant_payout(e: Event) -> Legs:
     """The platform pays the merchant from its bank what the book owes it."""
     p: MerchantPayout = e.payload
     t = _tenant(e)
-    book = _pair(account_key(t, "merchant_payable", e.merchant_id), account_key(t, "platform_due"), p.amount)
-    bank = _pair(
-        account_key(PLATFORM, "tenant_due", t), account_key(PLATFORM, "bank_cash", p.amount.currency), p.amount
+    return _paid_out(t, account_key(t, "merchant_payable", e.merchant_id), p.amount)
+
+
+def _payout_held(e: Event) -> Legs:
+    """A payout a freeze held: what the merchant is owed is set aside, and no cash moves."""
+    p: PayoutHeld = e.payload
+    t = _tenant(e)
+    return _pair(
+        account_key(t, "merchant_payable", e.merchant_id), account_key(t, "payouts_held", e.merchant_id), p.amount
     )
-    return book + bank
+
+
+def _payout_released(e: Event) -> Legs:
+    """A held payout is sent: from what was set aside, out of the platform's bank. A
+    release of more than was held breaks `payouts_held`'s floor, which `ledger verify`
+    reports: a rule sees one event, not the balance."""
+    p: PayoutReleased = e.payload
+    t = _tenant(e)
+    return _paid_out(t, account_key(t, "payouts_held", e.merchant_id), p.amount)
 
 
 def _fee_charged(e: Event) -> Legs:
@@ -379,6 +402,8 @@ _RULES: dict[str, Callable[[Event], Legs]] = {
     "merchant.payout": _merchant_payout,
     "fee.charged": _fee_charged,
     "adjustment.posted": _adjustment_posted,
+    "payout.held": _payout_held,
+    "payout.released": _payout_released,
 }
 
 

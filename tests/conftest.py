@@ -7,14 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from clearline.freezes import Freezes
 from clearline.pipelines.world.generate import WorldOptions, generate
 
-SMALL = WorldOptions(days=120, merchants=12, seed=11)
+# Two emergency freezes the small world's payout run honours, so every test of it also
+# meets held payouts (payout.held, no bank line): a merchant from mid-February, and the
+# GBP operating account for the last fortnight.
+FREEZES = Freezes.of(
+    [
+        {"kind": "merchant", "target": "m_00005", "frozen_at": "2026-02-16T00:00:00+00:00"},
+        {"kind": "bank_account", "target": "GB29NWBK60161331926819", "frozen_at": "2026-04-20T00:00:00+00:00"},
+    ]
+)
+SMALL = WorldOptions(days=120, merchants=12, seed=11, freezes=FREEZES)
 
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory) -> tuple[Path, dict]:
-    """A 120-day, 12-merchant world with discrepancies injected at the configured rate."""
+    """A 120-day, 12-merchant world with discrepancies injected at the configured rate,
+    and two freezes holding payouts (FREEZES)."""
     out = tmp_path_factory.mktemp("world")
     return out, generate(SMALL, out)
 

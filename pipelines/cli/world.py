@@ -15,8 +15,13 @@ user_errors(
 )
 
 
-def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float | None, quiet: bool) -> dict:
+def _generate(
+    days: int, merchants: int, seed: int, out_dir: Path, rate: float | None, quiet: bool, freezes: Path | None = None
+) -> dict:
+    from clearline.freezes import NONE, Freezes, read_file
     from clearline.pipelines.world.generate import WorldOptions, generate
+
+    held_by = Freezes.of(read_file(freezes)) if freezes else NONE
 
     steps = [
         "entities",
@@ -34,7 +39,7 @@ def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float |
             bar.update(task, completed=done["n"], description=f"generating world: {name}")
             done["n"] += 1
 
-        manifest = generate(WorldOptions(days, merchants, seed, rate), out_dir, progress=step)
+        manifest = generate(WorldOptions(days, merchants, seed, rate, freezes=held_by), out_dir, progress=step)
         bar.update(task, completed=len(steps))
     return manifest
 
@@ -57,18 +62,28 @@ def _generate(days: int, merchants: int, seed: int, out_dir: Path, rate: float |
     help="Share of records given an injected discrepancy [default: configs/world.yaml].",
 )
 @click.option("--clean", is_flag=True, help="No injected discrepancies (same as --discrepancy-rate 0).")
+@click.option(
+    "--freezes",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Emergency freezes the platform's payout run honours, as the workbench publishes them "
+    "(published/freezes.json): payouts they hold are payout.held events and leave the bank untouched.",
+)
 @json_option
 @friendly
-def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, as_json):
+def generate(days, merchants, seed, out_dir, discrepancy_rate, clean, freezes, as_json):
     """Write a deterministic synthetic payments world: events, settlement reports, bank
     statements and the ground truth."""
     if clean and discrepancy_rate:
         raise click.BadParameter("--clean and a non-zero --discrepancy-rate contradict each other")
-    manifest = _generate(days, merchants, seed, out_dir, 0.0 if clean else discrepancy_rate, quiet=as_json)
+    manifest = _generate(
+        days, merchants, seed, out_dir, 0.0 if clean else discrepancy_rate, quiet=as_json, freezes=freezes
+    )
     summary = {
         k: manifest[k]
         for k in ("days", "merchants", "buyers", "orders", "events", "settlement_lines", "payouts", "bank_lines")
     }
+    summary["held_payouts"] = manifest["events_by_type"].get("payout.held", 0)
     summary["discrepancies"] = sum(manifest["discrepancies"].values())
     summary["files"] = len(manifest["files"])
     emit(as_json, manifest, kv_table(f"world written to {out_dir}", summary))

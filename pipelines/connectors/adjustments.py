@@ -10,27 +10,18 @@ after a timeout, publishes the same id, and the ledger counts the second a dupli
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
-from clearline import config, events
-from clearline.pipelines.connectors.kafka_watch import WatchedProducer
+from clearline import events
+from clearline.pipelines.connectors.signed_publish import PublishError, publish_signed
 from clearline.recon import AdjustmentProposal, check_adjustment
-from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys, sign
 
-DELIVERY_TIMEOUT_S = 30
-
-
-class PublishError(RuntimeError):
-    """Kafka did not acknowledge the event; nothing was posted, the same approval may be retried."""
+__all__ = ["Approval", "PublishError", "adjustment_event", "adjustment_id", "publish_adjustment"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,27 +76,6 @@ def adjustment_event(
     return event
 
 
-_CONFIG_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _configs(config_dir: Path | str | None) -> Iterator[None]:
-    """Read configs from `config_dir` meanwhile (as the CLI's --config-dir does)."""
-    if config_dir is None:
-        yield
-        return
-    with _CONFIG_LOCK:
-        before = os.environ.get("CLEARLINE_CONFIG_DIR")
-        os.environ["CLEARLINE_CONFIG_DIR"] = str(config_dir)
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("CLEARLINE_CONFIG_DIR", None)
-            else:
-                os.environ["CLEARLINE_CONFIG_DIR"] = before
-
-
 def publish_adjustment(
     proposal: AdjustmentProposal,
     *,
@@ -122,27 +92,5 @@ def publish_adjustment(
     the event id once Kafka acknowledged it. ValueError when it may not be published
     (see `adjustment_event`); PublishError when Kafka did not take it."""
     event = adjustment_event(proposal, Approval(reseller_id, proposed_by, approved_by, code, note))
-    body = events.encode(event)
-    with _configs(config_dir):
-        topic = str(config.load("ledger")["topic"])
-        key = TenantKeys.from_config().key(reseller_id)
-        bootstrap = bootstrap or config.bootstrap_servers()
-    producer = WatchedProducer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
-        }
-    )
-    errors: list[str] = []
-    producer.produce(
-        topic,
-        key=event.merchant_id.encode(),
-        value=body,
-        headers=[(TENANT_HEADER, reseller_id.encode()), (SIGNATURE_HEADER, sign(body, key).encode())],
-        on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None,
-    )
-    if producer.flush(DELIVERY_TIMEOUT_S + 5) or errors:
-        raise PublishError(f"{event.event_id} not acknowledged by {topic}: {'; '.join(errors) or 'timed out'}")
+    publish_signed([event], config_dir=config_dir, bootstrap=bootstrap)
     return event.event_id

@@ -273,7 +273,20 @@ def freeze(
     return fid
 
 
-def lift(settings: WorkbenchSettings, state: WorkbenchState, user: dict, freeze_id: int, note: str, owner) -> None:
+def lift(
+    settings: WorkbenchSettings,
+    state: WorkbenchState,
+    user: dict,
+    freeze_id: int,
+    note: str,
+    owner,
+    bootstrap: str | None = None,
+) -> list:
+    """Lift a freeze (checked, audited, published) and release every payout it held (one
+    `payout.released` event each, published before the lift is recorded: if Kafka does
+    not take them, the freeze stays and the lift may be tried again). The releases."""
+    from clearline.pipelines.connectors.payout_release import release_held
+    from clearline.pipelines.connectors.signed_publish import PublishError
     from clearline.pipelines.workbench import freezes
     from clearline.pipelines.workbench.state import UserError
 
@@ -286,11 +299,28 @@ def lift(settings: WorkbenchSettings, state: WorkbenchState, user: dict, freeze_
     if why:
         state.record(user["name"], "lift_refused", None, freeze_id=freeze_id, reason=why)
         raise Refused(why)
+    if current["lifted_at"] is not None:
+        raise Refused(f"freeze {freeze_id} was lifted already, by {current['lifted_by']}")
+    try:
+        released = release_held(
+            settings.ledger_state / "archive", current["kind"], current["target"], user["name"], bootstrap=bootstrap
+        )
+    except PublishError as exc:
+        state.record(user["name"], "lift_failed", None, freeze_id=freeze_id, reason=str(exc))
+        raise Refused(f"the held payouts were not released, so the freeze stays (try again): {exc}") from None
     try:
         state.lift_freeze(freeze_id, user["name"], note.strip())
     except UserError as exc:
         raise Refused(str(exc)) from None
     state.record(
-        user["name"], "lift", None, freeze_id=freeze_id, kind=current["kind"], target=current["target"], note=note
+        user["name"],
+        "lift",
+        None,
+        freeze_id=freeze_id,
+        kind=current["kind"],
+        target=current["target"],
+        note=note,
+        released=[e.event_id for e in released],
     )
     _published_freezes(settings, state)
+    return released

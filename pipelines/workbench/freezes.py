@@ -4,8 +4,9 @@ The workbench keeps every freeze (who, when, why; who lifted it, when, why) in i
 store, audits both moves, and publishes the active ones as an immutable snapshot,
 `<workbench state>/published/freezes.json` (written under a temporary name and renamed),
 which the components that act on them read without opening the workbench's store: the
-decision API and the risk flow name a merchant's freeze as a policy reason; the payout
-side does not act on freezes yet. The snapshot's format, its writer (`publish`) and its
+decision API and the risk flow name a merchant's freeze as a policy reason, and the
+platform's payout run holds the payouts a freeze covers (`payout.held`; lifting releases
+them, `actions.lift`). The snapshot's format, its writer (`publish`) and its
 readers live in the ground, `clearline.freezes`, so both sides share one definition.
 
 Who may freeze what (`check`): approvers only; a reseller's approver only its own

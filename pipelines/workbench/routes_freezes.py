@@ -1,5 +1,6 @@
 """The emergency tier's page (`/freezes`): the freezes a person's tenant may see, and the
-forms to freeze a target and to lift a freeze (`actions.freeze`, `actions.lift`)."""
+forms to freeze a target and to lift a freeze (`actions.freeze`, `actions.lift`, which
+releases the payouts the freeze held and says how much)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from clearline.pipelines.workbench import actions, auth
-from clearline.pipelines.workbench.web import Workbench
+from clearline.pipelines.workbench.web import Workbench, money
 
 
 def router(wb: Workbench) -> APIRouter:
@@ -32,7 +33,18 @@ def router(wb: Workbench) -> APIRouter:
     def lift(user: dict, form, freeze_id: int) -> str:
         current = wb.state.freeze(freeze_id)
         owner = wb.sources.owner(current["target"]) if current else None
-        actions.lift(wb.settings, wb.state, user, freeze_id, str(form.get("note") or ""), owner)
-        return f"Freeze {freeze_id} lifted."
+        note = str(form.get("note") or "")
+        released = actions.lift(wb.settings, wb.state, user, freeze_id, note, owner, bootstrap=wb.bootstrap)
+        if not released:
+            return f"Freeze {freeze_id} lifted; it held no payout."
+        return f"Freeze {freeze_id} lifted; released {len(released)} held payout(s): {money_totals(released)}."
 
     return routes
+
+
+def money_totals(released: list) -> str:
+    """What the released payouts send, per currency, as money ("1234.56 GBP")."""
+    totals: dict[str, int] = {}
+    for e in released:
+        totals[e.payload.amount.currency] = totals.get(e.payload.amount.currency, 0) + e.payload.amount.minor
+    return ", ".join(money(minor, ccy) for ccy, minor in sorted(totals.items()))

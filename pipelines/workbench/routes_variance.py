@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from clearline.pipelines.workbench import actions
+from clearline.pipelines.workbench import actions, raw_rows
 from clearline.pipelines.workbench.forms import request_from_form
 from clearline.pipelines.workbench.sources import file_lines
 from clearline.pipelines.workbench.web import Workbench
@@ -30,7 +30,7 @@ def evidence(wb: Workbench, v: dict) -> dict[str, Any]:
         "tenant": wb.sources.tenant_of(v),
         "postings": wb.sources.postings(event_ids),
         "events": wb.sources.events(event_ids),
-        "lines": wb.sources.lines(list(v.get("evidence") or [])),
+        "lines": [shown_line(line, v) for line in wb.sources.lines(list(v.get("evidence") or []))],
         "other_evidence": [e for e in (v.get("evidence") or []) if not file_lines([e])],
         "history": history(wb, v["variance_id"]),
         "pending": [p for p in pending_resolutions(wb.settings.recon_state) if p["variance_id"] == v["variance_id"]],
@@ -42,6 +42,18 @@ def evidence(wb: Workbench, v: dict) -> dict[str, Any]:
         "proposals": wb.state.proposals(v["variance_id"]),
         "threshold": wb.settings.threshold(v["currency"]),
     }
+
+
+def shown_line(line: dict, v: dict) -> dict:
+    """A processor or bank line as the page shows it: its raw row as a table of cells (or
+    None: raw text) and its normalised fields as cells, the variance's field marked in both."""
+    field, reported = v.get("field"), v.get("actual")
+    fields = [
+        raw_rows.cell(name, value, field, reported)
+        for name, value in line["fields"].items()
+        if value is not None and name not in ("source_file", "line_no")
+    ]
+    return {**line, "table": raw_rows.table(line["raw"], field, reported), "fields": fields}
 
 
 def history(wb: Workbench, variance_id: str) -> list[dict]:

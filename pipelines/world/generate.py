@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from clearline import config, events
+from clearline.freezes import NONE, Freezes
 from clearline.pipelines.world import bank_files, settlement_files
 from clearline.pipelines.world.discrepancies import (
     CATEGORIES,
@@ -38,7 +39,13 @@ from clearline.pipelines.world.emit import arrival_order, build_events
 from clearline.pipelines.world.entities import make_entities
 from clearline.pipelines.world.ids import letter_ids
 from clearline.pipelines.world.lifecycle import DAY, HOUR, SECOND, simulate
-from clearline.pipelines.world.settlement import bank_lines, merchant_payouts, processor_payouts, settlement_lines
+from clearline.pipelines.world.settlement import (
+    bank_lines,
+    held_payouts,
+    merchant_payouts,
+    processor_payouts,
+    settlement_lines,
+)
 
 
 class WorldOptionError(ValueError):
@@ -52,6 +59,9 @@ class WorldOptions:
     seed: int
     discrepancy_rate: float | None = None  # None: configs/world.yaml; 0: a clean world
     start: date | None = None
+    # the emergency freezes the platform's payout run honours (clearline.freezes' snapshot
+    # format): a payout a freeze holds is a payout.held event and leaves no bank line
+    freezes: Freezes = NONE
 
     def check(self) -> None:
         if not 1 <= self.days <= 3660:
@@ -91,8 +101,12 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     tables["fee.charged"] = pl.concat(
         [tables["fee.charged"], _dispute_fees(cfg, tables["chargeback.opened"], ents.merchants)]
     )
-    m_payouts = merchant_payouts(lines, tables, ents.merchants)
+    accounts = config.load("platform")["bank_accounts"]
+    m_payouts = held_payouts(
+        merchant_payouts(lines, tables, ents.merchants), ents.merchants["merchant_id"], accounts, opts.freezes
+    )
     tables.update(_settlement_events(lines, payouts, m_payouts, platform_row=ents.merchants.height))
+    m_payouts = m_payouts.filter(pl.col("frozen_kind").is_null())  # a held payout leaves no bank line
 
     progress("processor and bank reports, with discrepancies")
     in_world = lambda df, col: df.filter(pl.col(col) < end_day)  # noqa: E731
@@ -114,7 +128,6 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
 
     # bank statements, one left out and one tampered with: truth needs the ledger's events
-    accounts = config.load("platform")["bank_accounts"]
     opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
     statements = bank_files.daily_statements(actual_bank, opening, accounts)
     statements, statement_truth = inject_statements(rng, statements, rate, last_safe_day)
@@ -148,10 +161,12 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
 
 
 def world_tag(opts: WorldOptions, start: date) -> str:
-    """Six letters that name this world (its options and seed) inside its event ids."""
-    digest = hashlib.sha256(
-        f"{opts.seed}|{opts.days}|{opts.merchants}|{start}|{opts.discrepancy_rate}".encode()
-    ).digest()
+    """Six letters that name this world (its options and seed) inside its event ids; the
+    freezes it honours count among its options (a world without any keeps its old name)."""
+    named = f"{opts.seed}|{opts.days}|{opts.merchants}|{start}|{opts.discrepancy_rate}"
+    if opts.freezes:
+        named += "|" + json.dumps(sorted((k, f["frozen_at"]) for k, f in opts.freezes.by_target.items()))
+    digest = hashlib.sha256(named.encode()).digest()
     return "".join(chr(ord("a") + b % 26) for b in digest[:6])
 
 
@@ -172,8 +187,10 @@ def _dispute_fees(cfg: dict, chargebacks: pl.DataFrame, merchants: pl.DataFrame)
 def _settlement_events(
     lines: pl.DataFrame, payouts: pl.DataFrame, m_payouts: pl.DataFrame, platform_row: int
 ) -> dict[str, pl.DataFrame]:
-    """The platform's expected settlements, processor payouts and merchant payouts as events."""
+    """The platform's expected settlements, processor payouts and merchant payouts (sent
+    or held) as events."""
     settled = lines.filter(pl.col("batch_id").is_not_null())
+    paid = ("t", "merchant", "payout_id", "amount_minor", "amount_ccy", "value_date", "order_count")
     return {
         "processor.settlement": settled.select(
             t=pl.col("available_on").cast(pl.Int64) * DAY + 6 * HOUR,
@@ -202,8 +219,9 @@ def _settlement_events(
             arrival_date="arrival_date",
             line_count="line_count",
         ),
-        "merchant.payout": m_payouts.select(
-            "t", "merchant", "payout_id", "amount_minor", "amount_ccy", "value_date", "order_count"
+        "merchant.payout": m_payouts.filter(pl.col("frozen_kind").is_null()).select(*paid),
+        "payout.held": m_payouts.filter(pl.col("frozen_kind").is_not_null()).select(
+            *paid, "frozen_kind", "frozen_target"
         ),
     }
 

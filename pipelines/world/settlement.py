@@ -11,12 +11,17 @@ merchants what they are owed each business day and its buyers repay into the ban
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import numpy as np
 import polars as pl
 
 from clearline.currency import EXPONENT
+from clearline.freezes import Freezes
 from clearline.pipelines.world.ids import letter_ids
 from clearline.pipelines.world.lifecycle import DAY, HOUR
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Reference value of one unit in USD, in millionths; the day's rate moves around it.
 _USD_MICRO = {"USD": 1_000_000, "EUR": 1_082_000, "GBP": 1_268_000, "JPY": 6_700, "CAD": 731_000}
@@ -228,6 +233,24 @@ def merchant_payouts(lines: pl.DataFrame, tables: dict[str, pl.DataFrame], merch
         t=pl.col("paid_day").cast(pl.Int64) * DAY + 9 * HOUR,
         amount_ccy=merchants["currency"].gather(payouts["merchant"]),
     ).rename({"paid_day": "value_date"})
+
+
+def held_payouts(
+    m_payouts: pl.DataFrame, merchant_ids: pl.Series, accounts_cfg: dict[str, dict], freezes: Freezes
+) -> pl.DataFrame:
+    """`m_payouts` with `frozen_kind` and `frozen_target`: the freeze that held each one
+    (null for the payouts sent), as the platform's payout run decides it
+    (`Freezes.holding_payout`: the merchant, else the bank account the currency is paid
+    from, frozen at or before the payout)."""
+    kinds, targets = [], []
+    for merchant, ccy, t in m_payouts.select("merchant", "amount_ccy", "t").iter_rows():
+        at = EPOCH + timedelta(microseconds=t)
+        f = freezes.holding_payout(merchant_ids[merchant], (accounts_cfg.get(ccy) or {}).get("account"), at)
+        kinds.append(f["kind"] if f else None)
+        targets.append(f["target"] if f else None)
+    return m_payouts.with_columns(
+        frozen_kind=pl.Series(kinds, dtype=pl.String), frozen_target=pl.Series(targets, dtype=pl.String)
+    )
 
 
 def bank_lines(proc_payouts: pl.DataFrame, m_payouts: pl.DataFrame, repayments: pl.DataFrame) -> pl.DataFrame:

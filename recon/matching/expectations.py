@@ -6,7 +6,9 @@ Two kinds of expectation, one frame each:
   of a processor's report to be (its id is the processor's line id);
 * bank movements: every `processor.payout` (money in from a processor), `merchant.payout`
   (money out to a merchant) and `buyer.repayment` (money in from a buyer) is a line the
-  platform expects on its bank statement, with the day it should be booked.
+  platform expects on its bank statement, with the day it should be booked. A payout a
+  freeze held (`payout.held`) leaves nothing to expect until it is released
+  (`payout.released`, money out on the day of the release).
 
 Amounts in events are magnitudes; here they get the sign they have from the platform's
 point of view, as in `clearline.recon.lines` (a refund line's net is negative, a merchant payout a
@@ -33,8 +35,10 @@ LINE_SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal":
 BANK_KINDS = {
     "processor.payout": "processor_payout",
     "merchant.payout": "merchant_payout",
+    "payout.released": "merchant_payout",  # a held payout, sent when its freeze was lifted
     "buyer.repayment": "buyer_repayment",
 }
+OUTGOING = ("merchant.payout", "payout.released")  # debits of the platform's bank
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ def expectation(event: events.Event) -> ExpectedSettlement | ExpectedBankMovemen
         return ExpectedBankMovement(
             event.event_id, "processor_payout", p.processor, p.payout_id, p.amount, p.arrival_date, event.merchant_id
         )
-    if isinstance(p, events.MerchantPayout):
+    if isinstance(p, events.MerchantPayout | events.PayoutReleased):
         return ExpectedBankMovement(
             event.event_id,
             "merchant_payout",
@@ -181,7 +185,7 @@ def from_events(ev: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         fx_rate="fx_rate",
     )
     kind = pl.col("event_type").replace_strict(BANK_KINDS, default=None)
-    out = pl.col("event_type") == "merchant.payout"
+    out = pl.col("event_type").is_in(OUTGOING)
     bank = rows.filter(pl.col("event_type").is_in(list(BANK_KINDS))).select(
         "event_id",
         kind.alias("kind"),

@@ -201,6 +201,15 @@ SAMPLES: dict[str, dict] = {
     "buyer.default": {"order_id": "ord_1001", "buyer_id": "buy_77", "amount": USD, "days_past_due": 91},
     "merchant.payout": {"payout_id": "mp_1", "amount": USD, "value_date": "2024-03-20", "order_count": 17},
     "fee.charged": {"fee_id": "fee_1", "kind": "platform_fee", "amount": USD, "reference": "ord_1001"},
+    "payout.held": {
+        "payout_id": "mp_2",
+        "amount": USD,
+        "value_date": "2024-03-21",
+        "order_count": 4,
+        "frozen_kind": "merchant",
+        "frozen_target": "mer_42",
+    },
+    "payout.released": {"payout_id": "mp_2", "amount": USD, "value_date": "2024-04-02", "released_by": "amy"},
     "adjustment.posted": {
         "variance_id": "var_0123456789abcdef0123",
         "kind": "fee",

@@ -32,9 +32,12 @@ from clearline.events import (
     PaymentCaptured,
     PaymentRefunded,
     PaymentVoided,
+    PayoutHeld,
+    PayoutReleased,
     ProcessorPayout,
     ProcessorSettlement,
 )
+from clearline.freezes import Freezes
 from clearline.ledger.accounts import CHART, account_key, floor_of, normal_side, parse_account
 from clearline.ledger.posting import PostingError, balances, capital, check_floors, post
 from clearline.pipelines.world.generate import WorldOptions, generate
@@ -158,6 +161,8 @@ SAMPLES = {
     "buyer.default": BuyerDefault("ord_1", "b_1", usd(100), 60),
     "merchant.payout": MerchantPayout("mpo_1", usd(100), DAY0, 1),
     "fee.charged": FeeCharged("fee_1", "platform_fee", usd(100), "ord_1"),
+    "payout.held": PayoutHeld("mpo_1", usd(100), DAY0, 1, "merchant", "m_1"),
+    "payout.released": PayoutReleased("mpo_1", usd(100), DAY0, "carol"),
     "adjustment.posted": AdjustmentPosted(
         "var_0123456789abcdef0123",
         "fee",
@@ -425,6 +430,31 @@ def test_repayment_default_and_merchant_payout_move_cash_in_both_books():
             ("platform:bank_cash:USD", "credit", 97_500, "USD"): 1,
         }
     )
+
+
+def test_a_held_payout_moves_no_cash_until_its_release_sends_it_from_the_bank():
+    held = ev("payout.held", PayoutHeld("mpo_1", usd(97_500), DAY0, 2, "merchant", "m_1"))
+    released = ev("payout.released", PayoutReleased("mpo_1", usd(97_500), date(2026, 3, 2), "carol"))
+    assert legs(posted(held)) == Counter(
+        {
+            ("rs_1:merchant_payable:m_1", "debit", 97_500, "USD"): 1,
+            ("rs_1:payouts_held:m_1", "credit", 97_500, "USD"): 1,
+        }
+    )
+    assert legs(posted(released)) == Counter(
+        {
+            ("rs_1:payouts_held:m_1", "debit", 97_500, "USD"): 1,
+            ("rs_1:platform_due", "credit", 97_500, "USD"): 1,
+            ("platform:tenant_due:rs_1", "debit", 97_500, "USD"): 1,
+            ("platform:bank_cash:USD", "credit", 97_500, "USD"): 1,
+        }
+    )
+    # held then released is the payout sent at once, with payouts_held back at nothing
+    sent = balances(posted(ev("merchant.payout", MerchantPayout("mpo_1", usd(97_500), DAY0, 2))))
+    both = balances(posted(held) + posted(released))
+    assert {k: v for k, v in both.items() if v} == sent
+    # a release of what was never held breaks payouts_held's floor, which verify reports
+    assert "rs_1:payouts_held:m_1" in {f.account for f in check_floors(balances(posted(released)))}
 
 
 def test_worked_example_from_the_docs():
@@ -842,7 +872,13 @@ def _next_business_day(t: datetime) -> date:
 
 
 def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_events_say(tmp_path):
-    generate(WorldOptions(days=120, merchants=8, seed=3, discrepancy_rate=0.0), tmp_path)
+    frozen = Freezes.of(
+        [
+            {"kind": "merchant", "target": "m_00003", "frozen_at": "2026-02-16T00:00:00+00:00"},
+            {"kind": "bank_account", "target": "DE89370400440532013000", "frozen_at": "2026-04-10T00:00:00+00:00"},
+        ]
+    )
+    generate(WorldOptions(days=120, merchants=8, seed=3, discrepancy_rate=0.0, freezes=frozen), tmp_path)
     evs = [events.decode(line) for line in (tmp_path / "events/events.jsonl").read_bytes().splitlines()]
     evs.sort(key=lambda e: (e.occurred_at, e.event_id))
     bal = defaultdict(int)
@@ -892,8 +928,15 @@ def test_a_generated_world_posts_balanced_within_its_floors_and_ends_where_its_e
         p = e.payload
         if p.record_type != "fee":
             items[e.merchant_id].append((p.available_on, INWARD[p.record_type] * p.net.minor))
+    # a payout a freeze held pays the merchant's items all the same, into payouts_held
+    held = defaultdict(int)
+    for e in by_type["payout.held"]:
+        held[(e.merchant_id, e.payload.amount.currency)] += e.payload.amount.minor
+    assert {e.payload.frozen_kind for e in by_type["payout.held"]} == {"merchant", "bank_account"}
+    for (m, c), v in held.items():
+        assert balance(f"{tenant_of[m]}:payouts_held:{m}", c, "credit") == v
     paid_up_to = {}
-    for e in sorted(by_type["merchant.payout"], key=lambda e: e.payload.value_date):
+    for e in sorted(by_type["merchant.payout"] + by_type["payout.held"], key=lambda e: e.payload.value_date):
         m, p = e.merchant_id, e.payload
         since = paid_up_to.get(m, date.min)
         assert p.amount.minor == sum(a for d, a in items[m] if since < d <= p.value_date), (m, p)

@@ -4,14 +4,15 @@ expectations flattened into frames (money as minor/currency columns) read back w
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clearline import events
+from clearline import events, freezes
 from clearline.events import Money
 from clearline.ledger import archive
 from clearline.ledger.model import Source
@@ -29,9 +30,36 @@ def test_a_stream_and_a_batch_read_the_same_expectations(small_world):
     settle, moves = ex.from_events(pl.scan_parquet(world / "events" / "events.parquet"))
     typed_settle, typed_moves = _typed(world)
     assert settle.height == manifest["events_by_type"]["processor.settlement"]
-    assert moves.height == sum(manifest["events_by_type"][t] for t in ex.BANK_KINDS)
+    assert moves.height == sum(manifest["events_by_type"].get(t, 0) for t in ex.BANK_KINDS)
     assert settle.sort("event_id").equals(typed_settle.sort("event_id"))
     assert moves.sort("event_id").equals(typed_moves.sort("event_id"))
+
+
+def test_a_held_payout_expects_nothing_at_the_bank_and_its_release_a_debit_on_its_day(small_world):
+    world, manifest = small_world
+    held = [
+        e
+        for e in map(events.decode, (world / "events" / "events.jsonl").read_text().splitlines())
+        if e.event_type == "payout.held"
+    ]
+    assert len(held) == manifest["events_by_type"]["payout.held"] > 0
+    assert [ex.expectation(e) for e in held] == [None] * len(held)
+    release = freezes.release_of(held[0], "amy", datetime(2026, 6, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5))))
+    expected = ex.expectation(release)
+    p = held[0].payload
+    assert (expected.kind, expected.reference) == ("merchant_payout", p.payout_id)
+    assert expected.expected_on == date(2026, 6, 2)  # the UTC day of the release
+    assert expected.amount == Money(-p.amount.minor, p.amount.currency)
+    as_columns = pl.LazyFrame(
+        {
+            "event_id": [release.event_id],
+            "event_type": [release.event_type],
+            "occurred_at": [release.occurred_at],
+            "merchant_id": [release.merchant_id],
+            "payload": [json.dumps(json.loads(events.encode(release))["payload"])],
+        }
+    )
+    assert ex.from_events(as_columns)[1].equals(ex.frames([expected])[1])
 
 
 def test_signs_follow_the_platforms_point_of_view(small_world):

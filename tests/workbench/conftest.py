@@ -13,18 +13,26 @@ from contextlib import ExitStack
 
 import pytest
 
+from clearline.freezes import Freezes
 from clearline.pipelines.workbench.settings import WorkbenchSettings
 from clearline.pipelines.world.generate import WorldOptions, generate
 from tests.pipelines.ledger_harness import private_configs
 from tests.pipelines.test_recon_flow import Deployment, drop, world_files
 from tests.workbench.web import add_users
 
+# The platform's payout run held a merchant's payouts from the world's second week: the
+# deployment's ledger holds them (payouts_held), and its bank statements show none of them.
+HELD_MERCHANT = "m_00002"
+DEPLOYMENT_FREEZES = Freezes.of(
+    [{"kind": "merchant", "target": HELD_MERCHANT, "frozen_at": "2026-01-14T00:00:00+00:00"}]
+)
+
 
 @pytest.fixture(scope="session")
 def deployment(kafka_bootstrap, tmp_path_factory):
     root = tmp_path_factory.mktemp("workbench-deployment")
     world = root / "world"
-    generate(WorldOptions(days=30, merchants=6, seed=31), world)
+    generate(WorldOptions(days=30, merchants=6, seed=31, freezes=DEPLOYMENT_FREEZES), world)
     with ExitStack() as stack:
         dep = Deployment(stack, kafka_bootstrap, root)
         started = time.monotonic()

@@ -82,7 +82,25 @@ def test_a_fee_mismatch_page_shows_its_evidence_side_by_side(app):
     for item in v["evidence"]:
         name, line = item.rsplit(":", 1)
         assert f"<code>{name}</code> line {line}" in files
-    assert 'class="raw"' in files  # the processor's raw row as it stands in its file
+    # the processor's raw row as it stands in its file: a (field, value) table, the fee marked
+    raw = files.split('<table class="raw">')[1:]
+    assert raw and "<th>Field</th><th>Value</th>" in raw[0]
+    marked = re.findall(r'<tr class="hl"><th>([^<]*)</th><td>([^<]*)</td></tr>', "".join(raw))
+    reported = v["actual"].split()[0]
+    assert any("fee" in name.lower() or value.lstrip("-") == reported for name, value in marked), marked
+
+
+def test_every_fee_mismatchs_raw_row_marks_the_fee(app):
+    """Whichever processor reported it (their layouts spell the fee differently)."""
+    settings, base, _ = app
+    b = Browser(base)
+    b.login("pat")
+    fees = published(settings).filter(pl.col("category") == "fee_mismatch")
+    assert fees.height
+    for v in fees.unique("processor").iter_rows(named=True):
+        files = b.get(f"/variances/{v['variance_id']}").text.split('id="files"')[1].split('id="act"')[0]
+        raw = "".join(files.split('<table class="raw">')[1:]).split('class="fields"')[0]
+        assert '<tr class="hl">' in raw, (v["processor"], raw)
 
 
 def test_resolving_and_assigning_reach_the_store_with_the_actor_and_the_audit_log(app):

@@ -94,7 +94,10 @@ def test_a_person_works_a_fee_mismatch_through_to_the_books(own_deployment, kafk
         click(find(By.LINK_TEXT, "fee_mismatch"))
         assert vid in browser.current_url
         assert "expected" in find(By.ID, "differs").text
-        assert find(By.CSS_SELECTOR, "#files pre.raw").text.strip()  # the processor's raw line
+        assert find(By.CSS_SELECTOR, "#files table.raw")  # the processor's raw line, field by field
+        marked = browser.find_elements(By.CSS_SELECTOR, "#files table.raw tr.hl")  # the fee marked
+        assert marked
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", marked[0])
         assert find(By.ID, "ledger").find_elements(By.CSS_SELECTOR, "table tr")
         steps.shot("fee-mismatch-evidence")
 
