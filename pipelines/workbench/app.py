@@ -80,14 +80,14 @@ def create_app(
     )
     app.state.settings, app.state.sources, app.state.workbench = settings, wb.sources, state
 
-    def refusal(request: Request, status: int, message: str):
+    def refusal(request: Request, status: int, message: str, headers: dict[str, str] | None = None):
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": message}, status_code=status)
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
         return wb.render(request, "error.html.j2", status=status, message=message, user=wb.session_user(request))
 
     @app.exception_handler(Denied)
     async def denied(request: Request, exc: Denied):
-        return refusal(request, exc.status, exc.message)
+        return refusal(request, exc.status, exc.message, exc.headers)
 
     @app.exception_handler(NoVariances)
     async def no_variances(request: Request, exc: NoVariances):

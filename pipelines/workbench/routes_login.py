@@ -1,5 +1,6 @@
 """Logging in and out: the login form (argon2 through `WorkbenchState.login`), a fresh
-session with its own CSRF token on success, both audited."""
+session with its own CSRF token on success, both audited; too many failed logins for a
+name or from an address refuse further attempts for a while (`login_limit`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from clearline.pipelines.workbench.web import Workbench
+from clearline.pipelines.workbench import login_limit
+from clearline.pipelines.workbench.web import Workbench, client_address
 
 
 def router(wb: Workbench) -> APIRouter:
@@ -21,13 +23,21 @@ def router(wb: Workbench) -> APIRouter:
     @wb.form(routes, "/login")
     def login(request: Request, form) -> Response:
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
-        user = wb.state.login(name, password)
         target = str(form.get("next") or "/queue")
         if not target.startswith("/") or target.startswith("//"):
             target = "/queue"
+        client, guard = client_address(request), wb.guard
+        try:
+            guard.check(name or "?", name, client)  # before the password is looked at
+        except login_limit.TooMany as exc:
+            request.session["flash"] = exc.message
+            return wb.render(request, "login.html.j2", status=429, next=target)
+        user = wb.state.login(name, password)
         if user is None:
-            wb.state.record(name or "?", "login_failed")
+            wb.state.record(name or "?", "login_failed", client=client)
+            guard.failed(name or "?", name, client)
             return wb.render(request, "login.html.j2", status=401, next=target, error="Wrong name or password.")
+        guard.succeeded(name)
         request.session.clear()
         request.session.update({"user": user["name"], "issued": wb.clock(), "csrf": secrets.token_urlsafe(32)})
         wb.state.record(user["name"], "login")

@@ -26,6 +26,30 @@ class ResolutionCode:
 
 
 @dataclass(frozen=True)
+class LoginLimit:
+    """After `per_name` failed logins for one user name, or `per_client` failed logins or
+    bad API tokens from one client address, within `window_s` seconds, further attempts
+    are refused for `cooloff_s` seconds, a right password too."""
+
+    per_name: int = 5
+    per_client: int = 20
+    window_s: float = 15 * 60
+    cooloff_s: float = 15 * 60
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> LoginLimit:
+        limit = cls(
+            per_name=int(cfg["per_name"]),
+            per_client=int(cfg["per_client"]),
+            window_s=float(cfg["window_minutes"]) * 60,
+            cooloff_s=float(cfg["cooloff_minutes"]) * 60,
+        )
+        if min(limit.per_name, limit.per_client) < 1 or min(limit.window_s, limit.cooloff_s) <= 0:
+            raise WorkbenchConfigError("configs/workbench.yaml: login_limit's counts and minutes must be positive")
+        return limit
+
+
+@dataclass(frozen=True)
 class WorkbenchSettings:
     state_dir: Path
     recon_state: Path
@@ -37,6 +61,7 @@ class WorkbenchSettings:
     max_page_size: int = 500
     codes: tuple[ResolutionCode, ...] = ()
     thresholds: dict[str, int] = field(default_factory=lambda: {"default": 100000})
+    login_limit: LoginLimit = LoginLimit()
 
     @classmethod
     def from_config(
@@ -65,6 +90,7 @@ class WorkbenchSettings:
                 max_page_size=int(cfg["max_page_size"]),
                 codes=codes,
                 thresholds=thresholds,
+                login_limit=LoginLimit.from_config(cfg["login_limit"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WorkbenchConfigError(f"configs/workbench.yaml: {exc}") from None

@@ -1,7 +1,7 @@
-"""The workbench's own store: users, API tokens, adjusting-entry proposals and the audit
-log, in SQLite under its state folder (the workbench process is its only writer), and the
-session-signing secret beside it (generated once with `secrets`, readable by its owner
-only).
+"""The workbench's own store: users, API tokens, adjusting-entry proposals, freezes, failed
+logins and the audit log, in SQLite under its state folder (the workbench process is its
+only writer), and the session-signing secret beside it (generated once with `secrets`,
+readable by its owner only).
 
 The audit table takes inserts only: triggers refuse UPDATE and DELETE, and the hash chain
 (`audit`) shows any change made around them.
@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS audit_head (
     one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key, at);
+CREATE TABLE IF NOT EXISTS login_blocks (key TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -133,6 +136,48 @@ class WorkbenchState:
                 [auth.token_digest(token)],
             ).fetchone()
         return dict(row) if row else None
+
+    # ---------------------------------------------------------------- failed logins
+
+    def login_blocked(self, keys: list[str], now: float) -> tuple[str, float] | None:
+        """The first of `keys` (a user name's, a client address's) refused at `now`, and
+        until when (epoch seconds); None when none is."""
+        with self._con() as con:
+            for key in keys:
+                row = con.execute("SELECT until FROM login_blocks WHERE key = ? AND until > ?", [key, now]).fetchone()
+                if row:
+                    return key, float(row["until"])
+        return None
+
+    def login_failed(
+        self, limits: dict[str, int], now: float, window_s: float, cooloff_s: float
+    ) -> list[tuple[str, float]]:
+        """Count one failed attempt at `now` against each key; a key whose failures within
+        the window reach its limit is refused until `now + cooloff_s` and starts afresh
+        after it. The keys this attempt blocked, with until when. One transaction, so
+        workers counting at once neither lose a failure nor block twice."""
+        blocked = []
+        with self._lock, self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for key, limit in limits.items():
+                    con.execute("DELETE FROM login_failures WHERE key = ? AND at <= ?", [key, now - window_s])
+                    con.execute("INSERT INTO login_failures VALUES (?, ?)", [key, now])
+                    (count,) = con.execute("SELECT count(*) FROM login_failures WHERE key = ?", [key]).fetchone()
+                    if count >= limit:
+                        con.execute("INSERT OR REPLACE INTO login_blocks VALUES (?, ?, ?)", [key, now, now + cooloff_s])
+                        con.execute("DELETE FROM login_failures WHERE key = ?", [key])
+                        blocked.append((key, now + cooloff_s))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return blocked
+
+    def login_succeeded(self, key: str) -> None:
+        """A right password: the name's failures so far no longer count."""
+        with self._con() as con:
+            con.execute("DELETE FROM login_failures WHERE key = ?", [key])
 
     # ---------------------------------------------------------------- audit
 

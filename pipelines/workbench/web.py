@@ -38,7 +38,7 @@ from jinja2 import Environment, PackageLoader
 from starlette.concurrency import run_in_threadpool
 
 from clearline.currency import minor_to_decimal
-from clearline.pipelines.workbench import actions, auth
+from clearline.pipelines.workbench import actions, auth, login_limit
 from clearline.pipelines.workbench.settings import WorkbenchSettings
 from clearline.pipelines.workbench.sources import Sources
 from clearline.pipelines.workbench.state import WorkbenchState
@@ -47,9 +47,9 @@ from clearline.pipelines.workbench.state import WorkbenchState
 class Denied(Exception):
     """Stop the request with this status and message (a page, or JSON under /api/)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
 class LoginFirst(Exception):
@@ -58,6 +58,11 @@ class LoginFirst(Exception):
     def __init__(self, next: str) -> None:
         super().__init__(next)
         self.next = next
+
+
+def client_address(request: Request) -> str | None:
+    """The peer's address as the server saw it (no X-Forwarded-For: nothing vouches for it)."""
+    return request.client.host if request.client else None
 
 
 def money(minor: int | None, currency: str | None) -> str:
@@ -111,6 +116,11 @@ class Workbench:
     clock: Callable[[], float]
     bootstrap: str | None = None
 
+    @property
+    def guard(self) -> login_limit.Guard:
+        """The failed-login rule over the store, on this application's clock."""
+        return login_limit.Guard(self.state, self.settings.login_limit, self.clock)
+
     def today(self) -> date:
         return datetime.fromtimestamp(self.clock(), timezone.utc).date()
 
@@ -148,9 +158,19 @@ class Workbench:
         return user
 
     def api_user(self, request: Request) -> dict:
+        """The token's user. A bad token counts as a failed login from the client address;
+        too many and the address is refused (429), a right token too, until it cools off."""
+        client = client_address(request)
+        try:
+            self.guard.check("api", None, client)
+        except login_limit.TooMany as exc:
+            raise Denied(429, exc.message, {"Retry-After": str(exc.retry_after_s)}) from None
         header = request.headers.get("authorization", "")
         user = self.state.user_by_token(header[7:].strip()) if header.lower().startswith("bearer ") else None
         if user is None:
+            if header:
+                self.state.record("api", "token_failed", None, client=client)
+                self.guard.failed("api", None, client)
             raise Denied(401, "a Bearer token is required (clearline workbench user add NAME --role … --token)")
         return user
 
