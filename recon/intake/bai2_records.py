@@ -24,6 +24,7 @@ Specifications, version 2):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from clearline.recon.intake.model import ParseError
@@ -56,26 +57,31 @@ def _unterminated(body: str) -> str:
     return body[:-1] if body.endswith("/") else body
 
 
-def records(text: str) -> list[Record]:
-    """The file's logical records in order, 88 continuations folded into their record."""
-    out: list[Record] = []
-    for n, line in enumerate(text.splitlines(), 1):
+def records(lines: Iterable[str]) -> Iterator[Record]:
+    """The file's logical records in order, 88 continuations folded into their record;
+    `lines` are the file's lines (`reading.text_lines`), read one at a time: a record is
+    yielded once the next one starts (until then an 88 or a wrapped line may continue it)."""
+    last: Record | None = None
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if not _START.match(line):
-            if not out:
+            if last is None:
                 raise ParseError(f"not a BAI2 record: {line.strip()[:40]!r} (records start with a code and a comma)", n)
-            _append_text(out[-1], line.rstrip())
+            _append_text(last, line.rstrip())
             continue
         for piece in _split(line.strip()):
             code, body = piece[:2], piece[3:]
             if code == "88":
-                if not out:
+                if last is None:
                     raise ParseError("an 88 continuation before any record", n)
-                _continue(out[-1], body)
+                _continue(last, body)
             else:
-                out.append(Record(code, n, body))
-    return out
+                if last is not None:
+                    yield last
+                last = Record(code, n, body)
+    if last is not None:
+        yield last
 
 
 def _split(line: str) -> list[str]:

@@ -38,17 +38,26 @@ Identity: the account number; `statement_id` the group's as-of date (ISO); `sequ
 its as-of-date modifier where given (1 interim previous-day, 2 final previous-day, 3
 interim same-day, 4 final same-day). The 01 file id is not part of it: a bank re-sending
 a day's report gives the file a new id, and the account's day is what is re-sent.
+
+Read in two passes over the file's lines, neither holding the text or its records: the
+first finds the last record (a file without its 99 trailer is truncated, whatever else is
+wrong with it), the second walks the structure a record at a time.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 
 from clearline.recon.intake.bai2_records import FUNDS_TYPES, Record, funds_extra, records
-from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.bank import BankFile, Sum
 from clearline.recon.intake.model import ParseError, Problems
 from clearline.recon.intake.normalise import currency_code, optional
+from clearline.recon.intake.processor import CHUNK_ROWS
+from clearline.recon.intake.reading import TextFile, text_lines
 
 DEFAULT_CURRENCY = "USD"
 _LOAN_CREDITS = {706, 708, *range(720, 729)}
@@ -151,22 +160,26 @@ def _detail(record: Record, problems: Problems) -> _Detail:
 
 
 class _Reader:
-    """Walks the records in order, holding the one being looked at."""
+    """Walks the records in order, holding the one being looked at (and the last one read,
+    which a truncated file's error names)."""
 
-    def __init__(self, found: list[Record]) -> None:
-        self.found, self.i = found, 0
+    def __init__(self, found: Iterator[Record]) -> None:
+        self.found = found
+        self.next: Record | None = next(found, None)
+        self.last = self.next
 
     def peek(self) -> Record | None:
-        return self.found[self.i] if self.i < len(self.found) else None
+        return self.next
 
     def take(self, code: str, inside: str) -> Record:
-        record = self.peek()
+        record = self.next
         if record is None:
-            last = self.found[-1]
-            raise ParseError(f"the file ends inside {inside}, without its {code} record: truncated", last.line_no)
+            assert self.last is not None  # a BAI2 file opens with its 01 record (`detect`)
+            raise ParseError(f"the file ends inside {inside}, without its {code} record: truncated", self.last.line_no)
         if record.code != code:
             raise ParseError(f"a {record.code} record where {inside} expects {code}", record.line_no)
-        self.i += 1
+        self.next = next(self.found, None)
+        self.last = self.next or self.last
         return record
 
 
@@ -174,15 +187,16 @@ def _records_in(record: Record) -> int:
     return 1 + record.continuations
 
 
-def parse(text: str, source_file: str) -> BankFile:
-    found = records(text)
-    if found[-1].code != "99":
+def parse(text: str | TextFile, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> BankFile:
+    """The statements of `text` (whole, or a file streamed); with `spill`, the lines go to
+    that Parquet file a chunk at a time (`BankFile`)."""
+    last = deque(records(text_lines(text)), maxlen=1)[0]
+    if last.code != "99":
         raise ParseError(
-            f"the file ends without its 99 file trailer (last record {found[-1].code!r}): truncated",
-            found[-1].line_no,
+            f"the file ends without its 99 file trailer (last record {last.code!r}): truncated", last.line_no
         )
-    out = BankFile(source_file=source_file)
-    reader = _Reader(found)
+    out = BankFile(source_file=source_file, chunk_rows=chunk_rows, spill=spill)
+    reader = _Reader(records(text_lines(text)))
     header = reader.take("01", "the file")
     count = _records_in(header)
     group_totals: list[int] = []
@@ -248,12 +262,12 @@ def _account(
     summaries = _summaries(fields[2:], header.line_no, p)
     by_code = {s.code: s for s in summaries}
     out.open_statement("bai2", number, as_of.isoformat() if as_of else "", modifier, header.line_no)
-    count, details = _records_in(header), []
+    count, signed, unsigned = _records_in(header), Sum(), 0
     while (next_record := reader.peek()) is not None and next_record.code == "16":
         record = reader.take("16", "an account")
         count += _records_in(record)
         detail = _detail(record, p)
-        details.append(detail)
+        unsigned += detail.amount or 0
         sign = direction(detail.type_code)
         amount = detail.amount
         if amount is not None and amount < 0:
@@ -266,7 +280,7 @@ def _account(
                 record.line_no,
                 f"16 type code {detail.type_code!r} is not a credit or debit, but carries amount {amount}",
             )
-        out.add(
+        kept = out.add(
             optional(detail.bank_ref),
             optional(detail.customer_ref),
             optional(detail.text),
@@ -276,15 +290,17 @@ def _account(
             detail.value_date or as_of,
             record.line_no,
         )
-    signed = [line.amount.minor for line in out.lines[len(out.lines) - len(details) :]]
+        signed.add(kept)
     trailer = reader.take("49", "an account")
     count += _records_in(trailer)
     opening, closing = by_code.get("010"), by_code.get("015")
     name = f"03 account {number}"
     if opening and closing and opening.amount is not None:
-        movement = (
-            signed if details else [(by_code[c].amount or 0) * s for c, s in (("100", 1), ("400", -1)) if c in by_code]
-        )
+        movement = signed
+        if not signed.count:
+            for code, sign in (("100", 1), ("400", -1)):
+                if code in by_code:
+                    movement.add((by_code[code].amount or 0) * sign)
         out.balance(
             f"{name} (010 opening, 015 closing ledger)", header.line_no, opening.amount, closing.amount, movement
         )
@@ -292,6 +308,6 @@ def _account(
         opening.amount if opening else None, as_of, closing.amount if closing else None, as_of, currency
     )
     # an empty amount field counts 0; one that cannot be read is already a problem on its line
-    total = sum(s.amount or 0 for s in summaries) + sum(d.amount or 0 for d in details)
+    total = sum(s.amount or 0 for s in summaries) + unsigned
     _trailer(out, f"49 account {number}", trailer, [total], [("number of records", count)])
     return total, count

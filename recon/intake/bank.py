@@ -11,17 +11,26 @@ and closes it with the balances it states (`close_statement`), which appends one
 identity, so `add` refuses them. A file that states the same identity twice (BAI2 files
 that report one account twice in a group) gets `#2`, `#3`, … on the later sequences, so
 every statement of a file keeps an identity of its own.
+
+Large statements: the parsers read a file a line (an XML entry) at a time and hand each
+entry to `add` as they go, so what a statement costs is its lines, never the file's text.
+`BankFile` keeps at most `chunk_rows` entries as Python objects and turns each full chunk
+into a frame, or appends it to the Parquet file `spill` (as `ProcessorFile` does for a
+processor report); what a statement's controls need is kept as running sums (`Sum`), not
+as a list of its amounts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from clearline.recon.intake.model import Problems, controls_frame, fits_i64
-from clearline.recon.intake.processor import money
+from clearline.recon.intake.processor import CHUNK_ROWS, money, spill_chunk
 from clearline.recon.lines import BankLine, Statement, frame
 
 
@@ -32,16 +41,34 @@ class _Open:
     statement_id: str
     sequence: str | None
     line_no: int
-    first: int  # index of its first line in BankFile.lines
+    first: int  # index of its first line in the file (`BankFile.count` when it opened)
+
+
+@dataclass
+class Sum:
+    """A running sum of amounts and their count; the sum is None once any amount is (one
+    that could not be read), so a control over it is unknown rather than wrong."""
+
+    total: int | None = 0
+    count: int = 0
+
+    def add(self, amount: int | None) -> None:
+        self.count += 1
+        self.total = None if self.total is None or amount is None else self.total + amount
 
 
 @dataclass
 class BankFile:
-    lines: list[BankLine] = field(default_factory=list)
+    lines: list[BankLine] = field(default_factory=list)  # the chunk being read (see the module doc)
     controls: list[tuple[str, int, int | None, int | None]] = field(default_factory=list)
     problems: Problems = field(default_factory=Problems)
     statements: list[Statement] = field(default_factory=list)
     source_file: str = ""
+    chunk_rows: int = CHUNK_ROWS
+    spill: Path | None = None  # where full chunks go as row groups, instead of `_parts`
+    count: int = 0  # entries added so far
+    _parts: list[pl.DataFrame] = field(default_factory=list)
+    _writer: pq.ParquetWriter | None = None
     _open: _Open | None = None
 
     def open_statement(self, fmt: str, account: str, statement_id: str, sequence: str | None, line_no: int) -> None:
@@ -52,7 +79,7 @@ class BankFile:
         while (account, statement_id, sequence) in stated:
             repeat += 1
             sequence = f"{base or ''}#{repeat}"
-        self._open = _Open(fmt, account, statement_id, sequence, line_no, len(self.lines))
+        self._open = _Open(fmt, account, statement_id, sequence, line_no, self.count)
 
     def close_statement(
         self,
@@ -76,7 +103,7 @@ class BankFile:
                 opening_date=opening_date,
                 closing=money(closing if closing is None or fits_i64(closing) else None, currency),
                 closing_date=closing_date,
-                entries=len(self.lines) - s.first,
+                entries=self.count - s.first,
                 source_file=self.source_file,
                 line_no=s.line_no,
             )
@@ -92,13 +119,17 @@ class BankFile:
         booked: date | None,
         value: date | None,
         line_no: int,
-    ) -> None:
-        """One entry of the open statement."""
+        problems: Problems | None = None,
+    ) -> int | None:
+        """One entry of the open statement; the amount it holds (None where it is beyond 64
+        bits, a problem noted in `problems`, by default the file's)."""
         s = self._open
         if s is None:
             raise RuntimeError("an entry outside a statement")
         if amount is not None and not fits_i64(amount):
-            self.problems.note(line_no, f"amount {amount} is beyond the range of a 64-bit count of minor units")
+            (self.problems if problems is None else problems).note(
+                line_no, f"amount {amount} is beyond the range of a 64-bit count of minor units"
+            )
             amount = None
         self.lines.append(
             BankLine(
@@ -116,20 +147,45 @@ class BankFile:
                 sequence=s.sequence,
             )
         )
+        self.count += 1
+        if len(self.lines) >= self.chunk_rows:
+            self._flush()
+        return amount
+
+    def _flush(self) -> None:
+        if not self.lines:
+            return
+        part, self.lines = frame(self.lines, BankLine), []
+        if self.spill is None:
+            self._parts.append(part)
+            return
+        self._writer = spill_chunk(part, self.spill, self._writer)
 
     def control(self, name: str, line_no: int, declared: int | None, computed: int | None) -> None:
         self.controls.append((name, line_no, declared, computed))
 
-    def balance(
-        self, what: str, line_no: int, opening: int | None, closing: int | None, amounts: list[int | None]
-    ) -> None:
+    def balance(self, what: str, line_no: int, opening: int | None, closing: int | None, amounts: Sum) -> None:
         """opening + entries = closing, for a statement that states both balances."""
-        computed = None if opening is None or None in amounts else opening + sum(amounts)  # type: ignore[operator]
+        computed = None if opening is None or amounts.total is None else opening + amounts.total
         self.control(f"{what}: opening balance + entries = closing balance", line_no, closing, computed)
 
-    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    def frames(self) -> tuple[pl.DataFrame | Path, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """Lines (a frame, or the spill's path), controls, problems, statements."""
+        self._flush()
+        lines: pl.DataFrame | Path
+        if self.spill is None:
+            lines = pl.concat(self._parts) if self._parts else frame([], BankLine)
+            self._parts = []
+        else:
+            if self._writer is None:  # no entry at all: an empty file with the lines' columns
+                self.spill.parent.mkdir(parents=True, exist_ok=True)
+                frame([], BankLine).write_parquet(self.spill)
+            else:
+                self._writer.close()
+                self._writer = None
+            lines = self.spill
         return (
-            frame(self.lines, BankLine),
+            lines,
             controls_frame(self.controls),
             self.problems.frame(),
             frame(self.statements, Statement),

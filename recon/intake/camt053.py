@@ -44,46 +44,97 @@ Identity: `Stmt/Id` with `ElctrncSeqNb` (else `LglSeqNb`); the account is the IB
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import date
+from pathlib import Path
 
 from lxml import etree
 
-from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.bank import BankFile, Sum
 from clearline.recon.intake.model import ParseError, Problems
 from clearline.recon.intake.normalise import currency_code, minor, optional
+from clearline.recon.intake.processor import CHUNK_ROWS
+from clearline.recon.intake.reading import TextFile
 
-# encoding="utf-8": decode() already turned the bytes into text by the declared encoding.
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8")
+# encoding="utf-8": decode() already turned the bytes into text by the declared encoding,
+# and a file streamed is UTF-8 (`reading.scan`)
+_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8")
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?$")
 _DATE_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
 OPENING, CLOSING, INTERIM = ("OPBD", "PRCD"), ("CLBD",), "ITBD"
 
 
-def parse(text: str, source_file: str) -> BankFile:
-    try:
-        root = etree.fromstring(text.encode("utf-8"), _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise ParseError(f"not well-formed XML: {exc.msg}", exc.lineno) from None
-    _refuse_doctype(root)
-    # the Document may come inside an envelope (a business application header beside it)
-    statements = root.findall(".//{*}BkToCstmrStmt/{*}Stmt")
-    if etree.QName(root).localname == "BkToCstmrStmt":
-        statements = root.findall("{*}Stmt")
-    if not statements:
-        raise ParseError("no BkToCstmrStmt/Stmt in the document", root.sourceline)
-    out = BankFile(source_file=source_file)
-    for stmt in statements:
-        _statement(stmt, out)
+def parse(text: str | TextFile, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> BankFile:
+    """The statements of `text` (whole, or a file streamed), read with `iterparse`: each
+    `Ntry` is read when its end tag is, then dropped from the tree, so the document is
+    never whole in memory; with `spill`, the lines go to that Parquet file a chunk at a
+    time (`BankFile`)."""
+    out = BankFile(source_file=source_file, chunk_rows=chunk_rows, spill=spill)
+    reader = _Reader(out)
+    source = text.path.open("rb") if isinstance(text, TextFile) else io.BytesIO(text.encode("utf-8"))
+    with source:
+        try:
+            for event, element in etree.iterparse(source, events=("start", "end"), **_OPTIONS):
+                reader.see(event, element)
+        except etree.XMLSyntaxError as exc:
+            raise ParseError(f"not well-formed XML: {exc.msg}", exc.lineno) from None
+    if reader.hostile:  # only now: a document that is not even well-formed is refused as that first
+        raise reader.hostile
+    if not reader.statements:
+        raise ParseError("no BkToCstmrStmt/Stmt in the document", reader.root_line)
     return out
 
 
-def _refuse_doctype(root) -> None:
-    """A DOCTYPE in a camt.053 is hostile (XXE, entity expansion): refused with what it declares."""
+class _Reader:
+    """What the parse has reached: the root, the statement being read (`Stmt` under
+    `BkToCstmrStmt`, the Document inside an envelope or not) and the hostile DOCTYPE
+    refusal, if the document has one (the rest of it is then only checked for well-formedness)."""
+
+    def __init__(self, out: BankFile) -> None:
+        self.out = out
+        self.root_line: int | None = None
+        self.hostile: ParseError | None = None
+        self.statement: _Statement | None = None
+        self.statements = 0
+        self.currency = ""  # of the file's last line so far: a statement without a currency of its own takes it
+
+    def see(self, event: str, element) -> None:
+        if self.root_line is None:
+            self.root_line = element.sourceline
+            self.hostile = _doctype(element)
+        if self.hostile is not None:
+            if event == "end":
+                element.clear()
+            return
+        name, parent = etree.QName(element).localname, element.getparent()
+        in_statement = self.statement is not None and parent is self.statement.stmt
+        if (
+            event == "start"
+            and name == "Stmt"
+            and parent is not None
+            and etree.QName(parent).localname == "BkToCstmrStmt"
+        ):
+            self.statement = _Statement(element, self.out)
+            self.statements += 1
+        elif event == "end" and name == "Ntry" and in_statement:
+            assert self.statement is not None
+            self.statement.entry(element)
+            parent.remove(element)
+        elif event == "end" and self.statement is not None and element is self.statement.stmt:
+            self.currency = self.statement.close(self.currency)
+            self.statement = None
+            element.clear()
+            if parent is not None:
+                parent.remove(element)
+
+
+def _doctype(root) -> ParseError | None:
+    """A DOCTYPE in a camt.053 is hostile (XXE, entity expansion): the refusal naming what it declares."""
     info = root.getroottree().docinfo
     dtd = info.internalDTD
     if not info.doctype and dtd is None:
-        return
+        return None
     declared = []
     for entity in dtd.iterentities() if dtd is not None else []:
         target = entity.system_url or entity.content or ""
@@ -92,7 +143,7 @@ def _refuse_doctype(root) -> None:
     if info.system_url:
         declared.append(f"external DTD {info.system_url!r}")
     what = "; declares " + ", ".join(declared) if declared else ""
-    raise ParseError(
+    return ParseError(
         f"hostile XML refused: a DOCTYPE{what}. ISO 20022 messages carry no DOCTYPE; "
         "nothing in it was resolved or loaded",
         1,
@@ -180,40 +231,73 @@ def _balances(stmt, stmt_ccy: str, problems: Problems) -> tuple[tuple | None, tu
     return opening, closing, currency
 
 
-def _statement(stmt, out: BankFile) -> None:
-    p = out.problems
-    account = _text(stmt, "{*}Acct/{*}Id/{*}IBAN") or _text(stmt, "{*}Acct/{*}Id/{*}Othr/{*}Id")
-    opening, closing, stmt_ccy = _balances(stmt, currency_code(_text(stmt, "{*}Acct/{*}Ccy")), p)
-    statement_id = _text(stmt, "{*}Id")
-    out.open_statement(
-        "camt053",
-        account,
-        statement_id,
-        _text(stmt, "{*}ElctrncSeqNb") or _text(stmt, "{*}LglSeqNb") or None,
-        stmt.sourceline,
-    )
-    entries = stmt.findall("{*}Ntry")
-    amounts = {}
-    for ntry in entries:
-        currency = _currency(ntry, "{*}Amt", stmt_ccy)
-        amounts[ntry] = (currency, _signed(ntry, "{*}Amt", currency, "Ntry", p))
-    booked = [a for ntry, (_, a) in amounts.items() if _booked(ntry)]
-    for ntry in entries:
+class _Statement:
+    """One `Stmt` read an entry at a time: its header (account, identity, balances) once
+    its first `Ntry` ends (they come before the entries), each entry as it ends, its
+    controls once the `Stmt` does. Problems keep the order of reading the statement whole:
+    the header's, every entry's amount, then the booked entries' own (kept aside until the
+    statement ends), then the controls'."""
+
+    def __init__(self, stmt, out: BankFile) -> None:
+        self.stmt, self.out = stmt, out
+        self.opened = False
+        self.later = Problems()  # the booked entries' problems, noted after every entry's amount
+        self.booked = Sum()
+        self.signed = Sum()  # every entry, booked or not (TxsSummry covers them all)
+        self.credits, self.debits, self.magnitude = Sum(), Sum(), Sum()
+        self.last_currency: str | None = None  # of its last line
+
+    def _open(self) -> None:
+        stmt, p = self.stmt, self.out.problems
+        self.opened = True
+        self.account = _text(stmt, "{*}Acct/{*}Id/{*}IBAN") or _text(stmt, "{*}Acct/{*}Id/{*}Othr/{*}Id")
+        self.opening, self.closing, self.currency = _balances(stmt, currency_code(_text(stmt, "{*}Acct/{*}Ccy")), p)
+        self.statement_id = _text(stmt, "{*}Id")
+        self.out.open_statement(
+            "camt053",
+            self.account,
+            self.statement_id,
+            _text(stmt, "{*}ElctrncSeqNb") or _text(stmt, "{*}LglSeqNb") or None,
+            stmt.sourceline,
+        )
+
+    def entry(self, ntry) -> None:
+        if not self.opened:
+            self._open()
+        currency = _currency(ntry, "{*}Amt", self.currency)
+        amount = _signed(ntry, "{*}Amt", currency, "Ntry", self.out.problems)
+        self.signed.add(amount)
+        self.magnitude.add(None if amount is None else abs(amount))
+        if amount is None or amount >= 0:
+            self.credits.add(amount)
+        if amount is None or amount < 0:
+            self.debits.add(amount)
         if _booked(ntry):
-            _entry(ntry, *amounts[ntry], out)
-    stmt_ccy = stmt_ccy or (out.lines[-1].amount.currency if out.lines else "")
-    if opening and closing:
-        out.balance(f"statement {statement_id}", closing[0], opening[1], closing[1], booked)
-    out.close_statement(
-        opening[1] if opening else None,
-        opening[2] if opening else None,
-        closing[1] if closing else None,
-        closing[2] if closing else None,
-        stmt_ccy,
-    )
-    summary = stmt.find("{*}TxsSummry")
-    if summary is not None:
-        _summary(summary, [amount for _, amount in amounts.values()], stmt_ccy, out)
+            self.booked.add(amount)
+            _entry(ntry, currency, amount, self.out, self.later)
+            self.last_currency = currency
+
+    def close(self, last_currency: str) -> str:
+        """The statement's controls and its close; the currency of the file's last line."""
+        if not self.opened:
+            self._open()
+        out, opening, closing = self.out, self.opening, self.closing
+        out.problems.items.extend(self.later.items)
+        last_currency = last_currency if self.last_currency is None else self.last_currency
+        stmt_ccy = self.currency or (last_currency if out.count else "")
+        if opening and closing:
+            out.balance(f"statement {self.statement_id}", closing[0], opening[1], closing[1], self.booked)
+        out.close_statement(
+            opening[1] if opening else None,
+            opening[2] if opening else None,
+            closing[1] if closing else None,
+            closing[2] if closing else None,
+            stmt_ccy,
+        )
+        summary = self.stmt.find("{*}TxsSummry")
+        if summary is not None:
+            _summary(summary, self, stmt_ccy, out)
+        return last_currency
 
 
 def _booked(ntry) -> bool:
@@ -225,9 +309,9 @@ def _tx_amount(tx, currency: str, default_dc: str, problems: Problems) -> int | 
     return _signed(tx, path, _currency(tx, path, currency), "TxDtls", problems, default_dc)
 
 
-def _entry(ntry, currency: str, amount: int | None, out: BankFile) -> None:
-    """One line per booked entry, or one per transaction of a batched entry (see the module doc)."""
-    p = out.problems
+def _entry(ntry, currency: str, amount: int | None, out: BankFile, p: Problems) -> None:
+    """One line per booked entry, or one per transaction of a batched entry (see the module
+    doc); its problems go to `p`."""
     transactions = ntry.findall("{*}NtryDtls/{*}TxDtls")
     booked, valued = _day(ntry, "{*}BookgDt", p), _day(ntry, "{*}ValDt", p, required=False)
     entry_ref, entry_text = _text(ntry, "{*}AcctSvcrRef"), _text(ntry, "{*}AddtlNtryInf")
@@ -236,14 +320,14 @@ def _entry(ntry, currency: str, amount: int | None, out: BankFile) -> None:
     )
     if not itemised:
         tx = transactions[0] if transactions else etree.Element("TxDtls")
-        out.add(*_refs(tx, entry_ref, entry_text, entry_first=True), amount, currency, booked, valued, ntry.sourceline)
+        out.add(*_refs(tx, entry_ref, entry_text, True), amount, currency, booked, valued, ntry.sourceline, p)
         return
     dc = _text(ntry, "{*}CdtDbtInd")
     parts = []
     for tx in transactions:
         part = _tx_amount(tx, currency, dc, p)
         parts.append(part)
-        out.add(*_refs(tx, entry_ref, entry_text), part, currency, booked, valued, tx.sourceline)
+        out.add(*_refs(tx, entry_ref, entry_text), part, currency, booked, valued, tx.sourceline, p)
     name = f"Ntry {entry_ref or ntry.sourceline}"
     out.control(f"{name} amount = sum of its TxDtls", ntry.sourceline, amount, None if None in parts else sum(parts))
     count = _text(ntry, "{*}NtryDtls/{*}Btch/{*}NbOfTxs")
@@ -267,15 +351,12 @@ def _refs(tx, entry_ref: str, entry_text: str, entry_first: bool = False) -> tup
     return optional(bank_ref), None if end_to_end == "NOTPROVIDED" else optional(end_to_end), text
 
 
-def _summary(summary, signed: list[int | None], currency: str, out: BankFile) -> None:
+def _summary(summary, read: _Statement, currency: str, out: BankFile) -> None:
     """TxsSummry, where the bank gives it: counts and unsigned sums of all, credit and
     debit entries (booked or not: the summary covers the statement), and the signed net."""
     p = out.problems
-    parts = {
-        "TtlNtries": signed,
-        "TtlCdtNtries": [a for a in signed if a is None or a >= 0],
-        "TtlDbtNtries": [a for a in signed if a is None or a < 0],
-    }
+    debits = Sum(None if read.debits.total is None else -read.debits.total, read.debits.count)
+    parts = {"TtlNtries": read.magnitude, "TtlCdtNtries": read.credits, "TtlDbtNtries": debits}
     for tag, amounts in parts.items():
         part = summary.find(f"{{*}}{tag}")
         if part is None:
@@ -283,7 +364,7 @@ def _summary(summary, signed: list[int | None], currency: str, out: BankFile) ->
         count = _text(part, "{*}NbOfNtries")
         if count:
             out.control(
-                f"TxsSummry/{tag}/NbOfNtries", part.sourceline, int(count) if count.isdigit() else None, len(amounts)
+                f"TxsSummry/{tag}/NbOfNtries", part.sourceline, int(count) if count.isdigit() else None, amounts.count
             )
         total = _text(part, "{*}Sum")
         if total:
@@ -291,7 +372,7 @@ def _summary(summary, signed: list[int | None], currency: str, out: BankFile) ->
                 f"TxsSummry/{tag}/Sum",
                 part.sourceline,
                 minor(total, currency, f"{tag}/Sum", part.sourceline, p),
-                None if None in amounts else sum(abs(a) for a in amounts),
+                amounts.total,
             )
     # TtlNetNtry (Amt, CdtDbtInd) from version 04; TtlNetNtryAmt beside TtlNtries/CdtDbtInd before
     net, path = summary.find("{*}TtlNtries/{*}TtlNetNtry"), "{*}Amt"
@@ -302,5 +383,5 @@ def _summary(summary, signed: list[int | None], currency: str, out: BankFile) ->
             "TxsSummry/TtlNtries/TtlNetNtry",
             net.sourceline,
             _signed(net, path, currency, "TtlNetNtry", p),
-            None if None in signed else sum(signed),
+            read.signed.total,
         )

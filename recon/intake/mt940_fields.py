@@ -23,6 +23,7 @@ ASN Bank and Citi files); it also reads a wrapped `:86:` line that happens to st
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -35,6 +36,7 @@ _TAG = re.compile(r"^:([0-9]{2}[A-Z]?|NS):(.*)$")
 # {1:basic header}{2:application header}{3:{108:…}…}{4:  (block 3 holds nested fields)
 _ENVELOPE = re.compile(r"^\{1:[^}]*\}(?:\{2:[^}]*\})?(?:\{3:(?:\{[^}]*\})*\})?\{4:")
 _MESSAGE_END = re.compile(r"^\s*-(\}|XXX)?(\{5:.*)?\s*$|^\{5:")
+_NEXT_MESSAGE = re.compile(r"(?<=[}\x01\x03])(?=\{1:)")
 _FRAMING = str.maketrans("", "", "\x01\x03\x1a")  # SOH and ETX around FIN messages; Ctrl-Z, a DOS end mark
 # :60F: / :62F: and friends: D/C mark, date YYMMDD, currency, amount with a decimal comma
 _BALANCE = re.compile(r"^\s*([CDcd])\s*(\d{6})\s*([A-Z]{3})\s*([0-9]+(?:[,.][0-9]*)?|[,.][0-9]+)\s*$")
@@ -94,45 +96,60 @@ class Page:
     number: str = ""  # :28C: as written (statement number / page)
     opening: Balance | None = None
     closing: Balance | None = None
-    entries: list[Entry] = field(default_factory=list)
+    entries: int = 0  # its :61: lines (read by `entries`)
     tags: set[str] = field(default_factory=set)
 
 
-def fields(text: str) -> list[Field]:
-    """Every tagged field of the file in order, envelopes and preambles skipped."""
-    out: list[tuple[str, list[str], int]] = []
+def fields(lines: Iterable[str]) -> Iterator[Field]:
+    """Every tagged field of the file in order, envelopes and preambles skipped; `lines`
+    are the file's lines (`reading.text_lines`), read one at a time: a field is yielded
+    once the line that starts the next one (or the end) is read."""
+    current: tuple[str, list[str], int] | None = None
     in_message = True
-    # a message that starts on the line where the one before ended (`-}{1:…`) starts a line
-    text = re.sub(r"(?<=[}\x01\x03])(?=\{1:)", "\n", text)
-    for n, raw in enumerate(text.splitlines(), 1):
+    for n, raw in enumerate(_message_lines(lines), 1):
         line = raw.rstrip("\r").translate(_FRAMING)
         envelope = _ENVELOPE.match(line)
         if envelope:
             in_message, line = True, line[envelope.end() :]
             if not line.strip():
                 continue
-        if _MESSAGE_END.match(line) and out:
+        if _MESSAGE_END.match(line) and current is not None:
             in_message = False
             continue
         tag = _TAG.match(line)
         if tag and tag.group(1)[:2] in TAG_NUMBERS:
             in_message = True
-            out.append((tag.group(1), [tag.group(2)], n))
-        elif out and in_message:
-            out[-1][1].append(line)
-    return [Field(tag, "\n".join(lines).rstrip("\n"), n) for tag, lines, n in out]
+            if current is not None:
+                yield _field(*current)
+            current = (tag.group(1), [tag.group(2)], n)
+        elif current is not None and in_message:
+            current[1].append(line)
+    if current is not None:
+        yield _field(*current)
 
 
-def pages(text: str) -> list[Page]:
-    """The file's statement messages with their parsed balances and lines."""
-    found: list[Page] = []
-    for f in fields(text):
+def _message_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines with a message that starts on the line where the one before ended
+    (`-}{1:…`) starting a line of its own."""
+    for line in lines:
+        yield from _NEXT_MESSAGE.sub("\n", line).split("\n")
+
+
+def _field(tag: str, lines: list[str], n: int) -> Field:
+    return Field(tag, "\n".join(lines).rstrip("\n"), n)
+
+
+def pages(found: Iterable[Field]) -> list[Page]:
+    """The file's statement messages with their parsed balances; each page's `:61:` lines
+    are counted, not kept (`entries` reads them in a second pass over the fields)."""
+    out: list[Page] = []
+    for f in found:
         if f.tag == "20":
-            found.append(Page(f.text.strip(), f.line_no))
+            out.append(Page(f.text.strip(), f.line_no))
             continue
-        if not found:
+        if not out:
             raise ParseError(f"a :{f.tag}: field before any :20: transaction reference", f.line_no)
-        page = found[-1]
+        page = out[-1]
         page.tags.add(f.tag)
         if f.tag == "25":
             page.account = " ".join(f.text.split())
@@ -147,10 +164,25 @@ def pages(text: str) -> list[Page]:
                 raise ParseError(
                     f"a :61: statement line after the closing balance of statement {page.reference}", f.line_no
                 )
-            page.entries.append(statement_line(f))
-        elif f.tag == "86" and page.entries and page.closing is None:
-            page.entries[-1].details.append(f.text)
-    return found
+            page.entries += 1
+    return out
+
+
+def entries(found: Iterable[Field]) -> Iterator[Entry]:
+    """Every `:61:` line with its `:86:` details, in file order (the pages of `pages` hold
+    `Page.entries` of them each): `:86:` after a `:61:` belongs to it until the page's
+    closing balance; after that it is the statement's own information."""
+    pending: Entry | None = None
+    for f in found:
+        if f.tag in ("20", "61", "62F", "62M") and pending is not None:
+            yield pending
+            pending = None
+        if f.tag == "61":
+            pending = statement_line(f)
+        elif f.tag == "86" and pending is not None:
+            pending.details.append(f.text)
+    if pending is not None:
+        yield pending
 
 
 def amount(text: str) -> Decimal:

@@ -21,28 +21,42 @@ reference is the end-to-end reference of a structured `:86:` (`EREF+`, `/EREF/`:
 one, the `:61:` field holds only 16 characters), else the `:61:` reference unless NONREF;
 the text is the `:86:` remittance text (`SVWZ+`, `/REMI/`, the `?2x` lines) or the whole
 `:86:` (see `mt940_details`), else the `:61:` supplementary details.
+
+Read in two passes over the file's lines, neither holding the text or its entries: the
+first reads the pages (balances, numbers, how many `:61:` each holds) and groups them into
+statements, as a statement's identity and currency are known only at its end (`:62F:`);
+the second reads the entries one at a time into the statements (`BankFile` keeps them a
+chunk at a time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
+from itertools import islice
+from pathlib import Path
 
 from clearline.recon.intake import mt940_details
-from clearline.recon.intake.bank import BankFile
+from clearline.recon.intake.bank import BankFile, Sum
 from clearline.recon.intake.model import ParseError
-from clearline.recon.intake.mt940_fields import Balance, Entry, Page, pages
+from clearline.recon.intake.mt940_fields import Balance, Entry, Page, entries, fields, pages
 from clearline.recon.intake.normalise import currency_code, minor, optional
+from clearline.recon.intake.processor import CHUNK_ROWS
+from clearline.recon.intake.reading import TextFile, text_lines
 
 PLUS = ("C", "RD")
 
 
-def parse(text: str, source_file: str) -> BankFile:
-    out = BankFile(source_file=source_file)
-    found = pages(text)
+def parse(text: str | TextFile, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> BankFile:
+    """The statements of `text` (whole, or a file streamed); with `spill`, the lines go to
+    that Parquet file a chunk at a time (`BankFile`)."""
+    out = BankFile(source_file=source_file, chunk_rows=chunk_rows, spill=spill)
+    found = pages(fields(text_lines(text)))
     if not found:
         raise ParseError("no :20: statement in the file", 1)
+    read = entries(fields(text_lines(text)))
     for statement in _statements(found):
-        _statement(statement, out)
+        _statement(statement, read, out)
     return out
 
 
@@ -82,7 +96,7 @@ def _minor(value: Decimal | None, currency: str, what: str, line_no: int, out: B
     return None if value is None else minor(format(value, "f"), currency, what, line_no, out.problems)
 
 
-def _statement(group: list[Page], out: BankFile) -> None:
+def _statement(group: list[Page], read: Iterator[Entry], out: BankFile) -> None:
     first, last = group[0], group[-1]
     assert first.opening is not None and last.closing is not None  # _statements refused pages without them
     currency = currency_code(last.closing.currency)
@@ -96,7 +110,9 @@ def _statement(group: list[Page], out: BankFile) -> None:
             out.problems.note(
                 page_open.line_no, f"the opening balance is in {page_open.currency}, the closing in {currency}"
             )
-        amounts = [_entry(entry, currency, out) for entry in page.entries]
+        amounts = Sum()
+        for entry in islice(read, page.entries):
+            amounts.add(_entry(entry, currency, out))
         name = f"statement {page.reference} {page.number}".strip()
         if n:
             out.control(f"{name}: :60M: opening = the page before's :62M: closing", page_open.line_no, opened, before)

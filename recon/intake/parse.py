@@ -23,7 +23,7 @@ from clearline.recon.intake import (
 )
 from clearline.recon.intake.csv_report import Text
 from clearline.recon.intake.detect import HEAD_CHARS, detect
-from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile, ParseError
+from clearline.recon.intake.model import ParsedFile, ParseError
 from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import TextFile, decode
 
@@ -33,14 +33,9 @@ Frames = tuple[pl.DataFrame | Path, ...]
 Parser = Callable[[Text, str, int, Path | None], Frames]
 
 
-def _frames(module) -> Parser:
-    """A bank file, read whole (never spilled)."""
-    return lambda text, name, chunk_rows, spill: module.parse(text, name).frames()
-
-
 def _chunked(module) -> Parser:
-    """A processor report read `chunk_rows` lines at a time, each chunk spilled to `spill`
-    when given (`processor.ProcessorFile`)."""
+    """A report or statement read `chunk_rows` lines at a time, each chunk spilled to `spill`
+    when given (`processor.ProcessorFile`, `bank.BankFile`)."""
     return lambda text, name, chunk_rows, spill: module.parse(text, name, chunk_rows, spill).frames()
 
 
@@ -49,9 +44,9 @@ PARSERS: dict[str, Parser] = {
     "stripe": _chunked(stripe),
     "checkoutcom": _chunked(checkoutcom),
     "checkoutcom_breakdown": _chunked(checkoutcom_breakdown),
-    "bai2": _frames(bai2_statement),
-    "camt053": _frames(camt053),
-    "mt940": _frames(mt940_statement),
+    "bai2": _chunked(bai2_statement),
+    "camt053": _chunked(camt053),
+    "mt940": _chunked(mt940_statement),
 }
 
 
@@ -80,15 +75,13 @@ def parse_bytes(
 
 
 def parse_path(path: Path, streams: bool, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ParsedFile:
-    """The file at `path` as intake reads it. A processor report whose bytes `reading.scan`
-    found to be UTF-8 (`streams`) is read as a stream, so neither its bytes nor its text
-    are ever whole in memory; anything else (a bank statement, a file whose bytes
-    `decode` must judge) is read whole by `parse_bytes`. Either gives the same lines."""
+    """The file at `path` as intake reads it. A file whose bytes `reading.scan` found to be
+    UTF-8 (`streams`) is read as a stream, so neither its bytes nor its text are ever
+    whole in memory; a file whose bytes `decode` must judge is read whole by
+    `parse_bytes`. Either gives the same lines."""
     if streams:
         text = TextFile(path)
-        fmt = detect(text.head(HEAD_CHARS))
-        if fmt in PROCESSOR_FORMATS:
-            return _parsed(text, fmt, path.name, path, chunk_rows, spill)
+        return _parsed(text, detect(text.head(HEAD_CHARS)), path.name, path, chunk_rows, spill)
     return parse_bytes(path.read_bytes(), path.name, path, chunk_rows, spill)
 
 

@@ -75,11 +75,7 @@ class ProcessorFile:
         if self.spill is None:
             self.parts.append(part)
             return
-        table = part.to_arrow()
-        if self._writer is None:
-            self.spill.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.spill, table.schema)
-        self._writer.write_table(table)
+        self._writer = spill_chunk(part, self.spill, self._writer)
 
     def frames(self) -> tuple[pl.DataFrame | Path, pl.DataFrame, pl.DataFrame]:
         self.flush()
@@ -121,6 +117,17 @@ class ProcessorFile:
         fix = pl.DataFrame(days, schema={"line_no": pl.Int64(), "settled": pl.Date()}, orient="row")
         joined = lines.join(fix.lazy(), on="line_no", how="left", maintain_order="left")
         return joined.with_columns(value_date=pl.coalesce("settled", "value_date")).drop("settled")
+
+
+def spill_chunk(part: pl.DataFrame, spill: Path, writer: pq.ParquetWriter | None) -> pq.ParquetWriter:
+    """A chunk of lines appended to `spill` as a row group (the file opened, with the chunk's
+    schema, by the first chunk); the writer, for the next chunk and the close."""
+    table = part.to_arrow()
+    if writer is None:
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        writer = pq.ParquetWriter(spill, table.schema)
+    writer.write_table(table)
+    return writer
 
 
 def money(minor: int | None, currency: str) -> Money:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +169,13 @@ class TextFile:
         """The physical lines, endings kept, as a file opened with newline="" gives them."""
         with self._open() as handle:
             yield from handle
+
+
+def text_lines(text: str | TextFile) -> Iterator[str]:
+    """The text's lines as `str.splitlines` gives them (endings dropped; any of the
+    separators `splitlines` knows ends a line), read one physical line at a time: a bank
+    statement's parsers take them so, whether the text is whole (a file `decode` read) or
+    a `TextFile` streamed from disk, and hold no list of the file's lines."""
+    physical = text.lines() if isinstance(text, TextFile) else io.StringIO(text, newline="")
+    for line in physical:
+        yield from line.splitlines()
