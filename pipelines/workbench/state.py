@@ -160,8 +160,10 @@ class WorkbenchState:
         with self._lock, self._con() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
+                # failures past the window count no more, whoever they were (names that are
+                # tried once and never again do not pile up)
+                con.execute("DELETE FROM login_failures WHERE at <= ?", [now - window_s])
                 for key, limit in limits.items():
-                    con.execute("DELETE FROM login_failures WHERE key = ? AND at <= ?", [key, now - window_s])
                     con.execute("INSERT INTO login_failures VALUES (?, ?)", [key, now])
                     (count,) = con.execute("SELECT count(*) FROM login_failures WHERE key = ?", [key]).fetchone()
                     if count >= limit:

@@ -8,6 +8,8 @@ state folder (a restart, another worker) refuses as well; every step is in the a
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -111,3 +113,13 @@ def test_bad_api_tokens_from_an_address_are_refused_with_429_and_retry_after(set
         ("api", "login_blocked"),
         ("api", "login_refused"),
     ]
+
+
+def test_failures_past_the_window_are_forgotten_for_every_name(tmp_path):
+    """Names tried once and never again do not pile up in the store."""
+    state = WorkbenchState(tmp_path)
+    for n in range(10):
+        assert state.login_failed({f"name:u{n}": 5}, 1000.0, LIMIT.window_s, LIMIT.cooloff_s) == []
+    state.login_failed({"name:late": 5}, 1000.0 + LIMIT.window_s, LIMIT.window_s, LIMIT.cooloff_s)
+    with closing(sqlite3.connect(state.path)) as con:
+        assert con.execute("SELECT key FROM login_failures").fetchall() == [("name:late",)]
