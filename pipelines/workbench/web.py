@@ -222,10 +222,10 @@ class Workbench:
     ) -> Callable:
         """Register a logged-in person's action as the form POST at `path`:
         `work(user, form, **path_params)` does it and returns the message to flash; a
-        refusal (`catch`: `actions.Refused`) is flashed as "<refused>: why" (`refused` is
-        formatted with the path parameters). Either way the person is
-        sent to `back` — a path formatted with the path parameters, or a function of the form
-        and them — where the message shows."""
+        refusal (`catch`, by default `actions.Refused`) is flashed as "<refused>: why",
+        `refused` formatted with the path parameters. Either way the person is sent to
+        `back` (a path formatted with the path parameters, or a function of the form and
+        them), where the message shows."""
 
         def register(work: Callable[..., str]) -> Callable[..., str]:
             def act(request: Request, form, **params: Any) -> Response:
