@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Callable, Literal, Mapping
 
 from clearline.currency import EXPONENT, decimal_to_minor, minor_to_decimal
+from clearline.events import AdjustmentLeg, Money
 from clearline.ledger import accounts
 
 Kind = Literal["fee", "fx", "amount", "write_off", "manual"]
@@ -41,18 +42,10 @@ ADJUSTMENT_ACCOUNTS: dict[str, str | None] = {name: accounts.CHART[name].sub for
 
 
 @dataclass(frozen=True, slots=True)
-class AdjustmentLeg:
-    """One leg: `minor` units of the proposal's currency debited or credited to `account`
-    ("fee_expense:stripe")."""
-
-    account: str
-    side: Literal["debit", "credit"]
-    minor: int
-
-
-@dataclass(frozen=True, slots=True)
 class AdjustmentProposal:
-    """An adjusting entry for one variance, in one currency, not yet approved."""
+    """An adjusting entry for one variance, in one currency, not yet approved. Its legs are
+    the contract's (`clearline.events.AdjustmentLeg`: account, side, amount), the very legs
+    `adjustment.posted` carries once approved; each leg's amount is in `currency`."""
 
     variance_id: str
     merchant_id: str | None
@@ -65,14 +58,20 @@ class AdjustmentProposal:
 
 def check_adjustment(proposal: AdjustmentProposal) -> list[str]:
     """What keeps the entry from posting, as a person reads it; [] when it posts: a known
-    kind and currency, every leg at least one minor unit on an account a person may
-    adjust, the legs balanced. The ledger's posting rule makes the same checks."""
+    kind and currency, every leg in the entry's currency, at least one minor unit, on an
+    account a person may adjust, the legs balanced. The ledger's posting rule makes the
+    same checks."""
     problems = []
     if proposal.kind not in KINDS:
         problems.append(f"kind {proposal.kind!r} is not one of {', '.join(KINDS)}")
     if proposal.currency not in EXPONENT:
         return problems + [f"currency {proposal.currency!r} is not an ISO 4217 code"]
-    legs = [(leg.account, leg.side, leg.minor, proposal.currency) for leg in proposal.legs]
+    problems += [
+        f"leg {n} ({leg.account}) is in {leg.amount.currency}, the entry in {proposal.currency}"
+        for n, leg in enumerate(proposal.legs, 1)
+        if leg.amount.currency != proposal.currency
+    ]
+    legs = [(leg.account, leg.side, leg.amount.minor, leg.amount.currency) for leg in proposal.legs]
     return problems + accounts.adjustment_problems(legs)
 
 
@@ -108,13 +107,14 @@ def _difference(v: Mapping[str, object]) -> int | None:
 
 
 def _entry(v: Mapping[str, object], kind: Kind, debit: str, credit: str, minor: int, memo: str) -> AdjustmentProposal:
+    amount = Money(minor, str(v["currency"]))
     return AdjustmentProposal(
         str(v["variance_id"]),
         _text(v.get("merchant_id")),
         _text(v.get("processor")),
-        str(v["currency"]),
+        amount.currency,
         kind,
-        (AdjustmentLeg(debit, "debit", minor), AdjustmentLeg(credit, "credit", minor)),
+        (AdjustmentLeg(debit, "debit", amount), AdjustmentLeg(credit, "credit", amount)),
         memo,
     )
 

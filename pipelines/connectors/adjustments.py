@@ -43,7 +43,7 @@ def adjustment_id(proposal: AdjustmentProposal, approval: Approval) -> str:
         "merchant_id": proposal.merchant_id,
         "kind": proposal.kind,
         "currency": proposal.currency,
-        "legs": [[leg.account, leg.side, leg.minor] for leg in proposal.legs],
+        "legs": [[leg.account, leg.side, leg.amount.minor] for leg in proposal.legs],
         "approval": dataclasses.astuple(approval),
     }
     return "adj_" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
@@ -61,11 +61,8 @@ def adjustment_event(
     if problems:
         raise ValueError("the entry cannot be posted: " + "; ".join(problems))
     at = approved_at or datetime.now(timezone.utc)
-    legs = tuple(
-        events.AdjustmentLeg(leg.account, leg.side, events.Money(leg.minor, proposal.currency)) for leg in proposal.legs
-    )
     payload = events.AdjustmentPosted(
-        proposal.variance_id, proposal.kind, a.code, a.note, a.proposed_by, a.approved_by, at, legs
+        proposal.variance_id, proposal.kind, a.code, a.note, a.proposed_by, a.approved_by, at, proposal.legs
     )
     merchant = proposal.merchant_id or events.PLATFORM
     event = events.Event(adjustment_id(proposal, a), "adjustment.posted", at, merchant, a.reseller_id, payload)

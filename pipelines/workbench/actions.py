@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from clearline.events import AdjustmentLeg, Money
 from clearline.pipelines.workbench import auth
 from clearline.pipelines.workbench.settings import WorkbenchSettings
 from clearline.pipelines.workbench.state import WorkbenchState
@@ -113,19 +114,12 @@ def adjustments() -> dict[str, Any] | None:
     """H2's adjustment surface, or None while it is not there (the page then says so)."""
     try:
         from clearline.pipelines.connectors.adjustments import PublishError, publish_adjustment
-        from clearline.recon import (
-            ADJUSTMENT_ACCOUNTS,
-            AdjustmentLeg,
-            AdjustmentProposal,
-            check_adjustment,
-            propose_adjustment,
-        )
+        from clearline.recon import ADJUSTMENT_ACCOUNTS, AdjustmentProposal, check_adjustment, propose_adjustment
     except (ImportError, AttributeError):
         return None
     return {
         "PublishError": PublishError,
         "accounts": ADJUSTMENT_ACCOUNTS,
-        "Leg": AdjustmentLeg,
         "Proposal": AdjustmentProposal,
         "check": check_adjustment,
         "propose": propose_adjustment,
@@ -134,13 +128,19 @@ def adjustments() -> dict[str, Any] | None:
 
 
 def to_body(proposal) -> dict[str, Any]:
+    """A proposal as the workbench stores and edits it: its legs as account, side and minor
+    units of the body's currency (the form's fields)."""
     body = dataclasses.asdict(proposal)
-    body["legs"] = [dict(leg) for leg in body["legs"]]
+    body["legs"] = [{"account": leg.account, "side": leg.side, "minor": leg.amount.minor} for leg in proposal.legs]
     return body
 
 
 def from_body(adj: dict, body: dict[str, Any]):
-    legs = tuple(adj["Leg"](str(leg["account"]), str(leg["side"]), int(leg["minor"])) for leg in body["legs"])
+    """The proposal a stored or edited body states, its legs the contract's."""
+    currency = str(body["currency"])
+    legs = tuple(
+        AdjustmentLeg(str(leg["account"]), str(leg["side"]), Money(int(leg["minor"]), currency)) for leg in body["legs"]
+    )
     return adj["Proposal"](**{**body, "legs": legs})
 
 

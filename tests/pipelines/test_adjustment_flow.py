@@ -86,9 +86,7 @@ def flowed(kafka_bootstrap, tmp_path_factory):
             bootstrap=kafka_bootstrap,
         )
         event_ids = [publish_adjustment(proposal, **approval), publish_adjustment(proposal, **approval)]
-        fee_legs = tuple(
-            AdjustmentLeg(leg.account, leg.side, Money(leg.minor, proposal.currency)) for leg in proposal.legs
-        )
+        fee_legs = proposal.legs
         unbalanced = (fee_legs[0], AdjustmentLeg(fee_legs[1].account, "credit", Money(1, proposal.currency)))
         bad = [
             hand_made(fee, tenant, "carol", "carol", fee_legs, "self"),

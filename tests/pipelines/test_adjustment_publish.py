@@ -10,7 +10,12 @@ import pytest
 
 from clearline import events
 from clearline.pipelines.connectors.adjustments import Approval, adjustment_event, publish_adjustment
-from clearline.recon import AdjustmentLeg, AdjustmentProposal
+from clearline.recon import AdjustmentProposal
+
+
+def leg(account: str, side: str, minor: int) -> events.AdjustmentLeg:
+    return events.AdjustmentLeg(account, side, events.Money(minor, "USD"))
+
 
 PROPOSAL = AdjustmentProposal(
     "var_00000000000000000001",
@@ -18,7 +23,7 @@ PROPOSAL = AdjustmentProposal(
     "stripe",
     "USD",
     "fee",
-    (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("processor_receivable:stripe", "credit", 37)),
+    (leg("fee_expense:stripe", "debit", 37), leg("processor_receivable:stripe", "credit", 37)),
     "fee over the notice",
 )
 APPROVAL = Approval("rs_001", "alice", "bob", "our_error", "checked against the report")
@@ -61,7 +66,7 @@ def test_the_id_is_the_same_for_the_same_approval_and_differs_for_another():
                 *[getattr(PROPOSAL, f) for f in ("variance_id", "merchant_id", "processor")],
                 "USD",
                 "fee",
-                tuple(AdjustmentLeg(x.account, x.side, 38) for x in PROPOSAL.legs),
+                tuple(leg(x.account, x.side, 38) for x in PROPOSAL.legs),
                 PROPOSAL.memo,
             ),
             APPROVAL,
@@ -81,7 +86,7 @@ def test_the_id_is_the_same_for_the_same_approval_and_differs_for_another():
                 "stripe",
                 "USD",
                 "manual",
-                (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("capital", "credit", 37)),
+                (leg("fee_expense:stripe", "debit", 37), leg("capital", "credit", 37)),
                 "",
             ),
             APPROVAL,

@@ -11,13 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearline.currency import minor_to_decimal
-from clearline.events import AdjustmentLeg as EventLeg
-from clearline.events import AdjustmentPosted, Event, Money
+from clearline.events import AdjustmentLeg, AdjustmentPosted, Event, Money
 from clearline.ledger.posting import post
 from clearline.recon import (
     ADJUSTMENT_ACCOUNTS,
     VARIANCE_CATEGORIES,
-    AdjustmentLeg,
     AdjustmentProposal,
     check_adjustment,
     propose_adjustment,
@@ -44,11 +42,14 @@ def variance(category: str, field: str, expected: str, actual: str, amount: int,
     }
 
 
+def leg(account: str, side: str, minor: int, currency: str = "USD") -> AdjustmentLeg:
+    return AdjustmentLeg(account, side, Money(minor, currency))
+
+
 def posts(p: AdjustmentProposal) -> tuple:
-    """The proposal as the ledger posts it (approved by someone else)."""
-    legs = tuple(EventLeg(leg.account, leg.side, Money(leg.minor, p.currency)) for leg in p.legs)
+    """The proposal as the ledger posts it (approved by someone else): its legs as they are."""
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    payload = AdjustmentPosted(p.variance_id, p.kind, "our_error", p.memo[:1000], "alice", "bob", at, legs)
+    payload = AdjustmentPosted(p.variance_id, p.kind, "our_error", p.memo[:1000], "alice", "bob", at, p.legs)
     return post(Event("adj_1", "adjustment.posted", at, p.merchant_id or "platform", "rs_001", payload))
 
 
@@ -60,7 +61,7 @@ def test_a_fee_overcharge_is_fee_expense_against_the_processor_receivable():
         "stripe",
         "USD",
         "fee",
-        (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("processor_receivable:stripe", "credit", 37)),
+        (leg("fee_expense:stripe", "debit", 37), leg("processor_receivable:stripe", "credit", 37)),
         p.memo,
     )
     assert "0.37 USD more fee expense" in p.memo
@@ -74,7 +75,7 @@ def test_each_rule_goes_the_way_the_difference_goes():
         ("fee_expense:stripe", "credit"),
     ]
     short = propose_adjustment(variance("amount_mismatch", "gross", "100.00 USD", "97.00 USD", 300))
-    assert [(x.account, x.side, x.minor) for x in short.legs] == [
+    assert [(x.account, x.side, x.amount.minor) for x in short.legs] == [
         ("merchant_payable:m_00004", "debit", 300),
         ("processor_receivable:stripe", "credit", 300),
     ]
@@ -84,17 +85,17 @@ def test_each_rule_goes_the_way_the_difference_goes():
         ("merchant_payable:m_00004", "credit"),
     ]
     loss = propose_adjustment(variance("currency_fx_mismatch", "fx_rate", "0.9277", "0.913785", 139, "EUR"))
-    assert (loss.kind, [(x.account, x.side, x.minor) for x in loss.legs]) == (
+    assert (loss.kind, [(x.account, x.side, x.amount.minor) for x in loss.legs]) == (
         "fx",
         [("fx_gain_loss", "debit", 139), ("processor_receivable:stripe", "credit", 139)],
     )
     gain = propose_adjustment(variance("currency_fx_mismatch", "converted net", "90.00 EUR", "91.50 EUR", 150, "EUR"))
-    assert [(x.account, x.side, x.minor) for x in gain.legs] == [
+    assert [(x.account, x.side, x.amount.minor) for x in gain.legs] == [
         ("processor_receivable:stripe", "debit", 150),
         ("fx_gain_loss", "credit", 150),
     ]
     gone = propose_adjustment(variance("missing_at_processor", "line", "net 55.00 USD", "absent", 5500))
-    assert (gone.kind, [(x.account, x.side, x.minor) for x in gone.legs]) == (
+    assert (gone.kind, [(x.account, x.side, x.amount.minor) for x in gone.legs]) == (
         "write_off",
         [("credit_loss_expense", "debit", 5500), ("processor_receivable:stripe", "credit", 5500)],
     )
@@ -128,7 +129,7 @@ def test_check_names_what_keeps_an_edited_entry_from_posting():
         p.processor,
         "USD",
         "manual",
-        (AdjustmentLeg("fee_expense:stripe", "debit", 37), AdjustmentLeg("capital", "credit", 36)),
+        (leg("fee_expense:stripe", "debit", 37), leg("capital", "credit", 36)),
         "edited",
     )
     problems = check_adjustment(edited)
@@ -137,6 +138,10 @@ def test_check_names_what_keeps_an_edited_entry_from_posting():
     assert check_adjustment(AdjustmentProposal("v", None, None, "XXX", "fee", p.legs, "")) == [
         "currency 'XXX' is not an ISO 4217 code"
     ]
+    in_euros = (p.legs[0], leg(p.legs[1].account, "credit", 37, "EUR"))
+    assert check_adjustment(AdjustmentProposal("v", None, "stripe", "USD", "fee", in_euros, ""))[0] == (
+        "leg 2 (processor_receivable:stripe) is in EUR, the entry in USD"
+    )
 
 
 # ----------------------------------------------------------------------- every row
@@ -175,8 +180,8 @@ def test_every_proposal_is_balanced_postable_and_moves_what_the_variance_states(
     if p is None:
         return
     assert check_adjustment(p) == []
-    debits = sum(x.minor for x in p.legs if x.side == "debit")
-    assert debits == sum(x.minor for x in p.legs if x.side == "credit") > 0
+    debits = sum(x.amount.minor for x in p.legs if x.side == "debit")
+    assert debits == sum(x.amount.minor for x in p.legs if x.side == "credit") > 0
     if row["field"] in ("fee", "gross", "net", "converted net", "fx_rate"):
         assert debits == row["amount_minor"]
     assert p.variance_id == row["variance_id"] and p.currency == row["currency"]
