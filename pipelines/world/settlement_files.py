@@ -13,8 +13,10 @@ payout row, and Adyen carries a negative day's balance to the batch that pays it
 Balancetransfer row in each report.
 
 Money inside is integer minor units; every decimal in a file is formatted from those
-integers by `clearline.currency.minor_to_decimal` (the currency's ISO 4217 decimals, no
-floats), so `decimal_to_minor` on a file gives the same integers back.
+integers as `clearline.currency.minor_to_decimal` formats them (the currency's ISO 4217
+decimals, no floats; `_decimal` does it for a whole column), so `decimal_to_minor` on a
+file gives the same integers back. Every file is built column by column with Polars
+expressions over all its lines at once, never a Python object per row.
 
 Layouts (under `<out_dir>/<processor>/`, out_dir being the world's `settlements/`)
 ------------------------------------------------------------------------------
@@ -74,16 +76,15 @@ is the available_on of its payout line (the last available_on of a batch still o
 from __future__ import annotations
 
 import csv
+import io
 import zlib
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from clearline.currency import minor_to_decimal
+from clearline.currency import EXPONENT
 
 Row = dict[str, Any]
 
@@ -296,7 +297,7 @@ def _with_balance_transfers(lines: pl.DataFrame) -> pl.DataFrame:
     carried = lines.filter((pl.col("processor") == "adyen") & pl.col("reported_in").is_not_null())
     if carried.is_empty():
         return lines.drop("reported_in")
-    moved = carried.group_by("processor", "reported_in", "batch_id", "net_currency").agg(
+    moved = carried.group_by("processor", "reported_in", "batch_id", "net_currency", maintain_order=True).agg(
         total=pl.col("net_minor").sum(), day=pl.col("available_on").max()
     )
     paid_day = lines.group_by("processor", "batch_id").agg(paid=pl.col("available_on").max())
@@ -341,7 +342,7 @@ def _with_payouts(lines: pl.DataFrame) -> pl.DataFrame:
     if unpaid.is_empty():
         return lines
     due = (
-        unpaid.group_by(*batch, "net_currency")
+        unpaid.group_by(*batch, "net_currency", maintain_order=True)
         .agg(total=pl.col("net_minor").sum(), day=pl.col("available_on").max())
         .filter(pl.col("total") != 0)
     )
@@ -365,26 +366,50 @@ def _variant(key: str, count: int) -> int:
 
 
 def _write_files(
-    lines: pl.DataFrame,
+    cells: pl.DataFrame,
     key: str,
+    info: dict[str, pl.Expr],
     path_of: Callable[[Row], Path],
-    columns_of: Callable[[Row, list[Row]], tuple[str, ...]],
-    rows_of: Callable[[Row], Iterable[dict[str, str]]],
+    columns_of: Callable[[Row], tuple[str, ...]],
 ) -> list[Path]:
-    """One CSV per distinct `key`, named by `path_of(first line)`, with the columns
-    `columns_of(first line, all lines)` picks, rows from `rows_of`."""
-    paths = []
-    for _, group in lines.group_by(key, maintain_order=True):
-        records = list(group.iter_rows(named=True))
-        path = path_of(records[0])
-        columns = columns_of(records[0], records)
+    """One CSV per distinct `key`, files in the order their key first appears, rows in
+    their order. `cells` holds every column a file may have as text (`_cell` names);
+    `info` aggregates what `path_of` and `columns_of` need of a file's rows (the key and
+    those aggregates, by name). Each file is joined from its slice of `cells` by Polars:
+    no Python object per row."""
+    cells = cells.with_row_index("_row").with_columns(_file=pl.col("_row").min().over(key)).sort("_file", "_row")
+    files = cells.group_by("_file", maintain_order=True).agg(pl.col(key).first(), _rows=pl.len(), **info)
+    paths, offset = [], 0
+    for file in files.iter_rows(named=True):
+        part = cells.slice(offset, file["_rows"])
+        offset += file["_rows"]
+        path, columns = path_of(file), columns_of(file)
+        fields = [pl.col(_cell(c)) if _cell(c) in cells.columns else pl.lit("") for c in columns]  # unused: empty
+        text = part.select(pl.concat_str(fields, separator=",")).to_series().str.join("\n")
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(columns)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(columns)
-            writer.writerows([row.get(c, "") for c in columns] for record in records for row in rows_of(record))
+        path.write_text(header.getvalue() + text.item() + "\n", encoding="utf-8", newline="")
         paths.append(path)
     return paths
+
+
+def _cell(column: str) -> str:
+    """The name under which a file column's text is held (apart from the lines' own columns)."""
+    return f"cell:{column}"
+
+
+def _cells(lines: pl.DataFrame, columns: dict[str, pl.Expr]) -> pl.DataFrame:
+    """`lines` with each file column's text beside them, as the csv module writes a field:
+    None as empty, quoted (quotes doubled) when it holds a comma, quote or line break."""
+    text = {name: expr.fill_null("") for name, expr in columns.items()}
+    quoted = {
+        _cell(name): pl.when(expr.str.contains(r'[,"\r\n]'))
+        .then(pl.lit('"') + expr.str.replace_all('"', '""', literal=True) + pl.lit('"'))
+        .otherwise(expr)
+        for name, expr in text.items()
+    }
+    return lines.with_columns(**quoted)
 
 
 def _shuffled(columns: tuple[str, ...], key: str) -> tuple[str, ...]:
@@ -392,16 +417,89 @@ def _shuffled(columns: tuple[str, ...], key: str) -> tuple[str, ...]:
     return tuple(sorted(columns, key=lambda c: zlib.crc32(f"{key}|{c}".encode())))
 
 
-def _adyen_columns(first: Row, records: list[Row]) -> tuple[str, ...]:
+def _by_key(lines: pl.DataFrame, key: pl.Expr, of: Callable[[Any], Any], dtype: pl.DataType) -> pl.Series:
+    """`of(key)` for every row, computed once per distinct key (a file's variant, a
+    payment's card brand); null where the key is null."""
+    keys = lines.select(key).to_series()
+    distinct = keys.drop_nulls().unique(maintain_order=True).to_list()
+    if not distinct:
+        return pl.Series(keys.name, [None] * keys.len(), dtype=dtype)
+    return keys.replace_strict(distinct, [of(k) for k in distinct], return_dtype=dtype)
+
+
+def _text(column: str) -> pl.Expr:
+    """A column as the csv module writes it: None as empty."""
+    return pl.col(column).fill_null("")
+
+
+def _or(column: str, fallback: pl.Expr) -> pl.Expr:
+    """Python's `row[column] or fallback`: the column's text unless it is null or empty."""
+    given = pl.col(column)
+    return pl.when(given.is_not_null() & (given != "")).then(given).otherwise(fallback)
+
+
+def _decimal(minor: pl.Expr, currency: str) -> pl.Expr:
+    """`minor_to_decimal` for every row: exact decimal text of integer minor units in the
+    row's `currency` column (its ISO 4217 decimals), no floats; in 128 bits, so sums and
+    negations of any i64 amount stay exact as Python's integers do."""
+    exp = pl.col(currency).replace_strict(EXPONENT, return_dtype=pl.Int64)
+    scale = pl.lit(10, pl.Int128).pow(exp)
+    amount = minor.cast(pl.Int128)
+    sign = pl.when(amount < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    units = sign + (amount.abs() // scale).cast(pl.String)
+    fraction = (amount.abs() % scale).cast(pl.String).str.zfill(exp)
+    return pl.when(exp == 0).then(units).otherwise(units + pl.lit(".") + fraction)
+
+
+def _negated(minor: pl.Expr) -> pl.Expr:
+    return pl.lit(0, pl.Int128) - minor.cast(pl.Int128)
+
+
+def _plus(minor: pl.Expr, other: pl.Expr) -> pl.Expr:
+    return minor.cast(pl.Int128) + other.cast(pl.Int128)
+
+
+def _when(condition: pl.Expr, text: pl.Expr | str) -> pl.Expr:
+    """`text` where `condition` holds, else empty."""
+    return pl.when(condition).then(pl.lit(text) if isinstance(text, str) else text).otherwise(pl.lit(""))
+
+
+def _mapped(column: str, mapping: dict[str, str | None]) -> pl.Expr:
+    """A column through a mapping that must know every value (as a dict lookup would)."""
+    return pl.col(column).replace_strict(mapping, return_dtype=pl.String)
+
+
+_PAYMENT = pl.col("record_type").is_in(sorted(_PAYMENT_TYPES))
+
+
+def _with_brands(lines: pl.DataFrame) -> pl.DataFrame:
+    """`_visa`: whether a line's card is Visa (else Mastercard). The table says only
+    "card", reports name the scheme: derived from the payment id (else the PSP reference),
+    so a payment keeps its brand on its refunds and disputes."""
+    brand = _by_key(
+        lines, _or("payment_id", pl.col("psp_reference")), lambda k: zlib.crc32(k.encode()) % 2 == 0, pl.Boolean
+    )
+    return lines.with_columns(_visa=brand)
+
+
+def _seconds(moment: pl.Expr) -> pl.Expr:
+    return moment.dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _day(column: str) -> pl.Expr:
+    return pl.col(column).dt.strftime("%Y-%m-%d")
+
+
+def _adyen_columns(file: Row) -> tuple[str, ...]:
     """Classic columns with Booking Date; Adyen's default export (Modification Merchant
     Reference, Reserved4-10) with or without Booking Date (without it, a line's value day
     is its batch's payout day, so it is left out only where that is every line's day); or
     the classic ones in a merchant's own order with a column of the merchant's."""
-    key = first["batch_id"]
-    paid = {r["created_at"].date() for r in records if r["record_type"] == "payout"}
+    key = file["batch_id"]
     variant = _variant(key, 4)
     if variant == 1:
-        same_day = len(paid) == 1 and {r["available_on"] for r in records if r["record_type"] != "payout"} == paid
+        paid = set(file["paid_days"])
+        same_day = len(paid) == 1 and set(file["line_days"]) == paid
         return ADYEN_EXPORT if same_day else (*ADYEN_EXPORT, "Booking Date")
     if variant == 2:
         return (*ADYEN_EXPORT[:7], "Booking Date", *ADYEN_EXPORT[7:])
@@ -411,47 +509,193 @@ def _adyen_columns(first: Row, records: list[Row]) -> tuple[str, ...]:
 
 
 def _write_adyen(lines: pl.DataFrame, folder: Path) -> list[Path]:
+    """Every column an Adyen file of the world may have. Variant 2 writes Creation Date in
+    Europe/Amsterdam naming the zone, variant 3 with the abbreviation (CET or CEST) the
+    offset in force has; the others in UTC."""
+    lines = _with_brands(lines).with_columns(
+        _local=_by_key(lines, pl.col("batch_id"), lambda k: _variant(k, 4) in (2, 3), pl.Boolean),
+        _abbreviation=_by_key(lines, pl.col("batch_id"), lambda k: _variant(k, 4) == 3, pl.Boolean),
+    )
+    local = pl.col("created_at").dt.convert_time_zone("Europe/Amsterdam")
+    summer = (local.dt.base_utc_offset() + local.dt.dst_offset()) == pl.duration(hours=2)
+    gross, net = pl.col("gross_minor"), pl.col("net_minor")
+    transfer = pl.col("record_type") == "balance_transfer"
+    ach = pl.col("payment_method") == "ach"
+    method = lambda a, visa, mc: _when(
+        _PAYMENT, pl.when(ach).then(pl.lit(a)).when("_visa").then(pl.lit(visa)).otherwise(pl.lit(mc))
+    )  # noqa: E731
+    columns = {
+        "Company Account": pl.lit(ADYEN_COMPANY_ACCOUNT),
+        "Merchant Account": _text("merchant_id"),
+        "Psp Reference": _text("psp_reference"),
+        "Merchant Reference": _when(~transfer, _text("payment_id")),
+        "Payment Method": method("ach", "visa", "mc"),
+        "Creation Date": pl.when("_local").then(_seconds(local)).otherwise(_seconds(pl.col("created_at"))),
+        "TimeZone": pl.when("_abbreviation")
+        .then(pl.when(summer).then(pl.lit("CEST")).otherwise(pl.lit("CET")))
+        .when("_local")
+        .then(pl.lit("Europe/Amsterdam"))
+        .otherwise(pl.lit("UTC")),
+        "Type": _mapped("record_type", _ADYEN_TYPE),
+        "Modification Reference": pl.col("line_id"),
+        "Gross Currency": pl.col("gross_currency"),
+        "Gross Debit (GC)": _when(_PAYMENT & (gross < 0), _decimal(_negated(gross), "gross_currency")),
+        "Gross Credit (GC)": _when(_PAYMENT & (gross >= 0), _decimal(gross, "gross_currency")),
+        "Exchange Rate": _when(_PAYMENT, _or("fx_rate", pl.lit("1"))),
+        "Net Currency": pl.col("net_currency"),
+        "Net Debit (NC)": _when(net < 0, _decimal(_negated(net), "net_currency")),
+        "Net Credit (NC)": _when(net >= 0, _decimal(net, "net_currency")),
+        **{c: _when(pl.col(p) != 0, _decimal(pl.col(p), "net_currency")) for c, p in zip(ADYEN_FEE_COLUMNS, FEE_PARTS)},
+        "Payment Method Variant": method("ach", "visacredit", "mccredit"),
+        "Modification Merchant Reference": _when(transfer, _text("payment_id")),
+        "Batch Number": pl.col("batch_id"),
+        "Booking Date": _day("available_on"),
+        "Store": _when(_PAYMENT, "web"),
+    }
+    payout = pl.col("record_type") == "payout"
     return _write_files(
-        lines,
+        _cells(lines, columns),
         "batch_id",
-        lambda r: folder / f"settlement_detail_report_batch_{r['batch_id']}.csv",
+        {
+            "paid_days": pl.col("created_at").filter(payout).dt.date().unique(),
+            "line_days": pl.col("available_on").filter(~payout).unique(),
+        },
+        lambda file: folder / f"settlement_detail_report_batch_{file['batch_id']}.csv",
         _adyen_columns,
-        lambda r: [_adyen_row(r, _variant(r["batch_id"], 4))],
     )
 
 
-def _stripe_columns(first: Row, records: list[Row]) -> tuple[str, ...]:
+def _stripe_columns(file: Row) -> tuple[str, ...]:
     """Classic columns, or local-time columns with the payout's `_utc` time, upper-case
     currencies and the payment intent, charge and card brand, in an order of their own."""
-    key = first["payout_day"].isoformat()
+    key = file["payout_day"].isoformat()
     if _variant(key, 2):
         return _shuffled(STRIPE_VARIANT, key)
     return STRIPE_COLUMNS
 
 
 def _write_stripe(lines: pl.DataFrame, folder: Path) -> list[Path]:
+    """Every column a Stripe file of the world may have (times in UTC: the report run's
+    zone is UTC, so the local columns say the same as the `_utc` ones)."""
+    lines = _with_brands(lines.sort("payout_day", "batch_id", maintain_order=True))
+    upper = _by_key(lines, pl.col("payout_day"), lambda day: bool(_variant(day.isoformat(), 2)), pl.Boolean)
+    lines = lines.with_columns(_upper=upper)
+    case = lambda column: (
+        pl.when("_upper").then(pl.col(column).str.to_uppercase()).otherwise(pl.col(column).str.to_lowercase())
+    )  # noqa: E731
+    net, fee = pl.col("net_minor"), pl.col("fee_minor")
+    psp = pl.col("psp_reference").fill_null("None")
+    reference = _or("payment_id", psp)  # an f-string writes None as "None"
+    description = pl.lit(None, pl.String)
+    for record_type, template in _STRIPE_DESCRIPTION.items():
+        before, _, after = template.partition("{ref}")
+        text = pl.lit(before) + reference + pl.lit(after) if "{ref}" in template else pl.lit(template)
+        description = pl.when(pl.col("record_type") == record_type).then(text).otherwise(description)
+    payout_at = _day("payout_day") + pl.lit(" 00:00:00")
+    available = _day("available_on") + pl.lit(" 00:00:00")
+    created = _seconds(pl.col("created_at"))
+    columns = {
+        "automatic_payout_id": pl.col("batch_id"),
+        "automatic_payout_effective_at": payout_at,
+        "automatic_payout_effective_at_utc": payout_at,
+        "balance_transaction_id": pl.col("line_id"),
+        "created_utc": created,
+        "created": created,
+        "available_on_utc": available,
+        "available_on": available,
+        "currency": case("net_currency"),
+        "gross": _decimal(_plus(net, fee), "net_currency"),
+        "fee": _decimal(fee, "net_currency"),
+        "net": _decimal(net, "net_currency"),
+        "reporting_category": _mapped("record_type", _STRIPE_CATEGORY),
+        "source_id": _or("psp_reference", pl.col("batch_id")),
+        "description": description,
+        "customer_facing_amount": _when(_PAYMENT, _decimal(pl.col("gross_minor"), "gross_currency")),
+        "customer_facing_currency": _when(_PAYMENT, case("gross_currency")),
+        "payment_method_type": _when(
+            _PAYMENT, pl.col("payment_method").replace_strict({"card": "card", "ach": "us_bank_account"}, default="")
+        ),
+        "payment_intent_id": _when(_PAYMENT, pl.lit("pi_") + psp),
+        "charge_id": _when(_PAYMENT, pl.lit("ch_") + psp),
+        "card_brand": _when(
+            _PAYMENT & (pl.col("payment_method") == "card"),
+            pl.when("_visa").then(pl.lit("visa")).otherwise(pl.lit("mastercard")),
+        ),
+        "payment_metadata[merchant_reference]": _text("payment_id"),
+        "payment_metadata[merchant_id]": _text("merchant_id"),
+    }
     return _write_files(
-        lines.sort("payout_day", "batch_id", maintain_order=True),
+        _cells(lines, columns),
         "payout_day",
-        lambda r: folder / f"payout_reconciliation_{r['payout_day'].isoformat()}.csv",
+        {},
+        lambda file: folder / f"payout_reconciliation_{file['payout_day'].isoformat()}.csv",
         _stripe_columns,
-        lambda r: [_stripe_row(r, upper=bool(_variant(r["payout_day"].isoformat(), 2)))],
     )
 
 
-def _checkout_columns(first: Row, records: list[Row]) -> tuple[str, ...]:
+def _checkout_columns(file: Row) -> tuple[str, ...]:
     """Classic columns, or fewer of the optional ones and two more, in another order."""
-    key = first["batch_id"]
+    key = file["batch_id"]
     return _shuffled(CHECKOUT_VARIANT, key) if _variant(key, 2) else CHECKOUT_COLUMNS
 
 
 def _write_checkout(lines: pl.DataFrame, folder: Path) -> list[Path]:
+    """A gross row (none for a stand-alone fee) and an Acquirer Fee row when there is a fee."""
+    lines = _with_brands(lines).with_row_index("_line")
+    breakdown = _mapped("record_type", {k: b for k, (_, b) in _CHECKOUT_ACTION.items()})
+    common = {
+        "Client Entity ID": pl.lit(CHECKOUT_ENTITY_ID),
+        "Client Entity Name": pl.lit(CHECKOUT_ENTITY_NAME),
+        "Sub Entity ID": _text("merchant_id"),
+        "Sub Entity Name": _when(_or("merchant_id", pl.lit("")) != "", pl.lit("Merchant ") + pl.col("merchant_id")),
+        "Currency Account ID": pl.lit("ca_") + pl.col("net_currency").str.to_lowercase(),
+        "Payout ID": pl.col("batch_id"),
+        "Payment ID": _text("psp_reference"),
+        "Action Type": _mapped("record_type", {k: a for k, (a, _) in _CHECKOUT_ACTION.items()}),
+        "Action ID": pl.col("line_id"),
+        "Reference": _text("payment_id"),
+        "Requested On": pl.col("created_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.3f"),
+        "Processed On": _day("available_on") + pl.lit("T00:00:00.000"),
+        "Processing Currency": pl.col("gross_currency"),
+        "Holding Currency": pl.col("net_currency"),
+        "Payment Method": _when(
+            _PAYMENT,
+            pl.when(pl.col("payment_method") == "ach")
+            .then(pl.lit("ACH"))
+            .when("_visa")
+            .then(pl.lit("VISA"))
+            .otherwise(pl.lit("MASTERCARD")),
+        ),
+    }
+    gross_rows = _cells(
+        lines.filter(breakdown.is_not_null()),
+        {
+            **common,
+            "Breakdown Type": breakdown,
+            "FX Rate Applied": _or("fx_rate", pl.lit("1")),
+            "Processing Currency Amount": _decimal(pl.col("gross_minor"), "gross_currency"),
+            "Holding Currency Amount": _decimal(_plus(pl.col("net_minor"), pl.col("fee_minor")), "net_currency"),
+        },
+    )
+    fee_rows = _cells(
+        lines.filter((pl.col("fee_minor") != 0) | breakdown.is_null()),
+        {
+            **common,
+            "Breakdown Type": pl.lit(_CHECKOUT_FEE_BREAKDOWN),
+            "FX Rate Applied": pl.lit(""),
+            "Processing Currency Amount": pl.lit(""),
+            "Holding Currency Amount": _decimal(_negated(pl.col("fee_minor")), "net_currency"),
+        },
+    )
+    rows = pl.concat([gross_rows.with_columns(_part=0), fee_rows.with_columns(_part=1)]).sort("_line", "_part")
     return _write_files(
-        lines,
+        rows,
         "batch_id",
-        lambda r: folder / (f"financial-actions_{CHECKOUT_ENTITY_ID}_{r['payout_day']:%Y%m%d}_{r['batch_id']}_1.csv"),
+        {"payout_day": pl.col("payout_day").first()},
+        lambda file: (
+            folder / f"financial-actions_{CHECKOUT_ENTITY_ID}_{file['payout_day']:%Y%m%d}_{file['batch_id']}_1.csv"
+        ),
         _checkout_columns,
-        _checkout_rows,
     )
 
 
@@ -460,166 +704,3 @@ _WRITERS: dict[str, Callable[[pl.DataFrame, Path], list[Path]]] = {
     "stripe": _write_stripe,
     "checkoutcom": _write_checkout,
 }
-_AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-
-
-def _adyen_row(r: Row, variant: int) -> dict[str, str]:
-    """Every column an Adyen file of the world may have. Variant 2 writes Creation Date in
-    Europe/Amsterdam naming the zone, variant 3 with the abbreviation (CET or CEST) the
-    offset in force has; the others in UTC."""
-    gross_ccy, net_ccy = r["gross_currency"], r["net_currency"]
-    has_gross = r["record_type"] in _PAYMENT_TYPES
-    gross_debit, gross_credit = _debit_credit(r["gross_minor"], gross_ccy) if has_gross else ("", "")
-    net_debit, net_credit = _debit_credit(r["net_minor"], net_ccy)
-    method, variant_name = _adyen_method(r)
-    created, zone = r["created_at"], "UTC"
-    if variant in (2, 3):
-        created = created.astimezone(_AMSTERDAM)
-        zone = "Europe/Amsterdam" if variant == 2 else ("CEST" if created.utcoffset() == timedelta(hours=2) else "CET")
-    transfer = r["record_type"] == "balance_transfer"
-    return {
-        "Company Account": ADYEN_COMPANY_ACCOUNT,
-        "Merchant Account": r["merchant_id"] or "",
-        "Psp Reference": r["psp_reference"] or "",
-        "Merchant Reference": "" if transfer else r["payment_id"] or "",
-        "Payment Method": method,
-        "Creation Date": _seconds(created),
-        "TimeZone": zone,
-        "Type": _ADYEN_TYPE[r["record_type"]],
-        "Modification Reference": r["line_id"],
-        "Gross Currency": gross_ccy,
-        "Gross Debit (GC)": gross_debit,
-        "Gross Credit (GC)": gross_credit,
-        "Exchange Rate": (r["fx_rate"] or "1") if has_gross else "",
-        "Net Currency": net_ccy,
-        "Net Debit (NC)": net_debit,
-        "Net Credit (NC)": net_credit,
-        **{c: minor_to_decimal(r[p], net_ccy) if r[p] else "" for c, p in zip(ADYEN_FEE_COLUMNS, FEE_PARTS)},
-        "Payment Method Variant": variant_name,
-        "Modification Merchant Reference": r["payment_id"] if transfer else "",
-        "Batch Number": r["batch_id"],
-        "Booking Date": r["available_on"].isoformat(),
-        "Store": "web" if has_gross else "",
-    }
-
-
-def _stripe_row(r: Row, upper: bool) -> dict[str, str]:
-    """Every column a Stripe file of the world may have (times in UTC: the report run's
-    zone is UTC, so the local columns say the same as the `_utc` ones)."""
-    net_ccy = r["net_currency"]
-    customer_facing = r["record_type"] in _PAYMENT_TYPES
-    case = str.upper if upper else str.lower
-    payout_at = f"{r['payout_day'].isoformat()} 00:00:00"
-    available = f"{r['available_on'].isoformat()} 00:00:00"
-    return {
-        "automatic_payout_id": r["batch_id"],
-        "automatic_payout_effective_at": payout_at,
-        "automatic_payout_effective_at_utc": payout_at,
-        "balance_transaction_id": r["line_id"],
-        "created_utc": _seconds(r["created_at"]),
-        "created": _seconds(r["created_at"]),
-        "available_on_utc": available,
-        "available_on": available,
-        "currency": case(net_ccy),
-        "gross": minor_to_decimal(r["net_minor"] + r["fee_minor"], net_ccy),
-        "fee": minor_to_decimal(r["fee_minor"], net_ccy),
-        "net": minor_to_decimal(r["net_minor"], net_ccy),
-        "reporting_category": _STRIPE_CATEGORY[r["record_type"]],
-        "source_id": r["psp_reference"] or r["batch_id"],
-        "description": _STRIPE_DESCRIPTION[r["record_type"]].format(ref=r["payment_id"] or r["psp_reference"]),
-        "customer_facing_amount": minor_to_decimal(r["gross_minor"], r["gross_currency"]) if customer_facing else "",
-        "customer_facing_currency": case(r["gross_currency"]) if customer_facing else "",
-        "payment_method_type": {"card": "card", "ach": "us_bank_account"}.get(r["payment_method"], "")
-        if customer_facing
-        else "",
-        "payment_intent_id": f"pi_{r['psp_reference']}" if customer_facing else "",
-        "charge_id": f"ch_{r['psp_reference']}" if customer_facing else "",
-        "card_brand": ("visa", "mastercard")[_card_brand(r)]
-        if customer_facing and r["payment_method"] == "card"
-        else "",
-        "payment_metadata[merchant_reference]": r["payment_id"] or "",
-        "payment_metadata[merchant_id]": r["merchant_id"] or "",
-    }
-
-
-def _checkout_rows(r: Row) -> list[dict[str, str]]:
-    """A gross row (none for a stand-alone fee) and an Acquirer Fee row when there is a fee."""
-    net_ccy, gross_ccy = r["net_currency"], r["gross_currency"]
-    action, breakdown = _CHECKOUT_ACTION[r["record_type"]]
-    common = {
-        "Client Entity ID": CHECKOUT_ENTITY_ID,
-        "Client Entity Name": CHECKOUT_ENTITY_NAME,
-        "Sub Entity ID": r["merchant_id"] or "",
-        "Sub Entity Name": f"Merchant {r['merchant_id']}" if r["merchant_id"] else "",
-        "Currency Account ID": f"ca_{net_ccy.lower()}",
-        "Payout ID": r["batch_id"],
-        "Payment ID": r["psp_reference"] or "",
-        "Action Type": action,
-        "Action ID": r["line_id"],
-        "Reference": r["payment_id"] or "",
-        "Requested On": _milliseconds(r["created_at"]),
-        "Processed On": f"{r['available_on'].isoformat()}T00:00:00.000",
-        "Processing Currency": gross_ccy,
-        "Holding Currency": net_ccy,
-        "Payment Method": _checkout_method(r),
-    }
-    rows = []
-    if breakdown:
-        rows.append(
-            {
-                **common,
-                "Breakdown Type": breakdown,
-                "FX Rate Applied": r["fx_rate"] or "1",
-                "Processing Currency Amount": minor_to_decimal(r["gross_minor"], gross_ccy),
-                "Holding Currency Amount": minor_to_decimal(r["net_minor"] + r["fee_minor"], net_ccy),
-            }
-        )
-    if r["fee_minor"] or not breakdown:
-        rows.append(
-            {
-                **common,
-                "Breakdown Type": _CHECKOUT_FEE_BREAKDOWN,
-                "Holding Currency Amount": minor_to_decimal(-r["fee_minor"], net_ccy),
-            }
-        )
-    return rows
-
-
-def _debit_credit(minor: int, currency: str) -> tuple[str, str]:
-    """Adyen's unsigned (debit, credit) pair: a negative amount is a debit, the rest credit."""
-    if minor < 0:
-        return minor_to_decimal(-minor, currency), ""
-    return "", minor_to_decimal(minor, currency)
-
-
-def _card_brand(r: Row) -> int:
-    """0 for Visa, 1 for Mastercard: the table says only "card", reports name the scheme.
-
-    Derived from the payment id so a payment keeps its brand on its refunds and disputes.
-    """
-    return zlib.crc32((r["payment_id"] or r["psp_reference"]).encode()) % 2
-
-
-def _adyen_method(r: Row) -> tuple[str, str]:
-    """(Payment Method, Payment Method Variant) as Adyen names them."""
-    if r["record_type"] not in _PAYMENT_TYPES:
-        return "", ""
-    if r["payment_method"] == "ach":
-        return "ach", "ach"
-    return (("visa", "visacredit"), ("mc", "mccredit"))[_card_brand(r)]
-
-
-def _checkout_method(r: Row) -> str:
-    if r["record_type"] not in _PAYMENT_TYPES:
-        return ""
-    if r["payment_method"] == "ach":
-        return "ACH"
-    return ("VISA", "MASTERCARD")[_card_brand(r)]
-
-
-def _seconds(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _milliseconds(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}"
