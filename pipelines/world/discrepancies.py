@@ -94,15 +94,15 @@ def inject_lines(
     rows = by_kind["missing_in_ledger"]
     n = rows.height
     phantom = rows.with_columns(
-        line_id=pl.Series(letter_ids("stx_", 0, n)),
-        psp_reference=pl.Series(letter_ids("pspx", 0, n, 9)),
-        payment_id=pl.Series(letter_ids("payx_", 0, n)),
+        line_id=letter_ids("stx_", 0, n),
+        psp_reference=letter_ids("pspx", 0, n, 9),
+        payment_id=letter_ids("payx_", 0, n),
     )
     actual = pl.concat([actual, phantom])
     truths.append(_truth(phantom, "missing_in_ledger", **ref, amount_minor=pl.col("net_minor")))
 
     rows = by_kind["duplicate"]
-    dup = rows.with_columns(line_id=pl.Series(letter_ids("std_", 0, rows.height)))
+    dup = rows.with_columns(line_id=letter_ids("std_", 0, rows.height))
     actual = pl.concat([actual, dup])
     truths.append(_truth(dup, "duplicate", **ref, amount_minor=pl.col("net_minor")))
 
@@ -195,8 +195,8 @@ def inject_lines(
     rows = by_kind["unclassified_processor_line"]
     cut = np.maximum(1, (rows["net_minor"].to_numpy() * rng.uniform(0.01, 0.05, rows.height)).astype(np.int64))
     unknown = rows.with_columns(
-        line_id=pl.Series(letter_ids("stu_", 0, rows.height)),
-        psp_reference=pl.Series(letter_ids("pspu", 0, rows.height, 9)),
+        line_id=letter_ids("stu_", 0, rows.height),
+        psp_reference=letter_ids("pspu", 0, rows.height, 9),
         payment_id=pl.lit(None, pl.String),
         record_type=pl.lit("unclassified"),
         gross_minor=pl.Series(-cut),
@@ -267,9 +267,9 @@ def inject_bank(
     k = _count(rate, bank.height, 1)
     donors = bank.sample(n=min(k, bank.height), seed=int(rng.integers(1 << 31)))
     extra = donors.with_columns(
-        line_id=pl.Series(letter_ids("bnx_", 0, donors.height)),
-        bank_reference=pl.Series(letter_ids("BX", 0, donors.height, 9)).str.to_uppercase(),
-        customer_reference=pl.Series(letter_ids("wire_", 0, donors.height)),
+        line_id=letter_ids("bnx_", 0, donors.height),
+        bank_reference=letter_ids("BX", 0, donors.height, 9).str.to_uppercase(),
+        customer_reference=letter_ids("wire_", 0, donors.height),
         amount_minor=pl.Series(
             rng.integers(1_000, 500_000, donors.height) * np.where(rng.random(donors.height) < 0.5, 1, -1)
         ),

@@ -63,7 +63,7 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
         )
     ev = pl.concat(parts).sort("t", "event_type", "payload")
     ev = ev.with_columns(
-        event_id=pl.Series(letter_ids(f"evt_{world_tag}_", 0, ev.height, 8)),
+        event_id=letter_ids(f"evt_{world_tag}_", 0, ev.height, 8),
         occurred_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"),
         merchant_id=merchants["merchant_id"].gather(ev["merchant"]),
         reseller_id=merchants["reseller_id"].gather(ev["merchant"]),

@@ -176,7 +176,7 @@ def _dispute_fees(cfg: dict, chargebacks: pl.DataFrame, merchants: pl.DataFrame)
     return chargebacks.select(
         t=pl.col("t") + SECOND,
         merchant="merchant",
-        fee_id=pl.Series(letter_ids("dfe_", 0, chargebacks.height)),
+        fee_id=letter_ids("dfe_", 0, chargebacks.height),
         kind=pl.lit("dispute_fee"),
         amount_minor=pl.col("processor").replace_strict(fee, return_dtype=pl.Int64),
         amount_ccy=merchants["currency"].gather(chargebacks["merchant"]),

@@ -86,7 +86,7 @@ def simulate_orders(rng: np.random.Generator, cfg: dict, ents: Entities, start_u
     }
     df = pl.DataFrame({k: v[order] for k, v in cols.items()})
     return df.with_columns(
-        order_id=pl.Series(letter_ids("ord_", 0, n)),
+        order_id=letter_ids("ord_", 0, n),
         buyer_id=buyers["buyer_id"].gather(df["buyer"]),
         currency=merchants["currency"].gather(df["merchant"]),
     )
@@ -224,7 +224,7 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
             ),
         ]
     ).filter(pl.col("amount_minor") > 0)
-    caps = caps.with_columns(capture_id=pl.Series(letter_ids("cap_", 0, caps.height)))
+    caps = caps.with_columns(capture_id=letter_ids("cap_", 0, caps.height))
     voided = rest > 0
     void = pl.DataFrame(
         {
@@ -248,7 +248,7 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
             pl.DataFrame({"t": r2_t[r2], "row": idx[r2], "amount_minor": r2_amt[r2]}),
         ]
     ).filter(pl.col("amount_minor") > 0)
-    refunds = refunds.with_columns(refund_id=pl.Series(letter_ids("rfd_", 0, refunds.height)))
+    refunds = refunds.with_columns(refund_id=letter_ids("rfd_", 0, refunds.height))
     disputable = captured - refunded
     cb = card & (disputable > 0) & (rng.random(n) < np.minimum(0.3, 0.006 * np.exp(0.9 * z)))
     cb_t = last_t + _uniform_time(rng, 10 * DAY, 45 * DAY, n)
@@ -258,7 +258,7 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
             "t": cb_t[cb],
             "row": idx[cb],
             "amount_minor": disputable[cb],
-            "chargeback_id": cb_ids[cb],
+            "chargeback_id": cb_ids.filter(cb),
             "reason_code": CHARGEBACK_REASONS[rng.integers(0, len(CHARGEBACK_REASONS), n)][cb],
         }
     )
@@ -268,7 +268,7 @@ def _payments(rng: np.random.Generator, cfg: dict, ents: Entities, o: pl.DataFra
             "t": (cb_t + _uniform_time(rng, 10 * DAY, 30 * DAY, n))[rev],
             "row": idx[rev],
             "amount_minor": disputable[rev],
-            "chargeback_id": cb_ids[rev],
+            "chargeback_id": cb_ids.filter(rev),
         }
     )
     per_payment = pl.DataFrame({**base, "fx": fx, "method": method}).with_row_index("row")

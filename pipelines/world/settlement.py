@@ -131,8 +131,8 @@ def settlement_lines(cfg: dict, tables: dict[str, pl.DataFrame], merchants: pl.D
     batch_day = np.where(weekly, np.busday_offset(available, 0, roll="forward", weekmask="Mon"), available)
     fx = present != settle
     return lines.select("t", "merchant", "payment_id", "processor", "record_type", "method").with_columns(
-        line_id=pl.Series(letter_ids("stl_", 0, n)),
-        psp_reference=pl.Series(letter_ids("psp", 0, n, 9)),
+        line_id=letter_ids("stl_", 0, n),
+        psp_reference=letter_ids("psp", 0, n, 9),
         gross_minor=pl.Series(sign * gross),
         gross_currency=pl.Series(present),
         fee_minor=pl.Series(fee_cols["fee"]),
@@ -229,7 +229,7 @@ def merchant_payouts(lines: pl.DataFrame, tables: dict[str, pl.DataFrame], merch
         .sort("paid_day", "merchant")
     )
     return payouts.with_columns(
-        payout_id=pl.Series(letter_ids("mpo_", 0, payouts.height)),
+        payout_id=letter_ids("mpo_", 0, payouts.height),
         t=pl.col("paid_day").cast(pl.Int64) * DAY + 9 * HOUR,
         amount_ccy=merchants["currency"].gather(payouts["merchant"]),
     ).rename({"paid_day": "value_date"})
@@ -290,8 +290,8 @@ def bank_lines(proc_payouts: pl.DataFrame, m_payouts: pl.DataFrame, repayments: 
         .sort("booking_date", "kind", "customer_reference")
     )
     return lines.with_columns(
-        line_id=pl.Series(letter_ids("bnk_", 0, lines.height)),
-        bank_reference=pl.Series(letter_ids("BR", 0, lines.height, 9)).str.to_uppercase(),
+        line_id=letter_ids("bnk_", 0, lines.height),
+        bank_reference=letter_ids("BR", 0, lines.height, 9).str.to_uppercase(),
         value_date="booking_date",
         account_currency="currency",
     )

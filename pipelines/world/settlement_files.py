@@ -401,15 +401,19 @@ def _cell(column: str) -> str:
 
 def _cells(lines: pl.DataFrame, columns: dict[str, pl.Expr]) -> pl.DataFrame:
     """`lines` with each file column's text beside them, as the csv module writes a field:
-    None as empty, quoted (quotes doubled) when it holds a comma, quote or line break."""
-    text = {name: expr.fill_null("") for name, expr in columns.items()}
-    quoted = {
-        _cell(name): pl.when(expr.str.contains(r'[,"\r\n]'))
-        .then(pl.lit('"') + expr.str.replace_all('"', '""', literal=True) + pl.lit('"'))
-        .otherwise(expr)
-        for name, expr in text.items()
-    }
-    return lines.with_columns(**quoted)
+    None as empty, quoted (quotes doubled) when it holds a comma, quote or line break.
+    Only the columns where some field needs it go through the quoting."""
+    special = r'[,"\r\n]'
+    cells = lines.with_columns(**{_cell(name): expr.fill_null("") for name, expr in columns.items()})
+    needs = cells.select(pl.col(_cell(name)).str.contains(special).any() for name in columns).row(0, named=True)
+    return cells.with_columns(
+        pl.when(pl.col(name).str.contains(special))
+        .then(pl.lit('"') + pl.col(name).str.replace_all('"', '""', literal=True) + pl.lit('"'))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, need in needs.items()
+        if need
+    )
 
 
 def _shuffled(columns: tuple[str, ...], key: str) -> tuple[str, ...]:
