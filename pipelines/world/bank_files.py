@@ -47,6 +47,7 @@ mt940 (GBP): :20: :25: (IBAN) :28C: (statement/sequence) :60F: then per line a :
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
@@ -263,9 +264,10 @@ def camt053_bytes(statement: Statement) -> bytes:
     _camt_balance(stmt, "OPBD", statement.opening_minor, statement)
     _camt_balance(stmt, "CLBD", statement.closing_minor, statement)
     _camt_summary(stmt, statement)
-    for entry in statement.entries:
-        _camt_entry(stmt, entry, statement.currency)
-    return etree.tostring(document, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    skeleton = etree.tostring(document, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    end = skeleton.rindex(b"    </Stmt>")
+    entries = "".join(_camt_entry(entry, statement.currency) for entry in statement.entries).encode("utf-8")
+    return skeleton[:end] + entries + skeleton[end:]
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attributes: str) -> etree._Element:
@@ -318,36 +320,57 @@ def _camt_summary(stmt: etree._Element, statement: Statement) -> None:
         _sub(part, "Sum", minor_to_decimal(sum(amounts), currency))
 
 
-def _camt_entry(stmt: etree._Element, entry: Row, currency: str) -> None:
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """Element text as lxml writes it (&, <, > and CR escaped); refuses what XML cannot hold, as lxml does."""
+    if _NOT_XML.search(text):
+        raise ValueError(f"All strings must be XML compatible: no NULL bytes or control characters: {text!r}")
+    return text.translate(_XML_ESCAPES)
+
+
+def _camt_entry(entry: Row, currency: str) -> str:
+    """One Ntry as text, exactly as lxml's pretty print writes it inside the statement: an
+    entry is written from a template, not built as some twenty elements."""
     minor = entry["amount_minor"]
     is_credit = minor >= 0
-    bank_ref = _require_fit(entry["bank_reference"], "camt.053 AcctSvcrRef", max_len=35)
-    end_to_end = _require_fit(entry["customer_reference"] or "NOTPROVIDED", "camt.053 EndToEndId", max_len=35)
-    ntry = _sub(stmt, "Ntry")
-    _camt_amount(ntry, "Amt", abs(minor), currency)
-    _sub(ntry, "CdtDbtInd", _indicator(minor))
-    _sub(_sub(ntry, "Sts"), "Cd", "BOOK")
-    _sub(_sub(ntry, "BookgDt"), "Dt", entry["booking_date"].isoformat())
-    _sub(_sub(ntry, "ValDt"), "Dt", entry["value_date"].isoformat())
-    _sub(ntry, "AcctSvcrRef", bank_ref)
-    domain_code, family_code, sub_family = CAMT_BANK_TRANSACTION_CODES.get(
-        (entry["kind"], is_credit), _CAMT_OTHER[is_credit]
+    bank_ref = _xml(_require_fit(entry["bank_reference"], "camt.053 AcctSvcrRef", max_len=35))
+    end_to_end = _xml(_require_fit(entry["customer_reference"] or "NOTPROVIDED", "camt.053 EndToEndId", max_len=35))
+    domain, family, sub_family = CAMT_BANK_TRANSACTION_CODES.get((entry["kind"], is_credit), _CAMT_OTHER[is_credit])
+    amount = f'<Amt Ccy="{_xml(currency)}">{minor_to_decimal(abs(minor), currency)}</Amt>'
+    indicator = f"<CdtDbtInd>{_indicator(minor)}</CdtDbtInd>"
+    text = entry["text"]
+    remittance = ""
+    if text:
+        pieces = "".join(
+            f"{_I * 7}<Ustrd>{_xml(text[start : start + 140])}</Ustrd>\n" for start in range(0, len(text), 140)
+        )
+        remittance = f"{_I * 6}<RmtInf>\n{pieces}{_I * 6}</RmtInf>\n"
+    return (
+        f"{_I * 3}<Ntry>\n"
+        f"{_I * 4}{amount}\n"
+        f"{_I * 4}{indicator}\n"
+        f"{_I * 4}<Sts>\n{_I * 5}<Cd>BOOK</Cd>\n{_I * 4}</Sts>\n"
+        f"{_I * 4}<BookgDt>\n{_I * 5}<Dt>{entry['booking_date'].isoformat()}</Dt>\n{_I * 4}</BookgDt>\n"
+        f"{_I * 4}<ValDt>\n{_I * 5}<Dt>{entry['value_date'].isoformat()}</Dt>\n{_I * 4}</ValDt>\n"
+        f"{_I * 4}<AcctSvcrRef>{bank_ref}</AcctSvcrRef>\n"
+        f"{_I * 4}<BkTxCd>\n{_I * 5}<Domn>\n{_I * 6}<Cd>{domain}</Cd>\n{_I * 6}<Fmly>\n"
+        f"{_I * 7}<Cd>{family}</Cd>\n{_I * 7}<SubFmlyCd>{sub_family}</SubFmlyCd>\n"
+        f"{_I * 6}</Fmly>\n{_I * 5}</Domn>\n{_I * 4}</BkTxCd>\n"
+        f"{_I * 4}<NtryDtls>\n{_I * 5}<TxDtls>\n"
+        f"{_I * 6}<Refs>\n{_I * 7}<AcctSvcrRef>{bank_ref}</AcctSvcrRef>\n"
+        f"{_I * 7}<EndToEndId>{end_to_end}</EndToEndId>\n{_I * 6}</Refs>\n"
+        f"{_I * 6}{amount}\n"
+        f"{_I * 6}{indicator}\n"
+        f"{remittance}"
+        f"{_I * 5}</TxDtls>\n{_I * 4}</NtryDtls>\n"
+        f"{_I * 3}</Ntry>\n"
     )
-    domain = _sub(_sub(ntry, "BkTxCd"), "Domn")
-    _sub(domain, "Cd", domain_code)
-    family = _sub(domain, "Fmly")
-    _sub(family, "Cd", family_code)
-    _sub(family, "SubFmlyCd", sub_family)
-    details = _sub(_sub(ntry, "NtryDtls"), "TxDtls")
-    refs = _sub(details, "Refs")
-    _sub(refs, "AcctSvcrRef", bank_ref)
-    _sub(refs, "EndToEndId", end_to_end)
-    _camt_amount(details, "Amt", abs(minor), currency)
-    _sub(details, "CdtDbtInd", _indicator(minor))
-    if entry["text"]:
-        remittance = _sub(details, "RmtInf")
-        for start in range(0, len(entry["text"]), 140):
-            _sub(remittance, "Ustrd", entry["text"][start : start + 140])
+
+
+_I = "  "  # one level of lxml's pretty-print indentation
 
 
 # --- MT940 ----------------------------------------------------------------------------
