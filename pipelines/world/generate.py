@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -127,16 +128,22 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
     ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
 
-    # bank statements, one left out and one tampered with: truth needs the ledger's events
-    opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
-    statements = bank_files.daily_statements(actual_bank, opening, accounts)
-    statements, statement_truth = inject_statements(rng, statements, rate, last_safe_day)
-    truth = pl.concat([line_truth, bank_truth, statement_truth, balance_truth(statements, ev, opening)]).sort(
-        "kind", "line_id", "bank_line_id", "statement"
-    )
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        # The events files are Polars' work alone, which lets go of the GIL: they are written
+        # on a second core while this thread does the Python part of statements and reports.
+        events_written = writer.submit(_write_events, out / "events", ev)
 
-    progress("writing files")
-    files = _write(out, ev, ents, life.orders, actual_lines, actual_payouts, statements, truth, cfg, end_day)
+        # bank statements, one left out and one tampered with: truth needs the ledger's events
+        opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
+        statements = bank_files.daily_statements(actual_bank, opening, accounts)
+        statements, statement_truth = inject_statements(rng, statements, rate, last_safe_day)
+        truth = pl.concat([line_truth, bank_truth, statement_truth, balance_truth(statements, ev, opening)]).sort(
+            "kind", "line_id", "bank_line_id", "statement"
+        )
+
+        progress("writing files")
+        files = _write(out, ents, life.orders, actual_lines, actual_payouts, statements, truth, cfg, end_day)
+        files += events_written.result()
     manifest = {
         "generator": "clearline",
         "schema_version": events.SCHEMA_VERSION,
@@ -244,22 +251,11 @@ def _payouts_of(actual_lines: pl.DataFrame, expected: pl.DataFrame) -> pl.DataFr
     )
 
 
-def _write(
-    out: Path,
-    ev: pl.DataFrame,
-    ents,
-    orders: pl.DataFrame,
-    lines: pl.DataFrame,
-    payouts: pl.DataFrame,
-    statements: list[bank_files.Statement],
-    truth: pl.DataFrame,
-    cfg: dict,
-    end_day: date,
-) -> list[Path]:
-    for sub in ("events", "entities", "truth"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    files = [out / "events/events.jsonl", out / "events/events.parquet"]
-    # one body a line, written as it is by Polars (no quoting), not joined in Python
+def _write_events(folder: Path, ev: pl.DataFrame) -> list[Path]:
+    """events.jsonl (one body a line, written as it is by Polars: no quoting, not joined
+    in Python) and events.parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "events.jsonl", folder / "events.parquet"]
     ev.select("body").write_csv(files[0], include_header=False, quote_style="never")
     ev.select(
         "arrival_seq",
@@ -271,6 +267,22 @@ def _write(
         "schema_version",
         "payload",
     ).write_parquet(files[1])
+    return files
+
+
+def _write(
+    out: Path,
+    ents,
+    orders: pl.DataFrame,
+    lines: pl.DataFrame,
+    payouts: pl.DataFrame,
+    statements: list[bank_files.Statement],
+    truth: pl.DataFrame,
+    cfg: dict,
+    end_day: date,
+) -> list[Path]:
+    for sub in ("entities", "truth"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     ents.merchants.write_parquet(out / "entities/merchants.parquet")
     ents.buyers.select(
         "buyer_id", home_merchant_id=ents.merchants["merchant_id"].gather(ents.buyers["home_merchant"])
@@ -288,7 +300,7 @@ def _write(
         defaulted="defaulted",
     ).write_parquet(out / "truth/orders.parquet")
     truth.write_csv(out / "truth/discrepancies.csv")
-    files += [
+    files = [
         out / "entities/merchants.parquet",
         out / "entities/buyers.parquet",
         out / "truth/orders.parquet",
