@@ -137,13 +137,17 @@ class SortedLines:
             yield from zip(*(batch.column(c).to_pylist() for c in ("identity", "fingerprint", "line_no")))
 
     def only(self, parsed: ParsedFile) -> ParsedFile:
-        """The report with only its taken lines; a spill is rewritten so, streamed."""
-        rows = self.taken.arg_true()
+        """The report with only its taken lines. A spill is rewritten a row group at a
+        time with each group's slice of the flags, so neither the file nor a list of its
+        row numbers is ever whole in memory."""
         if parsed.spill is None:
-            return replace(parsed, rows=parsed.lines[rows])
-        kept = parsed.spill.with_name(parsed.spill.name + ".only")
-        chosen = pl.scan_parquet(parsed.spill).with_row_index("_row").filter(pl.col("_row").is_in(rows.implode()))
-        chosen.drop("_row").sink_parquet(kept, row_group_size=SLICE_ROWS)
+            return replace(parsed, rows=parsed.lines.filter(self.taken))
+        source, kept, start = pq.ParquetFile(parsed.spill), parsed.spill.with_name(parsed.spill.name + ".only"), 0
+        with pq.ParquetWriter(kept, source.schema_arrow) as writer:
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                writer.write_table(table.filter(self.taken.slice(start, table.num_rows).to_arrow()))
+                start += table.num_rows
         os.replace(kept, parsed.spill)
         return parsed
 
