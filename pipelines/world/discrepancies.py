@@ -391,11 +391,20 @@ def balance_truth(statements: list[bank_files.Statement], ev: pl.DataFrame, open
             amount=sign * pl.col("p").struct.field("amount").struct.field("minor"),
         )
     )
+    # running total of the ledger's bank cash per currency, by day: a statement's is the
+    # last one on or before its day
+    daily = moves.group_by("currency", "day").agg(pl.col("amount").sum()).sort("currency", "day")
+    running = {
+        ccy: (days["day"].to_numpy(), np.cumsum(days["amount"].to_numpy()))
+        for (ccy,), days in daily.group_by("currency", maintain_order=True)
+    }
     rows = []
     for run in _by_account(statements):
         before = 0
         for s in run:
-            booked = moves.filter((pl.col("currency") == s.currency) & (pl.col("day") <= s.day))["amount"].sum()
+            days, totals = running.get(s.currency, (np.array([], "datetime64[D]"), np.array([], np.int64)))
+            seen = int(np.searchsorted(days, np.datetime64(s.day, "D"), side="right"))
+            booked = int(totals[seen - 1]) if seen else 0
             diff = s.closing_minor - (opening[s.currency] + booked)
             if diff not in (before, 0):
                 rows.append(_balance_rows("bank_balance_mismatch", abs(diff), [s]))

@@ -242,12 +242,23 @@ def held_payouts(
     (null for the payouts sent), as the platform's payout run decides it
     (`Freezes.holding_payout`: the merchant, else the bank account the currency is paid
     from, frozen at or before the payout)."""
-    kinds, targets = [], []
-    for merchant, ccy, t in m_payouts.select("merchant", "amount_ccy", "t").iter_rows():
+    # Only a payout to a frozen merchant or from a frozen account can be held: the run is
+    # asked about those; the others (nearly all, and all without freezes) are sent.
+    frozen_merchants = [target for kind, target in freezes.by_target if kind == "merchant"]
+    frozen_currencies = [
+        ccy for ccy, spec in accounts_cfg.items() if ("bank_account", (spec or {}).get("account")) in freezes.by_target
+    ]
+    asked = merchant_ids.gather(m_payouts["merchant"]).is_in(frozen_merchants) | m_payouts["amount_ccy"].is_in(
+        frozen_currencies
+    )
+    kinds: list[str | None] = [None] * m_payouts.height
+    targets: list[str | None] = [None] * m_payouts.height
+    rows = m_payouts.with_row_index("row").filter(asked).select("row", "merchant", "amount_ccy", "t")
+    for row, merchant, ccy, t in rows.iter_rows():
         at = EPOCH + timedelta(microseconds=t)
         f = freezes.holding_payout(merchant_ids[merchant], (accounts_cfg.get(ccy) or {}).get("account"), at)
-        kinds.append(f["kind"] if f else None)
-        targets.append(f["target"] if f else None)
+        kinds[row] = f["kind"] if f else None
+        targets[row] = f["target"] if f else None
     return m_payouts.with_columns(
         frozen_kind=pl.Series(kinds, dtype=pl.String), frozen_target=pl.Series(targets, dtype=pl.String)
     )
