@@ -6,17 +6,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
 
-from clearline import events
+from clearline import config, events
+from clearline.currency import minor_to_decimal
 from clearline.pipelines.cli import main
+from clearline.pipelines.world import bank_files
 from clearline.pipelines.world.discrepancies import CATEGORIES
 from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.pipelines.world.ids import letter_ids
+from clearline.pipelines.world.settlement_files import _decimal, _negated, _plus
 
 SIGN = {"charge": 1, "refund": -1, "chargeback": -1, "chargeback_reversal": 1, "fee": -1}
 
@@ -191,3 +199,72 @@ def test_two_worlds_share_no_event_id(tmp_path):
     generate(WorldOptions(days=10, merchants=3, seed=2), tmp_path / "b")
     ids = [{e.event_id for e in _events(tmp_path / w)} for w in ("a", "b")]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+# --- the vectorised parts equal the per-value rules they replace ------------------------
+
+I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(I64, I64), min_size=1, max_size=20), st.sampled_from(["USD", "JPY", "KWD", "CLF"]))
+def test_report_decimals_are_minor_to_decimal_for_any_i64(pairs, currency):
+    """Settlement reports format whole columns of minor units at once (also negated and
+    summed, as debit columns and gross = net + fee need): each is exactly
+    `minor_to_decimal` of the Python integer, with no wrap-around at the i64 edges."""
+    frame = pl.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "ccy": currency})
+    got = frame.select(
+        plain=_decimal(pl.col("a"), "ccy"),
+        negated=_decimal(_negated(pl.col("a")), "ccy"),
+        summed=_decimal(_plus(pl.col("a"), pl.col("b")), "ccy"),
+    )
+    assert got["plain"].to_list() == [minor_to_decimal(a, currency) for a, _ in pairs]
+    assert got["negated"].to_list() == [minor_to_decimal(-a, currency) for a, _ in pairs]
+    assert got["summed"].to_list() == [minor_to_decimal(a + b, currency) for a, b in pairs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=26**5 - 200), st.integers(min_value=0, max_value=150))
+def test_letter_ids_spell_the_counter_in_base_26_letters(start, count):
+    ids = letter_ids("x_", start, count, width=5)
+    spelt = []
+    for n in range(start, start + count):
+        letters = ""
+        for _ in range(5):
+            n, digit = divmod(n, 26)
+            letters = chr(ord("a") + digit) + letters
+        spelt.append("x_" + letters)
+    assert ids.dtype == pl.String and ids.to_list() == spelt
+
+
+def test_letter_ids_refuse_a_counter_beyond_their_width():
+    with pytest.raises(ValueError, match="do not fit in 2 letters"):
+        letter_ids("x_", 675, 2, width=2)
+
+
+def test_camt_entries_written_as_text_parse_back_to_their_values(tmp_path):
+    """camt.053 entries are written from a template, not as lxml elements: markup,
+    ampersands and a carriage return in a reference or text still parse back unchanged,
+    and text XML cannot hold is refused as lxml refuses it."""
+    account = config.load("platform")["bank_accounts"]["EUR"]
+    text = "R&D <refund> 'a' \"b\"\rnext " + "x" * 150
+    entry = {
+        "amount_minor": -12_345,
+        "kind": "merchant_payout",
+        "bank_reference": "BR<&>",
+        "customer_reference": None,
+        "text": text,
+        "booking_date": date(2026, 1, 2),
+        "value_date": date(2026, 1, 3),
+    }
+    statement = bank_files.Statement(account, "EUR", date(2026, 1, 2), 1, 0, (entry,))
+    ns = {"c": bank_files.CAMT_NS}
+    tree = etree.fromstring(bank_files.camt053_bytes(statement))
+    ntry = tree.find(".//c:Ntry", ns)
+    assert ntry.findtext("c:Amt", namespaces=ns) == "123.45"
+    assert ntry.findtext("c:AcctSvcrRef", namespaces=ns) == "BR<&>"
+    assert ntry.findtext(".//c:EndToEndId", namespaces=ns) == "NOTPROVIDED"
+    assert "".join(u.text for u in ntry.iterfind(".//c:Ustrd", ns)) == text
+    assert ntry.findtext("c:ValDt/c:Dt", namespaces=ns) == "2026-01-03"
+    with pytest.raises(ValueError, match="XML compatible"):
+        bank_files.camt053_bytes(replace(statement, entries=({**entry, "text": "bell \x07"},)))
