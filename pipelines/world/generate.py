@@ -118,32 +118,36 @@ def generate(opts: WorldOptions, out: Path, progress: Progress = lambda step: No
     bank = bank_lines(actual_payouts, m_payouts, tables["buyer.repayment"].filter(pl.col("t") < end_us))
     actual_bank, bank_truth = inject_bank(rng, in_world(bank, "booking_date"), rate, last_safe_day)
 
-    progress("events in arrival order")
-    emit_merchants = pl.concat(
-        [
-            ents.merchants.select("merchant_id", "reseller_id"),
-            pl.DataFrame({"merchant_id": [events.PLATFORM], "reseller_id": [events.PLATFORM]}),
-        ]
-    )
-    ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
-    ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
+    with ThreadPoolExecutor(max_workers=2) as writer:
+        # Writing files is mostly Polars' work, which lets go of the GIL: each set of files
+        # is written on another thread as soon as it is final, beside the work still to do
+        # here (the order of the random draws stays the same).
+        written = [writer.submit(_write_reports, out / "settlements", actual_lines, ents.merchants)]
 
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        # The events files are Polars' work alone, which lets go of the GIL: they are written
-        # on a second core while this thread does the Python part of statements and reports.
-        events_written = writer.submit(_write_events, out / "events", ev)
+        progress("events in arrival order")
+        emit_merchants = pl.concat(
+            [
+                ents.merchants.select("merchant_id", "reseller_id"),
+                pl.DataFrame({"merchant_id": [events.PLATFORM], "reseller_id": [events.PLATFORM]}),
+            ]
+        )
+        ev = build_events(tables, emit_merchants, end_us, world_tag(opts, start))
+        ev = arrival_order(rng, ev, cfg["late_arrival"]["share"], cfg["late_arrival"]["max_delay_s"])
+        written.append(writer.submit(_write_events, out / "events", ev))
 
         # bank statements, one left out and one tampered with: truth needs the ledger's events
         opening = {ccy: spec["opening_balance_minor"] for ccy, spec in accounts.items()}
         statements = bank_files.daily_statements(actual_bank, opening, accounts)
         statements, statement_truth = inject_statements(rng, statements, rate, last_safe_day)
+        written.append(writer.submit(bank_files.write_statements, statements, out / "bank"))
         truth = pl.concat([line_truth, bank_truth, statement_truth, balance_truth(statements, ev, opening)]).sort(
             "kind", "line_id", "bank_line_id", "statement"
         )
 
         progress("writing files")
-        files = _write(out, ents, life.orders, actual_lines, actual_payouts, statements, truth, cfg, end_day)
-        files += events_written.result()
+        files = _write(out, ents, life.orders, truth)
+        for files_written in written:
+            files += files_written.result()
     manifest = {
         "generator": "clearline",
         "schema_version": events.SCHEMA_VERSION,
@@ -270,17 +274,8 @@ def _write_events(folder: Path, ev: pl.DataFrame) -> list[Path]:
     return files
 
 
-def _write(
-    out: Path,
-    ents,
-    orders: pl.DataFrame,
-    lines: pl.DataFrame,
-    payouts: pl.DataFrame,
-    statements: list[bank_files.Statement],
-    truth: pl.DataFrame,
-    cfg: dict,
-    end_day: date,
-) -> list[Path]:
+def _write(out: Path, ents, orders: pl.DataFrame, truth: pl.DataFrame) -> list[Path]:
+    """Entities, the orders' truth and the discrepancies' truth."""
     for sub in ("entities", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     ents.merchants.write_parquet(out / "entities/merchants.parquet")
@@ -300,17 +295,19 @@ def _write(
         defaulted="defaulted",
     ).write_parquet(out / "truth/orders.parquet")
     truth.write_csv(out / "truth/discrepancies.csv")
-    files = [
+    return [
         out / "entities/merchants.parquet",
         out / "entities/buyers.parquet",
         out / "truth/orders.parquet",
         out / "truth/discrepancies.csv",
     ]
+
+
+def _write_reports(folder: Path, lines: pl.DataFrame, merchants: pl.DataFrame) -> list[Path]:
+    """Each processor's settlement reports, in its own layout."""
     report_lines = lines.with_columns(
         created_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone("UTC"),
-        merchant_id=ents.merchants["merchant_id"].gather(lines["merchant"]),
+        merchant_id=merchants["merchant_id"].gather(lines["merchant"]),
         payment_method="method",
     )
-    files += settlement_files.write_settlement_reports(report_lines, out / "settlements")
-    files += bank_files.write_statements(statements, out / "bank")
-    return files
+    return settlement_files.write_settlement_reports(report_lines, folder)
