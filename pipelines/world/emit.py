@@ -46,7 +46,8 @@ def payload_json(event_type: str, df: pl.DataFrame) -> pl.Series:
 
 
 def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_us: int, world_tag: str) -> pl.DataFrame:
-    """One row per event before `end_us`, in event-time order, with its JSON body.
+    """One row per event before `end_us`, in event-time order, with its envelope's fields
+    and payload JSON (`body` gives the whole event's JSON).
 
     Event ids are `evt_<world tag>_<counter>`: unique within a world by the counter and
     across worlds by the tag, so two worlds published to one topic never share an id."""
@@ -69,7 +70,13 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
         reseller_id=merchants["reseller_id"].gather(ev["merchant"]),
         schema_version=pl.lit(events.SCHEMA_VERSION, dtype=pl.Int64),
     )
-    body = pl.concat_str(
+    return ev.drop("merchant")
+
+
+def body() -> pl.Expr:
+    """Each event's JSON, as `events.encode` writes it, from the columns `build_events`
+    gives: computed where it is written, off the generator's main path."""
+    return pl.concat_str(
         [
             pl.lit('{"event_id":"'),
             "event_id",
@@ -87,8 +94,7 @@ def build_events(tables: dict[str, pl.DataFrame], merchants: pl.DataFrame, end_u
             "payload",
             pl.lit("}"),
         ]
-    )
-    return ev.with_columns(body=body).drop("merchant")
+    ).alias("body")
 
 
 def arrival_order(rng: np.random.Generator, ev: pl.DataFrame, late_share: float, max_delay_s: float) -> pl.DataFrame:

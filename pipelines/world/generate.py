@@ -36,7 +36,7 @@ from clearline.pipelines.world.discrepancies import (
     inject_lines,
     inject_statements,
 )
-from clearline.pipelines.world.emit import arrival_order, build_events
+from clearline.pipelines.world.emit import arrival_order, body, build_events
 from clearline.pipelines.world.entities import make_entities
 from clearline.pipelines.world.ids import letter_ids
 from clearline.pipelines.world.lifecycle import DAY, HOUR, SECOND, simulate
@@ -260,7 +260,7 @@ def _write_events(folder: Path, ev: pl.DataFrame) -> list[Path]:
     in Python) and events.parquet."""
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "events.jsonl", folder / "events.parquet"]
-    ev.select("body").write_csv(files[0], include_header=False, quote_style="never")
+    ev.select(body()).write_csv(files[0], include_header=False, quote_style="never")
     ev.select(
         "arrival_seq",
         "event_id",
