@@ -51,6 +51,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +182,9 @@ def tamper_balance(statements: list[Statement], tampered: Statement, delta_minor
 def _statements(lines: pl.DataFrame, currency: str, account: dict[str, str], opening: int) -> Iterator[Statement]:
     """Daily statements in booking order, each opening at the previous closing balance."""
     balance = opening
-    ordered = lines.sort("booking_date", maintain_order=True)
-    for sequence, ((day,), day_lines) in enumerate(ordered.group_by("booking_date", maintain_order=True), 1):
-        statement = Statement(account, currency, day, sequence, balance, tuple(day_lines.iter_rows(named=True)))
+    rows = lines.sort("booking_date", maintain_order=True).iter_rows(named=True)  # one pass, not a query a day
+    for sequence, (day, day_rows) in enumerate(groupby(rows, key=itemgetter("booking_date")), 1):
+        statement = Statement(account, currency, day, sequence, balance, tuple(day_rows))
         balance = statement.closing_minor
         yield statement
 
