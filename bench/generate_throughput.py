@@ -34,20 +34,22 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    gen_runs, base_runs = [], []
+    gen_runs, base_runs, gen_cpu, base_cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "world"
         for _ in range(args.repeat):
             shutil.rmtree(out, ignore_errors=True)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             manifest = generate(WorldOptions(args.days, args.merchants, args.seed), out)
             gen_runs.append(time.perf_counter() - t0)
+            gen_cpu.append(time.process_time() - c0)  # every thread of the process
         lines = (out / "events/events.jsonl").read_bytes().splitlines()
         typed = [events.decode(line) for line in lines]
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             encoded = [events.encode(e) for e in typed]
             base_runs.append(time.perf_counter() - t0)
+            base_cpu.append(time.process_time() - c0)
             assert encoded == lines, "baseline must produce the same bytes"
     gen_s, base_s = min(gen_runs), min(base_runs)
     n = manifest["events"]
@@ -57,9 +59,12 @@ def main() -> None:
         "files": len(manifest["files"]),
         "generate_seconds": round(gen_s, 2),
         "events_per_minute": round(n / gen_s * 60),
+        "generate_cpu_seconds": round(min(gen_cpu), 2),
         "baseline_encode_seconds": round(base_s, 2),
+        "baseline_cpu_seconds": round(min(base_cpu), 2),
         "baseline_events_per_minute": round(n / base_s * 60),
         "ratio_vs_baseline": round(base_s / gen_s, 2),
+        "cpu_ratio_vs_baseline": round(min(base_cpu) / min(gen_cpu), 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         # other work on the machine slows both sides; the ratio is the fairer figure then
         "load_average_1min": f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
