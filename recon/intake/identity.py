@@ -19,9 +19,11 @@ statement: taken in, and the matcher names what changed, `clearline.recon.matchi
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
+import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -43,7 +45,7 @@ class Item:
     identity: str
     fingerprint: str
     line_no: int  # where it starts in its file
-    rows: tuple[int, ...]  # its rows in the file's `lines`
+    rows: Sequence[int]  # its rows in the file's `lines` (a range for a statement)
     statement: tuple | None = None  # a bank statement's (account, statement id, sequence)
 
 
@@ -206,13 +208,13 @@ def _sha(texts: list[str]) -> str:
 
 def items(parsed: ParsedFile) -> list[Item]:
     """A bank file's items (its statements), in file order. A processor report's lines are
-    sorted a slice at a time instead (`sort_lines`), never one object per line."""
-    lines = parsed.lines
-    texts = _texts(lines)
-    line_nos = lines["line_no"].to_list()
-    rows: dict[tuple, list[int]] = defaultdict(list)
-    for i, key in enumerate(lines.select(STATEMENT_KEY).iter_rows()):
-        rows[key].append(i)
+    sorted a slice at a time instead (`sort_lines`), never one object per line.
+
+    A statement's fingerprint is a SHA-256 over its lines' texts in sorted order, then its
+    own figures. The texts are sorted a slice at a time into runs on disk and the runs
+    merged (`_sorted_texts`), and a statement's rows are kept as ranges, so neither the
+    lines nor their texts are ever whole in memory: a statement of millions of entries
+    costs what one slice costs."""
     stated: dict[tuple, list[str]] = defaultdict(list)  # a statement's own figures: balances, dates, count
     starts: dict[tuple, int] = {}
     days: dict[tuple, str] = {}  # its day is part of who it is (numbers start again every year)
@@ -224,16 +226,107 @@ def items(parsed: ParsedFile) -> list[Item]:
         stated[key].append(text)
         starts[key] = min(starts.get(key, no), no)
         days[key] = min(days.get(key, on), on)
-        rows.setdefault(key, [])  # a statement with no entries is an item too
-    found = []
-    for key, own in rows.items():
-        account, statement_id, sequence = key
-        said = _sha(sorted(texts[i] for i in own) + [""] + sorted(stated[key]))
-        named = f"statement|{account}|{statement_id}|{sequence or ''}|{days.get(key, '')}"
-        called = named if statement_id else f"content|{account}|{said}"
-        start = min((line_nos[i] for i in own), default=starts.get(key, 0))
-        found.append(Item(called, said, start, tuple(own), key))
+    with tempfile.TemporaryDirectory(prefix="statement-texts-") as runs:
+        keys, spans, first_line, texts = _sorted_texts(parsed, Path(runs))
+        for key in stated:
+            spans.setdefault(keys.setdefault(key, len(keys)), [])  # a statement with no entries is an item too
+        found = []
+        for key, number in keys.items():
+            joined = _Joined()
+            for text in texts.of(number):
+                joined.add(text)
+            joined.add("")
+            for text in sorted(stated[key]):
+                joined.add(text)
+            said = joined.hexdigest()
+            account, statement_id, sequence = key
+            named = f"statement|{account}|{statement_id}|{sequence or ''}|{days.get(key, '')}"
+            called = named if statement_id else f"content|{account}|{said}"
+            start = first_line.get(number, starts.get(key, 0))
+            found.append(Item(called, said, start, _rows(spans[number]), key))
     return sorted(found, key=lambda item: item.line_no)
+
+
+class _Joined:
+    """SHA-256 of "\n".join(texts), the texts given one at a time."""
+
+    def __init__(self) -> None:
+        self._sha, self._first = hashlib.sha256(), True
+
+    def add(self, text: str) -> None:
+        if not self._first:
+            self._sha.update(b"\n")
+        self._sha.update(text.encode())
+        self._first = False
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+_RUN_GROUP = 256  # texts per row group of a run: what the merge holds per run (runs: lines / SLICE_ROWS)
+
+
+def _sorted_texts(parsed: ParsedFile, folder: Path):
+    """One pass over the lines a slice at a time: each statement's number (in order of
+    first appearance), its rows as spans [start, stop), its first line number, and its
+    texts in sorted order (`texts.of(number)`, read by merging the slices' sorted runs).
+    The merge is keyed by (statement number, text), so every statement's texts come out
+    together and in Python's string order, as `sorted` gives."""
+    keys: dict[tuple, int] = {}
+    spans: dict[int, list[list[int]]] = {}
+    first_line: dict[int, int] = {}
+    run_paths, row = [], 0
+    for part in parsed.chunks(SLICE_ROWS):
+        numbers = [keys.setdefault(key, len(keys)) for key in part.select(STATEMENT_KEY).iter_rows()]
+        for number, no in zip(numbers, part["line_no"]):
+            own = spans.setdefault(number, [])
+            if own and own[-1][1] == row:
+                own[-1][1] = row + 1
+            else:
+                own.append([row, row + 1])
+            first_line[number] = min(first_line.get(number, no), no)
+            row += 1
+        if part.height:
+            run = sorted(zip(numbers, _texts(part)))
+            path = folder / f"run{len(run_paths):06d}.parquet"
+            table = pa.Table.from_arrays([[n for n, _ in run], [t for _, t in run]], schema=_RUN_SCHEMA)
+            pq.write_table(table, path, row_group_size=_RUN_GROUP)
+            run_paths.append(path)
+    merged = heapq.merge(*(_read_run(p) for p in run_paths))
+    return keys, spans, first_line, _Grouped(merged)
+
+
+_RUN_SCHEMA = pa.schema([("statement", pa.int64()), ("text", pa.string())])
+
+
+def _read_run(path: Path) -> Iterator[tuple[int, str]]:
+    run = pq.ParquetFile(path)
+    for group in range(run.num_row_groups):
+        table = run.read_row_group(group)
+        yield from zip(table.column("statement").to_pylist(), table.column("text").to_pylist())
+
+
+class _Grouped:
+    """The merged (statement, text) pairs, read one statement at a time in increasing
+    statement number (`of`), as the merge gives them."""
+
+    def __init__(self, merged: Iterator[tuple[int, str]]) -> None:
+        self._merged, self._next = merged, next(merged, None)
+
+    def of(self, number: int) -> Iterator[str]:
+        if self._next is not None and self._next[0] < number:
+            raise RuntimeError(f"statement {self._next[0]}'s texts were not read before {number}'s")
+        while self._next is not None and self._next[0] == number:
+            yield self._next[1]
+            self._next = next(self._merged, None)
+
+
+def _rows(spans: list[list[int]]) -> Sequence[int]:
+    """A statement's rows: one range when they are contiguous (always, in the formats'
+    parsers), else every row."""
+    if len(spans) == 1:
+        return range(*spans[0])
+    return tuple(i for start, stop in spans for i in range(start, stop))
 
 
 def sort_out(found: list[Item], held: dict[str, list[Held]]) -> Sorted:
