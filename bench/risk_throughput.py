@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from feast.errors import FeatureViewNotFoundException
+from google.protobuf.message import DecodeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
@@ -116,21 +116,39 @@ class Markers:
         return buyer
 
 
-def online_reader(feast_dir: Path) -> SqliteOnlineRead | None:
+def wait_for_online(feast_dir: Path, flow: subprocess.Popen, within_s: float = 180) -> SqliteOnlineRead:
     """Feast's SQLite online table of the buyer view, read directly (`clearline.features.online_read`,
-    held equal to `get_online_features` by its tests). Polling every 5 ms through Feast's
-    Python layer would cost the poller about a core, taken from the flow it measures.
+    held equal to `get_online_features` by its tests), once the flow has applied its views.
+    Polling every 5 ms through Feast's Python layer would cost the poller about a core,
+    taken from the flow it measures.
 
-    None while the flow has written `feature_store.yaml` but not yet applied its views
-    (the first run after a fresh checkout met that window and crashed): the caller asks again."""
-    fs = store.open_store(store.FeastSettings("clearline", feast_dir))
-    try:
-        reader = SqliteOnlineRead.of(fs, {view_name("buyer"): ("buyer_orders_30d",)})
-    except FeatureViewNotFoundException:
-        return None
-    if reader is None:
-        raise SystemExit("the freshness run needs the SQLite online store")
-    return reader
+    The flow writes `feature_store.yaml` first and applies the views after (the first run
+    of this benchmark opened the reader in between and crashed with
+    `FeatureViewNotFoundException: buyer_features`), so the registry is asked, afresh each
+    time, until it lists the view; a flow that exits or a deadline that passes first ends
+    the run with a message saying which."""
+    settings = store.FeastSettings("clearline", feast_dir)
+    wanted = view_name("buyer")
+    deadline = time.monotonic() + within_s
+    listed: list[str] = []
+    while time.monotonic() < deadline:
+        if flow.poll() is not None:
+            raise SystemExit(f"the risk flow exited ({flow.returncode}) before applying its Feast views in {feast_dir}")
+        if settings.yaml_path.exists():
+            try:
+                listed = [v.name for v in store.open_store(settings).list_feature_views()]
+            except DecodeError:  # Feast rewrites registry.db in place: read mid-write, it is cut short
+                listed = []
+            if wanted in listed:
+                reader = SqliteOnlineRead.of(store.open_store(settings), {wanted: ("buyer_orders_30d",)})
+                if reader is None:
+                    raise SystemExit("the freshness run needs the SQLite online store")
+                return reader
+        time.sleep(0.1)
+    state = f"views listed: {listed or 'none'}" if settings.yaml_path.exists() else "no feature_store.yaml yet"
+    raise SystemExit(
+        f"the risk flow had not applied the Feast view {wanted} in {feast_dir} within {within_s:.0f} s ({state})"
+    )
 
 
 def visible(online: SqliteOnlineRead, buyer: str) -> bool:
@@ -146,15 +164,13 @@ def freshness(env: dict, bootstrap: str, topic: str, world: Path, rate: float, s
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    online = None
     latencies: list[float] = []
     try:
         warm = markers.place()  # the flow is ready once the first marker is online
+        online = wait_for_online(feast_dir, flow)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if online is None and (feast_dir / "feature_store.yaml").exists():
-                online = online_reader(feast_dir)
-            if online is not None and visible(online, warm):
+            if visible(online, warm):
                 break
             time.sleep(0.1)
         else:
