@@ -19,22 +19,34 @@ end the client last learned, else the last timestamp it handed on (a backlog who
 fetch has not come back yet must not be overtaken). A partition holding a full batch is paused, so
 memory stays one batch per partition. Offsets in the snapshot are those handed on; what
 was read but held is read again after a resume.
+
+A partition's fetch can go quiet in librdkafka around a pause (no message, no end of
+partition reported: confluentinc/librdkafka#1435), and then the limit never moves and
+nothing is handed on. So when nothing has moved for `STALL`, the source asks the broker
+for the ends of the partitions holding it back: one that has handed on up to its end is
+caught up; one that has not is told to fetch again from its next offset (a seek).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from clearline.pipelines.connectors.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
 from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 
+log = logging.getLogger(__name__)
+
 Offsets = dict[int, int]  # Kafka partition -> next offset to hand on
+
+STALL = timedelta(seconds=2)  # nothing read and nothing handed on for this long: ask the broker why
 
 
 def _ts(msg: Message) -> int:
@@ -54,7 +66,7 @@ def _order(msg: Message) -> tuple[int, bytes]:
 
 class _Merged(StatefulSourcePartition[list[Message], Offsets]):
     def __init__(self, config: dict, topic: str, partitions: list[int], offsets: Offsets, batch_size: int):
-        self._topic, self._batch_size = topic, batch_size
+        self._topic, self._batch_size, self._once = topic, batch_size, bool(config.get("enable.partition.eof"))
         self._offsets = {p: offsets.get(p, OFFSET_BEGINNING) for p in partitions}
         self._client = WatchedConsumer(config, self._assignment())
         self._held: dict[int, deque[Message]] = {p: deque() for p in partitions}
@@ -62,6 +74,8 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         self._ended: set[int] = set()
         self._paused: set[int] = set()
         self._awake: datetime | None = None
+        self._ends: dict[int, int] = {}  # the end the broker last gave when asked (see `_unstall`)
+        self._moved = time.monotonic()  # when something was last read or handed on
 
     def next_batch(self) -> list[list[Message]]:
         if STOP.is_set() or (len(self._ended) == len(self._held) and not any(self._held.values())):
@@ -77,6 +91,10 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
             self._held[msg.partition()].append(msg)
         batch = self._ready()
         self._pace()
+        if msgs or batch:
+            self._moved = time.monotonic()
+        elif time.monotonic() - self._moved > STALL.total_seconds():
+            self._unstall()
         return [batch] if batch else []
 
     def next_awake(self) -> datetime | None:
@@ -118,8 +136,40 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         learned (False while unknown: nothing fetched yet). What comes after was produced
         after that fetch, so it is newer than what the others hold, give or take a fetch."""
         low, high = self._client.consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
+        high = max(high, self._ends.get(p, -1))
         position = self._offsets[p] if self._offsets[p] >= 0 else low
         return high >= 0 and position >= high
+
+    def _unstall(self) -> None:
+        """Nothing read and nothing handed on for `STALL`: for each partition that holds the
+        limit back (nothing held, no end reported, not known caught up), ask the broker for
+        its end. Handed on up to it: it is caught up (and, in `once` mode, ended). Not: its
+        fetch has gone quiet, so seek it to its next offset, which starts the fetch again."""
+        self._moved = time.monotonic()
+        for p, held in self._held.items():
+            if held or p in self._ended or self._caught_up(p):
+                continue
+            tp = TopicPartition(self._topic, p)
+            try:
+                low, high = self._client.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                position = self._offsets[p] if self._offsets[p] >= 0 else low
+                if position >= high:
+                    self._ends[p] = high
+                    if self._once:
+                        self._ended.add(p)
+                    continue
+                log.warning(
+                    "kafka: %s [%d] fetched nothing for %s s at offset %d of %d: fetching again",
+                    self._topic,
+                    p,
+                    STALL.total_seconds(),
+                    position,
+                    high,
+                )
+                self._client.consumer.resume([tp])  # not paused by `_pace` (it holds nothing): harmless
+                self._client.consumer.seek(TopicPartition(self._topic, p, position))
+            except KafkaException as exc:  # the broker is away: the client reconnects by itself
+                log.warning("kafka: %s [%d] could not be checked: %s", self._topic, p, exc.args[0].str())
 
     def _pace(self) -> None:
         """Pause a partition holding a full batch (the others must catch up to it first);

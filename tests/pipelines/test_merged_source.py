@@ -13,7 +13,7 @@ import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clearline.pipelines.connectors.merged_source import MergedSource
@@ -73,23 +73,49 @@ def test_every_message_once_in_timestamp_order_in_lists(kafka_bootstrap, topic, 
     assert len(batches) < len(got) / 5  # lists, not one item per message
 
 
+def drain(part, seen: list[str], until: int | None = None, deadline_s: float = 120) -> None:
+    """Hand on batches into `seen` until it holds `until` ids (None: until the source ends),
+    failing with the source's state if it stops moving: a stalled source must fail in
+    seconds, not spin until the suite's timeout."""
+    deadline = time.monotonic() + deadline_s
+    try:
+        while until is None or len(seen) < until:
+            for batch in part.next_batch():
+                seen += [json.loads(m.value())["event_id"] for m in batch]
+            if time.monotonic() > deadline:
+                held = {p: len(h) for p, h in part._held.items()}
+                pytest.fail(
+                    f"stalled at {len(seen)} handed on: held {held}, ended {part._ended}, paused {part._paused}, "
+                    f"offsets {part._offsets}"
+                )
+    except StopIteration:
+        assert until is None, f"the source ended after {len(seen)} messages, before {until}"
+
+
 def test_a_snapshot_resumes_right_after_what_was_handed_on(kafka_bootstrap, topic):
     sent = produce(kafka_bootstrap, topic, 3)
     source = MergedSource(kafka_bootstrap, topic, once=True, batch_size=50)
     first = source.build_part("read", "merged", None)
     seen: list[str] = []
-    while len(seen) < 200:
-        for batch in first.next_batch():
-            seen += [json.loads(m.value())["event_id"] for m in batch]
+    drain(first, seen, until=200)
     state = first.snapshot()
     first.close()
     assert set(state) == {0, 1, 2, 3} and sum(state.values()) == len(seen)  # held-but-not-handed is not counted
     again = source.build_part("read", "merged", state)
-    try:
-        while True:
-            for batch in again.next_batch():
-                seen += [json.loads(m.value())["event_id"] for m in batch]
-    except StopIteration:
-        pass
+    drain(again, seen)
     again.close()
+    assert sorted(seen) == sorted(e for _, _, e in sent)
+
+
+def test_a_partition_whose_fetch_goes_quiet_is_fetched_again(kafka_bootstrap, topic):
+    """librdkafka can stop fetching a partition around a pause without saying so (no
+    message, no end of partition: librdkafka#1435). Here one partition's fetch is stopped
+    behind the source's back; the source finds it holding the limit back, asks the broker
+    for its end and fetches it again, so every message is still handed on, in order."""
+    sent = produce(kafka_bootstrap, topic, 4)
+    part = MergedSource(kafka_bootstrap, topic, once=True, batch_size=50).build_part("read", "merged", None)
+    part._client.consumer.pause([TopicPartition(topic, 2)])
+    seen: list[str] = []
+    drain(part, seen, deadline_s=60)
+    part.close()
     assert sorted(seen) == sorted(e for _, _, e in sent)
