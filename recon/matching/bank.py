@@ -45,13 +45,16 @@ _NONE = pl.lit([], pl.List(pl.String))
 _LINE = ["source_file", "line_no"]  # what tells one bank line from another
 
 
-def payout_batches(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+def payout_batches(lines: pl.DataFrame | pl.LazyFrame, copies_taken_out: bool = False) -> pl.DataFrame:
     """Each processor payout as its report shows it: the sum of its lines' net and its last
     line's value date. A line a later report sends again under its id counts once, as its
-    first report says it (`copies.taken_once`); lines one report gives twice count twice,
-    as the processor paid them (the line rules call the second a `duplicate`)."""
+    first report says it (`copies.taken_once`; `copies_taken_out` says the caller already
+    did, as `reconcile` does, which spares hashing every line again); lines one report
+    gives twice count twice, as the processor paid them (the line rules call the second a
+    `duplicate`)."""
     return (
-        taken_once(lines)
+        (lines.lazy() if copies_taken_out else taken_once(lines))
+        .select("processor", "payout_id", "net_minor", "net_currency", "value_date")
         .group_by("processor", "payout_id")
         .agg(
             amount_minor=pl.col("net_minor").sum(),
@@ -91,14 +94,16 @@ def _batch_evidence(
     )
 
 
-def candidates(movements: pl.DataFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances) -> pl.DataFrame:
+def candidates(
+    movements: pl.DataFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances, copies_taken_out: bool = False
+) -> pl.DataFrame:
     """Everything that may explain a bank line, from the ledger's expected bank movements
-    (`expectations.BANK_SCHEMA`) and the processors' reported lines."""
+    (`expectations.BANK_SCHEMA`) and the processors' reported lines (`payout_batches`)."""
     if "merchant_id" not in movements.columns:  # an older frame: merchants unknown
         movements = movements.with_columns(merchant_id=pl.lit(None, pl.String))
     ledger = first_per(movements.lazy(), ["kind", "reference"], ["event_id"])[0].collect()
     payouts = ledger.filter(pl.col("kind") == "processor_payout")
-    batches = payout_batches(lines).join(
+    batches = payout_batches(lines, copies_taken_out).join(
         payouts.select("reference", "event_id", "expected_on"), left_on="payout_id", right_on="reference", how="left"
     )
     # a batch whose lines net to zero (a negative balance carried to the next batch by a
@@ -219,12 +224,14 @@ def match(
     bank_lines: pl.DataFrame,
     tol: Tolerances,
     as_of: date,
+    copies_taken_out: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the bank's lines against everything that should explain
     them. Inputs: `expectations.BANK_SCHEMA`, `clearline.recon.lines` settlement and bank frames (the
-    settlement lines may be lazy: only the columns a payout's total and evidence need are read).
+    settlement lines may be lazy: only the columns a payout's total and evidence need are read;
+    `copies_taken_out` as in `payout_batches`).
     The result does not depend on the order of any input."""
-    cands = candidates(movements, settlement_lines, tol)
+    cands = candidates(movements, settlement_lines, tol, copies_taken_out)
     referenced = bank_lines.filter(pl.col("reference").is_not_null())
     firsts, repeats = first_per(referenced.lazy(), ["reference"], ["booking_date", "account", "bank_ref", *_LINE])
     firsts = firsts.collect()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from clearline.recon.lines import STATEMENT_SCHEMA
-from clearline.recon.matching.rules import evidence, first_per
+from clearline.recon.matching.rules import evidence, first_rows
 from clearline.recon.matching.variance import RAW_SCHEMA, money_text
 
 if TYPE_CHECKING:
@@ -65,12 +65,11 @@ def _differs(name: str, suffix: str) -> pl.Expr:
 def _resent(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the lines without those a later file repeats under an id an earlier file
     reported, those repeats with their first version's columns suffixed `_first`).
-    Repeats are found by `first_per` (one hash per line): the common case of no repeat
+    Repeats are found by `first_rows` (one hash per line): the common case of no repeat
     costs no join."""
-    firsts, repeats = first_per(lines.lazy(), LINE_KEY, WHERE)
+    _, repeats, originals = first_rows(lines.lazy(), LINE_KEY, WHERE)
     if repeats.is_empty():
         return lines.lazy(), repeats.join(repeats, on=LINE_KEY, suffix="_first")
-    originals = firsts.join(repeats.lazy().select(LINE_KEY).unique(), on=LINE_KEY, how="semi").collect()
     copies = repeats.join(originals, on=LINE_KEY, suffix="_first").filter(
         pl.col("source_file") != pl.col("source_file_first")
     )

@@ -88,7 +88,7 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
     # the bank side is a line per payout batch: small, so held whole
     movements, bank_lines = inputs.expected_movements.lazy().collect(), inputs.bank_lines.lazy().collect()
-    bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day)
+    bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     found = pl.concat([copied, line_raw, bank_raw])
     balance_raw = continuity.check(

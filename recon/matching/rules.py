@@ -82,30 +82,48 @@ def evidence(file_col: str = "source_file", line_col: str = "line_no") -> pl.Exp
     return pl.concat_str(pl.col(file_col), pl.lit(":"), pl.col(line_col).cast(pl.String))
 
 
-def first_per(frame: pl.LazyFrame, keys: list[str], order: list[str]) -> tuple[pl.LazyFrame, pl.DataFrame]:
+def first_per(
+    frame: pl.LazyFrame, keys: list[str], order: list[str], hashes: pl.Series | None = None
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the first row of each key, every later row): first by `order`, whatever order the
     frame came in (ties by the other fields). The firsts are a lazy filter of `frame`, so
     the query that reads them (a join at ten million rows) never holds a copy. Only the
     keys are read to find the repeats, from sorted key hashes, and only the rows whose hash
     repeats are read whole and sorted, so the common case of unique keys costs one hash
-    and one integer sort."""
-    hashes = frame.select(pl.struct(keys).hash()).collect(engine="streaming").to_series()
+    and one integer sort. `hashes`, when the caller already has them, are
+    `pl.struct(keys).hash()` of `frame` in its row order."""
+    firsts, later, _ = first_rows(frame, keys, order, hashes)
+    return firsts, later
+
+
+def first_rows(
+    frame: pl.LazyFrame, keys: list[str], order: list[str], hashes: pl.Series | None = None
+) -> tuple[pl.LazyFrame, pl.DataFrame, pl.DataFrame]:
+    """`first_per` and the first row of each key that repeats (whole, as the later rows
+    are): what a caller compares the repeats against, without reading `frame` again."""
+    if hashes is None:
+        hashes = frame.select(pl.struct(keys).hash()).collect(engine="streaming").to_series()
     ordered = hashes.sort()
     # equal keys hash alike; the few collisions of unequal keys sort apart below
     clashing = ordered.filter(ordered == ordered.shift(1))
     if clashing.is_empty():
-        return frame, frame.clear().collect()
+        empty = frame.clear().collect()
+        return frame, empty, empty
     numbered = frame.with_row_index("_row")
-    # joins, not `is_in`: a file loaded twice repeats millions of keys
+    # joins, not `is_in`: a file loaded twice repeats millions of keys; streamed, so only
+    # the rows picked are ever held
     maybe = hashes.to_frame("_hash").with_row_index("_row").join(clashing.to_frame("_hash"), on="_hash", how="semi")
-    groups = numbered.join(maybe.lazy().select("_row"), on="_row", how="semi").collect()
+    groups = numbered.join(maybe.lazy().select("_row"), on="_row", how="semi").collect(engine="streaming")
     # ties on `order` go by the record's other fields (not the caller's "_" bookkeeping
     # columns such as row numbers), so even two lines at one file position rank alike in
     # any input order
     rest = [c for c in groups.columns if c not in {*keys, *order} and not c.startswith("_")]
     groups = groups.sort(*keys, *order, *rest, nulls_last=True)
-    later = groups.filter(pl.int_range(pl.len()).over(keys) > 0)
-    return numbered.join(later.lazy().select("_row"), on="_row", how="anti").drop("_row"), later.drop("_row")
+    rank = pl.int_range(pl.len()).over(keys)
+    later = groups.filter(rank > 0)
+    heads = groups.filter((rank == 0) & (pl.len().over(keys) > 1))
+    firsts = numbered.join(later.lazy().select("_row"), on="_row", how="anti").drop("_row")
+    return firsts, later.drop("_row"), heads.drop("_row")
 
 
 def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:

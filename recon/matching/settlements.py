@@ -28,7 +28,7 @@ from datetime import date
 import polars as pl
 
 from clearline.recon.lines import PAYMENT_KINDS
-from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_per, overdue
+from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_rows, overdue
 from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 # What makes two reported lines "the same line twice" when their ids differ.
@@ -197,12 +197,7 @@ def match(
     `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `clearline.recon.lines.SETTLEMENT_SCHEMA`,
     in memory or lazy (a Parquet scan is then read in parts, never whole).
     The result does not depend on the order of either input."""
-    firsts, repeats = first_per(lines.lazy().with_row_index("_l"), ["processor", "line_id"], ["source_file", "line_no"])
-    unclassified = firsts.filter(pl.col("record_type") == "unclassified").drop("_l").collect()
-    firsts = firsts.filter(pl.col("record_type").is_in(PAYMENT_KINDS))
-    exp = first_per(expected.lazy().with_row_index("_e"), ["processor", "settlement_id"], ["event_id"])[0]
-    unsure_exp, unsure_lines = _differing(exp, firsts)
-    firsts = firsts.drop("_l")
+    (unsure_exp, unsure_lines, unclassified), (firsts, repeats, originals) = _differing(expected.lazy(), lines.lazy())
     odd = (
         unsure_exp.rename(lambda c: _EXP + c)
         .with_columns(_e=pl.lit(True))
@@ -220,8 +215,7 @@ def match(
     pairs = odd.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
     missing = odd.filter(pl.col("_l").is_null()).select(exp_columns)
     unexpected = odd.filter(pl.col("_e").is_null()).select(line_columns)
-    repeats = repeats.drop("_l")
-    dups = _duplicates(firsts, repeats, unexpected)
+    dups = _duplicates(firsts, repeats, originals, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
     raw = [
         compare(pairs, tol),
@@ -255,9 +249,14 @@ def match(
     return pl.concat([r.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA) for r in raw]), pending
 
 
-def _digest(frame: pl.LazyFrame, index: str, key: str, date: str) -> pl.LazyFrame:
-    """Row number, a hash of the key and two of the fields the rules compare (key included,
-    as the same names on both sides): 28 bytes a row in place of the row itself."""
+_PAYMENT = pl.col("record_type").is_in(list(PAYMENT_KINDS)).fill_null(False)
+_UNCLASSIFIED = (pl.col("record_type") == "unclassified").fill_null(False)
+
+
+def _digest(frame: pl.LazyFrame, index: str, key: str, date: str, **flags: pl.Expr) -> pl.LazyFrame:
+    """Row number, a hash of the key (for `first_rows`), two hashes of the key and the
+    fields the rules compare (as the same names on both sides) and the caller's `flags`:
+    about 30 bytes a row in place of the row itself."""
     fields = pl.struct(
         processor="processor",
         key=key,
@@ -269,42 +268,65 @@ def _digest(frame: pl.LazyFrame, index: str, key: str, date: str) -> pl.LazyFram
         net_minor="net_minor",
         date=date,
     )
-    return frame.select(index, _k=pl.struct("processor", key).hash(), _c=fields.hash(seed=0), _c2=fields.hash(seed=1))
+    return frame.select(
+        index, _k=pl.struct("processor", key).hash(), _c=fields.hash(seed=0), _c2=fields.hash(seed=1), **flags
+    )
 
 
-def _differing(exp: pl.LazyFrame, firsts: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The expected settlements and reported lines that may differ, in full; the rest agree.
+def _firsts(frame: pl.LazyFrame, digest: pl.LazyFrame, index: str, keys: list[str], order: list[str]):
+    """(the digest of each key's first row, the later rows and the first of each key that
+    repeats, both whole) of `frame` numbered by `index`: `rules.first_rows` on the
+    digest's key hashes, so the keys are hashed once."""
+    dig = digest.collect(engine="streaming")
+    _, later, heads = first_rows(frame, keys, order, dig["_k"])
+    dig = dig.drop("_k")
+    if not later.is_empty():
+        dig = dig.join(later.select(index), on=index, how="anti")
+    return dig, later, heads
 
-    At ten million lines nearly every pair agrees field for field, so the pairs are
-    matched first on hashes: rows whose key hash has no partner or whose compared fields
-    hash differently (two 64-bit hashes, two seeds) are read whole, with every row that
-    shares their key hash, so the exact join on the real keys that follows still finds
-    each row's true partner when two keys' hashes collide. A pair whose hashes agree has
-    the same key and fields (short of both hashes colliding at once), so no rule can fire
-    on it. Joins, not `is_in`, pick the rows: a file loaded twice makes millions unsure."""
-    exp_dig, line_dig = pl.collect_all(
-        [_digest(exp, "_e", "settlement_id", "available_on"), _digest(firsts, "_l", "line_id", "value_date")],
+
+def _differing(exp: pl.LazyFrame, lines: pl.LazyFrame):
+    """((the expected settlements and the reported payment lines that may differ, and the
+    unclassified lines, all in full), (every reported line first under its id (lazy), the
+    later ones, the first of each id reported again)); the rest agree.
+
+    At ten million lines nearly every pair agrees field for field, so the rows are
+    matched first on their digests: a first row (by key) whose two hashes of key and
+    compared fields (two 64-bit hashes, two seeds) no first row on the other side shares
+    has no partner or a partner that differs, and is read whole; the exact join on the
+    real keys that follows pairs them. A row whose hashes the other side shares has a
+    partner with the same key and fields (short of both hashes colliding at once), so no
+    rule can fire on it. Each file is read twice: once for the digests, once for the
+    few rows read whole; joins on row numbers, not `is_in`, pick them (a file loaded
+    twice makes millions unsure)."""
+    exp, lines = exp.with_row_index("_e"), lines.with_row_index("_l")
+    exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])[0]
+    line_dig, repeats, heads = _firsts(
+        lines, _digest(lines, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED), "_l", _KEY, _WHERE
+    )
+    paid = line_dig.filter("_pay")
+    exp_rows = exp_dig.join(paid, on=["_c", "_c2"], how="anti").select("_e")
+    line_rows = pl.concat(
+        [paid.join(exp_dig, on=["_c", "_c2"], how="anti").select("_l"), line_dig.filter("_unc").select("_l")]
+    )
+    del exp_dig, line_dig, paid
+    exp_rows, line_rows = pl.collect_all(
+        [exp.join(exp_rows.lazy(), on="_e", how="semi"), lines.join(line_rows.lazy(), on="_l", how="semi")],
         engine="streaming",
     )
-    unsure = (
-        exp_dig.join(line_dig, on="_k", how="full", coalesce=True)
-        .filter(
-            pl.col("_e").is_null()
-            | pl.col("_l").is_null()
-            | (pl.col("_c") != pl.col("_c_right"))
-            | (pl.col("_c2") != pl.col("_c2_right"))
-        )
-        .select("_k")
-        .unique()
+    firsts = lines if repeats.is_empty() else lines.join(repeats.lazy().select("_l"), on="_l", how="anti")
+    return (
+        exp_rows.drop("_e"),
+        line_rows.filter(_PAYMENT).drop("_l"),
+        line_rows.filter(_UNCLASSIFIED).drop("_l"),
+    ), (
+        firsts.filter(_PAYMENT).drop("_l"),
+        repeats.drop("_l"),
+        heads.filter(_PAYMENT).drop("_l"),
     )
-    exp_rows = exp_dig.join(unsure, on="_k", how="semi").select("_e")
-    line_rows = line_dig.join(unsure, on="_k", how="semi").select("_l")
-    del exp_dig, line_dig
-    exp, firsts = pl.collect_all(
-        [exp.join(exp_rows.lazy(), on="_e", how="semi"), firsts.join(line_rows.lazy(), on="_l", how="semi")],
-        engine="streaming",
-    )
-    return exp.drop("_e"), firsts.drop("_l")
+
+
+_KEY, _KEY_EXP, _WHERE = ["processor", "line_id"], ["processor", "settlement_id"], ["source_file", "line_no"]
 
 
 def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -> pl.DataFrame:
@@ -327,16 +349,27 @@ def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -
     )
 
 
-def _duplicates(firsts: pl.LazyFrame, repeats: pl.DataFrame, unexpected: pl.DataFrame) -> pl.DataFrame:
+def _duplicates(
+    firsts: pl.LazyFrame, repeats: pl.DataFrame, originals: pl.DataFrame, unexpected: pl.DataFrame
+) -> pl.DataFrame:
     """Reported lines that repeat another one, each with the `original` line id and its
-    evidence: a later line under an id already seen, and a line the ledger never expected
-    whose fields are all those of a line that ranks before it (a line the ledger expected
-    first, then by line id). Only the few unexpected lines are compared field by field."""
-    originals = firsts.join(
-        repeats.lazy().select("processor", "line_id").unique(), on=["processor", "line_id"], how="semi"
-    )
-    alike = firsts.join(unexpected.lazy().select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
-    originals, alike = pl.collect_all([originals, alike], engine="streaming")
+    evidence: a later line under an id already seen (`originals`: the first line of each
+    id that repeats), and a line the ledger never expected whose fields are all those of a
+    line that ranks before it (a line the ledger expected first, then by line id). Only
+    the few unexpected lines are compared field by field, and only lines with one of
+    their nets are read to compare them with."""
+    if unexpected.is_empty():
+        alike = firsts.clear().collect()
+    else:
+        nets = unexpected["net_minor"]
+        near = pl.col("net_minor").is_in(nets.drop_nulls().implode())
+        if nets.null_count():
+            near |= pl.col("net_minor").is_null()
+        alike = (
+            firsts.filter(near)
+            .join(unexpected.lazy().select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
+            .collect(engine="streaming")
+        )
     same_id = repeats.join(
         originals.select("processor", "line_id", original="line_id", original_evidence=evidence()),
         on=["processor", "line_id"],
