@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import expit
 
+from clearline.models.reasons import ReasonCode, from_probe_scores
 from clearline.models.scorer import Scorer
 
 
@@ -52,6 +53,7 @@ class TreeTable:
     depth: int
     baseline: float
     loss: Any
+    complete: CompleteTrees | None = None  # the same trees for `probes` (None: too deep to lay out)
 
     @classmethod
     def of(cls, pipeline: Any) -> TreeTable | None:
@@ -80,6 +82,8 @@ class TreeTable:
         def child(field: str) -> np.ndarray:
             return np.where(leaf, own, nodes[field].astype(np.intp) + offset)
 
+        depth = int(max(t["depth"].max() for t in trees))
+        width = pre[0].n_features_in_ if pre else model.n_features_in_
         return cls(
             keep,
             roots,
@@ -90,9 +94,10 @@ class TreeTable:
             child("right"),
             leaf,
             nodes["value"].astype(float),
-            int(max(t["depth"].max() for t in trees)),
+            depth,
             float(np.ravel(model._baseline_prediction)[0]),
             model._loss,
+            CompleteTrees.of(trees, keep, width, depth) if depth <= CompleteTrees.MAX_DEPTH else None,
         )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
@@ -105,8 +110,101 @@ class TreeTable:
             v = flat[base + self.feature[at]]
             go_left = (v <= self.threshold[at]) | (self.missing_left[at] & np.isnan(v))
             at = np.where(go_left, self.left[at], self.right[at])
-        leaves = np.concatenate([np.full((n, 1), self.baseline), self.value[at]], axis=1)
-        return self.loss.predict_proba(np.cumsum(leaves, axis=1)[:, -1])[:, 1]
+        return self._probability(self.value[at.T])
+
+    def _probability(self, values: np.ndarray) -> np.ndarray:
+        """Each row's leaf values (trees, rows) summed in tree order from the baseline, as
+        scikit-learn's `_raw_predict` does, through the model's loss. A reduction over
+        the outer axis of a C-ordered array adds row after row (numpy sums pairwise only
+        along a contiguous axis), so each sum is the same sequence of additions; a spare
+        column keeps that axis from being contiguous when there is a single row."""
+        rows = values.shape[1]
+        leaves = np.zeros((len(values) + 1, rows + 1))
+        leaves[0, :rows], leaves[1:, :rows] = self.baseline, values
+        return self.loss.predict_proba(np.add.reduce(leaves, axis=0)[:rows])[:, 1]
+
+    def probes(self, x: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+        """`predict(reasons.probe_rows(x, reference))` — the request and, for each feature
+        j, the request with j at its reference — with the same numbers, for a fraction of
+        the work (None: no complete layout, use `predict`).
+
+        Why it can: a split's direction depends on one feature only. The request's
+        directions are worked out once for every split of every tree, the reference's
+        too; probe j takes the reference's direction at the splits on feature j and the
+        request's everywhere else. Then each (row, tree) walks its tree by those
+        directions alone, and the leaves are summed as `predict` sums them."""
+        if self.complete is None:
+            return None
+        c = self.complete
+        own = c.goes_left(np.asarray(x, dtype=float)[self.keep])
+        ref = c.goes_left(np.asarray(reference, dtype=float)[self.keep])
+        left = ((c.on_feature & (own ^ ref)) ^ own).ravel()  # (1 + features, trees, splits), flat
+        at = np.zeros(c.start.shape, dtype=np.intp)  # each (tree, row)'s heap slot
+        for _ in range(self.depth):
+            at = 2 * at + 2 - left[c.start + at]
+        return self._probability(c.value[c.leaf_start + at])
+
+
+@dataclass(frozen=True)
+class CompleteTrees:
+    """Every tree of a `TreeTable` laid out as a complete binary tree of the forest's
+    depth, in heap order (split s has children 2s+1 and 2s+2; below the last level of
+    splits come the leaves). A leaf shallower than the depth is repeated in every leaf
+    slot under it, the padding splits below it test feature 0 and lead to that same
+    value whichever way they go. So a walk is `depth` steps of `2s + 1 + went_right` with
+    no test for having reached a leaf, and a split's direction can be computed for all
+    splits at once (`goes_left`)."""
+
+    MAX_DEPTH = 8  # 255 splits and 256 leaf slots a tree; deeper forests keep `predict`
+
+    feature: np.ndarray  # (trees, splits) input column (after `keep`) each split tests
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    # (1 + original features, trees, splits): row 1+j marks the splits on original feature j
+    # (row 0, the request itself, none)
+    on_feature: np.ndarray
+    start: np.ndarray  # (trees, 1 + features): flat index of each (row, tree)'s first split
+    value: np.ndarray  # flat (trees, leaf slots)
+    leaf_start: np.ndarray  # (trees, 1): flat index of each tree's slot 0, less `splits`
+
+    @classmethod
+    def of(cls, trees: list[np.ndarray], keep: np.ndarray, width: int, depth: int) -> CompleteTrees:
+        splits = 2**depth - 1
+        feature = np.zeros((len(trees), splits), dtype=np.intp)
+        threshold = np.zeros((len(trees), splits))
+        missing_left = np.zeros((len(trees), splits), dtype=bool)
+        value = np.zeros((len(trees), splits + 1))
+        real = np.zeros((len(trees), splits), dtype=bool)  # not padding
+        for t, nodes in enumerate(trees):
+            todo = [(0, 0, 0)]  # (node in the tree, heap slot, level)
+            while todo:
+                node, slot, level = todo.pop()
+                if nodes["is_leaf"][node]:
+                    first = (slot + 1) * 2 ** (depth - level) - 1 - splits  # leftmost leaf slot under it
+                    value[t, first : first + 2 ** (depth - level)] = nodes["value"][node]
+                    continue
+                real[t, slot] = True
+                feature[t, slot] = nodes["feature_idx"][node]
+                threshold[t, slot] = nodes["num_threshold"][node]
+                missing_left[t, slot] = nodes["missing_go_to_left"][node]
+                todo += [(nodes[side][node], 2 * slot + step, level + 1) for side, step in (("left", 1), ("right", 2))]
+        on_feature = real[None] & (keep[feature][None] == np.arange(-1, width)[:, None, None])
+        trees_n = len(trees)
+        return cls(
+            feature,
+            threshold,
+            missing_left,
+            on_feature,
+            np.arange((width + 1) * trees_n, dtype=np.intp).reshape(width + 1, trees_n).T.copy() * splits,
+            value.ravel(),
+            (np.arange(trees_n, dtype=np.intp) * (splits + 1) - splits)[:, None],
+        )
+
+    def goes_left(self, x: np.ndarray) -> np.ndarray:
+        """For one row (input columns after `keep`), whether each split sends it left:
+        scikit-learn's rule, NaN where `missing_go_to_left` says, else `x <= threshold`."""
+        v = x[self.feature]
+        return (v <= self.threshold) | (self.missing_left & np.isnan(v))
 
 
 @dataclass(frozen=True)
@@ -190,6 +288,7 @@ class ArrayScorer(Scorer):
     logistic scorecard through `LinearTable`."""
 
     table: TreeTable | LinearTable | None = None
+    reference_row: np.ndarray | None = None  # `reference` in model order, made once
 
     @classmethod
     def of(cls, scorer: Scorer | None) -> ArrayScorer | None:
@@ -200,10 +299,25 @@ class ArrayScorer(Scorer):
             if "feature_names_in_" in vars(step):
                 del step.feature_names_in_
         return cls(
-            scorer.ref, pipeline, scorer.features, scorer.reference, TreeTable.of(pipeline) or LinearTable.of(pipeline)
+            scorer.ref,
+            pipeline,
+            scorer.features,
+            scorer.reference,
+            TreeTable.of(pipeline) or LinearTable.of(pipeline),
+            np.array([scorer.reference[f] for f in scorer.features], dtype=float),
         )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         if self.table is not None:
             return self.table.predict(rows)
         return self.pipeline.predict_proba(np.asarray(rows, dtype=float))[:, 1]
+
+    def explain_many(
+        self, many: Sequence[Mapping[str, float | None]], k: int
+    ) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+        """As `Scorer.explain_many`; trees score the probe rows by `TreeTable.probes`."""
+        if not isinstance(self.table, TreeTable) or self.table.complete is None or not many:
+            return super().explain_many(many, k)
+        xs = [self.vector(values) for values in many]
+        scores = np.concatenate([self.table.probes(x, self.reference_row) for x in xs])
+        return from_probe_scores(self.features, xs, self.reference_row, k, scores)

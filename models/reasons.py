@@ -61,7 +61,15 @@ def explain_many(
     more than the rows it scores, so a batch of requests shares one."""
     if not xs:
         return []
-    scores = np.asarray(predict(np.concatenate([probe_rows(x, reference) for x in xs])), dtype=float)
+    return from_probe_scores(names, xs, reference, k, predict(np.concatenate([probe_rows(x, reference) for x in xs])))
+
+
+def from_probe_scores(
+    names: Sequence[str], xs: Sequence[np.ndarray], reference: np.ndarray, k: int, scores: np.ndarray
+) -> list[tuple[float, tuple[ReasonCode, ...]]]:
+    """The scores and reason codes of `xs` from the scores of their probe rows (each
+    request's `probe_rows`, one request after another), however they were computed."""
+    scores = np.asarray(scores, dtype=float)
     width = len(reference) + 1
     return [_reasons(names, x, reference, k, scores[i * width : (i + 1) * width]) for i, x in enumerate(xs)]
 
