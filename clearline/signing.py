@@ -8,7 +8,6 @@ body's `reseller_id` must then agree with it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
@@ -50,14 +49,22 @@ class TenantKeys:
 
 
 def sign(body: bytes, key: bytes) -> str:
-    """The signature header value for `body`."""
-    return _SCHEME + hmac.new(key, body, hashlib.sha256).hexdigest()
+    """The signature header value for `body`. `hmac.digest` is OpenSSL's one-shot HMAC:
+    the same digest as `hmac.new(...).hexdigest()` at less than half the cost, which
+    the ledger pays once per consumed message."""
+    return _SCHEME + hmac.digest(key, body, "sha256").hex()
+
+
+_SCHEME_BYTES = _SCHEME.encode()
 
 
 def verify(body: bytes, signature: str | bytes | None, key: bytes) -> bool:
-    """True only if `signature` is this key's HMAC of exactly these bytes."""
+    """True only if `signature` is this key's HMAC of exactly these bytes. A header's
+    bytes are compared as bytes: any that are not ASCII can only differ from the hex."""
     if isinstance(signature, bytes):
-        signature = signature.decode("ascii", "replace")
+        if not signature.startswith(_SCHEME_BYTES):
+            return False
+        return hmac.compare_digest(signature, _SCHEME_BYTES + hmac.digest(key, body, "sha256").hex().encode())
     if not signature or not signature.isascii() or not signature.startswith(_SCHEME):
         return False
     return hmac.compare_digest(signature, sign(body, key))

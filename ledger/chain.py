@@ -48,7 +48,7 @@ def genesis(topic: str, partition: int) -> str:
 def iso_utc(ts: datetime) -> str:
     """The chain's spelling of an event time: UTC, always six fraction digits, 'Z'.
     A naive datetime is taken to be UTC already."""
-    if ts.tzinfo is not None:
+    if ts.tzinfo is not None and ts.tzinfo is not timezone.utc:
         ts = ts.astimezone(timezone.utc)
     return (
         f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ts.microsecond:06d}Z"

@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -475,7 +476,7 @@ class LedgerStore:
                 ev_rows.append(
                     (eid, "rejected", None, None, None, s.topic, s.partition, s.offset, 0, o.reason, o.detail, version)
                 )
-        po_cols: dict[str, list] = {name: [] for name in POSTINGS_SCHEMA.names}
+        po_cols: dict[str, list] = {name: [] for name in (*_LEG_COLUMNS, *_EVENT_COLUMNS)}
         rj_rows: list[tuple] = []
         con = self.con
         con.begin()
@@ -549,10 +550,9 @@ class LedgerStore:
             for tp, raw in heads.items():
                 state[tp].head = raw.hex()
 
-            n_legs = len(po_cols["seq"])
+            n_legs = len(po_cols["hash"])
             if n_legs:
-                po_cols["version"] = [version] * n_legs
-                po_tbl = _columns(po_cols, POSTINGS_SCHEMA)
+                po_tbl = _postings_table(po_cols, version)
                 con.register("_ledger_postings", po_tbl)
                 con.execute("INSERT INTO postings SELECT * FROM _ledger_postings")
                 con.unregister("_ledger_postings")
@@ -693,32 +693,60 @@ def _order(o: Outcome) -> tuple[str, int, int]:
     return s.topic, s.partition, s.offset
 
 
+# per leg, and per event with legs: the columns `_chain_legs` gathers for `_postings_table`
+_LEG_COLUMNS = ("account", "side", "amount_minor", "currency", "prev_hash", "hash")
+_EVENT_COLUMNS = ("topic", "partition", "offset", "event_id", "occurred_at", "legs")
+
+
 def _chain_legs(o: Posted, prev: bytes, cols: dict[str, list]) -> bytes:
-    """Append a newly posted event's legs to the postings columns (all but `version`),
-    chained onto `prev` (the partition's raw head); returns the new head."""
+    """Gather a newly posted event's legs into the postings columns, chained onto `prev`
+    (the partition's raw head); returns the new head. What every leg of the event shares
+    (where it was read, its id and time) is gathered once per event."""
     s = o.source
     legs = o.postings
-    n = len(legs)
     accounts = [p.account for p in legs]
     sides = [p.side for p in legs]
-    amounts = [p.amount.minor for p in legs]
-    currencies = [p.amount.currency for p in legs]
+    monies = [p.amount for p in legs]
+    amounts = [m.minor for m in monies]
+    currencies = [m.currency for m in monies]
     raw = chain.leg_hashes(prev, o.event_id, chain.iso_utc(o.occurred_at), zip(accounts, sides, amounts, currencies))
     hashes = [h.hex() for h in raw]
-    cols["topic"] += [s.topic] * n
-    cols["partition"] += [s.partition] * n
-    cols["offset"] += [s.offset] * n
-    cols["seq"] += range(n)
-    cols["event_id"] += [o.event_id] * n
     cols["account"] += accounts
     cols["side"] += sides
     cols["amount_minor"] += amounts
     cols["currency"] += currencies
-    cols["occurred_at"] += [chain.epoch_us(o.occurred_at)] * n
     cols["prev_hash"].append(prev.hex())
     cols["prev_hash"] += hashes[:-1]
     cols["hash"] += hashes
+    cols["topic"].append(s.topic)
+    cols["partition"].append(s.partition)
+    cols["offset"].append(s.offset)
+    cols["event_id"].append(o.event_id)
+    cols["occurred_at"].append(chain.epoch_us(o.occurred_at))
+    cols["legs"].append(len(legs))
     return raw[-1]
+
+
+def _postings_table(cols: dict[str, list], version: int) -> pa.Table:
+    """The postings rows of `_chain_legs`' columns: the per-event ones converted once per
+    event and repeated for its legs in Arrow (`take`), `seq` counted per event."""
+    counts = np.asarray(cols["legs"], dtype=np.int64)
+    n = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    rows = pa.array(np.repeat(np.arange(len(counts)), counts))
+    arrays = []
+    for f in POSTINGS_SCHEMA:
+        if f.name in _EVENT_COLUMNS:
+            col = cols[f.name]
+            arr = pa.array(col, pa.int64()).cast(_TS) if f.type == _TS else pa.array(col, f.type)
+            arrays.append(arr.take(rows))
+        elif f.name == "seq":
+            arrays.append(pa.array(np.arange(n) - starts, pa.int32()))
+        elif f.name == "version":
+            arrays.append(pa.array(np.full(n, version, np.int64)))
+        else:
+            arrays.append(pa.array(cols[f.name], f.type))
+    return pa.Table.from_arrays(arrays, schema=POSTINGS_SCHEMA)
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:

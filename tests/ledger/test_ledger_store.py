@@ -284,17 +284,15 @@ def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
     store.apply([posted(0, 0, "evt_0")])
     import clearline.ledger.store as mod
 
-    real = mod._columns
+    real = mod._postings_table
 
-    def boom(cols, schema):
-        if schema is mod.POSTINGS_SCHEMA:
-            raise OSError("disk full")
-        return real(cols, schema)
+    def boom(cols, version):  # the postings fail after the batch's events rows are written
+        raise OSError("disk full")
 
-    monkeypatch.setattr(mod, "_columns", boom)
+    monkeypatch.setattr(mod, "_postings_table", boom)
     with pytest.raises(OSError):
         store.apply([posted(0, 1, "evt_1"), rejected(0, 2, None)])
-    monkeypatch.setattr(mod, "_columns", real)
+    monkeypatch.setattr(mod, "_postings_table", real)
     assert counters(store)["consumed"] == 1 and n_rows(store, "events") == 1 and n_rows(store, "rejections") == 0
     r = store.apply([posted(0, 1, "evt_1"), rejected(0, 2, None)])
     assert (r.posted, r.dead_lettered) == (1, 1)
