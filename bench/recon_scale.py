@@ -32,6 +32,11 @@ benchmark runs in its own virtual environment:
 
     make bench-recon                                    # 10 M lines
     .venv-bench/bin/python bench/recon_scale.py --lines 1000000 [--json]
+    .venv-bench/bin/python bench/recon_scale.py --sizes 1,10,30 --no-datacompy
+
+`--sizes` (millions of lines) shows how the cost grows: each size runs in a fresh
+process (this script with `--lines`), so each peak RSS is that size's own, and a table
+gives time, CPU and memory per size with the ratio to DuckDB's bare join at each.
 
 Each run is timed in wall and CPU seconds (this process, all threads) and the load
 average is printed: the machine is shared, and under load the CPU time is the steadier
@@ -47,6 +52,8 @@ import multiprocessing
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -354,12 +361,8 @@ def id_differences(planted: pl.DataFrame, variances: pl.DataFrame) -> list[str]:
     return said
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lines", type=int, default=10_000_000, help="Processor lines (and ledger expectations).")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+def run(lines: int, seed: int, with_datacompy: bool) -> dict:
+    """One size: synthesise, then time the three-way run and the baselines (the report)."""
     from clearline import config
 
     tol = Tolerances.from_config(config.load("recon")["matching"])
@@ -368,7 +371,7 @@ def main() -> None:
         t0 = time.perf_counter()
         # In a child process, so this process's peak RSS is the three-way run's own.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            planted = pool.submit(synthesise, args.lines, args.seed, folder).result()
+            planted = pool.submit(synthesise, lines, seed, folder).result()
         made = time.perf_counter() - t0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         load_before = os.getloadavg()[0]
@@ -378,21 +381,21 @@ def main() -> None:
         wrong = id_differences(pl.read_parquet(folder / "planted.parquet"), variances)
         if wrong:
             raise SystemExit(
-                f"error: no timings: the three-way run at {args.lines:,} lines did not find exactly the "
+                f"error: no timings: the three-way run at {lines:,} lines did not find exactly the "
                 f"planted variances: {'; '.join(wrong)}"
             )
         del variances
         pair, pair_cpu, _ = timed(pair_part, folder, tol)
-        dc, dc_cpu, _ = timed(datacompy_pair, folder)
+        dc, dc_cpu, _ = timed(datacompy_pair, folder) if with_datacompy else (None, None, None)
         db, db_cpu, differing = timed(duckdb_pair, folder)
-    report = {
+    return {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, Polars {pl.__version__}, DuckDB {duckdb.__version__}",
-        "lines": args.lines,
+        "lines": lines,
         "synthesise_s": round(made, 2),
         "three_way_s": round(elapsed, 2),
-        "three_way_cpu_s": round(cpu, 1),
+        "three_way_cpu_s": round(cpu, 2),
         "peak_rss_mib": round(peak_mib),
         "rss_before_run_mib": round(rss_before / 1024),
         "planted": planted,
@@ -400,16 +403,69 @@ def main() -> None:
         "found_equals_planted": found == planted,
         "found_ids_equal_planted_ids": True,  # checked above: no timing is printed otherwise
         "ledger_processor_part_s": round(pair, 2),
-        "ledger_processor_part_cpu_s": round(pair_cpu, 1),
-        "datacompy_pair_s": round(dc, 2),
-        "datacompy_pair_cpu_s": round(dc_cpu, 1),
+        "ledger_processor_part_cpu_s": round(pair_cpu, 2),
+        "datacompy_pair_s": dc and round(dc, 2),
+        "datacompy_pair_cpu_s": dc_cpu and round(dc_cpu, 1),
         "duckdb_pair_s": round(db, 2),
-        "duckdb_pair_cpu_s": round(db_cpu, 1),
+        "duckdb_pair_cpu_s": round(db_cpu, 2),
         "duckdb_pair_differing": differing,
-        "ratio_datacompy_over_pair_part": round(dc / pair, 2),
+        "ratio_datacompy_over_pair_part": dc and round(dc / pair, 2),
+        "ratio_pair_part_over_duckdb": round(pair / db, 2),
+        "ratio_pair_part_over_duckdb_cpu": round(pair_cpu / db_cpu, 2),
         "ratio_duckdb_over_three_way": round(db / elapsed, 2),
         "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
+
+
+def sizes(millions: list[float], seed: int, with_datacompy: bool) -> list[dict]:
+    """`run` at each size, each in a fresh process so that its peak RSS is its own."""
+    reports = []
+    for m in millions:
+        cmd = [sys.executable, __file__, "--lines", str(round(m * 1_000_000)), "--seed", str(seed), "--json"]
+        done = subprocess.run(cmd + ([] if with_datacompy else ["--no-datacompy"]), capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"error: the run at {m:g} M lines failed:\n{done.stderr.strip() or done.stdout.strip()}")
+        reports.append(json.loads(done.stdout))
+    return reports
+
+
+def table(reports: list[dict]) -> str:
+    """Time, CPU and memory per size, per million lines, and the ratio to DuckDB's bare join."""
+    head = (
+        "| lines | three-way wall / CPU s | peak RSS MiB (before the run) | CPU s per M lines | run's MiB per M lines "
+        "| pair part wall / CPU s | DuckDB bare join wall / CPU s | pair / DuckDB wall (CPU) | load |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in reports:
+        m, before = r["lines"] / 1_000_000, r["rss_before_run_mib"]
+        rows.append(
+            f"| {r['lines']:,} | {r['three_way_s']} / {r['three_way_cpu_s']} | {r['peak_rss_mib']:,} ({before:,}) "
+            f"| {r['three_way_cpu_s'] / m:.2f} | {(r['peak_rss_mib'] - before) / m:.0f} "
+            f"| {r['ledger_processor_part_s']} / {r['ledger_processor_part_cpu_s']} "
+            f"| {r['duckdb_pair_s']} / {r['duckdb_pair_cpu_s']} "
+            f"| {r['ratio_pair_part_over_duckdb']} ({r['ratio_pair_part_over_duckdb_cpu']}) "
+            f"| {r['load_average_before_after'][0]} -> {r['load_average_before_after'][1]} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=10_000_000, help="Processor lines (and ledger expectations).")
+    ap.add_argument("--sizes", help="Millions of lines, comma-separated (e.g. 1,10,30): one fresh process each.")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-datacompy", action="store_true", help="Skip the datacompy baseline (slow at 30 M).")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.sizes:
+        try:
+            millions = [float(part) for part in args.sizes.split(",")]
+        except ValueError:
+            raise SystemExit(f"error: --sizes takes millions of lines, comma-separated, got {args.sizes!r}") from None
+        reports = sizes(millions, args.seed, not args.no_datacompy)
+        print(json.dumps(reports, indent=2) if args.json else table(reports))
+        return
+    report = run(args.lines, args.seed, not args.no_datacompy)
     if args.json:
         print(json.dumps(report, indent=2))
         return
