@@ -24,6 +24,7 @@ from typing import Any
 
 from clearline.features.definitions import (
     BUYER_EVENTS,
+    MERCHANT_EVENTS,
     NEEDS_ATTRIBUTION,
     Attribution,
     Fact,
@@ -31,7 +32,7 @@ from clearline.features.definitions import (
     attribute_payment,
     request_columns,
 )
-from clearline.features.event_time import BUYER, MERCHANT, Clock, Entity, FeatureRow, LateEvent, Output, flush, on_fact
+from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, Output, flush, on_facts
 
 Answer = tuple[Fact, dict[str, Any] | None]  # a request and its order row (None: it came late)
 
@@ -61,15 +62,29 @@ class Advance:
 
 
 def advance(state: StreamState, facts: list[Fact], spec: Spec) -> Advance:
-    """Take one arrival batch of facts (in arrival order) into `state`."""
-    outputs: list[tuple[Output, Fact]] = []
-    for f in facts:
+    """Take one arrival batch of facts (in arrival order) into `state`.
+
+    Entities are independent once refunds and chargebacks are attributed, so the batch is
+    split by entity (keeping each one's arrival order) and each entity's clock takes its
+    events in one go (`on_facts`); the outputs are then put back in the order the
+    arriving events made them — as if the events had gone through one by one."""
+    buyers: dict[str, list[tuple[int, Fact]]] = {}
+    merchants: dict[str, list[tuple[int, Fact]]] = {}
+    for i, f in enumerate(facts):
         if f.event_type in BUYER_EVENTS:
             for g in _attributed(state, f):
-                _step(state.buyers, BUYER, g, spec, outputs)
-        if MERCHANT.wants(f):
-            _step(state.merchants, MERCHANT, f, spec, outputs)
-    return _sorted(state, outputs)
+                if g.buyer_id is not None:
+                    buyers.setdefault(g.buyer_id, []).append((2 * i, g))
+        if f.event_type in MERCHANT_EVENTS and f.merchant_id is not None:
+            merchants.setdefault(f.merchant_id, []).append((2 * i + 1, f))  # after the same event's buyer outputs
+    tagged: list[tuple[int, Output]] = []
+    for clocks, entity, grouped in ((state.buyers, BUYER, buyers), (state.merchants, MERCHANT, merchants)):
+        for key, arrived in grouped.items():
+            clocks[key], out = on_facts(entity, clocks.get(key) or Clock(entity.empty), arrived, spec)
+            tagged += out
+    tagged.sort(key=_tag)  # stable: one entity's outputs of one event stay in their order
+    # a row's request is its own; a late event's is the arriving event (only it can be late)
+    return _sorted(state, [(o, o.request if isinstance(o, FeatureRow) else facts[t // 2]) for t, o in tagged])
 
 
 def finish(state: StreamState, spec: Spec) -> Advance:
@@ -90,14 +105,8 @@ def _attributed(state: StreamState, f: Fact) -> list[Fact]:
     return out
 
 
-def _step(clocks: dict[str, Clock], entity: Entity, f: Fact, spec: Spec, outputs: list[tuple[Output, Fact]]) -> None:
-    """One entity's clock takes one fact. Each output is paired with its request: a row's
-    own, or for a late event the arriving fact itself (only the arriving fact can be late)."""
-    key = entity.key(f)
-    if key is None:
-        return
-    clocks[key], out = on_fact(entity, clocks.get(key) or Clock(entity.empty), f, spec)
-    outputs += [(o, o.request if isinstance(o, FeatureRow) else f) for o in out]
+def _tag(tagged: tuple[int, Output]) -> int:
+    return tagged[0]
 
 
 def _sorted(state: StreamState, outputs: list[tuple[Output, Fact]]) -> Advance:
