@@ -74,6 +74,9 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
         "feature_rows_pushed": counts.feature_rows,
         "stopped_by_signal": stopped,
         "flow_seconds": round(counts.seconds, 2),
+        "startup_seconds": None if counts.startup_seconds is None else round(counts.startup_seconds, 2),
+        "steady_seconds": round(counts.steady_seconds, 2),
+        "steady_cpu_seconds": round(counts.cpu_seconds, 2),
         "state_dir": str(settings.state_dir),
     }
     emit(

@@ -101,6 +101,8 @@ class Models:
 def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[Event]:
     """The poll batch's events that pass admission; the rest are counted (the ledger flow
     dead-letters them)."""
+    if msgs:
+        counts.first_event()
     events = [e for e in (admit(m.value(), m.headers() or [], keys) for m in msgs) if isinstance(e, Event)]
     counts.add(
         consumed=len(msgs),
@@ -197,4 +199,5 @@ def run(
     start = time.monotonic()
     stopped = execute(flow, folder, recovery, process_id, addresses)
     counts.seconds = time.monotonic() - start
+    counts.finished()
     return stopped, counts
