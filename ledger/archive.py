@@ -61,34 +61,40 @@ _ARROW = pa.schema(
 
 
 def write_batch(root: Path, shard: int, rows: list[tuple[events.Event, Source, bytes]]) -> list[Path]:
-    """Write one batch's new events, one file per (event date, partition)."""
-    groups: dict[tuple[str, int], list[tuple[events.Event, Source, bytes]]] = defaultdict(list)
-    days: dict[date, str] = {}
-    for row in rows:
-        day = row[0].occurred_at.date()
-        text = days.get(day) or days.setdefault(day, day.isoformat())
-        groups[(text, row[1].partition)].append(row)
+    """Write one batch's new events, one file per (event date, partition): the batch's
+    columns converted to Arrow once, each file's rows taken from them (in batch order)."""
+    if not rows:
+        return []
+    evs = [e for e, _, _ in rows]
+    sources = [s for _, s, _ in rows]
+    table = pa.table(
+        {
+            "event_id": [e.event_id for e in evs],
+            "event_type": [e.event_type for e in evs],
+            "occurred_at": [e.occurred_at for e in evs],
+            "merchant_id": [e.merchant_id for e in evs],
+            "reseller_id": [e.reseller_id for e in evs],
+            "schema_version": [e.schema_version for e in evs],
+            "body": [b for _, _, b in rows],
+            "topic": [s.topic for s in sources],
+            "partition": [s.partition for s in sources],
+            "offset": [s.offset for s in sources],
+        },
+        schema=_ARROW,
+    )
+    groups: dict[tuple[date, int], list[int]] = defaultdict(list)
+    for i, (e, s) in enumerate(zip(evs, sources)):
+        groups[(e.occurred_at.date(), s.partition)].append(i)
     written = []
-    for (day, partition), group in sorted(groups.items()):
-        folder = root / f"event_date={day}"
+    for (day, partition), index in sorted(groups.items()):
+        folder = root / f"event_date={day.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
-        offsets = [s.offset for _, s, _ in group]
-        cols = {
-            "event_id": [e.event_id for e, _, _ in group],
-            "event_type": [e.event_type for e, _, _ in group],
-            "occurred_at": [e.occurred_at for e, _, _ in group],
-            "merchant_id": [e.merchant_id for e, _, _ in group],
-            "reseller_id": [e.reseller_id for e, _, _ in group],
-            "schema_version": [e.schema_version for e, _, _ in group],
-            "body": [b for _, _, b in group],
-            "topic": [s.topic for _, s, _ in group],
-            "partition": [partition] * len(group),
-            "offset": offsets,
-        }
+        offsets = [sources[i].offset for i in index]
         path = folder / f"s{shard}-p{partition}-o{min(offsets):012d}-o{max(offsets):012d}.parquet"
         tmp = path.with_suffix(".tmp")
+        part = table if len(index) == len(rows) else table.take(pa.array(index, pa.int64()))
         # no dictionaries: most columns are unique per row, and trying costs more than it saves
-        pq.write_table(pa.table(cols, schema=_ARROW), tmp, use_dictionary=False)
+        pq.write_table(part, tmp, use_dictionary=False)
         os.replace(tmp, path)
         written.append(path)
     return written

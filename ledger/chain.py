@@ -93,14 +93,18 @@ def leg_hashes(
 ) -> list[bytes]:
     """The chain digests of one event's legs (account, side, amount_minor, currency) with
     seq = 0, 1, …, continuing from the raw digest `prev`: the same bytes as `canonical`
-    and `link` (a test holds them equal), built with the per-event parts quoted once."""
+    and `link` (a test holds them equal), built with the per-event parts quoted once and
+    the recurring ones (accounts, sides, currencies) looked up quoted."""
     head = f"[{_q(event_id)},"
     tail = f",{_q(occurred_at_iso)}]"
     out = []
     sha = hashlib.sha256
+    known = _QUOTED.get
     for seq, (account, side, amount, currency) in enumerate(legs):
         prev = sha(
-            prev + f"{head}{seq},{_quoted(account)},{_quoted(side)},{int(amount)},{_quoted(currency)}{tail}".encode()
+            prev
+            + f"{head}{seq},{known(account) or _quoted(account)},{known(side) or _quoted(side)},{int(amount)},"
+            f"{known(currency) or _quoted(currency)}{tail}".encode()
         ).digest()
         out.append(prev)
     return out

@@ -290,22 +290,25 @@ class _Prior:
 _POSTED = _Prior("posted", None, None)
 
 
+_SIDES = ("debit", "credit")
+
+
 def _invalid_legs(postings: Sequence[Posting]) -> str | None:
     """Why a Posted's legs cannot be written, or None. Balanced per currency, amounts ≥ 0."""
-    if len(postings) == 2:  # the common case, without the dict
-        a, b = postings
-        if (
-            (a.side, b.side) in (("debit", "credit"), ("credit", "debit"))
-            and a.amount == b.amount
-            and type(a.amount.minor) is int
-            and 0 <= a.amount.minor <= MAX_MINOR
-            and type(a.account) is str
-            and type(b.account) is str
-            and a.account
-            and b.account
-        ):
+    net: dict[str, int] = {}
+    for p in postings:  # the usual legs, checked in one pass; any doubt: the pass below says why
+        amount = p.amount
+        minor, side, account = amount.minor, p.side, p.account
+        if type(minor) is not int or not 0 <= minor <= MAX_MINOR or side not in _SIDES:
+            break
+        if type(account) is not str or not account:
+            break
+        currency = amount.currency
+        net[currency] = net.get(currency, 0) + (minor if side == "debit" else -minor)
+    else:
+        if not any(net.values()):
             return None
-    net: dict[str, int] = defaultdict(int)
+    net = defaultdict(int)
     for i, p in enumerate(postings):
         minor = p.amount.minor
         if isinstance(minor, bool) or not isinstance(minor, int) or minor < 0:
