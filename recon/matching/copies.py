@@ -43,6 +43,7 @@ _NOT_CONTENT = {*WHERE, "format", "raw"}
 # What a corrected processor line may have changed, most telling first; money as text.
 _LINE_FIELDS = ("net", "gross", "fee", "fx_rate", "value_date", "payout_id", "record_type", "payment_id", "merchant_id")
 _NO_STRINGS = pl.lit([], pl.List(pl.String))
+Repeats = tuple[pl.DataFrame, pl.DataFrame]  # (later lines, first line of each id that repeats)
 
 
 def content_columns(columns: list[str]) -> list[str]:
@@ -62,12 +63,13 @@ def _differs(name: str, suffix: str) -> pl.Expr:
     return pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}{suffix}")) for c in cols)
 
 
-def _resent(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+def _resent(lines: pl.DataFrame | pl.LazyFrame, known: Repeats | None = None) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the lines without those a later file repeats under an id an earlier file
     reported, those repeats with their first version's columns suffixed `_first`).
-    Repeats are found by `first_rows` (one hash per line): the common case of no repeat
-    costs no join."""
-    _, repeats, originals = first_rows(lines.lazy(), LINE_KEY, WHERE)
+    Repeats are found by `first_rows` (one hash per line), or are `known` (the later lines
+    and the first of each id that repeats, as `first_rows` gives them): the common case of
+    no repeat costs no join."""
+    repeats, originals = known if known is not None else first_rows(lines.lazy(), LINE_KEY, WHERE)[1:]
     if repeats.is_empty():
         return lines.lazy(), repeats.join(repeats, on=LINE_KEY, suffix="_first")
     copies = repeats.join(originals, on=LINE_KEY, suffix="_first").filter(
@@ -83,9 +85,11 @@ def taken_once(lines: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return _resent(lines)[0]
 
 
-def processor_copies(lines: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame]:
+def processor_copies(
+    lines: pl.DataFrame | pl.LazyFrame, known: Repeats | None = None
+) -> tuple[pl.LazyFrame, pl.DataFrame]:
     """(the processor lines without copies, raw `corrected_line` variances)."""
-    kept, copies = _resent(lines)
+    kept, copies = _resent(lines, known)
     if copies.is_empty():
         return kept, pl.DataFrame(schema=RAW_SCHEMA)
     said = content_columns([c for c in copies.columns if not c.endswith("_first")])
@@ -229,9 +233,11 @@ def statement_copies(bank: pl.DataFrame, statements: pl.DataFrame) -> tuple[pl.D
     return kept_lines, kept_statements, raw.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
 
 
-def sort_out(inputs: Inputs) -> tuple[Inputs, pl.DataFrame]:
-    """(the inputs with every copy taken out, raw variances of the copies that differ)."""
-    lines, corrected_lines = processor_copies(inputs.settlement_lines)
+def sort_out(inputs: Inputs, known: Repeats | None = None) -> tuple[Inputs, pl.DataFrame]:
+    """(the inputs with every copy taken out, raw variances of the copies that differ);
+    `known` as in `_resent`. The settlement lines come back as the very frame handed in
+    when no line was a copy."""
+    lines, corrected_lines = processor_copies(inputs.settlement_lines, known)
     bank, statements, corrected_statements = statement_copies(
         inputs.bank_lines.lazy().collect(), inputs.statements.lazy().collect().cast(STATEMENT_SCHEMA)
     )

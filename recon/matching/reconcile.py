@@ -9,7 +9,7 @@ inputs decides every deadline the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 
 import polars as pl
@@ -84,8 +84,15 @@ def _latest(frame: pl.DataFrame | pl.LazyFrame, column: str) -> date | None:
 
 def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result:
     day = as_of_day(as_of)
-    inputs, copied = copies.sort_out(inputs)  # a line or statement sent twice counts once
-    line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day)
+    lines = inputs.settlement_lines.lazy()
+    seen = settlements.reported(lines)  # each line hashed once: the copies step reads its repeats from here
+    known = (seen.later.drop("_l"), seen.heads.drop("_l"))
+    inputs, copied = copies.sort_out(replace(inputs, settlement_lines=lines), known)  # sent twice counts once
+    # with no copy taken out the lines are the same frame, and what `seen` says of them holds
+    same = inputs.settlement_lines is lines
+    line_raw, line_pending = settlements.match(
+        inputs.expected_settlements, inputs.settlement_lines, tol, day, seen if same else None
+    )
     # the bank side is a line per payout batch: small, so held whole
     movements, bank_lines = inputs.expected_movements.lazy().collect(), inputs.bank_lines.lazy().collect()
     bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)

@@ -23,6 +23,7 @@ raw row as evidence, so a person classifies it; it too counts in its batch's pay
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
@@ -189,15 +190,41 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
     ).filter(pl.col("category").is_not_null())
 
 
+@dataclass(frozen=True)
+class Reported:
+    """Reported lines as matching reads them (`reported`): the lines numbered `_l`, the
+    digest of each id's first line, and the later lines and the first of each id that
+    repeats, whole. The copies step reads its repeats from here too, so every line is
+    hashed once per reconciliation."""
+
+    lines: pl.LazyFrame
+    digest: pl.DataFrame
+    later: pl.DataFrame
+    heads: pl.DataFrame
+
+
+def reported(lines: pl.DataFrame | pl.LazyFrame) -> Reported:
+    numbered = lines.lazy().with_row_index("_l")
+    digest = _digest(numbered, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED)
+    return Reported(numbered, *_firsts(numbered, digest, "_l", _KEY, _WHERE))
+
+
 def match(
-    expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame, tol: Tolerances, as_of: date
+    expected: pl.DataFrame | pl.LazyFrame,
+    lines: pl.DataFrame | pl.LazyFrame,
+    tol: Tolerances,
+    as_of: date,
+    seen: Reported | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw variances, pending) of the ledger's expected settlements against reported lines.
 
     `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `clearline.recon.lines.SETTLEMENT_SCHEMA`,
-    in memory or lazy (a Parquet scan is then read in parts, never whole).
+    in memory or lazy (a Parquet scan is then read in parts, never whole); `seen`, when the
+    caller has it, is `reported(lines)`.
     The result does not depend on the order of either input."""
-    (unsure_exp, unsure_lines, unclassified), (firsts, repeats, originals) = _differing(expected.lazy(), lines.lazy())
+    (unsure_exp, unsure_lines, unclassified), (firsts, repeats, originals) = _differing(
+        expected.lazy(), seen or reported(lines)
+    )
     odd = (
         unsure_exp.rename(lambda c: _EXP + c)
         .with_columns(_e=pl.lit(True))
@@ -291,7 +318,7 @@ def _rows(frame: pl.LazyFrame, keys: list[str], picked: pl.DataFrame, index: str
     return frame.filter(near).join(picked.lazy().select(index), on=index, how="semi")
 
 
-def _differing(exp: pl.LazyFrame, lines: pl.LazyFrame):
+def _differing(exp: pl.LazyFrame, seen: Reported):
     """((the expected settlements and the reported payment lines that may differ, and the
     unclassified lines, all in full), (every reported line first under its id (lazy), the
     later ones, the first of each id reported again)); the rest agree.
@@ -305,11 +332,9 @@ def _differing(exp: pl.LazyFrame, lines: pl.LazyFrame):
     on it. The digests are joined on the first hash alone (one 64-bit key joins at twice
     the speed of two) and the second compared after. Each file is read twice: once for
     the digests, once for the few rows read whole."""
-    exp, lines = exp.with_row_index("_e"), lines.with_row_index("_l")
+    exp = exp.with_row_index("_e")
     exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])[0]
-    line_dig, repeats, heads = _firsts(
-        lines, _digest(lines, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED), "_l", _KEY, _WHERE
-    )
+    lines, line_dig, repeats, heads = seen.lines, seen.digest, seen.later, seen.heads
     paid = line_dig.filter("_pay").select("_l", "_k", "_c", "_c2")
     odd = exp_dig.join(paid, on="_c", how="full", coalesce=True, suffix="_line").filter(
         pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c2") != pl.col("_c2_line"))
