@@ -231,7 +231,8 @@ def split_world(world: Path, parts: list[Path], cuts: list[int]) -> list[int]:
 
 @dataclass
 class Flow:
-    """One `clearline ledger run` child process, its output in files (never a full pipe)."""
+    """One `clearline ledger run` child process (or another flow's `command`), its output in
+    files (never a full pipe)."""
 
     args: list[str]
     env: dict[str, str]
@@ -242,6 +243,7 @@ class Flow:
     _out: object = None
     _err: object = None
     runs: int = field(default=0)
+    command: tuple[str, ...] = ("ledger", "run")
 
     def start(self) -> "Flow":
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -251,7 +253,7 @@ class Flow:
         self._out = open(self.logs / f"{self.name}.{self.runs}.out", "wb")
         self._err = open(self.logs / f"{self.name}.{self.runs}.err", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clearline.pipelines.cli", "ledger", "run", *self.args],
+            [sys.executable, "-m", "clearline.pipelines.cli", *self.command, *self.args],
             env=self.env,
             stdout=self._out,
             stderr=self._err,
@@ -331,6 +333,47 @@ def run_once(args: list[str], env: dict[str, str], logs: Path, name: str, timeou
         return time.monotonic() - flow.started_at
     finally:
         flow.stop_quietly()
+
+
+def start_cluster(
+    args: list[str], env: dict, logs: Path, state: Path, name: str, command: tuple[str, ...] = ("ledger", "run")
+) -> list[Flow]:
+    """Two processes of one flow, -i 0 and -i 1, one state folder (`state`: the folder that
+    holds the flow's `recovery`). Process 1 starts once process 0 has initialised Bytewax
+    recovery (a simultaneous first start races)."""
+    p0, p1 = free_ports(2)
+    addresses = ["-a", f"127.0.0.1:{p0}", "-a", f"127.0.0.1:{p1}"]
+    flows = [Flow([*args, "-i", str(i), *addresses], env, logs, f"{name}-p{i}", command=command) for i in (0, 1)]
+    flows[0].start()
+    try:
+        wait_until(lambda: recovery_initialised(state), 60, "process 0 to initialise recovery", flows[:1], poll=0.05)
+    except AssertionError:
+        flows[0].stop_quietly()
+        raise
+    flows[1].start()
+    return flows
+
+
+def run_cluster(
+    args: list[str],
+    env: dict,
+    logs: Path,
+    state: Path,
+    name: str,
+    timeout: float = 300,
+    command: tuple[str, ...] = ("ledger", "run"),
+) -> float:
+    """A two-process cluster (`start_cluster`) run to completion; returns its wall time."""
+    t = time.monotonic()
+    flows = start_cluster(args, env, logs, state, name, command)
+    try:
+        for flow in flows:
+            rc = flow.wait(timeout)
+            assert rc == 0, f"{flow.name} exited {rc}\n" + "\n".join(f.tail() for f in flows)
+        return time.monotonic() - t
+    finally:
+        for flow in flows:
+            flow.stop_quietly()
 
 
 def clearline_json(env: dict[str, str], *args: str) -> tuple[int, dict]:

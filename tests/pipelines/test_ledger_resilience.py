@@ -45,8 +45,8 @@ from tests.pipelines.ledger_harness import (
     fresh_topics,
     private_configs,
     published_counts,
-    recovery_initialised,
     rewrite_yaml,
+    run_cluster,
     run_once,
     split_world,
     topic_stats,
@@ -260,26 +260,6 @@ def test_broker_restart_under_a_running_flow(private_broker, tmp_path):
 # ------------------------------------------------------------------------ 3. a cluster
 
 
-def _run_cluster(args: list[str], env: dict, logs: Path, state: Path, name: str, timeout: float = 300) -> float:
-    """Two processes, -i 0 and -i 1, one state folder. Process 1 starts once process 0 has
-    initialised Bytewax recovery (finding 2: a simultaneous first start races)."""
-    p0, p1 = free_ports(2)
-    addresses = ["-a", f"127.0.0.1:{p0}", "-a", f"127.0.0.1:{p1}"]
-    flows = [Flow([*args, "-i", str(i), *addresses], env, logs, f"{name}-p{i}") for i in (0, 1)]
-    t = time.monotonic()
-    try:
-        flows[0].start()
-        wait_until(lambda: recovery_initialised(state), 60, "process 0 to initialise recovery", flows[:1], poll=0.05)
-        flows[1].start()
-        for flow in flows:
-            rc = flow.wait(timeout)
-            assert rc == 0, f"{flow.name} exited {rc}\n" + "\n".join(f.tail() for f in flows)
-        return time.monotonic() - t
-    finally:
-        for flow in flows:
-            flow.stop_quietly()
-
-
 @pytest.fixture(scope="module")
 def cluster(kafka_bootstrap, tmp_path_factory):
     """The same topic into DIR_A by a two-process cluster and into DIR_B by one process,
@@ -296,7 +276,7 @@ def cluster(kafka_bootstrap, tmp_path_factory):
             report = produce_world(part, topic=topic)
             assert report.failed == 0, report.as_dict()
             args = flow_args(topic, dlq, dir_a, once=True)
-            timings[f"cluster round {round_}"] = _run_cluster(args, env, logs, dir_a, f"cluster{round_}")
+            timings[f"cluster round {round_}"] = run_cluster(args, env, logs, dir_a, f"cluster{round_}")
             timings[f"single round {round_}"] = run_once(
                 flow_args(topic, dlq, dir_b, once=True), env, logs, f"single{round_}"
             )
@@ -368,7 +348,7 @@ def test_a_cluster_state_folder_is_not_silently_rescaled(kafka_bootstrap, tmp_pa
     state, logs = tmp_path / "state", tmp_path / "logs"
     with fresh_topics(kafka_bootstrap, "test.resilience.rescale") as (topic, dlq):
         assert produce_world(first, topic=topic).failed == 0
-        _run_cluster(flow_args(topic, dlq, state, once=True), env, logs, state, "cluster")
+        run_cluster(flow_args(topic, dlq, state, once=True), env, logs, state, "cluster")
         assert produce_world(second, topic=topic).failed == 0
         single = Flow(flow_args(topic, dlq, state, once=True), env, logs, "single").start()
         try:
