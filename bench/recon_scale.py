@@ -73,8 +73,8 @@ BREAK_RATE = 0.0002  # per planted category: 2,000 breaks of each kind at 10 M l
 AS_OF = datetime(2027, 3, 1, tzinfo=timezone.utc)  # every deadline has passed: breaks, not "not arrived yet"
 
 
-def _ids(prefix: str, n: int) -> pl.Expr:
-    return pl.format(f"{prefix}{{}}", pl.int_range(n, dtype=pl.Int64).cast(pl.String).str.zfill(10))
+def _ids(prefix: str, n: int, start: int = 0) -> pl.Expr:
+    return pl.format(f"{prefix}{{}}", pl.int_range(start, start + n, dtype=pl.Int64).cast(pl.String).str.zfill(10))
 
 
 def variance_id(category: str, key: str) -> str:
@@ -83,13 +83,44 @@ def variance_id(category: str, key: str) -> str:
     return "var_" + hashlib.sha256(f"{category}|{key}".encode()).hexdigest()[:20]
 
 
+PART = 10_000_000  # lines synthesised at once: 10 M take ~7 GiB here, 30 M in one go over 18 GiB
+INPUTS = ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")
+
+
 def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
     """Write the four inputs under `folder`, and beside them `planted.parquet`: the
     category and variance id of every break planted; return how many of each kind.
 
     As in a generated world, each side is internally consistent: a changed line changes
-    its batch's bank credit, so line breaks are found on the lines, not again on payouts."""
+    its batch's bank credit, so line breaks are found on the lines, not again on payouts.
+    Above `PART` lines the files are written a part at a time (row groups appended), each
+    part a year of its own payout batches, statements and ids, so memory stays that of one
+    part; up to `PART` the files are exactly those of one part."""
+    import pyarrow.parquet as pq
+
     rng = np.random.default_rng(seed)
+    sizes = [min(PART, n - start) for start in range(0, n, PART)]
+    writers: dict[str, pq.ParquetWriter] = {}
+    planted = []
+    for i, size in enumerate(sizes):
+        frames, marks = _part(size, rng, f"_p{i}" if len(sizes) > 1 else "", i * PART)
+        for name, frame in zip(INPUTS, frames):
+            table = frame.to_arrow()
+            if name not in writers:
+                writers[name] = pq.ParquetWriter(folder / f"{name}.parquet", table.schema)
+            writers[name].write_table(table)
+        planted.append(marks)
+        del frames
+    for writer in writers.values():
+        writer.close()
+    kinds = pl.concat(planted)
+    kinds.write_parquet(folder / "planted.parquet")
+    return dict(sorted(kinds.group_by("category").len().iter_rows()))
+
+
+def _part(n: int, rng: np.random.Generator, tag: str, start: int) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """One part of `synthesise`: its four input frames and its planted breaks; `tag` sets
+    its payout batches, statements and bank references apart, `start` its ids."""
     proc = rng.integers(0, len(PROCESSORS), n)
     ccy = rng.integers(0, len(CURRENCIES), n)
     day = np.sort(rng.integers(0, 365, n))
@@ -104,12 +135,12 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
             "fee": fee,
         }
     ).with_columns(
-        settlement_id=_ids("stl_", n),
-        payment_id=_ids("pay_", n),
-        event_id=_ids("evt_", n),
+        settlement_id=_ids("stl_", n, start),
+        payment_id=_ids("pay_", n, start),
+        event_id=_ids("evt_", n, start),
         merchant_id=pl.format("m_{}", (pl.int_range(n) % 5000).cast(pl.String).str.zfill(5)),
         payout_id=pl.format(
-            "po_{}_{}_{}",
+            "po_{}_{}_{}" + tag,
             "processor",
             pl.col("currency").str.to_lowercase(),
             pl.col("available_on").dt.strftime("%Y%m%d"),
@@ -206,14 +237,14 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
         .select(
             format=pl.lit("camt053"),
             account=pl.format("ACCT-{}", "amount_currency"),
-            bank_ref=pl.format("BR{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)),
+            bank_ref=pl.format("BR" + tag + "{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)),
             reference="reference",
             text=pl.format("{} PAYOUT {}", pl.col("processor").str.to_uppercase(), "reference"),
             amount_minor="paid_minor",
             amount_currency="amount_currency",
             booking_date="expected_on",
             value_date="expected_on",
-            source_file=pl.format("stmt_{}.xml", "amount_currency"),
+            source_file=pl.format("stmt_{}" + tag + ".xml", "amount_currency"),
             line_no=pl.lit(0),
             # no statement identity: these lines stand for the bank side alone (no
             # statements, so no continuity or balance rule runs here)
@@ -233,11 +264,6 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
         .with_columns(line_no=pl.int_range(pl.len()).over("source_file") + 1)
         .cast(BANK_SCHEMA)
     )
-
-    expected.write_parquet(folder / "expected_settlements.parquet")
-    movements.write_parquet(folder / "expected_movements.parquet")
-    reported.write_parquet(folder / "settlement_lines.parquet")
-    bank.write_parquet(folder / "bank_lines.parquet")
 
     # What each planted break is about (the key its variance id hashes): a changed or
     # missing line by processor and line id; a second copy by its line id and where it
@@ -272,10 +298,10 @@ def synthesise(n: int, seed: int, folder: Path) -> dict[str, int]:
             ),
         ]
     )
-    planted.with_columns(
+    planted = planted.with_columns(
         variance_id=pl.Series([variance_id(c, key) for c, key in planted.select("category", "key").iter_rows()])
-    ).write_parquet(folder / "planted.parquet")
-    return dict(sorted(planted.group_by("category").len().iter_rows()))
+    )
+    return [expected, movements, reported, bank], planted
 
 
 def _cpu() -> float:
@@ -306,12 +332,7 @@ def pair_part(folder: Path, tol: Tolerances) -> None:
 
 def three_way(folder: Path, tol: Tolerances) -> pl.DataFrame:
     """Parquet scans in (the matcher reads each in parts, only what it needs), variances out."""
-    inputs = Inputs(
-        *(
-            pl.scan_parquet(folder / f"{name}.parquet")
-            for name in ("expected_settlements", "expected_movements", "settlement_lines", "bank_lines")
-        )
-    )
+    inputs = Inputs(*(pl.scan_parquet(folder / f"{name}.parquet") for name in INPUTS))
     result = reconcile(inputs, tol, AS_OF)
     result.variances.write_parquet(folder / "variances.parquet")
     return result.variances
