@@ -63,7 +63,7 @@ def admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys)
 def _admit(raw: bytes | None, headers: list[tuple[str, bytes]], keys: TenantKeys) -> events.Event | Refusal:
     if raw is None:
         return Refusal("empty", "the message has no value (a tombstone?); events must carry a JSON body", None)
-    header = {k: v for k, v in headers}
+    header = dict(headers)
     tenant = (header.get(TENANT_HEADER) or b"").decode("utf-8", "replace")
     if not tenant:
         return Refusal("tenant", f"no {TENANT_HEADER} header: the producer must name the signing tenant", None)
