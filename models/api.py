@@ -294,11 +294,30 @@ class DecisionService:
             return None
 
     def decide(self, tenant: str, body: DecisionRequest) -> tuple[Stored, bool]:
-        """The stored decision for this order and whether it was made just now."""
+        """The stored decision for this order and whether it was made just now (stored
+        with its own commit: `decide_durably` shares one with concurrent requests)."""
+        stored, made = self.made(tenant, body)
+        if stored is not None:
+            return stored, False
+        stored = self.store.add(*made)
+        return stored, stored.decision_id == made[0]
+
+    async def decide_durably(self, tenant: str, body: DecisionRequest) -> tuple[Stored, bool]:
+        """`decide` on the event loop: the record joins the store's next group commit,
+        and this returns once it is on disk."""
+        stored, made = self.made(tenant, body)
+        if stored is not None:
+            return stored, False
+        stored = await self.store.add_durably(*made)
+        return stored, stored.decision_id == made[0]
+
+    def made(self, tenant: str, body: DecisionRequest) -> tuple[Stored | None, tuple[str, str, str, str, dict] | None]:
+        """The decision stored before for this order, or a new one to store: (decision id,
+        tenant, order id, request hash, record), as `DecisionStore.add` takes them."""
         digest = request_hash(body)
         stored = self.store.by_order(tenant, body.order_id)
         if stored is not None:
-            return stored, False
+            return stored, None
         event_id = _fresh_id()  # the API's request is its own event
         decision_id = "dec_" + event_id  # derived as the risk flow derives it from a request
         at = body.occurred_at.astimezone(timezone.utc) if body.occurred_at else self.now()
@@ -315,8 +334,7 @@ class DecisionService:
         made = decide(request, features, self.champion, self.challenger, self.policy, self.freezes.current())
         # the risk flow's decision record (decision_id, Decision.to_dict(), decided_at) plus the tenant
         record = {"decision_id": decision_id, "tenant": tenant, **made.to_dict(), "decided_at": self.now().isoformat()}
-        stored = self.store.add(decision_id, tenant, body.order_id, digest, record)
-        return stored, stored.decision_id == decision_id
+        return None, (decision_id, tenant, body.order_id, digest, record)
 
 
 def _fresh_id() -> str:
@@ -480,7 +498,7 @@ class _FastDecisions:
             who = self.caller(key)
             if length is not None and length.isdigit() and (len(length) > 18 or int(length) > self.limit):
                 raise self.too_large()
-            response = self.answer(who, content_type, await self.body(receive))
+            response = await self.answer(who, content_type, await self.body(receive))
         except HTTPException as exc:
             response = _problem(exc)
         await response(scope, receive, send)
@@ -550,11 +568,11 @@ def create_app(service: DecisionService, limits: ApiLimits | None = None) -> Fas
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return invalid(list(exc.errors()))
 
-    def decided(who: str, body: DecisionRequest) -> Response:
+    async def decided(who: str, body: DecisionRequest) -> Response:
         owner = service.merchants.owner(body.merchant_id)
         if owner != who:
             raise HTTPException(403, f"merchant {body.merchant_id!r} is not a merchant of tenant {who!r}")
-        stored, new = service.decide(who, body)
+        stored, new = await service.decide_durably(who, body)
         if new:
             metrics.decisions.labels(msgspec.json.decode(stored.record, type=_Outcome).decision).inc()
             return _record(stored)
@@ -588,13 +606,13 @@ def create_app(service: DecisionService, limits: ApiLimits | None = None) -> Fas
         },
     )
     async def post_decision(body: DecisionRequest, who: Annotated[str, Depends(tenant)]) -> Response:
-        return decided(who, body)  # documents the route: `_FastDecisions` answers it
+        return await decided(who, body)  # documents the route: `_FastDecisions` answers it
 
     too_deep = [
         {"loc": ("body",), "msg": f"JSON nested more than {limits.max_json_depth} deep", "type": "json_too_deep"}
     ]
 
-    def answer(who: str, content_type: str | None, raw: bytes) -> Response:
+    async def answer(who: str, content_type: str | None, raw: bytes) -> Response:
         """POST /v1/decisions for `_FastDecisions`, once the key and the size passed: a body
         declared JSON (application/json or application/*+json) must parse and nest at most
         `max_json_depth` deep (422), then the fields (422: a body not declared JSON is
@@ -619,7 +637,7 @@ def create_app(service: DecisionService, limits: ApiLimits | None = None) -> Fas
         cards = body.card_numbers()
         if cards:
             return invalid(cards)
-        return decided(who, body)
+        return await decided(who, body)
 
     @app.get(
         "/v1/decisions/{decision_id}",

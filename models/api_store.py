@@ -5,12 +5,17 @@ Idempotency rests on that unique constraint, not on a check in Python: two worke
 two retries racing) deciding the same order both try to insert, one wins, and the loser
 reads the winner's record back. A retry with the same request body gets the stored
 decision; a different body under the same order_id is a conflict, never a second
-decision. WAL lets every worker process read while one writes; `synchronous=NORMAL`
-makes a commit survive a crash of the process (not of the machine's power): the commit
-is in the WAL file, in the operating system's hands, before the API answers, without an
-fsync per decision. A power loss may lose the last decisions answered (never corrupts
-the file); a deployment that must keep those too sets `synchronous=FULL` and pays an
-fsync per decision.
+decision.
+
+Durable before the answer: `synchronous=FULL`, so a commit returns only once the WAL is
+fsynced (a decision answered survives a crash of the machine, not only of the process).
+An fsync costs milliseconds on this machine's disk, so the server does not pay one per
+decision: `add_durably` hands the record to one writer thread per process, which takes
+every record waiting when it is free, inserts them in one transaction and commits once
+(group commit); each request's answer waits for its group's commit. Records that arrive
+while a group is being fsynced form the next group, so the fsyncs per second stay about
+constant as the load grows, and the cost per record falls. `add` (one record, its own
+commit) is the same rule for callers without an event loop.
 
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a
 background thread of each process, not on the request that happens to cross SQLite's
@@ -21,7 +26,9 @@ blocks the writers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -53,17 +60,20 @@ class Stored:
 
 
 class DecisionStore:
-    """One connection per process for the requests (uvicorn runs the app's handlers on
-    one thread), one for the checkpoints."""
+    """One connection per process for the requests' reads (uvicorn runs the app's
+    handlers on one thread), one for the group-committing writer thread (started on the
+    first `add_durably`), one for the checkpoints."""
 
     def __init__(self, path: Path, checkpoint_every_s: float = 1.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self.db = _connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module doc: the checkpointer does it
         self.db.execute(SCHEMA)
+        self.commits = 0  # group commits made by the writer thread (records / commits: the group size)
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoints, args=(checkpoint_every_s,), name="decision-store-checkpoint", daemon=True
@@ -82,11 +92,7 @@ class DecisionStore:
             db.close()
 
     def by_order(self, tenant: str, order_id: str) -> Stored | None:
-        row = self.db.execute(
-            "SELECT decision_id, tenant, request_hash, record FROM decisions WHERE tenant = ? AND order_id = ?",
-            (tenant, order_id),
-        ).fetchone()
-        return None if row is None else Stored(row[0], row[1], row[2], row[3].encode())
+        return _by_order(self.db, tenant, order_id)
 
     def by_id(self, decision_id: str) -> Stored | None:
         row = self.db.execute(
@@ -95,23 +101,113 @@ class DecisionStore:
         return None if row is None else Stored(row[0], row[1], row[2], row[3].encode())
 
     def add(self, decision_id: str, tenant: str, order_id: str, request_hash: str, record: dict[str, Any]) -> Stored:
-        """Store a new decision; if the order was decided meanwhile, the one stored first."""
-        body = msgspec.json.encode(record).decode()  # compact JSON, several times faster than json.dumps
+        """Store a new decision, committed (fsynced) when this returns; if the order was
+        decided meanwhile, the one stored first."""
+        got = _insert(self.db, [(decision_id, tenant, order_id, request_hash, _encode(record))])[0]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    async def add_durably(
+        self, decision_id: str, tenant: str, order_id: str, request_hash: str, record: dict[str, Any]
+    ) -> Stored:
+        """`add` from an event loop: the record joins the next group commit, and this
+        returns once that commit is on disk, without blocking the loop meanwhile."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._writes, name="decision-store-writer", daemon=True)
+            self._writer.start()
+        self._pending.put((loop, done, (decision_id, tenant, order_id, request_hash, _encode(record))))
+        return await done
+
+    def _writes(self) -> None:
+        """The writer thread: a group is everything waiting when the last commit ended."""
+        db = _connect(self.path)
         try:
-            self.db.execute(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", (decision_id, tenant, order_id, request_hash, body)
-            )
-        except sqlite3.IntegrityError:
-            existing = self.by_order(tenant, order_id)
-            if existing is None:  # the same decision id under another order: ids are unique per order
-                raise
-            return existing
-        return Stored(decision_id, tenant, request_hash, body.encode())
+            stop = False
+            while not stop and (first := self._pending.get()) is not None:
+                group = [first]
+                while not self._pending.empty():
+                    if (more := self._pending.get()) is None:  # close(): after this group
+                        stop = True
+                        break
+                    group.append(more)
+                try:
+                    results: list[Stored | BaseException] = _insert(db, [row for _, _, row in group])
+                    self.commits += 1
+                except Exception as exc:  # the commit failed: every request of the group gets the error
+                    log.exception("decision store: a group commit of %d records failed", len(group))
+                    results = [exc] * len(group)
+                for loop in {loop for loop, _, _ in group}:
+                    mine = [(done, got) for (at, done, _), got in zip(group, results, strict=True) if at is loop]
+                    try:
+                        loop.call_soon_threadsafe(_settle, mine)
+                    except RuntimeError:  # that loop is closed: nobody waits for these answers any more
+                        pass
+        finally:
+            db.close()
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM decisions").fetchone()[0]
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._pending.put(None)  # after every record already handed over
+            self._writer.join()
         self._stop.set()
         self._checkpointer.join()
         self.db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    db.execute("PRAGMA synchronous=FULL")  # a commit is fsynced before it returns (see the module doc)
+    return db
+
+
+def _encode(record: dict[str, Any]) -> str:
+    return msgspec.json.encode(record).decode()  # compact JSON, several times faster than json.dumps
+
+
+def _by_order(db: sqlite3.Connection, tenant: str, order_id: str) -> Stored | None:
+    row = db.execute(
+        "SELECT decision_id, tenant, request_hash, record FROM decisions WHERE tenant = ? AND order_id = ?",
+        (tenant, order_id),
+    ).fetchone()
+    return None if row is None else Stored(row[0], row[1], row[2], row[3].encode())
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple[str, str, str, str, str]]) -> list[Stored | BaseException]:
+    """Insert the rows in one transaction, one commit; for each, what was stored: the row
+    itself, or the decision stored first for its (tenant, order_id) — also one earlier in
+    the same group. A decision id already used by another order is that row's error."""
+    out: list[Stored | BaseException] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for decision_id, tenant, order_id, request_hash, body in rows:
+            if db.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (decision_id, tenant, order_id, request_hash, body),
+            ).rowcount:
+                out.append(Stored(decision_id, tenant, request_hash, body.encode()))
+            elif (existing := _by_order(db, tenant, order_id)) is not None:
+                out.append(existing)
+            else:
+                out.append(sqlite3.IntegrityError(f"decision id {decision_id} is already stored for another order"))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return out
+
+
+def _settle(results: list[tuple[asyncio.Future, Stored | BaseException]]) -> None:
+    """On the loop: each waiting request gets its stored decision (or its error)."""
+    for done, got in results:
+        if done.cancelled():  # the client went away meanwhile: the decision is stored all the same
+            continue
+        if isinstance(got, BaseException):
+            done.set_exception(got)
+        else:
+            done.set_result(got)
