@@ -48,10 +48,29 @@ _PLAIN = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string
 
 
 def python_value(blob: bytes) -> Any:
-    """A stored ValueProto as Feast's response gives it (None for a null value)."""
+    """A stored ValueProto as Feast's response gives it (None for a null value).
+
+    A plain value (a number, a string, ...) is immutable and a pure function of its
+    bytes, so it is remembered by its bytes: features repeat the same few values (counts,
+    rates, a currency), and a dictionary look-up costs a fraction of a proto parse. The
+    memory is bounded (`_REMEMBERED`), emptied when full."""
+    got = _known.get(blob, _UNKNOWN)
+    if got is not _UNKNOWN:
+        return got
     proto = ValueProto.FromString(blob)
     kind = proto.WhichOneof("val")
-    return getattr(proto, kind) if kind in _PLAIN else feast_value_type_to_python_type(proto)
+    if kind not in _PLAIN:
+        return feast_value_type_to_python_type(proto)
+    got = getattr(proto, kind)
+    if len(_known) >= _REMEMBERED:
+        _known.clear()
+    _known[blob] = got
+    return got
+
+
+_REMEMBERED = 100_000
+_known: dict[bytes, Any] = {}
+_UNKNOWN = object()
 
 
 class SqliteOnlineRead:

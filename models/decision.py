@@ -166,8 +166,12 @@ def usable_features(
     unscorable."""
     values: dict[str, float | None] = {}
     missing = []
+    features = features or {}
     for name in wanted:
-        raw = (features or {}).get(name, _ABSENT)
+        raw = features.get(name, _ABSENT)
+        if type(raw) is float and -math.inf < raw < math.inf or type(raw) is int:  # the usual cases, as below
+            values[name] = float(raw)
+            continue
         if raw is _ABSENT or isinstance(raw, (bool, str, bytes)):
             missing.append(name)
             continue
@@ -299,6 +303,10 @@ def _shadows(asked: Mapping[int, _Asked], challenger: Scorer | None, policy: Pol
 
 def _plain(value: Any) -> Any:
     """A feature value as recorded: numbers as float, None as None, anything else as text."""
+    if type(value) is float:  # the usual cases, as the general path below takes them
+        return None if math.isnan(value) else value
+    if type(value) is int:
+        return float(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, numbers.Real):

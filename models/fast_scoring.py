@@ -262,11 +262,11 @@ class LinearTable:
         )
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        x = np.array(rows, dtype=float)
+        x = np.asarray(rows, dtype=float)
         missing = np.isnan(x)
-        x[missing] = np.broadcast_to(self.fill, x.shape)[missing]
+        x = np.where(missing, self.fill, x)  # a new array: the caller's rows stay as they are
         if self.flagged is not None:
-            x = np.hstack((x, missing[:, self.flagged]))
+            x = np.concatenate((x, missing[:, self.flagged]), axis=1)
         if self.func is not None:
             x = self.func(x)
         if self.mean is not None:
