@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -117,11 +118,19 @@ def prepare(root: Path) -> dict:
     }
 
 
-def baselines(prep: dict, root: Path, n: int) -> dict:
-    """In-process: bare Feast + predict_proba, and the API's decide without HTTP."""
+def baselines(prep: dict, root: Path, n: int, inflight: int = 8) -> dict:
+    """In-process, each over the same `n` requests: bare Feast + predict_proba; the API's
+    decision without HTTP and without the store (`DecisionService.made`: features,
+    policy, champion with reason codes, shadow challenger, the record); and the same with
+    the durable record (`decide_durably`, `inflight` requests at a time sharing group
+    commits, as the server's concurrent requests do). Latency per call, and CPU seconds
+    (time.process_time: every thread of this process, the store's writer too) per decision."""
+    import asyncio
+
     import pandas as pd
 
     from clearline.features import store as fstore
+    from clearline.models import DecisionRequest
     from clearline.pipelines.cli.serve import build_service
 
     service = build_service(
@@ -132,11 +141,11 @@ def baselines(prep: dict, root: Path, n: int) -> dict:
     refs = service.features.refs
     rng = random.Random(1)
     asks = [rng.choice(prep["asks"]) for _ in range(n)]
-    from clearline.models import DecisionRequest
 
-    bare, api = [], []
-    for i, ask in enumerate(asks):
-        t = time.perf_counter()
+    def body(ask: dict, order_id: str) -> DecisionRequest:
+        return DecisionRequest.model_validate({**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": order_id})
+
+    def bare_one(ask: dict) -> None:
         got = fs.get_online_features(
             features=refs,
             entity_rows=[{"buyer_id": ask["buyer_id"], "merchant_id": ask["merchant_id"]}],
@@ -150,14 +159,46 @@ def baselines(prep: dict, root: Path, n: int) -> dict:
             [[np.nan if row[f] is None else row[f] for f in champion.features]], columns=list(champion.features)
         )
         plain.predict_proba(champion_df)
-        bare.append(time.perf_counter() - t)
-        body = DecisionRequest.model_validate(
-            {**{k: v for k, v in ask.items() if k != "tenant"}, "order_id": f"in-{i}"}
-        )
-        t = time.perf_counter()
-        service.decide(ask["tenant"], body)
-        api.append(time.perf_counter() - t)
-    return {"bare_feast_plus_predict_proba": pct(bare[n // 10 :]), "api_decide_in_process": pct(api[n // 10 :])}
+
+    def timed(calls: list[Callable[[], object]]) -> dict:
+        lat = []
+        cpu = time.process_time()
+        for call in calls:
+            t = time.perf_counter()
+            call()
+            lat.append(time.perf_counter() - t)
+        cpu = time.process_time() - cpu
+        return {**pct(lat[len(lat) // 10 :]), "cpu_ms_per_decision": round(cpu / len(calls) * 1000, 3)}
+
+    out = {"bare_feast_plus_predict_proba": timed([lambda a=a: bare_one(a) for a in asks])}
+    made = [body(a, f"made-{i}") for i, a in enumerate(asks)]
+    out["api_decision_without_store"] = timed(
+        [lambda a=a, b=b: service.made(a["tenant"], b) for a, b in zip(asks, made)]
+    )
+
+    async def durable() -> dict:
+        bodies = [body(a, f"in-{i}") for i, a in enumerate(asks)]
+        lat: list[float] = []
+
+        async def one(i: int) -> None:
+            t = time.perf_counter()
+            await service.decide_durably(asks[i]["tenant"], bodies[i])
+            lat.append(time.perf_counter() - t)
+
+        commits, cpu = service.store.commits, time.process_time()
+        for first in range(0, n, inflight):
+            await asyncio.gather(*(one(i) for i in range(first, min(n, first + inflight))))
+        cpu = time.process_time() - cpu
+        return {
+            **pct(lat[len(lat) // 10 :]),
+            "cpu_ms_per_decision": round(cpu / n * 1000, 3),
+            "inflight": inflight,
+            "records_per_commit": round(n / max(1, service.store.commits - commits), 1),
+        }
+
+    out["api_decide_durably_in_process"] = asyncio.run(durable())
+    service.store.close()
+    return out
 
 
 # --------------------------------------------------------------------------- load
@@ -311,6 +352,7 @@ async def _load(
             finished.set_result(None)
 
     pool, spread = await _balanced_pool(loop, port, connections, workers)
+    cpu = time.process_time()
     for conn in pool:
         conn.done = done
     idle.extend(pool)
@@ -335,14 +377,17 @@ async def _load(
     except asyncio.TimeoutError:
         errors["timeout"] = n - answered[0]
     total_s = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     for conn in pool:
         conn.transport.close()
     waited = [x if x is not None else time.perf_counter() - d for x, d in zip(lat, due)]
     return {
         "target_rps": rate,
         "requests": n,
+        "answered": answered[0],
         "issued_rps": round(n / issued_s, 1),
         "completed_rps": round(answered[0] / total_s, 1),
+        "client_cpu_ms_per_request": round(cpu / max(1, answered[0]) * 1000, 3),
         "errors": errors,
         "bodies_checked": checked[0],
         "connections_per_worker": sorted(spread.values(), reverse=True),
@@ -396,7 +441,8 @@ def serve(prep: dict, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
     )
     import urllib.request
 
-    for _ in range(600):
+    deadline = time.monotonic() + 400  # each worker loads the models and Feast: minutes on a loaded machine
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
             return proc, port
@@ -404,18 +450,86 @@ def serve(prep: dict, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
             if proc.poll() is not None:
                 raise SystemExit(f"serve failed: {proc.stderr.read().decode()}") from None
             time.sleep(0.2)
-    raise SystemExit("serve did not start")
+    proc.send_signal(signal.SIGINT)  # the supervisor stops its workers
+    proc.wait(60)
+    raise SystemExit("serve did not start within 400 s")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its living descendants: the
+    server's supervisor and its worker processes."""
+    tick, total, todo = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+P99_LIMIT_MS = 10.0  # capacity: the highest rate held with p99 at or under this and no error
+
+
+def sweep(client: list[str], asks_file: Path, rates: list[float], args, server_pid: int) -> list[dict]:
+    """Each rate in turn for long enough to give `--min-requests` samples (and at least
+    `--duration` s); the server's CPU per answered decision from /proc. Stops after a
+    rate the server could not keep up with (answered under 90 % of the rate): higher
+    ones only queue longer."""
+    runs = []
+    for rate in rates:
+        duration = max(args.duration, args.min_requests / rate)
+        cpu = _tree_cpu_s(server_pid)
+        res = subprocess.run(
+            client + [str(rate), str(duration), f"r{int(rate)}", str(asks_file), str(args.workers)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        run = json.loads(res.stdout)
+        run["duration_s"] = round(duration, 1)
+        run["server_cpu_ms_per_decision"] = round((_tree_cpu_s(server_pid) - cpu) / max(1, run["answered"]) * 1000, 3)
+        run["held"] = not run["errors"] and run["p99_ms"] <= P99_LIMIT_MS
+        run["load_avg_after"] = round(os.getloadavg()[0], 2)
+        runs.append(run)
+        print(_row(run), file=sys.stderr, flush=True)
+        if run["completed_rps"] < 0.9 * rate:
+            break
+    return runs
+
+
+def _row(r: dict) -> str:
+    return (
+        f"| {r['target_rps']:,.0f} | {r['requests']:,} | {r['answered']:,} | {sum(r['errors'].values()):,} "
+        f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['completed_rps']:,.0f} "
+        f"| {r['server_cpu_ms_per_decision']:.3f} | {r['client_cpu_ms_per_request']:.3f} "
+        f"| {'yes' if r['held'] else 'no'} | {r['load_avg_after']} |"
+    )
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "?"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", default="500,1000")
-    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--rates", default="500,1000,1500,2000,3000,4000")
+    ap.add_argument("--duration", type=float, default=5.0, help="at least this many seconds per rate")
+    ap.add_argument("--min-requests", type=int, default=5000, help="and at least this many requests per rate")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline-n", type=int, default=3000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     prep = prepare(root)
     os.environ["MLFLOW_TRACKING_URI"] = prep["uri"]  # for the in-process baseline and the server
@@ -423,50 +537,65 @@ def main() -> None:
     asks_file = root / "asks.json"
     asks_file.write_text(json.dumps(prep["asks"]))
     proc, port = serve(prep, root, args.workers)
-    runs = []
     try:
         client = [sys.executable, __file__, "--client", str(port)]
         subprocess.run(
             client + ["200", "3", "warmup", str(asks_file), str(args.workers)], check=True, capture_output=True
         )
-        for rate in (float(r) for r in args.rates.split(",")):
-            res = subprocess.run(
-                client + [str(rate), str(args.duration), f"r{int(rate)}", str(asks_file), str(args.workers)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            runs.append(json.loads(res.stdout))
+        runs = sweep(client, asks_file, [float(r) for r in args.rates.split(",")], args, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+    bare = base["bare_feast_plus_predict_proba"]
+    held = [r["target_rps"] for r in runs if r["held"]]
     report = {
+        "started": started,
+        "commit": _git_commit(),
         "machine": {
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load_avg_at_start": load_at_start,
             "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+            "peak_rss_mib_bench_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         },
         "workers": args.workers,
-        "duration_s": args.duration,
         "baseline": base,
         "api": runs,
-        "ratio_api_p99_to_bare_p99": {
-            str(r["target_rps"]): round(r["p99_ms"] / base["bare_feast_plus_predict_proba"]["p99_ms"], 2) for r in runs
+        "capacity_rps": max(held, default=0.0),
+        "ratio_api_p99_to_bare_p99": {str(r["target_rps"]): round(r["p99_ms"] / bare["p99_ms"], 2) for r in runs},
+        "ratio_cpu_per_decision_to_bare": {
+            "without_store": round(
+                base["api_decision_without_store"]["cpu_ms_per_decision"] / bare["cpu_ms_per_decision"], 2
+            ),
+            "durable_in_process": round(
+                base["api_decide_durably_in_process"]["cpu_ms_per_decision"] / bare["cpu_ms_per_decision"], 2
+            ),
+            **{
+                f"http_{r['target_rps']:.0f}": round(r["server_cpu_ms_per_decision"] / bare["cpu_ms_per_decision"], 2)
+                for r in runs
+            },
         },
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    for name, stats in base.items():
-        print(f"{name:34s} p50 {stats['p50_ms']:7.3f} ms  p99 {stats['p99_ms']:7.3f} ms")
-    for r in runs:
+    print(f"started {started}, commit {report['commit']}, {args.workers} workers")
+    print("| in process | p50 ms | p99 ms | max ms | CPU ms per decision |\n|---|---|---|---|---|")
+    for name, st in base.items():
         print(
-            f"API {r['target_rps']:6.0f} req/s: issued {r['issued_rps']:7.1f}/s done {r['completed_rps']:7.1f}/s "
-            f"errors {r['errors'] or 0}  p50 {r['p50_ms']:.2f}  p90 {r['p90_ms']:.2f}  p99 {r['p99_ms']:.2f}  "
-            f"max {r['max_ms']:.2f} ms  (p99 / bare p99 = {report['ratio_api_p99_to_bare_p99'][str(r['target_rps'])]}; "
-            f"{r['bodies_checked']} bodies checked; connections per worker {r['connections_per_worker']})"
+            f"| {name} | {st['p50_ms']:.3f} | {st['p99_ms']:.3f} | {st['max_ms']:.3f} "
+            f"| {st['cpu_ms_per_decision']:.3f} |"
         )
+    print(
+        "\n| rate req/s | sent | answered | errors | p50 ms | p99 ms | max ms | achieved /s "
+        "| server CPU ms per decision | client CPU ms per request | p99 <= 10 ms, 0 errors | load after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        print(_row(r))
+    print(f"\ncapacity (highest rate held): {report['capacity_rps']:,.0f} req/s")
+    print(f"API p99 / bare p99 by rate: {report['ratio_api_p99_to_bare_p99']}")
+    print(f"CPU per decision / bare: {report['ratio_cpu_per_decision_to_bare']}")
     print(f"load average at the start {load_at_start}, at the end {report['machine']['load_avg_at_end']}")
 
 
