@@ -1,6 +1,7 @@
-"""The project's point-in-time join (`clearline.models.pit`): against a brute-force reading of the
-rule on random histories (Hypothesis), and against real Feast `get_historical_features`
-(DuckDB offline store in a tmp folder) on a generated world's feature history."""
+"""The project's point-in-time join (`clearline.models.pit`) against real Feast
+`get_historical_features` (DuckDB offline store in a tmp folder) on a generated world's
+feature history, and the comparison of two training sets. Against the rule read literally
+on random histories (Hypothesis): tests/models/test_pit_definition.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from clearline.features.batch import feature_history, order_features, read_events
 from clearline.features.feast_repo import feature_names, history_path
@@ -21,51 +20,6 @@ from clearline.pipelines.world.generate import WorldOptions, generate
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
-
-
-def _brute(decisions: list[tuple[str, int]], history: list[tuple[str, int, int, int]]) -> list[int | None]:
-    """The rule read literally: rows about t or before, created by t; the latest wins."""
-    out = []
-    for key, t in decisions:
-        usable = [(ts, created, v) for k, ts, created, v in history if k == key and ts <= t and created <= t]
-        out.append(max(usable)[2] if usable else None)
-    return out
-
-
-@st.composite
-def _case(draw):
-    keys = st.sampled_from(["a", "b", "c"])
-    pairs = draw(
-        st.lists(st.tuples(keys, st.integers(0, 30), st.integers(0, 30)), max_size=40, unique_by=lambda r: r)
-    )  # one row per (key, ts, created): else "latest" is a tie
-    history = [(k, ts, created, i) for i, (k, ts, created) in enumerate(pairs)]
-    decisions = draw(st.lists(st.tuples(keys, st.integers(-2, 32)), min_size=1, max_size=30))
-    return decisions, history
-
-
-@settings(max_examples=300, deadline=None)
-@given(_case())
-def test_join_picks_the_latest_row_known_at_each_decision(case):
-    decisions, history = case
-    at = lambda n: T0 + timedelta(hours=n)  # noqa: E731
-    left = pl.DataFrame(
-        {"k": [k for k, _ in decisions], "event_timestamp": [at(t) for _, t in decisions]},
-        schema={"k": pl.String, "event_timestamp": TS},
-    )
-    right = pl.DataFrame(
-        {
-            "k": [r[0] for r in history],
-            "event_timestamp": [at(r[1]) for r in history],
-            "created": [at(r[2]) for r in history],
-            "v": [r[3] for r in history],
-        },
-        schema={"k": pl.String, "event_timestamp": TS, "created": TS, "v": pl.Int64},
-    )
-    joined = pit.join(left, right, "k", ["v"])
-    assert joined.select("k", "event_timestamp").equals(left)  # the decisions, in their order
-    assert joined["v"].to_list() == _brute(decisions, history)
-    available = joined.filter(pl.col("v").is_not_null())
-    assert (available[pit.AVAILABLE] <= available["event_timestamp"]).all()
 
 
 def test_compare_names_missing_rows_and_differing_cells():
