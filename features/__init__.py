@@ -43,6 +43,8 @@ __getattr__, __all__ = surface(
         "feature_names": "feast_repo",
         "history_path": "feast_repo",
         "view_name": "feast_repo",
+        "feast_frames": "feast_sink",
+        "push_frames": "feast_sink",
         "push_steps": "feast_sink",
         "FeastWriter": "feast_writer",
         "SqliteOnlineRead": "online_read",

@@ -7,8 +7,9 @@
       → clearline.features.streaming.advance_steps: per batch, what became final — feature rows per
              buyer and merchant, one answer per request (its order row, or none when it
              came late), late events
-      → Feast (clearline.features.feast_sink): feature rows gathered and pushed online every 250 ms and
-             to the offline history every 30 s, one push per entity each time
+      → Feast (clearline.features.feast_sink): feature rows made push frames once per batch,
+             gathered and pushed online every 250 ms and to the offline history every 30 s,
+             one push per entity each time
       → answers gathered for up to 100 ms (clearline.pipelines.connectors.gather), then map decide: all of
              them through `clearline.models.decision.decide_many` — champion score, challenger
              shadow, policy (inputs: clearline.models.request_inputs), and the workbench's
@@ -40,8 +41,9 @@ from confluent_kafka import Message
 from clearline import config
 from clearline.admission import admit
 from clearline.events import Event
-from clearline.features import Answer, FeastWriter, FeatureRow, Spec, advance_steps, push_steps, spec_from_config
+from clearline.features import Answer, FeastWriter, FeatureRow, Spec, advance_steps, spec_from_config
 from clearline.features import store as feast
+from clearline.features.feast_sink import feast_frames, push_frames
 from clearline.freezes import Reader, reader_from_config
 from clearline.models import Decision, Policy, Scorer, UnderwritingRequest, decide_many, request_features
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
@@ -150,13 +152,14 @@ def build_flow(settings: RiskSettings, models: Models, spec: Spec, counts: RunCo
 def _push_to_feast(rows: Stream[list[FeatureRow]], settings: RiskSettings, spec: Spec) -> None:
     """Online often (freshness), the offline history seldom: Feast appends to it by
     rewriting the whole file. Each push costs tens of milliseconds whatever its size, so
-    rows are gathered between pushes."""
-    online = gathered("gather_online", rows, timedelta(milliseconds=settings.online_push_ms))
+    rows are gathered between pushes — as push frames, made once for both stores."""
+    frames = feast_frames("feast_frames", rows, spec)
+    online = gathered("gather_online", frames, timedelta(milliseconds=settings.online_push_ms))
     if settings.feast_offline:
-        offline = gathered("gather_offline", rows, timedelta(seconds=settings.offline_push_s))
-        push_steps(offline, settings.feast, spec, online_rows=online)
+        offline = gathered("gather_offline", frames, timedelta(seconds=settings.offline_push_s))
+        push_frames(offline, settings.feast, online_frames=online)
     else:
-        push_steps(online, settings.feast, spec, offline=False)
+        push_frames(online, settings.feast, offline=False)
 
 
 def load_models() -> Models:
@@ -187,9 +190,12 @@ def run(
     topics = (settings.topic, settings.decisions_topic)
     folder = prepare(settings.state_dir, recovery, settings.bootstrap, topics, process_id, addresses)
     spec = spec_from_config(config.load("features"))
-    if not settings.feast.yaml_path.exists():
-        feast.apply(settings.feast, spec)
-    if not process_id:  # the process that holds the Feast sinks' one partition each
+    if not process_id:
+        # Only the first process applies the views (two at once would race on Feast's
+        # registry); the others build their sinks once the cluster has connected, after it.
+        if not settings.feast.yaml_path.exists():
+            feast.apply(settings.feast, spec)
+        # where the Feast sinks' one partition each is expected: writers start while the models load
         FeastWriter.start(settings.feast, online=True)
         if settings.feast_offline:
             FeastWriter.start(settings.feast, online=False)
