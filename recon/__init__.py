@@ -47,6 +47,8 @@ __getattr__, __all__ = surface(
         "bank_books": "matching.continuity",
         "match_settlements": "matching.settlements:match",
         "facts_hash": "matching.continuous",
+        "Continuous": "matching.continuous",
+        "Retirement": "matching.continuous",
         "Inputs": "matching.reconcile",
         "input_watermark": "matching.reconcile",
         "reconcile": "matching.reconcile",

@@ -32,7 +32,7 @@ from bytewax.operators import StatefulLogic
 
 from clearline.recon.arrivals import Arrivals, line_frames
 from clearline.recon.matching import adjusted, expectations
-from clearline.recon.matching.continuous import Changes, Continuous
+from clearline.recon.matching.continuous import Changes, Continuous, Retirement
 from clearline.recon.matching.reconcile import watermark as latest_of
 from clearline.recon.matching.rules import Tolerances
 
@@ -79,29 +79,36 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
 
     def on_item(self, value: Arrivals) -> tuple[list[Publication], bool]:
         held = self.held
-        new_expected = [r for eid, r in value.expected.items() if eid not in held.events]
+        settle, movements = expectations.frames([r for eid, r in value.expected.items() if eid not in held.events])
+        lines, bank, statements = line_frames([line for key, line in value.lines.items() if key not in held.lines])
+        frames = {
+            "expected_settlements": settle,
+            "expected_movements": movements,
+            "settlement_lines": lines,
+            "bank_lines": bank,
+            "statements": statements,
+            "adjustments": adjusted.frame([row for eid, row in value.adjustments.items() if eid not in held.events]),
+        }
+        back = held.matcher.bring_back(**frames)  # the cut-out units these touch come back first,
+        if back:  # and a message read again of one of them is known again
+            events, keys = _ids(back)
+            held.events |= events
+            held.lines |= keys
+            frames = _unseen(frames, events, keys)
         held.events.update(value.expected)
-        new_entries = [row for eid, row in value.adjustments.items() if eid not in held.events]
         held.events.update(value.adjustments)
-        new_lines = [line for key, line in value.lines.items() if key not in held.lines]
         held.lines.update(value.lines)
-        settle, movements = expectations.frames(new_expected)
-        lines, bank, statements = line_frames(new_lines)
-        held.matcher.add(
-            expected_settlements=settle,
-            expected_movements=movements,
-            settlement_lines=lines,
-            bank_lines=bank,
-            statements=statements,
-            adjustments=adjusted.frame(new_entries),
-        )
+        held.matcher.add(**frames)
+        new_expected = frames["expected_settlements"].height + frames["expected_movements"].height
+        new_lines = sum(frames[name].height for name in ("settlement_lines", "bank_lines", "statements"))
+        new_entries = frames["adjustments"].height
         moved = latest_of(held.watermark, value.latest)
         for name, n in (
             ("consumed", value.consumed),
             ("refused", value.refused),
             ("bad_lines", value.bad_lines),
-            ("expectations", len(new_expected)),
-            ("lines", len(new_lines)),
+            ("expectations", new_expected),
+            ("lines", new_lines),
         ):
             held.counts[name] += n
         held.dirty |= bool(new_expected or new_lines or new_entries) or moved != held.watermark
@@ -110,9 +117,15 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         return [], StatefulLogic.RETAIN
 
     def _advance(self) -> Publication:
-        self.held.dirty = False
-        self.held.counts["advances"] += 1
-        return Publication(self.held.matcher.advance(self.held.watermark), self.held.watermark, dict(self.held.counts))
+        held = self.held
+        held.dirty = False
+        held.counts["advances"] += 1
+        changes = held.matcher.advance(held.watermark)
+        if changes.retired:  # cut out: their ids are the index's to know now, not these sets'
+            events, keys = _ids(changes.retired)
+            held.events -= events
+            held.lines -= keys
+        return Publication(changes, held.watermark, dict(held.counts))
 
     def on_notify(self) -> tuple[list[Publication], bool]:
         self.next_at = datetime.now(timezone.utc) + self.interval
@@ -136,8 +149,39 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         return copy.deepcopy(self.held)  # the held sets and lists go on growing after this
 
 
-def builder(tol: Tolerances, interval: timedelta, once: bool, books: pl.DataFrame | None = None):
+def _ids(frames: dict[str, pl.DataFrame]) -> tuple[set[str], set[tuple[str, int]]]:
+    """(event ids, line keys as `Held` knows them) of expectation and line rows."""
+    events = {eid for name in ("expected_settlements", "expected_movements") for eid in frames[name]["event_id"]}
+    keys = {
+        key
+        for name in ("settlement_lines", "bank_lines")
+        for key in zip(frames[name]["source_file"], frames[name]["line_no"], strict=True)
+    }
+    return events, keys
+
+
+def _unseen(frames: dict[str, pl.DataFrame], events: set[str], keys: set[tuple[str, int]]) -> dict[str, pl.DataFrame]:
+    """`frames` without the rows already held (`events`, `keys`)."""
+    known = pl.DataFrame(list(keys), schema={"source_file": pl.String, "line_no": pl.Int64}, orient="row")
+    out = dict(frames)
+    for name in ("expected_settlements", "expected_movements"):
+        out[name] = frames[name].filter(~pl.col("event_id").is_in(list(events)))
+    for name in ("settlement_lines", "bank_lines"):
+        out[name] = frames[name].join(known, on=["source_file", "line_no"], how="anti")
+    return out
+
+
+def builder(
+    tol: Tolerances,
+    interval: timedelta,
+    once: bool,
+    books: pl.DataFrame | None = None,
+    retire: Retirement | None = None,
+):
     """The stateful step's builder: a fresh matcher, or the one a snapshot resumes.
     `books`: the ledger's bank accounts and opening capital (`continuity.bank_books`) the
-    statements' balances are tied to; None ties none."""
-    return lambda resume: Matcher(resume if resume is not None else Held(Continuous(tol, books)), interval, once)
+    statements' balances are tied to; None ties none. `retire`: the horizon after which
+    settled items leave the state, and where they go (None: everything is held)."""
+    return lambda resume: Matcher(
+        resume if resume is not None else Held(Continuous(tol, books, retire)), interval, once
+    )

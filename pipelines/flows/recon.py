@@ -32,7 +32,7 @@ from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 from clearline.pipelines.connectors.variance_sink import SinkSettings, VarianceSink
 from clearline.pipelines.flows.runner import Recovery, execute, prepare
-from clearline.recon import AutofixRules, Tolerances, bank_books, builder, from_events, from_settlements
+from clearline.recon import AutofixRules, Retirement, Tolerances, bank_books, builder, from_events, from_settlements
 from clearline.signing import TenantKeys
 
 
@@ -54,6 +54,7 @@ class ReconFlowSettings:
     advance_interval_s: float
     recovery: Recovery
     once: bool = False
+    retire_after_days: int | None = None  # None: the matcher holds everything it has seen
 
     @classmethod
     def from_config(
@@ -75,10 +76,20 @@ class ReconFlowSettings:
                 advance_interval_s=config.typed(flow, "advance_interval_s", float),
                 recovery=Recovery.from_config(flow["recovery"]),
                 once=once,
+                retire_after_days=_horizon(flow),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReconFlowConfigError(f"configs/recon.yaml flow: {exc!r} is missing or not a number") from None
         return dataclasses.replace(settings, **{f"{k}_topic": v for k, v in topics.items() if v})
+
+
+def _horizon(flow: dict) -> int | None:
+    days = flow.get("retire_after_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 0):
+        raise ReconFlowConfigError(
+            f"configs/recon.yaml flow: retire_after_days must be a whole number >= 0, got {days!r}"
+        )
+    return days
 
 
 def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
@@ -93,7 +104,10 @@ def build_flow(settings: ReconFlowSettings, tol: Tolerances) -> Dataflow:
     arrivals = op.key_on("one_matcher", op.merge("arrivals", expected, lines), lambda _: "all")
     interval = timedelta(seconds=settings.advance_interval_s)
     books = bank_books(config.load("platform"))  # the ledger's bank accounts the statements are tied to
-    found = op.stateful("match", arrivals, builder(tol, interval, settings.once, books))
+    retire = None
+    if settings.retire_after_days is not None:  # settled items leave the state for the store under state_dir
+        retire = Retirement(settings.retire_after_days, settings.state_dir / "retired")
+    found = op.stateful("match", arrivals, builder(tol, interval, settings.once, books, retire))
     fixes = AutofixRules.from_config(config.load("recon"))
     sink = SinkSettings(settings.state_dir, settings.bootstrap, settings.variances_topic, autofix=fixes)
     op.output("variances", found, VarianceSink(sink))

@@ -10,22 +10,34 @@ line first called missing_at_processor arrives late: that variance is gone, a
 late_settlement is new). At the end the published set is exactly what a batch over the
 same inputs gives, because both are one `reconcile` call on the same frames.
 
-Each advance reconciles the whole state, which is fine for a day's or a week's worth of
-a merchant base and is what the batch does at ten million lines; a flow partitioned by
-processor and currency keeps each state to its own share.
+Without `retire`, each advance reconciles everything ever held: fine for a day's or a
+week's worth. With it (`Retirement`: a horizon in days and a folder), an advance also
+cuts out what `retire.plan` finds settled for good, every date of it at least the
+horizon behind the watermark: a payout batch's lines and expectations, a bank movement
+and its bank line. Their rows go to Parquet in the folder, their keys to a small hashed
+index, a batch's own variances stay published as they were ("frozen", their age moving
+on), and the cut-out movements' amounts stay in the books as one self-matching pair per
+account and day. Held state and the work per advance are then the open items and the
+horizon's worth, not the history. An input that touches a cut-out unit's keys (a line
+sent again, a bank line naming a retired payout, an adjustment naming a frozen variance)
+brings the unit back before it is added, so the next reconciliation is again the one
+over every input, and the result is still exactly the batch's.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
-from clearline.recon.matching import adjusted, continuity, expectations
+from clearline.recon.matching import adjusted, continuity, expectations, retire
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
-from clearline.recon.matching.rules import Tolerances
+from clearline.recon.matching.rules import Tolerances, as_of_day
+from clearline.recon.matching.variance import SCHEMA
 
 _EMPTY = Inputs(
     pl.DataFrame(schema=expectations.SETTLEMENT_SCHEMA),
@@ -44,41 +56,232 @@ class Changes:
     changed: pl.DataFrame  # published before, with other facts now (a line joined a batch; not mere age)
     gone: list[str]  # ids published before that the inputs no longer support (closed ones too: result.closed)
     result: Result  # the whole reconciliation at this watermark
+    # rows cut out after this reconciliation, by input name (expected_settlements,
+    # settlement_lines, expected_movements, bank_lines): what the stream no longer holds
+    retired: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """configs/recon.yaml `flow: retire_after_days`, and the folder the cut-out rows go to."""
+
+    after_days: int
+    store: Path
+
+
+_UNIT = "_unit"
+_STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
 
 
 @dataclass
 class Continuous:
     tol: Tolerances
     books: pl.DataFrame | None = None  # continuity.BOOKS_SCHEMA: what the statements' balances are tied to
+    retire: Retirement | None = None  # None: hold everything
     _parts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {name: [] for name in _HELD})
     _published: dict[str, int] = field(default_factory=dict)  # id -> hash of its facts but age
+    # what was cut out: hashed key -> unit, unit -> the file round it is in, the units'
+    # own variances and closed variances, and the cut-out movements' sums per account and day
+    _index: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.INDEX_SCHEMA))
+    _units: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"unit": pl.UInt64, "round": pl.String}))
+    _frozen: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SCHEMA | {_UNIT: pl.UInt64}))
+    _frozen_closed: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=adjusted.CLOSED_SCHEMA | {_UNIT: pl.UInt64})
+    )
+    _carry: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.CARRY_SCHEMA))
+    # per batch whose agreeing pairs were cut out while it stays: their net (`retire.summary_lines`)
+    _summary: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.SUMMARY_SCHEMA))
+    units_back: int = 0  # cut-out units a late arrival brought back, all told
 
     def add(self, **frames: pl.DataFrame) -> None:
         """Hold more inputs: any of expected_settlements, expected_movements,
         settlement_lines, bank_lines, statements, adjustments, with the schemas of
-        `reconcile.Inputs`."""
+        `reconcile.Inputs`. What they touch of the cut-out units comes back first."""
+        self.bring_back(**frames)
         for name, frame in frames.items():
             if frame.height:
                 self._parts.setdefault(name, []).append(frame)  # setdefault: a snapshot from before statements
 
+    def held(self) -> dict[str, int]:
+        """Rows held per input (the cut-out units' rows not counted)."""
+        return {name: sum(part.height for part in parts) for name, parts in self._parts.items()}
+
+    def holding(self, name: str) -> pl.DataFrame:
+        """The rows of one input held now (`reconcile.Inputs` field name)."""
+        return pl.concat([getattr(_EMPTY, name), *self._parts.get(name, [])])
+
+    def retired_units(self) -> int:
+        """Units cut out now (a payout batch, a bank movement with its line)."""
+        return self._units["unit"].n_unique()
+
+    def bring_back(self, **frames: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Take back into the held state every cut-out unit these inputs touch; the rows
+        brought back, by input name (empty when nothing was touched)."""
+        if self._index.is_empty():
+            return {}
+        keys = retire.touch_keys(frames)
+        units = self._index.filter(pl.col("key").is_in(keys.implode()))["unit"].unique()
+        if units.is_empty():
+            return {}
+        self.units_back += units.len()
+        mine = pl.col(_UNIT).is_in(units.implode())
+        # a unit brought back and cut out again is read from its latest round only
+        where = self._units.filter(pl.col("unit").is_in(units.implode()))
+        back: dict[str, pl.DataFrame] = {}
+        for name in _STORED:
+            parts = [
+                pl.scan_parquet(self.retire.store / f"{round_}.{name}.parquet").filter(
+                    pl.col(_UNIT).is_in(pl.Series(ids, dtype=pl.UInt64).implode())
+                )
+                for round_, ids in where.group_by("round").agg("unit").iter_rows()
+            ]
+            rows = pl.concat(pl.collect_all(parts)).drop(_UNIT)
+            back[name] = rows
+            if rows.height:
+                self._parts.setdefault(name, []).append(rows)
+        moved = (
+            back["bank_lines"]
+            .join(back["expected_movements"].select("reference", day="expected_on"), on="reference")
+            .select(
+                "account",
+                "day",
+                currency="amount_currency",
+                booked="booking_date",
+                amount_minor=-pl.col("amount_minor"),
+            )
+            .select(list(retire.CARRY_SCHEMA))
+        )
+        self._carry = _summed(pl.concat([self._carry, moved]))
+        self._index = self._index.filter(~pl.col("unit").is_in(units.implode()))
+        self._units = self._units.filter(~pl.col("unit").is_in(units.implode()))
+        self._frozen = self._frozen.filter(~mine)
+        self._frozen_closed = self._frozen_closed.filter(~mine)
+        self._summary = self._summary.filter(~pl.col("unit").is_in(units.implode()))
+        return back
+
     def advance(self, watermark: datetime | date) -> Changes:
-        """Reconcile what is held at `watermark`: what to publish, what to withdraw."""
+        """Reconcile what is held at `watermark`: what to publish, what to withdraw; then
+        cut out what has settled for good, with a `retire` horizon."""
         frames = {name: pl.concat([getattr(_EMPTY, name), *self._parts.get(name, [])]) for name in _HELD}
         for name, parts in self._parts.items():  # one frame each from now on
             parts[:] = [frames[name]] if frames[name].height else []
         books = self.books if self.books is not None else pl.DataFrame(schema=continuity.BOOKS_SCHEMA)
-        result = reconcile(Inputs(**frames, bank_books=books), self.tol, watermark)
+        carried_moves, carried_bank = retire.carry_frames(self._carry)
+        inputs = dict(frames)
+        inputs["expected_movements"] = pl.concat([frames["expected_movements"], carried_moves])
+        inputs["bank_lines"] = pl.concat([frames["bank_lines"], carried_bank])
+        inputs["settlement_lines"] = pl.concat([frames["settlement_lines"], retire.summary_lines(self._summary)])
+        live = reconcile(Inputs(**inputs, bank_books=books), self.tol, watermark)
+        result = self._with_frozen(live)
         facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
         known = pl.col("variance_id").is_in(list(self._published))
         moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]
-        changes = Changes(
+        gone = sorted(self._published.keys() - facts.keys())
+        self._published = facts
+        retired = self._retire(frames, live, books) if self.retire is not None else {}
+        return Changes(
             result.variances.filter(~known),
             result.variances.filter(pl.col("variance_id").is_in(moved)),
-            sorted(self._published.keys() - facts.keys()),
+            gone,
             result,
+            retired,
         )
-        self._published = facts
-        return changes
+
+    def _with_frozen(self, live: Result) -> Result:
+        """The live result with the cut-out units' variances, aged to its day."""
+        if self._frozen.is_empty() and self._frozen_closed.is_empty():
+            return live
+        age = (pl.lit(live.as_of) - pl.col("since")).dt.total_days().cast(pl.Int64)
+        frozen = self._frozen.drop(_UNIT).with_columns(age_days=age)
+        closed = self._frozen_closed.drop(_UNIT).with_columns(age_days=age)
+        return Result(
+            pl.concat([live.variances, frozen]).sort("category", "variance_id"),
+            live.pending,
+            live.as_of,
+            pl.concat([live.closed, closed]).sort("category", "variance_id"),
+        )
+
+    def _retire(self, frames: dict[str, pl.DataFrame], live: Result, books: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Cut out what `retire.plan` finds settled by the horizon; the rows cut out."""
+        cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
+        summarized = self._summary["payout_id"]
+        plan = retire.plan(frames, live.variances, live.closed, live.pending, books, cutoff, summarized)
+        if plan.empty:
+            return {}
+        hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731
+        batches, pairs, clean = hashed(plan.batches), hashed(plan.pairs), hashed(plan.clean)
+        by_batch = lambda frame: frame.join(batches, on=["processor", "payout_id"], how="left")  # noqa: E731
+        by_pair = lambda frame: frame.join(pairs.select("reference", _UNIT), on="reference", how="left")  # noqa: E731
+
+        def by_batch_or_pair(frame: pl.DataFrame, id_: str) -> pl.DataFrame:
+            whole = by_batch(frame)
+            paired = whole.select("processor", "payout_id", id_).join(
+                clean.rename({"id": id_}), on=["processor", "payout_id", id_], how="left"
+            )
+            return whole.with_columns(pl.coalesce(_UNIT, paired[_UNIT]).alias(_UNIT))
+
+        tagged = {
+            "expected_settlements": by_batch_or_pair(frames["expected_settlements"], "settlement_id"),
+            "settlement_lines": by_batch_or_pair(frames["settlement_lines"], "line_id"),
+            "expected_movements": by_pair(frames["expected_movements"]),
+            "bank_lines": by_pair(frames["bank_lines"]),
+        }
+        out = {name: frame.filter(pl.col(_UNIT).is_not_null()) for name, frame in tagged.items()}
+        line_level = pl.col("category").is_in(retire.LINE_CATEGORIES)
+        frozen = by_batch(live.variances).filter(pl.col(_UNIT).is_not_null() & line_level)
+        frozen_closed = by_batch(live.closed).filter(pl.col(_UNIT).is_not_null() & line_level)
+        round_ = uuid.uuid4().hex
+        self.retire.store.mkdir(parents=True, exist_ok=True)
+        for name, rows in out.items():
+            rows.write_parquet(self.retire.store / f"{round_}.{name}.parquet")
+        summed = (
+            out["settlement_lines"]
+            .join(clean.select(_UNIT).unique(), on=_UNIT, how="semi")
+            .select(
+                _UNIT, "processor", "payout_id", currency="net_currency", value_date="value_date", net_minor="net_minor"
+            )
+            .rename({_UNIT: "unit"})
+        )
+        self._summary = _per_batch(pl.concat([self._summary, summed.cast(retire.SUMMARY_SCHEMA)]))
+        keys = retire.unit_keys(
+            pl.concat([batches, clean.select("processor", "payout_id", _UNIT).unique()]).rename({_UNIT: "unit"}),
+            out["expected_settlements"].rename({_UNIT: "unit"}),
+            out["settlement_lines"].rename({_UNIT: "unit"}),
+            frozen.rename({_UNIT: "unit"}),
+            pairs.rename({_UNIT: "unit"}),
+            out["bank_lines"].rename({_UNIT: "unit"}),
+        )
+        self._index = pl.concat([self._index, keys])
+        units = pl.concat([batches[_UNIT], pairs[_UNIT], clean[_UNIT]]).unique()
+        self._units = pl.concat([self._units, units.to_frame("unit").with_columns(round=pl.lit(round_))])
+        self._frozen = pl.concat([self._frozen, frozen.select(self._frozen.columns)])
+        self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
+        self._carry = _summed(pl.concat([self._carry, pairs.select(list(retire.CARRY_SCHEMA))]))
+        for name, frame in tagged.items():
+            kept = frame.filter(pl.col(_UNIT).is_null()).drop(_UNIT)
+            self._parts[name] = [kept] if kept.height else []
+        return {name: rows.drop(_UNIT) for name, rows in out.items()}
+
+
+def _per_batch(summary: pl.DataFrame) -> pl.DataFrame:
+    """One summary row per batch: the net of its clean pairs cut out, their last day."""
+    return (
+        summary.group_by("unit", "processor", "payout_id")
+        .agg(pl.col("currency").first(), pl.col("value_date").max(), pl.col("net_minor").sum())
+        .sort("processor", "payout_id")
+        .select(list(retire.SUMMARY_SCHEMA))
+    )
+
+
+def _summed(carry: pl.DataFrame) -> pl.DataFrame:
+    """One row per account, currency and day (a day whose rows all came back: none)."""
+    return (
+        carry.group_by("account", "currency", "day", "booked")
+        .agg(pl.col("amount_minor").sum(), n=pl.len())
+        .sort("account", "currency", "day", "booked")
+        .select(list(retire.CARRY_SCHEMA))
+        .cast(retire.CARRY_SCHEMA)
+    )
 
 
 def facts_hash(variances: pl.DataFrame) -> pl.Series:

@@ -1,0 +1,181 @@
+"""A year of simulated time through the streaming matcher's core, with retirement.
+
+    .venv/bin/python bench/recon_stream_year.py --days 365 --merchants 300 --horizon 30
+
+A generated world (`clearline generate`'s generator) is fed to `Continuous` in process,
+no Kafka, the way the flow sees it: each day's ledger events that day, a processor report
+the day after its last line, a bank statement file the morning after its closing day; the
+matcher reconciles once a simulated day at the day's end (the event-time watermark), and
+lets go of what has settled for `--horizon` days (configs/recon.yaml `flow:
+retire_after_days`). Per simulated month it prints the lines and expectations held, the
+time per advance (mean and max, wall and CPU), the matcher's snapshot size (pickled, as
+Bytewax recovery stores it) and the process RSS. These stay flat once the horizon has
+filled; the held inputs of the whole year, loaded up front to feed the stream, are a
+constant part of the RSS.
+
+At the end it checks that the stream's variances equal one batch `reconcile` over the
+same year, and times that whole-history reconciliation: what every advance cost before
+retirement (each re-reconciled everything ever held). Its ratio to the last month's mean
+advance is printed. CPU seconds and the 1-minute load average before and after are
+printed too: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+from clearline import config
+from clearline.pipelines.cli.recon import parse_all, report_files, tolerances
+from clearline.pipelines.world.generate import WorldOptions, generate
+from clearline.recon import (
+    Continuous,
+    Inputs,
+    Retirement,
+    adjusted,
+    bank_books,
+    expectations,
+    input_watermark,
+    reconcile,
+)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _cpu() -> float:
+    return time.process_time()  # every thread of the process
+
+
+def world_arrivals(world: Path) -> tuple[dict[date, dict[str, list[pl.DataFrame]]], Inputs, datetime]:
+    """(inputs by arrival day and input name, the batch's Inputs, the batch's watermark)."""
+    ev = pl.read_parquet(
+        world / "events" / "events.parquet", columns=["event_id", "event_type", "occurred_at", "merchant_id", "payload"]
+    )
+    settle_exp, moves = expectations.from_events(ev.lazy())
+    entries = adjusted.from_events(ev.lazy())
+    day_of = ev.select("event_id", _day=pl.col("occurred_at").dt.date())
+    by_day: dict[date, dict[str, list[pl.DataFrame]]] = defaultdict(lambda: defaultdict(list))
+    for name, frame in (("expected_settlements", settle_exp), ("expected_movements", moves), ("adjustments", entries)):
+        for (day,), part in frame.join(day_of, on="event_id").partition_by("_day", as_dict=True).items():
+            by_day[day][name].append(part.drop("_day"))
+    all_settle, all_bank, all_statements = [], [], []
+    for path in report_files(world / "settlements") + report_files(world / "bank"):
+        settle, bank, statements = parse_all([path], quiet=True)
+        if settle.height:
+            by_day[settle["value_date"].max() + timedelta(days=1)]["settlement_lines"].append(settle)
+            all_settle.append(settle)
+        if statements.height:
+            day = statements["closing_date"].max() + timedelta(days=1)
+            by_day[day]["bank_lines"].append(bank)
+            by_day[day]["statements"].append(statements)
+            all_bank.append(bank)
+            all_statements.append(statements)
+    books = bank_books(config.load("platform"))
+    inputs = Inputs(
+        settle_exp, moves, pl.concat(all_settle), pl.concat(all_bank), pl.concat(all_statements), books, entries
+    )
+    return by_day, inputs, input_watermark(inputs, ev["occurred_at"].max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--merchants", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--horizon", type=int, default=30, help="retire_after_days")
+    ap.add_argument("--world", type=Path, default=None, help="a generated world to reuse (made there if absent)")
+    ap.add_argument("--baseline-runs", type=int, default=2, help="whole-history reconciliations timed (best counts)")
+    args = ap.parse_args(argv)
+    load0 = os.getloadavg()[0]
+    cpu0 = _cpu()
+    world = args.world or Path(tempfile.mkdtemp(prefix="recon-year-")) / "world"
+    if not (world / "events" / "events.parquet").exists():
+        t = time.perf_counter()
+        generate(WorldOptions(days=args.days, merchants=args.merchants, seed=args.seed), world)
+        print(f"world: {args.days} days, {args.merchants} merchants, generated in {time.perf_counter() - t:.1f} s")
+    by_day, inputs, as_of = world_arrivals(world)
+    n_lines = inputs.settlement_lines.height + inputs.bank_lines.height
+    n_exp = inputs.expected_settlements.height + inputs.expected_movements.height
+    print(
+        f"year: {inputs.settlement_lines.height:,} processor lines, {inputs.bank_lines.height:,} bank lines, "
+        f"{inputs.statements.height:,} statements, {n_exp:,} expectations; watermark {as_of:%Y-%m-%d}"
+    )
+    print(f"RSS with the year's inputs loaded to feed the stream: {_rss_mib():,.0f} MiB")
+
+    store = Path(tempfile.mkdtemp(prefix="recon-retired-"))
+    flow = Continuous(tolerances(), inputs.bank_books, Retirement(args.horizon, store))
+    months: dict[str, list] = defaultdict(list)
+    published: set[str] = set()
+    last = None
+    header = (
+        f"{'month':7} {'lines held':>11} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
+        f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5}"
+    )
+    print(header)
+    day = min(by_day)
+    end_day = as_of.date()
+    while day <= end_day + timedelta(days=1):
+        todays = by_day.get(day, {})
+        flow.add(**{name: pl.concat(parts) for name, parts in todays.items()})
+        mark = min(datetime.combine(day, datetime.max.time(), timezone.utc), as_of)
+        t, c = time.perf_counter(), _cpu()
+        changes = flow.advance(mark)
+        months[f"{day:%Y-%m}"].append((time.perf_counter() - t, _cpu() - c))
+        published |= set(changes.new["variance_id"])
+        published -= set(changes.gone)
+        last = changes
+        month = f"{day:%Y-%m}"
+        if (day + timedelta(days=1)).month != day.month or day > end_day:
+            held = flow.held()
+            walls = [w for w, _ in months[month]]
+            cpus = [c for _, c in months[month]]
+            print(
+                f"{month:7} {held.get('settlement_lines', 0) + held.get('bank_lines', 0):>11,} "
+                f"{held.get('expected_settlements', 0) + held.get('expected_movements', 0):>10,} {len(walls):>8} "
+                f"{1000 * sum(walls) / len(walls):>8.1f} {1000 * max(walls):>8.1f} "
+                f"{1000 * sum(cpus) / len(cpus):>7.1f} "
+                f"{len(pickle.dumps(flow)) / 1024:>12,.0f} {_rss_mib():>8,.0f} "
+                f"{flow.retired_units():>13,} {flow.units_back:>5}",
+                flush=True,
+            )
+        day += timedelta(days=1)
+
+    batch_times = []
+    for _ in range(args.baseline_runs):
+        t, c = time.perf_counter(), _cpu()
+        batch = reconcile(inputs, tolerances(), as_of)
+        batch_times.append((time.perf_counter() - t, _cpu() - c))
+    same = last.result.variances.equals(batch.variances) and published == set(batch.variances["variance_id"])
+    final_month = months[max(months)]
+    stream_mean = sum(w for w, _ in final_month) / len(final_month)
+    stream_cpu = sum(c for _, c in final_month) / len(final_month)
+    base_wall, base_cpu = min(batch_times)
+    print(f"variances: stream {last.result.variances.height:,}, batch {batch.variances.height:,}, identical: {same}")
+    print(
+        f"whole-history reconcile (the old advance) over {n_lines:,} lines: {base_wall:.2f} s wall, "
+        f"{base_cpu:.2f} s CPU (best of {args.baseline_runs})"
+    )
+    print(
+        f"last month's advance: {1000 * stream_mean:.0f} ms wall, {1000 * stream_cpu:.0f} ms CPU; "
+        f"old / new = {base_wall / stream_mean:.1f}x wall, {base_cpu / stream_cpu:.1f}x CPU"
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process CPU {_cpu() - cpu0:.1f} s, peak RSS {peak:,.0f} MiB, load {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
