@@ -154,9 +154,9 @@ def _integers(frame: pl.DataFrame, key: str, entities: pl.Enum, unit: str, *time
 
 def _sort_rows(key: np.ndarray, rows: np.ndarray, then: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`key` sorted, and `rows` in that order; ties broken by `then[row]` if given, then by
-    row. Sorting the values `key * 2**32 + row` (one Int128 column) costs a third of an
-    arg-sort of `key` and a gather of the rows, and ties on the key are rare: only those
-    runs are sorted again by `then`."""
+    row. Sorting the values `key * 2**32 + row` (one Int128 column) and unpacking them cost
+    about 60 % of an arg-sort of `key` plus a gather of the rows (10 M rows: 0.96 against
+    1.56 CPU s), and ties on the key are rare: only those runs are sorted again by `then`."""
     packed = pl.DataFrame({"key": key, "row": rows}).select(
         (pl.col("key").cast(pl.Int128) * _ROW_ROOM + pl.col("row")).sort().alias("packed")
     )
