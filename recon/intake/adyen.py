@@ -26,9 +26,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.csv_report import CsvRow, Layout, Text, csv_rows
 from clearline.recon.intake.model import Problems
-from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money, settle_days
+from clearline.recon.intake.processor import Kinds, ProcessorFile, money, settle_days
 from clearline.recon.lines import SettlementLine
 
 FEE_COLUMNS = ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)")
@@ -85,6 +86,7 @@ RECORD_TYPES = {
     "ReserveAdjustment": "reserve",
     "MerchantPayoutReversed": "payout_reversal",
 }
+KINDS = Kinds.of(RECORD_TYPES)
 PAYOUT = "MerchantPayout"
 
 
@@ -112,7 +114,7 @@ def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Pat
             out.payouts.append((batch, line_no, None if net is None else -net))
             out.closing[batch] = day
             continue
-        record_type = classify(RECORD_TYPES, row.get("Type"))
+        record_type = KINDS.classify(row.get("Type"))
         gross_ccy, gross, fee = _gross_and_fee(row, record_type, net, net_ccy, p)
         if row.get("Booking Date"):
             value = n.local_day(row.get("Booking Date"), "Booking Date", line_no, p)

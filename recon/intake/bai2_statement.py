@@ -54,9 +54,9 @@ from pathlib import Path
 
 from clearline.recon.intake.bai2_records import FUNDS_TYPES, Record, funds_extra, records
 from clearline.recon.intake.bank import BankFile, Sum
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import ParseError, Problems
 from clearline.recon.intake.normalise import currency_code, optional
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import TextFile, text_lines
 
 DEFAULT_CURRENCY = "USD"

@@ -14,10 +14,9 @@ every statement of a file keeps an identity of its own.
 
 Large statements: the parsers read a file a line (an XML entry) at a time and hand each
 entry to `add` as they go, so what a statement costs is its lines, never the file's text.
-`BankFile` keeps at most `chunk_rows` entries as Python objects and turns each full chunk
-into a frame, or appends it to the Parquet file `spill` (as `ProcessorFile` does for a
-processor report); what a statement's controls need is kept as running sums (`Sum`), not
-as a list of its amounts.
+`BankFile` holds its entries a chunk at a time (`clearline.recon.intake.chunks`, as
+`ProcessorFile` does a processor report's lines); what a statement's controls need is
+kept as running sums (`Sum`), not as a list of its amounts.
 """
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from clearline.recon.intake.chunks import CHUNK_ROWS, LineChunks
 from clearline.recon.intake.model import Problems, controls_frame, fits_i64
-from clearline.recon.intake.processor import CHUNK_ROWS, money, spill_chunk
+from clearline.recon.intake.processor import money
 from clearline.recon.lines import BankLine, Statement, frame
 
 
@@ -59,17 +58,18 @@ class Sum:
 
 @dataclass
 class BankFile:
-    lines: list[BankLine] = field(default_factory=list)  # the chunk being read (see the module doc)
     controls: list[tuple[str, int, int | None, int | None]] = field(default_factory=list)
     problems: Problems = field(default_factory=Problems)
     statements: list[Statement] = field(default_factory=list)
     source_file: str = ""
     chunk_rows: int = CHUNK_ROWS
-    spill: Path | None = None  # where full chunks go as row groups, instead of `_parts`
+    spill: Path | None = None  # where full chunks go as row groups
     count: int = 0  # entries added so far
-    _parts: list[pl.DataFrame] = field(default_factory=list)
-    _writer: pq.ParquetWriter | None = None
     _open: _Open | None = None
+    _chunks: LineChunks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._chunks = LineChunks(BankLine, self.chunk_rows, self.spill)
 
     def open_statement(self, fmt: str, account: str, statement_id: str, sequence: str | None, line_no: int) -> None:
         if self._open is not None:
@@ -131,7 +131,7 @@ class BankFile:
                 line_no, f"amount {amount} is beyond the range of a 64-bit count of minor units"
             )
             amount = None
-        self.lines.append(
+        self._chunks.append(
             BankLine(
                 format=s.format,
                 account=s.account,
@@ -148,18 +148,7 @@ class BankFile:
             )
         )
         self.count += 1
-        if len(self.lines) >= self.chunk_rows:
-            self._flush()
         return amount
-
-    def _flush(self) -> None:
-        if not self.lines:
-            return
-        part, self.lines = frame(self.lines, BankLine), []
-        if self.spill is None:
-            self._parts.append(part)
-            return
-        self._writer = spill_chunk(part, self.spill, self._writer)
 
     def control(self, name: str, line_no: int, declared: int | None, computed: int | None) -> None:
         self.controls.append((name, line_no, declared, computed))
@@ -171,19 +160,7 @@ class BankFile:
 
     def frames(self) -> tuple[pl.DataFrame | Path, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """Lines (a frame, or the spill's path), controls, problems, statements."""
-        self._flush()
-        lines: pl.DataFrame | Path
-        if self.spill is None:
-            lines = pl.concat(self._parts) if self._parts else frame([], BankLine)
-            self._parts = []
-        else:
-            if self._writer is None:  # no entry at all: an empty file with the lines' columns
-                self.spill.parent.mkdir(parents=True, exist_ok=True)
-                frame([], BankLine).write_parquet(self.spill)
-            else:
-                self._writer.close()
-                self._writer = None
-            lines = self.spill
+        lines = self._chunks.result()
         return (
             lines,
             controls_frame(self.controls),

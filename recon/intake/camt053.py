@@ -52,9 +52,9 @@ from pathlib import Path
 from lxml import etree
 
 from clearline.recon.intake.bank import BankFile, Sum
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import ParseError, Problems
 from clearline.recon.intake.normalise import currency_code, minor, optional
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import TextFile
 
 # encoding="utf-8": decode() already turned the bytes into text by the declared encoding,

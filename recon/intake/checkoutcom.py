@@ -26,9 +26,10 @@ from datetime import timezone
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.csv_report import CsvRow, Layout, Text, csv_rows
 from clearline.recon.intake.model import Problems
-from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
+from clearline.recon.intake.processor import Kinds, ProcessorFile, money
 from clearline.recon.lines import PAYMENT_KINDS, SettlementLine
 
 LAYOUT = Layout(
@@ -80,6 +81,7 @@ RECORD_TYPES = {
     "Card Payout": "transfer",
     "Payout Return": "payout_reversal",
 }
+KINDS = Kinds.of(RECORD_TYPES)
 REVERSED_CHARGEBACKS = ("Chargeback (CBRV)", "Chargeback Reversal")
 PAYOUT = "Payout"
 FEE_WORDS = ("fee", "interchange", "tax", "vat")
@@ -176,4 +178,4 @@ def _line(action: _Action, source_file: str, p: Problems) -> SettlementLine:
 def _kind(action: str, breakdown: str) -> str:
     if action == "Chargeback" and breakdown in REVERSED_CHARGEBACKS:
         return "chargeback_reversal"
-    return classify(RECORD_TYPES, action)
+    return KINDS.classify(action)

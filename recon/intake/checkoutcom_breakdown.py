@@ -30,8 +30,9 @@ from pathlib import Path
 
 from clearline.recon.intake import checkoutcom
 from clearline.recon.intake import normalise as n
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.csv_report import Layout, Text, csv_rows
-from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
+from clearline.recon.intake.processor import Kinds, ProcessorFile, money
 from clearline.recon.lines import PAYMENT_KINDS, SettlementLine
 
 LAYOUT = Layout(
@@ -88,6 +89,7 @@ RECORD_TYPES = {
     "Authentication": "misc_cost",
     "Merchant Payout": "misc_cost",
 }
+KINDS = Kinds.of(RECORD_TYPES)
 
 
 def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Path | None = None) -> ProcessorFile:
@@ -143,7 +145,7 @@ def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Pat
 def _kind(movement: str, gross_held: int | None) -> str:
     """A movement's line kind: a Charge with no gross is a charge's fees (a cost of the
     batch), a Chargeback with a positive gross gives the money back (a reversal)."""
-    kind = classify(RECORD_TYPES, movement)
+    kind = KINDS.classify(movement)
     if kind == "charge" and gross_held == 0:
         return "misc_cost"
     if kind == "chargeback" and gross_held is not None and gross_held > 0:

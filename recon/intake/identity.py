@@ -32,8 +32,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import ParsedFile
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.matching.copies import LINE_KEY, STATEMENT_KEY, content_columns
 
 _SEP, _NULL = "\x1f", "\x00"

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from clearline.recon.intake import mt940_details
 from clearline.recon.intake.bank import BankFile, Sum
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import ParseError
 from clearline.recon.intake.mt940_fields import Balance, Entry, Page, entries, fields, pages
 from clearline.recon.intake.normalise import currency_code, minor, optional
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import TextFile, text_lines
 
 PLUS = ("C", "RD")

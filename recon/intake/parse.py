@@ -21,10 +21,10 @@ from clearline.recon.intake import (
     mt940_statement,
     stripe,
 )
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.csv_report import Text
 from clearline.recon.intake.detect import HEAD_CHARS, detect
 from clearline.recon.intake.model import ParsedFile, ParseError
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.intake.reading import TextFile, decode
 
 # lines (a frame, or the Parquet file they were spilled to), controls, problems, and for

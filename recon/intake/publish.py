@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import ParsedFile
-from clearline.recon.intake.processor import CHUNK_ROWS
 
 
 def messages(parsed: ParsedFile, sha256: str) -> Iterator[tuple[bytes, bytes]]:

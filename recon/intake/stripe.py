@@ -33,8 +33,9 @@ from datetime import timezone
 from pathlib import Path
 
 from clearline.recon.intake import normalise as n
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.csv_report import Layout, Text, csv_rows
-from clearline.recon.intake.processor import CHUNK_ROWS, ProcessorFile, classify, money
+from clearline.recon.intake.processor import Kinds, ProcessorFile, money
 from clearline.recon.lines import SettlementLine
 
 LAYOUT = Layout(
@@ -96,6 +97,7 @@ RECORD_TYPES = {
     "risk_reserved_funds": "reserve",
     "connect_reserved_funds": "reserve",
 }
+KINDS = Kinds.of(RECORD_TYPES)
 PAYOUT = "payout"
 PAYMENT_IDS = ("payment_metadata[merchant_reference]", "payment_intent_id", "charge_id", "source_id")
 
@@ -114,7 +116,7 @@ def parse(text: Text, source_file: str, chunk_rows: int = CHUNK_ROWS, spill: Pat
         if category == PAYOUT:
             out.payouts.append((payout_id or row.get("source_id"), line_no, None if net is None else -net))
             continue
-        record_type = classify(RECORD_TYPES, category)
+        record_type = KINDS.classify(category)
         if None not in (gross_col, fee, net) and gross_col != net + fee:
             p.note(line_no, f"gross {row.get('gross', 'amount')} is not net {row.get('net')} + fee {row.get('fee')}")
         presented = n.currency_code(row.get("customer_facing_currency")) or ccy

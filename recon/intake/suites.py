@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from clearline.currency import EXPONENT
+from clearline.recon.intake.chunks import CHUNK_ROWS
 from clearline.recon.intake.model import PROCESSOR_FORMATS, ParsedFile
-from clearline.recon.intake.processor import CHUNK_ROWS
 from clearline.recon.lines import BANK_SCHEMA, PAYMENT_KINDS, RECORD_TYPES, SETTLEMENT_SCHEMA
 
 
