@@ -41,9 +41,17 @@ from confluent_kafka import Message
 from clearline import config
 from clearline.admission import admit
 from clearline.events import Event
-from clearline.features import Answer, FeastWriter, FeatureRow, Spec, advance_steps, spec_from_config
+from clearline.features import (
+    Answer,
+    FeastWriter,
+    FeatureRow,
+    Spec,
+    advance_steps,
+    feast_frames,
+    push_frames,
+    spec_from_config,
+)
 from clearline.features import store as feast
-from clearline.features.feast_sink import feast_frames, push_frames
 from clearline.freezes import Reader, reader_from_config
 from clearline.models import Decision, Policy, Scorer, UnderwritingRequest, decide_many, request_features
 from clearline.pipelines.connectors.decision_sink import DecisionSink, LateSink, RunCounts
