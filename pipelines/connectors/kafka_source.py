@@ -28,6 +28,7 @@ from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 log = logging.getLogger(__name__)
 
 IDLE = timedelta(milliseconds=10)  # how long a partition with nothing fetched rests before it looks again
+STALL = timedelta(seconds=2)  # nothing read for this long: ask the broker whether the fetch has gone quiet
 
 # Set to end every partition at its next poll: the graceful stop (SIGTERM). The dataflow
 # then completes like a --once run: the sink commits what it has and closes.
@@ -36,12 +37,13 @@ STOP = threading.Event()
 
 class _Partition(StatefulSourcePartition[list[Message], int]):
     def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int):
-        self._topic, self._partition = topic, partition
+        self._topic, self._partition, self._once = topic, partition, bool(config.get("enable.partition.eof"))
         self._offset = offset
         self._client = WatchedConsumer(config, self._assignment())
         self._batch_size = batch_size
         self._eof = False
         self._awake: datetime | None = None  # when Bytewax should ask again (None: at once)
+        self._moved = time.monotonic()  # when a message was last read
 
     def next_batch(self) -> list[list[Message]]:
         """One poll's messages as ONE item: the flow works per poll batch, so Bytewax's
@@ -53,7 +55,18 @@ class _Partition(StatefulSourcePartition[list[Message], int]):
         batch = self._poll()
         if batch:
             self._offset = batch[-1].offset() + 1
+            self._moved = time.monotonic()
+        elif not self._eof and time.monotonic() - self._moved > STALL.total_seconds():
+            self._unstall()
         return [batch] if batch else []
+
+    def _unstall(self) -> None:
+        """Nothing read for `STALL`: caught up with the broker (in `once` mode: ended, the
+        end of partition having gone unsaid), or the client's fetch went quiet and is
+        started again (`WatchedConsumer.caught_up_or_refetch`)."""
+        self._moved = time.monotonic()
+        end = self._client.caught_up_or_refetch(self._topic, self._partition, self._offset)
+        self._eof = end is not None and self._once
 
     def next_awake(self) -> datetime | None:
         return self._awake

@@ -81,6 +81,28 @@ class WatchedConsumer:
         self.consumer, self.sight = self._connect(assignment)
         return True
 
+    def caught_up_or_refetch(self, topic: str, partition: int, offset: int) -> int | None:
+        """Asked when a partition has fetched nothing for a while: the end the broker gives
+        for it if the caller, standing at `offset` (negative: the partition's start), has
+        reached it. If not, the client's fetch has gone quiet without a word (librdkafka
+        can stop fetching a partition around a pause or a broker restart: no message, no
+        end of partition; confluentinc/librdkafka#1435), so it is resumed and sought to
+        `offset`, which starts it again; None then, and when the broker does not answer
+        (an outage: the client reconnects by itself)."""
+        tp = TopicPartition(topic, partition)
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=PROBE_S, cached=False)
+        except KafkaException as exc:
+            log.warning("kafka: %s [%d] could not be checked: %s", topic, partition, exc.args[0].str())
+            return None
+        position = offset if offset >= 0 else low
+        if position >= high:
+            return high
+        log.warning("kafka: %s [%d] fetched nothing at %d of %d: fetching again", topic, partition, position, high)
+        self.consumer.resume([tp])  # harmless if not paused
+        self.consumer.seek(TopicPartition(topic, partition, position))
+        return None
+
     def close(self) -> None:
         self.consumer.close()
 

@@ -29,24 +29,26 @@ caught up; one that has not is told to fetch again from its next offset (a seek)
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from clearline.pipelines.connectors.kafka_source import IDLE, STOP, consumer_config, sorted_out, topic_partitions
+from clearline.pipelines.connectors.kafka_source import (
+    IDLE,
+    STALL,
+    STOP,
+    consumer_config,
+    sorted_out,
+    topic_partitions,
+)
 from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 
-log = logging.getLogger(__name__)
-
 Offsets = dict[int, int]  # Kafka partition -> next offset to hand on
-
-STALL = timedelta(seconds=2)  # nothing read and nothing handed on for this long: ask the broker why
 
 
 def _ts(msg: Message) -> int:
@@ -141,35 +143,18 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         return high >= 0 and position >= high
 
     def _unstall(self) -> None:
-        """Nothing read and nothing handed on for `STALL`: for each partition that holds the
-        limit back (nothing held, no end reported, not known caught up), ask the broker for
-        its end. Handed on up to it: it is caught up (and, in `once` mode, ended). Not: its
-        fetch has gone quiet, so seek it to its next offset, which starts the fetch again."""
+        """Nothing read and nothing handed on for `STALL`: each partition that holds the
+        limit back (nothing held, no end reported, not known caught up) is checked with
+        the broker: caught up (and, in `once` mode, ended), or fetched again."""
         self._moved = time.monotonic()
         for p, held in self._held.items():
             if held or p in self._ended or self._caught_up(p):
                 continue
-            tp = TopicPartition(self._topic, p)
-            try:
-                low, high = self._client.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                position = self._offsets[p] if self._offsets[p] >= 0 else low
-                if position >= high:
-                    self._ends[p] = high
-                    if self._once:
-                        self._ended.add(p)
-                    continue
-                log.warning(
-                    "kafka: %s [%d] fetched nothing for %s s at offset %d of %d: fetching again",
-                    self._topic,
-                    p,
-                    STALL.total_seconds(),
-                    position,
-                    high,
-                )
-                self._client.consumer.resume([tp])  # not paused by `_pace` (it holds nothing): harmless
-                self._client.consumer.seek(TopicPartition(self._topic, p, position))
-            except KafkaException as exc:  # the broker is away: the client reconnects by itself
-                log.warning("kafka: %s [%d] could not be checked: %s", self._topic, p, exc.args[0].str())
+            end = self._client.caught_up_or_refetch(self._topic, p, self._offsets[p])
+            if end is not None:
+                self._ends[p] = end
+                if self._once:
+                    self._ended.add(p)
 
     def _pace(self) -> None:
         """Pause a partition holding a full batch (the others must catch up to it first);

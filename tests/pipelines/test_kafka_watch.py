@@ -67,12 +67,16 @@ def test_reports_naming_no_real_broker_in_a_row_mean_lost(kafka_bootstrap, topic
     assert (sight.blind, sight.lost) == (0, False)
 
 
-def _drain(part, seen: list[tuple[int, int]], until: int | None = None) -> None:
-    """Read `part` (once mode) into (partition, offset) pairs until it ends or `until` are seen."""
+def _drain(part, seen: list[tuple[int, int]], until: int | None = None, deadline_s: float = 60) -> None:
+    """Read `part` into (partition, offset) pairs until it ends or `until` are seen; fail
+    in `deadline_s` if it stops moving (a stalled source must not spin until the suite's timeout)."""
+    deadline = time.monotonic() + deadline_s
     try:
         while until is None or len(seen) < until:
             for batch in part.next_batch():
                 seen += [(m.partition(), m.offset()) for m in batch]
+            if time.monotonic() > deadline:
+                pytest.fail(f"the source stalled after {len(seen)} messages (until {until})")
     except StopIteration:
         pass
 
@@ -100,6 +104,29 @@ def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topi
             offsets = [o for q, o in seen if q == p]
             assert offsets == list(range(len(offsets)))  # in order, from the first
     assert caplog.text.count("knows no broker any more") == len(parts)
+
+
+@pytest.mark.parametrize("once", [True, False], ids=["once", "tail"])
+def test_a_partition_whose_fetch_goes_quiet_is_fetched_again(kafka_bootstrap, topic, once, caplog):
+    """librdkafka can stop fetching a partition without a word: no message and, in once
+    mode, no end of partition (librdkafka#1435). Here each partition's fetch is stopped
+    behind the source's back; after `STALL` with nothing read, the source asks the broker
+    for the partition's end, finds itself short of it and fetches again: every message
+    once, in order, and a once run still ends."""
+    sent = produce(kafka_bootstrap, topic, seed=5)
+    src = PartitionSource(kafka_bootstrap, topic, once=once, batch_size=50)
+    caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
+    seen: list[tuple[int, int]] = []
+    for p in src.list_parts():
+        part = src.build_part("read", p, None)
+        part._client.consumer.pause([TopicPartition(topic, int(p))])
+        in_p = sum(1 for _, q, _ in sent if q == int(p))
+        _drain(part, seen, until=None if once else len(seen) + in_p)
+        part.close()
+    assert len(seen) == len(set(seen)) == len(sent)  # each once
+    for p in range(4):
+        assert [o for q, o in seen if q == p] == list(range(sum(1 for _, q, _ in sent if q == p)))  # in order
+    assert caplog.text.count("fetching again") == 4, caplog.text
 
 
 def test_a_producer_is_lost_only_when_a_new_client_reaches_the_cluster_it_cannot(kafka_bootstrap):
