@@ -12,13 +12,16 @@ message, so with live traffic they take turns a message or two at a time, and th
 pays its per-item cost per message. Merged, one poll hands on everything that is ready
 across the topic as one list.
 
-What is ready: every read message no newer than the *limit*, the oldest of each
-partition's frontier — the newest message it has read (what it has not read yet is
-newer), or, when it holds none: nothing (+inf) if it has handed on everything up to the
-end the client last learned, else the last timestamp it handed on (a backlog whose
-fetch has not come back yet must not be overtaken). A partition holding a full batch is paused, so
-memory stays one batch per partition. Offsets in the snapshot are those handed on; what
-was read but held is read again after a resume.
+What is ready: every read message older than the *limit*, the oldest of each
+partition's frontier — nothing (+inf) if it has read everything up to the end the client
+last learned, else the newest message it has read (what it has not read yet is no
+older), or, when it holds none, the last timestamp it handed on (a backlog whose fetch
+has not come back yet must not be overtaken). Strictly older: the limit's millisecond
+may have more messages unread, so a millisecond's messages go out together, in event
+time order, and the order handed on is the same whatever the polls, batch sizes and
+restarts (a replayed backlog decides the same way every time). A partition holding a
+full batch is paused, so memory stays one batch per partition. Offsets in the snapshot
+are those handed on; what was read but held is read again after a resume.
 
 A partition's fetch can go quiet in librdkafka around a pause (no message, no end of
 partition reported: confluentinc/librdkafka#1435), and then the limit never moves and
@@ -58,12 +61,13 @@ def _ts(msg: Message) -> int:
 _OCCURRED_AT = re.compile(rb'"occurred_at"\s*:\s*"([^"]{0,40})"')
 
 
-def _order(msg: Message) -> tuple[int, bytes]:
+def _order(msg: Message) -> tuple[int, bytes, int, int]:
     """Broker timestamp, then the event's own time as written: Kafka orders nothing across
     partitions within one millisecond, and a producer writing fast (a replayed backlog)
-    puts many events in each — in event-time order is the best guess among them."""
+    puts many events in each — in event-time order is the best guess among them. Then
+    partition and offset, so the order is total."""
     found = _OCCURRED_AT.search(msg.value() or b"")
-    return _ts(msg), found.group(1) if found else b""
+    return _ts(msg), found.group(1) if found else b"", msg.partition(), msg.offset()
 
 
 class _Merged(StatefulSourcePartition[list[Message], Offsets]):
@@ -116,7 +120,7 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         limit = min(self._frontier(p) for p in self._held)
         out: list[Message] = []
         for p, held in self._held.items():
-            while held and _ts(held[0]) <= limit:
+            while held and _ts(held[0]) < limit:  # strictly: more of the limit's millisecond may be unread
                 out.append(held.popleft())
             if out and out[-1].partition() == p:
                 self._offsets[p] = out[-1].offset() + 1
@@ -125,21 +129,22 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         return out
 
     def _frontier(self, p: int) -> float:
-        """Up to when this partition's messages are all known: its newest read one (a
-        partition's timestamps do not go back), or see the module doc."""
-        if self._held[p]:
-            return float(_ts(self._held[p][-1]))
+        """No message of this partition still unread is older than this: its newest read
+        one (a partition's timestamps do not go back), or see the module doc."""
         if p in self._ended or self._caught_up(p):
             return math.inf
+        if self._held[p]:
+            return float(_ts(self._held[p][-1]))
         return self._handed[p]
 
     def _caught_up(self, p: int) -> bool:
-        """Whether this partition has handed on everything up to the end the client last
-        learned (False while unknown: nothing fetched yet). What comes after was produced
-        after that fetch, so it is newer than what the others hold, give or take a fetch."""
+        """Whether this partition has read everything up to the end the client last learned
+        (False while unknown: nothing fetched yet). What comes after was produced after
+        that fetch, so it is newer than what the others hold, give or take a fetch."""
         low, high = self._client.consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
         high = max(high, self._ends.get(p, -1))
-        position = self._offsets[p] if self._offsets[p] >= 0 else low
+        held = self._held[p]
+        position = held[-1].offset() + 1 if held else self._offsets[p] if self._offsets[p] >= 0 else low
         return high >= 0 and position >= high
 
     def _unstall(self) -> None:
@@ -158,8 +163,9 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
 
     def _pace(self) -> None:
         """Pause a partition holding a full batch (the others must catch up to it first);
-        resume it once it has handed on."""
-        full = {p for p, held in self._held.items() if len(held) >= self._batch_size}
+        resume it once it has handed on. Not one whose messages all share a millisecond:
+        it must read on to learn that millisecond is complete, or nothing would move."""
+        full = {p for p, held in self._held.items() if len(held) >= self._batch_size and _ts(held[0]) < _ts(held[-1])}
         if full - self._paused:
             self._client.consumer.pause([TopicPartition(self._topic, p) for p in full - self._paused])
         if self._paused - full:
