@@ -171,40 +171,37 @@ def plan(
     )
 
 
+def _alone(frame: pl.DataFrame, **columns: str) -> pl.DataFrame:
+    """One row per reference that no other row of `frame` shares, with `columns` (new
+    name = old name): a reference on two rows is not a clean pair, so it is never retired."""
+    first = {new: pl.col(old).first() for new, old in columns.items()}
+    return frame.group_by("reference").agg(n=pl.len(), **first).filter(pl.col("n") == 1)
+
+
 def _pairs(moves: pl.DataFrame, bank: pl.DataFrame, books: pl.DataFrame, busy: pl.Series) -> pl.DataFrame:
     """Movements and the bank line under their reference that agree exactly in amount and
     currency: (kind, reference, processor, account, currency, day expected, day booked,
     amount_minor), one per reference. The days may differ within the window (a repayment
     made on a Saturday, booked on Monday): the carried pair keeps both, so the reference is
     in transit over the same days."""
-    ledger = (
-        moves.filter(pl.col("reference").is_not_null())
-        .group_by("reference")
-        .agg(
-            n=pl.len(),
-            kind=pl.col("kind").first(),
-            processor=pl.col("processor").first(),
-            amount_minor=pl.col("amount_minor").first(),
-            currency=pl.col("amount_currency").first(),
-            day=pl.col("expected_on").first(),
-        )
-        .filter(pl.col("n") == 1)
+    ledger = _alone(
+        moves.filter(pl.col("reference").is_not_null()),
+        kind="kind",
+        processor="processor",
+        amount_minor="amount_minor",
+        currency="amount_currency",
+        day="expected_on",
     )
     # a statement that came in two versions is compared line for line (copies.statement_copies)
     versions = pl.col("source_file").n_unique().over("account", "statement_id", "sequence")
-    booked = (
+    booked = _alone(
         bank.filter(
             pl.col("reference").is_not_null() & ((pl.col("statement_id").fill_null("") == "") | (versions == 1))
-        )
-        .group_by("reference")
-        .agg(
-            n=pl.len(),
-            account=pl.col("account").first(),
-            b_amount=pl.col("amount_minor").first(),
-            b_currency=pl.col("amount_currency").first(),
-            booked=pl.col("booking_date").first(),
-        )
-        .filter(pl.col("n") == 1)
+        ),
+        account="account",
+        b_amount="amount_minor",
+        b_currency="amount_currency",
+        booked="booking_date",
     )
     accounts = books.select(book_account="account", currency="currency")
     tied = books["account"].implode()
