@@ -21,7 +21,10 @@ CSV_LAYOUTS = {
     layout.name: layout for layout in (adyen.LAYOUT, stripe.LAYOUT, checkoutcom.LAYOUT, checkoutcom_breakdown.LAYOUT)
 }
 # Reports a processor sends that carry no lines: refused naming the report to send instead.
-NO_LINES = ((checkoutcom_breakdown.PAYOUTS_REPORT, checkoutcom_breakdown.PAYOUTS_REFUSAL),)
+NO_LINES = (
+    (checkoutcom_breakdown.PAYOUTS_REPORT, checkoutcom_breakdown.PAYOUTS_REFUSAL),
+    (stripe.PAYMENTS_EXPORT, stripe.PAYMENTS_REFUSAL),
+)
 HEAD_CHARS = 8192  # what detection reads of a file
 _CAMT = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d\d")
 _MT940_TAG = re.compile(r"^:(20|25):", re.MULTILINE)

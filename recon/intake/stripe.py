@@ -69,6 +69,13 @@ LAYOUT = Layout(
     hint=" (a balance report without automatic_payout_id does not say which payout paid each line: reconcile with"
     " the itemized payout reconciliation report)",
 )
+# The Dashboard's Payments export (unified_payments.csv): one row per charge, with no
+# balance transaction, net or payout, so nothing in it can be tied to a bank credit.
+PAYMENTS_EXPORT = Layout("stripe payments", required=("id", "amount_refunded", "captured"))
+PAYMENTS_REFUSAL = (
+    "a Stripe Payments export (one row per charge: no balance transactions, fees or payouts): it has no lines to "
+    "reconcile; send the itemized payout reconciliation report instead"
+)
 # Stripe's reporting categories (docs.stripe.com/reports/reporting-categories).
 RECORD_TYPES = {
     "charge": "charge",

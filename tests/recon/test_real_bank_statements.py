@@ -19,6 +19,7 @@ from clearline.recon.intake.model import ParseError
 from clearline.recon.intake.parse import parse_file
 from clearline.recon.intake.quarantine import reason
 from clearline.recon.intake.suites import validate_many
+from tests.recon.corpus import corpus_files, unsourced
 
 CORPUS = Path(__file__).parents[1] / "data" / "bank_statements"
 BALANCE = "opening balance + entries = closing balance"
@@ -229,14 +230,8 @@ def outcomes() -> dict:
 
 
 def test_every_statement_file_in_the_corpus_has_a_stated_outcome() -> None:
-    files = {
-        str(p.relative_to(CORPUS))
-        for p in CORPUS.rglob("*")
-        if p.is_file() and not p.name.startswith(("LICENSE", "SOURCES"))
-    }
-    assert files == set(EXPECTED)
-    sources = (CORPUS / "SOURCES.md").read_text()
-    assert all(f"`{name}`" in sources for name in EXPECTED), "every file has its SOURCES.md row"
+    assert corpus_files(CORPUS) == set(EXPECTED)
+    assert unsourced(CORPUS, EXPECTED) == [], "every file has its SOURCES.md row"
     assert len(EXPECTED) >= 20
 
 
