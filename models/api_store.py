@@ -37,6 +37,8 @@ from typing import Any
 
 import msgspec
 
+from clearline.sqlite_wal import to_wal
+
 log = logging.getLogger("clearline.api")
 
 SCHEMA = """
@@ -68,7 +70,7 @@ class DecisionStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = _connect(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        to_wal(self.db, 30)  # the API's workers open it at the same instant (clearline.sqlite_wal)
         self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module doc: the checkpointer does it
         self.db.execute(SCHEMA)
         self.commits = 0  # group commits made by the writer thread (records / commits: the group size)

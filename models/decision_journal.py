@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import msgspec
 import polars as pl
+
+from clearline.sqlite_wal import to_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -53,24 +54,6 @@ CREATE TABLE IF NOT EXISTS marks (
 
 
 BUSY_S = 60  # how long a write waits for another process's
-
-
-def _to_wal(con: sqlite3.Connection) -> None:
-    """Put the journal in WAL mode. A new file's first switch needs its exclusive lock, and
-    when two processes' switches cross (the workers of a cluster build their sinks at the
-    same instant), SQLite answers "database is locked" at once instead of waiting, since
-    waiting could deadlock: the one refused lets go of its locks and must try again. Until
-    2026-12-07 it did not, and a risk cluster died on a fresh state folder with its error
-    hidden under Bytewax's "Send thread panic" (tests/models/test_risk_journal.py)."""
-    deadline = time.monotonic() + BUSY_S
-    while True:
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +85,7 @@ class Journal:
         self.log_dir.mkdir(exist_ok=True)
         self._log_row, self._log_schema = log_row, log_schema
         self.con = sqlite3.connect(state_dir / "journal.sqlite", timeout=BUSY_S, isolation_level=None)
-        _to_wal(self.con)
+        to_wal(self.con, BUSY_S)  # two processes' first switches can cross (clearline.sqlite_wal)
         self.con.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process crash
         self.con.executescript(_SCHEMA)
 

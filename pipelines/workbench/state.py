@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clearline.pipelines.workbench import audit, auth
+from clearline.sqlite_wal import to_wal
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -76,7 +77,7 @@ class WorkbenchState:
     def _con(self) -> Iterator[sqlite3.Connection]:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
+        to_wal(con, 30)  # requests and the CLI open it at once (clearline.sqlite_wal)
         con.execute("PRAGMA foreign_keys=ON")
         try:
             yield con
