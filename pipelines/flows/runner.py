@@ -12,13 +12,16 @@ import gc
 import json
 import os
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import bytewax.errors
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
@@ -72,15 +75,42 @@ def execute(
     """Run `flow` in this process (one worker; a cluster when `addresses` are given) until
     its sources end: caught up (`once`) or drained after a signal. True if a signal
     stopped it."""
-    cli_main(
-        flow,
-        workers_per_process=1,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=recovery.snapshot_interval_s),
-        recovery_config=RecoveryConfig(folder, timedelta(seconds=recovery.backup_interval_s)),
-    )
+    bytewax.errors.BytewaxRuntimeError = WorkerError  # see WorkerError
+    try:
+        cli_main(
+            flow,
+            workers_per_process=1,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=recovery.snapshot_interval_s),
+            recovery_config=RecoveryConfig(folder, timedelta(seconds=recovery.backup_interval_s)),
+        )
+    except BaseException as exc:  # a Rust panic is a BaseException
+        if not isinstance(exc, WorkerError):
+            causes = {id(err.__cause__) for err in WorkerError.made}
+            for err in WorkerError.made:
+                if id(err) not in causes:  # each chain once, from its outermost wrapper
+                    said = "".join(traceback.format_exception(err))
+                    sys.stderr.write(f"{said}(above: a worker's error, lost under)\n")
+        raise
     return STOP.is_set()
+
+
+class WorkerError(bytewax.errors.BytewaxRuntimeError):
+    """Bytewax's wrapper of an error from a worker's Python code, kept as it is made.
+
+    Run as a cluster, Bytewax 0.21 loses a worker's error: the worker's panic poisons a
+    Timely queue, the TCP send thread panics too, and that panic ("Send thread panic") is
+    what `cli_main` raises, in this process and its peers, the error never printed
+    (bytewax#318). Bytewax's Rust side finds the wrapper class by its name in
+    `bytewax.errors` when it first needs it, so this class, put there before the run,
+    sees every one made, and `execute` prints them when the run raises something else."""
+
+    made: ClassVar[list[WorkerError]] = []
+
+    def __init__(self, *args: object):
+        super().__init__(*args)
+        WorkerError.made.append(self)
 
 
 class FlowStateError(RuntimeError):
