@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.special import expit
 
-from clearline.models.reasons import ReasonCode, from_probe_scores
+from clearline.models.reasons import ReasonCode, from_probe_scores, probe_rows
 from clearline.models.scorer import Scorer
 
 
@@ -315,9 +315,24 @@ class ArrayScorer(Scorer):
     def explain_many(
         self, many: Sequence[Mapping[str, float | None]], k: int
     ) -> list[tuple[float, tuple[ReasonCode, ...]]]:
-        """As `Scorer.explain_many`; trees score the probe rows by `TreeTable.probes`."""
-        if not isinstance(self.table, TreeTable) or self.table.complete is None or not many:
+        """As `Scorer.explain_many`, one request's probe rows at a time: trees by
+        `TreeTable.probes`, the scorecard by `LinearTable.predict`. A matrix product's last
+        bits depend on the rows around a row (BLAS works in blocks of rows), so scored in
+        one product, a request's numbers depended on the batch it came in: a resumed risk
+        cluster's reason-code delta differed from one process's in its 17th digit
+        (2026-12-07). Alone, each request gets the numbers it gets anywhere."""
+        probes = self._probes()
+        if probes is None or not many:
             return super().explain_many(many, k)
         xs = [self.vector(values) for values in many]
-        scores = np.concatenate([self.table.probes(x, self.reference_row) for x in xs])
+        scores = np.concatenate([probes(x) for x in xs])
         return from_probe_scores(self.features, xs, self.reference_row, k, scores)
+
+    def _probes(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The scores of one request's probe rows (`reasons.probe_rows`), by a table."""
+        table, reference = self.table, self.reference_row
+        if isinstance(table, TreeTable) and table.complete is not None:
+            return lambda x: table.probes(x, reference)
+        if isinstance(table, LinearTable):
+            return lambda x: table.predict(probe_rows(x, reference))
+        return None
