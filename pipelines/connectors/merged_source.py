@@ -143,19 +143,26 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
         that fetch, so it is newer than what the others hold, give or take a fetch."""
         low, high = self._client.consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
         high = max(high, self._ends.get(p, -1))
+        position = self._reading_at(p)
+        return high >= 0 and (position if position >= 0 else low) >= high
+
+    def _reading_at(self, p: int) -> int:
+        """The next offset this partition reads: after what it holds, else after what it
+        handed on (negative: from its start)."""
         held = self._held[p]
-        position = held[-1].offset() + 1 if held else self._offsets[p] if self._offsets[p] >= 0 else low
-        return high >= 0 and position >= high
+        return held[-1].offset() + 1 if held else self._offsets[p]
 
     def _unstall(self) -> None:
-        """Nothing read and nothing handed on for `STALL`: each partition that holds the
-        limit back (nothing held, no end reported, not known caught up) is checked with
-        the broker: caught up (and, in `once` mode, ended), or fetched again."""
+        """Nothing read and nothing handed on for `STALL`: each partition that may hold the
+        limit back (no end reported, not known caught up, not paused for a full batch) is
+        checked with the broker: caught up (and, in `once` mode, ended), or fetched again
+        from the next offset it reads. One holding messages counts too: what it holds may
+        all be in the limit's millisecond, which goes out only once it reads on."""
         self._moved = time.monotonic()
-        for p, held in self._held.items():
-            if held or p in self._ended or self._caught_up(p):
+        for p in self._held:
+            if p in self._ended or p in self._paused or self._caught_up(p):
                 continue
-            end = self._client.caught_up_or_refetch(self._topic, p, self._offsets[p])
+            end = self._client.caught_up_or_refetch(self._topic, p, self._reading_at(p))
             if end is not None:
                 self._ends[p] = end
                 if self._once:

@@ -121,6 +121,20 @@ def test_a_partition_whose_fetch_goes_quiet_is_fetched_again(kafka_bootstrap, to
     assert sorted(seen) == sorted(e for _, _, e in sent)
 
 
+def test_a_partition_whose_fetch_goes_quiet_while_it_holds_messages_is_fetched_again(kafka_bootstrap, topic):
+    """As above, the fetch stopped midway, when the partition may hold messages of the
+    limit's millisecond: those go out only once it reads on, so it is checked too."""
+    sent = produce(kafka_bootstrap, topic, 5)
+    part = MergedSource(kafka_bootstrap, topic, once=True, batch_size=5).build_part("read", "merged", None)
+    seen: list[str] = []
+    drain(part, seen, until=150)
+    part._client.consumer.pause([TopicPartition(topic, p) for p in range(4)])
+    part._paused = set()  # behind the source's back: it believes every partition fetches
+    drain(part, seen, deadline_s=60)
+    part.close()
+    assert sorted(seen) == sorted(e for _, _, e in sent)
+
+
 def test_the_order_handed_on_is_the_same_whatever_the_polls_and_restarts(kafka_bootstrap, topic):
     """A replayed backlog must decide the same way every time, so its order may not depend
     on where polls and batches fall: a millisecond's messages are handed on together, in
