@@ -292,9 +292,8 @@ def _start(cfg: dict[str, Any]) -> int:
         str(root / "libs" / "*"),
     ]
     if not (root / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         done = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(properties)],
             capture_output=True,
             text=True,
         )
@@ -317,6 +316,19 @@ def _start(cfg: dict[str, Any]) -> int:
     )
     (root / PID_FILE).write_text(f"{pid}\n")
     return pid
+
+
+def _cluster_id() -> str:
+    """A new cluster id, as Kafka's own `Uuid.randomUuid` makes it.
+
+    A base64url id starts with "-" once in 64 draws, and the storage tool's argument parser then
+    reads it as an option ("argument --cluster-id/-t: expected one argument"): Kafka draws again
+    in that case, and so do we.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _server_properties(cfg: dict[str, Any], root: Path) -> str:

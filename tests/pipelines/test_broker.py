@@ -163,3 +163,20 @@ def test_another_cluster_is_used_not_started(bootstrap, private, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", silent)
     with pytest.raises(broker.BrokerError, match=silent):
         broker.up()
+
+
+def test_a_cluster_id_drawn_with_a_leading_dash_is_drawn_again(private, monkeypatch):
+    """One base64url id in 64 starts with "-", which the storage tool takes for an option (CI at b7446f5)."""
+    if not (private.installed_libs / ".installed").is_file():
+        pytest.skip("the broker's jars are not installed on this machine")
+    (private.home).mkdir(parents=True)
+    (private.home / "libs").symlink_to(private.installed_libs)
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x07" + bytes(15))])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    try:
+        assert broker.up()["running"]
+        meta = (private.home / "data" / "meta.properties").read_text()
+        assert "cluster.id=B" in meta, meta  # the second draw's id: 0x07 encodes as "B"
+    finally:
+        broker.down()
+    assert broker.status()["pid"] is None
