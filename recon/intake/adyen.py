@@ -60,6 +60,9 @@ LAYOUT = Layout(
         "Modification Merchant Reference",
         "Booking Date",
     ),
+    hint=" (the Net columns carry what each line and the batch's payout settled: export the Settlement details"
+    " report with its default columns)",
+    ignored=r"Reserved\d+",
 )
 # Adyen's record types (the Type column). "Bulk" and "Externally" variants are the same
 # movements settled in bulk or outside Adyen's own processing.

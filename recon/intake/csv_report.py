@@ -43,6 +43,16 @@ class Layout:
     required: tuple[str | tuple[str, ...], ...]
     optional: tuple[str, ...] = ()
     hint: str = ""  # said after a missing-columns error: what the missing columns usually mean
+    ignored: str = ""  # a regex of columns the sender always writes and the parser ignores by design
+
+    def unexpected(self, header: list[str]) -> list[str]:
+        """The header's columns the layout neither names nor ignores by design: a refusal lists
+        them, as a misspelt or renamed column is usually among them."""
+        ignored = re.compile(self.ignored, re.IGNORECASE) if self.ignored else None
+        known = {_key(c) for c in self.columns}
+        return [
+            h.strip() for h in header if _key(h) not in known and not (ignored and ignored.fullmatch(h.strip()))
+        ]
 
     @property
     def columns(self) -> tuple[str, ...]:

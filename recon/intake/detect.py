@@ -65,7 +65,8 @@ def _csv_layout(head: str) -> str:
             f"{name}, misses {layout.missing(header)}",
             1,
         )
-    extra = [h.strip() for h, c in zip(header, layout.canonical(header)) if c not in layout.columns]
     raise ParseError(
-        f"wrong columns for the {name} layout: missing {layout.missing(header)}, unexpected {extra}{layout.hint}", 1
+        f"wrong columns for the {name} layout: missing {layout.missing(header)}, "
+        f"unexpected {layout.unexpected(header)}{layout.hint}",
+        1,
     )
