@@ -50,9 +50,7 @@ class Layout:
         them, as a misspelt or renamed column is usually among them."""
         ignored = re.compile(self.ignored, re.IGNORECASE) if self.ignored else None
         known = {_key(c) for c in self.columns}
-        return [
-            h.strip() for h in header if _key(h) not in known and not (ignored and ignored.fullmatch(h.strip()))
-        ]
+        return [h.strip() for h in header if _key(h) not in known and not (ignored and ignored.fullmatch(h.strip()))]
 
     @property
     def columns(self) -> tuple[str, ...]:
