@@ -59,6 +59,8 @@ class WatchedConsumer:
     def __init__(self, config: dict, assignment: list[TopicPartition]):
         self._config = config
         self.consumer, self.sight = self._connect(assignment)
+        self._unanswered = 0  # checks in a row the broker did not answer
+        self._next_check = 0.0  # monotonic time before which no check is made
 
     def _connect(self, assignment: list[TopicPartition]) -> tuple[Consumer, BrokerSight]:
         sight = BrokerSight()
@@ -88,13 +90,30 @@ class WatchedConsumer:
         can stop fetching a partition around a pause or a broker restart: no message, no
         end of partition; confluentinc/librdkafka#1435), so it is resumed and sought to
         `offset`, which starts it again; None then, and when the broker does not answer
-        (an outage: the client reconnects by itself)."""
+        (an outage: the client reconnects by itself).
+
+        A check waits up to `PROBE_S` for the broker, holding the worker and every step of
+        the flow. So while the broker does not answer, the checks back off (2, 4, 8, 16 s
+        apart, for any partition), and an outage costs the flow one wait in so many seconds
+        rather than one per idle partition every `STALL`."""
+        if time.monotonic() < self._next_check:
+            return None
         tp = TopicPartition(topic, partition)
         try:
             low, high = self.consumer.get_watermark_offsets(tp, timeout=PROBE_S, cached=False)
         except KafkaException as exc:
-            log.warning("kafka: %s [%d] could not be checked: %s", topic, partition, exc.args[0].str())
+            self._unanswered += 1
+            wait = min(CHECK_BACKOFF_MAX_S, PROBE_S * 2**self._unanswered)
+            self._next_check = time.monotonic() + wait
+            log.warning(
+                "kafka: %s [%d] could not be checked: %s; next check in %.0f s",
+                topic,
+                partition,
+                exc.args[0].str(),
+                wait,
+            )
             return None
+        self._unanswered = 0
         position = offset if offset >= 0 else low
         if position >= high:
             return high
@@ -109,6 +128,7 @@ class WatchedConsumer:
 
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # only ever from a hand-over: nothing else purges
 PROBE_S = 1.0
+CHECK_BACKOFF_MAX_S = 16.0  # the longest a quiet fetch can go unnoticed after an outage ends
 
 
 class WatchedProducer:

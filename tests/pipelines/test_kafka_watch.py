@@ -14,7 +14,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from clearline.pipelines.connectors.kafka_source import PartitionSource
-from clearline.pipelines.connectors.kafka_watch import LOST_AFTER, BrokerSight, WatchedProducer
+from clearline.pipelines.connectors.kafka_watch import (
+    LOST_AFTER,
+    PROBE_S,
+    BrokerSight,
+    WatchedConsumer,
+    WatchedProducer,
+)
 from clearline.pipelines.connectors.merged_source import MergedSource
 from tests.pipelines.ledger_harness import free_ports
 from tests.pipelines.test_merged_source import produce, topic  # noqa: F401  (the fixture)
@@ -127,6 +133,24 @@ def test_a_partition_whose_fetch_goes_quiet_is_fetched_again(kafka_bootstrap, to
     for p in range(4):
         assert [o for q, o in seen if q == p] == list(range(sum(1 for _, q, _ in sent if q == p)))  # in order
     assert caplog.text.count("fetching again") == 4, caplog.text
+
+
+def test_checks_back_off_while_the_broker_does_not_answer(topic, caplog):
+    """Each check waits up to PROBE_S for an answer, holding the flow's worker: in an outage
+    one check is made, then none until its back-off has passed, and the next backs off twice
+    as long."""
+    nobody = f"127.0.0.1:{free_ports(1)[0]}"
+    client = WatchedConsumer({"bootstrap.servers": nobody, "group.id": "clearline-unused"}, [])
+    caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
+    try:
+        for partition in (0, 1, 2, 3, 0, 1):
+            assert client.caught_up_or_refetch(topic, partition, 0) is None
+        assert caplog.text.count("could not be checked") == 1 and "next check in 2 s" in caplog.text, caplog.text
+        time.sleep(2 * PROBE_S + 0.2)
+        assert client.caught_up_or_refetch(topic, 2, 0) is None
+        assert caplog.text.count("could not be checked") == 2 and "next check in 4 s" in caplog.text, caplog.text
+    finally:
+        client.close()
 
 
 def test_a_producer_is_lost_only_when_a_new_client_reaches_the_cluster_it_cannot(kafka_bootstrap):
