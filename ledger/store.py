@@ -293,33 +293,37 @@ _POSTED = _Prior("posted", None, None)
 _SIDES = ("debit", "credit")
 
 
-def _invalid_legs(postings: Sequence[Posting]) -> str | None:
+Leg = tuple[str, str, int, str]  # (account, side, amount_minor, currency): a leg as stored and chained
+
+
+def _leg_rows(postings: Sequence[Posting]) -> list[Leg]:
+    """A Posted's legs as the store checks, chains and writes them, read once."""
+    return [(p.account, p.side, p.amount.minor, p.amount.currency) for p in postings]
+
+
+def _invalid_legs(legs: Sequence[Leg]) -> str | None:
     """Why a Posted's legs cannot be written, or None. Balanced per currency, amounts ≥ 0."""
     net: dict[str, int] = {}
-    for p in postings:  # the usual legs, checked in one pass; any doubt: the pass below says why
-        amount = p.amount
-        minor, side, account = amount.minor, p.side, p.account
+    for account, side, minor, currency in legs:  # the usual legs, in one pass; any doubt: the pass below says why
         if type(minor) is not int or not 0 <= minor <= MAX_MINOR or side not in _SIDES:
             break
         if type(account) is not str or not account:
             break
-        currency = amount.currency
         net[currency] = net.get(currency, 0) + (minor if side == "debit" else -minor)
     else:
         if not any(net.values()):
             return None
     net = defaultdict(int)
-    for i, p in enumerate(postings):
-        minor = p.amount.minor
+    for i, (account, side, minor, currency) in enumerate(legs):
         if isinstance(minor, bool) or not isinstance(minor, int) or minor < 0:
-            return f"leg {i} ({p.account}): amount {minor!r} is not a non-negative integer of minor units"
+            return f"leg {i} ({account}): amount {minor!r} is not a non-negative integer of minor units"
         if minor > MAX_MINOR:
-            return f"leg {i} ({p.account}): amount {minor} is above {MAX_MINOR}, the largest the ledger stores (BIGINT)"
-        if p.side not in ("debit", "credit"):
-            return f"leg {i} ({p.account}): side {p.side!r} is neither debit nor credit"
-        if not isinstance(p.account, str) or not p.account:
-            return f"leg {i}: account {p.account!r} is not an account key"
-        net[p.amount.currency] += minor if p.side == "debit" else -minor
+            return f"leg {i} ({account}): amount {minor} is above {MAX_MINOR}, the largest the ledger stores (BIGINT)"
+        if side not in ("debit", "credit"):
+            return f"leg {i} ({account}): side {side!r} is neither debit nor credit"
+        if not isinstance(account, str) or not account:
+            return f"leg {i}: account {account!r} is not an account key"
+        net[currency] += minor if side == "debit" else -minor
     off = {c: n for c, n in net.items() if n}
     if off:
         return "unbalanced: " + ", ".join(f"{c} debits − credits = {n}" for c, n in sorted(off.items()))
@@ -426,7 +430,8 @@ class LedgerStore:
         res = BatchResult(version=self.version)
         outcomes.sort(key=_order)
         state: dict[tuple[str, int], PartitionState] = {}
-        kept: list[tuple[Outcome, str]] = []  # (outcome, origin of a rejection: 'flow' | 'store')
+        # (outcome, origin of a rejection: 'flow' | 'store', a Posted's legs)
+        kept: list[tuple[Outcome, str, list[Leg] | None]] = []
         cand: dict[str, Outcome] = {}  # event_id -> its first occurrence in this batch
         st = None
         for o in outcomes:
@@ -443,12 +448,13 @@ class LedgerStore:
                 res.replayed += 1
                 continue
             st.next_offset = s.offset + 1
-            origin = "flow"
+            origin, legs = "flow", None
             if type(o) is Posted:
-                why = _invalid_legs(o.postings)
+                legs = _leg_rows(o.postings)
+                why = _invalid_legs(legs)
                 if why is not None:
                     o, origin = Rejected(s, o.event_id, "posting_invalid", why, None), "store"  # type: ignore[arg-type]
-            kept.append((o, origin))
+            kept.append((o, origin, legs))
             if o.event_id is not None and o.event_id not in cand:
                 cand[o.event_id] = o
         if not kept:
@@ -479,7 +485,6 @@ class LedgerStore:
                 ev_rows.append(
                     (eid, "rejected", None, None, None, s.topic, s.partition, s.offset, 0, o.reason, o.detail, version)
                 )
-        po_cols: dict[str, list] = {name: [] for name in (*_LEG_COLUMNS, *_EVENT_COLUMNS)}
         rj_rows: list[tuple] = []
         con = self.con
         con.begin()
@@ -501,9 +506,10 @@ class LedgerStore:
 
             decided: dict[str, _Prior] = {}
             new_posted: list[Posted] = []
+            fresh: Fresh = []
             heads: dict[tuple[str, int], bytes] = {}  # raw chain heads of the partitions touched
             st = None
-            for o, origin in kept:
+            for o, origin, legs in kept:
                 s = o.source
                 if st is None or st.partition != s.partition or st.topic != s.topic:
                     tp = (s.topic, s.partition)
@@ -523,11 +529,11 @@ class LedgerStore:
                     if new:
                         st.posted += 1
                         new_posted.append(o)
-                        if o.postings:
+                        if legs:
                             if tp not in heads:
                                 heads[tp] = bytes.fromhex(st.head)
-                            heads[tp] = _chain_legs(o, heads[tp], po_cols)
-                            st.chain_length += len(o.postings)
+                            fresh.append((o, legs))  # type: ignore[arg-type]
+                            st.chain_length += len(legs)
                         continue
                     p = decided[eid]
                     if p.status == "posted":
@@ -550,15 +556,15 @@ class LedgerStore:
                     + (o.length, o.sha256)
                 )
                 res.dead_letters.append(o)
-            for tp, raw in heads.items():
-                state[tp].head = raw.hex()
-
-            n_legs = len(po_cols["hash"])
-            if n_legs:
-                po_tbl = _postings_table(po_cols, version)
+            n_legs = 0
+            if fresh:
+                po_tbl = _postings_table(fresh, heads, version)
+                n_legs = po_tbl.num_rows
                 con.register("_ledger_postings", po_tbl)
                 con.execute("INSERT INTO postings SELECT * FROM _ledger_postings")
                 con.unregister("_ledger_postings")
+            for tp, raw in heads.items():
+                state[tp].head = raw.hex()
             if rj_rows:
                 rj_tbl = _table(rj_rows, REJECTIONS_SCHEMA)
                 con.register("_ledger_rejections", rj_tbl)
@@ -696,59 +702,64 @@ def _order(o: Outcome) -> tuple[str, int, int]:
     return s.topic, s.partition, s.offset
 
 
-# per leg, and per event with legs: the columns `_chain_legs` gathers for `_postings_table`
-_LEG_COLUMNS = ("account", "side", "amount_minor", "currency", "prev_hash", "hash")
-_EVENT_COLUMNS = ("topic", "partition", "offset", "event_id", "occurred_at", "legs")
+Fresh = list[tuple[Posted, list[Leg]]]  # a batch's newly posted events that have legs, in order, with them
 
 
-def _chain_legs(o: Posted, prev: bytes, cols: dict[str, list]) -> bytes:
-    """Gather a newly posted event's legs into the postings columns, chained onto `prev`
-    (the partition's raw head); returns the new head. What every leg of the event shares
-    (where it was read, its id and time) is gathered once per event."""
-    s = o.source
-    legs = o.postings
-    accounts = [p.account for p in legs]
-    sides = [p.side for p in legs]
-    monies = [p.amount for p in legs]
-    amounts = [m.minor for m in monies]
-    currencies = [m.currency for m in monies]
-    raw = chain.leg_hashes(prev, o.event_id, chain.iso_utc(o.occurred_at), zip(accounts, sides, amounts, currencies))
-    hashes = [h.hex() for h in raw]
-    cols["account"] += accounts
-    cols["side"] += sides
-    cols["amount_minor"] += amounts
-    cols["currency"] += currencies
-    cols["prev_hash"].append(prev.hex())
-    cols["prev_hash"] += hashes[:-1]
-    cols["hash"] += hashes
-    cols["topic"].append(s.topic)
-    cols["partition"].append(s.partition)
-    cols["offset"].append(s.offset)
-    cols["event_id"].append(o.event_id)
-    cols["occurred_at"].append(chain.epoch_us(o.occurred_at))
-    cols["legs"].append(len(legs))
-    return raw[-1]
+def _chain(fresh: Fresh, heads: dict[tuple[str, int], bytes]) -> tuple[list, list, list]:
+    """Chain the batch's newly posted legs, in order, onto their partitions' raw heads
+    (`heads`, moved on in place): (the events' times as epoch µs, each leg's digest, each
+    leg's previous digest). The per-leg work left in Python is the canonical text and its
+    SHA-256 (`chain.leg_hashes`); the times are spelled for the whole batch at once."""
+    us = [chain.epoch_us(o.occurred_at) for o, _ in fresh]
+    digests: list[bytes] = []
+    prevs: list[bytes] = []
+    leg_hashes = chain.leg_hashes
+    for (o, legs), iso in zip(fresh, chain.iso_from_epoch_us_many(us)):
+        s = o.source
+        tp = (s.topic, s.partition)
+        prev = heads[tp]
+        out = leg_hashes(prev, o.event_id, iso, legs)
+        prevs.append(prev)
+        prevs += out[:-1]
+        digests += out
+        heads[tp] = out[-1]
+    return us, digests, prevs
 
 
-def _postings_table(cols: dict[str, list], version: int) -> pa.Table:
-    """The postings rows of `_chain_legs`' columns: the per-event ones converted once per
-    event and repeated for its legs in Arrow (`take`), `seq` counted per event."""
-    counts = np.asarray(cols["legs"], dtype=np.int64)
-    n = int(counts.sum())
+def _hex(digests: list[bytes]) -> pa.Array:
+    """Raw digests as the lowercase hex the store keeps, for the whole column at once."""
+    return pl.Series(digests, dtype=pl.Binary).bin.encode("hex").to_arrow().cast(pa.string())
+
+
+def _postings_table(fresh: Fresh, heads: dict[tuple[str, int], bytes], version: int) -> pa.Table:
+    """The postings rows of the batch's newly posted events, chained (`_chain`): the
+    per-event columns converted once per event and repeated for its legs in Arrow
+    (`take`), `seq` counted per event, the legs' columns transposed once."""
+    us, digests, prevs = _chain(fresh, heads)
+    counts = np.fromiter((len(legs) for _, legs in fresh), np.int64, len(fresh))
+    n = len(digests)
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     rows = pa.array(np.repeat(np.arange(len(counts)), counts))
-    arrays = []
-    for f in POSTINGS_SCHEMA:
-        if f.name in _EVENT_COLUMNS:
-            col = cols[f.name]
-            arr = pa.array(col, pa.int64()).cast(_TS) if f.type == _TS else pa.array(col, f.type)
-            arrays.append(arr.take(rows))
-        elif f.name == "seq":
-            arrays.append(pa.array(np.arange(n) - starts, pa.int32()))
-        elif f.name == "version":
-            arrays.append(pa.array(np.full(n, version, np.int64)))
-        else:
-            arrays.append(pa.array(cols[f.name], f.type))
+    sources = [o.source for o, _ in fresh]
+    per_event = {
+        "topic": pa.array([s.topic for s in sources], pa.string()),
+        "partition": pa.array([s.partition for s in sources], pa.int32()),
+        "offset": pa.array([s.offset for s in sources], pa.int64()),
+        "event_id": pa.array([o.event_id for o, _ in fresh], pa.string()),
+        "occurred_at": pa.array(us, pa.int64()).cast(_TS),
+    }
+    account, side, amount, currency = zip(*(leg for _, legs in fresh for leg in legs))
+    per_leg = {
+        "seq": pa.array(np.arange(n) - starts, pa.int32()),
+        "account": pa.array(account, pa.string()),
+        "side": pa.array(side, pa.string()),
+        "amount_minor": pa.array(amount, pa.int64()),
+        "currency": pa.array(currency, pa.string()),
+        "prev_hash": _hex(prevs),
+        "hash": _hex(digests),
+        "version": pa.array(np.full(n, version, np.int64)),
+    }
+    arrays = [per_event[f.name].take(rows) if f.name in per_event else per_leg[f.name] for f in POSTINGS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=POSTINGS_SCHEMA)
 
 

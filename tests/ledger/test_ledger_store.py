@@ -286,7 +286,7 @@ def test_a_failed_batch_leaves_no_trace_and_can_be_retried(store, monkeypatch):
 
     real = mod._postings_table
 
-    def boom(cols, version):  # the postings fail after the batch's events rows are written
+    def boom(*args):  # the postings fail after the batch's events rows are written
         raise OSError("disk full")
 
     monkeypatch.setattr(mod, "_postings_table", boom)
@@ -409,6 +409,14 @@ def test_the_chain_bytes_are_the_documented_ones(store):
     rows = store.cursor().execute("SELECT prev_hash, hash FROM postings ORDER BY seq").fetchall()
     assert rows == [(genesis.hex(), h0.hex()), (h0.hex(), h1)]
     assert chain.head(store) == hashlib.sha256(f"payments.events\x000\x002\x00{h1}\n".encode()).hexdigest()
+
+
+@settings(max_examples=300)
+@given(us=st.lists(st.datetimes(timezones=st.just(timezone.utc)).map(chain.epoch_us), max_size=20))
+def test_a_batch_of_event_times_is_spelled_as_each_alone(us):
+    """The store spells a batch's event times in one Polars pass for the chain; it must be
+    `iso_utc`'s spelling for every datetime there is (years below 1000 included)."""
+    assert chain.iso_from_epoch_us_many(us) == [chain.iso_from_epoch_us(u) for u in us]
 
 
 def test_verify_names_the_posting_whose_amount_was_changed(store):
