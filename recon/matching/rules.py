@@ -91,7 +91,7 @@ def first_per(
     keys are read to find the repeats, from sorted key hashes, and only the rows whose hash
     repeats are read whole and sorted, so the common case of unique keys costs one hash
     and one integer sort. `hashes`, when the caller already has them, are
-    `pl.struct(keys).hash()` of `frame` in its row order."""
+    a hash of `keys` (equal keys hash alike, as `pl.struct(keys).hash()`) of `frame` in its row order."""
     firsts, later, _ = first_rows(frame, keys, order, hashes)
     return firsts, later
 

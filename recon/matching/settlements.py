@@ -280,23 +280,34 @@ _PAYMENT = pl.col("record_type").is_in(list(PAYMENT_KINDS)).fill_null(False)
 _UNCLASSIFIED = (pl.col("record_type") == "unclassified").fill_null(False)
 
 
+def _hash(*columns: str, seed: int = 0) -> pl.Expr:
+    """A 64-bit hash of `columns` by position (names differ between the two sides): each
+    column hashed alone with a seed of its own, folded in by hashing the running XOR again.
+    Column by column this is about ten times cheaper than hashing a struct of them, which
+    Polars does row by row."""
+    folded = pl.col(columns[0]).hash(seed=seed)
+    for i, column in enumerate(columns[1:], start=1):
+        folded = (folded ^ pl.col(column).hash(seed=seed + i)).hash(seed=seed)
+    return folded
+
+
 def _digest(frame: pl.LazyFrame, index: str, key: str, date: str, **flags: pl.Expr) -> pl.LazyFrame:
     """Row number, a hash of the key (for `first_rows`), two hashes of the key and the
-    fields the rules compare (as the same names on both sides) and the caller's `flags`:
+    fields the rules compare (in the same order on both sides) and the caller's `flags`:
     about 30 bytes a row in place of the row itself."""
-    fields = pl.struct(
-        processor="processor",
-        key=key,
-        gross_currency="gross_currency",
-        net_currency="net_currency",
-        fx_rate="fx_rate",
-        gross_minor="gross_minor",
-        fee_minor="fee_minor",
-        net_minor="net_minor",
-        date=date,
+    fields = (
+        "processor",
+        key,
+        "gross_currency",
+        "net_currency",
+        "fx_rate",
+        "gross_minor",
+        "fee_minor",
+        "net_minor",
+        date,
     )
     return frame.select(
-        index, _k=pl.struct("processor", key).hash(), _c=fields.hash(seed=0), _c2=fields.hash(seed=1), **flags
+        index, _k=_hash("processor", key), _c=_hash(*fields, seed=100), _c2=_hash(*fields, seed=200), **flags
     )
 
 
@@ -314,8 +325,42 @@ def _firsts(frame: pl.LazyFrame, digest: pl.LazyFrame, index: str, keys: list[st
 def _rows(frame: pl.LazyFrame, keys: list[str], picked: pl.DataFrame, index: str) -> pl.LazyFrame:
     """The rows of `frame` whose `index` is in `picked` (with their key hashes `_k`), read
     whole: only the rows whose key hash is one of theirs are decoded beyond the keys."""
-    near = pl.struct(keys).hash().is_in(picked["_k"].implode())
+    near = _hash(*keys).is_in(picked["_k"].implode())
     return frame.filter(near).join(picked.lazy().select(index), on=index, how="semi")
+
+
+def _xor(frame: pl.DataFrame, column: str) -> int:
+    return frame.select(pl.col(column).bitwise_xor()).item() or 0
+
+
+def unpaired(left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_index: str):
+    """(the rows of `left`, the rows of `right`) that a full join of the two on the hash
+    `_c` leaves without a partner, or pairs with a partner of another second hash `_c2`;
+    each side's `_c` is unique short of a collision, and its rows are told apart by its
+    index column.
+
+    At ten million rows a side the join is the dearest part of a reconciliation, and
+    nearly every row has its partner, so the partners are found by sorting both sides'
+    `_c` together instead: a hash that comes exactly twice is a pair, any other count is
+    not. The second hashes then vouch for the pairs in one sum: the XOR of the paired
+    rows' `_c2` is the same on both sides when every pair agrees in `_c2` (short of a 64-bit
+    coincidence). Should it not be, a collision of `_c` paired rows that differ, and the
+    join says which."""
+    hashes = pl.concat([left["_c"], right["_c"]]).sort()
+    lone = hashes.rle().struct.unnest().filter(pl.col("len") != 2).select(_c="value")
+    left_lone = left.join(lone, on="_c", how="semi")
+    right_lone = right.join(lone, on="_c", how="semi")
+    left_paired = left.height - left_lone.height
+    vouched = left_paired == right.height - right_lone.height and _xor(left, "_c2") ^ _xor(left_lone, "_c2") == _xor(
+        right, "_c2"
+    ) ^ _xor(right_lone, "_c2")
+    if vouched:
+        return left_lone, right_lone
+    odd = left.join(right, on="_c", how="full", coalesce=True, suffix="_right").filter(
+        pl.col(left_index).is_null() | pl.col(right_index).is_null() | (pl.col("_c2") != pl.col("_c2_right"))
+    )
+    picked = lambda frame, index: frame.join(odd.select(index).drop_nulls(), on=index, how="semi")  # noqa: E731
+    return picked(left, left_index), picked(right, right_index)
 
 
 def _differing(exp: pl.LazyFrame, seen: Reported):
@@ -329,24 +374,16 @@ def _differing(exp: pl.LazyFrame, seen: Reported):
     partner or a partner that differs, and is read whole; the exact join on the real keys
     that follows pairs them. A row whose hashes the other side shares has a partner with
     the same key and fields (short of both hashes colliding at once), so no rule can fire
-    on it. The digests are joined on the first hash alone (one 64-bit key joins at twice
-    the speed of two) and the second compared after. Each file is read twice: once for
-    the digests, once for the few rows read whole."""
+    on it. The digests are paired by `unpaired` (a sort, not a join). Each file is read
+    twice: once for the digests, once for the few rows read whole."""
     exp = exp.with_row_index("_e")
     exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])[0]
     lines, line_dig, repeats, heads = seen.lines, seen.digest, seen.later, seen.heads
     paid = line_dig.filter("_pay").select("_l", "_k", "_c", "_c2")
-    odd = exp_dig.join(paid, on="_c", how="full", coalesce=True, suffix="_line").filter(
-        pl.col("_e").is_null() | pl.col("_l").is_null() | (pl.col("_c2") != pl.col("_c2_line"))
-    )
-    exp_rows = odd.filter(pl.col("_e").is_not_null()).select("_e", "_k")
-    line_rows = pl.concat(
-        [
-            odd.filter(pl.col("_l").is_not_null()).select("_l", _k="_k_line"),
-            line_dig.filter("_unc").select("_l", "_k"),
-        ]
-    )
-    del exp_dig, line_dig, paid, odd
+    exp_rows, paid_rows = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l")
+    exp_rows = exp_rows.select("_e", "_k")
+    line_rows = pl.concat([paid_rows.select("_l", "_k"), line_dig.filter("_unc").select("_l", "_k")])
+    del exp_dig, line_dig, paid, paid_rows
     exp_rows, line_rows = pl.collect_all(
         [_rows(exp, _KEY_EXP, exp_rows, "_e"), _rows(lines, _KEY, line_rows, "_l")], engine="streaming"
     )
