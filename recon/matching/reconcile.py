@@ -85,7 +85,8 @@ def _latest(frame: pl.DataFrame | pl.LazyFrame, column: str) -> date | None:
 def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result:
     day = as_of_day(as_of)
     lines = inputs.settlement_lines.lazy()
-    seen = settlements.reported(lines)  # each line hashed once: the copies step reads its repeats from here
+    # each line hashed once: the copies step reads its repeats from here
+    seen = settlements.reported(inputs.expected_settlements, lines)
     known = (seen.later.drop("_l"), seen.heads.drop("_l"))
     inputs, copied = copies.sort_out(replace(inputs, settlement_lines=lines), known)  # sent twice counts once
     # with no copy taken out the lines are the same frame, and what `seen` says of them holds

@@ -103,27 +103,40 @@ def first_rows(
     are): what a caller compares the repeats against, without reading `frame` again."""
     if hashes is None:
         hashes = frame.select(pl.struct(keys).hash()).collect(engine="streaming").to_series()
-    ordered = hashes.sort()
-    # equal keys hash alike; the few collisions of unequal keys sort apart below
-    clashing = ordered.filter(ordered == ordered.shift(1))
-    if clashing.is_empty():
+    maybe = repeated(hashes)
+    if maybe.is_empty():
         empty = frame.clear().collect()
         return frame, empty, empty
     numbered = frame.with_row_index("_row")
     # joins, not `is_in`: a file loaded twice repeats millions of keys; streamed, so only
     # the rows picked are ever held
-    maybe = hashes.to_frame("_hash").with_row_index("_row").join(clashing.to_frame("_hash"), on="_hash", how="semi")
-    groups = numbered.join(maybe.lazy().select("_row"), on="_row", how="semi").collect(engine="streaming")
-    # ties on `order` go by the record's other fields (not the caller's "_" bookkeeping
-    # columns such as row numbers), so even two lines at one file position rank alike in
-    # any input order
+    groups = numbered.join(maybe.to_frame("_row").lazy(), on="_row", how="semi").collect(engine="streaming")
+    later, heads = ranked(groups, keys, order)
+    firsts = numbered.join(later.lazy().select("_row"), on="_row", how="anti").drop("_row")
+    return firsts, later.drop("_row"), heads.drop("_row")
+
+
+def repeated(hashes: pl.Series) -> pl.Series:
+    """The row numbers (UInt32) of the rows whose key hash another row shares: every row of
+    each key that repeats (and of the rare keys whose hashes collide)."""
+    ordered = hashes.sort()
+    # equal keys hash alike; the few collisions of unequal keys sort apart in `ranked`
+    clashing = ordered.filter(ordered == ordered.shift(1))
+    if clashing.is_empty():
+        return pl.Series("_row", [], pl.UInt32)
+    frame = hashes.to_frame("_hash").with_row_index("_row")
+    return frame.join(clashing.to_frame("_hash"), on="_hash", how="semi")["_row"]
+
+
+def ranked(groups: pl.DataFrame, keys: list[str], order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the later rows, the first row of each key that repeats) among `groups`, rows read
+    whole: first by `order`, ties by the record's other fields (not the caller's "_"
+    bookkeeping columns such as row numbers), so even two lines at one file position rank
+    alike in any input order."""
     rest = [c for c in groups.columns if c not in {*keys, *order} and not c.startswith("_")]
     groups = groups.sort(*keys, *order, *rest, nulls_last=True)
     rank = pl.int_range(pl.len()).over(keys)
-    later = groups.filter(rank > 0)
-    heads = groups.filter((rank == 0) & (pl.len().over(keys) > 1))
-    firsts = numbered.join(later.lazy().select("_row"), on="_row", how="anti").drop("_row")
-    return firsts, later.drop("_row"), heads.drop("_row")
+    return groups.filter(rank > 0), groups.filter((rank == 0) & (pl.len().over(keys) > 1))
 
 
 def first_difference(rules: list[tuple[pl.Expr, ...]]) -> list[pl.Expr]:

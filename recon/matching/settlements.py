@@ -29,7 +29,7 @@ from datetime import date
 import polars as pl
 
 from clearline.recon.lines import PAYMENT_KINDS
-from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_rows, overdue
+from clearline.recon.matching.rules import Tolerances, evidence, first_difference, first_rows, overdue, ranked, repeated
 from clearline.recon.matching.variance import ABSENT, PENDING_SCHEMA, RAW_SCHEMA, money_text
 
 # What makes two reported lines "the same line twice" when their ids differ.
@@ -192,21 +192,65 @@ def compare(pairs: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class Reported:
-    """Reported lines as matching reads them (`reported`): the lines numbered `_l`, the
-    digest of each id's first line, and the later lines and the first of each id that
-    repeats, whole. The copies step reads its repeats from here too, so every line is
-    hashed once per reconciliation."""
+    """Reported lines as matching reads them (`reported`): the lines numbered `_l` (lazy);
+    the later lines and the first of each id that repeats, whole (the copies step reads
+    its repeats from here too); and, whole, the few rows the digests could not vouch for:
+    expected settlements and first payment lines that may differ from their partner or
+    have none, and the unclassified first lines. Every line is hashed once and read
+    whole at most once per reconciliation."""
 
     lines: pl.LazyFrame
-    digest: pl.DataFrame
     later: pl.DataFrame
     heads: pl.DataFrame
+    unsure_exp: pl.DataFrame
+    unsure_lines: pl.DataFrame
+    unclassified: pl.DataFrame
 
 
-def reported(lines: pl.DataFrame | pl.LazyFrame) -> Reported:
+def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame) -> Reported:
+    """At ten million lines nearly every pair agrees field for field, so the rows are
+    matched first on their digests: a first row (by key) whose hashes of key and compared
+    fields (two 64-bit hashes, two seeds) no row on the other side shares has no partner
+    or a partner that differs, and is read whole; the exact join on the real keys that
+    follows (`match`) pairs them. A row whose hashes the other side shares has a partner
+    with the same key and fields (short of both hashes colliding at once), so no rule can
+    fire on it. The digests are paired by `unpaired` (a sort, not a join).
+
+    The lines' digest takes every line, not only the first of each id, because which line
+    comes first is known only once the lines of a repeated id are read whole, and those
+    are read in the same pass as the unsure ones. A later line that equals its first and
+    its expected settlement makes three of one hash, unsure; a later line that alone
+    equals the expected settlement vouches for it in place of its first, so that
+    settlement is read afterwards (the case of a corrected line sent again)."""
+    exp = expected.lazy().with_row_index("_e")
+    exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])
     numbered = lines.lazy().with_row_index("_l")
-    digest = _digest(numbered, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED)
-    return Reported(numbered, *_firsts(numbered, digest, "_l", _KEY, _WHERE))
+    dig = _digest(numbered, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED).collect(
+        engine="streaming"
+    )
+    grouped = dig.join(repeated(dig["_k"]).to_frame("_l"), on="_l", how="semi").select("_l", "_k")
+    paid = dig.filter("_pay").select("_l", "_k", "_c", "_c2")
+    exp_odd, paid_odd = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l")
+    picked = pl.concat([paid_odd.select("_l", "_k"), dig.filter("_unc").select("_l", "_k"), grouped])
+    exp_rows, line_rows = pl.collect_all(
+        [_rows(exp, _KEY_EXP, exp_odd, "_e"), _rows(numbered, _KEY, picked, "_l")], engine="streaming"
+    )
+    later, heads = ranked(line_rows.join(grouped.select("_l"), on="_l", how="semi"), _KEY, _WHERE)
+    stood_in = paid.join(later.select("_l"), on="_l", how="semi").join(paid_odd.select("_l"), on="_l", how="anti")
+    if not stood_in.is_empty():
+        vouched = exp_dig.join(stood_in.select("_c"), on="_c", how="semi").join(exp_odd, on="_e", how="anti")
+        more = _rows(exp, _KEY_EXP, vouched, "_e").collect(engine="streaming")
+        exp_rows = pl.concat([exp_rows, more]).sort("_e")
+    del dig, exp_dig, paid
+    firsts = line_rows.join(later.select("_l"), on="_l", how="anti")
+    return Reported(
+        numbered,
+        later,
+        heads,
+        exp_rows.drop("_e"),
+        firsts.join(paid_odd.select("_l"), on="_l", how="semi").drop("_l"),
+        firsts.filter(_UNCLASSIFIED).drop("_l"),
+    )
 
 
 def match(
@@ -220,10 +264,18 @@ def match(
 
     `expected` has `expectations.SETTLEMENT_SCHEMA`, `lines` `clearline.recon.lines.SETTLEMENT_SCHEMA`,
     in memory or lazy (a Parquet scan is then read in parts, never whole); `seen`, when the
-    caller has it, is `reported(lines)`.
+    caller has it, is `reported(expected, lines)`.
     The result does not depend on the order of either input."""
-    (unsure_exp, unsure_lines, unclassified), (firsts, repeats, originals) = _differing(
-        expected.lazy(), seen or reported(lines)
+    seen = seen or reported(expected, lines)
+    unsure_exp, unsure_lines, unclassified = seen.unsure_exp, seen.unsure_lines, seen.unclassified
+    if seen.later.is_empty():
+        firsts = seen.lines
+    else:
+        firsts = seen.lines.join(seen.later.lazy().select("_l"), on="_l", how="anti")
+    firsts, repeats, originals = (
+        firsts.filter(_PAYMENT).drop("_l"),
+        seen.later.drop("_l"),
+        seen.heads.filter(_PAYMENT).drop("_l"),
     )
     odd = (
         unsure_exp.rename(lambda c: _EXP + c)
@@ -311,15 +363,12 @@ def _digest(frame: pl.LazyFrame, index: str, key: str, date: str, **flags: pl.Ex
     )
 
 
-def _firsts(frame: pl.LazyFrame, digest: pl.LazyFrame, index: str, keys: list[str], order: list[str]):
-    """(the digest of each key's first row, the later rows and the first of each key that
-    repeats, both whole) of `frame` numbered by `index`: `rules.first_rows` on the
-    digest's key hashes, so the keys are hashed once."""
+def _firsts(frame: pl.LazyFrame, digest: pl.LazyFrame, index: str, keys: list[str], order: list[str]) -> pl.DataFrame:
+    """The digest of each key's first row of `frame` numbered by `index`: `rules.first_rows`
+    on the digest's key hashes, so the keys are hashed once."""
     dig = digest.collect(engine="streaming")
-    _, later, heads = first_rows(frame, keys, order, dig["_k"])
-    if not later.is_empty():
-        dig = dig.join(later.select(index), on=index, how="anti")
-    return dig, later, heads
+    later = first_rows(frame, keys, order, dig["_k"])[1]
+    return dig if later.is_empty() else dig.join(later.select(index), on=index, how="anti")
 
 
 def _rows(frame: pl.LazyFrame, keys: list[str], picked: pl.DataFrame, index: str) -> pl.LazyFrame:
@@ -361,42 +410,6 @@ def unpaired(left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_ind
     )
     picked = lambda frame, index: frame.join(odd.select(index).drop_nulls(), on=index, how="semi")  # noqa: E731
     return picked(left, left_index), picked(right, right_index)
-
-
-def _differing(exp: pl.LazyFrame, seen: Reported):
-    """((the expected settlements and the reported payment lines that may differ, and the
-    unclassified lines, all in full), (every reported line first under its id (lazy), the
-    later ones, the first of each id reported again)); the rest agree.
-
-    At ten million lines nearly every pair agrees field for field, so the rows are
-    matched first on their digests: a first row (by key) whose hashes of key and compared
-    fields (two 64-bit hashes, two seeds) no first row on the other side shares has no
-    partner or a partner that differs, and is read whole; the exact join on the real keys
-    that follows pairs them. A row whose hashes the other side shares has a partner with
-    the same key and fields (short of both hashes colliding at once), so no rule can fire
-    on it. The digests are paired by `unpaired` (a sort, not a join). Each file is read
-    twice: once for the digests, once for the few rows read whole."""
-    exp = exp.with_row_index("_e")
-    exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])[0]
-    lines, line_dig, repeats, heads = seen.lines, seen.digest, seen.later, seen.heads
-    paid = line_dig.filter("_pay").select("_l", "_k", "_c", "_c2")
-    exp_rows, paid_rows = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l")
-    exp_rows = exp_rows.select("_e", "_k")
-    line_rows = pl.concat([paid_rows.select("_l", "_k"), line_dig.filter("_unc").select("_l", "_k")])
-    del exp_dig, line_dig, paid, paid_rows
-    exp_rows, line_rows = pl.collect_all(
-        [_rows(exp, _KEY_EXP, exp_rows, "_e"), _rows(lines, _KEY, line_rows, "_l")], engine="streaming"
-    )
-    firsts = lines if repeats.is_empty() else lines.join(repeats.lazy().select("_l"), on="_l", how="anti")
-    return (
-        exp_rows.drop("_e"),
-        line_rows.filter(_PAYMENT).drop("_l"),
-        line_rows.filter(_UNCLASSIFIED).drop("_l"),
-    ), (
-        firsts.filter(_PAYMENT).drop("_l"),
-        repeats.drop("_l"),
-        heads.filter(_PAYMENT).drop("_l"),
-    )
 
 
 _KEY, _KEY_EXP, _WHERE = ["processor", "line_id"], ["processor", "settlement_id"], ["source_file", "line_no"]

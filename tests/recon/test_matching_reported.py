@@ -1,0 +1,62 @@
+"""`settlements.reported` vouches for most pairs by their digests and reads only the rest
+whole, including every line of an id reported more than once. Which of those lines is an
+id's first is known only once they are read, so a later line may be the one whose digest
+equals the ledger's expectation while the first line differs: the expectation must then
+still be compared with the first line (one variance, not a line the ledger never heard
+of), whatever order the lines come in."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import polars as pl
+import pytest
+
+from clearline.events import Money
+from clearline.recon.lines import SettlementLine, frame
+from clearline.recon.matching import expectations as ex
+from clearline.recon.matching import settlements
+from tests.recon.test_matching_rules import LATER, TOL, reported, settlement
+
+
+def _match(expected: list, lines: list, seed: int) -> set[tuple[str, str]]:
+    random.Random(seed).shuffle(lines)
+    raw, _ = settlements.match(ex.frames(expected)[0], frame(lines, SettlementLine), TOL, LATER.date())
+    return set(raw.select("category", "reference").iter_rows())
+
+
+@pytest.mark.parametrize("again_in", ["adyen_report.csv", "adyen_report_resent.csv"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_later_line_that_alone_agrees_with_the_ledger_does_not_hide_its_first(again_in, seed):
+    charge, other = (
+        settlement(0, "adyen", "charge", 10_000, "EUR", 0, False),
+        settlement(1, "adyen", "charge", 500, "EUR", 0, False),
+    )
+    first = reported(charge, 2)
+    wrong = replace(first, net=Money(first.net.minor - 37, "EUR"), gross=Money(first.gross.minor - 37, "EUR"))
+    again = replace(first, source_file=again_in, line_no=9)  # as the ledger expects, sent after the wrong one
+    found = _match([charge, other], [wrong, again, reported(other, 3)], seed)
+    assert found == {("amount_mismatch", "stl_00000"), ("duplicate", "stl_00000")}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_line_sent_twice_as_the_ledger_expects_it_gives_only_the_duplicate(seed):
+    charge = settlement(0, "adyen", "charge", 10_000, "EUR", 0, False)
+    line = reported(charge, 2)
+    assert _match([charge], [line, replace(line, line_no=5)], seed) == {("duplicate", "stl_00000")}
+
+
+def test_every_reported_line_is_read_whole_at_most_once_and_agreeing_pairs_not_at_all():
+    """Of a thousand agreeing pairs, one broken and one whose line came twice, only the
+    broken pair and the repeated id (its two lines and its expectation: three equal
+    digests) are read whole."""
+    book = [settlement(i, "stripe", "charge", 1_000 + i, "USD", i % 5, False) for i in range(1_000)]
+    lines = [reported(e, i + 2) for i, e in enumerate(book)]
+    lines[7] = replace(lines[7], fee=Money(lines[7].fee.minor + 1, "USD"), net=Money(lines[7].net.minor - 1, "USD"))
+    lines.append(replace(lines[500], line_no=5_000))
+    seen = settlements.reported(ex.frames(book)[0], frame(lines, SettlementLine))
+    assert seen.unsure_exp["settlement_id"].to_list() == ["stl_00007", "stl_00500"]
+    assert seen.unsure_lines["line_id"].to_list() == ["stl_00007", "stl_00500"]
+    assert (seen.later["line_id"].to_list(), seen.heads["line_id"].to_list()) == (["stl_00500"], ["stl_00500"])
+    assert seen.unclassified.is_empty() and isinstance(seen.lines, pl.LazyFrame)
