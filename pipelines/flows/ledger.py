@@ -20,6 +20,8 @@ duplicate, never a second posting.
 
 from __future__ import annotations
 
+import gc
+
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -30,6 +32,15 @@ from clearline.pipelines.connectors.kafka_source import PartitionSource
 from clearline.pipelines.connectors.ledger_sink import LedgerWriter
 from clearline.pipelines.flows.runner import Recovery, execute, prepare
 from clearline.signing import TenantKeys
+
+# The ledger holds a write's worth of poll batches at once (~8,000 messages, each some 30
+# tracked objects: its Event, payload, Money, Postings, Posted, Source…), none in a cycle.
+# At the runner's 100,000 the cyclic collector walks that live batch several times a
+# write and promotes it, to walk it again in generation 1: 8 % of the flow's CPU on a
+# 105,188-event topic (0.66 s of 8.1 s by gc.callbacks); at 1,000,000 net allocations it
+# next to never runs (0.05 s), with the same peak RSS. Cyclic garbage, which this flow
+# does not make, would still be collected, only later.
+LEDGER_GC_THRESHOLDS = (1_000_000, 50, 1000)
 
 
 class _LedgerSink(DynamicSink[list[Outcome]]):
@@ -59,5 +70,6 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
     closed. Whatever was read but not committed is read again on resume."""
     recovery = Recovery.from_config(config.load("ledger")["recovery"])
     folder = prepare(settings.state_dir, recovery, settings.bootstrap, [settings.topic], process_id, addresses)
+    gc.set_threshold(*LEDGER_GC_THRESHOLDS)
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
     return execute(build_flow(settings), folder, recovery, process_id, addresses)
