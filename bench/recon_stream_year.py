@@ -9,7 +9,9 @@ matcher reconciles once a simulated day at the day's end (the event-time waterma
 lets go of what has settled for `--horizon` days (configs/recon.yaml `flow:
 retire_after_days`). Per simulated month it prints the lines and expectations held, the
 time per advance (mean and max, wall and CPU), the matcher's snapshot size (pickled, as
-Bytewax recovery stores it) and the process RSS. These stay flat once the horizon has
+Bytewax recovery stores it), the process RSS, the statements held and cut out, and the
+variances open at the month's end (all of them, and those kept frozen with what was cut
+out): what is left of the work per advance is bounded by the open ones. These stay flat once the horizon has
 filled; the held inputs of the whole year, loaded up front to feed the stream, are a
 constant part of the RSS.
 
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     last = None
     header = (
         f"{'month':7} {'lines held':>11} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
-        f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5}"
+        f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5} "
+        f"{'stmts held':>10} {'stmts cut':>9} {'open var':>8} {'frozen':>6}"
     )
     print(header)
     day = min(by_day)
@@ -148,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1000 * sum(walls) / len(walls):>8.1f} {1000 * max(walls):>8.1f} "
                 f"{1000 * sum(cpus) / len(cpus):>7.1f} "
                 f"{len(pickle.dumps(flow)) / 1024:>12,.0f} {_rss_mib():>8,.0f} "
-                f"{flow.retired_units():>13,} {flow.units_back:>5}",
+                f"{flow.retired_units():>13,} {flow.units_back:>5} "
+                f"{held.get('statements', 0):>10,} {flow.retired_statements():>9,} "
+                f"{changes.result.variances.height:>8,} {flow.frozen():>6,}",
                 flush=True,
             )
         day += timedelta(days=1)

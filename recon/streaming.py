@@ -151,11 +151,14 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
 
 def _ids(frames: dict[str, pl.DataFrame]) -> tuple[set[str], set[tuple[str, int]]]:
     """(event ids, line keys as `Held` knows them) of expectation and line rows."""
-    events = {eid for name in ("expected_settlements", "expected_movements") for eid in frames[name]["event_id"]}
+    none = {"event_id": [], "source_file": [], "line_no": []}  # statements alone came back: no ids of these
+    events = {
+        eid for name in ("expected_settlements", "expected_movements") for eid in frames.get(name, none)["event_id"]
+    }
     keys = {
         key
         for name in ("settlement_lines", "bank_lines")
-        for key in zip(frames[name]["source_file"], frames[name]["line_no"], strict=True)
+        for key in zip(frames.get(name, none)["source_file"], frames.get(name, none)["line_no"], strict=True)
     }
     return events, keys
 

@@ -56,6 +56,9 @@ BOOKS_SCHEMA: dict[str, pl.DataType] = {
 # A statement is who it is on its day: some banks write one constant :20: and number
 # :28C: afresh every year (matching's copies step uses the same identity).
 _IDENTITY = ["account", "statement_id", "sequence", "day"]
+# A statement row of this format is no statement: it carries the jump of a continuity
+# variance whose statements a long-running stream has let go of (`carried_jumps`).
+CARRIED = "retired-jump"
 
 
 def bank_books(platform: dict) -> pl.DataFrame:
@@ -207,7 +210,7 @@ def mismatches(
         .with_columns(before=pl.col("diff").shift(1).over("account").fill_null(0))
         .filter((pl.col("diff") != pl.col("before")) & (pl.col("diff") != 0))
     )
-    items = _open_items(books, movements, bank_lines, jumps)
+    items = open_items(books, movements, bank_lines, jumps)
     return _explained(tied.with_row_index("m"), items, claims, pending)
 
 
@@ -253,7 +256,7 @@ def _label(raw: pl.DataFrame) -> pl.Series:
     return raw.select(pl.concat_str("category", pl.lit(" "), pl.col("reference").fill_null("?"))).to_series()
 
 
-def _open_items(
+def open_items(
     books: pl.DataFrame, movements: pl.DataFrame, bank_lines: pl.DataFrame, jumps: pl.DataFrame
 ) -> pl.DataFrame:
     """Per account and reference, the stretches of days over which the bank's and the
@@ -288,13 +291,13 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
     """The mismatches (`tied`, numbered `m`) as raw variance rows, each with what explains
     its difference: the references open on its day claimed by a variance, awaited by a
     pending item, or moving again later (in transit); the rest unexplained."""
-    open_items = (
+    open_now = (
         tied.select("m", "account", "day")
         .join(items, on="account")
         .filter((pl.col("start") <= pl.col("day")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("day"))))
     )
-    claimed = open_items.join(claims, on="ref", how="inner")
-    unclaimed = open_items.join(claimed.select("m", "ref"), on=["m", "ref"], how="anti")
+    claimed = open_now.join(claims, on="ref", how="inner")
+    unclaimed = open_now.join(claimed.select("m", "ref"), on=["m", "ref"], how="anti")
     awaited = unclaimed.join(pending.select(ref="reference").drop_nulls().unique(), on="ref", how="semi")
     transit = unclaimed.join(awaited.select("m", "ref"), on=["m", "ref"], how="anti").filter(
         pl.col("end").is_not_null()
@@ -378,10 +381,50 @@ def check(
     (`STATEMENT_SCHEMA`), given the ledger's `books` (`BOOKS_SCHEMA`) and expected bank
     `movements`, the bank lines, the pass's other raw variances, its pending items and
     the expected settlements (whose batches line-level variances are about)."""
+    carried = statements.filter(pl.col("format") == CARRIED)
+    statements = statements.filter(pl.col("format") != CARRIED)
     if statements.is_empty():
         return pl.DataFrame(schema=RAW_SCHEMA)
     chained = chain(statements)
-    jumps = breaks(chained)
+    own = breaks(chained)
+    jumps = pl.concat([own.select(JUMP_COLUMNS), jumps_of_carried(carried)]) if carried.height else own
     about = claims(found, jumps, expected)
     tie = mismatches(chained, books, movements, bank_lines, jumps, about, pending)
-    return pl.concat([jumps.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA), tie.cast(RAW_SCHEMA)])
+    return pl.concat([own.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA), tie.cast(RAW_SCHEMA)])
+
+
+def carried_jumps(jumps: pl.DataFrame) -> pl.DataFrame:
+    """`breaks` rows as statement rows of format `CARRIED`: a stream that let go of the
+    statements of a `balance_break` or `statement_gap` keeps its jump, an open item on
+    every later statement's balance, and hands it in with the statements it holds."""
+    return jumps.select(
+        format=pl.lit(CARRIED),
+        account="account",
+        statement_id=pl.lit(""),  # no identity: never taken for a copy of a statement
+        sequence="key",
+        opening_minor="jump",
+        opening_currency="currency",
+        opening_date="since",
+        closing_minor=pl.lit(None, pl.Int64),
+        closing_currency="currency",
+        closing_date="since",
+        entries=pl.lit(0),
+        source_file=pl.concat_str("category", pl.lit("|"), "reference"),
+        line_no=pl.lit(0),
+    ).cast(STATEMENT_SCHEMA)
+
+
+JUMP_COLUMNS = ["category", "reference", "key", "since", "jump", "account"]  # what claims and open items read of a jump
+
+
+def jumps_of_carried(rows: pl.DataFrame) -> pl.DataFrame:
+    """The jumps `carried_jumps` made into statement rows, as `breaks` gives them (`JUMP_COLUMNS`)."""
+    parts = pl.col("source_file").str.splitn("|", 2)
+    return rows.select(
+        category=parts.struct.field("field_0"),
+        reference=parts.struct.field("field_1"),
+        key="sequence",
+        since="opening_date",
+        jump="opening_minor",
+        account="account",
+    )

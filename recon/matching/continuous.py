@@ -27,14 +27,14 @@ over every input, and the result is still exactly the batch's.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
-from clearline.recon.matching import adjusted, continuity, expectations, retire
+from clearline.recon.matching import adjusted, continuity, expectations, retire, retire_statements
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
 from clearline.recon.matching.rules import Tolerances, as_of_day
 from clearline.recon.matching.variance import SCHEMA
@@ -91,6 +91,11 @@ class Continuous:
     _carry: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.CARRY_SCHEMA))
     # per batch whose agreeing pairs were cut out while it stays: their net (`retire.summary_lines`)
     _summary: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.SUMMARY_SCHEMA))
+    # statements cut out (`retire_statements`): their rows (the last day of each account
+    # is its anchor), the jumps of their continuity variances, their units
+    _statements: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
+    _jumps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
+    _statement_units: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.UNIT_SCHEMA))
     units_back: int = 0  # cut-out units a late arrival brought back, all told
 
     def add(self, **frames: pl.DataFrame) -> None:
@@ -114,13 +119,36 @@ class Continuous:
         """Units cut out now (a payout batch, a bank movement with its line)."""
         return self._units["unit"].n_unique()
 
+    def __setstate__(self, state: dict) -> None:
+        """A snapshot from before a field was added resumes with that field's default."""
+        self.__dict__.update(state)
+        for f in fields(self):
+            if f.name not in state and f.default_factory is not MISSING:
+                setattr(self, f.name, f.default_factory())
+
+    def retired_statements(self) -> int:
+        """Statement rows cut out now (the anchors among them)."""
+        return self._statements.height
+
+    def frozen(self) -> int:
+        """Variances kept as published with what was cut out (open and closed)."""
+        return self._frozen.height + self._frozen_closed.height
+
     def bring_back(self, **frames: pl.DataFrame) -> dict[str, pl.DataFrame]:
         """Take back into the held state every cut-out unit these inputs touch; the rows
         brought back, by input name (empty when nothing was touched)."""
-        if self._index.is_empty():
+        if self._index.is_empty() and self._statement_units.is_empty():
             return {}
         keys = retire.touch_keys(frames)
-        units = self._index.filter(pl.col("key").is_in(keys.implode()))["unit"].unique()
+        touched = self._index.filter(pl.col("key").is_in(keys.implode()))["unit"].unique()
+        back = self._units_back(touched.filter(touched.is_in(self._units["unit"].implode())))
+        statements = self._statements_back({**frames, **back}, keys)
+        if statements.height:
+            back["statements"] = statements
+        return back
+
+    def _units_back(self, units: pl.Series) -> dict[str, pl.DataFrame]:
+        """Take back the cut-out batches and pairs `units`; their rows by input name."""
         if units.is_empty():
             return {}
         self.units_back += units.len()
@@ -159,6 +187,40 @@ class Continuous:
         self._summary = self._summary.filter(~pl.col("unit").is_in(units.implode()))
         return back
 
+    def _statements_back(self, frames: dict[str, pl.DataFrame], keys: pl.Series) -> pl.DataFrame:
+        """Take back the cut-out statements that `frames` (arrivals and the units they
+        brought back) may change, with every later one of their account; their rows."""
+        if self._statement_units.is_empty():
+            return pl.DataFrame(schema=STATEMENT_SCHEMA)
+        held = lambda name: pl.concat([getattr(_EMPTY, name), *self._parts.get(name, [])])  # noqa: E731
+        keys = pl.concat(
+            [keys, retire_statements.touch_keys(frames, held("expected_settlements"), held("settlement_lines"))]
+        )
+        units = self._statement_units
+        touched = units.join(self._index.filter(pl.col("key").is_in(keys.implode())), on="unit", how="semi")
+        since = touched.group_by("account").agg(since=pl.col("day").min())
+        reach = retire_statements.reach(frames, retire_statements.margin(self.tol))
+        if reach is not None:
+            since = (
+                pl.concat([since, units.select("account", since=pl.lit(reach))])
+                .group_by("account")
+                .agg(pl.col("since").min())
+            )
+        gone = units.join(since, on="account").filter(pl.col("day") >= pl.col("since"))["unit"]
+        if gone.is_empty():
+            return pl.DataFrame(schema=STATEMENT_SCHEMA)
+        self.units_back += gone.len()
+        mine = pl.col("unit").is_in(gone.implode())
+        rows = self._statements.filter(mine).drop("unit")
+        self._parts.setdefault("statements", []).append(rows)
+        self._statements = self._statements.filter(~mine)
+        self._jumps = self._jumps.filter(~mine)
+        self._statement_units = units.filter(~mine)
+        self._index = self._index.filter(~mine)
+        self._frozen = self._frozen.filter(~pl.col(_UNIT).is_in(gone.implode()))
+        self._frozen_closed = self._frozen_closed.filter(~pl.col(_UNIT).is_in(gone.implode()))
+        return rows
+
     def advance(self, watermark: datetime | date) -> Changes:
         """Reconcile what is held at `watermark`: what to publish, what to withdraw; then
         cut out what has settled for good, with a `retire` horizon."""
@@ -171,14 +233,24 @@ class Continuous:
         inputs["expected_movements"] = pl.concat([frames["expected_movements"], carried_moves])
         inputs["bank_lines"] = pl.concat([frames["bank_lines"], carried_bank])
         inputs["settlement_lines"] = pl.concat([frames["settlement_lines"], retire.summary_lines(self._summary)])
+        anchor = retire_statements.anchors(self._statements)
+        inputs["statements"] = pl.concat([frames["statements"], anchor, self._jumps.drop("unit")])
         live = reconcile(Inputs(**inputs, bank_books=books), self.tol, watermark)
+        if anchor.height:  # an anchor's variances are the frozen ones, judged with its predecessor
+            ghosts = pl.col("variance_id").is_in(retire_statements.ghost_ids(anchor))
+            live = replace(live, variances=live.variances.filter(~ghosts), closed=live.closed.filter(~ghosts))
         result = self._with_frozen(live)
         facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
         known = pl.col("variance_id").is_in(list(self._published))
         moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]
         gone = sorted(self._published.keys() - facts.keys())
         self._published = facts
-        retired = self._retire(frames, live, books) if self.retire is not None else {}
+        retired = {}
+        if self.retire is not None:
+            retired = self._retire(frames, live, books)
+            statements = self._retire_statements(frames, inputs, live, books)
+            if statements.height:
+                retired["statements"] = statements
         return Changes(
             result.variances.filter(~known),
             result.variances.filter(pl.col("variance_id").is_in(moved)),
@@ -261,6 +333,47 @@ class Continuous:
             kept = frame.filter(pl.col(_UNIT).is_null()).drop(_UNIT)
             self._parts[name] = [kept] if kept.height else []
         return {name: rows.drop(_UNIT) for name, rows in out.items()}
+
+    def _retire_statements(
+        self, frames: dict[str, pl.DataFrame], inputs: dict[str, pl.DataFrame], live: Result, books: pl.DataFrame
+    ) -> pl.DataFrame:
+        """Cut out the statements `retire_statements.plan` finds that nothing to come can
+        change, their own variances kept as published; the rows cut out."""
+        cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
+        first = frames["statements"].select(pl.coalesce("closing_date", "opening_date").min()).item()
+        if first is None or first > cutoff - timedelta(days=retire_statements.EVERY_DAYS):
+            return pl.DataFrame(schema=STATEMENT_SCHEMA)  # a week's statements are cut out at a time
+        cut = retire_statements.plan(
+            frames["statements"],
+            retire_statements.anchors(self._statements),
+            self._jumps.drop("unit"),
+            books,
+            inputs["expected_movements"],
+            inputs["bank_lines"],
+            live.pending,
+            frames["expected_settlements"],
+            frames["settlement_lines"],
+            cutoff,
+        )
+        if cut is None:
+            return pl.DataFrame(schema=STATEMENT_SCHEMA)
+        own = lambda frame: frame.join(cut.variance_ids.rename({"unit": _UNIT}), on="variance_id")  # noqa: E731
+        self._frozen = pl.concat([self._frozen, own(live.variances).select(self._frozen.columns)])
+        self._frozen_closed = pl.concat([self._frozen_closed, own(live.closed).select(self._frozen_closed.columns)])
+        self._statements = pl.concat([self._statements, cut.statements])
+        self._jumps = pl.concat([self._jumps, cut.jumps])
+        # a reference already touching an earlier cut-out day of statements brings back this one too
+        earlier = self._index.join(self._statement_units.select("unit"), on="unit", how="semi")
+        self._index = pl.concat([self._index, cut.keys.join(earlier, on="key", how="anti")])
+        self._statement_units = pl.concat([self._statement_units, cut.units])
+        kept = frames["statements"].join(
+            cut.units.select("account", "day"),
+            left_on=["account", pl.coalesce("closing_date", "opening_date")],
+            right_on=["account", "day"],
+            how="anti",
+        )
+        self._parts["statements"] = [kept] if kept.height else []
+        return cut.statements.drop("unit")
 
 
 def _per_batch(summary: pl.DataFrame) -> pl.DataFrame:

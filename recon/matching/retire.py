@@ -95,18 +95,18 @@ class Plan:
         return self.batches.is_empty() and self.pairs.is_empty() and self.clean.is_empty()
 
 
-def _hash(text: pl.Expr) -> pl.Expr:
+def hashed(text: pl.Expr) -> pl.Expr:
     return text.hash(seed=0)
 
 
-def _key(tag: str, *cols: str | pl.Expr) -> pl.Expr:
+def joined_key(tag: str, *cols: str | pl.Expr) -> pl.Expr:
     return pl.concat_str(pl.lit(tag), *[pl.col(c) if isinstance(c, str) else c for c in cols], separator="|")
 
 
 def touch_keys(frames: dict[str, pl.DataFrame]) -> pl.Series:
     """The hashed keys that arriving inputs (named as `reconcile.Inputs` fields) may touch."""
     keys = [
-        frame.select(key=_hash(expr)).to_series().drop_nulls()
+        frame.select(key=hashed(expr)).to_series().drop_nulls()
         for name, frame in frames.items()
         if frame is not None and frame.height
         for expr in _TOUCHED_BY.get(name, ())
@@ -114,18 +114,18 @@ def touch_keys(frames: dict[str, pl.DataFrame]) -> pl.Series:
     return pl.concat(keys) if keys else pl.Series("key", [], pl.UInt64)
 
 
-def _statement_key() -> pl.Expr:
+def statement_key() -> pl.Expr:
     named = pl.col("statement_id").fill_null("") != ""
-    return pl.when(named).then(_key("s", "account", "statement_id", pl.col("sequence").fill_null("")))
+    return pl.when(named).then(joined_key("s", "account", "statement_id", pl.col("sequence").fill_null("")))
 
 
 _TOUCHED_BY = {
-    "expected_settlements": (_key("k", "processor", "settlement_id"), _key("p", "payout_id")),
-    "settlement_lines": (_key("k", "processor", "line_id"), _key("p", "payout_id")),
-    "expected_movements": (_key("p", "reference"),),
-    "bank_lines": (_key("p", "reference"), _statement_key()),
-    "statements": (_statement_key(),),
-    "adjustments": (_key("v", "variance_id"),),
+    "expected_settlements": (joined_key("k", "processor", "settlement_id"), joined_key("p", "payout_id")),
+    "settlement_lines": (joined_key("k", "processor", "line_id"), joined_key("p", "payout_id")),
+    "expected_movements": (joined_key("p", "reference"),),
+    "bank_lines": (joined_key("p", "reference"), statement_key()),
+    "statements": (statement_key(),),
+    "adjustments": (joined_key("v", "variance_id"),),
 }
 
 
@@ -165,9 +165,11 @@ def plan(
     )
     return Plan(
         # a batch goes with its payout's pair, in one unit: neither comes back without the other
-        batches.with_columns(unit=_key("B", "payout_id")),
-        pairs.select("reference", "account", "currency", "day", "booked", "amount_minor", unit=_key("B", "reference")),
-        clean.with_columns(unit=_key("B", "payout_id")),
+        batches.with_columns(unit=joined_key("B", "payout_id")),
+        pairs.select(
+            "reference", "account", "currency", "day", "booked", "amount_minor", unit=joined_key("B", "reference")
+        ),
+        clean.with_columns(unit=joined_key("B", "payout_id")),
     )
 
 
@@ -350,7 +352,7 @@ def summary_lines(summary: pl.DataFrame) -> pl.DataFrame:
     """Settlement lines standing in for the clean pairs cut out of each batch
     (SUMMARY_SCHEMA): one line of a batch kind with their net, so the batch's payout still
     sums as its report does."""
-    ref = _key("retired", "processor", "payout_id")
+    ref = joined_key("retired", "processor", "payout_id")
     zero = pl.lit(0, pl.Int64)
     return summary.select(
         processor="processor",
@@ -378,7 +380,7 @@ def summary_lines(summary: pl.DataFrame) -> pl.DataFrame:
 def carry_frames(carry: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(movements, bank lines) standing in for the cut-out pairs: one pair per account,
     currency, day expected and day booked, with their sum, under one reference."""
-    ref = _key("retired", "account", "currency", pl.col("day").cast(pl.String), pl.col("booked").cast(pl.String))
+    ref = joined_key("retired", "account", "currency", pl.col("day").cast(pl.String), pl.col("booked").cast(pl.String))
     moves = carry.select(
         event_id=ref,
         kind=pl.lit("merchant_payout"),
@@ -419,11 +421,11 @@ def unit_keys(
     `lines` are the batches' rows (with `unit`), `frozen` their variances (with `unit`),
     `bank` the pairs' bank lines (with `unit`)."""
     parts = [
-        exp.select(key=_key("k", "processor", "settlement_id"), unit="unit"),
-        lines.select(key=_key("k", "processor", "line_id"), unit="unit"),
-        batches.select(key=_key("p", "payout_id"), unit="unit"),
-        frozen.select(key=_key("v", "variance_id"), unit="unit"),
-        pairs.select(key=_key("p", "reference"), unit="unit"),
-        bank.select(key=_statement_key(), unit="unit"),
+        exp.select(key=joined_key("k", "processor", "settlement_id"), unit="unit"),
+        lines.select(key=joined_key("k", "processor", "line_id"), unit="unit"),
+        batches.select(key=joined_key("p", "payout_id"), unit="unit"),
+        frozen.select(key=joined_key("v", "variance_id"), unit="unit"),
+        pairs.select(key=joined_key("p", "reference"), unit="unit"),
+        bank.select(key=statement_key(), unit="unit"),
     ]
-    return pl.concat(parts).drop_nulls("key").with_columns(key=_hash(pl.col("key"))).unique().cast(INDEX_SCHEMA)
+    return pl.concat(parts).drop_nulls("key").with_columns(key=hashed(pl.col("key"))).unique().cast(INDEX_SCHEMA)

@@ -1,0 +1,169 @@
+"""Statements let go of: a long-running stream stops judging bank statements whose
+balance variances nothing to come can change, keeps those variances as published, and
+still ends with exactly the batch's, whatever arrives late in a statement's period.
+
+The 30-day world of test_retire is fed day by day with a two-day horizon, so most of its
+statements are cut out; then something arrives that changes a cut-out statement's
+balance or what explains it (a bank line nobody expected booked that day, a ledger
+movement expected that day, a new statement for the day after, an adjusting entry naming
+a frozen balance variance), and the end is compared with one `reconcile` over every
+input, for any day and amount (Hypothesis)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date, datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clearline.pipelines.cli.recon import tolerances
+from clearline.recon.matching import adjusted, retire_statements
+from clearline.recon.matching.continuous import Continuous, Retirement
+from tests.recon.test_retire import BOOKS, _batch, _fed, _publish, frames, world  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def fed(frames, tmp_path_factory):  # noqa: F811
+    """(the world's inputs and event times, the matcher fed all of it, what it published)."""
+    inputs, times = frames
+    flow = Continuous(tolerances(), BOOKS, Retirement(2, tmp_path_factory.mktemp("retired")))
+    published = _fed(flow, inputs, times)
+    return inputs, times, flow, published
+
+
+def _cut_days(flow: Continuous, inputs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(account, day) of the statements the matcher no longer holds."""
+    day = pl.coalesce("closing_date", "opening_date")
+    every = inputs["statements"].select("account", day=day).unique()
+    held = flow.holding("statements").select("account", day=day)
+    return every.join(held, on=["account", "day"], how="anti").sort("account", "day")
+
+
+def _bank_line(inputs: dict[str, pl.DataFrame], account: str, day: date, amount: int) -> pl.DataFrame:
+    """A bank line nobody expected, booked on `day` in `account`, in a late file."""
+    like = inputs["bank_lines"].filter(pl.col("account") == account).head(1)
+    return like.with_columns(
+        bank_ref=pl.lit("LATE-UNEXPECTED"),
+        reference=pl.lit(None, pl.String),
+        text=pl.lit("late"),
+        amount_minor=pl.lit(amount, pl.Int64),
+        booking_date=pl.lit(day),
+        value_date=pl.lit(day),
+        source_file=pl.lit("late_statement.xml"),
+        line_no=pl.lit(1, pl.Int64),
+        statement_id=pl.lit(""),
+        sequence=pl.lit(None, pl.String),
+    )
+
+
+def _movement(inputs: dict[str, pl.DataFrame], day: date, amount: int) -> pl.DataFrame:
+    """A merchant payout the ledger recorded late, expected in the bank on `day`."""
+    like = inputs["expected_movements"].filter(pl.col("kind") == "merchant_payout").head(1)
+    return like.with_columns(
+        event_id=pl.lit("evt_late_movement"),
+        reference=pl.lit("po_late_movement"),
+        amount_minor=pl.lit(-amount, pl.Int64),
+        expected_on=pl.lit(day),
+    )
+
+
+def _statement(inputs: dict[str, pl.DataFrame], account: str, day: date, amount: int) -> pl.DataFrame:
+    """Another statement of `account` for `day`, sent late, closing `amount` above where it opens."""
+    like = inputs["statements"].filter((pl.col("account") == account) & (pl.col("closing_date") == day)).head(1)
+    return like.with_columns(
+        statement_id=pl.lit("LATE-STATEMENT"),
+        sequence=pl.lit(None, pl.String),
+        opening_minor=pl.col("closing_minor"),
+        closing_minor=pl.col("closing_minor") + amount,
+        source_file=pl.lit("late_statement.xml"),
+        line_no=pl.lit(1, pl.Int64),
+    )
+
+
+LATE = {
+    "statement": lambda inputs, account, day, amount: {"statements": _statement(inputs, account, day, amount)},
+    "bank line": lambda inputs, account, day, amount: {"bank_lines": _bank_line(inputs, account, day, amount)},
+    "ledger movement": lambda inputs, account, day, amount: {"expected_movements": _movement(inputs, day, amount)},
+}
+
+
+def _ends_as_the_batch(inputs, times, flow: Continuous, published: dict, late: dict[str, pl.DataFrame]) -> None:
+    everything = {name: pl.concat([frame, late[name]]) if name in late else frame for name, frame in inputs.items()}
+    batch, as_of = _batch(everything, times)
+    flow.add(**late)
+    end = flow.advance(as_of)
+    _publish(published, end)
+    assert end.result.variances.equals(batch.variances)
+    assert end.result.closed.equals(batch.closed)
+    assert set(published) == set(batch.variances["variance_id"])
+
+
+def test_statements_are_cut_out_with_their_balance_variances_kept_as_published(fed) -> None:
+    inputs, _, flow, published = fed
+    cut = _cut_days(flow, inputs)
+    assert cut.height > inputs["statements"].height / 2, "most statements were let go"
+    assert flow.retired_statements() >= cut.height
+    mismatches = [vid for vid, category in published.items() if category == "bank_balance_mismatch"]
+    assert flow.frozen() > 0 and mismatches, "balance variances of cut-out statements stay published"
+
+
+@pytest.mark.parametrize("kind", sorted(LATE))
+def test_a_late_arrival_in_a_cut_out_statements_period_brings_it_back_and_ends_as_the_batch(fed, kind) -> None:
+    inputs, times, flow, published = fed
+    flow, published = copy.deepcopy(flow), dict(published)
+    account, day = _cut_days(flow, inputs).row(0)
+    late = LATE[kind](inputs, account, day, 12_345)
+    held_before = flow.holding("statements").height
+    flow.bring_back(**late)
+    back = flow.holding("statements")
+    assert back.height > held_before, "the statements the arrival may change came back"
+    assert back.filter(pl.col("account") == account)["closing_date"].min() <= day
+    _ends_as_the_batch(inputs, times, flow, published, late)
+
+
+def test_an_adjustment_naming_a_frozen_balance_variance_closes_it_as_the_batch_does(fed) -> None:
+    inputs, times, flow, published = fed
+    flow, published = copy.deepcopy(flow), dict(published)
+    frozen = flow._frozen.filter(pl.col("category") == "bank_balance_mismatch")
+    assert frozen.height, "a cut-out statement's balance variance is kept as published"
+    entry = adjusted.frame(
+        [
+            {
+                "event_id": "evt_late_balance_adjustment",
+                "variance_id": frozen["variance_id"][0],
+                "merchant_id": "platform",
+                "kind": "write_off",
+                "code": "bank_fee",
+                "approved_by": "checker@platform",
+                "approved_at": datetime(2026, 3, 1, tzinfo=timezone.utc),
+            }
+        ]
+    )
+    _ends_as_the_batch(inputs, times, flow, published, {"adjustments": entry})
+    assert frozen["variance_id"][0] not in published
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), kind=st.sampled_from(sorted(LATE)), amount=st.integers(1, 5_000_000))
+def test_any_late_arrival_in_any_cut_out_period_ends_as_the_batch(fed, data, kind, amount) -> None:
+    inputs, times, flow, published = fed
+    flow, published = copy.deepcopy(flow), dict(published)
+    cut = _cut_days(flow, inputs)
+    account, day = cut.row(data.draw(st.integers(0, cut.height - 1)))
+    _ends_as_the_batch(inputs, times, flow, published, LATE[kind](inputs, account, day, amount))
+
+
+def test_the_reach_of_an_arrival_is_its_earliest_date_less_the_widest_window() -> None:
+    tol = tolerances()
+    margin = retire_statements.margin(tol)
+    assert margin >= tol.bank_line_deadline_days and margin >= tol.processor_line_deadline_days
+    frames = {
+        "bank_lines": pl.DataFrame({"booking_date": [date(2026, 1, 20)], "value_date": [date(2026, 1, 21)]}),
+        "expected_movements": pl.DataFrame({"expected_on": [date(2026, 1, 15)]}),
+        "adjustments": pl.DataFrame({"variance_id": ["var_x"]}),
+    }
+    assert retire_statements.reach(frames, margin) == date(2026, 1, 15) - timedelta(days=margin)
+    assert retire_statements.reach({"adjustments": frames["adjustments"]}, margin) is None
