@@ -78,6 +78,15 @@ def test_sign_verify_round_trip(body, key):
     assert verify(body, signature.encode("ascii"), key) is True  # header values often arrive as bytes
 
 
+@SETTINGS
+@given(bodies=st.lists(st.binary(max_size=600), min_size=1, max_size=4), key=st.binary(max_size=80))
+def test_each_message_is_signed_alone_however_often_its_key_was_used(bodies, key):
+    """sign/verify keep one HMAC state per key and copy it per message: each signature
+    must still be the HMAC of that message alone, whatever came before under the key."""
+    for body in bodies:
+        assert sign(body, key) == "v1=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
 def test_round_trip_on_an_encoded_event():
     body = _event_bytes()
     assert verify(body, sign(body, KEY_A), KEY_A)
