@@ -72,9 +72,13 @@ def _batch_evidence(
     as its evidence, in file order."""
     if batches.is_empty():  # nothing to look up among ten million lines
         return batches
+    # the filter first: the scan then decodes the other columns only where a payout id is
+    # one of theirs (and skips row groups whose statistics rule them all out); the semi
+    # join alone decodes every line (0.43 against 0.02 CPU s at ten million lines)
     own = (
         lines.lazy()
         .select("processor", "payout_id", *_LINE)
+        .filter(pl.col("payout_id").is_in(batches[reference].drop_nulls().implode()))
         .join(
             batches.lazy().select("processor", payout_id=reference),
             on=["processor", "payout_id"],

@@ -196,8 +196,11 @@ class Reported:
     the later lines and the first of each id that repeats, whole (the copies step reads
     its repeats from here too); and, whole, the few rows the digests could not vouch for:
     expected settlements and first payment lines that may differ from their partner or
-    have none, and the unclassified first lines. Every line is hashed once and read
-    whole at most once per reconciliation."""
+    have none, and the unclassified first lines; and the first payment lines (`near`)
+    whose net is one of `near_nets` (`_n`), the nets of the lines no unsure expectation
+    shares a key hash with: what a line the ledger never expected is compared with to
+    find it a duplicate. Every line is hashed once and read whole at most once per
+    reconciliation."""
 
     lines: pl.LazyFrame
     later: pl.DataFrame
@@ -205,6 +208,8 @@ class Reported:
     unsure_exp: pl.DataFrame
     unsure_lines: pl.DataFrame
     unclassified: pl.DataFrame
+    near: pl.DataFrame
+    near_nets: pl.DataFrame
 
 
 def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame) -> Reported:
@@ -225,13 +230,14 @@ def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.Laz
     exp = expected.lazy().with_row_index("_e")
     exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])
     numbered = lines.lazy().with_row_index("_l")
-    dig = _digest(numbered, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED).collect(
-        engine="streaming"
-    )
+    dig = _digest(numbered, "_l", "line_id", "value_date", _pay=_PAYMENT, _unc=_UNCLASSIFIED, _n=pl.col("net_minor"))
+    dig = dig.collect(engine="streaming")
     grouped = dig.join(repeated(dig["_k"]).to_frame("_l"), on="_l", how="semi").select("_l", "_k")
-    paid = dig.filter("_pay").select("_l", "_k", "_c", "_c2")
+    paid = dig.filter("_pay").select("_l", "_k", "_c", "_c2", "_n")
     exp_odd, paid_odd = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l")
-    picked = pl.concat([paid_odd.select("_l", "_k"), dig.filter("_unc").select("_l", "_k"), grouped])
+    nets = paid_odd.join(exp_odd.select("_k"), on="_k", how="anti").select("_n").unique()
+    near = paid.join(nets, on="_n", how="semi", nulls_equal=True).select("_l", "_k")
+    picked = pl.concat([paid_odd.select("_l", "_k"), dig.filter("_unc").select("_l", "_k"), grouped, near])
     exp_rows, line_rows = pl.collect_all(
         [_rows(exp, _KEY_EXP, exp_odd, "_e"), _rows(numbered, _KEY, picked, "_l")], engine="streaming"
     )
@@ -250,6 +256,8 @@ def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.Laz
         exp_rows.drop("_e"),
         firsts.join(paid_odd.select("_l"), on="_l", how="semi").drop("_l"),
         firsts.filter(_UNCLASSIFIED).drop("_l"),
+        firsts.join(near.select("_l"), on="_l", how="semi").drop("_l"),
+        nets,
     )
 
 
@@ -268,15 +276,7 @@ def match(
     The result does not depend on the order of either input."""
     seen = seen or reported(expected, lines)
     unsure_exp, unsure_lines, unclassified = seen.unsure_exp, seen.unsure_lines, seen.unclassified
-    if seen.later.is_empty():
-        firsts = seen.lines
-    else:
-        firsts = seen.lines.join(seen.later.lazy().select("_l"), on="_l", how="anti")
-    firsts, repeats, originals = (
-        firsts.filter(_PAYMENT).drop("_l"),
-        seen.later.drop("_l"),
-        seen.heads.filter(_PAYMENT).drop("_l"),
-    )
+    repeats, originals = seen.later.drop("_l"), seen.heads.filter(_PAYMENT).drop("_l")
     odd = (
         unsure_exp.rename(lambda c: _EXP + c)
         .with_columns(_e=pl.lit(True))
@@ -294,7 +294,7 @@ def match(
     pairs = odd.filter(pl.col("_e").is_not_null() & pl.col("_l").is_not_null())
     missing = odd.filter(pl.col("_l").is_null()).select(exp_columns)
     unexpected = odd.filter(pl.col("_e").is_null()).select(line_columns)
-    dups = _duplicates(firsts, repeats, originals, unexpected)
+    dups = _duplicates(_near(seen, unexpected), repeats, originals, unexpected)
     unknown = unexpected.join(dups.select("processor", "line_id"), on=["processor", "line_id"], how="anti")
     raw = [
         compare(pairs, tol),
@@ -435,27 +435,29 @@ def _missing_at_processor(missing: pl.DataFrame, tol: Tolerances, as_of: date) -
     )
 
 
+def _near(seen: Reported, unexpected: pl.DataFrame) -> pl.DataFrame:
+    """The first payment lines that share a net with an `unexpected` line: `seen.near`,
+    and, should an unexpected line's net not be among `seen.near_nets` (its key hash is
+    an unsure expectation's: a collision), the lines with that net, read now."""
+    missed = unexpected.join(seen.near_nets, left_on="net_minor", right_on="_n", how="anti", nulls_equal=True)
+    if missed.is_empty():
+        return seen.near
+    firsts = seen.lines.join(seen.later.lazy().select("_l"), on="_l", how="anti").filter(_PAYMENT).drop("_l")
+    nets = missed.lazy().select(_n="net_minor").unique()
+    more = firsts.join(nets, left_on="net_minor", right_on="_n", how="semi", nulls_equal=True)
+    return pl.concat([seen.near, more.collect(engine="streaming")])
+
+
 def _duplicates(
-    firsts: pl.LazyFrame, repeats: pl.DataFrame, originals: pl.DataFrame, unexpected: pl.DataFrame
+    near: pl.DataFrame, repeats: pl.DataFrame, originals: pl.DataFrame, unexpected: pl.DataFrame
 ) -> pl.DataFrame:
     """Reported lines that repeat another one, each with the `original` line id and its
     evidence: a later line under an id already seen (`originals`: the first line of each
     id that repeats), and a line the ledger never expected whose fields are all those of a
     line that ranks before it (a line the ledger expected first, then by line id). Only
-    the few unexpected lines are compared field by field, and only lines with one of
-    their nets are read to compare them with."""
-    if unexpected.is_empty():
-        alike = firsts.clear().collect()
-    else:
-        nets = unexpected["net_minor"]
-        near = pl.col("net_minor").is_in(nets.drop_nulls().implode())
-        if nets.null_count():
-            near |= pl.col("net_minor").is_null()
-        alike = (
-            firsts.filter(near)
-            .join(unexpected.lazy().select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
-            .collect(engine="streaming")
-        )
+    the few unexpected lines are compared field by field, with the first payment lines
+    that share a net with one of them (`near`, `_near`)."""
+    alike = near.join(unexpected.select(FINGERPRINT).unique(), on=FINGERPRINT, nulls_equal=True, how="semi")
     same_id = repeats.join(
         originals.select("processor", "line_id", original="line_id", original_evidence=evidence()),
         on=["processor", "line_id"],

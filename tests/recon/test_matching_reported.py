@@ -60,3 +60,21 @@ def test_every_reported_line_is_read_whole_at_most_once_and_agreeing_pairs_not_a
     assert seen.unsure_lines["line_id"].to_list() == ["stl_00007", "stl_00500"]
     assert (seen.later["line_id"].to_list(), seen.heads["line_id"].to_list()) == (["stl_00500"], ["stl_00500"])
     assert seen.unclassified.is_empty() and isinstance(seen.lines, pl.LazyFrame)
+    # no line is one the ledger never expected, so none is read to compare such a line with
+    assert seen.near.is_empty() and seen.near_nets.is_empty()
+
+
+def test_a_line_the_ledger_never_expected_is_found_a_duplicate_even_if_its_net_was_not_read_ahead():
+    """`reported` reads ahead the lines sharing a net with a line no unsure expectation
+    shares a key hash with; a line that escaped that (its key hash an expectation's, by a
+    64-bit collision) has its net's lines read when it turns out unexpected."""
+    book = [settlement(i, "adyen", "charge", 2_000 + 10 * i, "EUR", i % 3, False) for i in range(20)]
+    lines = [reported(e, i + 2) for i, e in enumerate(book)]
+    lines.append(replace(lines[4], line_id="std_1", line_no=99))  # line 4 again under an id nobody expected
+    expected, reports = ex.frames(book)[0], frame(lines, SettlementLine)
+    seen = settlements.reported(expected, reports)
+    assert seen.near["line_id"].sort().to_list() == ["std_1", "stl_00004"]
+    escaped = replace(seen, near=seen.near.clear(), near_nets=seen.near_nets.clear())
+    for given in (seen, escaped):
+        raw, _ = settlements.match(expected, reports, TOL, LATER.date(), given)
+        assert raw.select("category", "reference", "expected").rows() == [("duplicate", "std_1", "one line stl_00004")]
