@@ -26,6 +26,7 @@ over every input, and the result is still exactly the batch's.
 
 from __future__ import annotations
 
+import io
 import uuid
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
@@ -70,6 +71,8 @@ class Retirement:
 
 
 _UNIT = "_unit"
+_FACTS = "_facts"
+_FROZEN_SCHEMA = SCHEMA | {_UNIT: pl.UInt64, _FACTS: pl.UInt64}
 _STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
 
 
@@ -84,7 +87,8 @@ class Continuous:
     # own variances and closed variances, and the cut-out movements' sums per account and day
     _index: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire.INDEX_SCHEMA))
     _units: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"unit": pl.UInt64, "round": pl.String}))
-    _frozen: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SCHEMA | {_UNIT: pl.UInt64}))
+    # (with each one's `facts_hash`, taken once: a frozen balance variance names every open item)
+    _frozen: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_FROZEN_SCHEMA))
     _frozen_closed: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema=adjusted.CLOSED_SCHEMA | {_UNIT: pl.UInt64})
     )
@@ -119,12 +123,26 @@ class Continuous:
         """Units cut out now (a payout batch, a bank movement with its line)."""
         return self._units["unit"].n_unique()
 
+    def __getstate__(self) -> dict:
+        """The snapshot, with the frozen variances compressed: a frozen balance variance
+        names every item open on its statement's day, the same ids statement after
+        statement (35x smaller in zstd)."""
+        state = self.__dict__.copy()
+        packed = io.BytesIO()
+        self._frozen.write_ipc(packed, compression="zstd")
+        state["_frozen"] = packed.getvalue()
+        return state
+
     def __setstate__(self, state: dict) -> None:
-        """A snapshot from before a field was added resumes with that field's default."""
+        """A snapshot; one from before a field was added resumes with its default."""
         self.__dict__.update(state)
+        if isinstance(self._frozen, bytes):
+            self._frozen = pl.read_ipc(io.BytesIO(self._frozen))
         for f in fields(self):
             if f.name not in state and f.default_factory is not MISSING:
                 setattr(self, f.name, f.default_factory())
+        if _FACTS not in self._frozen.columns:
+            self._frozen = _with_facts(self._frozen)
 
     def retired_statements(self) -> int:
         """Statement rows cut out now (the anchors among them)."""
@@ -240,7 +258,8 @@ class Continuous:
             ghosts = pl.col("variance_id").is_in(retire_statements.ghost_ids(anchor))
             live = replace(live, variances=live.variances.filter(~ghosts), closed=live.closed.filter(~ghosts))
         result = self._with_frozen(live)
-        facts = dict(zip(result.variances["variance_id"], facts_hash(result.variances)))
+        facts = dict(zip(live.variances["variance_id"], facts_hash(live.variances)))
+        facts.update(zip(self._frozen["variance_id"], self._frozen[_FACTS]))
         known = pl.col("variance_id").is_in(list(self._published))
         moved = [vid for vid, h in facts.items() if vid in self._published and self._published[vid] != h]
         gone = sorted(self._published.keys() - facts.keys())
@@ -264,7 +283,7 @@ class Continuous:
         if self._frozen.is_empty() and self._frozen_closed.is_empty():
             return live
         age = (pl.lit(live.as_of) - pl.col("since")).dt.total_days().cast(pl.Int64)
-        frozen = self._frozen.drop(_UNIT).with_columns(age_days=age)
+        frozen = self._frozen.drop(_UNIT, _FACTS).with_columns(age_days=age)
         closed = self._frozen_closed.drop(_UNIT).with_columns(age_days=age)
         return Result(
             pl.concat([live.variances, frozen]).sort("category", "variance_id"),
@@ -326,7 +345,7 @@ class Continuous:
         self._index = pl.concat([self._index, keys])
         units = pl.concat([batches[_UNIT], pairs[_UNIT], clean[_UNIT]]).unique()
         self._units = pl.concat([self._units, units.to_frame("unit").with_columns(round=pl.lit(round_))])
-        self._frozen = pl.concat([self._frozen, frozen.select(self._frozen.columns)])
+        self._frozen = pl.concat([self._frozen, _with_facts(frozen)])
         self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
         self._carry = _summed(pl.concat([self._carry, pairs.select(list(retire.CARRY_SCHEMA))]))
         for name, frame in tagged.items():
@@ -358,7 +377,7 @@ class Continuous:
         if cut is None:
             return pl.DataFrame(schema=STATEMENT_SCHEMA)
         own = lambda frame: frame.join(cut.variance_ids.rename({"unit": _UNIT}), on="variance_id")  # noqa: E731
-        self._frozen = pl.concat([self._frozen, own(live.variances).select(self._frozen.columns)])
+        self._frozen = pl.concat([self._frozen, _with_facts(own(live.variances))])
         self._frozen_closed = pl.concat([self._frozen_closed, own(live.closed).select(self._frozen_closed.columns)])
         self._statements = pl.concat([self._statements, cut.statements])
         self._jumps = pl.concat([self._jumps, cut.jumps])
@@ -395,6 +414,12 @@ def _summed(carry: pl.DataFrame) -> pl.DataFrame:
         .select(list(retire.CARRY_SCHEMA))
         .cast(retire.CARRY_SCHEMA)
     )
+
+
+def _with_facts(variances: pl.DataFrame) -> pl.DataFrame:
+    """Variances (`SCHEMA` and their unit) as `_FROZEN_SCHEMA` rows, with their facts' hash."""
+    own = variances.select(list(SCHEMA))
+    return own.with_columns(variances[_UNIT], facts_hash(own).alias(_FACTS)).select(list(_FROZEN_SCHEMA))
 
 
 def facts_hash(variances: pl.DataFrame) -> pl.Series:
