@@ -69,15 +69,22 @@ def _resent(lines: pl.DataFrame | pl.LazyFrame, known: Repeats | None = None) ->
     Repeats are found by `first_rows` (one hash per line), or are `known` (the later lines
     and the first of each id that repeats, as `first_rows` gives them): the common case of
     no repeat costs no join."""
-    repeats, originals = known if known is not None else first_rows(lines.lazy(), LINE_KEY, WHERE)[1:]
-    if repeats.is_empty():
-        return lines.lazy(), repeats.join(repeats, on=LINE_KEY, suffix="_first")
-    copies = repeats.join(originals, on=LINE_KEY, suffix="_first").filter(
-        pl.col("source_file") != pl.col("source_file_first")
-    )
+    copies = sent_again(known if known is not None else first_rows(lines.lazy(), LINE_KEY, WHERE)[1:])
     if copies.is_empty():
         return lines.lazy(), copies
     return lines.lazy().join(copies.lazy().select(*LINE_KEY, *WHERE), on=[*LINE_KEY, *WHERE], how="anti"), copies
+
+
+def sent_again(repeats: Repeats) -> pl.DataFrame:
+    """The copies among `repeats` (the later lines and the first of each id that repeats):
+    the later lines a later file sent of an id an earlier file reported, with their first
+    version's columns suffixed `_first`."""
+    later, originals = repeats
+    if later.is_empty():
+        return later.join(later, on=LINE_KEY, suffix="_first")
+    return later.join(originals, on=LINE_KEY, suffix="_first").filter(
+        pl.col("source_file") != pl.col("source_file_first")
+    )
 
 
 def taken_once(lines: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:

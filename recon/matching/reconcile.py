@@ -89,11 +89,11 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     seen = settlements.reported(inputs.expected_settlements, lines)
     known = (seen.later.drop("_l"), seen.heads.drop("_l"))
     inputs, copied = copies.sort_out(replace(inputs, settlement_lines=lines), known)  # sent twice counts once
-    # with no copy taken out the lines are the same frame, and what `seen` says of them holds
-    same = inputs.settlement_lines is lines
-    line_raw, line_pending = settlements.match(
-        inputs.expected_settlements, inputs.settlement_lines, tol, day, seen if same else None
-    )
+    # with no copy taken out the lines are the same frame, and what `seen` says of them
+    # holds; a copy is a later line, so without the copies it holds for all but those
+    if inputs.settlement_lines is not lines:
+        seen = seen.without(copies.sent_again(known))
+    line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day, seen)
     # the bank side is a line per payout batch: small, so held whole
     movements, bank_lines = inputs.expected_movements.lazy().collect(), inputs.bank_lines.lazy().collect()
     bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)

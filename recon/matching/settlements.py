@@ -23,7 +23,7 @@ raw row as evidence, so a person classifies it; it too counts in its batch's pay
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import polars as pl
@@ -211,6 +211,20 @@ class Reported:
     near: pl.DataFrame
     near_nets: pl.DataFrame
 
+    def without(self, copies: pl.DataFrame) -> Reported:
+        """What `reported` says of the lines once `copies` (later lines, `copies.sent_again`)
+        are taken out, as `reported` of what is left would say it (short of reading every
+        line again): each id's first line stays first, so all read of the first lines
+        holds; the later lines lose the copies, and the heads the ids left with none."""
+        gone = copies.select(*_KEY, *_WHERE)
+        later = self.later.join(gone, on=[*_KEY, *_WHERE], how="anti")
+        return replace(
+            self,
+            lines=self.lines.join(gone.lazy(), on=[*_KEY, *_WHERE], how="anti"),
+            later=later,
+            heads=self.heads.join(later.select(_KEY).unique(), on=_KEY, how="semi", nulls_equal=True),
+        )
+
 
 def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.LazyFrame) -> Reported:
     """At ten million lines nearly every pair agrees field for field, so the rows are
@@ -223,10 +237,11 @@ def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.Laz
 
     The lines' digest takes every line, not only the first of each id, because which line
     comes first is known only once the lines of a repeated id are read whole, and those
-    are read in the same pass as the unsure ones. A later line that equals its first and
-    its expected settlement makes three of one hash, unsure; a later line that alone
-    equals the expected settlement vouches for it in place of its first, so that
-    settlement is read afterwards (the case of a corrected line sent again)."""
+    are read in the same pass as the unsure ones. A later line that equals its first (two
+    of one hash on one side) is unsure with it, so their expected settlement is too; a
+    later line that alone equals the expected settlement vouches for it in place of its
+    first, so that settlement is read afterwards (the case of a corrected line sent
+    again)."""
     exp = expected.lazy().with_row_index("_e")
     exp_dig = _firsts(exp, _digest(exp, "_e", "settlement_id", "available_on"), "_e", _KEY_EXP, ["event_id"])
     numbered = lines.lazy().with_row_index("_l")
@@ -234,7 +249,10 @@ def reported(expected: pl.DataFrame | pl.LazyFrame, lines: pl.DataFrame | pl.Laz
     dig = dig.collect(engine="streaming")
     grouped = dig.join(repeated(dig["_k"]).to_frame("_l"), on="_l", how="semi").select("_l", "_k")
     paid = dig.filter("_pay").select("_l", "_k", "_c", "_c2", "_n")
-    exp_odd, paid_odd = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l")
+    # a line sent again as it was has its first's hashes: two of one hash on one side are no
+    # pair, so such lines are unsure (read whole anyway, as lines of a repeated id)
+    twice = paid.join(grouped.select("_l"), on="_l", how="semi").filter(pl.col("_c").is_duplicated())["_c"]
+    exp_odd, paid_odd = unpaired(exp_dig.select("_e", "_k", "_c", "_c2"), paid, "_e", "_l", twice.unique())
     nets = paid_odd.join(exp_odd.select("_k"), on="_k", how="anti").select("_n").unique()
     near = paid.join(nets, on="_n", how="semi", nulls_equal=True).select("_l", "_k")
     picked = pl.concat([paid_odd.select("_l", "_k"), dig.filter("_unc").select("_l", "_k"), grouped, near])
@@ -382,11 +400,14 @@ def _xor(frame: pl.DataFrame, column: str) -> int:
     return frame.select(pl.col(column).bitwise_xor()).item() or 0
 
 
-def unpaired(left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_index: str):
+def unpaired(
+    left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_index: str, twice: pl.Series | None = None
+):
     """(the rows of `left`, the rows of `right`) that a full join of the two on the hash
-    `_c` leaves without a partner, or pairs with a partner of another second hash `_c2`;
-    each side's `_c` is unique short of a collision, and its rows are told apart by its
-    index column.
+    `_c` leaves without a partner, or pairs with a partner of another second hash `_c2`,
+    or whose `_c` is one of `twice` (hashes one side holds twice: no pair); otherwise each
+    side's `_c` is unique short of a collision, and its rows are told apart by its index
+    column.
 
     At ten million rows a side the join is the dearest part of a reconciliation, and
     nearly every row has its partner, so the partners are found by sorting both sides'
@@ -397,6 +418,9 @@ def unpaired(left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_ind
     join says which."""
     hashes = pl.concat([left["_c"], right["_c"]]).sort()
     lone = hashes.rle().struct.unnest().filter(pl.col("len") != 2).select(_c="value")
+    twice = pl.Series("_c", [], pl.UInt64) if twice is None else twice.rename("_c")
+    if len(twice):
+        lone = pl.concat([lone, twice.to_frame()]).unique()
     left_lone = left.join(lone, on="_c", how="semi")
     right_lone = right.join(lone, on="_c", how="semi")
     left_paired = left.height - left_lone.height
@@ -406,7 +430,10 @@ def unpaired(left: pl.DataFrame, right: pl.DataFrame, left_index: str, right_ind
     if vouched:
         return left_lone, right_lone
     odd = left.join(right, on="_c", how="full", coalesce=True, suffix="_right").filter(
-        pl.col(left_index).is_null() | pl.col(right_index).is_null() | (pl.col("_c2") != pl.col("_c2_right"))
+        pl.col(left_index).is_null()
+        | pl.col(right_index).is_null()
+        | (pl.col("_c2") != pl.col("_c2_right"))
+        | pl.col("_c").is_in(twice.implode())
     )
     picked = lambda frame, index: frame.join(odd.select(index).drop_nulls(), on=index, how="semi")  # noqa: E731
     return picked(left, left_index), picked(right, right_index)

@@ -12,12 +12,14 @@ from dataclasses import replace
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clearline.events import Money
 from clearline.recon.lines import SettlementLine, frame
+from clearline.recon.matching import copies, settlements
 from clearline.recon.matching import expectations as ex
-from clearline.recon.matching import settlements
-from tests.recon.test_matching_rules import LATER, TOL, reported, settlement
+from tests.recon.test_matching_rules import LATER, TOL, books, reported, settlement
 
 
 def _match(expected: list, lines: list, seed: int) -> set[tuple[str, str]]:
@@ -45,6 +47,17 @@ def test_a_line_sent_twice_as_the_ledger_expects_it_gives_only_the_duplicate(see
     charge = settlement(0, "adyen", "charge", 10_000, "EUR", 0, False)
     line = reported(charge, 2)
     assert _match([charge], [line, replace(line, line_no=5)], seed) == {("duplicate", "stl_00000")}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lines_sent_again_as_they_were_pair_with_nothing_but_their_first_is_still_compared(seed):
+    """The first line and a copy of it, and another version of it twice: two lines of one
+    hash on one side are no pair (taken for one, the copy of the first hid the first)."""
+    charge = settlement(0, "adyen", "charge", 10_000, "EUR", 0, False)
+    first = reported(charge, 2)
+    other = replace(first, net=Money(first.net.minor + 1, "EUR"), line_no=30)
+    lines = [first, replace(first, line_no=20), other, replace(other, line_no=40)]
+    assert _match([charge], lines, seed) == {("duplicate", "stl_00000")}
 
 
 def test_every_reported_line_is_read_whole_at_most_once_and_agreeing_pairs_not_at_all():
@@ -75,6 +88,34 @@ def test_a_line_the_ledger_never_expected_is_found_a_duplicate_even_if_its_net_w
     seen = settlements.reported(expected, reports)
     assert seen.near["line_id"].sort().to_list() == ["std_1", "stl_00004"]
     escaped = replace(seen, near=seen.near.clear(), near_nets=seen.near_nets.clear())
-    for given in (seen, escaped):
-        raw, _ = settlements.match(expected, reports, TOL, LATER.date(), given)
+    for told in (seen, escaped):
+        raw, _ = settlements.match(expected, reports, TOL, LATER.date(), told)
         assert raw.select("category", "reference", "expected").rows() == [("duplicate", "std_1", "one line stl_00004")]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books, st.data())
+def test_what_is_reported_holds_without_the_copies_as_if_read_again(specs, data):
+    """`reconcile` takes the copies out after `reported` read the lines: `without` them,
+    matching says of what is left what it says when it reads what is left afresh."""
+    book = [settlement(i, *spec) for i, spec in enumerate(specs)]
+    lines = [reported(e, i + 2) for i, e in enumerate(book)]
+    for line in data.draw(st.lists(st.sampled_from(lines), max_size=4)):
+        again = data.draw(st.sampled_from([line.source_file, "other_report.csv"]))
+        moved = data.draw(st.sampled_from([0, 0, 1, -250]))
+        lines.append(
+            replace(
+                line,
+                source_file=again,
+                line_no=line.line_no + 100,
+                net=Money(line.net.minor + moved, line.net.currency),
+            )
+        )
+    expected, reports = ex.frames(book)[0], frame(lines, SettlementLine)
+    seen = settlements.reported(expected, reports)
+    known = (seen.later.drop("_l"), seen.heads.drop("_l"))
+    kept = copies.processor_copies(reports, known)[0]
+    fresh = settlements.match(expected, kept, TOL, LATER.date())
+    reused = settlements.match(expected, kept, TOL, LATER.date(), seen.without(copies.sent_again(known)))
+    for a, b in zip(fresh, reused):
+        assert sorted(a.rows()) == sorted(b.rows())
