@@ -6,9 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from clearline.freezes import Freezes
 from clearline.pipelines.world.generate import WorldOptions, generate
+
+# No Hypothesis deadline anywhere: a deadline is a timed assertion (speed lives in bench/),
+# and the suite shares two cores with the broker and the flows it starts, so an example
+# can take past 200 ms for reasons that are not the code's (test_autofix, load 12).
+settings.register_profile("clearline", deadline=None)
+settings.load_profile("clearline")
 
 # Two emergency freezes the small world's payout run honours, so every test of it also
 # meets held payouts (payout.held, no bank line): a merchant from mid-February, and the
