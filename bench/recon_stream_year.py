@@ -15,6 +15,16 @@ out): what is left of the work per advance is bounded by the open ones. These st
 filled; the held inputs of the whole year, loaded up front to feed the stream, are a
 constant part of the RSS.
 
+With `--work-queue-days N` a finance team works the queue: every variance the stream
+publishes gets the adjusting entry a person posts through the workbench N simulated days
+after it was raised (`adjustment.posted` as `adjusted.from_events` reads it: the kind
+`propose_adjustment` states, else "manual"), fed to the stream that morning, unless the
+variance is gone by then; the batch gets the same entries. Per month it then also prints
+the entries posted and the variances they keep closed. An entry closes a variance by its
+id; it moves no bank line or ledger movement, so what a statement's balance mismatch
+lists as open items (references whose bank and ledger movements do not net) is not
+closed by it: the mismatch's own variance closes, its items stay open.
+
 At the end it checks that the stream's variances equal one batch `reconcile` over the
 same year, and times that whole-history reconciliation: what every advance cost before
 retirement (each re-reconciled everything ever held). Its ratio to the last month's mean
@@ -37,7 +47,7 @@ from pathlib import Path
 
 import polars as pl
 
-from clearline import config
+from clearline import config, events
 from clearline.pipelines.cli.recon import parse_all, report_files, tolerances
 from clearline.pipelines.world.generate import WorldOptions, generate
 from clearline.recon import (
@@ -48,6 +58,7 @@ from clearline.recon import (
     bank_books,
     expectations,
     input_watermark,
+    propose_adjustment,
     reconcile,
 )
 
@@ -92,6 +103,22 @@ def world_arrivals(world: Path) -> tuple[dict[date, dict[str, list[pl.DataFrame]
     return by_day, inputs, input_watermark(inputs, ev["occurred_at"].max())
 
 
+def queue_entry(variance: dict, day: date) -> dict:
+    """The adjusting entry (adjusted.ADJUSTMENT_SCHEMA) a finance user posts for `variance`
+    on `day`: the kind its numbers state, or "manual" (a person writes the legs)."""
+    proposal = propose_adjustment(variance)
+    kind = proposal.kind if proposal is not None else "manual"
+    return {
+        "event_id": f"adj_queue_{variance['variance_id']}",
+        "variance_id": variance["variance_id"],
+        "merchant_id": variance["merchant_id"] or events.PLATFORM,
+        "kind": kind,
+        "code": "written_off" if kind == "write_off" else "our_error",
+        "approved_by": "finance_queue",
+        "approved_at": datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=10),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=int, default=365)
@@ -100,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon", type=int, default=30, help="retire_after_days")
     ap.add_argument("--world", type=Path, default=None, help="a generated world to reuse (made there if absent)")
     ap.add_argument("--baseline-runs", type=int, default=2, help="whole-history reconciliations timed (best counts)")
+    ap.add_argument(
+        "--work-queue-days",
+        type=int,
+        default=None,
+        help="post an adjusting entry for each published variance this many simulated days after it was raised",
+    )
     args = ap.parse_args(argv)
+    queue = args.work_queue_days
     load0 = os.getloadavg()[0]
     cpu0 = _cpu()
     world = args.world or Path(tempfile.mkdtemp(prefix="recon-year-")) / "world"
@@ -126,12 +160,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{'month':7} {'lines held':>11} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
         f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5} "
         f"{'stmts held':>10} {'stmts cut':>9} {'open var':>8} {'frozen':>6}"
+        + (f" {'entries':>7} {'closed':>6}" if queue is not None else "")
     )
+    due: dict[date, list[str]] = defaultdict(list)  # entry day -> variance ids raised N days before
+    raised: dict[str, dict] = {}  # variance id -> its row as published (the latest facts)
+    posted: list[dict] = []
     print(header)
     day = min(by_day)
     end_day = as_of.date()
     while day <= end_day + timedelta(days=1):
-        todays = by_day.get(day, {})
+        todays = {name: list(parts) for name, parts in by_day.get(day, {}).items()}
+        entries = [queue_entry(raised[v], day) for v in due.pop(day, []) if v in published]
+        if entries:
+            todays.setdefault("adjustments", []).append(adjusted.frame(entries))
+            posted += entries
         flow.add(**{name: pl.concat(parts) for name, parts in todays.items()})
         mark = min(datetime.combine(day, datetime.max.time(), timezone.utc), as_of)
         t, c = time.perf_counter(), _cpu()
@@ -139,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         months[f"{day:%Y-%m}"].append((time.perf_counter() - t, _cpu() - c))
         published |= set(changes.new["variance_id"])
         published -= set(changes.gone)
+        if queue is not None:
+            for row in pl.concat([changes.new, changes.changed]).iter_rows(named=True):
+                if row["variance_id"] not in raised:
+                    due[day + timedelta(days=queue)].append(row["variance_id"])
+                raised[row["variance_id"]] = row
         last = changes
         month = f"{day:%Y-%m}"
         if (day + timedelta(days=1)).month != day.month or day > end_day:
@@ -153,17 +200,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(pickle.dumps(flow)) / 1024:>12,.0f} {_rss_mib():>8,.0f} "
                 f"{flow.retired_units():>13,} {flow.units_back:>5} "
                 f"{held.get('statements', 0):>10,} {flow.retired_statements():>9,} "
-                f"{changes.result.variances.height:>8,} {flow.frozen():>6,}",
+                f"{changes.result.variances.height:>8,} {flow.frozen():>6,}"
+                + (f" {len(posted):>7,} {changes.result.closed.height:>6,}" if queue is not None else ""),
                 flush=True,
             )
         day += timedelta(days=1)
 
+    if queue is not None:
+        inputs = Inputs(**{**inputs.__dict__, "adjustments": pl.concat([inputs.adjustments, adjusted.frame(posted)])})
+        open_by = changes.result.variances.group_by("category").len().sort("len", descending=True)
+        print(
+            f"work queue, {queue} days: {len(posted):,} entries posted, {changes.result.closed.height:,} variances "
+            f"closed by them; open at the end by category: " + ", ".join(f"{c} {n:,}" for c, n in open_by.iter_rows())
+        )
     batch_times = []
     for _ in range(args.baseline_runs):
         t, c = time.perf_counter(), _cpu()
         batch = reconcile(inputs, tolerances(), as_of)
         batch_times.append((time.perf_counter() - t, _cpu() - c))
-    same = last.result.variances.equals(batch.variances) and published == set(batch.variances["variance_id"])
+    same = (
+        last.result.variances.equals(batch.variances)
+        and last.result.closed.equals(batch.closed)
+        and published == set(batch.variances["variance_id"])
+    )
     final_month = months[max(months)]
     stream_mean = sum(w for w, _ in final_month) / len(final_month)
     stream_cpu = sum(c for _, c in final_month) / len(final_month)
