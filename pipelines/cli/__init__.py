@@ -49,6 +49,13 @@ from clearline.pipelines.cli import (
 )
 def main(config_dir: Path | None) -> None:
     """Clearline: streaming risk and reconciliation for B2B payments."""
+    # numpy asks the kernel for huge pages for its large arrays. When memory is fragmented
+    # (after another large job) the kernel spends its time on them: the point-in-time join of
+    # 10 M rows took 6.1 s instead of 2.9, 4.5 s of it in the kernel against 1.3-1.6 s
+    # (bench/backtest_pit.py, quiet machine, 2026-12-07; under load 3.6-6.2 s against
+    # 1.7-2.5). Without the advice it takes 3.0-3.1 s every time. Set here, before any command
+    # imports numpy, and inherited by the processes commands start; a value given wins.
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     if config_dir is not None:
         # Through the environment, so the flows' worker processes and the commands a
         # command starts (`ledger rebuild`, the demo's steps) read the same folder.
