@@ -6,12 +6,13 @@ the server uses it: open-loop, record i due at i/rate and its latency counted fr
 it was due, 900-byte records, in the same run:
 
 * baseline: ONE process adding at the whole rate alone (no other writer to wait for);
-* the API's case: TWO processes each adding at half the rate into the same store, their
-  writers taking turns (the store's kernel lock).
+* the API's case: TWO processes each adding at half the rate into the same store, a
+  writer that finds the other's commit in progress waiting in SQLite's busy handler.
 
-The ratio of their p99s is what two writers cost over one. Before the turn lock
-(session 22) the second writer slept in SQLite's busy-wait steps and two processes at
-500 records/s each waited p99 90-500 ms.
+The ratio of their p99s is what two writers cost over one. (Session 22 tried turns at a
+kernel lock instead: under load, p99 90-500 ms fell to 11-22 ms, but on the quiet machine
+every group shrank to one record, an fsync each, and the API over HTTP answered slower:
+p99 5.5-6.4 ms at 500 req/s against 3.5 with SQLite's waits. It was taken out.)
 
     python bench/decision_store.py [--rate 1000] [--seconds 5] [--json]
 """

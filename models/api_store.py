@@ -17,15 +17,6 @@ while a group is being fsynced form the next group, so the fsyncs per second sta
 constant as the load grows, and the cost per record falls. `add` (one record, its own
 commit) is the same rule for callers without an event loop.
 
-The API's workers are processes, one store file, so their writer threads take turns at
-SQLite's write lock. SQLite makes a writer that finds the lock taken sleep and retry, in
-steps of 1, 2, 5, 10 … 100 ms, so it overslept the other's commit, and its requests with
-it: two processes at 500 records/s each waited p99 90-500 ms. The writers now take turns
-at a kernel file lock beside the store (`<store>.writer-lock`, `flock`), which wakes the
-waiting one the moment the other's commit is on disk, and a writer gathers its group only
-once it holds the lock, so the group holds everything that arrived meanwhile: p99 17-22 ms
-on the same minutes (/tmp/api22, session 22). The lock goes with its process if that dies.
-
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a
 background thread of each process, not on the request that happens to cross SQLite's
 1,000-page threshold: that request would otherwise wait for the fsync (several ms, the
@@ -36,16 +27,13 @@ blocks the writers.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import queue
 import sqlite3
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 
@@ -85,7 +73,6 @@ class DecisionStore:
         to_wal(self.db, 30)  # the API's workers open it at the same instant (clearline.sqlite_wal)
         self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module doc: the checkpointer does it
         self.db.execute(SCHEMA)
-        self._turn = os.open(path.with_name(path.name + ".writer-lock"), os.O_RDWR | os.O_CREAT, 0o644)
         self.commits = 0  # group commits made by the writer thread (records / commits: the group size)
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -118,8 +105,7 @@ class DecisionStore:
     def add(self, decision_id: str, tenant: str, order_id: str, request_hash: str, record: dict[str, Any]) -> Stored:
         """Store a new decision, committed (fsynced) when this returns; if the order was
         decided meanwhile, the one stored first."""
-        with self._writing():
-            got = _insert(self.db, [(decision_id, tenant, order_id, request_hash, _encode(record))])[0]
+        got = _insert(self.db, [(decision_id, tenant, order_id, request_hash, _encode(record))])[0]
         if isinstance(got, Exception):
             raise got
         return got
@@ -137,34 +123,24 @@ class DecisionStore:
         self._pending.put((loop, done, (decision_id, tenant, order_id, request_hash, _encode(record))))
         return await done
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """This process's turn to write (see the module doc: a kernel lock, not SQLite's sleeps)."""
-        fcntl.flock(self._turn, fcntl.LOCK_EX)  # releases the GIL while it waits
-        try:
-            yield
-        finally:
-            fcntl.flock(self._turn, fcntl.LOCK_UN)
-
     def _writes(self) -> None:
-        """The writer thread: a group is everything waiting once its turn to write came."""
+        """The writer thread: a group is everything waiting when the last commit ended."""
         db = _connect(self.path)
         try:
             stop = False
             while not stop and (first := self._pending.get()) is not None:
-                with self._writing():
-                    group = [first]
-                    while not self._pending.empty():
-                        if (more := self._pending.get()) is None:  # close(): after this group
-                            stop = True
-                            break
-                        group.append(more)
-                    try:
-                        results: list[Stored | BaseException] = _insert(db, [row for _, _, row in group])
-                        self.commits += 1
-                    except Exception as exc:  # the commit failed: every request of the group gets the error
-                        log.exception("decision store: a group commit of %d records failed", len(group))
-                        results = [exc] * len(group)
+                group = [first]
+                while not self._pending.empty():
+                    if (more := self._pending.get()) is None:  # close(): after this group
+                        stop = True
+                        break
+                    group.append(more)
+                try:
+                    results: list[Stored | BaseException] = _insert(db, [row for _, _, row in group])
+                    self.commits += 1
+                except Exception as exc:  # the commit failed: every request of the group gets the error
+                    log.exception("decision store: a group commit of %d records failed", len(group))
+                    results = [exc] * len(group)
                 for loop in {loop for loop, _, _ in group}:
                     mine = [(done, got) for (at, done, _), got in zip(group, results, strict=True) if at is loop]
                     try:
@@ -184,7 +160,6 @@ class DecisionStore:
         self._stop.set()
         self._checkpointer.join()
         self.db.close()
-        os.close(self._turn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

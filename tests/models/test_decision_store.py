@@ -5,8 +5,6 @@ commit), with the same idempotency as one record at a time."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sqlite3
 
 import pytest
@@ -47,30 +45,6 @@ def test_records_waiting_together_share_one_commit_each_on_disk_before_its_answe
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a commit is fsynced
     store.close()
     blocker.close()
-
-
-def test_records_that_arrive_while_another_worker_writes_form_one_group_after_it(tmp_path):
-    """The API's workers take turns at a kernel lock beside the store (not SQLite's sleeping
-    retries), and a writer gathers its group only once its turn came: all that waited for
-    the other worker's commit goes in the next one."""
-    store = DecisionStore(tmp_path / "d.db")
-    other_worker = os.open(tmp_path / "d.db.writer-lock", os.O_RDWR)
-
-    async def run():
-        fcntl.flock(other_worker, fcntl.LOCK_EX)
-        tasks = [
-            asyncio.ensure_future(store.add_durably(f"dec_{i}", "rs_001", f"o{i}", "h", {"i": i})) for i in range(20)
-        ]
-        await asyncio.sleep(0.2)
-        assert not any(t.done() for t in tasks) and not _seen(tmp_path / "d.db")  # its turn has not come
-        fcntl.flock(other_worker, fcntl.LOCK_UN)
-        return await asyncio.gather(*tasks)
-
-    got = asyncio.run(run())
-    assert [s.decision_id for s in got] == [f"dec_{i}" for i in range(20)]
-    assert store.commits == 1
-    store.close()
-    os.close(other_worker)
 
 
 def test_a_group_keeps_one_decision_per_order_and_one_bad_record_fails_alone(tmp_path):
