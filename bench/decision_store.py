@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clearline.models.api_store import DecisionStore
+from clearline.models import DecisionStore
 
 RECORD = {"decision": "approve", "reasons": ["x" * 40] * 16, "score": 0.5}  # about 900 bytes as JSON
 
