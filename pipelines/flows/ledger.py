@@ -20,8 +20,6 @@ duplicate, never a second posting.
 
 from __future__ import annotations
 
-import gc
-
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -69,7 +67,8 @@ def run(settings: LedgerSettings, process_id: int | None = None, addresses: list
     like a --once run: the last batch is committed, the snapshot published, the store
     closed. Whatever was read but not committed is read again on resume."""
     recovery = Recovery.from_config(config.load("ledger")["recovery"])
-    folder = prepare(settings.state_dir, recovery, settings.bootstrap, [settings.topic], process_id, addresses)
-    gc.set_threshold(*LEDGER_GC_THRESHOLDS)
+    folder = prepare(
+        settings.state_dir, recovery, settings.bootstrap, [settings.topic], process_id, addresses, LEDGER_GC_THRESHOLDS
+    )
     metrics.serve(settings.metrics_port + (process_id or 0) if settings.metrics_port else 0)
     return execute(build_flow(settings), folder, recovery, process_id, addresses)

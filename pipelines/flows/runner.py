@@ -29,6 +29,11 @@ from bytewax.run import cli_main
 from clearline import config
 from clearline.pipelines.connectors.kafka_source import STOP, PartitionSource
 
+# The flows make millions of short-lived records that reference counting frees (they
+# hold no cycles); at the default thresholds (700 allocations) the cyclic collector
+# walks every live object of the batch in hand over and over: ~40 % of admission.
+GC_THRESHOLDS = (100_000, 50, 1000)
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -54,12 +59,11 @@ def prepare(
     topics: Iterable[str],
     process_id: int | None,
     addresses: list[str] | None,
+    gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS,
 ) -> Path:
-    """Everything before the dataflow starts; returns the recovery folder."""
-    # The flows make millions of short-lived records that reference counting frees (they
-    # hold no cycles); at the default thresholds (700 allocations) the cyclic collector
-    # walks every live object of the batch in hand over and over: ~40 % of admission.
-    gc.set_threshold(100_000, 50, 1000)
+    """Everything before the dataflow starts; returns the recovery folder. `gc_thresholds`
+    are the cyclic collector's for the run (a flow whose live batch is bigger passes its own)."""
+    gc.set_threshold(*gc_thresholds)
     claim_shape(state_dir, len(addresses) if addresses else 1)
     folder = recovery_dir(state_dir, recovery.partitions, first=not process_id)
     for topic in topics:
