@@ -74,6 +74,7 @@ _UNIT = "_unit"
 _FACTS = "_facts"
 _FROZEN_SCHEMA = SCHEMA | {_UNIT: pl.UInt64, _FACTS: pl.UInt64}
 _STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
+_PACKED = ("_frozen", "_frozen_closed")  # held in a snapshot as zstd IPC (`__getstate__`)
 
 
 @dataclass
@@ -124,20 +125,20 @@ class Continuous:
         return self._units["unit"].n_unique()
 
     def __getstate__(self) -> dict:
-        """The snapshot, with the frozen variances compressed: a frozen balance variance
-        names every item open on its statement's day, the same ids statement after
-        statement (35x smaller in zstd)."""
+        """The snapshot, with the frozen variances, open and closed, compressed: a frozen
+        balance variance names every item open on its statement's day, the same ids
+        statement after statement (35x smaller in zstd)."""
         state = self.__dict__.copy()
-        packed = io.BytesIO()
-        self._frozen.write_ipc(packed, compression="zstd")
-        state["_frozen"] = packed.getvalue()
+        for name in _PACKED:
+            state[name] = _packed(getattr(self, name))
         return state
 
     def __setstate__(self, state: dict) -> None:
         """A snapshot; one from before a field was added resumes with its default."""
         self.__dict__.update(state)
-        if isinstance(self._frozen, bytes):
-            self._frozen = pl.read_ipc(io.BytesIO(self._frozen))
+        for name in _PACKED:
+            if isinstance(getattr(self, name, None), bytes):
+                setattr(self, name, pl.read_ipc(io.BytesIO(getattr(self, name))))
         for f in fields(self):
             if f.name not in state and f.default_factory is not MISSING:
                 setattr(self, f.name, f.default_factory())
@@ -403,6 +404,13 @@ def _per_batch(summary: pl.DataFrame) -> pl.DataFrame:
         .sort("processor", "payout_id")
         .select(list(retire.SUMMARY_SCHEMA))
     )
+
+
+def _packed(frame: pl.DataFrame) -> bytes:
+    """`frame` as zstd-compressed Arrow IPC bytes (what a snapshot holds of it)."""
+    out = io.BytesIO()
+    frame.write_ipc(out, compression="zstd")
+    return out.getvalue()
 
 
 def _summed(carry: pl.DataFrame) -> pl.DataFrame:

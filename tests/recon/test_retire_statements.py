@@ -12,6 +12,7 @@ input, for any day and amount (Hypothesis)."""
 from __future__ import annotations
 
 import copy
+import pickle
 from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
@@ -90,6 +91,20 @@ LATE = {
 }
 
 
+def _write_off(variance_id: str, event_id: str) -> pl.DataFrame:
+    """The adjusting entry a checker posts writing off `variance_id`."""
+    entry = {
+        "event_id": event_id,
+        "variance_id": variance_id,
+        "merchant_id": "platform",
+        "kind": "write_off",
+        "code": "bank_fee",
+        "approved_by": "checker@platform",
+        "approved_at": datetime(2026, 3, 1, tzinfo=timezone.utc),
+    }
+    return adjusted.frame([entry])
+
+
 def _ends_as_the_batch(inputs, times, flow: Continuous, published: dict, late: dict[str, pl.DataFrame]) -> None:
     everything = {name: pl.concat([frame, late[name]]) if name in late else frame for name, frame in inputs.items()}
     batch, as_of = _batch(everything, times)
@@ -129,19 +144,7 @@ def test_an_adjustment_naming_a_frozen_balance_variance_closes_it_as_the_batch_d
     flow, published = copy.deepcopy(flow), dict(published)
     frozen = flow._frozen.filter(pl.col("category") == "bank_balance_mismatch")
     assert frozen.height, "a cut-out statement's balance variance is kept as published"
-    entry = adjusted.frame(
-        [
-            {
-                "event_id": "evt_late_balance_adjustment",
-                "variance_id": frozen["variance_id"][0],
-                "merchant_id": "platform",
-                "kind": "write_off",
-                "code": "bank_fee",
-                "approved_by": "checker@platform",
-                "approved_at": datetime(2026, 3, 1, tzinfo=timezone.utc),
-            }
-        ]
-    )
+    entry = _write_off(frozen["variance_id"][0], "evt_late_balance_adjustment")
     _ends_as_the_batch(inputs, times, flow, published, {"adjustments": entry})
     assert frozen["variance_id"][0] not in published
 
@@ -167,3 +170,17 @@ def test_the_reach_of_an_arrival_is_its_earliest_date_less_the_widest_window() -
     }
     assert retire_statements.reach(frames, margin) == date(2026, 1, 15) - timedelta(days=margin)
     assert retire_statements.reach({"adjustments": frames["adjustments"]}, margin) is None
+
+
+def test_the_snapshot_packs_the_frozen_variances_open_and_closed_and_restores_them(fed) -> None:
+    inputs, times, flow, published = fed
+    flow = copy.deepcopy(flow)
+    frozen = flow._frozen.filter(pl.col("category") == "bank_balance_mismatch")
+    entry = _write_off(frozen["variance_id"][0], "evt_snapshot_adjustment")
+    flow.add(adjustments=entry)
+    flow.advance(_batch(inputs, times)[1])
+    assert flow._frozen_closed.height, "a closed variance of a cut-out statement is kept"
+    state = flow.__getstate__()
+    assert isinstance(state["_frozen"], bytes) and isinstance(state["_frozen_closed"], bytes)
+    back = pickle.loads(pickle.dumps(flow))
+    assert back._frozen.equals(flow._frozen) and back._frozen_closed.equals(flow._frozen_closed)
