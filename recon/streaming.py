@@ -90,7 +90,7 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
             "adjustments": adjusted.frame([row for eid, row in value.adjustments.items() if eid not in held.events]),
         }
         back = held.matcher.bring_back(**frames)  # the cut-out units these touch come back first,
-        if back:  # and a message read again of one of them is known again
+        if any(frame.height for frame in back.values()):  # and a message read again of one of them is known again
             events, keys = _ids(back)
             held.events |= events
             held.lines |= keys
@@ -121,7 +121,7 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         held.dirty = False
         held.counts["advances"] += 1
         changes = held.matcher.advance(held.watermark)
-        if changes.retired:  # cut out: their ids are the index's to know now, not these sets'
+        if any(frame.height for frame in changes.retired.values()):  # cut out: the index's to know now, not these sets'
             events, keys = _ids(changes.retired)
             held.events -= events
             held.lines -= keys
@@ -151,14 +151,11 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
 
 def _ids(frames: dict[str, pl.DataFrame]) -> tuple[set[str], set[tuple[str, int]]]:
     """(event ids, line keys as `Held` knows them) of expectation and line rows."""
-    none = {"event_id": [], "source_file": [], "line_no": []}  # statements alone came back: no ids of these
-    events = {
-        eid for name in ("expected_settlements", "expected_movements") for eid in frames.get(name, none)["event_id"]
-    }
+    events = {eid for name in ("expected_settlements", "expected_movements") for eid in frames[name]["event_id"]}
     keys = {
         key
         for name in ("settlement_lines", "bank_lines")
-        for key in zip(frames.get(name, none)["source_file"], frames.get(name, none)["line_no"], strict=True)
+        for key in zip(frames[name]["source_file"], frames[name]["line_no"], strict=True)
     }
     return events, keys
 

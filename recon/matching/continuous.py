@@ -58,7 +58,8 @@ class Changes:
     gone: list[str]  # ids published before that the inputs no longer support (closed ones too: result.closed)
     result: Result  # the whole reconciliation at this watermark
     # rows cut out after this reconciliation, by input name (expected_settlements,
-    # settlement_lines, expected_movements, bank_lines): what the stream no longer holds
+    # settlement_lines, expected_movements, bank_lines, statements; each there, empty when
+    # none was cut out; no name at all without a `retire` horizon): what the stream no longer holds
     retired: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
@@ -155,16 +156,14 @@ class Continuous:
 
     def bring_back(self, **frames: pl.DataFrame) -> dict[str, pl.DataFrame]:
         """Take back into the held state every cut-out unit these inputs touch; the rows
-        brought back, by input name (empty when nothing was touched)."""
+        brought back, by input name: every input that is ever cut out, empty when none of
+        its rows came back."""
         if self._index.is_empty() and self._statement_units.is_empty():
-            return {}
+            return _every({})
         keys = retire.touch_keys(frames)
         touched = self._index.filter(pl.col("key").is_in(keys.implode()))["unit"].unique()
         back = self._units_back(touched.filter(touched.is_in(self._units["unit"].implode())))
-        statements = self._statements_back({**frames, **back}, keys)
-        if statements.height:
-            back["statements"] = statements
-        return back
+        return _every({**back, "statements": self._statements_back({**frames, **back}, keys)})
 
     def _units_back(self, units: pl.Series) -> dict[str, pl.DataFrame]:
         """Take back the cut-out batches and pairs `units`; their rows by input name."""
@@ -268,9 +267,7 @@ class Continuous:
         retired = {}
         if self.retire is not None:
             retired = self._retire(frames, live, books)
-            statements = self._retire_statements(frames, inputs, live, books)
-            if statements.height:
-                retired["statements"] = statements
+            retired = _every({**retired, "statements": self._retire_statements(frames, inputs, live, books)})
         return Changes(
             result.variances.filter(~known),
             result.variances.filter(pl.col("variance_id").is_in(moved)),
@@ -404,6 +401,11 @@ def _per_batch(summary: pl.DataFrame) -> pl.DataFrame:
         .sort("processor", "payout_id")
         .select(list(retire.SUMMARY_SCHEMA))
     )
+
+
+def _every(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """`frames` with every input that is ever cut out (`_STORED` and statements), empty where absent."""
+    return {name: frames.get(name, getattr(_EMPTY, name)) for name in (*_STORED, "statements")}
 
 
 def _packed(frame: pl.DataFrame) -> bytes:

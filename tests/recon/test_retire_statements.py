@@ -132,7 +132,9 @@ def test_a_late_arrival_in_a_cut_out_statements_period_brings_it_back_and_ends_a
     account, day = _cut_days(flow, inputs).row(0)
     late = LATE[kind](inputs, account, day, 12_345)
     held_before = flow.holding("statements").height
-    flow.bring_back(**late)
+    rows = flow.bring_back(**late)
+    assert set(rows) == {"expected_settlements", "settlement_lines", "expected_movements", "bank_lines", "statements"}
+    assert rows["statements"].height, "every input is there, the statements brought back among them"
     back = flow.holding("statements")
     assert back.height > held_before, "the statements the arrival may change came back"
     assert back.filter(pl.col("account") == account)["closing_date"].min() <= day
