@@ -29,6 +29,7 @@ __getattr__, __all__ = surface(
         "read_events": "batch",
         "BuyerState": "definitions",
         "DEFAULT_SPEC": "definitions",
+        "FEATURE_EVENTS": "definitions",
         "Fact": "definitions",
         "ORDER_COLUMNS": "definitions",
         "Spec": "definitions",

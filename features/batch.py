@@ -23,9 +23,8 @@ from pathlib import Path
 import polars as pl
 
 from clearline.features.definitions import (
-    BUYER_EVENTS,
     DEFAULT_SPEC,
-    MERCHANT_EVENTS,
+    FEATURE_EVENTS,
     NEEDS_ATTRIBUTION,
     ORDER_COLUMNS,
     Spec,
@@ -37,7 +36,6 @@ from clearline.features.definitions import (
     wide_integers,
 )
 
-FEATURE_EVENTS = sorted(BUYER_EVENTS | MERCHANT_EVENTS)
 MODEL_FEATURES: tuple[str, ...] = (*buyer_feature_names(DEFAULT_SPEC), *merchant_feature_names(DEFAULT_SPEC))
 TICKET_COLUMNS: tuple[str, ...] = merchant_ticket_names(DEFAULT_SPEC)
 
@@ -127,7 +125,7 @@ def _decode(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         text = pl.col("body").cast(pl.String).str.json_decode(pl.Struct({"payload": _PAYLOAD})).struct.field("payload")
     else:
         text = pl.col("payload").str.json_decode(_PAYLOAD)
-    frame = frame.filter(pl.col("event_type").is_in(FEATURE_EVENTS))
+    frame = frame.filter(pl.col("event_type").is_in(sorted(FEATURE_EVENTS)))
     try:
         p = frame.select(
             "event_id",

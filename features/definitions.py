@@ -40,7 +40,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
 from clearline.events import Event
-from clearline.features.records import record
+from clearline.features.records import record, replaced
 
 # --------------------------------------------------------------------------- the spec
 
@@ -185,6 +185,7 @@ BUYER_EVENTS = frozenset(
 MERCHANT_EVENTS = frozenset(
     {"order.created", "payment.authorized", "payment.voided", "payment.refunded", "chargeback.opened"}
 )
+FEATURE_EVENTS = BUYER_EVENTS | MERCHANT_EVENTS  # the rest (captures, settlements, fees, …) change no feature
 NEEDS_ATTRIBUTION = frozenset({"payment.refunded", "chargeback.opened"})  # carry a payment, not a buyer
 
 
@@ -254,10 +255,10 @@ def attribute_payment(known: Attribution | None, f: Fact) -> tuple[Attribution, 
     that buyer, holding them until the authorization arrives if it has not yet."""
     known = known or Attribution()
     if f.event_type == "payment.authorized":
-        return Attribution(f.buyer_id), [f, *(dataclasses.replace(w, buyer_id=f.buyer_id) for w in known.waiting)]
+        return Attribution(f.buyer_id), [f, *(replaced(w, buyer_id=f.buyer_id) for w in known.waiting)]
     if known.buyer_id is None:
-        return dataclasses.replace(known, waiting=(*known.waiting, f)), []
-    return known, [dataclasses.replace(f, buyer_id=known.buyer_id)]
+        return replaced(known, waiting=(*known.waiting, f)), []
+    return known, [replaced(f, buyer_id=known.buyer_id)]
 
 
 # --------------------------------------------------------------------------- buyer
@@ -327,7 +328,7 @@ def _counted(s: Any, event_type: str) -> Any:
     field = _COUNTERS.get(event_type)
     if field is None or not hasattr(s, field):
         return s
-    return dataclasses.replace(s, **{field: getattr(s, field) + 1})
+    return replaced(s, **{field: getattr(s, field) + 1})
 
 
 def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState:
@@ -335,10 +336,10 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
     late ones, which are applied for the future but were missed by reads in their past)."""
     t = f.event_type
     if t == "order.created":
-        s = dataclasses.replace(s, orders=_with_order(s.orders, f, spec), merchants=s.merchants | {f.merchant_id})
+        s = replaced(s, orders=_with_order(s.orders, f, spec), merchants=s.merchants | {f.merchant_id})
         if f.payment_method == "terms":
             due = f.due_date or (f.occurred_at + timedelta(days=f.terms_days or 0)).date()
-            s = dataclasses.replace(
+            s = replaced(
                 s,
                 financed=_add(s.financed, f.currency, f.amount_minor),
                 open_orders=(*s.open_orders, OpenOrder(f.order_id, f.occurred_at, due, f.amount_minor)),
@@ -346,12 +347,10 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
         return s
     if t == "buyer.repayment":
         still_open = tuple(
-            o
-            if o.order_id != f.order_id
-            else dataclasses.replace(o, outstanding_minor=o.outstanding_minor - f.amount_minor)
+            o if o.order_id != f.order_id else replaced(o, outstanding_minor=o.outstanding_minor - f.amount_minor)
             for o in s.open_orders
         )
-        return dataclasses.replace(
+        return replaced(
             s,
             repaid=_add(s.repaid, f.currency, f.amount_minor),
             open_orders=tuple(o for o in still_open if o.outstanding_minor > 0),
@@ -359,7 +358,7 @@ def apply_buyer(s: BuyerState, f: Fact, spec: Spec = DEFAULT_SPEC) -> BuyerState
             late_repayments=s.late_repayments + (f.days_late > 0),
         )
     if t == "buyer.default":
-        return dataclasses.replace(
+        return replaced(
             s, defaults=s.defaults + 1, open_orders=tuple(o for o in s.open_orders if o.order_id != f.order_id)
         )
     return _counted(s, t)
@@ -404,7 +403,7 @@ class MerchantState:
 
 def apply_merchant(s: MerchantState, f: Fact, spec: Spec = DEFAULT_SPEC) -> MerchantState:
     if f.event_type == "order.created":
-        return dataclasses.replace(s, orders=_with_order(s.orders, f, spec))
+        return replaced(s, orders=_with_order(s.orders, f, spec))
     return _counted(s, f.event_type)
 
 

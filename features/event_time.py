@@ -20,7 +20,6 @@ late, for the caller to decide on without features. At the end of a bounded inpu
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -40,7 +39,7 @@ from clearline.features.definitions import (
     read_buyer,
     read_merchant,
 )
-from clearline.features.records import record
+from clearline.features.records import record, replaced
 
 
 @record
@@ -187,4 +186,4 @@ def on_fact(entity: Entity, clock: Clock, f: Fact, spec: Spec = DEFAULT_SPEC) ->
 def flush(entity: Entity, clock: Clock, spec: Spec = DEFAULT_SPEC) -> tuple[Clock, list[Output]]:
     """At the end of a bounded input nothing more can arrive: every pending event is final."""
     state, out = _settle(entity, clock.state, list(clock.pending), spec)
-    return dataclasses.replace(clock, state=state, pending=()), out
+    return replaced(clock, state=state, pending=()), out

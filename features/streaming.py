@@ -23,12 +23,11 @@ from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from clearline.events import Event
-from clearline.features.definitions import BUYER_EVENTS, DEFAULT_SPEC, MERCHANT_EVENTS, Spec, fact_of
+from clearline.features.definitions import DEFAULT_SPEC, FEATURE_EVENTS, Spec, fact_of
 from clearline.features.event_time import FeatureRow, LateEvent
 from clearline.features.stream_state import Advance, StreamState, advance, finish
 
 _ALL = "all"
-_FEATURE_EVENTS = BUYER_EVENTS | MERCHANT_EVENTS  # the rest (captures, settlements, fees, …) change no feature
 
 
 class _AdvanceLogic(StatefulLogic[list[Event], Advance, StreamState]):
@@ -38,7 +37,7 @@ class _AdvanceLogic(StatefulLogic[list[Event], Advance, StreamState]):
         self.spec, self.state = spec, resumed or StreamState()
 
     def on_item(self, value: list[Event]) -> tuple[Iterable[Advance], bool]:
-        facts = [fact_of(e) for e in value if e.event_type in _FEATURE_EVENTS]
+        facts = [fact_of(e) for e in value if e.event_type in FEATURE_EVENTS]
         return [advance(self.state, facts, self.spec)], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Advance], bool]:
