@@ -75,6 +75,7 @@ _UNIT = "_unit"
 _FACTS = "_facts"
 _FROZEN_SCHEMA = SCHEMA | {_UNIT: pl.UInt64, _FACTS: pl.UInt64}
 _STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
+_NO_PAYOUTS = pl.Series("payout_id", [], pl.String)
 _PACKED = ("_frozen", "_frozen_closed")  # held in a snapshot as zstd IPC (`__getstate__`)
 
 
@@ -266,7 +267,7 @@ class Continuous:
         self._published = facts
         retired = {}
         if self.retire is not None:
-            retired = self._retire(frames, live, books)
+            retired = self._retire(frames, inputs, live, books)
             retired = _every({**retired, "statements": self._retire_statements(frames, inputs, live, books)})
         return Changes(
             result.variances.filter(~known),
@@ -290,11 +291,17 @@ class Continuous:
             pl.concat([live.closed, closed]).sort("category", "variance_id"),
         )
 
-    def _retire(self, frames: dict[str, pl.DataFrame], live: Result, books: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        """Cut out what `retire.plan` finds settled by the horizon; the rows cut out."""
+    def _retire(
+        self, frames: dict[str, pl.DataFrame], inputs: dict[str, pl.DataFrame], live: Result, books: pl.DataFrame
+    ) -> dict[str, pl.DataFrame]:
+        """Cut out what `retire.plan` finds settled by the horizon; the rows cut out. A
+        batch whose agreeing pairs were cut out before is judged with its summary line
+        (`inputs`' settlement lines) as its report sums it, and cut out whole by the same
+        rule as any other once it is final: else its payout's ledger movement and bank line,
+        and the summary, were held for good."""
         cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
-        summarized = self._summary["payout_id"]
-        plan = retire.plan(frames, live.variances, live.closed, live.pending, books, cutoff, summarized)
+        summarized = {**frames, "settlement_lines": inputs["settlement_lines"]}
+        plan = retire.plan(summarized, live.variances, live.closed, live.pending, books, cutoff, _NO_PAYOUTS)
         if plan.empty:
             return {}
         hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731
@@ -331,7 +338,8 @@ class Continuous:
             )
             .rename({_UNIT: "unit"})
         )
-        self._summary = _per_batch(pl.concat([self._summary, summed.cast(retire.SUMMARY_SCHEMA)]))
+        whole = pl.col("unit").is_in(batches[_UNIT].implode())  # its summary goes with a batch cut out whole
+        self._summary = _per_batch(pl.concat([self._summary.filter(~whole), summed.cast(retire.SUMMARY_SCHEMA)]))
         keys = retire.unit_keys(
             pl.concat([batches, clean.select("processor", "payout_id", _UNIT).unique()]).rename({_UNIT: "unit"}),
             out["expected_settlements"].rename({_UNIT: "unit"}),

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearline.pipelines.cli.recon import tolerances
-from clearline.recon.matching import adjusted, retire_statements
+from clearline.recon.matching import adjusted, retire, retire_statements
 from clearline.recon.matching.continuous import Continuous, Retirement
 from tests.recon.test_retire import BOOKS, _batch, _fed, _publish, frames, world  # noqa: F401
 
@@ -186,3 +186,80 @@ def test_the_snapshot_packs_the_frozen_variances_open_and_closed_and_restores_th
     assert isinstance(state["_frozen"], bytes) and isinstance(state["_frozen_closed"], bytes)
     back = pickle.loads(pickle.dumps(flow))
     assert back._frozen.equals(flow._frozen) and back._frozen_closed.equals(flow._frozen_closed)
+
+
+def _final_but_held(flow: Continuous, end) -> pl.DataFrame:
+    """References of the ledger movements and bank lines held whose every date is past the
+    horizon and whose match is final: no variance (open or closed) or pending item is about
+    them, bank and ledger net to zero under them, and no line or expectation of their
+    payout batch is held (its summary line stands in for what was cut out of it)."""
+    result = end.result
+    cutoff = result.as_of - timedelta(days=flow.retire.after_days)
+    busy = pl.concat([result.variances["reference"], result.closed["reference"], result.pending["reference"]])
+    real = flow.holding("settlement_lines").filter(pl.col("record_type") != retire.SUMMARY_KIND)
+    batches = pl.concat([real["payout_id"], flow.holding("expected_settlements")["payout_id"]])
+    bank, moves = flow.holding("bank_lines"), flow.holding("expected_movements")
+    steps = pl.concat(
+        [
+            bank.select(ref=pl.coalesce("reference", "bank_ref"), amount="amount_minor", day="booking_date"),
+            moves.select(ref="reference", amount=-pl.col("amount_minor"), day="expected_on"),
+        ]
+    )
+    return (
+        steps.group_by("ref")
+        .agg(pl.col("amount").sum(), pl.col("day").max())
+        .filter(
+            (pl.col("amount") == 0)
+            & (pl.col("day") <= cutoff)
+            & ~pl.col("ref").is_in(busy.drop_nulls().implode())
+            & ~pl.col("ref").is_in(batches.implode())
+        )
+    )
+
+
+def test_a_final_ledger_movement_or_bank_line_is_not_held_past_the_horizon(fed) -> None:
+    inputs, times, flow, _ = fed
+    end = copy.deepcopy(flow).advance(_batch(inputs, times)[1])
+    held = _final_but_held(flow, end)
+    assert held.is_empty(), f"held for good though final: {held['ref'].to_list()}"
+    assert flow.holding("bank_lines").height < inputs["bank_lines"].height / 2, "most bank lines were let go"
+
+
+def _cut_after_its_pairs(flow: Continuous, inputs: dict[str, pl.DataFrame]) -> str:
+    """A processor payout cut out whole after its agreeing pairs were (two file rounds)."""
+    rounds = flow._units.group_by("unit").agg(pl.col("round").n_unique()).filter(pl.col("round") > 1)
+    rounds = rounds.join(flow._summary, on="unit", how="anti")  # not a batch that stays
+    payouts = inputs["expected_movements"].filter(pl.col("kind") == "processor_payout").select("reference").unique()
+    named = payouts.with_columns(unit=retire.hashed(retire.joined_key("B", "reference")))
+    found = named.join(rounds, on="unit").sort("reference")["reference"]
+    assert found.len(), "no batch was cut out whole after its pairs"
+    return found[0]
+
+
+LATE_ON_PAYOUT = {
+    # a second bank line naming the retired payout: a duplicate
+    "bank line": lambda inputs, payout: {
+        "bank_lines": inputs["bank_lines"]
+        .filter(pl.col("reference") == payout)
+        .with_columns(bank_ref=pl.lit("LATE2"), source_file=pl.lit("late_statement.xml"), line_no=pl.lit(1, pl.Int64))
+    },
+    # the ledger records the payout again, 5.00 more
+    "ledger movement": lambda inputs, payout: {
+        "expected_movements": inputs["expected_movements"]
+        .filter(pl.col("reference") == payout)
+        .with_columns(event_id=pl.lit("evt_late_payout"), amount_minor=pl.col("amount_minor") + 500)
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LATE_ON_PAYOUT))
+def test_a_late_arrival_touching_a_retired_payouts_bank_line_or_movement_ends_as_the_batch(fed, kind) -> None:
+    inputs, times, flow, published = fed
+    flow, published = copy.deepcopy(flow), dict(published)
+    payout = _cut_after_its_pairs(flow, inputs)
+    assert flow.holding("bank_lines").filter(pl.col("reference") == payout).is_empty()
+    late = LATE_ON_PAYOUT[kind](inputs, payout)
+    rows = flow.bring_back(**late)
+    assert payout in rows["bank_lines"]["reference"], "its bank line came back"
+    assert payout in rows["expected_movements"]["reference"], "and its ledger movement"
+    _ends_as_the_batch(inputs, times, flow, published, late)
