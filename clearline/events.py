@@ -53,6 +53,27 @@ _RFC3339_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(
 # ---------------------------------------------------------------------------- records
 
 
+T = typing.TypeVar("T")
+
+
+def quick_init(cls: type[T]) -> type[T]:
+    """A frozen, slotted dataclass whose `__init__` sets each field through its slot's
+    descriptor instead of `object.__setattr__` by name: the same object (still frozen,
+    equal and hashed as before) at about half the cost. The flows make one Event per
+    consumed message and the ledger several records of its own (ledger.model)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    scope = {f"_set_{n}": getattr(cls, n).__set__ for n in names} | {f"_default_{n}": v for n, v in defaults.items()}
+    params = ", ".join(f"{n}=_default_{n}" if n in defaults else n for n in names)
+    body = "".join(f"\n    _set_{n}(self, {n})" for n in names)
+    exec(f"def __init__(self, {params}):{body}", scope)
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init
+    return cls
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in integer minor units of an ISO 4217 currency (1999 USD = $19.99)."""
@@ -302,6 +323,7 @@ EVENT_TYPES = tuple(PAYLOADS)
 Payload = typing.Union[tuple(PAYLOADS.values())]  # type: ignore[valid-type]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     event_id: str

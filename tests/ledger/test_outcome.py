@@ -3,11 +3,19 @@ what a Rejected keeps of it is masked and bounded."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
+from datetime import timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clearline.admission import KEPT_BYTES
-from clearline.ledger import Posted, Rejected, to_outcome
+from clearline.events import SCHEMA_VERSION, Event, Money
+from clearline.ledger import Posted, Rejected, Source, to_outcome
+from clearline.ledger.model import Posting
 from clearline.signing import SIGNATURE_HEADER, TENANT_HEADER, TenantKeys
 
 KEYS = TenantKeys.from_config()
@@ -59,3 +67,48 @@ def test_a_tombstone_is_refused_with_an_empty_value():
     out = to_outcome(Message(None, None), KEYS)
     assert isinstance(out, Rejected) and not isinstance(out, Posted)
     assert (out.reason, out.raw, out.length) == ("empty", b"", 0)
+
+
+@given(
+    st.text(min_size=1, max_size=8),
+    st.datetimes(timezones=st.just(timezone.utc)),
+    st.integers(min_value=0, max_value=10**12),
+    st.one_of(st.none(), st.integers(min_value=1, max_value=9)),
+)
+def test_records_built_by_quick_init_are_the_dataclass_s_own(text, when, minor, version):
+    """`quick_init` replaces the frozen dataclass `__init__` of the records made per
+    message (Event, Money, Source, Posted…): built positionally or by name, with or without
+    a default, each holds exactly its fields, compares and hashes by them, and stays frozen."""
+    amount = Money(minor, "EUR")
+    assert (amount.minor, amount.currency) == (minor, "EUR") and amount == Money(currency="EUR", minor=minor)
+    extra = {} if version is None else {"schema_version": version}
+    event = Event(text, "order.created", when, "m_1", "rs_001", amount, **extra)
+    by_name = Event(
+        event_id=text,
+        event_type="order.created",
+        occurred_at=when,
+        merchant_id="m_1",
+        reseller_id="rs_001",
+        payload=amount,
+        **extra,
+    )
+    assert [getattr(event, f.name) for f in dataclasses.fields(Event)] == [
+        text,
+        "order.created",
+        when,
+        "m_1",
+        "rs_001",
+        amount,
+        SCHEMA_VERSION if version is None else version,
+    ]
+    assert event == by_name and hash(event) == hash(by_name)
+    source = Source("t", 1, minor)
+    posted = Posted(source, text, "order.created", "rs_001", when, (Posting("rs_001:a", "debit", amount),), event)
+    assert (
+        posted.body == b""
+        and posted.event is event
+        and posted == Posted(source, text, "order.created", "rs_001", when, posted.postings)
+    )
+    for record, name in ((amount, "minor"), (event, "event_id"), (source, "offset"), (posted, "tenant")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, name, None)
