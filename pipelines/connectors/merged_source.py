@@ -91,7 +91,7 @@ class _Merged(StatefulSourcePartition[list[Message], Offsets]):
             self._paused = set()
         msgs = self._client.consumer.consume(self._batch_size, 0)
         self._awake = None if msgs else datetime.now(timezone.utc) + IDLE
-        read, ended = sorted_out(msgs)
+        read, ended = sorted_out(msgs, {p: self._reading_at(p) for p in self._held})
         self._ended |= ended
         for msg in read:
             self._held[msg.partition()].append(msg)
