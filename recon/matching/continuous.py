@@ -75,7 +75,6 @@ _UNIT = "_unit"
 _FACTS = "_facts"
 _FROZEN_SCHEMA = SCHEMA | {_UNIT: pl.UInt64, _FACTS: pl.UInt64}
 _STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
-_NO_PAYOUTS = pl.Series("payout_id", [], pl.String)
 _PACKED = ("_frozen", "_frozen_closed")  # held in a snapshot as zstd IPC (`__getstate__`)
 
 
@@ -301,7 +300,7 @@ class Continuous:
         and the summary, were held for good."""
         cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
         summarized = {**frames, "settlement_lines": inputs["settlement_lines"]}
-        plan = retire.plan(summarized, live.variances, live.closed, live.pending, books, cutoff, _NO_PAYOUTS)
+        plan = retire.plan(summarized, live.variances, live.closed, live.pending, books, cutoff)
         if plan.empty:
             return {}
         hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731

@@ -136,12 +136,12 @@ def plan(
     pending: pl.DataFrame,
     books: pl.DataFrame,
     cutoff: date,
-    summarized: pl.Series,
 ) -> Plan:
     """What of the live `frames` (expected_settlements, expected_movements,
     settlement_lines, bank_lines) may be cut out, given the live reconciliation's
-    variances, closed variances and pending items, with every date on or before `cutoff`;
-    `summarized`: the payouts whose clean pairs were cut out before (a summary line each)."""
+    variances, closed variances and pending items, with every date on or before `cutoff`.
+    A batch whose clean pairs were cut out before is here as its summary line, which its
+    report's total counts, so it is cut out whole by the same rule as any other."""
     exp, lines = frames["expected_settlements"], frames["settlement_lines"]
     moves, bank = frames["expected_movements"], frames["bank_lines"]
     # a reference a variance or pending item is about is not settled (a batch's own line
@@ -150,13 +150,12 @@ def plan(
     pairs = _pairs(moves, bank, books, refs_busy)
     tangled, split, shared = _tangled(exp, lines, variances, closed, pending)
     own = pl.concat([variances, closed.select(variances.columns)]).filter(pl.col("category").is_in(LINE_CATEGORIES))
-    batches = _batches(lines, exp, pairs, cutoff, pl.concat([tangled, summarized]), own["payout_id"].drop_nulls())
+    batches = _batches(lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls())
     clean = _clean(exp, lines, variances, closed, pending, batches, cutoff, split, pl.concat([shared, refs_busy]))
     live_payouts = pl.concat(
         [
             exp.join(batches, on=["processor", "payout_id"], how="anti")["payout_id"],
             lines.join(batches, on=["processor", "payout_id"], how="anti")["payout_id"],
-            summarized,
         ]
     )
     pairs = pairs.filter(
