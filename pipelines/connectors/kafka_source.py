@@ -154,10 +154,10 @@ def sorted_out(msgs: list[Message], reading: dict[int, int]) -> tuple[list[Messa
     `reading` is each partition's next offset to read (negative: from its start), moved on
     here. librdkafka can deliver a partition's messages again after a seek or a resume
     (the stall check's refetch, under load: offsets 0-49 twice in one run), so a message
-    behind it is dropped, said once per poll. An end of partition counts only at the
-    offset reached: one that names an offset not yet read would let the merge hand on
-    other partitions' newer messages first (CI saw two partitions ended with nothing
-    read). A partition read from its start is ended only if it is empty from 0; one whose
+    behind it is dropped, said once per poll. For the same reason an end of partition
+    counts only at the offset reached: a stale one naming an offset not yet read would end
+    a once run short of it, and let the merge hand on other partitions' newer messages
+    first. A partition read from its start is ended only if it is empty from 0; one whose
     log starts later is found caught up by the stall check."""
     batch, ended = [], set()
     again: dict[int, list[int]] = {}
