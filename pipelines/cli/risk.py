@@ -63,6 +63,7 @@ def risk_run(once, topic, state_dir, feast_dir, process_id, addresses, as_json):
         stopped, counts = run(settings, process_id, list(addresses) or None)
     summary = {
         "consumed": counts.consumed,
+        "passed_over": counts.passed_over,
         "refused_skipped": counts.refused,
         "requests": counts.requests,
         "decisions": counts.decided,

@@ -139,7 +139,8 @@ def late_log_row(r: dict[str, Any]) -> dict[str, Any]:
 class RunCounts:
     """What this process's run did, for the summary at its end (workers are threads)."""
 
-    consumed: int = 0
+    consumed: int = 0  # = passed_over + refused + the events admitted
+    passed_over: int = 0  # of types no feature reads, not decoded (the ledger flow judges them)
     refused: int = 0
     requests: int = 0
     feature_rows: int = 0

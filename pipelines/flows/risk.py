@@ -144,6 +144,7 @@ def admitted(msgs: list[Message], keys: TenantKeys, counts: RunCounts) -> list[E
     events = [e for e in (admit(m.value(), m.headers() or [], keys) for m in read) if isinstance(e, Event)]
     counts.add(
         consumed=len(msgs),
+        passed_over=len(msgs) - len(read),
         refused=len(read) - len(events),
         requests=sum(1 for e in events if UnderwritingRequest.asks(e)),
     )

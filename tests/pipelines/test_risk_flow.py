@@ -22,6 +22,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from clearline.features import FEATURE_EVENTS
 from clearline.features.batch import order_features, read_events
 from clearline.features.definitions import buyer_feature_names
 from clearline.models.decision_journal import read_log
@@ -185,6 +186,8 @@ def test_every_order_on_terms_gets_exactly_one_decision_on_the_topic_and_in_the_
     assert summary["consumed"] == setup["produced"] and summary["requests"] == len(expected)
     assert summary["decisions"] == len(expected) and sum(summary["by_outcome"].values()) == len(expected)
     assert summary["feature_rows_pushed"] > 0 and summary["refused_skipped"] == 0
+    unread = setup["events"].filter(~pl.col("event_type").is_in(sorted(FEATURE_EVENTS))).height
+    assert 0 < summary["passed_over"] == unread  # of types no feature reads: not decoded, still counted
 
 
 def test_decisions_carry_model_version_inputs_and_reason_codes(setup, main_run):
