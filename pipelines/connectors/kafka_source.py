@@ -154,11 +154,8 @@ def sorted_out(msgs: list[Message], reading: dict[int, int]) -> tuple[list[Messa
     `reading` is each partition's next offset to read (negative: from its start), moved on
     here. librdkafka can deliver a partition's messages again after a seek or a resume
     (the stall check's refetch, under load: offsets 0-49 twice in one run), so a message
-    behind it is dropped, said once per poll. For the same reason an end of partition
-    counts only at the offset reached: a stale one naming an offset not yet read would end
-    a once run short of it, and let the merge hand on other partitions' newer messages
-    first. A partition read from its start is ended only if it is empty from 0; one whose
-    log starts later is found caught up by the stall check."""
+    behind it is dropped, said once per poll. (An offset past it is kept: retention or a
+    transaction marker leaves gaps.)"""
     batch, ended = [], set()
     again: dict[int, list[int]] = {}
     for msg in msgs:
@@ -170,8 +167,7 @@ def sorted_out(msgs: list[Message], reading: dict[int, int]) -> tuple[list[Messa
             batch.append(msg)
             reading[p] = msg.offset() + 1
         elif err.code() == KafkaError._PARTITION_EOF:
-            if msg.offset() <= max(reading.get(p, -1), 0):
-                ended.add(p)
+            ended.add(p)
         elif err.fatal():
             raise RuntimeError(f"kafka: fatal consumer error: {err.str()}")
         else:
