@@ -87,6 +87,18 @@ def _drain(part, seen: list[tuple[int, int]], until: int | None = None, deadline
         pass
 
 
+def _read_each_partition(src: PartitionSource, read) -> list[tuple[int, int]]:
+    """Build each of `src`'s partitions in turn, hand it to `read(part, p, seen)`, which meddles
+    with its client behind the source's back and drains it into `seen`, then close it; returns
+    the (partition, offset) pairs read. One at a time, so each partition's meddling is its own."""
+    seen: list[tuple[int, int]] = []
+    for p in src.list_parts():
+        part = src.build_part("read", p, None)
+        read(part, int(p), seen)
+        part.close()
+    return seen
+
+
 @pytest.mark.parametrize("source", ["per partition", "merged"])
 def test_a_lost_consumer_is_rebuilt_where_the_source_stood(kafka_bootstrap, topic, source, caplog):
     sent = produce(kafka_bootstrap, topic, seed=4)
@@ -122,13 +134,13 @@ def test_a_partition_whose_fetch_goes_quiet_is_fetched_again(kafka_bootstrap, to
     sent = produce(kafka_bootstrap, topic, seed=5)
     src = PartitionSource(kafka_bootstrap, topic, once=once, batch_size=50)
     caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_watch")
-    seen: list[tuple[int, int]] = []
-    for p in src.list_parts():
-        part = src.build_part("read", p, None)
-        part._client.consumer.pause([TopicPartition(topic, int(p))])
-        in_p = sum(1 for _, q, _ in sent if q == int(p))
+
+    def stall_then_drain(part, p: int, seen: list[tuple[int, int]]) -> None:
+        part._client.consumer.pause([TopicPartition(topic, p)])
+        in_p = sum(1 for _, q, _ in sent if q == p)
         _drain(part, seen, until=None if once else len(seen) + in_p)
-        part.close()
+
+    seen = _read_each_partition(src, stall_then_drain)
     assert len(seen) == len(set(seen)) == len(sent)  # each once
     for p in range(4):
         assert [o for q, o in seen if q == p] == list(range(sum(1 for _, q, _ in sent if q == p)))  # in order
@@ -142,14 +154,14 @@ def test_a_partition_delivered_again_is_read_once(kafka_bootstrap, topic, caplog
     sent = produce(kafka_bootstrap, topic, seed=8)
     src = PartitionSource(kafka_bootstrap, topic, once=True, batch_size=20)
     caplog.set_level(logging.WARNING, logger="clearline.pipelines.connectors.kafka_source")
-    seen: list[tuple[int, int]] = []
-    for p in src.list_parts():
-        part = src.build_part("read", p, None)
+
+    def drain_across_a_seek_back(part, p: int, seen: list[tuple[int, int]]) -> None:
         _drain(part, seen, until=len(seen) + 40)
-        part._client.consumer.seek(TopicPartition(topic, int(p), 0))
+        part._client.consumer.seek(TopicPartition(topic, p, 0))
         _drain(part, seen)
-        assert part.snapshot() == sum(1 for _, q, _ in sent if q == int(p))
-        part.close()
+        assert part.snapshot() == sum(1 for _, q, _ in sent if q == p)
+
+    seen = _read_each_partition(src, drain_across_a_seek_back)
     for p in range(4):
         assert [o for q, o in seen if q == p] == list(range(sum(1 for _, q, _ in sent if q == p)))  # once, in order
     assert caplog.text.count("again") >= 4, caplog.text
