@@ -299,8 +299,8 @@ class Continuous:
         rule as any other once it is final: else its payout's ledger movement and bank line,
         and the summary, were held for good."""
         cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
-        summarized = {**frames, "settlement_lines": inputs["settlement_lines"]}
-        plan = retire.plan(summarized, live.variances, live.closed, live.pending, books, cutoff)
+        with_summaries = {**frames, "settlement_lines": inputs["settlement_lines"]}
+        plan = retire.plan(with_summaries, live.variances, live.closed, live.pending, books, cutoff)
         if plan.empty:
             return {}
         hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731
