@@ -48,17 +48,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from its file (the tests)
+from _stats import pct  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values) * 1000.0
-    return {
-        "p50_ms": round(float(np.percentile(a, 50)), 3),
-        "p90_ms": round(float(np.percentile(a, 90)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
-        "max_ms": round(float(a.max()), 3),
-    }
 
 
 def prepare(root: Path) -> dict:

@@ -41,13 +41,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from google.protobuf.message import DecodeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import pct  # noqa: E402
 from ledger_throughput import raw_consume  # noqa: E402  (the same baseline as the ledger's)
 
 from clearline import config  # noqa: E402
@@ -220,19 +220,15 @@ def freshness(
     finally:
         flow.send_signal(signal.SIGTERM)
         flow.wait(120)
-    ms = np.array(latencies) * 1000
     return {
-        "markers": len(ms),
+        "markers": len(latencies),
         "rate_events_per_second": rate,
         "marker_every_ms": round(marker_s * 1000),
         "load_seconds": round(produced["seconds"], 1),
         "produced_events_per_second": round(produced["events"] / produced["seconds"]),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
-        "max_ms": round(float(ms.max()), 1),
+        **pct(latencies, (50, 95, 99), digits=1),
     }
 
 
