@@ -13,7 +13,9 @@ once in `options`. Command modules import their area lazily, inside the command,
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -56,6 +58,10 @@ def main(config_dir: Path | None) -> None:
     # 1.7-2.5). Without the advice it takes 3.0-3.1 s every time. Set here, before any command
     # imports numpy, and inherited by the processes commands start; a value given wins.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+    # `kill -USR1 <pid>` prints every thread's Python stack to stderr and the command goes
+    # on: how a flow that has gone quiet is asked where it waits (the broker-restart test
+    # asks it so when a flow it waits for makes no progress).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if config_dir is not None:
         # Through the environment, so the flows' worker processes and the commands a
         # command starts (`ledger rebuild`, the demo's steps) read the same folder.

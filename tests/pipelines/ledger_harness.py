@@ -298,6 +298,16 @@ class Flow:
         path = self.logs / f"{self.name}.{run or self.runs}.err"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def stacks(self, settle_s: float = 1.0) -> str:
+        """Every thread's Python stack, as the running flow prints it on SIGUSR1 (the CLI
+        registers faulthandler for it): where a flow that makes no progress waits."""
+        if not self.alive():
+            return ""
+        before = len(self.stderr())
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(settle_s)
+        return f"--- {self.name} run {self.runs}: Python stacks on SIGUSR1 ---\n" + self.stderr()[before:]
+
     def tail(self, lines: int = 40, run: int | None = None) -> str:
         text = self.stderr(run)
         # drop the Rust backtrace frames, keep the Python traceback and the messages
@@ -433,7 +443,8 @@ def wait_until(
                 )
         if time.monotonic() - start > timeout:
             raise AssertionError(
-                f"timed out after {timeout} s waiting for {what}\n" + "\n".join(f.tail() for f in flows)
+                f"timed out after {timeout} s waiting for {what}\n"
+                + "\n".join(f"{f.tail()}\n{f.stacks()}" for f in flows)
             )
         time.sleep(poll)
     return time.monotonic() - start
