@@ -13,7 +13,9 @@ once in `options`. Command modules import their area lazily, inside the command,
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import os
 import signal
 from pathlib import Path
@@ -60,8 +62,10 @@ def main(config_dir: Path | None) -> None:
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     # `kill -USR1 <pid>` prints every thread's Python stack to stderr and the command goes
     # on: how a flow that has gone quiet is asked where it waits (the broker-restart test
-    # asks it so when a flow it waits for makes no progress).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # asks it so when a flow it waits for makes no progress). A stderr that is no file (a
+    # command run in process, by click's test runner or a notebook) has nowhere to print it.
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if config_dir is not None:
         # Through the environment, so the flows' worker processes and the commands a
         # command starts (`ledger rebuild`, the demo's steps) read the same folder.
