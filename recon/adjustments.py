@@ -18,8 +18,22 @@ leg takes follows from which way the difference goes:
 * missing_at_processor: a line the processor never reported, past its deadline; writing
   it off is the remedy: credit_loss_expense against the receivable.
 
-Anything else (a wrong currency, a duplicate, a line nobody expected, a bank-side break)
-has no correction these numbers state: no proposal, a person writes the entry
+Breaks between the bank and the ledger move the ledger's bank cash (`bank_cash:<currency>`)
+to what the bank booked, so the statement's balance and the ledger agree again from the
+day the entry posts (reconciliation reads that leg: `matching.adjusted.bank_movements`).
+A person still says why, so these are "manual" entries with their legs filled in:
+
+* unexplained_bank_line: a bank line nobody expected is booked as the bank booked it and
+  parked in `suspense` until its cause is known;
+* payout_not_in_bank: a movement the bank never booked, past its deadline, is taken back
+  out of the bank's cash: a processor's payout is owed by the processor again, a
+  merchant's payout owed to the merchant again, anything else parked in suspense;
+* amount_mismatch between a bank line and its payout (field "amount"): the difference
+  moves the bank's cash, against the processor's receivable for a processor's payout,
+  else suspense.
+
+Anything else (a wrong currency, a duplicate, a balance that differs with no line to
+show why) has no correction these numbers state: no proposal, a person writes the entry
 ("manual"). Account names are the chart's (`clearline.ledger.accounts`) without their
 tenant: the ledger places each in the book it belongs to when it posts the event.
 """
@@ -194,9 +208,70 @@ def _write_off(v: Mapping[str, object]) -> AdjustmentProposal | None:
     return _entry(v, "write_off", "credit_loss_expense", f"processor_receivable:{processor}", net, memo)
 
 
+def _trailing(text: object, currency: str) -> int | None:
+    """Minor units of the money that ends a variance's text ("INCOMING WIRE 12.90 USD",
+    "merchant payout -4.00 USD") in `currency`; None when it ends in no such money."""
+    return _money(" ".join(text.split(" ")[-2:]), currency) if isinstance(text, str) else None
+
+
+def _bank(v: Mapping[str, object], moved: int, other: str, memo: str) -> AdjustmentProposal:
+    """A manual entry that moves `moved` minor units into (+) or out of (-) the bank's cash
+    in the variance's currency, against `other`."""
+    bank = f"bank_cash:{v['currency']}"
+    debit, credit = (bank, other) if moved > 0 else (other, bank)
+    return _entry(v, "manual", debit, credit, abs(moved), memo)
+
+
+def _bank_line(v: Mapping[str, object]) -> AdjustmentProposal | None:
+    """A bank line nobody expected: into the books as booked, parked in suspense."""
+    moved = _trailing(v.get("actual"), str(v.get("currency")))
+    if not moved:
+        return None
+    memo = (
+        f"a bank line nobody expected ({str(v['actual']).strip()}): booked as the bank booked it, "
+        "held in suspense until its cause is known"
+    )
+    return _bank(v, moved, "suspense", memo)
+
+
+def _owed_again(v: Mapping[str, object]) -> str:
+    """Who owes (or is owed) a bank movement that did not happen: the processor for its
+    payout, the merchant for theirs, else suspense."""
+    if v.get("payout_id") and v.get("processor"):
+        return f"processor_receivable:{v['processor']}"
+    if v.get("merchant_id") and str(v.get("expected", "")).startswith("merchant payout"):
+        return f"merchant_payable:{v['merchant_id']}"
+    return "suspense"
+
+
+def _not_in_bank(v: Mapping[str, object]) -> AdjustmentProposal | None:
+    """A movement the bank never booked: taken back out of the bank's cash."""
+    expected = _trailing(v.get("expected"), str(v.get("currency")))
+    if not expected:
+        return None
+    memo = f"the bank never booked the {v['expected']} the ledger put in its cash: taken back out"
+    return _bank(v, -expected, _owed_again(v), memo)
+
+
+def _bank_amount(v: Mapping[str, object]) -> AdjustmentProposal | None:
+    """The bank booked another amount than the payout: the bank's cash moves the difference."""
+    diff = _difference(v) if v.get("field") == "amount" else None
+    if not diff:
+        return None
+    memo = f"the bank booked {v['actual']} where the ledger expected {v['expected']}: its cash moves by the difference"
+    return _bank(v, diff, _owed_again(v), memo)
+
+
+def _amounts(v: Mapping[str, object]) -> AdjustmentProposal | None:
+    """A line's gross or net (`_amount`), or a bank line's amount (`_bank_amount`)."""
+    return _bank_amount(v) if v.get("field") == "amount" else _amount(v)
+
+
 _RULES: dict[str, Callable[[Mapping[str, object]], AdjustmentProposal | None]] = {
     "fee_mismatch": _fee,
-    "amount_mismatch": _amount,
+    "amount_mismatch": _amounts,
     "currency_fx_mismatch": _fx,
     "missing_at_processor": _write_off,
+    "unexplained_bank_line": _bank_line,
+    "payout_not_in_bank": _not_in_bank,
 }

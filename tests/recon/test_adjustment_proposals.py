@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearline.currency import minor_to_decimal
+from clearline.currency import decimal_to_minor, minor_to_decimal
 from clearline.events import AdjustmentLeg, AdjustmentPosted, Event, Money
 from clearline.ledger.posting import post
 from clearline.recon import (
@@ -40,6 +40,14 @@ def variance(category: str, field: str, expected: str, actual: str, amount: int,
         "expected": expected,
         "actual": actual,
     }
+
+
+def actual_of(row: dict) -> int:
+    return decimal_to_minor(row["actual"].split(" ")[-2], row["currency"])
+
+
+def expected_of(row: dict) -> int:
+    return decimal_to_minor(row["expected"].split(" ")[-2], row["currency"])
 
 
 def leg(account: str, side: str, minor: int, currency: str = "USD") -> AdjustmentLeg:
@@ -109,11 +117,60 @@ def test_each_rule_goes_the_way_the_difference_goes():
         variance("missing_at_processor", "line", "net -55.00 USD", "absent", 5500),  # a refund the processor kept
         variance("fee_mismatch", "fee", "2.90 USD", "2.90 EUR", 0),  # not one currency: no difference stated
         variance("duplicate", "line_id", "one line stl_1", "again as stl_2", 100),
-        variance("unexplained_bank_line", "line", "absent", "credit 5.00 USD", 500),
+        variance("unexplained_bank_line", "bank line", "absent", "INCOMING WIRE", 500),  # no money shown
+        variance("bank_balance_mismatch", "closing balance on 2026-01-09", "ledger bank cash 9.00 USD", "?", 100),
     ],
 )
 def test_no_proposal_where_the_numbers_state_no_correction(row):
     assert propose_adjustment(row) is None
+
+
+def bank_variance(category: str, field: str, expected: str, actual: str, amount: int, **more) -> dict:
+    return variance(category, field, expected, actual, amount) | {"processor": None, "merchant_id": None} | more
+
+
+def test_a_bank_side_break_moves_the_bank_cash_to_what_the_bank_booked():
+    wire_in = propose_adjustment(
+        bank_variance("unexplained_bank_line", "bank line", "absent", "INCOMING WIRE 12.34 USD", 1234)
+    )
+    assert (wire_in.kind, [(x.account, x.side, x.amount.minor) for x in wire_in.legs]) == (
+        "manual",
+        [("bank_cash:USD", "debit", 1234), ("suspense", "credit", 1234)],
+    )
+    assert "held in suspense" in wire_in.memo
+    fee_out = propose_adjustment(bank_variance("unexplained_bank_line", "bank line", "absent", " -2.50 USD", 250))
+    assert [(x.account, x.side, x.amount.minor) for x in fee_out.legs] == [
+        ("suspense", "debit", 250),
+        ("bank_cash:USD", "credit", 250),
+    ]
+    payout = bank_variance(
+        "payout_not_in_bank", "bank line", "processor payout 491.00 USD", "absent", 49100, processor="stripe"
+    )
+    back = propose_adjustment(payout)
+    assert [(x.account, x.side, x.amount.minor) for x in back.legs] == [
+        ("processor_receivable:stripe", "debit", 49100),
+        ("bank_cash:USD", "credit", 49100),
+    ]
+    merchant = bank_variance(
+        "payout_not_in_bank",
+        "bank line",
+        "merchant payout -316.06 USD",
+        "absent",
+        31606,
+        merchant_id="m_00002",
+        payout_id=None,
+    )
+    assert [(x.account, x.side, x.amount.minor) for x in propose_adjustment(merchant).legs] == [
+        ("bank_cash:USD", "debit", 31606),
+        ("merchant_payable:m_00002", "credit", 31606),
+    ]
+    short = bank_variance("amount_mismatch", "amount", "100.00 USD", "99.75 USD", 25, processor="adyen")
+    assert [(x.account, x.side, x.amount.minor) for x in propose_adjustment(short).legs] == [
+        ("processor_receivable:adyen", "debit", 25),
+        ("bank_cash:USD", "credit", 25),
+    ]
+    for p in (wire_in, fee_out, back, propose_adjustment(merchant), propose_adjustment(short)):
+        assert check_adjustment(p) == [] and posts(p)
 
 
 def test_the_accounts_a_person_may_pick_say_what_each_is_kept_per():
@@ -149,7 +206,7 @@ def test_check_names_what_keeps_an_edited_entry_from_posting():
 CURRENCIES = ["USD", "EUR", "JPY", "KWD"]
 FIELDS = {
     "fee_mismatch": ["fee"],
-    "amount_mismatch": ["gross", "net"],
+    "amount_mismatch": ["gross", "net", "amount"],
     "currency_fx_mismatch": ["converted net", "fx_rate", "currency"],
     "missing_at_processor": ["line"],
 }
@@ -165,6 +222,10 @@ def variance_rows(draw) -> dict:
         shown = [draw(st.sampled_from(["0.9277", "1.0845", "0.913785", "150.25"])) for _ in range(2)]
     elif category == "missing_at_processor":
         shown = [text(expected, currency, "net "), "absent"]
+    elif category == "payout_not_in_bank":
+        shown = [text(expected, currency, draw(st.sampled_from(["processor payout ", "merchant payout "]))), "absent"]
+    elif category == "unexplained_bank_line":
+        shown = ["absent", text(actual, currency, draw(st.sampled_from(["INCOMING WIRE ", "", " "])))]
     else:
         shown = [text(expected, currency), text(actual, currency)]
     row = variance(category, field, *shown, abs(actual - expected), currency)
@@ -182,7 +243,15 @@ def test_every_proposal_is_balanced_postable_and_moves_what_the_variance_states(
     assert check_adjustment(p) == []
     debits = sum(x.amount.minor for x in p.legs if x.side == "debit")
     assert debits == sum(x.amount.minor for x in p.legs if x.side == "credit") > 0
-    if row["field"] in ("fee", "gross", "net", "converted net", "fx_rate"):
+    if row["field"] in ("fee", "gross", "net", "converted net", "fx_rate", "amount"):
         assert debits == row["amount_minor"]
+    bank = [x for x in p.legs if x.account.startswith("bank_cash:")]
+    if row["category"] in ("unexplained_bank_line", "payout_not_in_bank") or row["field"] == "amount":
+        # the bank side's correction moves the bank's own cash, in its currency, by what is stated
+        stated = {"unexplained_bank_line": actual_of, "payout_not_in_bank": expected_of}.get(row["category"])
+        assert [x.account for x in bank] == [f"bank_cash:{row['currency']}"]
+        assert bank[0].amount.minor == (abs(stated(row)) if stated else row["amount_minor"])
+    else:
+        assert bank == []
     assert p.variance_id == row["variance_id"] and p.currency == row["currency"]
     assert posts(p)  # the ledger's own rule posts it
