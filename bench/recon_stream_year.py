@@ -17,13 +17,13 @@ constant part of the RSS.
 
 With `--work-queue-days N` a finance team works the queue: every variance the stream
 publishes gets the adjusting entry a person posts through the workbench N simulated days
-after it was raised (`adjustment.posted` as `adjusted.from_events` reads it: the kind
-`propose_adjustment` states, else "manual"), fed to the stream that morning, unless the
+after it was raised (`adjustment.posted` as `adjusted.from_events` reads it: the entry
+`propose_adjustment` proposes, else "manual"), fed to the stream that morning, unless the
 variance is gone by then; the batch gets the same entries. Per month it then also prints
 the entries posted and the variances they keep closed. An entry closes a variance by its
-id; it moves no bank line or ledger movement, so what a statement's balance mismatch
-lists as open items (references whose bank and ledger movements do not net) is not
-closed by it: the mismatch's own variance closes, its items stay open.
+id; one for a break between the bank and the ledger also moves the ledger's bank cash
+(its proposal's `bank_cash` leg), so the reference nets from its day on and no later balance mismatch
+lists it as open.
 
 At the end it checks that the stream's variances equal one batch `reconcile` over the
 same year, and times that whole-history reconciliation: what every advance cost before
@@ -105,8 +105,10 @@ def world_arrivals(world: Path) -> tuple[dict[date, dict[str, list[pl.DataFrame]
 
 def queue_entry(variance: dict, day: date) -> dict:
     """The adjusting entry (adjusted.ADJUSTMENT_SCHEMA) a finance user posts for `variance`
-    on `day`: the kind its numbers state, or "manual" (a person writes the legs)."""
+    on `day`: the one `propose_adjustment` proposes, legs and all (a break between the bank
+    and the ledger moves the bank's cash), or "manual" with legs that move no bank cash."""
     proposal = propose_adjustment(variance)
+    legs = [(g.account, g.side, g.amount.minor, g.amount.currency) for g in proposal.legs] if proposal else []
     kind = proposal.kind if proposal is not None else "manual"
     return {
         "event_id": f"adj_queue_{variance['variance_id']}",
@@ -116,6 +118,7 @@ def queue_entry(variance: dict, day: date) -> dict:
         "code": "written_off" if kind == "write_off" else "our_error",
         "approved_by": "finance_queue",
         "approved_at": datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=10),
+        "bank": adjusted.bank_net(legs),
     }
 
 

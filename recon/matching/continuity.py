@@ -44,7 +44,7 @@ import polars as pl
 
 from clearline.recon.lines import STATEMENT_SCHEMA
 from clearline.recon.matching.rules import evidence
-from clearline.recon.matching.variance import RAW_SCHEMA, money_text, variance_id
+from clearline.recon.matching.variance import RAW_SCHEMA, ids, money_text
 
 # The platform's operating accounts as the ledger opens them: one per currency.
 BOOKS_SCHEMA: dict[str, pl.DataType] = {
@@ -220,9 +220,8 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
     lines in (`expected`: the expected settlements; a line paid in another batch than the
     ledger's moves both), and a continuity variance its own jump. The label ("<category>
     <reference>") is how a mismatch names it."""
-    ids = [variance_id(c, k) for c, k in found.select("category", "key").iter_rows()]
     about = found.select("reference", "payout_id", "ledger_event_ids").with_columns(
-        variance_id=pl.Series(ids, dtype=pl.String), label=_label(found)
+        variance_id=ids(found), label=_label(found)
     )
     events = about.select("variance_id", event_id="ledger_event_ids").explode("event_id").drop_nulls()
     batches = (
@@ -231,7 +230,6 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
         .join(events.lazy(), on="event_id", how="inner")
         .collect(engine="streaming")
     )
-    jump_ids = [variance_id(c, k) for c, k in jumps.select("category", "key").iter_rows()]
     return (
         pl.concat(
             [
@@ -241,7 +239,7 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
                     "variance_id", "label", ref="payout_id"
                 ),
                 jumps.select(
-                    variance_id=pl.Series(jump_ids, dtype=pl.String),
+                    variance_id=ids(jumps),
                     label=_label(jumps),
                     ref=pl.concat_str(pl.lit("jump|"), "key"),
                 ),

@@ -35,7 +35,8 @@ class Inputs:
     to check balances against, and no balance variance.
 
     `adjustments` (`adjusted.ADJUSTMENT_SCHEMA`) are the adjusting entries the ledger
-    posted: each closes the variance it names (`Result.closed`)."""
+    posted: each closes the variance it names (`Result.closed`), and what one moved in the
+    platform's bank cash counts in every later balance."""
 
     expected_settlements: pl.DataFrame | pl.LazyFrame
     expected_movements: pl.DataFrame | pl.LazyFrame
@@ -99,10 +100,13 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
     found = pl.concat([copied, line_raw, bank_raw])
+    # the bank cash an adjusting entry moved is the ledger's too: balances read it, bank
+    # lines are never matched against it
+    booked = adjusted.bank_movements(inputs.adjustments, found)
     balance_raw = continuity.check(
         inputs.statements.lazy().collect(),
         inputs.bank_books,
-        movements,
+        pl.concat([movements, booked.select(movements.columns)]) if booked.height else movements,
         bank_lines,
         found,
         pending,

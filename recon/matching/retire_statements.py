@@ -22,10 +22,10 @@ each account's chain (`plan`):
 
 What would change a cut-out statement's variances brings it back, with every later one
 of its account (`reach`): an input dated within `margin` days of it or before (a
-ledger movement moves the bank cash on every later day, a bank line or a statement the
-open items and the chain), or one touching a reference open on its day (a payout's line,
-a bank line naming it, a ledger expectation), or an adjustment naming one of its
-variances (their ids are keys, as the other cut-out units' are).
+ledger movement, or an adjusting entry's bank leg, moves the bank cash on every later
+day, a bank line or a statement the open items and the chain), or one touching a
+reference open on its day (a payout's line, a bank line naming it, a ledger
+expectation), or an adjustment naming one of its variances (their ids are keys, as the other cut-out units' are).
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ HELD_SCHEMA = STATEMENT_SCHEMA | {"unit": pl.UInt64()}
 # running it every advance for one day's statements would cost what it saves.
 EVERY_DAYS = 7
 _DATES = {
-    "expected_settlements": ("available_on",),
-    "expected_movements": ("expected_on",),
-    "settlement_lines": ("value_date",),
-    "bank_lines": ("booking_date", "value_date"),
-    "statements": ("opening_date", "closing_date"),
+    "expected_settlements": (pl.col("available_on"),),
+    "expected_movements": (pl.col("expected_on"),),
+    "settlement_lines": (pl.col("value_date"),),
+    "bank_lines": (pl.col("booking_date"), pl.col("value_date")),
+    "statements": (pl.col("opening_date"), pl.col("closing_date")),
+    # an adjusting entry that moves the bank cash moves it from its day on (adjusted.bank_movements)
+    "adjustments": (pl.when(pl.col("bank").list.len() > 0).then(pl.col("approved_at").dt.date()),),
 }
 
 
@@ -212,11 +214,11 @@ def reach(frames: dict[str, pl.DataFrame], margin_days: int) -> date | None:
     """The earliest day an input among `frames` (named as `reconcile.Inputs` fields) may
     change a cut-out statement of: its earliest date, less `margin_days`."""
     days = [
-        frame[column].min()
+        frame.select(dated.min()).item()
         for name, frame in frames.items()
         if frame is not None and frame.height
-        for column in _DATES.get(name, ())
-        if column in frame.columns
+        for dated in _DATES.get(name, ())
+        if set(dated.meta.root_names()) <= set(frame.columns)
     ]
     days = [d for d in days if d is not None]
     return min(days) - timedelta(days=margin_days) if days else None

@@ -121,13 +121,17 @@ PENDING_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def ids(raw: pl.DataFrame) -> pl.Series:
+    """The `variance_id` of each of rules' raw variances (columns category and key)."""
+    return pl.Series([variance_id(c, k) for c, k in raw.select("category", "key").iter_rows()], dtype=pl.String)
+
+
 def finish(raw: pl.DataFrame, as_of: date) -> pl.DataFrame:
     """Rules' raw variances (with a `key` column naming what each is about) as the final
     frame: ids from category and key, age at `as_of`, in a canonical order."""
-    ids = [variance_id(c, k) for c, k in raw.select("category", "key").iter_rows()]
     return (
         raw.with_columns(
-            variance_id=pl.Series(ids, dtype=pl.String),
+            variance_id=ids(raw),
             age_days=(pl.lit(as_of) - pl.col("since")).dt.total_days().cast(pl.Int64),
         )
         .select(list(SCHEMA))

@@ -31,9 +31,9 @@ BOOKS = bank_books(config.load("platform"))
 AT = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
 
 
-def entry(row: dict, approver: str = "bob") -> events.Event:
+def entry(row: dict, approver: str = "bob", at: datetime = AT) -> events.Event:
     proposal = propose_adjustment(row)
-    return adjustment_event(proposal, Approval("rs_001", "alice", approver, "our_error", "ok"), approved_at=AT)
+    return adjustment_event(proposal, Approval("rs_001", "alice", approver, "our_error", "ok"), approved_at=at)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,18 @@ def merged(items: list[Arrivals]) -> Arrivals:
         if item.latest is not None:
             out.saw(item.latest)
     return out
+
+
+def streamed(everything: list[Arrivals], seed: int, batches: int):
+    """The end of a stream (`builder`, once) fed `everything` shuffled by `seed`, in `batches` parts."""
+    everything = list(everything)
+    random.Random(seed).shuffle(everything)
+    matcher = builder(tolerances(), timedelta(seconds=5), once=True, books=BOOKS)(None)
+    size = -(-len(everything) // batches)
+    for start in range(0, len(everything), size):
+        matcher.on_item(merged(everything[start : start + size]))
+    (end,), _ = matcher.on_eof()
+    return end
 
 
 def test_a_batch_closes_exactly_the_variances_the_entries_name(world):
@@ -119,14 +131,7 @@ def test_the_stream_closes_the_same_variances_as_the_batch_in_any_order(world, s
     items, inputs, as_of, _, entries = world
     rows = [adjusted.adjustment(e) for e in entries]
     batch = reconcile(Inputs(**{**inputs.__dict__, "adjustments": adjusted.frame(rows)}), tolerances(), as_of)
-    everything = items + arrivals(entries)
-    rng = random.Random(seed)
-    rng.shuffle(everything)
-    matcher = builder(tolerances(), timedelta(seconds=5), once=True, books=BOOKS)(None)
-    size = -(-len(everything) // batches)
-    for start in range(0, len(everything), size):
-        matcher.on_item(merged(everything[start : start + size]))
-    (end,), _ = matcher.on_eof()
+    end = streamed(items + arrivals(entries), seed, batches)
     # the entries' own time is later than the world's: the stream's watermark moved on, the
     # batch's is recomputed at it (ages aside, a later watermark only adds overdue items)
     again = reconcile(Inputs(**{**inputs.__dict__, "adjustments": adjusted.frame(rows)}), tolerances(), end.watermark)
@@ -148,3 +153,41 @@ def test_an_entry_after_its_variance_was_published_takes_it_out_of_the_open_set(
     assert second.watermark == first.watermark < AT
     assert set(second.changes.gone) == named and second.changes.new.is_empty()
     assert set(second.changes.result.closed["variance_id"]) == named
+
+
+@pytest.fixture(scope="module")
+def bank_entries(world) -> list[events.Event]:
+    """The proposed entries for the world's breaks between the bank and the ledger, each
+    approved three days after its break was counted: they move the ledger's bank cash."""
+    *_, before, _ = world
+    bank_side = before.filter(pl.col("category").is_in(["unexplained_bank_line", "payout_not_in_bank"]))
+    assert set(bank_side["category"]) == {"unexplained_bank_line", "payout_not_in_bank"}
+    return [
+        entry(r, at=AT.replace(r["since"].year, r["since"].month, r["since"].day) + timedelta(days=3))
+        for r in bank_side.iter_rows(named=True)
+    ]
+
+
+def test_an_entry_that_moves_the_bank_cash_takes_its_reference_off_every_later_balance(world, bank_entries):
+    _, inputs, as_of, before, _ = world
+    rows = [adjusted.adjustment(e) for e in bank_entries]
+    assert all(len(r["bank"]) == 1 for r in rows)
+    result = reconcile(Inputs(**{**inputs.__dict__, "adjustments": adjusted.frame(rows)}), tolerances(), as_of)
+    assert set(result.closed["variance_id"]) == {r["variance_id"] for r in rows}
+    mismatches = result.variances.filter(pl.col("category") == "bank_balance_mismatch")
+    assert not mismatches.equals(before.filter(pl.col("category") == "bank_balance_mismatch"))
+    for e in bank_entries:
+        reference = before.filter(pl.col("variance_id") == e.payload.variance_id)["reference"].item()
+        later = mismatches.filter(pl.col("since") >= e.payload.approved_at.date())
+        assert not later["actual"].str.contains(f" {reference} ", literal=True).any(), reference
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), batches=st.integers(1, 30))
+def test_the_stream_ties_balances_to_the_entries_bank_cash_as_the_batch_does(world, bank_entries, seed, batches):
+    items, inputs, *_ = world
+    rows = [adjusted.adjustment(e) for e in bank_entries]
+    end = streamed(items + arrivals(bank_entries), seed, batches)
+    batch = reconcile(Inputs(**{**inputs.__dict__, "adjustments": adjusted.frame(rows)}), tolerances(), end.watermark)
+    assert end.changes.result.variances.equals(batch.variances)
+    assert end.changes.result.closed.equals(batch.closed)

@@ -16,14 +16,17 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearline import config
-from clearline.events import Money
+from clearline import config, events
+from clearline.events import AdjustmentLeg, Money
+from clearline.pipelines.connectors.adjustments import Approval, adjustment_event
 from clearline.pipelines.world.bank_files import daily_statements, write_statements
+from clearline.recon import AdjustmentProposal
 from clearline.recon.arrivals import line_frames, line_row
 from clearline.recon.intake.parse import parse_file
 from clearline.recon.intake.publish import messages
 from clearline.recon.intake.store import read_lines, read_statements, write_lines
 from clearline.recon.lines import BankLine, SettlementLine, Statement, frame
+from clearline.recon.matching import adjusted
 from clearline.recon.matching import expectations as ex
 from clearline.recon.matching.continuity import BOOKS_SCHEMA, bank_books
 from clearline.recon.matching.reconcile import Inputs, reconcile
@@ -77,7 +80,10 @@ def statements(nets: list[int], numbered: bool = True, opening: int = OPENING, f
     return out
 
 
-def run(stmts: list[Statement], movements=(), bank=(), books: pl.DataFrame | None = None) -> pl.DataFrame:
+def run(
+    stmts: list[Statement], movements=(), bank=(), books: pl.DataFrame | None = None, entries: tuple = ()
+) -> pl.DataFrame:
+    """The open variances of one pass; `entries`: the adjusting entries posted (events)."""
     _, moves = ex.frames(list(movements))
     settle, _ = ex.frames([])
     inputs = Inputs(
@@ -87,6 +93,7 @@ def run(stmts: list[Statement], movements=(), bank=(), books: pl.DataFrame | Non
         frame(list(bank), BankLine),
         statements=frame(stmts, Statement),
         bank_books=books if books is not None else pl.DataFrame(schema=BOOKS_SCHEMA),
+        adjustments=adjusted.frame([adjusted.adjustment(e) for e in entries]),
     )
     return reconcile(inputs, TOL, LATER).variances
 
@@ -221,6 +228,56 @@ def test_a_payout_missing_from_the_bank_and_a_break_explain_a_difference_between
         f"(difference -150.00 EUR; all -150.00 EUR explained by 2 open variance(s): "
         f"balance_break {ACCOUNT} {days[3]} 50.00 EUR, payout_not_in_bank rpy_1 -200.00 EUR)"
     )
+
+
+def parked(variance: dict, day: date, side: str = "debit") -> events.Event:
+    """The entry a person writes for a bank line nobody expected: the money into (debit) or
+    out of the bank's cash, against suspense until its cause is known."""
+    amount = Money(variance["amount_minor"], "EUR")
+    other = "credit" if side == "debit" else "debit"
+    legs = (AdjustmentLeg("bank_cash:EUR", side, amount), AdjustmentLeg("suspense", other, amount))
+    proposal = AdjustmentProposal(variance["variance_id"], None, None, "EUR", "manual", legs, "parked")
+    approval = Approval("platform", "alice", "bob", "our_error", "parked until its cause is known")
+    return adjustment_event(proposal, approval, datetime.combine(day, datetime.min.time(), timezone.utc))
+
+
+def test_a_bank_line_booked_by_an_adjusting_entry_is_no_longer_open_on_later_balances() -> None:
+    days = workdays(5)
+    moves = [movement("po_0", 10_000, days[0])]
+    bank = [line("po_0", 10_000, days[0], 0), line("wire_9", 4_321, days[1], 1), line("wire_10", 500, days[4], 2)]
+    chain = booked(days, bank)
+    before = run(chain, moves, bank, BOOKS)
+    wire_9 = before.filter(pl.col("reference") == "wire_9").row(0, named=True)
+    entry = parked(wire_9, days[3])
+    after = run(chain, moves, bank, BOOKS, (entry,)).sort("since")
+    # the day the difference arose is still one, named as before; from the day the entry
+    # put the line into the ledger's bank cash the two agree, so wire_9 is open on no later
+    # balance, and the next difference (wire_10) is that line's alone
+    assert after.filter(pl.col("reference") == "wire_9").is_empty()
+    mismatches = after.filter(pl.col("category") == "bank_balance_mismatch")
+    assert mismatches["since"].to_list() == [days[1], days[4]]
+    assert mismatches["amount_minor"].to_list() == [4_321, 500]
+    assert mismatches["actual"][1].endswith(
+        "(difference 5.00 EUR; all 5.00 EUR explained by 1 open variance(s): unexplained_bank_line wire_10 5.00 EUR)"
+    )
+    # without the entry the difference on day 5 is both lines, and both are named
+    old = before.filter((pl.col("category") == "bank_balance_mismatch") & (pl.col("since") == days[4]))
+    assert old["amount_minor"].to_list() == [4_821]
+
+
+def test_an_entry_that_moves_no_bank_cash_closes_its_variance_and_leaves_the_balances_alone() -> None:
+    days = workdays(3)
+    bank = [line("wire_9", 4_321, days[1], 1)]
+    chain = booked(days, bank)
+    before = run(chain, [], bank, BOOKS)
+    wire_9 = before.filter(pl.col("reference") == "wire_9").row(0, named=True)
+    amount = Money(4_321, "EUR")
+    legs = (AdjustmentLeg("suspense", "debit", amount), AdjustmentLeg("credit_loss_expense", "credit", amount))
+    proposal = AdjustmentProposal(wire_9["variance_id"], None, None, "EUR", "manual", legs, "moved")
+    entry = adjustment_event(proposal, Approval("platform", "alice", "bob", "our_error", "moved"), LATER)
+    assert adjusted.adjustment(entry)["bank"] == []
+    after = run(chain, [], bank, BOOKS, (entry,))
+    assert after.equals(before.filter(pl.col("reference") != "wire_9"))
 
 
 def test_what_no_variance_explains_is_named() -> None:

@@ -6,8 +6,9 @@ The 30-day world of test_retire is fed day by day with a two-day horizon, so mos
 statements are cut out; then something arrives that changes a cut-out statement's
 balance or what explains it (a bank line nobody expected booked that day, a ledger
 movement expected that day, a new statement for the day after, an adjusting entry naming
-a frozen balance variance), and the end is compared with one `reconcile` over every
-input, for any day and amount (Hypothesis)."""
+a frozen balance variance, an adjusting entry that moves the bank cash that day), and the
+end is compared with one `reconcile` over every input, for any day and amount
+(Hypothesis)."""
 
 from __future__ import annotations
 
@@ -84,7 +85,26 @@ def _statement(inputs: dict[str, pl.DataFrame], account: str, day: date, amount:
     )
 
 
+def _bank_entry(account: str, day: date, amount: int) -> pl.DataFrame:
+    """An adjusting entry approved on `day` that puts `amount` into the bank cash of
+    `account`'s currency (a bank line parked in suspense): the ledger's bank cash moves from
+    that day on. The variance it names is none the stream knows."""
+    currency = BOOKS.filter(pl.col("account") == account)["currency"].item()
+    entry = {
+        "event_id": "evt_late_bank_entry",
+        "variance_id": "var_00000000000000000000",
+        "merchant_id": "platform",
+        "kind": "manual",
+        "code": "our_error",
+        "approved_by": "checker@platform",
+        "approved_at": datetime(day.year, day.month, day.day, 10, tzinfo=timezone.utc),
+        "bank": [{"currency": currency, "minor": amount}],
+    }
+    return adjusted.frame([entry])
+
+
 LATE = {
+    "bank entry": lambda inputs, account, day, amount: {"adjustments": _bank_entry(account, day, amount)},
     "statement": lambda inputs, account, day, amount: {"statements": _statement(inputs, account, day, amount)},
     "bank line": lambda inputs, account, day, amount: {"bank_lines": _bank_line(inputs, account, day, amount)},
     "ledger movement": lambda inputs, account, day, amount: {"expected_movements": _movement(inputs, day, amount)},
@@ -172,6 +192,12 @@ def test_the_reach_of_an_arrival_is_its_earliest_date_less_the_widest_window() -
     }
     assert retire_statements.reach(frames, margin) == date(2026, 1, 15) - timedelta(days=margin)
     assert retire_statements.reach({"adjustments": frames["adjustments"]}, margin) is None
+    at = [datetime(2026, 1, 9, 10, tzinfo=timezone.utc), datetime(2026, 1, 2, 10, tzinfo=timezone.utc)]
+    moved = [[{"currency": "EUR", "minor": -250}], []]  # only an entry that moves the bank cash dates a change
+    entries = pl.DataFrame(
+        {"approved_at": at, "bank": moved}, schema_overrides={"bank": adjusted.ADJUSTMENT_SCHEMA["bank"]}
+    )
+    assert retire_statements.reach({"adjustments": entries}, margin) == date(2026, 1, 9) - timedelta(days=margin)
 
 
 def test_the_snapshot_packs_the_frozen_variances_open_and_closed_and_restores_them(fed) -> None:
