@@ -25,7 +25,8 @@ of its account (`reach`): an input dated within `margin` days of it or before (a
 ledger movement, or an adjusting entry's bank leg, moves the bank cash on every later
 day, a bank line or a statement the open items and the chain), or one touching a
 reference open on its day (a payout's line, a bank line naming it, a ledger
-expectation), or an adjustment naming one of its variances (their ids are keys, as the other cut-out units' are).
+expectation), or an adjustment naming one of its variances (their ids are keys, as the
+other cut-out units' are).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import polars as pl
 from clearline.recon.lines import STATEMENT_SCHEMA
 from clearline.recon.matching import continuity, retire
 from clearline.recon.matching.rules import Tolerances
+from clearline.recon.matching.variance import ids as variance_ids
 from clearline.recon.matching.variance import variance_id
 
 # one unit per account and day cut out: what comes back together
@@ -185,7 +187,7 @@ def plan(
     own = jumps.join(units, left_on=["account", "since"], right_on=["account", "day"])
     ids = pl.DataFrame(
         {
-            "variance_id": [variance_id(c, k) for c, k in own.select("category", "key").iter_rows()]
+            "variance_id": variance_ids(own).to_list()
             + [variance_id("bank_balance_mismatch", f"{a}|{d}") for a, d in units.select("account", "day").iter_rows()],
             "unit": pl.concat([own["unit"], units["unit"]]),
         },
