@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clearline import config, events
@@ -132,9 +132,26 @@ def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[int, in
         {"bootstrap.servers": bootstrap, "group.id": f"resilience-{uuid.uuid4().hex[:8]}", "logger": _kafka_log}
     )
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+        return {p: _high_watermark(consumer, TopicPartition(topic, p)) for p in range(partitions)}
     finally:
         consumer.close()
+
+
+_LEADER_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float = 30) -> int:
+    """A partition's high watermark, asked again while its leader is still being chosen (a
+    topic just made, a broker under load): the broker then says "Not leader for partition"
+    for a moment (seen once in CI, reading a dead-letter topic made a moment before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LEADER_MOVING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def produce_raw(bootstrap: str, topic: str, messages: list[tuple], **producer_config) -> None:
