@@ -15,15 +15,14 @@ timestamp order instead: `clearline.pipelines.connectors.merged_source`.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from clearline.pipelines.connectors.kafka_bounded import metadata
 from clearline.pipelines.connectors.kafka_watch import WatchedConsumer
 
 log = logging.getLogger(__name__)
@@ -128,13 +127,17 @@ def consumer_config(bootstrap: str, once: bool) -> dict:
 # A flow (re)started while its broker restarts waits for it rather than exit: a broker
 # restart takes 10 to 40 s on a small machine. Past this, it is an outage, said as such.
 BROKER_WAIT_S = 180.0
+METADATA_S = 5.0  # one metadata request's timeout
 
 
 def topic_partitions(bootstrap: str, topic: str, wait_s: float = BROKER_WAIT_S) -> list[int]:
+    """`topic`'s partitions, asked again until a broker answers, for `wait_s` at the most.
+    Each request's client is asked and closed on a thread of its own
+    (`kafka_bounded.metadata`): a close that never ends does not hold the flow at start-up."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            meta = _metadata(bootstrap, topic)
+            meta = metadata(bootstrap, topic, METADATA_S)
             break
         except KafkaException as exc:
             if time.monotonic() >= deadline:
@@ -146,44 +149,6 @@ def topic_partitions(bootstrap: str, topic: str, wait_s: float = BROKER_WAIT_S) 
     if found is None or found.error is not None:
         raise RuntimeError(f"topic {topic!r} not found on {bootstrap}: run `clearline kafka up`")
     return sorted(found.partitions)
-
-
-METADATA_S = 5.0  # one metadata request's timeout
-ANSWER_GRACE_S = 5.0  # past it, the request is given up even if librdkafka has not returned
-
-
-def _metadata(bootstrap: str, topic: str) -> ClusterMetadata:
-    """`topic`'s metadata from a new client, asked and closed on a thread of its own.
-
-    Why: a client is closed (rd_kafka_destroy) where its last reference goes, and that
-    close has no timeout: it joins librdkafka's threads, and is reported to wait for good
-    on a metadata request still in flight (confluentinc/librdkafka#1640, open; not seen
-    here yet). Closed on the flow's own thread, such a client would hold the flow at
-    start-up, before its sources exist, with nothing said. So the caller waits for the
-    answer alone, `METADATA_S` plus `ANSWER_GRACE_S` at the most; a request that does not
-    return by then fails like a broker's silence, and `topic_partitions` asks a new client
-    again."""
-    answers: queue.Queue[ClusterMetadata | KafkaError] = queue.Queue()
-
-    def ask() -> None:  # the client is closed when this returns, on this thread
-        try:
-            client = AdminClient({"bootstrap.servers": bootstrap})
-            answers.put(client.list_topics(topic, timeout=METADATA_S))
-        except KafkaException as exc:
-            answers.put(exc.args[0])  # the error alone: the exception's traceback holds this frame, and so the client
-
-    threading.Thread(target=ask, name="kafka-metadata", daemon=True).start()
-    try:
-        answer = answers.get(timeout=METADATA_S + ANSWER_GRACE_S)
-    except queue.Empty:
-        raise KafkaException(
-            KafkaError(
-                KafkaError._TIMED_OUT, f"the metadata request did not return within {METADATA_S + ANSWER_GRACE_S:g} s"
-            )
-        ) from None
-    if isinstance(answer, KafkaError):
-        raise KafkaException(answer)
-    return answer
 
 
 def sorted_out(msgs: list[Message], reading: dict[int, int]) -> tuple[list[Message], set[int]]:

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import ClusterMetadata, PartitionMetadata, TopicMetadata
 
-from clearline.pipelines.connectors import kafka_source
+from clearline.pipelines.connectors import kafka_bounded, kafka_source
 
 TOPIC = "payments.events"
 BOUND_S = 5.0  # far more than a bounded start-up step takes here
@@ -49,7 +49,7 @@ class Client:
 
 @pytest.fixture
 def client(monkeypatch):
-    monkeypatch.setattr(kafka_source, "AdminClient", Client)
+    monkeypatch.setattr(kafka_bounded, "AdminClient", Client)
     Client.release.clear()
     yield Client
     Client.release.set()  # the stranded closes end
@@ -88,7 +88,7 @@ def test_after_a_failed_request_whose_close_never_ends_it_asks_again(client, cap
 
 def test_a_request_that_does_not_return_is_given_up_said_and_asked_again(client, monkeypatch, caplog):
     monkeypatch.setattr(kafka_source, "METADATA_S", 0.2)
-    monkeypatch.setattr(kafka_source, "ANSWER_GRACE_S", 0.2)
+    monkeypatch.setattr(kafka_bounded, "GRACE_S", 0.2)
     client.answers = [None, metadata(3)]
     with caplog.at_level(logging.WARNING, logger=kafka_source.__name__):
         assert in_time(lambda: kafka_source.topic_partitions("127.0.0.1:1", TOPIC)) == [0, 1, 2]
@@ -97,7 +97,7 @@ def test_a_request_that_does_not_return_is_given_up_said_and_asked_again(client,
 
 def test_past_its_wait_a_silent_broker_is_an_error(client, monkeypatch):
     monkeypatch.setattr(kafka_source, "METADATA_S", 0.2)
-    monkeypatch.setattr(kafka_source, "ANSWER_GRACE_S", 0.2)
+    monkeypatch.setattr(kafka_bounded, "GRACE_S", 0.2)
     client.answers = [None]
     with pytest.raises(RuntimeError, match=r"no Kafka broker answers at 127\.0\.0\.1:1 \(waited 0 s\)"):
         in_time(lambda: kafka_source.topic_partitions("127.0.0.1:1", TOPIC, wait_s=0))
