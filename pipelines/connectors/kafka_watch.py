@@ -24,15 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import suppress
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+
+from clearline.pipelines.connectors.kafka_bounded import Unfinished, metadata, on_own_thread
 
 log = logging.getLogger(__name__)
 
 STATS_MS = 2_000
 LOST_AFTER = 2  # reports in a row: a re-bootstrap in progress adds its brokers back within one
+CLOSE_S = 5.0  # how long a lost consumer's close is waited for (an ordinary one takes milliseconds)
 
 
 class BrokerSight:
@@ -71,7 +74,15 @@ class WatchedConsumer:
     def rebuild_if_lost(self, reached: Callable[[], list[TopicPartition]]) -> bool:
         """Start over at the assignment `reached()` gives if the client knows no broker any
         more; True if so (whatever the old client had fetched and not handed on is fetched
-        again). A function, so the sources' every poll builds no assignment in vain."""
+        again). A function, so the sources' every poll builds no assignment in vain.
+
+        The old client's close has no timeout (`kafka_bounded`), and this one knows no
+        broker: it is closed on a thread of its own and waited for `CLOSE_S` at the most,
+        then left to end there, said in the log. Nothing the flow needs waits on it: the
+        sources' consumers commit nothing (their offsets live in Bytewax's recovery, and the
+        new client starts from `reached()`) and join no group (an assignment, no
+        subscription), so a close left behind holds only the old client's own memory and
+        threads, once per loss."""
         if not self.sight.lost:
             return False
         assignment = reached()
@@ -79,7 +90,9 @@ class WatchedConsumer:
         log.warning(
             "kafka: the consumer of %s knows no broker any more (librdkafka#5301); starting a new one from there", where
         )
-        self.consumer.close()
+        old = self.consumer
+        with suppress(Unfinished):  # said in the log; the new client reads on regardless
+            on_own_thread(f"the close of the lost consumer of {where}", CLOSE_S, lambda: old, lambda c: c.close())
         self.consumer, self.sight = self._connect(assignment)
         return True
 
@@ -184,9 +197,12 @@ class WatchedProducer:
         return len(self.producer)
 
     def lost(self) -> bool:
-        """Whether the cluster answers a new client but not this one."""
-        return not _answers(self.producer) and _answers(
-            AdminClient({"bootstrap.servers": self._config["bootstrap.servers"]})
+        """Whether the cluster answers a new client but not this one. The new client is
+        asked and closed on a thread of its own (`kafka_bounded.metadata`), so a flush never
+        waits on its close, which has no timeout; one that has not answered within `PROBE_S`
+        plus `kafka_bounded.GRACE_S` counts as a silent cluster."""
+        return not _answers(lambda: self.producer.list_topics(timeout=PROBE_S)) and _answers(
+            lambda: metadata(self._config["bootstrap.servers"], None, PROBE_S)
         )
 
     def hand_over(self) -> None:
@@ -200,9 +216,10 @@ class WatchedProducer:
         )
 
 
-def _answers(client: Producer | AdminClient) -> bool:
+def _answers(ask: Callable[[], object]) -> bool:
+    """Whether `ask()`, a metadata request, is answered."""
     try:
-        client.list_topics(timeout=PROBE_S)
+        ask()
         return True
     except KafkaException:
         return False

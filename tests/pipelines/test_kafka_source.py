@@ -36,7 +36,7 @@ class Client:
     def __init__(self, config: dict):
         self.answer = Client.answers.pop(0)
 
-    def list_topics(self, topic: str, timeout: float) -> ClusterMetadata:
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
         if self.answer is None:
             Client.release.wait()
         if isinstance(self.answer, KafkaError):
