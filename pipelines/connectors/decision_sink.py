@@ -33,10 +33,10 @@ from typing import Any
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from clearline.features import LateEvent
 from clearline.models import FEATURES_UNAVAILABLE, Decision, Entry, Journal
+from clearline.pipelines.connectors.kafka_bounded import metadata
 from clearline.pipelines.connectors.kafka_watch import WatchedProducer
 
 DECISION_ID_HEADER = "decision-id"
@@ -273,7 +273,9 @@ class DecisionWriter(StatelessSinkPartition[list[Decision]]):
         self.journal.con.execute("COMMIT")
 
     def _partitions(self) -> list[int]:
-        meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(self.topic, timeout=30)
+        """The topic's partitions, asked of a client closed on a thread of its own
+        (`kafka_bounded.metadata`: its close has no timeout); 30 s + `GRACE_S` at the most."""
+        meta = metadata(self.bootstrap, self.topic, timeout=30)
         return sorted(meta.topics[self.topic].partitions)
 
     def _ends(self) -> dict[str, int]:

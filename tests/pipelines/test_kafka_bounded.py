@@ -1,6 +1,7 @@
 """The connectors' other waits on librdkafka are bounded too (`kafka_bounded`): a
-producer's check for a lost client, and the rebuild of a lost consumer, never wait on a
-close that never ends. Stand-in clients play librdkafka, as in test_kafka_source."""
+producer's check for a lost client, the rebuild of a lost consumer and the decision
+sink's look at its topic never wait on a close that never ends. Stand-in clients play
+librdkafka, as in test_kafka_source."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from clearline.pipelines.connectors import kafka_bounded, kafka_watch
+from clearline.pipelines.connectors.decision_sink import DecisionWriter
 from clearline.pipelines.connectors.kafka_watch import LOST_AFTER, WatchedConsumer, WatchedProducer
 from tests.pipelines.test_kafka_source import TOPIC, Client, client, in_time, metadata  # noqa: F401  (the fixture)
 
@@ -65,3 +67,10 @@ def test_a_lost_consumer_whose_close_never_ends_is_replaced_all_the_same(client,
     assert watched.consumer is not old and not watched.sight.lost
     assert [(tp.topic, tp.partition, tp.offset) for tp in watched.consumer.assigned] == [(TOPIC, 0, 42)]
     assert f"the close of the lost consumer of {TOPIC}[0]@42 did not return within 0.2 s: given up" in caplog.text
+
+
+def test_the_decision_sink_reads_its_partitions_without_waiting_on_the_clients_close(client):
+    client.answers = [metadata(3)]
+    writer = DecisionWriter.__new__(DecisionWriter)  # the partitions alone: no journal, no producer
+    writer.bootstrap, writer.topic = NOBODY, TOPIC
+    assert in_time(writer._partitions) == [0, 1, 2]
