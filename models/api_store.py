@@ -17,6 +17,13 @@ while a group is being fsynced form the next group, so the fsyncs per second sta
 constant as the load grows, and the cost per record falls. `add` (one record, its own
 commit) is the same rule for callers without an event loop.
 
+The records one turn of the event loop makes are handed to the writer together, at the
+end of that turn, with one wake-up. Handed one at a time, the first record woke the
+writer, which then took the GIL each time the loop let go of it (at every SQLite read of
+the next requests) and committed groups of one or two: with 8 requests in flight, 2.3
+records a commit and ~100 µs of writer CPU per record, plus the loop's share of the GIL
+hand-offs.
+
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a
 background thread of each process, not on the request that happens to cross SQLite's
 1,000-page threshold: that request would otherwise wait for the fsync (several ms, the
@@ -74,7 +81,8 @@ class DecisionStore:
         self.db.execute("PRAGMA wal_autocheckpoint=0")  # see the module doc: the checkpointer does it
         self.db.execute(SCHEMA)
         self.commits = 0  # group commits made by the writer thread (records / commits: the group size)
-        self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()  # (loop, [(future, row)]) per loop turn; None: stop
+        self._turns: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, tuple]]] = {}  # not yet handed over
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
@@ -120,8 +128,16 @@ class DecisionStore:
         if self._writer is None:
             self._writer = threading.Thread(target=self._writes, name="decision-store-writer", daemon=True)
             self._writer.start()
-        self._pending.put((loop, done, (decision_id, tenant, order_id, request_hash, _encode(record))))
+        turn = self._turns.get(loop)
+        if turn is None:  # the first record of this turn of the loop: hand the turn's over when it ends
+            turn = self._turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append((done, (decision_id, tenant, order_id, request_hash, _encode(record))))
         return await done
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, after the requests of its turn: their records to the writer, at once."""
+        self._pending.put((loop, self._turns.pop(loop)))
 
     def _writes(self) -> None:
         """The writer thread: a group is everything waiting when the last commit ended."""
@@ -129,20 +145,24 @@ class DecisionStore:
         try:
             stop = False
             while not stop and (first := self._pending.get()) is not None:
-                group = [first]
+                turns = [first]
                 while not self._pending.empty():
                     if (more := self._pending.get()) is None:  # close(): after this group
                         stop = True
                         break
-                    group.append(more)
+                    turns.append(more)
+                group = [row for _, records in turns for _, row in records]
                 try:
-                    results: list[Stored | BaseException] = _insert(db, [row for _, _, row in group])
+                    results: list[Stored | BaseException] = _insert(db, group)
                     self.commits += 1
                 except Exception as exc:  # the commit failed: every request of the group gets the error
                     log.exception("decision store: a group commit of %d records failed", len(group))
                     results = [exc] * len(group)
-                for loop in {loop for loop, _, _ in group}:
-                    mine = [(done, got) for (at, done, _), got in zip(group, results, strict=True) if at is loop]
+                settled: dict[asyncio.AbstractEventLoop, list] = {}
+                answers = iter(results)
+                for loop, records in turns:
+                    settled.setdefault(loop, []).extend((done, next(answers)) for done, _ in records)
+                for loop, mine in settled.items():
                     try:
                         loop.call_soon_threadsafe(_settle, mine)
                     except RuntimeError:  # that loop is closed: nobody waits for these answers any more

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -71,3 +72,23 @@ def test_a_group_keeps_one_decision_per_order_and_one_bad_record_fails_alone(tmp
     with pytest.raises(sqlite3.IntegrityError, match="dec_4"):
         again.add("dec_4", "rs_001", "o7", "h", {})
     again.close()
+
+
+def test_the_records_of_one_turn_of_the_loop_share_one_commit(tmp_path):
+    """Requests the loop runs in one turn hand their records over together: one commit,
+    not one each. Each request here lets go of the GIL for a moment before its record (a
+    decision's SQLite reads do): handed over one by one, the first record woke the writer,
+    which took it alone and committed, then the next one or two."""
+    store = DecisionStore(tmp_path / "d.db")
+
+    async def one(i: int):
+        time.sleep(0.002)  # the request's work, letting go of the GIL (the writer thread may run)
+        return await store.add_durably(f"dec_{i}", "rs_001", f"o{i}", "h", {"decision": "approve", "i": i})
+
+    async def run():
+        return await asyncio.gather(*(one(i) for i in range(8)))
+
+    got = asyncio.run(run())
+    assert [s.decision_id for s in got] == [f"dec_{i}" for i in range(8)]
+    assert store.commits == 1
+    store.close()
