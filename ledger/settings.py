@@ -21,6 +21,7 @@ class LedgerSettings:
     metrics_port: int = 0
     duckdb_memory_limit: str = "512MB"
     duckdb_checkpoint_threshold: str = "256MB"
+    duckdb_threads: int = 1
     publish_interval_s: float = 5.0
     once: bool = False
 
@@ -42,6 +43,7 @@ class LedgerSettings:
             metrics_port=config.typed(cfg, "metrics_port", int),
             duckdb_memory_limit=config.typed(cfg, "duckdb_memory_limit", str),
             duckdb_checkpoint_threshold=config.typed(cfg, "duckdb_checkpoint_threshold", str),
+            duckdb_threads=config.typed(cfg, "duckdb_threads", int),
             publish_interval_s=config.typed(cfg, "publish_interval_s", float),
             once=once,
         )

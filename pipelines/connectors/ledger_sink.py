@@ -160,6 +160,7 @@ class LedgerWriter(StatelessSinkPartition[list[Outcome]]):
         self._store = LedgerStore(paths["store"], keep_recent_rows=200_000)
         self._store.con.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         self._store.con.execute("SET checkpoint_threshold = ?", [settings.duckdb_checkpoint_threshold])
+        self._store.con.execute("SET threads = ?", [settings.duckdb_threads])
         self._dlq_topic = settings.deadletter_topic
         self._producer = WatchedProducer(
             {"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
