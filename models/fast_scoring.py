@@ -36,7 +36,7 @@ class TreeTable:
     predictor (NaN goes where `missing_go_to_left` says, else `x <= num_threshold` goes
     left), the leaves summed strictly left to right from the baseline as `_raw_predict`
     does (cumsum, not numpy's pairwise sum), and the model's own loss turns the sum into
-    a probability. It reads the estimator's private fitted attributes (`_predictors`,
+    a probability (`positive_class`). It reads the estimator's private fitted attributes (`_predictors`,
     `_baseline_prediction`, `_loss`), so tests/models/test_api_core.py holds it to exact equality
     with the pipeline; a model it does not cover (categorical features, several classes,
     other steps) keeps the plain path."""
@@ -52,7 +52,7 @@ class TreeTable:
     value: np.ndarray
     depth: int
     baseline: float
-    loss: Any
+    positive: Callable[[np.ndarray], np.ndarray]  # summed raw scores -> P(positive class), `positive_class`
     complete: CompleteTrees | None = None  # the same trees for `probes` (None: too deep to lay out)
 
     @classmethod
@@ -96,7 +96,7 @@ class TreeTable:
             nodes["value"].astype(float),
             depth,
             float(np.ravel(model._baseline_prediction)[0]),
-            model._loss,
+            positive_class(model._loss),
             CompleteTrees.of(trees, keep, width, depth) if depth <= CompleteTrees.MAX_DEPTH else None,
         )
 
@@ -121,7 +121,7 @@ class TreeTable:
         rows = values.shape[1]
         leaves = np.zeros((len(values) + 1, rows + 1))
         leaves[0, :rows], leaves[1:, :rows] = self.baseline, values
-        return self.loss.predict_proba(np.add.reduce(leaves, axis=0)[:rows])[:, 1]
+        return self.positive(np.add.reduce(leaves, axis=0)[:rows])
 
     def probes(self, x: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
         """`predict(reasons.probe_rows(x, reference))` — the request and, for each feature
@@ -139,10 +139,30 @@ class TreeTable:
         own = c.goes_left(np.asarray(x, dtype=float)[self.keep])
         ref = c.goes_left(np.asarray(reference, dtype=float)[self.keep])
         left = ((c.on_feature & (own ^ ref)) ^ own).ravel()  # (1 + features, trees, splits), flat
-        at = np.zeros(c.start.shape, dtype=np.intp)  # each (tree, row)'s heap slot
+        # each (tree, row)'s split as its flat index into `left`: start + heap slot s; the
+        # step to slot 2s + 2 - went_left is, flat, 2 * index + (2 - start) - went_left, in place
+        at = c.start.copy()
         for _ in range(self.depth):
-            at = 2 * at + 2 - left[c.start + at]
-        return self._probability(c.value[c.leaf_start + at])
+            went_left = left[at]
+            at *= 2
+            at += c.step
+            at -= went_left
+        return self._probability(c.value[c.leaf_from + at])
+
+
+def positive_class(loss: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """How a fitted model's loss turns summed raw scores into the positive class's
+    probability, as its `predict_proba` does in column 1. The binomial loss with its logit
+    link fills that column with `LogitLink.inverse`, scikit-learn's `_expit`, which for numpy
+    arrays is scipy's `expit`: called directly, the same numbers without the array-namespace
+    dispatch and the two-column array (about 5 us a decision). Any other loss keeps
+    `predict_proba`."""
+    from sklearn._loss.link import LogitLink
+    from sklearn._loss.loss import HalfBinomialLoss
+
+    if type(loss) is HalfBinomialLoss and type(loss.link) is LogitLink:
+        return expit
+    return lambda raw: loss.predict_proba(raw)[:, 1]
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,8 @@ class CompleteTrees:
     on_feature: np.ndarray
     start: np.ndarray  # (trees, 1 + features): flat index of each (row, tree)'s first split
     value: np.ndarray  # flat (trees, leaf slots)
-    leaf_start: np.ndarray  # (trees, 1): flat index of each tree's slot 0, less `splits`
+    step: np.ndarray  # 2 - start: a walk's step from flat split index i to a child is 2 * i + step - went_left
+    leaf_from: np.ndarray  # (trees, 1 + features): a walk's last flat index plus this is its leaf in `value`
 
     @classmethod
     def of(cls, trees: list[np.ndarray], keep: np.ndarray, width: int, depth: int) -> CompleteTrees:
@@ -190,15 +211,11 @@ class CompleteTrees:
                 todo += [(nodes[side][node], 2 * slot + step, level + 1) for side, step in (("left", 1), ("right", 2))]
         on_feature = real[None] & (keep[feature][None] == np.arange(-1, width)[:, None, None])
         trees_n = len(trees)
-        return cls(
-            feature,
-            threshold,
-            missing_left,
-            on_feature,
-            np.arange((width + 1) * trees_n, dtype=np.intp).reshape(width + 1, trees_n).T.copy() * splits,
-            value.ravel(),
-            (np.arange(trees_n, dtype=np.intp) * (splits + 1) - splits)[:, None],
-        )
+        start = np.arange((width + 1) * trees_n, dtype=np.intp).reshape(width + 1, trees_n).T.copy() * splits
+        leaf_start = (np.arange(trees_n, dtype=np.intp) * (splits + 1) - splits)[
+            :, None
+        ]  # each tree's slot 0, less `splits`
+        return cls(feature, threshold, missing_left, on_feature, start, value.ravel(), 2 - start, leaf_start - start)
 
     def goes_left(self, x: np.ndarray) -> np.ndarray:
         """For one row (input columns after `keep`), whether each split sends it left:

@@ -28,7 +28,7 @@ from clearline.models.api import (
 )
 from clearline.models.api_core import ApiKeys, ApiSetupError, MerchantDirectory, key_env, key_hash, request_features
 from clearline.models.api_store import DecisionStore
-from clearline.models.fast_scoring import ArrayScorer, LinearTable, TreeTable
+from clearline.models.fast_scoring import ArrayScorer, LinearTable, TreeTable, positive_class
 from clearline.models.scorer import ModelRef, Scorer
 from clearline.models.train import gbm, scorecard
 
@@ -231,6 +231,19 @@ def test_the_tree_table_sums_the_trees_exactly_as_scikit_learn(rows):
 
     expected = pipeline.predict_proba(pd.DataFrame(x, columns=list(SCORERS["gbm"].features)))[:, 1]
     assert np.array_equal(table.predict(x), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    raw=st.lists(st.one_of(st.floats(-800, 800), st.sampled_from([0.0, -0.0, 1e300, -1e300])), min_size=1, max_size=40)
+)
+def test_the_tree_tables_probability_is_the_losss_predict_proba(raw):
+    """`positive_class` (scipy's expit for the binomial loss) gives exactly what the
+    fitted loss's `predict_proba` puts in its column 1, which the tree table called before."""
+    loss = SCORERS["gbm"].pipeline.steps[-1][1]._loss
+    sums = np.array(raw, dtype=float)
+    assert FAST["gbm"].table.positive is positive_class(loss)  # the table takes this path
+    assert np.array_equal(positive_class(loss)(sums), loss.predict_proba(sums)[:, 1])
 
 
 @settings(max_examples=30, deadline=None)
