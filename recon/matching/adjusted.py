@@ -27,7 +27,7 @@ import polars as pl
 
 from clearline import events
 from clearline.recon.matching import expectations
-from clearline.recon.matching.variance import SCHEMA, ids
+from clearline.recon.matching.variance import SCHEMA
 
 BANK_CASH = "bank_cash"  # the chart's account for the platform's bank, "bank_cash:<currency>"
 # An entry's net on the platform's bank cash in one currency: a debit is money in (+).
@@ -126,8 +126,8 @@ def from_archive(archive: pl.LazyFrame) -> pl.DataFrame:
 
 def bank_movements(adjustments: pl.DataFrame | pl.LazyFrame, found: pl.DataFrame) -> pl.DataFrame:
     """The ledger's bank movements the entries made (`expectations.BANK_WITH_MERCHANT`, kind
-    `ADJUSTMENT_KIND`, on the day each was approved), under the reference of the raw
-    variance (`found`: category, key, reference) each names. An entry whose variance is not
+    `ADJUSTMENT_KIND`, on the day each was approved), under the reference of the
+    variance (`found`: variance_id, reference) each names. An entry whose variance is not
     among them (a balance mismatch it corrects, found after the movements) moves the bank
     under its own event id. Never a candidate for a bank line: only balances read these."""
     moves = (
@@ -140,9 +140,8 @@ def bank_movements(adjustments: pl.DataFrame | pl.LazyFrame, found: pl.DataFrame
     )
     if moves.is_empty():
         return pl.DataFrame(schema=expectations.BANK_WITH_MERCHANT)
-    named = found.select("reference", variance_id=ids(found))
     return (
-        moves.join(named, on="variance_id", how="left")
+        moves.join(found.select("variance_id", "reference"), on="variance_id", how="left")
         .select(
             "event_id",
             kind=pl.lit(ADJUSTMENT_KIND),
@@ -155,6 +154,12 @@ def bank_movements(adjustments: pl.DataFrame | pl.LazyFrame, found: pl.DataFrame
         )
         .cast(expectations.BANK_WITH_MERCHANT)
     )
+
+
+def platform_closes(adjustments: pl.DataFrame | pl.LazyFrame) -> pl.Series:
+    """Ids of the variances the platform's own entries name: among the variances of no one
+    merchant (a statement's break, found after the others), those `close` closes."""
+    return adjustments.lazy().filter(pl.col("merchant_id") == events.PLATFORM).collect()["variance_id"]
 
 
 def close(variances: pl.DataFrame, adjustments: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -32,8 +32,12 @@ every movement of the account up to D (bank lines by reference, the ledger's mov
 reference, each jump between statements) is summed per reference, and each reference that
 does not net to zero is explained by the variances about it (a bank-level variance's
 reference, a line-level variance's payout batch, a continuity variance's own jump). What
-no variance claims but a pending item does is "awaited", what the other side books after
-the day (within the date windows: no break) is "in transit"; the rest is unexplained.
+only variances an adjusting entry closed are about is summed as one figure, not named
+(worked already: an entry that moves no bank cash, a fee written off, leaves the
+difference in the balance for good, and naming every such break of the account's history
+on each later mismatch would bury the open ones). What no variance claims but a pending
+item does is "awaited", what the other side books after the day (within the date
+windows: no break) is "in transit"; the rest is unexplained.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ BOOKS_SCHEMA: dict[str, pl.DataType] = {
 # A statement is who it is on its day: some banks write one constant :20: and number
 # :28C: afresh every year (matching's copies step uses the same identity).
 _IDENTITY = ["account", "statement_id", "sequence", "day"]
+# A ledger movement of this kind only balances read (bank lines are never matched against
+# it): the bank cash difference of payout batches a long-running stream let go of whose
+# every break an adjusting entry closed (`retire`), claimed as those closed variances were.
+WORKED = "worked"
 # A statement row of this format is no statement: it carries the jump of a continuity
 # variance whose statements a long-running stream has let go of (`carried_jumps`).
 CARRIED = "retired-jump"
@@ -214,15 +222,24 @@ def mismatches(
     return _explained(tied.with_row_index("m"), items, claims, pending)
 
 
-def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """(ref, variance id, label): what each variance is about, by which it explains a
-    movement: its reference, its payout batch, the batches the ledger expected its events'
-    lines in (`expected`: the expected settlements; a line paid in another batch than the
-    ledger's moves both), and a continuity variance its own jump. The label ("<category>
-    <reference>") is how a mismatch names it."""
-    about = found.select("reference", "payout_id", "ledger_event_ids").with_columns(
-        variance_id=ids(found), label=_label(found)
-    )
+def claims(
+    found: pl.DataFrame,
+    closed: pl.DataFrame,
+    jumps: pl.DataFrame,
+    closes: pl.Series,
+    expected: pl.DataFrame | pl.LazyFrame,
+) -> pl.DataFrame:
+    """(ref, variance id, label, closed): what each variance is about, by which it explains
+    a movement: its reference, its payout batch, the batches the ledger expected its
+    events' lines in (`expected`: the expected settlements; a line paid in another batch
+    than the ledger's moves both), and a continuity variance its own jump. `found` are the
+    open variances, `closed` those an adjusting entry closed (`variance.SCHEMA` columns), a
+    jump closed when its id is among `closes`. The label ("<category> <reference>") is how
+    a mismatch names an open one."""
+    columns = ["variance_id", "reference", "payout_id", "ledger_event_ids", "category"]
+    about = pl.concat(
+        [found.select(columns, closed=pl.lit(False)), closed.select(columns, closed=pl.lit(True))]
+    ).with_columns(label=pl.concat_str("category", pl.lit(" "), pl.col("reference").fill_null("?")))
     events = about.select("variance_id", event_id="ledger_event_ids").explode("event_id").drop_nulls()
     batches = (
         expected.lazy()
@@ -230,19 +247,20 @@ def claims(found: pl.DataFrame, jumps: pl.DataFrame, expected: pl.DataFrame | pl
         .join(events.lazy(), on="event_id", how="inner")
         .collect(engine="streaming")
     )
+    kept = ["variance_id", "label", "closed"]
     return (
         pl.concat(
             [
-                about.select("variance_id", "label", ref="reference"),
-                about.select("variance_id", "label", ref="payout_id"),
-                batches.join(about.select("variance_id", "label"), on="variance_id").select(
-                    "variance_id", "label", ref="payout_id"
-                ),
+                about.select(kept, ref="reference"),
+                about.select(kept, ref="payout_id"),
+                batches.join(about.select(kept), on="variance_id").select(kept, ref="payout_id"),
                 jumps.select(
                     variance_id=ids(jumps),
                     label=_label(jumps),
                     ref=pl.concat_str(pl.lit("jump|"), "key"),
-                ),
+                )
+                .with_columns(closed=pl.col("variance_id").is_in(closes.implode()))
+                .select(*kept, "ref"),
             ]
         )
         .filter(pl.col("ref").is_not_null())
@@ -287,15 +305,19 @@ def open_items(
 
 def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pending: pl.DataFrame) -> pl.DataFrame:
     """The mismatches (`tied`, numbered `m`) as raw variance rows, each with what explains
-    its difference: the references open on its day claimed by a variance, awaited by a
-    pending item, or moving again later (in transit); the rest unexplained."""
+    its difference: the references open on its day claimed by an open variance, those
+    only variances an adjusting entry closed are about (worked already: summed, not
+    named), awaited by a pending item, or moving again later (in transit); the rest
+    unexplained."""
     open_now = (
         tied.select("m", "account", "day")
         .join(items, on="account")
         .filter((pl.col("start") <= pl.col("day")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("day"))))
     )
-    claimed = open_now.join(claims, on="ref", how="inner")
+    claimed = open_now.join(claims.filter(~pl.col("closed")), on="ref", how="inner")
     unclaimed = open_now.join(claimed.select("m", "ref"), on=["m", "ref"], how="anti")
+    worked = unclaimed.join(claims.filter("closed").select("ref").unique(), on="ref", how="semi")
+    unclaimed = unclaimed.join(worked.select("m", "ref"), on=["m", "ref"], how="anti")
     awaited = unclaimed.join(pending.select(ref="reference").drop_nulls().unique(), on="ref", how="semi")
     transit = unclaimed.join(awaited.select("m", "ref"), on=["m", "ref"], how="anti").filter(
         pl.col("end").is_not_null()
@@ -318,12 +340,15 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
                 "label", pl.lit(" "), money_text(pl.col("amount"), pl.col("closing_currency"))
             ).str.join(", ")
         ),
+        worked.group_by("m").agg(worked=pl.col("amount").sum()),
         awaited.group_by("m").agg(awaited=pl.col("amount").sum()),
         transit.group_by("m").agg(transit=pl.col("amount").sum()),
     ]
     for part in sums:
         tied = tied.join(part, on="m", how="left")
-    tied = tied.with_columns(pl.col("explained", "awaited", "transit").fill_null(0), by=pl.col("by").fill_null([]))
+    tied = tied.with_columns(
+        pl.col("explained", "worked", "awaited", "transit").fill_null(0), by=pl.col("by").fill_null([])
+    )
     money = lambda column: money_text(pl.col(column), pl.col("closing_currency"))  # noqa: E731
     part = lambda when, *text: pl.when(when).then(pl.concat_str(*text))  # noqa: E731
     parts = pl.concat_list(
@@ -337,13 +362,20 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
             pl.lit(" open variance(s): "),
             pl.col("shares"),
         ),
+        part(
+            pl.col("m").is_in(worked["m"].implode()),
+            money("worked"),
+            pl.lit(" in variances closed by adjusting entries"),
+        ),
         part(pl.col("m").is_in(awaited["m"].implode()), money("awaited"), pl.lit(" in items still awaited")),
         part(pl.col("m").is_in(transit["m"].implode()), money("transit"), pl.lit(" in transit, booked after the day")),
         part(pl.col("rest") != 0, money("rest"), pl.lit(" unexplained")),
     ).list.drop_nulls()
     day = pl.col("day").cast(pl.String)
     return (
-        tied.with_columns(rest=pl.col("diff") - pl.col("explained") - pl.col("awaited") - pl.col("transit"))
+        tied.with_columns(
+            rest=pl.col("diff") - pl.col("explained") - pl.col("worked") - pl.col("awaited") - pl.col("transit")
+        )
         .sort("m")
         .select(
             category=pl.lit("bank_balance_mismatch"),
@@ -372,13 +404,17 @@ def check(
     movements: pl.DataFrame,
     bank_lines: pl.DataFrame,
     found: pl.DataFrame,
+    closed: pl.DataFrame,
+    closes: pl.Series,
     pending: pl.DataFrame,
     expected: pl.DataFrame | pl.LazyFrame,
 ) -> pl.DataFrame:
     """Raw continuity and ledger-tie variances (`RAW_SCHEMA`) of bank statements
     (`STATEMENT_SCHEMA`), given the ledger's `books` (`BOOKS_SCHEMA`) and expected bank
-    `movements`, the bank lines, the pass's other raw variances, its pending items and
-    the expected settlements (whose batches line-level variances are about)."""
+    `movements`, the bank lines, the pass's other variances (`found` open, `closed` by an
+    adjusting entry, `variance.SCHEMA`), the ids the platform's entries close (`closes`:
+    a statement's own break among them is closed), its pending items and the expected
+    settlements (whose batches line-level variances are about)."""
     carried = statements.filter(pl.col("format") == CARRIED)
     statements = statements.filter(pl.col("format") != CARRIED)
     if statements.is_empty():
@@ -386,7 +422,17 @@ def check(
     chained = chain(statements)
     own = breaks(chained)
     jumps = pl.concat([own.select(JUMP_COLUMNS), jumps_of_carried(carried)]) if carried.height else own
-    about = claims(found, jumps, expected)
+    about = claims(found, closed, jumps, closes, expected)
+    worked = movements.filter(pl.col("kind") == WORKED).select(ref="reference").unique()
+    if worked.height:
+        about = pl.concat(
+            [
+                about,
+                worked.select(
+                    variance_id=pl.lit(None, pl.String), label=pl.lit(None, pl.String), closed=True, ref="ref"
+                ),
+            ]
+        )
     tie = mismatches(chained, books, movements, bank_lines, jumps, about, pending)
     return pl.concat([own.select(list(RAW_SCHEMA)).cast(RAW_SCHEMA), tie.cast(RAW_SCHEMA)])
 

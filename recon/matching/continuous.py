@@ -145,6 +145,8 @@ class Continuous:
                 setattr(self, f.name, f.default_factory())
         if _FACTS not in self._frozen.columns:
             self._frozen = _with_facts(self._frozen)
+        if "worked" not in self._carry.columns:  # a snapshot from before batches of worked breaks were let go
+            self._carry = self._carry.with_columns(worked=pl.lit(0, pl.Int64)).select(list(retire.CARRY_SCHEMA))
 
     def retired_statements(self) -> int:
         """Statement rows cut out now (the anchors among them)."""
@@ -187,13 +189,16 @@ class Continuous:
                 self._parts.setdefault(name, []).append(rows)
         moved = (
             back["bank_lines"]
-            .join(back["expected_movements"].select("reference", day="expected_on"), on="reference")
+            .join(
+                back["expected_movements"].select("reference", day="expected_on", ledger="amount_minor"), on="reference"
+            )
             .select(
                 "account",
                 "day",
                 currency="amount_currency",
                 booked="booking_date",
                 amount_minor=-pl.col("amount_minor"),
+                worked=pl.col("amount_minor") - pl.col("ledger"),
             )
             .select(list(retire.CARRY_SCHEMA))
         )
@@ -352,7 +357,9 @@ class Continuous:
         self._units = pl.concat([self._units, units.to_frame("unit").with_columns(round=pl.lit(round_))])
         self._frozen = pl.concat([self._frozen, _with_facts(frozen)])
         self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
-        self._carry = _summed(pl.concat([self._carry, pairs.select(list(retire.CARRY_SCHEMA))]))
+        self._carry = _summed(
+            pl.concat([self._carry, pairs.rename({"residual": "worked"}).select(list(retire.CARRY_SCHEMA))])
+        )
         for name, frame in tagged.items():
             kept = frame.filter(pl.col(_UNIT).is_null()).drop(_UNIT)
             self._parts[name] = [kept] if kept.height else []
@@ -382,13 +389,17 @@ class Continuous:
         if cut is None:
             return pl.DataFrame(schema=STATEMENT_SCHEMA)
         own = lambda frame: frame.join(cut.variance_ids.rename({"unit": _UNIT}), on="variance_id")  # noqa: E731
-        self._frozen = pl.concat([self._frozen, _with_facts(own(live.variances))])
-        self._frozen_closed = pl.concat([self._frozen_closed, own(live.closed).select(self._frozen_closed.columns)])
+        frozen, frozen_closed = own(live.variances), own(live.closed)
+        self._frozen = pl.concat([self._frozen, _with_facts(frozen)])
+        self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
         self._statements = pl.concat([self._statements, cut.statements])
         self._jumps = pl.concat([self._jumps, cut.jumps])
-        # a reference already touching an earlier cut-out day of statements brings back this one too
+        both = [frame.select("category", "evidence", unit=_UNIT) for frame in (frozen, frozen_closed)]
+        named = retire_statements.named_keys(pl.concat(both))
+        # a key already touching an earlier cut-out day of statements brings back this one too
         earlier = self._index.join(self._statement_units.select("unit"), on="unit", how="semi")
-        self._index = pl.concat([self._index, cut.keys.join(earlier, on="key", how="anti")])
+        keys = pl.concat([cut.keys, named]).unique()
+        self._index = pl.concat([self._index, keys.join(earlier, on="key", how="anti")])
         self._statement_units = pl.concat([self._statement_units, cut.units])
         kept = frames["statements"].join(
             cut.units.select("account", "day"),
@@ -426,7 +437,7 @@ def _summed(carry: pl.DataFrame) -> pl.DataFrame:
     """One row per account, currency and day (a day whose rows all came back: none)."""
     return (
         carry.group_by("account", "currency", "day", "booked")
-        .agg(pl.col("amount_minor").sum(), n=pl.len())
+        .agg(pl.col("amount_minor", "worked").sum(), n=pl.len())
         .sort("account", "currency", "day", "booked")
         .select(list(retire.CARRY_SCHEMA))
         .cast(retire.CARRY_SCHEMA)

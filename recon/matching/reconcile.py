@@ -97,22 +97,30 @@ def reconcile(inputs: Inputs, tol: Tolerances, as_of: datetime | date) -> Result
     line_raw, line_pending = settlements.match(inputs.expected_settlements, inputs.settlement_lines, tol, day, seen)
     # the bank side is a line per payout batch: small, so held whole
     movements, bank_lines = inputs.expected_movements.lazy().collect(), inputs.bank_lines.lazy().collect()
-    bank_raw, bank_pending = bank.match(movements, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)
+    # what a stream carries of the bank cash of breaks worked and let go of is for balances only
+    to_match = movements.filter(pl.col("kind") != continuity.WORKED)
+    bank_raw, bank_pending = bank.match(to_match, inputs.settlement_lines, bank_lines, tol, day, copies_taken_out=True)
     pending = pl.concat([line_pending, bank_pending]).sort("awaiting", "processor", "reference", nulls_last=True)
-    found = pl.concat([copied, line_raw, bank_raw])
+    # each variance's id computed once (`finish`); the entries close what they name now,
+    # so a balance mismatch tells the breaks still open from those closed
+    found, closed = adjusted.close(finish(pl.concat([copied, line_raw, bank_raw]), day), inputs.adjustments)
     # the bank cash an adjusting entry moved is the ledger's too: balances read it, bank
     # lines are never matched against it
-    booked = adjusted.bank_movements(inputs.adjustments, found)
+    booked = adjusted.bank_movements(inputs.adjustments, pl.concat([found, closed.select(found.columns)]))
     balance_raw = continuity.check(
         inputs.statements.lazy().collect(),
         inputs.bank_books,
         pl.concat([movements, booked.select(movements.columns)]) if booked.height else movements,
         bank_lines,
         found,
+        closed,
+        adjusted.platform_closes(inputs.adjustments),
         pending,
         inputs.expected_settlements,
     )
-    still_open, closed = adjusted.close(finish(pl.concat([found, balance_raw]), day), inputs.adjustments)
+    balance_open, balance_closed = adjusted.close(finish(balance_raw, day), inputs.adjustments)
+    still_open = pl.concat([found, balance_open]).sort("category", "variance_id")
+    closed = pl.concat([closed, balance_closed]).sort("category", "variance_id")
     return Result(still_open, pending, day, closed)
 
 

@@ -43,8 +43,8 @@ from datetime import date
 
 import polars as pl
 
-from clearline.recon.lines import BANK_SCHEMA, PAYMENT_KINDS, SETTLEMENT_SCHEMA
-from clearline.recon.matching import expectations
+from clearline.recon.lines import BANK_SCHEMA, PAYMENT_KINDS, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
+from clearline.recon.matching import continuity, expectations
 
 # Variances of a payout batch's own lines (settlements.match, copies.processor_copies).
 LINE_CATEGORIES = (
@@ -64,7 +64,10 @@ CARRY_SCHEMA = {
     "currency": pl.String(),
     "day": pl.Date(),  # expected by the ledger
     "booked": pl.Date(),  # booked by the bank
-    "amount_minor": pl.Int64(),
+    "amount_minor": pl.Int64(),  # the bank's amount, a pair that matches itself
+    # the ledger's movement less the bank's: a payout batch whose every break was closed
+    # (continuity.WORKED), in the balance from `day` on
+    "worked": pl.Int64(),
 }
 SUMMARY_SCHEMA = {
     "unit": pl.UInt64(),
@@ -81,8 +84,9 @@ _PAYOUT = "processor_payout"
 @dataclass(frozen=True)
 class Plan:
     """What to cut out: `batches` (processor, payout_id, unit) and `pairs` (reference,
-    account, currency, day, amount_minor, unit); a unit is named 'B|reference', a batch by
-    its payout's reference, so a batch and its payout's pair are one unit."""
+    account, currency, day, booked, amount_minor the bank's, residual the ledger's less
+    the bank's, unit); a unit is named 'B|reference', a batch by its payout's reference, so
+    a batch and its payout's pair are one unit."""
 
     batches: pl.DataFrame
     pairs: pl.DataFrame
@@ -150,7 +154,9 @@ def plan(
     pairs = _pairs(moves, bank, books, refs_busy)
     tangled, split, shared = _tangled(exp, lines, variances, closed, pending)
     own = pl.concat([variances, closed.select(variances.columns)]).filter(pl.col("category").is_in(LINE_CATEGORIES))
-    batches = _batches(lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls())
+    batches = _batches(
+        lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls(), _worked(variances, closed, exp)
+    )
     clean = _clean(exp, lines, variances, closed, pending, batches, cutoff, split, pl.concat([shared, refs_busy]))
     live_payouts = pl.concat(
         [
@@ -161,12 +167,21 @@ def plan(
     pairs = pairs.filter(
         (pl.max_horizontal("day", "booked") <= cutoff)
         & ~((pl.col("kind") == _PAYOUT) & pl.col("reference").is_in(live_payouts.implode()))
+        # a payout the bank booked another amount of goes only with its batch (`_batches`)
+        & ((pl.col("residual") == 0) | pl.col("reference").is_in(batches["payout_id"].implode()))
     )
     return Plan(
         # a batch goes with its payout's pair, in one unit: neither comes back without the other
         batches.with_columns(unit=joined_key("B", "payout_id")),
         pairs.select(
-            "reference", "account", "currency", "day", "booked", "amount_minor", unit=joined_key("B", "reference")
+            "reference",
+            "account",
+            "currency",
+            "day",
+            "booked",
+            "amount_minor",
+            "residual",
+            unit=joined_key("B", "reference"),
         ),
         clean.with_columns(unit=joined_key("B", "payout_id")),
     )
@@ -180,11 +195,14 @@ def _alone(frame: pl.DataFrame, **columns: str) -> pl.DataFrame:
 
 
 def _pairs(moves: pl.DataFrame, bank: pl.DataFrame, books: pl.DataFrame, busy: pl.Series) -> pl.DataFrame:
-    """Movements and the bank line under their reference that agree exactly in amount and
-    currency: (kind, reference, processor, account, currency, day expected, day booked,
-    amount_minor), one per reference. The days may differ within the window (a repayment
+    """Movements and the bank line under their reference that agree in currency and, but
+    for a processor payout, exactly in amount: (kind, reference, processor, account,
+    currency, day expected, day booked, amount_minor the bank's, residual the ledger's less
+    the bank's), one per reference. The days may differ within the window (a repayment
     made on a Saturday, booked on Monday): the carried pair keeps both, so the reference is
-    in transit over the same days."""
+    in transit over the same days. A payout of another amount than the ledger's is the
+    processor paying what its lines say when the ledger expected otherwise: the batch's
+    breaks say why, and it goes only with its batch (`_batches`)."""
     ledger = _alone(
         moves.filter(pl.col("reference").is_not_null()),
         kind="kind",
@@ -210,7 +228,7 @@ def _pairs(moves: pl.DataFrame, bank: pl.DataFrame, books: pl.DataFrame, busy: p
         ledger.join(booked, on="reference")
         .join(accounts, on="currency", how="left")
         .filter(
-            (pl.col("amount_minor") == pl.col("b_amount"))
+            ((pl.col("amount_minor") == pl.col("b_amount")) | (pl.col("kind") == _PAYOUT))
             & (pl.col("currency") == pl.col("b_currency"))
             # the ledger's side counts in its currency's account: the bank line must be there
             # (or in an account the books do not tie, where no balance is checked)
@@ -220,8 +238,31 @@ def _pairs(moves: pl.DataFrame, bank: pl.DataFrame, books: pl.DataFrame, busy: p
             )
             & ~pl.col("reference").is_in(busy.implode())
         )
-        .select("kind", "reference", "processor", "account", "currency", "day", "booked", "amount_minor")
+        .select(
+            "kind",
+            "reference",
+            "processor",
+            "account",
+            "currency",
+            "day",
+            "booked",
+            amount_minor="b_amount",
+            residual=pl.col("amount_minor") - pl.col("b_amount"),
+        )
     )
+
+
+def _worked(variances: pl.DataFrame, closed: pl.DataFrame, exp: pl.DataFrame) -> pl.Series:
+    """What only closed variances are about (`continuity.claims`): a balance names none of
+    it, it sums it as worked, as it does a stream's carried `continuity.WORKED` movement."""
+    about = continuity.claims(
+        variances,
+        closed,
+        continuity.jumps_of_carried(pl.DataFrame(schema=STATEMENT_SCHEMA)),
+        pl.Series([], dtype=pl.String),
+        exp,
+    )
+    return about.group_by("ref").agg(pl.col("closed").all()).filter("closed")["ref"]
 
 
 def _tangled(
@@ -274,11 +315,15 @@ def _batches(
     cutoff: date,
     excluded: pl.Series,
     with_breaks: pl.Series,
+    worked: pl.Series,
 ) -> pl.DataFrame:
     """(processor, payout_id) of the payout batches that may be cut out whole. One with
     variances of its own (`with_breaks`) only when its payout is booked the day expected:
     its variances are kept as published, out of the live pass, and a payout in transit on a
-    statement's day would be named by them there."""
+    statement's day would be named by them there. One whose payout the bank booked at
+    another amount than the ledger expected (its lines' sum) only when every variance about
+    it is closed (`worked`): the difference stays in every later balance as one carried
+    `continuity.WORKED` movement, summed as worked as the batch's was."""
     sums = lines.group_by("processor", "payout_id").agg(
         net=pl.col("net_minor").sum(),
         currencies=pl.col("net_currency").n_unique(),
@@ -289,7 +334,13 @@ def _batches(
         sums.join(last, on=["processor", "payout_id"])
         .join(
             pairs.filter(pl.col("kind") == _PAYOUT).select(
-                "processor", "booked", payout_id="reference", amount="amount_minor", currency="currency", paid="day"
+                "processor",
+                "booked",
+                "residual",
+                payout_id="reference",
+                amount="amount_minor",
+                currency="currency",
+                paid="day",
             ),
             on=["processor", "payout_id"],
         )
@@ -300,6 +351,10 @@ def _batches(
             & (pl.max_horizontal("last", "paid", "booked") <= cutoff)
             & ~pl.col("payout_id").is_in(excluded.implode())
             & ((pl.col("paid") == pl.col("booked")) | ~pl.col("payout_id").is_in(with_breaks.implode()))
+            & (
+                (pl.col("residual") == 0)
+                | ((pl.col("paid") == pl.col("booked")) & pl.col("payout_id").is_in(worked.implode()))
+            )
         )
         .select("processor", "payout_id")
     )
@@ -378,18 +433,19 @@ def summary_lines(summary: pl.DataFrame) -> pl.DataFrame:
 
 def carry_frames(carry: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(movements, bank lines) standing in for the cut-out pairs: one pair per account,
-    currency, day expected and day booked, with their sum, under one reference."""
+    currency, day expected and day booked, with their sum, under one reference; and what
+    the ledger moved beyond the bank in batches whose breaks were all closed, one
+    `continuity.WORKED` movement per account, currency and day, under one reference per
+    account and currency (so a balance finds one open item of it on its day)."""
     ref = joined_key("retired", "account", "currency", pl.col("day").cast(pl.String), pl.col("booked").cast(pl.String))
-    moves = carry.select(
-        event_id=ref,
-        kind=pl.lit("merchant_payout"),
-        processor=pl.lit(None, pl.String),
-        reference=ref,
-        amount_minor="amount_minor",
-        amount_currency="currency",
-        expected_on="day",
-        merchant_id=pl.lit(None, pl.String),
-    ).cast(expectations.BANK_WITH_MERCHANT)
+    moves = _carried(carry, "merchant_payout", ref, "amount_minor")
+    by_day = carry.filter(pl.col("worked") != 0).group_by("account", "currency", "day").agg(pl.col("worked").sum())
+    worked = _carried(
+        by_day.sort("account", "currency", "day"),
+        continuity.WORKED,
+        joined_key(continuity.WORKED, "account", "currency"),
+        "worked",
+    )
     bank = carry.select(
         format=pl.lit("retired"),
         account="account",
@@ -405,7 +461,22 @@ def carry_frames(carry: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         statement_id=pl.lit("", pl.String),
         sequence=pl.lit(None, pl.String),
     ).cast(BANK_SCHEMA)
-    return moves, bank
+    return pl.concat([moves, worked]), bank
+
+
+def _carried(frame: pl.DataFrame, kind: str, ref: pl.Expr, amount: str) -> pl.DataFrame:
+    """Ledger movements (`expectations.BANK_WITH_MERCHANT`) of `kind` carried in `frame`
+    (account, currency, day and the `amount` column), each under `ref`."""
+    return frame.select(
+        event_id=ref,
+        kind=pl.lit(kind),
+        processor=pl.lit(None, pl.String),
+        reference=ref,
+        amount_minor=amount,
+        amount_currency="currency",
+        expected_on="day",
+        merchant_id=pl.lit(None, pl.String),
+    ).cast(expectations.BANK_WITH_MERCHANT)
 
 
 def unit_keys(

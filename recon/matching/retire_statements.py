@@ -25,8 +25,8 @@ of its account (`reach`): an input dated within `margin` days of it or before (a
 ledger movement, or an adjusting entry's bank leg, moves the bank cash on every later
 day, a bank line or a statement the open items and the chain), or one touching a
 reference open on its day (a payout's line, a bank line naming it, a ledger
-expectation), or an adjustment naming one of its variances (their ids are keys, as the
-other cut-out units' are).
+expectation), or an adjustment naming one of its variances or an open variance its
+balance mismatch names (their ids are keys, as the other cut-out units' are: `named_keys`).
 """
 
 from __future__ import annotations
@@ -210,6 +210,23 @@ def plan(
     keys = keys.drop_nulls("key").with_columns(key=retire.hashed(pl.col("key"))).unique().cast(retire.INDEX_SCHEMA)
     carry = continuity.carried_jumps(own).with_columns(unit=own["unit"]).cast(HELD_SCHEMA)
     return Cut(rows.cast(HELD_SCHEMA), ids, carry, keys, units)
+
+
+def named_keys(frozen: pl.DataFrame) -> pl.DataFrame:
+    """`retire.INDEX_SCHEMA` rows of the open variances each cut-out balance mismatch
+    names as explaining it (`frozen`: variances with their `unit`): an entry that closes
+    one moves its share into the mismatch's closed figure, so the entry (its 'v|id' key)
+    brings the statement back."""
+    named = pl.col("named")
+    return (
+        frozen.filter(pl.col("category") == "bank_balance_mismatch")
+        .select("unit", named="evidence")
+        .explode("named")
+        .filter(named.str.contains(r"^var_[0-9a-f]{20}$"))
+        .select(key=retire.hashed(retire.joined_key("v", "named")), unit="unit")
+        .unique()
+        .cast(retire.INDEX_SCHEMA)
+    )
 
 
 def reach(frames: dict[str, pl.DataFrame], margin_days: int) -> date | None:

@@ -265,7 +265,7 @@ def test_a_bank_line_booked_by_an_adjusting_entry_is_no_longer_open_on_later_bal
     assert old["amount_minor"].to_list() == [4_821]
 
 
-def test_an_entry_that_moves_no_bank_cash_closes_its_variance_and_leaves_the_balances_alone() -> None:
+def test_an_entry_that_moves_no_bank_cash_closes_its_variance_and_its_share_of_a_mismatch_is_summed_as_closed() -> None:
     days = workdays(3)
     bank = [line("wire_9", 4_321, days[1], 1)]
     chain = booked(days, bank)
@@ -277,7 +277,17 @@ def test_an_entry_that_moves_no_bank_cash_closes_its_variance_and_leaves_the_bal
     entry = adjustment_event(proposal, Approval("platform", "alice", "bob", "our_error", "moved"), LATER)
     assert adjusted.adjustment(entry)["bank"] == []
     after = run(chain, [], bank, BOOKS, (entry,))
-    assert after.equals(before.filter(pl.col("reference") != "wire_9"))
+    # the same mismatch, of the same amount on the same day: the line is still not in the
+    # ledger's bank cash. It no longer names wire_9 as an open variance: the break was
+    # worked, and its share is summed as closed
+    kept = before.filter(pl.col("reference") != "wire_9")
+    assert after.drop("actual", "evidence").equals(kept.drop("actual", "evidence"))
+    mismatch = after.row(0, named=True)
+    assert mismatch["actual"] == (
+        "bank 10043.21 EUR (difference 43.21 EUR; 43.21 EUR in variances closed by adjusting entries)"
+    )
+    assert mismatch["evidence"] == kept["evidence"][0].to_list()[:1]
+    assert wire_9["variance_id"] in kept["evidence"][0].to_list()
 
 
 def test_what_no_variance_explains_is_named() -> None:

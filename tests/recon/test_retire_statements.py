@@ -289,3 +289,22 @@ def test_a_late_arrival_touching_a_retired_payouts_bank_line_or_movement_ends_as
     assert payout in rows["bank_lines"]["reference"], "its bank line came back"
     assert payout in rows["expected_movements"]["reference"], "and its ledger movement"
     _ends_as_the_batch(inputs, times, flow, published, late)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_closing_an_open_variance_a_frozen_balance_mismatch_names_ends_as_the_batch(fed, data) -> None:
+    """The entry moves the variance's share of that mismatch into its closed figure, in the
+    batch; the stream has it frozen, so the entry must bring its statement back."""
+    inputs, times, flow, published = fed
+    flow, published = copy.deepcopy(flow), dict(published)
+    named = flow._frozen.filter(pl.col("category") == "bank_balance_mismatch")["evidence"].explode()
+    batch, _ = _batch(inputs, times)
+    still_open = batch.variances.filter(pl.col("variance_id").is_in(named.implode()))
+    assert still_open.height, "a frozen balance mismatch names a variance still open"
+    variance = still_open.row(data.draw(st.integers(0, still_open.height - 1)), named=True)
+    entry = _write_off(variance["variance_id"], "evt_late_write_off").with_columns(
+        merchant_id=pl.lit(variance["merchant_id"] or "platform")
+    )
+    _ends_as_the_batch(inputs, times, flow, published, {"adjustments": entry})
+    assert variance["variance_id"] not in published
