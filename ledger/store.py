@@ -641,6 +641,16 @@ class LedgerStore:
             _, old = self._recent.popleft()
             self._recent_rows -= sum(t.num_rows for t in old.values())
 
+    def held_share_since(self, version: int) -> float:
+        """How much of its in-memory window (`keep_recent_rows`) the store fills with rows
+        committed after `version`: at 1 the oldest of them are dropped, and a snapshot
+        from `version` must read them back from the file. 0 when it keeps none."""
+        with self._lock:
+            if self._keep_recent_rows <= 0:
+                return 0.0
+            rows = sum(t.num_rows for v, tables in self._recent if v > version for t in tables.values())
+            return rows / self._keep_recent_rows
+
     def committed_since(self, version: int) -> tuple[int, dict[str, list[pa.Table]], list[tuple]] | None:
         """(store version, the rows committed after `version` per table as Arrow tables, the
         offsets rows) from memory — or None if the batches after `version` are no longer

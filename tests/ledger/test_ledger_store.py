@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -678,6 +679,37 @@ def test_a_background_publisher_keeps_the_snapshot_current(store, tmp_path):
     assert publisher.stop().version == store.version
     with read_snapshot(snap) as s:
         assert s.stats() == store.stats() and _same(s.balances(), store.balances())
+
+
+def test_a_publisher_waiting_out_its_interval_publishes_at_once_before_the_store_drops_rows(tmp_path, monkeypatch):
+    """The store holds the latest batches for the publisher, up to `keep_recent_rows`;
+    past that a publication reads them back from the file. So once the rows committed
+    since the last publication fill half of that window, the publisher does not wait out
+    `interval_s`: it publishes at once, from memory."""
+    import clearline.ledger.snapshot as snapshot
+
+    def no_read_back(*args):
+        raise AssertionError("published by reading rows back from the store")
+
+    monkeypatch.setattr(snapshot, "_copy", no_read_back)
+    snap = tmp_path / "snap"
+    log = _world(partitions=1, per_partition=40)[0]
+    with LedgerStore(tmp_path / "ledger.duckdb", keep_recent_rows=60) as store:
+        publisher = SnapshotPublisher(store, snap, interval_s=3600).start()
+        store.apply(log[:2])
+        publisher.notify()
+        deadline = time.monotonic() + 30
+        while publisher.last is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert publisher.last.version == 1  # the first publication; the next waits the hour out
+        for i in range(2, 40, 2):  # 38 events, ~120 rows: twice the window
+            store.apply(log[i : i + 2])
+            publisher.notify()  # raises if a publication had to read rows back
+            time.sleep(0.05)
+        assert publisher.last.version > 1  # published again well within the hour
+        assert publisher.stop().version == store.version
+        with read_snapshot(snap) as s:
+            assert s.stats() == store.stats() and chain.verify(s).ok
 
 
 def test_shards_read_together_give_the_single_store_ledger(tmp_path):
