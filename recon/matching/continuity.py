@@ -363,7 +363,8 @@ def _explained(tied: pl.DataFrame, items: pl.DataFrame, claims: pl.DataFrame, pe
             pl.col("shares"),
         ),
         part(
-            pl.col("m").is_in(worked["m"].implode()),
+            # by its sum: a stream carries what it let go of as one sum per account and day
+            pl.col("worked") != 0,
             money("worked"),
             pl.lit(" in variances closed by adjusting entries"),
         ),

@@ -310,6 +310,7 @@ class Continuous:
             return {}
         hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731
         batches, pairs, clean = hashed(plan.batches), hashed(plan.pairs), hashed(plan.clean)
+        groups = hashed(plan.groups).rename({_UNIT: "unit"})
         by_batch = lambda frame: frame.join(batches, on=["processor", "payout_id"], how="left")  # noqa: E731
         by_pair = lambda frame: frame.join(pairs.select("reference", _UNIT), on="reference", how="left")  # noqa: E731
 
@@ -351,6 +352,7 @@ class Continuous:
             frozen.rename({_UNIT: "unit"}),
             pairs.rename({_UNIT: "unit"}),
             out["bank_lines"].rename({_UNIT: "unit"}),
+            groups,
         )
         self._index = pl.concat([self._index, keys])
         units = pl.concat([batches[_UNIT], pairs[_UNIT], clean[_UNIT]]).unique()

@@ -6,13 +6,21 @@ what is still open, plus what was settled long ago, when the settled part is cut
 along the seams where nothing couples it to the rest. Three such cuts are exact:
 
 * a processor payout batch (processor, payout id) whose lines and expectations pair only
-  among themselves (no line id in another batch, none twice), whose ledger
-  `processor.payout` is exactly the sum of its lines, and whose bank line, the only one
-  under its reference, is exactly that amount. Cut out, the batch's lines no longer make
-  its bank candidate; the ledger's payout does, with the same amount, currency and day,
-  so the bank side matches alike. The batch's own variances (a line a few days late)
-  are kept as they were published ("frozen"): nothing live can change them, and (the
-  payout booked the day expected) no balance check names them either;
+  among themselves (no line id twice, none named by a variance about no batch), whose
+  ledger `processor.payout` is exactly the sum of its lines, and whose bank line, the
+  only one under its reference, is exactly that amount; it goes with its payout's ledger
+  movement and bank line, in one unit. The batch's own variances (a line a few days
+  late) are kept as they were published ("frozen"): nothing live can change them, and
+  (the payout booked the day expected) no balance check names them either. Two more
+  kinds of batch go the same way:
+  - one the bank booked at its lines' sum when the ledger expected another amount (a
+    fee the processor took that the ledger did not expect), once every variance about
+    it is closed by an adjusting entry: a balance sums such a difference as worked and
+    names none of it, so the difference is carried as one `continuity.WORKED` movement
+    per account and day, which every later balance sums alike;
+  - batches a line couples to each other (paid in another batch than the ledger
+    expected it in, or named by a variance about the other batch), cut out together as
+    a group when each of them may be: a key of one brings back all of them;
 * the pairs of a batch that stays (it has breaks, so its payout is an open item on the
   balance) whose expected settlement and line agree: they are cut out and one summary
   line of a batch kind (`SUMMARY_KIND`, counted in its payout, matched against nothing)
@@ -93,6 +101,9 @@ class Plan:
     # (processor, payout_id, id, unit): pairs of an expected settlement and its line that
     # agree, cut out of a batch that stays (it has breaks): the batch's summary line stands in
     clean: pl.DataFrame
+    # (unit, group): batches coupled to each other (a line paid in another batch than the
+    # ledger's), cut out together: a key of one brings back every one of its group
+    groups: pl.DataFrame
 
     @property
     def empty(self) -> bool:
@@ -152,11 +163,14 @@ def plan(
     # variances name its payout only as payout_id: they go with the batch, kept as published)
     refs_busy = pl.concat([variances["reference"], closed["reference"], pending["reference"]]).drop_nulls()
     pairs = _pairs(moves, bank, books, refs_busy)
-    tangled, split, shared = _tangled(exp, lines, variances, closed, pending)
+    tangled, split, shared, groups = _tangled(exp, lines, variances, closed, pending)
     own = pl.concat([variances, closed.select(variances.columns)]).filter(pl.col("category").is_in(LINE_CATEGORIES))
     batches = _batches(
         lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls(), _worked(variances, closed, exp)
     )
+    # a group of coupled batches goes whole or not at all
+    short = groups.join(batches, on="payout_id", how="anti")["group"]
+    batches = batches.join(groups.filter(pl.col("group").is_in(short.implode())), on="payout_id", how="anti")
     clean = _clean(exp, lines, variances, closed, pending, batches, cutoff, split, pl.concat([shared, refs_busy]))
     live_payouts = pl.concat(
         [
@@ -184,6 +198,7 @@ def plan(
             unit=joined_key("B", "reference"),
         ),
         clean.with_columns(unit=joined_key("B", "payout_id")),
+        batches.join(groups, on="payout_id").select(unit=joined_key("B", "payout_id"), group="group"),
     )
 
 
@@ -267,11 +282,13 @@ def _worked(variances: pl.DataFrame, closed: pl.DataFrame, exp: pl.DataFrame) ->
 
 def _tangled(
     exp: pl.DataFrame, lines: pl.DataFrame, variances: pl.DataFrame, closed: pl.DataFrame, pending: pl.DataFrame
-) -> tuple[pl.Series, pl.DataFrame, pl.Series]:
-    """(payouts coupled to anything outside their own lines, the line ids that couple
-    them, payouts under two processors). A line id couples when it is there twice (a copy,
-    a duplicate), in two batches (a line paid in another batch than the ledger's), or
-    named by a variance or pending item that names another batch or none."""
+) -> tuple[pl.Series, pl.DataFrame, pl.Series, pl.DataFrame]:
+    """(payouts coupled to anything but other batches, the line ids that couple them,
+    payouts under two processors, the batches coupled to each other as `_groups`). A line
+    id couples when it is there twice (a copy, a duplicate), in two batches (a line paid in
+    another batch than the ledger's), or named by a variance or pending item that names
+    another batch or none. A batch coupled only to other batches goes with them: their
+    group is cut out whole or not at all."""
     keys = _keys(exp, lines)
     named = pl.concat(
         [
@@ -284,19 +301,49 @@ def _tangled(
         keys.select("processor", "payout_id", reference="id")
         .join(named, on=["processor", "reference"], suffix="_named")
         .filter(pl.col("payout_id_named").is_null() | (pl.col("payout_id_named") != pl.col("payout_id")))
-        .select("processor", id="reference")
     )
-    split = pl.concat(
+    spread = keys.filter(pl.col("payout_id").n_unique().over("processor", "id") > 1)
+    twice = pl.concat(
         [
-            keys.filter(pl.col("payout_id").n_unique().over("processor", "id") > 1).select("processor", "id"),
             lines.filter(pl.len().over("processor", "line_id") > 1).select("processor", id="line_id"),
             exp.filter(pl.len().over("processor", "settlement_id") > 1).select("processor", id="settlement_id"),
-            elsewhere,
         ]
-    ).unique()
+    )
+    split = pl.concat([spread.select("processor", "id"), twice, elsewhere.select("processor", id="reference")]).unique()
+    loose = pl.concat(
+        [twice, elsewhere.filter(pl.col("payout_id_named").is_null()).select("processor", id="reference")]
+    )
     shared = keys.group_by("payout_id").agg(n=pl.col("processor").n_unique()).filter(pl.col("n") > 1)["payout_id"]
-    tangled = keys.join(split, on=["processor", "id"], how="semi")["payout_id"]
-    return pl.concat([tangled, shared]), split, shared
+    tangled = keys.join(loose, on=["processor", "id"], how="semi")["payout_id"]
+    links = pl.concat(
+        [
+            spread.join(spread, on=["processor", "id"]).select(a="payout_id", b="payout_id_right"),
+            elsewhere.filter(pl.col("payout_id_named").is_not_null()).select(a="payout_id", b="payout_id_named"),
+        ]
+    )
+    return pl.concat([tangled, shared]), split, shared, _groups(links)
+
+
+def _groups(links: pl.DataFrame) -> pl.DataFrame:
+    """(payout_id, group) of the batches `links` (a, b) couple, directly or through others,
+    each group named by its least payout id. Groups are small (a late line couples two
+    days' batches): a union-find over the links, in Python."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in links.iter_rows():
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return pl.DataFrame(
+        {"payout_id": list(parent), "group": [root(p) for p in parent]},
+        schema={"payout_id": pl.String, "group": pl.String},
+    )
 
 
 def _keys(exp: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
@@ -486,10 +533,12 @@ def unit_keys(
     frozen: pl.DataFrame,
     pairs: pl.DataFrame,
     bank: pl.DataFrame,
+    groups: pl.DataFrame,
 ) -> pl.DataFrame:
     """INDEX_SCHEMA rows: every key a late arrival may touch a cut-out unit by. `exp` and
     `lines` are the batches' rows (with `unit`), `frozen` their variances (with `unit`),
-    `bank` the pairs' bank lines (with `unit`)."""
+    `bank` the pairs' bank lines (with `unit`), `groups` (unit, group) the batches cut out
+    together: a key of one names every unit of its group."""
     parts = [
         exp.select(key=joined_key("k", "processor", "settlement_id"), unit="unit"),
         lines.select(key=joined_key("k", "processor", "line_id"), unit="unit"),
@@ -498,4 +547,7 @@ def unit_keys(
         pairs.select(key=joined_key("p", "reference"), unit="unit"),
         bank.select(key=statement_key(), unit="unit"),
     ]
-    return pl.concat(parts).drop_nulls("key").with_columns(key=hashed(pl.col("key"))).unique().cast(INDEX_SCHEMA)
+    rows = pl.concat(parts).drop_nulls("key").with_columns(key=hashed(pl.col("key")))
+    mates = groups.join(groups.rename({"unit": "mate"}), on="group").select("unit", "mate")
+    rows = pl.concat([rows, rows.join(mates, on="unit").select("key", unit="mate")])
+    return rows.unique().cast(INDEX_SCHEMA)

@@ -65,10 +65,10 @@ def worked(frames, tmp_path_factory):
     return inputs, times, flow, published, about
 
 
-def _cut(flow: Continuous, about: pl.DataFrame) -> pl.Series:
-    """The worked batches cut out whole: the matcher holds none of their lines, nor their
-    payout's bank line (a batch that stays may have had its agreeing pairs cut out)."""
-    payouts = about["payout_id"].unique().sort()
+def _cut(flow: Continuous, payouts: pl.Series) -> pl.Series:
+    """The `payouts` whose batches were cut out whole: the matcher holds none of their
+    lines, nor their bank line (a batch that stays may have had its agreeing pairs cut out)."""
+    payouts = payouts.unique().sort()
     held = pl.concat([flow.holding("settlement_lines")["payout_id"], flow.holding("bank_lines")["reference"]])
     return payouts.filter(~payouts.is_in(held.drop_nulls().implode()))
 
@@ -76,10 +76,13 @@ def _cut(flow: Continuous, about: pl.DataFrame) -> pl.Series:
 def test_a_batch_whose_breaks_were_all_worked_is_cut_out_and_the_stream_ends_as_the_batch(worked) -> None:
     inputs, times, flow, published, about = worked
     assert about["payout_id"].n_unique() >= 2, "the world has batches the bank booked at another amount"
-    cut = _cut(flow, about)
+    cut = _cut(flow, about["payout_id"])
     assert cut.len() >= 1, "a worked batch was let go of, its payout's bank line with it"
-    # one WORKED movement carries the difference between the ledger's payouts and the bank's
-    differing = _differing(inputs).filter(pl.col("reference").is_in(cut.implode()))
+    # WORKED movements carry the difference between the ledger's payouts and the bank's, of
+    # every batch let go of (one a late line couples to a worked one too)
+    held = flow.holding("bank_lines")["reference"].drop_nulls()
+    differing = _differing(inputs).filter(~pl.col("reference").is_in(held.implode()))
+    assert differing["reference"].is_in(cut.implode()).sum() == cut.len()
     assert flow._carry["worked"].sum() == (differing["ledger"] - differing["bank"]).sum() != 0
     batch, _ = _batch(inputs, times)
     mismatches = batch.variances.filter(pl.col("category") == "bank_balance_mismatch")
@@ -116,9 +119,41 @@ LATE = {
 def test_a_late_arrival_touching_a_worked_batch_brings_it_back_and_ends_as_the_batch(worked, data, kind) -> None:
     inputs, times, flow, published, about = worked
     flow, published = copy.deepcopy(flow), dict(published)
-    cut = _cut(flow, about)
+    cut = _cut(flow, about["payout_id"])
     payout = cut[data.draw(st.integers(0, cut.len() - 1))]
     late = LATE[kind](inputs, about, payout)
     if kind == "entry":
         times = {**times, "evt_worked_again": late["adjustments"]["approved_at"][0]}
+    _ends_as_the_batch(inputs, times, flow, published, late)
+
+
+def _coupled(inputs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(processor, id, payout_id) of the settlements the ledger expected in one batch and
+    the processor paid in another: each couples two batches."""
+    keys = pl.concat(
+        [
+            inputs["settlement_lines"].select("processor", "payout_id", id="line_id"),
+            inputs["expected_settlements"].select("processor", "payout_id", id="settlement_id"),
+        ]
+    ).unique()
+    return keys.filter(pl.col("payout_id").n_unique().over("processor", "id") > 1).sort("processor", "id", "payout_id")
+
+
+def test_batches_a_late_line_couples_go_together_and_come_back_together(worked) -> None:
+    inputs, times, flow, published, about = worked
+    flow, published = copy.deepcopy(flow), dict(published)
+    coupled = _coupled(inputs)
+    cut = _cut(flow, coupled["payout_id"])
+    both = (
+        coupled.group_by("processor", "id")
+        .agg("payout_id")
+        .filter(pl.col("payout_id").list.eval(pl.element().is_in(cut.implode())).list.all())
+    )
+    assert both.height, "a line paid in another batch than the ledger's: both batches were let go of"
+    pair = both["payout_id"][0].to_list()
+    # a line of the first sent again brings back the other batch too
+    late = LATE["copy"](inputs, about, pair[0])
+    flow.bring_back(**late)
+    held = pl.concat([flow.holding("bank_lines")["reference"], flow.holding("settlement_lines")["payout_id"]])
+    assert set(pair) <= set(held.drop_nulls()), "every batch of the group came back"
     _ends_as_the_batch(inputs, times, flow, published, late)
