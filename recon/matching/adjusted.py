@@ -157,20 +157,24 @@ def bank_movements(adjustments: pl.DataFrame | pl.LazyFrame, found: pl.DataFrame
 
 
 def platform_closes(adjustments: pl.DataFrame | pl.LazyFrame) -> pl.Series:
-    """Ids of the variances the platform's own entries name: among the variances of no one
-    merchant (a statement's break, found after the others), those `close` closes."""
-    return adjustments.lazy().filter(pl.col("merchant_id") == events.PLATFORM).collect()["variance_id"]
+    """Ids of the variances of no one merchant (a statement's break, found after the
+    others) that `close` closes: the first entry approved for each is the platform's."""
+    return _first(adjustments).filter(pl.col("merchant_id") == events.PLATFORM)["variance_id"]
 
 
-def close(variances: pl.DataFrame, adjustments: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(variances still open, variances closed with the entry that closed each)."""
-    entries = (
+def _first(adjustments: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """The first entry approved for each variance (then by event id): the one that closes it."""
+    return (
         adjustments.lazy()
         .collect()
         .sort("approved_at", "event_id")
         .unique("variance_id", keep="first", maintain_order=True)
-        .rename({"merchant_id": "entry_merchant"})
     )
+
+
+def close(variances: pl.DataFrame, adjustments: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(variances still open, variances closed with the entry that closed each)."""
+    entries = _first(adjustments).rename({"merchant_id": "entry_merchant"})
     joined = variances.join(entries, on="variance_id", how="left")
     ours = pl.col("event_id").is_not_null() & (
         (pl.col("merchant_id") == pl.col("entry_merchant"))

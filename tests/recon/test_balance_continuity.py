@@ -230,6 +230,37 @@ def test_a_payout_missing_from_the_bank_and_a_break_explain_a_difference_between
     )
 
 
+def test_a_break_is_named_as_open_while_the_first_entry_for_it_is_not_the_platforms() -> None:
+    """A statement's break belongs to no merchant: a tenant's entry for it closes nothing,
+    and the first approved entry is the one that counts (`adjusted.close`). The balance
+    names the break as open as long as that holds, and sums it as worked once the
+    platform's own entry is the first."""
+    days = workdays(4)
+    moves = [movement("po_0", 10_000, days[0])]
+    bank = [line("po_0", 10_000, days[0], 0)]
+    chain = booked(days, bank)
+    chain[3] = shifted(chain[3], 5_000)
+    brk = run(chain, moves, bank, BOOKS).filter(pl.col("category") == "balance_break").row(0, named=True)
+    amount = Money(5_000, "EUR")
+    legs = (AdjustmentLeg("suspense", "debit", amount), AdjustmentLeg("credit_loss_expense", "credit", amount))
+
+    def entry(merchant: str | None, tenant: str, hour: int) -> events.Event:
+        proposal = AdjustmentProposal(brk["variance_id"], merchant, None, "EUR", "manual", legs, "break")
+        approval = Approval(tenant, "alice", "bob", "our_error", "break")
+        return adjustment_event(
+            proposal, approval, datetime.combine(LATER, datetime.min.time(), timezone.utc) + timedelta(hours=hour)
+        )
+
+    platform = entry(None, "platform", 10)
+    for tenant_hour, closed in ((9, False), (11, True)):
+        entries = (entry("m_00001", "reseller_1", tenant_hour), platform)
+        found = run(chain, moves, bank, BOOKS, entries)
+        mismatch = found.filter((pl.col("category") == "bank_balance_mismatch") & (pl.col("since") == days[3]))
+        assert (brk["variance_id"] in found["variance_id"]) is not closed
+        assert ("explained by 1 open variance(s): balance_break" in mismatch["actual"].item()) is not closed
+        assert ("50.00 EUR in variances closed by adjusting entries" in mismatch["actual"].item()) is closed
+
+
 def parked(variance: dict, day: date, side: str = "debit") -> events.Event:
     """The entry a person writes for a bank line nobody expected: the money into (debit) or
     out of the bank's cash, against suspense until its cause is known."""
