@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _q
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import polars as pl
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -84,38 +85,62 @@ def canonical(
     ).encode()
 
 
-_QUOTED: dict[str, str] = {}
+# What JSON writes as itself between quotes: printable ASCII but '"' and '\\' (every id,
+# account, side and currency the contract admits). Anything else is escaped by `_q`.
+_PLAIN = r"^[ !#-\[\]-~]*$"
 
 
-def _quoted(text: str) -> str:
-    """`_q(text)`, remembered: accounts and currencies recur in almost every event."""
-    q = _QUOTED.get(text)
-    if q is None:
-        if len(_QUOTED) > 50_000:  # bounded: memory must not grow with the ledger
-            _QUOTED.clear()
-        q = _QUOTED[text] = _q(text)
-    return q
+def quoted(texts: pl.Series) -> pl.Series:
+    """`_q` of every text (its JSON spelling, quotes included): one Polars pass when all
+    are plain, else `_q` one by one."""
+    if texts.str.contains(_PLAIN).all():
+        return '"' + texts + '"'
+    return pl.Series(list(map(_q, texts.to_list())), dtype=pl.String)
 
 
-def leg_hashes(
-    prev: bytes, event_id: str, occurred_at_iso: str, legs: Iterable[tuple[str, str, int, str]]
+def canonical_many(
+    event_ids: pl.Series,
+    occurred_at_iso: pl.Series,
+    counts: np.ndarray,
+    account: pl.Series,
+    side: pl.Series,
+    amount_minor: pl.Series,
+    currency: pl.Series,
 ) -> list[bytes]:
-    """The chain digests of one event's legs (account, side, amount_minor, currency) with
-    seq = 0, 1, …, continuing from the raw digest `prev`: the same bytes as `canonical`
-    and `link` (a test holds them equal), built with the per-event parts quoted once and
-    the recurring ones (accounts, sides, currencies) looked up quoted."""
-    head = f"[{_q(event_id)},"
-    tail = f",{_q(occurred_at_iso)}]"
-    out = []
+    """`canonical` of every leg of a run of events, built as columns in one Polars pass
+    (a test holds the bytes equal to `canonical`'s): event i (`event_ids[i]`,
+    `occurred_at_iso[i]`) has `counts[i]` legs, seq 0, 1, …, whose fields are the i-th
+    run of the leg columns."""
+    n = int(counts.sum())
+    owner = pl.Series(np.repeat(np.arange(len(counts)), counts))
+    frame = pl.DataFrame(
+        {
+            "event_id": quoted(event_ids).gather(owner),
+            "seq": np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts),
+            "account": quoted(account),
+            "side": quoted(side),
+            "amount": amount_minor,
+            "currency": quoted(currency),
+            "at": quoted(occurred_at_iso).gather(owner),
+        }
+    )
+    comma = pl.lit(",")
+    text = pl.concat_str(
+        pl.lit("["), "event_id", comma, "seq", comma, "account", comma, "side", comma, "amount", comma, "currency",
+        comma, "at", pl.lit("]"),
+    )  # fmt: skip
+    return frame.select(text.cast(pl.Binary)).to_series().to_list()
+
+
+def link_many(prev: bytes, data: Iterable[bytes]) -> list[bytes]:
+    """The raw digests of consecutive postings of one chain (their `canonical` bytes),
+    continuing from the raw digest `prev`: `link` of each, without the hex."""
+    out: list[bytes] = []
+    append = out.append
     sha = hashlib.sha256
-    known = _QUOTED.get
-    for seq, (account, side, amount, currency) in enumerate(legs):
-        prev = sha(
-            prev
-            + f"{head}{seq},{known(account) or _quoted(account)},{known(side) or _quoted(side)},{int(amount)},"
-            f"{known(currency) or _quoted(currency)}{tail}".encode()
-        ).digest()
-        out.append(prev)
+    for d in data:
+        prev = sha(prev + d).digest()
+        append(prev)
     return out
 
 

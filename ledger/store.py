@@ -80,6 +80,8 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain as _chain_iter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -90,7 +92,7 @@ import pyarrow as pa
 
 from clearline.events import MAX_MINOR
 from clearline.ledger import chain
-from clearline.ledger.model import Outcome, Posted, Posting, Rejected, Source
+from clearline.ledger.model import Outcome, Posted, Rejected, Source
 
 SCHEMA_VERSION = 1
 
@@ -291,14 +293,78 @@ _POSTED = _Prior("posted", None, None)
 
 
 _SIDES = ("debit", "credit")
+_SIDE_SET = frozenset(_SIDES)
+_SIGN = {"debit": 1, "credit": -1}
 
 
 Leg = tuple[str, str, int, str]  # (account, side, amount_minor, currency): a leg as stored and chained
 
+_POSTINGS = attrgetter("postings")
+_ACCOUNT, _SIDE, _AMOUNT = attrgetter("account"), attrgetter("side"), attrgetter("amount")
+_MINOR, _CURRENCY = attrgetter("minor"), attrgetter("currency")
 
-def _leg_rows(postings: Sequence[Posting]) -> list[Leg]:
-    """A Posted's legs as the store checks, chains and writes them, read once."""
-    return [(p.account, p.side, p.amount.minor, p.amount.currency) for p in postings]
+
+class _Legs:
+    """The legs of a batch's Posted outcomes as columns (in the outcomes' order; Posted
+    i has `counts[i]` legs starting at `starts[i]`), read once with C-level maps instead
+    of a tuple per leg; the store checks, chains and writes them from here."""
+
+    def __init__(self, posted: Sequence[Posted]):
+        postings = list(map(_POSTINGS, posted))
+        flat = list(_chain_iter.from_iterable(postings))
+        amounts = list(map(_AMOUNT, flat))
+        self.counts = np.fromiter(map(len, postings), np.int64, len(postings))
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.account: list = list(map(_ACCOUNT, flat))
+        self.side: list = list(map(_SIDE, flat))
+        self.minor: list = list(map(_MINOR, amounts))
+        self.currency: list = list(map(_CURRENCY, amounts))
+
+    def of(self, i: int) -> list[Leg]:
+        """Posted i's legs as `_invalid_legs` reads them."""
+        a = int(self.starts[i])
+        b = a + int(self.counts[i])
+        return list(zip(self.account[a:b], self.side[a:b], self.minor[a:b], self.currency[a:b]))
+
+    def invalid(self) -> dict[int, str]:
+        """Why Posted i's legs cannot be written, for each i whose legs cannot be: the rule
+        is `_invalid_legs`, asked here only of the Posted a columnar screen cannot clear
+        (a test holds the answers equal to asking it of every one)."""
+        return {i: why for i in np.flatnonzero(self._suspects()).tolist() if (why := _invalid_legs(self.of(i)))}
+
+    def _suspects(self) -> np.ndarray:
+        """The Posted whose legs may be invalid: all of them unless every leg's amount is
+        an int in 0..MAX_MINOR (and no event's legs could sum past 64 bits), its side
+        debit or credit, its account a non-empty str and its currency a str; then those
+        whose debits and credits differ, and those in more than one currency."""
+        n = len(self.counts)
+        if not self.minor:
+            return np.zeros(n, bool)
+        if not (
+            set(map(type, self.minor)) == {int}
+            and set(map(type, self.account)) == {str}
+            and set(map(type, self.currency)) == {str}
+            and set(map(type, self.side)) == {str}
+            and set(self.side) <= _SIDE_SET
+            and "" not in self.account
+            and min(self.minor) >= 0
+            and max(self.minor) * int(self.counts.max()) <= MAX_MINOR
+        ):
+            return np.ones(n, bool)
+        k = len(self.minor)
+        signed = np.fromiter(self.minor, np.int64, k) * np.fromiter(map(_SIGN.__getitem__, self.side), np.int64, k)
+        code = dict.fromkeys(self.currency)
+        code.update(zip(code, range(len(code))))
+        codes = np.fromiter(map(code.__getitem__, self.currency), np.int64, k)
+        has = self.counts > 0
+        starts = self.starts[has]
+        out = np.zeros(n, bool)
+        # an event in one currency balances when its legs net to zero; one in several
+        # currencies (an exchange) is left to the rule
+        out[has] = (np.add.reduceat(signed, starts) != 0) | (
+            np.minimum.reduceat(codes, starts) != np.maximum.reduceat(codes, starts)
+        )
+        return out
 
 
 def _invalid_legs(legs: Sequence[Leg]) -> str | None:
@@ -430,9 +496,7 @@ class LedgerStore:
         res = BatchResult(version=self.version)
         outcomes.sort(key=_order)
         state: dict[tuple[str, int], PartitionState] = {}
-        # (outcome, origin of a rejection: 'flow' | 'store', a Posted's legs)
-        kept: list[tuple[Outcome, str, list[Leg] | None]] = []
-        cand: dict[str, Outcome] = {}  # event_id -> its first occurrence in this batch
+        kept: list[Outcome] = []
         st = None
         for o in outcomes:
             s = o.source
@@ -448,18 +512,27 @@ class LedgerStore:
                 res.replayed += 1
                 continue
             st.next_offset = s.offset + 1
-            origin, legs = "flow", None
-            if type(o) is Posted:
-                legs = _leg_rows(o.postings)
-                why = _invalid_legs(legs)
-                if why is not None:
-                    o, origin = Rejected(s, o.event_id, "posting_invalid", why, None), "store"  # type: ignore[arg-type]
-            kept.append((o, origin, legs))
-            if o.event_id is not None and o.event_id not in cand:
-                cand[o.event_id] = o
+            kept.append(o)
         if not kept:
             return res
         version = self.version + 1
+        posted = [o for o in kept if type(o) is Posted]
+        legs = _Legs(posted)
+        invalid = legs.invalid()
+        # (outcome, origin of a rejection: 'flow' | 'store', a Posted's index in `legs`)
+        entries: list[tuple[Outcome, str, int]] = []
+        cand: dict[str, Outcome] = {}  # event_id -> its first occurrence in this batch
+        i = -1
+        for o in kept:
+            origin = "flow"
+            if type(o) is Posted:
+                i += 1
+                why = invalid.get(i)
+                if why is not None:
+                    o, origin = Rejected(o.source, o.event_id, "posting_invalid", why, None), "store"  # type: ignore[arg-type]
+            entries.append((o, origin, i))
+            if o.event_id is not None and o.event_id not in cand:
+                cand[o.event_id] = o
 
         ev_rows = []
         for eid, o in cand.items():
@@ -506,10 +579,10 @@ class LedgerStore:
 
             decided: dict[str, _Prior] = {}
             new_posted: list[Posted] = []
-            fresh: Fresh = []
+            fresh: list[int] = []  # the newly posted events with legs, as indices in `legs`
             heads: dict[tuple[str, int], bytes] = {}  # raw chain heads of the partitions touched
             st = None
-            for o, origin, legs in kept:
+            for o, origin, i in entries:
                 s = o.source
                 if st is None or st.partition != s.partition or st.topic != s.topic:
                     tp = (s.topic, s.partition)
@@ -529,11 +602,12 @@ class LedgerStore:
                     if new:
                         st.posted += 1
                         new_posted.append(o)
-                        if legs:
+                        n = int(legs.counts[i])
+                        if n:
                             if tp not in heads:
                                 heads[tp] = bytes.fromhex(st.head)
-                            fresh.append((o, legs))  # type: ignore[arg-type]
-                            st.chain_length += len(legs)
+                            fresh.append(i)
+                            st.chain_length += n
                         continue
                     p = decided[eid]
                     if p.status == "posted":
@@ -558,7 +632,7 @@ class LedgerStore:
                 res.dead_letters.append(o)
             n_legs = 0
             if fresh:
-                po_tbl = _postings_table(fresh, heads, version)
+                po_tbl = _postings_table(posted, legs, fresh, heads, version)
                 n_legs = po_tbl.num_rows
                 con.register("_ledger_postings", po_tbl)
                 con.execute("INSERT INTO postings SELECT * FROM _ledger_postings")
@@ -571,7 +645,7 @@ class LedgerStore:
                 con.execute("INSERT INTO rejections SELECT * FROM _ledger_rejections")
                 con.unregister("_ledger_rejections")
             known = [st for tp, st in state.items() if tp in self._parts]
-            fresh = [st for tp, st in state.items() if tp not in self._parts]
+            first = [st for tp, st in state.items() if tp not in self._parts]
             if known:
                 con.register("_ledger_offsets", _table([st.row() for st in known], OFFSETS_SCHEMA))
                 con.execute(
@@ -580,8 +654,8 @@ class LedgerStore:
                     + " FROM _ledger_offsets n WHERE o.topic = n.topic AND o.partition = n.partition"
                 )
                 con.unregister("_ledger_offsets")
-            if fresh:
-                con.register("_ledger_offsets", _table([st.row() for st in fresh], OFFSETS_SCHEMA))
+            if first:
+                con.register("_ledger_offsets", _table([st.row() for st in first], OFFSETS_SCHEMA))
                 con.execute("INSERT INTO offsets SELECT * FROM _ledger_offsets")
                 con.unregister("_ledger_offsets")
             if before_commit is not None:
@@ -712,59 +786,71 @@ def _order(o: Outcome) -> tuple[str, int, int]:
     return s.topic, s.partition, s.offset
 
 
-Fresh = list[tuple[Posted, list[Leg]]]  # a batch's newly posted events that have legs, in order, with them
-
-
-def _chain(fresh: Fresh, heads: dict[tuple[str, int], bytes]) -> tuple[list, list, list]:
-    """Chain the batch's newly posted legs, in order, onto their partitions' raw heads
-    (`heads`, moved on in place): (the events' times as epoch µs, each leg's digest, each
-    leg's previous digest). The per-leg work left in Python is the canonical text and its
-    SHA-256 (`chain.leg_hashes`); the times are spelled for the whole batch at once."""
-    us = [chain.epoch_us(o.occurred_at) for o, _ in fresh]
-    digests: list[bytes] = []
-    prevs: list[bytes] = []
-    leg_hashes = chain.leg_hashes
-    for (o, legs), iso in zip(fresh, chain.iso_from_epoch_us_many(us)):
-        s = o.source
-        tp = (s.topic, s.partition)
-        prev = heads[tp]
-        out = leg_hashes(prev, o.event_id, iso, legs)
-        prevs.append(prev)
-        prevs += out[:-1]
-        digests += out
-        heads[tp] = out[-1]
-    return us, digests, prevs
-
-
 def _hex(digests: list[bytes]) -> pa.Array:
     """Raw digests as the lowercase hex the store keeps, for the whole column at once."""
     return pl.Series(digests, dtype=pl.Binary).bin.encode("hex").to_arrow().cast(pa.string())
 
 
-def _postings_table(fresh: Fresh, heads: dict[tuple[str, int], bytes], version: int) -> pa.Table:
-    """The postings rows of the batch's newly posted events, chained (`_chain`): the
-    per-event columns converted once per event and repeated for its legs in Arrow
-    (`take`), `seq` counted per event, the legs' columns transposed once."""
-    us, digests, prevs = _chain(fresh, heads)
-    counts = np.fromiter((len(legs) for _, legs in fresh), np.int64, len(fresh))
-    n = len(digests)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    rows = pa.array(np.repeat(np.arange(len(counts)), counts))
-    sources = [o.source for o, _ in fresh]
+def _postings_table(
+    posted: list[Posted], legs: _Legs, fresh: list[int], heads: dict[tuple[str, int], bytes], version: int
+) -> pa.Table:
+    """The postings rows of the batch's newly posted events with legs (`fresh`: indices in
+    `posted` and `legs`, in topic, partition, offset order), chained onto their
+    partitions' raw heads (`heads`, moved on in place). Built as columns: the legs taken
+    from `legs`, the per-event columns repeated for their legs, the canonical bytes
+    spelled in one Polars pass (`chain.canonical_many`); what is left per leg in Python
+    is its SHA-256 (`chain.link_many`, one run per partition)."""
+    events = [posted[i] for i in fresh]
+    sel = np.asarray(fresh, np.int64)
+    counts = legs.counts[sel]
+    n = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    owner = np.repeat(np.arange(len(fresh)), counts)
+    seq = np.arange(n) - starts[owner]
+    # the columns as they are when every leg of the batch is new (the usual batch), else
+    # the new events' legs picked out (the others may be malformed)
+    take = None if n == len(legs.minor) else (legs.starts[sel][owner] + seq).tolist()
+    leg_cols = {
+        name: pa.array(values if take is None else [values[j] for j in take], typ)
+        for name, values, typ in (
+            ("account", legs.account, pa.string()),
+            ("side", legs.side, pa.string()),
+            ("amount_minor", legs.minor, pa.int64()),
+            ("currency", legs.currency, pa.string()),
+        )
+    }
+    us = [chain.epoch_us(o.occurred_at) for o in events]
+    event_ids = [o.event_id for o in events]
+    data = chain.canonical_many(
+        pl.Series(event_ids, dtype=pl.String),
+        pl.Series(chain.iso_from_epoch_us_many(us), dtype=pl.String),
+        counts,
+        *(pl.Series(leg_cols[c]) for c in ("account", "side", "amount_minor", "currency")),
+    )
+    sources = [o.source for o in events]
+    digests: list[bytes] = []
+    prevs: list[bytes] = []
+    parts = [(s.topic, s.partition) for s in sources]
+    for run in (k for k in range(len(parts)) if k == 0 or parts[k] != parts[k - 1]):  # each partition's run
+        tp = parts[run]
+        end = run + 1
+        while end < len(parts) and parts[end] == tp:
+            end += 1
+        out = chain.link_many(heads[tp], data[int(starts[run]) : int(starts[end - 1] + counts[end - 1])])
+        prevs.append(heads[tp])
+        prevs += out[:-1]
+        digests += out
+        heads[tp] = out[-1]
+    rows = pa.array(owner)
     per_event = {
         "topic": pa.array([s.topic for s in sources], pa.string()),
         "partition": pa.array([s.partition for s in sources], pa.int32()),
         "offset": pa.array([s.offset for s in sources], pa.int64()),
-        "event_id": pa.array([o.event_id for o, _ in fresh], pa.string()),
+        "event_id": pa.array(event_ids, pa.string()),
         "occurred_at": pa.array(us, pa.int64()).cast(_TS),
     }
-    account, side, amount, currency = zip(*(leg for _, legs in fresh for leg in legs))
-    per_leg = {
-        "seq": pa.array(np.arange(n) - starts, pa.int32()),
-        "account": pa.array(account, pa.string()),
-        "side": pa.array(side, pa.string()),
-        "amount_minor": pa.array(amount, pa.int64()),
-        "currency": pa.array(currency, pa.string()),
+    per_leg = leg_cols | {
+        "seq": pa.array(seq, pa.int32()),
         "prev_hash": _hex(prevs),
         "hash": _hex(digests),
         "version": pa.array(np.full(n, version, np.int64)),
