@@ -32,6 +32,7 @@ __getattr__, __all__ = surface(
         "MerchantDirectory": "api_core",
         "OnlineFeatures": "api_core",
         "DecisionStore": "api_store",
+        "SharedWriter": "api_store",
         "write_backtest_report": "backtest_report:write",
         "BacktestSettings": "backtest_run:Settings",
         "run_backtest": "backtest_run:run",

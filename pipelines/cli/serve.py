@@ -5,7 +5,8 @@ models), the champion and challenger loaded from MLflow once at start-up, the Fe
 online store, the merchant directory and the decision store, then uvicorn (uvloop +
 httptools). With --workers N each worker process builds the same service from the same
 settings (passed in the environment), so start-up errors are found once, here, before
-any worker starts.
+any worker starts; this process then commits every worker's decision records
+(`clearline.models.api_store.SharedWriter`), so their group commits are shared.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def build_service(settings: dict[str, Any]):
         keys=ApiKeys.from_config(config.load("tenants")),
         merchants=merchant_directory(settings["merchants"]),
         features=features,
-        store=DecisionStore(Path(settings["decisions"])),
+        store=DecisionStore(Path(settings["decisions"]), writer=settings.get("writer")),
     )
 
 
@@ -160,6 +161,12 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
         uvicorn.run(app, **run)
         return
     service.store.close()
-    os.environ[_SETTINGS_ENV] = json.dumps(settings)
+    from clearline.models import SharedWriter
+
+    writer = SharedWriter(Path(settings["decisions"]))  # the workers' records, one group commit for all
+    os.environ[_SETTINGS_ENV] = json.dumps({**settings, "writer": writer.address})
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clearline-metrics-"))
-    uvicorn.run("clearline.pipelines.cli.serve:app_from_env", factory=True, workers=workers, **run)
+    try:
+        uvicorn.run("clearline.pipelines.cli.serve:app_from_env", factory=True, workers=workers, **run)
+    finally:
+        writer.close()

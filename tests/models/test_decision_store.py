@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from clearline.models.api_store import DecisionStore
+from clearline.models.api_store import DecisionStore, SharedWriter
 
 
 def _seen(path) -> set[tuple[str, str, str]]:
@@ -92,3 +94,78 @@ def test_the_records_of_one_turn_of_the_loop_share_one_commit(tmp_path):
     assert [s.decision_id for s in got] == [f"dec_{i}" for i in range(8)]
     assert store.commits == 1
     store.close()
+
+
+def test_two_processes_stores_share_one_writer_one_commit_and_its_rules(tmp_path):
+    """Two workers' stores (here two loops on two threads, as two processes would be) hand
+    their records to one `SharedWriter`: records waiting together share one commit across
+    workers, each on disk before its answer, and the store's rules hold as with a writer
+    of its own: one decision per order (the first stored wins, whichever worker sent it),
+    a reused decision id fails alone."""
+    writer = SharedWriter(tmp_path / "d.db")
+    stores = [DecisionStore(tmp_path / "d.db", writer=writer.address) for _ in range(2)]
+    blocker = sqlite3.connect(tmp_path / "d.db", isolation_level=None)
+    linked, blocked = threading.Barrier(3), threading.Barrier(3)
+
+    def worker(w: int) -> list:
+        async def one(i: int):
+            got = await stores[w].add_durably(f"dec_{w}_{i}", "rs_001", f"o{i}", f"h{w}", {"w": w, "i": i})
+            assert (got.decision_id, "rs_001", f"o{i}") in _seen(tmp_path / "d.db")  # committed before the answer
+            return got
+
+        async def run():
+            await stores[w].add_durably(f"dec_{w}_first", "rs_002", f"first{w}", "h", {})  # the link is up
+            linked.wait()
+            blocked.wait()
+            tasks = [asyncio.ensure_future(one(i)) for i in range(10)]
+            tasks.append(asyncio.ensure_future(one(100 + w)))  # an order only this worker decides
+            if w == 1:  # a decision id the other worker's store already used, for another order
+                tasks.append(asyncio.ensure_future(stores[w].add_durably("dec_0_first", "rs_001", "o-x", "h", {})))
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        return asyncio.run(run())
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(worker, w) for w in range(2)]
+        linked.wait()
+        before = writer.commits
+        blocker.execute("BEGIN IMMEDIATE")  # the writer waits: both workers' records queue meanwhile
+        blocked.wait()
+        time.sleep(0.3)
+        blocker.execute("COMMIT")
+        got = [f.result() for f in futures]
+
+    for i in range(10):  # each order decided once: both workers get the record stored first
+        assert got[0][i] == got[1][i] and got[0][i].decision_id in (f"dec_0_{i}", f"dec_1_{i}")
+        assert got[0][i].request_hash == "h" + got[0][i].decision_id[4]
+    assert got[0][10].decision_id == "dec_0_100" and got[1][10].decision_id == "dec_1_101"
+    assert isinstance(got[1][11], sqlite3.IntegrityError) and "dec_0_first" in str(got[1][11])
+    assert writer.commits - before <= 2  # 23 records of two workers: what the writer held when blocked, then the rest
+    assert len(_seen(tmp_path / "d.db")) == 14
+    for store in stores:
+        store.close()
+    writer.close()
+    blocker.close()
+
+
+def test_a_store_whose_shared_writer_is_gone_fails_its_requests_and_connects_again(tmp_path):
+    writer = SharedWriter(tmp_path / "d.db")
+    store = DecisionStore(tmp_path / "d.db", writer=writer.address)
+
+    async def run():
+        first = await store.add_durably("dec_1", "rs_001", "o1", "h", {"decision": "approve"})
+        writer.close()  # the writer ends: the next request fails instead of waiting for ever
+        with pytest.raises((ConnectionError, OSError)):
+            await asyncio.wait_for(store.add_durably("dec_2", "rs_001", "o2", "h", {}), 10)
+        return first
+
+    assert asyncio.run(run()).decision_id == "dec_1"
+    again = SharedWriter(tmp_path / "d.db")
+    store.writer = again.address
+
+    async def later():
+        return await store.add_durably("dec_3", "rs_001", "o1", "h", {})
+
+    assert asyncio.run(later()).decision_id == "dec_1"  # connected again; o1 was decided before
+    store.close()
+    again.close()
