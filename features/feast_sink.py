@@ -8,18 +8,22 @@ by reading and rewriting the whole file, so two writers would lose each other's 
 The pushing itself happens in a child process (`clearline.features.feast_writer`), one per sink:
 a push is mostly Feast's Python (frames to protobufs, one SQLite upsert per feature) and
 would otherwise hold the flow's only busy core; in a child it runs on the other one. The
-sink hands over each entity's frame and goes on; at every snapshot (the end of a Bytewax
-epoch) and at close it waits until the child has pushed everything handed over, so an
-epoch is never recorded as done while its rows are not in the store.
+sink hands over each entity's frame and goes on. An epoch is never recorded as done while
+its rows are neither in the store nor in the snapshot: a snapshot (the end of a Bytewax
+epoch) holds the frames handed over that the child has not yet pushed, and a resumed sink
+pushes those first; at close the sink waits until everything is pushed. Why not wait at the
+snapshot: an offline push rewrites the whole history file (hundreds of milliseconds), and
+a wait for it stopped the whole flow, every feature and decision behind it, once per epoch.
 
 Rows come in lists (the streaming runtime's one item per arrival batch), each made into
 push frames once (`feast_frames`) before anything holds them; whatever frames reach a sink
 in one go are pushed in one go, one push per entity — online only each entity's newest
 row of them, since that is all the online store keeps.
 
-After a resume Bytewax re-emits rows since its last snapshot; pushing them again is
-harmless online (same values) and offline (the same row twice, identical timestamps and
-values, which a point-in-time join reads once).
+After a resume Bytewax re-emits rows since its last snapshot, after the snapshot's
+unpushed frames; pushing a row again is harmless online (same values, pushed in the same
+order as before) and offline (the same row twice, identical timestamps and values, which a
+point-in-time join reads once).
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ def _frames(rows: list[FeatureRow], spec: Spec) -> list[EntityFrame]:
     return [(entity, frame) for entity in ENTITIES if not (frame := store.rows_frame(rows, entity, spec)).is_empty()]
 
 
-class _Pusher(StatefulSinkPartition[list[EntityFrame], None]):
-    def __init__(self, settings: store.FeastSettings, online: bool):
+class _Pusher(StatefulSinkPartition[list[EntityFrame], list[EntityFrame]]):
+    def __init__(self, settings: store.FeastSettings, online: bool, unpushed: list[EntityFrame] | None = None):
         self.online = online
         self.writer = FeastWriter.of(settings, online)
+        for entity, frame in unpushed or []:  # handed over before the last snapshot, never acknowledged
+            self.writer.push(entity, frame)
 
     def write_batch(self, items: list[list[EntityFrame]]) -> None:
         for entity in ENTITIES:
@@ -54,15 +60,14 @@ class _Pusher(StatefulSinkPartition[list[EntityFrame], None]):
                 frame = pl.concat(frames, rechunk=False)
                 self.writer.push(entity, store.latest_rows(frame, entity) if self.online else frame)
 
-    def snapshot(self) -> None:
-        self.writer.wait()  # the epoch ends only once its rows are in the store
-        return None  # nothing to resume: a re-pushed row is harmless (see module doc)
+    def snapshot(self) -> list[EntityFrame]:
+        return self.writer.unacknowledged()  # in the store, or in the snapshot: see the module doc
 
     def close(self) -> None:
         self.writer.close()
 
 
-class FeastSink(FixedPartitionedSink[list[EntityFrame], None]):
+class FeastSink(FixedPartitionedSink[list[EntityFrame], list[EntityFrame]]):
     """Push frames to Feast's online store (`online=True`) or offline history, from one
     partition: one writer."""
 
@@ -75,8 +80,8 @@ class FeastSink(FixedPartitionedSink[list[EntityFrame], None]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Pusher:
-        return _Pusher(self.settings, self.online)
+    def build_part(self, step_id: str, for_part: str, resume_state: list[EntityFrame] | None) -> _Pusher:
+        return _Pusher(self.settings, self.online, resume_state)
 
 
 def feast_frames(step_id: str, rows: Stream[list[FeatureRow]], spec: Spec = DEFAULT_SPEC) -> Stream[list[EntityFrame]]:

@@ -3,9 +3,11 @@
 Why a process: a push is Feast's Python end to end (a pandas frame, arrow, one protobuf
 per value, one SQLite upsert per feature), and in the streaming flow's process it would
 compete for the one core the flow's Python runs on. The parent hands over Polars frames
-(pickled as Arrow IPC) and goes on; `wait` blocks until everything handed over is pushed,
-and raises the child's error, naming the push that failed, if one did; `close` stops the
-child once everything is pushed, and the child then exits at once (`os._exit`).
+(pickled as Arrow IPC) and goes on; `unacknowledged` says, without waiting, what it handed
+over that the child has not yet pushed (what a snapshot must keep), `wait` blocks until
+everything handed over is pushed; both raise the child's error, naming the push that
+failed, if one did. `close` stops the child once everything is pushed, and the child then
+exits at once (`os._exit`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ class FeastWriter:
         ctx = multiprocessing.get_context("spawn")  # the parent has Kafka and Bytewax threads: never fork it
         self._todo: Any = ctx.Queue()
         self._done: Any = ctx.Queue()
-        self._owed = 0
+        self._handed: deque[tuple[str, pl.DataFrame]] = deque()  # pushes not yet acknowledged, in order
         self._process = ctx.Process(
             target=_serve,
             args=(settings, online, self._todo, self._done, os.getpid()),
@@ -58,22 +61,39 @@ class FeastWriter:
 
     def push(self, entity: str, frame: pl.DataFrame) -> None:
         self._todo.put((entity, frame))
-        self._owed += 1
+        self._handed.append((entity, frame))
+
+    def unacknowledged(self) -> list[tuple[str, pl.DataFrame]]:
+        """What was handed over and is not pushed yet, in the order handed over, taking
+        the acknowledgements that have come back without waiting for more."""
+        while self._handed:
+            try:
+                error = self._done.get_nowait()
+            except queue.Empty:
+                break
+            self._acknowledged(error)
+        if self._handed and not self._process.is_alive():
+            self.wait()  # takes what it answered before it ended, then names the pushes it never did
+        return list(self._handed)
 
     def wait(self) -> None:
-        while self._owed:
+        while self._handed:
             try:
                 error = self._done.get(timeout=5)
             except queue.Empty:
                 if not self._process.is_alive():
                     raise store.FeatureStoreError(
                         f"the Feast writer process exited (code {self._process.exitcode}) with "
-                        f"{self._owed} push(es) not done"
+                        f"{len(self._handed)} push(es) not done"
                     ) from None
                 continue
-            self._owed -= 1
-            if error is not None:
-                raise store.FeatureStoreError(error)
+            self._acknowledged(error)
+
+    def _acknowledged(self, error: str | None) -> None:
+        """The child pushes in the order handed over and answers each push once."""
+        self._handed.popleft()
+        if error is not None:
+            raise store.FeatureStoreError(error)
 
     def close(self) -> None:
         try:

@@ -5,9 +5,12 @@ Redis (a real redis-server) by configuration; and the `clearline features` comma
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import warnings
 
@@ -20,7 +23,7 @@ from click.testing import CliRunner
 
 from clearline import config, events
 from clearline.features import batch, store
-from clearline.features.feast_sink import push_steps
+from clearline.features.feast_sink import FeastSink, push_steps
 from clearline.features.streaming import feature_steps, run_bounded
 from tests.pipelines.ledger_harness import free_ports
 
@@ -145,6 +148,36 @@ def test_the_streaming_runtime_pushes_through_the_feast_sink(tmp_path, streamed)
         assert check_online(fs, expected, entity) > 3
         offline = pl.read_parquet(s.data_dir / "offline" / f"{entity}_history.parquet")
         assert offline.sort(f"{entity}_id", "event_timestamp").equals(expected.sort(f"{entity}_id", "event_timestamp"))
+
+
+def test_a_snapshot_keeps_what_the_writer_has_not_pushed_and_the_resumed_sink_pushes_it(tmp_path, streamed):
+    """A sink's snapshot does not wait for its writer (an offline push rewrites the whole
+    history file, and the flow stood still behind it at every epoch): it holds the frames
+    handed over and not yet pushed, and a sink resumed from it pushes them. Here the
+    writer process is frozen before it takes anything, then killed, as a crash would."""
+    _, rows = streamed
+    s = settings(tmp_path)
+    store.apply(s)
+    sink = FeastSink(s, online=False)
+    frame = store.rows_frame(rows, "buyer")
+    first = sink.build_part("feast_history", "history", None)
+    child = first.writer._process.pid
+    os.kill(child, signal.SIGSTOP)
+    try:
+        first.write_batch([[("buyer", frame)]])
+        kept: list = []
+        snapshot = threading.Thread(target=lambda: kept.append(first.snapshot()), daemon=True)
+        snapshot.start()
+        snapshot.join(10)
+        assert not snapshot.is_alive(), "the snapshot waited for the writer"
+    finally:
+        os.kill(child, signal.SIGKILL)
+    [unpushed] = kept
+    assert [(entity, f.equals(frame)) for entity, f in unpushed] == [("buyer", True)]
+    sink.build_part("feast_history", "history", unpushed).close()
+    offline = pl.read_parquet(s.data_dir / "offline" / "buyer_history.parquet")
+    assert offline.height == frame.height > 3  # pushed once, by the resumed sink
+    assert offline.sort("buyer_id", "event_timestamp").equals(frame.sort("buyer_id", "event_timestamp"))
 
 
 def test_a_push_with_the_wrong_columns_is_refused(tmp_path, world_rows):
