@@ -7,6 +7,7 @@ streaming runtime does) gives exactly the batch runtime's values for every reque
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -32,6 +33,7 @@ from clearline.features.definitions import (
     apply_merchant,
     attribute_payment,
     buyer_feature_names,
+    fact_of,
     merchant_ticket_names,
     read_buyer,
     read_merchant,
@@ -39,6 +41,7 @@ from clearline.features.definitions import (
     ticket_zscore,
 )
 from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
+from tests.contract.test_events import events as contract_events
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 SMALL_SPEC = Spec(
@@ -469,6 +472,25 @@ def test_a_bad_feature_config_is_named(cfg, named):
 
 
 # --------------------------------------------------------------------------- reading events
+
+
+@given(contract_events())
+def test_a_fact_takes_the_payload_fields_its_class_has_and_none_for_the_others(event):
+    """`fact_of` learns once per payload class which fields it has; for any contract
+    event, each flattened field is the payload's own value or, for a class without it, None."""
+    has = {f.name: getattr(event.payload, f.name) for f in dataclasses.fields(event.payload)}
+    amount = has.get("amount")
+    fact = fact_of(event)
+    assert (fact.event_id, fact.event_type, fact.occurred_at, fact.merchant_id) == (
+        event.event_id,
+        event.event_type,
+        event.occurred_at,
+        event.merchant_id,
+    )
+    assert (fact.amount_minor, fact.currency) == ((amount.minor, amount.currency) if amount else (None, None))
+    for name in ("buyer_id", "order_id", "payment_id", "payment_method", "terms_days", "due_date", "days_late"):
+        assert getattr(fact, name) == has.get(name), name
+    assert fact_of(event, buyer_id="b_attributed").buyer_id == "b_attributed"  # attributed through its payment
 
 
 @pytest.mark.slow
