@@ -3,10 +3,12 @@
 Wiring only: configuration from configs/serve.yaml (and tenants, policy, features,
 models), the champion and challenger loaded from MLflow once at start-up, the Feast
 online store, the merchant directory and the decision store, then uvicorn (uvloop +
-httptools). With --workers N each worker process builds the same service from the same
-settings (passed in the environment), so start-up errors are found once, here, before
-any worker starts; this process then commits every worker's decision records
-(`clearline.models.api_store.SharedWriter`), so their group commits are shared.
+httptools, each response sent in one write:
+`clearline.pipelines.connectors.one_write_http`). With --workers N each worker process
+builds the same service from the same settings (passed in the environment), so start-up
+errors are found once, here, before any worker starts; this process then commits every
+worker's decision records (`clearline.models.api_store.SharedWriter`), so their group
+commits are shared.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ user_errors(
 )
 
 _SETTINGS_ENV = "CLEARLINE_SERVE_SETTINGS"
+# uvicorn's httptools protocol sending each response in one write (imported by uvicorn, by name, in each worker)
+ONE_WRITE_HTTP = "clearline.pipelines.connectors.one_write_http:OneWriteHttp"
 
 
 def _path(value: str | Path) -> Path:
@@ -156,7 +160,7 @@ def serve(host, port, workers, merchants, decisions, feast_dir, as_json):
         "docs": f"http://{host}:{port}/docs",
     }
     emit(as_json, summary, kv_table("clearline serve", summary))
-    run = dict(host=host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    run = dict(host=host, port=port, loop="uvloop", http=ONE_WRITE_HTTP, log_level="warning", access_log=False)
     if workers == 1:
         uvicorn.run(app, **run)
         return
