@@ -149,9 +149,12 @@ class Matcher(StatefulLogic[Arrivals, Publication, Held]):
         return copy.deepcopy(self.held)  # the held sets and lists go on growing after this
 
 
+_EVENTS = ("expected_settlements", "expected_movements", "adjustments")  # the inputs that are ledger events
+
+
 def _ids(frames: dict[str, pl.DataFrame]) -> tuple[set[str], set[tuple[str, int]]]:
-    """(event ids, line keys as `Held` knows them) of expectation and line rows."""
-    events = {eid for name in ("expected_settlements", "expected_movements") for eid in frames[name]["event_id"]}
+    """(event ids, line keys as `Held` knows them) of expectation, entry and line rows."""
+    events = {eid for name in _EVENTS for eid in frames[name]["event_id"]}
     keys = {
         key
         for name in ("settlement_lines", "bank_lines")
@@ -164,7 +167,7 @@ def _unseen(frames: dict[str, pl.DataFrame], events: set[str], keys: set[tuple[s
     """`frames` without the rows already held (`events`, `keys`)."""
     known = pl.DataFrame(list(keys), schema={"source_file": pl.String, "line_no": pl.Int64}, orient="row")
     out = dict(frames)
-    for name in ("expected_settlements", "expected_movements"):
+    for name in _EVENTS:
         out[name] = frames[name].filter(~pl.col("event_id").is_in(list(events)))
     for name in ("settlement_lines", "bank_lines"):
         out[name] = frames[name].join(known, on=["source_file", "line_no"], how="anti")

@@ -14,13 +14,15 @@ Without `retire`, each advance reconciles everything ever held: fine for a day's
 week's worth. With it (`Retirement`: a horizon in days and a folder), an advance also
 cuts out what `retire.plan` finds settled for good, every date of it at least the
 horizon behind the watermark: a payout batch's lines and expectations, a bank movement
-and its bank line. Their rows go to Parquet in the folder, their keys to a small hashed
-index, a batch's own variances stay published as they were ("frozen", their age moving
+and its bank line, a reference an adjusting entry settled with its entries
+(`retire_entries`). Their rows go to Parquet in the folder, their keys to a small hashed
+index, their own variances stay published as they were ("frozen", their age moving
 on), and the cut-out movements' amounts stay in the books as one self-matching pair per
-account and day. Held state and the work per advance are then the open items and the
-horizon's worth, not the history. An input that touches a cut-out unit's keys (a line
-sent again, a bank line naming a retired payout, an adjustment naming a frozen variance)
-brings the unit back before it is added, so the next reconciliation is again the one
+account and day (and what the ledger moved beyond the bank, as worked). Held state and
+the work per advance are then the open items and the horizon's worth, not the history.
+An input that touches a cut-out unit's keys (a line sent again, a bank line naming a
+retired payout, an adjustment naming a frozen variance), or one dated near a settled
+reference's line or movement, brings the unit back before it is added, so the next reconciliation is again the one
 over every input, and the result is still exactly the batch's.
 """
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from clearline.recon.lines import BANK_SCHEMA, SETTLEMENT_SCHEMA, STATEMENT_SCHEMA
-from clearline.recon.matching import adjusted, continuity, expectations, retire, retire_statements
+from clearline.recon.matching import adjusted, continuity, expectations, retire, retire_entries, retire_statements
 from clearline.recon.matching.reconcile import Inputs, Result, reconcile
 from clearline.recon.matching.rules import Tolerances, as_of_day
 from clearline.recon.matching.variance import SCHEMA
@@ -58,7 +60,7 @@ class Changes:
     gone: list[str]  # ids published before that the inputs no longer support (closed ones too: result.closed)
     result: Result  # the whole reconciliation at this watermark
     # rows cut out after this reconciliation, by input name (expected_settlements,
-    # settlement_lines, expected_movements, bank_lines, statements; each there, empty when
+    # settlement_lines, expected_movements, bank_lines, adjustments, statements; each there, empty when
     # none was cut out; no name at all without a `retire` horizon): what the stream no longer holds
     retired: dict[str, pl.DataFrame] = field(default_factory=dict)
 
@@ -74,7 +76,7 @@ class Retirement:
 _UNIT = "_unit"
 _FACTS = "_facts"
 _FROZEN_SCHEMA = SCHEMA | {_UNIT: pl.UInt64, _FACTS: pl.UInt64}
-_STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines")
+_STORED = ("expected_settlements", "settlement_lines", "expected_movements", "bank_lines", "adjustments")
 _PACKED = ("_frozen", "_frozen_closed")  # held in a snapshot as zstd IPC (`__getstate__`)
 
 
@@ -102,6 +104,9 @@ class Continuous:
     _statements: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
     _jumps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
     _statement_units: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.UNIT_SCHEMA))
+    # references an adjusting entry settled, cut out (`retire_entries`): the last day an input
+    # may pair each one's line or movement by amount
+    _dated: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_entries.DATED_SCHEMA))
     units_back: int = 0  # cut-out units a late arrival brought back, all told
 
     def add(self, **frames: pl.DataFrame) -> None:
@@ -165,10 +170,18 @@ class Continuous:
         keys = retire.touch_keys(frames)
         touched = self._index.filter(pl.col("key").is_in(keys.implode()))["unit"].unique()
         back = self._units_back(touched.filter(touched.is_in(self._units["unit"].implode())))
+        # a line or movement nothing explained may be paired by amount with an input dated
+        # near it, or with one that came back with a unit: until none is in reach
+        while True:
+            reach = retire_statements.reach({**frames, **back}, retire_statements.margin(self.tol))
+            near = self._dated.filter(pl.col("last") >= reach)["unit"] if reach is not None else None
+            if near is None or near.is_empty():
+                break
+            back = _joined(back, self._units_back(near))
         return _every({**back, "statements": self._statements_back({**frames, **back}, keys)})
 
     def _units_back(self, units: pl.Series) -> dict[str, pl.DataFrame]:
-        """Take back the cut-out batches and pairs `units`; their rows by input name."""
+        """Take back the cut-out batches, pairs and settled references `units`; their rows by input name."""
         if units.is_empty():
             return {}
         self.units_back += units.len()
@@ -177,17 +190,11 @@ class Continuous:
         where = self._units.filter(pl.col("unit").is_in(units.implode()))
         back: dict[str, pl.DataFrame] = {}
         for name in _STORED:
-            parts = [
-                pl.scan_parquet(self.retire.store / f"{round_}.{name}.parquet").filter(
-                    pl.col(_UNIT).is_in(pl.Series(ids, dtype=pl.UInt64).implode())
-                )
-                for round_, ids in where.group_by("round").agg("unit").iter_rows()
-            ]
-            rows = pl.concat(pl.collect_all(parts)).drop(_UNIT)
+            rows = self._stored(where, name).drop(_UNIT).cast(getattr(_EMPTY, name).schema)
             back[name] = rows
             if rows.height:
                 self._parts.setdefault(name, []).append(rows)
-        moved = (
+        paired = (
             back["bank_lines"]
             .join(
                 back["expected_movements"].select("reference", day="expected_on", ledger="amount_minor"), on="reference"
@@ -202,13 +209,34 @@ class Continuous:
             )
             .select(list(retire.CARRY_SCHEMA))
         )
-        self._carry = _summed(pl.concat([self._carry, moved]))
+        # a reference an entry settled carries what it stored beside its rows
+        settled = self._stored(where, "carry").select(
+            *[c for c in retire.CARRY_SCHEMA if c not in ("amount_minor", "worked")],
+            amount_minor=-pl.col("amount_minor"),
+            worked=-pl.col("worked"),
+        )
+        self._carry = _summed(pl.concat([self._carry, paired, settled.cast(retire.CARRY_SCHEMA)]))
+        self._dated = self._dated.filter(~pl.col("unit").is_in(units.implode()))
         self._index = self._index.filter(~pl.col("unit").is_in(units.implode()))
         self._units = self._units.filter(~pl.col("unit").is_in(units.implode()))
         self._frozen = self._frozen.filter(~mine)
         self._frozen_closed = self._frozen_closed.filter(~mine)
         self._summary = self._summary.filter(~pl.col("unit").is_in(units.implode()))
         return back
+
+    def _stored(self, where: pl.DataFrame, name: str) -> pl.DataFrame:
+        """The rows of the units `where` (unit, round) in their rounds' `name` files, with
+        `_UNIT`: empty from a round without one (a round from before entries were cut out,
+        a round of batches carries nothing of its own)."""
+        parts = [
+            pl.scan_parquet(path).filter(pl.col(_UNIT).is_in(pl.Series(ids, dtype=pl.UInt64).implode()))
+            for round_, ids in where.group_by("round").agg("unit").iter_rows()
+            if (path := self.retire.store / f"{round_}.{name}.parquet").exists()
+        ]
+        schema = retire.CARRY_SCHEMA if name == "carry" else getattr(_EMPTY, name).schema
+        return pl.concat(
+            [pl.DataFrame(schema={**schema, _UNIT: pl.UInt64}), *pl.collect_all(parts)], how="diagonal_relaxed"
+        )
 
     def _statements_back(self, frames: dict[str, pl.DataFrame], keys: pl.Series) -> pl.DataFrame:
         """Take back the cut-out statements that `frames` (arrivals and the units they
@@ -271,7 +299,8 @@ class Continuous:
         self._published = facts
         retired = {}
         if self.retire is not None:
-            retired = self._retire(frames, inputs, live, books)
+            cut = _joined(self._retire(frames, inputs, live, books), self._retire_settled(live, books))
+            retired = {name: rows.drop(_UNIT) for name, rows in cut.items()}
             retired = _every({**retired, "statements": self._retire_statements(frames, inputs, live, books)})
         return Changes(
             result.variances.filter(~known),
@@ -321,20 +350,22 @@ class Continuous:
             )
             return whole.with_columns(pl.coalesce(_UNIT, paired[_UNIT]).alias(_UNIT))
 
+        line_level = pl.col("category").is_in(retire.LINE_CATEGORIES)
+        frozen = by_batch(live.variances).filter(pl.col(_UNIT).is_not_null() & line_level)
+        frozen_closed = by_batch(live.closed).filter(pl.col(_UNIT).is_not_null() & line_level)
+        # an entry naming a batch's variance goes with it (one moving bank cash stays: balances read it)
+        named = pl.concat([frozen, frozen_closed.select(frozen.columns)]).select("variance_id", _UNIT).unique()
+        entries = frames["adjustments"].join(named, on="variance_id", how="left")
         tagged = {
             "expected_settlements": by_batch_or_pair(frames["expected_settlements"], "settlement_id"),
             "settlement_lines": by_batch_or_pair(frames["settlement_lines"], "line_id"),
             "expected_movements": by_pair(frames["expected_movements"]),
             "bank_lines": by_pair(frames["bank_lines"]),
+            "adjustments": entries.with_columns(
+                pl.when(pl.col("bank").list.len() == 0).then(pl.col(_UNIT)).alias(_UNIT)
+            ),
         }
-        out = {name: frame.filter(pl.col(_UNIT).is_not_null()) for name, frame in tagged.items()}
-        line_level = pl.col("category").is_in(retire.LINE_CATEGORIES)
-        frozen = by_batch(live.variances).filter(pl.col(_UNIT).is_not_null() & line_level)
-        frozen_closed = by_batch(live.closed).filter(pl.col(_UNIT).is_not_null() & line_level)
-        round_ = uuid.uuid4().hex
-        self.retire.store.mkdir(parents=True, exist_ok=True)
-        for name, rows in out.items():
-            rows.write_parquet(self.retire.store / f"{round_}.{name}.parquet")
+        round_, out = self._store(tagged)
         summed = (
             out["settlement_lines"]
             .join(clean.select(_UNIT).unique(), on=_UNIT, how="semi")
@@ -362,10 +393,57 @@ class Continuous:
         self._carry = _summed(
             pl.concat([self._carry, pairs.rename({"residual": "worked"}).select(list(retire.CARRY_SCHEMA))])
         )
+        return out
+
+    def _retire_settled(self, live: Result, books: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Cut out the references `retire_entries.plan` finds an adjusting entry settled by
+        the horizon, with their entries and closed variances; the rows cut out."""
+        cutoff = as_of_day(live.as_of) - timedelta(days=self.retire.after_days)
+        held = {name: self.holding(name) for name in _STORED}
+        plan = retire_entries.plan(
+            held["expected_movements"],
+            held["bank_lines"],
+            held["adjustments"],
+            live.variances,
+            live.closed,
+            live.pending,
+            books,
+            held["expected_settlements"],
+            held["settlement_lines"],
+            cutoff,
+        )
+        if plan is None:
+            return {}
+        refs = plan.refs.rename({"unit": _UNIT})
+        ids = plan.variance_ids.rename({"unit": _UNIT})
+        bank = held["bank_lines"].with_columns(_ref=retire_entries.reference())
+        tagged = {
+            "expected_movements": held["expected_movements"].join(refs, on="reference", how="left"),
+            "bank_lines": bank.join(refs.rename({"reference": "_ref"}), on="_ref", how="left").drop("_ref"),
+            "adjustments": held["adjustments"].join(ids, on="variance_id", how="left"),
+        }
+        round_, out = self._store(tagged, carry=plan.carry.rename({"unit": _UNIT}))
+        frozen_closed = live.closed.join(ids, on="variance_id")
+        self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
+        keys = retire_entries.unit_keys(plan.refs, plan.variance_ids, out["bank_lines"].rename({_UNIT: "unit"}))
+        self._index = pl.concat([self._index, keys])
+        self._units = pl.concat([self._units, plan.refs.select("unit", round=pl.lit(round_))])
+        self._dated = pl.concat([self._dated, plan.dated])
+        self._carry = _summed(pl.concat([self._carry, plan.carry.select(list(retire.CARRY_SCHEMA))]))
+        return out
+
+    def _store(self, tagged: dict[str, pl.DataFrame], **more: pl.DataFrame) -> tuple[str, dict[str, pl.DataFrame]]:
+        """Write the rows of `tagged` inputs that have a `_UNIT`, and `more` rows, to a new
+        round's files; hold the rest. (the round, the rows cut out by input name, with `_UNIT`)"""
+        out = {name: frame.filter(pl.col(_UNIT).is_not_null()) for name, frame in tagged.items()}
+        round_ = uuid.uuid4().hex
+        self.retire.store.mkdir(parents=True, exist_ok=True)
+        for name, rows in {**out, **more}.items():
+            rows.write_parquet(self.retire.store / f"{round_}.{name}.parquet")
         for name, frame in tagged.items():
             kept = frame.filter(pl.col(_UNIT).is_null()).drop(_UNIT)
             self._parts[name] = [kept] if kept.height else []
-        return {name: rows.drop(_UNIT) for name, rows in out.items()}
+        return round_, out
 
     def _retire_statements(
         self, frames: dict[str, pl.DataFrame], inputs: dict[str, pl.DataFrame], live: Result, books: pl.DataFrame
@@ -421,6 +499,12 @@ def _per_batch(summary: pl.DataFrame) -> pl.DataFrame:
         .sort("processor", "payout_id")
         .select(list(retire.SUMMARY_SCHEMA))
     )
+
+
+def _joined(*parts: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Rows by input name, of every one of `parts` together."""
+    names = dict.fromkeys(name for part in parts for name in part)
+    return {name: pl.concat([part[name] for part in parts if name in part]) for name in names}
 
 
 def _every(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:

@@ -34,6 +34,9 @@ along the seams where nothing couples it to the rest. Three such cuts are exact:
   pair of days, which matches itself: the ledger's bank cash on every statement's day,
   and what is in transit on it, are exactly as before.
 
+A fourth, a reference an adjusting entry settled (a bank line parked in suspense, a
+payout the bank never booked taken back out), is `retire_entries`'.
+
 What is cut out is named by keys (`touch_keys`): a line or expectation id, a payout or
 movement reference, a statement's identity, a frozen variance's id. A late arrival with
 one of those keys (a line sent again, a duplicate, a bank line naming a retired payout,
@@ -485,7 +488,8 @@ def carry_frames(carry: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     `continuity.WORKED` movement per account, currency and day, under one reference per
     account and currency (so a balance finds one open item of it on its day)."""
     ref = joined_key("retired", "account", "currency", pl.col("day").cast(pl.String), pl.col("booked").cast(pl.String))
-    moves = _carried(carry, "merchant_payout", ref, "amount_minor")
+    pairs = carry.filter(pl.col("amount_minor") != 0)  # a row of worked only (an entry's day) has none
+    moves = _carried(pairs, "merchant_payout", ref, "amount_minor")
     by_day = carry.filter(pl.col("worked") != 0).group_by("account", "currency", "day").agg(pl.col("worked").sum())
     worked = _carried(
         by_day.sort("account", "currency", "day"),
@@ -493,7 +497,7 @@ def carry_frames(carry: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         joined_key(continuity.WORKED, "account", "currency"),
         "worked",
     )
-    bank = carry.select(
+    bank = pairs.select(
         format=pl.lit("retired"),
         account="account",
         bank_ref=ref,

@@ -153,7 +153,14 @@ def test_a_late_arrival_in_a_cut_out_statements_period_brings_it_back_and_ends_a
     late = LATE[kind](inputs, account, day, 12_345)
     held_before = flow.holding("statements").height
     rows = flow.bring_back(**late)
-    assert set(rows) == {"expected_settlements", "settlement_lines", "expected_movements", "bank_lines", "statements"}
+    assert set(rows) == {
+        "expected_settlements",
+        "settlement_lines",
+        "expected_movements",
+        "bank_lines",
+        "adjustments",
+        "statements",
+    }
     assert rows["statements"].height, "every input is there, the statements brought back among them"
     back = flow.holding("statements")
     assert back.height > held_before, "the statements the arrival may change came back"
