@@ -7,13 +7,15 @@ no Kafka, the way the flow sees it: each day's ledger events that day, a process
 the day after its last line, a bank statement file the morning after its closing day; the
 matcher reconciles once a simulated day at the day's end (the event-time watermark), and
 lets go of what has settled for `--horizon` days (configs/recon.yaml `flow:
-retire_after_days`). Per simulated month it prints the lines and expectations held, the
-time per advance (mean and max, wall and CPU), the matcher's snapshot size (pickled, as
-Bytewax recovery stores it), the process RSS, the statements held and cut out, and the
-variances open at the month's end (all of them, and those kept frozen with what was cut
-out): what is left of the work per advance is bounded by the open ones. These stay flat once the horizon has
-filled; the held inputs of the whole year, loaded up front to feed the stream, are a
-constant part of the RSS.
+retire_after_days`). Per simulated month it prints the lines held and those of them dated
+before the horizon ("past hz": what history leaves behind; the rest is the horizon's own
+volume, which follows the world's: buyers' repayments ramp up until March), the
+expectations held, the time per advance (mean and max, wall and CPU), the matcher's
+snapshot size (pickled, as Bytewax recovery stores it), the process RSS, the statements
+held and cut out, and the variances open at the month's end (all of them, and those kept
+frozen with what was cut out): what is left of the work per advance is bounded by the
+open ones. These stay flat once the horizon has filled; the held inputs of the whole
+year, loaded up front to feed the stream, are a constant part of the RSS.
 
 With `--work-queue-days N` a finance team works the queue: every variance the stream
 publishes gets the adjusting entry a person posts through the workbench N simulated days
@@ -66,6 +68,13 @@ from clearline.recon import (
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _past_horizon(flow: Continuous, cutoff: date) -> int:
+    """Lines the matcher holds dated before `cutoff` (the horizon behind the day): what
+    history leaves in the state, as against the horizon's own volume."""
+    lines = flow.holding("settlement_lines").filter(pl.col("value_date") < cutoff).height
+    return lines + flow.holding("bank_lines").filter(pl.col("booking_date") < cutoff).height
 
 
 def _cpu() -> float:
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     published: set[str] = set()
     last = None
     header = (
-        f"{'month':7} {'lines held':>11} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
+        f"{'month':7} {'lines held':>11} {'past hz':>7} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
         f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5} "
         f"{'stmts held':>10} {'stmts cut':>9} {'open var':>8} {'frozen':>6}"
         + (f" {'entries':>7} {'closed':>6}" if queue is not None else "")
@@ -197,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus = [c for _, c in months[month]]
             print(
                 f"{month:7} {held.get('settlement_lines', 0) + held.get('bank_lines', 0):>11,} "
+                f"{_past_horizon(flow, day - timedelta(days=args.horizon)):>7,} "
                 f"{held.get('expected_settlements', 0) + held.get('expected_movements', 0):>10,} {len(walls):>8} "
                 f"{1000 * sum(walls) / len(walls):>8.1f} {1000 * max(walls):>8.1f} "
                 f"{1000 * sum(cpus) / len(cpus):>7.1f} "
