@@ -418,7 +418,10 @@ class SharedWriter:
                     messages += [(key.fileobj, [tuple(r) for r in rows]) for rows in _frames(buffers[key.fileobj])]
                 if messages:
                     self._commit(db, messages)
-        finally:
+        except Exception:
+            log.exception("decision store: the shared writer failed; its workers' records now fail")
+        finally:  # the workers see their links close, and their next connects are refused, not left waiting
+            self._listener.close()
             for conn in buffers:
                 conn.close()
             selector.close()

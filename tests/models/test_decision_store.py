@@ -169,3 +169,24 @@ def test_a_store_whose_shared_writer_is_gone_fails_its_requests_and_connects_aga
     assert asyncio.run(later()).decision_id == "dec_1"  # connected again; o1 was decided before
     store.close()
     again.close()
+
+
+def test_a_shared_writer_that_fails_refuses_its_workers_instead_of_leaving_them_waiting(tmp_path, monkeypatch):
+    """A fault in the writer's thread ends it: the records waiting on it fail, and so does
+    every later record (its socket refuses them), each at once, not after a timeout."""
+
+    def broken(self, db, messages):
+        raise RuntimeError("a fault in the writer")
+
+    monkeypatch.setattr(SharedWriter, "_commit", broken)
+    writer = SharedWriter(tmp_path / "d.db")
+    store = DecisionStore(tmp_path / "d.db", writer=writer.address)
+
+    async def run():
+        for order in ("o1", "o2"):
+            with pytest.raises(ConnectionError):  # the link went away, then refused (not TimeoutError)
+                await asyncio.wait_for(store.add_durably(f"dec_{order}", "rs_001", order, "h", {}), 5)
+
+    asyncio.run(run())
+    store.close()
+    writer.close()
