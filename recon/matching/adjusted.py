@@ -156,6 +156,21 @@ def bank_movements(adjustments: pl.DataFrame | pl.LazyFrame, found: pl.DataFrame
     )
 
 
+def bank_legs(adjustments: pl.DataFrame, books: pl.DataFrame) -> pl.DataFrame:
+    """(variance_id, account, currency, day, minor): what each entry moved in the
+    platform's bank cash, on the day it was approved, in the account the books
+    (`continuity.BOOKS_SCHEMA`) keep for each currency. A currency the books keep no account
+    for is in no balance: left out."""
+    return (
+        adjustments.select("variance_id", day=pl.col("approved_at").dt.date(), bank="bank")
+        .explode("bank")
+        .drop_nulls("bank")
+        .unnest("bank")
+        .join(books.select("account", "currency"), on="currency")
+        .select("variance_id", "account", "currency", "day", "minor")
+    )
+
+
 def platform_closes(adjustments: pl.DataFrame | pl.LazyFrame) -> pl.Series:
     """Ids of the variances of no one merchant (a statement's break, found after the
     others) that `close` closes: the first entry approved for each is the platform's."""

@@ -339,9 +339,12 @@ class Continuous:
             return {}
         hashed = lambda frame: frame.with_columns(pl.col("unit").hash(seed=0).alias(_UNIT)).drop("unit")  # noqa: E731
         batches, pairs, clean = hashed(plan.batches), hashed(plan.pairs), hashed(plan.clean)
+        unbooked = hashed(plan.unbooked)
         groups = hashed(plan.groups).rename({_UNIT: "unit"})
         by_batch = lambda frame: frame.join(batches, on=["processor", "payout_id"], how="left")  # noqa: E731
-        by_pair = lambda frame: frame.join(pairs.select("reference", _UNIT), on="reference", how="left")  # noqa: E731
+        # a batch's payout goes with it: its pair, or its movement the bank never booked
+        payouts = pl.concat([pairs.select("reference", _UNIT), unbooked.select("reference", _UNIT)])
+        by_pair = lambda frame: frame.join(payouts, on="reference", how="left")  # noqa: E731
 
         def by_batch_or_pair(frame: pl.DataFrame, id_: str) -> pl.DataFrame:
             whole = by_batch(frame)
@@ -350,22 +353,30 @@ class Continuous:
             )
             return whole.with_columns(pl.coalesce(_UNIT, paired[_UNIT]).alias(_UNIT))
 
-        line_level = pl.col("category").is_in(retire.LINE_CATEGORIES)
-        frozen = by_batch(live.variances).filter(pl.col(_UNIT).is_not_null() & line_level)
-        frozen_closed = by_batch(live.closed).filter(pl.col(_UNIT).is_not_null() & line_level)
-        # an entry naming a batch's variance goes with it (one moving bank cash stays: balances read it)
+        # a batch's own variances, and the payout's when the bank never booked it
+        own = pl.col("category").is_in([*retire.LINE_CATEGORIES, "payout_not_in_bank"])
+        frozen = by_batch(live.variances).filter(pl.col(_UNIT).is_not_null() & own)
+        frozen_closed = by_batch(live.closed).filter(pl.col(_UNIT).is_not_null() & own)
+        # an entry naming a batch's variance goes with it; the bank cash one moved is carried as worked
         named = pl.concat([frozen, frozen_closed.select(frozen.columns)]).select("variance_id", _UNIT).unique()
         entries = frames["adjustments"].join(named, on="variance_id", how="left")
+        legs = adjusted.bank_legs(entries.filter(pl.col(_UNIT).is_not_null()), books).join(named, on="variance_id")
+        carry = pl.concat(
+            [
+                unbooked.select(_UNIT, *retire.CARRY_SCHEMA),
+                legs.select(
+                    _UNIT, "account", "currency", "day", booked="day", amount_minor=pl.lit(0, pl.Int64), worked="minor"
+                ),
+            ]
+        ).cast({_UNIT: pl.UInt64} | retire.CARRY_SCHEMA)
         tagged = {
             "expected_settlements": by_batch_or_pair(frames["expected_settlements"], "settlement_id"),
             "settlement_lines": by_batch_or_pair(frames["settlement_lines"], "line_id"),
             "expected_movements": by_pair(frames["expected_movements"]),
             "bank_lines": by_pair(frames["bank_lines"]),
-            "adjustments": entries.with_columns(
-                pl.when(pl.col("bank").list.len() == 0).then(pl.col(_UNIT)).alias(_UNIT)
-            ),
+            "adjustments": entries,
         }
-        round_, out = self._store(tagged)
+        round_, out = self._store(tagged, carry=carry)
         summed = (
             out["settlement_lines"]
             .join(clean.select(_UNIT).unique(), on=_UNIT, how="semi")
@@ -380,7 +391,7 @@ class Continuous:
             pl.concat([batches, clean.select("processor", "payout_id", _UNIT).unique()]).rename({_UNIT: "unit"}),
             out["expected_settlements"].rename({_UNIT: "unit"}),
             out["settlement_lines"].rename({_UNIT: "unit"}),
-            frozen.rename({_UNIT: "unit"}),
+            pl.concat([frozen, frozen_closed.select(frozen.columns)]).rename({_UNIT: "unit"}),
             pairs.rename({_UNIT: "unit"}),
             out["bank_lines"].rename({_UNIT: "unit"}),
             groups,
@@ -390,9 +401,11 @@ class Continuous:
         self._units = pl.concat([self._units, units.to_frame("unit").with_columns(round=pl.lit(round_))])
         self._frozen = pl.concat([self._frozen, _with_facts(frozen)])
         self._frozen_closed = pl.concat([self._frozen_closed, frozen_closed.select(self._frozen_closed.columns)])
-        self._carry = _summed(
-            pl.concat([self._carry, pairs.rename({"residual": "worked"}).select(list(retire.CARRY_SCHEMA))])
-        )
+        # a payout the bank never booked may still be paired by amount with a line dated near it
+        dated = unbooked.select(unit=_UNIT, last="day").cast(retire_entries.DATED_SCHEMA)
+        self._dated = pl.concat([self._dated, dated])
+        paired = pairs.rename({"residual": "worked"}).select(list(retire.CARRY_SCHEMA))
+        self._carry = _summed(pl.concat([self._carry, paired, carry.select(list(retire.CARRY_SCHEMA))]))
         return out
 
     def _retire_settled(self, live: Result, books: pl.DataFrame) -> dict[str, pl.DataFrame]:

@@ -11,13 +11,19 @@ along the seams where nothing couples it to the rest. Three such cuts are exact:
   only one under its reference, is exactly that amount; it goes with its payout's ledger
   movement and bank line, in one unit. The batch's own variances (a line a few days
   late) are kept as they were published ("frozen"): nothing live can change them, and
-  (the payout booked the day expected) no balance check names them either. Two more
-  kinds of batch go the same way:
-  - one the bank booked at its lines' sum when the ledger expected another amount (a
-    fee the processor took that the ledger did not expect), once every variance about
-    it is closed by an adjusting entry: a balance sums such a difference as worked and
-    names none of it, so the difference is carried as one `continuity.WORKED` movement
-    per account and day, which every later balance sums alike;
+  (the payout booked the day expected) no balance check names them either. The entries
+  naming its variances go with it, what one moved in the bank's cash carried as worked.
+  More kinds of batch go the same way:
+  - one the bank booked at another amount than the ledger expected (a fee the processor
+    took that the ledger did not expect; a bank that booked another sum than the lines'
+    too), once every variance about it is closed by an adjusting entry: a balance sums
+    such a difference as worked and names none of it, so the difference is carried as
+    one `continuity.WORKED` movement per account and day, which every later balance sums
+    alike;
+  - one whose payout the bank never booked, taken back out of the bank's cash by an
+    entry, once every variance about it is closed: the ledger's movement is carried as
+    worked on its day (`_unbooked`), and the batch comes back, as a line and a movement
+    nothing explains do (`retire_entries`), on an input dated near its payout;
   - batches a line couples to each other (paid in another batch than the ledger
     expected it in, or named by a variance about the other batch), cut out together as
     a group when each of them may be: a key of one brings back all of them;
@@ -107,6 +113,9 @@ class Plan:
     # (unit, group): batches coupled to each other (a line paid in another batch than the
     # ledger's), cut out together: a key of one brings back every one of its group
     groups: pl.DataFrame
+    # (reference, unit, and `CARRY_SCHEMA`): the payouts of batches cut out that the bank
+    # never booked, each an entry took back out: the ledger's movement, carried as worked
+    unbooked: pl.DataFrame
 
     @property
     def empty(self) -> bool:
@@ -168,8 +177,13 @@ def plan(
     pairs = _pairs(moves, bank, books, refs_busy)
     tangled, split, shared, groups = _tangled(exp, lines, variances, closed, pending)
     own = pl.concat([variances, closed.select(variances.columns)]).filter(pl.col("category").is_in(LINE_CATEGORIES))
-    batches = _batches(
-        lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls(), _worked(variances, closed, exp)
+    worked = _worked(variances, closed, exp)
+    unbooked = _unbooked(moves, bank, exp, lines, books, cutoff, tangled, worked)
+    batches = pl.concat(
+        [
+            _batches(lines, exp, pairs, cutoff, tangled, own["payout_id"].drop_nulls(), worked),
+            unbooked.select("processor", "payout_id"),
+        ]
     )
     # a group of coupled batches goes whole or not at all
     short = groups.join(batches, on="payout_id", how="anti")["group"]
@@ -202,6 +216,16 @@ def plan(
         ),
         clean.with_columns(unit=joined_key("B", "payout_id")),
         batches.join(groups, on="payout_id").select(unit=joined_key("B", "payout_id"), group="group"),
+        unbooked.join(batches, on=["processor", "payout_id"], how="semi").select(
+            reference="payout_id",
+            unit=joined_key("B", "payout_id"),
+            account="account",
+            currency="currency",
+            day="day",
+            booked="day",
+            amount_minor=pl.lit(0, pl.Int64),
+            worked="amount_minor",
+        ),
     )
 
 
@@ -358,6 +382,45 @@ def _keys(exp: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _unbooked(
+    moves: pl.DataFrame,
+    bank: pl.DataFrame,
+    exp: pl.DataFrame,
+    lines: pl.DataFrame,
+    books: pl.DataFrame,
+    cutoff: date,
+    excluded: pl.Series,
+    worked: pl.Series,
+) -> pl.DataFrame:
+    """(processor, payout_id, account, currency, day, amount_minor) of the payout batches
+    whose payout the bank never booked (no bank line under its reference), taken back out
+    of the bank's cash by an adjusting entry: every variance about it is closed (`worked`).
+    The ledger's movement, and the entry's bank leg, are then in every later balance as
+    what only closed variances are about, summed as worked: the movement is carried as a
+    `continuity.WORKED` movement on its day (the entry's leg goes with the entry)."""
+    payouts = _alone(
+        moves.filter((pl.col("kind") == _PAYOUT) & pl.col("reference").is_not_null()),
+        processor="processor",
+        amount_minor="amount_minor",
+        currency="amount_currency",
+        day="expected_on",
+    )
+    booked = bank.select(pl.coalesce("reference", "bank_ref"))["reference"]
+    last = _keys(exp, lines).group_by("processor", "payout_id").agg(last=pl.col("day").max())
+    return (
+        payouts.rename({"reference": "payout_id"})
+        .join(last, on=["processor", "payout_id"])
+        .join(books.select("account", "currency"), on="currency")
+        .filter(
+            ~pl.col("payout_id").is_in(booked.implode())
+            & pl.col("payout_id").is_in(worked.implode())
+            & ~pl.col("payout_id").is_in(excluded.implode())
+            & (pl.max_horizontal("last", "day") <= cutoff)
+        )
+        .select("processor", "payout_id", "account", "currency", "day", "amount_minor")
+    )
+
+
 def _batches(
     lines: pl.DataFrame,
     exp: pl.DataFrame,
@@ -396,7 +459,8 @@ def _batches(
         )
         .filter(
             (pl.col("currencies") == 1)
-            & (pl.col("net") == pl.col("amount"))
+            # a bank that booked another sum than the lines' is a break: closed, it is worked
+            & ((pl.col("net") == pl.col("amount")) | pl.col("payout_id").is_in(worked.implode()))
             & (pl.col("net_currency") == pl.col("currency"))
             & (pl.max_horizontal("last", "paid", "booked") <= cutoff)
             & ~pl.col("payout_id").is_in(excluded.implode())

@@ -23,7 +23,7 @@ A reference qualifies when (`plan`):
 * it is one bank line and no ledger movement, or one ledger movement that is not a
   processor payout (a batch's payout goes only with its batch: `retire`) and no bank line;
   the bank line in the account the books keep for its currency, its statement in one
-  version; every currency an entry moves in the books;
+  version;
 * every date of it, its entries' days too, is on or before the cutoff.
 
 What may change it brings it back: an input naming its reference (a bank line, by its
@@ -41,7 +41,7 @@ from datetime import date
 
 import polars as pl
 
-from clearline.recon.matching import retire
+from clearline.recon.matching import adjusted, retire
 
 # one per reference cut out: the last day an input may pair its line or movement by amount
 DATED_SCHEMA = {"unit": pl.UInt64(), "last": pl.Date()}
@@ -129,32 +129,15 @@ def plan(
         .join(books_of.rename({"currency": "m_currency", "book": "m_book"}), on="m_currency", how="left")
     )
     ids = about.select("variance_id", ref="reference")
-    entries = adjustments.join(ids, on="variance_id").select(
-        "ref", "event_id", day=pl.col("approved_at").dt.date(), bank="bank"
-    )
-    legs = (
-        entries.explode("bank")
-        .drop_nulls("bank")
-        .unnest("bank")
-        .join(books_of, on="currency", how="left")
-        .select("ref", "day", "currency", "book", "minor")
-    )
-    entry_ok = (
-        pl.concat(
-            [
-                entries.group_by("ref").agg(entry_last=pl.col("day").max(), legs_ok=pl.lit(True)),
-                legs.group_by("ref").agg(entry_last=pl.col("day").max(), legs_ok=pl.col("book").is_not_null().all()),
-            ]
-        )
-        .group_by("ref")
-        .agg(pl.col("entry_last").max(), pl.col("legs_ok").all())
-    )
+    entries = adjustments.join(ids, on="variance_id")
+    legs = adjusted.bank_legs(entries, books).join(ids, on="variance_id")
+    entry_last = entries.group_by("ref").agg(entry_last=pl.col("approved_at").dt.date().max())
     shape = (
         ids.select("ref")
         .unique()
         .join(line, on="ref", how="left")
         .join(move, on="ref", how="left")
-        .join(entry_ok, on="ref", how="left")
+        .join(entry_last, on="ref", how="left")
         .with_columns(pl.col("n_bank", "n_moves").fill_null(0))
     )
     bank_only = (pl.col("n_bank") == 1) & (pl.col("n_moves") == 0) & pl.col("ok")
@@ -165,9 +148,9 @@ def plan(
         & pl.col("m_book").is_not_null()
     )
     last = pl.max_horizontal("bank_last", "expected")
-    settled = shape.filter(
-        (bank_only | move_only) & pl.col("legs_ok").fill_null(True) & (pl.max_horizontal(last, "entry_last") <= cutoff)
-    ).with_columns(unit=retire.hashed(retire.joined_key("E", "ref")), last=last)
+    settled = shape.filter((bank_only | move_only) & (pl.max_horizontal(last, "entry_last") <= cutoff)).with_columns(
+        unit=retire.hashed(retire.joined_key("E", "ref")), last=last
+    )
     if settled.is_empty():
         return None
     units = settled.select("ref", "unit")
@@ -177,7 +160,7 @@ def plan(
             settled.filter(pl.col("n_moves") == 1).select(
                 "unit", account="m_book", currency="m_currency", day="expected", minor="m_minor"
             ),
-            legs.join(units, on="ref").select("unit", account="book", currency="currency", day="day", minor="minor"),
+            legs.join(units, on="ref").select("unit", "account", "currency", "day", "minor"),
         ]
     )
     carry = pl.concat(
