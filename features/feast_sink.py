@@ -14,6 +14,9 @@ epoch) holds the frames handed over that the child has not yet pushed, and a res
 pushes those first; at close the sink waits until everything is pushed. Why not wait at the
 snapshot: an offline push rewrites the whole history file (hundreds of milliseconds), and
 a wait for it stopped the whole flow, every feature and decision behind it, once per epoch.
+What a writer owes stays bounded all the same: a sink whose writer is more than
+`MOST_OWED` pushes behind waits there until it is not (memory and snapshots stay small,
+and a writer starved of CPU gets it back).
 
 Rows come in lists (the streaming runtime's one item per arrival batch), each made into
 push frames once (`feast_frames`) before anything holds them; whatever frames reach a sink
@@ -40,6 +43,7 @@ from clearline.features.feast_repo import ENTITIES
 from clearline.features.feast_writer import FeastWriter
 
 EntityFrame = tuple[str, pl.DataFrame]  # an entity's rows of one batch, as a push frame
+MOST_OWED = 4  # pushes a writer may be behind before its sink waits for it (see module doc)
 
 
 def _frames(rows: list[FeatureRow], spec: Spec) -> list[EntityFrame]:
@@ -59,6 +63,7 @@ class _Pusher(StatefulSinkPartition[list[EntityFrame], list[EntityFrame]]):
             if frames:
                 frame = pl.concat(frames, rechunk=False)
                 self.writer.push(entity, store.latest_rows(frame, entity) if self.online else frame)
+        self.writer.wait(most=MOST_OWED)
 
     def snapshot(self) -> list[EntityFrame]:
         return self.writer.unacknowledged()  # in the store, or in the snapshot: see the module doc

@@ -76,8 +76,9 @@ class FeastWriter:
             self.wait()  # takes what it answered before it ended, then names the pushes it never did
         return list(self._handed)
 
-    def wait(self) -> None:
-        while self._handed:
+    def wait(self, most: int = 0) -> None:
+        """Block until at most `most` pushes handed over are not yet pushed."""
+        while len(self._handed) > most:
             try:
                 error = self._done.get(timeout=5)
             except queue.Empty:

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from clearline import config, events
 from clearline.features import batch, store
-from clearline.features.feast_sink import FeastSink, push_steps
+from clearline.features.feast_sink import MOST_OWED, FeastSink, push_steps
 from clearline.features.streaming import feature_steps, run_bounded
 from tests.pipelines.ledger_harness import free_ports
 
@@ -178,6 +178,30 @@ def test_a_snapshot_keeps_what_the_writer_has_not_pushed_and_the_resumed_sink_pu
     offline = pl.read_parquet(s.data_dir / "offline" / "buyer_history.parquet")
     assert offline.height == frame.height > 3  # pushed once, by the resumed sink
     assert offline.sort("buyer_id", "event_timestamp").equals(frame.sort("buyer_id", "event_timestamp"))
+
+
+def test_a_sink_waits_for_a_writer_more_than_most_owed_pushes_behind(tmp_path, streamed):
+    """The snapshot does not wait, so the sink bounds what its writer owes instead: with
+    the writer frozen, the push that puts it more than MOST_OWED behind waits until the
+    writer, thawed, has caught up to MOST_OWED."""
+    _, rows = streamed
+    s = settings(tmp_path)
+    store.apply(s)
+    frame = store.rows_frame(rows, "buyer")
+    sink = FeastSink(s, online=False).build_part("feast_history", "history", None)
+    child = sink.writer._process.pid
+    os.kill(child, signal.SIGSTOP)
+    pushing = threading.Thread(target=lambda: [sink.write_batch([[("buyer", frame)]]) for _ in range(MOST_OWED + 1)])
+    try:
+        pushing.start()
+        pushing.join(3)
+        assert pushing.is_alive() and len(sink.snapshot()) == MOST_OWED + 1  # waiting, not refusing
+    finally:
+        os.kill(child, signal.SIGCONT)
+    pushing.join(60)
+    assert not pushing.is_alive() and len(sink.snapshot()) <= MOST_OWED
+    sink.close()
+    assert pl.read_parquet(s.data_dir / "offline" / "buyer_history.parquet").height == (MOST_OWED + 1) * frame.height
 
 
 def test_a_push_with_the_wrong_columns_is_refused(tmp_path, world_rows):
