@@ -14,7 +14,12 @@ events goes through one call that does what those steps did, in the same order:
   either entity saw the request late.
 
 The clocks, attributions and waiting answers are frozen records; the dictionaries that
-hold them are updated in place, which is why `snapshot` copies them.
+hold them are updated in place, which is why `snapshot` copies them. A payment whose
+authorization has been seen is remembered by its buyer id alone, not an `Attribution`:
+every authorized payment stays in the state, and Bytewax pickles the whole state at every
+epoch on the flow's one busy thread — as records, the payments were about two fifths of
+that pickling (23,072 of them after the benchmark's 120 days; 132 ms as records against
+23 ms as strings, under load).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class StreamState:
 
     buyers: dict[str, Clock] = field(default_factory=dict)
     merchants: dict[str, Clock] = field(default_factory=dict)
-    payments: dict[str, Attribution] = field(default_factory=dict)
+    payments: dict[str, Attribution | str] = field(default_factory=dict)  # str: the authorized buyer
     waiting: dict[str, Output] = field(default_factory=dict)  # request event id -> its first entity's answer
 
     def snapshot(self) -> StreamState:
@@ -101,7 +106,10 @@ def finish(state: StreamState, spec: Spec) -> Advance:
 def _attributed(state: StreamState, f: Fact) -> list[Fact]:
     if f.event_type not in NEEDS_ATTRIBUTION and f.event_type != "payment.authorized":
         return [f]
-    state.payments[f.payment_id], out = attribute_payment(state.payments.get(f.payment_id), f)
+    known = state.payments.get(f.payment_id)
+    attribution, out = attribute_payment(Attribution(known) if isinstance(known, str) else known, f)
+    # once authorized, a payment holds nothing waiting: its buyer says all (see module doc)
+    state.payments[f.payment_id] = attribution.buyer_id if attribution.buyer_id is not None else attribution
     return out
 
 

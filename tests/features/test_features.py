@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import random
 import statistics
 from datetime import date, datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from clearline.features import batch
 from clearline.features.definitions import (
     DEFAULT_SPEC,
     NEEDS_ATTRIBUTION,
+    Attribution,
     BuyerState,
     Fact,
     FeatureConfigError,
@@ -41,6 +43,7 @@ from clearline.features.definitions import (
     ticket_zscore,
 )
 from clearline.features.event_time import BUYER, MERCHANT, Clock, FeatureRow, LateEvent, flush, on_fact
+from clearline.features.stream_state import StreamState, advance, finish
 from tests.contract.test_events import events as contract_events
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -447,6 +450,24 @@ def test_refunds_wait_for_their_payments_authorization():
     assert [(f.event_type, f.buyer_id) for f in out] == [("payment.authorized", "b9"), ("payment.refunded", "b9")]
     _, out = attribute_payment(known, refund)
     assert out[0].buyer_id == "b9"
+
+
+def test_the_stream_keeps_an_authorized_payment_as_its_buyer_and_attributes_across_a_snapshot():
+    """The streaming state remembers an authorized payment by its buyer id alone (what the
+    epoch snapshots pickle most of); a refund before the authorization waits for it, one
+    after it, past a snapshot's pickle round trip, still reaches the buyer."""
+    state = StreamState()
+    early = fact(5, "payment.refunded", payment_id="p1", amount_minor=3, currency="USD")
+    auth = fact(0, "payment.authorized", buyer_id="b9", payment_id="p1", order_id="o1", amount_minor=9, currency="USD")
+    later = fact(10, "payment.refunded", event_id="r2", payment_id="p1", amount_minor=2, currency="USD")
+    advance(state, [early], DEFAULT_SPEC)
+    assert state.payments["p1"] == Attribution(None, (early,))
+    advance(state, [auth], DEFAULT_SPEC)
+    assert state.payments["p1"] == "b9"
+    state = pickle.loads(pickle.dumps(state.snapshot()))
+    advance(state, [later], DEFAULT_SPEC)
+    finish(state, DEFAULT_SPEC)
+    assert (state.buyers["b9"].state.payments, state.buyers["b9"].state.refunds) == (1, 2)
 
 
 # --------------------------------------------------------------------------- configuration
