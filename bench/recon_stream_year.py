@@ -175,14 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         + (f" {'entries':>7} {'closed':>6}" if queue is not None else "")
     )
     due: dict[date, list[str]] = defaultdict(list)  # entry day -> variance ids raised N days before
-    raised: dict[str, dict] = {}  # variance id -> its row as published (the latest facts)
+    # variance id -> its row as published (the latest facts), until its entry's day: the
+    # bench's own bookkeeping stays bounded too, so the RSS tells the matcher's
+    raised: dict[str, dict] = {}
+    queued: set[str] = set()  # every variance id given an entry's day
     posted: list[dict] = []
     print(header)
     day = min(by_day)
     end_day = as_of.date()
     while day <= end_day + timedelta(days=1):
         todays = {name: list(parts) for name, parts in by_day.get(day, {}).items()}
-        entries = [queue_entry(raised[v], day) for v in due.pop(day, []) if v in published]
+        rows = [raised.pop(v) for v in due.pop(day, [])]
+        entries = [queue_entry(row, day) for row in rows if row["variance_id"] in published]
         if entries:
             todays.setdefault("adjustments", []).append(adjusted.frame(entries))
             posted += entries
@@ -195,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         published -= set(changes.gone)
         if queue is not None:
             for row in pl.concat([changes.new, changes.changed]).iter_rows(named=True):
-                if row["variance_id"] not in raised:
-                    due[day + timedelta(days=queue)].append(row["variance_id"])
-                raised[row["variance_id"]] = row
+                vid = row["variance_id"]
+                if vid not in queued:
+                    queued.add(vid)
+                    due[day + timedelta(days=queue)].append(vid)
+                    raised[vid] = row
+                elif vid in raised:  # changed before its entry's day
+                    raised[vid] = row
         last = changes
         month = f"{day:%Y-%m}"
         if (day + timedelta(days=1)).month != day.month or day > end_day:
