@@ -11,11 +11,13 @@ retire_after_days`). Per simulated month it prints the lines held and those of t
 before the horizon ("past hz": what history leaves behind; the rest is the horizon's own
 volume, which follows the world's: buyers' repayments ramp up until March), the
 expectations held, the time per advance (mean and max, wall and CPU), the matcher's
-snapshot size (pickled, as Bytewax recovery stores it), the process RSS, the statements
-held and cut out, and the variances open at the month's end (all of them, and those kept
-frozen with what was cut out): what is left of the work per advance is bounded by the
-open ones. These stay flat once the horizon has filled; the held inputs of the whole
-year, loaded up front to feed the stream, are a constant part of the RSS.
+snapshot size (pickled, as Bytewax recovery stores it) and the memory it takes restored
+in a fresh process ("state MiB"), the process RSS, the statements held and cut out, and
+the variances open at the month's end (all of them, and those kept frozen with what was
+cut out): what is left of the work per advance is bounded by the open ones. These stay
+flat once the horizon has filled; the held inputs of the whole year, loaded up front to
+feed the stream, are a constant part of the RSS, and what the allocator keeps of each
+advance's frames a varying one.
 
 With `--work-queue-days N` a finance team works the queue: every variance the stream
 publishes gets the adjusting entry a person posts through the workbench N simulated days
@@ -40,6 +42,7 @@ import argparse
 import os
 import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +71,28 @@ from clearline.recon import (
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_STATE = """
+import os, pickle, sys
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+import polars as pl
+import clearline.recon
+# what restoring any frame costs once (the engine's pools), before the state is measured
+pickle.loads(pickle.dumps(pl.DataFrame({"s": ["a"], "l": [[1]]}).with_columns(h=pl.col("s").hash())))
+before = rss()
+state = pickle.loads(sys.stdin.buffer.read())
+print(rss() - before)
+"""
+
+
+def _state_mib(snapshot: bytes) -> float:
+    """The matcher's state in memory: what a fresh process grows by restoring `snapshot`
+    (this process's RSS also holds the year's inputs and what the allocator kept)."""
+    out = subprocess.run([sys.executable, "-c", _STATE], input=snapshot, capture_output=True, check=True)
+    return float(out.stdout)
 
 
 def _past_horizon(flow: Continuous, cutoff: date) -> int:
@@ -170,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     last = None
     header = (
         f"{'month':7} {'lines held':>11} {'past hz':>7} {'exp. held':>10} {'advances':>8} {'mean ms':>8} {'max ms':>8} "
-        f"{'CPU ms':>7} {'snapshot KiB':>12} {'RSS MiB':>8} {'retired units':>13} {'back':>5} "
+        f"{'CPU ms':>7} {'snapshot KiB':>12} {'state MiB':>9} {'RSS MiB':>8} {'retired units':>13} {'back':>5} "
         f"{'stmts held':>10} {'stmts cut':>9} {'open var':>8} {'frozen':>6}"
         + (f" {'entries':>7} {'closed':>6}" if queue is not None else "")
     )
@@ -210,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         month = f"{day:%Y-%m}"
         if (day + timedelta(days=1)).month != day.month or day > end_day:
             held = flow.held()
+            snapshot = pickle.dumps(flow)
             walls = [w for w, _ in months[month]]
             cpus = [c for _, c in months[month]]
             print(
@@ -218,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{held.get('expected_settlements', 0) + held.get('expected_movements', 0):>10,} {len(walls):>8} "
                 f"{1000 * sum(walls) / len(walls):>8.1f} {1000 * max(walls):>8.1f} "
                 f"{1000 * sum(cpus) / len(cpus):>7.1f} "
-                f"{len(pickle.dumps(flow)) / 1024:>12,.0f} {_rss_mib():>8,.0f} "
+                f"{len(snapshot) / 1024:>12,.0f} {_state_mib(snapshot):>9,.0f} {_rss_mib():>8,.0f} "
                 f"{flow.retired_units():>13,} {flow.units_back:>5} "
                 f"{held.get('statements', 0):>10,} {flow.retired_statements():>9,} "
                 f"{changes.result.variances.height:>8,} {flow.frozen():>6,}"
