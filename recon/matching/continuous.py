@@ -22,8 +22,9 @@ account and day (and what the ledger moved beyond the bank, as worked). Held sta
 the work per advance are then the open items and the horizon's worth, not the history.
 An input that touches a cut-out unit's keys (a line sent again, a bank line naming a
 retired payout, an adjustment naming a frozen variance), or one dated near a settled
-reference's line or movement, brings the unit back before it is added, so the next reconciliation is again the one
-over every input, and the result is still exactly the batch's.
+reference's line or movement, brings the unit back before it is added, so the next
+reconciliation is again the one over every input, and the result is still exactly the
+batch's.
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class Continuous:
     _statements: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
     _jumps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.HELD_SCHEMA))
     _statement_units: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_statements.UNIT_SCHEMA))
-    # references an adjusting entry settled, cut out (`retire_entries`): the last day an input
-    # may pair each one's line or movement by amount
+    # units a late input may pair by amount, cut out: references an adjusting entry settled
+    # (`retire_entries`) and batches whose payout the bank never booked; the last day of each
     _dated: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=retire_entries.DATED_SCHEMA))
     units_back: int = 0  # cut-out units a late arrival brought back, all told
 
